@@ -1,0 +1,375 @@
+/*
+ * core/base.c — status text, error messages, logging, allocation with fault
+ * injection, hashing, RNG, clock and file helpers.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <cblas.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack */
+#include <xxhash.h>
+
+const char *rk_status_str(rk_status s) {
+    switch (s) {
+#define RK_X_CASE(name, val, text) \
+    case name:                     \
+        return text;
+        RK_STATUS_LIST(RK_X_CASE)
+#undef RK_X_CASE
+    }
+    return "unknown status";
+}
+
+rk_status rk_fail(rk_err *err, rk_status code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+rk_status rk_err_prefix(rk_err *err, const char *fmt, ...) {
+    if (!err) return RK_EINTERNAL;
+    char pre[256], old[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    old[sizeof old - 1] = 0;
+    snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
+    return err->code;
+}
+
+void rk_assert_fail(const char *expr, const char *file, int line) {
+    fprintf(stderr, "rankd: assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+
+/* ------------------------------------------------------------- logging */
+
+static int log_threshold(void) {
+    static int lvl = -1;
+    if (lvl < 0) {
+        const char *e = getenv("RK_LOG_LEVEL");
+        lvl = RK_LOG_INFO;
+        if (e) {
+            if (!strcmp(e, "debug")) lvl = RK_LOG_DEBUG;
+            else if (!strcmp(e, "warn")) lvl = RK_LOG_WARN;
+            else if (!strcmp(e, "error")) lvl = RK_LOG_ERROR;
+        }
+    }
+    return lvl;
+}
+
+void rk_log(rk_log_level lvl, const char *fmt, ...) {
+    if ((int)lvl < log_threshold()) return;
+    char line[1024];
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "rankd %c %04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
+                     "DIWE"[lvl], tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s\n", line);
+}
+
+void rk_log_blas_info(void) {
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    rk_info("openblas: core=%s threads=%d config=\"%s\" OPENBLAS_CORETYPE=%s",
+            openblas_get_corename(), openblas_get_num_threads(), openblas_get_config(),
+            ct ? ct : "(unset)");
+}
+
+/* ------------------------------------------------------------- memory */
+
+static atomic_long alloc_countdown; /* 0 = off; else fail when it reaches 1 */
+
+static int alloc_should_fail(void) {
+    long c = atomic_load(&alloc_countdown);
+    if (c == 0) return 0;
+    if (c == 1) return 1; /* stays failing */
+    atomic_fetch_sub(&alloc_countdown, 1);
+    return 0;
+}
+
+void rk_alloc_fail_after(long n) { atomic_store(&alloc_countdown, n); }
+
+void *rk_malloc(size_t n) {
+    if (alloc_should_fail()) return NULL;
+    return malloc(n ? n : 1);
+}
+void *rk_calloc(size_t count, size_t size) {
+    if (alloc_should_fail()) return NULL;
+    if (count == 0 || size == 0) return calloc(1, 1);
+    return calloc(count, size);
+}
+void *rk_realloc(void *p, size_t n) {
+    if (alloc_should_fail()) return NULL;
+    return realloc(p, n ? n : 1);
+}
+char *rk_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = rk_malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+void rk_free(void *p) { free(p); }
+
+/* ------------------------------------------------------------- hashing */
+
+uint64_t rk_hash64(const void *data, size_t len, uint64_t seed) {
+    return (uint64_t)XXH64(data, len, (XXH64_hash_t)seed);
+}
+
+uint64_t rk_feature_row(const char *feature, const char *value, size_t value_len,
+                        uint64_t table_size) {
+    RK_ASSERT(table_size > 0);
+    XXH64_state_t st;
+    XXH64_reset(&st, 0);
+    XXH64_update(&st, feature, strlen(feature));
+    XXH64_update(&st, "\x1f", 1);
+    XXH64_update(&st, value, value_len);
+    return (uint64_t)XXH64_digest(&st) % table_size;
+}
+
+/* ------------------------------------------------------------- RNG */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void rk_rng_seed(rk_rng *r, uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t rk_rng_next(rk_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double rk_rng_uniform(rk_rng *r) { return (double)(rk_rng_next(r) >> 11) * 0x1.0p-53; }
+
+double rk_rng_normal(rk_rng *r) {
+    double u1 = rk_rng_uniform(r), u2 = rk_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+uint64_t rk_rng_below(rk_rng *r, uint64_t n) {
+    RK_ASSERT(n > 0);
+    return rk_rng_next(r) % n;
+}
+
+/* ------------------------------------------------------------- time */
+
+double rk_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------- files */
+
+rk_status rk_read_file(const char *path, char **out, size_t *len, rk_err *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return rk_fail(err, errno == ENOENT ? RK_ENOTFOUND : RK_EIO, "%s: %s", path,
+                               strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return rk_fail(err, RK_EIO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = rk_malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return rk_fail(err, RK_ENOMEM, "%s: out of memory reading %zu bytes", path, n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = errno;
+            close(fd);
+            rk_free(buf);
+            return rk_fail(err, RK_EIO, "%s: read failed: %s", path, r < 0 ? strerror(e) : "short read");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return RK_OK;
+}
+
+rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return rk_fail(err, RK_EIO, "%s: cannot create: %s", path, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+            int e = errno;
+            close(fd);
+            return rk_fail(err, RK_EIO, "%s: write failed: %s", path, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return rk_fail(err, RK_EIO, "%s: fsync failed: %s", path, strerror(e));
+    }
+    if (close(fd) != 0) return rk_fail(err, RK_EIO, "%s: close failed: %s", path, strerror(errno));
+    return RK_OK;
+}
+
+rk_status rk_mkdir_p(const char *path, rk_err *err) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return rk_fail(err, RK_EINVAL, "bad directory path '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return rk_fail(err, RK_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+            buf[i] = c;
+        }
+    }
+    if (!rk_is_dir(path)) return rk_fail(err, RK_EIO, "%s: exists and is not a directory", path);
+    return RK_OK;
+}
+
+rk_status rk_rm_rf(const char *path, rk_err *err) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? RK_OK : rk_fail(err, RK_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return rk_fail(err, RK_EIO, "%s: %s", path, strerror(errno));
+        struct dirent *e;
+        rk_status s = RK_OK;
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char child[4096];
+            if ((size_t)snprintf(child, sizeof child, "%s/%s", path, e->d_name) >= sizeof child) {
+                s = rk_fail(err, RK_EINVAL, "%s: path too long", path);
+                break;
+            }
+            if ((s = rk_rm_rf(child, err)) != RK_OK) break;
+        }
+        closedir(d);
+        if (s != RK_OK) return s;
+        if (rmdir(path) != 0) return rk_fail(err, RK_EIO, "%s: rmdir: %s", path, strerror(errno));
+    } else if (unlink(path) != 0) {
+        return rk_fail(err, RK_EIO, "%s: unlink: %s", path, strerror(errno));
+    }
+    return RK_OK;
+}
+
+rk_status rk_fsync_dir(const char *path, rk_err *err) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return rk_fail(err, RK_EIO, "%s: %s", path, strerror(errno));
+    int r = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (r != 0) return rk_fail(err, RK_EIO, "%s: fsync: %s", path, strerror(e));
+    return RK_OK;
+}
+
+int rk_path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int rk_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ------------------------------------------------------------- progress */
+
+void rk_progress_start(rk_progress *p, const char *label, const char *unit, uint64_t total) {
+    memset(p, 0, sizeof *p);
+    p->label = label;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = p->last = rk_now();
+    p->tty = isatty(STDERR_FILENO);
+}
+
+static void progress_print(rk_progress *p, int final) {
+    double now = rk_now(), el = now - p->t0;
+    double rate = el > 0 ? (double)p->done / el : 0;
+    char rbuf[32];
+    if (rate >= 1e6) snprintf(rbuf, sizeof rbuf, "%.2fM", rate / 1e6);
+    else if (rate >= 1e3) snprintf(rbuf, sizeof rbuf, "%.1fk", rate / 1e3);
+    else snprintf(rbuf, sizeof rbuf, "%.0f", rate);
+    if (p->total) {
+        double frac = (double)p->done / (double)p->total;
+        double eta = rate > 0 ? (double)(p->total - (p->done < p->total ? p->done : p->total)) / rate : 0;
+        fprintf(stderr, "%s%s %5.1f%% %llu/%llu  %s %s/s  %s %.1fs%s", p->tty ? "\r" : "", p->label,
+                100.0 * frac, (unsigned long long)p->done, (unsigned long long)p->total, rbuf, p->unit,
+                final ? "took" : "eta", final ? el : eta, (p->tty && !final) ? "   " : "\n");
+    } else {
+        fprintf(stderr, "%s%s %llu  %s %s/s  %.1fs%s", p->tty ? "\r" : "", p->label,
+                (unsigned long long)p->done, rbuf, p->unit, el, (p->tty && !final) ? "   " : "\n");
+    }
+    fflush(stderr);
+    p->printed = 1;
+}
+
+void rk_progress_add(rk_progress *p, uint64_t n) {
+    p->done += n;
+    double now = rk_now();
+    double every = p->tty ? 0.1 : 5.0;
+    if (now - p->last >= every) {
+        p->last = now;
+        progress_print(p, 0);
+    }
+}
+
+void rk_progress_finish(rk_progress *p) { progress_print(p, 1); }

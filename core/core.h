@@ -1,0 +1,201 @@
+/*
+ * core/core.h — the whole interface of rankd's core module.
+ *
+ * Everything the other modules share and that knows nothing of ranking:
+ * status codes and error messages, logging, allocation (with fault
+ * injection for tests), hashing (xxHash), a deterministic RNG, wall clock,
+ * small file-system helpers, safetensors I/O and a progress bar.
+ *
+ * Errors: every fallible function returns rk_status (RK_OK == 0, negative on
+ * failure) and, when the caller passes a non-NULL rk_err, a message in a
+ * fixed buffer that names the thing that was wrong (file, row, column, field).
+ * Reporting an error never allocates.
+ */
+#ifndef RK_CORE_H
+#define RK_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---------------------------------------------------------------- status */
+
+/* X-macro list: name, value, text. Values are never renumbered. */
+#define RK_STATUS_LIST(X)                                                   \
+    X(RK_OK, 0, "ok")                                                       \
+    X(RK_EINVAL, -1, "invalid argument")                                    \
+    X(RK_EIO, -2, "I/O error")                                              \
+    X(RK_ENOMEM, -3, "out of memory")                                       \
+    X(RK_ENOTFOUND, -4, "not found")                                        \
+    X(RK_EFORMAT, -5, "bad format")                                         \
+    X(RK_EVERSION, -6, "unsupported version")                               \
+    X(RK_ESHAPE, -7, "shape mismatch")                                      \
+    X(RK_ETOOBIG, -8, "resource exhausted")                                 \
+    X(RK_EEXIST, -9, "already exists")                                      \
+    X(RK_EINTERNAL, -10, "internal error")                                  \
+    X(RK_EDEADLINE, -11, "deadline exceeded")                               \
+    X(RK_ENUMERIC, -12, "non-finite number")
+
+typedef enum {
+#define RK_X_ENUM(name, val, text) name = val,
+    RK_STATUS_LIST(RK_X_ENUM)
+#undef RK_X_ENUM
+} rk_status;
+
+/* Static text for a status code ("invalid argument", ...). Never NULL. */
+const char *rk_status_str(rk_status s);
+
+/* Error message buffer, embedded by the caller; never heap-allocated. */
+typedef struct {
+    rk_status code;
+    char msg[256];
+} rk_err;
+
+/* Fill err (may be NULL) with a printf-style message and return code. */
+rk_status rk_fail(rk_err *err, rk_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prefix an existing message: "ctx: old message". Returns err->code. */
+rk_status rk_err_prefix(rk_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Abort with file and line when a programmer invariant is broken. */
+#define RK_ASSERT(cond)                                                     \
+    do {                                                                    \
+        if (!(cond)) rk_assert_fail(#cond, __FILE__, __LINE__);             \
+    } while (0)
+void rk_assert_fail(const char *expr, const char *file, int line)
+    __attribute__((noreturn));
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum { RK_LOG_DEBUG = 0, RK_LOG_INFO, RK_LOG_WARN, RK_LOG_ERROR } rk_log_level;
+
+/* Threshold from env RK_LOG_LEVEL (debug|info|warn|error), default info.
+ * Lines go to stderr as "rankd I 2026-11-29T09:00:00.123Z message". */
+void rk_log(rk_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define rk_info(...) rk_log(RK_LOG_INFO, __VA_ARGS__)
+#define rk_warn(...) rk_log(RK_LOG_WARN, __VA_ARGS__)
+#define rk_error(...) rk_log(RK_LOG_ERROR, __VA_ARGS__)
+#define rk_debug(...) rk_log(RK_LOG_DEBUG, __VA_ARGS__)
+
+/* Log OpenBLAS' configuration and chosen kernel (openblas_get_corename()).
+ * Every program calls this once at start-up (c-stack.md §5). */
+void rk_log_blas_info(void);
+
+/* ---------------------------------------------------------------- memory */
+
+/* All allocation goes through these so tests can fail the N-th call.
+ * rk_malloc(0) returns a valid unique pointer. Free with rk_free. */
+void *rk_malloc(size_t n);
+void *rk_calloc(size_t count, size_t size);
+void *rk_realloc(void *p, size_t n);
+char *rk_strdup(const char *s);
+void rk_free(void *p);
+/* Test hook: the n-th allocation from now (1-based) and all later ones fail;
+ * n = 0 switches failure injection off. */
+void rk_alloc_fail_after(long n);
+
+/* ---------------------------------------------------------------- hashing */
+
+/* xxh64 of bytes with a seed. */
+uint64_t rk_hash64(const void *data, size_t len, uint64_t seed);
+
+/* Row of a hashed embedding table: xxh64(name "\x1f" value, seed 0) mod
+ * table_size. The random-hashing baseline (Zheng et al. 2025, §3 "random
+ * hashing"); table_size > 0. */
+uint64_t rk_feature_row(const char *feature, const char *value, size_t value_len,
+                        uint64_t table_size);
+
+/* ---------------------------------------------------------------- RNG */
+
+/* xoshiro256** seeded through splitmix64; explicit seeds everywhere. */
+typedef struct { uint64_t s[4]; } rk_rng;
+void rk_rng_seed(rk_rng *r, uint64_t seed);
+uint64_t rk_rng_next(rk_rng *r);
+/* Uniform in [0, 1). */
+double rk_rng_uniform(rk_rng *r);
+/* Standard normal (Box-Muller). */
+double rk_rng_normal(rk_rng *r);
+/* Uniform integer in [0, n). */
+uint64_t rk_rng_below(rk_rng *r, uint64_t n);
+
+/* ---------------------------------------------------------------- time */
+
+/* Monotonic seconds. */
+double rk_now(void);
+
+/* ---------------------------------------------------------------- files */
+
+/* Read a whole file into a NUL-terminated heap buffer (rk_free it).
+ * *len receives the size without the NUL. Errors name the path. */
+rk_status rk_read_file(const char *path, char **out, size_t *len, rk_err *err);
+/* Write a whole file and fsync it (not atomic; see rk_write_file_atomic). */
+rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err);
+/* mkdir -p. */
+rk_status rk_mkdir_p(const char *path, rk_err *err);
+/* rm -rf; missing path is not an error. */
+rk_status rk_rm_rf(const char *path, rk_err *err);
+/* fsync a directory so a rename inside it is durable. */
+rk_status rk_fsync_dir(const char *path, rk_err *err);
+int rk_path_exists(const char *path);
+int rk_is_dir(const char *path);
+
+/* ---------------------------------------------------------------- safetensors */
+
+/* Writer: collects float32 tensors, then writes one safetensors file
+ * (8-byte little-endian header length, JSON header, raw little-endian data)
+ * readable by the Python `safetensors` package and PyTorch.
+ * Tensors are borrowed: the data must stay valid until rk_st_writer_write. */
+typedef struct rk_st_writer rk_st_writer;
+rk_status rk_st_writer_create(rk_st_writer **out, rk_err *err);
+/* name: copied; shape: up to 4 dims; data: n = prod(shape) floats, borrowed. */
+rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data,
+                               int ndim, const int64_t *shape, rk_err *err);
+/* metadata: optional string key/value pair stored in "__metadata__". */
+rk_status rk_st_writer_add_meta(rk_st_writer *w, const char *key, const char *value,
+                                rk_err *err);
+rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err);
+void rk_st_writer_destroy(rk_st_writer *w);
+
+/* Reader: reads the whole file; validates the header (length, JSON, dtype,
+ * offsets inside the data section, byte count = shape). Owns its buffer. */
+typedef struct rk_st_file rk_st_file;
+rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err);
+void rk_st_close(rk_st_file *f);
+size_t rk_st_count(const rk_st_file *f);
+const char *rk_st_name(const rk_st_file *f, size_t i);
+/* Look up a float32 tensor by name. Returns RK_ENOTFOUND if absent,
+ * RK_EFORMAT if the dtype is not F32. *data points into the file buffer,
+ * valid until rk_st_close. It is 4-byte aligned only when the header length
+ * is (rankd's writer and the safetensors package pad it to 8); otherwise
+ * read through memcpy, as rk_st_read_f32 does. */
+rk_status rk_st_get_f32(const rk_st_file *f, const char *name, const float **data,
+                        int *ndim, int64_t shape[4], rk_err *err);
+/* Same, but also checks the shape equals want[0..want_ndim) and copies the
+ * data into dst (prod(want) floats). Errors name the tensor and both shapes. */
+rk_status rk_st_read_f32(const rk_st_file *f, const char *name, float *dst, int want_ndim,
+                         const int64_t *want, rk_err *err);
+/* Metadata value, or NULL. */
+const char *rk_st_meta(const rk_st_file *f, const char *key);
+
+/* ---------------------------------------------------------------- progress */
+
+/* A progress line on stderr: "label  45.0% 36000/80000  23.4k ex/s  eta 2s".
+ * Redrawn in place (\r) at most 10 times a second on a terminal; on a
+ * non-terminal one line every 5 seconds. total may be 0 (unknown). */
+typedef struct {
+    const char *label;
+    const char *unit;
+    uint64_t total, done;
+    double t0, last;
+    int tty;
+    int printed;
+} rk_progress;
+void rk_progress_start(rk_progress *p, const char *label, const char *unit, uint64_t total);
+void rk_progress_add(rk_progress *p, uint64_t n);
+/* Final line with the rate; newline-terminated. */
+void rk_progress_finish(rk_progress *p);
+
+#endif /* RK_CORE_H */

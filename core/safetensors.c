@@ -1,0 +1,300 @@
+/*
+ * core/safetensors.c — reader and writer for the safetensors format
+ * (https://github.com/huggingface/safetensors, format described in its README):
+ *   [u64 little-endian N][N bytes JSON header][data]
+ * The header maps tensor names to {"dtype","shape","data_offsets":[begin,end]}
+ * (offsets relative to the start of the data section) plus an optional
+ * "__metadata__" string map. rankd stores float32 ("F32") only.
+ *
+ * The reader checks everything a corrupt or truncated file can get wrong:
+ * header length past the file, JSON that does not parse, unknown dtype,
+ * offsets outside the data section or inconsistent with the shape.
+ */
+#include "core.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- writer */
+
+typedef struct {
+    char *name;
+    const float *data;
+    int ndim;
+    int64_t shape[4];
+    size_t n;
+} st_tensor;
+
+struct rk_st_writer {
+    st_tensor *t;
+    size_t n, cap;
+    json_t *meta;
+};
+
+rk_status rk_st_writer_create(rk_st_writer **out, rk_err *err) {
+    rk_st_writer *w = rk_calloc(1, sizeof *w);
+    if (!w) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+    w->meta = json_object();
+    if (!w->meta) {
+        rk_free(w);
+        return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+    }
+    *out = w;
+    return RK_OK;
+}
+
+rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data, int ndim,
+                               const int64_t *shape, rk_err *err) {
+    if (ndim < 0 || ndim > 4) return rk_fail(err, RK_EINVAL, "tensor '%s': ndim %d not in 0..4", name, ndim);
+    if (!strcmp(name, "__metadata__")) return rk_fail(err, RK_EINVAL, "tensor name '__metadata__' is reserved");
+    for (size_t i = 0; i < w->n; i++)
+        if (!strcmp(w->t[i].name, name)) return rk_fail(err, RK_EEXIST, "tensor '%s' added twice", name);
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 16;
+        st_tensor *t = rk_realloc(w->t, cap * sizeof *t);
+        if (!t) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+        w->t = t;
+        w->cap = cap;
+    }
+    st_tensor *t = &w->t[w->n];
+    t->name = rk_strdup(name);
+    if (!t->name) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+    t->data = data;
+    t->ndim = ndim;
+    t->n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) {
+            rk_free(t->name);
+            return rk_fail(err, RK_EINVAL, "tensor '%s': negative dimension", name);
+        }
+        t->shape[i] = shape[i];
+        t->n *= (size_t)shape[i];
+    }
+    w->n++;
+    return RK_OK;
+}
+
+rk_status rk_st_writer_add_meta(rk_st_writer *w, const char *key, const char *value, rk_err *err) {
+    if (json_object_set_new(w->meta, key, json_string(value)) != 0)
+        return rk_fail(err, RK_EINVAL, "safetensors metadata '%s': not valid UTF-8", key);
+    return RK_OK;
+}
+
+rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
+    json_t *h = json_object();
+    if (!h) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+    if (json_object_size(w->meta)) json_object_set(h, "__metadata__", w->meta);
+    size_t off = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        st_tensor *t = &w->t[i];
+        json_t *e = json_object(), *shape = json_array(), *offs = json_array();
+        for (int d = 0; d < t->ndim; d++) json_array_append_new(shape, json_integer(t->shape[d]));
+        json_array_append_new(offs, json_integer((json_int_t)off));
+        json_array_append_new(offs, json_integer((json_int_t)(off + t->n * 4)));
+        json_object_set_new(e, "dtype", json_string("F32"));
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "data_offsets", offs);
+        json_object_set_new(h, t->name, e);
+        off += t->n * 4;
+    }
+    char *hs = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(h);
+    if (!hs) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+    size_t hl = strlen(hs);
+    size_t pad = (8 - hl % 8) % 8; /* align the data section to 8 bytes */
+    size_t hlen = hl + pad;
+    size_t total = 8 + hlen + off;
+    unsigned char *buf = rk_malloc(total);
+    if (!buf) {
+        free(hs);
+        return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory (%zu bytes)", total);
+    }
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    memcpy(buf + 8, hs, hl);
+    memset(buf + 8 + hl, ' ', pad);
+    free(hs);
+    unsigned char *p = buf + 8 + hlen;
+    for (size_t i = 0; i < w->n; i++) {
+        memcpy(p, w->t[i].data, w->t[i].n * 4); /* host is little-endian (x86-64, arm64) */
+        p += w->t[i].n * 4;
+    }
+    rk_status s = rk_write_file(path, buf, total, err);
+    rk_free(buf);
+    return s;
+}
+
+void rk_st_writer_destroy(rk_st_writer *w) {
+    if (!w) return;
+    for (size_t i = 0; i < w->n; i++) rk_free(w->t[i].name);
+    rk_free(w->t);
+    json_decref(w->meta);
+    rk_free(w);
+}
+
+/* ------------------------------------------------------------- reader */
+
+typedef struct {
+    const char *name; /* points into header json (kept alive) */
+    int f32;
+    char dtype[16];
+    int ndim;
+    int64_t shape[4];
+    size_t begin, end;
+} st_entry;
+
+struct rk_st_file {
+    char *buf;
+    size_t len;
+    const unsigned char *data;
+    size_t data_len;
+    json_t *header;
+    st_entry *e;
+    size_t n;
+    char path[512];
+};
+
+void rk_st_close(rk_st_file *f) {
+    if (!f) return;
+    rk_free(f->buf);
+    json_decref(f->header);
+    rk_free(f->e);
+    rk_free(f);
+}
+
+rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
+    *out = NULL;
+    rk_st_file *f = rk_calloc(1, sizeof *f);
+    if (!f) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    rk_status s = rk_read_file(path, &f->buf, &f->len, err);
+    if (s != RK_OK) goto fail;
+    if (f->len < 8) {
+        s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors header: file is %zu bytes, shorter than the 8-byte length prefix", path, f->len);
+        goto fail;
+    }
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)(unsigned char)f->buf[i] << (8 * i);
+    if (hlen > f->len - 8 || hlen > (100u << 20)) {
+        s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors header: header length %llu exceeds file size %zu", path,
+                    (unsigned long long)hlen, f->len);
+        goto fail;
+    }
+    json_error_t je;
+    f->header = json_loadb(f->buf + 8, (size_t)hlen, 0, &je);
+    if (!f->header || !json_is_object(f->header)) {
+        s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors header: JSON %s at byte %d", path,
+                    f->header ? "is not an object" : je.text, f->header ? 0 : je.position);
+        goto fail;
+    }
+    f->data = (const unsigned char *)f->buf + 8 + hlen;
+    f->data_len = f->len - 8 - (size_t)hlen;
+    size_t cnt = json_object_size(f->header);
+    f->e = rk_calloc(cnt ? cnt : 1, sizeof *f->e);
+    if (!f->e) {
+        s = rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(f->header, key, val) {
+        if (!strcmp(key, "__metadata__")) continue;
+        st_entry *e = &f->e[f->n];
+        e->name = key;
+        json_t *dt = json_object_get(val, "dtype"), *sh = json_object_get(val, "shape"),
+               *of = json_object_get(val, "data_offsets");
+        if (!json_is_string(dt) || !json_is_array(sh) || !json_is_array(of) || json_array_size(of) != 2 ||
+            json_array_size(sh) > 4) {
+            s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors header: entry '%s' lacks dtype/shape/data_offsets", path, key);
+            goto fail;
+        }
+        snprintf(e->dtype, sizeof e->dtype, "%s", json_string_value(dt));
+        e->f32 = !strcmp(e->dtype, "F32");
+        e->ndim = (int)json_array_size(sh);
+        size_t numel = 1;
+        for (int d = 0; d < e->ndim; d++) {
+            json_t *x = json_array_get(sh, (size_t)d);
+            if (!json_is_integer(x) || json_integer_value(x) < 0) {
+                s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors header: entry '%s' has a bad shape", path, key);
+                goto fail;
+            }
+            e->shape[d] = json_integer_value(x);
+            numel *= (size_t)e->shape[d];
+        }
+        json_t *b = json_array_get(of, 0), *en = json_array_get(of, 1);
+        if (!json_is_integer(b) || !json_is_integer(en) || json_integer_value(b) < 0 ||
+            json_integer_value(en) < json_integer_value(b) || (size_t)json_integer_value(en) > f->data_len) {
+            s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: entry '%s' data_offsets outside the %zu-byte data section", path, key,
+                        f->data_len);
+            goto fail;
+        }
+        e->begin = (size_t)json_integer_value(b);
+        e->end = (size_t)json_integer_value(en);
+        if (e->f32 && e->end - e->begin != numel * 4) {
+            s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: entry '%s' has %zu bytes for %zu floats", path, key,
+                        e->end - e->begin, numel);
+            goto fail;
+        }
+        f->n++;
+    }
+    *out = f;
+    return RK_OK;
+fail:
+    rk_st_close(f);
+    return s;
+}
+
+size_t rk_st_count(const rk_st_file *f) { return f->n; }
+const char *rk_st_name(const rk_st_file *f, size_t i) { return i < f->n ? f->e[i].name : NULL; }
+
+const char *rk_st_meta(const rk_st_file *f, const char *key) {
+    json_t *m = json_object_get(f->header, "__metadata__");
+    json_t *v = m ? json_object_get(m, key) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static const st_entry *find(const rk_st_file *f, const char *name) {
+    for (size_t i = 0; i < f->n; i++)
+        if (!strcmp(f->e[i].name, name)) return &f->e[i];
+    return NULL;
+}
+
+rk_status rk_st_get_f32(const rk_st_file *f, const char *name, const float **data, int *ndim,
+                        int64_t shape[4], rk_err *err) {
+    const st_entry *e = find(f, name);
+    if (!e) return rk_fail(err, RK_ENOTFOUND, "%s: tensor '%s' missing", f->path, name);
+    if (!e->f32) return rk_fail(err, RK_EFORMAT, "%s: tensor '%s' has dtype %s, expected F32", f->path, name, e->dtype);
+    *data = (const float *)(const void *)(f->data + e->begin);
+    *ndim = e->ndim;
+    for (int i = 0; i < 4; i++) shape[i] = i < e->ndim ? e->shape[i] : 0;
+    return RK_OK;
+}
+
+static void fmt_shape(char *buf, size_t n, int ndim, const int64_t *s) {
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && o < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)s[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+rk_status rk_st_read_f32(const rk_st_file *f, const char *name, float *dst, int want_ndim, const int64_t *want,
+                         rk_err *err) {
+    const float *data;
+    int nd;
+    int64_t sh[4];
+    rk_status s = rk_st_get_f32(f, name, &data, &nd, sh, err);
+    if (s != RK_OK) return s;
+    int ok = nd == want_ndim;
+    size_t numel = 1;
+    for (int i = 0; ok && i < nd; i++) {
+        ok = sh[i] == want[i];
+        numel *= (size_t)sh[i];
+    }
+    if (!ok) {
+        char a[64], b[64];
+        fmt_shape(a, sizeof a, nd, sh);
+        fmt_shape(b, sizeof b, want_ndim, want);
+        return rk_fail(err, RK_ESHAPE, "%s: tensor '%s' has shape %s, the reader expects %s", f->path, name, a, b);
+    }
+    memcpy(dst, data, numel * 4);
+    return RK_OK;
+}

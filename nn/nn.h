@@ -1,0 +1,108 @@
+/*
+ * nn/nn.h — the whole interface of rankd's dense-math module.
+ *
+ * Layers with hand-written forward and backward passes in the llm.c style:
+ * every function works on caller-owned row-major float32 buffers, never
+ * allocates, and the backward functions ACCUMULATE (+=) into parameter
+ * gradients so a caller can sum over several uses; input gradients are
+ * written (=) unless documented otherwise. Matrix products use OpenBLAS
+ * (cblas_sgemm). nn/ knows nothing of ranking.
+ *
+ * Shapes use B = batch rows. Weight layout follows PyTorch (nn.Linear stores
+ * W as [out, in]) so dense.safetensors is readable by torch directly.
+ */
+#ifndef RK_NN_H
+#define RK_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- linear */
+
+/* y[B,out] = x[B,in] · W[out,in]^T + b[out]   (b may be NULL). */
+void rk_linear_forward(float *y, const float *x, const float *W, const float *b, int B, int in,
+                       int out);
+
+/* Backward of rk_linear_forward.
+ * dx[B,in] = dy[B,out] · W            (written; skipped when dx == NULL)
+ * dW[out,in] += dy^T · x              (accumulated)
+ * db[out] += sum over rows of dy      (accumulated; skipped when db == NULL) */
+void rk_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
+                        const float *W, int B, int in, int out);
+
+/* ---------------------------------------------------------------- activations */
+
+/* y = max(x, 0), n elements; y may alias x. */
+void rk_relu_forward(float *y, const float *x, size_t n);
+/* dx = dy * (y > 0); dx may alias dy. y is the forward OUTPUT. */
+void rk_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* Numerically stable logistic sigmoid of one value. */
+float rk_sigmoid(float z);
+
+/* ---------------------------------------------------------------- DCNv2 cross layer */
+
+/* Cross layer of DCN-V2 (Wang et al. 2021, "DCN V2", eq. 1):
+ *   x_{l+1} = x0 ⊙ (W x_l + b) + x_l
+ * x0, xl, xout: [B,D]; W: [D,D] (PyTorch Linear layout, out x in); b: [D].
+ * u[B,D] receives W x_l + b (kept for backward). xout must not alias x0/xl. */
+void rk_cross_forward(float *xout, float *u, const float *x0, const float *xl, const float *W,
+                      const float *b, int B, int D);
+
+/* Backward of rk_cross_forward, given dxout[B,D]:
+ *   dx0 += dxout ⊙ u                      (accumulated: x0 feeds every layer)
+ *   du   = dxout ⊙ x0                      (into scratch[B,D])
+ *   dxl  = dxout + du · W                  (written)
+ *   dW  += du^T · xl ;  db += sum_rows du  (accumulated)
+ * dxl may alias dxout. scratch: caller-owned [B,D] floats. */
+void rk_cross_backward(float *dx0, float *dxl, float *dW, float *db, const float *dxout,
+                       const float *x0, const float *xl, const float *u, const float *W, int B,
+                       int D, float *scratch);
+
+/* ---------------------------------------------------------------- embedding bag */
+
+typedef enum { RK_BAG_SUM = 0, RK_BAG_MEAN = 1 } rk_bag_mode;
+
+/* Embedding bag (as torch.nn.functional.embedding_bag with offsets):
+ *   out[b, :] = reduce_{k in [offsets[b], offsets[b+1])} table[idx[k], :]
+ * reduce = sum, or mean (sum / count). An empty bag gives a zero row.
+ * out: [B,d] written with row stride out_stride (>= d) so bags can be
+ * written straight into a concatenated feature row; table: [*, d];
+ * offsets: [B+1]; idx: row indices into table. Rows are summed in index
+ * order so the result is bit-identical wherever the same rows are given. */
+void rk_embedding_bag_forward(float *out, size_t out_stride, const float *table,
+                              const uint32_t *offsets, const uint64_t *idx, int B, int d,
+                              rk_bag_mode mode);
+
+/* Backward: dtable[idx[k], :] += dout[b, :] (/ count for mean).
+ * dout read with row stride dout_stride; dtable: [*, d], accumulated. */
+void rk_embedding_bag_backward(float *dtable, const float *dout, size_t dout_stride,
+                               const uint32_t *offsets, const uint64_t *idx, int B, int d,
+                               rk_bag_mode mode);
+
+/* ---------------------------------------------------------------- loss */
+
+/* Binary cross-entropy on logits, mean over B rows (torch's
+ * binary_cross_entropy_with_logits, reduction='mean'):
+ *   loss = mean( max(z,0) - z*y + log(1 + exp(-|z|)) )
+ * Returns the loss in double; if dz != NULL writes dz[b] = (sigmoid(z)-y)/B. */
+double rk_bce_logits(const float *z, const float *y, int B, float *dz);
+
+/* ---------------------------------------------------------------- optimizers */
+
+/* Adam (Kingma & Ba 2015, Algorithm 1; torch.optim.Adam, no weight decay).
+ * t: 1-based step number. m, v: state arrays of n floats, zero-initialised.
+ *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) */
+void rk_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1,
+                  float b2, float eps, long t);
+
+/* Adagrad (Duchi et al. 2011; torch.optim.Adagrad, lr_decay 0,
+ * initial_accumulator_value 0) over selected rows of a [*, d] table:
+ *   for each r in rows:  s[r] += g[r]^2 ;  p[r] -= lr * g[r] / (sqrt(s[r]) + eps)
+ * rows must be distinct. Rows with g == 0 are unchanged, so updating only
+ * the touched rows equals torch's dense update. */
+void rk_adagrad_rows(float *p, const float *g, float *s, const uint64_t *rows, size_t n_rows,
+                     int d, float lr, float eps);
+
+#endif /* RK_NN_H */

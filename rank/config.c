@@ -1,0 +1,359 @@
+/*
+ * rank/config.c — model config: defaults, JSON parsing with errors that name
+ * the key, and JSON writing (the "config" part of model.json).
+ *
+ * A config file (under configs/) and a bundle's model.json share this
+ * format; model.json adds "format_version", "version", "metrics",
+ * "training", "tables" and "dense", which the parser accepts and skips.
+ */
+#include "rank.h"
+#include "internal.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+void rk_model_cfg_default(rk_model_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->format_version = RK_FORMAT_VERSION;
+    snprintf(c->name, sizeof c->name, "model");
+    snprintf(c->label_column, sizeof c->label_column, "label");
+    c->tower.type = RK_TOWER_DCNV2;
+    c->tower.n_cross = 2;
+    c->tower.n_hidden = 2;
+    c->tower.hidden[0] = 256;
+    c->tower.hidden[1] = 128;
+    rk_train_cfg *t = &c->train;
+    t->seed = 1;
+    t->batch_size = 256;
+    t->max_epochs = 10;
+    t->patience = 2;
+    t->lr_dense = 1e-3f;
+    t->lr_embed = 0.05f;
+    t->adam_b1 = 0.9f;
+    t->adam_b2 = 0.999f;
+    t->adam_eps = 1e-8f;
+    t->adagrad_eps = 1e-10f;
+    t->init_std_embed = 0.05f;
+    t->threads = 2;
+}
+
+int rk_model_cfg_input_dim(const rk_model_cfg *c) {
+    int d = 0;
+    for (int i = 0; i < c->n_features; i++) d += c->features[i].kind == RK_FEAT_SPARSE ? c->features[i].dim : 1;
+    return d;
+}
+
+int rk_model_cfg_find(const rk_model_cfg *c, const char *name) {
+    for (int i = 0; i < c->n_features; i++)
+        if (!strcmp(c->features[i].name, name)) return i;
+    return -1;
+}
+
+static int key_in(const char *k, const char *const *allowed) {
+    for (; *allowed; allowed++)
+        if (!strcmp(k, *allowed)) return 1;
+    return 0;
+}
+
+static rk_status check_keys(json_t *o, const char *where, const char *const *allowed, rk_err *err) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        (void)v;
+        if (!key_in(k, allowed)) return rk_fail(err, RK_EINVAL, "%s: unknown key '%s'", where, k);
+    }
+    return RK_OK;
+}
+
+static rk_status get_str(json_t *o, const char *key, const char *where, char *dst, size_t cap, int required, rk_err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return required ? rk_fail(err, RK_EINVAL, "%s.%s: missing", where, key) : RK_OK;
+    if (!json_is_string(v)) return rk_fail(err, RK_EINVAL, "%s.%s: expected a string", where, key);
+    const char *s = json_string_value(v);
+    if (strlen(s) >= cap || (required && !s[0]))
+        return rk_fail(err, RK_EINVAL, "%s.%s: must be 1..%zu characters", where, key, cap - 1);
+    snprintf(dst, cap, "%s", s);
+    return RK_OK;
+}
+
+static rk_status get_num(json_t *o, const char *key, const char *where, double lo, double hi, double *dst, rk_err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return RK_OK;
+    if (!json_is_number(v)) return rk_fail(err, RK_EINVAL, "%s.%s: expected a number", where, key);
+    double x = json_number_value(v);
+    if (!isfinite(x) || x < lo || x > hi) return rk_fail(err, RK_EINVAL, "%s.%s: %g outside [%g, %g]", where, key, x, lo, hi);
+    *dst = x;
+    return RK_OK;
+}
+
+#define GET_INT(o, key, where, lo, hi, field)                                   \
+    do {                                                                        \
+        double _x = (double)(field);                                            \
+        if ((s = get_num(o, key, where, lo, hi, &_x, err)) != RK_OK) return s;  \
+        if (_x != floor(_x)) return rk_fail(err, RK_EINVAL, "%s.%s: expected an integer", where, key); \
+        (field) = _x;                                                           \
+    } while (0)
+#define GET_FLT(o, key, where, lo, hi, field)                                   \
+    do {                                                                        \
+        double _x = (double)(field);                                            \
+        if ((s = get_num(o, key, where, lo, hi, &_x, err)) != RK_OK) return s;  \
+        (field) = _x;                                                           \
+    } while (0)
+
+static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
+    char where[64];
+    snprintf(where, sizeof where, "features[%d]", i);
+    if (!json_is_object(fo)) return rk_fail(err, RK_EINVAL, "%s: expected an object", where);
+    static const char *const keys[] = {"name", "column", "kind", "side", "table_size", "dim", "pooling",
+                                       "max_values", "log1p", "mean", "std", NULL};
+    rk_status s = check_keys(fo, where, keys, err);
+    if (s) return s;
+    if ((s = get_str(fo, "name", where, f->name, sizeof f->name, 1, err))) return s;
+    memcpy(f->column, f->name, sizeof f->column); /* same size; name is NUL-terminated */
+    if ((s = get_str(fo, "column", where, f->column, sizeof f->column, 0, err))) return s;
+    char kind[16] = "sparse", side[16] = "";
+    if ((s = get_str(fo, "kind", where, kind, sizeof kind, 0, err))) return s;
+    if ((s = get_str(fo, "side", where, side, sizeof side, 1, err))) return s;
+    if (!strcmp(kind, "sparse")) f->kind = RK_FEAT_SPARSE;
+    else if (!strcmp(kind, "dense")) f->kind = RK_FEAT_DENSE;
+    else return rk_fail(err, RK_EINVAL, "%s.kind: '%s' is not sparse or dense", where, kind);
+    if (!strcmp(side, "user")) f->side = RK_SIDE_USER;
+    else if (!strcmp(side, "item")) f->side = RK_SIDE_ITEM;
+    else return rk_fail(err, RK_EINVAL, "%s.side: '%s' is not user or item", where, side);
+    if (f->kind == RK_FEAT_SPARSE) {
+        f->table_size = 0;
+        f->dim = 16;
+        GET_INT(fo, "table_size", where, 1, 1e12, f->table_size);
+        if (!f->table_size) return rk_fail(err, RK_EINVAL, "%s.table_size: missing", where);
+        GET_INT(fo, "dim", where, 1, 1024, f->dim);
+        char pool[16] = "sum";
+        if ((s = get_str(fo, "pooling", where, pool, sizeof pool, 0, err))) return s;
+        if (!strcmp(pool, "sum")) f->pool = RK_BAG_SUM;
+        else if (!strcmp(pool, "mean")) f->pool = RK_BAG_MEAN;
+        else return rk_fail(err, RK_EINVAL, "%s.pooling: '%s' is not sum or mean", where, pool);
+        GET_INT(fo, "max_values", where, 0, 1e6, f->max_values);
+    } else {
+        json_t *l = json_object_get(fo, "log1p");
+        if (l && !json_is_boolean(l)) return rk_fail(err, RK_EINVAL, "%s.log1p: expected true or false", where);
+        f->log1p = l && json_is_true(l);
+        f->mean = 0;
+        f->std = 1;
+        GET_FLT(fo, "mean", where, -1e30, 1e30, f->mean);
+        GET_FLT(fo, "std", where, 1e-30, 1e30, f->std);
+    }
+    return RK_OK;
+}
+
+static rk_status parse_train(json_t *tr, rk_train_cfg *t, rk_err *err) {
+    rk_status s;
+    const char *w = "train";
+    GET_INT(tr, "seed", w, 0, 9007199254740992.0, t->seed);
+    GET_INT(tr, "batch_size", w, 1, 65536, t->batch_size);
+    GET_INT(tr, "max_epochs", w, 1, 1000, t->max_epochs);
+    GET_INT(tr, "patience", w, 1, 1000, t->patience);
+    GET_FLT(tr, "lr_dense", w, 0, 10, t->lr_dense);
+    GET_FLT(tr, "lr_embed", w, 0, 10, t->lr_embed);
+    GET_FLT(tr, "adam_b1", w, 0, 0.999999, t->adam_b1);
+    GET_FLT(tr, "adam_b2", w, 0, 0.999999, t->adam_b2);
+    GET_FLT(tr, "adam_eps", w, 0, 1, t->adam_eps);
+    GET_FLT(tr, "adagrad_eps", w, 0, 1, t->adagrad_eps);
+    GET_FLT(tr, "init_std_embed", w, 0, 10, t->init_std_embed);
+    GET_INT(tr, "threads", w, 1, 64, t->threads);
+    return RK_OK;
+}
+
+rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
+    rk_model_cfg_default(c);
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    if (!root) return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    rk_status s = RK_OK;
+    static const char *const top[] = {"name", "label_column", "features", "tower", "train", "aliases", "format_version",
+                                      "version", "metrics", "training", "tables", "dense", NULL};
+    if (!json_is_object(root)) {
+        s = rk_fail(err, RK_EINVAL, "config: expected a JSON object");
+        goto done;
+    }
+    if ((s = check_keys(root, "config", top, err))) goto done;
+    json_t *fv = json_object_get(root, "format_version");
+    if (fv) {
+        if (!json_is_integer(fv)) {
+            s = rk_fail(err, RK_EINVAL, "format_version: expected an integer");
+            goto done;
+        }
+        if (json_integer_value(fv) != RK_FORMAT_VERSION) {
+            s = rk_fail(err, RK_EVERSION, "format_version %lld is not supported (this rankd reads %d)",
+                        (long long)json_integer_value(fv), RK_FORMAT_VERSION);
+            goto done;
+        }
+    }
+    if ((s = get_str(root, "name", "config", c->name, sizeof c->name, 0, err))) goto done;
+    if ((s = get_str(root, "version", "config", c->version, sizeof c->version, 0, err))) goto done;
+    if ((s = get_str(root, "label_column", "config", c->label_column, sizeof c->label_column, 0, err))) goto done;
+    json_t *feats = json_object_get(root, "features");
+    if (!json_is_array(feats) || json_array_size(feats) == 0) {
+        s = rk_fail(err, RK_EINVAL, "features: expected a non-empty array");
+        goto done;
+    }
+    if (json_array_size(feats) > RK_MAX_FEATURES) {
+        s = rk_fail(err, RK_EINVAL, "features: %zu features, at most %d", json_array_size(feats), RK_MAX_FEATURES);
+        goto done;
+    }
+    c->n_features = (int)json_array_size(feats);
+    for (int i = 0; i < c->n_features; i++) {
+        if ((s = parse_feature(json_array_get(feats, (size_t)i), i, &c->features[i], err))) goto done;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(c->features[j].name, c->features[i].name)) {
+                s = rk_fail(err, RK_EINVAL, "features[%d].name: '%s' repeats features[%d]", i, c->features[i].name, j);
+                goto done;
+            }
+    }
+    json_t *tw = json_object_get(root, "tower");
+    if (tw) {
+        static const char *const tk[] = {"type", "cross_layers", "hidden", NULL};
+        if (!json_is_object(tw)) {
+            s = rk_fail(err, RK_EINVAL, "tower: expected an object");
+            goto done;
+        }
+        if ((s = check_keys(tw, "tower", tk, err))) goto done;
+        char type[16] = "dcnv2";
+        if ((s = get_str(tw, "type", "tower", type, sizeof type, 0, err))) goto done;
+        if (!strcmp(type, "dcnv2")) c->tower.type = RK_TOWER_DCNV2;
+        else if (!strcmp(type, "dnn")) c->tower.type = RK_TOWER_DNN;
+        else {
+            s = rk_fail(err, RK_EINVAL, "tower.type: '%s' is not dnn or dcnv2", type);
+            goto done;
+        }
+        if (c->tower.type == RK_TOWER_DNN) c->tower.n_cross = 0;
+        double x = c->tower.n_cross;
+        if ((s = get_num(tw, "cross_layers", "tower", 0, 8, &x, err))) goto done;
+        c->tower.n_cross = c->tower.type == RK_TOWER_DNN ? 0 : (int)x;
+        if (c->tower.type == RK_TOWER_DNN && x != 0) {
+            s = rk_fail(err, RK_EINVAL, "tower.cross_layers: a dnn tower has no cross layers");
+            goto done;
+        }
+        json_t *h = json_object_get(tw, "hidden");
+        if (h) {
+            if (!json_is_array(h) || json_array_size(h) > RK_MAX_HIDDEN) {
+                s = rk_fail(err, RK_EINVAL, "tower.hidden: expected an array of at most %d widths", RK_MAX_HIDDEN);
+                goto done;
+            }
+            c->tower.n_hidden = (int)json_array_size(h);
+            for (int i = 0; i < c->tower.n_hidden; i++) {
+                json_t *w = json_array_get(h, (size_t)i);
+                if (!json_is_integer(w) || json_integer_value(w) < 1 || json_integer_value(w) > 8192) {
+                    s = rk_fail(err, RK_EINVAL, "tower.hidden[%d]: expected an integer in 1..8192", i);
+                    goto done;
+                }
+                c->tower.hidden[i] = (int)json_integer_value(w);
+            }
+        }
+    }
+    json_t *tr = json_object_get(root, "train");
+    if (tr) {
+        static const char *const k[] = {"seed", "batch_size", "max_epochs", "patience", "lr_dense", "lr_embed",
+                                        "adam_b1", "adam_b2", "adam_eps", "adagrad_eps", "init_std_embed", "threads", NULL};
+        if (!json_is_object(tr)) {
+            s = rk_fail(err, RK_EINVAL, "train: expected an object");
+            goto done;
+        }
+        if ((s = check_keys(tr, "train", k, err))) goto done;
+        if ((s = parse_train(tr, &c->train, err))) goto done;
+    }
+    json_t *al = json_object_get(root, "aliases");
+    if (al) {
+        static const char *const k[] = {"user_id", "recent_item_ids", "ad_id", NULL};
+        if (!json_is_object(al)) {
+            s = rk_fail(err, RK_EINVAL, "aliases: expected an object");
+            goto done;
+        }
+        if ((s = check_keys(al, "aliases", k, err))) goto done;
+        if ((s = get_str(al, "user_id", "aliases", c->alias_user_id, RK_NAME_MAX, 0, err))) goto done;
+        if ((s = get_str(al, "recent_item_ids", "aliases", c->alias_recent_items, RK_NAME_MAX, 0, err))) goto done;
+        if ((s = get_str(al, "ad_id", "aliases", c->alias_ad_id, RK_NAME_MAX, 0, err))) goto done;
+        const char *names[3] = {c->alias_user_id, c->alias_recent_items, c->alias_ad_id};
+        const char *keys3[3] = {"user_id", "recent_item_ids", "ad_id"};
+        for (int i = 0; i < 3; i++) {
+            int fi = names[i][0] ? rk_model_cfg_find(c, names[i]) : 0;
+            if (fi < 0 || (names[i][0] && c->features[fi].kind != RK_FEAT_SPARSE)) {
+                s = rk_fail(err, RK_EINVAL, "aliases.%s: '%s' is not a sparse feature", keys3[i], names[i]);
+                goto done;
+            }
+            if (names[i][0] && (i < 2) != (c->features[fi].side == RK_SIDE_USER)) {
+                s = rk_fail(err, RK_EINVAL, "aliases.%s: '%s' is on the wrong side", keys3[i], names[i]);
+                goto done;
+            }
+        }
+    }
+done:
+    json_decref(root);
+    return s;
+}
+
+json_t *rk_cfg_to_json(const rk_model_cfg *c) {
+    json_t *root = json_object();
+    json_object_set_new(root, "format_version", json_integer(RK_FORMAT_VERSION));
+    json_object_set_new(root, "name", json_string(c->name));
+    if (c->version[0]) json_object_set_new(root, "version", json_string(c->version));
+    json_object_set_new(root, "label_column", json_string(c->label_column));
+    json_t *feats = json_array();
+    for (int i = 0; i < c->n_features; i++) {
+        const rk_feature *f = &c->features[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "name", json_string(f->name));
+        json_object_set_new(o, "column", json_string(f->column));
+        json_object_set_new(o, "kind", json_string(f->kind == RK_FEAT_SPARSE ? "sparse" : "dense"));
+        json_object_set_new(o, "side", json_string(f->side == RK_SIDE_USER ? "user" : "item"));
+        if (f->kind == RK_FEAT_SPARSE) {
+            json_object_set_new(o, "table_size", json_integer((json_int_t)f->table_size));
+            json_object_set_new(o, "dim", json_integer(f->dim));
+            json_object_set_new(o, "pooling", json_string(f->pool == RK_BAG_MEAN ? "mean" : "sum"));
+            json_object_set_new(o, "max_values", json_integer(f->max_values));
+        } else {
+            json_object_set_new(o, "log1p", json_boolean(f->log1p));
+            json_object_set_new(o, "mean", json_real(f->mean));
+            json_object_set_new(o, "std", json_real(f->std));
+        }
+        json_array_append_new(feats, o);
+    }
+    json_object_set_new(root, "features", feats);
+    json_t *tw = json_object(), *h = json_array();
+    json_object_set_new(tw, "type", json_string(c->tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn"));
+    json_object_set_new(tw, "cross_layers", json_integer(c->tower.n_cross));
+    for (int i = 0; i < c->tower.n_hidden; i++) json_array_append_new(h, json_integer(c->tower.hidden[i]));
+    json_object_set_new(tw, "hidden", h);
+    json_object_set_new(root, "tower", tw);
+    const rk_train_cfg *t = &c->train;
+    json_t *tr = json_object();
+    json_object_set_new(tr, "seed", json_integer((json_int_t)t->seed));
+    json_object_set_new(tr, "batch_size", json_integer(t->batch_size));
+    json_object_set_new(tr, "max_epochs", json_integer(t->max_epochs));
+    json_object_set_new(tr, "patience", json_integer(t->patience));
+    json_object_set_new(tr, "lr_dense", json_real(t->lr_dense));
+    json_object_set_new(tr, "lr_embed", json_real(t->lr_embed));
+    json_object_set_new(tr, "adam_b1", json_real(t->adam_b1));
+    json_object_set_new(tr, "adam_b2", json_real(t->adam_b2));
+    json_object_set_new(tr, "adam_eps", json_real(t->adam_eps));
+    json_object_set_new(tr, "adagrad_eps", json_real(t->adagrad_eps));
+    json_object_set_new(tr, "init_std_embed", json_real(t->init_std_embed));
+    json_object_set_new(tr, "threads", json_integer(t->threads));
+    json_object_set_new(root, "train", tr);
+    if (c->alias_user_id[0] || c->alias_recent_items[0] || c->alias_ad_id[0]) {
+        json_t *al = json_object();
+        if (c->alias_user_id[0]) json_object_set_new(al, "user_id", json_string(c->alias_user_id));
+        if (c->alias_recent_items[0]) json_object_set_new(al, "recent_item_ids", json_string(c->alias_recent_items));
+        if (c->alias_ad_id[0]) json_object_set_new(al, "ad_id", json_string(c->alias_ad_id));
+        json_object_set_new(root, "aliases", al);
+    }
+    return root;
+}
+
+rk_status rk_dense_value(const rk_feature *f, double raw, float *out) {
+    if (!isfinite(raw)) return RK_ENUMERIC;
+    double x = f->log1p ? log1p(raw) : raw;
+    x = (x - f->mean) / f->std;
+    if (!isfinite(x)) return RK_ENUMERIC;
+    *out = (float)x;
+    return RK_OK;
+}

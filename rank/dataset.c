@@ -1,0 +1,244 @@
+/*
+ * rank/dataset.c — read a TSV of examples (header line of column names,
+ * tab-separated fields, '|' between the values of a multi-valued field)
+ * and featurize it for a model config: sparse values hashed to table rows,
+ * dense values transformed and standardized, label parsed (0 or 1).
+ * Errors name the file, row (1-based, header = row 1) and column.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int col_of[RK_MAX_FEATURES];
+    int label_col;
+    int n_cols;
+} colmap;
+
+static int split_tabs(char *line, char **fields, int max) {
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        if (n < max) fields[n] = p;
+        n++;
+        char *t = strchr(p, '\t');
+        if (!t) break;
+        *t = 0;
+        p = t + 1;
+    }
+    return n;
+}
+
+#define MAX_COLS 256
+
+static rk_status map_header(const char *path, char *line, const rk_model_cfg *cfg, colmap *cm, int need_label, rk_err *err) {
+    char *fields[MAX_COLS];
+    int n = split_tabs(line, fields, MAX_COLS);
+    if (n > MAX_COLS) return rk_fail(err, RK_EFORMAT, "%s row 1: %d columns, at most %d", path, n, MAX_COLS);
+    cm->n_cols = n;
+    cm->label_col = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(fields[i], cfg->label_column)) cm->label_col = i;
+    if (need_label && cm->label_col < 0)
+        return rk_fail(err, RK_EFORMAT, "%s row 1: no label column '%s' in the header", path, cfg->label_column);
+    for (int f = 0; f < cfg->n_features; f++) {
+        cm->col_of[f] = -1;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(fields[i], cfg->features[f].column)) cm->col_of[f] = i;
+        if (cm->col_of[f] < 0)
+            return rk_fail(err, RK_EFORMAT, "%s row 1: no column '%s' (feature '%s') in the header", path,
+                           cfg->features[f].column, cfg->features[f].name);
+    }
+    return RK_OK;
+}
+
+static char *next_line(char **cursor) {
+    char *p = *cursor;
+    if (!*p) return NULL;
+    char *nl = strchr(p, '\n');
+    if (nl) {
+        *nl = 0;
+        *cursor = nl + 1;
+    } else {
+        *cursor = p + strlen(p);
+    }
+    size_t L = strlen(p);
+    if (L && p[L - 1] == '\r') p[L - 1] = 0;
+    return p;
+}
+
+static rk_status grow(void **p, size_t *cap, size_t need, size_t elem, rk_err *err) {
+    if (need <= *cap) return RK_OK;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need) c *= 2;
+    void *q = rk_realloc(*p, c * elem);
+    if (!q) return rk_fail(err, RK_ENOMEM, "dataset: out of memory");
+    *p = q;
+    *cap = c;
+    return RK_OK;
+}
+
+static rk_status parse_double(const char *s, double *out) {
+    char *end;
+    if (!*s) return RK_EINVAL;
+    *out = strtod(s, &end);
+    return *end ? RK_EINVAL : RK_OK;
+}
+
+rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err) {
+    char *buf;
+    rk_status s = rk_read_file(path, &buf, NULL, err);
+    if (s) return s;
+    char *cur = buf, *line = next_line(&cur);
+    colmap cm;
+    if (!line) {
+        rk_free(buf);
+        return rk_fail(err, RK_EFORMAT, "%s: empty file", path);
+    }
+    if ((s = map_header(path, line, cfg, &cm, 0, err))) {
+        rk_free(buf);
+        return s;
+    }
+    double sum[RK_MAX_FEATURES] = {0}, sq[RK_MAX_FEATURES] = {0};
+    size_t cnt[RK_MAX_FEATURES] = {0};
+    char *fields[MAX_COLS];
+    long row = 1;
+    while ((line = next_line(&cur))) {
+        row++;
+        if (!line[0]) continue;
+        int n = split_tabs(line, fields, MAX_COLS);
+        if (n != cm.n_cols) {
+            rk_free(buf);
+            return rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
+        }
+        for (int f = 0; f < cfg->n_features; f++) {
+            rk_feature *ft = &cfg->features[f];
+            if (ft->kind != RK_FEAT_DENSE) continue;
+            const char *v = fields[cm.col_of[f]];
+            if (!*v) continue;
+            double x;
+            if (parse_double(v, &x) || !isfinite(x) || (ft->log1p && x <= -1)) {
+                rk_free(buf);
+                return rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number, got '%.40s'", path, row,
+                               ft->column, v);
+            }
+            if (ft->log1p) x = log1p(x);
+            sum[f] += x;
+            sq[f] += x * x;
+            cnt[f]++;
+        }
+    }
+    rk_free(buf);
+    for (int f = 0; f < cfg->n_features; f++) {
+        rk_feature *ft = &cfg->features[f];
+        if (ft->kind != RK_FEAT_DENSE) continue;
+        if (cnt[f] == 0) {
+            ft->mean = 0;
+            ft->std = 1;
+            continue;
+        }
+        double mean = sum[f] / (double)cnt[f];
+        double var = sq[f] / (double)cnt[f] - mean * mean;
+        ft->mean = mean;
+        ft->std = var > 1e-12 ? sqrt(var) : 1.0;
+    }
+    return RK_OK;
+}
+
+void rk_dataset_free(rk_dataset *d) { rk_batch_free(&d->b); }
+
+rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset *d, rk_err *err) {
+    memset(d, 0, sizeof *d);
+    snprintf(d->path, sizeof d->path, "%s", path);
+    char *buf;
+    size_t len;
+    rk_status s = rk_read_file(path, &buf, &len, err);
+    if (s) return s;
+    size_t approx_rows = 16;
+    for (size_t i = 0; i < len; i++) approx_rows += buf[i] == '\n';
+    char *cur = buf, *line = next_line(&cur);
+    colmap cm;
+    if (!line) {
+        rk_free(buf);
+        return rk_fail(err, RK_EFORMAT, "%s: empty file", path);
+    }
+    if ((s = map_header(path, line, cfg, &cm, 0, err))) {
+        rk_free(buf);
+        return s;
+    }
+    rk_batch *b = &d->b;
+    if ((s = rk_batch_alloc(b, cfg, (int)approx_rows, 1024, err))) {
+        rk_free(buf);
+        return s;
+    }
+    char *fields[MAX_COLS];
+    long row = 1;
+    int r = 0;
+    rk_progress pg;
+    rk_progress_start(&pg, "load", "rows", approx_rows - 16);
+    while ((line = next_line(&cur))) {
+        row++;
+        if (!line[0]) continue;
+        int n = split_tabs(line, fields, MAX_COLS);
+        if (n != cm.n_cols) {
+            s = rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
+            goto fail;
+        }
+        const char *lv = cm.label_col >= 0 ? fields[cm.label_col] : "0";
+        if (!strcmp(lv, "1") || !strcmp(lv, "1.0")) b->labels[r] = 1;
+        else if (!strcmp(lv, "0") || !strcmp(lv, "0.0")) b->labels[r] = 0;
+        else {
+            s = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected 0 or 1, got '%.40s'", path, row, cfg->label_column, lv);
+            goto fail;
+        }
+        for (int f = 0; f < cfg->n_features; f++) {
+            const rk_feature *ft = &cfg->features[f];
+            char *v = fields[cm.col_of[f]];
+            if (ft->kind == RK_FEAT_DENSE) {
+                float out = 0;
+                if (*v) {
+                    double x;
+                    if (parse_double(v, &x) || rk_dense_value(ft, x, &out)) {
+                        s = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number, got '%.40s'", path, row,
+                                    ft->column, v);
+                        goto fail;
+                    }
+                }
+                b->dense[(size_t)r * b->n_features + f] = out;
+                continue;
+            }
+            uint32_t k = b->offsets[f][r];
+            int taken = 0;
+            char *p = v;
+            while (*p && (ft->max_values == 0 || taken < ft->max_values)) {
+                char *bar = strchr(p, '|');
+                size_t L = bar ? (size_t)(bar - p) : strlen(p);
+                if (L) {
+                    if ((s = grow((void **)&b->rows[f], &b->cap_values[f], (size_t)k + 1, sizeof(uint64_t), err))) goto fail;
+                    b->rows[f][k++] = rk_feature_row(ft->name, p, L, ft->table_size);
+                    taken++;
+                }
+                if (!bar) break;
+                p = bar + 1;
+            }
+            b->offsets[f][r + 1] = k;
+        }
+        r++;
+        rk_progress_add(&pg, 1);
+    }
+    b->n_rows = r;
+    d->has_labels = cm.label_col >= 0;
+    if (r == 0) {
+        s = rk_fail(err, RK_EFORMAT, "%s: no examples after the header", path);
+        goto fail;
+    }
+    if (approx_rows > 100000) rk_progress_finish(&pg);
+    rk_free(buf);
+    return RK_OK;
+fail:
+    rk_free(buf);
+    rk_dataset_free(d);
+    return s;
+}

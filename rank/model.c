@@ -1,0 +1,495 @@
+/*
+ * rank/model.c — the ranking model: hashed embedding tables feeding a tower
+ * (DNN, or DCNv2 = cross network v2 stacked with an MLP), its forward and
+ * backward passes, and the model bundle (write atomically, open with
+ * errors that name the file).
+ *
+ * Tower input x0 [B, D]: each sparse feature's pooled embedding bag, then
+ * each dense feature's standardized value, in config order.
+ * DCNv2 (Wang et al. 2021, "DCN V2", eq. 1, stacked structure §3.2):
+ *   x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l,  l = 0..L-1
+ *   h = ReLU MLP(x_L);  logit = w_out · h + b_out;  pCTR = sigmoid(logit)
+ * DNN: the same with L = 0.
+ * Dense parameter names match a torch state_dict:
+ *   cross.{l}.weight [D,D], cross.{l}.bias [D], mlp.{i}.weight [h_i, h_{i-1}],
+ *   mlp.{i}.bias, out.weight [1, h_last], out.bias [1].
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- layout */
+
+static void add_param(rk_model *m, const char *name, int64_t r, int64_t c) {
+    rk_param_desc *p = &m->pd[m->n_params++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = c ? 2 : 1;
+    p->shape[0] = r;
+    p->shape[1] = c;
+    p->n = (size_t)r * (size_t)(c ? c : 1);
+    p->off = m->n_floats;
+    m->n_floats += p->n;
+}
+
+void rk_model_layout(rk_model *m) {
+    const rk_model_cfg *c = &m->cfg;
+    m->D = 0;
+    m->max_dim = 1;
+    for (int i = 0; i < c->n_features; i++) {
+        m->col[i] = m->D;
+        if (c->features[i].kind == RK_FEAT_SPARSE) {
+            m->D += c->features[i].dim;
+            if (c->features[i].dim > m->max_dim) m->max_dim = c->features[i].dim;
+        } else {
+            m->D += 1;
+        }
+    }
+    m->n_params = 0;
+    m->n_floats = 0;
+    char nm[32];
+    for (int l = 0; l < c->tower.n_cross; l++) {
+        snprintf(nm, sizeof nm, "cross.%d.weight", l);
+        add_param(m, nm, m->D, m->D);
+        snprintf(nm, sizeof nm, "cross.%d.bias", l);
+        add_param(m, nm, m->D, 0);
+    }
+    int prev = m->D;
+    for (int i = 0; i < c->tower.n_hidden; i++) {
+        snprintf(nm, sizeof nm, "mlp.%d.weight", i);
+        add_param(m, nm, c->tower.hidden[i], prev);
+        snprintf(nm, sizeof nm, "mlp.%d.bias", i);
+        add_param(m, nm, c->tower.hidden[i], 0);
+        prev = c->tower.hidden[i];
+    }
+    add_param(m, "out.weight", 1, prev);
+    add_param(m, "out.bias", 1, 0);
+}
+
+void rk_model_point(const rk_model *m, float *base, float **cW, float **cb, float **mW, float **mb, float **oW,
+                    float **ob) {
+    int k = 0;
+    for (int l = 0; l < m->cfg.tower.n_cross; l++) {
+        cW[l] = base + m->pd[k++].off;
+        cb[l] = base + m->pd[k++].off;
+    }
+    for (int i = 0; i < m->cfg.tower.n_hidden; i++) {
+        mW[i] = base + m->pd[k++].off;
+        mb[i] = base + m->pd[k++].off;
+    }
+    *oW = base + m->pd[k++].off;
+    *ob = base + m->pd[k++].off;
+}
+
+static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
+    rk_model *m = rk_calloc(1, sizeof *m);
+    if (!m) return rk_fail(err, RK_ENOMEM, "model: out of memory");
+    m->cfg = *cfg;
+    rk_model_layout(m);
+    m->params = rk_calloc(m->n_floats, sizeof(float));
+    if (!m->params) {
+        rk_free(m);
+        return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", m->n_floats);
+    }
+    rk_model_point(m, m->params, m->cross_W, m->cross_b, m->mlp_W, m->mlp_b, &m->out_W, &m->out_b);
+    snprintf(m->version, sizeof m->version, "%s/%s", cfg->name, cfg->version[0] ? cfg->version : "unversioned");
+    *out = m;
+    return RK_OK;
+}
+
+rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
+    *out = NULL;
+    if (cfg->n_features <= 0) return rk_fail(err, RK_EINVAL, "model: no features");
+    rk_model *m;
+    rk_status s = model_alloc(cfg, &m, err);
+    if (s) return s;
+    rk_rng rng;
+    rk_rng_seed(&rng, cfg->train.seed);
+    /* torch.nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
+    for (int p = 0; p < m->n_params; p++) {
+        const rk_param_desc *d = &m->pd[p];
+        int64_t fan_in = d->ndim == 2 ? d->shape[1] : m->pd[p - 1].shape[1];
+        double bound = 1.0 / sqrt((double)fan_in);
+        for (size_t i = 0; i < d->n; i++) m->params[d->off + i] = (float)((2 * rk_rng_uniform(&rng) - 1) * bound);
+    }
+    for (int f = 0; f < cfg->n_features; f++) {
+        const rk_feature *ft = &cfg->features[f];
+        if (ft->kind != RK_FEAT_SPARSE) continue;
+        size_t n = (size_t)ft->table_size * (size_t)ft->dim;
+        m->tables[f] = rk_malloc(n * sizeof(float));
+        if (!m->tables[f]) {
+            rk_model_destroy(m);
+            return rk_fail(err, RK_ENOMEM, "model: out of memory for table '%s' (%zu floats)", ft->name, n);
+        }
+        for (size_t i = 0; i < n; i++) m->tables[f][i] = (float)(rk_rng_normal(&rng) * cfg->train.init_std_embed);
+    }
+    *out = m;
+    return RK_OK;
+}
+
+void rk_model_destroy(rk_model *m) {
+    if (!m) return;
+    for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(m->tables[f]);
+    rk_store_close(m->store);
+    rk_free(m->params);
+    rk_free(m);
+}
+
+const rk_model_cfg *rk_model_config(const rk_model *m) { return &m->cfg; }
+const char *rk_model_version(const rk_model *m) { return m->version; }
+
+/* ---------------------------------------------------------------- bundle */
+
+rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
+    *out = NULL;
+    char path[4096];
+    if (!rk_is_dir(dir)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: not a directory", dir);
+    snprintf(path, sizeof path, "%s/model.json", dir);
+    char *text;
+    rk_status s = rk_read_file(path, &text, NULL, err);
+    if (s) return s == RK_ENOTFOUND ? rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing file model.json", dir) : s;
+    rk_model_cfg cfg;
+    s = rk_model_cfg_parse(text, &cfg, err);
+    rk_free(text);
+    if (s) return rk_err_prefix(err, "%s", path);
+    rk_model *m;
+    if ((s = model_alloc(&cfg, &m, err))) return s;
+    snprintf(path, sizeof path, "%s/dense.safetensors", dir);
+    if (!rk_path_exists(path)) {
+        rk_model_destroy(m);
+        return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing file dense.safetensors", dir);
+    }
+    rk_st_file *st;
+    if ((s = rk_st_open(path, &st, err))) {
+        rk_model_destroy(m);
+        return s;
+    }
+    for (int p = 0; p < m->n_params && s == RK_OK; p++)
+        s = rk_st_read_f32(st, m->pd[p].name, m->params + m->pd[p].off, m->pd[p].ndim, m->pd[p].shape, err);
+    rk_st_close(st);
+    for (size_t i = 0; s == RK_OK && i < m->n_floats; i++)
+        if (!isfinite(m->params[i])) s = rk_fail(err, RK_ENUMERIC, "%s: parameter %zu is not finite", path, i);
+    if (s) {
+        rk_model_destroy(m);
+        return s;
+    }
+    const char *names[RK_MAX_FEATURES];
+    int dims[RK_MAX_FEATURES], n = 0;
+    for (int f = 0; f < cfg.n_features; f++) {
+        if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        m->store_table[f] = n;
+        names[n] = cfg.features[f].name;
+        dims[n++] = cfg.features[f].dim;
+    }
+    snprintf(path, sizeof path, "%s/tables", dir);
+    if (!rk_is_dir(path)) {
+        rk_model_destroy(m);
+        return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing directory tables/", dir);
+    }
+    if ((s = rk_store_open(path, names, dims, n, &m->store, err))) {
+        rk_model_destroy(m);
+        return s;
+    }
+    *out = m;
+    return RK_OK;
+}
+
+rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json, int overwrite, rk_err *err) {
+    if (rk_path_exists(dir) && !overwrite)
+        return rk_fail(err, RK_EEXIST, "model bundle %s: already exists (pass --force to replace it)", dir);
+    for (int f = 0; f < m->cfg.n_features; f++)
+        if (m->cfg.features[f].kind == RK_FEAT_SPARSE && !m->tables[f])
+            return rk_fail(err, RK_EINVAL, "model bundle %s: table '%s' is not in memory", dir, m->cfg.features[f].name);
+    char tmp[4096], path[4096], old[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", dir, (long)getpid());
+    rk_status s = rk_rm_rf(tmp, err);
+    if (s) return s;
+    if ((s = rk_mkdir_p(tmp, err))) return s;
+    /* dense.safetensors */
+    rk_st_writer *w;
+    if ((s = rk_st_writer_create(&w, err))) goto fail;
+    for (int p = 0; p < m->n_params && s == RK_OK; p++)
+        s = rk_st_writer_add_f32(w, m->pd[p].name, m->params + m->pd[p].off, m->pd[p].ndim, m->pd[p].shape, err);
+    if (s == RK_OK) s = rk_st_writer_add_meta(w, "format", "rankd", err);
+    snprintf(path, sizeof path, "%s/dense.safetensors", tmp);
+    if (s == RK_OK) s = rk_st_writer_write(w, path, err);
+    rk_st_writer_destroy(w);
+    if (s) goto fail;
+    /* tables/ */
+    rk_table_spec specs[RK_MAX_FEATURES];
+    int n = 0;
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE) continue;
+        specs[n].name = ft->name;
+        specs[n].dim = ft->dim;
+        specs[n].rows = ft->table_size;
+        specs[n].data = m->tables[f];
+        n++;
+    }
+    snprintf(path, sizeof path, "%s/tables", tmp);
+    if ((s = rk_store_write(path, specs, n, err))) goto fail;
+    /* model.json, last */
+    json_t *root = rk_cfg_to_json(&m->cfg);
+    json_t *tabs = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "name", json_string(specs[i].name));
+        json_object_set_new(o, "rows", json_integer((json_int_t)specs[i].rows));
+        json_object_set_new(o, "dim", json_integer(specs[i].dim));
+        json_object_set_new(o, "codec", json_string("fp32"));
+        json_object_set_new(o, "parameterization", json_string("hash"));
+        json_object_set_new(o, "column_family", json_string(specs[i].name));
+        json_array_append_new(tabs, o);
+    }
+    json_object_set_new(root, "tables", tabs);
+    json_t *dense = json_array();
+    for (int p = 0; p < m->n_params; p++) {
+        json_t *o = json_object(), *sh = json_array();
+        for (int d = 0; d < m->pd[p].ndim; d++) json_array_append_new(sh, json_integer(m->pd[p].shape[d]));
+        json_object_set_new(o, "name", json_string(m->pd[p].name));
+        json_object_set_new(o, "shape", sh);
+        json_array_append_new(dense, o);
+    }
+    json_object_set_new(root, "dense", dense);
+    if (metrics_json) {
+        json_t *mj = json_loads(metrics_json, 0, NULL);
+        if (mj) json_object_set_new(root, "metrics", mj);
+    }
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(root);
+    if (!text) {
+        s = rk_fail(err, RK_ENOMEM, "model bundle: out of memory");
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/model.json", tmp);
+    s = rk_write_file(path, text, strlen(text), err);
+    free(text);
+    if (s) goto fail;
+    if ((s = rk_fsync_dir(tmp, err))) goto fail;
+    /* Publish: move any old bundle aside, rename the new one in, delete the old. */
+    old[0] = 0;
+    if (rk_path_exists(dir)) {
+        snprintf(old, sizeof old, "%s.old-%ld", dir, (long)getpid());
+        if ((s = rk_rm_rf(old, err))) goto fail;
+        if (rename(dir, old) != 0) {
+            s = rk_fail(err, RK_EIO, "model bundle %s: cannot move the old bundle aside: %s", dir, strerror(errno));
+            goto fail;
+        }
+    }
+    if (rename(tmp, dir) != 0) {
+        s = rk_fail(err, RK_EIO, "model bundle %s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+        if (old[0]) (void)rename(old, dir);
+        goto fail;
+    }
+    if (old[0]) (void)rk_rm_rf(old, NULL);
+    {
+        char parent[4096];
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *sl = strrchr(parent, '/');
+        if (sl && sl != parent) *sl = 0;
+        else snprintf(parent, sizeof parent, "%s", sl == parent ? "/" : ".");
+        (void)rk_fsync_dir(parent, NULL);
+    }
+    return RK_OK;
+fail:
+    (void)rk_rm_rf(tmp, NULL);
+    return s;
+}
+
+/* ---------------------------------------------------------------- batch */
+
+rk_status rk_batch_alloc(rk_batch *b, const rk_model_cfg *c, int cap_rows, size_t values_per_feature, rk_err *err) {
+    memset(b, 0, sizeof *b);
+    b->cap_rows = cap_rows;
+    b->n_features = c->n_features;
+    b->dense = rk_calloc((size_t)cap_rows * (size_t)c->n_features, sizeof(float));
+    b->labels = rk_calloc((size_t)cap_rows, sizeof(float));
+    int ok = b->dense && b->labels;
+    for (int f = 0; ok && f < c->n_features; f++) {
+        if (c->features[f].kind != RK_FEAT_SPARSE) continue;
+        b->offsets[f] = rk_calloc((size_t)cap_rows + 1, sizeof(uint32_t));
+        b->rows[f] = rk_malloc((values_per_feature ? values_per_feature : 1) * sizeof(uint64_t));
+        b->cap_values[f] = values_per_feature;
+        ok = b->offsets[f] && b->rows[f];
+    }
+    if (!ok) {
+        rk_batch_free(b);
+        return rk_fail(err, RK_ENOMEM, "batch: out of memory for %d rows", cap_rows);
+    }
+    return RK_OK;
+}
+
+void rk_batch_free(rk_batch *b) {
+    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+        rk_free(b->offsets[f]);
+        rk_free(b->rows[f]);
+    }
+    rk_free(b->dense);
+    rk_free(b->labels);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---------------------------------------------------------------- work */
+
+rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_err *err) {
+    memset(w, 0, sizeof *w);
+    w->cap = cap;
+    const rk_tower_cfg *t = &m->cfg.tower;
+    size_t B = (size_t)cap, D = (size_t)m->D, maxh = D;
+    for (int i = 0; i < t->n_hidden; i++)
+        if ((size_t)t->hidden[i] > maxh) maxh = (size_t)t->hidden[i];
+    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + B;
+    for (int i = 0; i < t->n_hidden; i++) n += B * (size_t)t->hidden[i];
+    if (backward) n += B + 2 * B * maxh + 3 * B * D;
+    w->mem = rk_malloc(n * sizeof(float));
+    if (!w->mem) return rk_fail(err, RK_ENOMEM, "work buffers: out of memory for %d rows", cap);
+    float *p = w->mem;
+    w->x0 = p, p += B * D;
+    w->xs[0] = w->x0;
+    for (int l = 0; l < t->n_cross; l++) {
+        w->xs[l + 1] = p, p += B * D;
+        w->us[l] = p, p += B * D;
+    }
+    for (int i = 0; i < t->n_hidden; i++) w->act[i] = p, p += B * (size_t)t->hidden[i];
+    w->logit = p, p += B;
+    if (backward) {
+        w->dlogit = p, p += B;
+        w->da = p, p += B * maxh;
+        w->db_ = p, p += B * maxh;
+        w->dx0 = p, p += B * D;
+        w->dxl = p, p += B * D;
+        w->scratch = p, p += B * D;
+    }
+    return RK_OK;
+}
+
+void rk_work_free(rk_work *w) {
+    rk_free(w->mem);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---------------------------------------------------------------- forward / backward */
+
+rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr, rk_err *err) {
+    const int B = b->n_rows, D = m->D;
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        float *out = w->x0 + m->col[f];
+        if (ft->kind == RK_FEAT_DENSE) {
+            for (int r = 0; r < B; r++) out[(size_t)r * D] = b->dense[(size_t)r * b->n_features + f];
+        } else if (m->tables[f]) {
+            rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], B, ft->dim, ft->pool);
+        } else {
+            RK_ASSERT(m->store && scr);
+            rk_status s = rk_embed_bag_store(m->store, m->store_table[f], ft->dim, b->offsets[f], b->rows[f], B, ft->pool,
+                                             out, (size_t)D, scr, NULL, err);
+            if (s) return rk_err_prefix(err, "feature '%s'", ft->name);
+        }
+    }
+    return RK_OK;
+}
+
+void rk_model_forward(const rk_model *m, rk_work *w, int B) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    const int D = m->D;
+    for (int l = 0; l < t->n_cross; l++)
+        rk_cross_forward(w->xs[l + 1], w->us[l], w->x0, w->xs[l], m->cross_W[l], m->cross_b[l], B, D);
+    const float *h = w->xs[t->n_cross];
+    int prev = D;
+    for (int i = 0; i < t->n_hidden; i++) {
+        rk_linear_forward(w->act[i], h, m->mlp_W[i], m->mlp_b[i], B, prev, t->hidden[i]);
+        rk_relu_forward(w->act[i], w->act[i], (size_t)B * (size_t)t->hidden[i]);
+        h = w->act[i];
+        prev = t->hidden[i];
+    }
+    rk_linear_forward(w->logit, h, m->out_W, m->out_b, B, prev, 1);
+}
+
+void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    const int D = m->D;
+    float *gcW[8], *gcb[8], *gmW[RK_MAX_HIDDEN], *gmb[RK_MAX_HIDDEN], *goW, *gob;
+    rk_model_point(m, g, gcW, gcb, gmW, gmb, &goW, &gob);
+    int nh = t->n_hidden;
+    const float *hlast = nh ? w->act[nh - 1] : w->xs[t->n_cross];
+    int prev = nh ? t->hidden[nh - 1] : D;
+    /* da = d loss / d hlast */
+    float *da = w->da, *dtmp = w->db_;
+    rk_linear_backward(da, goW, gob, w->dlogit, hlast, m->out_W, B, prev, 1);
+    for (int i = nh - 1; i >= 0; i--) {
+        int in = i ? t->hidden[i - 1] : D;
+        const float *x = i ? w->act[i - 1] : w->xs[t->n_cross];
+        rk_relu_backward(da, da, w->act[i], (size_t)B * (size_t)t->hidden[i]);
+        float *dx = i ? dtmp : w->dxl;
+        rk_linear_backward(dx, gmW[i], gmb[i], da, x, m->mlp_W[i], B, in, t->hidden[i]);
+        if (i) {
+            float *sw = da;
+            da = dtmp;
+            dtmp = sw;
+        }
+    }
+    if (nh == 0) memcpy(w->dxl, da, (size_t)B * (size_t)D * sizeof(float));
+    /* w->dxl = d loss / d x_L; walk the cross layers back to x0. */
+    memset(w->dx0, 0, (size_t)B * (size_t)D * sizeof(float));
+    for (int l = t->n_cross - 1; l >= 0; l--)
+        rk_cross_backward(w->dx0, w->dxl, gcW[l], gcb[l], w->dxl, w->x0, w->xs[l], w->us[l], m->cross_W[l], B, D, w->scratch);
+    /* x_0 feeds layer 0 as x_l too: add that path. */
+    cblas_saxpy(B * D, 1.0f, w->dxl, 1, w->dx0, 1);
+}
+
+/* ---------------------------------------------------------------- predict */
+
+rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk_err *err) {
+    const int chunk = 512;
+    rk_work w;
+    rk_status s = rk_work_init(&w, m, chunk, 0, err);
+    if (s) return s;
+    rk_embed_scratch *scr = NULL;
+    size_t maxv = 1;
+    for (int f = 0; f < m->cfg.n_features; f++)
+        if (b->offsets[f] && b->offsets[f][b->n_rows] > maxv) maxv = b->offsets[f][b->n_rows];
+    if (m->store && (s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err))) {
+        rk_work_free(&w);
+        return s;
+    }
+    rk_batch view = *b;
+    rk_progress pg;
+    int show = b->n_rows >= 100000;
+    if (show) rk_progress_start(&pg, "score", "rows", (uint64_t)b->n_rows);
+    for (int r0 = 0; r0 < b->n_rows && s == RK_OK; r0 += chunk) {
+        int n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
+        /* A view of rows [r0, r0+n): offsets are absolute into rows[]. */
+        view.n_rows = n;
+        view.dense = b->dense + (size_t)r0 * b->n_features;
+        uint32_t *offs_tmp[RK_MAX_FEATURES] = {0};
+        for (int f = 0; f < m->cfg.n_features && s == RK_OK; f++) {
+            if (!b->offsets[f]) continue;
+            uint32_t base = b->offsets[f][r0];
+            offs_tmp[f] = rk_malloc(((size_t)n + 1) * sizeof(uint32_t));
+            if (!offs_tmp[f]) {
+                s = rk_fail(err, RK_ENOMEM, "predict: out of memory");
+                break;
+            }
+            for (int i = 0; i <= n; i++) offs_tmp[f][i] = b->offsets[f][r0 + i] - base;
+            view.offsets[f] = offs_tmp[f];
+            view.rows[f] = b->rows[f] + base;
+        }
+        if (s == RK_OK) s = rk_model_fill_x0(m, &view, &w, scr, err);
+        if (s == RK_OK) {
+            rk_model_forward(m, &w, n);
+            for (int i = 0; i < n; i++) pctr[r0 + i] = rk_sigmoid(w.logit[i]);
+        }
+        for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(offs_tmp[f]);
+        if (show) rk_progress_add(&pg, (uint64_t)n);
+    }
+    if (show && s == RK_OK) rk_progress_finish(&pg);
+    rk_embed_scratch_destroy(scr);
+    rk_work_free(&w);
+    return s;
+}

@@ -1,0 +1,366 @@
+/*
+ * rank/rank.h — the whole interface of rankd's ranking module.
+ *
+ * What lives here: the data conversion of public data sets into CTR
+ * examples, the model (features, hashed embedding tables, towers), the
+ * trainer, the model bundle, the scorer used by both `rank score` and
+ * `rankd`, ranking metrics, and the gRPC Ranker service.
+ *
+ * A model bundle is a directory:
+ *   model.json          config, schema, features, tower, training metadata
+ *   dense.safetensors   every dense parameter (PyTorch-readable, [out,in])
+ *   tables/             RocksDB, one column family per embedding table,
+ *                       key = 8-byte big-endian row, value = dim float32 LE
+ * Bundles are written into a temporary sibling directory and renamed into
+ * place, so a half-written bundle is never loadable.
+ */
+#ifndef RK_RANK_H
+#define RK_RANK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+#include "nn.h"
+
+#define RK_FORMAT_VERSION 1
+#define RK_MAX_FEATURES 32
+#define RK_MAX_HIDDEN 8
+#define RK_NAME_MAX 64
+
+/* ====================================================================== data */
+
+/* Convert MovieLens ml-latest-small (ratings.csv, movies.csv in in_dir) into
+ * time-ordered CTR examples in out_dir:
+ *   train.tsv, valid.tsv, test.tsv, schema.json
+ * One example per rating, label = rating >= 4.0, sorted by (timestamp,
+ * user id, movie id); first 80% train, next 10% valid, last 10% test.
+ * TSV columns (header line first, tab-separated, '|' inside multi-valued):
+ *   label      0/1
+ *   timestamp  Unix seconds (UTC)
+ *   user_id    MovieLens userId
+ *   movie_id   MovieLens movieId
+ *   genres     '|'-separated genres ("" for "(no genres listed)")
+ *   year       release year parsed from the title's "(YYYY)", "" if none
+ *   hour       hour of day of the event, 0..23 (UTC)
+ *   weekday    day of week of the event, 0 = Monday .. 6 = Sunday (UTC)
+ *   history    the user's most recent <= 20 movie ids rated strictly before
+ *              this event's timestamp, most recent first, '|'-separated
+ *   rating     the raw rating (not a feature; for analysis)
+ * Errors name the file, row (1-based, header = row 1) and column. */
+rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err);
+
+/* ====================================================================== metrics */
+
+typedef struct {
+    size_t n, n_pos;
+    double base_rate;    /* n_pos / n */
+    double mean_pctr;
+    double auc;          /* ROC AUC, ties get half credit; NAN if undefined */
+    int auc_defined;     /* 0 when all labels are equal */
+    double logloss;      /* mean BCE, p clamped to [1e-7, 1-1e-7] */
+    double ne;           /* normalized entropy = logloss / H(base_rate); NAN if base rate is 0 or 1 */
+    double calibration;  /* mean_pctr / base_rate */
+} rk_metrics;
+
+/* pctr, label: n values each; labels must be 0 or 1, pctr finite in [0,1].
+ * Float64 accumulation. Errors: RK_EINVAL naming the first bad index. */
+rk_status rk_metrics_compute(const float *pctr, const float *label, size_t n, rk_metrics *out,
+                             rk_err *err);
+
+/* ====================================================================== model config */
+
+typedef enum { RK_FEAT_SPARSE = 0, RK_FEAT_DENSE = 1 } rk_feat_kind;
+typedef enum { RK_SIDE_USER = 0, RK_SIDE_ITEM = 1 } rk_side;
+typedef enum { RK_TOWER_DNN = 0, RK_TOWER_DCNV2 = 1 } rk_tower_type;
+
+typedef struct {
+    char name[RK_NAME_MAX];    /* feature name, also the request's feature name */
+    char column[RK_NAME_MAX];  /* TSV column it is read from */
+    rk_feat_kind kind;
+    rk_side side;              /* where a request carries it: user or candidate */
+    /* sparse */
+    uint64_t table_size;       /* hashed rows */
+    int dim;                   /* embedding dimension */
+    rk_bag_mode pool;          /* sum or mean over the values */
+    int max_values;            /* values kept per example (0 = no limit) */
+    /* dense: x' = (transform(x) - mean) / std; missing -> 0 (mean imputation) */
+    int log1p;
+    double mean, std;
+} rk_feature;
+
+typedef struct {
+    rk_tower_type type;
+    int n_cross;               /* DCNv2 cross layers */
+    int n_hidden;
+    int hidden[RK_MAX_HIDDEN]; /* MLP widths, ReLU after each */
+} rk_tower_cfg;
+
+typedef struct {
+    uint64_t seed;
+    int batch_size;
+    int max_epochs;
+    int patience;              /* early stopping on validation AUC */
+    float lr_dense, lr_embed;  /* Adam / Adagrad learning rates */
+    float adam_b1, adam_b2, adam_eps, adagrad_eps;
+    float init_std_embed;      /* N(0, std) embedding init */
+    int threads;               /* OpenBLAS threads while training */
+} rk_train_cfg;
+
+typedef struct {
+    int format_version;
+    char name[RK_NAME_MAX];
+    char version[RK_NAME_MAX];
+    char label_column[RK_NAME_MAX];
+    int n_features;
+    rk_feature features[RK_MAX_FEATURES];
+    rk_tower_cfg tower;
+    rk_train_cfg train;
+    /* request field aliases: a request's user.user_id, user.recent_item_ids
+     * and candidate.ad_id fill these features when set ("" = no alias). */
+    char alias_user_id[RK_NAME_MAX];
+    char alias_recent_items[RK_NAME_MAX];
+    char alias_ad_id[RK_NAME_MAX];
+} rk_model_cfg;
+
+/* Parse a model config (the "config" part of model.json or a config file
+ * under configs/). Unknown keys are errors naming the key; missing keys take
+ * documented defaults. */
+rk_status rk_model_cfg_parse(const char *json_text, rk_model_cfg *out, rk_err *err);
+/* Defaults for every field. */
+void rk_model_cfg_default(rk_model_cfg *c);
+/* Width of the tower input: sum of sparse dims + number of dense features. */
+int rk_model_cfg_input_dim(const rk_model_cfg *c);
+/* Index of a feature by name, -1 if none. */
+int rk_model_cfg_find(const rk_model_cfg *c, const char *name);
+
+/* ====================================================================== batch */
+
+/* A featurized batch: per sparse feature a CSR list of hashed rows per
+ * example, a dense matrix of standardized dense features, optional labels.
+ * Feature slots follow the model's feature order (dense slots unused in
+ * offsets/rows, sparse slots unused in dense). Owned by whoever creates it. */
+typedef struct {
+    int n_rows, cap_rows;
+    int n_features;
+    uint32_t *offsets[RK_MAX_FEATURES];  /* [n_rows+1] for sparse features */
+    uint64_t *rows[RK_MAX_FEATURES];     /* hashed row ids, cap_values[f] */
+    size_t cap_values[RK_MAX_FEATURES];
+    float *dense;                        /* [n_rows, n_features] raw slots by feature index */
+    float *labels;                       /* [n_rows] */
+} rk_batch;
+
+/* ====================================================================== dataset */
+
+/* A TSV of examples read fully into memory and featurized for a model
+ * config: every sparse value hashed (rk_feature_row), dense values
+ * transformed and standardized. */
+typedef struct {
+    rk_batch b;      /* all rows */
+    int has_labels;  /* 0 when the file has no label column (labels are 0) */
+    char path[512];
+} rk_dataset;
+
+/* Read path with the config's columns (header names); the label column is
+ * optional (has_labels). Dense statistics must
+ * already be in cfg (rk_dataset_fit_dense sets them from a training file).
+ * Errors name file, row and column. A progress bar is shown for big files. */
+rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset *out,
+                          rk_err *err);
+void rk_dataset_free(rk_dataset *d);
+/* Compute mean/std of each dense feature over a TSV (after log1p when set). */
+rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err);
+
+/* ====================================================================== model */
+
+typedef struct rk_model rk_model;
+
+/* Create a fresh model for training: tables in RAM, dense params
+ * initialised from cfg->train.seed (Kaiming-uniform like torch.nn.Linear,
+ * embeddings N(0, init_std_embed)). */
+rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err);
+
+/* Open a bundle for scoring: model.json, dense.safetensors, tables/ (read-only
+ * RocksDB; rows fetched per batch). Errors say which file and what is wrong:
+ * missing file, unsupported format_version, tensor shape vs model.json,
+ * corrupt safetensors header, missing column family. */
+rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err);
+void rk_model_destroy(rk_model *m);
+
+const rk_model_cfg *rk_model_config(const rk_model *m);
+/* "name/version" string written at train time. */
+const char *rk_model_version(const rk_model *m);
+
+/* Write the model as a bundle at dir, atomically (temp dir + rename).
+ * metrics_json: optional JSON object text stored under "metrics". If dir
+ * exists it is replaced only when overwrite != 0, else RK_EEXIST. */
+rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json,
+                        int overwrite, rk_err *err);
+
+/* ====================================================================== scorer */
+
+/* Per-thread scoring context: owns every buffer a batch of up to max_rows
+ * examples needs (no allocation per call) for one model. Not thread-safe;
+ * create one per worker thread. The model must outlive it. */
+typedef struct rk_scorer rk_scorer;
+/* max_values: total sparse values per feature the batch may hold (bytes are
+ * sized from it; larger requests get RK_ETOOBIG). */
+rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_row,
+                           rk_scorer **out, rk_err *err);
+void rk_scorer_destroy(rk_scorer *s);
+
+/* Start a batch of n_rows examples (all features empty / missing). */
+rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err);
+/* Add one value of a sparse feature to a row (hashed here). */
+rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *value,
+                               size_t len, rk_err *err);
+/* Set a dense feature of a row from its raw (untransformed) value. Not
+ * finite -> RK_ENUMERIC. */
+rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err);
+/* Score the batch: pctr[n_rows]. Embedding rows are fetched for the whole
+ * batch at once (deduplicated) from the model's tables. Optional stage
+ * timings in microseconds (lookup, model) when t != NULL. */
+rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *model_us,
+                        rk_err *err);
+
+/* Score a featurized batch directly (used by training-time evaluation and
+ * `rank score`): pctr[b->n_rows]. Shows a progress bar from 100,000 rows. */
+rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk_err *err);
+
+/* ====================================================================== training */
+
+typedef struct {
+    const char *train_path, *valid_path, *test_path; /* test optional */
+    int quiet;
+} rk_train_io;
+
+/* Train per cfg on train_path with early stopping on valid AUC, keeping the
+ * best epoch's parameters. Fills metrics (valid/test) and returns the model.
+ * Progress bar with examples/s on stderr. */
+typedef struct {
+    int best_epoch, epochs_run;
+    double train_examples_per_s;
+    rk_metrics valid, test;
+    int have_test;
+} rk_train_report;
+rk_status rk_train(const rk_model_cfg *cfg, const rk_train_io *io, rk_model **out,
+                   rk_train_report *rep, rk_err *err);
+
+/* === server === */
+/*
+ * The rankd.v1.Ranker service (rank/service.c), the gRPC server that hosts
+ * it (rank/server.c) and a small blocking gRPC client (rank/client.c).
+ * Owned by the serving code; everything above this line is the model.
+ *
+ * Status codes in this section are gRPC status codes (grpc_status_code:
+ * 0 OK, 3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED, 5 NOT_FOUND,
+ * 8 RESOURCE_EXHAUSTED, 12 UNIMPLEMENTED, 13 INTERNAL, 14 UNAVAILABLE),
+ * kept as int so this header does not pull in gRPC. The protobuf-c message
+ * types come from the generated "rank.pb-c.h" (build tree, rk_proto).
+ */
+
+struct Rankd__V1__RankRequest;
+struct Rankd__V1__RankResponse;
+
+typedef struct {
+    const char *listen;      /* "HOST:PORT"; port 0 picks a free port */
+    int threads;             /* worker threads, each with its own cq and scorer (default 2) */
+    int max_candidates;      /* candidates per request; more -> RESOURCE_EXHAUSTED (default 1000) */
+    int max_values_per_row;  /* sparse values per feature per row; more -> RESOURCE_EXHAUSTED (default 256) */
+    int max_message_bytes;   /* gRPC max receive message size, bytes (default 4 MiB) */
+    int requests_per_worker; /* Rank calls pre-posted per worker cq (default 1: spreads
+                              * one channel's calls over all workers, c-stack.md §2.5) */
+    int grace_ms;            /* shutdown: in-flight calls get this long before they are
+                              * cancelled (default 5000) */
+} rk_server_opts;
+#define RK_SERVER_OPTS_DEFAULT                                                         \
+    {                                                                                  \
+        .listen = "127.0.0.1:50051", .threads = 2, .max_candidates = 1000,            \
+        .max_values_per_row = 256, .max_message_bytes = 4 << 20,                      \
+        .requests_per_worker = 1, .grace_ms = 5000                                     \
+    }
+
+/* ---- service: one serialized RankRequest in, one RankResponse out (no gRPC) */
+
+/* Per-worker Rank handler: owns an rk_scorer for o->max_candidates rows, a
+ * bump arena for protobuf-c unpack, and the response buffers, all sized at
+ * creation and reused; not thread-safe (one per worker). m must outlive it. */
+typedef struct rk_service rk_service;
+rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
+                            rk_err *err);
+void rk_service_destroy(rk_service *s);
+
+/* Handle one request: req[len] is a serialized rankd.v1.RankRequest; t0 is
+ * rk_now() when the call was picked up (timing.total_us counts from it).
+ * Returns a gRPC status code. On 0 (OK), *resp and *resp_len hold the
+ * serialized RankResponse, owned by s and valid until the next call. On any
+ * other code err->msg names the field, e.g.
+ *   "candidates[3].sparse[1].name: unknown feature 'foo'". */
+int rk_service_handle(rk_service *s, const uint8_t *req, size_t len, double t0,
+                      const uint8_t **resp, size_t *resp_len, rk_err *err);
+
+/* ---- server */
+
+typedef struct {
+    uint64_t rank_ok;         /* Rank calls answered OK */
+    uint64_t rank_failed;     /* Rank calls answered with any other status */
+    uint64_t health;          /* Health/Check calls */
+    uint64_t unimplemented;   /* calls to unknown methods */
+} rk_server_counters;
+
+typedef struct rk_server rk_server;
+
+/* Start serving m on o->listen: calls grpc_init(), binds (SO_REUSEPORT off,
+ * so a port held by another process fails), starts o->threads workers and
+ * returns. *bound_port receives the port actually bound (useful with port 0).
+ * Serves /rankd.v1.Ranker/Rank and /grpc.health.v1.Health/Check; every other
+ * method is answered UNIMPLEMENTED. m must outlive the server.
+ * Errors: RK_EIO "cannot listen on HOST:PORT: address in use or invalid",
+ * RK_EINVAL for bad options, scorer creation errors. Block SIGINT/SIGTERM in
+ * the calling thread first if the process sigwaits (c-stack.md §2.2). */
+rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
+                          int *bound_port, rk_err *err);
+/* Counters so far (relaxed atomic reads; any thread). */
+void rk_server_get_counters(const rk_server *s, rk_server_counters *out);
+/* Stop: refuse new calls, give in-flight calls o->grace_ms, cancel the rest,
+ * wait for every call context, join the workers, free everything and call
+ * grpc_shutdown(). final (may be NULL) receives the final counters. */
+void rk_server_stop(rk_server *s, rk_server_counters *final);
+
+/* ---- client (tests, `rank query`) */
+
+/* A blocking client on one insecure channel; one call at a time (not
+ * thread-safe). Calls grpc_init(); destroy calls grpc_shutdown(). */
+typedef struct rk_client rk_client;
+rk_status rk_client_create(const char *addr, rk_client **out, rk_err *err);
+void rk_client_destroy(rk_client *c);
+
+typedef struct {
+    int code;        /* gRPC status code of the call */
+    char msg[256];   /* status details (truncated) */
+    uint8_t *body;   /* response message bytes (rk_malloc'd; rk_call_result_free), or NULL */
+    size_t body_len;
+    double seconds;  /* wall time of the call */
+} rk_call_result;
+void rk_call_result_free(rk_call_result *r);
+
+/* One unary call of method ("/pkg.Svc/Method") with raw request bytes.
+ * deadline_ms <= 0: no deadline. Returns RK_OK whenever the call completed,
+ * whatever its gRPC status (in res->code); errors only for local failures. */
+rk_status rk_client_call(rk_client *c, const char *method, const void *req, size_t len,
+                         int deadline_ms, rk_call_result *res, rk_err *err);
+/* One Rank call. On res->code == 0, *resp is the decoded response (free with
+ * rk_client_free_response); otherwise *resp = NULL and res->msg says why.
+ * A response that does not decode is RK_EFORMAT. */
+rk_status rk_client_rank(rk_client *c, const struct Rankd__V1__RankRequest *req,
+                         int deadline_ms, rk_call_result *res,
+                         struct Rankd__V1__RankResponse **resp, rk_err *err);
+void rk_client_free_response(struct Rankd__V1__RankResponse *resp);
+/* Health/Check for service ("" = the server). *serving receives the
+ * ServingStatus (1 = SERVING) when res->code == 0. */
+rk_status rk_client_health(rk_client *c, const char *service, int deadline_ms,
+                           rk_call_result *res, int *serving, rk_err *err);
+
+/* === end server === */
+
+#endif /* RK_RANK_H */

@@ -1,0 +1,137 @@
+/*
+ * rank/scorer.c — per-thread scoring context used by the server and by
+ * anything scoring raw feature values. Values are staged in insertion order
+ * per feature, then laid out as CSR bags with a stable counting sort at run
+ * time, so a row's bag holds its values in the order they were added (the
+ * order pooling sums them, which keeps served and offline scores identical).
+ * All memory is allocated at create time; begin/add/run never allocate.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+struct rk_scorer {
+    const rk_model *m;
+    int max_rows, max_per_row, n_rows;
+    size_t cap_values; /* per feature */
+    rk_batch b;
+    uint32_t *st_row[RK_MAX_FEATURES];
+    uint64_t *st_key[RK_MAX_FEATURES];
+    size_t st_n[RK_MAX_FEATURES];
+    uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] values per row */
+    rk_work w;
+    rk_embed_scratch *scr;
+};
+
+void rk_scorer_destroy(rk_scorer *s) {
+    if (!s) return;
+    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+        rk_free(s->st_row[f]);
+        rk_free(s->st_key[f]);
+        rk_free(s->cnt[f]);
+    }
+    rk_batch_free(&s->b);
+    rk_work_free(&s->w);
+    rk_embed_scratch_destroy(s->scr);
+    rk_free(s);
+}
+
+rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_row, rk_scorer **out, rk_err *err) {
+    *out = NULL;
+    if (max_rows <= 0 || max_values_per_row <= 0)
+        return rk_fail(err, RK_EINVAL, "scorer: max_rows and max_values_per_row must be > 0");
+    if (!m->store) return rk_fail(err, RK_EINVAL, "scorer: the model must be opened from a bundle");
+    rk_scorer *s = rk_calloc(1, sizeof *s);
+    if (!s) return rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+    s->m = m;
+    s->max_rows = max_rows;
+    s->max_per_row = max_values_per_row;
+    s->cap_values = (size_t)max_rows * (size_t)max_values_per_row;
+    rk_status st = rk_batch_alloc(&s->b, &m->cfg, max_rows, s->cap_values, err);
+    if (st == RK_OK) st = rk_work_init(&s->w, m, max_rows, 0, err);
+    if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, m->max_dim, &s->scr, err);
+    for (int f = 0; st == RK_OK && f < m->cfg.n_features; f++) {
+        if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        s->st_row[f] = rk_malloc(s->cap_values * sizeof(uint32_t));
+        s->st_key[f] = rk_malloc(s->cap_values * sizeof(uint64_t));
+        s->cnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
+        if (!s->st_row[f] || !s->st_key[f] || !s->cnt[f]) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+    }
+    if (st) {
+        rk_scorer_destroy(s);
+        return st;
+    }
+    *out = s;
+    return RK_OK;
+}
+
+rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err) {
+    if (n_rows <= 0) return rk_fail(err, RK_EINVAL, "batch: no rows");
+    if (n_rows > s->max_rows) return rk_fail(err, RK_ETOOBIG, "batch: %d rows exceed the maximum of %d", n_rows, s->max_rows);
+    s->n_rows = n_rows;
+    for (int f = 0; f < s->m->cfg.n_features; f++) {
+        s->st_n[f] = 0;
+        if (s->cnt[f]) memset(s->cnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
+    }
+    memset(s->b.dense, 0, (size_t)n_rows * (size_t)s->m->cfg.n_features * sizeof(float));
+    return RK_OK;
+}
+
+rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *value, size_t len, rk_err *err) {
+    const rk_model_cfg *c = &s->m->cfg;
+    if (row < 0 || row >= s->n_rows) return rk_fail(err, RK_EINVAL, "row %d outside the batch of %d", row, s->n_rows);
+    if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
+        return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
+    const rk_feature *ft = &c->features[feature];
+    if (ft->max_values && s->cnt[feature][row] >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
+    if (s->cnt[feature][row] >= (uint32_t)s->max_per_row)
+        return rk_fail(err, RK_ETOOBIG, "feature '%s': more than %d values in one row", ft->name, s->max_per_row);
+    size_t k = s->st_n[feature]++;
+    s->st_row[feature][k] = (uint32_t)row;
+    s->st_key[feature][k] = rk_feature_row(ft->name, value, len, ft->table_size);
+    s->cnt[feature][row]++;
+    return RK_OK;
+}
+
+rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err) {
+    const rk_model_cfg *c = &s->m->cfg;
+    if (row < 0 || row >= s->n_rows) return rk_fail(err, RK_EINVAL, "row %d outside the batch of %d", row, s->n_rows);
+    if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_DENSE)
+        return rk_fail(err, RK_EINVAL, "feature %d is not a dense feature", feature);
+    float v;
+    if (rk_dense_value(&c->features[feature], raw, &v))
+        return rk_fail(err, RK_ENUMERIC, "feature '%s': value %g is not finite after its transform", c->features[feature].name, raw);
+    s->b.dense[(size_t)row * c->n_features + feature] = v;
+    return RK_OK;
+}
+
+rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *model_us, rk_err *err) {
+    const rk_model *m = s->m;
+    rk_batch *b = &s->b;
+    const int B = s->n_rows;
+    b->n_rows = B;
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        uint32_t *off = b->offsets[f];
+        off[0] = 0;
+        for (int r = 0; r < B; r++) off[r + 1] = off[r] + s->cnt[f][r];
+        /* stable placement: reuse cnt as the per-row cursor */
+        for (int r = 0; r < B; r++) s->cnt[f][r] = off[r];
+        for (size_t k = 0; k < s->st_n[f]; k++) b->rows[f][s->cnt[f][s->st_row[f][k]]++] = s->st_key[f][k];
+        for (int r = 0; r < B; r++) s->cnt[f][r] -= off[r];
+    }
+    double t0 = rk_now();
+    rk_status st = rk_model_fill_x0(m, b, &s->w, s->scr, err);
+    if (st) return st;
+    double t1 = rk_now();
+    rk_model_forward(m, &s->w, B);
+    for (int i = 0; i < B; i++) {
+        pctr[i] = rk_sigmoid(s->w.logit[i]);
+        if (!isfinite(pctr[i])) return rk_fail(err, RK_ENUMERIC, "candidate %d: pCTR is not finite", i);
+    }
+    double t2 = rk_now();
+    if (lookup_us) *lookup_us = (t1 - t0) * 1e6;
+    if (model_us) *model_us = (t2 - t1) * 1e6;
+    return RK_OK;
+}

@@ -1,0 +1,557 @@
+/*
+ * rank/service.c — the rankd.v1.Ranker/Rank handler, without gRPC.
+ *
+ * One call: serialized RankRequest bytes in, serialized RankResponse bytes
+ * (or a gRPC status code and a message naming the field) out. server.c owns
+ * the transport; this file owns the meaning of a request.
+ *
+ * How a request becomes a scorer batch: one row per candidate. The user's
+ * features (user.sparse, user.dense and the aliases user.user_id,
+ * user.recent_item_ids) are added to every row; candidate i's features
+ * (candidates[i].sparse, .dense, the alias candidates[i].ad_id) to row i.
+ * Features are looked up by name in the model config (model.json
+ * "features"); a feature named on the wrong side, unknown, of the wrong kind
+ * or given twice on one side is INVALID_ARGUMENT. Sparse values follow the
+ * offline reader (rank/dataset.c) exactly, so a served row scores the same as
+ * the same row through `rank score`: empty strings are skipped and only the
+ * first max_values non-empty values of a feature are kept.
+ *
+ * Validation is done while filling the batch, in request order, so the
+ * first bad field is the one reported. Every string of the request is
+ * checked to be UTF-8: protobuf-c accepts anything, but a Python client
+ * cannot decode a response that echoes invalid UTF-8 (c-stack.md §3).
+ *
+ * Memory: all buffers are sized at creation for the largest request the
+ * server accepts (max_candidates rows). protobuf-c unpacks into a bump arena
+ * that is reset, not freed, after each request; an arena that had to grow
+ * (a request with unusually many small fields) is re-sized once to the
+ * high-water mark, up to ARENA_KEEP_MAX, so steady state does not call
+ * malloc for the request or the model work.
+ */
+#include <math.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rank.h"
+#include "rank.pb-c.h"
+
+/* gRPC status codes (grpc/status.h), kept local so this file needs no gRPC. */
+enum {
+    ST_OK = 0,
+    ST_INVALID_ARGUMENT = 3,
+    ST_NOT_FOUND = 5,
+    ST_RESOURCE_EXHAUSTED = 8,
+    ST_INTERNAL = 13,
+};
+
+#define ARENA_INITIAL (256u << 10)
+#define ARENA_KEEP_MAX ((size_t)64 << 20)
+#define ARENA_ALIGN 16u
+
+/* ------------------------------------------------------------ arena */
+
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t cap, used;
+    alignas(ARENA_ALIGN) unsigned char data[];
+} arena_chunk;
+
+typedef struct {
+    unsigned char *base; /* the kept block */
+    size_t cap, used;
+    arena_chunk *extra;  /* overflow chunks of this request */
+    size_t extra_total;  /* bytes handed out from overflow chunks */
+    size_t limit;        /* most bytes one request may use */
+    int exhausted;       /* an allocation hit limit */
+} arena;
+
+static void *arena_alloc(void *data, size_t n) {
+    arena *a = data;
+    n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (n == 0) n = ARENA_ALIGN;
+    if (a->used + n <= a->cap) {
+        void *p = a->base + a->used;
+        a->used += n;
+        return p;
+    }
+    if (a->extra && a->extra->used + n <= a->extra->cap) {
+        void *p = a->extra->data + a->extra->used;
+        a->extra->used += n;
+        a->extra_total += n;
+        return p;
+    }
+    if (a->used + a->extra_total + n > a->limit) {
+        a->exhausted = 1;
+        return NULL;
+    }
+    size_t cap = n > (1u << 20) ? n : (1u << 20);
+    arena_chunk *c = rk_malloc(sizeof *c + cap);
+    if (!c) {
+        a->exhausted = 1;
+        return NULL;
+    }
+    c->cap = cap;
+    c->used = n;
+    c->next = a->extra;
+    a->extra = c;
+    a->extra_total += n;
+    return c->data;
+}
+
+static void arena_free(void *data, void *p) {
+    (void)data;
+    (void)p; /* released all at once by arena_reset */
+}
+
+/* Forget every allocation. If the request overflowed the kept block, grow
+ * the block to the high-water mark (bounded) so the next such request fits. */
+static void arena_reset(arena *a) {
+    if (a->extra) {
+        size_t want = a->used + a->extra_total;
+        while (a->extra) {
+            arena_chunk *n = a->extra->next;
+            rk_free(a->extra);
+            a->extra = n;
+        }
+        if (want > ARENA_KEEP_MAX) want = ARENA_KEEP_MAX;
+        if (want > a->cap) {
+            unsigned char *nb = rk_malloc(want);
+            if (nb) { /* else keep the old block; the next big request overflows again */
+                rk_free(a->base);
+                a->base = nb;
+                a->cap = want;
+            }
+        }
+    }
+    a->used = 0;
+    a->extra_total = 0;
+    a->exhausted = 0;
+}
+
+/* ------------------------------------------------------------ service */
+
+struct rk_service {
+    const rk_model *m;
+    const rk_model_cfg *cfg;
+    rk_server_opts o;
+    rk_scorer *scorer;
+    arena ar;
+    ProtobufCAllocator pballoc;
+    float *pctr;                       /* [max_candidates] */
+    Rankd__V1__Score *scores;          /* [max_candidates] */
+    Rankd__V1__Score **score_ptrs;     /* [max_candidates] */
+    Rankd__V1__TowerScore *towers;     /* [max_candidates] */
+    Rankd__V1__TowerScore **tower_ptrs;
+    uint8_t *out;                      /* packed response */
+    size_t out_cap;
+    const char *tower_name;
+};
+
+rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
+                            rk_err *err) {
+    *out = NULL;
+    if (o->max_candidates < 1)
+        return rk_fail(err, RK_EINVAL, "max_candidates: %d, must be at least 1", o->max_candidates);
+    if (o->max_values_per_row < 1)
+        return rk_fail(err, RK_EINVAL, "max_values_per_row: %d, must be at least 1",
+                       o->max_values_per_row);
+    if (o->max_message_bytes < 1)
+        return rk_fail(err, RK_EINVAL, "max_message_bytes: %d, must be at least 1",
+                       o->max_message_bytes);
+    rk_service *s = rk_calloc(1, sizeof *s);
+    if (!s) return rk_fail(err, RK_ENOMEM, "service: out of memory");
+    s->m = m;
+    s->cfg = rk_model_config(m);
+    s->o = *o;
+    s->o.listen = NULL; /* not ours to keep */
+    size_t n = (size_t)o->max_candidates;
+    rk_status st = rk_scorer_create(m, o->max_candidates, o->max_values_per_row, &s->scorer, err);
+    if (st) {
+        rk_free(s);
+        return st;
+    }
+    s->ar.cap = ARENA_INITIAL;
+    s->ar.base = rk_malloc(s->ar.cap);
+    /* Decoded structures are bigger than their wire form (an empty nested
+     * message is 2 bytes on the wire, ~80 bytes decoded): bound a request's
+     * arena use at a generous multiple of the largest accepted message. */
+    s->ar.limit = (size_t)o->max_message_bytes * 48 + ((size_t)1 << 20);
+    s->pballoc.alloc = arena_alloc;
+    s->pballoc.free = arena_free;
+    s->pballoc.allocator_data = &s->ar;
+    s->pctr = rk_malloc(n * sizeof *s->pctr);
+    s->scores = rk_malloc(n * sizeof *s->scores);
+    s->score_ptrs = rk_malloc(n * sizeof *s->score_ptrs);
+    s->towers = rk_malloc(n * sizeof *s->towers);
+    s->tower_ptrs = rk_malloc(n * sizeof *s->tower_ptrs);
+    s->out_cap = 64 * n + 4096;
+    s->out = rk_malloc(s->out_cap);
+    if (!s->ar.base || !s->pctr || !s->scores || !s->score_ptrs || !s->towers || !s->tower_ptrs ||
+        !s->out) {
+        rk_service_destroy(s);
+        return rk_fail(err, RK_ENOMEM, "service: out of memory for %d candidates",
+                       o->max_candidates);
+    }
+    s->tower_name = s->cfg->tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn";
+    *out = s;
+    return RK_OK;
+}
+
+void rk_service_destroy(rk_service *s) {
+    if (!s) return;
+    arena_reset(&s->ar);
+    rk_free(s->ar.base);
+    rk_scorer_destroy(s->scorer);
+    rk_free(s->pctr);
+    rk_free(s->scores);
+    rk_free(s->score_ptrs);
+    rk_free(s->towers);
+    rk_free(s->tower_ptrs);
+    rk_free(s->out);
+    rk_free(s);
+}
+
+/* ------------------------------------------------------------ validation */
+
+/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF. */
+static int utf8_valid(const char *str) {
+    const unsigned char *p = (const unsigned char *)str;
+    while (*p) {
+        unsigned c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        int n;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c == 0xE0) n = 2, lo = 0xA0;
+        else if (c >= 0xE1 && c <= 0xEC) n = 2;
+        else if (c == 0xED) n = 2, hi = 0x9F;
+        else if (c >= 0xEE && c <= 0xEF) n = 2;
+        else if (c == 0xF0) n = 3, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3) n = 3;
+        else if (c == 0xF4) n = 3, hi = 0x8F;
+        else return 0;
+        p++;
+        for (int i = 0; i < n; i++, p++) {
+            if (*p < lo || *p > hi) return 0;
+            lo = 0x80;
+            hi = 0xBF;
+        }
+    }
+    return 1;
+}
+
+/* Where in the request a field is, for messages: "user" or "candidates[7]". */
+typedef struct {
+    char where[32];
+} path;
+
+/* Fail with a gRPC code; the message is "<where><field>: <what>". */
+static int failf(rk_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int failf(rk_err *err, int code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code == ST_RESOURCE_EXHAUSTED ? RK_ETOOBIG
+                    : code == ST_NOT_FOUND        ? RK_ENOTFOUND
+                    : code == ST_INTERNAL         ? RK_EINTERNAL
+                                                  : RK_EINVAL;
+    }
+    return code;
+}
+
+static int check_str(const char *s, const char *where, const char *field, rk_err *err) {
+    if (s && !utf8_valid(s))
+        return failf(err, ST_INVALID_ARGUMENT, "%s%s: invalid UTF-8", where, field);
+    return ST_OK;
+}
+
+/* Resolve a feature name given at side/kind; returns its index or a code < 0
+ * after filling err ("<where>.<field>: ..."). */
+static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_feat_kind kind,
+                   const char *where, const char *field, int *code, rk_err *err) {
+    if (!utf8_valid(name)) {
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: invalid UTF-8", where, field);
+        return -1;
+    }
+    int f = rk_model_cfg_find(cfg, name);
+    if (f < 0) {
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: unknown feature '%.64s'", where, field,
+                      name);
+        return -1;
+    }
+    const rk_feature *ft = &cfg->features[f];
+    if (ft->side != side) {
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: '%s' is a%s feature", where, field, ft->name,
+                      ft->side == RK_SIDE_USER ? " user" : " candidate");
+        return -1;
+    }
+    if (ft->kind != kind) {
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: '%s' is a %s feature", where, field, ft->name,
+                      ft->kind == RK_FEAT_DENSE ? "dense" : "sparse");
+        return -1;
+    }
+    return f;
+}
+
+/* Which field already set a feature on this side (for duplicate errors). */
+typedef struct {
+    char by[RK_MAX_FEATURES][48];
+} seen_set;
+
+static int mark_seen(seen_set *seen, int f, const char *where, const char *field, const char *name,
+                     rk_err *err) {
+    if (seen->by[f][0])
+        return failf(err, ST_INVALID_ARGUMENT, "%s%s: '%s' is already set by %s", where, field,
+                     name, seen->by[f]);
+    snprintf(seen->by[f], sizeof seen->by[f], "%s%s", where, field);
+    return ST_OK;
+}
+
+/* Add the values of sparse feature f to rows [r0, r1), as rank/dataset.c
+ * does: empty values skipped, at most max_values non-empty values kept. */
+static int add_values(rk_service *s, int f, char **values, size_t n_values, int r0, int r1,
+                      const char *where, const char *field, rk_err *err) {
+    const rk_feature *ft = &s->cfg->features[f];
+    if (n_values > (size_t)s->o.max_values_per_row)
+        return failf(err, ST_RESOURCE_EXHAUSTED, "%s%s: %zu values exceed the maximum of %d",
+                     where, field, n_values, s->o.max_values_per_row);
+    for (size_t k = 0; k < n_values; k++) {
+        if (!utf8_valid(values[k]))
+            return failf(err, ST_INVALID_ARGUMENT, "%s%s[%zu]: invalid UTF-8", where, field, k);
+    }
+    int taken = 0;
+    for (size_t k = 0; k < n_values; k++) {
+        size_t len = strlen(values[k]);
+        if (!len) continue;
+        if (ft->max_values > 0 && taken >= ft->max_values) break;
+        taken++;
+        for (int r = r0; r < r1; r++) {
+            rk_err e = {0};
+            rk_status st = rk_scorer_add_sparse(s->scorer, r, f, values[k], len, &e);
+            if (st == RK_ETOOBIG)
+                return failf(err, ST_RESOURCE_EXHAUSTED, "%s%s: too many sparse values (%s)", where,
+                             field, e.msg);
+            if (st)
+                return failf(err, ST_INTERNAL, "%s%s: %s", where, field, e.msg);
+        }
+    }
+    return ST_OK;
+}
+
+static const char *nonfinite_name(float v) {
+    return isnan(v) ? "NaN" : v > 0 ? "Inf" : "-Inf";
+}
+
+/* Fill one side (user: rows [0, n); candidate i: row i) from its sparse and
+ * dense lists and its aliases. */
+typedef struct {
+    int feature;       /* -1: alias not declared by the model */
+    const char *field; /* "user_id", ... */
+    char **values;
+    size_t n_values;
+} alias_in;
+
+static int fill_side(rk_service *s, rk_side side, const char *where, size_t n_sparse,
+                     Rankd__V1__SparseFeature **sparse, size_t n_dense,
+                     Rankd__V1__DenseFeature **dense, const alias_in *aliases, int n_aliases,
+                     int r0, int r1, rk_err *err) {
+    const rk_model_cfg *cfg = s->cfg;
+    seen_set seen;
+    memset(&seen, 0, sizeof seen);
+    char field[48];
+    int code;
+    for (int a = 0; a < n_aliases; a++) {
+        const alias_in *al = &aliases[a];
+        if (al->feature < 0 || al->n_values == 0) continue;
+        snprintf(field, sizeof field, ".%s", al->field);
+        if ((code = mark_seen(&seen, al->feature, where, field, cfg->features[al->feature].name,
+                              err)))
+            return code;
+        if ((code = add_values(s, al->feature, al->values, al->n_values, r0, r1, where, field, err)))
+            return code;
+    }
+    for (size_t j = 0; j < n_sparse; j++) {
+        const Rankd__V1__SparseFeature *sf = sparse[j];
+        snprintf(field, sizeof field, ".sparse[%zu].name", j);
+        int f = resolve(cfg, sf->name, side, RK_FEAT_SPARSE, where, field, &code, err);
+        if (f < 0) return code;
+        if ((code = mark_seen(&seen, f, where, field, cfg->features[f].name, err))) return code;
+        snprintf(field, sizeof field, ".sparse[%zu].values", j);
+        if ((code = add_values(s, f, sf->values, sf->n_values, r0, r1, where, field, err)))
+            return code;
+    }
+    for (size_t j = 0; j < n_dense; j++) {
+        const Rankd__V1__DenseFeature *df = dense[j];
+        snprintf(field, sizeof field, ".dense[%zu].name", j);
+        int f = resolve(cfg, df->name, side, RK_FEAT_DENSE, where, field, &code, err);
+        if (f < 0) return code;
+        if ((code = mark_seen(&seen, f, where, field, cfg->features[f].name, err))) return code;
+        if (!isfinite(df->value))
+            return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", where, j,
+                         nonfinite_name(df->value));
+        for (int r = r0; r < r1; r++) {
+            rk_err e = {0};
+            rk_status st = rk_scorer_set_dense(s->scorer, r, f, df->value, &e);
+            if (st == RK_ENUMERIC || st == RK_EINVAL)
+                return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: %s", where, j, e.msg);
+            if (st) return failf(err, ST_INTERNAL, "%s.dense[%zu].value: %s", where, j, e.msg);
+        }
+    }
+    return ST_OK;
+}
+
+static int alias_feature(const rk_model_cfg *cfg, const char *name) {
+    return name[0] ? rk_model_cfg_find(cfg, name) : -1;
+}
+
+static uint32_t us(double seconds) {
+    double v = seconds * 1e6;
+    return v <= 0 ? 0 : v >= 4e9 ? 4000000000u : (uint32_t)(v + 0.5);
+}
+
+/* The request part of a call, after decoding; fills s->pctr. */
+static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, double *lookup_us,
+                         double *model_us, rk_err *err) {
+    const rk_model_cfg *cfg = s->cfg;
+    int code;
+    if ((code = check_str(req->request_id, "", "request_id", err))) return code;
+    if ((code = check_str(req->model_name, "", "model_name", err))) return code;
+    if ((code = check_str(req->model_version, "", "model_version", err))) return code;
+    if (req->model_name && req->model_name[0] && strcmp(req->model_name, cfg->name))
+        return failf(err, ST_NOT_FOUND, "model_name: '%.64s' is not served here (serving '%s')",
+                     req->model_name, cfg->name);
+    if (req->model_version && req->model_version[0] && strcmp(req->model_version, cfg->version) &&
+        strcmp(req->model_version, rk_model_version(s->m)))
+        return failf(err, ST_NOT_FOUND,
+                     "model_version: '%.64s' is not served here (serving '%s')",
+                     req->model_version, rk_model_version(s->m));
+    if (req->n_candidates == 0) return failf(err, ST_INVALID_ARGUMENT, "candidates: empty");
+    if (req->n_candidates > (size_t)s->o.max_candidates)
+        return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %zu exceeds the maximum of %d",
+                     req->n_candidates, s->o.max_candidates);
+    int n = (int)req->n_candidates;
+    rk_err e = {0};
+    if (rk_scorer_begin(s->scorer, n, &e))
+        return failf(err, ST_INTERNAL, "candidates: %s", e.msg);
+
+    const Rankd__V1__User *u = req->user;
+    if (u) {
+        if ((code = check_str(u->user_id, "user.", "user_id", err))) return code;
+        char *uid[1] = {u->user_id};
+        alias_in al[2] = {
+            {alias_feature(cfg, cfg->alias_user_id), "user_id", uid,
+             u->user_id && u->user_id[0] ? 1u : 0u},
+            {alias_feature(cfg, cfg->alias_recent_items), "recent_item_ids", u->recent_item_ids,
+             u->n_recent_item_ids},
+        };
+        if ((code = fill_side(s, RK_SIDE_USER, "user", u->n_sparse, u->sparse, u->n_dense, u->dense,
+                              al, 2, 0, n, err)))
+            return code;
+    }
+    int ad_f = alias_feature(cfg, cfg->alias_ad_id);
+    for (int i = 0; i < n; i++) {
+        const Rankd__V1__Candidate *c = req->candidates[i];
+        path p;
+        snprintf(p.where, sizeof p.where, "candidates[%d]", i);
+        if ((code = check_str(c->ad_id, p.where, ".ad_id", err))) return code;
+        char *ad[1] = {c->ad_id};
+        alias_in al[1] = {{ad_f, "ad_id", ad, c->ad_id && c->ad_id[0] ? 1u : 0u}};
+        if ((code = fill_side(s, RK_SIDE_ITEM, p.where, c->n_sparse, c->sparse, c->n_dense, c->dense,
+                              al, 1, i, i + 1, err)))
+            return code;
+        /* content_embedding is reserved for semantic-ID models; v1 models ignore it. */
+    }
+    rk_status st = rk_scorer_run(s->scorer, s->pctr, lookup_us, model_us, &e);
+    if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
+    if (st) return failf(err, ST_INTERNAL, "scoring failed: %s", e.msg);
+    return ST_OK;
+}
+
+int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
+                      const uint8_t **resp, size_t *resp_len, rk_err *err) {
+    *resp = NULL;
+    *resp_len = 0;
+    if (err) err->msg[0] = 0;
+    Rankd__V1__RankRequest *req = rankd__v1__rank_request__unpack(&s->pballoc, len, req_bytes);
+    double t_decoded = rk_now();
+    int code;
+    if (!req) {
+        code = s->ar.exhausted
+                   ? failf(err, ST_RESOURCE_EXHAUSTED,
+                           "request: decoding needs more than %zu bytes of memory", s->ar.limit)
+                   : failf(err, ST_INVALID_ARGUMENT, "request is not a valid rankd.v1.RankRequest");
+        arena_reset(&s->ar);
+        return code;
+    }
+    double lookup_us = 0, model_us = 0;
+    code = score_request(s, req, &lookup_us, &model_us, err);
+    if (code) {
+        arena_reset(&s->ar);
+        return code;
+    }
+    double t_scored = rk_now();
+
+    int n = (int)req->n_candidates;
+    Rankd__V1__RankResponse r = RANKD__V1__RANK_RESPONSE__INIT;
+    r.request_id = req->request_id;
+    r.model_version = (char *)rk_model_version(s->m);
+    r.n_scores = (size_t)n;
+    r.scores = s->score_ptrs;
+    for (int i = 0; i < n; i++) {
+        Rankd__V1__Score *sc = &s->scores[i];
+        rankd__v1__score__init(sc);
+        sc->ad_id = req->candidates[i]->ad_id;
+        sc->pctr = s->pctr[i];
+        if (req->return_tower_scores) {
+            Rankd__V1__TowerScore *t = &s->towers[i];
+            rankd__v1__tower_score__init(t);
+            t->tower = (char *)s->tower_name;
+            t->pctr = s->pctr[i];
+            t->weight = 1.0f; /* one tower: all of the weight */
+            s->tower_ptrs[i] = t;
+            sc->n_towers = 1;
+            sc->towers = &s->tower_ptrs[i];
+        }
+        s->score_ptrs[i] = sc;
+    }
+    Rankd__V1__Timing timing = RANKD__V1__TIMING__INIT;
+    if (req->return_timing) {
+        /* encode_us covers building the response; the final serialization
+         * (about a microsecond per 100 candidates) runs after these fields
+         * are written and is not included. */
+        double t_built = rk_now();
+        timing.decode_us = us(t_decoded - t0);
+        timing.lookup_us = us(lookup_us * 1e-6);
+        timing.model_us = us(model_us * 1e-6);
+        timing.encode_us = us(t_built - t_scored);
+        timing.total_us = us(t_built - t0);
+        r.timing = &timing;
+    }
+    size_t need = rankd__v1__rank_response__get_packed_size(&r);
+    if (need > s->out_cap) {
+        /* Only ad_id/request_id lengths (bounded by the request size) make a
+         * response outgrow the initial buffer: grow to the high-water mark. */
+        uint8_t *nb = rk_malloc(need);
+        if (!nb) {
+            arena_reset(&s->ar);
+            return failf(err, ST_RESOURCE_EXHAUSTED, "response: %zu bytes, out of memory", need);
+        }
+        rk_free(s->out);
+        s->out = nb;
+        s->out_cap = need;
+    }
+    size_t got = rankd__v1__rank_response__pack(&r, s->out);
+    RK_ASSERT(got == need);
+    arena_reset(&s->ar);
+    *resp = s->out;
+    *resp_len = got;
+    return ST_OK;
+}

@@ -1,0 +1,235 @@
+/*
+ * rank/train.c — mini-batch training with early stopping.
+ *
+ * Loss: binary cross-entropy on the logit, mean over the batch.
+ * Dense parameters: Adam (Kingma & Ba 2015). Embedding rows: Adagrad
+ * (Duchi et al. 2011) over the rows a batch touched only — sparse updates,
+ * as torch.optim.Adagrad does with sparse embedding gradients.
+ * Each epoch shuffles the training rows with the config's seed, then the
+ * validation AUC decides the best epoch; training stops after `patience`
+ * epochs without improvement and the best epoch's parameters are kept.
+ * Same seed + same thread count = same model, bit for bit.
+ */
+#include "internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Copy rows idx[0..n) of the dataset into the batch (CSR rebuilt). */
+static void gather(const rk_batch *src, const rk_model_cfg *c, const uint32_t *idx, int n, rk_batch *dst) {
+    dst->n_rows = n;
+    for (int f = 0; f < c->n_features; f++) {
+        if (c->features[f].kind != RK_FEAT_SPARSE) continue;
+        uint32_t k = 0;
+        dst->offsets[f][0] = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t a = src->offsets[f][idx[i]], b = src->offsets[f][idx[i] + 1];
+            memcpy(dst->rows[f] + k, src->rows[f] + a, (size_t)(b - a) * sizeof(uint64_t));
+            k += b - a;
+            dst->offsets[f][i + 1] = k;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(dst->dense + (size_t)i * c->n_features, src->dense + (size_t)idx[i] * c->n_features,
+               (size_t)c->n_features * sizeof(float));
+        dst->labels[i] = src->labels[idx[i]];
+    }
+}
+
+static rk_status evaluate(const rk_model *m, const rk_dataset *d, rk_metrics *out, rk_err *err) {
+    float *p = rk_malloc((size_t)d->b.n_rows * sizeof(float));
+    if (!p) return rk_fail(err, RK_ENOMEM, "evaluate: out of memory");
+    rk_status s = rk_model_predict(m, &d->b, p, err);
+    if (s == RK_OK) s = rk_metrics_compute(p, d->b.labels, (size_t)d->b.n_rows, out, err);
+    rk_free(p);
+    return s;
+}
+
+typedef struct {
+    float *params;
+    float *tables[RK_MAX_FEATURES];
+} snapshot;
+
+static void snap_free(snapshot *s) {
+    rk_free(s->params);
+    for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(s->tables[f]);
+}
+
+static size_t table_floats(const rk_feature *f) { return (size_t)f->table_size * (size_t)f->dim; }
+
+static rk_status snap_take(snapshot *s, const rk_model *m, int to_model, rk_err *err) {
+    if (!to_model && !s->params) {
+        s->params = rk_malloc(m->n_floats * sizeof(float));
+        if (!s->params) return rk_fail(err, RK_ENOMEM, "train: out of memory for a snapshot");
+        for (int f = 0; f < m->cfg.n_features; f++) {
+            if (!m->tables[f]) continue;
+            s->tables[f] = rk_malloc(table_floats(&m->cfg.features[f]) * sizeof(float));
+            if (!s->tables[f]) return rk_fail(err, RK_ENOMEM, "train: out of memory for a snapshot");
+        }
+    }
+    if (to_model) memcpy(m->params, s->params, m->n_floats * sizeof(float));
+    else memcpy(s->params, m->params, m->n_floats * sizeof(float));
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        if (!m->tables[f]) continue;
+        size_t n = table_floats(&m->cfg.features[f]) * sizeof(float);
+        if (to_model) memcpy(m->tables[f], s->tables[f], n);
+        else memcpy(s->tables[f], m->tables[f], n);
+    }
+    return RK_OK;
+}
+
+rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model **out, rk_train_report *rep, rk_err *err) {
+    *out = NULL;
+    memset(rep, 0, sizeof *rep);
+    rk_model_cfg cfg = *cfg_in;
+    rk_status s = rk_dataset_fit_dense(io->train_path, &cfg, err);
+    if (s) return s;
+    rk_dataset tr = {0}, va = {0}, te = {0};
+    rk_model *m = NULL;
+    float *g = NULL, *am = NULL, *av = NULL, *dtab[RK_MAX_FEATURES] = {0}, *gs[RK_MAX_FEATURES] = {0};
+    uint64_t *uniq = NULL;
+    uint32_t *perm = NULL;
+    rk_batch bt = {0};
+    rk_work w = {0};
+    snapshot best = {0};
+    if ((s = rk_dataset_load(io->train_path, &cfg, &tr, err))) goto done;
+    if ((s = rk_dataset_load(io->valid_path, &cfg, &va, err))) goto done;
+    if (io->test_path && (s = rk_dataset_load(io->test_path, &cfg, &te, err))) goto done;
+    openblas_set_num_threads(cfg.train.threads);
+    if ((s = rk_model_create(&cfg, &m, err))) goto done;
+    const int BS = cfg.train.batch_size, N = tr.b.n_rows, D = m->D;
+    /* Largest bag total per feature in any batch: bounded by BS x widest row. */
+    size_t maxrow = 1;
+    for (int f = 0; f < cfg.n_features; f++) {
+        if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        for (int r = 0; r < N; r++) {
+            size_t L = tr.b.offsets[f][r + 1] - tr.b.offsets[f][r];
+            if (L > maxrow) maxrow = L;
+        }
+    }
+    if ((s = rk_batch_alloc(&bt, &cfg, BS, (size_t)BS * maxrow, err))) goto done;
+    if ((s = rk_work_init(&w, m, BS, 1, err))) goto done;
+    g = rk_calloc(m->n_floats, sizeof(float));
+    am = rk_calloc(m->n_floats, sizeof(float));
+    av = rk_calloc(m->n_floats, sizeof(float));
+    uniq = rk_malloc((size_t)BS * maxrow * sizeof(uint64_t));
+    perm = rk_malloc((size_t)N * sizeof(uint32_t));
+    if (!g || !am || !av || !uniq || !perm) {
+        s = rk_fail(err, RK_ENOMEM, "train: out of memory");
+        goto done;
+    }
+    for (int f = 0; f < cfg.n_features; f++) {
+        if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        dtab[f] = rk_calloc(table_floats(&cfg.features[f]), sizeof(float));
+        gs[f] = rk_calloc(table_floats(&cfg.features[f]), sizeof(float));
+        if (!dtab[f] || !gs[f]) {
+            s = rk_fail(err, RK_ENOMEM, "train: out of memory for table '%s' state", cfg.features[f].name);
+            goto done;
+        }
+    }
+    for (int i = 0; i < N; i++) perm[i] = (uint32_t)i;
+    rk_rng rng;
+    rk_rng_seed(&rng, cfg.train.seed ^ 0x5eedULL);
+    long step = 0;
+    double best_auc = -1, train_time = 0;
+    long train_examples = 0;
+    int since_best = 0;
+    const rk_train_cfg *tc = &cfg.train;
+    for (int epoch = 1; epoch <= tc->max_epochs; epoch++) {
+        for (int i = N - 1; i > 0; i--) {
+            uint32_t j = (uint32_t)rk_rng_below(&rng, (uint64_t)i + 1);
+            uint32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        char label[32];
+        snprintf(label, sizeof label, "epoch %d", epoch);
+        rk_progress pg;
+        rk_progress_start(&pg, label, "ex", (uint64_t)N);
+        double loss_sum = 0, t0 = rk_now();
+        for (int b0 = 0; b0 < N; b0 += BS) {
+            int n = N - b0 < BS ? N - b0 : BS;
+            gather(&tr.b, &cfg, perm + b0, n, &bt);
+            if ((s = rk_model_fill_x0(m, &bt, &w, NULL, err))) goto done;
+            rk_model_forward(m, &w, n);
+            double loss = rk_bce_logits(w.logit, bt.labels, n, w.dlogit);
+            if (!isfinite(loss)) {
+                s = rk_fail(err, RK_ENUMERIC, "train: loss became non-finite at epoch %d step %ld (lower the learning rates)", epoch, step);
+                goto done;
+            }
+            loss_sum += loss * n;
+            memset(g, 0, m->n_floats * sizeof(float));
+            rk_model_backward(m, &w, n, g);
+            step++;
+            rk_adam_step(m->params, g, am, av, m->n_floats, tc->lr_dense, tc->adam_b1, tc->adam_b2, tc->adam_eps, step);
+            for (int f = 0; f < cfg.n_features; f++) {
+                const rk_feature *ft = &cfg.features[f];
+                if (ft->kind != RK_FEAT_SPARSE) continue;
+                size_t nv = bt.offsets[f][n];
+                if (!nv) continue;
+                rk_embedding_bag_backward(dtab[f], w.dx0 + m->col[f], (size_t)D, bt.offsets[f], bt.rows[f], n, ft->dim, ft->pool);
+                memcpy(uniq, bt.rows[f], nv * sizeof(uint64_t));
+                qsort(uniq, nv, sizeof(uint64_t), cmp_u64);
+                size_t nu = 0;
+                for (size_t k = 0; k < nv; k++)
+                    if (k == 0 || uniq[k] != uniq[nu - 1]) uniq[nu++] = uniq[k];
+                rk_adagrad_rows(m->tables[f], dtab[f], gs[f], uniq, nu, ft->dim, tc->lr_embed, tc->adagrad_eps);
+                for (size_t k = 0; k < nu; k++) memset(dtab[f] + uniq[k] * (size_t)ft->dim, 0, (size_t)ft->dim * sizeof(float));
+            }
+            rk_progress_add(&pg, (uint64_t)n);
+        }
+        train_time += rk_now() - t0;
+        train_examples += N;
+        if (!io->quiet) rk_progress_finish(&pg);
+        rk_metrics vm;
+        if ((s = evaluate(m, &va, &vm, err))) goto done;
+        rep->epochs_run = epoch;
+        int improved = vm.auc_defined && vm.auc > best_auc;
+        if (!io->quiet)
+            rk_info("epoch %d: train_logloss=%.5f valid_auc=%.4f valid_logloss=%.5f valid_ne=%.4f%s", epoch, loss_sum / N,
+                    vm.auc, vm.logloss, vm.ne, improved ? " (best)" : "");
+        if (improved) {
+            best_auc = vm.auc;
+            rep->best_epoch = epoch;
+            rep->valid = vm;
+            since_best = 0;
+            if ((s = snap_take(&best, m, 0, err))) goto done;
+        } else if (++since_best >= tc->patience) {
+            if (!io->quiet) rk_info("early stop: no valid AUC gain for %d epochs; keeping epoch %d", since_best, rep->best_epoch);
+            break;
+        }
+    }
+    if (best.params && (s = snap_take(&best, m, 1, err))) goto done;
+    rep->train_examples_per_s = train_time > 0 ? (double)train_examples / train_time : 0;
+    if (io->test_path) {
+        if ((s = evaluate(m, &te, &rep->test, err))) goto done;
+        rep->have_test = 1;
+    }
+    *out = m;
+    m = NULL;
+done:
+    rk_model_destroy(m);
+    rk_dataset_free(&tr);
+    rk_dataset_free(&va);
+    rk_dataset_free(&te);
+    rk_batch_free(&bt);
+    rk_work_free(&w);
+    snap_free(&best);
+    rk_free(g);
+    rk_free(am);
+    rk_free(av);
+    rk_free(uniq);
+    rk_free(perm);
+    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+        rk_free(dtab[f]);
+        rk_free(gs[f]);
+    }
+    return s;
+}

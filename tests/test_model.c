@@ -1,0 +1,428 @@
+/*
+ * tests/test_model.c — model config parsing, whole-model backward against
+ * finite differences, bundle round trip (RAM model == bundle == scorer) and
+ * every corrupt-bundle case with its exact error, training determinism and
+ * learning a planted signal.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../rank/internal.h"
+
+static const char *TINY_CFG =
+    "{\"name\": \"tiny\", \"version\": \"t1\","
+    " \"features\": ["
+    "  {\"name\": \"u\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 13, \"dim\": 3},"
+    "  {\"name\": \"h\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 11, \"dim\": 2, \"pooling\": \"mean\", \"max_values\": 4},"
+    "  {\"name\": \"i\", \"kind\": \"sparse\", \"side\": \"item\", \"table_size\": 17, \"dim\": 3},"
+    "  {\"name\": \"x\", \"kind\": \"dense\", \"side\": \"item\"}],"
+    " \"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 2, \"hidden\": [5, 4]},"
+    " \"train\": {\"seed\": 7, \"batch_size\": 8, \"max_epochs\": 3, \"patience\": 2, \"threads\": 1},"
+    " \"aliases\": {\"user_id\": \"u\", \"recent_item_ids\": \"h\", \"ad_id\": \"i\"}}";
+
+static rk_model_cfg tiny_cfg(void) {
+    rk_model_cfg c;
+    rk_err e = {0};
+    rk_status s = rk_model_cfg_parse(TINY_CFG, &c, &e);
+    cr_assert_eq(s, RK_OK, "%s", e.msg);
+    return c;
+}
+
+static char tmpdir[256];
+static void mk_tmp(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/rk-test-model-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+static void rm_tmp(void) { rk_rm_rf(tmpdir, NULL); }
+
+/* A small featurized batch with fixed values. */
+static void fill_batch(rk_batch *b, const rk_model_cfg *c, int n) {
+    rk_err e = {0};
+    cr_assert_eq(rk_batch_alloc(b, c, n, 64, &e), RK_OK);
+    b->n_rows = n;
+    for (int f = 0; f < c->n_features; f++) {
+        if (c->features[f].kind != RK_FEAT_SPARSE) continue;
+        uint32_t k = 0;
+        b->offsets[f][0] = 0;
+        for (int r = 0; r < n; r++) {
+            int cnt = (f == 1) ? r % 4 : 1; /* feature h: 0..3 values, row 0 empty */
+            for (int j = 0; j < cnt; j++) {
+                char v[16];
+                snprintf(v, sizeof v, "%d", r * 3 + j);
+                b->rows[f][k++] = rk_feature_row(c->features[f].name, v, strlen(v), c->features[f].table_size);
+            }
+            b->offsets[f][r + 1] = k;
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        b->dense[(size_t)r * c->n_features + 3] = (float)(r - n / 2) * 0.3f;
+        b->labels[r] = (float)(r % 3 == 0);
+    }
+}
+
+Test(config, parses_and_defaults) {
+    rk_model_cfg c = tiny_cfg();
+    cr_expect_eq(c.n_features, 4);
+    cr_expect_eq(c.features[1].pool, RK_BAG_MEAN);
+    cr_expect_eq(c.features[0].pool, RK_BAG_SUM);
+    cr_expect_eq(c.tower.n_cross, 2);
+    cr_expect_eq(rk_model_cfg_input_dim(&c), 3 + 2 + 3 + 1);
+    cr_expect_eq(c.train.batch_size, 8);
+    cr_expect_float_eq(c.train.lr_dense, 1e-3f, 1e-9);
+    cr_expect_str_eq(c.alias_ad_id, "i");
+}
+
+Test(config, errors_name_the_key) {
+    rk_model_cfg c;
+    rk_err e = {0};
+    cr_expect_eq(rk_model_cfg_parse("{\"features\": [], \"bogus\": 1}", &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "unknown key 'bogus'"), "%s", e.msg);
+    cr_expect_eq(rk_model_cfg_parse("{\"features\": [{\"name\": \"a\", \"side\": \"left\", \"table_size\": 3}]}", &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[0].side: 'left'"), "%s", e.msg);
+    cr_expect_eq(rk_model_cfg_parse("{\"features\": [{\"name\": \"a\", \"side\": \"user\"}]}", &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[0].table_size: missing"), "%s", e.msg);
+    cr_expect_eq(rk_model_cfg_parse("{\"format_version\": 2, \"features\": []}", &c, &e), RK_EVERSION);
+    cr_expect(strstr(e.msg, "format_version 2 is not supported"), "%s", e.msg);
+    cr_expect_eq(rk_model_cfg_parse("{\"features\": [", &c, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "not valid JSON"), "%s", e.msg);
+    cr_expect_eq(rk_model_cfg_parse("{\"features\": [{\"name\": \"a\", \"side\": \"user\", \"table_size\": 3}], "
+                                    "\"train\": {\"batch_size\": 0}}", &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "train.batch_size"), "%s", e.msg);
+}
+
+/* Loss of the model on batch b (double precision of the float forward). */
+static double model_loss(rk_model *m, const rk_batch *b, rk_work *w) {
+    rk_err e = {0};
+    cr_assert_eq(rk_model_fill_x0(m, b, w, NULL, &e), RK_OK);
+    rk_model_forward(m, w, b->n_rows);
+    return rk_bce_logits(w->logit, b->labels, b->n_rows, NULL);
+}
+
+Test(model, backward_matches_finite_differences) {
+    rk_model_cfg c = tiny_cfg();
+    c.train.init_std_embed = 0.5f; /* large enough that every path carries signal */
+    rk_model *m;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_create(&c, &m, &e), RK_OK, "%s", e.msg);
+    rk_batch b;
+    fill_batch(&b, &c, 6);
+    rk_work w;
+    cr_assert_eq(rk_work_init(&w, m, 6, 1, &e), RK_OK);
+    model_loss(m, &b, &w);
+    rk_bce_logits(w.logit, b.labels, 6, w.dlogit);
+    float *g = calloc(m->n_floats, sizeof(float));
+    rk_model_backward(m, &w, 6, g);
+    /* dense parameters: every 3rd, central differences */
+    int checked = 0;
+    double worst = 0;
+    for (size_t i = 0; i < m->n_floats; i += 3) {
+        float keep = m->params[i];
+        const float h = 1e-2f;
+        m->params[i] = keep + h;
+        double lp = model_loss(m, &b, &w);
+        m->params[i] = keep - h;
+        double lm = model_loss(m, &b, &w);
+        m->params[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        double err = fabs(fd - g[i]);
+        if (err > worst) worst = err;
+        cr_expect(err <= 2e-3 + 2e-2 * fabs(fd), "param %zu: analytic %g vs finite difference %g", i, g[i], fd);
+        checked++;
+    }
+    cr_expect_gt(checked, 50);
+    /* tower input gradient: x0 columns of row 2 through the embedding of feature u */
+    model_loss(m, &b, &w);
+    rk_bce_logits(w.logit, b.labels, 6, w.dlogit);
+    memset(g, 0, m->n_floats * sizeof(float));
+    rk_model_backward(m, &w, 6, g);
+    /* a row whose u value hashes to a table row no other batch row uses */
+    int rr = -1;
+    for (int r = 0; r < 6 && rr < 0; r++) {
+        int uniq = 1;
+        for (int q = 0; q < 6; q++)
+            if (q != r && b.rows[0][q] == b.rows[0][r]) uniq = 0;
+        if (uniq) rr = r;
+    }
+    cr_assert_geq(rr, 0, "fixture: no row with a distinct u bucket");
+    float dx0[9];
+    memcpy(dx0, w.dx0 + (size_t)rr * m->D, sizeof dx0);
+    uint64_t row = b.rows[0][rr];
+    for (int j = 0; j < 3; j++) {
+        float *p = m->tables[0] + row * 3 + j, keep = *p;
+        const float h = 1e-2f;
+        *p = keep + h;
+        double lp = model_loss(m, &b, &w);
+        *p = keep - h;
+        double lm = model_loss(m, &b, &w);
+        *p = keep;
+        double fd = (lp - lm) / (2 * h);
+        cr_expect(fabs(fd - dx0[m->col[0] + j]) <= 2e-3 + 2e-2 * fabs(fd), "x0[%d,%d]: %g vs %g", rr, j, dx0[m->col[0] + j], fd);
+    }
+    free(g);
+    rk_work_free(&w);
+    rk_batch_free(&b);
+    rk_model_destroy(m);
+}
+
+static rk_model *tiny_model(void) {
+    rk_model_cfg c = tiny_cfg();
+    c.train.init_std_embed = 0.3f;
+    rk_model *m;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_create(&c, &m, &e), RK_OK, "%s", e.msg);
+    return m;
+}
+
+Test(bundle, round_trip_identical_scores, .init = mk_tmp, .fini = rm_tmp) {
+    rk_model *m = tiny_model();
+    rk_batch b;
+    fill_batch(&b, &m->cfg, 10);
+    float p_ram[10], p_bundle[10], p_scorer[10];
+    rk_err e = {0};
+    cr_assert_eq(rk_model_predict(m, &b, p_ram, &e), RK_OK, "%s", e.msg);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/bundle", tmpdir);
+    cr_assert_eq(rk_model_save(m, dir, "{\"test\": {\"auc\": 0.5}}", 0, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_model_save(m, dir, NULL, 0, &e), RK_EEXIST);
+    cr_expect(strstr(e.msg, "already exists"), "%s", e.msg);
+    rk_model *m2;
+    cr_assert_eq(rk_model_open(dir, &m2, &e), RK_OK, "%s", e.msg);
+    cr_expect_str_eq(rk_model_version(m2), "tiny/t1");
+    cr_assert_eq(rk_model_predict(m2, &b, p_bundle, &e), RK_OK, "%s", e.msg);
+    for (int i = 0; i < 10; i++) cr_expect_eq(p_ram[i], p_bundle[i], "row %d: %.9g vs %.9g", i, p_ram[i], p_bundle[i]);
+    /* the scorer (serving path) from raw values gives the same bits */
+    rk_scorer *s;
+    cr_assert_eq(rk_scorer_create(m2, 16, 8, &s, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_begin(s, 10, &e), RK_OK);
+    for (int r = 0; r < 10; r++) {
+        for (int f = 0; f < 3; f++) {
+            int cnt = f == 1 ? r % 4 : 1;
+            for (int j = 0; j < cnt; j++) {
+                char v[16];
+                snprintf(v, sizeof v, "%d", r * 3 + j);
+                cr_assert_eq(rk_scorer_add_sparse(s, r, f, v, strlen(v), &e), RK_OK, "%s", e.msg);
+            }
+        }
+        /* raw value whose standardization (mean 0, std 1) is the fixture's */
+        cr_assert_eq(rk_scorer_set_dense(s, r, 3, (float)(r - 5) * 0.3f, &e), RK_OK);
+    }
+    cr_assert_eq(rk_scorer_run(s, p_scorer, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    for (int i = 0; i < 10; i++) cr_expect_eq(p_ram[i], p_scorer[i], "row %d: %.9g vs %.9g", i, p_ram[i], p_scorer[i]);
+    /* scorer errors */
+    cr_expect_eq(rk_scorer_begin(s, 17, &e), RK_ETOOBIG);
+    cr_expect_eq(rk_scorer_begin(s, 2, &e), RK_OK);
+    cr_expect_eq(rk_scorer_set_dense(s, 0, 3, NAN, &e), RK_ENUMERIC);
+    cr_expect(strstr(e.msg, "feature 'x'"), "%s", e.msg);
+    cr_expect_eq(rk_scorer_add_sparse(s, 0, 3, "a", 1, &e), RK_EINVAL);
+    rk_scorer_destroy(s);
+    rk_model_destroy(m2);
+    rk_model_destroy(m);
+    rk_batch_free(&b);
+}
+
+static void save_tiny(char *dir, size_t cap) {
+    rk_model *m = tiny_model();
+    rk_err e = {0};
+    snprintf(dir, cap, "%s/b", tmpdir);
+    cr_assert_eq(rk_model_save(m, dir, NULL, 0, &e), RK_OK, "%s", e.msg);
+    rk_model_destroy(m);
+}
+
+static void expect_open_error(const char *dir, rk_status code, const char *needle) {
+    rk_model *m = NULL;
+    rk_err e = {0};
+    rk_status s = rk_model_open(dir, &m, &e);
+    cr_expect_eq(s, code, "status %d (%s), expected %d", s, e.msg, code);
+    cr_expect_null(m);
+    cr_expect(strstr(e.msg, needle) != NULL, "message '%s' lacks '%s'", e.msg, needle);
+}
+
+static void replace_in_file(const char *path, const char *from, const char *to) {
+    char *t;
+    size_t n;
+    cr_assert_eq(rk_read_file(path, &t, &n, NULL), RK_OK);
+    char *at = strstr(t, from);
+    cr_assert_not_null(at, "'%s' not in %s", from, path);
+    FILE *f = fopen(path, "w");
+    fwrite(t, 1, (size_t)(at - t), f);
+    fputs(to, f);
+    fputs(at + strlen(from), f);
+    fclose(f);
+    rk_free(t);
+}
+
+Test(bundle, missing_model_json, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/model.json", dir);
+    unlink(p);
+    expect_open_error(dir, RK_ENOTFOUND, "missing file model.json");
+}
+
+Test(bundle, missing_dense, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/dense.safetensors", dir);
+    unlink(p);
+    expect_open_error(dir, RK_ENOTFOUND, "missing file dense.safetensors");
+}
+
+Test(bundle, missing_tables, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/tables", dir);
+    rk_rm_rf(p, NULL);
+    expect_open_error(dir, RK_ENOTFOUND, "missing directory tables/");
+}
+
+Test(bundle, wrong_version, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/model.json", dir);
+    replace_in_file(p, "\"format_version\": 1", "\"format_version\": 99");
+    expect_open_error(dir, RK_EVERSION, "format_version 99 is not supported");
+}
+
+Test(bundle, wrong_shape, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/model.json", dir);
+    /* a wider first hidden layer in model.json than in dense.safetensors */
+    replace_in_file(p, "\"hidden\": [\n      5,", "\"hidden\": [\n      6,");
+    expect_open_error(dir, RK_ESHAPE, "tensor 'mlp.0.weight' has shape [5,9], the reader expects [6,9]");
+}
+
+Test(bundle, corrupt_safetensors_header, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/dense.safetensors", dir);
+    FILE *f = fopen(p, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, 8, SEEK_SET);
+    fputs("#garbage", f); /* break the JSON header */
+    fclose(f);
+    expect_open_error(dir, RK_EFORMAT, "corrupt safetensors header");
+    /* and a length prefix past the end of the file */
+    f = fopen(p, "r+b");
+    unsigned char big[8] = {0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0};
+    fwrite(big, 1, 8, f);
+    fclose(f);
+    expect_open_error(dir, RK_EFORMAT, "exceeds file size");
+}
+
+Test(bundle, missing_column_family, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/model.json", dir);
+    /* rename feature i -> j in model.json: the store has no table 'j' */
+    replace_in_file(p, "\"name\": \"i\"", "\"name\": \"j\"");
+    replace_in_file(p, "\"ad_id\": \"i\"", "\"ad_id\": \"j\"");
+    expect_open_error(dir, RK_ENOTFOUND, "table 'j' (column family) missing");
+}
+
+Test(bundle, not_a_bundle, .init = mk_tmp, .fini = rm_tmp) {
+    expect_open_error("/nonexistent/rk-bundle", RK_ENOTFOUND, "not a directory");
+    expect_open_error(tmpdir, RK_ENOTFOUND, "missing file model.json");
+}
+
+Test(bundle, overwrite_replaces_atomically, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512];
+    save_tiny(dir, sizeof dir);
+    rk_model *m = tiny_model();
+    m->params[0] += 1.0f;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
+    rk_model *m2;
+    cr_assert_eq(rk_model_open(dir, &m2, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(m2->params[0], m->params[0]);
+    /* nothing left beside the bundle */
+    char p[600];
+    snprintf(p, sizeof p, "%s/b.tmp-%ld", tmpdir, (long)getpid());
+    cr_expect_not(rk_path_exists(p));
+    snprintf(p, sizeof p, "%s/b.old-%ld", tmpdir, (long)getpid());
+    cr_expect_not(rk_path_exists(p));
+    rk_model_destroy(m2);
+    rk_model_destroy(m);
+}
+
+/* ---------------------------------------------------------------- training */
+
+/* Planted signal: label = 1 iff u + i >= 9; u, i in 0..9 (additive, so even
+ * logistic regression can learn it; tables are made large enough below
+ * that no two values share a row). */
+static void write_planted(const char *path, int n, unsigned seed) {
+    FILE *f = fopen(path, "w");
+    fprintf(f, "label\tu\th\ti\tx\n");
+    srand(seed);
+    for (int r = 0; r < n; r++) {
+        int u = rand() % 10, i = rand() % 10;
+        fprintf(f, "%d\t%d\t%d|%d\t%d\t%s\n", u + i >= 9, u, rand() % 5, rand() % 5, i, r % 7 ? "1.5" : "");
+    }
+    fclose(f);
+}
+
+Test(train, learns_planted_signal_and_is_deterministic, .init = mk_tmp, .fini = rm_tmp, .timeout = 120) {
+    char tr[600], va[600];
+    snprintf(tr, sizeof tr, "%s/train.tsv", tmpdir);
+    snprintf(va, sizeof va, "%s/valid.tsv", tmpdir);
+    write_planted(tr, 4000, 1);
+    write_planted(va, 1000, 2);
+    rk_model_cfg c = tiny_cfg();
+    c.train.max_epochs = 6;
+    c.train.batch_size = 64;
+    c.train.lr_dense = 0.01f;
+    c.train.lr_embed = 0.1f;
+    c.features[0].table_size = 1000;
+    c.features[2].table_size = 1000;
+    rk_train_io io = {tr, va, va, 1};
+    rk_train_report r1, r2;
+    rk_model *m1, *m2;
+    rk_err e = {0};
+    cr_assert_eq(rk_train(&c, &io, &m1, &r1, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_train(&c, &io, &m2, &r2, &e), RK_OK, "%s", e.msg);
+    cr_expect_gt(r1.valid.auc, 0.95, "valid AUC %.4f on a learnable signal", r1.valid.auc);
+    cr_expect_eq(r1.test.auc, r2.test.auc);
+    cr_expect_eq(memcmp(m1->params, m2->params, m1->n_floats * sizeof(float)), 0, "same seed, different dense params");
+    cr_expect_eq(memcmp(m1->tables[2], m2->tables[2], 1000 * 3 * sizeof(float)), 0, "same seed, different table");
+    /* dense feature statistics come from the training file: 1.5 everywhere present */
+    cr_expect_float_eq(m1->cfg.features[3].mean, 1.5, 1e-9);
+    rk_model_destroy(m2);
+    c.train.seed = 8;
+    cr_assert_eq(rk_train(&c, &io, &m2, &r2, &e), RK_OK, "%s", e.msg);
+    cr_expect_neq(memcmp(m1->params, m2->params, m1->n_floats * sizeof(float)), 0, "other seed, same params");
+    rk_model_destroy(m1);
+    rk_model_destroy(m2);
+}
+
+Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
+    char tr[600];
+    snprintf(tr, sizeof tr, "%s/bad.tsv", tmpdir);
+    FILE *f = fopen(tr, "w");
+    fprintf(f, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n2\t3\t\t4\t2.0\n");
+    fclose(f);
+    rk_model_cfg c = tiny_cfg();
+    rk_dataset d;
+    rk_err e = {0};
+    cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 3, column label: expected 0 or 1, got '2'"), "%s", e.msg);
+    f = fopen(tr, "w");
+    fprintf(f, "label\tu\th\ti\tx\n1\t3\t\t4\tnan\n");
+    fclose(f);
+    cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 2, column x: expected a finite number, got 'nan'"), "%s", e.msg);
+    f = fopen(tr, "w");
+    fprintf(f, "label\tu\th\tx\n1\t3\t\t1\n");
+    fclose(f);
+    cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 1: no column 'i'"), "%s", e.msg);
+    f = fopen(tr, "w");
+    fprintf(f, "label\tu\th\ti\tx\n1\t3\t4\n");
+    fclose(f);
+    cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 2: 3 fields, the header has 5"), "%s", e.msg);
+}

@@ -1,0 +1,304 @@
+/*
+ * tools/rank.c — the offline CLI: a thin main over the rank library.
+ *
+ *   rank data movielens --input DIR --out DIR
+ *   rank train --config FILE --data DIR --out BUNDLE [options]
+ *   rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]
+ *   rank query --addr HOST:PORT --model BUNDLE --input FILE --output FILE (gRPC client)
+ */
+#include <cblas.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rank.h"
+
+int rank_query_main(int argc, char **argv); /* tools/rank_query.c */
+
+static void usage(FILE *o) {
+    fprintf(o,
+            "usage: rank COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  data movielens --input DIR --out DIR\n"
+            "      MovieLens ml-latest-small -> time-ordered CTR examples (train/valid/test.tsv, schema.json)\n"
+            "  train --config FILE --data DIR --out BUNDLE [--tower dnn|dcnv2] [--seed N] [--epochs N]\n"
+            "        [--threads N] [--version V] [--metrics-json FILE] [--force]\n"
+            "      train on DIR/train.tsv with early stopping on DIR/valid.tsv, report DIR/test.tsv,\n"
+            "      write the model bundle BUNDLE (model.json, dense.safetensors, tables/)\n"
+            "  score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]\n"
+            "      one pCTR per input row, in order; AUC, logloss, NE, calibration when labels are present\n"
+            "  query --addr HOST:PORT --model BUNDLE --input FILE --output FILE [--candidates N]\n"
+            "      send the rows of FILE to a running rankd as Rank requests (grouped by user)\n"
+            "\n"
+            "Run 'rank COMMAND --help' for a command's options.\n");
+}
+
+static void metrics_json(FILE *o, const rk_metrics *m) {
+    fprintf(o, "{\"n\": %zu, \"positives\": %zu, \"base_rate\": %.6f, \"mean_pctr\": %.6f, ", m->n, m->n_pos, m->base_rate,
+            m->mean_pctr);
+    if (m->auc_defined) fprintf(o, "\"auc\": %.6f, ", m->auc);
+    else fprintf(o, "\"auc\": null, ");
+    fprintf(o, "\"logloss\": %.6f, ", m->logloss);
+    if (isfinite(m->ne)) fprintf(o, "\"ne\": %.6f, \"calibration\": %.6f}", m->ne, m->calibration);
+    else fprintf(o, "\"ne\": null, \"calibration\": null}");
+}
+
+static void print_metrics(const char *what, const rk_metrics *m) {
+    printf("%s: n=%zu base_rate=%.4f auc=%.4f logloss=%.5f ne=%.4f calibration=%.4f\n", what, m->n, m->base_rate,
+           m->auc_defined ? m->auc : NAN, m->logloss, m->ne, m->calibration);
+}
+
+static int die(const rk_err *e) {
+    fprintf(stderr, "rank: error: %s\n", e->msg);
+    return 1;
+}
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "rank: --%s: expected an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int cmd_data(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "movielens")) {
+        fprintf(stderr, "usage: rank data movielens --input DIR --out DIR\n");
+        return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
+    }
+    const char *in = NULL, *out = NULL;
+    static struct option opts[] = {{"input", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'i') in = optarg;
+        else if (c == 'o') out = optarg;
+        else {
+            fprintf(c == 'h' ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!in || !out) {
+        fprintf(stderr, "rank data movielens: --input and --out are required\n");
+        return 2;
+    }
+    rk_err e = {0};
+    if (rk_data_movielens(in, out, &e)) return die(&e);
+    printf("wrote %s/{train,valid,test}.tsv and %s/schema.json\n", out, out);
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *config = NULL, *data = NULL, *out = NULL, *mjson = NULL, *tower = NULL, *version = NULL;
+    long seed = -1, epochs = -1, threads = -1;
+    int force = 0;
+    static struct option opts[] = {{"config", 1, 0, 'c'},  {"data", 1, 0, 'd'},         {"out", 1, 0, 'o'},
+                                   {"seed", 1, 0, 's'},    {"epochs", 1, 0, 'e'},       {"threads", 1, 0, 't'},
+                                   {"tower", 1, 0, 'w'},   {"metrics-json", 1, 0, 'm'}, {"version", 1, 0, 'v'},
+                                   {"force", 0, 0, 'f'},   {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'd': data = optarg; break;
+        case 'o': out = optarg; break;
+        case 'm': mjson = optarg; break;
+        case 'w': tower = optarg; break;
+        case 'v': version = optarg; break;
+        case 'f': force = 1; break;
+        case 's': if (parse_int("seed", optarg, 0, 1L << 40, &seed)) return 2; break;
+        case 'e': if (parse_int("epochs", optarg, 1, 1000, &epochs)) return 2; break;
+        case 't': if (parse_int("threads", optarg, 1, 64, &threads)) return 2; break;
+        default:
+            fprintf(c == 'h' ? stdout : stderr,
+                    "usage: rank train --config FILE --data DIR --out BUNDLE [--tower dnn|dcnv2] [--seed N]\n"
+                    "                  [--epochs N] [--threads N] [--version V] [--metrics-json FILE] [--force]\n"
+                    "  --data DIR holds train.tsv, valid.tsv and (optional) test.tsv from 'rank data'.\n"
+                    "  --epochs is the maximum; training stops early on validation AUC (config train.patience).\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!config || !data || !out) {
+        fprintf(stderr, "rank train: --config, --data and --out are required (see --help)\n");
+        return 2;
+    }
+    rk_err e = {0};
+    char *text;
+    if (rk_read_file(config, &text, NULL, &e)) return die(&e);
+    rk_model_cfg cfg;
+    rk_status s = rk_model_cfg_parse(text, &cfg, &e);
+    rk_free(text);
+    if (s) {
+        rk_err_prefix(&e, "%s", config);
+        return die(&e);
+    }
+    if (seed >= 0) cfg.train.seed = (uint64_t)seed;
+    if (epochs > 0) cfg.train.max_epochs = (int)epochs;
+    if (threads > 0) cfg.train.threads = (int)threads;
+    if (tower) {
+        if (!strcmp(tower, "dnn")) {
+            cfg.tower.type = RK_TOWER_DNN;
+            cfg.tower.n_cross = 0;
+        } else if (!strcmp(tower, "dcnv2")) {
+            cfg.tower.type = RK_TOWER_DCNV2;
+            if (!cfg.tower.n_cross) cfg.tower.n_cross = 2;
+        } else {
+            fprintf(stderr, "rank train: --tower: expected dnn or dcnv2, got '%s'\n", tower);
+            return 2;
+        }
+    }
+    if (version) snprintf(cfg.version, sizeof cfg.version, "%s", version);
+    else {
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(cfg.version, sizeof cfg.version, "%Y%m%dT%H%M%SZ", &tm);
+    }
+    char trp[4096], vap[4096], tep[4096];
+    snprintf(trp, sizeof trp, "%s/train.tsv", data);
+    snprintf(vap, sizeof vap, "%s/valid.tsv", data);
+    snprintf(tep, sizeof tep, "%s/test.tsv", data);
+    if (rk_path_exists(out) && !force) {
+        fprintf(stderr, "rank: error: %s already exists (pass --force to replace it)\n", out);
+        return 1;
+    }
+    rk_info("train: tower=%s seed=%llu threads=%d data=%s", cfg.tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn",
+            (unsigned long long)cfg.train.seed, cfg.train.threads, data);
+    rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
+    rk_train_report rep;
+    rk_model *m;
+    if (rk_train(&cfg, &io, &m, &rep, &e)) return die(&e);
+    char *mj = NULL;
+    size_t mjl = 0;
+    FILE *ms = open_memstream(&mj, &mjl);
+    fprintf(ms, "{\"best_epoch\": %d, \"epochs_run\": %d, \"train_examples_per_s\": %.1f, \"valid\": ", rep.best_epoch,
+            rep.epochs_run, rep.train_examples_per_s);
+    metrics_json(ms, &rep.valid);
+    if (rep.have_test) {
+        fprintf(ms, ", \"test\": ");
+        metrics_json(ms, &rep.test);
+    }
+    fprintf(ms, "}");
+    fclose(ms);
+    s = rk_model_save(m, out, mj, force, &e);
+    rk_model_destroy(m);
+    if (s == RK_OK && mjson && rk_write_file(mjson, mj, mjl, &e)) s = e.code;
+    free(mj);
+    if (s) return die(&e);
+    printf("model %s: tower=%s best_epoch=%d train_examples_per_s=%.0f\n", out,
+           cfg.tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn", rep.best_epoch, rep.train_examples_per_s);
+    print_metrics("valid", &rep.valid);
+    if (rep.have_test) print_metrics("test", &rep.test);
+    return 0;
+}
+
+static int cmd_score(int argc, char **argv) {
+    const char *model = NULL, *in = NULL, *out = NULL, *mjson = NULL;
+    static struct option opts[] = {{"model", 1, 0, 'm'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
+                                   {"metrics-json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') model = optarg;
+        else if (c == 'i') in = optarg;
+        else if (c == 'o') out = optarg;
+        else if (c == 'j') mjson = optarg;
+        else {
+            fprintf(c == 'h' ? stdout : stderr,
+                    "usage: rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]\n"
+                    "  FILE is a TSV with a header naming the model's feature columns (label optional).\n"
+                    "  Output: a header line 'pctr', then one pCTR per input row, in order.\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!model || !in || !out) {
+        fprintf(stderr, "rank score: --model, --input and --output are required (see --help)\n");
+        return 2;
+    }
+    rk_err e = {0};
+    rk_model *m;
+    if (rk_model_open(model, &m, &e)) return die(&e);
+    rk_info("score: model %s", rk_model_version(m));
+    rk_dataset d;
+    if (rk_dataset_load(in, rk_model_config(m), &d, &e)) {
+        rk_model_destroy(m);
+        return die(&e);
+    }
+    int n = d.b.n_rows;
+    float *p = rk_malloc((size_t)n * sizeof(float));
+    int rc = 0;
+    double t0 = rk_now();
+    if (!p || rk_model_predict(m, &d.b, p, &e)) {
+        if (!p) rk_fail(&e, RK_ENOMEM, "out of memory");
+        rc = die(&e);
+        goto done;
+    }
+    double el = rk_now() - t0;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    FILE *o = fopen(tmp, "w");
+    if (!o) {
+        fprintf(stderr, "rank: error: %s: cannot create\n", tmp);
+        rc = 1;
+        goto done;
+    }
+    fprintf(o, "pctr\n");
+    for (int i = 0; i < n; i++) fprintf(o, "%.9g\n", p[i]);
+    if (fclose(o) != 0 || rename(tmp, out) != 0) {
+        fprintf(stderr, "rank: error: %s: write failed\n", out);
+        rc = 1;
+        goto done;
+    }
+    printf("scored %d rows in %.2fs (%.0f rows/s) -> %s\n", n, el, el > 0 ? n / el : 0, out);
+    if (d.has_labels) {
+        rk_metrics mt;
+        if (rk_metrics_compute(p, d.b.labels, (size_t)n, &mt, &e)) {
+            rc = die(&e);
+            goto done;
+        }
+        print_metrics("metrics", &mt);
+        if (mjson) {
+            FILE *f = fopen(mjson, "w");
+            if (!f) {
+                fprintf(stderr, "rank: error: %s: cannot create\n", mjson);
+                rc = 1;
+                goto done;
+            }
+            metrics_json(f, &mt);
+            fprintf(f, "\n");
+            fclose(f);
+        }
+    } else if (mjson) {
+        fprintf(stderr, "rank: warning: %s has no label column '%s'; no metrics written\n", in,
+                rk_model_config(m)->label_column);
+    }
+done:
+    rk_free(p);
+    rk_dataset_free(&d);
+    rk_model_destroy(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "score") || !strcmp(cmd, "query")) rk_log_blas_info();
+    if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(cmd, "query")) return rank_query_main(argc - 1, argv + 1);
+    fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}
