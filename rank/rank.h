@@ -60,11 +60,12 @@ typedef struct {
     int auc_defined;     /* 0 when all labels are equal */
     double logloss;      /* mean BCE, p clamped to [1e-7, 1-1e-7] */
     double ne;           /* normalized entropy = logloss / H(base_rate); NAN if base rate is 0 or 1 */
-    double calibration;  /* mean_pctr / base_rate */
+    double calibration;  /* mean_pctr / base_rate; NAN if base rate is 0 */
 } rk_metrics;
 
 /* pctr, label: n values each; labels must be 0 or 1, pctr finite in [0,1].
- * Float64 accumulation. Errors: RK_EINVAL naming the first bad index. */
+ * Float64 accumulation. Errors: RK_EINVAL naming the first bad index (or
+ * n == 0); *out is written only on success. */
 rk_status rk_metrics_compute(const float *pctr, const float *label, size_t n, rk_metrics *out,
                              rk_err *err);
 
