@@ -236,8 +236,10 @@ static int cmd_train(int argc, char **argv) {
 
 static int cmd_score(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *mjson = NULL;
+    int towers = 0;
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
-                                   {"metrics-json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                   {"metrics-json", 1, 0, 'j'}, {"towers", 0, 0, 't'}, {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -245,11 +247,13 @@ static int cmd_score(int argc, char **argv) {
         else if (c == 'i') in = optarg;
         else if (c == 'o') out = optarg;
         else if (c == 'j') mjson = optarg;
+        else if (c == 't') towers = 1;
         else {
             fprintf(c == 'h' ? stdout : stderr,
-                    "usage: rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]\n"
+                    "usage: rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE] [--towers]\n"
                     "  FILE is a TSV with a header naming the model's feature columns (label optional).\n"
-                    "  Output: a header line 'pctr', then one pCTR per input row, in order.\n");
+                    "  Output: a header line 'pctr', then one pCTR per input row, in order.\n"
+                    "  --towers (CETNet ensembles): also NAME.pctr and NAME.weight columns for each member.\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -266,12 +270,18 @@ static int cmd_score(int argc, char **argv) {
         rk_model_destroy(m);
         return die(&e);
     }
-    int n = d.b.n_rows;
+    int n = d.b.n_rows, M = rk_model_n_members(m);
+    if (towers && M == 0) {
+        fprintf(stderr, "rank: warning: --towers: %s is a single model; writing its pCTR only\n", model);
+        towers = 0;
+    }
     float *p = rk_malloc((size_t)n * sizeof(float));
+    float *mp = towers ? rk_malloc((size_t)n * (size_t)M * sizeof(float)) : NULL;
+    float *mw = towers ? rk_malloc((size_t)n * (size_t)M * sizeof(float)) : NULL;
     int rc = 0;
     double t0 = rk_now();
-    if (!p || rk_model_predict(m, &d.b, p, &e)) {
-        if (!p) rk_fail(&e, RK_ENOMEM, "out of memory");
+    if (!p || (towers && (!mp || !mw)) || rk_model_predict_members(m, &d.b, p, mp, mw, &e)) {
+        if (!p || (towers && (!mp || !mw))) rk_fail(&e, RK_ENOMEM, "out of memory");
         rc = die(&e);
         goto done;
     }
@@ -284,8 +294,14 @@ static int cmd_score(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    fprintf(o, "pctr\n");
-    for (int i = 0; i < n; i++) fprintf(o, "%.9g\n", p[i]);
+    fprintf(o, "pctr");
+    for (int k = 0; towers && k < M; k++) fprintf(o, "\t%s.pctr\t%s.weight", rk_model_member_name(m, k), rk_model_member_name(m, k));
+    fprintf(o, "\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(o, "%.9g", p[i]);
+        for (int k = 0; towers && k < M; k++) fprintf(o, "\t%.9g\t%.9g", mp[(size_t)i * M + k], mw[(size_t)i * M + k]);
+        fprintf(o, "\n");
+    }
     if (fclose(o) != 0 || rename(tmp, out) != 0) {
         fprintf(stderr, "rank: error: %s: write failed\n", out);
         rc = 1;
@@ -316,6 +332,8 @@ static int cmd_score(int argc, char **argv) {
     }
 done:
     rk_free(p);
+    rk_free(mp);
+    rk_free(mw);
     rk_dataset_free(&d);
     rk_model_destroy(m);
     return rc;
