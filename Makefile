@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve
+.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet
 
 all: build
 
@@ -27,6 +27,18 @@ asan: setup
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRK_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ctest --output-on-failure --timeout 1800
+
+# Training quality and speed on MovieLens: C vs the PyTorch reference and
+# baselines, 3 seeds (bench/bench_train.sh; figures in bench/RESULTS.md).
+bench-train: build
+	@bash bench/bench_train.sh $(BUILD)
+
+# CETNet ensembles: members alone vs confidence / mean fusion, collaborative
+# training, embedding size, serving cost; MovieLens (3 seeds) and the Criteo
+# and Avazu samples of ../shared/data (5-fold CV x 3 seeds) when present
+# (bench/bench_cetnet.sh; figures in bench/RESULTS.md).
+bench-cetnet: build
+	@bash bench/bench_cetnet.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan
