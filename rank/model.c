@@ -200,6 +200,13 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
 }
 
 rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json, int overwrite, rk_err *err) {
+    return rk_model_save_codec(m, dir, metrics_json, overwrite, "fp32", err);
+}
+
+rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *metrics_json, int overwrite,
+                              const char *codec_name, rk_err *err) {
+    rk_codec codec;
+    if (rk_codec_parse(codec_name, &codec, err)) return rk_err_prefix(err, "model bundle %s", dir);
     if (rk_path_exists(dir) && !overwrite)
         return rk_fail(err, RK_EEXIST, "model bundle %s: already exists (pass --force to replace it)", dir);
     for (int f = 0; f < m->cfg.n_features; f++)
@@ -222,6 +229,8 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
     if (s) goto fail;
     /* tables/ */
     rk_table_spec specs[RK_MAX_FEATURES];
+    rk_table_opts topts[RK_MAX_FEATURES];
+    memset(topts, 0, sizeof topts);
     int n = 0;
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
@@ -230,10 +239,11 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
         specs[n].dim = ft->dim;
         specs[n].rows = ft->table_size;
         specs[n].data = m->tables[f];
+        topts[n].codec = codec;
         n++;
     }
     snprintf(path, sizeof path, "%s/tables", tmp);
-    if ((s = rk_store_write(path, specs, n, err))) goto fail;
+    if ((s = rk_store_write_ex(path, specs, n, topts, err))) goto fail;
     /* model.json, last */
     json_t *root = rk_cfg_to_json(&m->cfg);
     json_t *tabs = json_array();
@@ -242,7 +252,7 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
         json_object_set_new(o, "name", json_string(specs[i].name));
         json_object_set_new(o, "rows", json_integer((json_int_t)specs[i].rows));
         json_object_set_new(o, "dim", json_integer(specs[i].dim));
-        json_object_set_new(o, "codec", json_string("fp32"));
+        json_object_set_new(o, "codec", json_string(rk_codec_name(codec)));
         json_object_set_new(o, "parameterization", json_string("hash"));
         json_object_set_new(o, "column_family", json_string(specs[i].name));
         json_array_append_new(tabs, o);
@@ -299,6 +309,45 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
     return RK_OK;
 fail:
     (void)rk_rm_rf(tmp, NULL);
+    return s;
+}
+
+rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *codec, int overwrite, rk_err *err) {
+    rk_codec c;
+    if (rk_codec_parse(codec, &c, err)) return rk_err_prefix(err, "model bundle %s", out_dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.json", in_dir);
+    char *metrics = NULL, *text = NULL;
+    rk_model *m;
+    rk_status s = rk_model_open(in_dir, &m, err);
+    if (s) return s;
+    if (rk_read_file(path, &text, NULL, NULL) == RK_OK) {
+        json_t *root = json_loads(text, 0, NULL);
+        json_t *mj = root ? json_object_get(root, "metrics") : NULL;
+        if (mj) metrics = json_dumps(mj, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(root);
+        rk_free(text);
+    }
+    /* Materialize every table as float32 (decoded by the source codec). */
+    enum { CHUNK = 4096 };
+    uint64_t ids[CHUNK];
+    for (int f = 0; f < m->cfg.n_features && s == RK_OK; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE) continue;
+        m->tables[f] = rk_malloc((size_t)ft->table_size * (size_t)ft->dim * sizeof(float));
+        if (!m->tables[f]) {
+            s = rk_fail(err, RK_ENOMEM, "convert: out of memory for table '%s'", ft->name);
+            break;
+        }
+        for (uint64_t r0 = 0; r0 < ft->table_size && s == RK_OK; r0 += CHUNK) {
+            size_t n = ft->table_size - r0 < CHUNK ? (size_t)(ft->table_size - r0) : CHUNK;
+            for (size_t i = 0; i < n; i++) ids[i] = r0 + i;
+            s = rk_store_get(m->store, m->store_table[f], ids, n, m->tables[f] + r0 * (size_t)ft->dim, NULL, err);
+        }
+    }
+    if (s == RK_OK) s = rk_model_save_codec(m, out_dir, metrics, overwrite, codec, err);
+    free(metrics);
+    rk_model_destroy(m);
     return s;
 }
 
