@@ -815,6 +815,13 @@ rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, con
     return st;
 }
 
+rk_status rk_store_compact(rk_store *s, int t, rk_err *err) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    if (!s->o.writable) return rk_fail(err, RK_EINVAL, "store %s: opened read-only; compaction needs opts.writable", s->path);
+    rocksdb_compact_range_cf(s->db, s->tabs[t].cf, NULL, 0, NULL, 0);
+    return RK_OK;
+}
+
 /* ---------------------------------------------------------------- versions */
 
 struct rk_store_live {

@@ -192,6 +192,10 @@ rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err);
 rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data,
                          rk_err *err);
 
+/* Compact table t's whole key range now (blocks until done), folding online
+ * updates into the bottom level. Writable stores only (else RK_EINVAL). */
+rk_status rk_store_compact(rk_store *s, int t, rk_err *err);
+
 /* ---------------------------------------------------------------- versions */
 
 /* A live store: the version readers use now. Readers take a reference per
