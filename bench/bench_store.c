@@ -237,7 +237,7 @@ static void *churn(void *p) {
 
 int main(int argc, char **argv) {
     const char *dir = "build/bench-store-db";
-    double int8_ratio = NAN, fp16_ratio = NAN, secs = 1.0;
+    double int8_ratio = NAN, fp16_ratio = NAN, secs = 1.0, hit90_p99 = NAN, ratio90 = NAN;
     int levels = 31;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
@@ -246,6 +246,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) secs = atof(argv[++i]);
         else if (!strcmp(argv[i], "--levels") && i + 1 < argc) levels = atoi(argv[++i]); /* bit mask */
         else if (!strcmp(argv[i], "--no-rss")) levels |= 1 << 10;
+        else if (!strcmp(argv[i], "--rss-only")) levels = 1 << 11; /* a fresh process for the RSS phase */
         else {
             fprintf(stderr, "usage: bench_store [--dir DIR] [--seconds S] [--int8-auc-ratio R] [--fp16-auc-ratio R]\n");
             return 2;
@@ -288,22 +289,14 @@ int main(int argc, char **argv) {
     }
     double bpk_ratio = (double)rk_cache_bytes_per_row(DIM * 4) / (DIM * 4);
     free(data);
-    /* ---- open both */
     const size_t block_cache = (size_t)64 << 20;
     rk_store_opts o = RK_STORE_OPTS_DEFAULT;
     o.cache_bytes = (size_t)(ROWS / 10) * rk_cache_bytes_per_row(DIM * 4); /* 10% of the rows */
     o.block_cache_bytes = block_cache;
     rk_store *s;
-    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) {
-        fprintf(stderr, "bench-store: %s\n", e.msg);
-        return 1;
-    }
-    raw_db raw;
-    raw_open(&raw, dir, block_cache);
     rk_store_stats st;
-    rk_store_stats_get(s, 0, &st);
-    printf("bench-store: row cache %.1f MB for %llu rows (10%%), block cache %zu MB each (index+filter inside), batch %d keys\n",
-           st.cache_bytes / 1e6, (unsigned long long)st.cache_slots, block_cache >> 20, BATCH);
+    static uint64_t keys[BATCH];
+    static float out[BATCH * DIM];
     cdf = malloc(ROWS * sizeof *cdf);
     perm = malloc(ROWS * sizeof *perm);
     for (uint64_t i = 0; i < ROWS; i++) perm[i] = i;
@@ -311,8 +304,17 @@ int main(int argc, char **argv) {
         uint64_t j = rk_rng_below(&rng, i + 1), t = perm[i];
         perm[i] = perm[j], perm[j] = t;
     }
-    static uint64_t keys[BATCH];
-    static float out[BATCH * DIM];
+    if (levels & (1 << 11)) goto rss_phase;
+    /* ---- open both */
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) {
+        fprintf(stderr, "bench-store: %s\n", e.msg);
+        return 1;
+    }
+    raw_db raw;
+    raw_open(&raw, dir, block_cache);
+    rk_store_stats_get(s, 0, &st);
+    printf("bench-store: row cache %.1f MB for %llu rows (10%%), block cache %zu MB each (index+filter inside), batch %d keys\n",
+           st.cache_bytes / 1e6, (unsigned long long)st.cache_slots, block_cache >> 20, BATCH);
     /* warm RocksDB's block cache and the page cache for both handles */
     zipf_set(0.8);
     for (int b = 0; b < 30; b++) {
@@ -322,7 +324,6 @@ int main(int argc, char **argv) {
     }
     const double targets[] = {0.50, 0.80, 0.90, 0.95, 0.99};
     const double guess[] = {0.80, 1.01, 1.115, 1.20, 1.35}; /* from earlier runs; refined below */
-    double hit90_p99 = NAN, ratio90 = NAN;
     printf("\n| target hit | measured hit | zipf s | rankd p50 ms | p99 ms | p99.9 ms | rankd rows/s "
            "| RocksDB p50 ms | p99 ms | p99.9 ms | RocksDB rows/s | ratio | RocksDB+dedup rows/s | ratio |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -412,10 +413,8 @@ int main(int argc, char **argv) {
     raw_close(&raw);
     rk_store_close(s);
     /* ---- RSS with random reads while updates and a full compaction run */
-    if (levels & (1 << 10)) {
-        (void)rk_rm_rf(dir, NULL);
-        return 0;
-    }
+    if (levels & (1 << 10)) goto summary;
+rss_phase:
     o.writable = 1;
     o.sync_writes = 0;
     if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) {
@@ -440,11 +439,16 @@ int main(int argc, char **argv) {
     atomic_store(&stop, 1);
     pthread_join(th, NULL);
     rk_store_stats_get(s, 0, &st);
-    printf("bench-store: RSS during random reads (%ld keys) + %ld online updates + full compaction (%.1fs): start %.0f MB, "
+    printf("bench-store: fresh process; RSS during random reads (%ld keys) + %ld online updates + full compaction (%.1fs): start %.0f MB, "
            "max %.0f MB; budgets: row cache %.0f MB + block cache %zu MB + memtables 16 MB; block cache in use %.0f MB\n",
            reads, ca.updates, ca.compact_s, rss0 / 1e6, rss_max / 1e6, o.cache_bytes / 1e6, block_cache >> 20,
            st.block_cache_usage / 1e6);
     rk_store_close(s);
+    if (levels & (1 << 11)) {
+        (void)rk_rm_rf(dir, NULL);
+        return 0;
+    }
+summary:
     (void)rk_rm_rf(dir, NULL);
     free(cdf);
     free(perm);
