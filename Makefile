@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet
+.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash
 
 all: build
 
@@ -39,6 +39,13 @@ bench-train: build
 # (bench/bench_cetnet.sh; figures in bench/RESULTS.md).
 bench-cetnet: build
 	@bash bench/bench_cetnet.sh $(BUILD)
+# Embedding store vs raw RocksDB (1M x 64 table, Zipf batches) + codec AUC; ~2-3 min.
+bench-store: build
+	@bash bench/bench_store.sh $(BUILD)
+
+# kill -9 durability of online updates: 120 trials.
+bench-store-crash: build
+	@$(BUILD)/bench/bench_store_crash 120 $(BUILD)/bench-store-crash
 
 clean:
 	rm -rf $(BUILD) build-asan

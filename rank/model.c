@@ -263,7 +263,7 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
 
 /* dense.safetensors and tables/ of a single model into dir; adds "tables"
  * and "dense" to the model.json object root. */
-static rk_status write_single(const rk_model *m, const char *dir, json_t *root, rk_err *err) {
+static rk_status write_single(const rk_model *m, const char *dir, json_t *root, rk_codec codec, rk_err *err) {
     char path[4096];
     /* dense.safetensors */
     rk_st_writer *w;
@@ -278,6 +278,8 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
     if (s) return s;
     /* tables/ */
     rk_table_spec specs[RK_MAX_FEATURES];
+    rk_table_opts topts[RK_MAX_FEATURES];
+    memset(topts, 0, sizeof topts);
     int n = 0;
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
@@ -286,17 +288,18 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
         specs[n].dim = ft->dim;
         specs[n].rows = ft->table_size;
         specs[n].data = m->tables[f];
+        topts[n].codec = codec;
         n++;
     }
     snprintf(path, sizeof path, "%s/tables", dir);
-    if ((s = rk_store_write(path, specs, n, err))) return s;
+    if ((s = rk_store_write_ex(path, specs, n, topts, err))) return s;
     json_t *tabs = json_array();
     for (int i = 0; i < n; i++) {
         json_t *o = json_object();
         json_object_set_new(o, "name", json_string(specs[i].name));
         json_object_set_new(o, "rows", json_integer((json_int_t)specs[i].rows));
         json_object_set_new(o, "dim", json_integer(specs[i].dim));
-        json_object_set_new(o, "codec", json_string("fp32"));
+        json_object_set_new(o, "codec", json_string(rk_codec_name(codec)));
         json_object_set_new(o, "parameterization", json_string("hash"));
         json_object_set_new(o, "column_family", json_string(specs[i].name));
         json_array_append_new(tabs, o);
@@ -315,7 +318,8 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
 }
 
 /* Everything of a bundle into the (temporary) directory dir; model.json last. */
-static rk_status write_contents(const rk_model *m, const char *dir, const char *metrics_json, rk_err *err) {
+static rk_status write_contents(const rk_model *m, const char *dir, const char *metrics_json, const char *codec_name,
+                                rk_codec codec, rk_err *err) {
     char path[4096];
     rk_status s = RK_OK;
     json_t *root = rk_cfg_to_json(&m->cfg);
@@ -325,10 +329,10 @@ static rk_status write_contents(const rk_model *m, const char *dir, const char *
         s = rk_mkdir_p(path, err);
         for (int i = 0; s == RK_OK && i < m->n_members; i++) {
             snprintf(path, sizeof path, "%s/members/%s", dir, m->cfg.members[i].name);
-            s = rk_model_save(m->member[i], path, NULL, 0, err);
+            s = rk_model_save_codec(m->member[i], path, NULL, 0, codec_name, err);
         }
     } else {
-        s = write_single(m, dir, root, err);
+        s = write_single(m, dir, root, codec, err);
     }
     if (s == RK_OK && metrics_json) {
         json_t *mj = json_loads(metrics_json, 0, NULL);
@@ -349,6 +353,13 @@ static rk_status write_contents(const rk_model *m, const char *dir, const char *
 }
 
 rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json, int overwrite, rk_err *err) {
+    return rk_model_save_codec(m, dir, metrics_json, overwrite, "fp32", err);
+}
+
+rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *metrics_json, int overwrite,
+                              const char *codec_name, rk_err *err) {
+    rk_codec codec;
+    if (rk_codec_parse(codec_name, &codec, err)) return rk_err_prefix(err, "model bundle %s", dir);
     if (rk_path_exists(dir) && !overwrite)
         return rk_fail(err, RK_EEXIST, "model bundle %s: already exists (pass --force to replace it)", dir);
     for (int f = 0; m->n_members == 0 && f < m->cfg.n_features; f++)
@@ -364,7 +375,7 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
     rk_status s = rk_rm_rf(tmp, err);
     if (s) return s;
     if ((s = rk_mkdir_p(tmp, err))) return s;
-    if ((s = write_contents(m, tmp, metrics_json, err))) goto fail;
+    if ((s = write_contents(m, tmp, metrics_json, codec_name, codec, err))) goto fail;
     if ((s = rk_fsync_dir(tmp, err))) goto fail;
     /* Publish: move any old bundle aside, rename the new one in, delete the old. */
     old[0] = 0;
@@ -393,6 +404,50 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
     return RK_OK;
 fail:
     (void)rk_rm_rf(tmp, NULL);
+    return s;
+}
+
+/* Read every row of a bundle-backed single model's tables into RAM (decoded
+ * to float32 by the source codec), so the model can be saved again. */
+static rk_status materialize_tables(rk_model *m, rk_err *err) {
+    enum { CHUNK = 4096 };
+    uint64_t ids[CHUNK];
+    rk_status s = RK_OK;
+    for (int f = 0; f < m->cfg.n_features && s == RK_OK; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE) continue;
+        m->tables[f] = rk_malloc((size_t)ft->table_size * (size_t)ft->dim * sizeof(float));
+        if (!m->tables[f]) return rk_fail(err, RK_ENOMEM, "convert: out of memory for table '%s'", ft->name);
+        for (uint64_t r0 = 0; r0 < ft->table_size && s == RK_OK; r0 += CHUNK) {
+            size_t n = ft->table_size - r0 < CHUNK ? (size_t)(ft->table_size - r0) : CHUNK;
+            for (size_t i = 0; i < n; i++) ids[i] = r0 + i;
+            s = rk_store_get(m->store, m->store_table[f], ids, n, m->tables[f] + r0 * (size_t)ft->dim, NULL, err);
+        }
+    }
+    return s;
+}
+
+rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *codec, int overwrite, rk_err *err) {
+    rk_codec c;
+    if (rk_codec_parse(codec, &c, err)) return rk_err_prefix(err, "model bundle %s", out_dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.json", in_dir);
+    char *metrics = NULL, *text = NULL;
+    rk_model *m;
+    rk_status s = rk_model_open(in_dir, &m, err);
+    if (s) return s;
+    if (rk_read_file(path, &text, NULL, NULL) == RK_OK) {
+        json_t *root = json_loads(text, 0, NULL);
+        json_t *mj = root ? json_object_get(root, "metrics") : NULL;
+        if (mj) metrics = json_dumps(mj, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(root);
+        rk_free(text);
+    }
+    if (m->n_members == 0) s = materialize_tables(m, err);
+    for (int i = 0; i < m->n_members && s == RK_OK; i++) s = materialize_tables(m->member[i], err);
+    if (s == RK_OK) s = rk_model_save_codec(m, out_dir, metrics, overwrite, codec, err);
+    free(metrics);
+    rk_model_destroy(m);
     return s;
 }
 

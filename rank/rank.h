@@ -9,8 +9,10 @@
  * A model bundle is a directory:
  *   model.json          config, schema, features, tower, training metadata
  *   dense.safetensors   every dense parameter (PyTorch-readable, [out,in])
- *   tables/             RocksDB, one column family per embedding table,
- *                       key = 8-byte big-endian row, value = dim float32 LE
+ *   tables/             the embedding store (store.h): RocksDB, one column
+ *                       family per table, key = 8-byte big-endian row,
+ *                       value = the row in the table's codec (fp32, fp16 or
+ *                       row-wise int8; model.json tables[].codec)
  * Bundles are written into a temporary sibling directory and renamed into
  * place, so a half-written bundle is never loadable.
  */
@@ -230,6 +232,18 @@ const char *rk_model_version(const rk_model *m);
  * exists it is replaced only when overwrite != 0, else RK_EEXIST. */
 rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json,
                         int overwrite, rk_err *err);
+/* Same, with every embedding table stored in the row codec named codec
+ * ("fp32", "fp16" or "int8": store.h's rk_codec; recorded in model.json's
+ * tables[].codec). rk_model_save is this with "fp32". Errors as
+ * rk_model_save, plus RK_EINVAL for an unknown codec. */
+rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *metrics_json,
+                              int overwrite, const char *codec, rk_err *err);
+/* Re-encode a bundle's embedding tables: read the bundle in_dir (tables
+ * decoded to float32), write out_dir with codec; model.json (config,
+ * metrics) and dense.safetensors carry over. out_dir must not exist unless
+ * overwrite. `rank store convert` calls this. */
+rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *codec,
+                           int overwrite, rk_err *err);
 
 /* ====================================================================== scorer */
 
