@@ -202,3 +202,152 @@ Test(tokenizer, vocab_errors) {
     rk_tokenizer_close(t);
     rk_rm_rf(dir, &err);
 }
+
+/* ---------------------------------------------------------------- ops vs plain references */
+
+#define ATOL 1e-5
+#define RTOL 1e-4
+
+static void expect_close(const float *got, const double *ref, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        cr_expect(fabs(got[i] - ref[i]) <= ATOL + RTOL * fabs(ref[i]), "%s[%zu]: got %.8g want %.8g", what, i, got[i],
+                  ref[i]);
+}
+
+static void fill(rk_rng *r, float *x, size_t n, double scale) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rk_rng_normal(r));
+}
+
+Test(ops, layernorm_with_and_without_residual) {
+    enum { N = 5, D = 37 };
+    rk_rng r;
+    rk_rng_seed(&r, 1);
+    float x[N * D], res[N * D], g[D], b[D], y[N * D];
+    double ref[N * D];
+    fill(&r, x, N * D, 3.0);
+    fill(&r, res, N * D, 1.0);
+    fill(&r, g, D, 1.0);
+    fill(&r, b, D, 0.5);
+    for (int with_res = 0; with_res < 2; with_res++) {
+        for (int i = 0; i < N; i++) {
+            double z[D], mean = 0, var = 0;
+            for (int j = 0; j < D; j++) mean += z[j] = (double)x[i * D + j] + (with_res ? res[i * D + j] : 0.0);
+            mean /= D;
+            for (int j = 0; j < D; j++) var += (z[j] - mean) * (z[j] - mean);
+            var /= D;
+            for (int j = 0; j < D; j++) ref[i * D + j] = (z[j] - mean) / sqrt(var + 1e-12) * g[j] + b[j];
+        }
+        rk_layernorm_forward(y, x, with_res ? res : NULL, g, b, N, D, 1e-12f);
+        expect_close(y, ref, N * D, with_res ? "layernorm+res" : "layernorm");
+    }
+    /* in place, y aliasing the residual (how the encoder calls it) */
+    memcpy(y, res, sizeof y);
+    rk_layernorm_forward(y, x, y, g, b, N, D, 1e-12f);
+    expect_close(y, ref, N * D, "layernorm in place");
+}
+
+Test(ops, gelu_erf_form) {
+    enum { N = 241 };
+    float x[N], y[N];
+    double ref[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = -6.0f + 0.05f * (float)i;
+        ref[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+    }
+    rk_gelu_forward(y, x, N);
+    expect_close(y, ref, N, "gelu");
+    rk_gelu_forward(x, x, N); /* in place */
+    expect_close(x, ref, N, "gelu in place");
+}
+
+Test(ops, softmax_with_mask) {
+    enum { R = 4, C = 9 };
+    rk_rng r;
+    rk_rng_seed(&r, 2);
+    float x[R * C], y[R * C];
+    double ref[R * C];
+    fill(&r, x, R * C, 4.0);
+    x[3] = 80.0f; /* large logit: must not overflow */
+    uint8_t mask[C] = {1, 1, 0, 1, 1, 0, 0, 1, 1};
+    const float scale = 0.7f;
+    for (int i = 0; i < R; i++) {
+        double m = -INFINITY, s = 0;
+        for (int c = 0; c < C; c++)
+            if (mask[c] && scale * (double)x[i * C + c] > m) m = scale * (double)x[i * C + c];
+        for (int c = 0; c < C; c++) s += mask[c] ? exp(scale * (double)x[i * C + c] - m) : 0.0;
+        for (int c = 0; c < C; c++) ref[i * C + c] = mask[c] ? exp(scale * (double)x[i * C + c] - m) / s : 0.0;
+    }
+    rk_softmax_masked_forward(y, x, mask, R, C, scale);
+    expect_close(y, ref, R * C, "softmax");
+    uint8_t none[C] = {0};
+    rk_softmax_masked_forward(y, x, none, R, C, 1.0f);
+    for (int i = 0; i < R * C; i++) cr_expect_eq(y[i], 0.0f, "all-masked row gives zeros");
+    rk_softmax_masked_forward(y, x, NULL, 1, C, 1.0f);
+    double sum = 0;
+    for (int c = 0; c < C; c++) sum += y[c];
+    cr_expect(fabs(sum - 1.0) < 1e-6);
+}
+
+/* Packed attention against the padded-batch formulation with a key-padding
+ * mask (what HF BERT computes), in double. */
+Test(ops, attention_packed_equals_padded_with_mask) {
+    enum { H = 3, DH = 5, D = H * DH, NS = 3, LMAX = 7 };
+    const int lens[NS] = {1, 4, 7};
+    int32_t off[NS + 1] = {0};
+    for (int s = 0; s < NS; s++) off[s + 1] = off[s] + lens[s];
+    const int T = off[NS];
+    rk_rng r;
+    rk_rng_seed(&r, 3);
+    float qkv[12 * 3 * D], out[12 * D], scratch[LMAX * LMAX];
+    fill(&r, qkv, (size_t)T * 3 * D, 1.5);
+    /* padded layout [NS, LMAX, 3D] with garbage in the padding */
+    static double pad[NS][LMAX][3 * D];
+    for (int s = 0; s < NS; s++)
+        for (int i = 0; i < LMAX; i++)
+            for (int c = 0; c < 3 * D; c++) pad[s][i][c] = i < lens[s] ? qkv[(off[s] + i) * 3 * D + c] : 1e3 * (c + 1);
+    double ref[12 * D];
+    for (int s = 0; s < NS; s++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < lens[s]; i++) {
+                double sc[LMAX], m = -INFINITY, sum = 0;
+                for (int j = 0; j < LMAX; j++) {
+                    double d = 0;
+                    for (int k = 0; k < DH; k++) d += pad[s][i][h * DH + k] * pad[s][j][D + h * DH + k];
+                    sc[j] = j < lens[s] ? d / sqrt((double)DH) : -1e300; /* key-padding mask */
+                    if (sc[j] > m) m = sc[j];
+                }
+                for (int j = 0; j < LMAX; j++) sum += sc[j] = exp(sc[j] - m);
+                for (int k = 0; k < DH; k++) {
+                    double o = 0;
+                    for (int j = 0; j < LMAX; j++) o += sc[j] / sum * pad[s][j][2 * D + h * DH + k];
+                    ref[(off[s] + i) * D + h * DH + k] = o;
+                }
+            }
+    cr_assert_geq(rk_attention_scratch_floats(LMAX), LMAX * LMAX);
+    rk_attention_forward(out, qkv, off, NS, H, DH, scratch);
+    expect_close(out, ref, (size_t)T * D, "attention");
+}
+
+Test(ops, mean_pool_and_l2_normalize) {
+    enum { D = 6 };
+    float x[5 * D], out[3 * D];
+    for (int i = 0; i < 5 * D; i++) x[i] = (float)(i % 7) - 2.5f;
+    int32_t off[4] = {0, 2, 2, 5}; /* second sequence empty */
+    double ref[3 * D];
+    for (int s = 0; s < 3; s++)
+        for (int j = 0; j < D; j++) {
+            double sum = 0;
+            for (int t = off[s]; t < off[s + 1]; t++) sum += x[t * D + j];
+            ref[s * D + j] = off[s + 1] > off[s] ? sum / (off[s + 1] - off[s]) : 0.0;
+        }
+    rk_mean_pool_forward(out, x, off, 3, D);
+    expect_close(out, ref, 3 * D, "mean pool");
+    for (int s = 0; s < 3; s++) {
+        double n = 0;
+        for (int j = 0; j < D; j++) n += ref[s * D + j] * ref[s * D + j];
+        n = sqrt(n) > 1e-12 ? sqrt(n) : 1e-12;
+        for (int j = 0; j < D; j++) ref[s * D + j] /= n;
+    }
+    rk_l2_normalize(out, 3, D, 1e-12f);
+    expect_close(out, ref, 3 * D, "l2 normalize");
+}
