@@ -98,4 +98,85 @@ rk_status rk_tokenizer_encode(const rk_tokenizer *t, const char *text, size_t le
 rk_status rk_tokenizer_encode_batch(const rk_tokenizer *t, const char *const *texts, const size_t *lens, int n,
                                     int max_len, int32_t *ids, uint8_t *mask, int *seq_len, rk_err *err);
 
+/* ---------------------------------------------------------------- encoder */
+
+/* A BERT checkpoint's architecture, from HF config.json. */
+typedef struct {
+    int vocab_size;      /* rows of the word-embedding table */
+    int hidden;          /* H: hidden_size */
+    int n_layers;        /* num_hidden_layers */
+    int n_heads;         /* num_attention_heads; H % n_heads == 0 */
+    int intermediate;    /* I: intermediate_size (feed-forward width) */
+    int max_position;    /* max_position_embeddings */
+    int type_vocab;      /* type_vocab_size (default 2) */
+    float layer_norm_eps; /* default 1e-12 */
+} rk_bert_config;
+
+/* Parse DIR/config.json. Required integers: vocab_size, hidden_size,
+ * num_hidden_layers, num_attention_heads, intermediate_size,
+ * max_position_embeddings. When present, model_type must be "bert",
+ * hidden_act "gelu" (the erf form) and position_embedding_type "absolute".
+ * Errors (RK_EFORMAT unless noted), e.g. "DIR/config.json: missing integer
+ * 'hidden_size'", "DIR/config.json: hidden_act 'relu' is not supported (only
+ * 'gelu')", "DIR/config.json: hidden_size 384 is not a multiple of
+ * num_attention_heads 5"; RK_ENOTFOUND when the file is missing. */
+rk_status rk_bert_config_load(const char *dir, rk_bert_config *c, rk_err *err);
+
+/* Options (RK_TEXT_ENCODER_OPTS_DEFAULT). */
+typedef struct {
+    int threads;    /* OpenBLAS threads (openblas_set_num_threads, which is
+                       PROCESS-WIDE); 0 = leave OpenBLAS' setting. Default 0. */
+    int max_len;    /* tokens per text incl. [CLS]/[SEP]; 0 = the model's
+                       (sentence_bert_config.json max_seq_length, else
+                       max_position_embeddings). Default 0. */
+    int max_tokens; /* workspace size in tokens (>= max_len is enforced);
+                       memory is about max_tokens * (6 H + I) * 4 bytes
+                       (63 MB for all-MiniLM-L6-v2 at 4096). Default 4096. */
+} rk_text_encoder_opts;
+#define RK_TEXT_ENCODER_OPTS_DEFAULT {0, 0, 4096}
+
+/* A loaded encoder: weights, tokenizer and one activation workspace. One
+ * handle serves one thread at a time (encode writes its workspace); open one
+ * per worker for parallel serving. */
+typedef struct rk_text_encoder rk_text_encoder;
+
+/* Open a HuggingFace-layout model directory: config.json, vocab.txt
+ * (+ tokenizer_config.json), model.safetensors (F32; tensor names as
+ * BertModel's state_dict, optionally prefixed "bert."), and optionally
+ * sentence-transformers' sentence_bert_config.json (max_seq_length),
+ * 1_Pooling/config.json (must be mean pooling) and modules.json (L2
+ * normalization iff it lists a Normalize module; without modules.json the
+ * output is normalized). Reads the weights once into one allocation and
+ * allocates the workspace; encode never allocates afterwards.
+ * Errors name the file and the thing: missing file (RK_ENOTFOUND, "DIR/
+ * model.safetensors: No such file or directory"), truncated or corrupt
+ * safetensors (RK_EFORMAT, from core's reader), a tensor whose shape
+ * disagrees with config.json (RK_ESHAPE, "DIR/model.safetensors: tensor
+ * 'embeddings.word_embeddings.weight' has shape [30522,384], the reader
+ * expects [30522,256]"), a missing tensor (RK_ENOTFOUND), non-finite weights
+ * (RK_ENUMERIC), config errors as rk_bert_config_load, RK_ENOMEM.
+ * opts may be NULL. Free with rk_text_encoder_close. */
+rk_status rk_text_encoder_open(const char *dir, const rk_text_encoder_opts *opts, rk_text_encoder **out,
+                               rk_err *err);
+void rk_text_encoder_close(rk_text_encoder *e);
+
+const rk_bert_config *rk_text_encoder_config(const rk_text_encoder *e);
+int rk_text_encoder_dim(const rk_text_encoder *e);     /* H: floats per embedding */
+int rk_text_encoder_max_len(const rk_text_encoder *e); /* tokens per text, incl. [CLS]/[SEP] */
+/* The encoder's tokenizer (borrowed; valid until close). */
+const rk_tokenizer *rk_text_encoder_tokenizer(const rk_text_encoder *e);
+
+/* Encode n UTF-8 texts (lens[i] bytes each; lens NULL: NUL-terminated) into
+ * out[n, dim] (caller-owned): tokenize (truncating at max_len), run the
+ * encoder on packed sequences, mean-pool over each text's tokens including
+ * [CLS] and [SEP], L2-normalize — sentence-transformers' encode() for
+ * all-MiniLM-L6-v2 (Reimers & Gurevych 2019, "Sentence-BERT", §3 MEAN
+ * pooling). Texts are processed in chunks that fit the workspace, so any n
+ * works; the result does not depend on n or chunking beyond float rounding
+ * of the BLAS kernels. Never allocates.
+ * Errors: RK_EINVAL "text I: invalid UTF-8 at byte N" (out is then partly
+ * written). */
+rk_status rk_text_encoder_encode(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n,
+                                 float *out, rk_err *err);
+
 #endif /* RK_EMBED_H */

@@ -438,7 +438,10 @@ rk_status rk_tokenizer_encode_batch(const rk_tokenizer *t, const char *const *te
         int k;
         size_t len = lens ? lens[b] : strlen(texts[b]);
         rk_status s = rk_tokenizer_encode(t, texts[b], len, max_len, ids + (size_t)b * max_len, &k, err);
-        if (s != RK_OK) return rk_err_prefix(err, "text %d", b);
+        if (s != RK_OK) {
+            if (err) rk_err_prefix(err, "text %d", b);
+            return s;
+        }
         for (int j = 0; j < max_len; j++) mask[(size_t)b * max_len + j] = j < k;
         if (k > longest) longest = k;
     }

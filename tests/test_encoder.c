@@ -351,3 +351,284 @@ Test(ops, mean_pool_and_l2_normalize) {
     rk_l2_normalize(out, 3, D, 1e-12f);
     expect_close(out, ref, 3 * D, "l2 normalize");
 }
+
+/* ---------------------------------------------------------------- encoder vs sentence-transformers */
+
+static void check_embeddings(const float *got, const float *want, size_t n, int dim, double *min_cos, double *max_diff) {
+    *min_cos = 1.0;
+    *max_diff = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double dot = 0, ng = 0, nw = 0;
+        for (int j = 0; j < dim; j++) {
+            double g = got[i * dim + j], w = want[i * dim + j];
+            dot += g * w;
+            ng += g * g;
+            nw += w * w;
+            if (fabs(g - w) > *max_diff) *max_diff = fabs(g - w);
+        }
+        double c = dot / sqrt(ng * nw);
+        if (c < *min_cos) *min_cos = c;
+    }
+}
+
+Test(encoder, equals_sentence_transformers, .timeout = 300) {
+    const char *dir = need_model();
+    ref_t r;
+    ref_load(&r);
+    rk_st_file *f;
+    rk_err err = {0};
+    cr_assert_eq(rk_st_open(RK_SOURCE_DIR "/tests/fixtures/encoder_ref.safetensors", &f, &err), RK_OK, "%s", err.msg);
+    rk_text_encoder *e;
+    rk_text_encoder_opts o = RK_TEXT_ENCODER_OPTS_DEFAULT;
+    o.max_tokens = 1024; /* force several chunks */
+    cr_assert_eq(rk_text_encoder_open(dir, &o, &e, &err), RK_OK, "%s", err.msg);
+    const int dim = rk_text_encoder_dim(e);
+    cr_assert_eq(dim, 384);
+    cr_assert_eq(rk_text_encoder_max_len(e), 256);
+    float *want = malloc(r.n * dim * sizeof *want), *got = malloc(r.n * dim * sizeof *got);
+    int64_t shape[2] = {(int64_t)r.n, dim};
+    cr_assert_eq(rk_st_read_f32(f, "embeddings", want, 2, shape, &err), RK_OK, "%s", err.msg);
+    const char **texts = malloc(r.n * sizeof *texts);
+    size_t *lens = malloc(r.n * sizeof *lens);
+    for (size_t i = 0; i < r.n; i++) texts[i] = ref_text(&r, i, &lens[i]);
+    cr_assert_eq(rk_text_encoder_encode(e, texts, lens, (int)r.n, got, &err), RK_OK, "%s", err.msg);
+    double min_cos, max_diff;
+    check_embeddings(got, want, r.n, dim, &min_cos, &max_diff);
+    cr_log_info("encoder vs sentence-transformers on %zu strings: min cosine %.8f, max |diff| %.3g", r.n, min_cos,
+                max_diff);
+    cr_expect_geq(min_cos, 0.9999, "min cosine %.8f", min_cos);
+    cr_expect_leq(max_diff, 1e-4, "max abs diff %.3g", max_diff);
+    /* one at a time (batch 1) gives the same vectors */
+    for (size_t i = 0; i < r.n; i += 23) {
+        float one[384];
+        cr_assert_eq(rk_text_encoder_encode(e, &texts[i], &lens[i], 1, one, &err), RK_OK);
+        double c1, d1;
+        check_embeddings(one, got + i * dim, 1, dim, &c1, &d1);
+        cr_expect_leq(d1, 1e-5, "string %zu: batch 1 vs batched differ by %.3g", i, d1);
+    }
+    /* invalid UTF-8 in a batch names the text */
+    const char *bad[] = {"fine", "also fine", "caf\xc3"};
+    cr_expect_eq(rk_text_encoder_encode(e, bad, NULL, 3, got, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "text 2: invalid UTF-8 at byte 3");
+    free(texts);
+    free(lens);
+    free(want);
+    free(got);
+    rk_text_encoder_close(e);
+    rk_st_close(f);
+    json_decref(r.doc);
+}
+
+/* ---------------------------------------------------------------- bad model directories */
+
+/* A tiny random BERT (H=8, 2 heads, 1 layer, I=16, vocab 12, 16 positions)
+ * written as a HF directory; no sentence-transformers files. */
+#define TINY_H 8
+#define TINY_I 16
+#define TINY_V 12
+#define TINY_P 16
+static const char *tiny_config =
+    "{\"model_type\": \"bert\", \"hidden_act\": \"gelu\", \"vocab_size\": 12, \"hidden_size\": 8,"
+    " \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"intermediate_size\": 16,"
+    " \"max_position_embeddings\": 16, \"type_vocab_size\": 2, \"layer_norm_eps\": 1e-12}";
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char p[512];
+    rk_err err = {0};
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    cr_assert_eq(rk_write_file(p, text, strlen(text), &err), RK_OK, "%s", err.msg);
+}
+
+static void make_tiny(char *dir) {
+    strcpy(dir, "/tmp/rk_tiny_bert_XXXXXX");
+    cr_assert(mkdtemp(dir));
+    write_text(dir, "config.json", tiny_config);
+    write_text(dir, "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\ncat\nsat\n##s\n.\non\nmat\n!\n");
+    static float buf[20000];
+    rk_rng r;
+    rk_rng_seed(&r, 7);
+    for (size_t i = 0; i < sizeof buf / sizeof *buf; i++) buf[i] = (float)(0.2 * rk_rng_normal(&r));
+    rk_st_writer *w;
+    rk_err err = {0};
+    cr_assert_eq(rk_st_writer_create(&w, &err), RK_OK);
+    size_t off = 0;
+#define ADD(name, d0, d1)                                                                                      \
+    do {                                                                                                       \
+        int64_t sh[2] = {d0, d1};                                                                              \
+        cr_assert_eq(rk_st_writer_add_f32(w, name, buf + off, (d1) ? 2 : 1, sh, &err), RK_OK, "%s", err.msg); \
+        off += (size_t)(d0) * ((d1) ? (d1) : 1);                                                               \
+    } while (0)
+    ADD("embeddings.word_embeddings.weight", TINY_V, TINY_H);
+    ADD("embeddings.position_embeddings.weight", TINY_P, TINY_H);
+    ADD("embeddings.token_type_embeddings.weight", 2, TINY_H);
+    ADD("embeddings.LayerNorm.weight", TINY_H, 0);
+    ADD("embeddings.LayerNorm.bias", TINY_H, 0);
+    const char *sq[] = {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"};
+    char n[128];
+    for (int i = 0; i < 4; i++) {
+        snprintf(n, sizeof n, "encoder.layer.0.%s.weight", sq[i]);
+        ADD(n, TINY_H, TINY_H);
+        snprintf(n, sizeof n, "encoder.layer.0.%s.bias", sq[i]);
+        ADD(n, TINY_H, 0);
+    }
+    ADD("encoder.layer.0.attention.output.LayerNorm.weight", TINY_H, 0);
+    ADD("encoder.layer.0.attention.output.LayerNorm.bias", TINY_H, 0);
+    ADD("encoder.layer.0.intermediate.dense.weight", TINY_I, TINY_H);
+    ADD("encoder.layer.0.intermediate.dense.bias", TINY_I, 0);
+    ADD("encoder.layer.0.output.dense.weight", TINY_H, TINY_I);
+    ADD("encoder.layer.0.output.dense.bias", TINY_H, 0);
+    ADD("encoder.layer.0.output.LayerNorm.weight", TINY_H, 0);
+    ADD("encoder.layer.0.output.LayerNorm.bias", TINY_H, 0);
+#undef ADD
+    cr_assert_leq(off, sizeof buf / sizeof *buf);
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    cr_assert_eq(rk_st_writer_write(w, p, &err), RK_OK, "%s", err.msg);
+    rk_st_writer_destroy(w);
+}
+
+static void expect_open_error(const char *dir, rk_status code, const char *msg) {
+    rk_text_encoder *e = NULL;
+    rk_err err = {0};
+    rk_status s = rk_text_encoder_open(dir, NULL, &e, &err);
+    cr_expect_eq(s, code, "status %d (%s), want %d; message: %s", s, rk_status_str(s), code, err.msg);
+    cr_expect_str_eq(err.msg, msg);
+    cr_expect_null(e);
+    rk_text_encoder_close(e);
+}
+
+Test(encoder, tiny_model_runs_and_is_normalized) {
+    char dir[64];
+    make_tiny(dir);
+    rk_text_encoder *e;
+    rk_err err = {0};
+    cr_assert_eq(rk_text_encoder_open(dir, NULL, &e, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(rk_text_encoder_max_len(e), TINY_P);
+    const char *t[] = {"The cats sat on the mat!", "", "the cat the cat the cat the cat the cat the cat the cat"};
+    float out[3 * TINY_H];
+    cr_assert_eq(rk_text_encoder_encode(e, t, NULL, 3, out, &err), RK_OK, "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        double n = 0;
+        for (int j = 0; j < TINY_H; j++) n += out[i * TINY_H + j] * out[i * TINY_H + j];
+        cr_expect(fabs(n - 1.0) < 1e-5, "row %d has squared norm %g", i, n);
+    }
+    rk_text_encoder_close(e);
+    rk_rm_rf(dir, &err);
+}
+
+Test(encoder, missing_and_truncated_weights) {
+    char dir[64], p[128], want[512];
+    make_tiny(dir);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    char *data;
+    size_t len;
+    rk_err err = {0};
+    cr_assert_eq(rk_read_file(p, &data, &len, &err), RK_OK);
+    /* truncated inside the data section */
+    cr_assert_eq(rk_write_file(p, data, len - 100, &err), RK_OK);
+    snprintf(want, sizeof want,
+             "%s: corrupt safetensors: entry 'encoder.layer.0.output.LayerNorm.bias' data_offsets outside the %zu-byte "
+             "data section",
+             p, len - 100 - 8 - (size_t)(unsigned char)data[0] - 256 * (size_t)(unsigned char)data[1]);
+    expect_open_error(dir, RK_EFORMAT, want);
+    /* truncated inside the header */
+    cr_assert_eq(rk_write_file(p, data, 20, &err), RK_OK);
+    snprintf(want, sizeof want, "%s: corrupt safetensors header: header length %zu exceeds file size 20", p,
+             (size_t)(unsigned char)data[0] + 256 * (size_t)(unsigned char)data[1]);
+    expect_open_error(dir, RK_EFORMAT, want);
+    /* missing */
+    remove(p);
+    snprintf(want, sizeof want, "%s: No such file or directory", p);
+    expect_open_error(dir, RK_ENOTFOUND, want);
+    rk_free(data);
+    rk_rm_rf(dir, &err);
+}
+
+Test(encoder, config_errors) {
+    char dir[64], want[512];
+    rk_err err = {0};
+    make_tiny(dir);
+    /* wrong shape: hidden_size 16 (heads still divide it) */
+    write_text(dir, "config.json",
+               "{\"vocab_size\": 12, \"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+               " \"intermediate_size\": 16, \"max_position_embeddings\": 16}");
+    snprintf(want, sizeof want,
+             "%s/model.safetensors: tensor 'embeddings.word_embeddings.weight' has shape [12,8], the reader expects [12,16]",
+             dir);
+    expect_open_error(dir, RK_ESHAPE, want);
+    /* wrong intermediate size: caught at the first feed-forward tensor */
+    write_text(dir, "config.json",
+               "{\"vocab_size\": 12, \"hidden_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+               " \"intermediate_size\": 32, \"max_position_embeddings\": 16}");
+    snprintf(want, sizeof want,
+             "%s/model.safetensors: tensor 'encoder.layer.0.intermediate.dense.weight' has shape [16,8], the reader "
+             "expects [32,8]",
+             dir);
+    expect_open_error(dir, RK_ESHAPE, want);
+    /* more layers than the file has */
+    write_text(dir, "config.json",
+               "{\"vocab_size\": 12, \"hidden_size\": 8, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
+               " \"intermediate_size\": 16, \"max_position_embeddings\": 16}");
+    snprintf(want, sizeof want, "%s/model.safetensors: tensor 'encoder.layer.1.attention.self.query.weight' missing", dir);
+    expect_open_error(dir, RK_ENOTFOUND, want);
+    /* heads do not divide hidden */
+    write_text(dir, "config.json",
+               "{\"vocab_size\": 12, \"hidden_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 3,"
+               " \"intermediate_size\": 16, \"max_position_embeddings\": 16}");
+    snprintf(want, sizeof want, "%s/config.json: hidden_size 8 is not a multiple of num_attention_heads 3", dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    /* missing key, unsupported activation */
+    write_text(dir, "config.json", "{\"vocab_size\": 12, \"num_hidden_layers\": 1}");
+    snprintf(want, sizeof want, "%s/config.json: missing integer 'hidden_size'", dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    write_text(dir, "config.json", "{\"hidden_act\": \"relu\", \"vocab_size\": 12}");
+    snprintf(want, sizeof want, "%s/config.json: hidden_act 'relu' is not supported (only 'gelu')", dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    write_text(dir, "config.json", "{\"vocab_size\": 12, \"hidden_size\": \"8\"}");
+    snprintf(want, sizeof want, "%s/config.json: 'hidden_size' must be an integer in 1..65536", dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    write_text(dir, "config.json", "{not json");
+    snprintf(want, sizeof want, "%s/config.json: line 1: string or '}' expected near 'not'", dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    /* vocabulary larger than the embedding table */
+    write_text(dir, "config.json", tiny_config);
+    write_text(dir, "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\na\nb\nc\nd\ne\nf\ng\nh\ni\n");
+    snprintf(want, sizeof want, "%s/vocab.txt: 13 tokens, more than config.json's vocab_size 12", dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    /* pooling other than mean */
+    write_text(dir, "vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n");
+    char p[128];
+    snprintf(p, sizeof p, "%s/1_Pooling", dir);
+    cr_assert_eq(rk_mkdir_p(p, &err), RK_OK);
+    write_text(dir, "1_Pooling/config.json", "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": false}");
+    snprintf(want, sizeof want, "%s/1_Pooling/config.json: only mean pooling (pooling_mode_mean_tokens alone) is supported",
+             dir);
+    expect_open_error(dir, RK_EFORMAT, want);
+    /* missing config */
+    rk_rm_rf(p, &err);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    remove(p);
+    snprintf(want, sizeof want, "%s/config.json: No such file or directory", dir);
+    expect_open_error(dir, RK_ENOTFOUND, want);
+    rk_rm_rf(dir, &err);
+}
+
+/* Every allocation of open failing in turn: a clean ENOMEM, nothing leaked
+ * (ASan's leak checker watches `make asan`). */
+Test(encoder, open_survives_allocation_failures) {
+    char dir[64];
+    make_tiny(dir);
+    rk_err err = {0};
+    int ok = 0;
+    for (long n = 1; n < 200 && !ok; n++) {
+        rk_text_encoder *e = NULL;
+        rk_alloc_fail_after(n);
+        rk_status s = rk_text_encoder_open(dir, NULL, &e, &err);
+        rk_alloc_fail_after(0);
+        cr_assert(s == RK_OK || s == RK_ENOMEM, "n=%ld: %s", n, err.msg);
+        ok = s == RK_OK;
+        rk_text_encoder_close(e);
+    }
+    cr_expect(ok, "open never succeeded");
+    rk_rm_rf(dir, &err);
+}
