@@ -20,6 +20,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "core.h"
 #include "embed.h"
@@ -630,5 +631,81 @@ Test(encoder, open_survives_allocation_failures) {
         rk_text_encoder_close(e);
     }
     cr_expect(ok, "open never succeeded");
+    rk_rm_rf(dir, &err);
+}
+
+/* ---------------------------------------------------------------- rank encode text (the CLI) */
+
+static int run_cli(const char *args, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "RK_LOG_LEVEL=error %s/bin/rank encode text %s 2>&1", RK_BINARY_DIR, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "popen %s", cmd);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(encoder, cli_csv_to_safetensors) {
+    char dir[64], args[1024], out[4096], want[512];
+    rk_err err = {0};
+    make_tiny(dir);
+    /* RFC 4180: quoted commas, doubled quotes, a newline inside quotes, CRLF */
+    write_text(dir, "in.csv", "movieId,title,genres\r\n7,\"Cat, The (1999)\",Comedy|Drama\r\n"
+                              "9,\"the \"\"mat\"\"\nsat\",(no genres listed)\r\n12,on,\r\n");
+    snprintf(args, sizeof args,
+             "--model %s --input %s/in.csv --text-template '{title} | {genres}' --id-column movieId --output %s/o.st "
+             "--batch 2",
+             dir, dir, dir);
+    cr_assert_eq(run_cli(args, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "encode: n=3 dim=8 batch=2"), "%s", out);
+    char p[128];
+    snprintf(p, sizeof p, "%s/o.st", dir);
+    rk_st_file *f;
+    cr_assert_eq(rk_st_open(p, &f, &err), RK_OK, "%s", err.msg);
+    int64_t ids[3], sh[2] = {3, TINY_H};
+    float emb[3 * TINY_H], ref[3 * TINY_H];
+    cr_assert_eq(rk_st_read_i64(f, "ids", ids, 3, &err), RK_OK, "%s", err.msg);
+    cr_expect(ids[0] == 7 && ids[1] == 9 && ids[2] == 12);
+    cr_assert_eq(rk_st_read_f32(f, "embeddings", emb, 2, sh, &err), RK_OK, "%s", err.msg);
+    cr_expect_str_eq(rk_st_meta(f, "text"), "{title} | {genres}");
+    rk_st_close(f);
+    rk_text_encoder *e;
+    cr_assert_eq(rk_text_encoder_open(dir, NULL, &e, &err), RK_OK, "%s", err.msg);
+    const char *t[] = {"Cat, The (1999) | Comedy|Drama", "the \"mat\"\nsat | (no genres listed)", "on | "};
+    cr_assert_eq(rk_text_encoder_encode(e, t, NULL, 3, ref, &err), RK_OK);
+    for (int i = 0; i < 3 * TINY_H; i++) cr_expect(fabsf(emb[i] - ref[i]) <= 1e-6f, "value %d", i);
+    rk_text_encoder_close(e);
+
+    /* bad input: each a clear message and exit status 1 */
+    write_text(dir, "bad.csv", "movieId,title\n1,ok\nx2,oops\n");
+    snprintf(args, sizeof args, "--model %s --input %s/bad.csv --column title --id-column movieId --output %s/o.st", dir,
+             dir, dir);
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank encode: %s/bad.csv: row 3, column movieId: expected an integer id, got 'x2'", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    write_text(dir, "bad.csv", "movieId,title\n1,\"fine\"\n2,\"caf\xc3\"\n");
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank: error: %s/bad.csv: row 3 ({title}): invalid UTF-8 at byte 3", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    write_text(dir, "bad.csv", "movieId,title\n1,\"open\n");
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank: error: %s/bad.csv: row 2: unterminated quoted field", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    write_text(dir, "bad.csv", "movieId,title\n1,a,b\n");
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank: error: %s/bad.csv: row 2 has 3 fields, the header has 2", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    snprintf(args, sizeof args, "--model %s --input %s/in.csv --text-template '{title} {year}' --id-column movieId --output x",
+             dir, dir);
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank encode: --text-template: %s/in.csv has no column 'year'", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    snprintf(args, sizeof args, "--model %s/nope --input %s/in.csv --column title --id-column movieId --output x", dir, dir);
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank: error: %s/nope/config.json: No such file or directory", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    cr_expect_eq(run_cli("--model m --input i --id-column x --output o", out, sizeof out), 2, "neither --column nor template");
     rk_rm_rf(dir, &err);
 }
