@@ -42,5 +42,10 @@ asan: setup
 	@cmake --build build-asan -j$(JOBS)
 	@$(ENC_SETUP) cd build-asan && $(ENC_ENV) ctest --output-on-failure --timeout 1800
 
+# Text encoder vs PyTorch + sentence-transformers (installs the model and a
+# Python venv on first use; a few minutes). Figures: bench/RESULTS.md.
+bench-encoder: build
+	@bash bench/bench_encoder.sh $(BUILD)
+
 clean:
 	rm -rf $(BUILD) build-asan

@@ -125,7 +125,11 @@ rk_status rk_bert_config_load(const char *dir, rk_bert_config *c, rk_err *err);
 /* Options (RK_TEXT_ENCODER_OPTS_DEFAULT). */
 typedef struct {
     int threads;    /* OpenBLAS threads (openblas_set_num_threads, which is
-                       PROCESS-WIDE); 0 = leave OpenBLAS' setting. Default 0. */
+                       PROCESS-WIDE); 0 = leave OpenBLAS' setting. When > 1,
+                       chunks of fewer than 64 tokens (a batch of one or two
+                       short texts) run on one thread, which is faster there;
+                       encode switches the process-wide setting to match.
+                       Default 0. */
     int max_len;    /* tokens per text incl. [CLS]/[SEP]; 0 = the model's
                        (sentence_bert_config.json max_seq_length, else
                        max_position_embeddings). Default 0. */

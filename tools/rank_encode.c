@@ -245,6 +245,7 @@ int rank_encode_main(int argc, char **argv) {
     eo.threads = (int)threads;
     if (rk_text_encoder_open(model, &eo, &enc, &err)) goto fail_err;
     rk_log_blas_info();
+    const int blas_threads = openblas_get_num_threads(); /* encode may lower it for tiny batches */
     if (csv_read(input, &csv, &err)) goto fail_err;
     part_t parts[64];
     int np = parse_template(tmpl, &csv, input, parts, 64);
@@ -325,7 +326,7 @@ int rank_encode_main(int argc, char **argv) {
         rk_st_writer_write(w, output, &err))
         goto fail_err;
     printf("encode: n=%zu dim=%d batch=%ld threads=%d seconds=%.3f sent_per_s=%.1f output=%s\n", n, dim, batch,
-           openblas_get_num_threads(), secs, secs > 0 ? (double)n / secs : 0.0, output);
+           blas_threads, secs, secs > 0 ? (double)n / secs : 0.0, output);
     rc = 0;
     goto done;
 fail_err:
