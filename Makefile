@@ -5,7 +5,8 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve bench-encoder
+.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash \
+        bench-encoder
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -46,6 +47,25 @@ asan: setup
 # Python venv on first use; a few minutes). Figures: bench/RESULTS.md.
 bench-encoder: build
 	@bash bench/bench_encoder.sh $(BUILD)
+
+# Training quality and speed on MovieLens: C vs the PyTorch reference and
+# baselines, 3 seeds (bench/bench_train.sh; figures in bench/RESULTS.md).
+bench-train: build
+	@bash bench/bench_train.sh $(BUILD)
+
+# CETNet ensembles: members alone vs confidence / mean fusion, collaborative
+# training, embedding size, serving cost; MovieLens (3 seeds) and the Criteo
+# and Avazu samples of ../shared/data (5-fold CV x 3 seeds) when present
+# (bench/bench_cetnet.sh; figures in bench/RESULTS.md).
+bench-cetnet: build
+	@bash bench/bench_cetnet.sh $(BUILD)
+# Embedding store vs raw RocksDB (1M x 64 table, Zipf batches) + codec AUC; ~2-3 min.
+bench-store: build
+	@bash bench/bench_store.sh $(BUILD)
+
+# kill -9 durability of online updates: 120 trials.
+bench-store-crash: build
+	@$(BUILD)/bench/bench_store_crash 120 $(BUILD)/bench-store-crash
 
 clean:
 	rm -rf $(BUILD) build-asan

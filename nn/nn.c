@@ -209,3 +209,35 @@ void rk_adagrad_rows(float *p, const float *g, float *s, const uint64_t *rows, s
         }
     }
 }
+
+/* ---------------------------------------------------------------- FM interaction */
+
+void rk_fm_forward(float *y, const float *x, size_t stride, const int *cols, int n_fields, int k, int B) {
+    for (int b = 0; b < B; b++) {
+        const float *row = x + (size_t)b * stride;
+        double acc = 0;
+        for (int j = 0; j < k; j++) {
+            double s = 0, q = 0;
+            for (int f = 0; f < n_fields; f++) {
+                double e = row[cols[f] + j];
+                s += e;
+                q += e * e;
+            }
+            acc += s * s - q;
+        }
+        y[b] = (float)(0.5 * acc);
+    }
+}
+
+void rk_fm_backward(float *dx, const float *dy, const float *x, size_t stride, const int *cols, int n_fields, int k,
+                    int B) {
+    for (int b = 0; b < B; b++) {
+        const float *row = x + (size_t)b * stride;
+        float *drow = dx + (size_t)b * stride;
+        for (int j = 0; j < k; j++) {
+            float s = 0;
+            for (int f = 0; f < n_fields; f++) s += row[cols[f] + j];
+            for (int f = 0; f < n_fields; f++) drow[cols[f] + j] += dy[b] * (s - row[cols[f] + j]);
+        }
+    }
+}

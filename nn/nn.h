@@ -105,6 +105,19 @@ void rk_adam_step(float *p, const float *g, float *m, float *v, size_t n, float 
 void rk_adagrad_rows(float *p, const float *g, float *s, const uint64_t *rows, size_t n_rows,
                      int d, float lr, float eps);
 
+/* ---------------------------------------------------------------- FM interaction */
+
+/* Second-order factorization-machine term over n_fields field vectors of
+ * width k (Rendle 2010, eq. 5; DeepFM, Guo et al. 2017, eq. 2):
+ *   y[b] = 1/2 * sum_j ( (sum_f e_{f,j})^2 - sum_f e_{f,j}^2 )
+ * Field f of row b starts at x[b*stride + cols[f]]. y: [B], written. */
+void rk_fm_forward(float *y, const float *x, size_t stride, const int *cols, int n_fields, int k,
+                   int B);
+/* Backward: dx[b*stride + cols[f] + j] += dy[b] * (sum_g e_{g,j} - e_{f,j})
+ * (accumulated). */
+void rk_fm_backward(float *dx, const float *dy, const float *x, size_t stride, const int *cols,
+                    int n_fields, int k, int B);
+
 /* ---------------------------------------------------------------- transformer encoder (forward only)
  *
  * The ops of a BERT-style encoder (Vaswani et al. 2017, "Attention Is All You

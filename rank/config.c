@@ -36,6 +36,11 @@ void rk_model_cfg_default(rk_model_cfg *c) {
     t->adagrad_eps = 1e-10f;
     t->init_std_embed = 0.05f;
     t->threads = 2;
+    c->fusion.type = RK_FUSION_CONFIDENCE;
+    c->fusion.tau = 1.0f;
+    c->fusion.lambda = 0.5f;
+    c->fusion.w_fused = 1.0f;
+    c->fusion.w_member = 1.0f;
 }
 
 int rk_model_cfg_input_dim(const rk_model_cfg *c) {
@@ -163,6 +168,112 @@ static rk_status parse_train(json_t *tr, rk_train_cfg *t, rk_err *err) {
     return RK_OK;
 }
 
+static rk_status parse_tower(json_t *tw, const char *where, rk_tower_cfg *t, rk_err *err) {
+    static const char *const tk[] = {"type", "cross_layers", "hidden", NULL};
+    rk_status s;
+    if (!json_is_object(tw)) return rk_fail(err, RK_EINVAL, "%s: expected an object", where);
+    if ((s = check_keys(tw, where, tk, err))) return s;
+    char type[16] = "dcnv2";
+    if ((s = get_str(tw, "type", where, type, sizeof type, 0, err))) return s;
+    if (!strcmp(type, "dcnv2")) t->type = RK_TOWER_DCNV2;
+    else if (!strcmp(type, "dnn")) t->type = RK_TOWER_DNN;
+    else if (!strcmp(type, "deepfm")) t->type = RK_TOWER_DEEPFM;
+    else return rk_fail(err, RK_EINVAL, "%s.type: '%s' is not dnn, dcnv2 or deepfm", where, type);
+    double x = t->type == RK_TOWER_DCNV2 ? (t->n_cross ? t->n_cross : 2) : 0;
+    if ((s = get_num(tw, "cross_layers", where, 0, 8, &x, err))) return s;
+    if (t->type != RK_TOWER_DCNV2 && x != 0)
+        return rk_fail(err, RK_EINVAL, "%s.cross_layers: only a dcnv2 tower has cross layers", where);
+    t->n_cross = (int)x;
+    json_t *h = json_object_get(tw, "hidden");
+    if (h) {
+        if (!json_is_array(h) || json_array_size(h) > RK_MAX_HIDDEN)
+            return rk_fail(err, RK_EINVAL, "%s.hidden: expected an array of at most %d widths", where, RK_MAX_HIDDEN);
+        t->n_hidden = (int)json_array_size(h);
+        for (int i = 0; i < t->n_hidden; i++) {
+            json_t *w = json_array_get(h, (size_t)i);
+            if (!json_is_integer(w) || json_integer_value(w) < 1 || json_integer_value(w) > 8192)
+                return rk_fail(err, RK_EINVAL, "%s.hidden[%d]: expected an integer in 1..8192", where, i);
+            t->hidden[i] = (int)json_integer_value(w);
+        }
+    }
+    return RK_OK;
+}
+
+static rk_status parse_ensemble(json_t *en, rk_model_cfg *c, rk_err *err) {
+    static const char *const k[] = {"fusion", "tau", "learn_tau", "lambda", "w_fused", "w_member", "members", NULL};
+    rk_status s;
+    const char *w = "ensemble";
+    if (!json_is_object(en)) return rk_fail(err, RK_EINVAL, "ensemble: expected an object");
+    if ((s = check_keys(en, w, k, err))) return s;
+    char fusion[16] = "confidence";
+    if ((s = get_str(en, "fusion", w, fusion, sizeof fusion, 0, err))) return s;
+    if (!strcmp(fusion, "confidence")) c->fusion.type = RK_FUSION_CONFIDENCE;
+    else if (!strcmp(fusion, "mean")) c->fusion.type = RK_FUSION_MEAN;
+    else return rk_fail(err, RK_EINVAL, "ensemble.fusion: '%s' is not confidence or mean", fusion);
+    GET_FLT(en, "tau", w, 1e-3, 1e6, c->fusion.tau);
+    GET_FLT(en, "lambda", w, 0, 100, c->fusion.lambda);
+    GET_FLT(en, "w_fused", w, 0, 100, c->fusion.w_fused);
+    GET_FLT(en, "w_member", w, 0, 100, c->fusion.w_member);
+    json_t *lt = json_object_get(en, "learn_tau");
+    if (lt && !json_is_boolean(lt)) return rk_fail(err, RK_EINVAL, "ensemble.learn_tau: expected true or false");
+    c->fusion.learn_tau = lt && json_is_true(lt);
+    json_t *ms = json_object_get(en, "members");
+    if (!json_is_array(ms) || json_array_size(ms) < 1 || json_array_size(ms) > RK_MAX_MEMBERS)
+        return rk_fail(err, RK_EINVAL, "ensemble.members: expected an array of 1..%d members", RK_MAX_MEMBERS);
+    c->n_members = (int)json_array_size(ms);
+    for (int i = 0; i < c->n_members; i++) {
+        static const char *const mk[] = {"name", "tower", "dim", NULL};
+        char where[48];
+        snprintf(where, sizeof where, "ensemble.members[%d]", i);
+        json_t *mo = json_array_get(ms, (size_t)i);
+        rk_member_cfg *mc = &c->members[i];
+        memset(mc, 0, sizeof *mc);
+        if (!json_is_object(mo)) return rk_fail(err, RK_EINVAL, "%s: expected an object", where);
+        if ((s = check_keys(mo, where, mk, err))) return s;
+        if ((s = get_str(mo, "name", where, mc->name, sizeof mc->name, 1, err))) return s;
+        for (const char *p = mc->name; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+                return rk_fail(err, RK_EINVAL, "%s.name: '%s' may hold only a-z, 0-9, '_' and '-'", where, mc->name);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(c->members[j].name, mc->name))
+                return rk_fail(err, RK_EINVAL, "%s.name: '%s' repeats members[%d]", where, mc->name, j);
+        mc->tower = c->tower;
+        json_t *tw = json_object_get(mo, "tower");
+        char tw_where[64];
+        snprintf(tw_where, sizeof tw_where, "%s.tower", where);
+        if (!tw) return rk_fail(err, RK_EINVAL, "%s: missing", tw_where);
+        if ((s = parse_tower(tw, tw_where, &mc->tower, err))) return s;
+        GET_INT(mo, "dim", where, 0, 1024, mc->dim);
+    }
+    return RK_OK;
+}
+
+void rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out) {
+    RK_ASSERT(i >= 0 && i < ens->n_members);
+    *out = *ens;
+    out->n_members = 0;
+    out->tower = ens->members[i].tower;
+    snprintf(out->name, sizeof out->name, "%s", ens->members[i].name);
+    if (ens->members[i].dim > 0)
+        for (int f = 0; f < out->n_features; f++)
+            if (out->features[f].kind == RK_FEAT_SPARSE) out->features[f].dim = ens->members[i].dim;
+    out->train.seed = ens->train.seed * 1000003ULL + (uint64_t)i + 1;
+}
+
+static rk_status validate_tower(const rk_model_cfg *c, const char *where, rk_err *err) {
+    if (c->tower.type != RK_TOWER_DEEPFM) return RK_OK;
+    int k = -1;
+    for (int f = 0; f < c->n_features; f++) {
+        if (c->features[f].kind != RK_FEAT_SPARSE) continue;
+        if (k < 0) k = c->features[f].dim;
+        else if (c->features[f].dim != k)
+            return rk_fail(err, RK_EINVAL, "%s: a deepfm tower needs every sparse feature to have one dim (%d vs %d for '%s')",
+                           where, k, c->features[f].dim, c->features[f].name);
+    }
+    if (k < 0) return rk_fail(err, RK_EINVAL, "%s: a deepfm tower needs sparse features", where);
+    return RK_OK;
+}
+
 rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     rk_model_cfg_default(c);
     json_error_t je;
@@ -170,7 +281,7 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     if (!root) return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
     rk_status s = RK_OK;
     static const char *const top[] = {"name", "label_column", "features", "tower", "train", "aliases", "format_version",
-                                      "version", "metrics", "training", "tables", "dense", NULL};
+                                      "version", "metrics", "training", "tables", "dense", "ensemble", NULL};
     if (!json_is_object(root)) {
         s = rk_fail(err, RK_EINVAL, "config: expected a JSON object");
         goto done;
@@ -210,46 +321,9 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
             }
     }
     json_t *tw = json_object_get(root, "tower");
-    if (tw) {
-        static const char *const tk[] = {"type", "cross_layers", "hidden", NULL};
-        if (!json_is_object(tw)) {
-            s = rk_fail(err, RK_EINVAL, "tower: expected an object");
-            goto done;
-        }
-        if ((s = check_keys(tw, "tower", tk, err))) goto done;
-        char type[16] = "dcnv2";
-        if ((s = get_str(tw, "type", "tower", type, sizeof type, 0, err))) goto done;
-        if (!strcmp(type, "dcnv2")) c->tower.type = RK_TOWER_DCNV2;
-        else if (!strcmp(type, "dnn")) c->tower.type = RK_TOWER_DNN;
-        else {
-            s = rk_fail(err, RK_EINVAL, "tower.type: '%s' is not dnn or dcnv2", type);
-            goto done;
-        }
-        if (c->tower.type == RK_TOWER_DNN) c->tower.n_cross = 0;
-        double x = c->tower.n_cross;
-        if ((s = get_num(tw, "cross_layers", "tower", 0, 8, &x, err))) goto done;
-        c->tower.n_cross = c->tower.type == RK_TOWER_DNN ? 0 : (int)x;
-        if (c->tower.type == RK_TOWER_DNN && x != 0) {
-            s = rk_fail(err, RK_EINVAL, "tower.cross_layers: a dnn tower has no cross layers");
-            goto done;
-        }
-        json_t *h = json_object_get(tw, "hidden");
-        if (h) {
-            if (!json_is_array(h) || json_array_size(h) > RK_MAX_HIDDEN) {
-                s = rk_fail(err, RK_EINVAL, "tower.hidden: expected an array of at most %d widths", RK_MAX_HIDDEN);
-                goto done;
-            }
-            c->tower.n_hidden = (int)json_array_size(h);
-            for (int i = 0; i < c->tower.n_hidden; i++) {
-                json_t *w = json_array_get(h, (size_t)i);
-                if (!json_is_integer(w) || json_integer_value(w) < 1 || json_integer_value(w) > 8192) {
-                    s = rk_fail(err, RK_EINVAL, "tower.hidden[%d]: expected an integer in 1..8192", i);
-                    goto done;
-                }
-                c->tower.hidden[i] = (int)json_integer_value(w);
-            }
-        }
-    }
+    if (tw && (s = parse_tower(tw, "tower", &c->tower, err))) goto done;
+    json_t *en = json_object_get(root, "ensemble");
+    if (en && (s = parse_ensemble(en, c, err))) goto done;
     json_t *tr = json_object_get(root, "train");
     if (tr) {
         static const char *const k[] = {"seed", "batch_size", "max_epochs", "patience", "lr_dense", "lr_embed",
@@ -286,9 +360,33 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
             }
         }
     }
+    if (c->n_members == 0) {
+        s = validate_tower(c, "tower", err);
+    } else {
+        for (int i = 0; i < c->n_members && s == RK_OK; i++) {
+            rk_model_cfg mc;
+            char where[48];
+            rk_member_cfg_derive(c, i, &mc);
+            snprintf(where, sizeof where, "ensemble.members[%d].tower", i);
+            s = validate_tower(&mc, where, err);
+        }
+    }
 done:
     json_decref(root);
     return s;
+}
+
+const char *rk_tower_name(rk_tower_type t) {
+    return t == RK_TOWER_DCNV2 ? "dcnv2" : t == RK_TOWER_DEEPFM ? "deepfm" : "dnn";
+}
+
+static json_t *tower_json(const rk_tower_cfg *t) {
+    json_t *tw = json_object(), *h = json_array();
+    json_object_set_new(tw, "type", json_string(rk_tower_name(t->type)));
+    json_object_set_new(tw, "cross_layers", json_integer(t->n_cross));
+    for (int i = 0; i < t->n_hidden; i++) json_array_append_new(h, json_integer(t->hidden[i]));
+    json_object_set_new(tw, "hidden", h);
+    return tw;
 }
 
 json_t *rk_cfg_to_json(const rk_model_cfg *c) {
@@ -318,12 +416,25 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
         json_array_append_new(feats, o);
     }
     json_object_set_new(root, "features", feats);
-    json_t *tw = json_object(), *h = json_array();
-    json_object_set_new(tw, "type", json_string(c->tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn"));
-    json_object_set_new(tw, "cross_layers", json_integer(c->tower.n_cross));
-    for (int i = 0; i < c->tower.n_hidden; i++) json_array_append_new(h, json_integer(c->tower.hidden[i]));
-    json_object_set_new(tw, "hidden", h);
-    json_object_set_new(root, "tower", tw);
+    json_object_set_new(root, "tower", tower_json(&c->tower));
+    if (c->n_members) {
+        json_t *en = json_object(), *ms = json_array();
+        json_object_set_new(en, "fusion", json_string(c->fusion.type == RK_FUSION_MEAN ? "mean" : "confidence"));
+        json_object_set_new(en, "tau", json_real(c->fusion.tau));
+        json_object_set_new(en, "learn_tau", json_boolean(c->fusion.learn_tau));
+        json_object_set_new(en, "lambda", json_real(c->fusion.lambda));
+        json_object_set_new(en, "w_fused", json_real(c->fusion.w_fused));
+        json_object_set_new(en, "w_member", json_real(c->fusion.w_member));
+        for (int i = 0; i < c->n_members; i++) {
+            json_t *mo = json_object();
+            json_object_set_new(mo, "name", json_string(c->members[i].name));
+            json_object_set_new(mo, "tower", tower_json(&c->members[i].tower));
+            json_object_set_new(mo, "dim", json_integer(c->members[i].dim));
+            json_array_append_new(ms, mo);
+        }
+        json_object_set_new(en, "members", ms);
+        json_object_set_new(root, "ensemble", en);
+    }
     const rk_train_cfg *t = &c->train;
     json_t *tr = json_object();
     json_object_set_new(tr, "seed", json_integer((json_int_t)t->seed));

@@ -13,9 +13,9 @@
  *      record number (header = row 1), which is the line number unless a
  *      quoted field spans lines.
  *   2. Each movie keeps its genres ("(no genres listed)" -> "") and year:
- *      the last "(YYYY)" (exactly four digits) in the title after trailing
- *      spaces are cut, "" if there is none — so "Death Note (2006–2007)"
- *      has no year. Movies are sorted by id for binary search; a duplicate
+ *      the last "(YYYY)" (exactly four digits) anywhere in the title, "" if
+ *      there is none: "Runaway Brain (1995) " (trailing space) has 1995,
+ *      "Death Note: Desu nôto (2006–2007)" has none. Movies are sorted by id for binary search; a duplicate
  *      movieId is an error.
  *   3. Every rating becomes an event; a movieId missing from movies.csv, a
  *      rating outside [0.5, 5] or a malformed number is an error naming the
@@ -251,9 +251,10 @@ typedef struct {
     char year[5];       /* "" when the title has no (YYYY) */
 } movie;
 
+/* The last "(dddd)" anywhere in the title, so trailing spaces ("Runaway
+ * Brain (1995) ") need no trimming. */
 static void title_year(const char *t, size_t n, char year[5]) {
     year[0] = 0;
-    while (n > 0 && t[n - 1] == ' ') n--;
     for (size_t i = n >= 6 ? n - 6 + 1 : 0; i-- > 0;) {
         const char *q = t + i;
         if (q[0] == '(' && q[5] == ')' && q[1] >= '0' && q[1] <= '9' && q[2] >= '0' &&

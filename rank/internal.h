@@ -11,7 +11,16 @@
 #include "rank.h"
 #include "store.h"
 
-#define RK_MAX_PARAMS (2 * 8 + 2 * RK_MAX_HIDDEN + 2)
+#define RK_MAX_PARAMS (2 * 8 + 2 * RK_MAX_HIDDEN + 4)
+
+/* Pointers to each layer's tensors inside one parameter-sized array (the
+ * parameters themselves, or a gradient / optimizer state of the same layout). */
+typedef struct {
+    float *cW[8], *cb[8];                         /* DCNv2 cross layers */
+    float *mW[RK_MAX_HIDDEN], *mb[RK_MAX_HIDDEN]; /* MLP */
+    float *oW, *ob;                               /* output layer */
+    float *fW, *fb;                               /* DeepFM first-order term (NULL otherwise) */
+} rk_param_ptrs;
 
 typedef struct {
     char name[32];
@@ -28,6 +37,7 @@ typedef struct {
     float *us[8];                 /* cross pre-activations W x_l + b */
     float *act[RK_MAX_HIDDEN];    /* MLP outputs after ReLU */
     float *logit;                 /* [B] */
+    float *fm;                    /* [2B] DeepFM terms */
     /* backward */
     float *dlogit, *da, *db_, *dx0, *dxl, *scratch;
     float *mem;
@@ -43,12 +53,20 @@ struct rk_model {
     rk_param_desc pd[RK_MAX_PARAMS];
     size_t n_floats;
     float *params;
-    float *cross_W[8], *cross_b[8], *mlp_W[RK_MAX_HIDDEN], *mlp_b[RK_MAX_HIDDEN], *out_W, *out_b;
+    rk_param_ptrs p;
+    int n_fm;                     /* DeepFM: sparse fields in the FM term */
+    int fm_cols[RK_MAX_FEATURES]; /* their x0 columns */
+    int fm_k;                     /* their common dim */
     /* embedding tables: RAM (training) or a store (serving) */
     float *tables[RK_MAX_FEATURES]; /* [table_size, dim] when in RAM */
     rk_store *store;
     int store_table[RK_MAX_FEATURES];
     char version[2 * RK_NAME_MAX + 2];
+    /* CETNet ensemble: members own their tables and towers; this model holds
+     * only the shared feature definitions and the fusion (log tau). */
+    int n_members;
+    rk_model *member[RK_MAX_MEMBERS];
+    float log_tau;
 };
 
 json_t *rk_cfg_to_json(const rk_model_cfg *c);
@@ -56,8 +74,16 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c);
 /* Lay out dense parameters for cfg (names, shapes, offsets) and point the
  * per-layer pointers into base (params or a gradient array of n_floats). */
 void rk_model_layout(rk_model *m);
-void rk_model_point(const rk_model *m, float *base, float **cross_W, float **cross_b, float **mlp_W,
-                    float **mlp_b, float **out_W, float **out_b);
+void rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p);
+
+/* Fusion of M member pCTRs (papers.md §6.4): fused pCTR, weights w[M]. */
+double rk_fuse(rk_fusion_type type, const float *p, int M, double tau, double *w);
+/* Gradients of the collaborative loss for one example (see rank/fusion.c):
+ * given member logits z[M] and label y, writes dz[M] (d loss / d z_i, not yet
+ * divided by the batch size) and returns the example's loss; *dlog_tau gets
+ * d loss / d log(tau). */
+double rk_collab_grad(const rk_fusion_cfg *f, double tau, const float *z, int M, float y, double *dz,
+                      double *dlog_tau);
 
 rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_err *err);
 void rk_work_free(rk_work *w);

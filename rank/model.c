@@ -69,34 +69,48 @@ void rk_model_layout(rk_model *m) {
     }
     add_param(m, "out.weight", 1, prev);
     add_param(m, "out.bias", 1, 0);
+    m->n_fm = 0;
+    if (c->tower.type == RK_TOWER_DEEPFM) {
+        add_param(m, "fm.linear.weight", 1, m->D);
+        add_param(m, "fm.linear.bias", 1, 0);
+        for (int i = 0; i < c->n_features; i++)
+            if (c->features[i].kind == RK_FEAT_SPARSE) {
+                m->fm_cols[m->n_fm++] = m->col[i];
+                m->fm_k = c->features[i].dim;
+            }
+    }
 }
 
-void rk_model_point(const rk_model *m, float *base, float **cW, float **cb, float **mW, float **mb, float **oW,
-                    float **ob) {
+void rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p) {
+    memset(p, 0, sizeof *p);
     int k = 0;
     for (int l = 0; l < m->cfg.tower.n_cross; l++) {
-        cW[l] = base + m->pd[k++].off;
-        cb[l] = base + m->pd[k++].off;
+        p->cW[l] = base + m->pd[k++].off;
+        p->cb[l] = base + m->pd[k++].off;
     }
     for (int i = 0; i < m->cfg.tower.n_hidden; i++) {
-        mW[i] = base + m->pd[k++].off;
-        mb[i] = base + m->pd[k++].off;
+        p->mW[i] = base + m->pd[k++].off;
+        p->mb[i] = base + m->pd[k++].off;
     }
-    *oW = base + m->pd[k++].off;
-    *ob = base + m->pd[k++].off;
+    p->oW = base + m->pd[k++].off;
+    p->ob = base + m->pd[k++].off;
+    if (m->cfg.tower.type == RK_TOWER_DEEPFM) {
+        p->fW = base + m->pd[k++].off;
+        p->fb = base + m->pd[k++].off;
+    }
 }
 
 static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
     rk_model *m = rk_calloc(1, sizeof *m);
     if (!m) return rk_fail(err, RK_ENOMEM, "model: out of memory");
     m->cfg = *cfg;
-    rk_model_layout(m);
-    m->params = rk_calloc(m->n_floats, sizeof(float));
+    if (cfg->n_members == 0) rk_model_layout(m); /* an ensemble's parameters live in its members */
+    m->params = rk_calloc(m->n_floats ? m->n_floats : 1, sizeof(float));
     if (!m->params) {
         rk_free(m);
         return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", m->n_floats);
     }
-    rk_model_point(m, m->params, m->cross_W, m->cross_b, m->mlp_W, m->mlp_b, &m->out_W, &m->out_b);
+    rk_model_point(m, m->params, &m->p);
     snprintf(m->version, sizeof m->version, "%s/%s", cfg->name, cfg->version[0] ? cfg->version : "unversioned");
     *out = m;
     return RK_OK;
@@ -108,6 +122,20 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) 
     rk_model *m;
     rk_status s = model_alloc(cfg, &m, err);
     if (s) return s;
+    if (cfg->n_members > 0) {
+        m->n_members = cfg->n_members;
+        m->log_tau = logf(cfg->fusion.tau);
+        for (int i = 0; i < cfg->n_members; i++) {
+            rk_model_cfg mc;
+            rk_member_cfg_derive(cfg, i, &mc);
+            if ((s = rk_model_create(&mc, &m->member[i], err))) {
+                rk_model_destroy(m);
+                return rk_err_prefix(err, "member '%s'", cfg->members[i].name);
+            }
+        }
+        *out = m;
+        return RK_OK;
+    }
     rk_rng rng;
     rk_rng_seed(&rng, cfg->train.seed);
     /* torch.nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
@@ -134,6 +162,7 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) 
 
 void rk_model_destroy(rk_model *m) {
     if (!m) return;
+    for (int i = 0; i < m->n_members; i++) rk_model_destroy(m->member[i]);
     for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(m->tables[f]);
     rk_store_close(m->store);
     rk_free(m->params);
@@ -141,6 +170,11 @@ void rk_model_destroy(rk_model *m) {
 }
 
 const rk_model_cfg *rk_model_config(const rk_model *m) { return &m->cfg; }
+int rk_model_n_members(const rk_model *m) { return m->n_members; }
+const char *rk_model_member_name(const rk_model *m, int i) {
+    return i >= 0 && i < m->n_members ? m->cfg.members[i].name : NULL;
+}
+double rk_model_tau(const rk_model *m) { return m->n_members ? exp((double)m->log_tau) : 0; }
 const char *rk_model_version(const rk_model *m) { return m->version; }
 
 /* ---------------------------------------------------------------- bundle */
@@ -159,6 +193,34 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
     if (s) return rk_err_prefix(err, "%s", path);
     rk_model *m;
     if ((s = model_alloc(&cfg, &m, err))) return s;
+    if (cfg.n_members > 0) {
+        m->n_members = cfg.n_members;
+        m->log_tau = logf(cfg.fusion.tau);
+        for (int i = 0; i < cfg.n_members; i++) {
+            snprintf(path, sizeof path, "%s/members/%s", dir, cfg.members[i].name);
+            rk_model_cfg want;
+            rk_member_cfg_derive(&cfg, i, &want);
+            if ((s = rk_model_open(path, &m->member[i], err))) {
+                rk_model_destroy(m);
+                return s;
+            }
+            const rk_model_cfg *got = &m->member[i]->cfg;
+            int same = got->n_features == want.n_features && got->tower.type == want.tower.type &&
+                       got->tower.n_cross == want.tower.n_cross && got->tower.n_hidden == want.tower.n_hidden;
+            for (int f = 0; same && f < want.n_features; f++) {
+                const rk_feature *a = &got->features[f], *b = &want.features[f];
+                same = !strcmp(a->name, b->name) && a->kind == b->kind && a->side == b->side && a->table_size == b->table_size &&
+                       a->dim == b->dim && a->pool == b->pool && a->max_values == b->max_values;
+            }
+            if (!same) {
+                rk_model_destroy(m);
+                return rk_fail(err, RK_EFORMAT, "model bundle %s: member '%s' does not match the ensemble's features or tower in model.json",
+                               dir, cfg.members[i].name);
+            }
+        }
+        *out = m;
+        return RK_OK;
+    }
     snprintf(path, sizeof path, "%s/dense.safetensors", dir);
     if (!rk_path_exists(path)) {
         rk_model_destroy(m);
@@ -199,29 +261,25 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
     return RK_OK;
 }
 
-rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json, int overwrite, rk_err *err) {
-    if (rk_path_exists(dir) && !overwrite)
-        return rk_fail(err, RK_EEXIST, "model bundle %s: already exists (pass --force to replace it)", dir);
-    for (int f = 0; f < m->cfg.n_features; f++)
-        if (m->cfg.features[f].kind == RK_FEAT_SPARSE && !m->tables[f])
-            return rk_fail(err, RK_EINVAL, "model bundle %s: table '%s' is not in memory", dir, m->cfg.features[f].name);
-    char tmp[4096], path[4096], old[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", dir, (long)getpid());
-    rk_status s = rk_rm_rf(tmp, err);
-    if (s) return s;
-    if ((s = rk_mkdir_p(tmp, err))) return s;
+/* dense.safetensors and tables/ of a single model into dir; adds "tables"
+ * and "dense" to the model.json object root. */
+static rk_status write_single(const rk_model *m, const char *dir, json_t *root, rk_codec codec, rk_err *err) {
+    char path[4096];
     /* dense.safetensors */
     rk_st_writer *w;
-    if ((s = rk_st_writer_create(&w, err))) goto fail;
+    rk_status s;
+    if ((s = rk_st_writer_create(&w, err))) return s;
     for (int p = 0; p < m->n_params && s == RK_OK; p++)
         s = rk_st_writer_add_f32(w, m->pd[p].name, m->params + m->pd[p].off, m->pd[p].ndim, m->pd[p].shape, err);
     if (s == RK_OK) s = rk_st_writer_add_meta(w, "format", "rankd", err);
-    snprintf(path, sizeof path, "%s/dense.safetensors", tmp);
+    snprintf(path, sizeof path, "%s/dense.safetensors", dir);
     if (s == RK_OK) s = rk_st_writer_write(w, path, err);
     rk_st_writer_destroy(w);
-    if (s) goto fail;
+    if (s) return s;
     /* tables/ */
     rk_table_spec specs[RK_MAX_FEATURES];
+    rk_table_opts topts[RK_MAX_FEATURES];
+    memset(topts, 0, sizeof topts);
     int n = 0;
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
@@ -230,19 +288,18 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
         specs[n].dim = ft->dim;
         specs[n].rows = ft->table_size;
         specs[n].data = m->tables[f];
+        topts[n].codec = codec;
         n++;
     }
-    snprintf(path, sizeof path, "%s/tables", tmp);
-    if ((s = rk_store_write(path, specs, n, err))) goto fail;
-    /* model.json, last */
-    json_t *root = rk_cfg_to_json(&m->cfg);
+    snprintf(path, sizeof path, "%s/tables", dir);
+    if ((s = rk_store_write_ex(path, specs, n, topts, err))) return s;
     json_t *tabs = json_array();
     for (int i = 0; i < n; i++) {
         json_t *o = json_object();
         json_object_set_new(o, "name", json_string(specs[i].name));
         json_object_set_new(o, "rows", json_integer((json_int_t)specs[i].rows));
         json_object_set_new(o, "dim", json_integer(specs[i].dim));
-        json_object_set_new(o, "codec", json_string("fp32"));
+        json_object_set_new(o, "codec", json_string(rk_codec_name(codec)));
         json_object_set_new(o, "parameterization", json_string("hash"));
         json_object_set_new(o, "column_family", json_string(specs[i].name));
         json_array_append_new(tabs, o);
@@ -257,20 +314,68 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
         json_array_append_new(dense, o);
     }
     json_object_set_new(root, "dense", dense);
-    if (metrics_json) {
+    return RK_OK;
+}
+
+/* Everything of a bundle into the (temporary) directory dir; model.json last. */
+static rk_status write_contents(const rk_model *m, const char *dir, const char *metrics_json, const char *codec_name,
+                                rk_codec codec, rk_err *err) {
+    char path[4096];
+    rk_status s = RK_OK;
+    json_t *root = rk_cfg_to_json(&m->cfg);
+    if (m->n_members > 0) {
+        json_object_set_new(json_object_get(root, "ensemble"), "tau", json_real(exp((double)m->log_tau)));
+        snprintf(path, sizeof path, "%s/members", dir);
+        s = rk_mkdir_p(path, err);
+        for (int i = 0; s == RK_OK && i < m->n_members; i++) {
+            snprintf(path, sizeof path, "%s/members/%s", dir, m->cfg.members[i].name);
+            s = rk_model_save_codec(m->member[i], path, NULL, 0, codec_name, err);
+        }
+    } else {
+        s = write_single(m, dir, root, codec, err);
+    }
+    if (s == RK_OK && metrics_json) {
         json_t *mj = json_loads(metrics_json, 0, NULL);
         if (mj) json_object_set_new(root, "metrics", mj);
     }
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    json_decref(root);
-    if (!text) {
-        s = rk_fail(err, RK_ENOMEM, "model bundle: out of memory");
-        goto fail;
+    if (s == RK_OK) {
+        char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        if (!text) {
+            s = rk_fail(err, RK_ENOMEM, "model bundle: out of memory");
+        } else {
+            snprintf(path, sizeof path, "%s/model.json", dir);
+            s = rk_write_file(path, text, strlen(text), err);
+            free(text);
+        }
     }
-    snprintf(path, sizeof path, "%s/model.json", tmp);
-    s = rk_write_file(path, text, strlen(text), err);
-    free(text);
-    if (s) goto fail;
+    json_decref(root);
+    return s;
+}
+
+rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json, int overwrite, rk_err *err) {
+    return rk_model_save_codec(m, dir, metrics_json, overwrite, "fp32", err);
+}
+
+rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *metrics_json, int overwrite,
+                              const char *codec_name, rk_err *err) {
+    rk_codec codec;
+    if (rk_codec_parse(codec_name, &codec, err)) return rk_err_prefix(err, "model bundle %s", dir);
+    if (rk_path_exists(dir) && !overwrite)
+        return rk_fail(err, RK_EEXIST, "model bundle %s: already exists (pass --force to replace it)", dir);
+    for (int f = 0; m->n_members == 0 && f < m->cfg.n_features; f++)
+        if (m->cfg.features[f].kind == RK_FEAT_SPARSE && !m->tables[f])
+            return rk_fail(err, RK_EINVAL, "model bundle %s: table '%s' is not in memory", dir, m->cfg.features[f].name);
+    for (int i = 0; i < m->n_members; i++)
+        for (int f = 0; f < m->cfg.n_features; f++)
+            if (m->member[i]->cfg.features[f].kind == RK_FEAT_SPARSE && !m->member[i]->tables[f])
+                return rk_fail(err, RK_EINVAL, "model bundle %s: member '%s' table '%s' is not in memory", dir,
+                               m->cfg.members[i].name, m->cfg.features[f].name);
+    char tmp[4096], old[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", dir, (long)getpid());
+    rk_status s = rk_rm_rf(tmp, err);
+    if (s) return s;
+    if ((s = rk_mkdir_p(tmp, err))) return s;
+    if ((s = write_contents(m, tmp, metrics_json, codec_name, codec, err))) goto fail;
     if ((s = rk_fsync_dir(tmp, err))) goto fail;
     /* Publish: move any old bundle aside, rename the new one in, delete the old. */
     old[0] = 0;
@@ -299,6 +404,50 @@ rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_
     return RK_OK;
 fail:
     (void)rk_rm_rf(tmp, NULL);
+    return s;
+}
+
+/* Read every row of a bundle-backed single model's tables into RAM (decoded
+ * to float32 by the source codec), so the model can be saved again. */
+static rk_status materialize_tables(rk_model *m, rk_err *err) {
+    enum { CHUNK = 4096 };
+    uint64_t ids[CHUNK];
+    rk_status s = RK_OK;
+    for (int f = 0; f < m->cfg.n_features && s == RK_OK; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE) continue;
+        m->tables[f] = rk_malloc((size_t)ft->table_size * (size_t)ft->dim * sizeof(float));
+        if (!m->tables[f]) return rk_fail(err, RK_ENOMEM, "convert: out of memory for table '%s'", ft->name);
+        for (uint64_t r0 = 0; r0 < ft->table_size && s == RK_OK; r0 += CHUNK) {
+            size_t n = ft->table_size - r0 < CHUNK ? (size_t)(ft->table_size - r0) : CHUNK;
+            for (size_t i = 0; i < n; i++) ids[i] = r0 + i;
+            s = rk_store_get(m->store, m->store_table[f], ids, n, m->tables[f] + r0 * (size_t)ft->dim, NULL, err);
+        }
+    }
+    return s;
+}
+
+rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *codec, int overwrite, rk_err *err) {
+    rk_codec c;
+    if (rk_codec_parse(codec, &c, err)) return rk_err_prefix(err, "model bundle %s", out_dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.json", in_dir);
+    char *metrics = NULL, *text = NULL;
+    rk_model *m;
+    rk_status s = rk_model_open(in_dir, &m, err);
+    if (s) return s;
+    if (rk_read_file(path, &text, NULL, NULL) == RK_OK) {
+        json_t *root = json_loads(text, 0, NULL);
+        json_t *mj = root ? json_object_get(root, "metrics") : NULL;
+        if (mj) metrics = json_dumps(mj, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+        json_decref(root);
+        rk_free(text);
+    }
+    if (m->n_members == 0) s = materialize_tables(m, err);
+    for (int i = 0; i < m->n_members && s == RK_OK; i++) s = materialize_tables(m->member[i], err);
+    if (s == RK_OK) s = rk_model_save_codec(m, out_dir, metrics, overwrite, codec, err);
+    free(metrics);
+    rk_model_destroy(m);
     return s;
 }
 
@@ -344,7 +493,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     size_t B = (size_t)cap, D = (size_t)m->D, maxh = D;
     for (int i = 0; i < t->n_hidden; i++)
         if ((size_t)t->hidden[i] > maxh) maxh = (size_t)t->hidden[i];
-    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + B;
+    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + 3 * B;
     for (int i = 0; i < t->n_hidden; i++) n += B * (size_t)t->hidden[i];
     if (backward) n += B + 2 * B * maxh + 3 * B * D;
     w->mem = rk_malloc(n * sizeof(float));
@@ -358,6 +507,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     }
     for (int i = 0; i < t->n_hidden; i++) w->act[i] = p, p += B * (size_t)t->hidden[i];
     w->logit = p, p += B;
+    w->fm = p, p += 2 * B;
     if (backward) {
         w->dlogit = p, p += B;
         w->da = p, p += B * maxh;
@@ -399,35 +549,42 @@ void rk_model_forward(const rk_model *m, rk_work *w, int B) {
     const rk_tower_cfg *t = &m->cfg.tower;
     const int D = m->D;
     for (int l = 0; l < t->n_cross; l++)
-        rk_cross_forward(w->xs[l + 1], w->us[l], w->x0, w->xs[l], m->cross_W[l], m->cross_b[l], B, D);
+        rk_cross_forward(w->xs[l + 1], w->us[l], w->x0, w->xs[l], m->p.cW[l], m->p.cb[l], B, D);
     const float *h = w->xs[t->n_cross];
     int prev = D;
     for (int i = 0; i < t->n_hidden; i++) {
-        rk_linear_forward(w->act[i], h, m->mlp_W[i], m->mlp_b[i], B, prev, t->hidden[i]);
+        rk_linear_forward(w->act[i], h, m->p.mW[i], m->p.mb[i], B, prev, t->hidden[i]);
         rk_relu_forward(w->act[i], w->act[i], (size_t)B * (size_t)t->hidden[i]);
         h = w->act[i];
         prev = t->hidden[i];
     }
-    rk_linear_forward(w->logit, h, m->out_W, m->out_b, B, prev, 1);
+    rk_linear_forward(w->logit, h, m->p.oW, m->p.ob, B, prev, 1);
+    if (t->type == RK_TOWER_DEEPFM) {
+        /* logit += w_fm . x0 + b_fm + FM second-order term (DeepFM, Guo et al. 2017, eq. 1-2) */
+        float *fm1 = w->fm, *fm2 = w->fm + B;
+        rk_linear_forward(fm1, w->x0, m->p.fW, m->p.fb, B, D, 1);
+        rk_fm_forward(fm2, w->x0, (size_t)D, m->fm_cols, m->n_fm, m->fm_k, B);
+        for (int b = 0; b < B; b++) w->logit[b] += fm1[b] + fm2[b];
+    }
 }
 
 void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     const rk_tower_cfg *t = &m->cfg.tower;
     const int D = m->D;
-    float *gcW[8], *gcb[8], *gmW[RK_MAX_HIDDEN], *gmb[RK_MAX_HIDDEN], *goW, *gob;
-    rk_model_point(m, g, gcW, gcb, gmW, gmb, &goW, &gob);
+    rk_param_ptrs gp;
+    rk_model_point(m, g, &gp);
     int nh = t->n_hidden;
     const float *hlast = nh ? w->act[nh - 1] : w->xs[t->n_cross];
     int prev = nh ? t->hidden[nh - 1] : D;
     /* da = d loss / d hlast */
     float *da = w->da, *dtmp = w->db_;
-    rk_linear_backward(da, goW, gob, w->dlogit, hlast, m->out_W, B, prev, 1);
+    rk_linear_backward(da, gp.oW, gp.ob, w->dlogit, hlast, m->p.oW, B, prev, 1);
     for (int i = nh - 1; i >= 0; i--) {
         int in = i ? t->hidden[i - 1] : D;
         const float *x = i ? w->act[i - 1] : w->xs[t->n_cross];
         rk_relu_backward(da, da, w->act[i], (size_t)B * (size_t)t->hidden[i]);
         float *dx = i ? dtmp : w->dxl;
-        rk_linear_backward(dx, gmW[i], gmb[i], da, x, m->mlp_W[i], B, in, t->hidden[i]);
+        rk_linear_backward(dx, gp.mW[i], gp.mb[i], da, x, m->p.mW[i], B, in, t->hidden[i]);
         if (i) {
             float *sw = da;
             da = dtmp;
@@ -438,14 +595,44 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     /* w->dxl = d loss / d x_L; walk the cross layers back to x0. */
     memset(w->dx0, 0, (size_t)B * (size_t)D * sizeof(float));
     for (int l = t->n_cross - 1; l >= 0; l--)
-        rk_cross_backward(w->dx0, w->dxl, gcW[l], gcb[l], w->dxl, w->x0, w->xs[l], w->us[l], m->cross_W[l], B, D, w->scratch);
+        rk_cross_backward(w->dx0, w->dxl, gp.cW[l], gp.cb[l], w->dxl, w->x0, w->xs[l], w->us[l], m->p.cW[l], B, D, w->scratch);
     /* x_0 feeds layer 0 as x_l too: add that path. */
     cblas_saxpy(B * D, 1.0f, w->dxl, 1, w->dx0, 1);
+    if (t->type == RK_TOWER_DEEPFM) {
+        /* first-order term: dW += dlogit^T x0, dx0 += dlogit W (through scratch) */
+        rk_linear_backward(w->scratch, gp.fW, gp.fb, w->dlogit, w->x0, m->p.fW, B, D, 1);
+        cblas_saxpy(B * D, 1.0f, w->scratch, 1, w->dx0, 1);
+        rk_fm_backward(w->dx0, w->dlogit, w->x0, (size_t)D, m->fm_cols, m->n_fm, m->fm_k, B);
+    }
 }
 
 /* ---------------------------------------------------------------- predict */
 
+rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *pctr, float *member_pctr,
+                                   float *member_w, rk_err *err) {
+    const int M = m->n_members, n = b->n_rows;
+    if (M == 0) return rk_model_predict(m, b, pctr, err);
+    float *mp = rk_malloc((size_t)n * (size_t)M * sizeof(float));
+    if (!mp) return rk_fail(err, RK_ENOMEM, "predict: out of memory");
+    rk_status s = RK_OK;
+    for (int i = 0; i < M && s == RK_OK; i++) s = rk_model_predict(m->member[i], b, mp + (size_t)i * n, err);
+    double tau = exp((double)m->log_tau);
+    for (int r = 0; s == RK_OK && r < n; r++) {
+        float p[RK_MAX_MEMBERS];
+        double w[RK_MAX_MEMBERS];
+        for (int i = 0; i < M; i++) p[i] = mp[(size_t)i * n + r];
+        pctr[r] = (float)rk_fuse(m->cfg.fusion.type, p, M, tau, w);
+        for (int i = 0; i < M; i++) {
+            if (member_pctr) member_pctr[(size_t)r * M + i] = p[i];
+            if (member_w) member_w[(size_t)r * M + i] = (float)w[i];
+        }
+    }
+    rk_free(mp);
+    return s;
+}
+
 rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk_err *err) {
+    if (m->n_members) return rk_model_predict_members(m, b, pctr, NULL, NULL, err);
     const int chunk = 512;
     rk_work w;
     rk_status s = rk_work_init(&w, m, chunk, 0, err);

@@ -9,8 +9,10 @@
  * A model bundle is a directory:
  *   model.json          config, schema, features, tower, training metadata
  *   dense.safetensors   every dense parameter (PyTorch-readable, [out,in])
- *   tables/             RocksDB, one column family per embedding table,
- *                       key = 8-byte big-endian row, value = dim float32 LE
+ *   tables/             the embedding store (store.h): RocksDB, one column
+ *                       family per table, key = 8-byte big-endian row,
+ *                       value = the row in the table's codec (fp32, fp16 or
+ *                       row-wise int8; model.json tables[].codec)
  * Bundles are written into a temporary sibling directory and renamed into
  * place, so a half-written bundle is never loadable.
  */
@@ -60,11 +62,12 @@ typedef struct {
     int auc_defined;     /* 0 when all labels are equal */
     double logloss;      /* mean BCE, p clamped to [1e-7, 1-1e-7] */
     double ne;           /* normalized entropy = logloss / H(base_rate); NAN if base rate is 0 or 1 */
-    double calibration;  /* mean_pctr / base_rate */
+    double calibration;  /* mean_pctr / base_rate; NAN if base rate is 0 */
 } rk_metrics;
 
 /* pctr, label: n values each; labels must be 0 or 1, pctr finite in [0,1].
- * Float64 accumulation. Errors: RK_EINVAL naming the first bad index. */
+ * Float64 accumulation. Errors: RK_EINVAL naming the first bad index (or
+ * n == 0); *out is written only on success. */
 rk_status rk_metrics_compute(const float *pctr, const float *label, size_t n, rk_metrics *out,
                              rk_err *err);
 
@@ -72,7 +75,11 @@ rk_status rk_metrics_compute(const float *pctr, const float *label, size_t n, rk
 
 typedef enum { RK_FEAT_SPARSE = 0, RK_FEAT_DENSE = 1 } rk_feat_kind;
 typedef enum { RK_SIDE_USER = 0, RK_SIDE_ITEM = 1 } rk_side;
-typedef enum { RK_TOWER_DNN = 0, RK_TOWER_DCNV2 = 1 } rk_tower_type;
+/* DNN: ReLU MLP. DCNv2: cross layers then the MLP. DeepFM (Guo et al. 2017):
+ * the MLP's logit + a first-order linear term over x0 + the FM second-order
+ * term over the sparse features' pooled embeddings (all of one dim). */
+typedef enum { RK_TOWER_DNN = 0, RK_TOWER_DCNV2 = 1, RK_TOWER_DEEPFM = 2 } rk_tower_type;
+#define RK_MAX_MEMBERS 8
 
 typedef struct {
     char name[RK_NAME_MAX];    /* feature name, also the request's feature name */
@@ -95,6 +102,22 @@ typedef struct {
     int n_hidden;
     int hidden[RK_MAX_HIDDEN]; /* MLP widths, ReLU after each */
 } rk_tower_cfg;
+
+typedef struct {
+    char name[RK_NAME_MAX];
+    rk_tower_cfg tower;
+    int dim;                   /* embedding dim of every sparse feature; 0 = the features' own */
+} rk_member_cfg;
+
+typedef enum { RK_FUSION_CONFIDENCE = 0, RK_FUSION_MEAN = 1 } rk_fusion_type;
+
+typedef struct {
+    rk_fusion_type type;       /* confidence (general softmax over -entropy) or plain mean */
+    float tau;                 /* softmax temperature (> 0), default 1 */
+    int learn_tau;             /* learn log(tau) with the fused loss */
+    float lambda;              /* weight of each member's pull toward sg(fused) */
+    float w_fused, w_member;   /* weights of BCE(fused, y) and of each BCE(member, y) */
+} rk_fusion_cfg;
 
 typedef struct {
     uint64_t seed;
@@ -121,6 +144,13 @@ typedef struct {
     char alias_user_id[RK_NAME_MAX];
     char alias_recent_items[RK_NAME_MAX];
     char alias_ad_id[RK_NAME_MAX];
+    /* CETNet ensemble (Liu et al. 2024; papers.md §5, §6.4). n_members == 0:
+     * a single model with `tower`. n_members > 0: M members, each with its
+     * own embedding tables and tower, sharing the feature definitions (a
+     * member may override the embedding dim), fused per example. */
+    int n_members;
+    rk_member_cfg members[RK_MAX_MEMBERS];
+    rk_fusion_cfg fusion;
 } rk_model_cfg;
 
 /* Parse a model config (the "config" part of model.json or a config file
@@ -131,6 +161,12 @@ rk_status rk_model_cfg_parse(const char *json_text, rk_model_cfg *out, rk_err *e
 void rk_model_cfg_default(rk_model_cfg *c);
 /* Width of the tower input: sum of sparse dims + number of dense features. */
 int rk_model_cfg_input_dim(const rk_model_cfg *c);
+/* The config of ensemble member i: the ensemble's features (dims replaced
+ * by the member's dim when set), the member's tower, name and a seed derived
+ * from the ensemble's seed and i. */
+void rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out);
+/* "dnn", "dcnv2" or "deepfm". */
+const char *rk_tower_name(rk_tower_type t);
 /* Index of a feature by name, -1 if none. */
 int rk_model_cfg_find(const rk_model_cfg *c, const char *name);
 
@@ -196,6 +232,18 @@ const char *rk_model_version(const rk_model *m);
  * exists it is replaced only when overwrite != 0, else RK_EEXIST. */
 rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json,
                         int overwrite, rk_err *err);
+/* Same, with every embedding table stored in the row codec named codec
+ * ("fp32", "fp16" or "int8": store.h's rk_codec; recorded in model.json's
+ * tables[].codec). rk_model_save is this with "fp32". Errors as
+ * rk_model_save, plus RK_EINVAL for an unknown codec. */
+rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *metrics_json,
+                              int overwrite, const char *codec, rk_err *err);
+/* Re-encode a bundle's embedding tables: read the bundle in_dir (tables
+ * decoded to float32), write out_dir with codec; model.json (config,
+ * metrics) and dense.safetensors carry over. out_dir must not exist unless
+ * overwrite. `rank store convert` calls this. */
+rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *codec,
+                           int overwrite, rk_err *err);
 
 /* ====================================================================== scorer */
 
@@ -223,9 +271,26 @@ rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_
 rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *model_us,
                         rk_err *err);
 
+/* After rk_scorer_run on an ensemble: row's member pCTRs and fusion weights,
+ * M = rk_model_n_members values each (either pointer may be NULL).
+ * RK_EINVAL for a single model or a row outside the last batch. */
+rk_status rk_scorer_member_scores(const rk_scorer *s, int row, float *pctr, float *weight, rk_err *err);
+
 /* Score a featurized batch directly (used by training-time evaluation and
  * `rank score`): pctr[b->n_rows]. Shows a progress bar from 100,000 rows. */
 rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk_err *err);
+
+/* CETNet ensembles (a single model has 0 members). */
+int rk_model_n_members(const rk_model *m);
+/* Member name from model.json, NULL when i is out of range. */
+const char *rk_model_member_name(const rk_model *m, int i);
+/* Fusion temperature (learned or fixed); 0 for a single model. */
+double rk_model_tau(const rk_model *m);
+/* Fused pCTR[n_rows] plus each member's pCTR and fusion weight, row-major
+ * [n_rows, M] (either may be NULL). A single model behaves as
+ * rk_model_predict. Fusion: papers.md §6.4 (rank/fusion.c). */
+rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *pctr, float *member_pctr,
+                                   float *member_w, rk_err *err);
 
 /* ====================================================================== training */
 
@@ -236,12 +301,17 @@ typedef struct {
 
 /* Train per cfg on train_path with early stopping on valid AUC, keeping the
  * best epoch's parameters. Fills metrics (valid/test) and returns the model.
- * Progress bar with examples/s on stderr. */
+ * Progress bar with examples/s on stderr. A single model minimizes BCE; an
+ * ensemble (cfg->n_members > 0) trains all members in one run on the
+ * collaborative loss of rank/fusion.c (lambda = 0: members independent but
+ * for the fused term's gradient; w_fused = 0 and lambda = 0: independent). */
 typedef struct {
     int best_epoch, epochs_run;
     double train_examples_per_s;
-    rk_metrics valid, test;
+    rk_metrics valid, test;          /* the model's (an ensemble's fused) metrics */
     int have_test;
+    int n_members;                   /* ensembles: each member's metrics inside the ensemble */
+    rk_metrics member_valid[RK_MAX_MEMBERS], member_test[RK_MAX_MEMBERS];
 } rk_train_report;
 rk_status rk_train(const rk_model_cfg *cfg, const rk_train_io *io, rk_model **out,
                    rk_train_report *rep, rk_err *err);

@@ -20,7 +20,10 @@ struct rk_scorer {
     uint64_t *st_key[RK_MAX_FEATURES];
     size_t st_n[RK_MAX_FEATURES];
     uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] values per row */
-    rk_work w;
+    int n_models;                       /* 1, or the ensemble's members */
+    const rk_model *models[RK_MAX_MEMBERS];
+    rk_work w[RK_MAX_MEMBERS];
+    float *mp, *mw;                     /* ensemble: member pCTR and weight [max_rows, M] */
     rk_embed_scratch *scr;
 };
 
@@ -32,7 +35,9 @@ void rk_scorer_destroy(rk_scorer *s) {
         rk_free(s->cnt[f]);
     }
     rk_batch_free(&s->b);
-    rk_work_free(&s->w);
+    for (int i = 0; i < RK_MAX_MEMBERS; i++) rk_work_free(&s->w[i]);
+    rk_free(s->mp);
+    rk_free(s->mw);
     rk_embed_scratch_destroy(s->scr);
     rk_free(s);
 }
@@ -41,16 +46,30 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
     *out = NULL;
     if (max_rows <= 0 || max_values_per_row <= 0)
         return rk_fail(err, RK_EINVAL, "scorer: max_rows and max_values_per_row must be > 0");
-    if (!m->store) return rk_fail(err, RK_EINVAL, "scorer: the model must be opened from a bundle");
     rk_scorer *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     s->m = m;
+    s->n_models = m->n_members ? m->n_members : 1;
+    int max_dim = 1;
+    for (int i = 0; i < s->n_models; i++) {
+        s->models[i] = m->n_members ? m->member[i] : m;
+        if (!s->models[i]->store) {
+            rk_free(s);
+            return rk_fail(err, RK_EINVAL, "scorer: the model must be opened from a bundle");
+        }
+        if (s->models[i]->max_dim > max_dim) max_dim = s->models[i]->max_dim;
+    }
     s->max_rows = max_rows;
     s->max_per_row = max_values_per_row;
     s->cap_values = (size_t)max_rows * (size_t)max_values_per_row;
     rk_status st = rk_batch_alloc(&s->b, &m->cfg, max_rows, s->cap_values, err);
-    if (st == RK_OK) st = rk_work_init(&s->w, m, max_rows, 0, err);
-    if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, m->max_dim, &s->scr, err);
+    for (int i = 0; st == RK_OK && i < s->n_models; i++) st = rk_work_init(&s->w[i], s->models[i], max_rows, 0, err);
+    if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, max_dim, &s->scr, err);
+    if (st == RK_OK && m->n_members) {
+        s->mp = rk_malloc((size_t)max_rows * (size_t)m->n_members * sizeof(float));
+        s->mw = rk_malloc((size_t)max_rows * (size_t)m->n_members * sizeof(float));
+        if (!s->mp || !s->mw) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+    }
     for (int f = 0; st == RK_OK && f < m->cfg.n_features; f++) {
         if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
         s->st_row[f] = rk_malloc(s->cap_values * sizeof(uint32_t));
@@ -121,17 +140,45 @@ rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *mo
         for (size_t k = 0; k < s->st_n[f]; k++) b->rows[f][s->cnt[f][s->st_row[f][k]]++] = s->st_key[f][k];
         for (int r = 0; r < B; r++) s->cnt[f][r] -= off[r];
     }
-    double t0 = rk_now();
-    rk_status st = rk_model_fill_x0(m, b, &s->w, s->scr, err);
-    if (st) return st;
-    double t1 = rk_now();
-    rk_model_forward(m, &s->w, B);
-    for (int i = 0; i < B; i++) {
-        pctr[i] = rk_sigmoid(s->w.logit[i]);
-        if (!isfinite(pctr[i])) return rk_fail(err, RK_ENUMERIC, "candidate %d: pCTR is not finite", i);
+    double t0 = rk_now(), lookup = 0;
+    const int M = m->n_members;
+    double tau = M ? exp((double)m->log_tau) : 0;
+    for (int i = 0; i < s->n_models; i++) {
+        double a = rk_now();
+        rk_status st = rk_model_fill_x0(s->models[i], b, &s->w[i], s->scr, err);
+        if (st) return st;
+        lookup += rk_now() - a;
+        rk_model_forward(s->models[i], &s->w[i], B);
     }
+    for (int r = 0; r < B; r++) {
+        if (M == 0) {
+            pctr[r] = rk_sigmoid(s->w[0].logit[r]);
+        } else {
+            float p[RK_MAX_MEMBERS];
+            double w[RK_MAX_MEMBERS];
+            for (int i = 0; i < M; i++) p[i] = rk_sigmoid(s->w[i].logit[r]);
+            pctr[r] = (float)rk_fuse(m->cfg.fusion.type, p, M, tau, w);
+            for (int i = 0; i < M; i++) {
+                s->mp[(size_t)r * M + i] = p[i];
+                s->mw[(size_t)r * M + i] = (float)w[i];
+            }
+        }
+        if (!isfinite(pctr[r])) return rk_fail(err, RK_ENUMERIC, "candidate %d: pCTR is not finite", r);
+    }
+    double t1 = t0 + lookup;
     double t2 = rk_now();
     if (lookup_us) *lookup_us = (t1 - t0) * 1e6;
     if (model_us) *model_us = (t2 - t1) * 1e6;
+    return RK_OK;
+}
+
+rk_status rk_scorer_member_scores(const rk_scorer *s, int row, float *pctr, float *weight, rk_err *err) {
+    const int M = s->m->n_members;
+    if (M == 0) return rk_fail(err, RK_EINVAL, "member scores: the model is not an ensemble");
+    if (row < 0 || row >= s->n_rows) return rk_fail(err, RK_EINVAL, "member scores: row %d outside the batch of %d", row, s->n_rows);
+    for (int i = 0; i < M; i++) {
+        if (pctr) pctr[i] = s->mp[(size_t)row * M + i];
+        if (weight) weight[i] = s->mw[(size_t)row * M + i];
+    }
     return RK_OK;
 }

@@ -21,10 +21,14 @@
  * grpc_call_start_batch is copied before it (§2.5 use-after-free trap).
  *
  * Shutdown (§2.2 step 8, §2.6): set the flag; grpc_server_shutdown_and_notify
- * (pending requests then complete with success == 0 and are released, not
- * re-posted); pluck the shutdown tag for grace_ms, else cancel every call and
- * pluck again; wait until no call context is live (the shutdown tag alone
- * does not mean our handlers are done, and shutting a cq down under a
+ * (posted requests then complete with success == 0 and are released, not
+ * re-posted; calls being answered finish); wait up to grace_ms until no call
+ * context is live; then pluck the shutdown tag for at most 200 ms more and,
+ * if it has not come, cancel every call and pluck again. (Under load a call
+ * can race the shutdown into core's pending queue where no handler will see
+ * it; the tag then never comes by itself: seen as a 5 s stall with the plain
+ * grace-then-cancel sequence.) Then wait until no context is live (the tag
+ * alone does not mean our handlers are done, and shutting a cq down under a
  * running handler aborts in grpc_cq_begin_op); destroy the server; shut the
  * cqs down; join the workers; destroy the cqs; grpc_shutdown().
  */
@@ -174,6 +178,17 @@ static int post(worker *w, call_kind kind) {
 
 /* ------------------------------------------------------------ handlers */
 
+/* protobuf-c allocations (health requests) through rk_malloc. */
+static void *pb_alloc(void *d, size_t n) {
+    (void)d;
+    return rk_malloc(n);
+}
+static void pb_free(void *d, void *p) {
+    (void)d;
+    rk_free(p);
+}
+static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
+
 /* Copy the request message into w->in. Returns its length, or -1 if it is
  * larger than the buffer (cannot happen below the max receive size). */
 static long read_payload(worker *w, grpc_byte_buffer *bb) {
@@ -237,7 +252,7 @@ static grpc_status_code handle_health(call_ctx *c) {
     atomic_fetch_add(&w->srv->health, 1);
     long n = c->payload ? read_payload(w, c->payload) : 0;
     Grpc__Health__V1__HealthCheckRequest *req =
-        n < 0 ? NULL : grpc__health__v1__health_check_request__unpack(NULL, (size_t)n, w->in);
+        n < 0 ? NULL : grpc__health__v1__health_check_request__unpack(&pb_allocator, (size_t)n, w->in);
     if (!req) {
         c->status_details =
             grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
@@ -257,7 +272,7 @@ static grpc_status_code handle_health(call_ctx *c) {
         c->status_details = grpc_slice_from_copied_string(msg);
         code = GRPC_STATUS_NOT_FOUND;
     }
-    grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+    grpc__health__v1__health_check_request__free_unpacked(req, &pb_allocator);
     return code;
 }
 
@@ -380,6 +395,18 @@ static void wait_contexts(rk_server *s) {
     while (atomic_load(&s->live) > 0) sleep_ms(1);
 }
 
+/* Release the posted contexts of a worker whose thread never started (a
+ * failed start), from the calling thread: after shutdown_and_notify they
+ * complete at once with success == 0. */
+static void drain_unstarted(worker *w) {
+    for (;;) {
+        grpc_event e = grpc_completion_queue_next(
+            w->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN)), NULL);
+        if (e.type != GRPC_OP_COMPLETE) break;
+        ctx_put(e.tag);
+    }
+}
+
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err) {
     *out = NULL;
@@ -497,29 +524,27 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     atomic_store(&s->shutting_down, 1);
     static int shutdown_tag;
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &shutdown_tag);
-    gpr_timespec grace =
-        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(s->o.grace_ms, GPR_TIMESPAN));
-    grpc_event ev = grpc_completion_queue_pluck(s->shutdown_cq, &shutdown_tag, grace, NULL);
+    /* Our calls: the posted requests fail at once (released by the
+     * workers); calls being answered finish. Give them grace_ms. */
+    double t_end = rk_now() + s->o.grace_ms * 1e-3;
+    for (int i = 0; i < s->n_workers; i++)
+        if (!s->workers[i].thread_started) drain_unstarted(&s->workers[i]);
+    while (atomic_load(&s->live) > 0 && rk_now() < t_end) sleep_ms(1);
+    /* Once none of ours is left, what core still waits for are calls no
+     * handler will ever see (a call that raced the shutdown into the
+     * pending queue, an idle connection): wait briefly, then cancel. */
+    int wait_ms = atomic_load(&s->live) > 0 ? 0 : 200;
+    grpc_event ev = grpc_completion_queue_pluck(
+        s->shutdown_cq, &shutdown_tag,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(wait_ms, GPR_TIMESPAN)), NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
-        rk_warn("rankd: calls still running after %d ms: cancelling them", s->o.grace_ms);
+        if (atomic_load(&s->live) > 0)
+            rk_warn("rankd: calls still running after %d ms: cancelling them", s->o.grace_ms);
         grpc_server_cancel_all_calls(s->server);
         grpc_completion_queue_pluck(s->shutdown_cq, &shutdown_tag,
                                     gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     }
-    /* Workers still run here and release the failed requests and the last
-     * replies; if a worker thread never started, release its posted
-     * contexts by draining its cq from this thread instead. */
-    for (int i = 0; i < s->n_workers; i++) {
-        worker *w = &s->workers[i];
-        if (w->thread_started) continue;
-        for (;;) {
-            grpc_event e = grpc_completion_queue_next(
-                w->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN)),
-                NULL);
-            if (e.type != GRPC_OP_COMPLETE) break;
-            ctx_put(e.tag);
-        }
-    }
+    /* after a cancel, the handlers' reply batches fail and release their contexts */
     wait_contexts(s);
     grpc_server_destroy(s->server);
     for (int i = 0; i < s->n_workers; i++) grpc_completion_queue_shutdown(s->workers[i].cq);

@@ -148,6 +148,7 @@ struct rk_service {
     uint8_t *out;                      /* packed response */
     size_t out_cap;
     const char *tower_name;
+    int n_towers;                      /* 1, or the ensemble's members */
 };
 
 rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
@@ -185,9 +186,10 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->pctr = rk_malloc(n * sizeof *s->pctr);
     s->scores = rk_malloc(n * sizeof *s->scores);
     s->score_ptrs = rk_malloc(n * sizeof *s->score_ptrs);
-    s->towers = rk_malloc(n * sizeof *s->towers);
-    s->tower_ptrs = rk_malloc(n * sizeof *s->tower_ptrs);
-    s->out_cap = 64 * n + 4096;
+    s->n_towers = rk_model_n_members(m) ? rk_model_n_members(m) : 1;
+    s->towers = rk_malloc(n * (size_t)s->n_towers * sizeof *s->towers);
+    s->tower_ptrs = rk_malloc(n * (size_t)s->n_towers * sizeof *s->tower_ptrs);
+    s->out_cap = 64 * n * (size_t)(1 + s->n_towers) + 4096;
     s->out = rk_malloc(s->out_cap);
     if (!s->ar.base || !s->pctr || !s->scores || !s->score_ptrs || !s->towers || !s->tower_ptrs ||
         !s->out) {
@@ -195,7 +197,7 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d candidates",
                        o->max_candidates);
     }
-    s->tower_name = s->cfg->tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn";
+    s->tower_name = rk_tower_name(s->cfg->tower.type);
     *out = s;
     return RK_OK;
 }
@@ -370,8 +372,14 @@ static int fill_side(rk_service *s, rk_side side, const char *where, size_t n_sp
     int code;
     for (int a = 0; a < n_aliases; a++) {
         const alias_in *al = &aliases[a];
-        if (al->feature < 0 || al->n_values == 0) continue;
         snprintf(field, sizeof field, ".%s", al->field);
+        if (al->feature < 0) { /* not a model input; still no invalid UTF-8 anywhere */
+            for (size_t k = 0; k < al->n_values; k++)
+                if (!utf8_valid(al->values[k]))
+                    return failf(err, ST_INVALID_ARGUMENT, "%s%s[%zu]: invalid UTF-8", where, field, k);
+            continue;
+        }
+        if (al->n_values == 0) continue;
         if ((code = mark_seen(&seen, al->feature, where, field, cfg->features[al->feature].name,
                               err)))
             return code;
@@ -511,14 +519,27 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         sc->ad_id = req->candidates[i]->ad_id;
         sc->pctr = s->pctr[i];
         if (req->return_tower_scores) {
-            Rankd__V1__TowerScore *t = &s->towers[i];
-            rankd__v1__tower_score__init(t);
-            t->tower = (char *)s->tower_name;
-            t->pctr = s->pctr[i];
-            t->weight = 1.0f; /* one tower: all of the weight */
-            s->tower_ptrs[i] = t;
-            sc->n_towers = 1;
-            sc->towers = &s->tower_ptrs[i];
+            /* a single model: its one tower with all of the weight; an
+             * ensemble: each member's pCTR and fusion weight */
+            const int T = s->n_towers;
+            float mp[RK_MAX_MEMBERS], mw[RK_MAX_MEMBERS];
+            if (rk_model_n_members(s->m)) {
+                rk_status ms = rk_scorer_member_scores(s->scorer, i, mp, mw, err);
+                if (ms) return ST_INTERNAL;
+            } else {
+                mp[0] = s->pctr[i];
+                mw[0] = 1.0f;
+            }
+            for (int k = 0; k < T; k++) {
+                Rankd__V1__TowerScore *t = &s->towers[(size_t)i * T + k];
+                rankd__v1__tower_score__init(t);
+                t->tower = (char *)(rk_model_n_members(s->m) ? rk_model_member_name(s->m, k) : s->tower_name);
+                t->pctr = mp[k];
+                t->weight = mw[k];
+                s->tower_ptrs[(size_t)i * T + k] = t;
+            }
+            sc->n_towers = (size_t)T;
+            sc->towers = &s->tower_ptrs[(size_t)i * T];
         }
         s->score_ptrs[i] = sc;
     }

@@ -66,7 +66,7 @@ static size_t table_floats(const rk_feature *f) { return (size_t)f->table_size *
 
 static rk_status snap_take(snapshot *s, const rk_model *m, int to_model, rk_err *err) {
     if (!to_model && !s->params) {
-        s->params = rk_malloc(m->n_floats * sizeof(float));
+        s->params = rk_malloc((m->n_floats ? m->n_floats : 1) * sizeof(float));
         if (!s->params) return rk_fail(err, RK_ENOMEM, "train: out of memory for a snapshot");
         for (int f = 0; f < m->cfg.n_features; f++) {
             if (!m->tables[f]) continue;
@@ -85,6 +85,72 @@ static rk_status snap_take(snapshot *s, const rk_model *m, int to_model, rk_err 
     return RK_OK;
 }
 
+/* Per-tower training state: one for a single model, one per ensemble member. */
+typedef struct {
+    rk_model *m;
+    rk_work w;
+    float *g, *am, *av;                  /* dense gradient and Adam moments */
+    float *dtab[RK_MAX_FEATURES];        /* embedding gradients (touched rows only non-zero) */
+    float *gs[RK_MAX_FEATURES];          /* Adagrad accumulators */
+    snapshot best;
+} tower_state;
+
+static void tower_free(tower_state *t) {
+    rk_work_free(&t->w);
+    rk_free(t->g);
+    rk_free(t->am);
+    rk_free(t->av);
+    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+        rk_free(t->dtab[f]);
+        rk_free(t->gs[f]);
+    }
+    snap_free(&t->best);
+}
+
+static rk_status tower_init(tower_state *t, rk_model *m, int BS, rk_err *err) {
+    t->m = m;
+    rk_status s = rk_work_init(&t->w, m, BS, 1, err);
+    if (s) return s;
+    size_t n = m->n_floats ? m->n_floats : 1;
+    t->g = rk_calloc(n, sizeof(float));
+    t->am = rk_calloc(n, sizeof(float));
+    t->av = rk_calloc(n, sizeof(float));
+    if (!t->g || !t->am || !t->av) return rk_fail(err, RK_ENOMEM, "train: out of memory");
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        t->dtab[f] = rk_calloc(table_floats(&m->cfg.features[f]), sizeof(float));
+        t->gs[f] = rk_calloc(table_floats(&m->cfg.features[f]), sizeof(float));
+        if (!t->dtab[f] || !t->gs[f])
+            return rk_fail(err, RK_ENOMEM, "train: out of memory for table '%s' state", m->cfg.features[f].name);
+    }
+    return RK_OK;
+}
+
+/* Backward from t->w.dlogit, then one optimizer step on dense (Adam) and on
+ * the touched embedding rows (Adagrad). uniq: scratch of the batch's values. */
+static void tower_step(tower_state *t, const rk_batch *bt, int n, long step, uint64_t *uniq) {
+    rk_model *m = t->m;
+    const rk_train_cfg *tc = &m->cfg.train;
+    memset(t->g, 0, m->n_floats * sizeof(float));
+    rk_model_backward(m, &t->w, n, t->g);
+    rk_adam_step(m->params, t->g, t->am, t->av, m->n_floats, tc->lr_dense, tc->adam_b1, tc->adam_b2, tc->adam_eps, step);
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE) continue;
+        size_t nv = bt->offsets[f][n];
+        if (!nv) continue;
+        rk_embedding_bag_backward(t->dtab[f], t->w.dx0 + m->col[f], (size_t)m->D, bt->offsets[f], bt->rows[f], n, ft->dim,
+                                  ft->pool);
+        memcpy(uniq, bt->rows[f], nv * sizeof(uint64_t));
+        qsort(uniq, nv, sizeof(uint64_t), cmp_u64);
+        size_t nu = 0;
+        for (size_t k = 0; k < nv; k++)
+            if (k == 0 || uniq[k] != uniq[nu - 1]) uniq[nu++] = uniq[k];
+        rk_adagrad_rows(m->tables[f], t->dtab[f], t->gs[f], uniq, nu, ft->dim, tc->lr_embed, tc->adagrad_eps);
+        for (size_t k = 0; k < nu; k++) memset(t->dtab[f] + uniq[k] * (size_t)ft->dim, 0, (size_t)ft->dim * sizeof(float));
+    }
+}
+
 rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model **out, rk_train_report *rep, rk_err *err) {
     *out = NULL;
     memset(rep, 0, sizeof *rep);
@@ -93,18 +159,24 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     if (s) return s;
     rk_dataset tr = {0}, va = {0}, te = {0};
     rk_model *m = NULL;
-    float *g = NULL, *am = NULL, *av = NULL, *dtab[RK_MAX_FEATURES] = {0}, *gs[RK_MAX_FEATURES] = {0};
+    tower_state ts[RK_MAX_MEMBERS];
+    memset(ts, 0, sizeof ts);
     uint64_t *uniq = NULL;
     uint32_t *perm = NULL;
+    double *dz = NULL;
     rk_batch bt = {0};
-    rk_work w = {0};
-    snapshot best = {0};
+    float best_log_tau = 0;
     if ((s = rk_dataset_load(io->train_path, &cfg, &tr, err))) goto done;
     if ((s = rk_dataset_load(io->valid_path, &cfg, &va, err))) goto done;
     if (io->test_path && (s = rk_dataset_load(io->test_path, &cfg, &te, err))) goto done;
+    if (!tr.has_labels || !va.has_labels) {
+        s = rk_fail(err, RK_EFORMAT, "%s: no label column '%s'", tr.has_labels ? io->valid_path : io->train_path, cfg.label_column);
+        goto done;
+    }
     openblas_set_num_threads(cfg.train.threads);
     if ((s = rk_model_create(&cfg, &m, err))) goto done;
-    const int BS = cfg.train.batch_size, N = tr.b.n_rows, D = m->D;
+    const int BS = cfg.train.batch_size, N = tr.b.n_rows;
+    const int M = m->n_members, NT = M ? M : 1;
     /* Largest bag total per feature in any batch: bounded by BS x widest row. */
     size_t maxrow = 1;
     for (int f = 0; f < cfg.n_features; f++) {
@@ -115,24 +187,14 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
         }
     }
     if ((s = rk_batch_alloc(&bt, &cfg, BS, (size_t)BS * maxrow, err))) goto done;
-    if ((s = rk_work_init(&w, m, BS, 1, err))) goto done;
-    g = rk_calloc(m->n_floats, sizeof(float));
-    am = rk_calloc(m->n_floats, sizeof(float));
-    av = rk_calloc(m->n_floats, sizeof(float));
+    for (int i = 0; i < NT; i++)
+        if ((s = tower_init(&ts[i], M ? m->member[i] : m, BS, err))) goto done;
     uniq = rk_malloc((size_t)BS * maxrow * sizeof(uint64_t));
     perm = rk_malloc((size_t)N * sizeof(uint32_t));
-    if (!g || !am || !av || !uniq || !perm) {
+    dz = rk_malloc((size_t)NT * sizeof(double));
+    if (!uniq || !perm || !dz) {
         s = rk_fail(err, RK_ENOMEM, "train: out of memory");
         goto done;
-    }
-    for (int f = 0; f < cfg.n_features; f++) {
-        if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
-        dtab[f] = rk_calloc(table_floats(&cfg.features[f]), sizeof(float));
-        gs[f] = rk_calloc(table_floats(&cfg.features[f]), sizeof(float));
-        if (!dtab[f] || !gs[f]) {
-            s = rk_fail(err, RK_ENOMEM, "train: out of memory for table '%s' state", cfg.features[f].name);
-            goto done;
-        }
     }
     for (int i = 0; i < N; i++) perm[i] = (uint32_t)i;
     rk_rng rng;
@@ -141,6 +203,7 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     double best_auc = -1, train_time = 0;
     long train_examples = 0;
     int since_best = 0;
+    float tau_m = 0, tau_v = 0; /* Adam state of log(tau) */
     const rk_train_cfg *tc = &cfg.train;
     for (int epoch = 1; epoch <= tc->max_epochs; epoch++) {
         for (int i = N - 1; i > 0; i--) {
@@ -157,32 +220,39 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
         for (int b0 = 0; b0 < N; b0 += BS) {
             int n = N - b0 < BS ? N - b0 : BS;
             gather(&tr.b, &cfg, perm + b0, n, &bt);
-            if ((s = rk_model_fill_x0(m, &bt, &w, NULL, err))) goto done;
-            rk_model_forward(m, &w, n);
-            double loss = rk_bce_logits(w.logit, bt.labels, n, w.dlogit);
+            for (int i = 0; i < NT; i++) {
+                if ((s = rk_model_fill_x0(ts[i].m, &bt, &ts[i].w, NULL, err))) goto done;
+                rk_model_forward(ts[i].m, &ts[i].w, n);
+            }
+            double loss;
+            if (M == 0) {
+                loss = rk_bce_logits(ts[0].w.logit, bt.labels, n, ts[0].w.dlogit);
+            } else {
+                /* collaborative loss, per example (rank/fusion.c) */
+                double tau = exp((double)m->log_tau), dlt_sum = 0;
+                loss = 0;
+                for (int r = 0; r < n; r++) {
+                    float z[RK_MAX_MEMBERS];
+                    double dlt;
+                    for (int i = 0; i < M; i++) z[i] = ts[i].w.logit[r];
+                    loss += rk_collab_grad(&cfg.fusion, tau, z, M, bt.labels[r], dz, &dlt);
+                    for (int i = 0; i < M; i++) ts[i].w.dlogit[r] = (float)(dz[i] / n);
+                    dlt_sum += dlt;
+                }
+                loss /= n;
+                if (cfg.fusion.learn_tau && cfg.fusion.type == RK_FUSION_CONFIDENCE) {
+                    float g = (float)(dlt_sum / n);
+                    rk_adam_step(&m->log_tau, &g, &tau_m, &tau_v, 1, tc->lr_dense, tc->adam_b1, tc->adam_b2, tc->adam_eps, step + 1);
+                    if (m->log_tau < -6.9f) m->log_tau = -6.9f; /* tau >= 1e-3, as the config allows */
+                }
+            }
             if (!isfinite(loss)) {
                 s = rk_fail(err, RK_ENUMERIC, "train: loss became non-finite at epoch %d step %ld (lower the learning rates)", epoch, step);
                 goto done;
             }
             loss_sum += loss * n;
-            memset(g, 0, m->n_floats * sizeof(float));
-            rk_model_backward(m, &w, n, g);
             step++;
-            rk_adam_step(m->params, g, am, av, m->n_floats, tc->lr_dense, tc->adam_b1, tc->adam_b2, tc->adam_eps, step);
-            for (int f = 0; f < cfg.n_features; f++) {
-                const rk_feature *ft = &cfg.features[f];
-                if (ft->kind != RK_FEAT_SPARSE) continue;
-                size_t nv = bt.offsets[f][n];
-                if (!nv) continue;
-                rk_embedding_bag_backward(dtab[f], w.dx0 + m->col[f], (size_t)D, bt.offsets[f], bt.rows[f], n, ft->dim, ft->pool);
-                memcpy(uniq, bt.rows[f], nv * sizeof(uint64_t));
-                qsort(uniq, nv, sizeof(uint64_t), cmp_u64);
-                size_t nu = 0;
-                for (size_t k = 0; k < nv; k++)
-                    if (k == 0 || uniq[k] != uniq[nu - 1]) uniq[nu++] = uniq[k];
-                rk_adagrad_rows(m->tables[f], dtab[f], gs[f], uniq, nu, ft->dim, tc->lr_embed, tc->adagrad_eps);
-                for (size_t k = 0; k < nu; k++) memset(dtab[f] + uniq[k] * (size_t)ft->dim, 0, (size_t)ft->dim * sizeof(float));
-            }
+            for (int i = 0; i < NT; i++) tower_step(&ts[i], &bt, n, step, uniq);
             rk_progress_add(&pg, (uint64_t)n);
         }
         train_time += rk_now() - t0;
@@ -193,23 +263,36 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
         rep->epochs_run = epoch;
         int improved = vm.auc_defined && vm.auc > best_auc;
         if (!io->quiet)
-            rk_info("epoch %d: train_logloss=%.5f valid_auc=%.4f valid_logloss=%.5f valid_ne=%.4f%s", epoch, loss_sum / N,
-                    vm.auc, vm.logloss, vm.ne, improved ? " (best)" : "");
+            rk_info("epoch %d: train_loss=%.5f valid_auc=%.4f valid_logloss=%.5f valid_ne=%.4f%s", epoch, loss_sum / N, vm.auc,
+                    vm.logloss, vm.ne, improved ? " (best)" : "");
         if (improved) {
             best_auc = vm.auc;
             rep->best_epoch = epoch;
             rep->valid = vm;
             since_best = 0;
-            if ((s = snap_take(&best, m, 0, err))) goto done;
+            best_log_tau = m->log_tau;
+            for (int i = 0; i < NT; i++)
+                if ((s = snap_take(&ts[i].best, ts[i].m, 0, err))) goto done;
         } else if (++since_best >= tc->patience) {
             if (!io->quiet) rk_info("early stop: no valid AUC gain for %d epochs; keeping epoch %d", since_best, rep->best_epoch);
             break;
         }
     }
-    if (best.params && (s = snap_take(&best, m, 1, err))) goto done;
+    for (int i = 0; i < NT; i++)
+        if (ts[i].best.params && (s = snap_take(&ts[i].best, ts[i].m, 1, err))) goto done;
+    if (rep->best_epoch) m->log_tau = best_log_tau;
     rep->train_examples_per_s = train_time > 0 ? (double)train_examples / train_time : 0;
+    rep->n_members = M;
+    for (int i = 0; i < M; i++)
+        if ((s = evaluate(m->member[i], &va, &rep->member_valid[i], err))) goto done;
     if (io->test_path) {
+        if (!te.has_labels) {
+            s = rk_fail(err, RK_EFORMAT, "%s: no label column '%s'", io->test_path, cfg.label_column);
+            goto done;
+        }
         if ((s = evaluate(m, &te, &rep->test, err))) goto done;
+        for (int i = 0; i < M; i++)
+            if ((s = evaluate(m->member[i], &te, &rep->member_test[i], err))) goto done;
         rep->have_test = 1;
     }
     *out = m;
@@ -220,16 +303,9 @@ done:
     rk_dataset_free(&va);
     rk_dataset_free(&te);
     rk_batch_free(&bt);
-    rk_work_free(&w);
-    snap_free(&best);
-    rk_free(g);
-    rk_free(am);
-    rk_free(av);
+    for (int i = 0; i < RK_MAX_MEMBERS; i++) tower_free(&ts[i]);
     rk_free(uniq);
     rk_free(perm);
-    for (int f = 0; f < RK_MAX_FEATURES; f++) {
-        rk_free(dtab[f]);
-        rk_free(gs[f]);
-    }
+    rk_free(dz);
     return s;
 }

@@ -1,33 +1,130 @@
 /*
  * store/store.c — RocksDB-backed embedding tables (see store.h).
  *
- * Reads go through rocksdb_batched_multi_get_cf with pinnable slices: one
- * call per table per batch, keys sorted ascending (RocksDB then walks each
- * SST block once). Options: no compression (float rows barely compress,
- * c-stack.md §4), bloom filter 10 bits/key, 32 MiB LRU block cache with
- * index and filter blocks charged to it so memory stays bounded.
+ * Layout of a store directory: one RocksDB database; column family NAME per
+ * table; in the default column family the metadata record
+ * "rankd.store.meta" (text: "rankd-store 1" then one line per table
+ * "table NAME DIM CODEC ROWS OOV") and one "rankd.oov.NAME" record per table
+ * that has an out-of-vocabulary default row (encoded with the table codec).
+ *
+ * RocksDB options (memory bounded, c-stack.md §4): no compression (float
+ * rows barely compress), bloom filter 10 bits/key (an unknown id costs a
+ * filter probe, not a block read), an LRU block cache of
+ * opts.block_cache_bytes with index and filter blocks charged to it,
+ * memtables capped at 16 MiB in all (db_write_buffer_size).
+ *
+ * Reads: the RAM cache (cache.c) first, with a two-stage software prefetch
+ * pipeline over the batch (index entry 16 keys ahead, slot 8 keys ahead);
+ * the misses are sorted, deduplicated and read with one
+ * rocksdb_batched_multi_get_cf (pinnable slices, sorted input), decoded into
+ * place and inserted into the cache unless an update raced with the read.
+ *
+ * Every RocksDB call that can fail goes through rk_rocks (store_internal.h)
+ * so that tests can inject I/O errors.
  */
-#include "store.h"
-
-#include <rocksdb/c.h>
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "store_internal.h"
 
 #define RK_STORE_STACK_KEYS 512
+#define RK_STORE_META_KEY "rankd.store.meta"
+#define RK_STORE_OOV_PREFIX "rankd.oov."
+#define RK_STORE_FORMAT 1
+#define RK_STORE_NAME_MAX 64
+#define RK_STORE_MAX_TABLES 256
+
+/* ---------------------------------------------------------------- shim */
+
+static void real_sst_put(rocksdb_sstfilewriter_t *w, const char *k, size_t kl, const char *v, size_t vl, char **err) {
+    rocksdb_sstfilewriter_put(w, k, kl, v, vl, err);
+}
+
+static const rk_rocks_api rk_rocks_real = {
+    .open_cf = rocksdb_open_column_families,
+    .open_cf_ro = rocksdb_open_for_read_only_column_families,
+    .write = rocksdb_write,
+    .batched_multi_get_cf = rocksdb_batched_multi_get_cf,
+    .get_cf = rocksdb_get_cf,
+    .sst_open = rocksdb_sstfilewriter_open,
+    .sst_put = real_sst_put,
+    .sst_finish = rocksdb_sstfilewriter_finish,
+    .ingest_cf = rocksdb_ingest_external_file_cf,
+    .flush_cf = rocksdb_flush_cf,
+};
+rk_rocks_api rk_rocks = {
+    .open_cf = rocksdb_open_column_families,
+    .open_cf_ro = rocksdb_open_for_read_only_column_families,
+    .write = rocksdb_write,
+    .batched_multi_get_cf = rocksdb_batched_multi_get_cf,
+    .get_cf = rocksdb_get_cf,
+    .sst_open = rocksdb_sstfilewriter_open,
+    .sst_put = real_sst_put,
+    .sst_finish = rocksdb_sstfilewriter_finish,
+    .ingest_cf = rocksdb_ingest_external_file_cf,
+    .flush_cf = rocksdb_flush_cf,
+};
+
+void rk_rocks_reset(void) { rk_rocks = rk_rocks_real; }
+
+rk_status rk_rocks_status(const char *msg) {
+    if (!msg) return RK_EIO;
+    if (!strncmp(msg, "Corruption", 10)) return RK_EFORMAT;
+    if (!strncmp(msg, "Invalid argument", 16) || !strncmp(msg, "Not implemented", 15)) return RK_EINVAL;
+    if (!strncmp(msg, "Not found", 9)) return RK_ENOTFOUND;
+    return RK_EIO;
+}
+
+/* Turn a RocksDB error string into a status + message; frees it. */
+static rk_status rocks_fail(rk_err *err, char **rerr, const char *fmt_what, const char *path) {
+    const char *m = *rerr ? *rerr : "unknown RocksDB error";
+    rk_status code = rk_rocks_status(*rerr);
+    rk_status s = rk_fail(err, code, "store %s: %s: %s", path, fmt_what, m);
+    rocksdb_free(*rerr);
+    *rerr = NULL;
+    return s;
+}
+
+/* ---------------------------------------------------------------- types */
+
+typedef struct {
+    char name[RK_STORE_NAME_MAX];
+    int dim;
+    rk_codec codec;
+    uint64_t rows;
+    int has_oov;
+} meta_table;
+
+typedef struct {
+    meta_table m;
+    size_t row_bytes;
+    float *oov; /* [dim] decoded default row, NULL = zeros */
+    rocksdb_column_family_handle_t *cf;
+    rk_cache cache;
+    atomic_uint_fast64_t lookups, unknown, db_reads, updates;
+} table;
 
 struct rk_store {
     rocksdb_t *db;
     rocksdb_options_t *opts;
-    rocksdb_cache_t *cache;
+    rocksdb_cache_t *bcache;
     rocksdb_readoptions_t *ro;
-    int n_tables;
-    rocksdb_column_family_handle_t **cf; /* [n_tables] bound tables */
-    int *dims;
+    rocksdb_writeoptions_t *wo;
     rocksdb_column_family_handle_t **all_cf; /* every CF opened (for destroy) */
     int n_all;
+    int n_tables;
+    table *tabs;
+    rk_store_opts o;
+    pthread_mutex_t wmu; /* serializes rk_store_apply */
+    atomic_int refs;     /* used by rk_store_live */
+    int delete_dir;      /* rm -rf path when the last reference goes */
     char path[512];
-    atomic_uint_fast64_t lookups, misses;
 };
 
 static void be64(unsigned char k[8], uint64_t v) {
@@ -37,20 +134,19 @@ static void be64(unsigned char k[8], uint64_t v) {
     }
 }
 
-static rk_status rocks_fail(rk_err *err, char **rerr, rk_status code, const char *what, const char *path) {
-    rk_status s = rk_fail(err, code, "%s %s: %s", what, path, *rerr ? *rerr : "unknown RocksDB error");
-    rocksdb_free(*rerr);
-    *rerr = NULL;
-    return s;
-}
-
-static rocksdb_options_t *make_options(rocksdb_cache_t **cache_out) {
+static rocksdb_options_t *make_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out) {
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_compression(o, rocksdb_no_compression);
+    rocksdb_options_set_write_buffer_size(o, (size_t)8 << 20);
+    rocksdb_options_set_max_write_buffer_number(o, 2);
+    rocksdb_options_set_db_write_buffer_size(o, (size_t)16 << 20);
+    rocksdb_options_set_max_background_jobs(o, 2);
+    rocksdb_options_set_paranoid_checks(o, 1);
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
-    rocksdb_cache_t *cache = rocksdb_cache_create_lru(32u << 20);
+    rocksdb_cache_t *cache = rocksdb_cache_create_lru(block_cache_bytes ? block_cache_bytes : ((size_t)1 << 20));
     rocksdb_block_based_options_set_block_cache(t, cache);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
     rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_block_based_options_destroy(t);
@@ -58,64 +154,222 @@ static rocksdb_options_t *make_options(rocksdb_cache_t **cache_out) {
     return o;
 }
 
-rk_status rk_store_write(const char *dir, const rk_table_spec *tables, int n_tables, rk_err *err) {
-    if (rk_path_exists(dir)) return rk_fail(err, RK_EEXIST, "store %s: already exists", dir);
-    for (int i = 0; i < n_tables; i++) {
-        if (!tables[i].name || !tables[i].name[0] || !strcmp(tables[i].name, "default"))
-            return rk_fail(err, RK_EINVAL, "store %s: table %d has an empty or reserved name", dir, i);
-        if (tables[i].dim <= 0) return rk_fail(err, RK_EINVAL, "store %s: table '%s' has dim %d", dir, tables[i].name, tables[i].dim);
+/* ---------------------------------------------------------------- meta */
+
+static char *meta_format(const meta_table *mt, int n) {
+    size_t cap = 64 + (size_t)n * (RK_STORE_NAME_MAX + 96), len = 0;
+    char *b = rk_malloc(cap);
+    if (!b) return NULL;
+    len += (size_t)snprintf(b + len, cap - len, "rankd-store %d\n", RK_STORE_FORMAT);
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(b + len, cap - len, "table %s %d %s %llu %d\n", mt[i].name, mt[i].dim,
+                                rk_codec_name(mt[i].codec), (unsigned long long)mt[i].rows, mt[i].has_oov);
+    return b;
+}
+
+static rk_status meta_parse(const char *v, size_t vl, const char *path, meta_table **out, int *n_out, rk_err *err) {
+    char *t = rk_malloc(vl + 1);
+    if (!t) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", path);
+    memcpy(t, v, vl);
+    t[vl] = 0;
+    meta_table *mt = rk_calloc(RK_STORE_MAX_TABLES, sizeof *mt);
+    if (!mt) {
+        rk_free(t);
+        return rk_fail(err, RK_ENOMEM, "store %s: out of memory", path);
     }
+    rk_status s = RK_OK;
+    int n = 0, ver = 0, line = 0;
+    char *save = NULL;
+    for (char *ln = strtok_r(t, "\n", &save); ln && s == RK_OK; ln = strtok_r(NULL, "\n", &save)) {
+        line++;
+        if (line == 1) {
+            if (sscanf(ln, "rankd-store %d", &ver) != 1)
+                s = rk_fail(err, RK_EFORMAT, "store %s: corrupt metadata (line 1: '%.40s')", path, ln);
+            else if (ver != RK_STORE_FORMAT)
+                s = rk_fail(err, RK_EVERSION, "store %s: format version %d, this build reads %d", path, ver,
+                            RK_STORE_FORMAT);
+            continue;
+        }
+        if (n == RK_STORE_MAX_TABLES) {
+            s = rk_fail(err, RK_EFORMAT, "store %s: more than %d tables", path, RK_STORE_MAX_TABLES);
+            break;
+        }
+        char name[RK_STORE_NAME_MAX], codec[16];
+        unsigned long long rows;
+        int dim, oov;
+        if (sscanf(ln, "table %63s %d %15s %llu %d", name, &dim, codec, &rows, &oov) != 5 || dim <= 0 ||
+            rk_codec_parse(codec, &mt[n].codec, NULL) != RK_OK) {
+            s = rk_fail(err, RK_EFORMAT, "store %s: corrupt metadata (line %d: '%.40s')", path, line, ln);
+            break;
+        }
+        snprintf(mt[n].name, sizeof mt[n].name, "%s", name);
+        mt[n].dim = dim;
+        mt[n].rows = rows;
+        mt[n].has_oov = oov != 0;
+        n++;
+    }
+    if (s == RK_OK && line == 0) s = rk_fail(err, RK_EFORMAT, "store %s: empty metadata record", path);
+    rk_free(t);
+    if (s) {
+        rk_free(mt);
+        return s;
+    }
+    *out = mt;
+    *n_out = n;
+    return RK_OK;
+}
+
+/* ---------------------------------------------------------------- write */
+
+rk_status rk_store_write(const char *dir, const rk_table_spec *tables, int n_tables, rk_err *err) {
+    return rk_store_write_ex(dir, tables, n_tables, NULL, err);
+}
+
+static rk_status write_table_sst(rocksdb_t *db, rocksdb_options_t *o, rocksdb_column_family_handle_t *cf,
+                                 const rk_table_spec *t, rk_codec codec, const char *dir, const char *sst,
+                                 rk_err *err) {
+    size_t rb = rk_codec_row_bytes(codec, t->dim);
+    unsigned char *row = rk_malloc(rb);
+    if (!row) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+    rocksdb_envoptions_t *eo = rocksdb_envoptions_create();
+    rocksdb_sstfilewriter_t *w = rocksdb_sstfilewriter_create(eo, o);
+    char *rerr = NULL;
+    rk_status st = RK_OK;
+    rk_rocks.sst_open(w, sst, &rerr);
+    if (rerr) st = rocks_fail(err, &rerr, "cannot create SST file", dir);
+    for (uint64_t r = 0; st == RK_OK && r < t->rows; r++) {
+        const float *x = t->data + r * (size_t)t->dim;
+        for (int j = 0; j < t->dim; j++)
+            if (!isfinite(x[j])) {
+                st = rk_fail(err, RK_ENUMERIC, "store %s: table '%s' row %llu column %d is not finite", dir, t->name,
+                             (unsigned long long)r, j);
+                break;
+            }
+        if (st) break;
+        unsigned char key[8];
+        be64(key, r);
+        rk_codec_encode(codec, x, t->dim, row);
+        rk_rocks.sst_put(w, (const char *)key, 8, (const char *)row, rb, &rerr);
+        if (rerr) st = rocks_fail(err, &rerr, "SST write failed", dir);
+    }
+    if (st == RK_OK) {
+        rk_rocks.sst_finish(w, &rerr);
+        if (rerr) st = rocks_fail(err, &rerr, "SST finish failed", dir);
+    }
+    rocksdb_sstfilewriter_destroy(w);
+    rocksdb_envoptions_destroy(eo);
+    rk_free(row);
+    if (st == RK_OK) {
+        rocksdb_ingestexternalfileoptions_t *io = rocksdb_ingestexternalfileoptions_create();
+        rocksdb_ingestexternalfileoptions_set_move_files(io, 1);
+        const char *files[1] = {sst};
+        rk_rocks.ingest_cf(db, cf, files, 1, io, &rerr);
+        rocksdb_ingestexternalfileoptions_destroy(io);
+        if (rerr) st = rocks_fail(err, &rerr, "SST ingestion failed", dir);
+    }
+    return st;
+}
+
+static int name_ok(const char *n) {
+    if (!n || !n[0] || !strcmp(n, "default") || strlen(n) >= RK_STORE_NAME_MAX) return 0;
+    for (const char *p = n; *p; p++)
+        if (isspace((unsigned char)*p) || !isprint((unsigned char)*p)) return 0;
+    return 1;
+}
+
+rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_tables, const rk_table_opts *topts,
+                            rk_err *err) {
+    if (rk_path_exists(dir)) return rk_fail(err, RK_EEXIST, "store %s: already exists", dir);
+    if (n_tables < 0 || n_tables > RK_STORE_MAX_TABLES)
+        return rk_fail(err, RK_EINVAL, "store %s: %d tables (at most %d)", dir, n_tables, RK_STORE_MAX_TABLES);
+    for (int i = 0; i < n_tables; i++) {
+        if (!name_ok(tables[i].name))
+            return rk_fail(err, RK_EINVAL, "store %s: table %d has an empty, reserved or invalid name", dir, i);
+        if (tables[i].dim <= 0) return rk_fail(err, RK_EINVAL, "store %s: table '%s' has dim %d", dir, tables[i].name, tables[i].dim);
+        if (tables[i].rows && !tables[i].data) return rk_fail(err, RK_EINVAL, "store %s: table '%s' has no data", dir, tables[i].name);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(tables[i].name, tables[j].name))
+                return rk_fail(err, RK_EINVAL, "store %s: table '%s' appears twice", dir, tables[i].name);
+        if (topts && (unsigned)topts[i].codec > RK_CODEC_INT8)
+            return rk_fail(err, RK_EINVAL, "store %s: table '%s' has codec %d", dir, tables[i].name, (int)topts[i].codec);
+    }
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", dir, (long)getpid());
+    rk_status st = rk_rm_rf(tmp, err);
+    if (st) return st;
     rocksdb_cache_t *cache;
-    rocksdb_options_t *o = make_options(&cache);
+    rocksdb_options_t *o = make_options((size_t)8 << 20, &cache);
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_set_error_if_exists(o, 1);
     char *rerr = NULL;
-    rk_status st = RK_OK;
-    rocksdb_t *db = rocksdb_open(o, dir, &rerr);
     rocksdb_column_family_handle_t **cfs = NULL;
+    meta_table *mt = NULL;
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_disable_WAL(wo, 1); /* durability comes from the flush below */
+    rocksdb_writeoptions_set_sync(wo, 1);
+    rocksdb_column_family_handle_t *dcf = NULL;
+    const char *dname[1] = {"default"};
+    const rocksdb_options_t *dopts[1] = {o};
+    rocksdb_t *db = rk_rocks.open_cf(o, tmp, 1, dname, dopts, &dcf, &rerr);
     if (!db) {
-        st = rocks_fail(err, &rerr, RK_EIO, "cannot create store", dir);
+        st = rocks_fail(err, &rerr, "cannot create", tmp);
         goto done;
     }
     cfs = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *cfs);
-    if (!cfs) {
+    mt = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *mt);
+    if (!cfs || !mt) {
         st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
         goto done;
     }
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     for (int i = 0; i < n_tables && st == RK_OK; i++) {
-        cfs[i] = rocksdb_create_column_family(db, o, tables[i].name, &rerr);
+        const rk_table_spec *t = &tables[i];
+        rk_codec codec = topts ? topts[i].codec : RK_CODEC_FP32;
+        cfs[i] = rocksdb_create_column_family(db, o, t->name, &rerr);
         if (!cfs[i]) {
-            st = rocks_fail(err, &rerr, RK_EIO, "cannot create column family in", dir);
+            st = rocks_fail(err, &rerr, "cannot create column family", dir);
             break;
         }
-        const rk_table_spec *t = &tables[i];
-        size_t rowb = (size_t)t->dim * sizeof(float);
-        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-        for (uint64_t r = 0; r < t->rows; r++) {
-            unsigned char key[8];
-            be64(key, r);
-            rocksdb_writebatch_put_cf(wb, cfs[i], (const char *)key, 8, (const char *)(t->data + r * (size_t)t->dim), rowb);
-            if (rocksdb_writebatch_count(wb) >= 4096 || r + 1 == t->rows) {
-                rocksdb_write(db, wo, wb, &rerr);
-                rocksdb_writebatch_clear(wb);
-                if (rerr) {
-                    st = rocks_fail(err, &rerr, RK_EIO, "write failed in", dir);
-                    break;
-                }
-            }
+        snprintf(mt[i].name, sizeof mt[i].name, "%s", t->name);
+        mt[i].dim = t->dim;
+        mt[i].codec = codec;
+        mt[i].rows = t->rows;
+        mt[i].has_oov = topts && topts[i].oov_row;
+        if (t->rows) {
+            char sst[700];
+            snprintf(sst, sizeof sst, "%s/ingest-%d.sst", tmp, i);
+            st = write_table_sst(db, o, cfs[i], t, codec, dir, sst, err);
         }
-        rocksdb_writebatch_destroy(wb);
+        if (st == RK_OK && mt[i].has_oov) {
+            size_t rb = rk_codec_row_bytes(codec, t->dim);
+            unsigned char *row = rk_malloc(rb);
+            char key[RK_STORE_NAME_MAX + 16];
+            if (!row) {
+                st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+                break;
+            }
+            rk_codec_encode(codec, topts[i].oov_row, t->dim, row);
+            int kl = snprintf(key, sizeof key, RK_STORE_OOV_PREFIX "%s", t->name);
+            rocksdb_writebatch_put_cf(wb, dcf, key, (size_t)kl, (const char *)row, rb);
+            rk_free(row);
+        }
     }
+    if (st == RK_OK) {
+        char *meta = meta_format(mt, n_tables);
+        if (!meta) st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+        else {
+            rocksdb_writebatch_put_cf(wb, dcf, RK_STORE_META_KEY, strlen(RK_STORE_META_KEY), meta, strlen(meta));
+            rk_free(meta);
+            rk_rocks.write(db, wo, wb, &rerr);
+            if (rerr) st = rocks_fail(err, &rerr, "metadata write failed", dir);
+        }
+    }
+    rocksdb_writebatch_destroy(wb);
     if (st == RK_OK) {
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, 1);
-        for (int i = 0; i < n_tables && st == RK_OK; i++) {
-            rocksdb_flush_cf(db, fo, cfs[i], &rerr);
-            if (rerr) st = rocks_fail(err, &rerr, RK_EIO, "flush failed in", dir);
-        }
+        rk_rocks.flush_cf(db, fo, dcf, &rerr);
         rocksdb_flushoptions_destroy(fo);
+        if (rerr) st = rocks_fail(err, &rerr, "flush failed", dir);
     }
 done:
     if (cfs) {
@@ -123,85 +377,230 @@ done:
             if (cfs[i]) rocksdb_column_family_handle_destroy(cfs[i]);
         rk_free(cfs);
     }
+    rk_free(mt);
+    if (dcf) rocksdb_column_family_handle_destroy(dcf);
     if (db) rocksdb_close(db);
     rocksdb_writeoptions_destroy(wo);
     rocksdb_options_destroy(o);
     rocksdb_cache_destroy(cache);
+    if (st == RK_OK) st = rk_fsync_dir(tmp, err);
+    if (st == RK_OK && rename(tmp, dir) != 0)
+        st = rk_fail(err, RK_EIO, "store %s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+    if (st == RK_OK) {
+        char parent[600];
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *sl = strrchr(parent, '/');
+        if (sl && sl != parent) *sl = 0;
+        else snprintf(parent, sizeof parent, "%s", sl == parent ? "/" : ".");
+        (void)rk_fsync_dir(parent, NULL);
+    }
+    if (st != RK_OK) (void)rk_rm_rf(tmp, NULL);
     return st;
 }
 
-void rk_store_close(rk_store *s) {
+/* ---------------------------------------------------------------- open / close */
+
+static void store_destroy(rk_store *s) {
     if (!s) return;
+    for (int i = 0; s->tabs && i < s->n_tables; i++) {
+        rk_cache_free(&s->tabs[i].cache);
+        rk_free(s->tabs[i].oov);
+    }
+    rk_free(s->tabs);
     for (int i = 0; i < s->n_all; i++)
         if (s->all_cf[i]) rocksdb_column_family_handle_destroy(s->all_cf[i]);
     if (s->db) rocksdb_close(s->db);
     if (s->ro) rocksdb_readoptions_destroy(s->ro);
+    if (s->wo) rocksdb_writeoptions_destroy(s->wo);
     if (s->opts) rocksdb_options_destroy(s->opts);
-    if (s->cache) rocksdb_cache_destroy(s->cache);
+    if (s->bcache) rocksdb_cache_destroy(s->bcache);
     rk_free(s->all_cf);
-    rk_free(s->cf);
-    rk_free(s->dims);
+    pthread_mutex_destroy(&s->wmu);
+    if (s->delete_dir) (void)rk_rm_rf(s->path, NULL);
     rk_free(s);
 }
 
+void rk_store_close(rk_store *s) { store_destroy(s); }
+
 rk_status rk_store_open(const char *dir, const char *const *names, const int *dims, int n_tables, rk_store **out,
                         rk_err *err) {
+    return rk_store_open_ex(dir, names, dims, n_tables, NULL, out, err);
+}
+
+/* Give each table a share of the cache budget proportional to its size,
+ * capped at what it needs to hold every row. */
+static rk_status setup_caches(rk_store *s, rk_err *err) {
+    double need = 0;
+    for (int t = 0; t < s->n_tables; t++)
+        need += (double)s->tabs[t].m.rows * (double)rk_cache_bytes_per_row(s->tabs[t].row_bytes);
+    double frac = need > 0 && (double)s->o.cache_bytes < need ? (double)s->o.cache_bytes / need : 1.0;
+    for (int t = 0; t < s->n_tables; t++) {
+        table *tb = &s->tabs[t];
+        uint64_t slots = s->o.cache_bytes ? (uint64_t)((double)tb->m.rows * frac) : 0;
+        rk_status st = rk_cache_init(&tb->cache, slots, s->o.cache_shards, tb->row_bytes, err);
+        if (st) return rk_err_prefix(err, "store %s: table '%s'", s->path, tb->m.name);
+    }
+    return RK_OK;
+}
+
+rk_status rk_store_open_ex(const char *dir, const char *const *names, const int *dims, int n_tables,
+                           const rk_store_opts *opts, rk_store **out, rk_err *err) {
     *out = NULL;
+    rk_store_opts defo = RK_STORE_OPTS_DEFAULT;
+    if (!opts) opts = &defo;
+    if (opts->cache_shards < 1 || opts->cache_shards > 256 || (opts->cache_shards & (opts->cache_shards - 1)))
+        return rk_fail(err, RK_EINVAL, "store %s: cache_shards must be a power of two in 1..256, got %d", dir,
+                       opts->cache_shards);
     if (!rk_is_dir(dir)) return rk_fail(err, RK_ENOTFOUND, "store %s: missing directory", dir);
+    char cur[700];
+    snprintf(cur, sizeof cur, "%s/CURRENT", dir);
+    if (!rk_path_exists(cur))
+        return rk_fail(err, RK_EFORMAT, "store %s: not a RocksDB database (no CURRENT file): foreign or incomplete directory", dir);
     rk_store *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+    pthread_mutex_init(&s->wmu, NULL);
+    atomic_init(&s->refs, 1);
+    s->o = *opts;
     snprintf(s->path, sizeof s->path, "%s", dir);
-    s->opts = make_options(&s->cache);
+    s->opts = make_options(opts->block_cache_bytes, &s->bcache);
     char *rerr = NULL;
     rk_status st = RK_OK;
     size_t n_cf = 0;
+    meta_table *mt = NULL;
+    int n_mt = 0;
     char **cf_names = rocksdb_list_column_families(s->opts, dir, &n_cf, &rerr);
     if (!cf_names) {
-        st = rocks_fail(err, &rerr, RK_EFORMAT, "store is not a readable RocksDB database:", dir);
+        st = rocks_fail(err, &rerr, "not a readable RocksDB database", dir);
         goto fail;
     }
     s->n_all = (int)n_cf;
     s->all_cf = rk_calloc(n_cf, sizeof *s->all_cf);
-    s->cf = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *s->cf);
-    s->dims = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *s->dims);
     const rocksdb_options_t **cfo = rk_calloc(n_cf, sizeof *cfo);
-    if (!s->all_cf || !s->cf || !s->dims || !cfo) {
+    if (!s->all_cf || !cfo) {
         rocksdb_list_column_families_destroy(cf_names, n_cf);
         rk_free(cfo);
         st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
         goto fail;
     }
     for (size_t i = 0; i < n_cf; i++) cfo[i] = s->opts;
-    s->db = rocksdb_open_for_read_only_column_families(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo,
-                                                       s->all_cf, 0, &rerr);
+    if (opts->writable)
+        s->db = rk_rocks.open_cf(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo, s->all_cf, &rerr);
+    else
+        s->db = rk_rocks.open_cf_ro(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo, s->all_cf, 0, &rerr);
     rk_free(cfo);
     if (!s->db) {
         rocksdb_list_column_families_destroy(cf_names, n_cf);
-        st = rocks_fail(err, &rerr, RK_EFORMAT, "cannot open store", dir);
+        st = rocks_fail(err, &rerr, "cannot open", dir);
         goto fail;
     }
-    for (int t = 0; t < n_tables; t++) {
-        int found = -1;
-        for (size_t i = 0; i < n_cf; i++)
-            if (!strcmp(cf_names[i], names[t])) found = (int)i;
-        if (found < 0) {
-            rocksdb_list_column_families_destroy(cf_names, n_cf);
-            st = rk_fail(err, RK_ENOTFOUND, "store %s: table '%s' (column family) missing", dir, names[t]);
-            goto fail;
-        }
-        s->cf[t] = s->all_cf[found];
-        s->dims[t] = dims[t];
-    }
-    rocksdb_list_column_families_destroy(cf_names, n_cf);
-    s->n_tables = n_tables;
+    int dflt = -1;
+    for (size_t i = 0; i < n_cf; i++)
+        if (!strcmp(cf_names[i], "default")) dflt = (int)i;
     s->ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(s->ro, 1);
+    s->wo = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wo, opts->sync_writes ? 1 : 0);
+    /* metadata */
+    size_t vl = 0;
+    char *v = dflt < 0 ? NULL
+                       : rk_rocks.get_cf(s->db, s->ro, s->all_cf[dflt], RK_STORE_META_KEY, strlen(RK_STORE_META_KEY), &vl,
+                                         &rerr);
+    if (rerr) {
+        rocksdb_list_column_families_destroy(cf_names, n_cf);
+        st = rocks_fail(err, &rerr, "cannot read metadata", dir);
+        goto fail;
+    }
+    if (!v) {
+        rocksdb_list_column_families_destroy(cf_names, n_cf);
+        st = rk_fail(err, RK_EFORMAT, "store %s: a RocksDB database but not a rankd store (no '%s' record): foreign directory",
+                     dir, RK_STORE_META_KEY);
+        goto fail;
+    }
+    st = meta_parse(v, vl, dir, &mt, &n_mt, err);
+    rocksdb_free(v);
+    if (st) {
+        rocksdb_list_column_families_destroy(cf_names, n_cf);
+        goto fail;
+    }
+    if (!names && n_tables == 0) n_tables = n_mt;
+    s->tabs = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *s->tabs);
+    if (!s->tabs) {
+        rocksdb_list_column_families_destroy(cf_names, n_cf);
+        st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+        goto fail;
+    }
+    s->n_tables = n_tables;
+    for (int t = 0; t < n_tables && st == RK_OK; t++) {
+        const char *want = names ? names[t] : mt[t].name;
+        int mi = -1, ci = -1;
+        for (int i = 0; i < n_mt; i++)
+            if (!strcmp(mt[i].name, want)) mi = i;
+        for (size_t i = 0; i < n_cf; i++)
+            if (!strcmp(cf_names[i], want)) ci = (int)i;
+        if (mi < 0 || ci < 0) {
+            st = rk_fail(err, RK_ENOTFOUND, "store %s: table '%s' (column family) missing", dir, want);
+            break;
+        }
+        table *tb = &s->tabs[t];
+        tb->m = mt[mi];
+        tb->cf = s->all_cf[ci];
+        tb->row_bytes = rk_codec_row_bytes(tb->m.codec, tb->m.dim);
+        if (dims && dims[t] != tb->m.dim) {
+            st = rk_fail(err, RK_EFORMAT, "store %s: table '%s' has dim %d, expected %d", dir, want, tb->m.dim, dims[t]);
+            break;
+        }
+        if (tb->m.has_oov) {
+            char key[RK_STORE_NAME_MAX + 16];
+            int kl = snprintf(key, sizeof key, RK_STORE_OOV_PREFIX "%s", want);
+            char *ov = rk_rocks.get_cf(s->db, s->ro, s->all_cf[dflt], key, (size_t)kl, &vl, &rerr);
+            if (rerr) {
+                st = rocks_fail(err, &rerr, "cannot read the default row", dir);
+                break;
+            }
+            if (!ov || vl != tb->row_bytes) {
+                rocksdb_free(ov);
+                st = rk_fail(err, RK_EFORMAT, "store %s: table '%s': default (OOV) row missing or of the wrong size", dir, want);
+                break;
+            }
+            tb->oov = rk_malloc((size_t)tb->m.dim * sizeof(float));
+            if (tb->oov) rk_codec_decode(tb->m.codec, ov, tb->m.dim, tb->oov);
+            rocksdb_free(ov);
+            if (!tb->oov) st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+        }
+    }
+    rocksdb_list_column_families_destroy(cf_names, n_cf);
+    rk_free(mt);
+    mt = NULL;
+    if (st == RK_OK) st = setup_caches(s, err);
+    if (st) goto fail;
     *out = s;
     return RK_OK;
 fail:
-    rk_store_close(s);
+    rk_free(mt);
+    store_destroy(s);
     return st;
 }
+
+int rk_store_n_tables(const rk_store *s) { return s->n_tables; }
+
+void rk_store_table_info(const rk_store *s, int t, rk_table_info *out) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    const table *tb = &s->tabs[t];
+    out->name = tb->m.name;
+    out->dim = tb->m.dim;
+    out->codec = tb->m.codec;
+    out->rows = tb->m.rows;
+    out->row_bytes = tb->row_bytes;
+    out->has_oov_row = tb->m.has_oov;
+}
+
+int rk_store_find(const rk_store *s, const char *name) {
+    for (int t = 0; t < s->n_tables; t++)
+        if (!strcmp(s->tabs[t].m.name, name)) return t;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- get */
 
 typedef struct {
     uint64_t row;
@@ -209,8 +608,14 @@ typedef struct {
 } keypos;
 
 static int keypos_cmp(const void *a, const void *b) {
-    uint64_t x = ((const keypos *)a)->row, y = ((const keypos *)b)->row;
-    return x < y ? -1 : x > y;
+    const keypos *x = a, *y = b;
+    if (x->row != y->row) return x->row < y->row ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static void default_row(const table *tb, float *dst) {
+    if (tb->oov) memcpy(dst, tb->oov, (size_t)tb->m.dim * sizeof(float));
+    else memset(dst, 0, (size_t)tb->m.dim * sizeof(float));
 }
 
 rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float *out, size_t *n_missing,
@@ -218,82 +623,275 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     RK_ASSERT(t >= 0 && t < s->n_tables);
     if (n_missing) *n_missing = 0;
     if (n == 0) return RK_OK;
-    const int dim = s->dims[t];
-    const size_t rowb = (size_t)dim * sizeof(float);
-    /* Stack scratch for typical batches; heap beyond. */
+    table *tb = &s->tabs[t];
+    const int dim = tb->m.dim;
+    const size_t rowf = (size_t)dim;
+    rk_cache *c = &tb->cache;
+    uint64_t gens[256];
+    if (c->slots) rk_cache_gens(c, gens);
     keypos kp_stack[RK_STORE_STACK_KEYS];
+    keypos *kp = kp_stack;
+    size_t m = 0, kcap = RK_STORE_STACK_KEYS;
+    for (size_t i = 0; i < n; i++) {
+        if (c->slots) {
+            if (i + 16 < n) rk_cache_prefetch(c, rows[i + 16], 0);
+            if (i + 8 < n) rk_cache_prefetch(c, rows[i + 8], 1);
+            if (rk_cache_get(c, rows[i], tb->m.codec, dim, out + i * rowf)) continue;
+        }
+        if (m == kcap) {
+            keypos *nk = rk_malloc(n * sizeof *nk);
+            if (!nk) {
+                if (kp != kp_stack) rk_free(kp);
+                return rk_fail(err, RK_ENOMEM, "store lookup of %zu keys: out of memory", n);
+            }
+            memcpy(nk, kp, m * sizeof *kp);
+            kp = nk;
+            kcap = n;
+        }
+        kp[m].row = rows[i];
+        kp[m].pos = i;
+        m++;
+    }
+    atomic_fetch_add_explicit(&tb->lookups, n, memory_order_relaxed);
+    if (m == 0) return RK_OK;
+    qsort(kp, m, sizeof *kp, keypos_cmp);
+    /* distinct keys: u[j] = index into kp of the first occurrence */
+    size_t u = 0;
+    for (size_t i = 0; i < m; i++)
+        if (i == 0 || kp[i].row != kp[i - 1].row) u++;
     unsigned char kb_stack[RK_STORE_STACK_KEYS * 8];
     const char *kptr_stack[RK_STORE_STACK_KEYS];
-    size_t ksz_stack[RK_STORE_STACK_KEYS];
+    size_t ksz_stack[RK_STORE_STACK_KEYS], first_stack[RK_STORE_STACK_KEYS];
     rocksdb_pinnableslice_t *val_stack[RK_STORE_STACK_KEYS];
     char *err_stack[RK_STORE_STACK_KEYS];
-    keypos *kp = kp_stack;
     unsigned char *kb = kb_stack;
     const char **kptr = kptr_stack;
-    size_t *ksz = ksz_stack;
+    size_t *ksz = ksz_stack, *first = first_stack;
     rocksdb_pinnableslice_t **vals = val_stack;
     char **errs = err_stack;
-    if (n > RK_STORE_STACK_KEYS) {
-        kp = rk_malloc(n * sizeof *kp);
-        kb = rk_malloc(n * 8);
-        kptr = rk_malloc(n * sizeof *kptr);
-        ksz = rk_malloc(n * sizeof *ksz);
-        vals = rk_malloc(n * sizeof *vals);
-        errs = rk_malloc(n * sizeof *errs);
-        if (!kp || !kb || !kptr || !ksz || !vals || !errs) {
-            rk_free(kp), rk_free(kb), rk_free(kptr), rk_free(ksz), rk_free(vals), rk_free(errs);
+    int heap = u > RK_STORE_STACK_KEYS;
+    if (heap) {
+        kb = rk_malloc(u * 8);
+        kptr = rk_malloc(u * sizeof *kptr);
+        ksz = rk_malloc(u * sizeof *ksz);
+        first = rk_malloc((u + 1) * sizeof *first);
+        vals = rk_malloc(u * sizeof *vals);
+        errs = rk_malloc(u * sizeof *errs);
+        if (!kb || !kptr || !ksz || !first || !vals || !errs) {
+            rk_free(kb), rk_free(kptr), rk_free(ksz), rk_free(first), rk_free(vals), rk_free(errs);
+            if (kp != kp_stack) rk_free(kp);
             return rk_fail(err, RK_ENOMEM, "store lookup of %zu keys: out of memory", n);
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        kp[i].row = rows[i];
-        kp[i].pos = i;
+    for (size_t i = 0, j = 0; i < m; i++) {
+        if (i && kp[i].row == kp[i - 1].row) continue;
+        be64(kb + 8 * j, kp[i].row);
+        kptr[j] = (const char *)(kb + 8 * j);
+        ksz[j] = 8;
+        vals[j] = NULL;
+        errs[j] = NULL;
+        first[j++] = i;
     }
-    qsort(kp, n, sizeof *kp, keypos_cmp);
-    for (size_t i = 0; i < n; i++) {
-        be64(kb + 8 * i, kp[i].row);
-        kptr[i] = (const char *)(kb + 8 * i);
-        ksz[i] = 8;
-        vals[i] = NULL;
-        errs[i] = NULL;
-    }
-    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[t], n, kptr, ksz, vals, errs, 1);
+    rk_rocks.batched_multi_get_cf(s->db, s->ro, tb->cf, u, kptr, ksz, vals, errs, 1);
     rk_status st = RK_OK;
-    size_t miss = 0;
-    for (size_t i = 0; i < n; i++) {
-        float *dst = out + kp[i].pos * (size_t)dim;
-        if (errs[i]) {
+    size_t unknown = 0;
+    for (size_t j = 0; j < u; j++) {
+        size_t i0 = first[j], i1 = j + 1 < u ? first[j + 1] : m;
+        uint64_t row = kp[i0].row;
+        float *dst = out + kp[i0].pos * rowf;
+        if (errs[j]) {
             if (st == RK_OK)
-                st = rk_fail(err, RK_EIO, "store %s: table %d row %llu: %s", s->path, t, (unsigned long long)kp[i].row, errs[i]);
-            rocksdb_free(errs[i]);
-            memset(dst, 0, rowb);
-        } else if (!vals[i]) {
-            memset(dst, 0, rowb);
-            miss++;
+                st = rk_fail(err, rk_rocks_status(errs[j]), "store %s: table '%s' row %llu: %s", s->path, tb->m.name,
+                             (unsigned long long)row, errs[j]);
+            rocksdb_free(errs[j]);
+            memset(dst, 0, rowf * sizeof(float));
+        } else if (!vals[j]) {
+            default_row(tb, dst);
+            unknown += i1 - i0;
         } else {
             size_t vl = 0;
-            const char *v = rocksdb_pinnableslice_value(vals[i], &vl);
-            if (vl != rowb) {
+            const char *v = rocksdb_pinnableslice_value(vals[j], &vl);
+            if (vl != tb->row_bytes) {
                 if (st == RK_OK)
-                    st = rk_fail(err, RK_EFORMAT, "store %s: table %d row %llu has %zu bytes, expected %zu (dim %d)", s->path,
-                                 t, (unsigned long long)kp[i].row, vl, rowb, dim);
-                memset(dst, 0, rowb);
+                    st = rk_fail(err, RK_EFORMAT, "store %s: table '%s' row %llu has %zu bytes, expected %zu (%s, dim %d)",
+                                 s->path, tb->m.name, (unsigned long long)row, vl, tb->row_bytes,
+                                 rk_codec_name(tb->m.codec), dim);
+                memset(dst, 0, rowf * sizeof(float));
             } else {
-                memcpy(dst, v, rowb);
+                rk_codec_decode(tb->m.codec, v, dim, dst);
+                if (c->slots) rk_cache_fill(c, row, v, gens);
             }
         }
-        if (vals[i]) rocksdb_pinnableslice_destroy(vals[i]);
+        if (vals[j]) rocksdb_pinnableslice_destroy(vals[j]);
+        for (size_t i = i0 + 1; i < i1; i++) memcpy(out + kp[i].pos * rowf, dst, rowf * sizeof(float));
     }
-    atomic_fetch_add(&s->lookups, n);
-    atomic_fetch_add(&s->misses, miss);
-    if (n_missing) *n_missing = miss;
-    if (n > RK_STORE_STACK_KEYS) {
-        rk_free(kp), rk_free(kb), rk_free(kptr), rk_free(ksz), rk_free(vals), rk_free(errs);
-    }
+    atomic_fetch_add_explicit(&tb->unknown, unknown, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tb->db_reads, u, memory_order_relaxed);
+    if (n_missing) *n_missing = unknown;
+    if (heap) rk_free(kb), rk_free(kptr), rk_free(ksz), rk_free(first), rk_free(vals), rk_free(errs);
+    if (kp != kp_stack) rk_free(kp);
     return st;
 }
 
 void rk_store_counters(const rk_store *s, uint64_t *lookups, uint64_t *misses) {
-    if (lookups) *lookups = atomic_load(&((rk_store *)s)->lookups);
-    if (misses) *misses = atomic_load(&((rk_store *)s)->misses);
+    uint64_t l = 0, m = 0;
+    for (int t = 0; t < s->n_tables; t++) {
+        l += atomic_load(&((rk_store *)s)->tabs[t].lookups);
+        m += atomic_load(&((rk_store *)s)->tabs[t].unknown);
+    }
+    if (lookups) *lookups = l;
+    if (misses) *misses = m;
+}
+
+void rk_store_stats_get(rk_store *s, int t, rk_store_stats *out) {
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < s->n_tables; i++) {
+        if (t >= 0 && i != t) continue;
+        table *tb = &s->tabs[i];
+        out->lookups += atomic_load(&tb->lookups);
+        out->unknown += atomic_load(&tb->unknown);
+        out->rocksdb_reads += atomic_load(&tb->db_reads);
+        out->updates += atomic_load(&tb->updates);
+        rk_cache_stats(&tb->cache, &out->cache_hits, &out->cache_misses, &out->cache_evictions, &out->cache_entries);
+        out->cache_slots += tb->cache.slots;
+        out->cache_bytes += tb->cache.bytes;
+        out->cache_row_bytes += tb->cache.slots * tb->row_bytes;
+    }
+    out->block_cache_usage = rocksdb_cache_get_usage(s->bcache);
+    out->block_cache_pinned = rocksdb_cache_get_pinned_usage(s->bcache);
+}
+
+rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(ro, 1);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->tabs[t].cf);
+    uint64_t n = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) n++;
+    char *rerr = NULL;
+    rocksdb_iter_get_error(it, &rerr);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    *count = n;
+    if (rerr) return rocks_fail(err, &rerr, "scan failed", s->path);
+    return RK_OK;
+}
+
+/* ---------------------------------------------------------------- apply */
+
+rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data, rk_err *err) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    table *tb = &s->tabs[t];
+    if (!s->o.writable) return rk_fail(err, RK_EINVAL, "store %s: opened read-only; updates need opts.writable", s->path);
+    if (n == 0) return RK_OK;
+    for (size_t i = 0; i < n * (size_t)tb->m.dim; i++)
+        if (!isfinite(data[i]))
+            return rk_fail(err, RK_ENUMERIC, "store %s: table '%s' update %zu (row %llu) column %zu is not finite", s->path,
+                           tb->m.name, i / (size_t)tb->m.dim, (unsigned long long)rows[i / (size_t)tb->m.dim],
+                           i % (size_t)tb->m.dim);
+    unsigned char *enc = rk_malloc(n * tb->row_bytes);
+    if (!enc) return rk_fail(err, RK_ENOMEM, "store %s: out of memory for %zu updates", s->path, n);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    for (size_t i = 0; i < n; i++) {
+        unsigned char key[8];
+        be64(key, rows[i]);
+        rk_codec_encode(tb->m.codec, data + i * (size_t)tb->m.dim, tb->m.dim, enc + i * tb->row_bytes);
+        rocksdb_writebatch_put_cf(wb, tb->cf, (const char *)key, 8, (const char *)(enc + i * tb->row_bytes), tb->row_bytes);
+    }
+    char *rerr = NULL;
+    rk_status st = RK_OK;
+    pthread_mutex_lock(&s->wmu);
+    rk_rocks.write(s->db, s->wo, wb, &rerr);
+    if (rerr) {
+        st = rocks_fail(err, &rerr, "update write failed (nothing acknowledged)", s->path);
+    } else {
+        for (size_t i = 0; i < n; i++) rk_cache_update(&tb->cache, rows[i], enc + i * tb->row_bytes);
+        atomic_fetch_add(&tb->updates, n);
+    }
+    pthread_mutex_unlock(&s->wmu);
+    rocksdb_writebatch_destroy(wb);
+    rk_free(enc);
+    return st;
+}
+
+rk_status rk_store_compact(rk_store *s, int t, rk_err *err) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    if (!s->o.writable) return rk_fail(err, RK_EINVAL, "store %s: opened read-only; compaction needs opts.writable", s->path);
+    rocksdb_compact_range_cf(s->db, s->tabs[t].cf, NULL, 0, NULL, 0);
+    return RK_OK;
+}
+
+/* ---------------------------------------------------------------- versions */
+
+struct rk_store_live {
+    pthread_mutex_t mu;
+    rk_store *cur;
+    rk_store_opts o;
+};
+
+rk_status rk_store_live_open(const char *dir, const rk_store_opts *opts, rk_store_live **out, rk_err *err) {
+    *out = NULL;
+    rk_store_live *l = rk_calloc(1, sizeof *l);
+    if (!l) return rk_fail(err, RK_ENOMEM, "live store: out of memory");
+    rk_store_opts d = RK_STORE_OPTS_DEFAULT;
+    l->o = opts ? *opts : d;
+    rk_status st = rk_store_open_ex(dir, NULL, NULL, 0, &l->o, &l->cur, err);
+    if (st) {
+        rk_free(l);
+        return st;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    *out = l;
+    return RK_OK;
+}
+
+rk_store *rk_store_live_acquire(rk_store_live *l) {
+    pthread_mutex_lock(&l->mu);
+    rk_store *s = l->cur;
+    atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&l->mu);
+    return s;
+}
+
+void rk_store_live_release(rk_store_live *l, rk_store *s) {
+    (void)l;
+    if (atomic_fetch_sub(&s->refs, 1) == 1) store_destroy(s);
+}
+
+rk_status rk_store_live_switch(rk_store_live *l, const char *dir, int delete_old, rk_err *err) {
+    rk_store *nw;
+    rk_status st = rk_store_open_ex(dir, NULL, NULL, 0, &l->o, &nw, err);
+    if (st) return st;
+    rk_store *old = rk_store_live_acquire(l);
+    if (old->n_tables != nw->n_tables) st = rk_fail(err, RK_EINVAL, "store %s: %d tables, the serving version has %d", dir, nw->n_tables, old->n_tables);
+    for (int t = 0; st == RK_OK && t < nw->n_tables; t++)
+        if (strcmp(old->tabs[t].m.name, nw->tabs[t].m.name) || old->tabs[t].m.dim != nw->tabs[t].m.dim)
+            st = rk_fail(err, RK_EINVAL, "store %s: table %d is '%s' dim %d, the serving version has '%s' dim %d", dir, t,
+                         nw->tabs[t].m.name, nw->tabs[t].m.dim, old->tabs[t].m.name, old->tabs[t].m.dim);
+    rk_store_live_release(l, old);
+    if (st) {
+        store_destroy(nw);
+        return st;
+    }
+    pthread_mutex_lock(&l->mu);
+    old = l->cur;
+    l->cur = nw;
+    pthread_mutex_unlock(&l->mu);
+    old->delete_dir = delete_old && strcmp(old->path, nw->path) != 0;
+    rk_store_live_release(l, old); /* the live handle's own reference */
+    return RK_OK;
+}
+
+void rk_store_live_current(rk_store_live *l, char *buf, size_t cap) {
+    rk_store *s = rk_store_live_acquire(l);
+    snprintf(buf, cap, "%s", s->path);
+    rk_store_live_release(l, s);
+}
+
+void rk_store_live_close(rk_store_live *l) {
+    if (!l) return;
+    rk_store_live_release(l, l->cur);
+    pthread_mutex_destroy(&l->mu);
+    rk_free(l);
 }

@@ -1,18 +1,40 @@
 /*
  * store/store.h — the whole interface of rankd's embedding store.
  *
- * A store is one RocksDB database holding embedding tables, one column
- * family per table. Key: the row number as 8 bytes big-endian (so byte order
- * equals numeric order); value: dim float32 little-endian (the fp32 row
- * codec; fp16 and row-wise int8 come with the store issue).
+ * A store is one RocksDB database directory holding embedding tables, one
+ * column family per table, plus a metadata record in the default column
+ * family ("rankd.store.meta": format version, and per table its name, dim,
+ * row codec, row count, default row). A RocksDB directory without that
+ * record is refused as foreign.
  *
- * Writing: rk_store_write builds a NEW database directory from in-memory
- * tables (fails if the directory exists), one write batch per chunk of rows,
- * then flushes and closes it so the directory is complete on return.
- * Reading: rk_store_open opens read-only (many readers, no LOCK); lookups
- * are batched with RocksDB's batched MultiGet per table. A row absent from
- * the table reads as zeros and is counted as a miss (lookups never insert).
- * store/ knows nothing of models.
+ * Rows. Key: the row number as 8 bytes big-endian (byte order = numeric
+ * order); value: the row encoded by the table's codec (rk_codec below):
+ * fp32 (dim float32 LE), fp16 (dim IEEE half LE) or row-wise int8 (dim
+ * uint8, then float32 scale and float32 bias, as FBGEMM's fused 8-bit
+ * rowwise format). Lookups always decode into float32.
+ *
+ * Writing (bulk load): rk_store_write[_ex] builds one SST file per table
+ * with RocksDB's SstFileWriter and ingests it (no row-by-row puts), inside
+ * DIR.tmp-PID, then renames that into DIR. A published directory is a
+ * version: it is never rewritten by a later publish (a new version is a new
+ * directory); rk_store_live switches readers between versions atomically and
+ * deletes an old one only when the last reader releases it.
+ *
+ * Reading: rk_store_get serves a batch: a sharded CLOCK RAM cache of
+ * encoded rows first, then one RocksDB batched MultiGet for the distinct
+ * misses. Lookups never insert a key into a table; an id absent from the
+ * table gets the table's default row (zeros, or the out-of-vocabulary row
+ * given at write time) and counts in the "unknown" counter. Rows of unknown
+ * ids are not cached.
+ *
+ * Online updates: rk_store_apply writes a batch of rows through the WAL
+ * (fsync'd before it returns), on a store opened writable. Once it returns
+ * RK_OK the update survives kill -9; readers see the old or the new row,
+ * never a mix.
+ *
+ * Errors: RocksDB errors become status codes with RocksDB's message
+ * (Corruption -> RK_EFORMAT, IO error / disk full -> RK_EIO, ...), never
+ * crashes. store/ knows nothing of models.
  */
 #ifndef RK_STORE_H
 #define RK_STORE_H
@@ -22,6 +44,33 @@
 
 #include "core.h"
 
+/* ---------------------------------------------------------------- codecs */
+
+typedef enum {
+    RK_CODEC_FP32 = 0, /* dim * 4 bytes, exact */
+    RK_CODEC_FP16 = 1, /* dim * 2 bytes, IEEE binary16, round to nearest even */
+    RK_CODEC_INT8 = 2, /* dim + 8 bytes: q[dim] uint8, scale f32, bias f32; x = q*scale + bias */
+} rk_codec;
+
+/* "fp32" / "fp16" / "int8". */
+const char *rk_codec_name(rk_codec c);
+/* Parse a codec name; RK_EINVAL naming the bad text. */
+rk_status rk_codec_parse(const char *name, rk_codec *out, rk_err *err);
+/* Bytes of one encoded row of dim floats. */
+size_t rk_codec_row_bytes(rk_codec c, int dim);
+/* Encode x[dim] into out[rk_codec_row_bytes]. Non-finite input is the
+ * caller's problem (int8 would give NaN scale). int8 (FBGEMM's
+ * FloatToFused8BitRowwiseQuantized): bias = min, scale = (max-min)/255
+ * (1 if max == min), q = round((x - min) * 255 / (max - min + 1e-8)).
+ * Error bounds: fp16 |x - x'| <= 2^-11 |x| for |x| in the normal range
+ * (>= 2^-14) and <= 2^-25 below; int8 |x - x'| <= scale/2 + 1e-8 + 1e-6*max|x|
+ * (the 1e-8 is FBGEMM's epsilon in the inverse scale). */
+void rk_codec_encode(rk_codec c, const float *x, int dim, void *out);
+/* Decode in[rk_codec_row_bytes] into out[dim]. */
+void rk_codec_decode(rk_codec c, const void *in, int dim, float *out);
+
+/* ---------------------------------------------------------------- writing */
+
 typedef struct {
     const char *name;   /* column family name */
     int dim;            /* floats per row */
@@ -29,30 +78,146 @@ typedef struct {
     const float *data;  /* [rows, dim], borrowed */
 } rk_table_spec;
 
-/* Create a RocksDB database at dir holding the tables (dir must not exist).
- * Rows that are all zero are still written, so every row in [0, rows) is
- * present. Errors: RK_EEXIST, RK_EIO with RocksDB's message. */
+/* Per-table write options (zero-initialized = fp32, zero default row). */
+typedef struct {
+    rk_codec codec;
+    const float *oov_row; /* [dim] default row for unknown ids, or NULL = zeros; borrowed */
+} rk_table_opts;
+
+/* Create a store at dir holding the tables in fp32 (dir must not exist).
+ * Same as rk_store_write_ex(dir, tables, n_tables, NULL, err). */
 rk_status rk_store_write(const char *dir, const rk_table_spec *tables, int n_tables, rk_err *err);
+
+/* Create a store (a version) at dir: every row in [0, rows) of each table is
+ * encoded with topts[i].codec (topts may be NULL: fp32), written to one SST
+ * file per table and ingested; built in dir.tmp-PID, fsynced, renamed.
+ * Errors: RK_EEXIST (dir exists), RK_EINVAL (bad table), RK_EIO / RK_EFORMAT
+ * with RocksDB's message, RK_ENOMEM. Nothing is left behind on failure. */
+rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_tables,
+                            const rk_table_opts *topts, rk_err *err);
+
+/* ---------------------------------------------------------------- opening */
 
 typedef struct rk_store rk_store;
 
-/* Open read-only and bind the given tables (column families) in order;
- * table i of the handle is names[i]. Each table's dim is checked on first
- * read: a value of the wrong size is RK_EFORMAT naming the table and row.
- * Errors: RK_ENOTFOUND (no database / missing column family, named),
- * RK_EIO / RK_EFORMAT (RocksDB says corrupt). */
+/* Options, plain struct with defaults: rk_store_opts o = RK_STORE_OPTS_DEFAULT; */
+typedef struct {
+    size_t cache_bytes;       /* RAM row cache budget over all tables, bytes; 0 = none.
+                                 Default 64 MiB. Split across tables in proportion to their
+                                 size, never more than a table needs. */
+    int cache_shards;         /* shards per table (power of two, <= 256), default 64 */
+    size_t block_cache_bytes; /* RocksDB LRU block cache, index and filter blocks charged
+                                 to it; default 32 MiB */
+    int writable;             /* 1: open read-write (takes RocksDB's LOCK) so that
+                                 rk_store_apply works; 0 (default): read-only, many readers */
+    int sync_writes;          /* 1 (default): fsync the WAL before rk_store_apply returns */
+} rk_store_opts;
+#define RK_STORE_OPTS_DEFAULT {(size_t)64 << 20, 64, (size_t)32 << 20, 0, 1}
+
+/* Open read-only with default options and bind the given tables (column
+ * families) in order; table i of the handle is names[i], whose dim must
+ * equal dims[i]. Same as rk_store_open_ex(dir, names, dims, n, NULL, ...). */
 rk_status rk_store_open(const char *dir, const char *const *names, const int *dims, int n_tables,
                         rk_store **out, rk_err *err);
+
+/* Open with options. names == NULL and n_tables == 0 binds every table in
+ * the store's metadata order; dims may be NULL (no check).
+ * Errors: RK_ENOTFOUND (missing directory, or table '%s' (column family)
+ * missing), RK_EFORMAT (not a RocksDB database, a RocksDB database that is
+ * not a rankd store, corrupt metadata or files, dim mismatch), RK_EVERSION,
+ * RK_EIO (RocksDB I/O error, e.g. the LOCK is held by another writer).
+ * The handle owns everything; rk_store_close frees it. */
+rk_status rk_store_open_ex(const char *dir, const char *const *names, const int *dims, int n_tables,
+                           const rk_store_opts *opts, rk_store **out, rk_err *err);
 void rk_store_close(rk_store *s);
 
-/* Fetch rows[0..n) of table t into out[n, dim] (dim of table t). Keys must
- * be distinct for efficiency but duplicates are allowed. Thread-safe.
- * *n_missing (may be NULL) receives how many keys were absent (zero rows).
- * Allocation: RocksDB's own; rankd allocates nothing here when n <= 512. */
+typedef struct {
+    const char *name;  /* owned by the store */
+    int dim;
+    rk_codec codec;
+    uint64_t rows;     /* rows written at publish time */
+    size_t row_bytes;  /* encoded bytes per row */
+    int has_oov_row;   /* 1 when unknown ids get a stored OOV row, 0: zeros */
+} rk_table_info;
+
+int rk_store_n_tables(const rk_store *s);
+void rk_store_table_info(const rk_store *s, int t, rk_table_info *out);
+/* Index of a bound table by name, -1 if none. */
+int rk_store_find(const rk_store *s, const char *name);
+
+/* ---------------------------------------------------------------- reading */
+
+/* Fetch rows[0..n) of table t into out[n, dim] (float32, decoded).
+ * Duplicates are allowed (each distinct miss is read once). Thread-safe.
+ * Unknown ids get the table default row; *n_missing (may be NULL) receives
+ * how many keys were unknown. Never inserts into the table.
+ * Errors: RK_EIO / RK_EFORMAT naming table and row (the other rows are
+ * still filled). Allocation: none when at most 512 keys miss the cache. */
 rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float *out,
                        size_t *n_missing, rk_err *err);
 
-/* Lifetime counters (atomic): lookups and misses over all tables. */
+/* Lifetime counters (atomic): lookups and unknown ids over all tables. */
 void rk_store_counters(const rk_store *s, uint64_t *lookups, uint64_t *misses);
+
+typedef struct {
+    uint64_t lookups;          /* keys asked for */
+    uint64_t unknown;          /* keys absent from the table (got the default row) */
+    uint64_t cache_hits, cache_misses, cache_evictions;
+    uint64_t cache_entries;    /* rows cached now */
+    uint64_t cache_slots;      /* capacity in rows */
+    size_t cache_bytes;        /* bytes the cache allocated (index + keys + rows + bits) */
+    size_t cache_row_bytes;    /* encoded row bytes held if full (slots * row_bytes) */
+    uint64_t rocksdb_reads;    /* keys read from RocksDB (distinct cache misses) */
+    uint64_t updates;          /* rows written by rk_store_apply */
+    size_t block_cache_usage;  /* RocksDB block cache bytes in use */
+    size_t block_cache_pinned; /* of which pinned */
+} rk_store_stats;
+/* Stats for table t, or summed over all tables when t < 0. */
+void rk_store_stats_get(rk_store *s, int t, rk_store_stats *out);
+
+/* Count the keys of table t by a full scan with checksum verification
+ * (slow: for tests and `rank store info --verify`). Errors: RK_EFORMAT on
+ * corruption, with RocksDB's message. */
+rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err);
+
+/* ---------------------------------------------------------------- updates */
+
+/* Apply n row updates to table t: data [n, dim] float32, encoded with the
+ * table's codec and written as one atomic write batch through the WAL
+ * (fsync'd when opts.sync_writes). RK_OK = acknowledged: durable and
+ * visible to later lookups (the cache is updated in place). Rows outside
+ * [0, rows) are allowed (they become known ids). Store must be writable:
+ * else RK_EINVAL. Errors: RK_EIO / RK_EFORMAT with RocksDB's message; then
+ * nothing of the batch is acknowledged. Thread-safe (writers serialize). */
+rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data,
+                         rk_err *err);
+
+/* Compact table t's whole key range now (blocks until done), folding online
+ * updates into the bottom level. Writable stores only (else RK_EINVAL). */
+rk_status rk_store_compact(rk_store *s, int t, rk_err *err);
+
+/* ---------------------------------------------------------------- versions */
+
+/* A live store: the version readers use now. Readers take a reference per
+ * request (acquire/release, a short mutex); rk_store_live_switch opens the
+ * new version while the old one keeps serving, swaps the pointer under the
+ * mutex, and drops the old version's reference: it is closed (and its
+ * directory deleted when delete_old) when its last reader releases it. */
+typedef struct rk_store_live rk_store_live;
+
+/* Open dir (all tables) as the first version. opts is copied (NULL = defaults). */
+rk_status rk_store_live_open(const char *dir, const rk_store_opts *opts, rk_store_live **out,
+                             rk_err *err);
+/* Switch to the version at dir. Its tables must have the same names, order
+ * and dims as the current one (else RK_EINVAL naming the table), so table
+ * indices stay valid. On error the old version keeps serving. */
+rk_status rk_store_live_switch(rk_store_live *l, const char *dir, int delete_old, rk_err *err);
+/* A reference to the current version; never NULL. Release it exactly once. */
+rk_store *rk_store_live_acquire(rk_store_live *l);
+void rk_store_live_release(rk_store_live *l, rk_store *s);
+/* Directory of the current version (copied into buf). */
+void rk_store_live_current(rk_store_live *l, char *buf, size_t cap);
+/* Drop the live handle's reference (the version closes when no reader holds it). */
+void rk_store_live_close(rk_store_live *l);
 
 #endif /* RK_STORE_H */

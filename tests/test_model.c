@@ -426,3 +426,38 @@ Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 2: 3 fields, the header has 5"), "%s", e.msg);
 }
+
+/* Bundles with quantized tables: model.json records the codec, scores stay
+ * close to fp32, convert re-encodes and keeps the metrics. */
+Test(bundle, codecs_and_convert, .init = mk_tmp, .fini = rm_tmp) {
+    rk_model *m = tiny_model();
+    rk_batch b;
+    fill_batch(&b, &m->cfg, 10);
+    float p_ram[10], p[10];
+    rk_err e = {0};
+    cr_assert_eq(rk_model_predict(m, &b, p_ram, &e), RK_OK, "%s", e.msg);
+    char dir[512], out[512], mj[600];
+    snprintf(dir, sizeof dir, "%s/b16", tmpdir);
+    cr_expect_eq(rk_model_save_codec(m, dir, NULL, 0, "bf16", &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "got 'bf16'"), "%s", e.msg);
+    cr_assert_eq(rk_model_save_codec(m, dir, "{\"test\": {\"auc\": 0.75}}", 0, "fp16", &e), RK_OK, "%s", e.msg);
+    snprintf(out, sizeof out, "%s/b8", tmpdir);
+    cr_assert_eq(rk_model_convert(dir, out, "int8", 0, &e), RK_OK, "%s", e.msg);
+    const char *dirs[2] = {dir, out}, *codec[2] = {"\"codec\": \"fp16\"", "\"codec\": \"int8\""};
+    for (int k = 0; k < 2; k++) {
+        snprintf(mj, sizeof mj, "%s/model.json", dirs[k]);
+        char *t;
+        cr_assert_eq(rk_read_file(mj, &t, NULL, NULL), RK_OK);
+        cr_expect(strstr(t, codec[k]), "%s lacks %s", mj, codec[k]);
+        cr_expect(strstr(t, "0.75"), "%s lost the metrics", mj);
+        rk_free(t);
+        rk_model *m2;
+        cr_assert_eq(rk_model_open(dirs[k], &m2, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(rk_model_predict(m2, &b, p, &e), RK_OK, "%s", e.msg);
+        for (int i = 0; i < 10; i++) cr_expect(fabsf(p[i] - p_ram[i]) < 0.02f, "%s row %d: %g vs %g", codec[k], i, p[i], p_ram[i]);
+        rk_model_destroy(m2);
+    }
+    cr_expect_eq(rk_model_convert(dir, out, "fp32", 0, &e), RK_EEXIST);
+    rk_model_destroy(m);
+    rk_batch_free(&b);
+}

@@ -25,7 +25,7 @@ static void usage(FILE *o) {
             "commands:\n"
             "  data movielens --input DIR --out DIR\n"
             "      MovieLens ml-latest-small -> time-ordered CTR examples (train/valid/test.tsv, schema.json)\n"
-            "  train --config FILE --data DIR --out BUNDLE [--tower dnn|dcnv2] [--seed N] [--epochs N]\n"
+            "  train --config FILE --data DIR --out BUNDLE [--tower dnn|dcnv2|deepfm] [--seed N] [--epochs N]\n"
             "        [--threads N] [--version V] [--metrics-json FILE] [--force]\n"
             "      train on DIR/train.tsv with early stopping on DIR/valid.tsv, report DIR/test.tsv,\n"
             "      write the model bundle BUNDLE (model.json, dense.safetensors, tables/)\n"
@@ -119,7 +119,7 @@ static int cmd_train(int argc, char **argv) {
         case 't': if (parse_int("threads", optarg, 1, 64, &threads)) return 2; break;
         default:
             fprintf(c == 'h' ? stdout : stderr,
-                    "usage: rank train --config FILE --data DIR --out BUNDLE [--tower dnn|dcnv2] [--seed N]\n"
+                    "usage: rank train --config FILE --data DIR --out BUNDLE [--tower dnn|dcnv2|deepfm] [--seed N]\n"
                     "                  [--epochs N] [--threads N] [--version V] [--metrics-json FILE] [--force]\n"
                     "  --data DIR holds train.tsv, valid.tsv and (optional) test.tsv from 'rank data'.\n"
                     "  --epochs is the maximum; training stops early on validation AUC (config train.patience).\n");
@@ -150,8 +150,15 @@ static int cmd_train(int argc, char **argv) {
         } else if (!strcmp(tower, "dcnv2")) {
             cfg.tower.type = RK_TOWER_DCNV2;
             if (!cfg.tower.n_cross) cfg.tower.n_cross = 2;
+        } else if (!strcmp(tower, "deepfm")) {
+            cfg.tower.type = RK_TOWER_DEEPFM;
+            cfg.tower.n_cross = 0;
         } else {
-            fprintf(stderr, "rank train: --tower: expected dnn or dcnv2, got '%s'\n", tower);
+            fprintf(stderr, "rank train: --tower: expected dnn, dcnv2 or deepfm, got '%s'\n", tower);
+            return 2;
+        }
+        if (cfg.n_members) {
+            fprintf(stderr, "rank train: --tower does not apply to an ensemble config (%s)\n", config);
             return 2;
         }
     }
@@ -170,7 +177,7 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "rank: error: %s already exists (pass --force to replace it)\n", out);
         return 1;
     }
-    rk_info("train: tower=%s seed=%llu threads=%d data=%s", cfg.tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn",
+    rk_info("train: model=%s seed=%llu threads=%d data=%s", cfg.n_members ? "cetnet" : rk_tower_name(cfg.tower.type),
             (unsigned long long)cfg.train.seed, cfg.train.threads, data);
     rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
     rk_train_report rep;
@@ -186,6 +193,19 @@ static int cmd_train(int argc, char **argv) {
         fprintf(ms, ", \"test\": ");
         metrics_json(ms, &rep.test);
     }
+    if (rep.n_members) {
+        fprintf(ms, ", \"tau\": %.6f, \"members\": {", rk_model_tau(m));
+        for (int i = 0; i < rep.n_members; i++) {
+            fprintf(ms, "%s\"%s\": {\"valid\": ", i ? ", " : "", cfg.members[i].name);
+            metrics_json(ms, &rep.member_valid[i]);
+            if (rep.have_test) {
+                fprintf(ms, ", \"test\": ");
+                metrics_json(ms, &rep.member_test[i]);
+            }
+            fprintf(ms, "}");
+        }
+        fprintf(ms, "}");
+    }
     fprintf(ms, "}");
     fclose(ms);
     s = rk_model_save(m, out, mj, force, &e);
@@ -193,8 +213,22 @@ static int cmd_train(int argc, char **argv) {
     if (s == RK_OK && mjson && rk_write_file(mjson, mj, mjl, &e)) s = e.code;
     free(mj);
     if (s) return die(&e);
-    printf("model %s: tower=%s best_epoch=%d train_examples_per_s=%.0f\n", out,
-           cfg.tower.type == RK_TOWER_DCNV2 ? "dcnv2" : "dnn", rep.best_epoch, rep.train_examples_per_s);
+    if (cfg.n_members) {
+        printf("model %s: cetnet members=%d fusion=%s best_epoch=%d train_examples_per_s=%.0f\n", out, cfg.n_members,
+               cfg.fusion.type == RK_FUSION_MEAN ? "mean" : "confidence", rep.best_epoch, rep.train_examples_per_s);
+        for (int i = 0; i < rep.n_members; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "  member %s valid", cfg.members[i].name);
+            print_metrics(what, &rep.member_valid[i]);
+            if (rep.have_test) {
+                snprintf(what, sizeof what, "  member %s test", cfg.members[i].name);
+                print_metrics(what, &rep.member_test[i]);
+            }
+        }
+    } else {
+        printf("model %s: tower=%s best_epoch=%d train_examples_per_s=%.0f\n", out, rk_tower_name(cfg.tower.type),
+               rep.best_epoch, rep.train_examples_per_s);
+    }
     print_metrics("valid", &rep.valid);
     if (rep.have_test) print_metrics("test", &rep.test);
     return 0;
@@ -202,8 +236,10 @@ static int cmd_train(int argc, char **argv) {
 
 static int cmd_score(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL, *mjson = NULL;
+    int towers = 0;
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
-                                   {"metrics-json", 1, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                   {"metrics-json", 1, 0, 'j'}, {"towers", 0, 0, 't'}, {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -211,11 +247,13 @@ static int cmd_score(int argc, char **argv) {
         else if (c == 'i') in = optarg;
         else if (c == 'o') out = optarg;
         else if (c == 'j') mjson = optarg;
+        else if (c == 't') towers = 1;
         else {
             fprintf(c == 'h' ? stdout : stderr,
-                    "usage: rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]\n"
+                    "usage: rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE] [--towers]\n"
                     "  FILE is a TSV with a header naming the model's feature columns (label optional).\n"
-                    "  Output: a header line 'pctr', then one pCTR per input row, in order.\n");
+                    "  Output: a header line 'pctr', then one pCTR per input row, in order.\n"
+                    "  --towers (CETNet ensembles): also NAME.pctr and NAME.weight columns for each member.\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -232,12 +270,18 @@ static int cmd_score(int argc, char **argv) {
         rk_model_destroy(m);
         return die(&e);
     }
-    int n = d.b.n_rows;
+    int n = d.b.n_rows, M = rk_model_n_members(m);
+    if (towers && M == 0) {
+        fprintf(stderr, "rank: warning: --towers: %s is a single model; writing its pCTR only\n", model);
+        towers = 0;
+    }
     float *p = rk_malloc((size_t)n * sizeof(float));
+    float *mp = towers ? rk_malloc((size_t)n * (size_t)M * sizeof(float)) : NULL;
+    float *mw = towers ? rk_malloc((size_t)n * (size_t)M * sizeof(float)) : NULL;
     int rc = 0;
     double t0 = rk_now();
-    if (!p || rk_model_predict(m, &d.b, p, &e)) {
-        if (!p) rk_fail(&e, RK_ENOMEM, "out of memory");
+    if (!p || (towers && (!mp || !mw)) || rk_model_predict_members(m, &d.b, p, mp, mw, &e)) {
+        if (!p || (towers && (!mp || !mw))) rk_fail(&e, RK_ENOMEM, "out of memory");
         rc = die(&e);
         goto done;
     }
@@ -250,8 +294,14 @@ static int cmd_score(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    fprintf(o, "pctr\n");
-    for (int i = 0; i < n; i++) fprintf(o, "%.9g\n", p[i]);
+    fprintf(o, "pctr");
+    for (int k = 0; towers && k < M; k++) fprintf(o, "\t%s.pctr\t%s.weight", rk_model_member_name(m, k), rk_model_member_name(m, k));
+    fprintf(o, "\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(o, "%.9g", p[i]);
+        for (int k = 0; towers && k < M; k++) fprintf(o, "\t%.9g\t%.9g", mp[(size_t)i * M + k], mw[(size_t)i * M + k]);
+        fprintf(o, "\n");
+    }
     if (fclose(o) != 0 || rename(tmp, out) != 0) {
         fprintf(stderr, "rank: error: %s: write failed\n", out);
         rc = 1;
@@ -282,6 +332,8 @@ static int cmd_score(int argc, char **argv) {
     }
 done:
     rk_free(p);
+    rk_free(mp);
+    rk_free(mw);
     rk_dataset_free(&d);
     rk_model_destroy(m);
     return rc;
@@ -298,6 +350,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "query")) return rank_query_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "store")) { int rank_store_main(int, char **); return rank_store_main(argc - 1, argv + 1); }
     if (!strcmp(cmd, "encode")) { int rank_encode_main(int, char **); return rank_encode_main(argc - 1, argv + 1); }
     fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
     usage(stderr);

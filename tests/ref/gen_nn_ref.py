@@ -44,6 +44,9 @@ import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_io import write_safetensors  # noqa: E402
 import torch.nn.functional as F
 
 SEED = 20260401
@@ -187,24 +190,6 @@ put("adagrad.s", opt.state[p]["sum"])
 
 
 # ------------------------------------------------------------------ write
-def write_safetensors(path, tensors, metadata):
-    header, off = {"__metadata__": metadata}, 0
-    names = sorted(tensors)
-    for n in names:
-        nb = tensors[n].size * 4
-        header[n] = {"dtype": "F32", "shape": list(tensors[n].shape),
-                     "data_offsets": [off, off + nb]}
-        off += nb
-    hj = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    hj += b" " * (-len(hj) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)))
-        f.write(hj)
-        for n in names:
-            f.write(tensors[n].astype("<f4").tobytes())
-    return 8 + len(hj) + off
-
-
 size = write_safetensors(os.path.normpath(OUT_PATH), tensors,
                          {"generator": "tests/ref/gen_nn_ref.py", "seed": str(SEED),
                           "torch": torch.__version__})

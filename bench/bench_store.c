@@ -1,0 +1,458 @@
+/*
+ * bench/bench_store.c — rankd's embedding store against raw RocksDB.
+ *
+ * One table of 1M rows x 64 float32 (256 B rows, ~256 MB), bulk-loaded by
+ * SST ingestion. Batches of 2,000 keys drawn from a Zipf distribution over
+ * a random permutation of the rows; the Zipf exponent is tuned (bisection on
+ * the measured hit rate) so that a fixed RAM cache budget of 10% of the
+ * rows sees 50/80/90/95/99% hits. For each level, in the same run:
+ *   (a) rankd: rk_store_get (cache, then one MultiGet for the misses);
+ *   (b) raw RocksDB: sort + dedup the batch, rocksdb_batched_multi_get_cf
+ *       on a second read-only handle of the same database with the same
+ *       options (same block cache size, index+filter in it), copy the rows
+ *       out (the baseline gets dedup for free: conservative for the ratio).
+ * Prints p50/p99/p99.9 per batch and rows/s (keys per second), then the
+ * cache's bytes per key (allocated and RSS-measured), then RSS while random
+ * reads run with online updates and a full compaction going on.
+ * Last line: bench-store: hit90_p99_ms=... ratio_vs_rocksdb=...
+ * bytes_per_key_ratio=... int8_auc_ratio=... fp16_auc_ratio=...
+ * (AUC ratios are passed in by bench/bench_store.sh).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "store_internal.h"
+
+#define ROWS 1000000ull
+#define DIM 64
+#define BATCH 2000
+
+static size_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double pct(double *v, size_t n, double p) {
+    size_t i = (size_t)ceil(p / 100.0 * (double)n);
+    if (i > 0) i--;
+    if (i >= n) i = n - 1;
+    return v[i];
+}
+
+/* ---------------------------------------------------------------- zipf */
+static double *cdf;
+static uint64_t *perm;
+static void zipf_set(double s) {
+    double acc = 0;
+    for (uint64_t k = 0; k < ROWS; k++) {
+        acc += pow((double)(k + 1), -s);
+        cdf[k] = acc;
+    }
+    for (uint64_t k = 0; k < ROWS; k++) cdf[k] /= acc;
+}
+static void zipf_batch(rk_rng *r, uint64_t *keys) {
+    for (int i = 0; i < BATCH; i++) {
+        double u = rk_rng_uniform(r);
+        uint64_t lo = 0, hi = ROWS - 1;
+        while (lo < hi) {
+            uint64_t mid = (lo + hi) / 2;
+            if (cdf[mid] < u) lo = mid + 1;
+            else hi = mid;
+        }
+        keys[i] = perm[lo];
+    }
+}
+
+/* ---------------------------------------------------------------- raw rocksdb */
+typedef struct {
+    rocksdb_t *db;
+    rocksdb_options_t *o;
+    rocksdb_cache_t *cache;
+    rocksdb_readoptions_t *ro;
+    rocksdb_column_family_handle_t *cf[2];
+} raw_db;
+
+static int u64cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void raw_open(raw_db *r, const char *dir, size_t block_cache) {
+    r->o = rocksdb_options_create();
+    rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+    r->cache = rocksdb_cache_create_lru(block_cache);
+    rocksdb_block_based_options_set_block_cache(t, r->cache);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
+    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_options_set_block_based_table_factory(r->o, t);
+    rocksdb_block_based_options_destroy(t);
+    const char *names[2] = {"default", "t"};
+    const rocksdb_options_t *cfo[2] = {r->o, r->o};
+    char *err = NULL;
+    r->db = rocksdb_open_for_read_only_column_families(r->o, dir, 2, names, cfo, r->cf, 0, &err);
+    if (!r->db) {
+        fprintf(stderr, "bench-store: raw open: %s\n", err);
+        exit(1);
+    }
+    r->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(r->ro, 1);
+}
+
+/* Raw MultiGet of the batch as it comes (duplicates included, RocksDB
+ * sorts): what a server without rankd's store would do. */
+static void raw_get_plain(raw_db *r, const uint64_t *keys, float *out) {
+    static unsigned char kb[BATCH * 8];
+    static const char *kp[BATCH];
+    static size_t ks[BATCH];
+    static rocksdb_pinnableslice_t *v[BATCH];
+    static char *e[BATCH];
+    for (size_t i = 0; i < BATCH; i++) {
+        for (int b = 0; b < 8; b++) kb[8 * i + b] = (unsigned char)(keys[i] >> (56 - 8 * b));
+        kp[i] = (const char *)kb + 8 * i;
+        ks[i] = 8;
+    }
+    rocksdb_batched_multi_get_cf(r->db, r->ro, r->cf[1], BATCH, kp, ks, v, e, 0);
+    for (size_t i = 0; i < BATCH; i++) {
+        if (v[i]) {
+            size_t vl;
+            const char *p = rocksdb_pinnableslice_value(v[i], &vl);
+            memcpy(out + i * DIM, p, vl < DIM * 4 ? vl : DIM * 4);
+            rocksdb_pinnableslice_destroy(v[i]);
+        }
+        if (e[i]) rocksdb_free(e[i]);
+    }
+}
+
+/* Raw MultiGet after sorting and deduplicating the batch. */
+static void raw_get(raw_db *r, const uint64_t *keys, float *out) {
+    static uint64_t k[BATCH];
+    static unsigned char kb[BATCH * 8];
+    static const char *kp[BATCH];
+    static size_t ks[BATCH];
+    static rocksdb_pinnableslice_t *v[BATCH];
+    static char *e[BATCH];
+    memcpy(k, keys, sizeof k);
+    qsort(k, BATCH, 8, u64cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < BATCH; i++) {
+        if (i && k[i] == k[i - 1]) continue;
+        for (int b = 0; b < 8; b++) kb[8 * u + b] = (unsigned char)(k[i] >> (56 - 8 * b));
+        kp[u] = (const char *)kb + 8 * u;
+        ks[u] = 8;
+        u++;
+    }
+    rocksdb_batched_multi_get_cf(r->db, r->ro, r->cf[1], u, kp, ks, v, e, 1);
+    for (size_t i = 0; i < u; i++) {
+        if (v[i]) {
+            size_t vl;
+            const char *p = rocksdb_pinnableslice_value(v[i], &vl);
+            memcpy(out + i * DIM, p, vl < DIM * 4 ? vl : DIM * 4);
+            rocksdb_pinnableslice_destroy(v[i]);
+        }
+        if (e[i]) rocksdb_free(e[i]);
+    }
+}
+
+static void raw_close(raw_db *r) {
+    rocksdb_column_family_handle_destroy(r->cf[0]);
+    rocksdb_column_family_handle_destroy(r->cf[1]);
+    rocksdb_close(r->db);
+    rocksdb_readoptions_destroy(r->ro);
+    rocksdb_options_destroy(r->o);
+    rocksdb_cache_destroy(r->cache);
+}
+
+/* ---------------------------------------------------------------- runs */
+static double hit_rate(rk_store *s, rk_store_stats *a) {
+    rk_store_stats b;
+    rk_store_stats_get(s, 0, &b);
+    double h = (double)(b.cache_hits - a->cache_hits), m = (double)(b.cache_misses - a->cache_misses);
+    *a = b;
+    return h + m > 0 ? h / (h + m) : 0;
+}
+
+typedef struct {
+    double p50, p99, p999, rows_per_s;
+} lat;
+
+static lat summarize(double *t, size_t n) {
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += t[i];
+    qsort(t, n, sizeof *t, cmp_d);
+    lat l = {pct(t, n, 50) * 1e3, pct(t, n, 99) * 1e3, pct(t, n, 99.9) * 1e3, (double)n * BATCH / sum};
+    return l;
+}
+
+/* ---------------------------------------------------------------- churn (RSS phase) */
+typedef struct {
+    rk_store *s;
+    atomic_int *stop;
+    long updates;
+    double compact_s;
+} churn_arg;
+
+static void *churn(void *p) {
+    churn_arg *a = p;
+    static uint64_t ids[1000];
+    static float v[1000 * DIM];
+    rk_rng r;
+    rk_rng_seed(&r, 77);
+    double t0 = rk_now();
+    int compacted = 0;
+    while (!atomic_load(a->stop)) {
+        for (int i = 0; i < 1000; i++) {
+            ids[i] = rk_rng_below(&r, ROWS);
+            for (int j = 0; j < DIM; j++) v[i * DIM + j] = (float)(i + j) * 1e-3f;
+        }
+        if (rk_store_apply(a->s, 0, ids, 1000, v, NULL)) break;
+        a->updates += 1000;
+        if (!compacted && a->updates >= 200000) { /* ~50 MB of updates, then a full compaction */
+            double c0 = rk_now();
+            rk_store_compact(a->s, 0, NULL);
+            a->compact_s = rk_now() - c0;
+            compacted = 1;
+        }
+        if (rk_now() - t0 > 30) break;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = "build/bench-store-db";
+    double int8_ratio = NAN, fp16_ratio = NAN, secs = 1.0, hit90_p99 = NAN, ratio90 = NAN;
+    int levels = 31;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "--int8-auc-ratio") && i + 1 < argc) int8_ratio = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--fp16-auc-ratio") && i + 1 < argc) fp16_ratio = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--levels") && i + 1 < argc) levels = atoi(argv[++i]); /* bit mask */
+        else if (!strcmp(argv[i], "--no-rss")) levels |= 1 << 10;
+        else if (!strcmp(argv[i], "--rss-only")) levels = 1 << 11; /* a fresh process for the RSS phase */
+        else {
+            fprintf(stderr, "usage: bench_store [--dir DIR] [--seconds S] [--int8-auc-ratio R] [--fp16-auc-ratio R]\n");
+            return 2;
+        }
+    }
+    rk_rng rng;
+    rk_rng_seed(&rng, 2024);
+    rk_err e = {0};
+    /* ---- bulk load */
+    (void)rk_rm_rf(dir, NULL);
+    float *data = malloc(ROWS * DIM * sizeof(float));
+    for (size_t i = 0; i < ROWS * DIM; i++) data[i] = (float)(rk_rng_normal(&rng) * 0.05);
+    rk_table_spec spec = {"t", DIM, ROWS, data};
+    double t0 = rk_now();
+    if (rk_store_write(dir, &spec, 1, &e)) {
+        fprintf(stderr, "bench-store: %s\n", e.msg);
+        return 1;
+    }
+    double load_s = rk_now() - t0;
+    printf("bench-store: table %llu rows x %d dims fp32 (%.0f MB), bulk load by SST ingestion %.2fs\n",
+           (unsigned long long)ROWS, DIM, ROWS * DIM * 4 / 1e6, load_s);
+    /* ---- bytes per key (cache alone, RSS-measured) */
+    {
+        size_t rb = rk_codec_row_bytes(RK_CODEC_FP32, DIM);
+        size_t r0 = rss_bytes();
+        rk_cache c;
+        if (rk_cache_init(&c, 200000, 64, rb, &e)) return 1;
+        uint64_t gens[256];
+        rk_cache_gens(&c, gens);
+        for (uint64_t k = 0; k < 200000; k++) rk_cache_fill(&c, k * 7919, data + (k % ROWS) * DIM, gens);
+        size_t r1 = rss_bytes();
+        uint64_t h = 0, m = 0, ev = 0, ent = 0;
+        rk_cache_stats(&c, &h, &m, &ev, &ent);
+        printf("bench-store: cache bytes per key: allocated %.1f B, RSS-measured %.1f B for %zu-byte rows "
+               "(%.3fx / %.3fx raw; %llu entries)\n",
+               (double)c.bytes / (double)c.slots, (double)(r1 - r0) / (double)ent, rb,
+               (double)c.bytes / (double)c.slots / (double)rb, (double)(r1 - r0) / (double)ent / (double)rb,
+               (unsigned long long)ent);
+        rk_cache_free(&c);
+    }
+    double bpk_ratio = (double)rk_cache_bytes_per_row(DIM * 4) / (DIM * 4);
+    free(data);
+    const size_t block_cache = (size_t)64 << 20;
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = (size_t)(ROWS / 10) * rk_cache_bytes_per_row(DIM * 4); /* 10% of the rows */
+    o.block_cache_bytes = block_cache;
+    rk_store *s;
+    rk_store_stats st;
+    static uint64_t keys[BATCH];
+    static float out[BATCH * DIM];
+    cdf = malloc(ROWS * sizeof *cdf);
+    perm = malloc(ROWS * sizeof *perm);
+    for (uint64_t i = 0; i < ROWS; i++) perm[i] = i;
+    for (uint64_t i = ROWS - 1; i > 0; i--) {
+        uint64_t j = rk_rng_below(&rng, i + 1), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    if (levels & (1 << 11)) goto rss_phase;
+    /* ---- open both */
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) {
+        fprintf(stderr, "bench-store: %s\n", e.msg);
+        return 1;
+    }
+    raw_db raw;
+    raw_open(&raw, dir, block_cache);
+    rk_store_stats_get(s, 0, &st);
+    printf("bench-store: row cache %.1f MB for %llu rows (10%%), block cache %zu MB each (index+filter inside), batch %d keys\n",
+           st.cache_bytes / 1e6, (unsigned long long)st.cache_slots, block_cache >> 20, BATCH);
+    /* warm RocksDB's block cache and the page cache for both handles */
+    zipf_set(0.8);
+    for (int b = 0; b < 30; b++) {
+        zipf_batch(&rng, keys);
+        rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
+        raw_get(&raw, keys, out);
+    }
+    const double targets[] = {0.50, 0.80, 0.90, 0.95, 0.99};
+    const double guess[] = {0.80, 1.01, 1.115, 1.20, 1.35}; /* from earlier runs; refined below */
+    printf("\n| target hit | measured hit | zipf s | rankd p50 ms | p99 ms | p99.9 ms | rankd rows/s "
+           "| RocksDB p50 ms | p99 ms | p99.9 ms | RocksDB rows/s | ratio | RocksDB+dedup rows/s | ratio |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    size_t cap = 20000;
+    double *tt = malloc(cap * sizeof *tt);
+    for (int ti = 0; ti < 5; ti++) {
+        if (!(levels & (1 << ti))) continue;
+        double target = targets[ti], lo = guess[ti] - 0.05, hi = guess[ti] + 0.05, sz = guess[ti], h = 0;
+        for (int it = 0; it < 6; it++) { /* bisection on the measured hit rate */
+            zipf_set(sz);
+            for (int b = 0; b < 40; b++) { /* re-warm */
+                zipf_batch(&rng, keys);
+                rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
+            }
+            hit_rate(s, &st);
+            for (int b = 0; b < 40; b++) {
+                zipf_batch(&rng, keys);
+                rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
+            }
+            h = hit_rate(s, &st);
+            if (fabs(h - target) < 0.004) break;
+            if (h < target) lo = sz;
+            else hi = sz;
+            sz = (lo + hi) / 2;
+        }
+        /* rankd */
+        size_t n = 0;
+        hit_rate(s, &st);
+        double start = rk_now();
+        while ((n < 300 || rk_now() - start < secs) && n < cap) {
+            zipf_batch(&rng, keys);
+            double a = rk_now();
+            if (rk_store_get(s, 0, keys, BATCH, out, NULL, &e)) {
+                fprintf(stderr, "bench-store: %s\n", e.msg);
+                return 1;
+            }
+            tt[n++] = rk_now() - a;
+        }
+        double hm = hit_rate(s, &st);
+        lat lr = summarize(tt, n);
+        /* raw RocksDB MultiGet of the batch as is, then sorted + deduplicated */
+        lat lb[2];
+        for (int k = 0; k < 2; k++) {
+            size_t nr = 0;
+            start = rk_now();
+            while ((nr < 100 || rk_now() - start < secs / 2) && nr < cap) {
+                zipf_batch(&rng, keys);
+                double a = rk_now();
+                if (k == 0) raw_get_plain(&raw, keys, out);
+                else raw_get(&raw, keys, out);
+                tt[nr++] = rk_now() - a;
+            }
+            lb[k] = summarize(tt, nr);
+        }
+        double ratio = lr.rows_per_s / lb[0].rows_per_s;
+        printf("| %.0f%% | %.1f%% | %.3f | %.3f | %.3f | %.3f | %.0f | %.3f | %.3f | %.3f | %.0f | %.1fx | %.0f | %.1fx |\n",
+               target * 100, hm * 100, sz, lr.p50, lr.p99, lr.p999, lr.rows_per_s, lb[0].p50, lb[0].p99, lb[0].p999,
+               lb[0].rows_per_s, ratio, lb[1].rows_per_s, lr.rows_per_s / lb[1].rows_per_s);
+        fflush(stdout);
+        if (ti == 2) hit90_p99 = lr.p99, ratio90 = ratio;
+    }
+    /* the hit path alone: 2,000 keys drawn from 50,000 rows that are all cached */
+    {
+        static uint64_t hot[50000];
+        for (int i = 0; i < 50000; i++) hot[i] = perm[(uint64_t)i * 13 % ROWS];
+        for (int b = 0; b < 50000; b += BATCH) rk_store_get(s, 0, hot + b, BATCH, out, NULL, NULL);
+        for (int b = 0; b < 50000; b += BATCH) rk_store_get(s, 0, hot + b, BATCH, out, NULL, NULL);
+        hit_rate(s, &st);
+        size_t n = 0;
+        double start = rk_now();
+        while ((n < 300 || rk_now() - start < secs) && n < cap) {
+            for (int i = 0; i < BATCH; i++) keys[i] = hot[rk_rng_below(&rng, 50000)];
+            double a = rk_now();
+            rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
+            tt[n++] = rk_now() - a;
+        }
+        double hm = hit_rate(s, &st);
+        lat lr = summarize(tt, n);
+        printf("| all cached | %.1f%% | - | %.3f | %.3f | %.3f | %.0f | | | | | | | |\n", hm * 100, lr.p50, lr.p99, lr.p999,
+               lr.rows_per_s);
+    }
+    free(tt);
+    rk_store_stats_get(s, 0, &st);
+    printf("\nbench-store: cache hits %llu misses %llu evictions %llu entries %llu; RocksDB reads %llu; block cache %.1f MB\n",
+           (unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses, (unsigned long long)st.cache_evictions,
+           (unsigned long long)st.cache_entries, (unsigned long long)st.rocksdb_reads, st.block_cache_usage / 1e6);
+    raw_close(&raw);
+    rk_store_close(s);
+    /* ---- RSS with random reads while updates and a full compaction run */
+    if (levels & (1 << 10)) goto summary;
+rss_phase:
+    o.writable = 1;
+    o.sync_writes = 0;
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) {
+        fprintf(stderr, "bench-store: %s\n", e.msg);
+        return 1;
+    }
+    size_t rss0 = rss_bytes(), rss_max = rss0;
+    atomic_int stop = 0;
+    churn_arg ca = {s, &stop, 0, -1};
+    pthread_t th;
+    pthread_create(&th, NULL, churn, &ca);
+    zipf_set(1.0);
+    double start = rk_now();
+    long reads = 0;
+    while (rk_now() - start < 12 && (ca.compact_s < 0 || rk_now() - start < 4)) {
+        zipf_batch(&rng, keys);
+        rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
+        reads += BATCH;
+        size_t r = rss_bytes();
+        if (r > rss_max) rss_max = r;
+    }
+    atomic_store(&stop, 1);
+    pthread_join(th, NULL);
+    rk_store_stats_get(s, 0, &st);
+    printf("bench-store: fresh process; RSS during random reads (%ld keys) + %ld online updates + full compaction (%.1fs): start %.0f MB, "
+           "max %.0f MB; budgets: row cache %.0f MB + block cache %zu MB + memtables 16 MB; block cache in use %.0f MB\n",
+           reads, ca.updates, ca.compact_s, rss0 / 1e6, rss_max / 1e6, o.cache_bytes / 1e6, block_cache >> 20,
+           st.block_cache_usage / 1e6);
+    rk_store_close(s);
+    if (levels & (1 << 11)) {
+        (void)rk_rm_rf(dir, NULL);
+        return 0;
+    }
+summary:
+    (void)rk_rm_rf(dir, NULL);
+    free(cdf);
+    free(perm);
+    printf("bench-store: hit90_p99_ms=%.3f ratio_vs_rocksdb=%.2f bytes_per_key_ratio=%.3f int8_auc_ratio=%.5f fp16_auc_ratio=%.5f\n",
+           hit90_p99, ratio90, bpk_ratio, int8_ratio, fp16_ratio);
+    return 0;
+}

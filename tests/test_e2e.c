@@ -1,0 +1,1104 @@
+/*
+ * tests/test_e2e.c — end-to-end: the real `rankd` binary on a loopback port,
+ * spoken to over gRPC through rk_client.
+ *
+ * Once per run (a PRE_ALL hook in the Criterion runner process, before the
+ * test workers fork): `rank data movielens` on the bundled ml-latest-small,
+ * `rank train --epochs 1`, and `rank score` on the test split and on
+ * multi.tsv — rows made here that pair one user's features with several
+ * other rows' candidates, so a request of several candidates has an exact
+ * offline reference. The directory is in RK_E2E_DIR; POST_ALL removes it
+ * (set RK_E2E_KEEP=1 to keep it).
+ *
+ * Each test starts its own rankd on 127.0.0.1:0 (the port is parsed from the
+ * "listening on" log line; fixed ports race) and stops it with SIGTERM.
+ * Served pCTRs must equal `rank score` within 1e-6; every bad request gets
+ * its status code and a message naming the field, and a good request still
+ * succeeds after it.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rank.h"
+#include "rank.pb-c.h"
+
+#ifndef RK_SOURCE_DIR
+#define RK_SOURCE_DIR "."
+#endif
+#ifndef RK_BINARY_DIR
+#define RK_BINARY_DIR "."
+#endif
+#define BIN RK_BINARY_DIR "/bin/"
+
+#define TOL 1e-6
+#define MULTI_GROUPS 30
+#define MULTI_K 8
+#define BIG_K 1000
+
+/* gRPC status codes */
+enum { OK = 0, INVALID_ARGUMENT = 3, DEADLINE_EXCEEDED = 4, NOT_FOUND = 5, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12 };
+
+/* ------------------------------------------------------------------ small helpers */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static const char *e2e_dir(void) {
+    const char *d = getenv("RK_E2E_DIR");
+    cr_assert(d && *d, "data preparation failed: %s", getenv("RK_E2E_ERROR") ? getenv("RK_E2E_ERROR") : "?");
+    return d;
+}
+
+/* A TSV held in memory: rows of fields. */
+typedef struct {
+    char *buf;
+    char **hdr;
+    int n_cols;
+    char ***rows;
+    int n_rows;
+} tsv;
+
+static int tsv_read(const char *path, tsv *t) {
+    memset(t, 0, sizeof *t);
+    size_t len;
+    rk_err e = {0};
+    if (rk_read_file(path, &t->buf, &len, &e)) return -1;
+    int lines = 0;
+    for (size_t i = 0; i < len; i++) lines += t->buf[i] == '\n';
+    t->rows = calloc((size_t)lines + 1, sizeof *t->rows);
+    char *p = t->buf;
+    int r = -1;
+    while (*p) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = 0;
+        int n = 1;
+        for (char *q = p; *q; q++) n += *q == '\t';
+        char **f = calloc((size_t)n, sizeof *f);
+        int k = 0;
+        for (char *q = p;;) {
+            f[k++] = q;
+            char *tab = strchr(q, '\t');
+            if (!tab) break;
+            *tab = 0;
+            q = tab + 1;
+        }
+        if (r < 0) {
+            t->hdr = f;
+            t->n_cols = n;
+        } else {
+            t->rows[r] = f;
+        }
+        r++;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    t->n_rows = r < 0 ? 0 : r;
+    return 0;
+}
+
+static void tsv_free(tsv *t) {
+    for (int i = 0; i < t->n_rows; i++) free(t->rows[i]);
+    free(t->rows);
+    free(t->hdr);
+    rk_free(t->buf);
+}
+
+static int tsv_col(const tsv *t, const char *name) {
+    for (int i = 0; i < t->n_cols; i++)
+        if (!strcmp(t->hdr[i], name)) return i;
+    return -1;
+}
+
+/* pctr column of a `rank score` / `rank query` output file. */
+static float *read_scores(const char *path, int *n) {
+    tsv t;
+    cr_assert_eq(tsv_read(path, &t), 0, "cannot read %s", path);
+    cr_assert_str_eq(t.hdr[0], "pctr");
+    float *p = malloc((size_t)t.n_rows * sizeof *p + 1);
+    for (int i = 0; i < t.n_rows; i++) p[i] = strtof(t.rows[i][0], NULL);
+    *n = t.n_rows;
+    tsv_free(&t);
+    return p;
+}
+
+/* ------------------------------------------------------------------ run-wide data */
+
+static void write_multi(const char *dir, const rk_model_cfg *cfg) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ml/test.tsv", dir);
+    tsv t;
+    if (tsv_read(path, &t)) return;
+    int is_user[256] = {0};
+    for (int f = 0; f < cfg->n_features; f++) {
+        int c = tsv_col(&t, cfg->features[f].column);
+        if (c >= 0 && cfg->features[f].side == RK_SIDE_USER) is_user[c] = 1;
+    }
+    snprintf(path, sizeof path, "%s/multi.tsv", dir);
+    FILE *o = fopen(path, "w");
+    for (int c = 0; c < t.n_cols; c++) fprintf(o, "%s%s", c ? "\t" : "", t.hdr[c]);
+    fprintf(o, "\n");
+    /* MULTI_GROUPS requests of MULTI_K candidates, then one of BIG_K. */
+    for (int g = 0; g <= MULTI_GROUPS; g++) {
+        int k = g < MULTI_GROUPS ? MULTI_K : BIG_K;
+        int u = (g * 331) % t.n_rows;
+        for (int j = 0; j < k; j++) {
+            int r = g < MULTI_GROUPS ? (u + 1 + j * 97) % t.n_rows : j % t.n_rows;
+            for (int c = 0; c < t.n_cols; c++)
+                fprintf(o, "%s%s", c ? "\t" : "", is_user[c] ? t.rows[u][c] : t.rows[r][c]);
+            fprintf(o, "\n");
+        }
+    }
+    fclose(o);
+    tsv_free(&t);
+}
+
+static char prep_dir[512];
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set) {
+    (void)set;
+    char tmpl[] = "/tmp/rk_e2e_XXXXXX";
+    const char *d = mkdtemp(tmpl);
+    const char *err = NULL;
+    if (!d) {
+        setenv("RK_E2E_ERROR", "mkdtemp failed", 1);
+        return;
+    }
+    snprintf(prep_dir, sizeof prep_dir, "%s", d);
+    double t0 = now_s();
+    if (run(BIN "rank data movielens --input " RK_SOURCE_DIR "/data/movielens --out %s/ml >%s/prep.log 2>&1", d, d))
+        err = "rank data movielens failed (see prep.log)";
+    else if (run(BIN "rank train --config " RK_SOURCE_DIR
+                     "/configs/movielens_dcnv2.json --data %s/ml --out %s/bundle --epochs 1 >>%s/prep.log 2>&1",
+                 d, d, d))
+        err = "rank train failed (see prep.log)";
+    else if (run(BIN "rank score --model %s/bundle --input %s/ml/test.tsv --output %s/test_scores.tsv >>%s/prep.log 2>&1",
+                 d, d, d, d))
+        err = "rank score failed (see prep.log)";
+    if (!err) {
+        char bundle[1024];
+        snprintf(bundle, sizeof bundle, "%s/bundle", d);
+        rk_model *m;
+        rk_err e = {0};
+        if (rk_model_open(bundle, &m, &e)) {
+            err = "cannot open the trained bundle";
+        } else {
+            write_multi(d, rk_model_config(m));
+            rk_model_destroy(m);
+            if (run(BIN "rank score --model %s/bundle --input %s/multi.tsv --output %s/multi_scores.tsv >>%s/prep.log 2>&1",
+                    d, d, d, d))
+                err = "rank score on multi.tsv failed (see prep.log)";
+            /* a CETNet ensemble of three members, served by its own rankd in e2e_cetnet */
+            else if (run(BIN "rank train --config " RK_SOURCE_DIR
+                             "/configs/movielens_cetnet.json --data %s/ml --out %s/cetnet --epochs 1 >>%s/prep.log 2>&1",
+                         d, d, d))
+                err = "rank train (cetnet) failed (see prep.log)";
+            else if (run(BIN "rank score --model %s/cetnet --towers --input %s/multi.tsv --output %s/multi_cet_scores.tsv "
+                             ">>%s/prep.log 2>&1",
+                         d, d, d, d))
+                err = "rank score --towers on multi.tsv failed (see prep.log)";
+        }
+    }
+    if (err) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s in %s", err, d);
+        setenv("RK_E2E_ERROR", msg, 1);
+        return;
+    }
+    fprintf(stderr, "[e2e] data, bundle and offline scores ready in %.1fs (%s)\n", now_s() - t0, d);
+    setenv("RK_E2E_DIR", d, 1);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+    (void)stats;
+    if (!prep_dir[0] || getenv("RK_E2E_KEEP")) return;
+    rk_err e = {0};
+    rk_rm_rf(prep_dir, &e);
+}
+
+/* ------------------------------------------------------------------ rankd process */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char addr[64];
+    char log[1024];
+} rankd_proc;
+
+static rankd_proc srv; /* the fixture's server */
+static const char *bundle_name = "bundle"; /* which bundle of the e2e dir rankd serves */
+
+/* Start rankd with extra arguments (NULL-terminated); returns the pid after
+ * "listening on" appeared, or -1 with the exit status in *status if it
+ * exited first. */
+static pid_t rankd_spawn(rankd_proc *p, const char *listen, int *status, const char *const *extra) {
+    const char *d = e2e_dir();
+    static int seq;
+    snprintf(p->log, sizeof p->log, "%s/rankd.%d.%d.log", d, (int)getpid(), seq++);
+    char model[1024];
+    snprintf(model, sizeof model, "%s/%s", d, bundle_name);
+    const char *argv[32] = {BIN "rankd", "--model", model, "--listen", listen};
+    int n = 5;
+    for (int i = 0; extra && extra[i] && n < 30; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    p->pid = pid;
+    p->port = 0;
+    double t0 = now_s();
+    while (now_s() - t0 < 120) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            if (status) *status = st;
+            p->pid = 0;
+            return -1;
+        }
+        char *text = NULL;
+        rk_err e = {0};
+        if (rk_read_file(p->log, &text, NULL, &e) == RK_OK) {
+            const char *l = strstr(text, "listening on 127.0.0.1:");
+            if (l) {
+                p->port = atoi(l + strlen("listening on 127.0.0.1:"));
+                rk_free(text);
+                snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
+                return pid;
+            }
+            rk_free(text);
+        }
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    cr_assert_fail("rankd did not print 'listening on' within 120 s (log %s)", p->log);
+    return -1;
+}
+
+/* SIGTERM and wait; returns the wait status (SIGKILL after 60 s). */
+static int rankd_stop(rankd_proc *p) {
+    if (p->pid <= 0) return 0;
+    kill(p->pid, SIGTERM);
+    int st = 0;
+    double t0 = now_s();
+    while (waitpid(p->pid, &st, WNOHANG) == 0) {
+        if (now_s() - t0 > 60) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &st, 0);
+            break;
+        }
+        sleep_ms(5);
+    }
+    p->pid = 0;
+    return st;
+}
+
+static void start_default(void) {
+    cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, NULL), -1, "rankd exited at start (log %s)", srv.log);
+}
+/* Stop p and assert it exited 0 with a clean log. Sanitizer reports of the
+ * server are in its log, not in the test's output: copy them there too, for
+ * ctest's FAIL_REGULAR_EXPRESSION. (Assertions in a .fini are printed but do
+ * not fail a Criterion test, so tests call this at their end.) */
+static void stop_checked(rankd_proc *p) {
+    char log[sizeof p->log];
+    snprintf(log, sizeof log, "%s", p->log);
+    int st = rankd_stop(p);
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(log, &text, NULL, &e), RK_OK, "%s", e.msg);
+    int dirty = strstr(text, "Sanitizer") || strstr(text, "runtime error:");
+    if (dirty) fprintf(stderr, "%s", text);
+    rk_free(text);
+    cr_assert(!dirty, "rankd log %s has sanitizer reports", log);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "rankd exit status %d (log %s)", st, log);
+}
+
+/* ------------------------------------------------------------------ request building */
+
+/* Bump memory for one request (no frees needed, nothing leaks). */
+static char pool[16 << 20];
+static size_t pool_used;
+static void *pmem(size_t n) {
+    n = (n + 15) & ~(size_t)15;
+    cr_assert(pool_used + n <= sizeof pool, "test pool exhausted");
+    void *p = pool + pool_used;
+    pool_used += n;
+    memset(p, 0, n);
+    return p;
+}
+static char *pstr(const char *s, size_t n) {
+    char *d = pmem(n + 1);
+    memcpy(d, s, n);
+    return d;
+}
+
+typedef struct {
+    rk_model *m;
+    const rk_model_cfg *cfg;
+    tsv multi, test;
+    int col[RK_MAX_FEATURES];
+    float *multi_ref, *test_ref;
+    int n_multi_ref, n_test_ref;
+    rk_client *cl;
+} ctx;
+
+static ctx C;
+
+static void load_ctx(void) {
+    const char *d = e2e_dir();
+    char p[1024];
+    snprintf(p, sizeof p, "%s/bundle", d);
+    rk_err e = {0};
+    cr_assert_eq(rk_model_open(p, &C.m, &e), RK_OK, "%s", e.msg);
+    C.cfg = rk_model_config(C.m);
+    snprintf(p, sizeof p, "%s/multi.tsv", d);
+    cr_assert_eq(tsv_read(p, &C.multi), 0);
+    snprintf(p, sizeof p, "%s/ml/test.tsv", d);
+    cr_assert_eq(tsv_read(p, &C.test), 0);
+    for (int f = 0; f < C.cfg->n_features; f++) {
+        C.col[f] = tsv_col(&C.multi, C.cfg->features[f].column);
+        cr_assert_geq(C.col[f], 0, "no column for feature %s", C.cfg->features[f].name);
+    }
+    snprintf(p, sizeof p, "%s/multi_scores.tsv", d);
+    C.multi_ref = read_scores(p, &C.n_multi_ref);
+    cr_assert_eq(C.n_multi_ref, C.multi.n_rows);
+    snprintf(p, sizeof p, "%s/test_scores.tsv", d);
+    C.test_ref = read_scores(p, &C.n_test_ref);
+    cr_assert_eq(C.n_test_ref, C.test.n_rows);
+    cr_assert_eq(rk_client_create(srv.addr, &C.cl, &e), RK_OK, "%s", e.msg);
+}
+
+static void free_ctx(void) {
+    rk_client_destroy(C.cl);
+    tsv_free(&C.multi);
+    tsv_free(&C.test);
+    free(C.multi_ref);
+    free(C.test_ref);
+    rk_model_destroy(C.m);
+    memset(&C, 0, sizeof C);
+}
+
+static void setup(void) {
+    start_default();
+    load_ctx();
+}
+static void teardown(void) {
+    free_ctx();
+    rankd_stop(&srv); /* only still running when the test failed early */
+}
+
+/* The end of every test: the server is still healthy, stops cleanly. */
+static void finish(void) {
+    rk_client_destroy(C.cl);
+    C.cl = NULL;
+    stop_checked(&srv);
+}
+
+static void split(const char *v, char ***out, size_t *n) {
+    size_t k = 1;
+    for (const char *q = v; *q; q++) k += *q == '|';
+    *out = pmem(k * sizeof(char *));
+    *n = 0;
+    for (const char *q = v;;) {
+        const char *bar = strchr(q, '|');
+        size_t L = bar ? (size_t)(bar - q) : strlen(q);
+        (*out)[(*n)++] = pstr(q, L);
+        if (!bar) break;
+        q = bar + 1;
+    }
+}
+
+/* Request for rows[r0, r0+k) of t: user features from row r0 (the rows must
+ * share them), candidates from each row. aliases: use user_id /
+ * recent_item_ids / ad_id where the model declares them. */
+static Rankd__V1__RankRequest *build(const tsv *t, int r0, int k, int aliases) {
+    pool_used = 0;
+    const rk_model_cfg *cfg = C.cfg;
+    Rankd__V1__RankRequest *req = pmem(sizeof *req);
+    rankd__v1__rank_request__init(req);
+    req->request_id = pstr("req-1", 5);
+    Rankd__V1__User *u = pmem(sizeof *u);
+    rankd__v1__user__init(u);
+    req->user = u;
+    u->sparse = pmem(RK_MAX_FEATURES * sizeof(void *));
+    u->dense = pmem(RK_MAX_FEATURES * sizeof(void *));
+    req->candidates = pmem((size_t)k * sizeof(void *));
+    req->n_candidates = (size_t)k;
+    for (int i = 0; i < k; i++) {
+        Rankd__V1__Candidate *c = pmem(sizeof *c);
+        rankd__v1__candidate__init(c);
+        c->sparse = pmem(RK_MAX_FEATURES * sizeof(void *));
+        c->dense = pmem(RK_MAX_FEATURES * sizeof(void *));
+        req->candidates[i] = c;
+    }
+    for (int f = 0; f < cfg->n_features; f++) {
+        const rk_feature *ft = &cfg->features[f];
+        int user = ft->side == RK_SIDE_USER;
+        for (int i = 0; i < (user ? 1 : k); i++) {
+            const char *v = t->rows[r0 + i][C.col[f]];
+            size_t *n_sp = user ? &u->n_sparse : &req->candidates[i]->n_sparse;
+            size_t *n_ds = user ? &u->n_dense : &req->candidates[i]->n_dense;
+            Rankd__V1__SparseFeature **sp = user ? u->sparse : req->candidates[i]->sparse;
+            Rankd__V1__DenseFeature **ds = user ? u->dense : req->candidates[i]->dense;
+            if (ft->kind == RK_FEAT_DENSE) {
+                if (!*v) continue;
+                Rankd__V1__DenseFeature *df = pmem(sizeof *df);
+                rankd__v1__dense_feature__init(df);
+                df->name = pstr(ft->name, strlen(ft->name));
+                df->value = strtof(v, NULL);
+                ds[(*n_ds)++] = df;
+                continue;
+            }
+            if (aliases && !strcmp(ft->name, cfg->alias_user_id)) {
+                u->user_id = pstr(v, strlen(v));
+                continue;
+            }
+            if (aliases && !strcmp(ft->name, cfg->alias_recent_items)) {
+                split(v, &u->recent_item_ids, &u->n_recent_item_ids);
+                continue;
+            }
+            if (aliases && !strcmp(ft->name, cfg->alias_ad_id)) {
+                req->candidates[i]->ad_id = pstr(v, strlen(v));
+                continue;
+            }
+            Rankd__V1__SparseFeature *sf = pmem(sizeof *sf);
+            rankd__v1__sparse_feature__init(sf);
+            sf->name = pstr(ft->name, strlen(ft->name));
+            split(v, &sf->values, &sf->n_values);
+            sp[(*n_sp)++] = sf;
+        }
+    }
+    return req;
+}
+
+/* Index of a named feature in a candidate's / the user's list (asserts). */
+static size_t dense_index(const Rankd__V1__Candidate *c, const char *name) {
+    for (size_t j = 0; j < c->n_dense; j++)
+        if (!strcmp(c->dense[j]->name, name)) return j;
+    cr_assert_fail("candidate has no dense feature %s", name);
+    return 0;
+}
+
+/* Row of multi.tsv that starts group g (all rows of a group share the user). */
+static int group_row(int g) { return g * MULTI_K; }
+
+/* Send req; assert OK and every pCTR equals ref[0..k) within TOL. */
+static void expect_scores(Rankd__V1__RankRequest *req, const float *ref, const char *what) {
+    rk_call_result res;
+    Rankd__V1__RankResponse *resp = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_rank(C.cl, req, 30000, &res, &resp, &e), RK_OK, "%s: %s", what, e.msg);
+    cr_assert_eq(res.code, OK, "%s: status %d: %s", what, res.code, res.msg);
+    cr_assert_eq(resp->n_scores, req->n_candidates, "%s: %zu scores for %zu candidates", what, resp->n_scores,
+                 req->n_candidates);
+    for (size_t i = 0; i < resp->n_scores; i++) {
+        float got = resp->scores[i]->pctr;
+        cr_assert(fabsf(got - ref[i]) <= TOL, "%s: candidate %zu: served %.9g, offline %.9g", what, i, got,
+                  ref[i]);
+        cr_assert_str_eq(resp->scores[i]->ad_id, req->candidates[i]->ad_id ? req->candidates[i]->ad_id : "");
+    }
+    rk_client_free_response(resp);
+}
+
+/* A known-good request still works (after each bad one). */
+static void expect_good(void) {
+    expect_scores(build(&C.multi, group_row(1), MULTI_K, 1), C.multi_ref + group_row(1), "good request");
+}
+
+/* Send req (or raw bytes) and expect code and exactly msg (or a prefix when
+ * prefix != 0). */
+static void expect_status_raw(const char *method, const void *bytes, size_t len, int code, const char *msg,
+                              int prefix) {
+    rk_call_result res;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_call(C.cl, method, bytes, len, 30000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, code, "status %d (want %d): %s", res.code, code, res.msg);
+    if (prefix) cr_expect(strstr(res.msg, msg) != NULL, "message '%s' lacks '%s'", res.msg, msg);
+    else cr_expect_str_eq(res.msg, msg);
+    rk_call_result_free(&res);
+}
+
+static void expect_status(Rankd__V1__RankRequest *req, int code, const char *msg) {
+    size_t n = rankd__v1__rank_request__get_packed_size(req);
+    uint8_t *b = malloc(n + 1);
+    rankd__v1__rank_request__pack(req, b);
+    expect_status_raw("/rankd.v1.Ranker/Rank", b, n, code, msg, 0);
+    free(b);
+    expect_good();
+}
+
+/* ------------------------------------------------------------------ scores */
+
+TestSuite(e2e, .init = setup, .fini = teardown, .timeout = 240);
+
+Test(e2e, multi_candidate_requests_match_rank_score) {
+    for (int aliases = 0; aliases <= 1; aliases++)
+        for (int g = 0; g < MULTI_GROUPS; g++) {
+            char what[64];
+            snprintf(what, sizeof what, "group %d aliases=%d", g, aliases);
+            expect_scores(build(&C.multi, group_row(g), MULTI_K, aliases), C.multi_ref + group_row(g), what);
+        }
+    /* the largest request the server accepts by default */
+    int r = MULTI_GROUPS * MULTI_K;
+    expect_scores(build(&C.multi, r, BIG_K, 1), C.multi_ref + r, "1000 candidates");
+    finish();
+}
+
+Test(e2e, test_split_rows_match_rank_score) {
+    /* the first 300 rows of the test split, one request per run of rows that
+     * share every user-side value */
+    int n = C.test.n_rows < 300 ? C.test.n_rows : 300, sent = 0;
+    for (int r0 = 0; r0 < n;) {
+        int r1 = r0 + 1;
+        while (r1 < n) {
+            int same = 1;
+            for (int f = 0; same && f < C.cfg->n_features; f++)
+                if (C.cfg->features[f].side == RK_SIDE_USER &&
+                    strcmp(C.test.rows[r1][C.col[f]], C.test.rows[r0][C.col[f]]))
+                    same = 0;
+            if (!same) break;
+            r1++;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "test rows %d..%d", r0, r1 - 1);
+        expect_scores(build(&C.test, r0, r1 - r0, r0 % 2), C.test_ref + r0, what);
+        sent++;
+        r0 = r1;
+    }
+    cr_assert_gt(sent, 0);
+    finish();
+}
+
+Test(e2e, rank_query_cli_matches_rank_score) {
+    const char *d = e2e_dir();
+    cr_assert_eq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
+                         "--candidates 50 >%s/query.%d.log 2>&1",
+                     srv.addr, d, d, d, (int)getpid(), d, (int)getpid()),
+                 0, "rank query failed (see %s/query.%d.log)", d, (int)getpid());
+    char p[1024];
+    snprintf(p, sizeof p, "%s/q.%d.tsv", d, (int)getpid());
+    int n;
+    float *got = read_scores(p, &n);
+    cr_assert_eq(n, C.n_test_ref);
+    double mx = 0;
+    for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
+    free(got);
+    cr_assert(mx <= TOL, "rank query vs rank score: max abs diff %.3g", mx);
+    finish();
+}
+
+Test(e2e, timing_towers_and_echoes) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, MULTI_K, 1);
+    req->return_timing = 1;
+    req->return_tower_scores = 1;
+    rk_call_result res;
+    Rankd__V1__RankResponse *resp = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_rank(C.cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, OK, "%s", res.msg);
+    cr_assert_str_eq(resp->request_id, "req-1");
+    cr_assert_str_eq(resp->model_version, rk_model_version(C.m));
+    cr_assert_not_null(resp->timing);
+    cr_assert_gt(resp->timing->total_us, 0);
+    cr_assert_geq(resp->timing->total_us, resp->timing->model_us);
+    cr_assert_eq(resp->scores[0]->n_towers, 1);
+    cr_assert_str_eq(resp->scores[0]->towers[0]->tower, "dcnv2");
+    cr_assert_float_eq(resp->scores[0]->towers[0]->pctr, resp->scores[0]->pctr, 0);
+    rk_client_free_response(resp);
+    /* model name and version, when given, must match */
+    req = build(&C.multi, 0, MULTI_K, 1);
+    req->model_name = (char *)C.cfg->name;
+    req->model_version = (char *)rk_model_version(C.m);
+    expect_scores(req, C.multi_ref, "matching model_name/model_version");
+    finish();
+}
+
+/* ------------------------------------------------------------------ health */
+
+Test(e2e, health_check) {
+    rk_call_result res;
+    rk_err e = {0};
+    int serving = 0;
+    cr_assert_eq(rk_client_health(C.cl, "", 10000, &res, &serving, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, OK, "%s", res.msg);
+    cr_assert_eq(serving, 1, "SERVING");
+    cr_assert_eq(rk_client_health(C.cl, "rankd.v1.Ranker", 10000, &res, &serving, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, OK, "%s", res.msg);
+    cr_assert_eq(serving, 1, "SERVING");
+    cr_assert_eq(rk_client_health(C.cl, "no.such.Service", 10000, &res, &serving, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, NOT_FOUND);
+    cr_assert_str_eq(res.msg, "unknown service 'no.such.Service'");
+    expect_good();
+    finish();
+}
+
+/* ------------------------------------------------------------------ bad requests */
+
+Test(e2e, bad_no_candidates) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 1, 1);
+    req->n_candidates = 0;
+    expect_status(req, INVALID_ARGUMENT, "candidates: empty");
+    /* an empty message decodes to a request without candidates */
+    expect_status_raw("/rankd.v1.Ranker/Rank", "", 0, INVALID_ARGUMENT, "candidates: empty", 0);
+    expect_good();
+    finish();
+}
+
+Test(e2e, bad_unknown_feature) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 4, 0);
+    req->candidates[3]->sparse[1]->name = "foo";
+    expect_status(req, INVALID_ARGUMENT, "candidates[3].sparse[1].name: unknown feature 'foo'");
+    /* a sparse feature given as dense */
+    req = build(&C.multi, 0, 4, 1);
+    Rankd__V1__DenseFeature df = RANKD__V1__DENSE_FEATURE__INIT;
+    Rankd__V1__DenseFeature *dp = &df;
+    df.name = "hour";
+    df.value = 3;
+    req->user->dense = &dp;
+    req->user->n_dense = 1;
+    expect_status(req, INVALID_ARGUMENT, "user.dense[0].name: 'hour' is a sparse feature");
+    finish();
+}
+
+Test(e2e, bad_wrong_side_and_duplicates) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 2, 0);
+    /* a candidate feature on the user */
+    Rankd__V1__SparseFeature *sf = req->candidates[0]->sparse[0];
+    req->user->sparse[req->user->n_sparse++] = sf;
+    char want[256];
+    snprintf(want, sizeof want, "user.sparse[%zu].name: '%s' is a candidate feature", req->user->n_sparse - 1,
+             sf->name);
+    expect_status(req, INVALID_ARGUMENT, want);
+    /* an alias and the explicit feature together */
+    req = build(&C.multi, 0, 2, 0);
+    req->candidates[1]->ad_id = "1";
+    size_t j = 0;
+    while (strcmp(req->candidates[1]->sparse[j]->name, C.cfg->alias_ad_id)) j++;
+    snprintf(want, sizeof want, "candidates[1].sparse[%zu].name: '%s' is already set by candidates[1].ad_id", j,
+             C.cfg->alias_ad_id);
+    expect_status(req, INVALID_ARGUMENT, want);
+    finish();
+}
+
+Test(e2e, bad_dense_not_finite) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 3, 1);
+    size_t j = dense_index(req->candidates[0], "year");
+    req->candidates[0]->dense[j]->value = NAN;
+    char want[128];
+    snprintf(want, sizeof want, "candidates[0].dense[%zu].value: not finite (NaN)", j);
+    expect_status(req, INVALID_ARGUMENT, want);
+    req = build(&C.multi, 0, 3, 1);
+    j = dense_index(req->candidates[2], "year");
+    req->candidates[2]->dense[j]->value = INFINITY;
+    snprintf(want, sizeof want, "candidates[2].dense[%zu].value: not finite (Inf)", j);
+    expect_status(req, INVALID_ARGUMENT, want);
+    req = build(&C.multi, 0, 3, 1);
+    j = dense_index(req->candidates[1], "year");
+    req->candidates[1]->dense[j]->value = -INFINITY;
+    snprintf(want, sizeof want, "candidates[1].dense[%zu].value: not finite (-Inf)", j);
+    expect_status(req, INVALID_ARGUMENT, want);
+    finish();
+}
+
+Test(e2e, bad_too_many_candidates) {
+    int k = BIG_K + 1;
+    Rankd__V1__RankRequest *req = build(&C.multi, MULTI_GROUPS * MULTI_K, BIG_K, 1);
+    Rankd__V1__Candidate **cs = pmem((size_t)k * sizeof *cs);
+    memcpy(cs, req->candidates, BIG_K * sizeof *cs);
+    cs[BIG_K] = cs[0];
+    req->candidates = cs;
+    req->n_candidates = (size_t)k;
+    expect_status(req, RESOURCE_EXHAUSTED, "candidates: 1001 exceeds the maximum of 1000");
+    finish();
+}
+
+Test(e2e, bad_too_many_values) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 2, 1);
+    size_t n = 300;
+    char **v = pmem(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = "1";
+    req->user->recent_item_ids = v;
+    req->user->n_recent_item_ids = n;
+    expect_status(req, RESOURCE_EXHAUSTED, "user.recent_item_ids: 300 values exceed the maximum of 256");
+    finish();
+}
+
+Test(e2e, bad_invalid_utf8) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 2, 1);
+    req->candidates[1]->ad_id = "\xc3\x28";
+    expect_status(req, INVALID_ARGUMENT, "candidates[1].ad_id: invalid UTF-8");
+    req = build(&C.multi, 0, 2, 1);
+    req->request_id = "ok\xed\xa0\x80"; /* a UTF-16 surrogate */
+    expect_status(req, INVALID_ARGUMENT, "request_id: invalid UTF-8");
+    req = build(&C.multi, 0, 2, 1);
+    req->candidates[0]->sparse[0]->values[0] = "\xff";
+    char want[128];
+    snprintf(want, sizeof want, "candidates[0].sparse[0].values[0]: invalid UTF-8");
+    expect_status(req, INVALID_ARGUMENT, want);
+    finish();
+}
+
+Test(e2e, bad_model_mismatch) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 2, 1);
+    req->model_name = "other-model";
+    char want[256];
+    snprintf(want, sizeof want, "model_name: 'other-model' is not served here (serving '%s')", C.cfg->name);
+    expect_status(req, NOT_FOUND, want);
+    req = build(&C.multi, 0, 2, 1);
+    req->model_version = "v0";
+    snprintf(want, sizeof want, "model_version: 'v0' is not served here (serving '%s')", rk_model_version(C.m));
+    expect_status(req, NOT_FOUND, want);
+    finish();
+}
+
+Test(e2e, bad_oversized_message) {
+    /* 5 MiB > the default 4 MiB receive limit: gRPC answers, the handler never runs */
+    size_t n = 5u << 20;
+    char *big = malloc(n + 1);
+    memset(big, 'x', n);
+    big[n] = 0;
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 1, 1);
+    req->request_id = big;
+    size_t len = rankd__v1__rank_request__get_packed_size(req);
+    uint8_t *b = malloc(len);
+    rankd__v1__rank_request__pack(req, b);
+    expect_status_raw("/rankd.v1.Ranker/Rank", b, len, RESOURCE_EXHAUSTED, "larger than max", 1);
+    free(b);
+    free(big);
+    expect_good();
+    finish();
+}
+
+Test(e2e, bad_garbage_bytes) {
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    expect_status_raw("/rankd.v1.Ranker/Rank", junk, sizeof junk, INVALID_ARGUMENT,
+                      "request is not a valid rankd.v1.RankRequest", 0);
+    const char text[] = "this is not a protobuf";
+    expect_status_raw("/rankd.v1.Ranker/Rank", text, strlen(text), INVALID_ARGUMENT,
+                      "request is not a valid rankd.v1.RankRequest", 0);
+    expect_status_raw("/grpc.health.v1.Health/Check", junk, sizeof junk, INVALID_ARGUMENT,
+                      "request is not a valid grpc.health.v1.HealthCheckRequest", 0);
+    expect_good();
+    finish();
+}
+
+Test(e2e, unknown_method_is_unimplemented_quickly) {
+    const char *methods[] = {"/rankd.v1.Ranker/Nope", "/other.v1.Svc/Rank", "/grpc.health.v1.Health/Watch"};
+    for (int i = 0; i < 3; i++) {
+        rk_call_result res;
+        rk_err e = {0};
+        cr_assert_eq(rk_client_call(C.cl, methods[i], "", 0, 5000, &res, &e), RK_OK, "%s", e.msg);
+        cr_expect_eq(res.code, UNIMPLEMENTED, "%s: status %d: %s", methods[i], res.code, res.msg);
+        cr_expect(res.seconds < 1.0, "%s took %.3fs (deadline 5s)", methods[i], res.seconds);
+        char want[128];
+        snprintf(want, sizeof want, "method '%s' is not implemented by rankd", methods[i]);
+        cr_expect_str_eq(res.msg, want);
+        rk_call_result_free(&res);
+    }
+    expect_good();
+    finish();
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+Test(e2e, second_rankd_on_same_port_fails) {
+    rankd_proc p2;
+    int st = 0;
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", srv.port);
+    pid_t pid = rankd_spawn(&p2, listen, &st, NULL);
+    if (pid > 0) rankd_stop(&p2);
+    cr_assert_eq(pid, -1, "a second rankd started on port %d", srv.port);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d", st);
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
+    char want[128];
+    snprintf(want, sizeof want, "rankd: cannot listen on %s: address in use or invalid\n", listen);
+    cr_expect(strstr(text, want) != NULL, "log lacks '%s':\n%s", want, text);
+    rk_free(text);
+    expect_good(); /* the first one still serves */
+    finish();
+}
+
+Test(e2e, sigterm_stops_with_exit_0) {
+    expect_good();
+    char log[sizeof srv.log];
+    snprintf(log, sizeof log, "%s", srv.log);
+    finish(); /* closes the channel, SIGTERM, exit status 0, clean log */
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(log, &text, NULL, &e), RK_OK);
+    cr_expect(strstr(text, "SIGTERM: draining") != NULL, "log:\n%s", text);
+    cr_expect(strstr(text, "stopped: rank_ok=1 rank_failed=0 health=0 unimplemented=0") != NULL, "log:\n%s", text);
+    rk_free(text);
+}
+
+Test(e2e, options_max_candidates_and_message_bytes) {
+    /* a second server with small limits */
+    rankd_proc p2;
+    const char *extra[] = {"--max-candidates", "4", "--max-message-bytes", "2048", "--threads", "1", NULL};
+    cr_assert_neq(rankd_spawn(&p2, "127.0.0.1:0", NULL, extra), -1, "log %s", p2.log);
+    rk_client *cl;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(p2.addr, &cl, &e), RK_OK);
+    rk_client *keep = C.cl;
+    C.cl = cl;
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 5, 1);
+    size_t n = rankd__v1__rank_request__get_packed_size(req);
+    uint8_t *b = malloc(n);
+    rankd__v1__rank_request__pack(req, b);
+    expect_status_raw("/rankd.v1.Ranker/Rank", b, n, RESOURCE_EXHAUSTED, "candidates: 5 exceeds the maximum of 4", 0);
+    free(b);
+    expect_scores(build(&C.multi, 0, 4, 1), C.multi_ref, "4 candidates");
+    char big[4096];
+    memset(big, 'y', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    req = build(&C.multi, 0, 1, 1);
+    req->request_id = big;
+    n = rankd__v1__rank_request__get_packed_size(req);
+    b = malloc(n);
+    rankd__v1__rank_request__pack(req, b);
+    expect_status_raw("/rankd.v1.Ranker/Rank", b, n, RESOURCE_EXHAUSTED, "larger than max", 1);
+    free(b);
+    C.cl = keep;
+    rk_client_destroy(cl);
+    stop_checked(&p2);
+    finish();
+}
+
+/* ------------------------------------------------------------------ concurrency */
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* Pre-packed requests (build() is not thread-safe) with their references. */
+typedef struct {
+    uint8_t *bytes;
+    size_t len;
+    const float *ref;
+    size_t k;
+} packed_req;
+
+typedef struct {
+    const char *addr;
+    const packed_req *reqs;
+    int n_reqs, rounds;
+    atomic_int *stopping; /* NULL: every call must succeed */
+    long ok;
+    int bad;
+    char msg[300];
+} load_arg;
+
+static void *load_thread(void *p) {
+    load_arg *a = p;
+    rk_client *cl;
+    rk_err e = {0};
+    if (rk_client_create(a->addr, &cl, &e)) {
+        a->bad = 1;
+        snprintf(a->msg, sizeof a->msg, "client: %s", e.msg);
+        return NULL;
+    }
+    for (int r = 0; r < a->rounds && !a->bad; r++) {
+        for (int i = 0; i < a->n_reqs; i++) {
+            const packed_req *q = &a->reqs[(i + r) % a->n_reqs];
+            rk_call_result res;
+            if (rk_client_call(cl, "/rankd.v1.Ranker/Rank", q->bytes, q->len, 10000, &res, &e)) {
+                a->bad = 1;
+                snprintf(a->msg, sizeof a->msg, "call: %s", e.msg);
+                break;
+            }
+            if (res.code != OK) {
+                if (!a->stopping || !atomic_load(a->stopping)) {
+                    a->bad = 1;
+                    snprintf(a->msg, sizeof a->msg, "status %d before shutdown: %s", res.code, res.msg);
+                }
+                rk_call_result_free(&res);
+                goto out; /* the server is going away: done */
+            }
+            Rankd__V1__RankResponse *resp = rankd__v1__rank_response__unpack(NULL, res.body_len, res.body);
+            rk_call_result_free(&res);
+            if (!resp || resp->n_scores != q->k) {
+                a->bad = 1;
+                snprintf(a->msg, sizeof a->msg, "bad response");
+            } else {
+                for (size_t j = 0; j < q->k && !a->bad; j++)
+                    if (fabsf(resp->scores[j]->pctr - q->ref[j]) > TOL) {
+                        a->bad = 1;
+                        snprintf(a->msg, sizeof a->msg, "candidate %zu: %.9g vs offline %.9g", j,
+                                 resp->scores[j]->pctr, q->ref[j]);
+                    }
+            }
+            if (resp) rankd__v1__rank_response__free_unpacked(resp, NULL);
+            if (a->bad) goto out;
+            a->ok++;
+        }
+    }
+out:
+    rk_client_destroy(cl);
+    return NULL;
+}
+
+static packed_req *pack_groups(int *n) {
+    *n = MULTI_GROUPS + 1;
+    packed_req *q = calloc((size_t)*n, sizeof *q);
+    for (int g = 0; g < *n; g++) {
+        int r = g < MULTI_GROUPS ? group_row(g) : MULTI_GROUPS * MULTI_K;
+        int k = g < MULTI_GROUPS ? MULTI_K : BIG_K;
+        Rankd__V1__RankRequest *req = build(&C.multi, r, k, g % 2);
+        q[g].len = rankd__v1__rank_request__get_packed_size(req);
+        q[g].bytes = malloc(q[g].len);
+        rankd__v1__rank_request__pack(req, q[g].bytes);
+        q[g].ref = C.multi_ref + r;
+        q[g].k = (size_t)k;
+    }
+    return q;
+}
+
+static void free_groups(packed_req *q, int n) {
+    for (int i = 0; i < n; i++) free(q[i].bytes);
+    free(q);
+}
+
+#define N_THREADS 4
+
+Test(e2e, concurrent_clients_match_rank_score) {
+    int n;
+    packed_req *q = pack_groups(&n);
+    pthread_t th[N_THREADS];
+    load_arg a[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        a[i] = (load_arg){.addr = srv.addr, .reqs = q, .n_reqs = n, .rounds = 3};
+        pthread_create(&th[i], NULL, load_thread, &a[i]);
+    }
+    long ok = 0;
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect(!a[i].bad, "thread %d: %s", i, a[i].msg);
+        ok += a[i].ok;
+    }
+    free_groups(q, n);
+    cr_assert_eq(ok, (long)N_THREADS * 3 * n);
+    finish();
+}
+
+Test(e2e, sigterm_under_load_drains_and_exits_0) {
+    int n;
+    packed_req *q = pack_groups(&n);
+    pthread_t th[N_THREADS];
+    load_arg a[N_THREADS];
+    atomic_int stopping = 0;
+    for (int i = 0; i < N_THREADS; i++) {
+        a[i] = (load_arg){.addr = srv.addr, .reqs = q, .n_reqs = n, .rounds = 1000000, .stopping = &stopping};
+        pthread_create(&th[i], NULL, load_thread, &a[i]);
+    }
+    sleep_ms(300);
+    atomic_store(&stopping, 1);
+    char log[sizeof srv.log];
+    snprintf(log, sizeof log, "%s", srv.log);
+    stop_checked(&srv); /* exit 0, no sanitizer reports, while calls are in flight */
+    long ok = 0;
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect(!a[i].bad, "thread %d: %s", i, a[i].msg);
+        ok += a[i].ok;
+    }
+    free_groups(q, n);
+    cr_assert_gt(ok, 0, "no call succeeded before SIGTERM");
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(log, &text, NULL, &e), RK_OK);
+    cr_expect(strstr(text, "stopped: rank_ok=") != NULL, "log:\n%s", text);
+    rk_free(text);
+    rk_client_destroy(C.cl);
+    C.cl = NULL;
+}
+
+/* ------------------------------------------------------------------ CETNet ensemble */
+
+static void setup_cetnet(void) {
+    bundle_name = "cetnet";
+    setup();
+}
+
+TestSuite(e2e_cetnet, .init = setup_cetnet, .fini = teardown, .timeout = 240);
+
+Test(e2e_cetnet, fused_and_member_scores_match_rank_score) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/multi_cet_scores.tsv", e2e_dir());
+    tsv ref;
+    cr_assert_eq(tsv_read(p, &ref), 0, "cannot read %s", p);
+    cr_assert_eq(ref.n_rows, C.multi.n_rows);
+    cr_assert_eq(ref.n_cols, 7, "pctr + 3 members x (pctr, weight)");
+    cr_assert_str_eq(ref.hdr[1], "dnn.pctr");
+    cr_assert_str_eq(ref.hdr[6], "deepfm.weight");
+    for (int g = 0; g < MULTI_GROUPS; g++) {
+        Rankd__V1__RankRequest *req = build(&C.multi, group_row(g), MULTI_K, g % 2);
+        req->return_tower_scores = 1;
+        rk_call_result res;
+        Rankd__V1__RankResponse *resp = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_client_rank(C.cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(res.code, OK, "%s", res.msg);
+        cr_assert(strstr(resp->model_version, "movielens-cetnet/"), "%s", resp->model_version);
+        for (size_t i = 0; i < resp->n_scores; i++) {
+            char **row = ref.rows[group_row(g) + (int)i];
+            const Rankd__V1__Score *sc = resp->scores[i];
+            cr_assert(fabsf(sc->pctr - strtof(row[0], NULL)) <= TOL, "group %d candidate %zu: fused %.9g vs %s", g, i,
+                      sc->pctr, row[0]);
+            cr_assert_eq(sc->n_towers, 3);
+            float wsum = 0;
+            for (int k = 0; k < 3; k++) {
+                cr_assert_str_eq(sc->towers[k]->tower, k == 0 ? "dnn" : k == 1 ? "dcnv2" : "deepfm");
+                cr_assert(fabsf(sc->towers[k]->pctr - strtof(row[1 + 2 * k], NULL)) <= TOL, "member %d pctr", k);
+                cr_assert(fabsf(sc->towers[k]->weight - strtof(row[2 + 2 * k], NULL)) <= TOL, "member %d weight", k);
+                wsum += sc->towers[k]->weight;
+            }
+            cr_assert(fabsf(wsum - 1.0f) <= 1e-5f, "weights sum to %g", wsum);
+        }
+        rk_client_free_response(resp);
+    }
+    tsv_free(&ref);
+    finish();
+}

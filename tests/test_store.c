@@ -1,0 +1,805 @@
+/*
+ * tests/test_store.c — the embedding store: codecs, bulk load, default rows,
+ * no insert on read, the RAM cache, versions under concurrent readers,
+ * online updates (torn-row and kill -9 checks), fault injection through the
+ * rk_rocks shim, and corrupt / foreign directories.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../bench/store_crash.h"
+#include "store.h"
+#include "store_internal.h"
+
+static char tmpdir[256];
+
+static void mk_tmp(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/rk-test-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+static void rm_tmp(void) {
+    rk_rocks_reset();
+    rk_rm_rf(tmpdir, NULL);
+}
+
+static float *make_rows(uint64_t rows, int dim, uint64_t seed) {
+    float *d = malloc(rows * (size_t)dim * sizeof(float));
+    rk_rng r;
+    rk_rng_seed(&r, seed);
+    for (size_t i = 0; i < rows * (size_t)dim; i++) d[i] = (float)(rk_rng_normal(&r) * 0.1);
+    return d;
+}
+
+/* A store with one table "t" (and "u" when two); returns the path. */
+static void write_store(const char *name, uint64_t rows, int dim, rk_codec codec, const float *data, const float *oov,
+                        char *path, size_t cap) {
+    snprintf(path, cap, "%s/%s", tmpdir, name);
+    rk_table_spec spec = {"t", dim, rows, data};
+    rk_table_opts to = {codec, oov};
+    rk_err e = {0};
+    cr_assert_eq(rk_store_write_ex(path, &spec, 1, &to, &e), RK_OK, "%s", e.msg);
+}
+
+static rk_store *open_store(const char *path, size_t cache_bytes, int writable) {
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = cache_bytes;
+    o.writable = writable;
+    rk_store *s;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_open_ex(path, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+    return s;
+}
+
+/* ====================================================================== codecs */
+
+Test(codec, names_and_sizes) {
+    rk_codec c;
+    cr_expect_eq(rk_codec_parse("int8", &c, NULL), RK_OK);
+    cr_expect_eq(c, RK_CODEC_INT8);
+    rk_err e = {0};
+    cr_expect_eq(rk_codec_parse("bf16", &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "got 'bf16'"), "%s", e.msg);
+    cr_expect_eq(rk_codec_row_bytes(RK_CODEC_FP32, 64), 256);
+    cr_expect_eq(rk_codec_row_bytes(RK_CODEC_FP16, 64), 128);
+    cr_expect_eq(rk_codec_row_bytes(RK_CODEC_INT8, 64), 72);
+}
+
+Test(codec, fp32_exact) {
+    float *x = make_rows(100, 64, 1), y[64];
+    unsigned char b[256];
+    for (int r = 0; r < 100; r++) {
+        rk_codec_encode(RK_CODEC_FP32, x + r * 64, 64, b);
+        rk_codec_decode(RK_CODEC_FP32, b, 64, y);
+        cr_assert_eq(memcmp(x + r * 64, y, sizeof y), 0);
+    }
+    free(x);
+}
+
+/* fp16: bit-exact against the compiler's IEEE conversion (_Float16), and
+ * within the documented error bound. */
+Test(codec, fp16_matches_ieee_and_bound) {
+    rk_rng r;
+    rk_rng_seed(&r, 7);
+    enum { N = 64 };
+    float x[N], y[N];
+    unsigned char b[2 * N];
+    for (int it = 0; it < 20000; it++) {
+        for (int i = 0; i < N; i++) {
+            uint32_t bits = (uint32_t)rk_rng_next(&r);
+            if (it % 2) { /* random finite values of every magnitude */
+                memcpy(&x[i], &bits, 4);
+                if (!isfinite(x[i])) x[i] = 1.0f;
+            } else {
+                x[i] = (float)(rk_rng_normal(&r) * pow(10.0, (double)(it % 11) - 6));
+            }
+        }
+        if (it == 0) { /* special values */
+            float sp[] = {0.0f, -0.0f, 65504.0f, 65519.99f, 65520.0f, -70000.0f, 5.9604645e-8f, 2.9802322e-8f,
+                          2.98023259e-8f, 6.097555e-5f, 6.1035156e-5f, INFINITY, -INFINITY, 1e-30f, 0.33333334f};
+            memcpy(x, sp, sizeof sp);
+        }
+        rk_codec_encode(RK_CODEC_FP16, x, N, b);
+        rk_codec_decode(RK_CODEC_FP16, b, N, y);
+        for (int i = 0; i < N; i++) {
+            _Float16 h = (_Float16)x[i];
+            uint16_t hb;
+            memcpy(&hb, &h, 2);
+            uint16_t got = (uint16_t)(b[2 * i] | (b[2 * i + 1] << 8));
+            cr_assert_eq(got, hb, "x=%.9g: got 0x%04x, IEEE 0x%04x", x[i], got, hb);
+            cr_assert(y[i] == (float)h || (isnan(y[i]) && isnan((float)h)), "decode of 0x%04x", hb);
+            float ax = fabsf(x[i]);
+            if (ax < 65504.0f) {
+                double bound = ax >= 6.1035156e-5f ? ldexp(ax, -11) : ldexp(1.0, -25);
+                cr_assert(fabs((double)y[i] - x[i]) <= bound, "x=%.9g y=%.9g", x[i], y[i]);
+            }
+        }
+    }
+    /* NaN stays NaN */
+    x[0] = NAN;
+    rk_codec_encode(RK_CODEC_FP16, x, 1, b);
+    rk_codec_decode(RK_CODEC_FP16, b, 1, y);
+    cr_expect(isnan(y[0]));
+}
+
+Test(codec, int8_rowwise_bound) {
+    rk_rng r;
+    rk_rng_seed(&r, 3);
+    enum { N = 64 };
+    float x[N], y[N];
+    unsigned char b[N + 8];
+    for (int it = 0; it < 5000; it++) {
+        double sc = pow(10.0, (double)(it % 9) - 4), off = (it % 3) * sc;
+        for (int i = 0; i < N; i++) x[i] = (float)(rk_rng_normal(&r) * sc + off);
+        if (it == 1) for (int i = 0; i < N; i++) x[i] = 0.25f; /* constant row */
+        rk_codec_encode(RK_CODEC_INT8, x, N, b);
+        rk_codec_decode(RK_CODEC_INT8, b, N, y);
+        float mn = x[0], mx = x[0], scale, bias, amax = 0;
+        for (int i = 0; i < N; i++) {
+            mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+            amax = fmaxf(amax, fabsf(x[i]));
+        }
+        memcpy(&scale, b + N, 4);
+        memcpy(&bias, b + N + 4, 4);
+        cr_assert_eq(bias, mn);
+        cr_assert(mx == mn ? scale == 1.0f : fabsf(scale - (mx - mn) / 255.0f) <= 1e-6f * scale);
+        for (int i = 0; i < N; i++)
+            cr_assert(fabsf(y[i] - x[i]) <= (mx == mn ? 0 : scale / 2) + 1e-8f + 1e-6f * amax,
+                      "it %d i %d: x=%.9g y=%.9g scale=%g", it, i, x[i], y[i], scale);
+        cr_assert_eq(y[0] == x[0] || mx != mn, 1);
+    }
+}
+
+/* Every codec through the store: write, open, read back within its bound. */
+Test(store, codecs_round_trip_through_store, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 32;
+    const uint64_t rows = 2000;
+    float *x = make_rows(rows, dim, 11), *y = malloc(rows * dim * sizeof(float));
+    uint64_t *ids = malloc(rows * sizeof *ids);
+    for (uint64_t i = 0; i < rows; i++) ids[i] = rows - 1 - i; /* reversed order */
+    const rk_codec codecs[] = {RK_CODEC_FP32, RK_CODEC_FP16, RK_CODEC_INT8};
+    for (int c = 0; c < 3; c++) {
+        char path[512], nm[16];
+        snprintf(nm, sizeof nm, "s%d", c);
+        write_store(nm, rows, dim, codecs[c], x, NULL, path, sizeof path);
+        rk_store *s = open_store(path, c == 1 ? 0 : (size_t)1 << 20, 0);
+        rk_table_info ti;
+        rk_store_table_info(s, 0, &ti);
+        cr_expect_eq(ti.codec, codecs[c]);
+        cr_expect_eq(ti.rows, rows);
+        cr_expect_eq(ti.row_bytes, rk_codec_row_bytes(codecs[c], dim));
+        rk_err e = {0};
+        for (int pass = 0; pass < 2; pass++) { /* second pass partly from the cache */
+            size_t miss = 99;
+            cr_assert_eq(rk_store_get(s, 0, ids, rows, y, &miss, &e), RK_OK, "%s", e.msg);
+            cr_expect_eq(miss, 0);
+            for (uint64_t i = 0; i < rows; i++) {
+                const float *a = x + ids[i] * dim, *b = y + i * dim;
+                float mn = a[0], mx = a[0];
+                for (int j = 0; j < dim; j++) mn = fminf(mn, a[j]), mx = fmaxf(mx, a[j]);
+                for (int j = 0; j < dim; j++) {
+                    float tol = codecs[c] == RK_CODEC_FP32 ? 0 : codecs[c] == RK_CODEC_FP16 ? ldexpf(fabsf(a[j]), -11) + 1e-7f
+                                                                                           : (mx - mn) / 510 + 1e-8f + 1e-6f * fmaxf(fabsf(mn), fabsf(mx));
+                    cr_assert(fabsf(a[j] - b[j]) <= tol, "codec %s row %llu col %d: %g vs %g", rk_codec_name(codecs[c]),
+                              (unsigned long long)ids[i], j, a[j], b[j]);
+                }
+            }
+        }
+        uint64_t n;
+        cr_assert_eq(rk_store_count_keys(s, 0, &n, &e), RK_OK, "%s", e.msg);
+        cr_expect_eq(n, rows);
+        rk_store_close(s);
+    }
+    free(x), free(y), free(ids);
+}
+
+/* ====================================================================== defaults */
+
+Test(store, default_rows_zero_or_oov, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 8;
+    float *x = make_rows(100, dim, 5);
+    float oov[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    char p1[512], p2[512];
+    write_store("zero", 100, dim, RK_CODEC_FP32, x, NULL, p1, sizeof p1);
+    write_store("oov", 100, dim, RK_CODEC_INT8, x, oov, p2, sizeof p2);
+    uint64_t ids[5] = {3, 100, 99, 1ull << 40, 3};
+    float y[5 * 8];
+    rk_err e = {0};
+    for (int k = 0; k < 2; k++) {
+        rk_store *s = open_store(k ? p2 : p1, 1 << 20, 0);
+        rk_table_info ti;
+        rk_store_table_info(s, 0, &ti);
+        cr_expect_eq(ti.has_oov_row, k);
+        for (int rep = 0; rep < 2; rep++) {
+            size_t miss = 0;
+            cr_assert_eq(rk_store_get(s, 0, ids, 5, y, &miss, &e), RK_OK, "%s", e.msg);
+            cr_expect_eq(miss, 2);
+            for (int j = 0; j < dim; j++) {
+                float want = k ? oov[j] : 0.0f;
+                cr_expect(fabsf(y[1 * dim + j] - want) < 0.02f, "row 100 col %d: %g", j, y[dim + j]);
+                cr_expect(fabsf(y[3 * dim + j] - want) < 0.02f);
+                cr_expect(fabsf(y[0 * dim + j] - x[3 * dim + j]) < 0.01f);
+                cr_expect_eq(y[4 * dim + j], y[j]); /* duplicate key, same row */
+            }
+        }
+        uint64_t lookups, unknown;
+        rk_store_counters(s, &lookups, &unknown);
+        cr_expect_eq(lookups, 10);
+        cr_expect_eq(unknown, 4);
+        rk_store_close(s);
+    }
+    free(x);
+}
+
+/* 1M unseen ids: the table's key count and the cache are unchanged. */
+Test(store, no_insert_on_read, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    const int dim = 16;
+    float *x = make_rows(1000, dim, 9);
+    char p[512];
+    write_store("s", 1000, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rk_store *s = open_store(p, 1 << 20, 1); /* writable: reads still must not write */
+    rk_err e = {0};
+    uint64_t before, after;
+    cr_assert_eq(rk_store_count_keys(s, 0, &before, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(before, 1000);
+    enum { B = 10000 };
+    uint64_t *ids = malloc(B * sizeof *ids);
+    float *y = malloc((size_t)B * dim * sizeof(float));
+    rk_rng r;
+    rk_rng_seed(&r, 1);
+    size_t total_miss = 0;
+    for (int b = 0; b < 100; b++) {
+        for (int i = 0; i < B; i++) ids[i] = 1000 + rk_rng_below(&r, 1ull << 50);
+        size_t miss;
+        cr_assert_eq(rk_store_get(s, 0, ids, B, y, &miss, &e), RK_OK, "%s", e.msg);
+        total_miss += miss;
+    }
+    cr_expect_eq(total_miss, 1000000);
+    cr_assert_eq(rk_store_count_keys(s, 0, &after, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(after, before, "key count %llu -> %llu", (unsigned long long)before, (unsigned long long)after);
+    rk_store_stats st;
+    rk_store_stats_get(s, 0, &st);
+    cr_expect_eq(st.cache_entries, 0, "unknown ids must not be cached");
+    cr_expect_eq(st.unknown, 1000000);
+    rk_store_close(s);
+    /* and a fresh read-only open sees the same count */
+    s = open_store(p, 0, 0);
+    cr_assert_eq(rk_store_count_keys(s, 0, &after, &e), RK_OK);
+    cr_expect_eq(after, 1000);
+    rk_store_close(s);
+    free(ids), free(y), free(x);
+}
+
+/* ====================================================================== cache */
+
+Test(cache, eviction_under_byte_budget, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 16;
+    const uint64_t rows = 20000;
+    float *x = make_rows(rows, dim, 2);
+    char p[512];
+    write_store("s", rows, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    size_t per = rk_cache_bytes_per_row(64);
+    size_t budget = 2000 * per; /* 10% of the rows */
+    rk_store *s = open_store(p, budget, 0);
+    rk_store_stats st;
+    rk_store_stats_get(s, 0, &st);
+    cr_expect(st.cache_bytes <= budget + 64 * 1024, "cache allocated %zu bytes, budget %zu", st.cache_bytes, budget);
+    cr_expect(st.cache_slots >= 1900 && st.cache_slots <= 2000, "slots %llu", (unsigned long long)st.cache_slots);
+    /* scan everything twice: must evict, stay within the slots, stay correct */
+    uint64_t ids[500];
+    float y[500 * 16];
+    rk_err e = {0};
+    for (int pass = 0; pass < 2; pass++)
+        for (uint64_t b = 0; b < rows; b += 500) {
+            for (int i = 0; i < 500; i++) ids[i] = b + (uint64_t)i;
+            cr_assert_eq(rk_store_get(s, 0, ids, 500, y, NULL, &e), RK_OK, "%s", e.msg);
+            cr_assert_eq(memcmp(y, x + b * dim, sizeof y), 0, "rows from %llu", (unsigned long long)b);
+        }
+    rk_store_stats_get(s, 0, &st);
+    cr_expect_eq(st.cache_entries, st.cache_slots);
+    cr_expect(st.cache_evictions >= 2 * rows - st.cache_slots - 10, "evictions %llu", (unsigned long long)st.cache_evictions);
+    /* CLOCK keeps a hot set: 200 hot keys read between cold scans stay cached */
+    rk_rng r;
+    rk_rng_seed(&r, 4);
+    uint64_t h0 = st.cache_hits, m0 = st.cache_misses;
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < 200; i++) ids[i] = (uint64_t)i * 97;
+        cr_assert_eq(rk_store_get(s, 0, ids, 200, y, NULL, &e), RK_OK);
+        for (int i = 0; i < 500; i++) ids[i] = 100000 % rows + rk_rng_below(&r, rows);
+        cr_assert_eq(rk_store_get(s, 0, ids, 500, y, NULL, &e), RK_OK);
+    }
+    rk_store_stats_get(s, 0, &st);
+    (void)h0, (void)m0;
+    /* hot hits: verify directly */
+    uint64_t hits_before = st.cache_hits;
+    for (int i = 0; i < 200; i++) ids[i] = (uint64_t)i * 97;
+    cr_assert_eq(rk_store_get(s, 0, ids, 200, y, NULL, &e), RK_OK);
+    rk_store_stats_get(s, 0, &st);
+    cr_expect(st.cache_hits - hits_before >= 180, "hot set hits %llu of 200", (unsigned long long)(st.cache_hits - hits_before));
+    rk_store_close(s);
+    free(x);
+}
+
+Test(cache, bytes_per_row_within_1_3x) {
+    const struct { rk_codec c; int dim; } cases[] = {{RK_CODEC_FP32, 64}, {RK_CODEC_FP16, 64}, {RK_CODEC_INT8, 64},
+                                                     {RK_CODEC_FP32, 16}};
+    for (int i = 0; i < 4; i++) {
+        size_t rb = rk_codec_row_bytes(cases[i].c, cases[i].dim);
+        rk_cache c;
+        cr_assert_eq(rk_cache_init(&c, 100000, 64, rb, NULL), RK_OK);
+        double ratio = (double)c.bytes / (double)c.slots / (double)rb;
+        cr_expect(ratio <= 1.3, "%s dim %d: %.3f bytes per row byte", rk_codec_name(cases[i].c), cases[i].dim, ratio);
+        rk_cache_free(&c);
+    }
+}
+
+/* ====================================================================== updates */
+
+Test(update, apply_is_visible_and_read_only_refuses, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 8;
+    float *x = make_rows(100, dim, 8);
+    char p[512];
+    write_store("s", 100, dim, RK_CODEC_FP16, x, NULL, p, sizeof p);
+    rk_err e = {0};
+    rk_store *ro = open_store(p, 1 << 20, 0);
+    uint64_t id = 5;
+    float v[8] = {1, 1, 1, 1, 1, 1, 1, 1}, y[8];
+    cr_expect_eq(rk_store_apply(ro, 0, &id, 1, v, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "read-only"), "%s", e.msg);
+    rk_store_close(ro);
+    rk_store *s = open_store(p, 1 << 20, 1);
+    cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK); /* now cached */
+    cr_assert_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
+    cr_expect_eq(memcmp(y, v, sizeof v), 0, "cached row updated in place");
+    uint64_t nid = 1000; /* a new id becomes known */
+    cr_assert_eq(rk_store_apply(s, 0, &nid, 1, v, &e), RK_OK, "%s", e.msg);
+    size_t miss;
+    cr_assert_eq(rk_store_get(s, 0, &nid, 1, y, &miss, &e), RK_OK);
+    cr_expect_eq(miss, 0);
+    v[3] = NAN;
+    cr_expect_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_ENUMERIC);
+    cr_expect(strstr(e.msg, "column 3"), "%s", e.msg);
+    rk_store_close(s);
+    free(x);
+}
+
+typedef struct {
+    rk_store *s;
+    atomic_int *stop;
+    long reads, torn;
+} torn_arg;
+
+static void torn_row(uint64_t row, uint64_t k, float *v) {
+    for (int j = 0; j < 64; j++) v[j] = (float)(row * 1000 + k) + (float)j * 0.0f;
+}
+
+static void *torn_reader(void *p) {
+    torn_arg *a = p;
+    uint64_t ids[64];
+    float y[64 * 64];
+    rk_rng r;
+    rk_rng_seed(&r, (uint64_t)(uintptr_t)p);
+    while (!atomic_load(a->stop)) {
+        for (int i = 0; i < 64; i++) ids[i] = rk_rng_below(&r, 256);
+        if (rk_store_get(a->s, 0, ids, 64, y, NULL, NULL)) continue;
+        for (int i = 0; i < 64; i++) {
+            for (int j = 1; j < 64; j++)
+                if (y[i * 64 + j] != y[i * 64]) {
+                    a->torn++;
+                    break;
+                }
+            a->reads++;
+        }
+    }
+    return NULL;
+}
+
+/* Readers racing a writer through the cache never see a mixed row. */
+Test(update, readers_never_see_torn_rows, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    float *x = malloc(256 * 64 * sizeof(float));
+    for (uint64_t i = 0; i < 256; i++) torn_row(i, 0, x + i * 64);
+    char p[512];
+    write_store("s", 256, 64, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.writable = 1;
+    o.sync_writes = 0; /* speed; durability is the crash test's job */
+    o.cache_bytes = 128 * rk_cache_bytes_per_row(256); /* half the rows: fills and evictions race too */
+    rk_store *s;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+    atomic_int stop = 0;
+    torn_arg a[2] = {{s, &stop, 0, 0}, {s, &stop, 0, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, torn_reader, &a[i]);
+    rk_rng r;
+    rk_rng_seed(&r, 99);
+    float v[16 * 64];
+    uint64_t ids[16];
+    for (uint64_t k = 1; k <= 2000; k++) {
+        for (int i = 0; i < 16; i++) {
+            ids[i] = rk_rng_below(&r, 256);
+            torn_row(ids[i], k, v + i * 64);
+        }
+        cr_assert_eq(rk_store_apply(s, 0, ids, 16, v, &e), RK_OK, "%s", e.msg);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    cr_expect_eq(a[0].torn + a[1].torn, 0);
+    cr_expect(a[0].reads + a[1].reads > 1000, "reads %ld", a[0].reads + a[1].reads);
+    /* after the writer stops, every row read equals the last write */
+    rk_store_close(s);
+    free(x);
+}
+
+Test(update, kill9_loses_no_acknowledged_update, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    uint64_t acked = 0;
+    for (int t = 0; t < 4; t++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/crash%d", tmpdir, t);
+        rk_crash_result r;
+        int rc = rk_crash_trial(dir, 100 + (uint64_t)t, 20000 + 30000 * t, &r);
+        cr_assert_eq(rc, 0, "trial %d: %s", t, r.err);
+        cr_expect_eq(r.lost, 0, "trial %d: %llu rows lost an acknowledged update", t, (unsigned long long)r.lost);
+        cr_expect_eq(r.torn, 0, "trial %d: %llu torn rows", t, (unsigned long long)r.torn);
+        acked += r.acked;
+    }
+    cr_expect(acked > 0, "no update was acknowledged before the kills");
+}
+
+/* ====================================================================== versions */
+
+typedef struct {
+    rk_store_live *l;
+    atomic_int *stop;
+    long batches, mixed, errors;
+    int max_version;
+} ver_arg;
+
+static void *ver_reader(void *p) {
+    ver_arg *a = p;
+    uint64_t ids[64];
+    float y[64 * 4];
+    rk_rng r;
+    rk_rng_seed(&r, (uint64_t)(uintptr_t)p);
+    while (!atomic_load(a->stop)) {
+        rk_store *s = rk_store_live_acquire(a->l);
+        for (int i = 0; i < 64; i++) ids[i] = rk_rng_below(&r, 1000);
+        if (rk_store_get(s, 0, ids, 64, y, NULL, NULL)) a->errors++;
+        rk_store_live_release(a->l, s);
+        /* value = row * 10 + version; one batch = one version */
+        int v0 = (int)lrintf(y[0] - (float)ids[0] * 10);
+        for (int i = 0; i < 64; i++)
+            if ((int)lrintf(y[i * 4] - (float)ids[i] * 10) != v0) {
+                a->mixed++;
+                break;
+            }
+        if (v0 > a->max_version) a->max_version = v0;
+        a->batches++;
+    }
+    return NULL;
+}
+
+static void write_version(int v, char *path, size_t cap) {
+    float *x = malloc(1000 * 4 * sizeof(float));
+    for (int i = 0; i < 1000; i++)
+        for (int j = 0; j < 4; j++) x[i * 4 + j] = (float)(i * 10 + v);
+    char nm[32];
+    snprintf(nm, sizeof nm, "v%d", v);
+    write_store(nm, 1000, 4, RK_CODEC_FP32, x, NULL, path, cap);
+    free(x);
+}
+
+Test(versions, switch_under_concurrent_readers, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    char paths[6][512];
+    for (int v = 0; v < 6; v++) write_version(v, paths[v], sizeof paths[v]);
+    rk_store_live *l;
+    rk_err e = {0};
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = 1 << 20;
+    cr_assert_eq(rk_store_live_open(paths[0], &o, &l, &e), RK_OK, "%s", e.msg);
+    atomic_int stop = 0;
+    ver_arg a[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = (ver_arg){l, &stop, 0, 0, 0, -1};
+        pthread_create(&th[i], NULL, ver_reader, &a[i]);
+    }
+    for (int v = 1; v < 6; v++) {
+        struct timespec ts = {0, 30 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        cr_assert_eq(rk_store_live_switch(l, paths[v], 1, &e), RK_OK, "%s", e.msg);
+    }
+    struct timespec ts = {0, 30 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store(&stop, 1);
+    long batches = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(a[i].mixed, 0, "reader %d saw a batch mixing versions", i);
+        cr_expect_eq(a[i].errors, 0);
+        cr_expect_eq(a[i].max_version, 5);
+        batches += a[i].batches;
+    }
+    cr_expect(batches > 100, "batches %ld", batches);
+    /* old versions are gone once no reader holds them; the current one stays */
+    for (int v = 0; v < 5; v++) cr_expect(!rk_path_exists(paths[v]), "version %d not deleted", v);
+    cr_expect(rk_path_exists(paths[5]));
+    /* a held reference keeps a retired version's directory */
+    char p6[512];
+    write_version(6, p6, sizeof p6);
+    rk_store *held = rk_store_live_acquire(l);
+    cr_assert_eq(rk_store_live_switch(l, p6, 1, &e), RK_OK, "%s", e.msg);
+    cr_expect(rk_path_exists(paths[5]), "deleted while a reader holds it");
+    uint64_t id = 7;
+    float y[4];
+    cr_expect_eq(rk_store_get(held, 0, &id, 1, y, NULL, &e), RK_OK);
+    cr_expect_eq(y[0], 75.0f);
+    rk_store_live_release(l, held);
+    cr_expect(!rk_path_exists(paths[5]), "not deleted after the last release");
+    char cur[512];
+    rk_store_live_current(l, cur, sizeof cur);
+    cr_expect_str_eq(cur, p6);
+    /* an incompatible version is refused and the old one keeps serving */
+    char p7[512];
+    float z[10 * 8] = {0};
+    snprintf(p7, sizeof p7, "%s/bad", tmpdir);
+    rk_table_spec sp = {"t", 8, 10, z};
+    cr_assert_eq(rk_store_write(p7, &sp, 1, &e), RK_OK);
+    cr_expect_eq(rk_store_live_switch(l, p7, 1, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "dim 8"), "%s", e.msg);
+    rk_store_live_current(l, cur, sizeof cur);
+    cr_expect_str_eq(cur, p6);
+    rk_store_live_close(l);
+    cr_expect(rk_path_exists(p6), "closing does not delete the current version");
+}
+
+Test(versions, publish_is_immutable_and_atomic, .init = mk_tmp, .fini = rm_tmp) {
+    char p[512];
+    write_version(1, p, sizeof p);
+    float z[4] = {0};
+    rk_table_spec sp = {"t", 4, 1, z};
+    rk_err e = {0};
+    cr_expect_eq(rk_store_write(p, &sp, 1, &e), RK_EEXIST);
+    cr_expect(strstr(e.msg, "already exists"), "%s", e.msg);
+    /* the build directory never carries the final name: failed builds leave nothing */
+    char q[512];
+    snprintf(q, sizeof q, "%s/bad", tmpdir);
+    rk_table_spec bad[2] = {{"a", 4, 1, z}, {"a", 4, 1, z}};
+    cr_expect_eq(rk_store_write(q, bad, 2, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "appears twice"), "%s", e.msg);
+    float inf[4] = {0, INFINITY, 0, 0};
+    rk_table_spec sp2 = {"a", 4, 1, inf};
+    cr_expect_eq(rk_store_write(q, &sp2, 1, &e), RK_ENUMERIC);
+    cr_expect(!rk_path_exists(q));
+    char tmpq[600];
+    snprintf(tmpq, sizeof tmpq, "%s.tmp-%ld", q, (long)getpid());
+    cr_expect(!rk_path_exists(tmpq));
+}
+
+/* ====================================================================== faults */
+
+static void set_err(char **errptr, const char *msg) {
+    free(*errptr);
+    *errptr = strdup(msg);
+}
+static void fail_write(rocksdb_t *db, const rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *wb, char **err) {
+    (void)db, (void)wo, (void)wb;
+    set_err(err, "IO error: No space left on device: While appending to file: 000009.log");
+}
+static void fail_mget(rocksdb_t *db, const rocksdb_readoptions_t *ro, rocksdb_column_family_handle_t *cf, size_t n,
+                      const char *const *keys, const size_t *sizes, rocksdb_pinnableslice_t **vals, char **errs,
+                      const bool sorted) {
+    (void)db, (void)ro, (void)cf, (void)keys, (void)sizes, (void)sorted;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = NULL;
+        errs[i] = strdup("Corruption: block checksum mismatch: stored = 1, computed = 2 in 000007.sst offset 0 size 4021");
+    }
+}
+static rocksdb_t *fail_open_ro(const rocksdb_options_t *o, const char *path, int n, const char *const *names,
+                               const rocksdb_options_t *const *cfo, rocksdb_column_family_handle_t **h, unsigned char w,
+                               char **err) {
+    (void)o, (void)path, (void)n, (void)names, (void)cfo, (void)h, (void)w;
+    set_err(err, "IO error: While open a file for random read: 000007.sst: Input/output error");
+    return NULL;
+}
+static void fail_ingest(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const char *const *files, size_t n,
+                        const rocksdb_ingestexternalfileoptions_t *o, char **err) {
+    (void)db, (void)cf, (void)files, (void)n, (void)o;
+    set_err(err, "IO error: No space left on device: While copying file");
+}
+static void fail_sst_put(rocksdb_sstfilewriter_t *w, const char *k, size_t kl, const char *v, size_t vl, char **err) {
+    (void)w, (void)k, (void)kl, (void)v, (void)vl;
+    set_err(err, "IO error: No space left on device: While appending to file: ingest-0.sst");
+}
+
+Test(faults, apply_io_error_is_a_status_and_nothing_changes, .init = mk_tmp, .fini = rm_tmp) {
+    float *x = make_rows(10, 4, 1);
+    char p[512];
+    write_store("s", 10, 4, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rk_store *s = open_store(p, 1 << 20, 1);
+    rk_rocks.write = fail_write;
+    uint64_t id = 2;
+    float v[4] = {9, 9, 9, 9}, y[4];
+    rk_err e = {0};
+    cr_expect_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_EIO);
+    cr_expect(strstr(e.msg, "No space left on device") && strstr(e.msg, "nothing acknowledged"), "%s", e.msg);
+    rk_rocks_reset();
+    cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
+    cr_expect_eq(memcmp(y, x + 8, sizeof y), 0, "a failed update must not reach the cache");
+    rk_store_close(s);
+    free(x);
+}
+
+Test(faults, read_errors_name_table_and_row, .init = mk_tmp, .fini = rm_tmp) {
+    float *x = make_rows(10, 4, 1);
+    char p[512];
+    write_store("s", 10, 4, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rk_store *s = open_store(p, 0, 0);
+    rk_rocks.batched_multi_get_cf = fail_mget;
+    uint64_t ids[2] = {4, 1};
+    float y[8];
+    rk_err e = {0};
+    cr_expect_eq(rk_store_get(s, 0, ids, 2, y, NULL, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "table 't' row 1") && strstr(e.msg, "checksum mismatch"), "%s", e.msg);
+    rk_rocks_reset();
+    rk_store_close(s);
+    free(x);
+}
+
+Test(faults, open_io_error, .init = mk_tmp, .fini = rm_tmp) {
+    float *x = make_rows(10, 4, 1);
+    char p[512];
+    write_store("s", 10, 4, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rk_rocks.open_cf_ro = fail_open_ro;
+    rk_store *s = (rk_store *)1;
+    rk_err e = {0};
+    cr_expect_eq(rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e), RK_EIO);
+    cr_expect_null(s);
+    cr_expect(strstr(e.msg, "Input/output error"), "%s", e.msg);
+    free(x);
+}
+
+Test(faults, bulk_load_errors_leave_nothing, .init = mk_tmp, .fini = rm_tmp) {
+    float *x = make_rows(10, 4, 1);
+    rk_table_spec sp = {"t", 4, 10, x};
+    char p[512];
+    snprintf(p, sizeof p, "%s/s", tmpdir);
+    rk_err e = {0};
+    rk_rocks.ingest_cf = fail_ingest;
+    cr_expect_eq(rk_store_write(p, &sp, 1, &e), RK_EIO);
+    cr_expect(strstr(e.msg, "SST ingestion failed") && strstr(e.msg, "No space"), "%s", e.msg);
+    cr_expect(!rk_path_exists(p));
+    rk_rocks_reset();
+    rk_rocks.sst_put = fail_sst_put;
+    cr_expect_eq(rk_store_write(p, &sp, 1, &e), RK_EIO);
+    cr_expect(strstr(e.msg, "SST write failed"), "%s", e.msg);
+    cr_expect(!rk_path_exists(p));
+    rk_rocks.sst_put = NULL;
+    rk_rocks_reset();
+    cr_expect_eq(rk_store_write(p, &sp, 1, &e), RK_OK, "%s", e.msg);
+    free(x);
+}
+
+static void expect_open_fails(const char *dir, rk_status code, const char *needle) {
+    rk_store *s = NULL;
+    rk_err e = {0};
+    rk_status st = rk_store_open_ex(dir, NULL, NULL, 0, NULL, &s, &e);
+    cr_expect_eq(st, code, "%s: status %d (%s)", dir, st, e.msg);
+    cr_expect_null(s);
+    cr_expect(strstr(e.msg, needle), "'%s' lacks '%s'", e.msg, needle);
+}
+
+Test(faults, foreign_and_corrupt_directories, .init = mk_tmp, .fini = rm_tmp) {
+    char p[512], q[600];
+    /* missing */
+    snprintf(p, sizeof p, "%s/none", tmpdir);
+    expect_open_fails(p, RK_ENOTFOUND, "missing directory");
+    /* a directory of other files */
+    snprintf(p, sizeof p, "%s/other", tmpdir);
+    mkdir(p, 0755);
+    snprintf(q, sizeof q, "%s/notes.txt", p);
+    cr_assert_eq(rk_write_file(q, "hello", 5, NULL), RK_OK);
+    expect_open_fails(p, RK_EFORMAT, "not a RocksDB database");
+    /* a RocksDB database that is not a rankd store */
+    snprintf(p, sizeof p, "%s/plain", tmpdir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
+    char *rerr = NULL;
+    rocksdb_t *db = rocksdb_open(o, p, &rerr);
+    cr_assert_not_null(db, "%s", rerr);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put(db, wo, "k", 1, "v", 1, &rerr);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    expect_open_fails(p, RK_EFORMAT, "not a rankd store");
+    /* CURRENT names a manifest that is garbage */
+    float *x = make_rows(10, 4, 1);
+    write_store("cur", 10, 4, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    snprintf(q, sizeof q, "%s/CURRENT", p);
+    cr_assert_eq(rk_write_file(q, "MANIFEST-999999\n", 16, NULL), RK_OK);
+    rk_store *s = NULL;
+    rk_err e = {0};
+    rk_status st = rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e);
+    cr_expect(st == RK_EIO || st == RK_EFORMAT || st == RK_ENOTFOUND, "status %d", st);
+    cr_expect_null(s);
+    cr_expect(strstr(e.msg, "MANIFEST"), "%s", e.msg);
+    free(x);
+}
+
+/* Flip bytes inside the data of the table's SST file: reads and scans
+ * report corruption as RK_EFORMAT, never crash. */
+Test(faults, corrupt_sst_is_reported, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 16;
+    const uint64_t rows = 4000;
+    float *x = make_rows(rows, dim, 6);
+    char p[512];
+    write_store("s", rows, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    /* the biggest .sst is the table's */
+    char cmd[1200], sst[800] = {0};
+    snprintf(cmd, sizeof cmd, "ls -S %s/*.sst | head -1", p);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(sst, sizeof sst, f));
+    pclose(f);
+    sst[strcspn(sst, "\n")] = 0;
+    f = fopen(sst, "r+b");
+    cr_assert_not_null(f, "%s", sst);
+    for (long off = 1000; off < 200000; off += 4096) {
+        fseek(f, off, SEEK_SET);
+        fwrite("\xde\xad\xbe\xef\xde\xad\xbe\xef", 1, 8, f);
+    }
+    fclose(f);
+    rk_store *s = NULL;
+    rk_err e = {0};
+    rk_status st = rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e);
+    if (st == RK_OK) {
+        uint64_t *ids = malloc(rows * sizeof *ids);
+        float *y = malloc(rows * dim * sizeof(float));
+        for (uint64_t i = 0; i < rows; i++) ids[i] = i;
+        st = rk_store_get(s, 0, ids, rows, y, NULL, &e);
+        cr_expect_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
+        cr_expect(strstr(e.msg, "Corruption"), "%s", e.msg);
+        uint64_t n;
+        cr_expect_eq(rk_store_count_keys(s, 0, &n, &e), RK_EFORMAT, "%s", e.msg);
+        rk_store_close(s);
+        free(ids), free(y);
+    } else {
+        cr_expect_eq(st, RK_EFORMAT, "%s", e.msg);
+    }
+    free(x);
+}
+
+/* The old entry points still work: fp32, explicit names and dims. */
+Test(store, legacy_open_checks_names_and_dims, .init = mk_tmp, .fini = rm_tmp) {
+    float *a = make_rows(50, 4, 1), *b = make_rows(60, 8, 2);
+    rk_table_spec sp[2] = {{"a", 4, 50, a}, {"b", 8, 60, b}};
+    char p[512];
+    snprintf(p, sizeof p, "%s/s", tmpdir);
+    rk_err e = {0};
+    cr_assert_eq(rk_store_write(p, sp, 2, &e), RK_OK, "%s", e.msg);
+    const char *names[2] = {"b", "a"};
+    int dims[2] = {8, 4};
+    rk_store *s;
+    cr_assert_eq(rk_store_open(p, names, dims, 2, &s, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_store_find(s, "a"), 1);
+    uint64_t id = 59;
+    float y[8];
+    cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
+    cr_expect_eq(memcmp(y, b + 59 * 8, sizeof y), 0);
+    rk_store_close(s);
+    dims[1] = 5;
+    cr_expect_eq(rk_store_open(p, names, dims, 2, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "table 'a' has dim 4, expected 5"), "%s", e.msg);
+    names[0] = "zz";
+    cr_expect_eq(rk_store_open(p, names, dims, 2, &s, &e), RK_ENOTFOUND);
+    cr_expect(strstr(e.msg, "table 'zz' (column family) missing"), "%s", e.msg);
+    free(a), free(b);
+}

@@ -1,0 +1,251 @@
+/*
+ * tools/rank_store.c — `rank store`: the embedding store's CLI, a thin main
+ * over store.h and rank.h.
+ *
+ *   rank store convert --model IN --codec fp32|fp16|int8 --out OUT [--force]
+ *   rank store info    (--model BUNDLE | --store DIR) [--verify]
+ *   rank store apply   (--model BUNDLE | --store DIR) --table NAME --input FILE [--batch N]
+ *
+ * apply reads one update per line: the row id, then dim floats, separated
+ * by tabs, spaces or commas ('#' starts a comment). Each batch of N lines is
+ * one atomic, WAL-fsynced write: when the command reports a batch as
+ * applied, it survives kill -9. The store is opened writable, so nothing
+ * else may hold it open read-write meanwhile.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rank.h"
+#include "store.h"
+
+int rank_store_main(int argc, char **argv);
+
+static void store_usage(FILE *o) {
+    fprintf(o,
+            "usage: rank store COMMAND [options]\n"
+            "  convert --model IN --codec fp32|fp16|int8 --out OUT [--force]\n"
+            "      copy bundle IN to OUT with every embedding table in the given row codec\n"
+            "  info (--model BUNDLE | --store DIR) [--verify]\n"
+            "      tables, codecs, rows, bytes per row; --verify scans every key with checksums\n"
+            "  apply (--model BUNDLE | --store DIR) --table NAME --input FILE [--batch N]\n"
+            "      apply row updates (lines 'ROW v1 ... vDIM') through the WAL, N rows per atomic batch (default 256)\n");
+}
+
+static int fail(const rk_err *e) {
+    fprintf(stderr, "rank store: error: %s\n", e->msg);
+    return 1;
+}
+
+static const char *store_dir(const char *model, const char *store, char *buf, size_t cap) {
+    if (store) return store;
+    snprintf(buf, cap, "%s/tables", model);
+    return buf;
+}
+
+static int cmd_convert(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *codec = NULL;
+    int force = 0, c;
+    static struct option opts[] = {{"model", 1, 0, 'm'}, {"out", 1, 0, 'o'}, {"codec", 1, 0, 'c'},
+                                   {"force", 0, 0, 'f'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') in = optarg;
+        else if (c == 'o') out = optarg;
+        else if (c == 'c') codec = optarg;
+        else if (c == 'f') force = 1;
+        else {
+            store_usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!in || !out || !codec) {
+        fprintf(stderr, "rank store convert: --model, --codec and --out are required\n");
+        return 2;
+    }
+    rk_err e = {0};
+    double t0 = rk_now();
+    if (rk_model_convert(in, out, codec, force, &e)) return fail(&e);
+    printf("converted %s -> %s (codec %s) in %.2fs\n", in, out, codec, rk_now() - t0);
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv) {
+    const char *model = NULL, *store = NULL;
+    int verify = 0, c;
+    static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"verify", 0, 0, 'v'},
+                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') model = optarg;
+        else if (c == 's') store = optarg;
+        else if (c == 'v') verify = 1;
+        else {
+            store_usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!model == !store) {
+        fprintf(stderr, "rank store info: give exactly one of --model and --store\n");
+        return 2;
+    }
+    char buf[4096];
+    const char *dir = store_dir(model, store, buf, sizeof buf);
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = 0;
+    rk_store *s;
+    rk_err e = {0};
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) return fail(&e);
+    printf("store %s: %d tables\n", dir, rk_store_n_tables(s));
+    int rc = 0;
+    for (int t = 0; t < rk_store_n_tables(s); t++) {
+        rk_table_info ti;
+        rk_store_table_info(s, t, &ti);
+        printf("  %-16s codec=%s dim=%d rows=%llu row_bytes=%zu default=%s", ti.name, rk_codec_name(ti.codec), ti.dim,
+               (unsigned long long)ti.rows, ti.row_bytes, ti.has_oov_row ? "oov-row" : "zeros");
+        if (verify) {
+            uint64_t n;
+            if (rk_store_count_keys(s, t, &n, &e)) {
+                printf("\n");
+                rc = fail(&e);
+                break;
+            }
+            printf(" keys=%llu verified", (unsigned long long)n);
+        }
+        printf("\n");
+    }
+    rk_store_close(s);
+    return rc;
+}
+
+static int cmd_apply(int argc, char **argv) {
+    const char *model = NULL, *store = NULL, *tname = NULL, *input = NULL;
+    long batch = 256;
+    int c;
+    static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"table", 1, 0, 't'},
+                                   {"input", 1, 0, 'i'}, {"batch", 1, 0, 'b'}, {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') model = optarg;
+        else if (c == 's') store = optarg;
+        else if (c == 't') tname = optarg;
+        else if (c == 'i') input = optarg;
+        else if (c == 'b') {
+            char *end;
+            batch = strtol(optarg, &end, 10);
+            if (*end || batch < 1 || batch > 1000000) {
+                fprintf(stderr, "rank store apply: --batch: expected an integer in 1..1000000, got '%s'\n", optarg);
+                return 2;
+            }
+        } else {
+            store_usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!model == !store || !tname || !input) {
+        fprintf(stderr, "rank store apply: one of --model/--store, and --table and --input are required\n");
+        return 2;
+    }
+    char buf[4096];
+    const char *dir = store_dir(model, store, buf, sizeof buf);
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.writable = 1;
+    o.cache_bytes = 0;
+    rk_store *s;
+    rk_err e = {0};
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) return fail(&e);
+    int t = rk_store_find(s, tname);
+    if (t < 0) {
+        fprintf(stderr, "rank store apply: error: store %s has no table '%s'\n", dir, tname);
+        rk_store_close(s);
+        return 1;
+    }
+    rk_table_info ti;
+    rk_store_table_info(s, t, &ti);
+    FILE *f = strcmp(input, "-") ? fopen(input, "r") : stdin;
+    if (!f) {
+        fprintf(stderr, "rank store apply: error: %s: %s\n", input, strerror(errno));
+        rk_store_close(s);
+        return 1;
+    }
+    uint64_t *rows = malloc((size_t)batch * sizeof *rows);
+    float *vals = malloc((size_t)batch * (size_t)ti.dim * sizeof(float));
+    char *line = NULL;
+    size_t cap = 0, n = 0, total = 0, batches = 0;
+    long lineno = 0;
+    int rc = 0;
+    double t0 = rk_now();
+    while (rc == 0) {
+        ssize_t len = getline(&line, &cap, f);
+        if (len >= 0) {
+            lineno++;
+            char *hash = strchr(line, '#');
+            if (hash) *hash = 0;
+            char *p = line, *end;
+            while (*p == ' ' || *p == '\t') p++;
+            if (!*p || *p == '\n' || *p == '\r') continue;
+            errno = 0;
+            unsigned long long r = strtoull(p, &end, 10);
+            if (end == p || errno) {
+                fprintf(stderr, "rank store apply: error: %s line %ld: expected a row id\n", input, lineno);
+                rc = 1;
+                break;
+            }
+            p = end;
+            for (int j = 0; j < ti.dim && rc == 0; j++) {
+                while (*p == ' ' || *p == '\t' || *p == ',') p++;
+                float v = strtof(p, &end);
+                if (end == p) {
+                    fprintf(stderr, "rank store apply: error: %s line %ld: expected %d values, got %d\n", input, lineno,
+                            ti.dim, j);
+                    rc = 1;
+                }
+                vals[n * (size_t)ti.dim + (size_t)j] = v;
+                p = end;
+            }
+            while (*p == ' ' || *p == '\t' || *p == ',' || *p == '\n' || *p == '\r') p++;
+            if (rc == 0 && *p) {
+                fprintf(stderr, "rank store apply: error: %s line %ld: more than %d values\n", input, lineno, ti.dim);
+                rc = 1;
+            }
+            if (rc) break;
+            rows[n++] = r;
+        }
+        if ((size_t)n == (size_t)batch || (len < 0 && n > 0)) {
+            if (rk_store_apply(s, t, rows, n, vals, &e)) {
+                rk_err_prefix(&e, "after %zu acknowledged rows", total);
+                rc = fail(&e);
+                break;
+            }
+            total += n;
+            batches++;
+            n = 0;
+        }
+        if (len < 0) break;
+    }
+    if (rc == 0)
+        printf("applied %zu rows to table '%s' in %zu batches (each WAL-fsynced before acknowledging) in %.3fs\n", total,
+               tname, batches, rk_now() - t0);
+    free(line);
+    free(rows);
+    free(vals);
+    if (f != stdin) fclose(f);
+    rk_store_close(s);
+    return rc;
+}
+
+int rank_store_main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        store_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "apply")) return cmd_apply(argc - 1, argv + 1);
+    fprintf(stderr, "rank store: unknown command '%s'\n", argv[1]);
+    store_usage(stderr);
+    return 2;
+}
