@@ -173,6 +173,57 @@ Test(tokenizer, invalid_utf8_is_an_error) {
     rk_rm_rf(dir, &err);
 }
 
+/* Random bytes and random code points from every plane: the tokenizer
+ * returns RK_OK or "invalid UTF-8", never reads or writes out of bounds
+ * (checked under ASan by `make asan`), and always emits [CLS] ... [SEP]
+ * within max_len. A deterministic stand-in for a fuzz target. */
+Test(tokenizer, random_input_is_safe) {
+    char dir[64];
+    make_tiny(dir);
+    rk_tokenizer *t;
+    rk_err err = {0};
+    cr_assert_eq(rk_tokenizer_open_dir(dir, &t, &err), RK_OK, "%s", err.msg);
+    rk_rng r;
+    rk_rng_seed(&r, 11);
+    char buf[1200];
+    int32_t ids[64];
+    for (int it = 0; it < 3000; it++) {
+        size_t n = 0, len = rk_rng_below(&r, 300);
+        int valid = it % 2;
+        while (n < len) {
+            if (!valid) {
+                buf[n++] = (char)rk_rng_below(&r, 256);
+                continue;
+            }
+            uint32_t cp;
+            do cp = (uint32_t)rk_rng_below(&r, it % 4 == 1 ? 0x110000 : 0x3000);
+            while (cp >= 0xD800 && cp <= 0xDFFF);
+            if (rk_rng_below(&r, 3) == 0) cp = " !,.-\tAb"[rk_rng_below(&r, 8)];
+            if (cp < 0x80) buf[n++] = (char)cp;
+            else if (cp < 0x800) buf[n++] = (char)(0xC0 | (cp >> 6)), buf[n++] = (char)(0x80 | (cp & 0x3F));
+            else if (cp < 0x10000)
+                buf[n++] = (char)(0xE0 | (cp >> 12)), buf[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)),
+                buf[n++] = (char)(0x80 | (cp & 0x3F));
+            else
+                buf[n++] = (char)(0xF0 | (cp >> 18)), buf[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)),
+                buf[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)), buf[n++] = (char)(0x80 | (cp & 0x3F));
+        }
+        int max_len = 2 + (int)rk_rng_below(&r, 62), k = -1;
+        rk_status s = rk_tokenizer_encode(t, buf, n, max_len, ids, &k, &err);
+        if (valid) cr_assert_eq(s, RK_OK, "iteration %d: %s", it, err.msg);
+        if (s == RK_OK) {
+            cr_assert(k >= 2 && k <= max_len, "iteration %d: %d ids for max_len %d", it, k, max_len);
+            cr_assert(ids[0] == 2 && ids[k - 1] == 3, "iteration %d: not [CLS] ... [SEP]", it);
+            for (int j = 1; j < k - 1; j++) cr_assert(ids[j] >= 0 && ids[j] < 12 && ids[j] != 2 && ids[j] != 3);
+        } else {
+            cr_assert_eq(s, RK_EINVAL);
+            cr_assert(!strncmp(err.msg, "invalid UTF-8 at byte ", 22), "%s", err.msg);
+        }
+    }
+    rk_tokenizer_close(t);
+    rk_rm_rf(dir, &err);
+}
+
 Test(tokenizer, vocab_errors) {
     rk_tokenizer *t;
     rk_err err = {0};
