@@ -146,13 +146,16 @@ int rk_is_dir(const char *path);
 
 /* Writer: collects float32 tensors, then writes one safetensors file
  * (8-byte little-endian header length, JSON header, raw little-endian data)
- * readable by the Python `safetensors` package and PyTorch.
+ * readable by the Python `safetensors` package and PyTorch. Also int64.
  * Tensors are borrowed: the data must stay valid until rk_st_writer_write. */
 typedef struct rk_st_writer rk_st_writer;
 rk_status rk_st_writer_create(rk_st_writer **out, rk_err *err);
 /* name: copied; shape: up to 4 dims; data: n = prod(shape) floats, borrowed. */
 rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data,
                                int ndim, const int64_t *shape, rk_err *err);
+/* Same for an int64 tensor (dtype "I64"), e.g. ids beside embeddings. */
+rk_status rk_st_writer_add_i64(rk_st_writer *w, const char *name, const int64_t *data, int ndim,
+                               const int64_t *shape, rk_err *err);
 /* metadata: optional string key/value pair stored in "__metadata__". */
 rk_status rk_st_writer_add_meta(rk_st_writer *w, const char *key, const char *value,
                                 rk_err *err);
@@ -177,6 +180,10 @@ rk_status rk_st_get_f32(const rk_st_file *f, const char *name, const float **dat
  * data into dst (prod(want) floats). Errors name the tensor and both shapes. */
 rk_status rk_st_read_f32(const rk_st_file *f, const char *name, float *dst, int want_ndim,
                          const int64_t *want, rk_err *err);
+/* Copy int64 tensor `name` (dtype I64, exactly n values, any shape) into
+ * dst. RK_ENOTFOUND if absent, RK_EFORMAT if not I64, RK_ESHAPE if the count
+ * differs. */
+rk_status rk_st_read_i64(const rk_st_file *f, const char *name, int64_t *dst, size_t n, rk_err *err);
 /* Metadata value, or NULL. */
 const char *rk_st_meta(const rk_st_file *f, const char *key);
 

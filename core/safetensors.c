@@ -4,7 +4,8 @@
  *   [u64 little-endian N][N bytes JSON header][data]
  * The header maps tensor names to {"dtype","shape","data_offsets":[begin,end]}
  * (offsets relative to the start of the data section) plus an optional
- * "__metadata__" string map. rankd stores float32 ("F32") only.
+ * "__metadata__" string map. rankd stores float32 ("F32") tensors, and
+ * int64 ("I64") ones for ids (the text encoder's output).
  *
  * The reader checks everything a corrupt or truncated file can get wrong:
  * header length past the file, JSON that does not parse, unknown dtype,
@@ -20,7 +21,8 @@
 
 typedef struct {
     char *name;
-    const float *data;
+    const void *data;
+    int i64; /* 0: F32, 1: I64 */
     int ndim;
     int64_t shape[4];
     size_t n;
@@ -44,8 +46,8 @@ rk_status rk_st_writer_create(rk_st_writer **out, rk_err *err) {
     return RK_OK;
 }
 
-rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data, int ndim,
-                               const int64_t *shape, rk_err *err) {
+static rk_status add_tensor(rk_st_writer *w, const char *name, const void *data, int i64, int ndim,
+                            const int64_t *shape, rk_err *err) {
     if (ndim < 0 || ndim > 4) return rk_fail(err, RK_EINVAL, "tensor '%s': ndim %d not in 0..4", name, ndim);
     if (!strcmp(name, "__metadata__")) return rk_fail(err, RK_EINVAL, "tensor name '__metadata__' is reserved");
     for (size_t i = 0; i < w->n; i++)
@@ -61,6 +63,7 @@ rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *d
     t->name = rk_strdup(name);
     if (!t->name) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
     t->data = data;
+    t->i64 = i64;
     t->ndim = ndim;
     t->n = 1;
     for (int i = 0; i < ndim; i++) {
@@ -73,6 +76,16 @@ rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *d
     }
     w->n++;
     return RK_OK;
+}
+
+rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data, int ndim,
+                               const int64_t *shape, rk_err *err) {
+    return add_tensor(w, name, data, 0, ndim, shape, err);
+}
+
+rk_status rk_st_writer_add_i64(rk_st_writer *w, const char *name, const int64_t *data, int ndim,
+                               const int64_t *shape, rk_err *err) {
+    return add_tensor(w, name, data, 1, ndim, shape, err);
 }
 
 rk_status rk_st_writer_add_meta(rk_st_writer *w, const char *key, const char *value, rk_err *err) {
@@ -90,13 +103,14 @@ rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
         st_tensor *t = &w->t[i];
         json_t *e = json_object(), *shape = json_array(), *offs = json_array();
         for (int d = 0; d < t->ndim; d++) json_array_append_new(shape, json_integer(t->shape[d]));
+        size_t nb = t->n * (t->i64 ? 8 : 4);
         json_array_append_new(offs, json_integer((json_int_t)off));
-        json_array_append_new(offs, json_integer((json_int_t)(off + t->n * 4)));
-        json_object_set_new(e, "dtype", json_string("F32"));
+        json_array_append_new(offs, json_integer((json_int_t)(off + nb)));
+        json_object_set_new(e, "dtype", json_string(t->i64 ? "I64" : "F32"));
         json_object_set_new(e, "shape", shape);
         json_object_set_new(e, "data_offsets", offs);
         json_object_set_new(h, t->name, e);
-        off += t->n * 4;
+        off += nb;
     }
     char *hs = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(h);
@@ -116,8 +130,9 @@ rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
     free(hs);
     unsigned char *p = buf + 8 + hlen;
     for (size_t i = 0; i < w->n; i++) {
-        memcpy(p, w->t[i].data, w->t[i].n * 4); /* host is little-endian (x86-64, arm64) */
-        p += w->t[i].n * 4;
+        size_t nb = w->t[i].n * (w->t[i].i64 ? 8 : 4);
+        memcpy(p, w->t[i].data, nb); /* host is little-endian (x86-64, arm64) */
+        p += nb;
     }
     rk_status s = rk_write_file(path, buf, total, err);
     rk_free(buf);
@@ -136,7 +151,7 @@ void rk_st_writer_destroy(rk_st_writer *w) {
 
 typedef struct {
     const char *name; /* points into header json (kept alive) */
-    int f32;
+    int f32, i64;
     char dtype[16];
     int ndim;
     int64_t shape[4];
@@ -210,6 +225,7 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
         }
         snprintf(e->dtype, sizeof e->dtype, "%s", json_string_value(dt));
         e->f32 = !strcmp(e->dtype, "F32");
+        e->i64 = !strcmp(e->dtype, "I64");
         e->ndim = (int)json_array_size(sh);
         size_t numel = 1;
         for (int d = 0; d < e->ndim; d++) {
@@ -232,6 +248,11 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
         e->end = (size_t)json_integer_value(en);
         if (e->f32 && e->end - e->begin != numel * 4) {
             s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: entry '%s' has %zu bytes for %zu floats", path, key,
+                        e->end - e->begin, numel);
+            goto fail;
+        }
+        if (e->i64 && e->end - e->begin != numel * 8) {
+            s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: entry '%s' has %zu bytes for %zu int64", path, key,
                         e->end - e->begin, numel);
             goto fail;
         }
@@ -296,5 +317,16 @@ rk_status rk_st_read_f32(const rk_st_file *f, const char *name, float *dst, int 
         return rk_fail(err, RK_ESHAPE, "%s: tensor '%s' has shape %s, the reader expects %s", f->path, name, a, b);
     }
     memcpy(dst, data, numel * 4);
+    return RK_OK;
+}
+
+rk_status rk_st_read_i64(const rk_st_file *f, const char *name, int64_t *dst, size_t n, rk_err *err) {
+    const st_entry *e = find(f, name);
+    if (!e) return rk_fail(err, RK_ENOTFOUND, "%s: tensor '%s' missing", f->path, name);
+    if (!e->i64) return rk_fail(err, RK_EFORMAT, "%s: tensor '%s' has dtype %s, expected I64", f->path, name, e->dtype);
+    if (e->end - e->begin != n * 8)
+        return rk_fail(err, RK_ESHAPE, "%s: tensor '%s' has %zu values, the reader expects %zu", f->path, name,
+                       (e->end - e->begin) / 8, n);
+    memcpy(dst, f->data + e->begin, n * 8);
     return RK_OK;
 }

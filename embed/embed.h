@@ -33,4 +33,154 @@ rk_status rk_embed_bag_store(rk_store *st, int t, int d, const uint32_t *offsets
                              int B, rk_bag_mode mode, float *out, size_t out_stride,
                              rk_embed_scratch *scr, size_t *n_unique, rk_err *err);
 
+/* ================================================================ text encoder
+ *
+ * A BERT-family sentence encoder (all-MiniLM-L6-v2 and any checkpoint of
+ * the same architecture in a HuggingFace-layout directory): a WordPiece
+ * tokenizer equal to HuggingFace's, and (below) the transformer with mean
+ * pooling and L2 normalization, as sentence-transformers computes it.
+ */
+
+/* ---------------------------------------------------------------- tokenizer */
+
+/* Options of BERT's basic tokenizer (HF tokenizer_config.json names in
+ * brackets). Defaults (RK_TOKENIZER_OPTS_DEFAULT) are the uncased BERT ones. */
+typedef struct {
+    int lowercase;      /* [do_lower_case] 1: full Unicode lower-casing. Default 1. */
+    int strip_accents;  /* [strip_accents] 1: NFD then drop Mn; -1 (HF's null):
+                           same as lowercase. Default -1. */
+    int split_cjk;      /* [tokenize_chinese_chars] each CJK ideograph is a word. Default 1. */
+    int max_word_chars; /* words longer than this (in characters, after
+                           normalization) become [UNK]; 1..200. Default 100. */
+} rk_tokenizer_opts;
+#define RK_TOKENIZER_OPTS_DEFAULT {1, -1, 1, 100}
+
+/* Read-only once opened: one tokenizer may serve several threads at once. */
+typedef struct rk_tokenizer rk_tokenizer;
+
+/* Open a WordPiece vocabulary (vocab.txt: one token per line, id = line
+ * number, the last of repeated lines wins). opts may be NULL (defaults).
+ * The vocabulary must hold [CLS], [SEP], [PAD] and [UNK].
+ * Errors: RK_EIO/RK_ENOTFOUND (file, from rk_read_file), RK_EFORMAT ("PATH:
+ * empty vocabulary", "PATH: the vocabulary has no '[UNK]' token"),
+ * RK_EINVAL (options), RK_ENOMEM. Free with rk_tokenizer_close. */
+rk_status rk_tokenizer_open(const char *vocab_path, const rk_tokenizer_opts *opts, rk_tokenizer **out,
+                            rk_err *err);
+/* Same from a HuggingFace model directory: DIR/vocab.txt, with options from
+ * DIR/tokenizer_config.json when present (do_lower_case, strip_accents,
+ * tokenize_chinese_chars; defaults otherwise). */
+rk_status rk_tokenizer_open_dir(const char *dir, rk_tokenizer **out, rk_err *err);
+void rk_tokenizer_close(rk_tokenizer *t);
+
+size_t rk_tokenizer_vocab_size(const rk_tokenizer *t);
+int32_t rk_tokenizer_pad_id(const rk_tokenizer *t);
+/* Token text of an id (borrowed, valid until close), or NULL if out of range. */
+const char *rk_tokenizer_token(const rk_tokenizer *t, int32_t id);
+
+/* Tokenize one UTF-8 text of len bytes (NUL bytes inside are allowed and
+ * dropped, as HF does) into ids[0 .. *n_ids): [CLS] pieces [SEP], keeping the
+ * first max_len - 2 pieces (HF's truncation of one sequence). ids holds
+ * max_len int32 (caller-owned); max_len >= 2. Never allocates; thread-safe.
+ * Normalization and splitting: see embed/tokenizer.c's header comment
+ * (Devlin et al. 2019, "BERT", §3 and Google's tokenization.py; HF
+ * tokenizers' BertNormalizer/BertPreTokenizer/WordPiece).
+ * Errors: RK_EINVAL "invalid UTF-8 at byte N" (the whole text is checked,
+ * also past the truncation point), RK_EINVAL on max_len < 2. */
+rk_status rk_tokenizer_encode(const rk_tokenizer *t, const char *text, size_t len, int max_len, int32_t *ids,
+                              int *n_ids, rk_err *err);
+
+/* Tokenize n texts into a padded batch, as HF's tokenizer(padding=True):
+ * ids and mask are caller-owned buffers of n * max_len entries; on return
+ * they hold [n, *seq_len] row-major (seq_len = the longest row, <= max_len),
+ * rows padded with [PAD] and mask 0 (mask 1 on real tokens). lens may be
+ * NULL (texts NUL-terminated). Errors as rk_tokenizer_encode, prefixed with
+ * "text I: ". */
+rk_status rk_tokenizer_encode_batch(const rk_tokenizer *t, const char *const *texts, const size_t *lens, int n,
+                                    int max_len, int32_t *ids, uint8_t *mask, int *seq_len, rk_err *err);
+
+/* ---------------------------------------------------------------- encoder */
+
+/* A BERT checkpoint's architecture, from HF config.json. */
+typedef struct {
+    int vocab_size;      /* rows of the word-embedding table */
+    int hidden;          /* H: hidden_size */
+    int n_layers;        /* num_hidden_layers */
+    int n_heads;         /* num_attention_heads; H % n_heads == 0 */
+    int intermediate;    /* I: intermediate_size (feed-forward width) */
+    int max_position;    /* max_position_embeddings */
+    int type_vocab;      /* type_vocab_size (default 2) */
+    float layer_norm_eps; /* default 1e-12 */
+} rk_bert_config;
+
+/* Parse DIR/config.json. Required integers: vocab_size, hidden_size,
+ * num_hidden_layers, num_attention_heads, intermediate_size,
+ * max_position_embeddings. When present, model_type must be "bert",
+ * hidden_act "gelu" (the erf form) and position_embedding_type "absolute".
+ * Errors (RK_EFORMAT unless noted), e.g. "DIR/config.json: missing integer
+ * 'hidden_size'", "DIR/config.json: hidden_act 'relu' is not supported (only
+ * 'gelu')", "DIR/config.json: hidden_size 384 is not a multiple of
+ * num_attention_heads 5"; RK_ENOTFOUND when the file is missing. */
+rk_status rk_bert_config_load(const char *dir, rk_bert_config *c, rk_err *err);
+
+/* Options (RK_TEXT_ENCODER_OPTS_DEFAULT). */
+typedef struct {
+    int threads;    /* OpenBLAS threads (openblas_set_num_threads, which is
+                       PROCESS-WIDE); 0 = leave OpenBLAS' setting. When > 1,
+                       chunks of fewer than 64 tokens (a batch of one or two
+                       short texts) run on one thread, which is faster there;
+                       encode switches the process-wide setting to match.
+                       Default 0. */
+    int max_len;    /* tokens per text incl. [CLS]/[SEP]; 0 = the model's
+                       (sentence_bert_config.json max_seq_length, else
+                       max_position_embeddings). Default 0. */
+    int max_tokens; /* workspace size in tokens (>= max_len is enforced);
+                       memory is about max_tokens * (6 H + I) * 4 bytes
+                       (63 MB for all-MiniLM-L6-v2 at 4096). Default 4096. */
+} rk_text_encoder_opts;
+#define RK_TEXT_ENCODER_OPTS_DEFAULT {0, 0, 4096}
+
+/* A loaded encoder: weights, tokenizer and one activation workspace. One
+ * handle serves one thread at a time (encode writes its workspace); open one
+ * per worker for parallel serving. */
+typedef struct rk_text_encoder rk_text_encoder;
+
+/* Open a HuggingFace-layout model directory: config.json, vocab.txt
+ * (+ tokenizer_config.json), model.safetensors (F32; tensor names as
+ * BertModel's state_dict, optionally prefixed "bert."), and optionally
+ * sentence-transformers' sentence_bert_config.json (max_seq_length),
+ * 1_Pooling/config.json (must be mean pooling) and modules.json (L2
+ * normalization iff it lists a Normalize module; without modules.json the
+ * output is normalized). Reads the weights once into one allocation and
+ * allocates the workspace; encode never allocates afterwards.
+ * Errors name the file and the thing: missing file (RK_ENOTFOUND, "DIR/
+ * model.safetensors: No such file or directory"), truncated or corrupt
+ * safetensors (RK_EFORMAT, from core's reader), a tensor whose shape
+ * disagrees with config.json (RK_ESHAPE, "DIR/model.safetensors: tensor
+ * 'embeddings.word_embeddings.weight' has shape [30522,384], the reader
+ * expects [30522,256]"), a missing tensor (RK_ENOTFOUND), non-finite weights
+ * (RK_ENUMERIC), config errors as rk_bert_config_load, RK_ENOMEM.
+ * opts may be NULL. Free with rk_text_encoder_close. */
+rk_status rk_text_encoder_open(const char *dir, const rk_text_encoder_opts *opts, rk_text_encoder **out,
+                               rk_err *err);
+void rk_text_encoder_close(rk_text_encoder *e);
+
+const rk_bert_config *rk_text_encoder_config(const rk_text_encoder *e);
+int rk_text_encoder_dim(const rk_text_encoder *e);     /* H: floats per embedding */
+int rk_text_encoder_max_len(const rk_text_encoder *e); /* tokens per text, incl. [CLS]/[SEP] */
+/* The encoder's tokenizer (borrowed; valid until close). */
+const rk_tokenizer *rk_text_encoder_tokenizer(const rk_text_encoder *e);
+
+/* Encode n UTF-8 texts (lens[i] bytes each; lens NULL: NUL-terminated) into
+ * out[n, dim] (caller-owned): tokenize (truncating at max_len), run the
+ * encoder on packed sequences, mean-pool over each text's tokens including
+ * [CLS] and [SEP], L2-normalize — sentence-transformers' encode() for
+ * all-MiniLM-L6-v2 (Reimers & Gurevych 2019, "Sentence-BERT", §3 MEAN
+ * pooling). Texts are processed in chunks that fit the workspace, so any n
+ * works; the result does not depend on n or chunking beyond float rounding
+ * of the BLAS kernels. Never allocates.
+ * Errors: RK_EINVAL "text I: invalid UTF-8 at byte N" (out is then partly
+ * written). */
+rk_status rk_text_encoder_encode(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n,
+                                 float *out, rk_err *err);
+
 #endif /* RK_EMBED_H */

@@ -118,4 +118,64 @@ void rk_fm_forward(float *y, const float *x, size_t stride, const int *cols, int
 void rk_fm_backward(float *dx, const float *dy, const float *x, size_t stride, const int *cols,
                     int n_fields, int k, int B);
 
+/* ---------------------------------------------------------------- transformer encoder (forward only)
+ *
+ * The ops of a BERT-style encoder (Vaswani et al. 2017, "Attention Is All You
+ * Need"; Devlin et al. 2019, "BERT"), inference only. Like the layers above
+ * they work on caller-owned row-major float32 buffers and never allocate;
+ * each has a plain reference in tests/test_encoder.c. Sequences of a batch
+ * are PACKED: the T = sum of lengths tokens lie back to back as rows of a
+ * [T, D] matrix, and int32 offsets[n_seq + 1] (offsets[0] = 0, increasing)
+ * say where sequence s starts and ends. This equals the padded [B, L, D]
+ * layout with a key-padding mask for every real token, and spends no work on
+ * padding. The same signatures are meant for a later CUDA backend. */
+
+/* LayerNorm over the last dimension (Ba et al. 2016; torch layer_norm, biased
+ * variance), optionally after a residual add:
+ *   z = x[r,:] + res[r,:]   (res may be NULL: z = x[r,:])
+ *   y[r,:] = (z - mean(z)) / sqrt(var(z) + eps) * gamma + beta
+ * x, res, y: [N, D]; gamma, beta: [D]. y may alias x or res. Mean and
+ * variance accumulate in double. */
+void rk_layernorm_forward(float *y, const float *x, const float *res, const float *gamma, const float *beta,
+                          int N, int D, float eps);
+
+/* GELU, exact erf form (Hendrycks & Gimpel 2016, eq. 1; BERT's "gelu"):
+ *   y = 0.5 x (1 + erf(x / sqrt 2)), n elements; y may alias x. */
+void rk_gelu_forward(float *y, const float *x, size_t n);
+
+/* Row softmax with a column mask:
+ *   y[r,c] = exp(scale x[r,c] - m) / sum_{c': mask[c']} exp(scale x[r,c'] - m)  if mask[c]
+ *   y[r,c] = 0                                                                  otherwise
+ * m = the row's largest unmasked scale*x. mask: [cols] (nonzero = keep; NULL =
+ * keep all), shared by every row: a key-padding mask. A row with no unmasked
+ * column is all zeros. x, y: [rows, cols]; y may alias x. Equals torch
+ * softmax with -inf added at masked columns (HF BERT adds finfo.min, which
+ * gives the same probabilities whenever one column is unmasked). */
+void rk_softmax_masked_forward(float *y, const float *x, const uint8_t *mask, int rows, int cols, float scale);
+
+/* Floats of scratch rk_attention_forward needs for sequences up to max_len. */
+size_t rk_attention_scratch_floats(int max_len);
+
+/* Multi-head self-attention over packed sequences (Vaswani et al. 2017,
+ * §3.2.2), per sequence s and head h:
+ *   out_sh = softmax(Q_sh K_sh^T / sqrt(head_dim)) V_sh
+ * qkv: [T, 3 D] with D = n_heads * head_dim; row t = [q | k | v] of token t
+ * (as one fused Linear computes it), head h at columns h*head_dim.. of each
+ * part. out: [T, D], heads concatenated (the input of the output
+ * projection). Tokens attend only within their own sequence, which is BERT's
+ * key-padding mask. Products by OpenBLAS sgemm on strided views (no
+ * transposed copies). scratch: rk_attention_scratch_floats(longest) floats.
+ * out must not alias qkv. */
+void rk_attention_forward(float *out, const float *qkv, const int32_t *offsets, int n_seq, int n_heads,
+                          int head_dim, float *scratch);
+
+/* Mean over each packed sequence's rows (sentence-transformers' mean pooling
+ * over the attention mask): out[s,:] = mean_{t in seq s} x[t,:]. x: [T, D],
+ * out: [n_seq, D]; sums in double; an empty sequence gives zeros. */
+void rk_mean_pool_forward(float *out, const float *x, const int32_t *offsets, int n_seq, int D);
+
+/* Row-wise L2 normalization in place, as torch.nn.functional.normalize:
+ * x[r,:] /= max(||x[r,:]||_2, eps). x: [N, D]. */
+void rk_l2_normalize(float *x, int N, int D, float eps);
+
 #endif /* RK_NN_H */

@@ -65,6 +65,38 @@ static void write_sample(const char *path) {
     rk_st_writer_destroy(w);
 }
 
+Test(core, safetensors_i64_round_trip) {
+    const char *path = tpath("i64.safetensors");
+    static const float emb[3] = {0.5f, -1.0f, 2.0f};
+    static const int64_t ids[3] = {1, -7, 9007199254740993LL}; /* 2^53 + 1: not a double */
+    int64_t se[1] = {3}, si[1] = {3};
+    rk_st_writer *w;
+    rk_err err = {0};
+    cr_assert_eq(rk_st_writer_create(&w, &err), RK_OK);
+    cr_assert_eq(rk_st_writer_add_f32(w, "emb", emb, 1, se, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_st_writer_add_i64(w, "ids", ids, 1, si, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_st_writer_write(w, path, &err), RK_OK, "%s", err.msg);
+    rk_st_writer_destroy(w);
+    rk_st_file *f;
+    cr_assert_eq(rk_st_open(path, &f, &err), RK_OK, "%s", err.msg);
+    int64_t got[3];
+    cr_assert_eq(rk_st_read_i64(f, "ids", got, 3, &err), RK_OK, "%s", err.msg);
+    cr_assert(!memcmp(got, ids, sizeof ids));
+    float e[3];
+    cr_assert_eq(rk_st_read_f32(f, "emb", e, 1, se, &err), RK_OK, "%s", err.msg);
+    cr_assert(!memcmp(e, emb, sizeof emb));
+    cr_assert_eq(rk_st_read_i64(f, "emb", got, 3, &err), RK_EFORMAT);
+    cr_assert_eq(rk_st_read_i64(f, "ids", got, 2, &err), RK_ESHAPE);
+    char want[600];
+    snprintf(want, sizeof want, "%s: tensor 'ids' has 3 values, the reader expects 2", path);
+    cr_assert_str_eq(err.msg, want);
+    const float *p;
+    int nd;
+    int64_t sh[4];
+    cr_assert_eq(rk_st_get_f32(f, "ids", &p, &nd, sh, &err), RK_EFORMAT);
+    rk_st_close(f);
+}
+
 Test(core, safetensors_round_trip) {
     const char *path = tpath("t.safetensors");
     write_sample(path);

@@ -351,6 +351,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "query")) return rank_query_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "store")) { int rank_store_main(int, char **); return rank_store_main(argc - 1, argv + 1); }
+    if (!strcmp(cmd, "encode")) { int rank_encode_main(int, char **); return rank_encode_main(argc - 1, argv + 1); }
     fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
