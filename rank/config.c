@@ -320,6 +320,12 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
                 goto done;
             }
     }
+    for (int i = 0; i < c->n_features; i++)
+        if (!strcmp(c->features[i].column, c->label_column)) {
+            s = rk_fail(err, RK_EINVAL, "features[%d].column: '%s' is the label column (the model would see its own label)", i,
+                        c->label_column);
+            goto done;
+        }
     json_t *tw = json_object_get(root, "tower");
     if (tw && (s = parse_tower(tw, "tower", &c->tower, err))) goto done;
     json_t *en = json_object_get(root, "ensemble");
@@ -461,10 +467,10 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
 }
 
 rk_status rk_dense_value(const rk_feature *f, double raw, float *out) {
-    if (!isfinite(raw)) return RK_ENUMERIC;
+    if (!isfinite(raw) || fabs(raw) > RK_DENSE_MAX_ABS) return RK_ENUMERIC;
     double x = f->log1p ? log1p(raw) : raw;
     x = (x - f->mean) / f->std;
-    if (!isfinite(x)) return RK_ENUMERIC;
+    if (!isfinite(x) || fabs(x) > RK_DENSE_MAX_ABS) return RK_ENUMERIC;
     *out = (float)x;
     return RK_OK;
 }

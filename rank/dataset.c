@@ -35,8 +35,14 @@ static int split_tabs(char *line, char **fields, int max) {
 
 static rk_status map_header(const char *path, char *line, const rk_model_cfg *cfg, colmap *cm, int need_label, rk_err *err) {
     char *fields[MAX_COLS];
+    if (!strncmp(line, "\xef\xbb\xbf", 3)) line += 3; /* a UTF-8 byte-order mark is not part of the first name */
     int n = split_tabs(line, fields, MAX_COLS);
     if (n > MAX_COLS) return rk_fail(err, RK_EFORMAT, "%s row 1: %d columns, at most %d", path, n, MAX_COLS);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(fields[i], fields[j]))
+                return rk_fail(err, RK_EFORMAT, "%s row 1: column '%.64s' appears twice (columns %d and %d)", path, fields[i],
+                               j + 1, i + 1);
     cm->n_cols = n;
     cm->label_col = -1;
     for (int i = 0; i < n; i++)
@@ -119,10 +125,11 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
             const char *v = fields[cm.col_of[f]];
             if (!*v) continue;
             double x;
-            if (parse_double(v, &x) || !isfinite(x) || (ft->log1p && x <= -1)) {
-                rk_free(buf);
-                return rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number, got '%.40s'", path, row,
-                               ft->column, v);
+            if (parse_double(v, &x) || !isfinite(x) || (ft->log1p && x <= -1) || fabs(x) > RK_DENSE_MAX_ABS) {
+                rk_status st = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number within +-%g, got '%.40s'",
+                                       path, row, ft->column, RK_DENSE_MAX_ABS, v);
+                rk_free(buf); /* v points into buf: format the message first */
+                return st;
             }
             if (ft->log1p) x = log1p(x);
             sum[f] += x;
@@ -201,8 +208,8 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
                 if (*v) {
                     double x;
                     if (parse_double(v, &x) || rk_dense_value(ft, x, &out)) {
-                        s = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number, got '%.40s'", path, row,
-                                    ft->column, v);
+                        s = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number within +-%g, got '%.40s'",
+                                    path, row, ft->column, RK_DENSE_MAX_ABS, v);
                         goto fail;
                     }
                 }

@@ -620,7 +620,12 @@ rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *
     for (int r = 0; s == RK_OK && r < n; r++) {
         float p[RK_MAX_MEMBERS];
         double w[RK_MAX_MEMBERS];
-        for (int i = 0; i < M; i++) p[i] = mp[(size_t)i * n + r];
+        for (int i = 0; i < M; i++) {
+            p[i] = mp[(size_t)i * n + r];
+            if (!isfinite(p[i]) && s == RK_OK)
+                s = rk_fail(err, RK_ENUMERIC, "row %d: member '%s' pCTR is not finite", r, m->cfg.members[i].name);
+        }
+        if (s) break;
         pctr[r] = (float)rk_fuse(m->cfg.fusion.type, p, M, tau, w);
         for (int i = 0; i < M; i++) {
             if (member_pctr) member_pctr[(size_t)r * M + i] = p[i];
@@ -670,7 +675,10 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
         if (s == RK_OK) s = rk_model_fill_x0(m, &view, &w, scr, err);
         if (s == RK_OK) {
             rk_model_forward(m, &w, n);
-            for (int i = 0; i < n; i++) pctr[r0 + i] = rk_sigmoid(w.logit[i]);
+            for (int i = 0; i < n && s == RK_OK; i++) {
+                pctr[r0 + i] = rk_sigmoid(w.logit[i]);
+                if (!isfinite(pctr[r0 + i])) s = rk_fail(err, RK_ENUMERIC, "row %d: pCTR is not finite", r0 + i);
+            }
         }
         for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(offs_tmp[f]);
         if (show) rk_progress_add(&pg, (uint64_t)n);

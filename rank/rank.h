@@ -29,6 +29,11 @@
 #define RK_MAX_FEATURES 32
 #define RK_MAX_HIDDEN 8
 #define RK_NAME_MAX 64
+/* Largest magnitude a raw dense feature value may have, and a standardized
+ * one may reach: beyond it float32 tower math can overflow to Inf/NaN, so
+ * such input is refused (offline: error naming row and column; served:
+ * INVALID_ARGUMENT naming the field) instead of scored. */
+#define RK_DENSE_MAX_ABS 1e9
 
 /* ====================================================================== data */
 

@@ -120,7 +120,8 @@ rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_
         return rk_fail(err, RK_EINVAL, "feature %d is not a dense feature", feature);
     float v;
     if (rk_dense_value(&c->features[feature], raw, &v))
-        return rk_fail(err, RK_ENUMERIC, "feature '%s': value %g is not finite after its transform", c->features[feature].name, raw);
+        return rk_fail(err, RK_ENUMERIC, "feature '%s': value %g is not finite or beyond +-%g (raw or standardized)",
+                       c->features[feature].name, raw, RK_DENSE_MAX_ABS);
     s->b.dense[(size_t)row * c->n_features + feature] = v;
     return RK_OK;
 }
@@ -156,7 +157,11 @@ rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *mo
         } else {
             float p[RK_MAX_MEMBERS];
             double w[RK_MAX_MEMBERS];
-            for (int i = 0; i < M; i++) p[i] = rk_sigmoid(s->w[i].logit[r]);
+            for (int i = 0; i < M; i++) {
+                p[i] = rk_sigmoid(s->w[i].logit[r]);
+                if (!isfinite(p[i]))
+                    return rk_fail(err, RK_ENUMERIC, "candidate %d: member '%s' pCTR is not finite", r, m->cfg.members[i].name);
+            }
             pctr[r] = (float)rk_fuse(m->cfg.fusion.type, p, M, tau, w);
             for (int i = 0; i < M; i++) {
                 s->mp[(size_t)r * M + i] = p[i];

@@ -173,6 +173,20 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
         s = rk_fail(err, RK_EFORMAT, "%s: no label column '%s'", tr.has_labels ? io->valid_path : io->train_path, cfg.label_column);
         goto done;
     }
+    {
+        /* early stopping ranks epochs by validation AUC, which needs both classes */
+        const rk_dataset *chk[2] = {&tr, &va};
+        const char *paths[2] = {io->train_path, io->valid_path};
+        for (int k = 0; k < 2; k++) {
+            size_t pos = 0;
+            for (int r = 0; r < chk[k]->b.n_rows; r++) pos += chk[k]->b.labels[r] > 0.5f;
+            if (pos == 0 || pos == (size_t)chk[k]->b.n_rows) {
+                s = rk_fail(err, RK_EINVAL, "%s: every label is %d; training and early stopping (validation AUC) need both classes",
+                            paths[k], pos ? 1 : 0);
+                goto done;
+            }
+        }
+    }
     openblas_set_num_threads(cfg.train.threads);
     if ((s = rk_model_create(&cfg, &m, err))) goto done;
     const int BS = cfg.train.batch_size, N = tr.b.n_rows;

@@ -785,11 +785,16 @@ rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, con
     table *tb = &s->tabs[t];
     if (!s->o.writable) return rk_fail(err, RK_EINVAL, "store %s: opened read-only; updates need opts.writable", s->path);
     if (n == 0) return RK_OK;
+    for (size_t i = 0; i < n; i++)
+        if (rows[i] >= tb->m.rows)
+            return rk_fail(err, RK_EINVAL, "store %s: table '%s' update %zu: row %llu outside the table's %llu rows", s->path,
+                           tb->m.name, i, (unsigned long long)rows[i], (unsigned long long)tb->m.rows);
+    /* Bounded like dense inputs: larger values overflow float32 tower math. */
     for (size_t i = 0; i < n * (size_t)tb->m.dim; i++)
-        if (!isfinite(data[i]))
-            return rk_fail(err, RK_ENUMERIC, "store %s: table '%s' update %zu (row %llu) column %zu is not finite", s->path,
-                           tb->m.name, i / (size_t)tb->m.dim, (unsigned long long)rows[i / (size_t)tb->m.dim],
-                           i % (size_t)tb->m.dim);
+        if (!isfinite(data[i]) || fabsf(data[i]) > RK_STORE_MAX_ABS)
+            return rk_fail(err, RK_ENUMERIC, "store %s: table '%s' update %zu (row %llu) column %zu is not finite or beyond +-%g",
+                           s->path, tb->m.name, i / (size_t)tb->m.dim, (unsigned long long)rows[i / (size_t)tb->m.dim],
+                           i % (size_t)tb->m.dim, RK_STORE_MAX_ABS);
     unsigned char *enc = rk_malloc(n * tb->row_bytes);
     if (!enc) return rk_fail(err, RK_ENOMEM, "store %s: out of memory for %zu updates", s->path, n);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();

@@ -44,6 +44,10 @@
 
 #include "core.h"
 
+/* Largest magnitude an embedding value written by rk_store_apply may have. */
+#define RK_STORE_MAX_ABS 1e6f
+
+
 /* ---------------------------------------------------------------- codecs */
 
 typedef enum {
@@ -185,10 +189,12 @@ rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err);
 /* Apply n row updates to table t: data [n, dim] float32, encoded with the
  * table's codec and written as one atomic write batch through the WAL
  * (fsync'd when opts.sync_writes). RK_OK = acknowledged: durable and
- * visible to later lookups (the cache is updated in place). Rows outside
- * [0, rows) are allowed (they become known ids). Store must be writable:
- * else RK_EINVAL. Errors: RK_EIO / RK_EFORMAT with RocksDB's message; then
- * nothing of the batch is acknowledged. Thread-safe (writers serialize). */
+ * visible to later lookups (the cache is updated in place). A row outside
+ * [0, rows) is RK_EINVAL (hashed lookups never reach it), a value that is
+ * not finite or beyond +-RK_STORE_MAX_ABS is RK_ENUMERIC; both name the
+ * update. Store must be writable: else RK_EINVAL. Errors: RK_EIO /
+ * RK_EFORMAT with RocksDB's message; then nothing of the batch is
+ * acknowledged. Thread-safe (writers serialize). */
 rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data,
                          rk_err *err);
 

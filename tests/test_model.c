@@ -414,7 +414,7 @@ Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
     fprintf(f, "label\tu\th\ti\tx\n1\t3\t\t4\tnan\n");
     fclose(f);
     cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
-    cr_expect(strstr(e.msg, "row 2, column x: expected a finite number, got 'nan'"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "row 2, column x: expected a finite number within +-1e+09, got 'nan'"), "%s", e.msg);
     f = fopen(tr, "w");
     fprintf(f, "label\tu\th\tx\n1\t3\t\t1\n");
     fclose(f);
@@ -460,4 +460,55 @@ Test(bundle, codecs_and_convert, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect_eq(rk_model_convert(dir, out, "fp32", 0, &e), RK_EEXIST);
     rk_model_destroy(m);
     rk_batch_free(&b);
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(train, bad_input_is_refused_before_training, .init = mk_tmp, .fini = rm_tmp) {
+    char tr[600], va[600];
+    snprintf(tr, sizeof tr, "%s/train.tsv", tmpdir);
+    snprintf(va, sizeof va, "%s/valid.tsv", tmpdir);
+    rk_model_cfg c = tiny_cfg();
+    rk_train_io io = {tr, va, NULL, 1};
+    rk_train_report rep;
+    rk_model *m = NULL;
+    rk_err e = {0};
+    write_file(va, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n0\t4\t\t5\t1.0\n");
+    /* a bad dense value in the training file (its statistics are fitted first) */
+    write_file(tr, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n0\t3\t\t4\tabc\n");
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "train.tsv row 3, column x: expected a finite number within +-1e+09, got 'abc'"), "%s", e.msg);
+    cr_expect_null(m);
+    /* finite but beyond the bound: float tower math would overflow */
+    write_file(tr, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n0\t3\t\t4\t1e30\n");
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "got '1e30'"), "%s", e.msg);
+    /* a column named twice */
+    write_file(tr, "label\tu\th\ti\tx\tx\n1\t3\t\t4\t2.0\t1\n");
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 1: column 'x' appears twice (columns 5 and 6)"), "%s", e.msg);
+    /* a validation file with one class: early stopping on AUC is impossible */
+    write_file(tr, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n0\t4\t\t5\t1.0\n");
+    write_file(va, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n1\t4\t\t5\t1.0\n");
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "valid.tsv: every label is 1"), "%s", e.msg);
+    /* a UTF-8 byte-order mark does not hide the first column */
+    write_file(va, "\xef\xbb\xbflabel\tu\th\ti\tx\n1\t3\t\t4\t2.0\n0\t4\t\t5\t1.0\n");
+    rk_dataset d;
+    cr_assert_eq(rk_dataset_load(va, &c, &d, &e), RK_OK, "%s", e.msg);
+    cr_expect(d.has_labels);
+    rk_dataset_free(&d);
+}
+
+Test(config, label_column_cannot_be_a_feature) {
+    rk_model_cfg c;
+    rk_err e = {0};
+    cr_expect_eq(rk_model_cfg_parse("{\"features\": [{\"name\": \"label\", \"side\": \"user\", \"table_size\": 3}]}", &c, &e),
+                 RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[0].column: 'label' is the label column"), "%s", e.msg);
 }

@@ -358,11 +358,16 @@ Test(update, apply_is_visible_and_read_only_refuses, .init = mk_tmp, .fini = rm_
     cr_assert_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_OK, "%s", e.msg);
     cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
     cr_expect_eq(memcmp(y, v, sizeof v), 0, "cached row updated in place");
-    uint64_t nid = 1000; /* a new id becomes known */
-    cr_assert_eq(rk_store_apply(s, 0, &nid, 1, v, &e), RK_OK, "%s", e.msg);
+    uint64_t nid = 1000; /* outside the table: refused, and nothing is written */
+    cr_expect_eq(rk_store_apply(s, 0, &nid, 1, v, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "row 1000 outside the table's 100 rows"), "%s", e.msg);
     size_t miss;
     cr_assert_eq(rk_store_get(s, 0, &nid, 1, y, &miss, &e), RK_OK);
-    cr_expect_eq(miss, 0);
+    cr_expect_eq(miss, 1);
+    v[2] = 1e7f; /* finite but beyond RK_STORE_MAX_ABS */
+    cr_expect_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_ENUMERIC);
+    cr_expect(strstr(e.msg, "column 2"), "%s", e.msg);
+    v[2] = 1;
     v[3] = NAN;
     cr_expect_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_ENUMERIC);
     cr_expect(strstr(e.msg, "column 3"), "%s", e.msg);

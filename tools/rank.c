@@ -7,7 +7,11 @@
  *   rank query --addr HOST:PORT --model BUNDLE --input FILE --output FILE (gRPC client)
  */
 #include <cblas.h>
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +20,9 @@
 
 #include "rank.h"
 
-int rank_query_main(int argc, char **argv); /* tools/rank_query.c */
+int rank_query_main(int argc, char **argv);  /* tools/rank_query.c */
+int rank_store_main(int argc, char **argv);  /* tools/rank_store.c */
+int rank_encode_main(int argc, char **argv); /* tools/rank_encode.c */
 
 static void usage(FILE *o) {
     fprintf(o,
@@ -29,10 +35,16 @@ static void usage(FILE *o) {
             "        [--threads N] [--version V] [--metrics-json FILE] [--force]\n"
             "      train on DIR/train.tsv with early stopping on DIR/valid.tsv, report DIR/test.tsv,\n"
             "      write the model bundle BUNDLE (model.json, dense.safetensors, tables/)\n"
-            "  score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]\n"
-            "      one pCTR per input row, in order; AUC, logloss, NE, calibration when labels are present\n"
+            "  score --model BUNDLE --input FILE --output FILE [--metrics-json FILE] [--towers]\n"
+            "      one pCTR per input row, in order; AUC, logloss, NE, calibration when labels are present;\n"
+            "      --towers adds each CETNet member's pCTR and fusion weight\n"
             "  query --addr HOST:PORT --model BUNDLE --input FILE --output FILE [--candidates N]\n"
+            "        [--max-requests N] [--deadline-ms N]\n"
             "      send the rows of FILE to a running rankd as Rank requests (grouped by user)\n"
+            "  store convert|apply|info ...\n"
+            "      re-encode a bundle's embedding tables (fp32, fp16, int8), apply row updates, inspect\n"
+            "  encode text --model DIR --input FILE --output FILE ...\n"
+            "      content embeddings from a BERT-family text encoder (all-MiniLM-L6-v2)\n"
             "\n"
             "Run 'rank COMMAND --help' for a command's options.\n");
 }
@@ -50,6 +62,78 @@ static void metrics_json(FILE *o, const rk_metrics *m) {
 static void print_metrics(const char *what, const rk_metrics *m) {
     printf("%s: n=%zu base_rate=%.4f auc=%.4f logloss=%.5f ne=%.4f calibration=%.4f\n", what, m->n, m->base_rate,
            m->auc_defined ? m->auc : NAN, m->logloss, m->ne, m->calibration);
+}
+
+/* Can path be created or overwritten (dir_target: can a directory be
+ * created or renamed at path, i.e. is its parent writable)? Checked before
+ * long work so a typo in an output path fails at once, not after training. */
+static int check_writable(const char *opt, const char *path, int dir_target) {
+    struct stat st;
+    if (!dir_target && stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "rank: error: --%s %s: is a directory\n", opt, path);
+            return -1;
+        }
+        if (access(path, W_OK) != 0) {
+            fprintf(stderr, "rank: error: --%s %s: not writable: %s\n", opt, path, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *sl = strrchr(dir, '/');
+    if (!sl) snprintf(dir, sizeof dir, ".");
+    else if (sl == dir) dir[1] = 0;
+    else *sl = 0;
+    if (access(dir, W_OK) != 0) {
+        fprintf(stderr, "rank: error: --%s %s: cannot create it in %s: %s\n", opt, path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Write the scores. A regular (or new) file is written beside it and renamed
+ * into place, so a failed write never leaves a half file under its name;
+ * anything else (a device like /dev/null, a FIFO, a symbolic link) is
+ * written in place and never replaced. */
+static int write_scores(const char *out, const rk_model *m, int n, const float *p, int towers, const float *mp,
+                        const float *mw) {
+    struct stat st;
+    int in_place = lstat(out, &st) == 0 && !S_ISREG(st.st_mode);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out, (long)getpid());
+    const char *target = in_place ? out : tmp;
+    FILE *o = fopen(target, "w");
+    if (!o) {
+        fprintf(stderr, "rank: error: %s: cannot create: %s\n", target, strerror(errno));
+        return 1;
+    }
+    const int M = rk_model_n_members(m);
+    fprintf(o, "pctr");
+    for (int k = 0; towers && k < M; k++) fprintf(o, "\t%s.pctr\t%s.weight", rk_model_member_name(m, k), rk_model_member_name(m, k));
+    fprintf(o, "\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(o, "%.9g", p[i]);
+        for (int k = 0; towers && k < M; k++) fprintf(o, "\t%.9g\t%.9g", mp[(size_t)i * M + k], mw[(size_t)i * M + k]);
+        fprintf(o, "\n");
+    }
+    int bad = ferror(o);
+    int e = errno;
+    if (fclose(o) != 0 && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad && !in_place && rename(tmp, out) != 0) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
+        fprintf(stderr, "rank: error: %s: write failed: %s\n", out, strerror(e));
+        if (!in_place) unlink(tmp);
+        return 1;
+    }
+    return 0;
 }
 
 static int die(const rk_err *e) {
@@ -70,8 +154,9 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
 
 static int cmd_data(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "movielens")) {
-        fprintf(stderr, "usage: rank data movielens --input DIR --out DIR\n");
-        return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
+        int help = argc >= 2 && !strcmp(argv[1], "--help");
+        fprintf(help ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n");
+        return help ? 0 : 2;
     }
     const char *in = NULL, *out = NULL;
     static struct option opts[] = {{"input", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
@@ -162,8 +247,18 @@ static int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
-    if (version) snprintf(cfg.version, sizeof cfg.version, "%s", version);
-    else {
+    if (version) {
+        size_t L = strlen(version);
+        int ok = L > 0 && L < sizeof cfg.version;
+        for (const char *q = version; ok && *q; q++)
+            ok = (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || strchr("._:-", *q);
+        if (!ok) {
+            fprintf(stderr, "rank train: --version: 1..%zu characters of A-Z a-z 0-9 . _ : -, got '%s'\n", sizeof cfg.version - 1,
+                    version);
+            return 2;
+        }
+        snprintf(cfg.version, sizeof cfg.version, "%s", version);
+    } else {
         time_t now = time(NULL);
         struct tm tm;
         gmtime_r(&now, &tm);
@@ -173,10 +268,27 @@ static int cmd_train(int argc, char **argv) {
     snprintf(trp, sizeof trp, "%s/train.tsv", data);
     snprintf(vap, sizeof vap, "%s/valid.tsv", data);
     snprintf(tep, sizeof tep, "%s/test.tsv", data);
+    char outp[4096];
+    snprintf(outp, sizeof outp, "%s", out);
+    for (size_t L = strlen(outp); L > 1 && outp[L - 1] == '/'; L--) outp[L - 1] = 0; /* "m/" is "m" */
+    out = outp;
+    if (!strcmp(out, ".") || !strcmp(out, "..") || !strcmp(out, "/")) {
+        fprintf(stderr, "rank: error: --out %s: name a new directory for the bundle\n", out);
+        return 2;
+    }
     if (rk_path_exists(out) && !force) {
         fprintf(stderr, "rank: error: %s already exists (pass --force to replace it)\n", out);
         return 1;
     }
+    if (rk_path_exists(out)) {
+        char mj[4200];
+        snprintf(mj, sizeof mj, "%s/model.json", out);
+        if (!rk_is_dir(out) || !rk_path_exists(mj)) {
+            fprintf(stderr, "rank: error: %s exists and is not a model bundle (no model.json); --force replaces only bundles\n", out);
+            return 1;
+        }
+    }
+    if (check_writable("out", out, 1) || (mjson && check_writable("metrics-json", mjson, 0))) return 1;
     rk_info("train: model=%s seed=%llu threads=%d data=%s", cfg.n_members ? "cetnet" : rk_tower_name(cfg.tower.type),
             (unsigned long long)cfg.train.seed, cfg.train.threads, data);
     rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
@@ -261,6 +373,14 @@ static int cmd_score(int argc, char **argv) {
         fprintf(stderr, "rank score: --model, --input and --output are required (see --help)\n");
         return 2;
     }
+    {
+        char a[PATH_MAX], b[PATH_MAX];
+        if (realpath(in, a) && realpath(out, b) && !strcmp(a, b)) {
+            fprintf(stderr, "rank: error: --output %s is the --input file\n", out);
+            return 2;
+        }
+    }
+    if (check_writable("output", out, 0) || (mjson && check_writable("metrics-json", mjson, 0))) return 1;
     rk_err e = {0};
     rk_model *m;
     if (rk_model_open(model, &m, &e)) return die(&e);
@@ -286,27 +406,7 @@ static int cmd_score(int argc, char **argv) {
         goto done;
     }
     double el = rk_now() - t0;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    FILE *o = fopen(tmp, "w");
-    if (!o) {
-        fprintf(stderr, "rank: error: %s: cannot create\n", tmp);
-        rc = 1;
-        goto done;
-    }
-    fprintf(o, "pctr");
-    for (int k = 0; towers && k < M; k++) fprintf(o, "\t%s.pctr\t%s.weight", rk_model_member_name(m, k), rk_model_member_name(m, k));
-    fprintf(o, "\n");
-    for (int i = 0; i < n; i++) {
-        fprintf(o, "%.9g", p[i]);
-        for (int k = 0; towers && k < M; k++) fprintf(o, "\t%.9g\t%.9g", mp[(size_t)i * M + k], mw[(size_t)i * M + k]);
-        fprintf(o, "\n");
-    }
-    if (fclose(o) != 0 || rename(tmp, out) != 0) {
-        fprintf(stderr, "rank: error: %s: write failed\n", out);
-        rc = 1;
-        goto done;
-    }
+    if ((rc = write_scores(out, m, n, p, towers, mp, mw))) goto done;
     printf("scored %d rows in %.2fs (%.0f rows/s) -> %s\n", n, el, el > 0 ? n / el : 0, out);
     if (d.has_labels) {
         rk_metrics mt;
@@ -345,13 +445,16 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "train") || !strcmp(cmd, "score") || !strcmp(cmd, "query")) rk_log_blas_info();
+    int help = 0;
+    for (int i = 2; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+    if (!help && (!strcmp(cmd, "train") || !strcmp(cmd, "score") || !strcmp(cmd, "query") || !strcmp(cmd, "encode")))
+        rk_log_blas_info();
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "score")) return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "query")) return rank_query_main(argc - 1, argv + 1);
-    if (!strcmp(cmd, "store")) { int rank_store_main(int, char **); return rank_store_main(argc - 1, argv + 1); }
-    if (!strcmp(cmd, "encode")) { int rank_encode_main(int, char **); return rank_encode_main(argc - 1, argv + 1); }
+    if (!strcmp(cmd, "store")) return rank_store_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "encode")) return rank_encode_main(argc - 1, argv + 1);
     fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -310,6 +310,8 @@ int rank_query_main(int argc, char **argv) {
         char reqid[32];
         snprintf(reqid, sizeof reqid, "q%zu", g);
         req->request_id = reqid;
+        /* the bundle's model name: a rankd serving another model answers NOT_FOUND */
+        req->model_name = (char *)cfg->name;
         req->n_candidates = k;
         req->candidates = rb.cand_p;
         size_t hist_inst = (size_t)-1;
