@@ -14,6 +14,8 @@
 #include "core.h"
 
 #include <jansson.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack */
+#include <xxhash.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,7 +99,16 @@ rk_status rk_st_writer_add_meta(rk_st_writer *w, const char *key, const char *va
 rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
     json_t *h = json_object();
     if (!h) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
-    if (json_object_size(w->meta)) json_object_set(h, "__metadata__", w->meta);
+    {
+        /* xxh64 of the data section, so a reader detects bytes changed after writing */
+        XXH64_state_t st;
+        XXH64_reset(&st, 0);
+        for (size_t i = 0; i < w->n; i++) XXH64_update(&st, w->t[i].data, w->t[i].n * (w->t[i].i64 ? 8 : 4));
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64_digest(&st));
+        json_object_set_new(w->meta, RK_ST_CHECKSUM_KEY, json_string(hex));
+    }
+    json_object_set(h, "__metadata__", w->meta);
     size_t off = 0;
     for (size_t i = 0; i < w->n; i++) {
         st_tensor *t = &w->t[i];
@@ -257,6 +268,20 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
             goto fail;
         }
         f->n++;
+    }
+    /* last: structural errors (truncation, bad offsets) get their own message first */
+    {
+        json_t *m = json_object_get(f->header, "__metadata__");
+        json_t *want = m ? json_object_get(m, RK_ST_CHECKSUM_KEY) : NULL;
+        if (json_is_string(want)) {
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64(f->data, f->data_len, 0));
+            if (strcmp(hex, json_string_value(want))) {
+                s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: data checksum %s, the header says %s (changed after writing)",
+                            path, hex, json_string_value(want));
+                goto fail;
+            }
+        }
     }
     *out = f;
     return RK_OK;

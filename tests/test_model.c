@@ -512,3 +512,17 @@ Test(config, label_column_cannot_be_a_feature) {
                  RK_EINVAL);
     cr_expect(strstr(e.msg, "features[0].column: 'label' is the label column"), "%s", e.msg);
 }
+
+Test(bundle, flipped_weight_byte_is_detected, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/dense.safetensors", dir);
+    FILE *f = fopen(p, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, -3, SEEK_END); /* inside the last tensor's data */
+    int c = fgetc(f);
+    fseek(f, -3, SEEK_END);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+    expect_open_error(dir, RK_EFORMAT, "data checksum");
+}
