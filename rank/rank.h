@@ -248,6 +248,10 @@ rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err);
 /* Add one value of a sparse feature to a row (hashed here). */
 rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *value,
                                size_t len, rk_err *err);
+/* The same value added to every row in [r0, r1) (a user-side feature of a
+ * request), hashed once. Same truncation and limits as rk_scorer_add_sparse. */
+rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, const char *value,
+                                    size_t len, rk_err *err);
 /* Set a dense feature of a row from its raw (untransformed) value. Not
  * finite -> RK_ENUMERIC. */
 rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err);

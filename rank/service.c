@@ -335,15 +335,14 @@ static int add_values(rk_service *s, int f, char **values, size_t n_values, int 
         if (!len) continue;
         if (ft->max_values > 0 && taken >= ft->max_values) break;
         taken++;
-        for (int r = r0; r < r1; r++) {
-            rk_err e = {0};
-            rk_status st = rk_scorer_add_sparse(s->scorer, r, f, values[k], len, &e);
-            if (st == RK_ETOOBIG)
-                return failf(err, ST_RESOURCE_EXHAUSTED, "%s%s: too many sparse values (%s)", where,
-                             field, e.msg);
-            if (st)
-                return failf(err, ST_INTERNAL, "%s%s: %s", where, field, e.msg);
-        }
+        rk_err e = {0};
+        /* a user-side value goes to every row: hashed once */
+        rk_status st = rk_scorer_add_sparse_rows(s->scorer, r0, r1, f, values[k], len, &e);
+        if (st == RK_ETOOBIG)
+            return failf(err, ST_RESOURCE_EXHAUSTED, "%s%s: too many sparse values (%s)", where,
+                         field, e.msg);
+        if (st)
+            return failf(err, ST_INTERNAL, "%s%s: %s", where, field, e.msg);
     }
     return ST_OK;
 }
