@@ -324,12 +324,16 @@ struct Rankd__V1__RankResponse;
 
 typedef struct {
     const char *listen;      /* "HOST:PORT"; port 0 picks a free port */
-    int threads;             /* worker threads, each with its own cq and scorer (default 2) */
+    int threads;             /* worker threads, each with its own scorer and arena (default 2) */
     int max_candidates;      /* candidates per request; more -> RESOURCE_EXHAUSTED (default 1000) */
     int max_values_per_row;  /* sparse values per feature per row; more -> RESOURCE_EXHAUSTED (default 256) */
     int max_message_bytes;   /* gRPC max receive message size, bytes (default 4 MiB) */
-    int requests_per_worker; /* Rank calls pre-posted per worker cq (default 1: spreads
-                              * one channel's calls over all workers, c-stack.md §2.5) */
+    int requests_per_worker; /* Rank calls kept requested from gRPC per worker (default 4):
+                              * the calls core can hand over without waiting for the
+                              * acceptor to re-post */
+    int queue_depth;         /* accepted Rank calls waiting for a worker; a call that
+                              * finds the queue full is answered RESOURCE_EXHAUSTED at
+                              * once (default 64) */
     int grace_ms;            /* shutdown: in-flight calls get this long before they are
                               * cancelled (default 5000) */
 } rk_server_opts;
@@ -337,7 +341,7 @@ typedef struct {
     {                                                                                  \
         .listen = "127.0.0.1:50051", .threads = 2, .max_candidates = 1000,            \
         .max_values_per_row = 256, .max_message_bytes = 4 << 20,                      \
-        .requests_per_worker = 1, .grace_ms = 5000                                     \
+        .requests_per_worker = 4, .queue_depth = 64, .grace_ms = 5000                  \
     }
 
 /* ---- service: one serialized RankRequest in, one RankResponse out (no gRPC) */
@@ -359,13 +363,28 @@ void rk_service_destroy(rk_service *s);
 int rk_service_handle(rk_service *s, const uint8_t *req, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err);
 
+/* Server-side stage times of one call, microseconds. */
+typedef struct {
+    double decode_us;  /* protobuf unpack (from t0) */
+    double lookup_us;  /* hashing done, embedding rows fetched and pooled */
+    double model_us;   /* towers over the N-candidate batch, sigmoid */
+    double encode_us;  /* response built and serialized */
+} rk_stage_times;
+/* Stage times of the last call answered OK by s. */
+void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
+
 /* ---- server */
 
 typedef struct {
     uint64_t rank_ok;         /* Rank calls answered OK */
-    uint64_t rank_failed;     /* Rank calls answered with any other status */
+    uint64_t rank_failed;     /* Rank calls answered with any other status (all below included) */
+    uint64_t rank_expired;    /* ... DEADLINE_EXCEEDED when a worker picked them up (no model work) */
+    uint64_t rank_rejected;   /* ... RESOURCE_EXHAUSTED because the queue was full */
     uint64_t health;          /* Health/Check calls */
     uint64_t unimplemented;   /* calls to unknown methods */
+    /* Sums over the Rank calls answered OK, microseconds: waiting in the
+     * queue, then the stages of rk_stage_times. Divide by rank_ok. */
+    double queue_us, decode_us, lookup_us, model_us, encode_us;
 } rk_server_counters;
 
 typedef struct rk_server rk_server;

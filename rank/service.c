@@ -149,6 +149,7 @@ struct rk_service {
     size_t out_cap;
     const char *tower_name;
     int n_towers;                      /* 1, or the ensemble's members */
+    rk_stage_times last;               /* stage times of the last OK call */
 };
 
 rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
@@ -174,7 +175,16 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         rk_free(s);
         return st;
     }
-    s->ar.cap = ARENA_INITIAL;
+    /* Sized at start-up for the largest accepted request: protobuf-c's
+     * decoded form of max_candidates candidates, each carrying every
+     * item-side feature of the model with a few values (about 0.5 KiB per
+     * feature per candidate, measured: a MovieLens candidate decodes to
+     * ~0.4 KiB), plus the user. A request that decodes larger still works:
+     * the arena overflows into a chunk once and is then re-sized to the
+     * high-water mark (arena_reset), so steady state never allocates. */
+    int n_item = 0;
+    for (int f = 0; f < s->cfg->n_features; f++) n_item += s->cfg->features[f].side == RK_SIDE_ITEM;
+    s->ar.cap = ARENA_INITIAL + n * (size_t)(256 + 512 * n_item);
     s->ar.base = rk_malloc(s->ar.cap);
     /* Decoded structures are bigger than their wire form (an empty nested
      * message is 2 bytes on the wire, ~80 bytes decoded): bound a request's
@@ -543,11 +553,20 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         s->score_ptrs[i] = sc;
     }
     Rankd__V1__Timing timing = RANKD__V1__TIMING__INIT;
+    double t_built = rk_now();
+    /* "lookup" is everything between decoding and the towers: validation,
+     * hashing the values to rows, fetching and pooling the rows; so the
+     * four stages add up to the total. */
+    lookup_us = (t_scored - t_decoded) * 1e6 - model_us;
+    if (lookup_us < 0) lookup_us = 0;
+    s->last.decode_us = (t_decoded - t0) * 1e6;
+    s->last.lookup_us = lookup_us;
+    s->last.model_us = model_us;
+    s->last.encode_us = (t_built - t_scored) * 1e6;
     if (req->return_timing) {
         /* encode_us covers building the response; the final serialization
          * (about a microsecond per 100 candidates) runs after these fields
          * are written and is not included. */
-        double t_built = rk_now();
         timing.decode_us = us(t_decoded - t0);
         timing.lookup_us = us(lookup_us * 1e-6);
         timing.model_us = us(model_us * 1e-6);
@@ -573,5 +592,10 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     arena_reset(&s->ar);
     *resp = s->out;
     *resp_len = got;
+    s->last.encode_us = (rk_now() - t_scored) * 1e6; /* with the serialization */
     return ST_OK;
+}
+
+void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
+    *out = s->last;
 }
