@@ -28,5 +28,10 @@ asan: setup
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ctest --output-on-failure --timeout 1800
 
+# rankd vs in-process scoring vs a Python/PyTorch server, latency at 25-90% of
+# rankd's max rate, 50/200/1000 candidates (bench/RESULTS.md "## bench-serve"); ~5 min.
+bench-serve: build
+	@bash bench/bench_serve.sh $(BUILD)
+
 clean:
 	rm -rf $(BUILD) build-asan

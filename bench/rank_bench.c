@@ -67,6 +67,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +93,12 @@ static const char *const code_names[N_CODES] = {
     "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
     "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
     "UNAUTHENTICATED"};
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -119,6 +126,7 @@ typedef struct {
     int timing, quiet, inprocess;
     uint64_t seed;
     int max_distinct;
+    int ram_tables_mb;
 } opts;
 
 static void usage(FILE *o) {
@@ -155,6 +163,8 @@ static void usage(FILE *o) {
             "  --quiet              no progress line\n"
             "  --inprocess          no server: score the same requests in this process\n"
             "                       through rk_scorer (needs --model), the overhead baseline\n"
+            "  --ram-tables-mb N    --inprocess: tables in RAM when they fit in N MiB, as\n"
+            "                       rankd does (default 512; 0: read RocksDB)\n"
             "Latency is reported twice in open loop: corrected (from each request's\n"
             "intended send time, wrk2-style) and uncorrected (from the actual send).\n");
 }
@@ -549,6 +559,8 @@ typedef struct {
     second *sec;
     double measured_s;
     int64_t t0, t_meas0, t_meas1;
+    uint64_t ok_total;  /* OK answers including the warm-up */
+    double cpu_s;       /* this process's CPU time (user + system) during the run */
 } results;
 
 static const char *const stage_names[5] = {"decode", "lookup", "model", "encode", "total"};
@@ -855,6 +867,7 @@ static int run_grpc(const opts *o, workload *w, results *r) {
         return -1;
     }
 
+    double cpu0 = cpu_seconds();
     r->t0 = now_ns() + 10 * 1000000; /* first send in 10 ms */
     r->t_meas0 = r->t0 + (int64_t)(o->warmup * 1e9);
     r->t_meas1 = r->t_meas0 + (int64_t)(o->duration * 1e9);
@@ -898,6 +911,8 @@ static int run_grpc(const opts *o, workload *w, results *r) {
     r->measured_s = ((t_last < r->t_meas1 ? t_last : r->t_meas1) - r->t_meas0) / 1e9;
     if (o->requests > 0 && r->offered >= (uint64_t)o->requests && t_last < r->t_meas1)
         r->measured_s = (t_last - r->t_meas0) / 1e9;
+    r->cpu_s = cpu_seconds() - cpu0;
+    r->ok_total = atomic_load(&g.ok);
     if (g.first_error[0]) fprintf(stderr, "rank-bench: first error: %s\n", g.first_error);
     grpc_completion_queue_destroy(g.cq);
     grpc_channel_destroy(g.ch);
@@ -972,6 +987,13 @@ static int run_inprocess(const opts *o, workload *w, results *r) {
         return -1;
     }
     rk_scorer *s;
+    size_t ram = 0;
+    if (o->ram_tables_mb > 0 && rk_model_tables_to_ram(m, (size_t)o->ram_tables_mb << 20, &ram, &e)) {
+        fprintf(stderr, "rank-bench: %s\n", e.msg);
+        rk_model_destroy(m);
+        return -1;
+    }
+    if (!o->quiet) fprintf(stderr, "rank-bench: embedding tables %s\n", ram ? "in RAM" : "read from RocksDB");
     if (rk_scorer_create(m, o->candidates, 256, &s, &e)) {
         fprintf(stderr, "rank-bench: %s\n", e.msg);
         rk_model_destroy(m);
@@ -979,6 +1001,7 @@ static int run_inprocess(const opts *o, workload *w, results *r) {
     }
     float *pctr = malloc((size_t)o->candidates * sizeof *pctr);
     const rk_model_cfg *cfg = rk_model_config(m);
+    double cpu0 = cpu_seconds();
     r->t0 = now_ns();
     r->t_meas0 = r->t0 + (int64_t)(o->warmup * 1e9);
     r->t_meas1 = r->t_meas0 + (int64_t)(o->duration * 1e9);
@@ -998,6 +1021,7 @@ static int run_inprocess(const opts *o, workload *w, results *r) {
         if (rc) sec->err++;
         else {
             sec->ok++;
+            r->ok_total++;
             rk_hdr_record(&sec->hist, t2 - t);
         }
         if (measured) {
@@ -1017,6 +1041,7 @@ static int run_inprocess(const opts *o, workload *w, results *r) {
         }
     }
     if (!o->quiet && isatty(2)) fprintf(stderr, "\n");
+    r->cpu_s = cpu_seconds() - cpu0;
     int64_t t_end = now_ns();
     r->measured_s = ((t_end < r->t_meas1 ? t_end : r->t_meas1) - r->t_meas0) / 1e9;
     free(pctr);
@@ -1092,6 +1117,9 @@ static int report(const opts *o, const workload *w, const results *r) {
     printf("  requests: offered=%llu (%.1f/s) completed=%llu ok=%llu achieved=%.1f/s candidates/s=%.0f\n",
            (unsigned long long)r->offered, offered_qps, (unsigned long long)r->completed,
            (unsigned long long)r->ok, achieved_qps, achieved_qps * o->candidates);
+    printf("  this process: %.2f CPU s for %llu OK answers (warm-up included)%s\n", r->cpu_s,
+           (unsigned long long)r->ok_total,
+           o->inprocess ? "" : " -- the client's own cost");
     printf("  errors:");
     int any = 0;
     for (int c = 1; c <= N_CODES; c++)
@@ -1151,6 +1179,8 @@ static int report(const opts *o, const workload *w, const results *r) {
     json_object_set_new(root, "offered_qps", json_real(offered_qps));
     json_object_set_new(root, "achieved_qps", json_real(achieved_qps));
     json_object_set_new(root, "candidates_per_s", json_real(achieved_qps * o->candidates));
+    json_object_set_new(root, "ok_total", json_integer((json_int_t)r->ok_total));
+    json_object_set_new(root, "cpu_s", json_real(r->cpu_s));
     json_t *errs = json_object();
     for (int c = 1; c <= N_CODES; c++)
         if (r->codes[c]) json_object_set_new(errs, c < N_CODES ? code_names[c] : "OTHER", json_integer((json_int_t)r->codes[c]));
@@ -1193,14 +1223,14 @@ static int report(const opts *o, const workload *w, const results *r) {
 
 int main(int argc, char **argv) {
     opts o = {.candidates = 200, .streams = 8, .max_inflight = 256, .rate = 100, .duration = 10, .warmup = 2,
-              .window = 2, .deadline_ms = 1000, .seed = 1, .max_distinct = 4096};
+              .window = 2, .deadline_ms = 1000, .seed = 1, .max_distinct = 4096, .ram_tables_mb = 512};
     static struct option lo[] = {
         {"addr", 1, 0, 'a'},      {"model", 1, 0, 'm'},      {"config", 1, 0, 'C'},     {"data", 1, 0, 'd'},
         {"candidates", 1, 0, 'n'}, {"rate", 1, 0, 'r'},       {"arrivals", 1, 0, 'A'},   {"max-inflight", 1, 0, 'i'},
         {"closed", 0, 0, 'c'},    {"streams", 1, 0, 's'},    {"duration", 1, 0, 'D'},   {"warmup", 1, 0, 'W'},
         {"requests", 1, 0, 'R'},  {"deadline-ms", 1, 0, 'L'}, {"window", 1, 0, 'w'},    {"timing", 0, 0, 'T'},
         {"seed", 1, 0, 'S'},      {"json", 1, 0, 'j'},       {"quiet", 0, 0, 'q'},      {"inprocess", 0, 0, 'P'},
-        {"max-distinct", 1, 0, 'M'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+        {"max-distinct", 1, 0, 'M'}, {"ram-tables-mb", 1, 0, 'G'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     int c;
     double v;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1234,6 +1264,7 @@ int main(int argc, char **argv) {
         case 'q': o.quiet = 1; break;
         case 'P': o.inprocess = 1; break;
         case 'M': bad = parse_num("--max-distinct", optarg, 1, 1000000, &v); o.max_distinct = (int)v; break;
+        case 'G': bad = parse_num("--ram-tables-mb", optarg, 0, 1 << 30, &v); o.ram_tables_mb = (int)v; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -221,6 +221,13 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err);
 rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err);
 void rk_model_destroy(rk_model *m);
 
+/* Serving from RAM: copy every embedding table of an opened bundle (an
+ * ensemble's members too) into memory when they need at most max_bytes in
+ * all; lookups then pool from RAM instead of reading RocksDB, with
+ * bit-identical results. *bytes gets the bytes loaded (0: over budget,
+ * nothing loaded, the store serves). Call before any scorer is created;
+ * not thread-safe with scoring. */
+rk_status rk_model_tables_to_ram(rk_model *m, size_t max_bytes, size_t *bytes, rk_err *err);
 const rk_model_cfg *rk_model_config(const rk_model *m);
 /* "name/version" string written at train time. */
 const char *rk_model_version(const rk_model *m);

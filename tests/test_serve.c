@@ -11,7 +11,9 @@
  *    candidates must still be answered OK. This covers the service (unpack
  *    arena, validation, response), the scorer and the embedding lookups;
  *    RocksDB's and gRPC core's own allocations do not go through rk_malloc
- *    (bench/RESULTS.md counts them with an LD_PRELOAD counter).
+ *    (bench/RESULTS.md counts them with an LD_PRELOAD counter). Through the
+ *    store, up to 500 candidates (rk_store_get allocates past 512 unique
+ *    keys per table); with the tables in RAM, up to 1000.
  *  - a full queue answers RESOURCE_EXHAUSTED at once instead of growing;
  *  - a request whose deadline passed while it waited in the queue is
  *    answered DEADLINE_EXCEEDED without model work (counted by the server).
@@ -153,6 +155,49 @@ Test(serve, request_path_does_not_allocate) {
     rk_alloc_fail_after(0);
     cr_assert_eq(bad, 0, "a request allocated through rk_malloc: %s", msg);
     for (int i = 0; i < 6; i++) free(req[i]);
+    rk_service_destroy(svc);
+    drop_bundle();
+}
+
+/* With the tables in RAM (rankd's default when they fit) the store is not
+ * read at all, so even the largest request (1000 candidates, more unique
+ * rows than rk_store_get serves without allocating) allocates nothing. */
+Test(serve, request_path_does_not_allocate_with_tables_in_ram) {
+    make_bundle();
+    size_t bytes = 0;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_tables_to_ram(M, (size_t)64 << 20, &bytes, &e), RK_OK, "%s", e.msg);
+    cr_assert_gt(bytes, 0);
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc;
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    int sizes[] = {1000, 200, 1, 999};
+    size_t len[4];
+    uint8_t *req[4];
+    for (int i = 0; i < 4; i++) req[i] = make_request(sizes[i], 11 + i, &len[i]);
+    const uint8_t *resp;
+    size_t resp_len;
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(rk_service_handle(svc, req[0], len[0], rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    rk_alloc_fail_after(1);
+    int bad = 0;
+    char msg[256] = "";
+    for (int k = 0; k < 20; k++) {
+        int code = rk_service_handle(svc, req[k % 4], len[k % 4], rk_now(), &resp, &resp_len, &e);
+        if (code && !bad) snprintf(msg, sizeof msg, "%d candidates: code %d: %s", sizes[k % 4], code, e.msg);
+        bad += code != 0;
+    }
+    rk_alloc_fail_after(0);
+    cr_assert_eq(bad, 0, "a request allocated through rk_malloc: %s", msg);
+    /* over budget: nothing loaded */
+    rk_model *m2;
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s", bundle_dir);
+    cr_assert_eq(rk_model_open(dir, &m2, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_model_tables_to_ram(m2, 1024, &bytes, &e), RK_OK);
+    cr_assert_eq(bytes, 0);
+    rk_model_destroy(m2);
+    for (int i = 0; i < 4; i++) free(req[i]);
     rk_service_destroy(svc);
     drop_bundle();
 }

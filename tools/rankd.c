@@ -40,6 +40,8 @@ static void usage(FILE *o) {
             "                         full, new requests get RESOURCE_EXHAUSTED at once\n"
             "  --requests-per-worker N  Rank calls kept requested from gRPC per worker (default 4)\n"
             "  --max-message-bytes N  largest request accepted, bytes (default 4194304)\n"
+            "  --ram-tables-mb N      serve embedding tables from RAM when they fit in N MiB\n"
+            "                         (default 512; 0: always read RocksDB)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
@@ -59,12 +61,13 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 int main(int argc, char **argv) {
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
-    int blas_threads = 1;
+    int blas_threads = 1, ram_mb = 512;
     static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
                                    {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
                                    {"max-message-bytes", 1, 0, 'b'},
                                    {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
                                    {"requests-per-worker", 1, 0, 'r'},
+                                   {"ram-tables-mb", 1, 0, 'R'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -75,6 +78,7 @@ int main(int argc, char **argv) {
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
         case 'b': bad = parse_int("--max-message-bytes", optarg, 64, INT_MAX, &o.max_message_bytes); break;
+        case 'R': bad = parse_int("--ram-tables-mb", optarg, 0, 1 << 30, &ram_mb); break;
         case 'B': bad = parse_int("--blas-threads", optarg, 1, 64, &blas_threads); break;
         case 'q': bad = parse_int("--queue-depth", optarg, 1, 1000000, &o.queue_depth); break;
         case 'r': bad = parse_int("--requests-per-worker", optarg, 1, 1024, &o.requests_per_worker); break;
@@ -109,6 +113,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     rk_info("model %s from %s", rk_model_version(m), model);
+    size_t ram = 0;
+    if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
+        rk_model_destroy(m);
+        return 1;
+    }
+    if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
+    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
     rk_server *srv = NULL;
     int port = 0;
     if (rk_server_start(&o, m, &srv, &port, &e)) {
