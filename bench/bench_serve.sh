@@ -50,6 +50,13 @@ for b in "$BIN/rank" "$BIN/rankd" "$BUILD/rank-bench" "$BUILD/bench/dump_tables"
   [ -e "$b" ] || { echo "bench-serve: $b not found (build first: make build)" >&2; exit 1; }
 done
 say() { echo "bench-serve: $*" >&2; }
+# The reference server needs Debian's PyTorch and xxhash (not needed by make test).
+if ! "$PY" -c 'import torch, xxhash, grpc, grpc_tools, numpy' 2>/dev/null; then
+  say "installing python3-torch python3-xxhash (Debian) for the reference server"
+  apt-get install -y --no-install-recommends python3-torch python3-xxhash python3-numpy python3-grpcio \
+    python3-grpc-tools >/dev/null
+fi
+command -v taskset >/dev/null || { say "taskset (util-linux) is required"; exit 1; }
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

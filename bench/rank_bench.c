@@ -623,6 +623,7 @@ typedef struct {
     long next_req; /* cycling index (sender thread / closed loop: receiver) */
     int64_t t_end; /* no call is started at or after this */
     long measured_started;
+    int cq_shut;
     char first_error[256];
 } loadgen;
 
@@ -802,9 +803,10 @@ static void *receiver_main(void *arg) {
                 sem_post(&g->slots);
             }
         }
-        if ((o->closed || atomic_load(&g->sending_done)) && atomic_load(&g->inflight) == 0) {
+        if (!g->cq_shut && (o->closed || atomic_load(&g->sending_done)) && atomic_load(&g->inflight) == 0) {
             if (o->closed) atomic_store(&g->sending_done, 1);
-            grpc_completion_queue_shutdown(g->cq);
+            grpc_completion_queue_shutdown(g->cq); /* once; QUEUE_SHUTDOWN ends the loop */
+            g->cq_shut = 1;
         }
     }
     return NULL;
