@@ -1063,7 +1063,10 @@ typedef struct {
 
 static void compute_windows(const opts *o, const results *r, windows *wd) {
     memset(wd, 0, sizeof *wd);
-    int first = sec_of(r, r->t_meas0), last = first + (int)(r->measured_s + 1e-9);
+    /* whole timeline seconds inside the measured span */
+    int first = (int)((r->t_meas0 - r->t0 + 999999999) / 1000000000);
+    int last = (int)((r->t_meas0 + (int64_t)(r->measured_s * 1e9) - r->t0) / 1000000000);
+    if (last > r->n_sec) last = r->n_sec;
     int W = (int)(o->window < 1 ? 1 : o->window);
     rk_hdr h;
     rk_hdr_init(&h, HIST_MAX_NS, 2);

@@ -112,6 +112,7 @@ Test(hdr, merge_clamp_and_reset) {
     cr_assert_eq(a.min, 0);
     cr_assert_eq(a.max, 1000000);
     cr_assert_eq(rk_hdr_add(&a, &c), -1, "different precision must not merge");
+    rk_hdr_free(&c);
     rk_hdr_reset(&a);
     cr_assert_eq(a.total, 0);
     cr_assert_eq(rk_hdr_value_at(&a, 99), 0);
