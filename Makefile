@@ -67,5 +67,10 @@ bench-store: build
 bench-store-crash: build
 	@$(BUILD)/bench/bench_store_crash 120 $(BUILD)/bench-store-crash
 
+# rankd vs in-process scoring vs a Python/PyTorch server, latency at 25-90% of
+# rankd's max rate, 50/200/1000 candidates (bench/RESULTS.md "## bench-serve"); ~5 min.
+bench-serve: build
+	@bash bench/bench_serve.sh $(BUILD)
+
 clean:
 	rm -rf $(BUILD) build-asan

@@ -169,6 +169,59 @@ void rk_model_destroy(rk_model *m) {
     rk_free(m);
 }
 
+/* Copy every row of every store-backed table into RAM (m->tables), so
+ * rk_model_fill_x0 pools from memory, as in training, instead of reading
+ * RocksDB per request. The pooling op is the same on both paths (the store
+ * path gathers the unique rows, then runs rk_embedding_bag_forward on them),
+ * so scores are bit-identical. Nothing is loaded when the tables together
+ * (an ensemble's members included) exceed max_bytes. */
+static size_t ram_bytes(const rk_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_members; i++) n += ram_bytes(m->member[i]);
+    if (!m->store) return n;
+    for (int f = 0; f < m->cfg.n_features; f++)
+        if (m->cfg.features[f].kind == RK_FEAT_SPARSE && !m->tables[f])
+            n += (size_t)m->cfg.features[f].table_size * (size_t)m->cfg.features[f].dim * sizeof(float);
+    return n;
+}
+
+static rk_status load_ram(rk_model *m, rk_err *err) {
+    for (int i = 0; i < m->n_members; i++) {
+        rk_status s = load_ram(m->member[i], err);
+        if (s) return s;
+    }
+    if (!m->store) return RK_OK;
+    enum { CHUNK = 512 };
+    uint64_t keys[CHUNK];
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE || m->tables[f]) continue;
+        float *t = rk_malloc((size_t)ft->table_size * (size_t)ft->dim * sizeof(float));
+        if (!t) return rk_fail(err, RK_ENOMEM, "table '%s': out of memory for %llu rows", ft->name,
+                               (unsigned long long)ft->table_size);
+        for (uint64_t r0 = 0; r0 < ft->table_size; r0 += CHUNK) {
+            size_t k = ft->table_size - r0 < CHUNK ? (size_t)(ft->table_size - r0) : CHUNK;
+            for (size_t i = 0; i < k; i++) keys[i] = r0 + i;
+            rk_status s = rk_store_get(m->store, m->store_table[f], keys, k, t + r0 * (size_t)ft->dim, NULL, err);
+            if (s) {
+                rk_free(t);
+                return rk_err_prefix(err, "table '%s'", ft->name);
+            }
+        }
+        m->tables[f] = t;
+    }
+    return RK_OK;
+}
+
+rk_status rk_model_tables_to_ram(rk_model *m, size_t max_bytes, size_t *bytes, rk_err *err) {
+    size_t need = ram_bytes(m);
+    if (bytes) *bytes = 0;
+    if (need > max_bytes) return RK_OK;
+    rk_status s = load_ram(m, err);
+    if (s == RK_OK && bytes) *bytes = need;
+    return s;
+}
+
 const rk_model_cfg *rk_model_config(const rk_model *m) { return &m->cfg; }
 int rk_model_n_members(const rk_model *m) { return m->n_members; }
 const char *rk_model_member_name(const rk_model *m, int i) {
@@ -407,26 +460,6 @@ fail:
     return s;
 }
 
-/* Read every row of a bundle-backed single model's tables into RAM (decoded
- * to float32 by the source codec), so the model can be saved again. */
-static rk_status materialize_tables(rk_model *m, rk_err *err) {
-    enum { CHUNK = 4096 };
-    uint64_t ids[CHUNK];
-    rk_status s = RK_OK;
-    for (int f = 0; f < m->cfg.n_features && s == RK_OK; f++) {
-        const rk_feature *ft = &m->cfg.features[f];
-        if (ft->kind != RK_FEAT_SPARSE) continue;
-        m->tables[f] = rk_malloc((size_t)ft->table_size * (size_t)ft->dim * sizeof(float));
-        if (!m->tables[f]) return rk_fail(err, RK_ENOMEM, "convert: out of memory for table '%s'", ft->name);
-        for (uint64_t r0 = 0; r0 < ft->table_size && s == RK_OK; r0 += CHUNK) {
-            size_t n = ft->table_size - r0 < CHUNK ? (size_t)(ft->table_size - r0) : CHUNK;
-            for (size_t i = 0; i < n; i++) ids[i] = r0 + i;
-            s = rk_store_get(m->store, m->store_table[f], ids, n, m->tables[f] + r0 * (size_t)ft->dim, NULL, err);
-        }
-    }
-    return s;
-}
-
 rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *codec, int overwrite, rk_err *err) {
     rk_codec c;
     if (rk_codec_parse(codec, &c, err)) return rk_err_prefix(err, "model bundle %s", out_dir);
@@ -443,8 +476,8 @@ rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *
         json_decref(root);
         rk_free(text);
     }
-    if (m->n_members == 0) s = materialize_tables(m, err);
-    for (int i = 0; i < m->n_members && s == RK_OK; i++) s = materialize_tables(m->member[i], err);
+    /* every table (an ensemble's members too) decoded to float32 in RAM */
+    s = load_ram(m, err);
     if (s == RK_OK) s = rk_model_save_codec(m, out_dir, metrics, overwrite, codec, err);
     free(metrics);
     rk_model_destroy(m);

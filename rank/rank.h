@@ -228,6 +228,13 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err);
 rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err);
 void rk_model_destroy(rk_model *m);
 
+/* Serving from RAM: copy every embedding table of an opened bundle (an
+ * ensemble's members too) into memory when they need at most max_bytes in
+ * all; lookups then pool from RAM instead of reading RocksDB, with
+ * bit-identical results. *bytes gets the bytes loaded (0: over budget,
+ * nothing loaded, the store serves). Call before any scorer is created;
+ * not thread-safe with scoring. */
+rk_status rk_model_tables_to_ram(rk_model *m, size_t max_bytes, size_t *bytes, rk_err *err);
 const rk_model_cfg *rk_model_config(const rk_model *m);
 /* "name/version" string written at train time. */
 const char *rk_model_version(const rk_model *m);
@@ -267,6 +274,10 @@ rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err);
 /* Add one value of a sparse feature to a row (hashed here). */
 rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *value,
                                size_t len, rk_err *err);
+/* The same value added to every row in [r0, r1) (a user-side feature of a
+ * request), hashed once. Same truncation and limits as rk_scorer_add_sparse. */
+rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, const char *value,
+                                    size_t len, rk_err *err);
 /* Set a dense feature of a row from its raw (untransformed) value. Not
  * finite -> RK_ENUMERIC. */
 rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err);
@@ -339,12 +350,16 @@ struct Rankd__V1__RankResponse;
 
 typedef struct {
     const char *listen;      /* "HOST:PORT"; port 0 picks a free port */
-    int threads;             /* worker threads, each with its own cq and scorer (default 2) */
+    int threads;             /* worker threads, each with its own scorer and arena (default 2) */
     int max_candidates;      /* candidates per request; more -> RESOURCE_EXHAUSTED (default 1000) */
     int max_values_per_row;  /* sparse values per feature per row; more -> RESOURCE_EXHAUSTED (default 256) */
     int max_message_bytes;   /* gRPC max receive message size, bytes (default 4 MiB) */
-    int requests_per_worker; /* Rank calls pre-posted per worker cq (default 1: spreads
-                              * one channel's calls over all workers, c-stack.md §2.5) */
+    int requests_per_worker; /* Rank calls kept requested from gRPC per worker (default 4):
+                              * the calls core can hand over without waiting for the
+                              * acceptor to re-post */
+    int queue_depth;         /* accepted Rank calls waiting for a worker; a call that
+                              * finds the queue full is answered RESOURCE_EXHAUSTED at
+                              * once (default 64) */
     int grace_ms;            /* shutdown: in-flight calls get this long before they are
                               * cancelled (default 5000) */
 } rk_server_opts;
@@ -352,7 +367,7 @@ typedef struct {
     {                                                                                  \
         .listen = "127.0.0.1:50051", .threads = 2, .max_candidates = 1000,            \
         .max_values_per_row = 256, .max_message_bytes = 4 << 20,                      \
-        .requests_per_worker = 1, .grace_ms = 5000                                     \
+        .requests_per_worker = 4, .queue_depth = 64, .grace_ms = 5000                  \
     }
 
 /* ---- service: one serialized RankRequest in, one RankResponse out (no gRPC) */
@@ -374,13 +389,28 @@ void rk_service_destroy(rk_service *s);
 int rk_service_handle(rk_service *s, const uint8_t *req, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err);
 
+/* Server-side stage times of one call, microseconds. */
+typedef struct {
+    double decode_us;  /* protobuf unpack (from t0) */
+    double lookup_us;  /* hashing done, embedding rows fetched and pooled */
+    double model_us;   /* towers over the N-candidate batch, sigmoid */
+    double encode_us;  /* response built and serialized */
+} rk_stage_times;
+/* Stage times of the last call answered OK by s. */
+void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
+
 /* ---- server */
 
 typedef struct {
     uint64_t rank_ok;         /* Rank calls answered OK */
-    uint64_t rank_failed;     /* Rank calls answered with any other status */
+    uint64_t rank_failed;     /* Rank calls answered with any other status (all below included) */
+    uint64_t rank_expired;    /* ... DEADLINE_EXCEEDED when a worker picked them up (no model work) */
+    uint64_t rank_rejected;   /* ... RESOURCE_EXHAUSTED because the queue was full */
     uint64_t health;          /* Health/Check calls */
     uint64_t unimplemented;   /* calls to unknown methods */
+    /* Sums over the Rank calls answered OK, microseconds: waiting in the
+     * queue, then the stages of rk_stage_times. Divide by rank_ok. */
+    double queue_us, decode_us, lookup_us, model_us, encode_us;
 } rk_server_counters;
 
 typedef struct rk_server rk_server;

@@ -113,6 +113,28 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     return RK_OK;
 }
 
+rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, const char *value, size_t len,
+                                    rk_err *err) {
+    const rk_model_cfg *c = &s->m->cfg;
+    if (r0 < 0 || r1 > s->n_rows || r0 >= r1)
+        return rk_fail(err, RK_EINVAL, "rows [%d, %d) outside the batch of %d", r0, r1, s->n_rows);
+    if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
+        return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
+    const rk_feature *ft = &c->features[feature];
+    uint64_t key = rk_feature_row(ft->name, value, len, ft->table_size); /* once for every row */
+    uint32_t *cnt = s->cnt[feature];
+    for (int row = r0; row < r1; row++) {
+        if (ft->max_values && cnt[row] >= (uint32_t)ft->max_values) continue; /* truncated, as in training */
+        if (cnt[row] >= (uint32_t)s->max_per_row)
+            return rk_fail(err, RK_ETOOBIG, "feature '%s': more than %d values in one row", ft->name, s->max_per_row);
+        size_t k = s->st_n[feature]++;
+        s->st_row[feature][k] = (uint32_t)row;
+        s->st_key[feature][k] = key;
+        cnt[row]++;
+    }
+    return RK_OK;
+}
+
 rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err) {
     const rk_model_cfg *c = &s->m->cfg;
     if (row < 0 || row >= s->n_rows) return rk_fail(err, RK_EINVAL, "row %d outside the batch of %d", row, s->n_rows);

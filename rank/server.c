@@ -1,36 +1,47 @@
 /*
  * rank/server.c — rankd's gRPC server on the gRPC C core API (1.51).
  *
- * Layout (c-stack.md §2.5 layout (a)): one completion queue per worker
- * thread, each registered with the server, each worker owning an
- * rk_service (scorer, unpack arena, response buffers) so a worker never
- * shares request state. Every cq has posted at all times:
- *   - requests_per_worker registered requests for /rankd.v1.Ranker/Rank,
- *   - one registered request for /grpc.health.v1.Health/Check,
- *   - one generic grpc_server_request_call, answered UNIMPLEMENTED at once
- *     (without it an unknown method hangs until the client's deadline, §2.6).
- * A request is re-posted only after its call has been handled, so calls of
- * one busy channel spread over the idle workers instead of queueing behind a
- * busy one (§2.5).
+ * Layout: one acceptor thread and N worker threads.
  *
- * A call context (call_ctx) lives from the moment a request is posted until
- * its reply batch completes. Contexts come from a per-worker free list and
- * are only touched by their worker's thread (every event for them arrives
- * on that worker's cq), so there is no locking; the server keeps an atomic
- * count of live contexts for shutdown. Everything the worker needs after
- * grpc_call_start_batch is copied before it (§2.5 use-after-free trap).
+ *   acceptor  owns the one completion queue registered with the server and
+ *             so does the network I/O. It keeps threads * requests_per_worker
+ *             Rank requests posted (re-posting each as soon as it is matched,
+ *             so core's own unbounded pending list stays empty), plus one
+ *             Health/Check and one generic request. A new Rank call goes into
+ *             a bounded FIFO (queue_depth); when the queue is full the call is
+ *             answered RESOURCE_EXHAUSTED at once instead of queueing without
+ *             bound. Health checks and unknown methods (UNIMPLEMENTED, at
+ *             once: without a posted generic request they would hang until
+ *             the deadline, c-stack.md §2.6) are answered on the acceptor,
+ *             so they stay fast while the workers are saturated. Reply
+ *             batches complete on the acceptor's queue too; it releases the
+ *             call contexts.
+ *   workers   each owns an rk_service (scorer, unpack arena, response
+ *             buffers, all sized at start-up for the largest request) and a
+ *             request buffer of max_message_bytes. A worker takes the oldest
+ *             queued call; if its deadline has already passed it answers
+ *             DEADLINE_EXCEEDED without decoding or model work; otherwise it
+ *             scores it and starts the reply batch. Time spent in the queue
+ *             and each stage are summed into the counters.
+ *
+ * Call contexts come from a free list under a mutex (pre-allocated at start
+ * for every posted request, a full queue and a reply in flight per worker;
+ * it grows only if more replies are still in flight). Everything the
+ * acceptor needs after grpc_call_start_batch is copied before it (§2.5 trap).
+ * No call context is touched by two threads at once: the acceptor hands a
+ * call to exactly one worker through the queue, and only touches it again
+ * when its reply batch completes.
  *
  * Shutdown (§2.2 step 8, §2.6): set the flag; grpc_server_shutdown_and_notify
- * (posted requests then complete with success == 0 and are released, not
- * re-posted; calls being answered finish); wait up to grace_ms until no call
- * context is live; then pluck the shutdown tag for at most 200 ms more and,
- * if it has not come, cancel every call and pluck again. (Under load a call
- * can race the shutdown into core's pending queue where no handler will see
- * it; the tag then never comes by itself: seen as a 5 s stall with the plain
- * grace-then-cancel sequence.) Then wait until no context is live (the tag
- * alone does not mean our handlers are done, and shutting a cq down under a
- * running handler aborts in grpc_cq_begin_op); destroy the server; shut the
- * cqs down; join the workers; destroy the cqs; grpc_shutdown().
+ * (posted requests complete with success == 0 and are released, not
+ * re-posted; queued calls are still answered by the workers); wait up to
+ * grace_ms until no call context is live; then pluck the shutdown tag for at
+ * most 200 ms more and, if it has not come, cancel every call and pluck
+ * again (under load a call can race the shutdown into core's pending queue
+ * where no handler sees it; the tag then never comes by itself). Wait until
+ * no context is live (shutting a cq down under a running handler aborts in
+ * grpc_cq_begin_op); stop and join the workers; destroy the server; shut the
+ * cq down; join the acceptor; destroy the cq; grpc_shutdown().
  */
 #include <errno.h>
 #include <pthread.h>
@@ -52,15 +63,14 @@
 #define RANK_METHOD "/rankd.v1.Ranker/Rank"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
+#define HEALTH_BUF 4096
 
 typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2 } call_kind;
 typedef enum { S_REQUESTED = 0, S_REPLYING = 1 } call_state;
 
-struct worker;
-
 typedef struct call_ctx {
     struct call_ctx *next_free;
-    struct worker *w;
+    struct rk_server *srv;
     call_kind kind;
     call_state state;
     grpc_call *call;
@@ -71,71 +81,91 @@ typedef struct call_ctx {
     grpc_byte_buffer *reply;      /* response message, or NULL */
     grpc_slice status_details;
     int cancelled;
+    double t_accepted;            /* rk_now() when the acceptor queued it */
 } call_ctx;
 
 typedef struct worker {
-    rk_server *srv;
+    struct rk_server *srv;
     int idx;
     pthread_t thread;
     int thread_started;
-    grpc_completion_queue *cq;
     rk_service *svc;
     uint8_t *in;                  /* contiguous request bytes */
     size_t in_cap;
-    call_ctx *free_list;
-    call_ctx **all;               /* every context ever allocated (to free at stop) */
-    size_t n_all, cap_all;
 } worker;
+
+/* Stage sums, in nanoseconds (integers, so they can be atomic). */
+enum { T_QUEUE = 0, T_DECODE, T_LOOKUP, T_MODEL, T_ENCODE, T_N };
 
 struct rk_server {
     rk_server_opts o;
     char listen[256];
     const rk_model *m;
     grpc_server *server;
+    grpc_completion_queue *cq;    /* the acceptor's */
     grpc_completion_queue *shutdown_cq;
     void *rank_method, *health_method;
+    pthread_t acceptor;
+    int acceptor_started;
+    uint8_t health_in[HEALTH_BUF];
     int n_workers;
     worker *workers;
+    /* the bounded queue of accepted Rank calls */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    call_ctx **queue;             /* ring of queue_depth */
+    int q_head, q_len;
+    int workers_stop;
+    /* call contexts */
+    pthread_mutex_t fmu;
+    call_ctx *free_list;
+    call_ctx **all;               /* every context ever allocated (to free at stop) */
+    size_t n_all, cap_all;
     atomic_int shutting_down;
-    atomic_long live;             /* call contexts not on a free list */
-    atomic_ullong rank_ok, rank_failed, health, unimplemented;
+    atomic_long live;             /* call contexts not on the free list */
+    atomic_ullong rank_ok, rank_failed, rank_expired, rank_rejected, health, unimplemented;
+    atomic_ullong stage_ns[T_N];
     int started;
 };
 
 /* ------------------------------------------------------------ contexts */
 
-static call_ctx *ctx_get(worker *w, call_kind kind) {
-    call_ctx *c = w->free_list;
-    if (c) {
-        w->free_list = c->next_free;
-    } else {
-        /* Grows to (posted requests + replies in flight) and then stays. */
-        c = rk_calloc(1, sizeof *c);
-        if (!c) return NULL;
-        if (w->n_all == w->cap_all) {
-            size_t nc = w->cap_all ? 2 * w->cap_all : 16;
-            call_ctx **na = rk_realloc(w->all, nc * sizeof *na);
-            if (!na) {
-                rk_free(c);
-                return NULL;
-            }
-            w->all = na;
-            w->cap_all = nc;
+static call_ctx *ctx_alloc_locked(rk_server *s) {
+    call_ctx *c = rk_calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (s->n_all == s->cap_all) {
+        size_t nc = s->cap_all ? 2 * s->cap_all : 64;
+        call_ctx **na = rk_realloc(s->all, nc * sizeof *na);
+        if (!na) {
+            rk_free(c);
+            return NULL;
         }
-        w->all[w->n_all++] = c;
+        s->all = na;
+        s->cap_all = nc;
     }
+    s->all[s->n_all++] = c;
+    return c;
+}
+
+static call_ctx *ctx_get(rk_server *s, call_kind kind) {
+    pthread_mutex_lock(&s->fmu);
+    call_ctx *c = s->free_list;
+    if (c) s->free_list = c->next_free;
+    else c = ctx_alloc_locked(s); /* only when more replies are in flight than planned */
+    pthread_mutex_unlock(&s->fmu);
+    if (!c) return NULL;
     memset(c, 0, sizeof *c);
-    c->w = w;
+    c->srv = s;
     c->kind = kind;
     c->state = S_REQUESTED;
     c->status_details = grpc_empty_slice();
-    atomic_fetch_add(&w->srv->live, 1);
+    atomic_fetch_add(&s->live, 1);
     return c;
 }
 
 /* Release everything the call held and put the context back. */
 static void ctx_put(call_ctx *c) {
-    worker *w = c->w;
+    rk_server *s = c->srv;
     if (c->call) grpc_call_unref(c->call);
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->reply) grpc_byte_buffer_destroy(c->reply);
@@ -144,32 +174,32 @@ static void ctx_put(call_ctx *c) {
     if (c->kind == K_GENERIC) grpc_call_details_destroy(&c->details);
     c->call = NULL;
     c->payload = c->reply = NULL;
-    c->next_free = w->free_list;
-    w->free_list = c;
-    atomic_fetch_sub(&w->srv->live, 1);
+    pthread_mutex_lock(&s->fmu);
+    c->next_free = s->free_list;
+    s->free_list = c;
+    pthread_mutex_unlock(&s->fmu);
+    atomic_fetch_sub(&s->live, 1);
 }
 
-/* Post one request of the given kind on w's cq. Returns 0 on success. */
-static int post(worker *w, call_kind kind) {
-    rk_server *s = w->srv;
-    call_ctx *c = ctx_get(w, kind);
+/* Post one request of the given kind on the acceptor's cq. 0 on success. */
+static int post(rk_server *s, call_kind kind) {
+    call_ctx *c = ctx_get(s, kind);
     if (!c) {
-        rk_error("rankd: worker %d: out of memory posting a request", w->idx);
+        rk_error("rankd: out of memory posting a request");
         return -1;
     }
     grpc_metadata_array_init(&c->md);
     grpc_call_error e;
     if (kind == K_GENERIC) {
         grpc_call_details_init(&c->details);
-        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, w->cq, w->cq, c);
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, c);
     } else {
         e = grpc_server_request_registered_call(
             s->server, kind == K_RANK ? s->rank_method : s->health_method, &c->call, &c->deadline,
-            &c->md, &c->payload, w->cq, w->cq, c);
+            &c->md, &c->payload, s->cq, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
-        if (!atomic_load(&s->shutting_down))
-            rk_error("rankd: worker %d: request_call failed: %d", w->idx, (int)e);
+        if (!atomic_load(&s->shutting_down)) rk_error("rankd: request_call failed: %d", (int)e);
         ctx_put(c);
         return -1;
     }
@@ -189,9 +219,9 @@ static void pb_free(void *d, void *p) {
 }
 static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
 
-/* Copy the request message into w->in. Returns its length, or -1 if it is
- * larger than the buffer (cannot happen below the max receive size). */
-static long read_payload(worker *w, grpc_byte_buffer *bb) {
+/* Copy the request message into buf[cap]. Returns its length, or -1 if it
+ * is larger (cannot happen below the max receive size for Rank calls). */
+static long read_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb) {
     grpc_byte_buffer_reader rd;
     if (!grpc_byte_buffer_reader_init(&rd, bb)) return -1;
     size_t n = 0;
@@ -199,8 +229,8 @@ static long read_payload(worker *w, grpc_byte_buffer *bb) {
     long ret = 0;
     while (grpc_byte_buffer_reader_next(&rd, &sl)) {
         size_t L = GRPC_SLICE_LENGTH(sl);
-        if (ret == 0 && n + L <= w->in_cap) {
-            memcpy(w->in + n, GRPC_SLICE_START_PTR(sl), L);
+        if (ret == 0 && n + L <= cap) {
+            memcpy(buf + n, GRPC_SLICE_START_PTR(sl), L);
             n += L;
         } else {
             ret = -1;
@@ -217,19 +247,24 @@ static void set_reply(call_ctx *c, const void *data, size_t len) {
     grpc_slice_unref(sl);
 }
 
-static grpc_status_code handle_rank(call_ctx *c, double t0) {
-    worker *w = c->w;
+static void add_ns(rk_server *s, int stage, double us) {
+    if (us > 0) atomic_fetch_add_explicit(&s->stage_ns[stage], (unsigned long long)(us * 1e3), memory_order_relaxed);
+}
+
+static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
     rk_server *s = w->srv;
     grpc_status_code code;
     if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
+        /* expired while queued: no decoding, no model work */
         code = GRPC_STATUS_DEADLINE_EXCEEDED;
         c->status_details =
             grpc_slice_from_static_string("deadline exceeded before the request was processed");
+        atomic_fetch_add(&s->rank_expired, 1);
     } else if (!c->payload) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         c->status_details = grpc_slice_from_static_string("request has no message");
     } else {
-        long n = read_payload(w, c->payload);
+        long n = read_payload(w->in, w->in_cap, c->payload);
         if (n < 0) {
             code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             c->status_details = grpc_slice_from_static_string("request larger than the maximum");
@@ -239,8 +274,18 @@ static grpc_status_code handle_rank(call_ctx *c, double t0) {
             rk_err err = {0};
             code = (grpc_status_code)rk_service_handle(w->svc, w->in, (size_t)n, t0, &resp,
                                                        &resp_len, &err);
-            if (code == GRPC_STATUS_OK) set_reply(c, resp, resp_len);
-            else c->status_details = grpc_slice_from_copied_string(err.msg);
+            if (code == GRPC_STATUS_OK) {
+                set_reply(c, resp, resp_len);
+                rk_stage_times st;
+                rk_service_last_timing(w->svc, &st);
+                add_ns(s, T_QUEUE, (t0 - c->t_accepted) * 1e6);
+                add_ns(s, T_DECODE, st.decode_us);
+                add_ns(s, T_LOOKUP, st.lookup_us);
+                add_ns(s, T_MODEL, st.model_us);
+                add_ns(s, T_ENCODE, st.encode_us);
+            } else {
+                c->status_details = grpc_slice_from_copied_string(err.msg);
+            }
         }
     }
     atomic_fetch_add(code == GRPC_STATUS_OK ? &s->rank_ok : &s->rank_failed, 1);
@@ -248,11 +293,12 @@ static grpc_status_code handle_rank(call_ctx *c, double t0) {
 }
 
 static grpc_status_code handle_health(call_ctx *c) {
-    worker *w = c->w;
-    atomic_fetch_add(&w->srv->health, 1);
-    long n = c->payload ? read_payload(w, c->payload) : 0;
+    rk_server *s = c->srv;
+    atomic_fetch_add(&s->health, 1);
+    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
     Grpc__Health__V1__HealthCheckRequest *req =
-        n < 0 ? NULL : grpc__health__v1__health_check_request__unpack(&pb_allocator, (size_t)n, w->in);
+        n < 0 ? NULL
+              : grpc__health__v1__health_check_request__unpack(&pb_allocator, (size_t)n, s->health_in);
     if (!req) {
         c->status_details =
             grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
@@ -277,7 +323,7 @@ static grpc_status_code handle_health(call_ctx *c) {
 }
 
 static grpc_status_code handle_generic(call_ctx *c) {
-    atomic_fetch_add(&c->w->srv->unimplemented, 1);
+    atomic_fetch_add(&c->srv->unimplemented, 1);
     char msg[200];
     const grpc_slice *m = &c->details.method;
     snprintf(msg, sizeof msg, "method '%.*s' is not implemented by rankd",
@@ -287,16 +333,8 @@ static grpc_status_code handle_generic(call_ctx *c) {
     return GRPC_STATUS_UNIMPLEMENTED;
 }
 
-/* A new call arrived on c: answer it with one batch. */
-static void on_call(call_ctx *c) {
-    double t0 = rk_now();
-    worker *w = c->w;
-    grpc_status_code code;
-    switch (c->kind) {
-    case K_RANK: code = handle_rank(c, t0); break;
-    case K_HEALTH: code = handle_health(c); break;
-    default: code = handle_generic(c); break;
-    }
+/* Answer c with one batch; its completion arrives on the acceptor's cq. */
+static void reply(call_ctx *c, grpc_status_code code) {
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -317,35 +355,80 @@ static void on_call(call_ctx *c) {
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
     n++;
     c->state = S_REPLYING;
-    /* After start_batch the completion for c may be delivered; only this
-     * worker reads its cq, but keep nothing of c in use past this point. */
+    /* After start_batch the acceptor may receive the completion and release
+     * c: nothing of c is used past this call. */
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, c, NULL);
     if (e != GRPC_CALL_OK) {
-        rk_error("rankd: worker %d: start_batch failed: %d", w->idx, (int)e);
+        rk_error("rankd: start_batch failed: %d", (int)e);
         ctx_put(c);
     }
 }
+
+/* ------------------------------------------------------------ workers */
 
 static void *worker_main(void *arg) {
     worker *w = arg;
     rk_server *s = w->srv;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        pthread_mutex_lock(&s->qmu);
+        while (s->q_len == 0 && !s->workers_stop) pthread_cond_wait(&s->qcv, &s->qmu);
+        if (s->q_len == 0) { /* stop, and nothing left */
+            pthread_mutex_unlock(&s->qmu);
+            break;
+        }
+        call_ctx *c = s->queue[s->q_head];
+        s->q_head = (s->q_head + 1) % s->o.queue_depth;
+        s->q_len--;
+        pthread_mutex_unlock(&s->qmu);
+        double t0 = rk_now();
+        reply(c, handle_rank(w, c, t0));
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ acceptor */
+
+/* A new Rank call: queue it, or answer RESOURCE_EXHAUSTED when full. */
+static void accept_rank(rk_server *s, call_ctx *c) {
+    c->t_accepted = rk_now();
+    pthread_mutex_lock(&s->qmu);
+    if (s->q_len < s->o.queue_depth) {
+        s->queue[(s->q_head + s->q_len) % s->o.queue_depth] = c;
+        s->q_len++;
+        pthread_cond_signal(&s->qcv);
+        pthread_mutex_unlock(&s->qmu);
+        return;
+    }
+    pthread_mutex_unlock(&s->qmu);
+    char msg[128];
+    snprintf(msg, sizeof msg, "server overloaded: %d requests already queued", s->o.queue_depth);
+    c->status_details = grpc_slice_from_copied_string(msg);
+    atomic_fetch_add(&s->rank_rejected, 1);
+    atomic_fetch_add(&s->rank_failed, 1);
+    reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
+}
+
+static void *acceptor_main(void *arg) {
+    rk_server *s = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
         call_ctx *c = ev.tag;
-        if (c->state == S_REPLYING) { /* reply batch done (or failed: the client went away) */
-            ctx_put(c);
-            continue;
-        }
-        if (!ev.success) { /* server shutting down: the request will not be matched */
+        if (c->state == S_REPLYING || !ev.success) {
+            /* reply done (or failed: the client went away), or the server is
+             * shutting down and the request will not be matched */
             ctx_put(c);
             continue;
         }
         call_kind kind = c->kind;
-        on_call(c);
-        /* Re-post only now, after handling (spreads one channel's calls). */
-        if (!atomic_load(&s->shutting_down)) post(w, kind);
+        /* Re-post first, so core never holds a call no request can match. */
+        if (!atomic_load(&s->shutting_down)) post(s, kind);
+        switch (kind) {
+        case K_RANK: accept_rank(s, c); break;
+        case K_HEALTH: reply(c, handle_health(c)); break;
+        default: reply(c, handle_generic(c)); break;
+        }
     }
     return NULL;
 }
@@ -354,18 +437,16 @@ static void *worker_main(void *arg) {
 
 void rk_server_get_counters(const rk_server *s, rk_server_counters *out) {
     rk_server *m = (rk_server *)s; /* atomics: loads only */
+    memset(out, 0, sizeof *out);
     out->rank_ok = atomic_load_explicit(&m->rank_ok, memory_order_relaxed);
     out->rank_failed = atomic_load_explicit(&m->rank_failed, memory_order_relaxed);
+    out->rank_expired = atomic_load_explicit(&m->rank_expired, memory_order_relaxed);
+    out->rank_rejected = atomic_load_explicit(&m->rank_rejected, memory_order_relaxed);
     out->health = atomic_load_explicit(&m->health, memory_order_relaxed);
     out->unimplemented = atomic_load_explicit(&m->unimplemented, memory_order_relaxed);
-}
-
-static void drain_destroy_cq(grpc_completion_queue *cq) {
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(cq);
+    double *dst[T_N] = {&out->queue_us, &out->decode_us, &out->lookup_us, &out->model_us, &out->encode_us};
+    for (int i = 0; i < T_N; i++)
+        *dst[i] = atomic_load_explicit(&m->stage_ns[i], memory_order_relaxed) * 1e-3;
 }
 
 static void sleep_ms(int ms) {
@@ -375,36 +456,48 @@ static void sleep_ms(int ms) {
 }
 
 /* Free what start created, in the reverse order; for a failed start and for
- * the last step of stop. Workers must have been joined. */
+ * the last step of stop. Threads must have been joined. */
 static void server_free(rk_server *s) {
     if (s->workers) {
         for (int i = 0; i < s->n_workers; i++) {
-            worker *w = &s->workers[i];
-            for (size_t k = 0; k < w->n_all; k++) rk_free(w->all[k]);
-            rk_free(w->all);
-            rk_service_destroy(w->svc);
-            rk_free(w->in);
+            rk_service_destroy(s->workers[i].svc);
+            rk_free(s->workers[i].in);
         }
         rk_free(s->workers);
     }
+    for (size_t k = 0; k < s->n_all; k++) rk_free(s->all[k]);
+    rk_free(s->all);
+    rk_free(s->queue);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->fmu);
     rk_free(s);
 }
 
-/* Wait until every call context is back on its free list. */
+/* Wait until every call context is back on the free list. */
 static void wait_contexts(rk_server *s) {
     while (atomic_load(&s->live) > 0) sleep_ms(1);
 }
 
-/* Release the posted contexts of a worker whose thread never started (a
- * failed start), from the calling thread: after shutdown_and_notify they
- * complete at once with success == 0. */
-static void drain_unstarted(worker *w) {
+/* Release the posted contexts when the acceptor never started (a failed
+ * start), from the calling thread: after shutdown_and_notify they complete
+ * at once with success == 0. */
+static void drain_unstarted(rk_server *s) {
     for (;;) {
         grpc_event e = grpc_completion_queue_next(
-            w->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN)), NULL);
+            s->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN)), NULL);
         if (e.type != GRPC_OP_COMPLETE) break;
         ctx_put(e.tag);
     }
+}
+
+static void stop_workers(rk_server *s) {
+    pthread_mutex_lock(&s->qmu);
+    s->workers_stop = 1;
+    pthread_cond_broadcast(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    for (int i = 0; i < s->n_workers; i++)
+        if (s->workers[i].thread_started) pthread_join(s->workers[i].thread, NULL);
 }
 
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
@@ -418,20 +511,38 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (o->requests_per_worker < 1 || o->requests_per_worker > 1024)
         return rk_fail(err, RK_EINVAL, "requests_per_worker: %d, must be 1..1024",
                        o->requests_per_worker);
+    if (o->queue_depth < 1 || o->queue_depth > 1000000)
+        return rk_fail(err, RK_EINVAL, "queue_depth: %d, must be 1..1000000", o->queue_depth);
     if (o->max_message_bytes < 64)
         return rk_fail(err, RK_EINVAL, "max_message_bytes: %d, must be at least 64",
                        o->max_message_bytes);
     rk_server *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "server: out of memory");
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_cond_init(&s->qcv, NULL);
+    pthread_mutex_init(&s->fmu, NULL);
     s->o = *o;
     snprintf(s->listen, sizeof s->listen, "%s", o->listen);
     s->o.listen = s->listen;
     s->m = m;
     s->n_workers = o->threads;
     s->workers = rk_calloc((size_t)o->threads, sizeof *s->workers);
-    if (!s->workers) {
+    s->queue = rk_calloc((size_t)o->queue_depth, sizeof *s->queue);
+    if (!s->workers || !s->queue) {
         server_free(s);
         return rk_fail(err, RK_ENOMEM, "server: out of memory");
+    }
+    /* Call contexts for every posted request, a full queue and one reply in
+     * flight per worker: the steady state allocates none. */
+    int n_posted = o->threads * o->requests_per_worker + 2;
+    for (int i = 0; i < n_posted + o->queue_depth + 2 * o->threads; i++) {
+        call_ctx *c = ctx_alloc_locked(s);
+        if (!c) {
+            server_free(s);
+            return rk_fail(err, RK_ENOMEM, "server: out of memory for call contexts");
+        }
+        c->next_free = s->free_list;
+        s->free_list = c;
     }
     /* Per-worker model state first: nothing of gRPC exists yet if it fails. */
     for (int i = 0; i < s->n_workers; i++) {
@@ -465,10 +576,8 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     args[2].value.integer = -1;
     grpc_channel_args ca = {3, args};
     s->server = grpc_server_create(&ca, NULL);
-    for (int i = 0; i < s->n_workers; i++) {
-        s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(s->server, s->workers[i].cq, NULL);
-    }
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
     s->rank_method = grpc_server_register_method(s->server, RANK_METHOD, NULL,
@@ -482,7 +591,11 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         rk_status st = rk_fail(err, RK_EIO, "cannot listen on %s: address in use or invalid",
                                s->listen);
         grpc_server_destroy(s->server);
-        for (int i = 0; i < s->n_workers; i++) drain_destroy_cq(s->workers[i].cq);
+        grpc_completion_queue_shutdown(s->cq);
+        while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(s->cq);
         grpc_completion_queue_shutdown(s->shutdown_cq);
         grpc_completion_queue_destroy(s->shutdown_cq);
         server_free(s);
@@ -491,20 +604,14 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     }
     grpc_server_start(s->server);
     s->started = 1;
-    /* Post every worker's first requests from here, before any thread runs:
-     * a live context then exists for the whole life of each worker loop. */
-    for (int i = 0; i < s->n_workers; i++) {
-        worker *w = &s->workers[i];
-        int bad = 0;
-        for (int k = 0; k < o->requests_per_worker; k++) bad |= post(w, K_RANK);
-        bad |= post(w, K_HEALTH);
-        bad |= post(w, K_GENERIC);
-        if (bad) {
-            *out = s;
-            rk_server_stop(s, NULL);
-            *out = NULL;
-            return rk_fail(err, RK_ENOMEM, "server: cannot post requests");
-        }
+    /* Post the first requests from here, before any thread runs. */
+    int bad = 0;
+    for (int k = 0; k < o->threads * o->requests_per_worker; k++) bad |= post(s, K_RANK);
+    bad |= post(s, K_HEALTH);
+    bad |= post(s, K_GENERIC);
+    if (bad) {
+        rk_server_stop(s, NULL);
+        return rk_fail(err, RK_ENOMEM, "server: cannot post requests");
     }
     for (int i = 0; i < s->n_workers; i++) {
         worker *w = &s->workers[i];
@@ -514,6 +621,11 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         }
         w->thread_started = 1;
     }
+    if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
+        rk_server_stop(s, NULL);
+        return rk_fail(err, RK_EINTERNAL, "server: cannot start the acceptor thread");
+    }
+    s->acceptor_started = 1;
     if (bound_port) *bound_port = port;
     *out = s;
     return RK_OK;
@@ -525,10 +637,10 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     static int shutdown_tag;
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &shutdown_tag);
     /* Our calls: the posted requests fail at once (released by the
-     * workers); calls being answered finish. Give them grace_ms. */
+     * acceptor); queued calls are answered by the workers; replies finish.
+     * Give them grace_ms. */
     double t_end = rk_now() + s->o.grace_ms * 1e-3;
-    for (int i = 0; i < s->n_workers; i++)
-        if (!s->workers[i].thread_started) drain_unstarted(&s->workers[i]);
+    if (!s->acceptor_started) drain_unstarted(s);
     while (atomic_load(&s->live) > 0 && rk_now() < t_end) sleep_ms(1);
     /* Once none of ours is left, what core still waits for are calls no
      * handler will ever see (a call that raced the shutdown into the
@@ -544,21 +656,19 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
         grpc_completion_queue_pluck(s->shutdown_cq, &shutdown_tag,
                                     gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     }
-    /* after a cancel, the handlers' reply batches fail and release their contexts */
-    wait_contexts(s);
+    /* after a cancel, queued calls are still answered (their batches fail)
+     * and every context comes back */
+    if (s->acceptor_started) wait_contexts(s);
+    else drain_unstarted(s);
+    stop_workers(s);
     grpc_server_destroy(s->server);
-    for (int i = 0; i < s->n_workers; i++) grpc_completion_queue_shutdown(s->workers[i].cq);
-    for (int i = 0; i < s->n_workers; i++)
-        if (s->workers[i].thread_started) pthread_join(s->workers[i].thread, NULL);
-    for (int i = 0; i < s->n_workers; i++) {
-        worker *w = &s->workers[i];
-        if (!w->thread_started) {
-            while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-                   GRPC_QUEUE_SHUTDOWN) {
-            }
+    grpc_completion_queue_shutdown(s->cq);
+    if (s->acceptor_started) pthread_join(s->acceptor, NULL);
+    else
+        while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
         }
-        grpc_completion_queue_destroy(w->cq);
-    }
+    grpc_completion_queue_destroy(s->cq);
     grpc_completion_queue_shutdown(s->shutdown_cq);
     grpc_completion_queue_destroy(s->shutdown_cq);
     if (final) rk_server_get_counters(s, final);

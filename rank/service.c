@@ -149,6 +149,7 @@ struct rk_service {
     size_t out_cap;
     const char *tower_name;
     int n_towers;                      /* 1, or the ensemble's members */
+    rk_stage_times last;               /* stage times of the last OK call */
 };
 
 rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
@@ -174,7 +175,16 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         rk_free(s);
         return st;
     }
-    s->ar.cap = ARENA_INITIAL;
+    /* Sized at start-up for the largest accepted request: protobuf-c's
+     * decoded form of max_candidates candidates, each carrying every
+     * item-side feature of the model with a few values (about 0.5 KiB per
+     * feature per candidate, measured: a MovieLens candidate decodes to
+     * ~0.4 KiB), plus the user. A request that decodes larger still works:
+     * the arena overflows into a chunk once and is then re-sized to the
+     * high-water mark (arena_reset), so steady state never allocates. */
+    int n_item = 0;
+    for (int f = 0; f < s->cfg->n_features; f++) n_item += s->cfg->features[f].side == RK_SIDE_ITEM;
+    s->ar.cap = ARENA_INITIAL + n * (size_t)(256 + 512 * n_item);
     s->ar.base = rk_malloc(s->ar.cap);
     /* Decoded structures are bigger than their wire form (an empty nested
      * message is 2 bytes on the wire, ~80 bytes decoded): bound a request's
@@ -248,11 +258,6 @@ static int utf8_valid(const char *str) {
     return 1;
 }
 
-/* Where in the request a field is, for messages: "user" or "candidates[7]". */
-typedef struct {
-    char where[32];
-} path;
-
 /* Fail with a gRPC code; the message is "<where><field>: <what>". */
 static int failf(rk_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int failf(rk_err *err, int code, const char *fmt, ...) {
@@ -275,29 +280,54 @@ static int check_str(const char *s, const char *where, const char *field, rk_err
     return ST_OK;
 }
 
-/* Resolve a feature name given at side/kind; returns its index or a code < 0
- * after filling err ("<where>.<field>: ..."). */
+/* Where a field is in the request, e.g. "candidates[7].sparse[1].name".
+ * Kept as numbers and formatted only when an error names it: formatting
+ * every field of a 1,000-candidate request would cost more than hashing. */
+typedef enum { FR_ALIAS = 0, FR_SPARSE_NAME, FR_SPARSE_VALUES, FR_DENSE_NAME } fref_kind;
+typedef struct {
+    int cand;           /* -1: user; else the candidate's index */
+    fref_kind kind;
+    size_t j;           /* index in sparse[] / dense[] */
+    const char *alias;  /* FR_ALIAS: "user_id", ... */
+} fref;
+
+static const char *fref_str(const fref *r, char *buf, size_t cap) {
+    char where[32];
+    if (r->cand < 0) snprintf(where, sizeof where, "user");
+    else snprintf(where, sizeof where, "candidates[%d]", r->cand);
+    switch (r->kind) {
+    case FR_ALIAS: snprintf(buf, cap, "%s.%s", where, r->alias); break;
+    case FR_SPARSE_NAME: snprintf(buf, cap, "%s.sparse[%zu].name", where, r->j); break;
+    case FR_SPARSE_VALUES: snprintf(buf, cap, "%s.sparse[%zu].values", where, r->j); break;
+    default: snprintf(buf, cap, "%s.dense[%zu].name", where, r->j); break;
+    }
+    return buf;
+}
+
+/* Resolve a feature name given at side/kind; returns its index, or -1 after
+ * filling err ("<field>: ...") and *code. */
 static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_feat_kind kind,
-                   const char *where, const char *field, int *code, rk_err *err) {
+                   const fref *at, int *code, rk_err *err) {
+    char fb[80];
     if (!utf8_valid(name)) {
-        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: invalid UTF-8", where, field);
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s: invalid UTF-8", fref_str(at, fb, sizeof fb));
         return -1;
     }
     int f = rk_model_cfg_find(cfg, name);
     if (f < 0) {
-        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: unknown feature '%.64s'", where, field,
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s: unknown feature '%.64s'", fref_str(at, fb, sizeof fb),
                       name);
         return -1;
     }
     const rk_feature *ft = &cfg->features[f];
     if (ft->side != side) {
-        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: '%s' is a%s feature", where, field, ft->name,
-                      ft->side == RK_SIDE_USER ? " user" : " candidate");
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s: '%s' is a%s feature", fref_str(at, fb, sizeof fb),
+                      ft->name, ft->side == RK_SIDE_USER ? " user" : " candidate");
         return -1;
     }
     if (ft->kind != kind) {
-        *code = failf(err, ST_INVALID_ARGUMENT, "%s%s: '%s' is a %s feature", where, field, ft->name,
-                      ft->kind == RK_FEAT_DENSE ? "dense" : "sparse");
+        *code = failf(err, ST_INVALID_ARGUMENT, "%s: '%s' is a %s feature", fref_str(at, fb, sizeof fb),
+                      ft->name, ft->kind == RK_FEAT_DENSE ? "dense" : "sparse");
         return -1;
     }
     return f;
@@ -305,29 +335,33 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
 
 /* Which field already set a feature on this side (for duplicate errors). */
 typedef struct {
-    char by[RK_MAX_FEATURES][48];
+    uint32_t mask;               /* bit f: feature f is set */
+    fref by[RK_MAX_FEATURES];    /* valid where the bit is set */
 } seen_set;
 
-static int mark_seen(seen_set *seen, int f, const char *where, const char *field, const char *name,
-                     rk_err *err) {
-    if (seen->by[f][0])
-        return failf(err, ST_INVALID_ARGUMENT, "%s%s: '%s' is already set by %s", where, field,
-                     name, seen->by[f]);
-    snprintf(seen->by[f], sizeof seen->by[f], "%s%s", where, field);
+static int mark_seen(seen_set *seen, int f, const fref *at, const char *name, rk_err *err) {
+    if (seen->mask & (1u << f)) {
+        char a[80], b[80];
+        return failf(err, ST_INVALID_ARGUMENT, "%s: '%s' is already set by %s", fref_str(at, a, sizeof a),
+                     name, fref_str(&seen->by[f], b, sizeof b));
+    }
+    seen->mask |= 1u << f;
+    seen->by[f] = *at;
     return ST_OK;
 }
 
 /* Add the values of sparse feature f to rows [r0, r1), as rank/dataset.c
  * does: empty values skipped, at most max_values non-empty values kept. */
 static int add_values(rk_service *s, int f, char **values, size_t n_values, int r0, int r1,
-                      const char *where, const char *field, rk_err *err) {
+                      const fref *at, rk_err *err) {
     const rk_feature *ft = &s->cfg->features[f];
+    char fb[80];
     if (n_values > (size_t)s->o.max_values_per_row)
-        return failf(err, ST_RESOURCE_EXHAUSTED, "%s%s: %zu values exceed the maximum of %d",
-                     where, field, n_values, s->o.max_values_per_row);
+        return failf(err, ST_RESOURCE_EXHAUSTED, "%s: %zu values exceed the maximum of %d",
+                     fref_str(at, fb, sizeof fb), n_values, s->o.max_values_per_row);
     for (size_t k = 0; k < n_values; k++) {
         if (!utf8_valid(values[k]))
-            return failf(err, ST_INVALID_ARGUMENT, "%s%s[%zu]: invalid UTF-8", where, field, k);
+            return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8", fref_str(at, fb, sizeof fb), k);
     }
     int taken = 0;
     for (size_t k = 0; k < n_values; k++) {
@@ -335,15 +369,13 @@ static int add_values(rk_service *s, int f, char **values, size_t n_values, int 
         if (!len) continue;
         if (ft->max_values > 0 && taken >= ft->max_values) break;
         taken++;
-        for (int r = r0; r < r1; r++) {
-            rk_err e = {0};
-            rk_status st = rk_scorer_add_sparse(s->scorer, r, f, values[k], len, &e);
-            if (st == RK_ETOOBIG)
-                return failf(err, ST_RESOURCE_EXHAUSTED, "%s%s: too many sparse values (%s)", where,
-                             field, e.msg);
-            if (st)
-                return failf(err, ST_INTERNAL, "%s%s: %s", where, field, e.msg);
-        }
+        rk_err e = {0};
+        /* a user-side value goes to every row: hashed once */
+        rk_status st = rk_scorer_add_sparse_rows(s->scorer, r0, r1, f, values[k], len, &e);
+        if (st == RK_ETOOBIG)
+            return failf(err, ST_RESOURCE_EXHAUSTED, "%s: too many sparse values (%s)",
+                         fref_str(at, fb, sizeof fb), e.msg);
+        if (st) return failf(err, ST_INTERNAL, "%s: %s", fref_str(at, fb, sizeof fb), e.msg);
     }
     return ST_OK;
 }
@@ -361,56 +393,63 @@ typedef struct {
     size_t n_values;
 } alias_in;
 
-static int fill_side(rk_service *s, rk_side side, const char *where, size_t n_sparse,
+static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
                      Rankd__V1__SparseFeature **sparse, size_t n_dense,
                      Rankd__V1__DenseFeature **dense, const alias_in *aliases, int n_aliases,
                      int r0, int r1, rk_err *err) {
     const rk_model_cfg *cfg = s->cfg;
     seen_set seen;
-    memset(&seen, 0, sizeof seen);
-    char field[48];
+    seen.mask = 0;
     int code;
+    char fb[80];
     for (int a = 0; a < n_aliases; a++) {
         const alias_in *al = &aliases[a];
-        snprintf(field, sizeof field, ".%s", al->field);
+        fref at = {cand, FR_ALIAS, 0, al->field};
         if (al->feature < 0) { /* not a model input; still no invalid UTF-8 anywhere */
             for (size_t k = 0; k < al->n_values; k++)
                 if (!utf8_valid(al->values[k]))
-                    return failf(err, ST_INVALID_ARGUMENT, "%s%s[%zu]: invalid UTF-8", where, field, k);
+                    return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8",
+                                 fref_str(&at, fb, sizeof fb), k);
             continue;
         }
         if (al->n_values == 0) continue;
-        if ((code = mark_seen(&seen, al->feature, where, field, cfg->features[al->feature].name,
-                              err)))
+        if ((code = mark_seen(&seen, al->feature, &at, cfg->features[al->feature].name, err)))
             return code;
-        if ((code = add_values(s, al->feature, al->values, al->n_values, r0, r1, where, field, err)))
+        if ((code = add_values(s, al->feature, al->values, al->n_values, r0, r1, &at, err)))
             return code;
     }
     for (size_t j = 0; j < n_sparse; j++) {
         const Rankd__V1__SparseFeature *sf = sparse[j];
-        snprintf(field, sizeof field, ".sparse[%zu].name", j);
-        int f = resolve(cfg, sf->name, side, RK_FEAT_SPARSE, where, field, &code, err);
+        fref at = {cand, FR_SPARSE_NAME, j, NULL};
+        int f = resolve(cfg, sf->name, side, RK_FEAT_SPARSE, &at, &code, err);
         if (f < 0) return code;
-        if ((code = mark_seen(&seen, f, where, field, cfg->features[f].name, err))) return code;
-        snprintf(field, sizeof field, ".sparse[%zu].values", j);
-        if ((code = add_values(s, f, sf->values, sf->n_values, r0, r1, where, field, err)))
-            return code;
+        if ((code = mark_seen(&seen, f, &at, cfg->features[f].name, err))) return code;
+        at.kind = FR_SPARSE_VALUES;
+        if ((code = add_values(s, f, sf->values, sf->n_values, r0, r1, &at, err))) return code;
     }
     for (size_t j = 0; j < n_dense; j++) {
         const Rankd__V1__DenseFeature *df = dense[j];
-        snprintf(field, sizeof field, ".dense[%zu].name", j);
-        int f = resolve(cfg, df->name, side, RK_FEAT_DENSE, where, field, &code, err);
+        fref at = {cand, FR_DENSE_NAME, j, NULL};
+        int f = resolve(cfg, df->name, side, RK_FEAT_DENSE, &at, &code, err);
         if (f < 0) return code;
-        if ((code = mark_seen(&seen, f, where, field, cfg->features[f].name, err))) return code;
-        if (!isfinite(df->value))
+        if ((code = mark_seen(&seen, f, &at, cfg->features[f].name, err))) return code;
+        char where[32];
+        if (!isfinite(df->value)) {
+            fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where); /* "user." / "candidates[i]." */
+            where[strlen(where) - 1] = 0;
             return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", where, j,
                          nonfinite_name(df->value));
+        }
         for (int r = r0; r < r1; r++) {
             rk_err e = {0};
             rk_status st = rk_scorer_set_dense(s->scorer, r, f, df->value, &e);
-            if (st == RK_ENUMERIC || st == RK_EINVAL)
-                return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: %s", where, j, e.msg);
-            if (st) return failf(err, ST_INTERNAL, "%s.dense[%zu].value: %s", where, j, e.msg);
+            if (st) {
+                fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where);
+                where[strlen(where) - 1] = 0;
+                if (st == RK_ENUMERIC || st == RK_EINVAL)
+                    return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: %s", where, j, e.msg);
+                return failf(err, ST_INTERNAL, "%s.dense[%zu].value: %s", where, j, e.msg);
+            }
         }
     }
     return ST_OK;
@@ -460,19 +499,21 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             {alias_feature(cfg, cfg->alias_recent_items), "recent_item_ids", u->recent_item_ids,
              u->n_recent_item_ids},
         };
-        if ((code = fill_side(s, RK_SIDE_USER, "user", u->n_sparse, u->sparse, u->n_dense, u->dense,
+        if ((code = fill_side(s, RK_SIDE_USER, -1, u->n_sparse, u->sparse, u->n_dense, u->dense,
                               al, 2, 0, n, err)))
             return code;
     }
     int ad_f = alias_feature(cfg, cfg->alias_ad_id);
     for (int i = 0; i < n; i++) {
         const Rankd__V1__Candidate *c = req->candidates[i];
-        path p;
-        snprintf(p.where, sizeof p.where, "candidates[%d]", i);
-        if ((code = check_str(c->ad_id, p.where, ".ad_id", err))) return code;
+        if (c->ad_id && !utf8_valid(c->ad_id)) {
+            char where[32];
+            snprintf(where, sizeof where, "candidates[%d]", i);
+            return check_str(c->ad_id, where, ".ad_id", err);
+        }
         char *ad[1] = {c->ad_id};
         alias_in al[1] = {{ad_f, "ad_id", ad, c->ad_id && c->ad_id[0] ? 1u : 0u}};
-        if ((code = fill_side(s, RK_SIDE_ITEM, p.where, c->n_sparse, c->sparse, c->n_dense, c->dense,
+        if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
                               al, 1, i, i + 1, err)))
             return code;
         /* content_embedding is reserved for semantic-ID models; v1 models ignore it. */
@@ -544,11 +585,20 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         s->score_ptrs[i] = sc;
     }
     Rankd__V1__Timing timing = RANKD__V1__TIMING__INIT;
+    double t_built = rk_now();
+    /* "lookup" is everything between decoding and the towers: validation,
+     * hashing the values to rows, fetching and pooling the rows; so the
+     * four stages add up to the total. */
+    lookup_us = (t_scored - t_decoded) * 1e6 - model_us;
+    if (lookup_us < 0) lookup_us = 0;
+    s->last.decode_us = (t_decoded - t0) * 1e6;
+    s->last.lookup_us = lookup_us;
+    s->last.model_us = model_us;
+    s->last.encode_us = (t_built - t_scored) * 1e6;
     if (req->return_timing) {
         /* encode_us covers building the response; the final serialization
          * (about a microsecond per 100 candidates) runs after these fields
          * are written and is not included. */
-        double t_built = rk_now();
         timing.decode_us = us(t_decoded - t0);
         timing.lookup_us = us(lookup_us * 1e-6);
         timing.model_us = us(model_us * 1e-6);
@@ -574,5 +624,10 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     arena_reset(&s->ar);
     *resp = s->out;
     *resp_len = got;
+    s->last.encode_us = (rk_now() - t_scored) * 1e6; /* with the serialization */
     return ST_OK;
+}
+
+void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
+    *out = s->last;
 }

@@ -871,7 +871,7 @@ Test(e2e, sigterm_stops_with_exit_0) {
     rk_err e = {0};
     cr_assert_eq(rk_read_file(log, &text, NULL, &e), RK_OK);
     cr_expect(strstr(text, "SIGTERM: draining") != NULL, "log:\n%s", text);
-    cr_expect(strstr(text, "stopped: rank_ok=1 rank_failed=0 health=0 unimplemented=0") != NULL, "log:\n%s", text);
+    cr_expect(strstr(text, "stopped: rank_ok=1 rank_failed=0 rank_expired=0 rank_rejected=0 health=0 unimplemented=0") != NULL, "log:\n%s", text);
     rk_free(text);
 }
 

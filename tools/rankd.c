@@ -1,13 +1,14 @@
 /*
  * tools/rankd.c — the ranking server: a thin main over rk_server.
  *
- *   rankd --model DIR --listen HOST:PORT [--threads N] [--max-candidates N]
- *         [--max-message-bytes N]
+ *   rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]
+ *         [--max-candidates N] [--queue-depth N] [--max-message-bytes N]
  *
  * SIGINT and SIGTERM are blocked before gRPC starts, so every thread gRPC or
  * the server creates inherits the mask, and the main thread sigwaits for
  * them (c-stack.md §2.2 step 1); on either signal the server drains and the
- * process exits 0 after a final line of request counters.
+ * process exits 0 after a final line of request counters and the mean time
+ * per stage of the calls answered OK (queue, decode, lookup, model, encode).
  * Port 0 picks a free port; the log line "listening on HOST:PORT" carries
  * the port actually bound (tests parse it).
  * Exit codes: 0 clean shutdown, 1 start-up failure (model, port), 2 usage.
@@ -26,13 +27,23 @@
 
 static void usage(FILE *o) {
     fprintf(o,
-            "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--max-candidates N]\n"
-            "             [--max-message-bytes N]\n"
+            "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
+            "             [--max-candidates N] [--queue-depth N] [--max-message-bytes N]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
-            "  --threads N            worker threads (default 2)\n"
-            "  --max-candidates N     candidates per request (default 1000)\n"
+            "  --threads N            worker threads, each with its own scorer (default 2)\n"
+            "  --blas-threads N       OpenBLAS threads each matrix product may use (default 1;\n"
+            "                         OpenBLAS 0.3.21 has one pool for the process)\n"
+            "  --max-candidates N     candidates per request (default 1000); buffers are sized\n"
+            "                         for it at start-up, more -> RESOURCE_EXHAUSTED\n"
+            "  --queue-depth N        accepted requests waiting for a worker (default 64); when\n"
+            "                         full, new requests get RESOURCE_EXHAUSTED at once\n"
+            "  --requests-per-worker N  Rank calls kept requested from gRPC per worker (default 4)\n"
             "  --max-message-bytes N  largest request accepted, bytes (default 4194304)\n"
+            "  --ram-tables-mb N      serve embedding tables from RAM when they fit in N MiB\n"
+            "                         (default 512; 0: always read RocksDB)\n"
+            "  A request whose deadline has passed when a worker picks it up gets\n"
+            "  DEADLINE_EXCEEDED without model work.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
 }
 
@@ -50,9 +61,13 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 int main(int argc, char **argv) {
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
+    int blas_threads = 1, ram_mb = 512;
     static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
                                    {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
                                    {"max-message-bytes", 1, 0, 'b'},
+                                   {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
+                                   {"requests-per-worker", 1, 0, 'r'},
+                                   {"ram-tables-mb", 1, 0, 'R'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -63,6 +78,10 @@ int main(int argc, char **argv) {
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
         case 'b': bad = parse_int("--max-message-bytes", optarg, 64, INT_MAX, &o.max_message_bytes); break;
+        case 'R': bad = parse_int("--ram-tables-mb", optarg, 0, 1 << 30, &ram_mb); break;
+        case 'B': bad = parse_int("--blas-threads", optarg, 1, 64, &blas_threads); break;
+        case 'q': bad = parse_int("--queue-depth", optarg, 1, 1000000, &o.queue_depth); break;
+        case 'r': bad = parse_int("--requests-per-worker", optarg, 1, 1024, &o.requests_per_worker); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -83,8 +102,9 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* Parallelism comes from the workers; one BLAS thread each (c-stack.md §5). */
-    openblas_set_num_threads(1);
+    /* Parallelism comes from the workers; one BLAS thread each by default
+     * (c-stack.md §5). */
+    openblas_set_num_threads(blas_threads);
     rk_log_blas_info();
     rk_err e = {0};
     rk_model *m = NULL;
@@ -93,6 +113,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     rk_info("model %s from %s", rk_model_version(m), model);
+    size_t ram = 0;
+    if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
+        rk_model_destroy(m);
+        return 1;
+    }
+    if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
+    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
     rk_server *srv = NULL;
     int port = 0;
     if (rk_server_start(&o, m, &srv, &port, &e)) {
@@ -103,8 +131,10 @@ int main(int argc, char **argv) {
     /* The bound address: the listen host with the port actually bound. */
     const char *colon = strrchr(listen, ':');
     int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
-    rk_info("listening on %.*s:%d (threads=%d max_candidates=%d max_message_bytes=%d)", host_len,
-            listen, port, o.threads, o.max_candidates, o.max_message_bytes);
+    rk_info("listening on %.*s:%d (threads=%d blas_threads=%d max_candidates=%d queue_depth=%d "
+            "max_message_bytes=%d)",
+            host_len, listen, port, o.threads, blas_threads, o.max_candidates, o.queue_depth,
+            o.max_message_bytes);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -112,8 +142,12 @@ int main(int argc, char **argv) {
     rk_server_counters cnt;
     rk_server_stop(srv, &cnt);
     rk_model_destroy(m);
-    rk_info("stopped: rank_ok=%llu rank_failed=%llu health=%llu unimplemented=%llu",
+    double n = cnt.rank_ok ? (double)cnt.rank_ok : 1.0;
+    rk_info("stopped: rank_ok=%llu rank_failed=%llu rank_expired=%llu rank_rejected=%llu health=%llu "
+            "unimplemented=%llu mean_us: queue=%.1f decode=%.1f lookup=%.1f model=%.1f encode=%.1f",
             (unsigned long long)cnt.rank_ok, (unsigned long long)cnt.rank_failed,
-            (unsigned long long)cnt.health, (unsigned long long)cnt.unimplemented);
+            (unsigned long long)cnt.rank_expired, (unsigned long long)cnt.rank_rejected,
+            (unsigned long long)cnt.health, (unsigned long long)cnt.unimplemented, cnt.queue_us / n,
+            cnt.decode_us / n, cnt.lookup_us / n, cnt.model_us / n, cnt.encode_us / n);
     return 0;
 }
