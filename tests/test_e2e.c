@@ -862,6 +862,25 @@ Test(e2e, second_rankd_on_same_port_fails) {
     finish();
 }
 
+Test(e2e, bad_listen_address_is_refused) {
+    const char *bad[] = {"127.0.0.1:99999", "127.0.0.1:", "127.0.0.1:12ab", "noport"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        rankd_proc p2;
+        int st = 0;
+        pid_t pid = rankd_spawn(&p2, bad[i], &st, NULL);
+        if (pid > 0) rankd_stop(&p2);
+        cr_assert_eq(pid, -1, "rankd started on '%s'", bad[i]);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "'%s': exit status %d", bad[i], st);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
+        cr_expect(strstr(text, "expected HOST:PORT with a port in 0..65535") != NULL, "'%s': %s", bad[i], text);
+        rk_free(text);
+    }
+    expect_good();
+    finish();
+}
+
 Test(e2e, sigterm_stops_with_exit_0) {
     expect_good();
     char log[sizeof srv.log];

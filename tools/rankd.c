@@ -92,6 +92,19 @@ int main(int argc, char **argv) {
         else fprintf(stderr, "rankd: --model and --listen are required (see --help)\n");
         return 2;
     }
+    {
+        /* HOST:PORT with a decimal port in 0..65535: gRPC would otherwise
+         * take "host:99999" modulo 65536 and "host:" as port 443. */
+        const char *colon = strrchr(listen, ':');
+        const char *pt = colon ? colon + 1 : "";
+        int ok = colon && colon != listen && *pt && strlen(pt) <= 5;
+        for (const char *q = pt; ok && *q; q++) ok = *q >= '0' && *q <= '9';
+        if (ok && atol(pt) > 65535) ok = 0;
+        if (!ok) {
+            fprintf(stderr, "rankd: --listen '%s': expected HOST:PORT with a port in 0..65535\n", listen);
+            return 2;
+        }
+    }
     o.listen = listen;
 
     /* Before any thread exists that gRPC or the server starts. */
