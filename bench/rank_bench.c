@@ -331,40 +331,26 @@ static int read_rows(const opts *o, workload *w) {
     if (!w->cell) return -1;
     char *fields[256];
     long line = 1;
-    for (char *q = nl + 1; *q;) {
+    char *cur = nl + 1, *q;
+    while ((q = rk_next_line(&cur))) {
         line++;
-        char *end = strchr(q, '\n');
-        char *next = end ? end + 1 : q + strlen(q);
-        if (end) *end = 0;
-        if (end && end > q && end[-1] == '\r') end[-1] = 0;
-        if (*q) {
-            int n = 0;
-            for (char *s = q;;) {
-                if (n < 256) fields[n] = s;
-                n++;
-                char *t = strchr(s, '\t');
-                if (!t) break;
-                *t = 0;
-                s = t + 1;
-            }
-            if (n != nh) {
-                fprintf(stderr, "rank-bench: %s row %ld: %d fields, the header has %d\n", o->data, line, n,
-                        nh);
-                return -1;
-            }
-            for (int f = 0; f < nf; f++) {
-                vals *c = &w->cell[(size_t)w->n_rows * nf + f];
-                if (cfg->features[f].kind == RK_FEAT_SPARSE) {
-                    *c = split(fields[col[f]]);
-                } else {
-                    c->v = bump(sizeof *c->v);
-                    c->v[0] = fields[col[f]];
-                    c->n = 1;
-                }
-            }
-            w->n_rows++;
+        if (!*q) continue;
+        int n = rk_split_tabs(q, fields, 256);
+        if (n != nh) {
+            fprintf(stderr, "rank-bench: %s row %ld: %d fields, the header has %d\n", o->data, line, n, nh);
+            return -1;
         }
-        q = next;
+        for (int f = 0; f < nf; f++) {
+            vals *c = &w->cell[(size_t)w->n_rows * nf + f];
+            if (cfg->features[f].kind == RK_FEAT_SPARSE) {
+                *c = split(fields[col[f]]);
+            } else {
+                c->v = bump(sizeof *c->v);
+                c->v[0] = fields[col[f]];
+                c->n = 1;
+            }
+        }
+        w->n_rows++;
     }
     if (w->n_rows == 0) {
         fprintf(stderr, "rank-bench: %s: no rows after the header\n", o->data);

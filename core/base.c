@@ -330,6 +330,36 @@ int rk_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* ------------------------------------------------------------- text */
+
+char *rk_next_line(char **cursor) {
+    char *p = *cursor;
+    if (!*p) return NULL;
+    char *nl = strchr(p, '\n');
+    if (nl) {
+        *nl = 0;
+        *cursor = nl + 1;
+    } else {
+        *cursor = p + strlen(p);
+    }
+    size_t L = strlen(p);
+    if (L && p[L - 1] == '\r') p[L - 1] = 0;
+    return p;
+}
+
+int rk_split_tabs(char *line, char **fields, int max) {
+    int n = 0;
+    for (char *p = line;;) {
+        if (n < max) fields[n] = p;
+        n++;
+        char *t = strchr(p, '\t');
+        if (!t) break;
+        *t = 0;
+        p = t + 1;
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------- progress */
 
 void rk_progress_start(rk_progress *p, const char *label, const char *unit, uint64_t total) {

@@ -142,6 +142,16 @@ rk_status rk_fsync_dir(const char *path, rk_err *err);
 int rk_path_exists(const char *path);
 int rk_is_dir(const char *path);
 
+/* ---------------------------------------------------------------- text */
+
+/* In-place line splitting of a NUL-terminated buffer: returns the line at
+ * *cursor (its '\n' and a trailing '\r' replaced by NUL) and advances the
+ * cursor; NULL at the end of the buffer. */
+char *rk_next_line(char **cursor);
+/* In-place split of a line at tabs: fields[0..min(n, max)) point into line;
+ * returns the number of fields n (which may exceed max). */
+int rk_split_tabs(char *line, char **fields, int max);
+
 /* ---------------------------------------------------------------- safetensors */
 
 /* Writer: collects float32 tensors, then writes one safetensors file

@@ -17,26 +17,12 @@ typedef struct {
     int n_cols;
 } colmap;
 
-static int split_tabs(char *line, char **fields, int max) {
-    int n = 0;
-    char *p = line;
-    for (;;) {
-        if (n < max) fields[n] = p;
-        n++;
-        char *t = strchr(p, '\t');
-        if (!t) break;
-        *t = 0;
-        p = t + 1;
-    }
-    return n;
-}
-
 #define MAX_COLS 256
 
 static rk_status map_header(const char *path, char *line, const rk_model_cfg *cfg, colmap *cm, int need_label, rk_err *err) {
     char *fields[MAX_COLS];
     if (!strncmp(line, "\xef\xbb\xbf", 3)) line += 3; /* a UTF-8 byte-order mark is not part of the first name */
-    int n = split_tabs(line, fields, MAX_COLS);
+    int n = rk_split_tabs(line, fields, MAX_COLS);
     if (n > MAX_COLS) return rk_fail(err, RK_EFORMAT, "%s row 1: %d columns, at most %d", path, n, MAX_COLS);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < i; j++)
@@ -58,21 +44,6 @@ static rk_status map_header(const char *path, char *line, const rk_model_cfg *cf
                            cfg->features[f].column, cfg->features[f].name);
     }
     return RK_OK;
-}
-
-static char *next_line(char **cursor) {
-    char *p = *cursor;
-    if (!*p) return NULL;
-    char *nl = strchr(p, '\n');
-    if (nl) {
-        *nl = 0;
-        *cursor = nl + 1;
-    } else {
-        *cursor = p + strlen(p);
-    }
-    size_t L = strlen(p);
-    if (L && p[L - 1] == '\r') p[L - 1] = 0;
-    return p;
 }
 
 static rk_status grow(void **p, size_t *cap, size_t need, size_t elem, rk_err *err) {
@@ -97,7 +68,7 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
     char *buf;
     rk_status s = rk_read_file(path, &buf, NULL, err);
     if (s) return s;
-    char *cur = buf, *line = next_line(&cur);
+    char *cur = buf, *line = rk_next_line(&cur);
     colmap cm;
     if (!line) {
         rk_free(buf);
@@ -111,10 +82,10 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
     size_t cnt[RK_MAX_FEATURES] = {0};
     char *fields[MAX_COLS];
     long row = 1;
-    while ((line = next_line(&cur))) {
+    while ((line = rk_next_line(&cur))) {
         row++;
         if (!line[0]) continue;
-        int n = split_tabs(line, fields, MAX_COLS);
+        int n = rk_split_tabs(line, fields, MAX_COLS);
         if (n != cm.n_cols) {
             rk_free(buf);
             return rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
@@ -165,7 +136,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
     if (s) return s;
     size_t approx_rows = 16;
     for (size_t i = 0; i < len; i++) approx_rows += buf[i] == '\n';
-    char *cur = buf, *line = next_line(&cur);
+    char *cur = buf, *line = rk_next_line(&cur);
     colmap cm;
     if (!line) {
         rk_free(buf);
@@ -185,10 +156,10 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
     int r = 0;
     rk_progress pg;
     rk_progress_start(&pg, "load", "rows", approx_rows - 16);
-    while ((line = next_line(&cur))) {
+    while ((line = rk_next_line(&cur))) {
         row++;
         if (!line[0]) continue;
-        int n = split_tabs(line, fields, MAX_COLS);
+        int n = rk_split_tabs(line, fields, MAX_COLS);
         if (n != cm.n_cols) {
             s = rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
             goto fail;

@@ -218,32 +218,18 @@ int rank_query_main(int argc, char **argv) {
         }
         char *fields[256];
         long line_no = 1;
-        for (char *q = nl + 1; *q;) {
+        char *cur = nl + 1, *q;
+        while ((q = rk_next_line(&cur))) {
             line_no++;
-            char *end = strchr(q, '\n');
-            char *next = end ? end + 1 : q + strlen(q);
-            if (end) *end = 0;
-            if (end && end > q && end[-1] == '\r') end[-1] = 0;
-            if (*q) {
-                int n = 0;
-                for (char *s = q;;) {
-                    if (n < 256) fields[n] = s;
-                    n++;
-                    char *t = strchr(s, '\t');
-                    if (!t) break;
-                    *t = 0;
-                    s = t + 1;
-                }
-                if (n != nh) {
-                    rk_fail(&e, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", in, line_no,
-                            n, nh);
-                    goto fail;
-                }
-                rowv[n_rows] = cells + n_rows * (size_t)nf;
-                for (int f = 0; f < nf; f++) rowv[n_rows][f] = fields[pl.col[f]];
-                n_rows++;
+            if (!*q) continue;
+            int n = rk_split_tabs(q, fields, 256);
+            if (n != nh) {
+                rk_fail(&e, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", in, line_no, n, nh);
+                goto fail;
             }
-            q = next;
+            rowv[n_rows] = cells + n_rows * (size_t)nf;
+            for (int f = 0; f < nf; f++) rowv[n_rows][f] = fields[pl.col[f]];
+            n_rows++;
         }
         if (n_rows == 0) {
             rk_fail(&e, RK_EFORMAT, "%s: no rows after the header", in);
