@@ -35,6 +35,7 @@ void rk_model_cfg_default(rk_model_cfg *c) {
     t->adam_eps = 1e-8f;
     t->adagrad_eps = 1e-10f;
     t->init_std_embed = 0.05f;
+    t->zero_unseen_rows = 1;
     t->threads = 2;
     c->fusion.type = RK_FUSION_CONFIDENCE;
     c->fusion.tau = 1.0f;
@@ -165,6 +166,9 @@ static rk_status parse_train(json_t *tr, rk_train_cfg *t, rk_err *err) {
     GET_FLT(tr, "adagrad_eps", w, 0, 1, t->adagrad_eps);
     GET_FLT(tr, "init_std_embed", w, 0, 10, t->init_std_embed);
     GET_INT(tr, "threads", w, 1, 64, t->threads);
+    json_t *z = json_object_get(tr, "zero_unseen_rows");
+    if (z && !json_is_boolean(z)) return rk_fail(err, RK_EINVAL, "train.zero_unseen_rows: expected true or false");
+    if (z) t->zero_unseen_rows = json_is_true(z);
     return RK_OK;
 }
 
@@ -333,7 +337,8 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     json_t *tr = json_object_get(root, "train");
     if (tr) {
         static const char *const k[] = {"seed", "batch_size", "max_epochs", "patience", "lr_dense", "lr_embed",
-                                        "adam_b1", "adam_b2", "adam_eps", "adagrad_eps", "init_std_embed", "threads", NULL};
+                                        "adam_b1", "adam_b2", "adam_eps", "adagrad_eps", "init_std_embed", "threads",
+                                        "zero_unseen_rows", NULL};
         if (!json_is_object(tr)) {
             s = rk_fail(err, RK_EINVAL, "train: expected an object");
             goto done;
@@ -455,6 +460,7 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
     json_object_set_new(tr, "adagrad_eps", json_real(t->adagrad_eps));
     json_object_set_new(tr, "init_std_embed", json_real(t->init_std_embed));
     json_object_set_new(tr, "threads", json_integer(t->threads));
+    json_object_set_new(tr, "zero_unseen_rows", json_boolean(t->zero_unseen_rows));
     json_object_set_new(root, "train", tr);
     if (c->alias_user_id[0] || c->alias_recent_items[0] || c->alias_ad_id[0]) {
         json_t *al = json_object();

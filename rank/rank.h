@@ -132,6 +132,9 @@ typedef struct {
     float lr_dense, lr_embed;  /* Adam / Adagrad learning rates */
     float adam_b1, adam_b2, adam_eps, adagrad_eps;
     float init_std_embed;      /* N(0, std) embedding init */
+    int zero_unseen_rows;      /* after training, zero every table row no training example
+                                * hashes to, so an id unseen in training gets the table's
+                                * default (a zero row), not its random init (default 1) */
     int threads;               /* OpenBLAS threads while training */
 } rk_train_cfg;
 

@@ -85,6 +85,22 @@ static rk_status snap_take(snapshot *s, const rk_model *m, int to_model, rk_err 
     return RK_OK;
 }
 
+/* Zero every table row that no training example hashes to: such a row was
+ * never trained and holds its random init, which would give an id unseen in
+ * training a random embedding instead of the table's default (zero). */
+static void zero_unseen(rk_model *m, const rk_batch *train) {
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE || !m->tables[f]) continue;
+        uint8_t *seen = rk_calloc((size_t)ft->table_size, 1);
+        if (!seen) continue; /* keep the init rather than fail a finished training */
+        for (uint32_t k = 0; k < train->offsets[f][train->n_rows]; k++) seen[train->rows[f][k]] = 1;
+        for (uint64_t r = 0; r < ft->table_size; r++)
+            if (!seen[r]) memset(m->tables[f] + r * (size_t)ft->dim, 0, (size_t)ft->dim * sizeof(float));
+        rk_free(seen);
+    }
+}
+
 /* Per-tower training state: one for a single model, one per ensemble member. */
 typedef struct {
     rk_model *m;
@@ -295,6 +311,11 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     for (int i = 0; i < NT; i++)
         if (ts[i].best.params && (s = snap_take(&ts[i].best, ts[i].m, 1, err))) goto done;
     if (rep->best_epoch) m->log_tau = best_log_tau;
+    if (cfg.train.zero_unseen_rows) {
+        for (int i = 0; i < NT; i++) zero_unseen(ts[i].m, &tr.b);
+        /* the reported validation metrics are those of the model as saved */
+        if ((s = evaluate(m, &va, &rep->valid, err))) goto done;
+    }
     rep->train_examples_per_s = train_time > 0 ? (double)train_examples / train_time : 0;
     rep->n_members = M;
     for (int i = 0; i < M; i++)

@@ -389,6 +389,20 @@ Test(train, learns_planted_signal_and_is_deterministic, .init = mk_tmp, .fini = 
     cr_expect_eq(r1.test.auc, r2.test.auc);
     cr_expect_eq(memcmp(m1->params, m2->params, m1->n_floats * sizeof(float)), 0, "same seed, different dense params");
     cr_expect_eq(memcmp(m1->tables[2], m2->tables[2], 1000 * 3 * sizeof(float)), 0, "same seed, different table");
+    /* rows no training value hashes to are zero (the unseen-id default); a seen row is not */
+    uint64_t seen = rk_feature_row("u", "3", 1, 1000), unseen = rk_feature_row("u", "77", 2, 1000);
+    for (int v = 0; v < 10; v++) {
+        char b[4];
+        snprintf(b, sizeof b, "%d", v);
+        cr_assert_neq(rk_feature_row("u", b, strlen(b), 1000), unseen, "fixture: '77' collides with a training value");
+    }
+    int zero = 1, nonzero = 0;
+    for (int j = 0; j < 3; j++) {
+        zero &= m1->tables[0][unseen * 3 + j] == 0.0f;
+        nonzero |= m1->tables[0][seen * 3 + j] != 0.0f;
+    }
+    cr_expect(zero, "an unseen row keeps its random init");
+    cr_expect(nonzero, "a trained row is zero");
     /* dense feature statistics come from the training file: 1.5 everywhere present */
     cr_expect_float_eq(m1->cfg.features[3].mean, 1.5, 1e-9);
     rk_model_destroy(m2);

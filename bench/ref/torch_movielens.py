@@ -71,7 +71,8 @@ def load_config(path, tower_override=None):
             n_cross = 2
     t = {"seed": 1, "batch_size": 256, "max_epochs": 10, "patience": 2, "lr_dense": 1e-3,
          "lr_embed": 0.05, "adam_b1": 0.9, "adam_b2": 0.999, "adam_eps": 1e-8,
-         "adagrad_eps": 1e-10, "init_std_embed": 0.05, "threads": 2}
+         "adagrad_eps": 1e-10, "init_std_embed": 0.05, "threads": 2,
+         "zero_unseen_rows": True}
     t.update(c.get("train", {}))
     feats = []
     for fo in c["features"]:
@@ -378,6 +379,13 @@ def main():
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if tc.get("zero_unseen_rows", True):
+        # as rk_train does: rows no training example hashes to keep no random init
+        with torch.no_grad():
+            for e, (flat, _, _) in zip(model.emb, tr.sparse):
+                seen = torch.zeros(e.weight.shape[0], dtype=torch.bool)
+                seen[torch.from_numpy(flat)] = True
+                e.weight[~seen] = 0
     eps = train_examples / train_time if train_time > 0 else 0.0
     res = {"impl": "torch", "torch_version": torch.__version__, "config": a.config, "tower": t["type"],
            "seed": seed, "best_epoch": best_epoch, "epochs_run": epochs_run,
