@@ -377,6 +377,27 @@ static int cmp_user(const void *a, const void *b, void *arg) {
 }
 
 /* One request: the user of row u, candidates rows[0..n). */
+/* Append feature f's values (one TSV cell) to a user's or a candidate's
+ * sparse / dense lists; an empty dense cell is left out (missing). */
+static void add_feature(const rk_feature *ft, const vals *c, Rankd__V1__SparseFeature **sparse, size_t *n_sparse,
+                        Rankd__V1__DenseFeature **dense, size_t *n_dense) {
+    if (ft->kind == RK_FEAT_DENSE) {
+        if (!c->v[0][0]) return;
+        Rankd__V1__DenseFeature *d = bump(sizeof *d);
+        rankd__v1__dense_feature__init(d);
+        d->name = (char *)ft->name;
+        d->value = strtof(c->v[0], NULL);
+        dense[(*n_dense)++] = d;
+        return;
+    }
+    Rankd__V1__SparseFeature *s = bump(sizeof *s);
+    rankd__v1__sparse_feature__init(s);
+    s->name = (char *)ft->name;
+    s->values = c->v;
+    s->n_values = c->n;
+    sparse[(*n_sparse)++] = s;
+}
+
 static Rankd__V1__RankRequest *build_one(const workload *w, int u, const int *rows, int n, int timing,
                                          int k) {
     const rk_model_cfg *cfg = &w->cfg;
@@ -400,25 +421,13 @@ static Rankd__V1__RankRequest *build_one(const workload *w, int u, const int *ro
         const rk_feature *ft = &cfg->features[f];
         if (ft->side != RK_SIDE_USER) continue;
         const vals *c = &ur[f];
-        if (ft->kind == RK_FEAT_DENSE) {
-            if (!c->v[0][0]) continue;
-            Rankd__V1__DenseFeature *d = bump(sizeof *d);
-            rankd__v1__dense_feature__init(d);
-            d->name = (char *)ft->name;
-            d->value = strtof(c->v[0], NULL);
-            us->dense[us->n_dense++] = d;
-        } else if (f == a_user && c->n == 1) {
+        if (ft->kind == RK_FEAT_SPARSE && f == a_user && c->n == 1) {
             us->user_id = c->v[0];
-        } else if (f == a_hist) {
+        } else if (ft->kind == RK_FEAT_SPARSE && f == a_hist) {
             us->recent_item_ids = c->v;
             us->n_recent_item_ids = c->n;
         } else {
-            Rankd__V1__SparseFeature *s = bump(sizeof *s);
-            rankd__v1__sparse_feature__init(s);
-            s->name = (char *)ft->name;
-            s->values = c->v;
-            s->n_values = c->n;
-            us->sparse[us->n_sparse++] = s;
+            add_feature(ft, c, us->sparse, &us->n_sparse, us->dense, &us->n_dense);
         }
     }
     r->n_candidates = (size_t)n;
@@ -433,23 +442,8 @@ static Rankd__V1__RankRequest *build_one(const workload *w, int u, const int *ro
             const rk_feature *ft = &cfg->features[f];
             if (ft->side != RK_SIDE_ITEM) continue;
             const vals *c = &cr[f];
-            if (ft->kind == RK_FEAT_DENSE) {
-                if (!c->v[0][0]) continue;
-                Rankd__V1__DenseFeature *d = bump(sizeof *d);
-                rankd__v1__dense_feature__init(d);
-                d->name = (char *)ft->name;
-                d->value = strtof(c->v[0], NULL);
-                cd->dense[cd->n_dense++] = d;
-            } else if (f == a_ad && c->n == 1) {
-                cd->ad_id = c->v[0];
-            } else {
-                Rankd__V1__SparseFeature *s = bump(sizeof *s);
-                rankd__v1__sparse_feature__init(s);
-                s->name = (char *)ft->name;
-                s->values = c->v;
-                s->n_values = c->n;
-                cd->sparse[cd->n_sparse++] = s;
-            }
+            if (ft->kind == RK_FEAT_SPARSE && f == a_ad && c->n == 1) cd->ad_id = c->v[0];
+            else add_feature(ft, c, cd->sparse, &cd->n_sparse, cd->dense, &cd->n_dense);
         }
         r->candidates[i] = cd;
     }

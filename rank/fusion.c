@@ -37,55 +37,50 @@ static double sigmoid_d(double z) {
 /* Stable BCE on a logit with a soft target t in [0, 1]. */
 static double bce_logit(double z, double t) { return fmax(z, 0) - z * t + log1p(exp(-fabs(z))); }
 
-double rk_fuse(rk_fusion_type type, const float *p, int M, double tau, double *w) {
-    double q[RK_MAX_MEMBERS], a[RK_MAX_MEMBERS], mx = -INFINITY, sum = 0, out = 0;
-    RK_ASSERT(M >= 1 && M <= RK_MAX_MEMBERS);
-    for (int i = 0; i < M; i++) q[i] = clampp(isnan(p[i]) ? 0.5 : (double)p[i]);
+/* Fusion of clamped member pCTRs q[M]: weights w[M], confidences conf[M]
+ * (0 for mean fusion) and the fused pCTR. The one implementation behind
+ * rk_fuse (serving) and rk_collab_grad (training). */
+static double fuse_q(rk_fusion_type type, const double *q, int M, double tau, double *w, double *conf) {
+    double out = 0;
     if (type == RK_FUSION_MEAN) {
         for (int i = 0; i < M; i++) {
-            if (w) w[i] = 1.0 / M;
+            w[i] = 1.0 / M;
+            conf[i] = 0;
             out += q[i] / M;
         }
         return out;
     }
+    double mx = -INFINITY, sum = 0;
     for (int i = 0; i < M; i++) {
-        a[i] = (q[i] * log(q[i]) + (1 - q[i]) * log(1 - q[i])) / tau;
-        if (a[i] > mx) mx = a[i];
+        conf[i] = q[i] * log(q[i]) + (1 - q[i]) * log(1 - q[i]);
+        if (conf[i] / tau > mx) mx = conf[i] / tau;
     }
-    for (int i = 0; i < M; i++) sum += (a[i] = exp(a[i] - mx));
+    for (int i = 0; i < M; i++) sum += (w[i] = exp(conf[i] / tau - mx));
     for (int i = 0; i < M; i++) {
-        double wi = a[i] / sum;
-        if (w) w[i] = wi;
-        out += wi * q[i];
+        w[i] /= sum;
+        out += w[i] * q[i];
     }
     return out;
 }
 
+double rk_fuse(rk_fusion_type type, const float *p, int M, double tau, double *w) {
+    double q[RK_MAX_MEMBERS] = {0}, wl[RK_MAX_MEMBERS], conf[RK_MAX_MEMBERS];
+    RK_ASSERT(M >= 1 && M <= RK_MAX_MEMBERS);
+    for (int i = 0; i < M; i++) q[i] = clampp(isnan(p[i]) ? 0.5 : (double)p[i]);
+    double out = fuse_q(type, q, M, tau, wl, conf);
+    if (w)
+        for (int i = 0; i < M; i++) w[i] = wl[i];
+    return out;
+}
+
 double rk_collab_grad(const rk_fusion_cfg *f, double tau, const float *z, int M, float y, double *dz, double *dlog_tau) {
-    double pi[RK_MAX_MEMBERS], w[RK_MAX_MEMBERS], conf[RK_MAX_MEMBERS];
+    double pi[RK_MAX_MEMBERS] = {0}, qc[RK_MAX_MEMBERS] = {0}, w[RK_MAX_MEMBERS], conf[RK_MAX_MEMBERS];
     for (int i = 0; i < M; i++) {
         pi[i] = sigmoid_d(z[i]);
+        qc[i] = clampp(pi[i]);
     }
-    /* fuse in double from the double p_i (same formula as rk_fuse) */
-    double p = 0, cbar = 0;
-    {
-        double q[RK_MAX_MEMBERS], mx = -INFINITY, sum = 0;
-        for (int i = 0; i < M; i++) q[i] = clampp(pi[i]);
-        if (f->type == RK_FUSION_MEAN) {
-            for (int i = 0; i < M; i++) w[i] = 1.0 / M, conf[i] = 0;
-        } else {
-            for (int i = 0; i < M; i++) {
-                conf[i] = q[i] * log(q[i]) + (1 - q[i]) * log(1 - q[i]);
-                if (conf[i] / tau > mx) mx = conf[i] / tau;
-            }
-            for (int i = 0; i < M; i++) sum += (w[i] = exp(conf[i] / tau - mx));
-            for (int i = 0; i < M; i++) w[i] /= sum;
-        }
-        for (int i = 0; i < M; i++) {
-            p += w[i] * q[i];
-            cbar += w[i] * conf[i];
-        }
-    }
+    double p = fuse_q(f->type, qc, M, tau, w, conf), cbar = 0;
+    for (int i = 0; i < M; i++) cbar += w[i] * conf[i];
     double pc = clampp(p);
     double loss = f->w_fused * -(y * log(pc) + (1 - y) * log(1 - pc));
     double dLdp = (p > RK_P_EPS && p < 1 - RK_P_EPS) ? f->w_fused * (p - y) / (p * (1 - p)) : 0;
@@ -96,7 +91,7 @@ double rk_collab_grad(const rk_fusion_cfg *f, double tau, const float *z, int M,
         if (dq == 0) dpdz = 0;
         dz[i] = dLdp * dpdz + f->w_member * (q - y) + f->lambda * (q - p);
         loss += f->w_member * bce_logit(z[i], y) + f->lambda * bce_logit(z[i], p);
-        if (f->type == RK_FUSION_CONFIDENCE) dpdtau += -w[i] * clampp(q) * (conf[i] - cbar) / (tau * tau);
+        if (f->type == RK_FUSION_CONFIDENCE) dpdtau += -w[i] * qc[i] * (conf[i] - cbar) / (tau * tau);
     }
     if (dlog_tau) *dlog_tau = dLdp * dpdtau * tau;
     return loss;

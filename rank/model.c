@@ -675,11 +675,21 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
     rk_work w;
     rk_status s = rk_work_init(&w, m, chunk, 0, err);
     if (s) return s;
+    /* scratch for the largest chunk's values of any feature; one offsets
+     * buffer per feature reused by every chunk */
     rk_embed_scratch *scr = NULL;
     size_t maxv = 1;
     for (int f = 0; f < m->cfg.n_features; f++)
-        if (b->offsets[f] && b->offsets[f][b->n_rows] > maxv) maxv = b->offsets[f][b->n_rows];
-    if (m->store && (s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err))) {
+        for (int r0 = 0; b->offsets[f] && r0 < b->n_rows; r0 += chunk) {
+            int r1 = b->n_rows - r0 < chunk ? b->n_rows : r0 + chunk;
+            size_t v = b->offsets[f][r1] - b->offsets[f][r0];
+            if (v > maxv) maxv = v;
+        }
+    uint32_t *offs = rk_malloc((size_t)m->cfg.n_features * (chunk + 1) * sizeof(uint32_t));
+    if (!offs) s = rk_fail(err, RK_ENOMEM, "predict: out of memory");
+    if (s == RK_OK && m->store) s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err);
+    if (s) {
+        rk_free(offs);
         rk_work_free(&w);
         return s;
     }
@@ -692,20 +702,14 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
         /* A view of rows [r0, r0+n): offsets are absolute into rows[]. */
         view.n_rows = n;
         view.dense = b->dense + (size_t)r0 * b->n_features;
-        uint32_t *offs_tmp[RK_MAX_FEATURES] = {0};
-        for (int f = 0; f < m->cfg.n_features && s == RK_OK; f++) {
+        for (int f = 0; f < m->cfg.n_features; f++) {
             if (!b->offsets[f]) continue;
-            uint32_t base = b->offsets[f][r0];
-            offs_tmp[f] = rk_malloc(((size_t)n + 1) * sizeof(uint32_t));
-            if (!offs_tmp[f]) {
-                s = rk_fail(err, RK_ENOMEM, "predict: out of memory");
-                break;
-            }
-            for (int i = 0; i <= n; i++) offs_tmp[f][i] = b->offsets[f][r0 + i] - base;
-            view.offsets[f] = offs_tmp[f];
+            uint32_t base = b->offsets[f][r0], *o = offs + (size_t)f * (chunk + 1);
+            for (int i = 0; i <= n; i++) o[i] = b->offsets[f][r0 + i] - base;
+            view.offsets[f] = o;
             view.rows[f] = b->rows[f] + base;
         }
-        if (s == RK_OK) s = rk_model_fill_x0(m, &view, &w, scr, err);
+        s = rk_model_fill_x0(m, &view, &w, scr, err);
         if (s == RK_OK) {
             rk_model_forward(m, &w, n);
             for (int i = 0; i < n && s == RK_OK; i++) {
@@ -713,10 +717,10 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
                 if (!isfinite(pctr[r0 + i])) s = rk_fail(err, RK_ENUMERIC, "row %d: pCTR is not finite", r0 + i);
             }
         }
-        for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(offs_tmp[f]);
         if (show) rk_progress_add(&pg, (uint64_t)n);
     }
     if (show && s == RK_OK) rk_progress_finish(&pg);
+    rk_free(offs);
     rk_embed_scratch_destroy(scr);
     rk_work_free(&w);
     return s;

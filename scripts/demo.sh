@@ -7,7 +7,7 @@
 # (`rank score`), print the first rows side by side, and check that served
 # and offline pCTRs agree within 1e-6. Everything goes under out/demo/.
 # The last line is the summary:
-#   demo: model=dcnv2 test_auc=0.xxxx test_logloss=0.xxxx served_requests=N max_abs_diff_vs_offline=X
+#   demo: model=dcnv2 test_auc=0.6760 test_logloss=0.6427 served_requests=10040 max_abs_diff_vs_offline=1.2e-07
 # Exits non-zero if any step fails or the difference exceeds 1e-6.
 set -euo pipefail
 

@@ -46,30 +46,22 @@ static void real_sst_put(rocksdb_sstfilewriter_t *w, const char *k, size_t kl, c
     rocksdb_sstfilewriter_put(w, k, kl, v, vl, err);
 }
 
-static const rk_rocks_api rk_rocks_real = {
-    .open_cf = rocksdb_open_column_families,
-    .open_cf_ro = rocksdb_open_for_read_only_column_families,
-    .write = rocksdb_write,
-    .batched_multi_get_cf = rocksdb_batched_multi_get_cf,
-    .get_cf = rocksdb_get_cf,
-    .sst_open = rocksdb_sstfilewriter_open,
-    .sst_put = real_sst_put,
-    .sst_finish = rocksdb_sstfilewriter_finish,
-    .ingest_cf = rocksdb_ingest_external_file_cf,
-    .flush_cf = rocksdb_flush_cf,
-};
-rk_rocks_api rk_rocks = {
-    .open_cf = rocksdb_open_column_families,
-    .open_cf_ro = rocksdb_open_for_read_only_column_families,
-    .write = rocksdb_write,
-    .batched_multi_get_cf = rocksdb_batched_multi_get_cf,
-    .get_cf = rocksdb_get_cf,
-    .sst_open = rocksdb_sstfilewriter_open,
-    .sst_put = real_sst_put,
-    .sst_finish = rocksdb_sstfilewriter_finish,
-    .ingest_cf = rocksdb_ingest_external_file_cf,
-    .flush_cf = rocksdb_flush_cf,
-};
+/* The real RocksDB calls; tests swap entries of rk_rocks to inject faults. */
+#define RK_ROCKS_REAL                                              \
+    {                                                              \
+        .open_cf = rocksdb_open_column_families,                   \
+        .open_cf_ro = rocksdb_open_for_read_only_column_families,  \
+        .write = rocksdb_write,                                    \
+        .batched_multi_get_cf = rocksdb_batched_multi_get_cf,      \
+        .get_cf = rocksdb_get_cf,                                  \
+        .sst_open = rocksdb_sstfilewriter_open,                    \
+        .sst_put = real_sst_put,                                   \
+        .sst_finish = rocksdb_sstfilewriter_finish,                \
+        .ingest_cf = rocksdb_ingest_external_file_cf,              \
+        .flush_cf = rocksdb_flush_cf,                              \
+    }
+static const rk_rocks_api rk_rocks_real = RK_ROCKS_REAL;
+rk_rocks_api rk_rocks = RK_ROCKS_REAL;
 
 void rk_rocks_reset(void) { rk_rocks = rk_rocks_real; }
 
