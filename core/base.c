@@ -77,6 +77,10 @@ static int log_threshold(void) {
     return lvl;
 }
 
+static const char *log_program = "rankd";
+
+void rk_log_set_program(const char *name) { log_program = (name && *name) ? name : "rankd"; }
+
 void rk_log(rk_log_level lvl, const char *fmt, ...) {
     if ((int)lvl < log_threshold()) return;
     char line[1024];
@@ -84,8 +88,8 @@ void rk_log(rk_log_level lvl, const char *fmt, ...) {
     gettimeofday(&tv, NULL);
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "rankd %c %04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
-                     "DIWE"[lvl], tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+    int n = snprintf(line, sizeof line, "%s %c %04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
+                     log_program, "DIWE"[lvl], tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                      tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
     va_list ap;
     va_start(ap, fmt);

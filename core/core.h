@@ -72,9 +72,14 @@ void rk_assert_fail(const char *expr, const char *file, int line)
 typedef enum { RK_LOG_DEBUG = 0, RK_LOG_INFO, RK_LOG_WARN, RK_LOG_ERROR } rk_log_level;
 
 /* Threshold from env RK_LOG_LEVEL (debug|info|warn|error), default info.
- * Lines go to stderr as "rankd I 2026-11-29T09:00:00.123Z message". */
+ * Lines go to stderr as "PROG I 2026-11-29T09:00:00.123Z message", PROG
+ * being the name set by rk_log_set_program ("rankd" until then). */
 void rk_log(rk_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Name that prefixes log lines (kept by pointer: pass a string literal or
+ * argv[0]-lifetime string). Each tool sets its own so that interleaved
+ * logs of `rank` and `rankd` can be told apart. NULL or "" restores "rankd". */
+void rk_log_set_program(const char *name);
 #define rk_info(...) rk_log(RK_LOG_INFO, __VA_ARGS__)
 #define rk_warn(...) rk_log(RK_LOG_WARN, __VA_ARGS__)
 #define rk_error(...) rk_log(RK_LOG_ERROR, __VA_ARGS__)

@@ -7,6 +7,7 @@
  * removed afterwards.
  */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -473,4 +474,20 @@ Test(core, file_helpers) {
     cr_assert_eq(rk_rm_rf(tpath("a"), &err), RK_OK, "%s", err.msg);
     cr_assert(!rk_path_exists(tpath("a")));
     cr_assert_eq(rk_rm_rf(tpath("a"), &err), RK_OK, "missing path is not an error");
+}
+
+/* Log lines carry the program name that was set, then the level letter. */
+Test(core, log_prefix_names_the_program, .init = cr_redirect_stderr) {
+    rk_log_set_program("rank");
+    rk_log(RK_LOG_WARN, "hello %d", 7);
+    rk_log_set_program(NULL);
+    rk_log(RK_LOG_ERROR, "back");
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char a[256] = {0}, b[256] = {0};
+    cr_assert_not_null(fgets(a, sizeof a, f));
+    cr_assert_not_null(fgets(b, sizeof b, f));
+    cr_assert(strncmp(a, "rank W ", 7) == 0, "got '%s'", a);
+    cr_assert(strstr(a, "Z hello 7\n") != NULL, "got '%s'", a);
+    cr_assert(strncmp(b, "rankd E ", 8) == 0, "got '%s'", b);
 }

@@ -440,6 +440,7 @@ done:
 }
 
 int main(int argc, char **argv) {
+    rk_log_set_program("rank");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
