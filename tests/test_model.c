@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../rank/internal.h"
@@ -539,4 +540,34 @@ Test(bundle, flipped_weight_byte_is_detected, .init = mk_tmp, .fini = rm_tmp) {
     fputc(c ^ 0x10, f);
     fclose(f);
     expect_open_error(dir, RK_EFORMAT, "data checksum");
+}
+
+/* A save killed mid-way leaves DIR.tmp-PID / DIR.old-PID; the next save
+ * removes the half-written one and puts an orphaned old bundle back. */
+Test(bundle, next_save_sweeps_dead_saves, .init = mk_tmp, .fini = rm_tmp) {
+    rk_model *m = tiny_model();
+    rk_err e = {0};
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    cr_assert(child > 0);
+    cr_assert_eq(waitpid(child, NULL, 0), child); /* a pid that no longer exists */
+    char dir[512], junk[600], other[600], live[600];
+    snprintf(dir, sizeof dir, "%s/bundle", tmpdir);
+    /* the previous bundle, moved aside by a save that died before its rename */
+    snprintf(other, sizeof other, "%s/bundle.old-%ld", tmpdir, (long)child);
+    cr_assert_eq(rk_model_save(m, other, NULL, 0, &e), RK_OK, "%s", e.msg);
+    snprintf(junk, sizeof junk, "%s/bundle.tmp-%ld", tmpdir, (long)child);
+    cr_assert_eq(rk_mkdir_p(junk, &e), RK_OK, "%s", e.msg);
+    snprintf(live, sizeof live, "%s/bundle.tmp-%ld", tmpdir, (long)getppid()); /* a live process */
+    cr_assert_eq(rk_mkdir_p(live, &e), RK_OK, "%s", e.msg);
+    /* without --force the restored bundle is not overwritten */
+    cr_expect_eq(rk_model_save(m, dir, NULL, 0, &e), RK_EEXIST);
+    cr_expect(rk_path_exists(dir), "the orphaned old bundle was put back");
+    cr_expect(!rk_path_exists(other));
+    cr_expect(!rk_path_exists(junk), "half-written bundle of a dead save removed");
+    cr_expect(rk_path_exists(live), "a live process's temp dir is left alone");
+    rk_model *m2;
+    cr_assert_eq(rk_model_open(dir, &m2, &e), RK_OK, "%s", e.msg);
+    rk_model_destroy(m2);
+    rk_model_destroy(m);
 }
