@@ -76,6 +76,45 @@ static int parse_i(const char *name, const char *v, long lo, long hi, long *out)
     return 0;
 }
 
+/* NE and AUC of the logged teacher predictions per vertical, over the rows
+ * of chunks >= warmup that have one (the teacher never saw those labels
+ * before predicting them). */
+static int teacher_metrics(const rk_stream *st, const rk_dataset *td, rk_das *das, int warmup, double *ne, double *auc,
+                           rk_err *e) {
+    int n0 = st->chunk_start[warmup], n = st->n_rows - n0, rc = 1;
+    uint32_t *ids = rk_malloc((size_t)n * sizeof(uint32_t));
+    float *lg = rk_malloc((size_t)n * sizeof(float)), *p = rk_malloc((size_t)n * sizeof(float)),
+          *y = rk_malloc((size_t)n * sizeof(float));
+    if (!ids || !lg || !p || !y) {
+        rk_fail(e, RK_ENOMEM, "teacher metrics: out of memory");
+        goto out;
+    }
+    for (int v = 0; v < st->n_verticals; v++) {
+        int k = 0;
+        for (int r = n0; r < st->n_rows; r++)
+            if ((st->vmask[r] >> v) & 1) ids[k++] = (uint32_t)r;
+        if (rk_das_get(das, ids, (size_t)k, lg, NULL, e)) goto out;
+        int m = 0;
+        for (int i = 0; i < k; i++)
+            if (!isnan(lg[i])) p[m] = rk_sigmoid(lg[i]), y[m++] = td->b.labels[ids[i]];
+        rk_metrics mt;
+        if (m == 0 || rk_metrics_compute(p, y, (size_t)m, &mt, e)) {
+            if (m == 0) rk_fail(e, RK_EINVAL, "teacher metrics: vertical '%s' has no logged prediction after the warm-up", st->vname[v]);
+            goto out;
+        }
+        ne[v] = mt.ne;
+        auc[v] = mt.auc;
+        printf("teacher vertical=%s n=%zu ne=%.5f auc=%.5f\n", st->vname[v], mt.n, mt.ne, mt.auc);
+    }
+    rc = 0;
+out:
+    rk_free(ids);
+    rk_free(lg);
+    rk_free(p);
+    rk_free(y);
+    return rc;
+}
+
 int rank_distill_main(int argc, char **argv) {
     const char *stream = NULL, *tpath = NULL, *spath = NULL, *out = NULL, *json = NULL, *bias_name = NULL;
     const char *spec = RK_EXFM_ML_VERTICALS, *modes = "none,kd,ah,ah_sa";
@@ -194,14 +233,21 @@ int rank_distill_main(int argc, char **argv) {
     if (rk_teacher_run(&tcfg, &td, &st, &to, das, &tr, &e)) goto done;
     printf("teacher: chunks=%d staleness=%ld bias=%s x%ld requested=%zu scored=%zu seconds=%.1f\n", st.n_chunks, stale,
            bias_name ? bias_name : "none", bias_factor, tr.requested, tr.scored, tr.seconds);
+    /* the teacher's own quality on each vertical after the warm-up, from the log */
+    double teacher_ne[RK_EXFM_MAX_VERTICALS], teacher_auc[RK_EXFM_MAX_VERTICALS];
+    if (teacher_metrics(&st, &td, das, (int)warmup, teacher_ne, teacher_auc, &e)) goto done;
     if (json && !(jf = fopen(json, "w"))) {
         rk_fail(&e, RK_EIO, "%s: cannot open for writing", json);
         goto done;
     }
     if (jf)
         fprintf(jf, "{\"chunks\": %d, \"warmup\": %ld, \"staleness\": %ld, \"bias_vertical\": \"%s\", \"bias_factor\": %ld, "
-                    "\"teacher_scored\": %zu, \"teacher_requested\": %zu, \"results\": [",
+                    "\"teacher_scored\": %zu, \"teacher_requested\": %zu, ",
                 st.n_chunks, warmup, stale, bias_name ? bias_name : "", bias_factor, tr.scored, tr.requested);
+    for (int v = 0; jf && v < st.n_verticals; v++)
+        fprintf(jf, "%s{\"vertical\": \"%s\", \"ne\": %.6f, \"auc\": %.6f}", v ? ", " : "\"teacher\": [", st.vname[v],
+                teacher_ne[v], teacher_auc[v]);
+    if (jf) fprintf(jf, "], \"results\": [");
     int first = 1;
     for (int i = 0; i < nm; i++)
         for (int v = 0; v < st.n_verticals; v++) {
