@@ -51,9 +51,9 @@ def main():
     out("| teacher | student | NE (mean ± std over seeds) | NE gain vs alone | AUC | teacher NE |")
     out("|---|---|---|---|---|---|")
     key = {}
-    settings = ["fresh", "stale", "biased", "small"]
+    settings = ["fresh", "stale", "biased", "small", "reimpl"]
     labels = {"fresh": "big, fresh", "stale": f"big, stale k={a.stale}", "biased": f"big, biased ({a.bias})",
-              "small": "small, fresh"}
+              "small": "small, fresh", "reimpl": "big, fresh; w=10 beta=20"}
     for setting in settings:
         if (setting, seeds[0]) not in runs:
             continue
@@ -93,7 +93,7 @@ def main():
                 cells.append(f"{st.mean(gs):+.3f}%")
             out(f"| {labels[setting]} | {mode} | " + " | ".join(cells) + " |")
     out("")
-    out("Teacher NE per vertical (its logged predictions after the warm-up, mean over seeds):")
+    out("Teacher NE / AUC per vertical (its logged predictions after the warm-up, mean over seeds):")
     out("")
     out("| teacher | " + " | ".join(verticals) + " |")
     out("|---|" + "---|" * len(verticals))
@@ -102,7 +102,8 @@ def main():
             continue
         cells = []
         for v in verticals:
-            cells.append(f"{st.mean(t['ne'] for s in seeds for t in runs[(setting, s)]['teacher'] if t['vertical'] == v):.5f}")
+            ts = [t for s in seeds for t in runs[(setting, s)]["teacher"] if t["vertical"] == v]
+            cells.append(f"{st.mean(t['ne'] for t in ts):.5f} / {st.mean(t['auc'] for t in ts):.5f}")
         out(f"| {labels[setting]} | " + " | ".join(cells) + " |")
     last = ("bench-exfm: ne_student=%.5f ne_kd=%.5f ne_ah=%.5f ne_ah_sa=%.5f ne_ah_sa_stale=%.5f ne_ah_stale=%.5f" % (
         key[("fresh", "none")], key[("fresh", "kd")], key[("fresh", "ah")], key[("fresh", "ah_sa")],
