@@ -434,6 +434,35 @@ Test(exfm_stream, progressive_validation_scores_before_labels, .init = mk_tmp, .
     ml_close(&m);
 }
 
+/* 50 MovieLens-shaped rows through rk_scorer, as rankd's workers score a
+ * Rank request's candidates. */
+static void score_raw(const rk_model *m, float *pctr) {
+    rk_scorer *sc;
+    rk_err e;
+    cr_assert_eq(rk_scorer_create(m, 50, 32, &sc, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_begin(sc, 50, &e), RK_OK, "%s", e.msg);
+    const rk_model_cfg *c = rk_model_config(m);
+    const char *genres[4] = {"Action", "Comedy", "Drama", "Romance"};
+    char v[32];
+    for (int r = 0; r < 50; r++) {
+        struct {
+            const char *name;
+            int val;
+        } sp[5] = {{"user_id", 1 + r % 7}, {"hour", r % 24}, {"weekday", r % 7}, {"movie_id", 1 + 37 * r}, {"history", 50 + r}};
+        for (int k = 0; k < 5; k++) {
+            int f = rk_model_cfg_find(c, sp[k].name);
+            cr_assert_geq(f, 0, "feature %s", sp[k].name);
+            int len = snprintf(v, sizeof v, "%d", sp[k].val);
+            cr_assert_eq(rk_scorer_add_sparse(sc, r, f, v, (size_t)len, &e), RK_OK, "%s", e.msg);
+        }
+        int g = rk_model_cfg_find(c, "genres"), y = rk_model_cfg_find(c, "year");
+        cr_assert_eq(rk_scorer_add_sparse(sc, r, g, genres[r % 4], strlen(genres[r % 4]), &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(rk_scorer_set_dense(sc, r, y, (float)(1960 + r), &e), RK_OK, "%s", e.msg);
+    }
+    cr_assert_eq(rk_scorer_run(sc, pctr, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    rk_scorer_destroy(sc);
+}
+
 Test(exfm_stream, checkpoint_serves_same_pctr_without_training_only_parts, .init = mk_tmp, .fini = rm_tmp, .timeout = 120) {
     ml_env m;
     ml_open(&m);
@@ -488,6 +517,11 @@ Test(exfm_stream, checkpoint_serves_same_pctr_without_training_only_parts, .init
     cr_assert_eq(rk_model_predict(mem, &b, p3, &e), RK_OK, "%s", e.msg);
     cr_expect_eq(memcmp(p1, p2, (size_t)n * sizeof(float)), 0, "served pCTR must be bit-identical with and without the training-only file");
     for (int i = 0; i < n; i++) cr_expect(close_to(p1[i], p3[i], 1e-6, 0), "row %d: bundle %g vs the trained student %g", i, p1[i], p3[i]);
+    /* rankd's path: the per-worker scorer (featurize raw values, store lookups, tower) */
+    float s1[50], s2[50];
+    score_raw(with, s1);
+    score_raw(without, s2);
+    cr_expect_eq(memcmp(s1, s2, sizeof s1), 0, "scorer pCTR must be bit-identical with and without the training-only file");
     rk_model_destroy(with);
     rk_model_destroy(without);
     rk_model_destroy(mem);
