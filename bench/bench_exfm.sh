@@ -11,7 +11,8 @@
 #   fresh        big teacher (configs/exfm_teacher_big.json), staleness 0:
 #                students none (alone), kd (single head), ah (aux head), ah_sa (+ adapter)
 #   stale        big teacher lagging STALE chunks (default 4): kd, ah, ah_sa
-#   biased       big teacher that sees the drama vertical BIAS_FACTOR x (default 4): kd, ah, ah_sa
+#   biased       big teacher that sees the drama vertical's rows BIAS_FACTOR x per chunk (default 4): kd, ah, ah_sa
+#   biasedsub    big teacher that keeps every non-drama row with probability 1/BIAS_FACTOR: kd, ah, ah_sa
 #   small        small teacher (configs/exfm_teacher_small.json, = the student's size): kd, ah, ah_sa
 #   reimpl       as fresh, ah and ah_sa with w = 10, beta = 20: the example values of the
 #                re-implementation cited in papers.md §3(c) (not tuned here; alpha stays 1
@@ -59,6 +60,8 @@ for s in $SEEDS; do
     run fresh "$s" configs/exfm_teacher_big.json --modes none,kd,ah,ah_sa
     run stale "$s" configs/exfm_teacher_big.json --modes kd,ah,ah_sa --staleness "$STALE"
     run biased "$s" configs/exfm_teacher_big.json --modes kd,ah,ah_sa --bias-vertical "$BIAS_V" --bias-factor "$BIAS_FACTOR"
+    run biasedsub "$s" configs/exfm_teacher_big.json --modes kd,ah,ah_sa --bias-vertical "$BIAS_V" --bias-factor "$BIAS_FACTOR" \
+        --bias-mode subsample
     run small "$s" configs/exfm_teacher_small.json --modes kd,ah,ah_sa
     run reimpl "$s" configs/exfm_teacher_big.json --modes ah,ah_sa --w 10 --beta 20
     rm -rf "$OUT"/runs/*-s"$s"/das

@@ -51,8 +51,9 @@ def main():
     out("| teacher | student | NE (mean ± std over seeds) | NE gain vs alone | AUC | teacher NE |")
     out("|---|---|---|---|---|---|")
     key = {}
-    settings = ["fresh", "stale", "biased", "small", "reimpl"]
-    labels = {"fresh": "big, fresh", "stale": f"big, stale k={a.stale}", "biased": f"big, biased ({a.bias})",
+    settings = ["fresh", "stale", "biased", "biasedsub", "small", "reimpl"]
+    labels = {"fresh": "big, fresh", "stale": f"big, stale k={a.stale}", "biased": f"big, biased ({a.bias} repeated)",
+              "biasedsub": f"big, biased (others 1/{a.bias.split('x')[-1]})",
               "small": "small, fresh", "reimpl": "big, fresh; w=10 beta=20"}
     for setting in settings:
         if (setting, seeds[0]) not in runs:

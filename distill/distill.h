@@ -192,12 +192,14 @@ rk_status rk_das_get(rk_das *d, const uint32_t *ids, size_t n, float *logit, int
 typedef struct {
     int staleness;        /* chunk t is labelled by the teacher trained through chunk
                            * t - 1 - staleness (none for earlier chunks); >= 0 */
-    int bias_vertical;    /* -1: none; else the teacher sees this vertical's rows
-                           * bias_factor times per chunk (over-represented) */
+    int bias_vertical;    /* -1: none; else this vertical is over-represented in the
+                           * teacher's training data by bias_factor: */
     int bias_factor;      /* >= 1 */
+    int bias_subsample;   /* 0: its rows are seen bias_factor times per chunk;
+                           * 1: every other row is kept with probability 1/bias_factor */
     int batch_size;       /* 0: the config's */
 } rk_teacher_opts;
-#define RK_TEACHER_OPTS_DEFAULT {0, -1, 1, 0}
+#define RK_TEACHER_OPTS_DEFAULT {0, -1, 1, 0, 0}
 
 typedef struct {
     size_t scored;        /* teacher calls (unique example ids scored) */

@@ -3,8 +3,9 @@
  * and of the vertical students (distill.h).
  *
  * Teacher: one pass per chunk over the rows of every vertical (shuffled
- * within the chunk with the config's seed; rows of a biased vertical
- * repeated bias_factor times), binary cross-entropy on labels. After
+ * within the chunk with the config's seed; a biased teacher sees one
+ * vertical's rows bias_factor times, or every other row with probability
+ * 1/bias_factor), binary cross-entropy on labels. After
  * chunk c it is version c + 1 and labels chunk c + 1 + staleness through
  * the DAS log, so a chunk's teacher never saw that chunk's labels.
  *
@@ -87,7 +88,9 @@ rk_status rk_teacher_run(const rk_model_cfg *tcfg, const rk_dataset *td, const r
         int n = 0;
         for (int r = st->chunk_start[c]; r < st->chunk_start[c + 1]; r++) {
             if (!st->vmask[r]) continue;
-            int times = o->bias_vertical >= 0 && ((st->vmask[r] >> o->bias_vertical) & 1) ? o->bias_factor : 1;
+            int in_bias = o->bias_vertical >= 0 && ((st->vmask[r] >> o->bias_vertical) & 1);
+            int times = in_bias && !o->bias_subsample ? o->bias_factor : 1;
+            if (o->bias_subsample && o->bias_vertical >= 0 && !in_bias && rk_rng_uniform(&rng) * o->bias_factor >= 1) continue;
             for (int k = 0; k < times; k++) order[n++] = (uint32_t)r;
         }
         for (int i = n - 1; i > 0; i--) {

@@ -361,6 +361,16 @@ Test(exfm_stream, teacher_scores_each_unique_id_once, .init = mk_tmp, .fini = rm
     cr_assert_eq(rk_das_get(d, ids, 2, lg, ver, &e), RK_OK, "%s", e.msg);
     cr_expect(isnan(lg[0]) && ver[0] == -1, "chunk %d has no teacher yet", k);
     cr_expect(isfinite(lg[1]) && ver[1] == CHUNKS - 1 - k, "version %d", ver[1]);
+    /* bad teacher options are refused before any training */
+    rk_teacher_opts bad = RK_TEACHER_OPTS_DEFAULT;
+    bad.bias_vertical = 2;
+    bad.bias_factor = 0;
+    cr_expect_eq(rk_teacher_run(&m.tcfg, &m.td, &m.st, &bad, d, &rep, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "bias_factor must be >= 1") != NULL, "%s", e.msg);
+    bad.bias_factor = 2;
+    bad.bias_vertical = 3;
+    cr_expect_eq(rk_teacher_run(&m.tcfg, &m.td, &m.st, &bad, d, &rep, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "bias vertical 3") != NULL, "%s", e.msg);
     rk_das_close(d);
     ml_close(&m);
 }

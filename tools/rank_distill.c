@@ -25,14 +25,15 @@ static void distill_usage(FILE *o) {
     fprintf(o,
             "usage: rank distill --stream FILE --teacher-config FILE --student-config FILE --out DIR\n"
             "         [--chunks N (20)] [--warmup N (6)] [--verticals SPEC] [--modes LIST (none,kd,ah,ah_sa)]\n"
-            "         [--staleness K (0)] [--bias-vertical NAME --bias-factor F] [--seed N]\n"
+            "         [--staleness K (0)] [--bias-vertical NAME --bias-factor F [--bias-mode repeat|subsample]] [--seed N]\n"
             "         [--w W (1)] [--alpha A (1)] [--beta B (1)] [--w-sa W (1)] [--sa-hidden K (8)] [--lr-sa LR (1e-3)]\n"
             "         [--checkpoints] [--json FILE]\n"
             "  FILE: a time-ordered TSV of `rank data movielens` (e.g. train+valid+test concatenated).\n"
             "  Chunks: equal-count in time order. SPEC: 'name:Genre,Genre;name2:...' (default: MovieLens\n"
             "  genre families action / comedy / drama). Modes: none (student alone), kd (single-head KD),\n"
             "  ah (auxiliary head), ah_sa (auxiliary head + student adapter). The teacher labels chunk t with\n"
-            "  its version trained through chunk t-1-K.\n");
+            "  its version trained through chunk t-1-K. A biased teacher sees vertical NAME's rows F times per\n"
+            "  chunk (repeat, default) or every other row with probability 1/F (subsample).\n");
 }
 
 static int fail(const rk_err *e) {
@@ -119,7 +120,7 @@ int rank_distill_main(int argc, char **argv) {
     const char *stream = NULL, *tpath = NULL, *spath = NULL, *out = NULL, *json = NULL, *bias_name = NULL;
     const char *spec = RK_EXFM_ML_VERTICALS, *modes = "none,kd,ah,ah_sa";
     long chunks = 20, warmup = 6, stale = 0, bias_factor = 1, seed = -1, sa_hidden = 8;
-    int ckpt = 0;
+    int ckpt = 0, bias_sub = 0;
     rk_exfm_cfg base = RK_EXFM_CFG_DEFAULT;
     static struct option opts[] = {
         {"stream", 1, 0, 'i'},      {"teacher-config", 1, 0, 'T'}, {"student-config", 1, 0, 'S'}, {"out", 1, 0, 'o'},
@@ -127,7 +128,7 @@ int rank_distill_main(int argc, char **argv) {
         {"staleness", 1, 0, 'k'},   {"bias-vertical", 1, 0, 'b'},  {"bias-factor", 1, 0, 'f'},    {"seed", 1, 0, 's'},
         {"w", 1, 0, 'w'},           {"alpha", 1, 0, 'a'},          {"beta", 1, 0, 'B'},           {"w-sa", 1, 0, 'x'},
         {"sa-hidden", 1, 0, 'K'},   {"lr-sa", 1, 0, 'l'},          {"checkpoints", 0, 0, 'C'},    {"json", 1, 0, 'j'},
-        {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+        {"bias-mode", 1, 0, 'M'},   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -152,6 +153,14 @@ int rank_distill_main(int argc, char **argv) {
         case 'l': if (parse_f("lr-sa", optarg, &base.lr_sa)) return 2; break;
         case 'C': ckpt = 1; break;
         case 'j': json = optarg; break;
+        case 'M':
+            if (!strcmp(optarg, "repeat")) bias_sub = 0;
+            else if (!strcmp(optarg, "subsample")) bias_sub = 1;
+            else {
+                fprintf(stderr, "rank distill: --bias-mode: expected repeat or subsample, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': distill_usage(stdout); return 0;
         default: distill_usage(stderr); return 2;
         }
@@ -229,10 +238,11 @@ int rank_distill_main(int argc, char **argv) {
     to.staleness = (int)stale;
     to.bias_vertical = bias_v;
     to.bias_factor = (int)bias_factor;
+    to.bias_subsample = bias_sub;
     rk_teacher_report tr;
     if (rk_teacher_run(&tcfg, &td, &st, &to, das, &tr, &e)) goto done;
-    printf("teacher: chunks=%d staleness=%ld bias=%s x%ld requested=%zu scored=%zu seconds=%.1f\n", st.n_chunks, stale,
-           bias_name ? bias_name : "none", bias_factor, tr.requested, tr.scored, tr.seconds);
+    printf("teacher: chunks=%d staleness=%ld bias=%s x%ld (%s) requested=%zu scored=%zu seconds=%.1f\n", st.n_chunks, stale,
+           bias_name ? bias_name : "none", bias_factor, bias_sub ? "subsample" : "repeat", tr.requested, tr.scored, tr.seconds);
     /* the teacher's own quality on each vertical after the warm-up, from the log */
     double teacher_ne[RK_EXFM_MAX_VERTICALS], teacher_auc[RK_EXFM_MAX_VERTICALS];
     if (teacher_metrics(&st, &td, das, (int)warmup, teacher_ne, teacher_auc, &e)) goto done;
@@ -241,9 +251,10 @@ int rank_distill_main(int argc, char **argv) {
         goto done;
     }
     if (jf)
-        fprintf(jf, "{\"chunks\": %d, \"warmup\": %ld, \"staleness\": %ld, \"bias_vertical\": \"%s\", \"bias_factor\": %ld, "
+        fprintf(jf, "{\"chunks\": %d, \"warmup\": %ld, \"staleness\": %ld, \"bias_vertical\": \"%s\", \"bias_factor\": %ld, \"bias_mode\": \"%s\", "
                     "\"teacher_scored\": %zu, \"teacher_requested\": %zu, ",
-                st.n_chunks, warmup, stale, bias_name ? bias_name : "", bias_factor, tr.scored, tr.requested);
+                st.n_chunks, warmup, stale, bias_name ? bias_name : "", bias_factor, bias_sub ? "subsample" : "repeat", tr.scored,
+                tr.requested);
     for (int v = 0; jf && v < st.n_verticals; v++)
         fprintf(jf, "%s{\"vertical\": \"%s\", \"ne\": %.6f, \"auc\": %.6f}", v ? ", " : "\"teacher\": [", st.vname[v],
                 teacher_ne[v], teacher_auc[v]);
