@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash \
-        bench-encoder
+        bench-encoder bench-exfm
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -59,6 +59,12 @@ bench-train: build
 # (bench/bench_cetnet.sh; figures in bench/RESULTS.md).
 bench-cetnet: build
 	@bash bench/bench_cetnet.sh $(BUILD)
+# ExFM distillation on the MovieLens stream: student alone vs single-head KD vs
+# aux head vs aux head + adapter; stale, biased and small teachers; 3 seeds,
+# nice -n 19, ~2 min (bench/bench_exfm.sh; figures in bench/RESULTS.md).
+bench-exfm: build
+	@bash bench/bench_exfm.sh $(BUILD)
+
 # Embedding store vs raw RocksDB (1M x 64 table, Zipf batches) + codec AUC; ~2-3 min.
 bench-store: build
 	@bash bench/bench_store.sh $(BUILD)

@@ -40,6 +40,10 @@ typedef struct {
     float *fm;                    /* [2B] DeepFM terms */
     /* backward */
     float *dlogit, *da, *db_, *dx0, *dxl, *scratch;
+    /* optional extra gradient at the backbone output (the input of the
+     * output layer, [B, H]), added before the backward pass goes below it;
+     * NULL (default) = none. Set by rk_trainer_step (ExFM's auxiliary head). */
+    const float *dh_extra;
     float *mem;
 } rk_work;
 
@@ -102,8 +106,6 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g);
  * Returns RK_ENUMERIC when raw or the result is not finite. */
 rk_status rk_dense_value(const rk_feature *f, double raw, float *out);
 
-/* Batch helpers. */
-rk_status rk_batch_alloc(rk_batch *b, const rk_model_cfg *c, int cap_rows, size_t values_per_feature, rk_err *err);
-void rk_batch_free(rk_batch *b);
+/* Batch helpers (rk_batch_alloc, rk_batch_free, rk_batch_gather): rank.h. */
 
 #endif

@@ -660,6 +660,7 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     /* da = d loss / d hlast */
     float *da = w->da, *dtmp = w->db_;
     rk_linear_backward(da, gp.oW, gp.ob, w->dlogit, hlast, m->p.oW, B, prev, 1);
+    if (w->dh_extra) cblas_saxpy(B * prev, 1.0f, w->dh_extra, 1, da, 1);
     for (int i = nh - 1; i >= 0; i--) {
         int in = i ? t->hidden[i - 1] : D;
         const float *x = i ? w->act[i - 1] : w->xs[t->n_cross];

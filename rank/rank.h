@@ -335,6 +335,43 @@ typedef struct {
 rk_status rk_train(const rk_model_cfg *cfg, const rk_train_io *io, rk_model **out,
                    rk_train_report *rep, rk_err *err);
 
+/* ---- online trainer: one optimizer step at a time (streaming, distillation)
+ *
+ * rk_train's per-step machinery for callers that own the loop and the loss
+ * (distill/'s streaming ExFM students and teachers): forward a mini-batch,
+ * read the logits and the backbone output, then give d loss / d logit and
+ * optionally an extra gradient at the backbone output; one step applies
+ * Adam to the dense parameters and Adagrad to the touched embedding rows,
+ * exactly as rk_train does. Single models only (not ensembles). */
+typedef struct rk_trainer rk_trainer;
+/* Width H of the backbone output: the last hidden layer (the output layer's
+ * input); the tower input width D when the MLP has no hidden layer. */
+int rk_model_backbone_dim(const rk_model *m);
+/* Trainer of m (RAM tables, e.g. from rk_model_create) for batches of up to
+ * max_rows rows gathered from src (src sizes the per-feature value buffers:
+ * max_rows x src's widest row). m must outlive it. RK_EINVAL for an
+ * ensemble or a model without RAM tables; RK_ENOMEM. */
+rk_status rk_trainer_create(rk_model *m, const rk_batch *src, int max_rows, rk_trainer **out, rk_err *err);
+void rk_trainer_destroy(rk_trainer *t);
+/* Forward rows idx[0..n) of src (n <= max_rows). *logit gets [n] logits,
+ * *hidden (may be NULL) the backbone output [n, H], both owned by t and
+ * valid until the next call; labels of the rows are in *labels [n]. */
+rk_status rk_trainer_forward(rk_trainer *t, const rk_batch *src, const uint32_t *idx, int n, const float **logit,
+                             const float **hidden, const float **labels, rk_err *err);
+/* Backward of the last forward and one optimizer step. dlogit[n]: d loss /
+ * d logit (the batch mean already applied); dhidden [n, H] or NULL: a
+ * gradient added at the backbone output (ExFM's scaled auxiliary-head
+ * gradient). Adam's step counter is the trainer's own (1-based). */
+void rk_trainer_step(rk_trainer *t, const float *dlogit, const float *dhidden);
+/* A batch with room for cap_rows rows and values_per_feature hashed values
+ * per sparse feature (labels, dense slots zeroed). RK_ENOMEM. Free with
+ * rk_batch_free. */
+rk_status rk_batch_alloc(rk_batch *b, const rk_model_cfg *c, int cap_rows, size_t values_per_feature, rk_err *err);
+void rk_batch_free(rk_batch *b);
+/* Copy rows idx[0..n) of src into dst (CSR rebuilt; dst from rk_batch_alloc
+ * with room for n rows and their values). */
+void rk_batch_gather(const rk_batch *src, const rk_model_cfg *c, const uint32_t *idx, int n, rk_batch *dst);
+
 /* === server === */
 /*
  * The rankd.v1.Ranker service (rank/service.c), the gRPC server that hosts

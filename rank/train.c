@@ -23,7 +23,7 @@ static int cmp_u64(const void *a, const void *b) {
 }
 
 /* Copy rows idx[0..n) of the dataset into the batch (CSR rebuilt). */
-static void gather(const rk_batch *src, const rk_model_cfg *c, const uint32_t *idx, int n, rk_batch *dst) {
+void rk_batch_gather(const rk_batch *src, const rk_model_cfg *c, const uint32_t *idx, int n, rk_batch *dst) {
     dst->n_rows = n;
     for (int f = 0; f < c->n_features; f++) {
         if (c->features[f].kind != RK_FEAT_SPARSE) continue;
@@ -249,7 +249,7 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
         double loss_sum = 0, t0 = rk_now();
         for (int b0 = 0; b0 < N; b0 += BS) {
             int n = N - b0 < BS ? N - b0 : BS;
-            gather(&tr.b, &cfg, perm + b0, n, &bt);
+            rk_batch_gather(&tr.b, &cfg, perm + b0, n, &bt);
             for (int i = 0; i < NT; i++) {
                 if ((s = rk_model_fill_x0(ts[i].m, &bt, &ts[i].w, NULL, err))) goto done;
                 rk_model_forward(ts[i].m, &ts[i].w, n);
@@ -343,4 +343,80 @@ done:
     rk_free(perm);
     rk_free(dz);
     return s;
+}
+
+/* ---------------------------------------------------------------- online trainer */
+
+struct rk_trainer {
+    tower_state ts;
+    rk_batch bt;
+    uint64_t *uniq;
+    int max_rows, n;
+    long step;
+};
+
+int rk_model_backbone_dim(const rk_model *m) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    return t->n_hidden ? t->hidden[t->n_hidden - 1] : m->D;
+}
+
+void rk_trainer_destroy(rk_trainer *t) {
+    if (!t) return;
+    tower_free(&t->ts);
+    rk_batch_free(&t->bt);
+    rk_free(t->uniq);
+    rk_free(t);
+}
+
+rk_status rk_trainer_create(rk_model *m, const rk_batch *src, int max_rows, rk_trainer **out, rk_err *err) {
+    *out = NULL;
+    if (m->n_members) return rk_fail(err, RK_EINVAL, "trainer: ensembles are not supported (single models only)");
+    for (int f = 0; f < m->cfg.n_features; f++)
+        if (m->cfg.features[f].kind == RK_FEAT_SPARSE && !m->tables[f])
+            return rk_fail(err, RK_EINVAL, "trainer: table '%s' is not in memory", m->cfg.features[f].name);
+    if (max_rows <= 0) return rk_fail(err, RK_EINVAL, "trainer: max_rows must be > 0, got %d", max_rows);
+    size_t maxrow = 1;
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        if (m->cfg.features[f].kind != RK_FEAT_SPARSE || !src->offsets[f]) continue;
+        for (int r = 0; r < src->n_rows; r++) {
+            size_t L = src->offsets[f][r + 1] - src->offsets[f][r];
+            if (L > maxrow) maxrow = L;
+        }
+    }
+    rk_trainer *t = rk_calloc(1, sizeof *t);
+    if (!t) return rk_fail(err, RK_ENOMEM, "trainer: out of memory");
+    t->max_rows = max_rows;
+    rk_status s = tower_init(&t->ts, m, max_rows, err);
+    if (s == RK_OK) s = rk_batch_alloc(&t->bt, &m->cfg, max_rows, (size_t)max_rows * maxrow, err);
+    if (s == RK_OK && !(t->uniq = rk_malloc((size_t)max_rows * maxrow * sizeof(uint64_t))))
+        s = rk_fail(err, RK_ENOMEM, "trainer: out of memory");
+    if (s) {
+        rk_trainer_destroy(t);
+        return s;
+    }
+    *out = t;
+    return RK_OK;
+}
+
+rk_status rk_trainer_forward(rk_trainer *t, const rk_batch *src, const uint32_t *idx, int n, const float **logit,
+                             const float **hidden, const float **labels, rk_err *err) {
+    if (n <= 0 || n > t->max_rows) return rk_fail(err, RK_EINVAL, "trainer: batch of %d rows (1..%d)", n, t->max_rows);
+    rk_model *m = t->ts.m;
+    rk_batch_gather(src, &m->cfg, idx, n, &t->bt);
+    rk_status s = rk_model_fill_x0(m, &t->bt, &t->ts.w, NULL, err);
+    if (s) return s;
+    rk_model_forward(m, &t->ts.w, n);
+    t->n = n;
+    const rk_tower_cfg *tw = &m->cfg.tower;
+    *logit = t->ts.w.logit;
+    if (hidden) *hidden = tw->n_hidden ? t->ts.w.act[tw->n_hidden - 1] : t->ts.w.xs[tw->n_cross];
+    if (labels) *labels = t->bt.labels;
+    return RK_OK;
+}
+
+void rk_trainer_step(rk_trainer *t, const float *dlogit, const float *dhidden) {
+    memcpy(t->ts.w.dlogit, dlogit, (size_t)t->n * sizeof(float));
+    t->ts.w.dh_extra = dhidden;
+    tower_step(&t->ts, &t->bt, t->n, ++t->step, t->uniq);
+    t->ts.w.dh_extra = NULL;
 }

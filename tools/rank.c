@@ -5,6 +5,7 @@
  *   rank train --config FILE --data DIR --out BUNDLE [options]
  *   rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]
  *   rank query --addr HOST:PORT --model BUNDLE --input FILE --output FILE (gRPC client)
+ *   rank distill --stream FILE --teacher-config FILE --student-config FILE --out DIR (ExFM)
  */
 #include <cblas.h>
 #include <errno.h>
@@ -23,6 +24,7 @@
 int rank_query_main(int argc, char **argv);  /* tools/rank_query.c */
 int rank_store_main(int argc, char **argv);  /* tools/rank_store.c */
 int rank_encode_main(int argc, char **argv); /* tools/rank_encode.c */
+int rank_distill_main(int argc, char **argv); /* tools/rank_distill.c */
 
 static void usage(FILE *o) {
     fprintf(o,
@@ -45,6 +47,8 @@ static void usage(FILE *o) {
             "      re-encode a bundle's embedding tables (fp32, fp16, int8), apply row updates, inspect\n"
             "  encode text --model DIR --input FILE --output FILE ...\n"
             "      content embeddings from a BERT-family text encoder (all-MiniLM-L6-v2)\n"
+            "  distill --stream FILE --teacher-config FILE --student-config FILE --out DIR ...\n"
+            "      ExFM: streaming teacher + DAS log + vertical students (aux head, adapter), NE/AUC\n"
             "\n"
             "Run 'rank COMMAND --help' for a command's options.\n");
 }
@@ -448,7 +452,8 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     int help = 0;
     for (int i = 2; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
-    if (!help && (!strcmp(cmd, "train") || !strcmp(cmd, "score") || !strcmp(cmd, "query") || !strcmp(cmd, "encode")))
+    if (!help && (!strcmp(cmd, "train") || !strcmp(cmd, "score") || !strcmp(cmd, "query") || !strcmp(cmd, "encode") ||
+                  !strcmp(cmd, "distill")))
         rk_log_blas_info();
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
@@ -456,6 +461,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "query")) return rank_query_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "store")) return rank_store_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "encode")) return rank_encode_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "distill")) return rank_distill_main(argc - 1, argv + 1);
     fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
