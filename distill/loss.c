@@ -37,7 +37,7 @@ static double sigm(double z) {
     return e / (1 + e);
 }
 
-double rk_exfm_bce(double z, double t) { return fmax(z, 0) - z * t + log1p(exp(-fabs(z))); }
+double rk_exfm_bce(double z, double t) { return rk_bce_logit(z, t); }
 
 double rk_exfm_loss(const rk_exfm_cfg *c, int n, const float *z_s, const float *z_d, const float *y, const float *p_f,
                     const float *q, float *dz_s, float *dz_d) {

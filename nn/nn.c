@@ -161,6 +161,8 @@ void rk_embedding_bag_backward(float *dtable, const float *dout, size_t dout_str
 
 /* ---------------------------------------------------------------- loss */
 
+double rk_bce_logit(double z, double t) { return (z > 0.0 ? z : 0.0) - z * t + log1p(exp(-fabs(z))); }
+
 double rk_bce_logits(const float *z, const float *y, int B, float *dz) {
     if (B <= 0) return 0.0;
     double sum = 0.0;
@@ -168,7 +170,7 @@ double rk_bce_logits(const float *z, const float *y, int B, float *dz) {
         double zi = z[i], yi = y[i];
         /* max(z,0) - z*y + log(1 + exp(-|z|)): log1p of exp(-|z|) <= 1 never
          * overflows, and for large |z| the loss is the linear term exactly. */
-        sum += (zi > 0.0 ? zi : 0.0) - zi * yi + log1p(exp(-fabs(zi)));
+        sum += rk_bce_logit(zi, yi);
         if (dz) {
             double p = zi >= 0.0 ? 1.0 / (1.0 + exp(-zi)) : exp(zi) / (1.0 + exp(zi));
             dz[i] = (float)((p - yi) / B);

@@ -87,6 +87,10 @@ void rk_embedding_bag_backward(float *dtable, const float *dout, size_t dout_str
  *   loss = mean( max(z,0) - z*y + log(1 + exp(-|z|)) )
  * Returns the loss in double; if dz != NULL writes dz[b] = (sigmoid(z)-y)/B. */
 double rk_bce_logits(const float *z, const float *y, int B, float *dz);
+/* One row of it: max(z,0) - z*t + log(1 + exp(-|z|)) for a logit z and a
+ * (soft) target t in [0, 1]; stable for any finite z (log1p of a value <= 1).
+ * Used by the CETNet collaborative loss and the ExFM losses. */
+double rk_bce_logit(double z, double t);
 
 /* ---------------------------------------------------------------- optimizers */
 

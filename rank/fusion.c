@@ -35,7 +35,6 @@ static double sigmoid_d(double z) {
 }
 
 /* Stable BCE on a logit with a soft target t in [0, 1]. */
-static double bce_logit(double z, double t) { return fmax(z, 0) - z * t + log1p(exp(-fabs(z))); }
 
 /* Fusion of clamped member pCTRs q[M]: weights w[M], confidences conf[M]
  * (0 for mean fusion) and the fused pCTR. The one implementation behind
@@ -90,7 +89,7 @@ double rk_collab_grad(const rk_fusion_cfg *f, double tau, const float *z, int M,
         double dpdz = f->type == RK_FUSION_MEAN ? dq / M : w[i] * (1 + (q - p) * log(q / (1 - q)) / tau) * dq;
         if (dq == 0) dpdz = 0;
         dz[i] = dLdp * dpdz + f->w_member * (q - y) + f->lambda * (q - p);
-        loss += f->w_member * bce_logit(z[i], y) + f->lambda * bce_logit(z[i], p);
+        loss += f->w_member * rk_bce_logit(z[i], y) + f->lambda * rk_bce_logit(z[i], p);
         if (f->type == RK_FUSION_CONFIDENCE) dpdtau += -w[i] * qc[i] * (conf[i] - cbar) / (tau * tau);
     }
     if (dlog_tau) *dlog_tau = dLdp * dpdtau * tau;
