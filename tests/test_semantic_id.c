@@ -1,0 +1,417 @@
+/*
+ * tests/test_semantic_id.c — semantic_id/: token rows against the exact
+ * big-integer values of tests/ref/sid_rows.py (papers.md §6.2 test vectors,
+ * K = 2048, L = 6 included), the property tests of issue 5, RQ-KMeans
+ * recovering known centres, greedy encoding of exact sums of centroids,
+ * codebook quality figures on a hand-computed case, and the codebook /
+ * item-records files (round trip and bad input).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "semantic_id.h"
+
+static char tmp[64];
+
+static void tmp_make(void) {
+    snprintf(tmp, sizeof tmp, "/tmp/rk_test_sid.XXXXXX");
+    cr_assert_not_null(mkdtemp(tmp), "mkdtemp failed");
+}
+
+static void tmp_remove(void) {
+    rk_alloc_fail_after(0);
+    rk_rm_rf(tmp, NULL);
+}
+
+TestSuite(sid, .init = tmp_make, .fini = tmp_remove);
+
+static const char *tpath(const char *name) {
+    static char buf[4][256];
+    static int k;
+    char *p = buf[k++ % 4];
+    snprintf(p, sizeof buf[0], "%s/%s", tmp, name);
+    return p;
+}
+
+/* ---------------------------------------------------------------- token rows */
+
+static void expect_rows(rk_sid_param p, const uint32_t *c, int L, uint32_t K, int ngram, uint64_t H,
+                        const uint64_t *want, int G) {
+    uint64_t got[RK_SID_MAX_LEVELS];
+    int g = rk_sid_rows(p, c, L, K, ngram, H, got);
+    cr_assert_eq(g, G, "%s: G = %d, expected %d", rk_sid_param_name(p), g, G);
+    for (int i = 0; i < G; i++)
+        cr_expect_eq(got[i], want[i], "%s H=%llu row %d: %llu, expected %llu", rk_sid_param_name(p),
+                     (unsigned long long)H, i, (unsigned long long)got[i], (unsigned long long)want[i]);
+}
+
+Test(sid, paper_vectors_k4) {
+    /* papers.md §6.2: K = 4, codes (1,2,3): prefix rows 1, 10, 47; all-bigrams 6, 27; trigram 27 */
+    const uint32_t c[3] = {1, 2, 3};
+    const uint64_t pre[3] = {1, 10, 47}, bi[2] = {6, 27}, tri[1] = {27};
+    const uint64_t Hs[4] = {18446744073709551615ULL, 2305843009213693951ULL, 1000003ULL, 3247ULL};
+    for (int h = 0; h < 4; h++) {
+        expect_rows(RK_PARAM_PREFIX_NGRAM, c, 3, 4, 0, Hs[h], pre, 3);
+        expect_rows(RK_PARAM_ALL_BIGRAMS, c, 3, 4, 0, Hs[h], bi, 2);
+        expect_rows(RK_PARAM_TRIGRAM, c, 3, 4, 0, Hs[h], tri, 1);
+    }
+    /* prefix-2gram: the first two rows only; offsets 0, 4, 20 = rows of code tuples of zeros */
+    expect_rows(RK_PARAM_PREFIX_NGRAM, c, 3, 4, 2, 1000003ULL, pre, 2);
+    const uint32_t z[3] = {0, 0, 0};
+    const uint64_t off[3] = {0, 4, 20};
+    expect_rows(RK_PARAM_PREFIX_NGRAM, z, 3, 4, 0, 1000003ULL, off, 3);
+}
+
+Test(sid, paper_vectors_k2048_l6_no_overflow) {
+    /* exact tok_6 = 73823022692637345791 > 2^64 (tests/ref/sid_rows.py) */
+    const uint32_t c[6] = {2047, 2047, 2047, 2047, 2047, 2047};
+    struct {
+        uint64_t H, pre[6], bi[5], tri, four;
+    } v[4] = {
+        {18446744073709551615ULL,
+         {2047ULL, 4196351ULL, 8594130943ULL, 17600780175359ULL, 36046397799139327ULL, 36046397799139331ULL},
+         {4194303ULL, 8388607ULL, 12582911ULL, 16777215ULL, 20971519ULL},
+         8589934591ULL,
+         17592186044415ULL},
+        {2305843009213693951ULL,
+         {2047ULL, 4196351ULL, 8594130943ULL, 17600780175359ULL, 36046397799139327ULL, 36046397799139359ULL},
+         {4194303ULL, 8388607ULL, 12582911ULL, 16777215ULL, 20971519ULL},
+         8589934591ULL,
+         17592186044415ULL},
+        {1000003ULL,
+         {2047ULL, 196339ULL, 105161ULL, 373178ULL, 270347ULL, 673092ULL},
+         {194291ULL, 388583ULL, 582875ULL, 777167ULL, 971459ULL},
+         908824ULL,
+         268016ULL},
+        {3247ULL, {2047ULL, 1227ULL, 566ULL, 837ULL, 608ULL, 2431ULL}, {2426ULL, 1606ULL, 786ULL, 3213ULL, 2393ULL},
+         2585ULL, 270ULL},
+    };
+    for (int h = 0; h < 4; h++) {
+        expect_rows(RK_PARAM_PREFIX_NGRAM, c, 6, 2048, 0, v[h].H, v[h].pre, 6);
+        expect_rows(RK_PARAM_ALL_BIGRAMS, c, 6, 2048, 0, v[h].H, v[h].bi, 5);
+        expect_rows(RK_PARAM_TRIGRAM, c, 6, 2048, 0, v[h].H, &v[h].tri, 1);
+        expect_rows(RK_PARAM_FOURGRAM, c, 6, 2048, 0, v[h].H, &v[h].four, 1);
+    }
+    /* mixed codes */
+    const uint32_t d[6] = {5, 2047, 0, 1234, 77, 2046};
+    const uint64_t pre_b[6] = {5ULL, 1347ULL, 754ULL, 1902ULL, 1021ULL, 787ULL};
+    const uint64_t bi_b[5] = {2546ULL, 2806ULL, 2841ULL, 1930ULL, 606ULL};
+    const uint64_t tri_b = 2773ULL, four_b = 1335ULL;
+    expect_rows(RK_PARAM_PREFIX_NGRAM, d, 6, 2048, 0, 3247, pre_b, 6);
+    expect_rows(RK_PARAM_ALL_BIGRAMS, d, 6, 2048, 0, 3247, bi_b, 5);
+    expect_rows(RK_PARAM_TRIGRAM, d, 6, 2048, 0, 3247, &tri_b, 1);
+    expect_rows(RK_PARAM_FOURGRAM, d, 6, 2048, 0, 3247, &four_b, 1);
+    const uint64_t pre_exact[6] = {5ULL, 14335ULL, 29360128ULL, 60129545426ULL, 123145309034573ULL,
+                                   252201592902809598ULL};
+    expect_rows(RK_PARAM_PREFIX_NGRAM, d, 6, 2048, 0, 18446744073709551615ULL, pre_exact, 6);
+}
+
+Test(sid, param_names_and_shapes) {
+    rk_sid_param p;
+    rk_err err = {0};
+    for (int i = 0; i < RK_PARAM_COUNT; i++) {
+        cr_assert_eq(rk_sid_param_parse(rk_sid_param_name((rk_sid_param)i), &p, &err), RK_OK);
+        cr_expect_eq((int)p, i);
+    }
+    cr_expect_eq(rk_sid_param_parse("prefix-ngram", &p, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "unknown parameterization 'prefix-ngram'"), "%s", err.msg);
+    cr_expect_eq(rk_sid_param_rows(RK_PARAM_TRIGRAM, 2, 0), 0);
+    cr_expect_eq(rk_sid_param_rows(RK_PARAM_FOURGRAM, 3, 0), 0);
+    cr_expect_eq(rk_sid_param_rows(RK_PARAM_PREFIX_NGRAM, 3, 4), 0);
+    cr_expect_eq(rk_sid_param_rows(RK_PARAM_PREFIX_NGRAM, 6, 5), 5);
+    cr_expect_eq(rk_sid_param_rows(RK_PARAM_ALL_BIGRAMS, 4, 0), 3);
+    uint64_t rows[8];
+    const uint32_t c[2] = {1, 2};
+    cr_expect_eq(rk_sid_rows(RK_PARAM_TRIGRAM, c, 2, 4, 0, 100, rows), 0, "trigram needs 3 levels");
+    cr_expect_eq(rk_sid_rows(RK_PARAM_HASH, c, 2, 4, 0, 100, rows), 0, "hash does not use codes");
+    cr_expect_eq(rk_sid_mulmod(UINT64_MAX, UINT64_MAX, 1000000007ULL),
+                 (uint64_t)(((unsigned __int128)UINT64_MAX * UINT64_MAX) % 1000000007ULL));
+}
+
+/* Property tests over random code tuples (issue 5). */
+Test(sid, row_properties) {
+    rk_rng rng;
+    rk_rng_seed(&rng, 7);
+    const rk_sid_param ps[4] = {RK_PARAM_TRIGRAM, RK_PARAM_FOURGRAM, RK_PARAM_ALL_BIGRAMS, RK_PARAM_PREFIX_NGRAM};
+    const uint32_t K = 16;
+    const int L = 4;
+    for (int trial = 0; trial < 2000; trial++) {
+        uint32_t a[4], b[4];
+        for (int l = 0; l < L; l++) a[l] = (uint32_t)rk_rng_below(&rng, K);
+        int j = (int)rk_rng_below(&rng, L + 1); /* shared prefix length */
+        for (int l = 0; l < L; l++) b[l] = l < j ? a[l] : (uint32_t)rk_rng_below(&rng, K);
+        if (j < L && b[j] == a[j]) b[j] = (a[j] + 1) % K; /* exactly j shared */
+        uint64_t ra[8], rb[8], rc[8];
+        /* identical codes -> identical rows; the rows are a function of the codes only,
+         * so two raw ids with the same codes (an A/A pair) get the same rows */
+        for (int q = 0; q < 4; q++) {
+            uint64_t H = q == 3 ? 1000003 : 97;
+            int g1 = rk_sid_rows(ps[q], a, L, K, 0, H, ra);
+            int g2 = rk_sid_rows(ps[q], a, L, K, 0, H, rc);
+            cr_assert_eq(g1, g2);
+            for (int i = 0; i < g1; i++) cr_assert_eq(ra[i], rc[i]);
+            for (int i = 0; i < g1; i++) cr_assert_lt(ra[i], H);
+        }
+        /* shared prefix of length j -> at least j shared rows (exactly j when H >= token space:
+         * K + K^2 + K^3 + K^4 = 69904 < 1000003) */
+        for (int big = 0; big < 2; big++) {
+            uint64_t H = big ? 1000003 : 101;
+            rk_sid_rows(RK_PARAM_PREFIX_NGRAM, a, L, K, 0, H, ra);
+            rk_sid_rows(RK_PARAM_PREFIX_NGRAM, b, L, K, 0, H, rb);
+            int shared = 0;
+            for (int i = 0; i < L; i++) shared += ra[i] == rb[i];
+            for (int i = 0; i < j; i++) cr_assert_eq(ra[i], rb[i], "prefix row %d differs with %d shared codes", i, j);
+            if (big) cr_assert_eq(shared, j, "H >= token space: exactly %d shared rows, got %d", j, shared);
+            else cr_assert_geq(shared, j);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- k-means */
+
+/* n points around C well-separated known centres; RQ-KMeans with K = C at one
+ * level must find every centre (each found centroid within 4 sigma/sqrt(n_c)
+ * of a distinct true centre) and label every point by its centre. */
+Test(sid, kmeans_recovers_known_centres) {
+    const int C = 8, dim = 16, per = 200;
+    const size_t n = (size_t)C * per;
+    float centres[8 * 16];
+    rk_rng rng;
+    rk_rng_seed(&rng, 42);
+    for (int c = 0; c < C; c++)
+        for (int d = 0; d < dim; d++) centres[c * dim + d] = (float)(10.0 * rk_rng_normal(&rng));
+    float *x = malloc(n * dim * sizeof(float));
+    int *truth = malloc(n * sizeof(int));
+    const double sigma = 0.1;
+    for (size_t i = 0; i < n; i++) {
+        int c = (int)(i % C);
+        truth[i] = c;
+        for (int d = 0; d < dim; d++) x[i * dim + d] = centres[c * dim + d] + (float)(sigma * rk_rng_normal(&rng));
+    }
+    rk_sid_codebook cb;
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    o.quiet = 1;
+    rk_err err = {0};
+    cr_assert_eq(rk_sid_train(x, n, dim, 1, C, &o, &cb, &err), RK_OK, "%s", err.msg);
+    int match[8];
+    int used[8] = {0};
+    for (int k = 0; k < C; k++) {
+        int best = -1;
+        double bd = 1e30;
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int d = 0; d < dim; d++) {
+                double t = cb.centroids[k * dim + d] - centres[c * dim + d];
+                s += t * t;
+            }
+            if (s < bd) {
+                bd = s;
+                best = c;
+            }
+        }
+        match[k] = best;
+        used[best]++;
+        /* the mean of 200 points with sigma 0.1 per coordinate: |error| ~ 0.1/sqrt(200) per coord */
+        cr_expect_lt(sqrt(bd), 4 * sigma * sqrt((double)dim / per), "centroid %d is %g from its centre", k, sqrt(bd));
+    }
+    for (int c = 0; c < C; c++) cr_expect_eq(used[c], 1, "true centre %d matched %d times", c, used[c]);
+    uint32_t *codes = malloc(n * sizeof(uint32_t));
+    cr_assert_eq(rk_sid_encode(&cb, x, n, codes, &err), RK_OK);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(match[codes[i]], truth[i], "point %zu mislabeled", i);
+    rk_sid_stats s;
+    cr_assert_eq(rk_sid_compute_stats(&cb, x, n, codes, &s, &err), RK_OK);
+    cr_expect_eq(s.utilisation[0], 1.0);
+    cr_expect_lt(s.recon_mse[0], dim * sigma * sigma * 1.2); /* ~ dim sigma^2 = 0.16 */
+    cr_expect_gt(s.recon_mse[0], dim * sigma * sigma * 0.8);
+    /* same seed -> same codebook bit for bit */
+    rk_sid_codebook cb2;
+    cr_assert_eq(rk_sid_train(x, n, dim, 1, C, &o, &cb2, &err), RK_OK);
+    cr_expect_eq(memcmp(cb.centroids, cb2.centroids, (size_t)C * dim * sizeof(float)), 0);
+    rk_sid_codebook_free(&cb);
+    rk_sid_codebook_free(&cb2);
+    free(codes);
+    free(x);
+    free(truth);
+}
+
+/* Two-level hierarchy: x = A[a] + B[b] + noise with |A| >> |B|; RQ-KMeans
+ * L = 2 recovers (a, b) for every point up to a relabeling per level, the
+ * error falls from level 1 to level 2, and every code is used. */
+Test(sid, residual_levels_recover_hierarchy) {
+    const int KA = 4, KB = 4, dim = 8, rep = 30;
+    const size_t n = (size_t)KA * KB * rep;
+    float A[4 * 8], B[4 * 8];
+    rk_rng rng;
+    rk_rng_seed(&rng, 3);
+    for (int i = 0; i < KA * dim; i++) A[i] = (float)(20 * rk_rng_normal(&rng));
+    for (int i = 0; i < KB * dim; i++) B[i] = (float)(2 * rk_rng_normal(&rng));
+    float *x = malloc(n * dim * sizeof(float));
+    int *ta = malloc(n * sizeof(int)), *tb = malloc(n * sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+        ta[i] = (int)(i % KA);
+        tb[i] = (int)((i / KA) % KB);
+        for (int d = 0; d < dim; d++)
+            x[i * dim + d] = A[ta[i] * dim + d] + B[tb[i] * dim + d] + (float)(0.05 * rk_rng_normal(&rng));
+    }
+    rk_sid_codebook cb;
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    o.quiet = 1;
+    o.seed = 11;
+    rk_err err = {0};
+    cr_assert_eq(rk_sid_train(x, n, dim, 2, 4, &o, &cb, &err), RK_OK, "%s", err.msg);
+    uint32_t *codes = malloc(n * 2 * sizeof(uint32_t));
+    cr_assert_eq(rk_sid_encode(&cb, x, n, codes, &err), RK_OK);
+    /* a consistent bijection true label -> code per level */
+    int mapA[4], mapB[4];
+    for (int i = 0; i < 4; i++) mapA[i] = mapB[i] = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (mapA[ta[i]] < 0) mapA[ta[i]] = (int)codes[2 * i];
+        if (mapB[tb[i]] < 0) mapB[tb[i]] = (int)codes[2 * i + 1];
+        cr_assert_eq((int)codes[2 * i], mapA[ta[i]], "level 1 code of point %zu", i);
+        cr_assert_eq((int)codes[2 * i + 1], mapB[tb[i]], "level 2 code of point %zu", i);
+    }
+    rk_sid_stats s;
+    cr_assert_eq(rk_sid_compute_stats(&cb, x, n, codes, &s, &err), RK_OK);
+    cr_expect_lt(s.recon_mse[1], s.recon_mse[0] / 50);
+    cr_expect_eq(s.utilisation[0], 1.0);
+    cr_expect_eq(s.utilisation[1], 1.0);
+    cr_expect_eq(s.n_unique, 16u);
+    cr_expect_eq(s.collision_rate, 1.0, "30 points per (a, b) cell all collide");
+    rk_sid_codebook_free(&cb);
+    free(codes);
+    free(x);
+    free(ta);
+    free(tb);
+}
+
+/* papers.md §6.1: z = sum_l V_l[a_l] with well-separated codebooks -> codes = a. */
+Test(sid, encode_exact_sums) {
+    const int L = 3, K = 5, dim = 6;
+    rk_sid_codebook cb = {L, K, dim, calloc((size_t)L * K * dim, sizeof(float))};
+    rk_rng rng;
+    rk_rng_seed(&rng, 5);
+    const double scale[3] = {100, 10, 1};
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < K * dim; i++) cb.centroids[(size_t)l * K * dim + i] = (float)(scale[l] * rk_rng_normal(&rng));
+    for (int t = 0; t < 100; t++) {
+        uint32_t a[3], got[3];
+        float z[6] = {0};
+        for (int l = 0; l < L; l++) {
+            a[l] = (uint32_t)rk_rng_below(&rng, K);
+            for (int d = 0; d < dim; d++) z[d] += cb.centroids[((size_t)l * K + a[l]) * dim + d];
+        }
+        float r[6];
+        rk_err err = {0};
+        cr_assert_eq(rk_sid_encode_one(&cb, z, got, r, &err), RK_OK);
+        for (int l = 0; l < L; l++) cr_assert_eq(got[l], a[l], "trial %d level %d", t, l);
+        for (int d = 0; d < dim; d++) cr_assert_lt(fabsf(r[d]), 1e-3f);
+    }
+    float bad[6] = {0, NAN, 0, 0, 0, 0};
+    uint32_t c[3];
+    rk_err err = {0};
+    cr_expect_eq(rk_sid_encode_one(&cb, bad, c, NULL, &err), RK_ENUMERIC);
+    cr_expect(strstr(err.msg, "column 1 is not finite"), "%s", err.msg);
+    /* hand-computed stats: 2 items, L = 1 */
+    rk_sid_codebook one = {1, 2, 1, (float[]){0.0f, 10.0f}};
+    float xs[3] = {1.0f, 9.0f, 2.0f};
+    uint32_t cs[3] = {0, 1, 0};
+    rk_sid_stats s;
+    cr_assert_eq(rk_sid_compute_stats(&one, xs, 3, cs, &s, &err), RK_OK);
+    cr_expect_float_eq(s.recon_mse[0], (1.0 + 1.0 + 4.0) / 3, 1e-12); /* residuals 1, -1, 2 */
+    cr_expect_float_eq(s.rel_error[0], 2.0 / ((1 + 81 + 4) / 3.0), 1e-12);
+    cr_expect_float_eq(s.utilisation[0], 1.0, 1e-12);
+    cr_expect_float_eq(s.collision_rate, 2.0 / 3, 1e-12); /* items 0 and 2 share code 0 */
+    cr_expect_eq(s.n_unique, 2u);
+    free(cb.centroids);
+}
+
+Test(sid, train_bad_input) {
+    rk_sid_codebook cb;
+    rk_err err = {0};
+    float x[8] = {0, 1, 2, 3, 4, 5, 6, INFINITY};
+    cr_expect_eq(rk_sid_train(x, 4, 2, 1, 8, NULL, &cb, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "4 embeddings, need at least K = 8"), "%s", err.msg);
+    cr_expect_eq(rk_sid_train(x, 4, 2, 9, 2, NULL, &cb, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "levels 9"), "%s", err.msg);
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    o.quiet = 1;
+    cr_expect_eq(rk_sid_train(x, 4, 2, 1, 2, &o, &cb, &err), RK_ENUMERIC);
+    cr_expect(strstr(err.msg, "row 3 column 1 is not finite"), "%s", err.msg);
+    /* duplicate points: fewer distinct points than K still gives a codebook (repair) */
+    float y[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    cr_expect_eq(rk_sid_train(y, 4, 2, 1, 2, &o, &cb, &err), RK_OK, "%s", err.msg);
+    rk_sid_codebook_free(&cb);
+}
+
+/* ---------------------------------------------------------------- files */
+
+Test(sid, codebook_and_items_round_trip) {
+    const int L = 2, K = 3, dim = 4;
+    rk_sid_codebook cb = {L, K, dim, malloc((size_t)L * K * dim * sizeof(float))};
+    for (int i = 0; i < L * K * dim; i++) cb.centroids[i] = (float)i * 0.25f - 1.0f;
+    rk_err err = {0};
+    cr_assert_eq(rk_sid_codebook_save(&cb, tpath("cb.safetensors"), "minilm-v1", &err), RK_OK, "%s", err.msg);
+    rk_sid_codebook back;
+    cr_assert_eq(rk_sid_codebook_load(tpath("cb.safetensors"), &back, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(back.levels, L);
+    cr_expect_eq(back.codes, K);
+    cr_expect_eq(back.dim, dim);
+    cr_expect_eq(memcmp(back.centroids, cb.centroids, (size_t)L * K * dim * sizeof(float)), 0);
+    rk_sid_codebook_free(&back);
+
+    const int64_t ids[3] = {7, 193609, -2};
+    const uint32_t codes[6] = {0, 1, 2, 2, 1, 0};
+    rk_sid_items *it;
+    cr_assert_eq(rk_sid_items_create(ids, codes, 3, L, K, "minilm-v1", &it, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(rk_sid_items_find(it, 193609), 1);
+    cr_expect_eq(rk_sid_items_find(it, 8), -1);
+    cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.safetensors"), &err), RK_OK, "%s", err.msg);
+    rk_sid_items *it2;
+    cr_assert_eq(rk_sid_items_load(tpath("items.safetensors"), &it2, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(rk_sid_items_count(it2), 3u);
+    cr_expect_eq(rk_sid_items_levels(it2), L);
+    cr_expect_eq(rk_sid_items_K(it2), K);
+    cr_expect_str_eq(rk_sid_items_version(it2), "minilm-v1");
+    for (int i = 0; i < 3; i++) {
+        long p = rk_sid_items_find(it2, ids[i]);
+        cr_assert_eq(p, i);
+        cr_expect_eq(rk_sid_items_codes(it2)[2 * p], codes[2 * i]);
+        cr_expect_eq(rk_sid_items_codes(it2)[2 * p + 1], codes[2 * i + 1]);
+    }
+    /* the records file carries the codebooks too */
+    cr_assert_eq(rk_sid_codebook_load(tpath("items.safetensors"), &back, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(memcmp(back.centroids, cb.centroids, (size_t)L * K * dim * sizeof(float)), 0);
+    rk_sid_codebook_free(&back);
+    rk_sid_items_destroy(it);
+    rk_sid_items_destroy(it2);
+
+    /* bad input */
+    const int64_t dup[2] = {5, 5};
+    cr_expect_eq(rk_sid_items_create(dup, codes, 2, L, K, NULL, &it, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "item id 5 appears twice"), "%s", err.msg);
+    const uint32_t big[2] = {0, 3};
+    cr_expect_eq(rk_sid_items_create(ids, big, 1, L, K, NULL, &it, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "code 3 >= K = 3"), "%s", err.msg);
+    /* a codebook file is not an item-records file */
+    cr_expect_eq(rk_sid_items_load(tpath("cb.safetensors"), &it, &err), RK_ENOTFOUND);
+    cr_expect(strstr(err.msg, "cb.safetensors: tensor 'ids' missing"), "%s", err.msg);
+    cr_expect_neq(rk_sid_codebook_load(tpath("missing.safetensors"), &back, &err), RK_OK);
+    cr_expect(strstr(err.msg, "missing.safetensors"), "%s", err.msg);
+    /* a records file whose codes are out of range */
+    rk_st_writer *w;
+    rk_st_writer_create(&w, &err);
+    int64_t s1[1] = {1}, s2[2] = {1, 2}, bc[2] = {0, 9};
+    rk_st_writer_add_i64(w, "ids", ids, 1, s1, &err);
+    rk_st_writer_add_i64(w, "codes", bc, 2, s2, &err);
+    rk_st_writer_add_meta(w, "rankd.sid.levels", "2", &err);
+    rk_st_writer_add_meta(w, "rankd.sid.codes", "3", &err);
+    cr_assert_eq(rk_st_writer_write(w, tpath("bad.safetensors"), &err), RK_OK);
+    rk_st_writer_destroy(w);
+    cr_expect_eq(rk_sid_items_load(tpath("bad.safetensors"), &it, &err), RK_EFORMAT);
+    cr_expect(strstr(err.msg, "item row 0 (id 7) level 1: code 9 outside [0, 3)"), "%s", err.msg);
+    free(cb.centroids);
+}
