@@ -24,6 +24,7 @@
 
 #include "core.h"
 #include "nn.h"
+#include "semantic_id.h"
 
 #define RK_FORMAT_VERSION 1
 #define RK_MAX_FEATURES 32
@@ -96,6 +97,20 @@ typedef struct {
     int dim;                   /* embedding dimension */
     rk_bag_mode pool;          /* sum or mean over the values */
     int max_values;            /* values kept per example (0 = no limit) */
+    /* How a value becomes rows (semantic_id.h, papers.md §1(b) Table 1):
+     * "hash" (default, rk_feature_row), "individual" (row = the item's
+     * position in the item records, row table_size-1 = OOV), or a
+     * code-based parameterization (trigram, fourgram, all_bigrams,
+     * prefix_ngram, unigram) whose G rows come from the item's semantic-ID
+     * codes and are sum/mean-pooled with the feature's other values. Values
+     * are item ids (int64). An item without codes (unknown to the records,
+     * not an integer) gets an empty bag: the zero vector, counted. */
+    rk_sid_param param;
+    int ngram;                 /* prefix_ngram: prefixes of length 1..ngram (0 = all L) */
+    char sid[256];             /* item-records file (rank sid build/assign) read at training
+                                * time; a bundle carries the records in tables/ */
+    const rk_sid_items *items; /* runtime only (not in model.json): the records, owned by
+                                * the model (rk_model_open / rk_train) or the caller */
     /* dense: x' = (transform(x) - mean) / std; missing -> 0 (mean imputation) */
     int log1p;
     double mean, std;
@@ -136,6 +151,9 @@ typedef struct {
                                 * hashes to, so an id unseen in training gets the table's
                                 * default (a zero row), not its random init (default 1) */
     int threads;               /* OpenBLAS threads while training */
+    int shuffle;               /* shuffle the training rows each epoch (default 1); 0 = one
+                                * pass in file order, i.e. in time for a time-ordered split,
+                                * as the Semantic-ID paper trains (papers.md §1(d)) */
 } rk_train_cfg;
 
 typedef struct {
@@ -281,6 +299,21 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
  * request), hashed once. Same truncation and limits as rk_scorer_add_sparse. */
 rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, const char *value,
                                     size_t len, rk_err *err);
+/* Semantic IDs. 1 when value is an item the feature's records know (always
+ * 1 for param hash); such an item's rows come from its stored codes. */
+int rk_scorer_item_known(const rk_scorer *s, int feature, const char *value, size_t len);
+/* Request-time assignment: give row the rows of the codes the bundle's
+ * codebooks assign to the item's content embedding emb[dim] (greedy
+ * residual encoding, rk_sid_encode_one: the same codes as offline `rank sid
+ * assign`). Errors: RK_EINVAL (feature without codebooks), RK_ESHAPE (dim
+ * differs from the codebooks'), RK_ENUMERIC (non-finite value). No
+ * allocation. Counted in rk_scorer_sid_counters' assigned. */
+rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const float *emb, int dim,
+                                       rk_err *err);
+/* Lifetime counts of this scorer: values of semantic-ID features whose item
+ * had no records (the default: empty bag = zero vector; OOV row under
+ * individual), and items assigned codes at request time. */
+void rk_scorer_sid_counters(const rk_scorer *s, uint64_t *unknown, uint64_t *assigned);
 /* Set a dense feature of a row from its raw (untransformed) value. Not
  * finite -> RK_ENUMERIC. */
 rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err);

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# bench/bench_sid.sh — Semantic IDs (issue 5): the paper's claims measured on
+# MovieLens ml-latest-small.
+#
+#   bash bench/bench_sid.sh [BUILD]            (make bench-sid BUILD=build)
+#
+# 1. `rank data movielens`: time-ordered 80/10/10 split + items.csv (title,
+#    genres, tags.csv joined per movie, in C).
+# 2. `rank encode text` (all-MiniLM-L6-v2, ~/.cache/rankd/models) over
+#    "{title} | {genres} | {tags}" -> 384-d content embeddings of all movies.
+# 3. `rank sid build` (RQ-KMeans, L = LEVELS, K = CODES, seed 1) on the
+#    movies' embeddings; A/A: 1% of the movies that occur in the test split
+#    are copied under new raw ids (id + 10,000,000) with identical
+#    embeddings, and `rank sid assign` gives every movie and copy its codes
+#    from those codebooks (the records used by all runs).
+# 4. Per parameterization of the item feature movie_id (hash = random
+#    hashing, individual, all_bigrams, trigram, prefix_ngram) and seed
+#    (SEEDS): configs/movielens_sid.json with that "param", the same DCNv2
+#    tower and dim, the same H for movie_id (H = #movies / 3; individual:
+#    #records + 1, one row per id + OOV), one pass over the training stream
+#    in time order (max_epochs 1, shuffle false); `rank score` on test.tsv and
+#    on the A/A copy of the test rows of the duplicated movies.
+# 5. bench/sid_report.py: NE and AUC overall, head / torso / tail (25/50/25%
+#    of cumulative training impressions) and new items (not in train or
+#    valid), mean ± std over seeds, NE gain vs random hashing, and the A/A
+#    mean |score(item) - score(copy)|; table into out/bench-sid/summary.md.
+# Last line:
+#   bench-sid: ne_all_rh=X ne_all_prefix=X ne_new_rh=X ne_new_prefix=X auc_new_rh=X
+#              auc_new_prefix=X aa_diff_sid=X aa_diff_rh=X
+# Environment: SEEDS (default "1 2 3"), LEVELS (3), CODES (32), BENCH_OUT
+# (default out/bench-sid). Heavy steps run under nice -n 19.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=${1:-${BUILD:-build}}
+RANK=${BUILD}/bin/rank
+OUT=${BENCH_OUT:-out/bench-sid}
+SEEDS=${SEEDS:-"1 2 3"}
+LEVELS=${LEVELS:-3}
+CODES=${CODES:-32}
+PARAMS=${PARAMS:-"hash individual all_bigrams trigram prefix_ngram"}
+MODEL=${ENCODER_MODEL:-$HOME/.cache/rankd/models/all-MiniLM-L6-v2}
+PY=${PYTHON:-/usr/bin/python3}
+NICE="nice -n 19"
+T0=$(date +%s)
+
+if [ ! -x "$RANK" ]; then
+    echo "bench-sid: $RANK not found; build first (make build BUILD=$BUILD)" >&2
+    exit 1
+fi
+if [ ! -f "$MODEL/model.safetensors" ]; then
+    echo "bench-sid: encoder weights missing in $MODEL (run scripts/setup-encoder.sh)" >&2
+    exit 1
+fi
+mkdir -p "$OUT"
+rm -rf "$OUT/runs" "$OUT/logs" "$OUT/bundles" "$OUT/configs"
+mkdir -p "$OUT/runs" "$OUT/logs" "$OUT/bundles" "$OUT/configs"
+echo "bench-sid: $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+
+# 1. data
+$RANK data movielens --input data/movielens --out "$OUT/ml" > "$OUT/logs/data.log" 2>&1
+
+# 2. content embeddings (cached: the text recipe and model do not change between runs)
+if [ ! -f "$OUT/emb.safetensors" ] || [ "$OUT/ml/items.csv" -nt "$OUT/emb.safetensors" ]; then
+    $NICE $RANK encode text --model "$MODEL" --input "$OUT/ml/items.csv" \
+        --text-template "{title} | {genres} | {tags}" --id-column movieId \
+        --output "$OUT/emb.safetensors" --threads 2 2>&1 | tr '\r' '\n' | grep -v '%' | tail -2
+fi
+
+# 3. codebooks, A/A copies, records
+$PY bench/sid_report.py prepare --out "$OUT" --seed 1
+$NICE $RANK sid build --embeddings "$OUT/emb.safetensors" --levels "$LEVELS" --codes "$CODES" --seed 1 \
+    --out "$OUT/codebooks.sid" 2>&1 | grep -v '^rankd I' | tail -8
+$NICE $RANK sid assign --codebooks "$OUT/codebooks.sid" --embeddings "$OUT/emb_all.safetensors" \
+    --out "$OUT/items.sid" 2>&1 | tail -1
+
+# 4. train + score
+for p in $PARAMS; do
+    for seed in $SEEDS; do
+        cfg="$OUT/configs/${p}_s${seed}.json"
+        $PY bench/sid_report.py config --out "$OUT" --param "$p" --seed "$seed" > "$cfg"
+        b="$OUT/bundles/${p}_s${seed}"
+        $NICE $RANK train --config "$cfg" --data "$OUT/ml" --out "$b" --force \
+            > "$OUT/logs/train_${p}_s${seed}.log" 2>&1
+        $NICE $RANK score --model "$b" --input "$OUT/ml/test.tsv" --output "$OUT/runs/${p}_s${seed}.test.tsv" \
+            > "$OUT/logs/score_${p}_s${seed}.log" 2>&1
+        $NICE $RANK score --model "$b" --input "$OUT/aa.tsv" --output "$OUT/runs/${p}_s${seed}.aa.tsv" \
+            >> "$OUT/logs/score_${p}_s${seed}.log" 2>&1
+        rm -rf "$b"
+        echo "  $p seed $seed done ($(( $(date +%s) - T0 )) s)"
+    done
+done
+
+# 5. report
+$PY bench/sid_report.py report --out "$OUT" --seeds "$SEEDS" --params "$PARAMS" --seconds $(( $(date +%s) - T0 ))
