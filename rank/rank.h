@@ -435,6 +435,12 @@ typedef struct {
 /* Stage times of the last call answered OK by s. */
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
 
+/* Semantic IDs served by s so far (rk_scorer_sid_counters): ads whose id the
+ * item records do not know and that came without a content embedding (scored
+ * with the default: an empty bag for the item feature), and ads assigned codes
+ * at request time from candidates[i].content_embedding. */
+void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *assigned);
+
 /* ---- server */
 
 typedef struct {

@@ -512,11 +512,24 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             return check_str(c->ad_id, where, ".ad_id", err);
         }
         char *ad[1] = {c->ad_id};
-        alias_in al[1] = {{ad_f, "ad_id", ad, c->ad_id && c->ad_id[0] ? 1u : 0u}};
+        int has_ad = c->ad_id && c->ad_id[0];
+        /* Semantic IDs: an ad the item records do not know, sent with its
+         * content embedding, gets codes from the bundle's codebooks now;
+         * without one it falls back to the default (empty bag), counted by
+         * the scorer. Models without semantic-ID features ignore the field. */
+        int assign = ad_f >= 0 && has_ad && c->n_content_embedding > 0 &&
+                     rk_sid_param_uses_codes(cfg->features[ad_f].param) &&
+                     !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, strlen(c->ad_id));
+        alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u}};
         if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
                               al, 1, i, i + 1, err)))
             return code;
-        /* content_embedding is reserved for semantic-ID models; v1 models ignore it. */
+        if (assign) {
+            rk_status st = rk_scorer_add_item_embedding(s->scorer, i, ad_f, c->content_embedding,
+                                                        (int)c->n_content_embedding, &e);
+            if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates[%d].content_embedding: %s", i, e.msg);
+            if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
+        }
     }
     rk_status st = rk_scorer_run(s->scorer, s->pctr, lookup_us, model_us, &e);
     if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
@@ -630,4 +643,8 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
 
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
     *out = s->last;
+}
+
+void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *assigned) {
+    rk_scorer_sid_counters(s->scorer, unknown, assigned);
 }

@@ -4,7 +4,12 @@
  * K = 2048, L = 6 included), the property tests of issue 5, RQ-KMeans
  * recovering known centres, greedy encoding of exact sums of centroids,
  * codebook quality figures on a hand-computed case, and the codebook /
- * item-records files (round trip and bad input).
+ * item-records files (round trip and bad input). Suite sid_model: a model
+ * whose item feature uses semantic IDs, trained, saved and reopened: the
+ * bundle carries the records and codebooks, A/A copies score identically,
+ * request-time assignment from a content embedding equals the offline
+ * codes, an ad with neither falls back to the empty bag and is counted
+ * (scorer and the Rank service), and the config / input errors.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -13,6 +18,9 @@
 #include <string.h>
 
 #include "core.h"
+#include "rank.h"
+#include "rank.pb-c.h"
+#include "store.h"
 #include "semantic_id.h"
 
 static char tmp[64];
@@ -414,4 +422,274 @@ Test(sid, codebook_and_items_round_trip) {
     cr_expect_eq(rk_sid_items_load(tpath("bad.safetensors"), &it, &err), RK_EFORMAT);
     cr_expect(strstr(err.msg, "item row 0 (id 7) level 1: code 9 outside [0, 3)"), "%s", err.msg);
     free(cb.centroids);
+}
+
+/* ---------------------------------------------------------------- model */
+
+/* 60 items in 6 content clusters, dim 8; item 1000 + k is an exact copy
+ * (same embedding, so the same codes) of item k for k < 3. Records built by
+ * RQ-KMeans L = 2, K = 4 and saved with the codebooks at tpath("items.sid").
+ * emb_out [63, 8] receives the embeddings in record order (ids 0..59, 1000..1002). */
+#define NI 60
+#define NA 3
+#define ED 8
+static void make_records(float *emb_out, int64_t *ids_out) {
+    rk_rng rng;
+    rk_rng_seed(&rng, 99);
+    float cent[6 * ED];
+    for (int i = 0; i < 6 * ED; i++) cent[i] = (float)(3 * rk_rng_normal(&rng));
+    for (int i = 0; i < NI; i++) {
+        ids_out[i] = i;
+        for (int d = 0; d < ED; d++) emb_out[i * ED + d] = cent[(i % 6) * ED + d] + (float)(0.3 * rk_rng_normal(&rng));
+    }
+    for (int k = 0; k < NA; k++) {
+        ids_out[NI + k] = 1000 + k;
+        memcpy(emb_out + (NI + k) * ED, emb_out + k * ED, ED * sizeof(float));
+    }
+    rk_sid_codebook cb;
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    o.quiet = 1;
+    rk_err err = {0};
+    cr_assert_eq(rk_sid_train(emb_out, NI, ED, 2, 4, &o, &cb, &err), RK_OK, "%s", err.msg);
+    uint32_t codes[(NI + NA) * 2];
+    cr_assert_eq(rk_sid_encode(&cb, emb_out, NI + NA, codes, &err), RK_OK);
+    rk_sid_items *it;
+    cr_assert_eq(rk_sid_items_create(ids_out, codes, NI + NA, 2, 4, "test-v1", &it, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &err), RK_OK, "%s", err.msg);
+    rk_sid_items_destroy(it);
+    rk_sid_codebook_free(&cb);
+}
+
+/* Clicks depend on the item's cluster: label = (item % 6 < 3) xor (user odd), some noise. */
+static void write_tsv(const char *path, int n, uint64_t seed) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "label\tuser\titem\n");
+    rk_rng rng;
+    rk_rng_seed(&rng, seed);
+    for (int r = 0; r < n; r++) {
+        int u = (int)rk_rng_below(&rng, 20), i = (int)rk_rng_below(&rng, NI);
+        int y = ((i % 6) < 3) ^ (u & 1);
+        if (rk_rng_uniform(&rng) < 0.1) y ^= 1;
+        fprintf(f, "%d\t%d\t%d\n", y, u, i);
+    }
+    fclose(f);
+}
+
+static const char *cfg_json(const char *param, int item_rows, char *buf, size_t cap) {
+    snprintf(buf, cap,
+             "{\"name\": \"sidtest\", \"label_column\": \"label\", \"features\": ["
+             "{\"name\": \"user\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 64, \"dim\": 4},"
+             "{\"name\": \"item\", \"kind\": \"sparse\", \"side\": \"item\", \"table_size\": %d, \"dim\": 4,"
+             " \"param\": \"%s\", \"sid\": \"%s\"}],"
+             "\"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 1, \"hidden\": [8]},"
+             "\"train\": {\"seed\": 3, \"batch_size\": 32, \"max_epochs\": 2, \"patience\": 1, \"threads\": 1},"
+             "\"aliases\": {\"user_id\": \"user\", \"ad_id\": \"item\"}}",
+             item_rows, param, tpath("items.sid"));
+    return buf;
+}
+
+static rk_model *train_bundle(const char *param, int item_rows, const char *dir) {
+    char buf[2048];
+    rk_model_cfg c;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_cfg_parse(cfg_json(param, item_rows, buf, sizeof buf), &c, &e), RK_OK, "%s", e.msg);
+    write_tsv(tpath("train.tsv"), 600, 1);
+    write_tsv(tpath("valid.tsv"), 200, 2);
+    rk_train_io io = {tpath("train.tsv"), tpath("valid.tsv"), NULL, 1};
+    rk_model *m;
+    rk_train_report rep;
+    cr_assert_eq(rk_train(&c, &io, &m, &rep, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_model_save(m, dir, NULL, 0, &e), RK_OK, "%s", e.msg);
+    rk_model_destroy(m);
+    rk_model *back;
+    cr_assert_eq(rk_model_open(dir, &back, &e), RK_OK, "%s", e.msg);
+    return back;
+}
+
+TestSuite(sid_model, .init = tmp_make, .fini = tmp_remove);
+
+/* Score rows (user u, item value) of one batch: pctr[n]. */
+static void score_items(rk_model *m, const char *const *items, int n, float *pctr, uint64_t *unknown) {
+    rk_scorer *s;
+    rk_err e = {0};
+    cr_assert_eq(rk_scorer_create(m, 16, 16, &s, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_begin(s, n, &e), RK_OK);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(rk_scorer_add_sparse(s, i, 0, "3", 1, &e), RK_OK, "%s", e.msg);
+        if (items[i]) cr_assert_eq(rk_scorer_add_sparse(s, i, 1, items[i], strlen(items[i]), &e), RK_OK, "%s", e.msg);
+    }
+    cr_assert_eq(rk_scorer_run(s, pctr, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    if (unknown) rk_scorer_sid_counters(s, unknown, NULL);
+    rk_scorer_destroy(s);
+}
+
+Test(sid_model, bundle_aa_request_time_and_fallback) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids);
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", tpath("bundle"));
+    rk_model *m = train_bundle("prefix_ngram", 7, dir);
+    rk_err e = {0};
+    cr_expect(rk_path_exists(tpath("bundle/sid.item.safetensors")), "the bundle carries the codebooks");
+    /* the records live in the bundle's RocksDB: keyed table sid.item with L = 2 codes per item */
+    {
+        char tables[300];
+        snprintf(tables, sizeof tables, "%s/tables", dir);
+        rk_store *st;
+        const char *names[1] = {"sid.item"};
+        const int dims[1] = {2};
+        cr_assert_eq(rk_store_open(tables, names, dims, 1, &st, &e), RK_OK, "%s", e.msg);
+        uint64_t n;
+        cr_assert_eq(rk_store_count_keys(st, 0, &n, &e), RK_OK);
+        cr_expect_eq(n, (uint64_t)(NI + NA));
+        rk_sid_items *want;
+        cr_assert_eq(rk_sid_items_load(tpath("items.sid"), &want, &e), RK_OK);
+        uint64_t keys[3] = {5, 1001, 77777};
+        float got[6];
+        size_t missing = 0;
+        cr_assert_eq(rk_store_get(st, 0, keys, 3, got, &missing, &e), RK_OK, "%s", e.msg);
+        const uint32_t *wc = rk_sid_items_codes(want);
+        long p5 = rk_sid_items_find(want, 5), p1001 = rk_sid_items_find(want, 1001);
+        cr_expect_eq(got[0], (float)wc[2 * p5]);
+        cr_expect_eq(got[1], (float)wc[2 * p5 + 1]);
+        cr_expect_eq(got[2], (float)wc[2 * p1001]);
+        cr_expect_eq(got[3], (float)wc[2 * p1001 + 1]);
+        cr_expect_eq(got[4], -1.0f, "an unknown item's default row is 'no codes'");
+        cr_expect_eq(missing, 1u);
+        rk_sid_items_destroy(want);
+        rk_store_close(st);
+    }
+    /* A/A: item k and its copy 1000 + k score exactly alike; the rows never depend on the raw id */
+    const char *items[8] = {"0", "1000", "1", "1001", "2", "1002", "4", "5"};
+    float p[8];
+    score_items(m, items, 8, p, NULL);
+    for (int k = 0; k < 3; k++) cr_expect_eq(p[2 * k], p[2 * k + 1], "A/A pair %d: %g vs %g", k, p[2 * k], p[2 * k + 1]);
+    cr_expect_neq(p[6], p[7], "different clusters score differently");
+    /* request-time assignment from the content embedding == the stored (offline) codes */
+    rk_scorer *s;
+    cr_assert_eq(rk_scorer_create(m, 16, 16, &s, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_begin(s, 4, &e), RK_OK);
+    for (int i = 0; i < 4; i++) cr_assert_eq(rk_scorer_add_sparse(s, i, 0, "3", 1, &e), RK_OK);
+    cr_assert_eq(rk_scorer_add_sparse(s, 0, 1, "4", 1, &e), RK_OK);
+    cr_assert_eq(rk_scorer_add_item_embedding(s, 1, 1, emb + 4 * ED, ED, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_add_sparse(s, 2, 1, "424242", 6, &e), RK_OK); /* unknown, no embedding */
+    /* row 3: no item value at all */
+    float q[4];
+    cr_assert_eq(rk_scorer_run(s, q, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(q[0], q[1], "request-time codes %g vs stored codes %g", q[1], q[0]);
+    cr_expect_eq(q[2], q[3], "fallback = empty bag: %g vs %g", q[2], q[3]);
+    cr_expect_neq(q[0], q[2]);
+    uint64_t unknown, assigned;
+    rk_scorer_sid_counters(s, &unknown, &assigned);
+    cr_expect_eq(unknown, 1u);
+    cr_expect_eq(assigned, 1u);
+    /* bad embeddings */
+    float nan_emb[ED] = {0, 0, NAN};
+    cr_expect_eq(rk_scorer_add_item_embedding(s, 0, 1, emb, ED - 1, &e), RK_ESHAPE);
+    cr_expect(strstr(e.msg, "content_embedding: 7 values, the codebooks of feature 'item' expect 8"), "%s", e.msg);
+    cr_expect_eq(rk_scorer_add_item_embedding(s, 0, 1, nan_emb, ED, &e), RK_ENUMERIC);
+    cr_expect(strstr(e.msg, "column 2 is not finite"), "%s", e.msg);
+    cr_expect_eq(rk_scorer_add_item_embedding(s, 0, 0, emb, ED, &e), RK_EINVAL);
+    rk_scorer_destroy(s);
+
+    /* the Rank service: candidates 0 (known id 4), 1 (new id with item 4's embedding),
+     * 2 (new id, nothing) */
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.max_candidates = 8;
+    rk_service *svc;
+    cr_assert_eq(rk_service_create(m, &o, &svc, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__User u = RANKD__V1__USER__INIT;
+    u.user_id = "3";
+    Rankd__V1__Candidate c[3] = {RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT};
+    Rankd__V1__Candidate *cp[3] = {&c[0], &c[1], &c[2]};
+    c[0].ad_id = "4";
+    c[1].ad_id = "new-ad-1";
+    c[1].n_content_embedding = ED;
+    c[1].content_embedding = emb + 4 * ED;
+    c[2].ad_id = "new-ad-2";
+    Rankd__V1__RankRequest r = RANKD__V1__RANK_REQUEST__INIT;
+    r.user = &u;
+    r.n_candidates = 3;
+    r.candidates = cp;
+    uint8_t buf[4096];
+    size_t len = rankd__v1__rank_request__pack(&r, buf);
+    const uint8_t *resp;
+    size_t resp_len;
+    cr_assert_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    Rankd__V1__RankResponse *rr = rankd__v1__rank_response__unpack(NULL, resp_len, resp);
+    cr_assert_not_null(rr);
+    cr_assert_eq(rr->n_scores, 3u);
+    cr_expect_eq(rr->scores[0]->pctr, q[0]);
+    cr_expect_eq(rr->scores[1]->pctr, q[0], "served request-time assignment %g vs stored %g", rr->scores[1]->pctr, q[0]);
+    cr_expect_eq(rr->scores[2]->pctr, q[3], "served fallback %g vs empty bag %g", rr->scores[2]->pctr, q[3]);
+    rankd__v1__rank_response__free_unpacked(rr, NULL);
+    rk_service_sid_counters(svc, &unknown, &assigned);
+    cr_expect_eq(unknown, 1u, "the fallback is counted");
+    cr_expect_eq(assigned, 1u);
+    /* a wrong-sized embedding names the field */
+    c[1].n_content_embedding = 3;
+    len = rankd__v1__rank_request__pack(&r, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[1].content_embedding: 3 values"), "%s", e.msg);
+    rk_service_destroy(svc);
+    rk_model_destroy(m);
+}
+
+Test(sid_model, individual_and_hash_aa) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids);
+    /* individual: one row per record + OOV; a copy (never trained, zeroed) differs from its original */
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", tpath("ie"));
+    rk_model *m = train_bundle("individual", NI + NA + 1, dir);
+    const char *items[4] = {"0", "1000", "99999", "abc"};
+    float p[4];
+    uint64_t unknown;
+    score_items(m, items, 4, p, &unknown);
+    cr_expect_neq(p[0], p[1], "individual embeddings are per raw id");
+    cr_expect_eq(p[2], p[3], "both unknown ids get the OOV row");
+    cr_expect_eq(unknown, 2u);
+    rk_model_destroy(m);
+    /* random hashing: the copy hashes elsewhere */
+    snprintf(dir, sizeof dir, "%s", tpath("rh"));
+    m = train_bundle("hash", 7, dir);
+    score_items(m, items, 2, p, NULL);
+    cr_expect_neq(p[0], p[1], "random hashing depends on the raw id");
+    rk_model_destroy(m);
+}
+
+Test(sid_model, config_errors) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids);
+    char buf[2048];
+    rk_model_cfg c;
+    rk_err e = {0};
+    cr_expect_eq(rk_model_cfg_parse(cfg_json("prefix-5gram", 7, buf, sizeof buf), &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[1].param: unknown parameterization 'prefix-5gram'"), "%s", e.msg);
+    /* missing records file */
+    cr_assert_eq(rk_model_cfg_parse(cfg_json("trigram", 7, buf, sizeof buf), &c, &e), RK_OK, "%s", e.msg);
+    write_tsv(tpath("train.tsv"), 50, 1);
+    write_tsv(tpath("valid.tsv"), 50, 2);
+    rk_train_io io = {tpath("train.tsv"), tpath("valid.tsv"), NULL, 1};
+    rk_model *m;
+    rk_train_report rep;
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL, "trigram needs 3 levels, the records have 2");
+    cr_expect(strstr(e.msg, "param trigram (ngram 0) does not fit codes of 2 levels"), "%s", e.msg);
+    snprintf(c.features[1].sid, sizeof c.features[1].sid, "%s", tpath("nope.sid"));
+    c.features[1].param = RK_PARAM_PREFIX_NGRAM;
+    cr_expect_neq(rk_train(&c, &io, &m, &rep, &e), RK_OK);
+    cr_expect(strstr(e.msg, "feature 'item' sid") && strstr(e.msg, "nope.sid"), "%s", e.msg);
+    /* individual with a table too small for the records */
+    cr_assert_eq(rk_model_cfg_parse(cfg_json("individual", 10, buf, sizeof buf), &c, &e), RK_OK);
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "param individual needs table_size >= 64"), "%s", e.msg);
+    /* no "sid" at all */
+    cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
+    c.features[1].sid[0] = 0;
+    cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "needs \"sid\""), "%s", e.msg);
 }
