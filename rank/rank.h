@@ -55,6 +55,9 @@
  *   history    the user's most recent <= 20 movie ids rated strictly before
  *              this event's timestamp, most recent first, '|'-separated
  *   rating     the raw rating (not a feature; for analysis)
+ * Also items.csv (RFC 4180, every field quoted): movieId, title, genres,
+ * tags — one row per movie, the movie's distinct tags of tags.csv (when
+ * present) joined by ", ", the content text for semantic IDs.
  * Errors name the file, row (1-based, header = row 1) and column. */
 rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err);
 
