@@ -61,10 +61,11 @@ echo "bench-sid: $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadav
 $RANK data movielens --input data/movielens --out "$OUT/ml" > "$OUT/logs/data.log" 2>&1
 
 # 2. content embeddings (cached: the text recipe and model do not change between runs)
-if [ ! -f "$OUT/emb.safetensors" ] || [ "$OUT/ml/items.csv" -nt "$OUT/emb.safetensors" ]; then
+if [ ! -f "$OUT/emb.safetensors" ] || ! cmp -s "$OUT/ml/items.csv" "$OUT/emb.items.csv"; then
     $NICE $RANK encode text --model "$MODEL" --input "$OUT/ml/items.csv" \
         --text-template "{title} | {genres} | {tags}" --id-column movieId \
-        --output "$OUT/emb.safetensors" --threads 2 2>&1 | tr '\r' '\n' | grep -v '%' | tail -2
+        --output "$OUT/emb.safetensors" --threads 2 2>&1 | tr '\r' '\n' | grep -v '%' | tail -1
+    cp "$OUT/ml/items.csv" "$OUT/emb.items.csv"
 fi
 
 # 3. codebooks, A/A copies, records
