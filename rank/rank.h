@@ -401,6 +401,10 @@ typedef struct {
                               * once (default 64) */
     int grace_ms;            /* shutdown: in-flight calls get this long before they are
                               * cancelled (default 5000) */
+    const char *encoder_dir; /* text encoder (embed.h) for candidates[i].content_text of
+                              * ads unknown to a semantic-ID model's item records; each
+                              * worker opens its own (~90 MB: weights + a 512-token
+                              * workspace). NULL (default): content_text is ignored */
 } rk_server_opts;
 #define RK_SERVER_OPTS_DEFAULT                                                         \
     {                                                                                  \

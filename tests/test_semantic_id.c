@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "embed.h"
 #include "rank.h"
 #include "rank.pb-c.h"
 #include "store.h"
@@ -692,4 +693,100 @@ Test(sid_model, config_errors) {
     c.features[1].sid[0] = 0;
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "needs \"sid\""), "%s", e.msg);
+}
+
+/* The real all-MiniLM-L6-v2 weights (scripts/setup-encoder.sh), or skip (fail
+ * when RK_REQUIRE_ENCODER_MODEL=1, as `make test` sets). */
+static const char *encoder_dir(void) {
+    static char dir[1024];
+    const char *h = getenv("RK_MODEL_HOME");
+    if (h && *h) snprintf(dir, sizeof dir, "%s/models/all-MiniLM-L6-v2", h);
+    else snprintf(dir, sizeof dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
+    char p[1100];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (rk_path_exists(p)) return dir;
+    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
+    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", dir);
+    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", dir);
+    return NULL;
+}
+
+/* rankd's --encoder path: an unknown ad that carries only its text is encoded
+ * in-process and gets the codes of the same text encoded offline. */
+Test(sid_model, request_text_assignment, .timeout = 120) {
+    const char *dir = encoder_dir();
+    static const char *const topics[4] = {"space adventure with aliens and starships",
+                                          "romantic comedy about a wedding in Paris",
+                                          "documentary about whales in the ocean",
+                                          "horror movie in a haunted house at night"};
+    enum { NT = 24 };
+    char texts[NT][160];
+    const char *tp[NT];
+    for (int i = 0; i < NT; i++) {
+        snprintf(texts[i], sizeof texts[i], "%s, part %d (%d)", topics[i % 4], i / 4 + 1, 1980 + i);
+        tp[i] = texts[i];
+    }
+    rk_text_encoder *enc;
+    rk_err e = {0};
+    cr_assert_eq(rk_text_encoder_open(dir, NULL, &enc, &e), RK_OK, "%s", e.msg);
+    int D = rk_text_encoder_dim(enc);
+    float *emb = malloc((size_t)NT * D * sizeof(float));
+    for (int i = 0; i < NT; i++) /* one text per call, as the server encodes */
+        cr_assert_eq(rk_text_encoder_encode(enc, &tp[i], NULL, 1, emb + (size_t)i * D, &e), RK_OK, "%s", e.msg);
+    rk_text_encoder_close(enc);
+    rk_sid_codebook cb;
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    o.quiet = 1;
+    cr_assert_eq(rk_sid_train(emb, NT, D, 2, 4, &o, &cb, &e), RK_OK, "%s", e.msg);
+    uint32_t codes[NT * 2];
+    cr_assert_eq(rk_sid_encode(&cb, emb, NT, codes, &e), RK_OK);
+    int64_t ids[NT];
+    for (int i = 0; i < NT; i++) ids[i] = i;
+    rk_sid_items *it;
+    cr_assert_eq(rk_sid_items_create(ids, codes, NT, 2, 4, "minilm", &it, &e), RK_OK);
+    cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &e), RK_OK, "%s", e.msg);
+    rk_sid_items_destroy(it);
+    rk_sid_codebook_free(&cb);
+    char bdir[256];
+    snprintf(bdir, sizeof bdir, "%s", tpath("bundle"));
+    rk_model *m = train_bundle("prefix_ngram", 7, bdir);
+    rk_server_opts so = RK_SERVER_OPTS_DEFAULT;
+    so.max_candidates = 8;
+    so.encoder_dir = dir;
+    rk_service *svc;
+    cr_assert_eq(rk_service_create(m, &so, &svc, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__User u = RANKD__V1__USER__INIT;
+    u.user_id = "3";
+    Rankd__V1__Candidate c[4] = {RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT,
+                                 RANKD__V1__CANDIDATE__INIT};
+    Rankd__V1__Candidate *cp[4] = {&c[0], &c[1], &c[2], &c[3]};
+    c[0].ad_id = "5";
+    c[1].ad_id = "brand-new";
+    c[1].content_text = texts[5];
+    c[2].ad_id = "6";
+    c[3].ad_id = "brand-new-2";
+    c[3].content_text = texts[6];
+    Rankd__V1__RankRequest r = RANKD__V1__RANK_REQUEST__INIT;
+    r.user = &u;
+    r.n_candidates = 4;
+    r.candidates = cp;
+    uint8_t buf[4096];
+    size_t len = rankd__v1__rank_request__pack(&r, buf);
+    const uint8_t *resp;
+    size_t resp_len;
+    cr_assert_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    Rankd__V1__RankResponse *rr = rankd__v1__rank_response__unpack(NULL, resp_len, resp);
+    cr_assert_not_null(rr);
+    cr_expect_eq(rr->scores[1]->pctr, rr->scores[0]->pctr, "text-assigned %g vs stored %g", rr->scores[1]->pctr,
+                 rr->scores[0]->pctr);
+    cr_expect_eq(rr->scores[3]->pctr, rr->scores[2]->pctr, "text-assigned %g vs stored %g", rr->scores[3]->pctr,
+                 rr->scores[2]->pctr);
+    rankd__v1__rank_response__free_unpacked(rr, NULL);
+    uint64_t unknown, assigned;
+    rk_service_sid_counters(svc, &unknown, &assigned);
+    cr_expect_eq(assigned, 2u);
+    cr_expect_eq(unknown, 0u);
+    rk_service_destroy(svc);
+    rk_model_destroy(m);
+    free(emb);
 }
