@@ -148,12 +148,6 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
         f->sid[0] = 0;
         if ((s = get_str(fo, "sid", where, f->sid, sizeof f->sid, 0, err))) return s;
         f->items = NULL;
-        if (f->param != RK_PARAM_HASH && f->max_values)
-            return rk_fail(err, RK_EINVAL, "%s.max_values: must be 0 with param '%s' (an item gives G rows)", where,
-                           rk_sid_param_name(f->param));
-        if (f->param != RK_PARAM_HASH && f->pool != RK_BAG_SUM)
-            return rk_fail(err, RK_EINVAL, "%s.pooling: param '%s' sums its token rows (papers.md §1(a).6): use sum",
-                           where, rk_sid_param_name(f->param));
     } else {
         json_t *l = json_object_get(fo, "log1p");
         if (l && !json_is_boolean(l)) return rk_fail(err, RK_EINVAL, "%s.log1p: expected true or false", where);

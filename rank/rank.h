@@ -106,8 +106,10 @@ typedef struct {
      * code-based parameterization (trigram, fourgram, all_bigrams,
      * prefix_ngram, unigram) whose G rows come from the item's semantic-ID
      * codes and are sum/mean-pooled with the feature's other values. Values
-     * are item ids (int64). An item without codes (unknown to the records,
-     * not an integer) gets an empty bag: the zero vector, counted. */
+     * are item ids (int64): the target item, or the items of a history
+     * (max_values counts items; pooling mean divides by the number of token
+     * rows). An item without codes (unknown to the records, not an integer)
+     * adds no rows: alone, an empty bag (the zero vector), counted. */
     rk_sid_param param;
     int ngram;                 /* prefix_ngram: prefixes of length 1..ngram (0 = all L) */
     char sid[256];             /* item-records file (rank sid build/assign) read at training

@@ -19,7 +19,9 @@ struct rk_scorer {
     uint32_t *st_row[RK_MAX_FEATURES];
     uint64_t *st_key[RK_MAX_FEATURES];
     size_t st_n[RK_MAX_FEATURES];
-    uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] values per row */
+    uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] table rows staged per batch row */
+    uint32_t *vcnt[RK_MAX_FEATURES]; /* [max_rows] values per row of semantic-ID features
+                                      * (each gives G rows; max_values counts values) */
     int n_models;                       /* 1, or the ensemble's members */
     const rk_model *models[RK_MAX_MEMBERS];
     rk_work w[RK_MAX_MEMBERS];
@@ -38,6 +40,7 @@ void rk_scorer_destroy(rk_scorer *s) {
         rk_free(s->st_row[f]);
         rk_free(s->st_key[f]);
         rk_free(s->cnt[f]);
+        rk_free(s->vcnt[f]);
     }
     rk_batch_free(&s->b);
     for (int i = 0; i < RK_MAX_MEMBERS; i++) rk_work_free(&s->w[i]);
@@ -86,7 +89,9 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
         s->st_row[f] = rk_malloc(s->cap_values * sizeof(uint32_t));
         s->st_key[f] = rk_malloc(s->cap_values * sizeof(uint64_t));
         s->cnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
-        if (!s->st_row[f] || !s->st_key[f] || !s->cnt[f]) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+        s->vcnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
+        if (!s->st_row[f] || !s->st_key[f] || !s->cnt[f] || !s->vcnt[f])
+            st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     }
     if (st) {
         rk_scorer_destroy(s);
@@ -103,6 +108,7 @@ rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err) {
     for (int f = 0; f < s->m->cfg.n_features; f++) {
         s->st_n[f] = 0;
         if (s->cnt[f]) memset(s->cnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
+        if (s->vcnt[f]) memset(s->vcnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
     }
     memset(s->b.dense, 0, (size_t)n_rows * (size_t)s->m->cfg.n_features * sizeof(float));
     return RK_OK;
@@ -114,7 +120,8 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
-    if (ft->max_values && s->cnt[feature][row] >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
+    uint32_t used = ft->param == RK_PARAM_HASH ? s->cnt[feature][row] : s->vcnt[feature][row];
+    if (ft->max_values && used >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
     if (s->cnt[feature][row] >= (uint32_t)s->max_per_row)
         return rk_fail(err, RK_ETOOBIG, "feature '%s': more than %d values in one row", ft->name, s->max_per_row);
     uint64_t keys[RK_SID_MAX_LEVELS];
@@ -134,6 +141,7 @@ static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *
         s->st_key[feature][k] = keys[i];
     }
     s->cnt[feature][row] += (uint32_t)g;
+    s->vcnt[feature][row]++;
     return RK_OK;
 }
 
@@ -150,6 +158,7 @@ rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, c
         int unknown, g = rk_value_rows(ft, value, len, keys, &unknown); /* once for every row */
         s->sid_unknown += (uint64_t)unknown;
         for (int row = r0; row < r1; row++) {
+            if (ft->max_values && s->vcnt[feature][row] >= (uint32_t)ft->max_values) continue; /* as in training */
             rk_status st = stage_rows(s, row, feature, keys, g, err);
             if (st) return st;
         }

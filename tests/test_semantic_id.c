@@ -465,14 +465,14 @@ static void make_records(float *emb_out, int64_t *ids_out) {
 static void write_tsv(const char *path, int n, uint64_t seed) {
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fprintf(f, "label\tuser\titem\n");
+    fprintf(f, "label\tuser\titem\thist\n");
     rk_rng rng;
     rk_rng_seed(&rng, seed);
     for (int r = 0; r < n; r++) {
         int u = (int)rk_rng_below(&rng, 20), i = (int)rk_rng_below(&rng, NI);
         int y = ((i % 6) < 3) ^ (u & 1);
         if (rk_rng_uniform(&rng) < 0.1) y ^= 1;
-        fprintf(f, "%d\t%d\t%d\n", y, u, i);
+        fprintf(f, "%d\t%d\t%d\t%d|%d|%d\n", y, u, i, (i + 1) % NI, 777 + u, (i + 7) % NI);
     }
     fclose(f);
 }
@@ -490,11 +490,10 @@ static const char *cfg_json(const char *param, int item_rows, char *buf, size_t 
     return buf;
 }
 
-static rk_model *train_bundle(const char *param, int item_rows, const char *dir) {
-    char buf[2048];
+static rk_model *train_bundle_json(const char *json, const char *dir) {
     rk_model_cfg c;
     rk_err e = {0};
-    cr_assert_eq(rk_model_cfg_parse(cfg_json(param, item_rows, buf, sizeof buf), &c, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_model_cfg_parse(json, &c, &e), RK_OK, "%s", e.msg);
     write_tsv(tpath("train.tsv"), 600, 1);
     write_tsv(tpath("valid.tsv"), 200, 2);
     rk_train_io io = {tpath("train.tsv"), tpath("valid.tsv"), NULL, 1};
@@ -506,6 +505,11 @@ static rk_model *train_bundle(const char *param, int item_rows, const char *dir)
     rk_model *back;
     cr_assert_eq(rk_model_open(dir, &back, &e), RK_OK, "%s", e.msg);
     return back;
+}
+
+static rk_model *train_bundle(const char *param, int item_rows, const char *dir) {
+    char buf[2048];
+    return train_bundle_json(cfg_json(param, item_rows, buf, sizeof buf), dir);
 }
 
 TestSuite(sid_model, .init = tmp_make, .fini = tmp_remove);
@@ -789,4 +793,57 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     rk_service_destroy(svc);
     rk_model_destroy(m);
     free(emb);
+}
+
+/* A history feature over semantic IDs (user side, mean pooling, max_values
+ * 2 counting items, unknown items included): the scorer (rankd's path)
+ * gives the pCTRs of rk_model_predict on the same rows read from a TSV
+ * (rank score's path), truncation and unknown items included. */
+Test(sid_model, history_feature_served_equals_offline) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids);
+    char json[2048], dir[256];
+    snprintf(json, sizeof json,
+             "{\"name\": \"sidhist\", \"label_column\": \"label\", \"features\": ["
+             "{\"name\": \"user\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 64, \"dim\": 4},"
+             "{\"name\": \"hist\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 11, \"dim\": 4,"
+             " \"pooling\": \"mean\", \"max_values\": 2, \"param\": \"prefix_ngram\", \"sid\": \"%s\"},"
+             "{\"name\": \"item\", \"kind\": \"sparse\", \"side\": \"item\", \"table_size\": 7, \"dim\": 4,"
+             " \"param\": \"all_bigrams\", \"sid\": \"%s\"}],"
+             "\"tower\": {\"type\": \"dnn\", \"hidden\": [8]},"
+             "\"train\": {\"seed\": 5, \"batch_size\": 32, \"max_epochs\": 1, \"patience\": 1, \"threads\": 1}}",
+             tpath("items.sid"), tpath("items.sid"));
+    snprintf(dir, sizeof dir, "%s", tpath("hb"));
+    rk_model *m = train_bundle_json(json, dir);
+    const char *rows[4][4] = {{"3", "5", "1|2|3", "1"}, {"4", "9", "888|2", "0"}, {"3", "1001", "1000|1", "1"},
+                              {"7", "424242", "", "0"}};
+    FILE *f = fopen(tpath("s.tsv"), "w");
+    fprintf(f, "label\tuser\titem\thist\n");
+    for (int r = 0; r < 4; r++) fprintf(f, "%s\t%s\t%s\t%s\n", rows[r][3], rows[r][0], rows[r][1], rows[r][2]);
+    fclose(f);
+    rk_dataset d;
+    rk_err e = {0};
+    cr_assert_eq(rk_dataset_load(tpath("s.tsv"), rk_model_config(m), &d, &e), RK_OK, "%s", e.msg);
+    float off[4], on[4];
+    cr_assert_eq(rk_model_predict(m, &d.b, off, &e), RK_OK, "%s", e.msg);
+    /* the history of row 0 is truncated at 2 items: 2 items x 2 prefix rows */
+    cr_expect_eq(d.b.offsets[1][1] - d.b.offsets[1][0], 4u);
+    cr_expect_eq(d.b.offsets[1][2] - d.b.offsets[1][1], 2u, "888 is unknown: no rows");
+    rk_dataset_free(&d);
+    rk_scorer *s;
+    cr_assert_eq(rk_scorer_create(m, 8, 16, &s, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_begin(s, 4, &e), RK_OK);
+    for (int r = 0; r < 4; r++) {
+        cr_assert_eq(rk_scorer_add_sparse(s, r, 0, rows[r][0], strlen(rows[r][0]), &e), RK_OK);
+        cr_assert_eq(rk_scorer_add_sparse(s, r, 2, rows[r][1], strlen(rows[r][1]), &e), RK_OK);
+        char h[32];
+        snprintf(h, sizeof h, "%s", rows[r][2]);
+        for (char *tok = strtok(h, "|"); tok; tok = strtok(NULL, "|"))
+            cr_assert_eq(rk_scorer_add_sparse_rows(s, r, r + 1, 1, tok, strlen(tok), &e), RK_OK, "%s", e.msg);
+    }
+    cr_assert_eq(rk_scorer_run(s, on, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    for (int r = 0; r < 4; r++) cr_expect_float_eq(on[r], off[r], 1e-6, "row %d: served %g, offline %g", r, on[r], off[r]);
+    rk_scorer_destroy(s);
+    rk_model_destroy(m);
 }
