@@ -19,7 +19,8 @@
 #    tower and dim, the same H for movie_id (H = #movies / 3; individual:
 #    #records + 1, one row per id + OOV), one pass over the training stream
 #    in time order (max_epochs 1, shuffle false); `rank score` on test.tsv and
-#    on the A/A copy of the test rows of the duplicated movies.
+#    on the A/A copy of the test rows of the duplicated movies. prefix_hist:
+#    prefix_ngram for movie_id and for the user history (same H as hashing).
 # 5. bench/sid_report.py: NE and AUC overall, head / torso / tail (25/50/25%
 #    of cumulative training impressions) and new items (not in train or
 #    valid), mean ± std over seeds, NE gain vs random hashing, and the A/A
@@ -38,7 +39,7 @@ OUT=${BENCH_OUT:-out/bench-sid}
 SEEDS=${SEEDS:-"1 2 3"}
 LEVELS=${LEVELS:-3}
 CODES=${CODES:-32}
-PARAMS=${PARAMS:-"hash individual all_bigrams trigram prefix_ngram"}
+PARAMS=${PARAMS:-"hash individual all_bigrams trigram prefix_ngram prefix_hist"}
 MODEL=${ENCODER_MODEL:-$HOME/.cache/rankd/models/all-MiniLM-L6-v2}
 PY=${PYTHON:-/usr/bin/python3}
 NICE="nice -n 19"

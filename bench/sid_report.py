@@ -1,7 +1,9 @@
 """bench-sid helper (bench/bench_sid.sh): A/A copies, per-run configs, report.
 
   prepare --out DIR --seed S     emb_all.safetensors (movies + A/A copies) and aa.tsv
-  config  --out DIR --param P --seed S   configs/movielens_sid.json for one run (stdout)
+  config  --out DIR --param P --seed S   configs/movielens_sid.json for one run (stdout);
+                                 P = a parameterization of movie_id, or prefix_hist
+                                 (prefix_ngram for movie_id and for the history)
   report  --out DIR --seeds "1 2 3" --params "..." --seconds N
 
 Segments (papers.md §1(f)): movies sorted by training impressions (rows of
@@ -73,16 +75,21 @@ def config(a):
         cfg = json.load(f)
     n_records = len(read_safetensors(os.path.join(a.out, "emb_all.safetensors"))[0]["ids"])
     n_movies = len(read_safetensors(os.path.join(a.out, "emb.safetensors"))[0]["ids"])
+    item_param = "prefix_ngram" if a.param == "prefix_hist" else a.param
     for ft in cfg["features"]:
+        if ft["name"] == "history" and a.param == "prefix_hist":
+            # the user history through the history items' semantic IDs (papers.md §1(g) Table 6)
+            ft["param"] = "prefix_ngram"
+            ft["sid"] = os.path.join(a.out, "items.sid")
         if ft["name"] != "movie_id":
             continue
-        ft["param"] = a.param
+        ft["param"] = item_param
         ft["sid"] = os.path.join(a.out, "items.sid")
-        if a.param == "individual":
+        if item_param == "individual":
             ft["table_size"] = n_records + 1
         else:
             ft["table_size"] = max(1, n_movies // 3)  # collision factor 3 (papers.md §1(c))
-        if a.param == "hash":
+        if item_param == "hash":
             del ft["param"]
             del ft["sid"]
     cfg["train"]["seed"] = a.seed
