@@ -334,6 +334,8 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
                                dir, cfg.members[i].name);
             }
         }
+        /* semantic IDs: the ensemble featurizes once, with member 0's records */
+        for (int f = 0; f < cfg.n_features; f++) m->cfg.features[f].items = m->member[0]->cfg.features[f].items;
         *out = m;
         return RK_OK;
     }

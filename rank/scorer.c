@@ -75,8 +75,9 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
     for (int i = 0; st == RK_OK && i < s->n_models; i++) st = rk_work_init(&s->w[i], s->models[i], max_rows, 0, err);
     if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, max_dim, &s->scr, err);
     int cb_dim = 1;
+    const rk_model *cbm = m->n_members ? m->member[0] : m; /* an ensemble's codebooks: member 0's */
     for (int f = 0; f < m->cfg.n_features; f++)
-        if (m->sid_cb[f].dim > cb_dim) cb_dim = m->sid_cb[f].dim;
+        if (cbm->sid_cb[f].dim > cb_dim) cb_dim = cbm->sid_cb[f].dim;
     if (st == RK_OK && !(s->sid_resid = rk_malloc((size_t)cb_dim * sizeof(float))))
         st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     if (st == RK_OK && m->n_members) {
@@ -270,7 +271,7 @@ rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
-    const rk_sid_codebook *cb = &s->m->sid_cb[feature];
+    const rk_sid_codebook *cb = &(s->m->n_members ? s->m->member[0] : s->m)->sid_cb[feature];
     if (!rk_sid_param_uses_codes(ft->param) || cb->levels == 0)
         return rk_fail(err, RK_EINVAL, "feature '%s' (param %s) has no semantic-ID codebooks in the bundle", ft->name,
                        rk_sid_param_name(ft->param));

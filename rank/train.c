@@ -209,9 +209,10 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     }
     openblas_set_num_threads(cfg.train.threads);
     if ((s = rk_model_create(&cfg, &m, err))) goto done;
-    for (int f = 0; f < cfg.n_features; f++) { /* the model owns the records and codebooks from here */
-        m->sid_items[f] = sid_items[f];
-        m->sid_cb[f] = sid_cb[f];
+    for (int f = 0; f < cfg.n_features; f++) { /* the model (an ensemble: member 0) owns them from here */
+        rk_model *owner = m->n_members ? m->member[0] : m;
+        owner->sid_items[f] = sid_items[f];
+        owner->sid_cb[f] = sid_cb[f];
         sid_items[f] = NULL;
         memset(&sid_cb[f], 0, sizeof sid_cb[f]);
     }
