@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "core.h"
 #include "embed.h"
@@ -882,4 +883,78 @@ Test(sid_model, ensemble_bundle) {
     cr_expect_eq(p[0], p[2], "request-time assignment: %g vs %g", p[2], p[0]);
     rk_scorer_destroy(s);
     rk_model_destroy(m);
+}
+
+/* ---------------------------------------------------------------- rank sid CLI */
+
+/* Run a shell command; returns its exit status, stdout+stderr in out. */
+static int run_cmd(const char *cmd, char *out, size_t cap) {
+    char full[2048];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(sid, cli_build_and_assign) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids); /* the embeddings; the records file is not used here */
+    rk_st_writer *w;
+    rk_err e = {0};
+    int64_t se[2] = {NI, ED}, si[1] = {NI};
+    cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &e);
+    rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
+    rk_st_writer_add_meta(w, "model", "test-encoder", &e);
+    cr_assert_eq(rk_st_writer_write(w, tpath("emb.safetensors"), &e), RK_OK, "%s", e.msg);
+    rk_st_writer_destroy(w);
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+             tpath("emb.safetensors"), tpath("cli.sid"));
+    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "sid: n=60 levels=2 codes=4 dim=8 "), "%s", out);
+    rk_sid_items *it;
+    cr_assert_eq(rk_sid_items_load(tpath("cli.sid"), &it, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_sid_items_count(it), (size_t)NI);
+    cr_expect_str_eq(rk_sid_items_version(it), "test-encoder");
+    /* the codes are rk_sid_encode's with the file's codebooks */
+    rk_sid_codebook cb;
+    cr_assert_eq(rk_sid_codebook_load(tpath("cli.sid"), &cb, &e), RK_OK);
+    uint32_t codes[NI * 2];
+    cr_assert_eq(rk_sid_encode(&cb, emb, NI, codes, &e), RK_OK);
+    cr_expect_eq(memcmp(codes, rk_sid_items_codes(it), sizeof codes), 0);
+    rk_sid_items_destroy(it);
+    rk_sid_codebook_free(&cb);
+    /* assign with those codebooks: same codes */
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s",
+             tpath("cli.sid"), tpath("emb.safetensors"), tpath("cli2.sid"));
+    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert_eq(rk_sid_items_load(tpath("cli2.sid"), &it, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(memcmp(codes, rk_sid_items_codes(it), sizeof codes), 0);
+    rk_sid_items_destroy(it);
+    /* errors: missing --codes, missing file, dim mismatch */
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --out %s",
+             tpath("emb.safetensors"), tpath("x.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
+    cr_expect(strstr(out, "--levels (1..8) and --codes (>= 2) are required"), "%s", out);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+             tpath("missing.safetensors"), tpath("x.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "missing.safetensors"), "%s", out);
+    rk_sid_codebook small = {2, 4, 5, calloc(2 * 4 * 5, sizeof(float))};
+    cr_assert_eq(rk_sid_codebook_save(&small, tpath("cb5.safetensors"), NULL, &e), RK_OK);
+    free(small.centroids);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s",
+             tpath("cb5.safetensors"), tpath("emb.safetensors"), tpath("x.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "embeddings of dim 8, the codebooks of") && strstr(out, "expect 5"), "%s", out);
+    cr_expect(!rk_path_exists(tpath("x.sid")), "no output on error");
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels two --codes 4 --out %s",
+             tpath("emb.safetensors"), tpath("x.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
+    cr_expect(strstr(out, "--levels: expected an integer, got 'two'"), "%s", out);
 }

@@ -121,8 +121,8 @@ int rank_sid_main(int argc, char **argv) {
                                          {"version", 1, 0, 'v'},    {"codebooks", 1, 0, 'c'}, {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     optind = 2;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    int c, li = 0;
+    while ((c = getopt_long(argc, argv, "", opts, &li)) != -1) {
         char *end = NULL;
         switch (c) {
         case 'e': emb = optarg; break;
@@ -137,7 +137,7 @@ int rank_sid_main(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
         if (end && *end) {
-            fprintf(stderr, "rank sid: --%s: expected an integer, got '%s'\n", opts[0].name, optarg);
+            fprintf(stderr, "rank sid: --%s: expected an integer, got '%s'\n", opts[li].name, optarg);
             return 2;
         }
     }
