@@ -462,6 +462,10 @@ typedef struct {
     /* Sums over the Rank calls answered OK, microseconds: waiting in the
      * queue, then the stages of rk_stage_times. Divide by rank_ok. */
     double queue_us, decode_us, lookup_us, model_us, encode_us;
+    /* Semantic-ID models, over the calls answered OK: ads unknown to the item
+     * records that came without content (scored with the default, an empty
+     * bag), and ads given codes at request time (rk_service_sid_counters). */
+    uint64_t sid_unknown, sid_assigned;
 } rk_server_counters;
 
 typedef struct rk_server rk_server;

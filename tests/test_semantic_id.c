@@ -530,6 +530,19 @@ static void score_items(rk_model *m, const char *const *items, int n, float *pct
     rk_scorer_destroy(s);
 }
 
+/* Pack a Rank request of user "3" and candidates c[n] into buf. */
+static size_t pack_request(Rankd__V1__Candidate *c, int n, uint8_t *buf) {
+    static Rankd__V1__User u = RANKD__V1__USER__INIT;
+    u.user_id = "3";
+    Rankd__V1__Candidate *cp[8];
+    for (int i = 0; i < n; i++) cp[i] = &c[i];
+    Rankd__V1__RankRequest r = RANKD__V1__RANK_REQUEST__INIT;
+    r.user = &u;
+    r.n_candidates = (size_t)n;
+    r.candidates = cp;
+    return rankd__v1__rank_request__pack(&r, buf);
+}
+
 Test(sid_model, bundle_aa_request_time_and_fallback) {
     float emb[(NI + NA) * ED];
     int64_t ids[NI + NA];
@@ -606,21 +619,14 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     o.max_candidates = 8;
     rk_service *svc;
     cr_assert_eq(rk_service_create(m, &o, &svc, &e), RK_OK, "%s", e.msg);
-    Rankd__V1__User u = RANKD__V1__USER__INIT;
-    u.user_id = "3";
     Rankd__V1__Candidate c[3] = {RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT};
-    Rankd__V1__Candidate *cp[3] = {&c[0], &c[1], &c[2]};
     c[0].ad_id = "4";
     c[1].ad_id = "new-ad-1";
     c[1].n_content_embedding = ED;
     c[1].content_embedding = emb + 4 * ED;
     c[2].ad_id = "new-ad-2";
-    Rankd__V1__RankRequest r = RANKD__V1__RANK_REQUEST__INIT;
-    r.user = &u;
-    r.n_candidates = 3;
-    r.candidates = cp;
     uint8_t buf[4096];
-    size_t len = rankd__v1__rank_request__pack(&r, buf);
+    size_t len = pack_request(c, 3, buf);
     const uint8_t *resp;
     size_t resp_len;
     cr_assert_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
@@ -636,10 +642,40 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     cr_expect_eq(assigned, 1u);
     /* a wrong-sized embedding names the field */
     c[1].n_content_embedding = 3;
-    len = rankd__v1__rank_request__pack(&r, buf);
+    len = pack_request(c, 3, buf);
     cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
     cr_expect(strstr(e.msg, "candidates[1].content_embedding: 3 values"), "%s", e.msg);
     rk_service_destroy(svc);
+    c[1].n_content_embedding = ED;
+
+    /* the gRPC server sums the workers' counts */
+    rk_server_opts so = RK_SERVER_OPTS_DEFAULT;
+    so.listen = "127.0.0.1:0";
+    so.threads = 1;
+    rk_server *srv;
+    int port;
+    cr_assert_eq(rk_server_start(&so, m, &srv, &port, &e), RK_OK, "%s", e.msg);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    for (int k = 0; k < 2; k++) {
+        Rankd__V1__RankRequest *req = rankd__v1__rank_request__unpack(NULL, pack_request(c, 3, buf), buf);
+        rk_call_result res;
+        Rankd__V1__RankResponse *resp2;
+        cr_assert_eq(rk_client_rank(cl, req, 10000, &res, &resp2, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(res.code, 0, "%s", res.msg);
+        cr_expect_eq(resp2->scores[1]->pctr, q[0]);
+        rk_client_free_response(resp2);
+        rk_call_result_free(&res);
+        rankd__v1__rank_request__free_unpacked(req, NULL);
+    }
+    rk_client_destroy(cl);
+    rk_server_counters cnt;
+    rk_server_stop(srv, &cnt);
+    cr_expect_eq(cnt.rank_ok, 2u);
+    cr_expect_eq(cnt.sid_assigned, 2u);
+    cr_expect_eq(cnt.sid_unknown, 2u);
     rk_model_destroy(m);
 }
 
@@ -760,23 +796,16 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     so.encoder_dir = dir;
     rk_service *svc;
     cr_assert_eq(rk_service_create(m, &so, &svc, &e), RK_OK, "%s", e.msg);
-    Rankd__V1__User u = RANKD__V1__USER__INIT;
-    u.user_id = "3";
     Rankd__V1__Candidate c[4] = {RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT,
                                  RANKD__V1__CANDIDATE__INIT};
-    Rankd__V1__Candidate *cp[4] = {&c[0], &c[1], &c[2], &c[3]};
     c[0].ad_id = "5";
     c[1].ad_id = "brand-new";
     c[1].content_text = texts[5];
     c[2].ad_id = "6";
     c[3].ad_id = "brand-new-2";
     c[3].content_text = texts[6];
-    Rankd__V1__RankRequest r = RANKD__V1__RANK_REQUEST__INIT;
-    r.user = &u;
-    r.n_candidates = 4;
-    r.candidates = cp;
     uint8_t buf[4096];
-    size_t len = rankd__v1__rank_request__pack(&r, buf);
+    size_t len = pack_request(c, 4, buf);
     const uint8_t *resp;
     size_t resp_len;
     cr_assert_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);

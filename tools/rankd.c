@@ -166,5 +166,8 @@ int main(int argc, char **argv) {
             (unsigned long long)cnt.rank_expired, (unsigned long long)cnt.rank_rejected,
             (unsigned long long)cnt.health, (unsigned long long)cnt.unimplemented, cnt.queue_us / n,
             cnt.decode_us / n, cnt.lookup_us / n, cnt.model_us / n, cnt.encode_us / n);
+    if (cnt.sid_unknown || cnt.sid_assigned)
+        rk_info("semantic IDs: %llu ads assigned codes at request time, %llu unknown ads scored with the default",
+                (unsigned long long)cnt.sid_assigned, (unsigned long long)cnt.sid_unknown);
     return 0;
 }
