@@ -21,6 +21,12 @@
 #    in time order (max_epochs 1, shuffle false); `rank score` on test.tsv and
 #    on the A/A copy of the test rows of the duplicated movies. prefix_hist:
 #    prefix_ngram for movie_id and for the user history (same H as hashing).
+# 4b. Table 2 check on the valid split: prefix_ngram for K x L in SWEEP
+#    (K:L pairs, default "8:3 32:2 32:4 128:3"), fourgram and all_bigrams at
+#    32:4; codebooks built on the same embeddings (the A/A copies are absent
+#    there: their records are not needed on valid.tsv).
+# 4c. prefix_sel: prefix_ngram with the K x L of lowest valid NE among the
+#    sweep and the main runs (chosen on valid only), evaluated on test + A/A.
 # 5. bench/sid_report.py: NE and AUC overall, head / torso / tail (25/50/25%
 #    of cumulative training impressions) and new items (not in train or
 #    valid), mean ± std over seeds, NE gain vs random hashing, and the A/A
@@ -28,7 +34,7 @@
 # Last line:
 #   bench-sid: ne_all_rh=X ne_all_prefix=X ne_new_rh=X ne_new_prefix=X auc_new_rh=X
 #              auc_new_prefix=X aa_diff_sid=X aa_diff_rh=X
-# Environment: SEEDS (default "1 2 3"), LEVELS (3), CODES (32), BENCH_OUT
+# Environment: SEEDS (default "1 2 3"), LEVELS (3), CODES (32), SWEEP, BENCH_OUT
 # (default out/bench-sid). Heavy steps run under nice -n 19.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +46,7 @@ SEEDS=${SEEDS:-"1 2 3"}
 LEVELS=${LEVELS:-3}
 CODES=${CODES:-32}
 PARAMS=${PARAMS:-"hash individual all_bigrams trigram prefix_ngram prefix_hist"}
+SWEEP=${SWEEP:-"8:3 32:2 32:4 128:3"}
 MODEL=${ENCODER_MODEL:-$HOME/.cache/rankd/models/all-MiniLM-L6-v2}
 PY=${PYTHON:-/usr/bin/python3}
 NICE="nice -n 19"
@@ -76,22 +83,59 @@ $NICE $RANK sid build --embeddings "$OUT/emb.safetensors" --levels "$LEVELS" --c
 $NICE $RANK sid assign --codebooks "$OUT/codebooks.sid" --embeddings "$OUT/emb_all.safetensors" \
     --out "$OUT/items.sid" 2>&1 | tail -1
 
-# 4. train + score
-for p in $PARAMS; do
+# run NAME PARAM SID SPLITS: train one variant per seed, score it on SPLITS
+# (test, aa, valid), remove the bundle.
+run() {
+    local name=$1 p=$2 sid=$3 splits=$4 seed
     for seed in $SEEDS; do
-        cfg="$OUT/configs/${p}_s${seed}.json"
-        $PY bench/sid_report.py config --out "$OUT" --param "$p" --seed "$seed" > "$cfg"
-        b="$OUT/bundles/${p}_s${seed}"
-        $NICE $RANK train --config "$cfg" --data "$OUT/ml" --out "$b" --force \
-            > "$OUT/logs/train_${p}_s${seed}.log" 2>&1
-        $NICE $RANK score --model "$b" --input "$OUT/ml/test.tsv" --output "$OUT/runs/${p}_s${seed}.test.tsv" \
-            > "$OUT/logs/score_${p}_s${seed}.log" 2>&1
-        $NICE $RANK score --model "$b" --input "$OUT/aa.tsv" --output "$OUT/runs/${p}_s${seed}.aa.tsv" \
-            >> "$OUT/logs/score_${p}_s${seed}.log" 2>&1
+        local cfg="$OUT/configs/${name}_s${seed}.json" b="$OUT/bundles/${name}_s${seed}" sp in
+        $PY bench/sid_report.py config --out "$OUT" --param "$p" --seed "$seed" --sid "$sid" > "$cfg"
+        $NICE $RANK train --config "$cfg" --data "$OUT/ml" --out "$b" --force > "$OUT/logs/train_${name}_s${seed}.log" 2>&1
+        for sp in $splits; do
+            in="$OUT/ml/$sp.tsv"
+            [ "$sp" = aa ] && in="$OUT/aa.tsv"
+            $NICE $RANK score --model "$b" --input "$in" --output "$OUT/runs/${name}_s${seed}.$sp.tsv" \
+                >> "$OUT/logs/score_${name}_s${seed}.log" 2>&1
+        done
         rm -rf "$b"
-        echo "  $p seed $seed done ($(( $(date +%s) - T0 )) s)"
+    done
+    echo "  $name done ($(( $(date +%s) - T0 )) s)"
+}
+
+# 4. train + score every parameterization (K = CODES, L = LEVELS)
+for p in $PARAMS; do
+    run "$p" "$p" "$OUT/items.sid" "test aa valid"
+done
+
+# 4b. codebook size / depth (papers.md Table 2, claim 2), scored on the VALID
+# split only: prefix_ngram for K x L in SWEEP, plus fourgram and all_bigrams at
+# K = 32, L = 4; same H, seeds, model.
+for kl in $SWEEP; do
+    k=${kl%:*}
+    l=${kl#*:}
+    sid="$OUT/sweep_K${k}_L${l}.sid"
+    $NICE $RANK sid build --embeddings "$OUT/emb.safetensors" --levels "$l" --codes "$k" --seed 1 \
+        --out "$sid" 2>&1 | grep '^sid:' | sed "s/^/  K=$k L=$l: /"
+    ps="prefix_ngram"
+    [ "$kl" = "32:4" ] && ps="prefix_ngram fourgram all_bigrams"
+    for p in $ps; do
+        run "sweep_${p}_K${k}_L${l}" "$p" "$sid" "valid"
     done
 done
 
+# 4c. prefix_ngram with the K x L of lowest valid NE (selected on valid only),
+# then evaluated on test and A/A like the others.
+sel=$($PY bench/sid_report.py select --out "$OUT" --seeds "$SEEDS" --sweep "$SWEEP $CODES:$LEVELS")
+k=${sel%:*}
+l=${sel#*:}
+echo "  selected on valid: K=$k L=$l"
+$NICE $RANK sid build --embeddings "$OUT/emb.safetensors" --levels "$l" --codes "$k" --seed 1 \
+    --out "$OUT/codebooks_sel.sid" 2>&1 | grep '^sid:' | sed "s/^/  selected: /"
+$NICE $RANK sid assign --codebooks "$OUT/codebooks_sel.sid" --embeddings "$OUT/emb_all.safetensors" \
+    --out "$OUT/items_sel.sid" > /dev/null 2>&1
+echo "$k:$l" > "$OUT/selected.txt"
+run prefix_sel prefix_ngram "$OUT/items_sel.sid" "test aa valid"
+
 # 5. report
-$PY bench/sid_report.py report --out "$OUT" --seeds "$SEEDS" --params "$PARAMS" --seconds $(( $(date +%s) - T0 ))
+$PY bench/sid_report.py report --out "$OUT" --seeds "$SEEDS" --params "$PARAMS prefix_sel" --sweep "$SWEEP" \
+    --seconds $(( $(date +%s) - T0 ))

@@ -4,7 +4,8 @@
   config  --out DIR --param P --seed S   configs/movielens_sid.json for one run (stdout);
                                  P = a parameterization of movie_id, or prefix_hist
                                  (prefix_ngram for movie_id and for the history)
-  report  --out DIR --seeds "1 2 3" --params "..." --seconds N
+  select  --out DIR --seeds "1 2 3" --sweep "K:L ..."   K:L of the lowest valid NE (prefix_ngram)
+  report  --out DIR --seeds "1 2 3" --params "..." --sweep "K:L ..." --seconds N
 
 Segments (papers.md §1(f)): movies sorted by training impressions (rows of
 train.tsv), head = those covering the first 25% of cumulative impressions,
@@ -84,7 +85,7 @@ def config(a):
         if ft["name"] != "movie_id":
             continue
         ft["param"] = item_param
-        ft["sid"] = os.path.join(a.out, "items.sid")
+        ft["sid"] = a.sid or os.path.join(a.out, "items.sid")
         if item_param == "individual":
             ft["table_size"] = n_records + 1
         else:
@@ -173,6 +174,56 @@ def neighbour_check(out, groups, y, movie):
             "as the prediction):", ""] + rows
 
 
+def valid_ne(a, name, seeds):
+    hdr, valid = read_tsv(os.path.join(a.out, "ml", "valid.tsv"))
+    y = np.array([float(r[hdr.index("label")]) for r in valid])
+    v = []
+    for s in seeds:
+        path = os.path.join(a.out, "runs", f"{name}_s{s}.valid.tsv")
+        if os.path.exists(path):
+            v.append(metrics(np.loadtxt(path, skiprows=1, ndmin=1), y)[0])
+    return (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) if v else (float("nan"),) * 2
+
+
+def select(a):
+    """Print K:L of the prefix_ngram run with the lowest mean valid NE."""
+    best = None
+    for kl in a.sweep.split():
+        k, l = kl.split(":")
+        name = "prefix_ngram" if not os.path.exists(
+            os.path.join(a.out, "runs", f"sweep_prefix_ngram_K{k}_L{l}_s{a.seeds.split()[0]}.valid.tsv")) \
+            else f"sweep_prefix_ngram_K{k}_L{l}"
+        ne = valid_ne(a, name, a.seeds.split())[0]
+        if not math.isnan(ne) and (best is None or ne < best[0]):
+            best = (ne, kl)
+    print(best[1])
+
+
+def sweep_table(a, params, seeds):
+    """Valid-split NE of prefix_ngram (and fourgram / all_bigrams at 32:4) by
+    codebook size K and depth L, against hash and the main K = 32, L = 3 runs."""
+    def ne_of(name):
+        return valid_ne(a, name, seeds)
+
+    base = ne_of("hash")[0]
+    rows = ["Codebook size and depth (papers.md Table 2), NE on the VALID split (mean ± std over seeds):", "",
+            "| param | K | L | G | valid NE | gain vs hash |", "| --- | --- | --- | --- | --- | --- |"]
+    cells = [("hash", "-", "-", 1, "hash")]
+    for p in ("all_bigrams", "trigram", "prefix_ngram"):
+        if p in params:
+            cells.append((p, 32, 3, {"all_bigrams": 2, "trigram": 1, "prefix_ngram": 3}[p], p))
+    for kl in a.sweep.split():
+        k, l = (int(x) for x in kl.split(":"))
+        ps = ["prefix_ngram"] + (["fourgram", "all_bigrams"] if (k, l) == (32, 4) else [])
+        for p in ps:
+            g = {"prefix_ngram": l, "fourgram": 1, "all_bigrams": l - 1}[p]
+            cells.append((p, k, l, g, f"sweep_{p}_K{k}_L{l}"))
+    for p, k, l, g, name in cells:
+        m, sd = ne_of(name)
+        rows.append(f"| {p} | {k} | {l} | {g} | {m:.5f} ± {sd:.5f} | {100 * (m - base) / base:+.2f}% |")
+    return rows
+
+
 def report(a):
     seg, seen, mi = segments(a.out)
     hdr, test = read_tsv(os.path.join(a.out, "ml", "test.tsv"))
@@ -227,6 +278,9 @@ def report(a):
         lines.append(f"| {p} | {d[0]:.3g} ± {d[1]:.2g} | {r[0]:.3g} | {aa[p][0][2]} |")
     lines.append("")
     lines += neighbour_check(a.out, groups, y, movie)
+    if a.sweep:
+        lines.append("")
+        lines += sweep_table(a, params, seeds)
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(a.out, "summary.md"), "w") as f:
@@ -245,15 +299,17 @@ def report(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["prepare", "config", "report"])
+    ap.add_argument("cmd", choices=["prepare", "config", "report", "select"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--param", default="hash")
     ap.add_argument("--seeds", default="1 2 3")
     ap.add_argument("--params", default="")
     ap.add_argument("--seconds", type=int, default=0)
+    ap.add_argument("--sid", default="")
+    ap.add_argument("--sweep", default="")
     a = ap.parse_args()
-    {"prepare": prepare, "config": config, "report": report}[a.cmd](a)
+    {"prepare": prepare, "config": config, "report": report, "select": select}[a.cmd](a)
     if a.cmd == "report" and a.seconds:
         print(f"(bench-sid took {a.seconds} s)", file=sys.stderr)
 
