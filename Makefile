@@ -74,8 +74,8 @@ bench-serve: build
 
 # Semantic IDs (issue 5): RQ-KMeans codes of MiniLM content embeddings, random
 # hashing vs individual vs all-bigrams vs trigram vs prefix-ngram on MovieLens
-# (3 seeds, one time-ordered pass) + the A/A check (bench/bench_sid.sh;
-# figures in bench/RESULTS.md); ~10 min, under nice -n 19.
+# (3 seeds, one time-ordered pass) + the A/A check + a K x L sweep on valid
+# (bench/bench_sid.sh; figures in bench/RESULTS.md); ~2-3 min, under nice -n 19.
 bench-sid: build
 	@bash bench/bench_sid.sh $(BUILD)
 
