@@ -640,6 +640,11 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     rk_service_sid_counters(svc, &unknown, &assigned);
     cr_expect_eq(unknown, 1u, "the fallback is counted");
     cr_expect_eq(assigned, 1u);
+    /* warm: request-time assignment and the fallback allocate nothing */
+    rk_alloc_fail_after(1);
+    int code = rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e);
+    rk_alloc_fail_after(0);
+    cr_expect_eq(code, 0, "with every rk_malloc failing: %s", e.msg);
     /* a wrong-sized embedding names the field */
     c[1].n_content_embedding = 3;
     len = pack_request(c, 3, buf);
