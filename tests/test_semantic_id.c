@@ -653,6 +653,18 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     rk_service_destroy(svc);
     c[1].n_content_embedding = ED;
 
+    /* a bundle that lost its codebooks file is refused, naming it */
+    {
+        char cp[600], cbf[600];
+        snprintf(cp, sizeof cp, "cp -r %s %s", dir, tpath("broken"));
+        cr_assert_eq(system(cp), 0);
+        snprintf(cbf, sizeof cbf, "%s/sid.item.safetensors", tpath("broken"));
+        cr_assert_eq(remove(cbf), 0);
+        rk_model *bad;
+        cr_expect_neq(rk_model_open(tpath("broken"), &bad, &e), RK_OK);
+        cr_expect(strstr(e.msg, "sid.item.safetensors"), "%s", e.msg);
+    }
+
     /* the gRPC server sums the workers' counts */
     rk_server_opts so = RK_SERVER_OPTS_DEFAULT;
     so.listen = "127.0.0.1:0";
