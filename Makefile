@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash \
-        bench-encoder bench-exfm
+        bench-encoder bench-exfm bench-sid
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -77,6 +77,13 @@ bench-store-crash: build
 # rankd's max rate, 50/200/1000 candidates (bench/RESULTS.md "## bench-serve"); ~5 min.
 bench-serve: build
 	@bash bench/bench_serve.sh $(BUILD)
+
+# Semantic IDs (issue 5): RQ-KMeans codes of MiniLM content embeddings, random
+# hashing vs individual vs all-bigrams vs trigram vs prefix-ngram on MovieLens
+# (3 seeds, one time-ordered pass) + the A/A check + a K x L sweep on valid
+# (bench/bench_sid.sh; figures in bench/RESULTS.md); ~2-3 min, under nice -n 19.
+bench-sid: build
+	@bash bench/bench_sid.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -199,6 +199,8 @@ rk_status rk_st_get_f32(const rk_st_file *f, const char *name, const float **dat
  * data into dst (prod(want) floats). Errors name the tensor and both shapes. */
 rk_status rk_st_read_f32(const rk_st_file *f, const char *name, float *dst, int want_ndim,
                          const int64_t *want, rk_err *err);
+/* Rank and shape of tensor `name` (any dtype); RK_ENOTFOUND if absent. */
+rk_status rk_st_shape(const rk_st_file *f, const char *name, int *ndim, int64_t shape[4], rk_err *err);
 /* Copy int64 tensor `name` (dtype I64, exactly n values, any shape) into
  * dst. RK_ENOTFOUND if absent, RK_EFORMAT if not I64, RK_ESHAPE if the count
  * differs. */

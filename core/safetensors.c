@@ -345,6 +345,14 @@ rk_status rk_st_read_f32(const rk_st_file *f, const char *name, float *dst, int 
     return RK_OK;
 }
 
+rk_status rk_st_shape(const rk_st_file *f, const char *name, int *ndim, int64_t shape[4], rk_err *err) {
+    const st_entry *e = find(f, name);
+    if (!e) return rk_fail(err, RK_ENOTFOUND, "%s: tensor '%s' missing", f->path, name);
+    *ndim = e->ndim;
+    for (int d = 0; d < 4; d++) shape[d] = d < e->ndim ? e->shape[d] : 0;
+    return RK_OK;
+}
+
 rk_status rk_st_read_i64(const rk_st_file *f, const char *name, int64_t *dst, size_t n, rk_err *err) {
     const st_entry *e = find(f, name);
     if (!e) return rk_fail(err, RK_ENOTFOUND, "%s: tensor '%s' missing", f->path, name);

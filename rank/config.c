@@ -4,7 +4,7 @@
  *
  * A config file (under configs/) and a bundle's model.json share this
  * format; model.json adds "format_version", "version", "metrics",
- * "training", "tables" and "dense", which the parser accepts and skips.
+ * "training", "tables", "dense" and "sid", which the parser accepts and skips.
  */
 #include "rank.h"
 #include "internal.h"
@@ -36,6 +36,7 @@ void rk_model_cfg_default(rk_model_cfg *c) {
     t->adagrad_eps = 1e-10f;
     t->init_std_embed = 0.05f;
     t->zero_unseen_rows = 1;
+    t->shuffle = 1;
     t->threads = 2;
     c->fusion.type = RK_FUSION_CONFIDENCE;
     c->fusion.tau = 1.0f;
@@ -112,7 +113,7 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
     snprintf(where, sizeof where, "features[%d]", i);
     if (!json_is_object(fo)) return rk_fail(err, RK_EINVAL, "%s: expected an object", where);
     static const char *const keys[] = {"name", "column", "kind", "side", "table_size", "dim", "pooling",
-                                       "max_values", "log1p", "mean", "std", NULL};
+                                       "max_values", "log1p", "mean", "std", "param", "ngram", "sid", NULL};
     rk_status s = check_keys(fo, where, keys, err);
     if (s) return s;
     if ((s = get_str(fo, "name", where, f->name, sizeof f->name, 1, err))) return s;
@@ -139,6 +140,14 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
         else if (!strcmp(pool, "mean")) f->pool = RK_BAG_MEAN;
         else return rk_fail(err, RK_EINVAL, "%s.pooling: '%s' is not sum or mean", where, pool);
         GET_INT(fo, "max_values", where, 0, 1e6, f->max_values);
+        char param[32] = "hash";
+        if ((s = get_str(fo, "param", where, param, sizeof param, 0, err))) return s;
+        if ((s = rk_sid_param_parse(param, &f->param, err))) return rk_err_prefix(err, "%s.param", where);
+        f->ngram = 0;
+        GET_INT(fo, "ngram", where, 0, RK_SID_MAX_LEVELS, f->ngram);
+        f->sid[0] = 0;
+        if ((s = get_str(fo, "sid", where, f->sid, sizeof f->sid, 0, err))) return s;
+        f->items = NULL;
     } else {
         json_t *l = json_object_get(fo, "log1p");
         if (l && !json_is_boolean(l)) return rk_fail(err, RK_EINVAL, "%s.log1p: expected true or false", where);
@@ -169,6 +178,9 @@ static rk_status parse_train(json_t *tr, rk_train_cfg *t, rk_err *err) {
     json_t *z = json_object_get(tr, "zero_unseen_rows");
     if (z && !json_is_boolean(z)) return rk_fail(err, RK_EINVAL, "train.zero_unseen_rows: expected true or false");
     if (z) t->zero_unseen_rows = json_is_true(z);
+    json_t *sh = json_object_get(tr, "shuffle");
+    if (sh && !json_is_boolean(sh)) return rk_fail(err, RK_EINVAL, "train.shuffle: expected true or false");
+    if (sh) t->shuffle = json_is_true(sh);
     return RK_OK;
 }
 
@@ -285,7 +297,7 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     if (!root) return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
     rk_status s = RK_OK;
     static const char *const top[] = {"name", "label_column", "features", "tower", "train", "aliases", "format_version",
-                                      "version", "metrics", "training", "tables", "dense", "ensemble", NULL};
+                                      "version", "metrics", "training", "tables", "dense", "ensemble", "sid", NULL};
     if (!json_is_object(root)) {
         s = rk_fail(err, RK_EINVAL, "config: expected a JSON object");
         goto done;
@@ -338,7 +350,7 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     if (tr) {
         static const char *const k[] = {"seed", "batch_size", "max_epochs", "patience", "lr_dense", "lr_embed",
                                         "adam_b1", "adam_b2", "adam_eps", "adagrad_eps", "init_std_embed", "threads",
-                                        "zero_unseen_rows", NULL};
+                                        "zero_unseen_rows", "shuffle", NULL};
         if (!json_is_object(tr)) {
             s = rk_fail(err, RK_EINVAL, "train: expected an object");
             goto done;
@@ -419,6 +431,11 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
             json_object_set_new(o, "dim", json_integer(f->dim));
             json_object_set_new(o, "pooling", json_string(f->pool == RK_BAG_MEAN ? "mean" : "sum"));
             json_object_set_new(o, "max_values", json_integer(f->max_values));
+            if (f->param != RK_PARAM_HASH) {
+                json_object_set_new(o, "param", json_string(rk_sid_param_name(f->param)));
+                if (f->ngram) json_object_set_new(o, "ngram", json_integer(f->ngram));
+                if (f->sid[0]) json_object_set_new(o, "sid", json_string(f->sid));
+            }
         } else {
             json_object_set_new(o, "log1p", json_boolean(f->log1p));
             json_object_set_new(o, "mean", json_real(f->mean));
@@ -461,6 +478,7 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
     json_object_set_new(tr, "init_std_embed", json_real(t->init_std_embed));
     json_object_set_new(tr, "threads", json_integer(t->threads));
     json_object_set_new(tr, "zero_unseen_rows", json_boolean(t->zero_unseen_rows));
+    if (!t->shuffle) json_object_set_new(tr, "shuffle", json_false());
     json_object_set_new(root, "train", tr);
     if (c->alias_user_id[0] || c->alias_recent_items[0] || c->alias_ad_id[0]) {
         json_t *al = json_object();

@@ -151,6 +151,15 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
         rk_free(buf);
         return s;
     }
+    for (int f = 0; f < cfg->n_features; f++)
+        if (cfg->features[f].kind == RK_FEAT_SPARSE && cfg->features[f].param != RK_PARAM_HASH && !cfg->features[f].items) {
+            s = rk_fail(err, RK_EINVAL, "%s: feature '%s' (param %s) has no item records attached (model.json \"sid\")", path,
+                        cfg->features[f].name, rk_sid_param_name(cfg->features[f].param));
+            rk_free(buf);
+            rk_batch_free(b);
+            return s;
+        }
+    size_t no_codes[RK_MAX_FEATURES] = {0};
     char *fields[MAX_COLS];
     long row = 1;
     int r = 0;
@@ -194,8 +203,11 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
                 char *bar = strchr(p, '|');
                 size_t L = bar ? (size_t)(bar - p) : strlen(p);
                 if (L) {
-                    if ((s = grow((void **)&b->rows[f], &b->cap_values[f], (size_t)k + 1, sizeof(uint64_t), err))) goto fail;
-                    b->rows[f][k++] = rk_feature_row(ft->name, p, L, ft->table_size);
+                    if ((s = grow((void **)&b->rows[f], &b->cap_values[f], (size_t)k + RK_SID_MAX_LEVELS, sizeof(uint64_t), err)))
+                        goto fail;
+                    int unknown;
+                    k += (uint32_t)rk_value_rows(ft, p, L, b->rows[f] + k, &unknown);
+                    no_codes[f] += (size_t)unknown;
                     taken++;
                 }
                 if (!bar) break;
@@ -213,6 +225,11 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
         goto fail;
     }
     if (approx_rows > 100000) rk_progress_finish(&pg);
+    for (int f = 0; f < cfg->n_features; f++)
+        if (no_codes[f])
+            rk_info("%s: feature '%s' (param %s): %zu values are items without records (%s)", path, cfg->features[f].name,
+                    rk_sid_param_name(cfg->features[f].param), no_codes[f],
+                    cfg->features[f].param == RK_PARAM_INDIVIDUAL ? "OOV row" : "empty bag");
     rk_free(buf);
     return RK_OK;
 fail:

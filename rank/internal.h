@@ -71,7 +71,36 @@ struct rk_model {
     int n_members;
     rk_model *member[RK_MAX_MEMBERS];
     float log_tau;
+    /* semantic IDs (rank/sid.c): per feature with param != hash, the item
+     * records (cfg.features[f].items points here) and the codebooks
+     * (levels == 0: none), both owned */
+    rk_sid_items *sid_items[RK_MAX_FEATURES];
+    rk_sid_codebook sid_cb[RK_MAX_FEATURES];
 };
+
+/* ---- semantic IDs (rank/sid.c) */
+/* Rows of one value of sparse feature ft into out[<= RK_SID_MAX_LEVELS]
+ * (rank.h rk_feature.param); returns how many (0: an item without codes).
+ * *unknown = 1 when the value is not a known item (param != hash). */
+int rk_value_rows(const rk_feature *ft, const char *value, size_t len, uint64_t *out, int *unknown);
+/* Rows of a code tuple (L = the feature's records' levels) under ft's param. */
+int rk_codes_rows(const rk_feature *ft, const uint32_t *codes, uint64_t *out);
+/* The records fit the feature: param valid for their L, individual's table
+ * holds every item + the OOV row. */
+rk_status rk_sid_check_feature(const rk_feature *ft, const rk_sid_items *it, rk_err *err);
+/* Load every feature's records (and the codebooks, when the records file
+ * holds them) from features[].sid where param != hash and items is NULL;
+ * sets features[].items. owned[]/cbs[] [n_features] receive what was
+ * loaded (the caller frees or hands it to a model). */
+rk_status rk_cfg_sid_attach(rk_model_cfg *cfg, rk_sid_items **owned, rk_sid_codebook *cbs, rk_err *err);
+/* "sid.<feature>": the bundle's column family of the feature's records. */
+void rk_sid_table_name(const rk_feature *ft, char *buf, size_t cap);
+/* Keyed-table data of the records: keys (item ids, ascending) and codes
+ * as float32 [n, L]; both rk_malloc'd (caller frees). */
+rk_status rk_sid_table_data(const rk_sid_items *it, uint64_t **keys, float **data, rk_err *err);
+/* Read the records of ft from the bundle's store table "sid.<feature>". */
+rk_status rk_sid_load_from_store(rk_store *st, const rk_feature *ft, int K, const char *version,
+                                 rk_sid_items **out, rk_err *err);
 
 json_t *rk_cfg_to_json(const rk_model_cfg *c);
 

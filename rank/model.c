@@ -165,7 +165,11 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) 
 void rk_model_destroy(rk_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_members; i++) rk_model_destroy(m->member[i]);
-    for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(m->tables[f]);
+    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+        rk_free(m->tables[f]);
+        rk_sid_items_destroy(m->sid_items[f]);
+        rk_sid_codebook_free(&m->sid_cb[f]);
+    }
     rk_store_close(m->store);
     rk_free(m->params);
     rk_free(m);
@@ -234,6 +238,65 @@ const char *rk_model_version(const rk_model *m) { return m->version; }
 
 /* ---------------------------------------------------------------- bundle */
 
+/* The semantic-ID records and codebooks of an opened single-model bundle:
+ * model.json's "sid" section names, per feature, the store table, K, the
+ * version and the codebooks file. */
+static rk_status open_sid(rk_model *m, const char *dir, rk_err *err) {
+    int need = 0;
+    for (int f = 0; f < m->cfg.n_features; f++)
+        need |= m->cfg.features[f].kind == RK_FEAT_SPARSE && m->cfg.features[f].param != RK_PARAM_HASH;
+    if (!need) return RK_OK;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) return rk_fail(err, RK_EFORMAT, "%s: %s", path, je.text);
+    json_t *sids = json_object_get(root, "sid");
+    rk_status s = RK_OK;
+    rk_store *opened = NULL;
+    for (int f = 0; s == RK_OK && f < m->cfg.n_features; f++) {
+        rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE || ft->param == RK_PARAM_HASH) continue;
+        json_t *e = NULL;
+        for (size_t i = 0; i < json_array_size(sids); i++) {
+            json_t *x = json_array_get(sids, i);
+            if (json_is_string(json_object_get(x, "feature")) &&
+                !strcmp(json_string_value(json_object_get(x, "feature")), ft->name))
+                e = x;
+        }
+        json_t *kj = e ? json_object_get(e, "codes") : NULL;
+        if (!kj || !json_is_integer(kj) || json_integer_value(kj) < 2 || json_integer_value(kj) > (1 << 24)) {
+            s = rk_fail(err, RK_EFORMAT, "%s: sid entry of feature '%s' (param %s) missing or without \"codes\"", path,
+                        ft->name, rk_sid_param_name(ft->param));
+            break;
+        }
+        const char *ver = json_string_value(json_object_get(e, "version"));
+        if (!opened) {
+            snprintf(path, sizeof path, "%s/tables", dir);
+            rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+            o.cache_bytes = 0;
+            if ((s = rk_store_open_ex(path, NULL, NULL, 0, &o, &opened, err))) break;
+        }
+        if ((s = rk_sid_load_from_store(opened, ft, (int)json_integer_value(kj), ver, &m->sid_items[f], err)) ||
+            (s = rk_sid_check_feature(ft, m->sid_items[f], err))) {
+            rk_err_prefix(err, "model bundle %s", dir);
+            break;
+        }
+        ft->items = m->sid_items[f];
+        const char *cbn = json_string_value(json_object_get(e, "codebooks"));
+        if (cbn) {
+            snprintf(path, sizeof path, "%s/%s", dir, cbn);
+            if ((s = rk_sid_codebook_load(path, &m->sid_cb[f], err))) break;
+            if (m->sid_cb[f].levels != rk_sid_items_levels(ft->items) || m->sid_cb[f].codes != rk_sid_items_K(ft->items))
+                s = rk_fail(err, RK_EFORMAT, "%s: codebooks L=%d K=%d, the records L=%d K=%d", path, m->sid_cb[f].levels,
+                            m->sid_cb[f].codes, rk_sid_items_levels(ft->items), rk_sid_items_K(ft->items));
+        }
+    }
+    rk_store_close(opened);
+    json_decref(root);
+    return s;
+}
+
 rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
     *out = NULL;
     char path[4096];
@@ -273,6 +336,8 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
                                dir, cfg.members[i].name);
             }
         }
+        /* semantic IDs: the ensemble featurizes once, with member 0's records */
+        for (int f = 0; f < cfg.n_features; f++) m->cfg.features[f].items = m->member[0]->cfg.features[f].items;
         *out = m;
         return RK_OK;
     }
@@ -312,6 +377,10 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
         rk_model_destroy(m);
         return s;
     }
+    if ((s = open_sid(m, dir, err))) {
+        rk_model_destroy(m);
+        return s;
+    }
     *out = m;
     return RK_OK;
 }
@@ -332,8 +401,8 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
     rk_st_writer_destroy(w);
     if (s) return s;
     /* tables/ */
-    rk_table_spec specs[RK_MAX_FEATURES];
-    rk_table_opts topts[RK_MAX_FEATURES];
+    rk_table_spec specs[2 * RK_MAX_FEATURES];
+    rk_table_opts topts[2 * RK_MAX_FEATURES];
     memset(topts, 0, sizeof topts);
     int n = 0;
     for (int f = 0; f < m->cfg.n_features; f++) {
@@ -346,8 +415,62 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
         topts[n].codec = codec;
         n++;
     }
+    /* semantic-ID item records: keyed tables "sid.<feature>" (rank/sid.c) */
+    const uint64_t *keys[2 * RK_MAX_FEATURES] = {0};
+    uint64_t *own_keys[RK_MAX_FEATURES] = {0};
+    float *own_data[RK_MAX_FEATURES] = {0};
+    char sid_names[RK_MAX_FEATURES][RK_NAME_MAX + 8];
+    static const float no_codes[RK_SID_MAX_LEVELS] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    int n_emb = n;
+    json_t *sids = json_array();
+    for (int f = 0; s == RK_OK && f < m->cfg.n_features; f++) {
+        const rk_feature *ft = &m->cfg.features[f];
+        if (ft->kind != RK_FEAT_SPARSE || ft->param == RK_PARAM_HASH) continue;
+        if (!ft->items) {
+            s = rk_fail(err, RK_EINVAL, "model bundle %s: feature '%s' (param %s) has no item records", dir, ft->name,
+                        rk_sid_param_name(ft->param));
+            break;
+        }
+        if ((s = rk_sid_table_data(ft->items, &own_keys[f], &own_data[f], err))) break;
+        rk_sid_table_name(ft, sid_names[f], sizeof sid_names[f]);
+        specs[n].name = sid_names[f];
+        specs[n].dim = rk_sid_items_levels(ft->items);
+        specs[n].rows = rk_sid_items_count(ft->items);
+        specs[n].data = own_data[f];
+        topts[n].codec = RK_CODEC_FP32; /* codes are integers < 2^24: exact */
+        topts[n].oov_row = no_codes;
+        keys[n] = own_keys[f];
+        n++;
+        const rk_sid_codebook *cb = &m->sid_cb[f];
+        json_t *o = json_object();
+        json_object_set_new(o, "feature", json_string(ft->name));
+        json_object_set_new(o, "table", json_string(sid_names[f]));
+        json_object_set_new(o, "items", json_integer((json_int_t)rk_sid_items_count(ft->items)));
+        json_object_set_new(o, "levels", json_integer(rk_sid_items_levels(ft->items)));
+        json_object_set_new(o, "codes", json_integer(rk_sid_items_K(ft->items)));
+        json_object_set_new(o, "version", json_string(rk_sid_items_version(ft->items)));
+        if (cb->levels) {
+            char cbname[RK_NAME_MAX + 32];
+            snprintf(cbname, sizeof cbname, "sid.%s.safetensors", ft->name);
+            snprintf(path, sizeof path, "%s/%s", dir, cbname);
+            s = rk_sid_codebook_save(cb, path, rk_sid_items_version(ft->items), err);
+            json_object_set_new(o, "codebooks", json_string(cbname));
+        }
+        json_array_append_new(sids, o);
+    }
     snprintf(path, sizeof path, "%s/tables", dir);
-    if ((s = rk_store_write_ex(path, specs, n, topts, err))) return s;
+    if (s == RK_OK) s = rk_store_write_keyed(path, specs, keys, n, topts, err);
+    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+        rk_free(own_keys[f]);
+        rk_free(own_data[f]);
+    }
+    if (s) {
+        json_decref(sids);
+        return s;
+    }
+    if (json_array_size(sids)) json_object_set_new(root, "sid", sids);
+    else json_decref(sids);
+    n = n_emb;
     json_t *tabs = json_array();
     for (int i = 0; i < n; i++) {
         json_t *o = json_object();
@@ -355,7 +478,9 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
         json_object_set_new(o, "rows", json_integer((json_int_t)specs[i].rows));
         json_object_set_new(o, "dim", json_integer(specs[i].dim));
         json_object_set_new(o, "codec", json_string(rk_codec_name(codec)));
-        json_object_set_new(o, "parameterization", json_string("hash"));
+        int fi = rk_model_cfg_find(&m->cfg, specs[i].name);
+        json_object_set_new(o, "parameterization",
+                            json_string(rk_sid_param_name(fi >= 0 ? m->cfg.features[fi].param : RK_PARAM_HASH)));
         json_object_set_new(o, "column_family", json_string(specs[i].name));
         json_array_append_new(tabs, o);
     }

@@ -24,6 +24,7 @@
 
 #include "core.h"
 #include "nn.h"
+#include "semantic_id.h"
 
 #define RK_FORMAT_VERSION 1
 #define RK_MAX_FEATURES 32
@@ -54,6 +55,9 @@
  *   history    the user's most recent <= 20 movie ids rated strictly before
  *              this event's timestamp, most recent first, '|'-separated
  *   rating     the raw rating (not a feature; for analysis)
+ * Also items.csv (RFC 4180, every field quoted): movieId, title, genres,
+ * tags — one row per movie, the movie's distinct tags of tags.csv (when
+ * present) joined by ", ", the content text for semantic IDs.
  * Errors name the file, row (1-based, header = row 1) and column. */
 rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err);
 
@@ -96,6 +100,22 @@ typedef struct {
     int dim;                   /* embedding dimension */
     rk_bag_mode pool;          /* sum or mean over the values */
     int max_values;            /* values kept per example (0 = no limit) */
+    /* How a value becomes rows (semantic_id.h, papers.md §1(b) Table 1):
+     * "hash" (default, rk_feature_row), "individual" (row = the item's
+     * position in the item records, row table_size-1 = OOV), or a
+     * code-based parameterization (trigram, fourgram, all_bigrams,
+     * prefix_ngram, unigram) whose G rows come from the item's semantic-ID
+     * codes and are sum/mean-pooled with the feature's other values. Values
+     * are item ids (int64): the target item, or the items of a history
+     * (max_values counts items; pooling mean divides by the number of token
+     * rows). An item without codes (unknown to the records, not an integer)
+     * adds no rows: alone, an empty bag (the zero vector), counted. */
+    rk_sid_param param;
+    int ngram;                 /* prefix_ngram: prefixes of length 1..ngram (0 = all L) */
+    char sid[256];             /* item-records file (rank sid build/assign) read at training
+                                * time; a bundle carries the records in tables/ */
+    const rk_sid_items *items; /* runtime only (not in model.json): the records, owned by
+                                * the model (rk_model_open / rk_train) or the caller */
     /* dense: x' = (transform(x) - mean) / std; missing -> 0 (mean imputation) */
     int log1p;
     double mean, std;
@@ -136,6 +156,9 @@ typedef struct {
                                 * hashes to, so an id unseen in training gets the table's
                                 * default (a zero row), not its random init (default 1) */
     int threads;               /* OpenBLAS threads while training */
+    int shuffle;               /* shuffle the training rows each epoch (default 1); 0 = one
+                                * pass in file order, i.e. in time for a time-ordered split,
+                                * as the Semantic-ID paper trains (papers.md §1(d)) */
 } rk_train_cfg;
 
 typedef struct {
@@ -281,6 +304,21 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
  * request), hashed once. Same truncation and limits as rk_scorer_add_sparse. */
 rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, const char *value,
                                     size_t len, rk_err *err);
+/* Semantic IDs. 1 when value is an item the feature's records know (always
+ * 1 for param hash); such an item's rows come from its stored codes. */
+int rk_scorer_item_known(const rk_scorer *s, int feature, const char *value, size_t len);
+/* Request-time assignment: give row the rows of the codes the bundle's
+ * codebooks assign to the item's content embedding emb[dim] (greedy
+ * residual encoding, rk_sid_encode_one: the same codes as offline `rank sid
+ * assign`). Errors: RK_EINVAL (feature without codebooks), RK_ESHAPE (dim
+ * differs from the codebooks'), RK_ENUMERIC (non-finite value). No
+ * allocation. Counted in rk_scorer_sid_counters' assigned. */
+rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const float *emb, int dim,
+                                       rk_err *err);
+/* Lifetime counts of this scorer: values of semantic-ID features whose item
+ * had no records (the default: empty bag = zero vector; OOV row under
+ * individual), and items assigned codes at request time. */
+void rk_scorer_sid_counters(const rk_scorer *s, uint64_t *unknown, uint64_t *assigned);
 /* Set a dense feature of a row from its raw (untransformed) value. Not
  * finite -> RK_ENUMERIC. */
 rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_err *err);
@@ -402,6 +440,10 @@ typedef struct {
                               * once (default 64) */
     int grace_ms;            /* shutdown: in-flight calls get this long before they are
                               * cancelled (default 5000) */
+    const char *encoder_dir; /* text encoder (embed.h) for candidates[i].content_text of
+                              * ads unknown to a semantic-ID model's item records; each
+                              * worker opens its own (~90 MB: weights + a 512-token
+                              * workspace). NULL (default): content_text is ignored */
 } rk_server_opts;
 #define RK_SERVER_OPTS_DEFAULT                                                         \
     {                                                                                  \
@@ -439,6 +481,12 @@ typedef struct {
 /* Stage times of the last call answered OK by s. */
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
 
+/* Semantic IDs served by s so far (rk_scorer_sid_counters): ads whose id the
+ * item records do not know and that came without a content embedding (scored
+ * with the default: an empty bag for the item feature), and ads assigned codes
+ * at request time from candidates[i].content_embedding. */
+void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *assigned);
+
 /* ---- server */
 
 typedef struct {
@@ -451,6 +499,10 @@ typedef struct {
     /* Sums over the Rank calls answered OK, microseconds: waiting in the
      * queue, then the stages of rk_stage_times. Divide by rank_ok. */
     double queue_us, decode_us, lookup_us, model_us, encode_us;
+    /* Semantic-ID models, over the calls answered OK: ads unknown to the item
+     * records that came without content (scored with the default, an empty
+     * bag), and ads given codes at request time (rk_service_sid_counters). */
+    uint64_t sid_unknown, sid_assigned;
 } rk_server_counters;
 
 typedef struct rk_server rk_server;

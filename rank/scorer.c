@@ -19,13 +19,20 @@ struct rk_scorer {
     uint32_t *st_row[RK_MAX_FEATURES];
     uint64_t *st_key[RK_MAX_FEATURES];
     size_t st_n[RK_MAX_FEATURES];
-    uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] values per row */
+    uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] table rows staged per batch row */
+    uint32_t *vcnt[RK_MAX_FEATURES]; /* [max_rows] values per row of semantic-ID features
+                                      * (each gives G rows; max_values counts values) */
     int n_models;                       /* 1, or the ensemble's members */
     const rk_model *models[RK_MAX_MEMBERS];
     rk_work w[RK_MAX_MEMBERS];
     float *mp, *mw;                     /* ensemble: member pCTR and weight [max_rows, M] */
     rk_embed_scratch *scr;
+    uint64_t sid_unknown;   /* values of code-based features without records (empty bag / OOV row) */
+    uint64_t sid_assigned;  /* items given codes at request time from their content embedding */
+    float *sid_resid;       /* [widest codebook dim] residual of request-time encoding */
 };
+
+static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *keys, int g, rk_err *err);
 
 void rk_scorer_destroy(rk_scorer *s) {
     if (!s) return;
@@ -33,12 +40,14 @@ void rk_scorer_destroy(rk_scorer *s) {
         rk_free(s->st_row[f]);
         rk_free(s->st_key[f]);
         rk_free(s->cnt[f]);
+        rk_free(s->vcnt[f]);
     }
     rk_batch_free(&s->b);
     for (int i = 0; i < RK_MAX_MEMBERS; i++) rk_work_free(&s->w[i]);
     rk_free(s->mp);
     rk_free(s->mw);
     rk_embed_scratch_destroy(s->scr);
+    rk_free(s->sid_resid);
     rk_free(s);
 }
 
@@ -65,6 +74,12 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
     rk_status st = rk_batch_alloc(&s->b, &m->cfg, max_rows, s->cap_values, err);
     for (int i = 0; st == RK_OK && i < s->n_models; i++) st = rk_work_init(&s->w[i], s->models[i], max_rows, 0, err);
     if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, max_dim, &s->scr, err);
+    int cb_dim = 1;
+    const rk_model *cbm = m->n_members ? m->member[0] : m; /* an ensemble's codebooks: member 0's */
+    for (int f = 0; f < m->cfg.n_features; f++)
+        if (cbm->sid_cb[f].dim > cb_dim) cb_dim = cbm->sid_cb[f].dim;
+    if (st == RK_OK && !(s->sid_resid = rk_malloc((size_t)cb_dim * sizeof(float))))
+        st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     if (st == RK_OK && m->n_members) {
         s->mp = rk_malloc((size_t)max_rows * (size_t)m->n_members * sizeof(float));
         s->mw = rk_malloc((size_t)max_rows * (size_t)m->n_members * sizeof(float));
@@ -75,7 +90,9 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
         s->st_row[f] = rk_malloc(s->cap_values * sizeof(uint32_t));
         s->st_key[f] = rk_malloc(s->cap_values * sizeof(uint64_t));
         s->cnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
-        if (!s->st_row[f] || !s->st_key[f] || !s->cnt[f]) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+        s->vcnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
+        if (!s->st_row[f] || !s->st_key[f] || !s->cnt[f] || !s->vcnt[f])
+            st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     }
     if (st) {
         rk_scorer_destroy(s);
@@ -92,6 +109,7 @@ rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err) {
     for (int f = 0; f < s->m->cfg.n_features; f++) {
         s->st_n[f] = 0;
         if (s->cnt[f]) memset(s->cnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
+        if (s->vcnt[f]) memset(s->vcnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
     }
     memset(s->b.dense, 0, (size_t)n_rows * (size_t)s->m->cfg.n_features * sizeof(float));
     return RK_OK;
@@ -103,13 +121,28 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
-    if (ft->max_values && s->cnt[feature][row] >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
+    uint32_t used = ft->param == RK_PARAM_HASH ? s->cnt[feature][row] : s->vcnt[feature][row];
+    if (ft->max_values && used >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
     if (s->cnt[feature][row] >= (uint32_t)s->max_per_row)
         return rk_fail(err, RK_ETOOBIG, "feature '%s': more than %d values in one row", ft->name, s->max_per_row);
-    size_t k = s->st_n[feature]++;
-    s->st_row[feature][k] = (uint32_t)row;
-    s->st_key[feature][k] = rk_feature_row(ft->name, value, len, ft->table_size);
-    s->cnt[feature][row]++;
+    uint64_t keys[RK_SID_MAX_LEVELS];
+    int unknown, g = rk_value_rows(ft, value, len, keys, &unknown);
+    s->sid_unknown += (uint64_t)unknown;
+    return stage_rows(s, row, feature, keys, g, err);
+}
+
+/* Stage g rows of one value of a sparse feature for row. */
+static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *keys, int g, rk_err *err) {
+    const rk_feature *ft = &s->m->cfg.features[feature];
+    if (s->cnt[feature][row] + (uint32_t)g > (uint32_t)s->max_per_row)
+        return rk_fail(err, RK_ETOOBIG, "feature '%s': more than %d values in one row", ft->name, s->max_per_row);
+    for (int i = 0; i < g; i++) {
+        size_t k = s->st_n[feature]++;
+        s->st_row[feature][k] = (uint32_t)row;
+        s->st_key[feature][k] = keys[i];
+    }
+    s->cnt[feature][row] += (uint32_t)g;
+    s->vcnt[feature][row]++;
     return RK_OK;
 }
 
@@ -121,6 +154,17 @@ rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, c
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
+    if (ft->param != RK_PARAM_HASH) { /* G rows per value: stage them row by row */
+        uint64_t keys[RK_SID_MAX_LEVELS];
+        int unknown, g = rk_value_rows(ft, value, len, keys, &unknown); /* once for every row */
+        s->sid_unknown += (uint64_t)unknown;
+        for (int row = r0; row < r1; row++) {
+            if (ft->max_values && s->vcnt[feature][row] >= (uint32_t)ft->max_values) continue; /* as in training */
+            rk_status st = stage_rows(s, row, feature, keys, g, err);
+            if (st) return st;
+        }
+        return RK_OK;
+    }
     uint64_t key = rk_feature_row(ft->name, value, len, ft->table_size); /* once for every row */
     uint32_t *cnt = s->cnt[feature];
     for (int row = r0; row < r1; row++) {
@@ -208,4 +252,43 @@ rk_status rk_scorer_member_scores(const rk_scorer *s, int row, float *pctr, floa
         if (weight) weight[i] = s->mw[(size_t)row * M + i];
     }
     return RK_OK;
+}
+
+int rk_scorer_item_known(const rk_scorer *s, int feature, const char *value, size_t len) {
+    const rk_model_cfg *c = &s->m->cfg;
+    if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE) return 0;
+    const rk_feature *ft = &c->features[feature];
+    if (ft->param == RK_PARAM_HASH) return 1;
+    uint64_t keys[RK_SID_MAX_LEVELS];
+    int unknown;
+    rk_value_rows(ft, value, len, keys, &unknown);
+    return !unknown;
+}
+
+rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const float *emb, int dim, rk_err *err) {
+    const rk_model_cfg *c = &s->m->cfg;
+    if (row < 0 || row >= s->n_rows) return rk_fail(err, RK_EINVAL, "row %d outside the batch of %d", row, s->n_rows);
+    if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
+        return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
+    const rk_feature *ft = &c->features[feature];
+    const rk_sid_codebook *cb = &(s->m->n_members ? s->m->member[0] : s->m)->sid_cb[feature];
+    if (!rk_sid_param_uses_codes(ft->param) || cb->levels == 0)
+        return rk_fail(err, RK_EINVAL, "feature '%s' (param %s) has no semantic-ID codebooks in the bundle", ft->name,
+                       rk_sid_param_name(ft->param));
+    if (dim != cb->dim)
+        return rk_fail(err, RK_ESHAPE, "content_embedding: %d values, the codebooks of feature '%s' expect %d", dim,
+                       ft->name, cb->dim);
+    uint32_t codes[RK_SID_MAX_LEVELS];
+    rk_status st = rk_sid_encode_one(cb, emb, codes, s->sid_resid, err);
+    if (st) return rk_err_prefix(err, "content_embedding");
+    uint64_t keys[RK_SID_MAX_LEVELS];
+    int g = rk_codes_rows(ft, codes, keys);
+    if ((st = stage_rows(s, row, feature, keys, g, err))) return st;
+    s->sid_assigned++;
+    return RK_OK;
+}
+
+void rk_scorer_sid_counters(const rk_scorer *s, uint64_t *unknown, uint64_t *assigned) {
+    if (unknown) *unknown = s->sid_unknown;
+    if (assigned) *assigned = s->sid_assigned;
 }

@@ -92,6 +92,7 @@ typedef struct worker {
     rk_service *svc;
     uint8_t *in;                  /* contiguous request bytes */
     size_t in_cap;
+    uint64_t sid_unknown, sid_assigned; /* the service's semantic-ID counters already summed */
 } worker;
 
 /* Stage sums, in nanoseconds (integers, so they can be atomic). */
@@ -124,6 +125,7 @@ struct rk_server {
     atomic_int shutting_down;
     atomic_long live;             /* call contexts not on the free list */
     atomic_ullong rank_ok, rank_failed, rank_expired, rank_rejected, health, unimplemented;
+    atomic_ullong sid_unknown, sid_assigned;
     atomic_ullong stage_ns[T_N];
     int started;
 };
@@ -283,6 +285,12 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
                 add_ns(s, T_LOOKUP, st.lookup_us);
                 add_ns(s, T_MODEL, st.model_us);
                 add_ns(s, T_ENCODE, st.encode_us);
+                uint64_t u, a;
+                rk_service_sid_counters(w->svc, &u, &a);
+                if (u != w->sid_unknown) atomic_fetch_add(&s->sid_unknown, u - w->sid_unknown);
+                if (a != w->sid_assigned) atomic_fetch_add(&s->sid_assigned, a - w->sid_assigned);
+                w->sid_unknown = u;
+                w->sid_assigned = a;
             } else {
                 c->status_details = grpc_slice_from_copied_string(err.msg);
             }
@@ -444,6 +452,8 @@ void rk_server_get_counters(const rk_server *s, rk_server_counters *out) {
     out->rank_rejected = atomic_load_explicit(&m->rank_rejected, memory_order_relaxed);
     out->health = atomic_load_explicit(&m->health, memory_order_relaxed);
     out->unimplemented = atomic_load_explicit(&m->unimplemented, memory_order_relaxed);
+    out->sid_unknown = atomic_load_explicit(&m->sid_unknown, memory_order_relaxed);
+    out->sid_assigned = atomic_load_explicit(&m->sid_assigned, memory_order_relaxed);
     double *dst[T_N] = {&out->queue_us, &out->decode_us, &out->lookup_us, &out->model_us, &out->encode_us};
     for (int i = 0; i < T_N; i++)
         *dst[i] = atomic_load_explicit(&m->stage_ns[i], memory_order_relaxed) * 1e-3;

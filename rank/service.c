@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "embed.h"
 #include "rank.h"
 #include "rank.pb-c.h"
 
@@ -150,6 +151,8 @@ struct rk_service {
     const char *tower_name;
     int n_towers;                      /* 1, or the ensemble's members */
     rk_stage_times last;               /* stage times of the last OK call */
+    rk_text_encoder *enc;              /* candidates[i].content_text (o.encoder_dir), or NULL */
+    float *enc_out;                    /* [encoder dim] */
 };
 
 rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
@@ -208,6 +211,19 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
                        o->max_candidates);
     }
     s->tower_name = rk_tower_name(s->cfg->tower.type);
+    if (o->encoder_dir) {
+        s->o.encoder_dir = NULL; /* not ours to keep */
+        rk_text_encoder_opts eo = RK_TEXT_ENCODER_OPTS_DEFAULT;
+        eo.max_tokens = 512; /* one candidate's text at a time: 2 x max_len */
+        if ((st = rk_text_encoder_open(o->encoder_dir, &eo, &s->enc, err))) {
+            rk_service_destroy(s);
+            return rk_err_prefix(err, "encoder");
+        }
+        if (!(s->enc_out = rk_malloc((size_t)rk_text_encoder_dim(s->enc) * sizeof(float)))) {
+            rk_service_destroy(s);
+            return rk_fail(err, RK_ENOMEM, "service: out of memory");
+        }
+    }
     *out = s;
     return RK_OK;
 }
@@ -223,6 +239,8 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->towers);
     rk_free(s->tower_ptrs);
     rk_free(s->out);
+    rk_text_encoder_close(s->enc);
+    rk_free(s->enc_out);
     rk_free(s);
 }
 
@@ -512,11 +530,33 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             return check_str(c->ad_id, where, ".ad_id", err);
         }
         char *ad[1] = {c->ad_id};
-        alias_in al[1] = {{ad_f, "ad_id", ad, c->ad_id && c->ad_id[0] ? 1u : 0u}};
+        int has_ad = c->ad_id && c->ad_id[0];
+        /* Semantic IDs: an ad the item records do not know, sent with its
+         * content embedding, gets codes from the bundle's codebooks now;
+         * without one it falls back to the default (empty bag), counted by
+         * the scorer. Models without semantic-ID features ignore the field. */
+        int has_text = s->enc && c->content_text && c->content_text[0];
+        int assign = ad_f >= 0 && has_ad && (c->n_content_embedding > 0 || has_text) &&
+                     rk_sid_param_uses_codes(cfg->features[ad_f].param) &&
+                     !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, strlen(c->ad_id));
+        alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u}};
         if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
                               al, 1, i, i + 1, err)))
             return code;
-        /* content_embedding is reserved for semantic-ID models; v1 models ignore it. */
+        if (assign) {
+            const float *emb = c->content_embedding;
+            int dim = (int)c->n_content_embedding;
+            if (dim == 0) { /* text only: the text encoder of the codebooks' embeddings */
+                const char *txt = c->content_text;
+                rk_status st = rk_text_encoder_encode(s->enc, &txt, NULL, 1, s->enc_out, &e);
+                if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: %s", i, e.msg);
+                emb = s->enc_out;
+                dim = rk_text_encoder_dim(s->enc);
+            }
+            rk_status st = rk_scorer_add_item_embedding(s->scorer, i, ad_f, emb, dim, &e);
+            if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates[%d].content_embedding: %s", i, e.msg);
+            if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
+        }
     }
     rk_status st = rk_scorer_run(s->scorer, s->pctr, lookup_us, model_us, &e);
     if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
@@ -630,4 +670,8 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
 
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
     *out = s->last;
+}
+
+void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *assigned) {
+    rk_scorer_sid_counters(s->scorer, unknown, assigned);
 }

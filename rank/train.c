@@ -171,8 +171,11 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     *out = NULL;
     memset(rep, 0, sizeof *rep);
     rk_model_cfg cfg = *cfg_in;
-    rk_status s = rk_dataset_fit_dense(io->train_path, &cfg, err);
+    rk_sid_items *sid_items[RK_MAX_FEATURES];
+    rk_sid_codebook sid_cb[RK_MAX_FEATURES];
+    rk_status s = rk_cfg_sid_attach(&cfg, sid_items, sid_cb, err);
     if (s) return s;
+    s = rk_dataset_fit_dense(io->train_path, &cfg, err);
     rk_dataset tr = {0}, va = {0}, te = {0};
     rk_model *m = NULL;
     tower_state ts[RK_MAX_MEMBERS];
@@ -182,6 +185,7 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     double *dz = NULL;
     rk_batch bt = {0};
     float best_log_tau = 0;
+    if (s) goto done;
     if ((s = rk_dataset_load(io->train_path, &cfg, &tr, err))) goto done;
     if ((s = rk_dataset_load(io->valid_path, &cfg, &va, err))) goto done;
     if (io->test_path && (s = rk_dataset_load(io->test_path, &cfg, &te, err))) goto done;
@@ -205,6 +209,13 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     }
     openblas_set_num_threads(cfg.train.threads);
     if ((s = rk_model_create(&cfg, &m, err))) goto done;
+    for (int f = 0; f < cfg.n_features; f++) { /* the model (an ensemble: member 0) owns them from here */
+        rk_model *owner = m->n_members ? m->member[0] : m;
+        owner->sid_items[f] = sid_items[f];
+        owner->sid_cb[f] = sid_cb[f];
+        sid_items[f] = NULL;
+        memset(&sid_cb[f], 0, sizeof sid_cb[f]);
+    }
     const int BS = cfg.train.batch_size, N = tr.b.n_rows;
     const int M = m->n_members, NT = M ? M : 1;
     /* Largest bag total per feature in any batch: bounded by BS x widest row. */
@@ -236,7 +247,7 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     float tau_m = 0, tau_v = 0; /* Adam state of log(tau) */
     const rk_train_cfg *tc = &cfg.train;
     for (int epoch = 1; epoch <= tc->max_epochs; epoch++) {
-        for (int i = N - 1; i > 0; i--) {
+        for (int i = tc->shuffle ? N - 1 : 0; i > 0; i--) {
             uint32_t j = (uint32_t)rk_rng_below(&rng, (uint64_t)i + 1);
             uint32_t t = perm[i];
             perm[i] = perm[j];
@@ -334,6 +345,10 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     m = NULL;
 done:
     rk_model_destroy(m);
+    for (int f = 0; f < cfg.n_features; f++) {
+        rk_sid_items_destroy(sid_items[f]);
+        rk_sid_codebook_free(&sid_cb[f]);
+    }
     rk_dataset_free(&tr);
     rk_dataset_free(&va);
     rk_dataset_free(&te);

@@ -218,8 +218,8 @@ rk_status rk_store_write(const char *dir, const rk_table_spec *tables, int n_tab
 }
 
 static rk_status write_table_sst(rocksdb_t *db, rocksdb_options_t *o, rocksdb_column_family_handle_t *cf,
-                                 const rk_table_spec *t, rk_codec codec, const char *dir, const char *sst,
-                                 rk_err *err) {
+                                 const rk_table_spec *t, const uint64_t *keys, rk_codec codec, const char *dir,
+                                 const char *sst, rk_err *err) {
     size_t rb = rk_codec_row_bytes(codec, t->dim);
     unsigned char *row = rk_malloc(rb);
     if (!row) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
@@ -239,7 +239,7 @@ static rk_status write_table_sst(rocksdb_t *db, rocksdb_options_t *o, rocksdb_co
             }
         if (st) break;
         unsigned char key[8];
-        be64(key, r);
+        be64(key, keys ? keys[r] : r);
         rk_codec_encode(codec, x, t->dim, row);
         rk_rocks.sst_put(w, (const char *)key, 8, (const char *)row, rb, &rerr);
         if (rerr) st = rocks_fail(err, &rerr, "SST write failed", dir);
@@ -271,6 +271,11 @@ static int name_ok(const char *n) {
 
 rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_tables, const rk_table_opts *topts,
                             rk_err *err) {
+    return rk_store_write_keyed(dir, tables, NULL, n_tables, topts, err);
+}
+
+rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, const uint64_t *const *keys,
+                               int n_tables, const rk_table_opts *topts, rk_err *err) {
     if (rk_path_exists(dir)) return rk_fail(err, RK_EEXIST, "store %s: already exists", dir);
     if (n_tables < 0 || n_tables > RK_STORE_MAX_TABLES)
         return rk_fail(err, RK_EINVAL, "store %s: %d tables (at most %d)", dir, n_tables, RK_STORE_MAX_TABLES);
@@ -282,6 +287,12 @@ rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_
         for (int j = 0; j < i; j++)
             if (!strcmp(tables[i].name, tables[j].name))
                 return rk_fail(err, RK_EINVAL, "store %s: table '%s' appears twice", dir, tables[i].name);
+        if (keys && keys[i])
+            for (uint64_t r = 1; r < tables[i].rows; r++)
+                if (keys[i][r] <= keys[i][r - 1])
+                    return rk_fail(err, RK_EINVAL, "store %s: table '%s' key %llu (row %llu) is not above the previous key %llu",
+                                   dir, tables[i].name, (unsigned long long)keys[i][r], (unsigned long long)r,
+                                   (unsigned long long)keys[i][r - 1]);
         if (topts && (unsigned)topts[i].codec > RK_CODEC_INT8)
             return rk_fail(err, RK_EINVAL, "store %s: table '%s' has codec %d", dir, tables[i].name, (int)topts[i].codec);
     }
@@ -329,7 +340,7 @@ rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_
         if (t->rows) {
             char sst[700];
             snprintf(sst, sizeof sst, "%s/ingest-%d.sst", tmp, i);
-            st = write_table_sst(db, o, cfs[i], t, codec, dir, sst, err);
+            st = write_table_sst(db, o, cfs[i], t, keys ? keys[i] : NULL, codec, dir, sst, err);
         }
         if (st == RK_OK && mt[i].has_oov) {
             size_t rb = rk_codec_row_bytes(codec, t->dim);
@@ -768,6 +779,40 @@ rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err) 
     *count = n;
     if (rerr) return rocks_fail(err, &rerr, "scan failed", s->path);
     return RK_OK;
+}
+
+rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, const float *row), void *ctx,
+                        rk_err *err) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    const table *tb = &s->tabs[t];
+    float *row = rk_malloc((size_t)tb->m.dim * sizeof(float));
+    if (!row) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", s->path);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(ro, 1);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, tb->cf);
+    rk_status st = RK_OK;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const unsigned char *k = (const unsigned char *)rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl != 8 || vl != tb->row_bytes) {
+            st = rk_fail(err, RK_EFORMAT, "store %s: table '%s' has a record of %zu key / %zu value bytes, expected 8 / %zu",
+                         s->path, tb->m.name, kl, vl, tb->row_bytes);
+            break;
+        }
+        uint64_t key = 0;
+        for (int i = 0; i < 8; i++) key = key << 8 | k[i];
+        rk_codec_decode(tb->m.codec, v, tb->m.dim, row);
+        if (fn(ctx, key, row)) break;
+    }
+    char *rerr = NULL;
+    rocksdb_iter_get_error(it, &rerr);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rk_free(row);
+    if (rerr) return rocks_fail(err, &rerr, "scan failed", s->path);
+    return st;
 }
 
 /* ---------------------------------------------------------------- apply */

@@ -100,6 +100,16 @@ rk_status rk_store_write(const char *dir, const rk_table_spec *tables, int n_tab
 rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_tables,
                             const rk_table_opts *topts, rk_err *err);
 
+/* Same as rk_store_write_ex, but table i's rows are stored under the keys
+ * keys[i][0..rows) instead of 0..rows-1 (keys == NULL or keys[i] == NULL:
+ * dense rows). Keys must be strictly ascending (else RK_EINVAL naming the
+ * table and row). A keyed table maps sparse 64-bit ids (e.g. item ids) to
+ * rows; lookups of other keys get the default row, as any unknown id. Keyed
+ * tables are written whole: rk_store_apply only accepts keys below the
+ * table's row count. */
+rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, const uint64_t *const *keys,
+                               int n_tables, const rk_table_opts *topts, rk_err *err);
+
 /* ---------------------------------------------------------------- opening */
 
 typedef struct rk_store rk_store;
@@ -183,6 +193,12 @@ void rk_store_stats_get(rk_store *s, int t, rk_store_stats *out);
  * (slow: for tests and `rank store info --verify`). Errors: RK_EFORMAT on
  * corruption, with RocksDB's message. */
 rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err);
+
+/* Visit every stored row of table t in key order (checksums verified):
+ * fn(ctx, key, row[dim] decoded to float32); a non-zero return stops the
+ * scan. Errors: RK_EFORMAT (corrupt record), RK_EIO with RocksDB's message. */
+rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, const float *row), void *ctx,
+                        rk_err *err);
 
 /* ---------------------------------------------------------------- updates */
 

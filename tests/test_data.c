@@ -509,3 +509,32 @@ Test(data, bundled_movielens, .timeout = 60) {
     rk_free(text);
     rm_dir(out);
 }
+
+/* items.csv: tags.csv joined per movie (distinct tags case-insensitively, in
+ * file order), every field quoted, quotes doubled; movies without tags get "". */
+Test(data, items_csv_joins_tags) {
+    char *in = make_tmpdir();
+    write_text(in, "movies.csv",
+               "movieId,title,genres\n"
+               "1,Toy Story (1995),Animation|Comedy\n"
+               "2,\"Comma, The \"\"Movie\"\" (1999)\",Drama\n"
+               "3,Untagged (2001),(no genres listed)\n");
+    write_text(in, "ratings.csv",
+               "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,3.0,200\n2,3,5.0,300\n");
+    write_text(in, "tags.csv",
+               "userId,movieId,tag,timestamp\n"
+               "1,2,dark,10\n1,1,pixar,11\n2,1,fun,12\n2,1,Pixar,13\n3,2,\"twist, ending\",14\n");
+    rk_err err = {0};
+    cr_assert_eq(rk_data_movielens(in, in, &err), RK_OK, "%s", err.msg);
+    expect_file(in, "items.csv",
+                "\"movieId\",\"title\",\"genres\",\"tags\"\n"
+                "\"1\",\"Toy Story (1995)\",\"Animation|Comedy\",\"pixar, fun\"\n"
+                "\"2\",\"Comma, The \"\"Movie\"\" (1999)\",\"Drama\",\"dark, twist, ending\"\n"
+                "\"3\",\"Untagged (2001)\",\"\",\"\"\n");
+    /* a tag of a movie that movies.csv lacks names the row */
+    write_text(in, "tags.csv", "userId,movieId,tag,timestamp\n1,1,ok,1\n1,9,bad,2\n");
+    cr_expect_eq(rk_data_movielens(in, in, &err), RK_EFORMAT);
+    cr_expect(strstr(err.msg, "tags.csv row 3, column movieId: expected a movieId of movies.csv, got '9'"), "%s",
+              err.msg);
+    rm_dir(in);
+}

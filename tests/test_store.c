@@ -808,3 +808,51 @@ Test(store, legacy_open_checks_names_and_dims, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(strstr(e.msg, "table 'zz' (column family) missing"), "%s", e.msg);
     free(a), free(b);
 }
+
+/* ====================================================================== keyed tables */
+
+static int collect(void *ctx, uint64_t key, const float *row) {
+    float *out = ctx;
+    static int i;
+    if (key == 3) i = 0; /* first key of the test table: restart */
+    out[3 * i] = (float)key;
+    out[3 * i + 1] = row[0];
+    out[3 * i + 2] = row[1];
+    i++;
+    return 0;
+}
+
+/* Sparse 64-bit keys (item ids): rows under their keys, other keys get the
+ * default row and count as unknown; the scan visits keys in order with the
+ * decoded rows; keys must ascend. */
+Test(store, keyed_table_and_scan, .init = mk_tmp, .fini = rm_tmp) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/keyed", tmpdir);
+    const float data[6] = {1, 2, 3, 4, 5, 6};
+    const uint64_t keys[3] = {3, 1000000007ULL, UINT64_MAX - 1};
+    const uint64_t *kp[1] = {keys};
+    const float oov[2] = {-1, -1};
+    rk_table_spec spec = {"items", 2, 3, data};
+    rk_table_opts to = {RK_CODEC_FP32, oov};
+    rk_err e = {0};
+    cr_assert_eq(rk_store_write_keyed(path, &spec, kp, 1, &to, &e), RK_OK, "%s", e.msg);
+    rk_store *s = open_store(path, 1 << 20, 0);
+    const uint64_t q[4] = {1000000007ULL, 0, UINT64_MAX - 1, 3};
+    float out[8];
+    size_t missing = 0;
+    cr_assert_eq(rk_store_get(s, 0, q, 4, out, &missing, &e), RK_OK, "%s", e.msg);
+    const float want[8] = {3, 4, -1, -1, 5, 6, 1, 2};
+    for (int i = 0; i < 8; i++) cr_expect_eq(out[i], want[i], "value %d: %g, expected %g", i, out[i], want[i]);
+    cr_expect_eq(missing, 1u);
+    float seen[9] = {0};
+    cr_assert_eq(rk_store_scan(s, 0, collect, seen, &e), RK_OK, "%s", e.msg);
+    const float wscan[9] = {3, 1, 2, (float)1000000007ULL, 3, 4, (float)(UINT64_MAX - 1), 5, 6};
+    for (int i = 0; i < 9; i++) cr_expect_eq(seen[i], wscan[i], "scan value %d", i);
+    rk_store_close(s);
+    const uint64_t bad[3] = {3, 3, 9};
+    const uint64_t *bp[1] = {bad};
+    snprintf(path, sizeof path, "%s/keyed2", tmpdir);
+    cr_expect_eq(rk_store_write_keyed(path, &spec, bp, 1, &to, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "table 'items' key 3 (row 1) is not above the previous key 3"), "%s", e.msg);
+    cr_expect(!rk_path_exists(path), "nothing written");
+}

@@ -25,6 +25,7 @@ int rank_query_main(int argc, char **argv);  /* tools/rank_query.c */
 int rank_store_main(int argc, char **argv);  /* tools/rank_store.c */
 int rank_encode_main(int argc, char **argv); /* tools/rank_encode.c */
 int rank_distill_main(int argc, char **argv); /* tools/rank_distill.c */
+int rank_sid_main(int argc, char **argv);    /* tools/rank_sid.c */
 
 static void usage(FILE *o) {
     fprintf(o,
@@ -49,6 +50,8 @@ static void usage(FILE *o) {
             "      content embeddings from a BERT-family text encoder (all-MiniLM-L6-v2)\n"
             "  distill --stream FILE --teacher-config FILE --student-config FILE --out DIR ...\n"
             "      ExFM: streaming teacher + DAS log + vertical students (aux head, adapter), NE/AUC\n"
+            "  sid build|assign --embeddings FILE --out FILE ...\n"
+            "      semantic IDs: RQ-KMeans codebooks + item records (item id -> codes) from content embeddings\n"
             "\n"
             "Run 'rank COMMAND --help' for a command's options.\n");
 }
@@ -462,6 +465,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "store")) return rank_store_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "encode")) return rank_encode_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "distill")) return rank_distill_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sid")) return rank_sid_main(argc - 1, argv + 1);
     fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

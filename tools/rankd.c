@@ -28,7 +28,7 @@
 static void usage(FILE *o) {
     fprintf(o,
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
-            "             [--max-candidates N] [--queue-depth N] [--max-message-bytes N]\n"
+            "             [--max-candidates N] [--queue-depth N] [--max-message-bytes N] [--encoder DIR]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -42,6 +42,9 @@ static void usage(FILE *o) {
             "  --max-message-bytes N  largest request accepted, bytes (default 4194304)\n"
             "  --ram-tables-mb N      serve embedding tables from RAM when they fit in N MiB\n"
             "                         (default 512; 0: always read RocksDB)\n"
+            "  --encoder DIR          text encoder (all-MiniLM-L6-v2 layout) for candidates'\n"
+            "                         content_text: a semantic-ID model assigns codes to ads its\n"
+            "                         item records do not know from their text (one per worker)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
@@ -67,13 +70,14 @@ int main(int argc, char **argv) {
                                    {"max-message-bytes", 1, 0, 'b'},
                                    {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
                                    {"requests-per-worker", 1, 0, 'r'},
-                                   {"ram-tables-mb", 1, 0, 'R'},
+                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 'm': model = optarg; break;
+        case 'E': o.encoder_dir = optarg; break;
         case 'l': listen = optarg; break;
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
@@ -162,5 +166,8 @@ int main(int argc, char **argv) {
             (unsigned long long)cnt.rank_expired, (unsigned long long)cnt.rank_rejected,
             (unsigned long long)cnt.health, (unsigned long long)cnt.unimplemented, cnt.queue_us / n,
             cnt.decode_us / n, cnt.lookup_us / n, cnt.model_us / n, cnt.encode_us / n);
+    if (cnt.sid_unknown || cnt.sid_assigned)
+        rk_info("semantic IDs: %llu ads assigned codes at request time, %llu unknown ads scored with the default",
+                (unsigned long long)cnt.sid_assigned, (unsigned long long)cnt.sid_unknown);
     return 0;
 }

@@ -1,0 +1,184 @@
+/*
+ * tools/rank_sid.c — `rank sid`: semantic-ID codebooks and item records.
+ *
+ *   rank sid build  --embeddings FILE --levels L --codes K --out FILE
+ *                   [--seed S] [--iters N] [--version V]
+ *   rank sid assign --codebooks FILE --embeddings FILE --out FILE [--version V]
+ *
+ * FILE of --embeddings: safetensors with "embeddings" F32 [n, D] and "ids"
+ * I64 [n] (as written by `rank encode text`). build trains RQ-KMeans
+ * codebooks (semantic_id.h) on all embeddings, encodes every item and
+ * writes an item-records file (ids, codes [n, L], codebooks [L, K, D],
+ * version); assign encodes the embeddings with the codebooks of an existing
+ * records or codebook file (items created after the codebooks were built).
+ * Both print the quality figures, and end with one line
+ *   sid: n=N levels=L codes=K dim=D recon_rel=R1,R2,.. util=U1,U2,.. collision_rate=C unique=U seconds=S
+ * The version (default: the embeddings file's "model" metadata) is stored
+ * with the records as the content embedding's version.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "semantic_id.h"
+
+static int die(const rk_err *e) {
+    fprintf(stderr, "rank sid: %s\n", e->msg);
+    return 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: rank sid build  --embeddings FILE --levels L --codes K --out FILE [--seed S] [--iters N] [--version V]\n"
+               "       rank sid assign --codebooks FILE --embeddings FILE --out FILE [--version V]\n");
+}
+
+typedef struct {
+    float *x;
+    int64_t *ids;
+    size_t n;
+    int dim;
+    char version[128];
+} emb_file;
+
+static rk_status read_embeddings(const char *path, emb_file *e, rk_err *err) {
+    memset(e, 0, sizeof *e);
+    rk_st_file *f;
+    rk_status s = rk_st_open(path, &f, err);
+    if (s) return s;
+    int nd;
+    int64_t sh[4];
+    if ((s = rk_st_shape(f, "embeddings", &nd, sh, err))) goto done;
+    if (nd != 2 || sh[0] < 1 || sh[1] < 1) {
+        s = rk_fail(err, RK_ESHAPE, "%s: tensor 'embeddings' must be [n, dim] with n, dim >= 1", path);
+        goto done;
+    }
+    e->n = (size_t)sh[0];
+    e->dim = (int)sh[1];
+    e->x = malloc(e->n * (size_t)e->dim * sizeof(float));
+    e->ids = malloc(e->n * sizeof(int64_t));
+    if (!e->x || !e->ids) {
+        s = rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    int64_t want[2] = {sh[0], sh[1]};
+    if ((s = rk_st_read_f32(f, "embeddings", e->x, 2, want, err))) goto done;
+    if ((s = rk_st_read_i64(f, "ids", e->ids, e->n, err))) goto done;
+    const char *m = rk_st_meta(f, "model");
+    snprintf(e->version, sizeof e->version, "%s", m ? m : "");
+done:
+    rk_st_close(f);
+    return s;
+}
+
+static rk_status report_and_save(const rk_sid_codebook *cb, const emb_file *e, const char *version, const char *out,
+                                 double t0, rk_err *err) {
+    uint32_t *codes = malloc(e->n * (size_t)cb->levels * sizeof(uint32_t));
+    if (!codes) return rk_fail(err, RK_ENOMEM, "out of memory");
+    rk_status s = rk_sid_encode(cb, e->x, e->n, codes, err);
+    rk_sid_stats st;
+    if (!s) s = rk_sid_compute_stats(cb, e->x, e->n, codes, &st, err);
+    rk_sid_items *it = NULL;
+    if (!s) s = rk_sid_items_create(e->ids, codes, e->n, cb->levels, cb->codes, version, &it, err);
+    if (!s) s = rk_sid_items_save(it, cb, out, err);
+    if (!s) {
+        char rel[256] = "", util[256] = "";
+        size_t a = 0, b = 0;
+        for (int l = 0; l < cb->levels; l++) {
+            printf("level %d: recon mse %.6f (%.4f of mean ||x||^2), codebook utilisation %.4f\n", l + 1,
+                   st.recon_mse[l], st.rel_error[l], st.utilisation[l]);
+            a += (size_t)snprintf(rel + a, sizeof rel - a, "%s%.4f", l ? "," : "", st.rel_error[l]);
+            b += (size_t)snprintf(util + b, sizeof util - b, "%s%.4f", l ? "," : "", st.utilisation[l]);
+        }
+        printf("items %zu, distinct code tuples %zu, collision rate %.4f (items sharing all %d codes)\n", e->n,
+               st.n_unique, st.collision_rate, cb->levels);
+        printf("sid: n=%zu levels=%d codes=%d dim=%d recon_rel=%s util=%s collision_rate=%.4f unique=%zu "
+               "seconds=%.2f output=%s\n",
+               e->n, cb->levels, cb->codes, cb->dim, rel, util, st.collision_rate, st.n_unique, rk_now() - t0, out);
+    }
+    rk_sid_items_destroy(it);
+    free(codes);
+    return s;
+}
+
+int rank_sid_main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "build") && strcmp(sub, "assign")) {
+        fprintf(stderr, "rank sid: unknown subcommand '%s'\n", sub);
+        usage(stderr);
+        return 2;
+    }
+    const char *emb = NULL, *out = NULL, *cbpath = NULL, *version = NULL;
+    int levels = 0, codes = 0;
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    static const struct option opts[] = {{"embeddings", 1, 0, 'e'}, {"levels", 1, 0, 'l'}, {"codes", 1, 0, 'k'},
+                                         {"out", 1, 0, 'o'},        {"seed", 1, 0, 's'},   {"iters", 1, 0, 'i'},
+                                         {"version", 1, 0, 'v'},    {"codebooks", 1, 0, 'c'}, {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    optind = 2;
+    int c, li = 0;
+    while ((c = getopt_long(argc, argv, "", opts, &li)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case 'e': emb = optarg; break;
+        case 'o': out = optarg; break;
+        case 'c': cbpath = optarg; break;
+        case 'v': version = optarg; break;
+        case 'l': levels = (int)strtol(optarg, &end, 10); break;
+        case 'k': codes = (int)strtol(optarg, &end, 10); break;
+        case 's': o.seed = strtoull(optarg, &end, 10); break;
+        case 'i': o.max_iters = (int)strtol(optarg, &end, 10); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (end && *end) {
+            fprintf(stderr, "rank sid: --%s: expected an integer, got '%s'\n", opts[li].name, optarg);
+            return 2;
+        }
+    }
+    if (!emb || !out) {
+        fprintf(stderr, "rank sid %s: --embeddings and --out are required\n", sub);
+        return 2;
+    }
+    rk_log_blas_info();
+    rk_err e = {0};
+    emb_file ef;
+    double t0 = rk_now();
+    if (read_embeddings(emb, &ef, &e)) {
+        free(ef.x);
+        free(ef.ids);
+        return die(&e);
+    }
+    rk_sid_codebook cb = {0};
+    rk_status s;
+    if (!strcmp(sub, "build")) {
+        if (levels < 1 || codes < 2) {
+            fprintf(stderr, "rank sid build: --levels (1..%d) and --codes (>= 2) are required\n", RK_SID_MAX_LEVELS);
+            free(ef.x);
+            free(ef.ids);
+            return 2;
+        }
+        s = rk_sid_train(ef.x, ef.n, ef.dim, levels, codes, &o, &cb, &e);
+    } else {
+        if (!cbpath) {
+            fprintf(stderr, "rank sid assign: --codebooks is required\n");
+            free(ef.x);
+            free(ef.ids);
+            return 2;
+        }
+        s = rk_sid_codebook_load(cbpath, &cb, &e);
+        if (!s && cb.dim != ef.dim)
+            s = rk_fail(&e, RK_ESHAPE, "%s: embeddings of dim %d, the codebooks of %s expect %d", emb, ef.dim, cbpath,
+                        cb.dim);
+    }
+    if (!s) s = report_and_save(&cb, &ef, version ? version : ef.version, out, t0, &e);
+    rk_sid_codebook_free(&cb);
+    free(ef.x);
+    free(ef.ids);
+    return s ? die(&e) : 0;
+}
