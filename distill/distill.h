@@ -127,6 +127,9 @@ double rk_exfm_adapter_step(rk_exfm_adapter *a, const float *z_f, const float *y
 /* ====================================================================== stream */
 
 #define RK_EXFM_MAX_VERTICALS 8
+/* A vertical's name: 1..RK_EXFM_VNAME_MAX of [A-Za-z0-9_-] (it is a path
+ * component of checkpoints and a JSON string). */
+#define RK_EXFM_VNAME_MAX 31
 
 /* A time-ordered TSV cut into chunks, with verticals. Rows keep file order
  * (row i = the i-th example; its example id for the DAS log is i). */
@@ -153,10 +156,14 @@ typedef struct {
  * cut the rows into n_chunks chunks of equal count in file order (a boundary
  * moves forward past equal timestamps, so one second never spans two
  * chunks) and assign verticals from spec ("name:G1,G2;name2:G3", at most
- * RK_EXFM_MAX_VERTICALS). Errors: RK_EFORMAT naming the file and row
- * (timestamps must not decrease; missing column), RK_EINVAL (bad spec,
- * fewer rows than chunks, an empty chunk). Free with rk_stream_free. */
+ * RK_EXFM_MAX_VERTICALS, names as RK_EXFM_VNAME_MAX). Errors: RK_EFORMAT
+ * naming the file and row (timestamps must not decrease or overflow int64;
+ * missing column; `timestamp`/`genres` past the first 256 columns),
+ * RK_EINVAL (bad spec, fewer rows than chunks, an empty chunk). Free with
+ * rk_stream_free. */
 rk_status rk_stream_load(const char *path, int n_chunks, const char *spec, rk_stream *out, rk_err *err);
+/* Check a vertical spec alone (the same errors as rk_stream_load's). */
+rk_status rk_stream_check_spec(const char *spec, rk_err *err);
 void rk_stream_free(rk_stream *s);
 /* Rows of chunk c in vertical v (v < 0: rows in any vertical), in order:
  * writes up to cap ids into ids, returns the count. */

@@ -276,6 +276,52 @@ Test(stream, chunks_and_verticals, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(strstr(e.msg, "not NAME:GENRE") != NULL, "%s", e.msg);
 }
 
+Test(stream, timestamp_overflow_names_its_row, .init = mk_tmp, .fini = rm_tmp) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.tsv", tmpdir);
+    /* row 3 overflows int64: it is blamed (not row 4 for going "back in time") */
+    write_text(path, "label\ttimestamp\tgenres\n1\t10\tDrama\n1\t99999999999999999999\tDrama\n1\t11\tDrama\n");
+    rk_stream s;
+    rk_err e;
+    cr_expect_eq(rk_stream_load(path, 1, RK_EXFM_ML_VERTICALS, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 3, column timestamp: '99999999999999999999' overflows a 64-bit integer") != NULL, "%s", e.msg);
+    write_text(path, "label\ttimestamp\tgenres\n1\t-99999999999999999999\tDrama\n");
+    cr_expect_eq(rk_stream_load(path, 1, RK_EXFM_ML_VERTICALS, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 2, column timestamp") != NULL && strstr(e.msg, "overflows") != NULL, "%s", e.msg);
+}
+
+Test(stream, too_many_columns_is_said, .init = mk_tmp, .fini = rm_tmp) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.tsv", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 300; i++) fprintf(f, "c%d\t", i);
+    fprintf(f, "timestamp\tgenres\n");
+    for (int i = 0; i < 300; i++) fprintf(f, "0\t");
+    fprintf(f, "10\tDrama\n");
+    fclose(f);
+    rk_stream s;
+    rk_err e;
+    cr_expect_eq(rk_stream_load(path, 1, RK_EXFM_ML_VERTICALS, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "302 columns in the header, more than the 256") != NULL, "%s", e.msg);
+}
+
+Test(stream, vertical_names_are_path_and_json_safe) {
+    rk_err e;
+    cr_expect_eq(rk_stream_check_spec("a_1-B:Drama;x:Comedy", &e), RK_OK, "%s", e.msg);
+    const char *bad[] = {"../../../../escaped:Drama", "dr\"am\\a:Drama;x:Comedy", "a/b:Drama", ".:Drama", "a b:Drama",
+                         "x:Comedy;d\xc3\xa9:Drama"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_eq(rk_stream_check_spec(bad[i], &e), RK_EINVAL, "%s", bad[i]);
+        cr_expect(strstr(e.msg, "may contain only letters, digits, '_' and '-'") != NULL, "%s: %s", bad[i], e.msg);
+    }
+    char lng[64];
+    memset(lng, 'a', 32);
+    strcpy(lng + 32, ":Drama");
+    cr_expect_eq(rk_stream_check_spec(lng, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "longer than 31 characters") != NULL, "%s", e.msg);
+}
+
 /* ---------------------------------------------------------------- on MovieLens */
 
 #define CHUNKS 10
