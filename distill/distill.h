@@ -38,6 +38,7 @@
 #ifndef RK_DISTILL_H
 #define RK_DISTILL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -205,8 +206,10 @@ typedef struct {
     int bias_subsample;   /* 0: its rows are seen bias_factor times per chunk;
                            * 1: every other row is kept with probability 1/bias_factor */
     int batch_size;       /* 0: the config's */
+    const volatile sig_atomic_t *stop; /* NULL, or a flag (set by a signal handler):
+                           * when non-zero, stop between mini-batches with RK_ECANCELED */
 } rk_teacher_opts;
-#define RK_TEACHER_OPTS_DEFAULT {0, -1, 1, 0, 0}
+#define RK_TEACHER_OPTS_DEFAULT {0, -1, 1, 0, 0, NULL}
 
 typedef struct {
     size_t scored;        /* teacher calls (unique example ids scored) */
@@ -229,8 +232,10 @@ typedef struct {
     rk_exfm_cfg exfm;
     int vertical;           /* which vertical's rows the student sees */
     int warmup;             /* chunks [0, warmup) are not counted in the metrics */
-    const char *checkpoint_dir; /* NULL: none; else DIR/chunk-NNN per chunk (bundle +
-                             * exfm_training.safetensors) */
+    const char *checkpoint_dir; /* NULL: none; else DIR/VERTICAL/chunk-NNN per chunk
+                             * (bundle + exfm_training.safetensors, written last: a
+                             * checkpoint is complete when that file is there) */
+    const volatile sig_atomic_t *stop; /* as rk_teacher_opts.stop */
 } rk_student_opts;
 
 typedef struct {
@@ -242,6 +247,10 @@ typedef struct {
     size_t distilled;       /* training rows that had a teacher prediction */
 } rk_student_report;
 void rk_student_report_free(rk_student_report *r);
+
+/* Errors of both runs: RK_ECANCELED when *stop was set; RK_ENUMERIC when the
+ * loss becomes non-finite (naming the chunk, and for a student its mode and
+ * the distillation knobs). */
 
 /* Train a student of scfg (a single model; its `tower` is the backbone +
  * serving head) streaming over vertical o->vertical: for each chunk c, score

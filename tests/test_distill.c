@@ -376,7 +376,7 @@ static rk_das *teach(ml_env *m, const char *name, int staleness, rk_teacher_repo
 }
 
 static void student(ml_env *m, rk_das *d, rk_exfm_cfg x, int v, const char *ckpt, rk_student_report *r, rk_model **out) {
-    rk_student_opts o = {x, v, 3, ckpt};
+    rk_student_opts o = {x, v, 3, ckpt, NULL};
     rk_err e;
     cr_assert_eq(rk_student_run(&m->scfg, &m->sd, &m->st, d, &o, r, out, &e), RK_OK, "%s", e.msg);
 }
