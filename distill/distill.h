@@ -204,7 +204,8 @@ typedef struct {
                            * teacher's training data by bias_factor: */
     int bias_factor;      /* >= 1 */
     int bias_subsample;   /* 0: its rows are seen bias_factor times per chunk;
-                           * 1: every other row is kept with probability 1/bias_factor */
+                           * 1: its rows are seen once, each row outside it with
+                           * probability 1/bias_factor */
     int batch_size;       /* 0: the config's */
     const volatile sig_atomic_t *stop; /* NULL, or a flag (set by a signal handler):
                            * when non-zero, stop between mini-batches with RK_ECANCELED */

@@ -52,12 +52,12 @@ static void distill_usage(FILE *o) {
             "  none (student alone), kd (single-head KD), ah (auxiliary head), ah_sa (auxiliary head + student\n"
             "  adapter). The teacher labels chunk t with its version trained through chunk t-1-K; every vertical\n"
             "  needs rows in chunks >= max(N of --warmup, K+1). A biased teacher sees vertical NAME's rows F times\n"
-            "  per chunk (repeat, default) or NAME's rows always and each row outside NAME with probability 1/F\n"
+            "  per chunk (repeat, default) or NAME's rows once and each row outside NAME with probability 1/F\n"
             "  (subsample). Ranges: --w, --beta, --w-sa in [0, 1000]; --alpha in [1e-6, 1000]; --lr-sa in\n"
             "  (0, 1]; --bias-factor 1..1000. DIR must not exist: it appears only when the run succeeds (built as\n"
-            "  DIR.tmp-PID); FILE is written once at the end. NE/AUC of a vertical whose evaluated labels are all\n"
-            "  one class are undefined: printed as nan with a warning, null in FILE. SIGINT/SIGTERM stop the run,\n"
-            "  remove its outputs and exit 130/143.\n",
+            "  DIR.tmp-PID); --json is written once at the end. NE/AUC of a vertical whose evaluated labels are\n"
+            "  all one class are undefined: printed as nan with a warning, null in --json. SIGINT/SIGTERM stop\n"
+            "  the run, remove its outputs and exit 130/143.\n",
             RK_EXFM_VNAME_MAX);
 }
 
@@ -430,6 +430,7 @@ int rank_distill_main(int argc, char **argv) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART; /* the flag is polled; I/O in progress need not see EINTR */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
