@@ -8,7 +8,7 @@
  * a killed run (SIGKILL) left is swept by the next one.
  *
  * Data: the first 3000 events of the bundled MovieLens (rank data
- * movielens), 6 chunks, 2 warm-up, the small teacher: a full run takes a
+ * movielens; its schema.json kept as input-schema.json), 6 chunks, 2 warm-up, the small teacher: a full run takes a
  * few seconds.
  */
 #define _GNU_SOURCE
@@ -41,7 +41,8 @@ static void setup(void) {
     snprintf(ml, sizeof ml, "%s/ml", tmpdir);
     rk_err e;
     cr_assert_eq(rk_data_movielens(RK_SOURCE_DIR "/data/movielens", ml, &e), RK_OK, "%s", e.msg);
-    snprintf(cmd, sizeof cmd, "head -n 3001 %s/train.tsv > %s/s.tsv && rm -rf %s", ml, tmpdir, ml);
+    snprintf(cmd, sizeof cmd, "head -n 3001 %s/train.tsv > %s/s.tsv && cp %s/schema.json %s/input-schema.json && rm -rf %s", ml,
+             tmpdir, ml, tmpdir, ml);
     cr_assert_eq(system(cmd), 0);
 }
 static void teardown(void) { rk_rm_rf(tmpdir, NULL); }
@@ -89,7 +90,7 @@ static int leftovers(char *names, size_t cap) {
     while ((de = readdir(d))) {
         const char *x = de->d_name;
         if (!strcmp(x, ".") || !strcmp(x, "..") || !strcmp(x, "out.txt") || !strcmp(x, "err.txt") || strstr(x, ".tsv") ||
-            strstr(x, "input-"))
+            !strcmp(x, "schema.json") || strstr(x, "input-"))
             continue;
         n++;
         strncat(names, x, cap - strlen(names) - 2);
@@ -230,6 +231,17 @@ Test(distill_cli, bad_input_is_refused_before_anything_is_created) {
     REFUSED(distill("--stream s.tsv " CFGS " --out o --bias-vertical nope --bias-factor 2"), 1, "--bias-vertical: no vertical 'nope'");
     /* a stray argument */
     REFUSED(distill("--stream s.tsv " CFGS " --out o stray"), 2, "unexpected argument 'stray'");
+    /* a student reading `rating`, which schema.json marks as the label's source */
+    snprintf(cmd, sizeof cmd,
+             "cd %s && sed 's/\"column\": \"year\"/\"column\": \"rating\"/; s/\"name\": \"year\"/\"name\": \"year\", \"column\": \"rating\"/' " RK_SOURCE_DIR
+             "/configs/exfm_student.json > input-leak.json && grep -q rating input-leak.json && cp input-schema.json schema.json",
+             tmpdir);
+    cr_assert_eq(system(cmd), 0);
+    REFUSED(distill("--stream s.tsv --teacher-config " RK_SOURCE_DIR "/configs/exfm_teacher_small.json --student-config input-leak.json "
+                    "--out o"),
+            1, "feature 'year' reads column 'rating' of s.tsv, which schema.json marks as derived from the label");
+    snprintf(cmd, sizeof cmd, "rm %s/schema.json", tmpdir);
+    cr_assert_eq(system(cmd), 0);
     /* the stream itself */
     write_text("input-ovf.tsv", "label\ttimestamp\tgenres\n1\t10\tDrama\n1\t99999999999999999999\tDrama\n1\t11\tDrama\n");
     REFUSED(distill("--stream input-ovf.tsv " CFGS " --out o"), 1, "input-ovf.tsv row 3, column timestamp: '99999999999999999999' overflows");
