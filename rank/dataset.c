@@ -185,7 +185,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
     long row = 1;
     int r = 0;
     rk_progress pg;
-    rk_progress_start(&pg, "load", "rows", approx_rows - 16);
+    rk_progress_start(&pg, "load", "rows", approx_rows > 17 ? approx_rows - 17 : 0); /* newlines less the header's */
     while ((line = rk_next_line(&cur))) {
         row++;
         if (!line[0]) continue;
@@ -242,6 +242,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
         s = rk_fail(err, RK_EFORMAT, "%s: no examples after the header", path);
         goto fail;
     }
+    pg.total = (uint64_t)r; /* blank lines and a last line without '\n' made the estimate off by a few */
     if (approx_rows > 100000) rk_progress_finish(&pg);
     rk_free(buf);
     return RK_OK;
