@@ -447,6 +447,37 @@ Test(exfm_stream, aux_weight_zero_equals_no_aux_head, .init = mk_tmp, .fini = rm
     ml_close(&m);
 }
 
+Test(exfm_stream, nonfinite_loss_and_stop_are_reported, .init = mk_tmp, .fini = rm_tmp, .timeout = 120) {
+    ml_env m;
+    ml_open(&m);
+    rk_teacher_report tr;
+    rk_das *d = teach(&m, "das", 0, &tr);
+    /* knobs the CLI would refuse (> 1e3): the message names the mode and every knob */
+    rk_exfm_cfg x = RK_EXFM_CFG_DEFAULT;
+    x.mode = RK_EXFM_AH;
+    x.adapter = 1;
+    x.w = 1e30f;
+    x.beta = 1e30f;
+    rk_student_opts o = {x, 2, 3, NULL, NULL};
+    rk_student_report r;
+    rk_err e;
+    cr_expect_eq(rk_student_run(&m.scfg, &m.sd, &m.st, d, &o, &r, NULL, &e), RK_ENUMERIC);
+    cr_expect(strstr(e.msg, "student mode=ah_sa vertical=drama: loss became non-finite in chunk") != NULL, "%s", e.msg);
+    cr_expect(strstr(e.msg, "w=1e+30 alpha=1 beta=1e+30 w_sa=1 lr_sa=0.001") != NULL, "%s", e.msg);
+    /* a stop flag already set: nothing is trained */
+    volatile sig_atomic_t stop = 1;
+    o.exfm = (rk_exfm_cfg)RK_EXFM_CFG_DEFAULT;
+    o.stop = &stop;
+    cr_expect_eq(rk_student_run(&m.scfg, &m.sd, &m.st, d, &o, &r, NULL, &e), RK_ECANCELED);
+    cr_expect(strstr(e.msg, "student 'drama': stopped in chunk 0") != NULL, "%s", e.msg);
+    rk_teacher_opts to = RK_TEACHER_OPTS_DEFAULT;
+    to.stop = &stop;
+    cr_expect_eq(rk_teacher_run(&m.tcfg, &m.td, &m.st, &to, d, &tr, &e), RK_ECANCELED);
+    cr_expect(strstr(e.msg, "teacher: stopped in chunk 0") != NULL, "%s", e.msg);
+    rk_das_close(d);
+    ml_close(&m);
+}
+
 Test(exfm_stream, progressive_validation_scores_before_labels, .init = mk_tmp, .fini = rm_tmp, .timeout = 120) {
     /* Flip every label of chunk T (in the teacher's and the student's data),
      * rerun teacher + student: every score of chunks <= T is bit-identical

@@ -206,6 +206,7 @@ Test(distill_cli, bad_input_is_refused_before_anything_is_created) {
             1, "--student-config " RK_SOURCE_DIR "/configs/movielens_cetnet.json: an ensemble config");
     /* --json: its directory, and never an input */
     REFUSED(distill("--stream s.tsv " CFGS " --out o --json nodir/r.json"), 1, "--json nodir/r.json: cannot write in directory nodir: No such file or directory");
+    REFUSED(distill("--stream s.tsv " CFGS " --out o --json o"), 2, "--json o: is the --out directory");
     REFUSED(distill("--stream s.tsv " CFGS " --out o --json ./s.tsv"), 1, "--json ./s.tsv: is the same file as --stream s.tsv");
     snprintf(cmd, sizeof cmd, "cp " RK_SOURCE_DIR "/configs/exfm_student.json %s/input-s.json", tmpdir);
     cr_assert_eq(system(cmd), 0);

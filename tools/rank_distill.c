@@ -422,6 +422,10 @@ int rank_distill_main(int argc, char **argv) {
             return 1;
         }
     }
+    if (json && !strcmp(json, out)) {
+        fprintf(stderr, "rank distill: --json %s: is the --out directory; give a file outside it\n", json);
+        return 2;
+    }
     if (json) {
         const char *inputs[3][2] = {{"stream", stream}, {"teacher-config", tpath}, {"student-config", spath}};
         sweep_dead(json);
