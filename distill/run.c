@@ -5,8 +5,7 @@
  * Teacher: one pass per chunk over the rows of every vertical (shuffled
  * within the chunk with the config's seed; a biased teacher sees one
  * vertical's rows bias_factor times, or its rows once and each row outside
- * it with probability
- * 1/bias_factor), binary cross-entropy on labels. After
+ * it with probability 1/bias_factor), binary cross-entropy on labels. After
  * chunk c it is version c + 1 and labels chunk c + 1 + staleness through
  * the DAS log, so a chunk's teacher never saw that chunk's labels.
  *

@@ -57,7 +57,7 @@ static void distill_usage(FILE *o) {
             "  (0, 1]; --bias-factor 1..1000. DIR must not exist: it appears only when the run succeeds (built as\n"
             "  DIR.tmp-PID); --json is written once at the end. NE/AUC of a vertical whose evaluated labels are\n"
             "  all one class are undefined: printed as nan with a warning, null in --json. SIGINT/SIGTERM stop\n"
-            "  the run, remove its outputs and exit 130/143.\n",
+            "  the run at the next mini-batch, remove its outputs and exit 130/143 (a second one kills at once).\n",
             RK_EXFM_VNAME_MAX);
 }
 
@@ -434,7 +434,9 @@ int rank_distill_main(int argc, char **argv) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART; /* the flag is polled; I/O in progress need not see EINTR */
+    /* the flag is polled, so I/O in progress need not see EINTR; a second
+     * signal kills at once (what it leaves, DIR.tmp-PID, the next run sweeps) */
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
