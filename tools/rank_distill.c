@@ -213,8 +213,15 @@ static int load_cfg(const char *opt, const char *path, const char *role, long se
     return rk_dataset_fit_dense(stream, cfg, e) != RK_OK;
 }
 
-/* A number for the JSON: null where undefined (NaN is not JSON). */
-static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+/* A metric for the JSON: null where undefined (NaN is not JSON); else to 6
+ * decimals, the values this file always had (bench/exfm_report.py averages
+ * them), printed exactly by JSON_REAL_PRECISION(15). */
+static json_t *jnum(double x) {
+    if (!isfinite(x)) return json_null();
+    char b[64];
+    snprintf(b, sizeof b, "%.6f", x);
+    return json_real(strtod(b, NULL));
+}
 
 /* Warn when NE/AUC are undefined (all evaluated labels one class). */
 static void warn_undefined(const char *who, const char *vname, const rk_metrics *m, int warmup, int chunks) {
@@ -292,7 +299,7 @@ static int check_stream(const rk_stream *st, const char *stream, const char *spe
 static int write_json(const char *path, json_t *root, rk_err *e) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (!text) return rk_fail(e, RK_ENOMEM, "--json %s: out of memory", path), 1;
     rk_status s = rk_write_file(tmp, text, strlen(text), e); /* fsync'd before the rename */
     free(text);
