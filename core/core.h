@@ -34,7 +34,8 @@
     X(RK_EEXIST, -9, "already exists")                                      \
     X(RK_EINTERNAL, -10, "internal error")                                  \
     X(RK_EDEADLINE, -11, "deadline exceeded")                               \
-    X(RK_ENUMERIC, -12, "non-finite number")
+    X(RK_ENUMERIC, -12, "non-finite number")                                \
+    X(RK_ECANCELED, -13, "cancelled")
 
 typedef enum {
 #define RK_X_ENUM(name, val, text) name = val,

@@ -38,6 +38,7 @@
 #ifndef RK_DISTILL_H
 #define RK_DISTILL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -127,6 +128,9 @@ double rk_exfm_adapter_step(rk_exfm_adapter *a, const float *z_f, const float *y
 /* ====================================================================== stream */
 
 #define RK_EXFM_MAX_VERTICALS 8
+/* A vertical's name: 1..RK_EXFM_VNAME_MAX of [A-Za-z0-9_-] (it is a path
+ * component of checkpoints and a JSON string). */
+#define RK_EXFM_VNAME_MAX 31
 
 /* A time-ordered TSV cut into chunks, with verticals. Rows keep file order
  * (row i = the i-th example; its example id for the DAS log is i). */
@@ -153,10 +157,14 @@ typedef struct {
  * cut the rows into n_chunks chunks of equal count in file order (a boundary
  * moves forward past equal timestamps, so one second never spans two
  * chunks) and assign verticals from spec ("name:G1,G2;name2:G3", at most
- * RK_EXFM_MAX_VERTICALS). Errors: RK_EFORMAT naming the file and row
- * (timestamps must not decrease; missing column), RK_EINVAL (bad spec,
- * fewer rows than chunks, an empty chunk). Free with rk_stream_free. */
+ * RK_EXFM_MAX_VERTICALS, names as RK_EXFM_VNAME_MAX). Errors: RK_EFORMAT
+ * naming the file and row (timestamps must not decrease or overflow int64;
+ * missing column; `timestamp`/`genres` past the first 256 columns),
+ * RK_EINVAL (bad spec, fewer rows than chunks, an empty chunk). Free with
+ * rk_stream_free. */
 rk_status rk_stream_load(const char *path, int n_chunks, const char *spec, rk_stream *out, rk_err *err);
+/* Check a vertical spec alone (the same errors as rk_stream_load's). */
+rk_status rk_stream_check_spec(const char *spec, rk_err *err);
 void rk_stream_free(rk_stream *s);
 /* Rows of chunk c in vertical v (v < 0: rows in any vertical), in order:
  * writes up to cap ids into ids, returns the count. */
@@ -196,10 +204,13 @@ typedef struct {
                            * teacher's training data by bias_factor: */
     int bias_factor;      /* >= 1 */
     int bias_subsample;   /* 0: its rows are seen bias_factor times per chunk;
-                           * 1: every other row is kept with probability 1/bias_factor */
+                           * 1: its rows are seen once, each row outside it with
+                           * probability 1/bias_factor */
     int batch_size;       /* 0: the config's */
+    const volatile sig_atomic_t *stop; /* NULL, or a flag (set by a signal handler):
+                           * when non-zero, stop between mini-batches with RK_ECANCELED */
 } rk_teacher_opts;
-#define RK_TEACHER_OPTS_DEFAULT {0, -1, 1, 0, 0}
+#define RK_TEACHER_OPTS_DEFAULT {0, -1, 1, 0, 0, NULL}
 
 typedef struct {
     size_t scored;        /* teacher calls (unique example ids scored) */
@@ -222,8 +233,10 @@ typedef struct {
     rk_exfm_cfg exfm;
     int vertical;           /* which vertical's rows the student sees */
     int warmup;             /* chunks [0, warmup) are not counted in the metrics */
-    const char *checkpoint_dir; /* NULL: none; else DIR/chunk-NNN per chunk (bundle +
-                             * exfm_training.safetensors) */
+    const char *checkpoint_dir; /* NULL: none; else DIR/VERTICAL/chunk-NNN per chunk
+                             * (bundle + exfm_training.safetensors, written last: a
+                             * checkpoint is complete when that file is there) */
+    const volatile sig_atomic_t *stop; /* as rk_teacher_opts.stop */
 } rk_student_opts;
 
 typedef struct {
@@ -235,6 +248,10 @@ typedef struct {
     size_t distilled;       /* training rows that had a teacher prediction */
 } rk_student_report;
 void rk_student_report_free(rk_student_report *r);
+
+/* Errors of both runs: RK_ECANCELED when *stop was set; RK_ENUMERIC when the
+ * loss becomes non-finite (naming the chunk, and for a student its mode and
+ * the distillation knobs). */
 
 /* Train a student of scfg (a single model; its `tower` is the backbone +
  * serving head) streaming over vertical o->vertical: for each chunk c, score

@@ -4,8 +4,8 @@
  *
  * Teacher: one pass per chunk over the rows of every vertical (shuffled
  * within the chunk with the config's seed; a biased teacher sees one
- * vertical's rows bias_factor times, or every other row with probability
- * 1/bias_factor), binary cross-entropy on labels. After
+ * vertical's rows bias_factor times, or its rows once and each row outside
+ * it with probability 1/bias_factor), binary cross-entropy on labels. After
  * chunk c it is version c + 1 and labels chunk c + 1 + staleness through
  * the DAS log, so a chunk's teacher never saw that chunk's labels.
  *
@@ -19,6 +19,7 @@
 #include "distill.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,18 +46,19 @@ static rk_status teacher_score(void *ctx, const uint32_t *ids, int n, float *log
     return RK_OK;
 }
 
-static rk_status check_rows(const rk_dataset *d, const rk_stream *st, rk_err *err) {
+static rk_status check_rows(const rk_dataset *d, const rk_model_cfg *cfg, const rk_stream *st, rk_err *err) {
     if (d->b.n_rows != st->n_rows)
         return rk_fail(err, RK_EINVAL, "%s: %d examples, the stream has %d rows (load both from the same TSV)", d->path, d->b.n_rows,
                        st->n_rows);
-    if (!d->has_labels) return rk_fail(err, RK_EFORMAT, "%s: no label column", d->path);
+    if (!d->has_labels)
+        return rk_fail(err, RK_EFORMAT, "%s: no column '%s' (the label column of the config)", d->path, cfg->label_column);
     return RK_OK;
 }
 
 rk_status rk_teacher_run(const rk_model_cfg *tcfg, const rk_dataset *td, const rk_stream *st, const rk_teacher_opts *o,
                          rk_das *das, rk_teacher_report *rep, rk_err *err) {
     memset(rep, 0, sizeof *rep);
-    rk_status s = check_rows(td, st, err);
+    rk_status s = check_rows(td, tcfg, st, err);
     if (s) return s;
     if (o->staleness < 0) return rk_fail(err, RK_EINVAL, "teacher: staleness must be >= 0, got %d", o->staleness);
     if (o->bias_factor < 1) return rk_fail(err, RK_EINVAL, "teacher: bias_factor must be >= 1, got %d", o->bias_factor);
@@ -99,6 +101,10 @@ rk_status rk_teacher_run(const rk_model_cfg *tcfg, const rk_dataset *td, const r
             order[j] = x;
         }
         for (int b0 = 0; b0 < n; b0 += BS) {
+            if (o->stop && *o->stop) {
+                s = rk_fail(err, RK_ECANCELED, "teacher: stopped in chunk %d", c);
+                goto done;
+            }
             int b = n - b0 < BS ? n - b0 : BS;
             const float *z, *y;
             if ((s = rk_trainer_forward(tr, &td->b, order + b0, b, &z, NULL, &y, err))) goto done;
@@ -139,23 +145,27 @@ void rk_student_report_free(rk_student_report *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* A checkpoint: the serving bundle (rank/ format) plus the training-only
- * parameters in exfm_training.safetensors, assembled under a temporary name
- * and renamed into place. */
+/* A checkpoint: the serving bundle (rank/ format, published atomically by
+ * rk_model_save) plus the training-only parameters in
+ * exfm_training.safetensors, written beside it under a temporary name and
+ * renamed in last, so a checkpoint with that file is complete. (Staging the
+ * whole directory under a temporary name and letting rk_model_save publish
+ * it gave names like chunk-014.tmp-exfm-PID.tmp-PID.) On failure the chunk
+ * directory is removed. */
 static rk_status save_checkpoint(const rk_model *m, const char *root, const char *vname, int c, const float *aux, int H,
                                  rk_exfm_adapter *ad, const rk_exfm_cfg *x, rk_err *err) {
-    char dir[1024], tmp[1100], path[1200];
+    char dir[1024], tmp[1200], path[1200];
     snprintf(dir, sizeof dir, "%s/%s", root, vname);
     rk_status s = rk_mkdir_p(dir, err);
     if (s) return s;
     snprintf(dir, sizeof dir, "%s/%s/chunk-%03d", root, vname, c);
-    snprintf(tmp, sizeof tmp, "%s.tmp-exfm-%d", dir, (int)getpid());
     if (rk_path_exists(dir)) return rk_fail(err, RK_EEXIST, "checkpoint %s: already exists", dir);
-    rk_rm_rf(tmp, NULL);
     char metrics[256];
     snprintf(metrics, sizeof metrics, "{\"exfm\": {\"chunk\": %d, \"vertical\": \"%s\", \"mode\": %d, \"adapter\": %d}}", c, vname,
              (int)x->mode, x->adapter);
-    if ((s = rk_model_save(m, tmp, metrics, 0, err))) return s;
+    if ((s = rk_model_save(m, dir, metrics, 0, err))) return s;
+    snprintf(path, sizeof path, "%s/exfm_training.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     rk_st_writer *w;
     if ((s = rk_st_writer_create(&w, err))) goto fail;
     if (aux) {
@@ -173,18 +183,16 @@ static rk_status save_checkpoint(const rk_model *m, const char *root, const char
         if (s == RK_OK) s = rk_st_writer_add_f32(w, "adapter.2.bias", p + 3 * K, 1, s3, err);
     }
     if (s == RK_OK) s = rk_st_writer_add_meta(w, "role", "training-only: never loaded by rank score / rankd", err);
-    snprintf(path, sizeof path, "%s/exfm_training.safetensors", tmp);
-    if (s == RK_OK) s = rk_st_writer_write(w, path, err);
+    if (s == RK_OK) s = rk_st_writer_write(w, tmp, err);
     rk_st_writer_destroy(w);
     if (s) goto fail;
-    if (rename(tmp, dir) != 0) {
-        s = rk_fail(err, RK_EIO, "checkpoint %s: rename from %s failed", dir, tmp);
+    if (rename(tmp, path) != 0) {
+        s = rk_fail(err, RK_EIO, "checkpoint %s: rename from %s failed: %s", path, tmp, strerror(errno));
         goto fail;
     }
-    snprintf(path, sizeof path, "%s/%s", root, vname);
-    return rk_fsync_dir(path, err);
+    return rk_fsync_dir(dir, err);
 fail:
-    rk_rm_rf(tmp, NULL);
+    rk_rm_rf(dir, NULL);
     return s;
 }
 
@@ -192,7 +200,7 @@ rk_status rk_student_run(const rk_model_cfg *scfg, const rk_dataset *sd, const r
                          const rk_student_opts *o, rk_student_report *rep, rk_model **out_model, rk_err *err) {
     memset(rep, 0, sizeof *rep);
     if (out_model) *out_model = NULL;
-    rk_status s = check_rows(sd, st, err);
+    rk_status s = check_rows(sd, scfg, st, err);
     if (s) return s;
     const rk_exfm_cfg *x = &o->exfm;
     if ((s = rk_exfm_cfg_check(x, err))) return s;
@@ -278,6 +286,10 @@ rk_status rk_student_run(const rk_model_cfg *scfg, const rk_dataset *sd, const r
         }
         /* (3) one pass in time order */
         for (int b0 = 0; b0 < n; b0 += BS) {
+            if (o->stop && *o->stop) {
+                s = rk_fail(err, RK_ECANCELED, "student '%s': stopped in chunk %d", st->vname[v], c);
+                goto done;
+            }
             int b = n - b0 < BS ? n - b0 : BS;
             const float *zs, *h, *y;
             if ((s = rk_trainer_forward(tr, &sd->b, ids + b0, b, &zs, &h, &y, err))) goto done;
@@ -291,8 +303,11 @@ rk_status rk_student_run(const rk_model_cfg *scfg, const rk_dataset *sd, const r
             if (x->mode == RK_EXFM_AH) rk_exfm_aux_forward(zd, h, aux, aux + H, b, H);
             double loss = rk_exfm_loss(x, b, zs, zd, y, x->mode != RK_EXFM_NONE ? pf + b0 : NULL, ad ? q : NULL, dzs, dzd);
             if (!isfinite(loss)) {
-                s = rk_fail(err, RK_ENUMERIC, "student '%s': loss became non-finite in chunk %d (lower the learning rates)",
-                            st->vname[v], c);
+                s = rk_fail(err, RK_ENUMERIC,
+                            "student mode=%s vertical=%s: loss became non-finite in chunk %d (w=%g alpha=%g beta=%g w_sa=%g "
+                            "lr_sa=%g; lower them or the config's learning rates)",
+                            x->mode == RK_EXFM_NONE ? "none" : x->mode == RK_EXFM_KD ? "kd" : x->adapter ? "ah_sa" : "ah",
+                            st->vname[v], c, x->w, x->alpha, x->beta, x->w_sa, x->lr_sa);
                 goto done;
             }
             if (x->mode != RK_EXFM_NONE)

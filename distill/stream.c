@@ -6,6 +6,7 @@
  */
 #include "distill.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +33,13 @@ static rk_status parse_spec(const char *spec, rk_stream *s, genre_map *gm, rk_er
         if (s->n_verticals == RK_EXFM_MAX_VERTICALS)
             return rk_fail(err, RK_EINVAL, "verticals: more than %d", RK_EXFM_MAX_VERTICALS);
         *colon = 0;
-        if (strlen(part) >= sizeof s->vname[0]) return rk_fail(err, RK_EINVAL, "verticals: name '%.64s' too long", part);
+        /* a name becomes a path component (checkpoints/MODE/NAME) and a JSON
+         * string: keep it to a safe alphabet */
+        size_t nl = strlen(part);
+        if (nl > RK_EXFM_VNAME_MAX)
+            return rk_fail(err, RK_EINVAL, "verticals: name '%.64s' is longer than %d characters", part, RK_EXFM_VNAME_MAX);
+        if (strspn(part, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != nl)
+            return rk_fail(err, RK_EINVAL, "verticals: name '%.64s' may contain only letters, digits, '_' and '-'", part);
         int v = s->n_verticals++;
         strcpy(s->vname[v], part);
         for (int u = 0; u < v; u++)
@@ -50,6 +57,13 @@ static rk_status parse_spec(const char *spec, rk_stream *s, genre_map *gm, rk_er
     }
     if (!s->n_verticals) return rk_fail(err, RK_EINVAL, "verticals: empty spec");
     return RK_OK;
+}
+
+rk_status rk_stream_check_spec(const char *spec, rk_err *err) {
+    rk_stream s;
+    genre_map gm;
+    memset(&s, 0, sizeof s);
+    return parse_spec(spec, &s, &gm, err);
 }
 
 void rk_stream_free(rk_stream *s) {
@@ -80,6 +94,11 @@ rk_status rk_stream_load(const char *path, int n_chunks, const char *spec, rk_st
         if (!strcmp(fields[i], "timestamp")) c_ts = i;
         if (!strcmp(fields[i], "genres")) c_g = i;
     }
+    if ((c_ts < 0 || c_g < 0) && nc > MAX_COLS) {
+        s = rk_fail(err, RK_EFORMAT, "%s row 1: %d columns in the header, more than the %d this reader handles (no '%s' among the first %d)",
+                    path, nc, MAX_COLS, c_ts < 0 ? "timestamp" : "genres", MAX_COLS);
+        goto done;
+    }
     if (c_ts < 0 || c_g < 0) {
         s = rk_fail(err, RK_EFORMAT, "%s row 1: no column '%s' in the header", path, c_ts < 0 ? "timestamp" : "genres");
         goto done;
@@ -105,7 +124,12 @@ rk_status rk_stream_load(const char *path, int n_chunks, const char *spec, rk_st
             }
         }
         char *end;
+        errno = 0;
         long long t = strtoll(fields[c_ts], &end, 10);
+        if (end != fields[c_ts] && !*end && errno == ERANGE) {
+            s = rk_fail(err, RK_EFORMAT, "%s row %d, column timestamp: '%.32s' overflows a 64-bit integer", path, row, fields[c_ts]);
+            goto done;
+        }
         if (end == fields[c_ts] || *end) {
             s = rk_fail(err, RK_EFORMAT, "%s row %d, column timestamp: expected an integer, got '%.32s'", path, row, fields[c_ts]);
             goto done;

@@ -585,6 +585,8 @@ static rk_status write_schema(const char *dir, const char *in_dir, const split_i
         jset(o, "name", json_string(COLS[c][0]), &bad);
         jset(o, "type", json_string(COLS[c][1]), &bad);
         jset(o, "description", json_string(COLS[c][2]), &bad);
+        /* the label is computed from it: rk_dataset_load refuses it as a feature */
+        if (!strcmp(COLS[c][0], "rating")) jset(o, "label_derived", json_true(), &bad);
         if (json_array_append_new(cols, o)) bad = 1;
     }
     jset(root, "columns", cols, &bad);

@@ -19,6 +19,36 @@ typedef struct {
 
 #define MAX_COLS 256
 
+/* A feature must not read the label, nor a column that schema.json beside
+ * the file marks "label_derived" (rank data movielens: `rating`, from
+ * which the label is computed): the model would learn the answer. */
+static rk_status check_leaks(const char *path, const rk_model_cfg *cfg, rk_err *err) {
+    for (int f = 0; f < cfg->n_features; f++)
+        if (!strcmp(cfg->features[f].column, cfg->label_column))
+            return rk_fail(err, RK_EINVAL, "config '%s': feature '%s' reads the label column '%s'", cfg->name, cfg->features[f].name,
+                           cfg->label_column);
+    char schema[1024];
+    const char *sl = strrchr(path, '/');
+    snprintf(schema, sizeof schema, "%.*sschema.json", sl ? (int)(sl - path + 1) : 0, path);
+    json_t *root = json_load_file(schema, 0, NULL);
+    if (!root) return RK_OK; /* no (readable) schema: nothing known */
+    json_t *cols = json_object_get(root, "columns"), *c;
+    size_t i;
+    rk_status s = RK_OK;
+    json_array_foreach(cols, i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        if (!name || !json_is_true(json_object_get(c, "label_derived"))) continue;
+        for (int f = 0; f < cfg->n_features && s == RK_OK; f++)
+            if (!strcmp(cfg->features[f].column, name))
+                s = rk_fail(err, RK_EINVAL,
+                            "config '%s': feature '%s' reads column '%s' of %s, which %s marks as derived from the label "
+                            "(label_derived): it would leak the label",
+                            cfg->name, cfg->features[f].name, name, path, schema);
+    }
+    json_decref(root);
+    return s;
+}
+
 static rk_status map_header(const char *path, char *line, const rk_model_cfg *cfg, colmap *cm, int need_label, rk_err *err) {
     char *fields[MAX_COLS];
     if (!strncmp(line, "\xef\xbb\xbf", 3)) line += 3; /* a UTF-8 byte-order mark is not part of the first name */
@@ -43,7 +73,7 @@ static rk_status map_header(const char *path, char *line, const rk_model_cfg *cf
             return rk_fail(err, RK_EFORMAT, "%s row 1: no column '%s' (feature '%s') in the header", path,
                            cfg->features[f].column, cfg->features[f].name);
     }
-    return RK_OK;
+    return check_leaks(path, cfg, err);
 }
 
 static rk_status grow(void **p, size_t *cap, size_t need, size_t elem, rk_err *err) {
@@ -164,7 +194,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
     long row = 1;
     int r = 0;
     rk_progress pg;
-    rk_progress_start(&pg, "load", "rows", approx_rows - 16);
+    rk_progress_start(&pg, "load", "rows", approx_rows > 17 ? approx_rows - 17 : 0); /* newlines less the header's */
     while ((line = rk_next_line(&cur))) {
         row++;
         if (!line[0]) continue;
@@ -224,6 +254,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
         s = rk_fail(err, RK_EFORMAT, "%s: no examples after the header", path);
         goto fail;
     }
+    pg.total = (uint64_t)r; /* blank lines and a last line without '\n' made the estimate off by a few */
     if (approx_rows > 100000) rk_progress_finish(&pg);
     for (int f = 0; f < cfg->n_features; f++)
         if (no_codes[f])

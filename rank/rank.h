@@ -54,7 +54,8 @@
  *   weekday    day of week of the event, 0 = Monday .. 6 = Sunday (UTC)
  *   history    the user's most recent <= 20 movie ids rated strictly before
  *              this event's timestamp, most recent first, '|'-separated
- *   rating     the raw rating (not a feature; for analysis)
+ *   rating     the raw rating (not a feature: schema.json marks it
+ *              "label_derived", and rk_dataset_load refuses it as one)
  * Also items.csv (RFC 4180, every field quoted): movieId, title, genres,
  * tags — one row per movie, the movie's distinct tags of tags.csv (when
  * present) joined by ", ", the content text for semantic IDs.
@@ -229,7 +230,9 @@ typedef struct {
 } rk_dataset;
 
 /* Read path with the config's columns (header names); the label column is
- * optional (has_labels). Dense statistics must
+ * optional (has_labels). A feature may not read the label column, nor a
+ * column that schema.json beside path marks "label_derived" (RK_EINVAL,
+ * also from rk_dataset_fit_dense). Dense statistics must
  * already be in cfg (rk_dataset_fit_dense sets them from a training file).
  * Errors name file, row and column. A progress bar is shown for big files. */
 rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset *out,

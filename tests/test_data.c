@@ -249,6 +249,8 @@ Test(data, schema_json) {
         cr_expect_str_eq(json_string_value(json_object_get(c, "name")), want[i]);
         cr_expect(json_is_string(json_object_get(c, "type")), "column %zu type", i);
         cr_expect(json_string_length(json_object_get(c, "description")) > 5, "column %zu", i);
+        /* rating (the label's source) is marked: rk_dataset_load refuses it as a feature */
+        cr_expect_eq(json_is_true(json_object_get(c, "label_derived")), i == 9, "column %zu label_derived", i);
     }
     json_t *label = json_object_get(root, "label");
     cr_expect_str_eq(json_string_value(json_object_get(label, "definition")), "rating >= 4.0");
@@ -289,6 +291,35 @@ Test(data, schema_json) {
     cr_expect_eq(json_integer_value(json_object_get(json_array_get(src, 1), "data_rows")), 32);
     json_decref(root);
     rk_free(text);
+    free(out);
+    rm_dir(in);
+}
+
+Test(data, label_derived_column_is_refused_as_a_feature) {
+    char *in, *out;
+    convert_fixture("\n", &in, &out);
+    char *text, path[1024];
+    rk_err e;
+    cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/exfm_student.json", &text, NULL, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg cfg;
+    cr_assert_eq(rk_model_cfg_parse(text, &cfg, &e), RK_OK, "%s", e.msg);
+    rk_free(text);
+    snprintf(path, sizeof path, "%s/train.tsv", out);
+    rk_dataset d;
+    cr_assert_eq(rk_dataset_fit_dense(path, &cfg, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_dataset_load(path, &cfg, &d, &e), RK_OK, "%s", e.msg);
+    rk_dataset_free(&d);
+    int f = cfg.n_features - 1;
+    cr_assert_str_eq(cfg.features[f].name, "year");
+    strcpy(cfg.features[f].column, "rating"); /* a dense feature reading the raw rating */
+    cr_expect_eq(rk_dataset_fit_dense(path, &cfg, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "feature 'year' reads column 'rating'") && strstr(e.msg, "schema.json marks as derived from the label"),
+              "%s", e.msg);
+    cr_expect_eq(rk_dataset_load(path, &cfg, &d, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "it would leak the label") != NULL, "%s", e.msg);
+    strcpy(cfg.features[f].column, "label");
+    cr_expect_eq(rk_dataset_load(path, &cfg, &d, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "feature 'year' reads the label column 'label'") != NULL, "%s", e.msg);
     free(out);
     rm_dir(in);
 }

@@ -276,6 +276,52 @@ Test(stream, chunks_and_verticals, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(strstr(e.msg, "not NAME:GENRE") != NULL, "%s", e.msg);
 }
 
+Test(stream, timestamp_overflow_names_its_row, .init = mk_tmp, .fini = rm_tmp) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.tsv", tmpdir);
+    /* row 3 overflows int64: it is blamed (not row 4 for going "back in time") */
+    write_text(path, "label\ttimestamp\tgenres\n1\t10\tDrama\n1\t99999999999999999999\tDrama\n1\t11\tDrama\n");
+    rk_stream s;
+    rk_err e;
+    cr_expect_eq(rk_stream_load(path, 1, RK_EXFM_ML_VERTICALS, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 3, column timestamp: '99999999999999999999' overflows a 64-bit integer") != NULL, "%s", e.msg);
+    write_text(path, "label\ttimestamp\tgenres\n1\t-99999999999999999999\tDrama\n");
+    cr_expect_eq(rk_stream_load(path, 1, RK_EXFM_ML_VERTICALS, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 2, column timestamp") != NULL && strstr(e.msg, "overflows") != NULL, "%s", e.msg);
+}
+
+Test(stream, too_many_columns_is_said, .init = mk_tmp, .fini = rm_tmp) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.tsv", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 300; i++) fprintf(f, "c%d\t", i);
+    fprintf(f, "timestamp\tgenres\n");
+    for (int i = 0; i < 300; i++) fprintf(f, "0\t");
+    fprintf(f, "10\tDrama\n");
+    fclose(f);
+    rk_stream s;
+    rk_err e;
+    cr_expect_eq(rk_stream_load(path, 1, RK_EXFM_ML_VERTICALS, &s, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "302 columns in the header, more than the 256") != NULL, "%s", e.msg);
+}
+
+Test(stream, vertical_names_are_path_and_json_safe) {
+    rk_err e;
+    cr_expect_eq(rk_stream_check_spec("a_1-B:Drama;x:Comedy", &e), RK_OK, "%s", e.msg);
+    const char *bad[] = {"../../../../escaped:Drama", "dr\"am\\a:Drama;x:Comedy", "a/b:Drama", ".:Drama", "a b:Drama",
+                         "x:Comedy;d\xc3\xa9:Drama"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_eq(rk_stream_check_spec(bad[i], &e), RK_EINVAL, "%s", bad[i]);
+        cr_expect(strstr(e.msg, "may contain only letters, digits, '_' and '-'") != NULL, "%s: %s", bad[i], e.msg);
+    }
+    char lng[64];
+    memset(lng, 'a', 32);
+    strcpy(lng + 32, ":Drama");
+    cr_expect_eq(rk_stream_check_spec(lng, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "longer than 31 characters") != NULL, "%s", e.msg);
+}
+
 /* ---------------------------------------------------------------- on MovieLens */
 
 #define CHUNKS 10
@@ -330,7 +376,7 @@ static rk_das *teach(ml_env *m, const char *name, int staleness, rk_teacher_repo
 }
 
 static void student(ml_env *m, rk_das *d, rk_exfm_cfg x, int v, const char *ckpt, rk_student_report *r, rk_model **out) {
-    rk_student_opts o = {x, v, 3, ckpt};
+    rk_student_opts o = {x, v, 3, ckpt, NULL};
     rk_err e;
     cr_assert_eq(rk_student_run(&m->scfg, &m->sd, &m->st, d, &o, r, out, &e), RK_OK, "%s", e.msg);
 }
@@ -397,6 +443,37 @@ Test(exfm_stream, aux_weight_zero_equals_no_aux_head, .init = mk_tmp, .fini = rm
     rk_student_report_free(&a);
     rk_student_report_free(&b);
     rk_student_report_free(&c);
+    rk_das_close(d);
+    ml_close(&m);
+}
+
+Test(exfm_stream, nonfinite_loss_and_stop_are_reported, .init = mk_tmp, .fini = rm_tmp, .timeout = 120) {
+    ml_env m;
+    ml_open(&m);
+    rk_teacher_report tr;
+    rk_das *d = teach(&m, "das", 0, &tr);
+    /* knobs the CLI would refuse (> 1e3): the message names the mode and every knob */
+    rk_exfm_cfg x = RK_EXFM_CFG_DEFAULT;
+    x.mode = RK_EXFM_AH;
+    x.adapter = 1;
+    x.w = 1e30f;
+    x.beta = 1e30f;
+    rk_student_opts o = {x, 2, 3, NULL, NULL};
+    rk_student_report r;
+    rk_err e;
+    cr_expect_eq(rk_student_run(&m.scfg, &m.sd, &m.st, d, &o, &r, NULL, &e), RK_ENUMERIC);
+    cr_expect(strstr(e.msg, "student mode=ah_sa vertical=drama: loss became non-finite in chunk") != NULL, "%s", e.msg);
+    cr_expect(strstr(e.msg, "w=1e+30 alpha=1 beta=1e+30 w_sa=1 lr_sa=0.001") != NULL, "%s", e.msg);
+    /* a stop flag already set: nothing is trained */
+    volatile sig_atomic_t stop = 1;
+    o.exfm = (rk_exfm_cfg)RK_EXFM_CFG_DEFAULT;
+    o.stop = &stop;
+    cr_expect_eq(rk_student_run(&m.scfg, &m.sd, &m.st, d, &o, &r, NULL, &e), RK_ECANCELED);
+    cr_expect(strstr(e.msg, "student 'drama': stopped in chunk 0") != NULL, "%s", e.msg);
+    rk_teacher_opts to = RK_TEACHER_OPTS_DEFAULT;
+    to.stop = &stop;
+    cr_expect_eq(rk_teacher_run(&m.tcfg, &m.td, &m.st, &to, d, &tr, &e), RK_ECANCELED);
+    cr_expect(strstr(e.msg, "teacher: stopped in chunk 0") != NULL, "%s", e.msg);
     rk_das_close(d);
     ml_close(&m);
 }
