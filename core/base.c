@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -407,3 +408,39 @@ void rk_progress_add(rk_progress *p, uint64_t n) {
 }
 
 void rk_progress_finish(rk_progress *p) { progress_print(p, 1); }
+
+void rk_sweep_dead_writers(const char *path, int restore_old, const char *what) {
+    char parent[4096], base[1024];
+    const char *sl = strrchr(path, '/');
+    if (sl) {
+        snprintf(parent, sizeof parent, "%.*s", sl > path ? (int)(sl - path) : 1, path);
+        snprintf(base, sizeof base, "%s", sl + 1);
+    } else {
+        snprintf(parent, sizeof parent, ".");
+        snprintf(base, sizeof base, "%s", path);
+    }
+    size_t bl = strlen(base);
+    DIR *d = bl ? opendir(parent) : NULL;
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strncmp(n, base, bl) != 0) continue;
+        int is_tmp = !strncmp(n + bl, ".tmp-", 5), is_old = !strncmp(n + bl, ".old-", 5);
+        if (!is_tmp && !is_old) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(n + bl + 5, &end, 10);
+        if (errno || *end || end == n + bl + 5 || pid <= 0) continue;
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char p[4096 + 1024 + 2];
+        snprintf(p, sizeof p, "%s/%s", parent, n);
+        if (is_old && restore_old && !rk_path_exists(path) && rename(p, path) == 0) {
+            rk_warn("%s %s: restored the previous one from %s (a publish died between its renames)", what, path, p);
+            continue;
+        }
+        rk_warn("%s %s: removing %s left by a writer that died (pid %ld)", what, path, p, pid);
+        (void)rk_rm_rf(p, NULL);
+    }
+    closedir(d);
+}

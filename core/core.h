@@ -147,6 +147,15 @@ rk_status rk_rm_rf(const char *path, rk_err *err);
 rk_status rk_fsync_dir(const char *path, rk_err *err);
 int rk_path_exists(const char *path);
 int rk_is_dir(const char *path);
+/* Clean up after writers that died. Writers here publish PATH by writing
+ * PATH.tmp-PID and renaming it in (a bundle also moves the previous one to
+ * PATH.old-PID first). For each such sibling of PATH whose PID no longer
+ * exists (never this process's, never a live one's): PATH.tmp-PID is
+ * removed; PATH.old-PID is renamed back to PATH when restore_old is set and
+ * PATH is missing (a publish that died between its two renames), else
+ * removed. Each action is logged as a warning prefixed with `what`. Best
+ * effort: errors are ignored. */
+void rk_sweep_dead_writers(const char *path, int restore_old, const char *what);
 
 /* ---------------------------------------------------------------- text */
 

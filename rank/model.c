@@ -18,9 +18,7 @@
 #include "internal.h"
 
 #include <cblas.h>
-#include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -532,51 +530,6 @@ static rk_status write_contents(const rk_model *m, const char *dir, const char *
     return s;
 }
 
-/* A save that died (SIGKILL, power loss, Ctrl-C during the write) leaves
- * DIR.tmp-PID (a half-written bundle) and maybe DIR.old-PID (the previous
- * bundle, moved aside just before the new one was renamed in). Before a new
- * save, for each such sibling whose process no longer exists: put an
- * orphaned old bundle back if DIR is missing, otherwise delete it. A
- * sibling of a live process (a concurrent save) is left alone. */
-static void sweep_dead_saves(const char *dir) {
-    char parent[4096], base[1024];
-    const char *sl = strrchr(dir, '/');
-    if (sl) {
-        snprintf(parent, sizeof parent, "%.*s", (int)(sl - dir) > 0 ? (int)(sl - dir) : 1, dir);
-        snprintf(base, sizeof base, "%s", sl + 1);
-    } else {
-        snprintf(parent, sizeof parent, ".");
-        snprintf(base, sizeof base, "%s", dir);
-    }
-    size_t bl = strlen(base);
-    if (bl == 0) return;
-    DIR *d = opendir(parent);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        if (strncmp(n, base, bl) != 0) continue;
-        int is_tmp = !strncmp(n + bl, ".tmp-", 5), is_old = !strncmp(n + bl, ".old-", 5);
-        if (!is_tmp && !is_old) continue;
-        char *end;
-        errno = 0;
-        long pid = strtol(n + bl + 5, &end, 10);
-        if (errno || *end || end == n + bl + 5 || pid <= 0) continue;
-        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        char path[4096 + 1024 + 2];
-        snprintf(path, sizeof path, "%s/%s", parent, n);
-        if (is_old && !rk_path_exists(dir)) {
-            if (rename(path, dir) == 0) {
-                rk_warn("model bundle %s: restored the previous bundle from %s (a save died mid-publish)", dir, path);
-                continue;
-            }
-        }
-        rk_warn("model bundle %s: removing %s left by a save that died (pid %ld)", dir, path, pid);
-        (void)rk_rm_rf(path, NULL);
-    }
-    closedir(d);
-}
-
 rk_status rk_model_save(const rk_model *m, const char *dir, const char *metrics_json, int overwrite, rk_err *err) {
     return rk_model_save_codec(m, dir, metrics_json, overwrite, "fp32", err);
 }
@@ -585,7 +538,7 @@ rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *me
                               const char *codec_name, rk_err *err) {
     rk_codec codec;
     if (rk_codec_parse(codec_name, &codec, err)) return rk_err_prefix(err, "model bundle %s", dir);
-    sweep_dead_saves(dir);
+    rk_sweep_dead_writers(dir, 1, "model bundle");
     if (rk_path_exists(dir) && !overwrite)
         return rk_fail(err, RK_EEXIST, "model bundle %s: already exists (pass --force to replace it)", dir);
     for (int f = 0; m->n_members == 0 && f < m->cfg.n_features; f++)

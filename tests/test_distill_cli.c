@@ -319,5 +319,5 @@ Test(distill_cli, what_a_killed_run_left_is_swept) {
     rc = distill("--stream s.tsv " CFGS " --modes kd --out o --json r.json");
     cr_expect_eq(rc, 0, "%s", slurp("err.txt"));
     cr_expect(!exists(left), "the next run removed %s", left);
-    cr_expect(strstr(slurp("err.txt"), "left by a run that died") != NULL, "%s", slurp("err.txt"));
+    cr_expect(strstr(slurp("err.txt"), "left by a writer that died") != NULL, "%s", slurp("err.txt"));
 }

@@ -97,36 +97,6 @@ static int parse_i(const char *name, const char *v, long lo, long hi, long *out)
 
 /* Remove PATH.tmp-PID siblings left by runs that died (kill -9, power loss):
  * rk_model_save's sweep, for this command's outputs. A live PID's are kept. */
-static void sweep_dead(const char *path) {
-    char parent[4096], base[1024];
-    const char *sl = strrchr(path, '/');
-    if (sl) {
-        snprintf(parent, sizeof parent, "%.*s", sl > path ? (int)(sl - path) : 1, path);
-        snprintf(base, sizeof base, "%s", sl + 1);
-    } else {
-        snprintf(parent, sizeof parent, ".");
-        snprintf(base, sizeof base, "%s", path);
-    }
-    size_t bl = strlen(base);
-    DIR *d = bl ? opendir(parent) : NULL;
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        if (strncmp(n, base, bl) || strncmp(n + bl, ".tmp-", 5)) continue;
-        char *end;
-        errno = 0;
-        long pid = strtol(n + bl + 5, &end, 10);
-        if (errno || *end || end == n + bl + 5 || pid <= 0) continue;
-        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        char p[4096 + 1024 + 2];
-        snprintf(p, sizeof p, "%s/%s", parent, n);
-        rk_warn("removing %s left by a run that died (pid %ld)", p, pid);
-        (void)rk_rm_rf(p, NULL);
-    }
-    closedir(d);
-}
-
 static void parent_of(const char *path, char *out, size_t cap) {
     const char *sl = strrchr(path, '/');
     if (!sl) snprintf(out, cap, ".");
@@ -406,7 +376,7 @@ int rank_distill_main(int argc, char **argv) {
     /* --out: not there (after removing what dead runs left), parent writable */
     char outtmp[4200], parent[4096], created_top[4096] = "";
     snprintf(outtmp, sizeof outtmp, "%s.tmp-%ld", out, (long)getpid());
-    sweep_dead(out);
+    rk_sweep_dead_writers(out, 0, "rank distill --out");
     if (rk_path_exists(out)) {
         fprintf(stderr, "rank distill: --out %s already exists (remove it or choose another directory)\n", out);
         return 1;
@@ -435,7 +405,7 @@ int rank_distill_main(int argc, char **argv) {
     }
     if (json) {
         const char *inputs[3][2] = {{"stream", stream}, {"teacher-config", tpath}, {"student-config", spath}};
-        sweep_dead(json);
+        rk_sweep_dead_writers(json, 0, "rank distill --json");
         if (check_json(json, inputs, 3, &e)) return fail(&e);
     }
     struct sigaction sa;
