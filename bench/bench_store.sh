@@ -22,5 +22,8 @@ r8=$(awk -v a="$a8" -v b="$a32" 'BEGIN{printf "%.5f", a/b}')
 r16=$(awk -v a="$a16" -v b="$a32" 'BEGIN{printf "%.5f", a/b}')
 echo "bench-store: MovieLens test AUC (dcnv2): fp32=$a32 int8=$a8 (ratio $r8) fp16=$a16 (ratio $r16)"
 echo "bench-store: machine load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
-"$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --rss-only | grep RSS
-"$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --no-rss --int8-auc-ratio "$r8" --fp16-auc-ratio "$r16"
+# One core for the measuring thread and RocksDB's (idle) background threads,
+# as bench_serve.sh pins its processes: no migrations mid-batch.
+PIN=""; command -v taskset >/dev/null && PIN="taskset -c ${STORE_CPU:-1}"
+$PIN "$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --rss-only | grep RSS
+$PIN "$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --no-rss --int8-auc-ratio "$r8" --fp16-auc-ratio "$r16"

@@ -11,7 +11,13 @@
  * rows barely compress), bloom filter 10 bits/key (an unknown id costs a
  * filter probe, not a block read), an LRU block cache of
  * opts.block_cache_bytes with index and filter blocks charged to it,
- * memtables capped at 16 MiB in all (db_write_buffer_size).
+ * memtables capped at 16 MiB in all (db_write_buffer_size). Measured on
+ * 1M x 256 B rows (bench/RESULTS.md, bench-store): a monolithic index
+ * (~1.5 MB) did not fit one LRU shard and was re-read by every miss batch
+ * (31 us per row of a 200-key MultiGet, 0.6 ms per single Get); partitioned index/filter blocks of 4 KB with a
+ * pinned top level fix that, and 1 KB data blocks (4 rows) halve the
+ * bytes read and checksummed per miss against 4 KB. mmap reads measured
+ * slower (allow_mmap_reads: 11-24 us per missed row).
  *
  * Reads: the RAM cache (cache.c) first, with a two-stage software prefetch
  * pipeline over the batch (index entry 16 keys ahead, slot 8 keys ahead);
@@ -126,7 +132,7 @@ static void be64(unsigned char k[8], uint64_t v) {
     }
 }
 
-static rocksdb_options_t *make_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out) {
+rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out) {
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_compression(o, rocksdb_no_compression);
     rocksdb_options_set_write_buffer_size(o, (size_t)8 << 20);
@@ -137,8 +143,17 @@ static rocksdb_options_t *make_options(size_t block_cache_bytes, rocksdb_cache_t
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
     rocksdb_cache_t *cache = rocksdb_cache_create_lru(block_cache_bytes ? block_cache_bytes : ((size_t)1 << 20));
     rocksdb_block_based_options_set_block_cache(t, cache);
+    rocksdb_block_based_options_set_block_size(t, RK_STORE_BLOCK_BYTES);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(t, 1);
     rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
+    /* Partitioned index and filter (kTwoLevelIndexSearch = 2): a monolithic
+     * index of a 1M-row table is MBs, larger than one shard of the LRU block
+     * cache, so data blocks evicted it and every miss batch re-read it. */
+    rocksdb_block_based_options_set_index_type(t, 2);
+    rocksdb_block_based_options_set_partition_filters(t, 1);
+    rocksdb_block_based_options_set_metadata_block_size(t, 4096);
+    rocksdb_block_based_options_set_pin_top_level_index_and_filter(t, 1);
     rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_block_based_options_destroy(t);
@@ -290,7 +305,7 @@ rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_
     rk_status st = rk_rm_rf(tmp, err);
     if (st) return st;
     rocksdb_cache_t *cache;
-    rocksdb_options_t *o = make_options((size_t)8 << 20, &cache);
+    rocksdb_options_t *o = rk_store_rocks_options((size_t)8 << 20, &cache);
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_set_error_if_exists(o, 1);
     char *rerr = NULL;
@@ -454,7 +469,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     atomic_init(&s->refs, 1);
     s->o = *opts;
     snprintf(s->path, sizeof s->path, "%s", dir);
-    s->opts = make_options(opts->block_cache_bytes, &s->bcache);
+    s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
     char *rerr = NULL;
     rk_status st = RK_OK;
     size_t n_cf = 0;

@@ -48,6 +48,15 @@ void rk_rocks_reset(void);
  * "Not implemented" -> RK_EINVAL, else (IO error, no space, ...) RK_EIO. */
 rk_status rk_rocks_status(const char *msg);
 
+/* The RocksDB options every store is opened and written with (the
+ * benchmark's raw-RocksDB baseline uses them too): no compression, data
+ * blocks of RK_STORE_BLOCK_BYTES, partitioned index and bloom filter (10
+ * bits/key) cached at high priority in an LRU block cache of
+ * block_cache_bytes (*cache_out, the caller destroys it after the options),
+ * top level pinned, memtables capped at 16 MiB in all. */
+#define RK_STORE_BLOCK_BYTES 1024
+rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out);
+
 /* ---------------------------------------------------------------- cache
  * One cache per table, n_shards (power of two) shards, each with a mutex,
  * a fixed number of slots, CLOCK eviction, and an open-addressing index
