@@ -19,8 +19,9 @@
  * bytes read and checksummed per miss against 4 KB. mmap reads measured
  * slower (allow_mmap_reads: 11-24 us per missed row).
  *
- * Reads: the RAM cache (cache.c) first, with a two-stage software prefetch
- * pipeline over the batch (index entry 16 keys ahead, slot 8 keys ahead);
+ * Reads: the RAM cache (cache.c) first, keys grouped by cache shard (one
+ * lock per shard per 512 keys, index entries prefetched in the grouping
+ * pass, slots 4 keys ahead);
  * the misses are sorted, deduplicated and read with one
  * rocksdb_batched_multi_get_cf (pinnable slices, sorted input), decoded into
  * place and inserted into the cache unless an update raced with the read.
@@ -639,11 +640,14 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     keypos kp_stack[RK_STORE_STACK_KEYS];
     keypos *kp = kp_stack;
     size_t m = 0, kcap = RK_STORE_STACK_KEYS;
+    unsigned char hit[RK_CACHE_BATCH_CHUNK];
     for (size_t i = 0; i < n; i++) {
         if (c->slots) {
-            if (i + 16 < n) rk_cache_prefetch(c, rows[i + 16], 0);
-            if (i + 8 < n) rk_cache_prefetch(c, rows[i + 8], 1);
-            if (rk_cache_get(c, rows[i], tb->m.codec, dim, out + i * rowf)) continue;
+            if (i % RK_CACHE_BATCH_CHUNK == 0) {
+                size_t k = n - i < RK_CACHE_BATCH_CHUNK ? n - i : RK_CACHE_BATCH_CHUNK;
+                rk_cache_get_batch(c, rows + i, k, tb->m.codec, dim, out + i * rowf, hit);
+            }
+            if (hit[i % RK_CACHE_BATCH_CHUNK]) continue;
         }
         if (m == kcap) {
             keypos *nk = rk_malloc(n * sizeof *nk);

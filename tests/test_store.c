@@ -326,6 +326,62 @@ Test(cache, eviction_under_byte_budget, .init = mk_tmp, .fini = rm_tmp) {
     free(x);
 }
 
+/* Batch lookups group keys by shard in chunks of 512: a 1,300-key batch
+ * with duplicates and unknown ids, for 1, 64 and 256 shards, returns every
+ * row exactly (zeros for unknown ids); once cached, every known key of the
+ * batch (duplicates included) counts as a hit and none reads RocksDB. */
+Test(cache, batch_lookup_by_shard_is_exact, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 16;
+    const uint64_t rows = 5000;
+    float *x = make_rows(rows, dim, 9);
+    char p[512];
+    write_store("s", rows, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    enum { N = 1300 };
+    static uint64_t ids[N];
+    static float y[N * 16];
+    rk_rng r;
+    rk_rng_seed(&r, 10);
+    size_t known = 0, distinct_unknown = 0;
+    static unsigned char seen[5000 + 1000];
+    for (int i = 0; i < N; i++) {
+        ids[i] = i % 7 == 3 ? ids[i / 2] : rk_rng_below(&r, rows + 1000); /* duplicates; >= rows unknown */
+        known += ids[i] < rows;
+        if (ids[i] >= rows && !seen[ids[i]]) seen[ids[i]] = 1, distinct_unknown++;
+    }
+    const int shards[] = {1, 64, 256};
+    for (int k = 0; k < 3; k++) {
+        rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+        o.cache_bytes = rows * rk_cache_bytes_per_row(64) * 2;
+        o.cache_shards = shards[k];
+        rk_store *s;
+        rk_err e = {0};
+        cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+        for (int pass = 0; pass < 2; pass++) {
+            rk_store_stats a, b;
+            rk_store_stats_get(s, 0, &a);
+            memset(y, 0xff, sizeof y);
+            size_t unknown = 0;
+            cr_assert_eq(rk_store_get(s, 0, ids, N, y, &unknown, &e), RK_OK, "%s", e.msg);
+            cr_assert_eq(unknown, N - known);
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < dim; j++) {
+                    float want = ids[i] < rows ? x[ids[i] * dim + (uint64_t)j] : 0.f;
+                    cr_assert_eq(y[i * dim + j], want, "shards %d pass %d key %d (row %llu) col %d", shards[k], pass, i,
+                                 (unsigned long long)ids[i], j);
+                }
+            rk_store_stats_get(s, 0, &b);
+            if (pass == 1) {
+                cr_assert_eq(b.cache_hits - a.cache_hits, known, "shards %d: hits", shards[k]);
+                cr_assert_eq(b.cache_misses - a.cache_misses, N - known, "shards %d: misses", shards[k]);
+                /* unknown ids are never cached: each distinct one is read again */
+                cr_assert_eq(b.rocksdb_reads - a.rocksdb_reads, distinct_unknown, "shards %d: RocksDB reads", shards[k]);
+            }
+        }
+        rk_store_close(s);
+    }
+    free(x);
+}
+
 Test(cache, bytes_per_row_within_1_3x) {
     const struct { rk_codec c; int dim; } cases[] = {{RK_CODEC_FP32, 64}, {RK_CODEC_FP16, 64}, {RK_CODEC_INT8, 64},
                                                      {RK_CODEC_FP32, 16}};
