@@ -580,6 +580,14 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     rk_free(mt);
     mt = NULL;
     if (st == RK_OK) st = setup_caches(s, err);
+    for (int t = 0; st == RK_OK && opts->verify && t < s->n_tables; t++) {
+        uint64_t keys = 0;
+        st = rk_store_count_keys(s, t, &keys, err);
+        if (st) rk_err_prefix(err, "table '%s': open-time checksum scan", s->tabs[t].m.name);
+        else if (keys != s->tabs[t].m.rows)
+            st = rk_fail(err, RK_EFORMAT, "store %s: table '%s' holds %llu rows, its metadata says %llu: damaged or foreign files",
+                         dir, s->tabs[t].m.name, (unsigned long long)keys, (unsigned long long)s->tabs[t].m.rows);
+    }
     if (st) goto fail;
     *out = s;
     return RK_OK;

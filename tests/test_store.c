@@ -820,21 +820,56 @@ Test(faults, corrupt_sst_is_reported, .init = mk_tmp, .fini = rm_tmp) {
     fclose(f);
     rk_store *s = NULL;
     rk_err e = {0};
+    /* default options: refused at open, naming the table and the check */
     rk_status st = rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e);
-    if (st == RK_OK) {
-        uint64_t *ids = malloc(rows * sizeof *ids);
-        float *y = malloc(rows * dim * sizeof(float));
-        for (uint64_t i = 0; i < rows; i++) ids[i] = i;
-        st = rk_store_get(s, 0, ids, rows, y, NULL, &e);
-        cr_expect_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
-        cr_expect(strstr(e.msg, "Corruption"), "%s", e.msg);
-        uint64_t n;
-        cr_expect_eq(rk_store_count_keys(s, 0, &n, &e), RK_EFORMAT, "%s", e.msg);
-        rk_store_close(s);
-        free(ids), free(y);
-    } else {
-        cr_expect_eq(st, RK_EFORMAT, "%s", e.msg);
-    }
+    cr_assert_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
+    cr_assert_null(s);
+    cr_expect(strstr(e.msg, "table 't': open-time checksum scan") && strstr(e.msg, "Corruption"), "%s", e.msg);
+    /* without the open-time scan the store opens and the reads that reach
+     * a damaged block report it */
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.verify = 0;
+    cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+    uint64_t *ids = malloc(rows * sizeof *ids);
+    float *y = malloc(rows * dim * sizeof(float));
+    for (uint64_t i = 0; i < rows; i++) ids[i] = i;
+    st = rk_store_get(s, 0, ids, rows, y, NULL, &e);
+    cr_expect_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
+    cr_expect(strstr(e.msg, "Corruption"), "%s", e.msg);
+    uint64_t n;
+    cr_expect_eq(rk_store_count_keys(s, 0, &n, &e), RK_EFORMAT, "%s", e.msg);
+    rk_store_close(s);
+    free(ids), free(y);
+    free(x);
+}
+
+/* A table that lost rows (deleted behind the store's back by another
+ * RocksDB writer) is refused at open by the key count check. */
+Test(faults, missing_rows_are_refused_at_open, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 4;
+    float *x = make_rows(300, dim, 8);
+    char p[512];
+    write_store("s", 300, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rocksdb_options_t *o = rocksdb_options_create();
+    const char *names[2] = {"default", "t"};
+    const rocksdb_options_t *cfo[2] = {o, o};
+    rocksdb_column_family_handle_t *cf[2];
+    char *rerr = NULL;
+    rocksdb_t *db = rocksdb_open_column_families(o, p, 2, names, cfo, cf, &rerr);
+    cr_assert_not_null(db, "%s", rerr);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    const char key[8] = {0, 0, 0, 0, 0, 0, 0, 17}; /* row 17 */
+    rocksdb_delete_cf(db, wo, cf[1], key, 8, &rerr);
+    cr_assert_null(rerr, "%s", rerr);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_column_family_handle_destroy(cf[0]);
+    rocksdb_column_family_handle_destroy(cf[1]);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    rk_store *s = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e), RK_EFORMAT, "%s", e.msg);
+    cr_expect(strstr(e.msg, "table 't' holds 299 rows, its metadata says 300"), "%s", e.msg);
     free(x);
 }
 
