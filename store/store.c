@@ -7,17 +7,18 @@
  * "table NAME DIM CODEC ROWS OOV") and one "rankd.oov.NAME" record per table
  * that has an out-of-vocabulary default row (encoded with the table codec).
  *
- * RocksDB options (memory bounded, c-stack.md §4): no compression (float
- * rows barely compress), bloom filter 10 bits/key (an unknown id costs a
- * filter probe, not a block read), an LRU block cache of
- * opts.block_cache_bytes with index and filter blocks charged to it,
- * memtables capped at 16 MiB in all (db_write_buffer_size). Measured on
- * 1M x 256 B rows (bench/RESULTS.md, bench-store): a monolithic index
- * (~1.5 MB) did not fit one LRU shard and was re-read by every miss batch
- * (31 us per row of a 200-key MultiGet, 0.6 ms per single Get); partitioned index/filter blocks of 4 KB with a
- * pinned top level fix that, and 1 KB data blocks (4 rows) halve the
- * bytes read and checksummed per miss against 4 KB. mmap reads measured
- * slower (allow_mmap_reads: 11-24 us per missed row).
+ * RocksDB options (memory bounded, c-stack.md §4; rk_store_rocks_options):
+ * no compression (float rows barely compress); an LRU block cache of
+ * opts.block_cache_bytes with index blocks charged to it; memtables capped
+ * at 16 MiB in all (db_write_buffer_size). Measured on 1M x 256 B rows
+ * (bench/RESULTS.md, bench-store): a monolithic index (~1.5 MB) did not fit
+ * one LRU shard and was re-read by every miss batch (31 us per row of a
+ * 200-key MultiGet, 0.6 ms per single Get); a partitioned index (4 KB
+ * partitions, top level pinned) fixes that. 1 KB data blocks (4 rows) halve
+ * the bytes read and checksummed per miss against 4 KB. No bloom filter:
+ * ids >= rows never reach RocksDB and every id below exists, and with a
+ * filter a missed row cost 13-14 us instead of 6-8 us (200-key MultiGet,
+ * loaded machine). mmap reads measured slower (11-24 us per missed row).
  *
  * Reads: the RAM cache (cache.c) first, keys grouped by cache shard (one
  * lock per shard per 512 keys, index entries prefetched in the grouping
@@ -148,14 +149,11 @@ rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cach
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(t, 1);
     rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
-    /* Partitioned index and filter (kTwoLevelIndexSearch = 2): a monolithic
-     * index of a 1M-row table is MBs, larger than one shard of the LRU block
-     * cache, so data blocks evicted it and every miss batch re-read it. */
+    /* Partitioned index (kTwoLevelIndexSearch = 2), no bloom filter: see
+     * the header comment. */
     rocksdb_block_based_options_set_index_type(t, 2);
-    rocksdb_block_based_options_set_partition_filters(t, 1);
     rocksdb_block_based_options_set_metadata_block_size(t, 4096);
     rocksdb_block_based_options_set_pin_top_level_index_and_filter(t, 1);
-    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_block_based_options_destroy(t);
     *cache_out = cache;
@@ -649,6 +647,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     keypos *kp = kp_stack;
     size_t m = 0, kcap = RK_STORE_STACK_KEYS;
     unsigned char hit[RK_CACHE_BATCH_CHUNK];
+    size_t oor = 0; /* ids >= rows: the default row without RocksDB */
     for (size_t i = 0; i < n; i++) {
         if (c->slots) {
             if (i % RK_CACHE_BATCH_CHUNK == 0) {
@@ -667,12 +666,21 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
             kp = nk;
             kcap = n;
         }
+        if (rows[i] >= tb->m.rows) { /* never written, never reachable by an update */
+            default_row(tb, out + i * rowf);
+            oor++;
+            continue;
+        }
         kp[m].row = rows[i];
         kp[m].pos = i;
         m++;
     }
     atomic_fetch_add_explicit(&tb->lookups, n, memory_order_relaxed);
-    if (m == 0) return RK_OK;
+    if (m == 0) {
+        atomic_fetch_add_explicit(&tb->unknown, oor, memory_order_relaxed);
+        if (n_missing) *n_missing = oor;
+        return RK_OK;
+    }
     qsort(kp, m, sizeof *kp, keypos_cmp);
     /* distinct keys: u[j] = index into kp of the first occurrence */
     size_t u = 0;
@@ -713,7 +721,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     }
     rk_rocks.batched_multi_get_cf(s->db, s->ro, tb->cf, u, kptr, ksz, vals, errs, 1);
     rk_status st = RK_OK;
-    size_t unknown = 0;
+    size_t unknown = oor;
     for (size_t j = 0; j < u; j++) {
         size_t i0 = first[j], i1 = j + 1 < u ? first[j + 1] : m;
         uint64_t row = kp[i0].row;

@@ -25,7 +25,8 @@
  * misses. Lookups never insert a key into a table; an id absent from the
  * table gets the table's default row (zeros, or the out-of-vocabulary row
  * given at write time) and counts in the "unknown" counter. Rows of unknown
- * ids are not cached.
+ * ids are not cached; an id >= the table's rows is answered without reading
+ * RocksDB (a table holds every row of [0, rows)).
  *
  * Online updates: rk_store_apply writes a batch of rows through the WAL
  * (fsync'd before it returns), on a store opened writable. Once it returns
@@ -110,7 +111,7 @@ typedef struct {
                                  Default 64 MiB. Split across tables in proportion to their
                                  size, never more than a table needs. */
     int cache_shards;         /* shards per table (power of two, <= 256), default 64 */
-    size_t block_cache_bytes; /* RocksDB LRU block cache, index and filter blocks charged
+    size_t block_cache_bytes; /* RocksDB LRU block cache, index blocks charged
                                  to it; default 32 MiB */
     int writable;             /* 1: open read-write (takes RocksDB's LOCK) so that
                                  rk_store_apply works; 0 (default): read-only, many readers */

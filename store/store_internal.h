@@ -50,8 +50,8 @@ rk_status rk_rocks_status(const char *msg);
 
 /* The RocksDB options every store is opened and written with (the
  * benchmark's raw-RocksDB baseline uses them too): no compression, data
- * blocks of RK_STORE_BLOCK_BYTES, partitioned index and bloom filter (10
- * bits/key) cached at high priority in an LRU block cache of
+ * blocks of RK_STORE_BLOCK_BYTES, partitioned index (no bloom filter)
+ * cached at high priority in an LRU block cache of
  * block_cache_bytes (*cache_out, the caller destroys it after the options),
  * top level pinned, memtables capped at 16 MiB in all. */
 #define RK_STORE_BLOCK_BYTES 1024
