@@ -636,3 +636,32 @@ Test(serve, online_update_is_served_next_and_survives_restart, .timeout = 240) {
     grpc_shutdown_blocking();
     rk_rm_rf(dir, &e);
 }
+
+/* A writable version holds its bundle's RocksDB LOCK until it is closed:
+ * after a switch with no call in flight the old bundle can be opened
+ * writable again (its version was released and closed), the serving one
+ * cannot. */
+Test(serve, reload_closes_the_old_version_once_released, .timeout = 120) {
+    char da[256], db[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_rel_a_%d", (int)getpid());
+    snprintf(db, sizeof db, "/tmp/rk_rel_b_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    make_bundle_at(db, 2, "B");
+    grpc_init();
+    rk_server *s = start_on(da, 1, 0, addr, sizeof addr);
+    rk_err e = {0};
+    rk_model *m = NULL;
+    cr_assert_eq(rk_model_open_ex(da, 1, &m, &e), RK_EIO, "A is serving: its LOCK must be held (%s)", e.msg);
+    int sw = 0;
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(sw, 1);
+    cr_assert_eq(rk_model_open_ex(da, 1, &m, &e), RK_OK, "old version A still open after the switch: %s", e.msg);
+    rk_model_destroy(m);
+    cr_assert_eq(rk_model_open_ex(db, 1, &m, &e), RK_EIO, "B is serving: its LOCK must be held");
+    rk_server_stop(s, NULL);
+    cr_assert_eq(rk_model_open_ex(db, 1, &m, &e), RK_OK, "%s", e.msg); /* stop closed B */
+    rk_model_destroy(m);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+    rk_rm_rf(db, &e);
+}
