@@ -96,8 +96,9 @@ static int u64cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static void raw_open(raw_db *r, const char *dir, size_t block_cache) {
+static void raw_open(raw_db *r, const char *dir, size_t block_cache, int mmap_reads) {
     r->o = rk_store_rocks_options(block_cache, &r->cache); /* the store's own options */
+    if (mmap_reads) rocksdb_options_set_allow_mmap_reads(r->o, 1);
     const char *names[2] = {"default", "t"};
     const rocksdb_options_t *cfo[2] = {r->o, r->o};
     char *err = NULL;
@@ -232,7 +233,7 @@ static void *churn(void *p) {
 int main(int argc, char **argv) {
     const char *dir = "build/bench-store-db";
     double int8_ratio = NAN, fp16_ratio = NAN, secs = 1.0, hit90_p99 = NAN, ratio90 = NAN;
-    int levels = 31;
+    int levels = 31, mmap_reads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--int8-auc-ratio") && i + 1 < argc) int8_ratio = atof(argv[++i]);
@@ -240,9 +241,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) secs = atof(argv[++i]);
         else if (!strcmp(argv[i], "--levels") && i + 1 < argc) levels = atoi(argv[++i]); /* bit mask */
         else if (!strcmp(argv[i], "--no-rss")) levels |= 1 << 10;
+        else if (!strcmp(argv[i], "--mmap")) mmap_reads = 1; /* opts.mmap_reads, for both handles */
         else if (!strcmp(argv[i], "--rss-only")) levels = 1 << 11; /* a fresh process for the RSS phase */
         else {
-            fprintf(stderr, "usage: bench_store [--dir DIR] [--seconds S] [--int8-auc-ratio R] [--fp16-auc-ratio R]\n");
+            fprintf(stderr, "usage: bench_store [--dir DIR] [--seconds S] [--levels MASK] [--no-rss | --rss-only] [--mmap] [--int8-auc-ratio R] [--fp16-auc-ratio R]\n");
             return 2;
         }
     }
@@ -287,6 +289,7 @@ int main(int argc, char **argv) {
     rk_store_opts o = RK_STORE_OPTS_DEFAULT;
     o.cache_bytes = (size_t)(ROWS / 10) * rk_cache_bytes_per_row(DIM * 4); /* 10% of the rows */
     o.block_cache_bytes = block_cache;
+    o.mmap_reads = mmap_reads;
     rk_store *s;
     rk_store_stats st;
     static uint64_t keys[BATCH];
@@ -321,7 +324,7 @@ int main(int argc, char **argv) {
            "%.2f s in it; without the scan %.1f ms\n",
            (unsigned long long)ROWS, open_s[0], open_s[2], open_s[1] * 1e3);
     raw_db raw;
-    raw_open(&raw, dir, block_cache);
+    raw_open(&raw, dir, block_cache, o.mmap_reads);
     rk_store_stats_get(s, 0, &st);
     printf("bench-store: row cache %.1f MB for %llu rows (10%%), block cache %zu MB each (index inside, same options), batch %d keys\n",
            st.cache_bytes / 1e6, (unsigned long long)st.cache_slots, block_cache >> 20, BATCH);

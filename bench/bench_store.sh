@@ -25,5 +25,8 @@ echo "bench-store: machine load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(n
 # One core for the measuring thread and RocksDB's (idle) background threads,
 # as bench_serve.sh pins its processes: no migrations mid-batch.
 PIN=""; command -v taskset >/dev/null && PIN="taskset -c ${STORE_CPU:-1}"
+# The mmap lever (opts.mmap_reads, both handles), 90 % row only: reported,
+# not the default (a disk error would be SIGBUS instead of a status).
+$PIN "$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --levels 1028 --mmap | grep -E "^\| 90%"
 $PIN "$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --rss-only | grep RSS
 $PIN "$BUILD/bench/bench_store" --dir "$BUILD/bench-store-db" --no-rss --int8-auc-ratio "$r8" --fp16-auc-ratio "$r16"

@@ -16,9 +16,10 @@
  * 200-key MultiGet, 0.6 ms per single Get); a partitioned index (4 KB
  * partitions, top level pinned) fixes that. 1 KB data blocks (4 rows) halve
  * the bytes read and checksummed per miss against 4 KB. No bloom filter:
- * ids >= rows never reach RocksDB and every id below exists, and with a
- * filter a missed row cost 13-14 us instead of 6-8 us (200-key MultiGet,
- * loaded machine). mmap reads measured slower (11-24 us per missed row).
+ * ids >= rows never reach RocksDB and every id below exists, so a filter
+ * can never save a read (measured equal speed, less block-cache memory).
+ * mmap reads are faster (opts.mmap_reads) but turn a disk error into
+ * SIGBUS, so they are opt-in. bench/store_levers.c measures each lever.
  *
  * Reads: the RAM cache (cache.c) first, keys grouped by cache shard (one
  * lock per shard per 512 keys, index entries prefetched in the grouping
@@ -469,6 +470,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     s->o = *opts;
     snprintf(s->path, sizeof s->path, "%s", dir);
     s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
+    if (opts->mmap_reads) rocksdb_options_set_allow_mmap_reads(s->opts, 1);
     char *rerr = NULL;
     rk_status st = RK_OK;
     size_t n_cf = 0;
