@@ -520,7 +520,7 @@ typedef struct {
     rk_store_live *l;
     atomic_int *stop;
     long batches, mixed, errors;
-    int max_version;
+    atomic_int max_version; /* read by the main thread while readers run */
 } ver_arg;
 
 static void *ver_reader(void *p) {
@@ -541,7 +541,7 @@ static void *ver_reader(void *p) {
                 a->mixed++;
                 break;
             }
-        if (v0 > a->max_version) a->max_version = v0;
+        if (v0 > atomic_load(&a->max_version)) atomic_store(&a->max_version, v0);
         a->batches++;
     }
     return NULL;
@@ -569,7 +569,8 @@ Test(versions, switch_under_concurrent_readers, .init = mk_tmp, .fini = rm_tmp, 
     ver_arg a[3];
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
-        a[i] = (ver_arg){l, &stop, 0, 0, 0, -1};
+        a[i] = (ver_arg){l, &stop, 0, 0, 0, 0};
+        atomic_store(&a[i].max_version, -1);
         pthread_create(&th[i], NULL, ver_reader, &a[i]);
     }
     for (int v = 1; v < 6; v++) {
@@ -577,15 +578,21 @@ Test(versions, switch_under_concurrent_readers, .init = mk_tmp, .fini = rm_tmp, 
         nanosleep(&ts, NULL);
         cr_assert_eq(rk_store_live_switch(l, paths[v], 1, &e), RK_OK, "%s", e.msg);
     }
-    struct timespec ts = {0, 30 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    /* until every reader has read the last version (no fixed sleep: on a
+     * loaded machine a reader may not run for a while) */
+    double t0 = rk_now();
+    for (int i = 0; i < 3; i++)
+        while (atomic_load(&a[i].max_version) < 5 && rk_now() - t0 < 30) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     atomic_store(&stop, 1);
     long batches = 0;
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
         cr_expect_eq(a[i].mixed, 0, "reader %d saw a batch mixing versions", i);
         cr_expect_eq(a[i].errors, 0);
-        cr_expect_eq(a[i].max_version, 5);
+        cr_expect_eq(atomic_load(&a[i].max_version), 5, "reader %d never read the last version in 30 s", i);
         batches += a[i].batches;
     }
     cr_expect(batches > 100, "batches %ld", batches);
