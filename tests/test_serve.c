@@ -16,7 +16,12 @@
  *    keys per table); with the tables in RAM, up to 1000.
  *  - a full queue answers RESOURCE_EXHAUSTED at once instead of growing;
  *  - a request whose deadline passed while it waited in the queue is
- *    answered DEADLINE_EXCEEDED without model work (counted by the server).
+ *    answered DEADLINE_EXCEEDED without model work (counted by the server);
+ *  - versions: rk_server_reload between two bundles ten times while three
+ *    clients score: every answer is exactly one bundle's scores; the old
+ *    version is closed once released (its RocksDB LOCK frees);
+ *  - online updates (Admin/ApplyUpdates): served by the next call (store
+ *    cache and RAM tables), kept across a restart, bad updates named.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -43,20 +48,28 @@
 static char bundle_dir[256];
 static rk_model *M;
 
-static void make_bundle(void) {
+/* A bundle at dir with freshly initialised weights from seed, version ver. */
+static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
     char *text;
     rk_err e = {0};
     cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/movielens_dcnv2.json", &text, NULL, &e), RK_OK, "%s", e.msg);
     rk_model_cfg cfg;
     cr_assert_eq(rk_model_cfg_parse(text, &cfg, &e), RK_OK, "%s", e.msg);
     rk_free(text);
-    for (int f = 0; f < cfg.n_features; f++) /* the dense feature needs statistics */
+    for (int f = 0; f < cfg.n_features; f++)
         if (cfg.features[f].kind == RK_FEAT_DENSE) cfg.features[f].mean = 1990, cfg.features[f].std = 20;
+    cfg.train.seed = seed;
+    snprintf(cfg.version, sizeof cfg.version, "%s", ver);
     rk_model *m;
     cr_assert_eq(rk_model_create(&cfg, &m, &e), RK_OK, "%s", e.msg);
-    snprintf(bundle_dir, sizeof bundle_dir, "/tmp/rk_serve_test_%d", (int)getpid());
-    cr_assert_eq(rk_model_save(m, bundle_dir, NULL, 1, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
     rk_model_destroy(m);
+}
+
+static void make_bundle(void) {
+    snprintf(bundle_dir, sizeof bundle_dir, "/tmp/rk_serve_test_%d", (int)getpid());
+    make_bundle_at(bundle_dir, 1, "");
+    rk_err e = {0};
     cr_assert_eq(rk_model_open(bundle_dir, &M, &e), RK_OK, "%s", e.msg);
 }
 
@@ -263,18 +276,23 @@ static void burst(const char *addr, const uint8_t *req, size_t len, int n, int d
     grpc_completion_queue_destroy(cq);
 }
 
-static rk_server *start(int queue_depth, char *addr, size_t cap) {
-    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.listen = "127.0.0.1:0";
-    o.threads = 1;
-    o.queue_depth = queue_depth;
-    o.requests_per_worker = 64;
+/* Start a server for m with o on a free loopback port; addr gets it. */
+static rk_server *serve(const rk_model *m, rk_server_opts *o, char *addr, size_t cap) {
+    o->listen = "127.0.0.1:0";
     rk_server *s;
     int port;
     rk_err e = {0};
-    cr_assert_eq(rk_server_start(&o, M, &s, &port, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_server_start(o, m, &s, &port, &e), RK_OK, "%s", e.msg);
     snprintf(addr, cap, "127.0.0.1:%d", port);
     return s;
+}
+
+static rk_server *start(int queue_depth, char *addr, size_t cap) {
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    o.queue_depth = queue_depth;
+    o.requests_per_worker = 64;
+    return serve(M, &o, addr, cap);
 }
 
 Test(serve, full_queue_answers_resource_exhausted, .timeout = 120) {
@@ -331,24 +349,6 @@ Test(serve, expired_in_queue_is_deadline_exceeded_without_model_work, .timeout =
 }
 
 /* ------------------------------------------------------------ versions and online updates */
-
-/* A bundle at dir with freshly initialised weights from seed, version ver. */
-static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
-    char *text;
-    rk_err e = {0};
-    cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/movielens_dcnv2.json", &text, NULL, &e), RK_OK, "%s", e.msg);
-    rk_model_cfg cfg;
-    cr_assert_eq(rk_model_cfg_parse(text, &cfg, &e), RK_OK, "%s", e.msg);
-    rk_free(text);
-    for (int f = 0; f < cfg.n_features; f++)
-        if (cfg.features[f].kind == RK_FEAT_DENSE) cfg.features[f].mean = 1990, cfg.features[f].std = 20;
-    cfg.train.seed = seed;
-    snprintf(cfg.version, sizeof cfg.version, "%s", ver);
-    rk_model *m;
-    cr_assert_eq(rk_model_create(&cfg, &m, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
-    rk_model_destroy(m);
-}
 
 /* One call of method; returns the gRPC code, the body unpacked as a
  * RankResponse in *resp when asked (caller frees), the details in msg. */
@@ -434,13 +434,9 @@ Test(serve, version_switch_under_load_answers_old_or_new, .timeout = 240) {
     cr_assert_eq(rk_model_open(da, &ma, &e), RK_OK, "%s", e.msg);
     grpc_init();
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.listen = "127.0.0.1:0";
     o.threads = 2;
-    rk_server *s;
-    int port;
-    cr_assert_eq(rk_server_start(&o, ma, &s, &port, &e), RK_OK, "%s", e.msg);
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rk_server *s = serve(ma, &o, addr, sizeof addr);
     size_t len;
     uint8_t *req = make_request(SW_N, 7, &len);
     rk_client *c;
@@ -543,15 +539,10 @@ static rk_server *start_on(const char *dir, int upd, int ram, char *addr, size_t
         cr_assert_gt(bytes, 0);
     }
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.listen = "127.0.0.1:0";
     o.threads = 1;
     o.updates = upd;
     o.own_model = 1;
-    rk_server *s;
-    int port;
-    cr_assert_eq(rk_server_start(&o, m, &s, &port, &e), RK_OK, "%s", e.msg);
-    snprintf(addr, cap, "127.0.0.1:%d", port);
-    return s;
+    return serve(m, &o, addr, cap);
 }
 
 /* Apply rows of movie_id to the live server: the next score of the
