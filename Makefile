@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash \
+.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
         bench-encoder bench-exfm bench-sid
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
@@ -70,6 +70,11 @@ bench-store: build
 	@bash bench/bench_store.sh $(BUILD)
 
 # kill -9 durability of online updates: 120 trials.
+# What one missed row costs RocksDB under each table option the store
+# considered (bench/store_levers.c; figures in bench/RESULTS.md, bench-store).
+bench-store-levers: build
+	@taskset -c $${STORE_CPU:-1} $(BUILD)/bench/store_levers $(BUILD)/bench-store-levers
+
 bench-store-crash: build
 	@$(BUILD)/bench/bench_store_crash 120 $(BUILD)/bench-store-crash
 

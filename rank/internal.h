@@ -6,6 +6,7 @@
 #define RK_RANK_INTERNAL_H
 
 #include <jansson.h>
+#include <pthread.h>
 
 #include "embed.h"
 #include "rank.h"
@@ -66,6 +67,9 @@ struct rk_model {
     rk_store *store;
     int store_table[RK_MAX_FEATURES];
     char version[2 * RK_NAME_MAX + 2];
+    char dir[4096];               /* bundle directory, symlinks resolved ("" when created) */
+    int updatable;                /* tables opened writable: rk_model_apply_updates works */
+    pthread_rwlock_t ram_mu;      /* RAM table rows: readers pool, updates write (updatable only) */
     /* CETNet ensemble: members own their tables and towers; this model holds
      * only the shared feature definitions and the fusion (log tau). */
     int n_members;

@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,10 +104,12 @@ void rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p) {
 static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
     rk_model *m = rk_calloc(1, sizeof *m);
     if (!m) return rk_fail(err, RK_ENOMEM, "model: out of memory");
+    pthread_rwlock_init(&m->ram_mu, NULL);
     m->cfg = *cfg;
     if (cfg->n_members == 0) rk_model_layout(m); /* an ensemble's parameters live in its members */
     m->params = rk_calloc(m->n_floats ? m->n_floats : 1, sizeof(float));
     if (!m->params) {
+        pthread_rwlock_destroy(&m->ram_mu);
         rk_free(m);
         return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", m->n_floats);
     }
@@ -170,6 +173,7 @@ void rk_model_destroy(rk_model *m) {
     }
     rk_store_close(m->store);
     rk_free(m->params);
+    pthread_rwlock_destroy(&m->ram_mu);
     rk_free(m);
 }
 
@@ -226,6 +230,53 @@ rk_status rk_model_tables_to_ram(rk_model *m, size_t max_bytes, size_t *bytes, r
     return s;
 }
 
+rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *table, const uint64_t *rows,
+                                 size_t n_rows, const float *values, size_t n_values, rk_err *err) {
+    rk_model *t = m;
+    if (m->n_members > 0) {
+        if (!member || !member[0])
+            return rk_fail(err, RK_EINVAL, "member: required, the model is an ensemble of %d members (e.g. '%s')",
+                           m->n_members, m->cfg.members[0].name);
+        t = NULL;
+        for (int i = 0; i < m->n_members; i++)
+            if (!strcmp(m->cfg.members[i].name, member)) t = m->member[i];
+        if (!t) return rk_fail(err, RK_ENOTFOUND, "member: no member '%s' in this model", member);
+    } else if (member && member[0]) {
+        return rk_fail(err, RK_ENOTFOUND, "member: '%s' given, but the model is not an ensemble", member);
+    }
+    int f = -1;
+    for (int i = 0; table && i < t->cfg.n_features; i++)
+        if (t->cfg.features[i].kind == RK_FEAT_SPARSE && !strcmp(t->cfg.features[i].name, table)) f = i;
+    if (f < 0) return rk_fail(err, RK_ENOTFOUND, "table: no embedding table '%s'", table ? table : "");
+    if (!t->store || !t->updatable)
+        return rk_fail(err, RK_EINVAL, "table '%s': the bundle's tables are open read-only (updates need a writable open)",
+                       table);
+    const int dim = t->cfg.features[f].dim;
+    if (n_rows == 0) return rk_fail(err, RK_EINVAL, "rows: empty");
+    if (n_values != n_rows * (size_t)dim)
+        return rk_fail(err, RK_EINVAL, "values: expected rows x dim = %zu x %d = %zu floats, got %zu", n_rows, dim,
+                       n_rows * (size_t)dim, n_values);
+    rk_status s = rk_store_apply(t->store, t->store_table[f], rows, n_rows, values, err);
+    if (s) return rk_err_prefix(err, "table '%s'", table);
+    if (t->tables[f]) {
+        /* The RAM copy gets what the store now serves: the row through the
+         * table's codec, so RAM and RocksDB lookups stay bit-identical. */
+        rk_table_info ti;
+        rk_store_table_info(t->store, t->store_table[f], &ti);
+        unsigned char enc[1024 * 4 + 8]; /* dim <= 1024 (config.c) */
+        RK_ASSERT(ti.row_bytes <= sizeof enc);
+        pthread_rwlock_wrlock(&t->ram_mu);
+        for (size_t i = 0; i < n_rows; i++) {
+            rk_codec_encode(ti.codec, values + i * (size_t)dim, dim, enc);
+            rk_codec_decode(ti.codec, enc, dim, t->tables[f] + rows[i] * (size_t)dim);
+        }
+        pthread_rwlock_unlock(&t->ram_mu);
+    }
+    return RK_OK;
+}
+
+const char *rk_model_dir(const rk_model *m) { return m->dir; }
+
 const rk_model_cfg *rk_model_config(const rk_model *m) { return &m->cfg; }
 int rk_model_n_members(const rk_model *m) { return m->n_members; }
 const char *rk_model_member_name(const rk_model *m, int i) {
@@ -273,6 +324,7 @@ static rk_status open_sid(rk_model *m, const char *dir, rk_err *err) {
             snprintf(path, sizeof path, "%s/tables", dir);
             rk_store_opts o = RK_STORE_OPTS_DEFAULT;
             o.cache_bytes = 0;
+            o.verify = 0; /* m->store's open of the same tables/ verified them */
             if ((s = rk_store_open_ex(path, NULL, NULL, 0, &o, &opened, err))) break;
         }
         if ((s = rk_sid_load_from_store(opened, ft, (int)json_integer_value(kj), ver, &m->sid_items[f], err)) ||
@@ -295,10 +347,16 @@ static rk_status open_sid(rk_model *m, const char *dir, rk_err *err) {
     return s;
 }
 
-rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
+rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) { return rk_model_open_ex(dir, 0, out, err); }
+
+rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err *err) {
     *out = NULL;
     char path[4096];
     if (!rk_is_dir(dir)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: not a directory", dir);
+    /* Resolve symlinks once: RocksDB opens table files lazily by path, and a
+     * publisher may repoint a "current" link to the next version meanwhile. */
+    char real[PATH_MAX];
+    if (realpath(dir, real)) dir = real;
     snprintf(path, sizeof path, "%s/model.json", dir);
     char *text;
     rk_status s = rk_read_file(path, &text, NULL, err);
@@ -309,6 +367,7 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
     if (s) return rk_err_prefix(err, "%s", path);
     rk_model *m;
     if ((s = model_alloc(&cfg, &m, err))) return s;
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
     if (cfg.n_members > 0) {
         m->n_members = cfg.n_members;
         m->log_tau = logf(cfg.fusion.tau);
@@ -316,7 +375,7 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
             snprintf(path, sizeof path, "%s/members/%s", dir, cfg.members[i].name);
             rk_model_cfg want;
             rk_member_cfg_derive(&cfg, i, &want);
-            if ((s = rk_model_open(path, &m->member[i], err))) {
+            if ((s = rk_model_open_ex(path, writable, &m->member[i], err))) {
                 rk_model_destroy(m);
                 return s;
             }
@@ -371,7 +430,9 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
         rk_model_destroy(m);
         return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing directory tables/", dir);
     }
-    if ((s = rk_store_open(path, names, dims, n, &m->store, err))) {
+    rk_store_opts so = RK_STORE_OPTS_DEFAULT;
+    so.writable = writable != 0;
+    if ((s = rk_store_open_ex(path, names, dims, n, &so, &m->store, err))) {
         rk_model_destroy(m);
         return s;
     }
@@ -379,6 +440,7 @@ rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) {
         rk_model_destroy(m);
         return s;
     }
+    m->updatable = writable != 0;
     *out = m;
     return RK_OK;
 }
@@ -693,7 +755,10 @@ rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_
         if (ft->kind == RK_FEAT_DENSE) {
             for (int r = 0; r < B; r++) out[(size_t)r * D] = b->dense[(size_t)r * b->n_features + f];
         } else if (m->tables[f]) {
+            /* An updatable model's RAM rows change under rk_model_apply_updates. */
+            if (m->updatable) pthread_rwlock_rdlock((pthread_rwlock_t *)&m->ram_mu);
             rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], B, ft->dim, ft->pool);
+            if (m->updatable) pthread_rwlock_unlock((pthread_rwlock_t *)&m->ram_mu);
         } else {
             RK_ASSERT(m->store && scr);
             rk_status s = rk_embed_bag_store(m->store, m->store_table[f], ft->dim, b->offsets[f], b->rows[f], B, ft->pool,

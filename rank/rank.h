@@ -255,7 +255,29 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err);
  * missing file, unsupported format_version, tensor shape vs model.json,
  * corrupt safetensors header, missing column family. */
 rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err);
+/* Same; writable != 0 opens the tables read-write (RocksDB's LOCK: one
+ * writer process per bundle) so that rk_model_apply_updates works. dir may
+ * be a symlink: it is resolved once at open (rk_model_dir). */
+rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err *err);
 void rk_model_destroy(rk_model *m);
+/* The bundle directory the model was opened from, symlinks resolved; "" for
+ * a model made by rk_model_create. Owned by m. */
+const char *rk_model_dir(const rk_model *m);
+
+/* Online update of embedding rows of a model opened writable: rows[n_rows]
+ * of the table named table (the sparse feature's name; in an ensemble, of
+ * member member, else member is NULL or ""), values [n_rows, dim] float32
+ * (n_values must be n_rows * dim). Written through the table's store
+ * (rk_store_apply: one atomic write batch, WAL fsync'd, store cache updated)
+ * and, when the table was copied to RAM, into the RAM copy (through the
+ * table's codec, under the model's lock, so a batch being pooled never sees
+ * a half-written row). On RK_OK the update is durable and every later
+ * lookup sees it. Thread-safe with scoring. Errors name the field:
+ * RK_ENOTFOUND (member, table), RK_EINVAL (read-only open, empty rows,
+ * values count, row outside the table), RK_ENUMERIC (value not finite or
+ * beyond +-1e6), RK_EIO / RK_EFORMAT (RocksDB; nothing acknowledged). */
+rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *table, const uint64_t *rows,
+                                 size_t n_rows, const float *values, size_t n_values, rk_err *err);
 
 /* Serving from RAM: copy every embedding table of an opened bundle (an
  * ensemble's members too) into memory when they need at most max_bytes in
@@ -447,6 +469,13 @@ typedef struct {
                               * ads unknown to a semantic-ID model's item records; each
                               * worker opens its own (~90 MB: weights + a 512-token
                               * workspace). NULL (default): content_text is ignored */
+    int updates;             /* 1: serve rankd.v1.Admin/ApplyUpdates (the model must be
+                              * opened writable, rk_model_open_ex) and open reloaded
+                              * versions writable; 0 (default): FAILED_PRECONDITION */
+    size_t ram_tables_bytes; /* reloaded versions: rk_model_tables_to_ram budget (default 0) */
+    int own_model;           /* 1: the server destroys the start-up model once no request
+                              * holds it (after a reload, or at stop); 0 (default): the
+                              * caller destroys it after rk_server_stop */
 } rk_server_opts;
 #define RK_SERVER_OPTS_DEFAULT                                                         \
     {                                                                                  \
@@ -520,6 +549,21 @@ typedef struct rk_server rk_server;
  * the calling thread first if the process sigwaits (c-stack.md §2.2). */
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err);
+/* Switch to the bundle at dir while the current one serves: open it (writable
+ * when o->updates; tables to RAM within o->ram_tables_bytes), build every
+ * worker's scorer for it, then swap the serving version under a mutex. A
+ * request runs entirely on the version it took when a worker picked it up,
+ * so every answer is the old or the new bundle's, never a mix; the old
+ * version is closed when the last request holding it finishes. dir is
+ * resolved (symlinks) first; the same directory as the serving version is
+ * a no-op (*switched = 0). On error the old version keeps serving.
+ * Serialized with other reloads; any thread but not concurrently with
+ * rk_server_stop. Requests are validated against the version they run on
+ * (a bundle with other features answers by its own model.json). Errors:
+ * those of rk_model_open_ex / rk_model_tables_to_ram / scorer creation. */
+rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err);
+/* Version string and directory of the serving bundle (copied into buf). */
+void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap);
 /* Counters so far (relaxed atomic reads; any thread). */
 void rk_server_get_counters(const rk_server *s, rk_server_counters *out);
 /* Stop: refuse new calls, give in-flight calls o->grace_ms, cancel the rest,

@@ -24,6 +24,16 @@
  *             scores it and starts the reply batch. Time spent in the queue
  *             and each stage are summed into the counters.
  *
+ * Versions (rk_server_reload): the serving bundle is a refcounted version
+ * record {model, one rk_service per worker}. A worker takes a reference
+ * under a short mutex when it picks a call up and drops it when the answer
+ * is built, so a call runs on one version from start to end. A reload opens
+ * the next bundle and builds its services off the request path, swaps the
+ * pointer under the same mutex and drops the server's own reference: the
+ * old version (its scorers, its RocksDB handles) is destroyed by whichever
+ * thread drops the last reference. Admin/ApplyUpdates calls go through the
+ * same queue and workers, on the version current at pick-up.
+ *
  * Call contexts come from a free list under a mutex (pre-allocated at start
  * for every posted request, a full queue and a reply in flight per worker;
  * it grows only if more replies are still in flight). Everything the
@@ -44,9 +54,11 @@
  * cq down; join the acceptor; destroy the cq; grpc_shutdown().
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -59,13 +71,15 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "rank.h"
+#include "rank.pb-c.h"
 
 #define RANK_METHOD "/rankd.v1.Ranker/Rank"
+#define APPLY_METHOD "/rankd.v1.Admin/ApplyUpdates"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
 
-typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2 } call_kind;
+typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3 } call_kind;
 typedef enum { S_REQUESTED = 0, S_REPLYING = 1 } call_state;
 
 typedef struct call_ctx {
@@ -89,11 +103,19 @@ typedef struct worker {
     int idx;
     pthread_t thread;
     int thread_started;
-    rk_service *svc;
     uint8_t *in;                  /* contiguous request bytes */
     size_t in_cap;
-    uint64_t sid_unknown, sid_assigned; /* the service's semantic-ID counters already summed */
 } worker;
+
+/* One serving bundle version: destroyed when refs reaches 0. */
+typedef struct model_ver {
+    rk_model *m;
+    int owned;                    /* destroy m with the version */
+    atomic_int refs;              /* the server's while current + one per call in a worker */
+    int n_svc;
+    rk_service **svc;             /* [n_workers]: worker i uses svc[i] */
+    char dir[PATH_MAX];
+} model_ver;
 
 /* Stage sums, in nanoseconds (integers, so they can be atomic). */
 enum { T_QUEUE = 0, T_DECODE, T_LOOKUP, T_MODEL, T_ENCODE, T_N };
@@ -101,11 +123,13 @@ enum { T_QUEUE = 0, T_DECODE, T_LOOKUP, T_MODEL, T_ENCODE, T_N };
 struct rk_server {
     rk_server_opts o;
     char listen[256];
-    const rk_model *m;
+    pthread_mutex_t vmu;          /* guards cur (the pointer, not the version) */
+    model_ver *cur;
+    pthread_mutex_t reload_mu;    /* one reload at a time */
     grpc_server *server;
     grpc_completion_queue *cq;    /* the acceptor's */
     grpc_completion_queue *shutdown_cq;
-    void *rank_method, *health_method;
+    void *rank_method, *health_method, *apply_method;
     pthread_t acceptor;
     int acceptor_started;
     uint8_t health_in[HEALTH_BUF];
@@ -129,6 +153,53 @@ struct rk_server {
     atomic_ullong stage_ns[T_N];
     int started;
 };
+
+/* ------------------------------------------------------------ versions */
+
+static void ver_destroy(model_ver *v) {
+    for (int i = 0; v->svc && i < v->n_svc; i++) rk_service_destroy(v->svc[i]);
+    rk_free(v->svc);
+    if (v->owned) rk_model_destroy(v->m);
+    rk_free(v);
+}
+
+/* A version of m with one service per worker, refs = 1 (the server's). On
+ * failure nothing is kept and m is not destroyed. */
+static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **out, rk_err *err) {
+    model_ver *v = rk_calloc(1, sizeof *v);
+    if (!v) return rk_fail(err, RK_ENOMEM, "server: out of memory");
+    v->m = m;
+    atomic_init(&v->refs, 1);
+    snprintf(v->dir, sizeof v->dir, "%s", rk_model_dir(m));
+    v->svc = rk_calloc((size_t)s->n_workers, sizeof *v->svc);
+    if (!v->svc) {
+        rk_free(v);
+        return rk_fail(err, RK_ENOMEM, "server: out of memory");
+    }
+    for (int i = 0; i < s->n_workers; i++) {
+        rk_status st = rk_service_create(m, &s->o, &v->svc[i], err);
+        if (st) {
+            ver_destroy(v); /* owned is still 0: m survives */
+            return st;
+        }
+        v->n_svc = i + 1;
+    }
+    v->owned = owned;
+    *out = v;
+    return RK_OK;
+}
+
+static model_ver *ver_acquire(rk_server *s) {
+    pthread_mutex_lock(&s->vmu);
+    model_ver *v = s->cur;
+    atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&s->vmu);
+    return v;
+}
+
+static void ver_release(model_ver *v) {
+    if (atomic_fetch_sub(&v->refs, 1) == 1) ver_destroy(v);
+}
 
 /* ------------------------------------------------------------ contexts */
 
@@ -196,9 +267,9 @@ static int post(rk_server *s, call_kind kind) {
         grpc_call_details_init(&c->details);
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, c);
     } else {
-        e = grpc_server_request_registered_call(
-            s->server, kind == K_RANK ? s->rank_method : s->health_method, &c->call, &c->deadline,
-            &c->md, &c->payload, s->cq, s->cq, c);
+        void *method = kind == K_RANK ? s->rank_method : kind == K_APPLY ? s->apply_method : s->health_method;
+        e = grpc_server_request_registered_call(s->server, method, &c->call, &c->deadline, &c->md,
+                                                &c->payload, s->cq, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
         if (!atomic_load(&s->shutting_down)) rk_error("rankd: request_call failed: %d", (int)e);
@@ -253,7 +324,8 @@ static void add_ns(rk_server *s, int stage, double us) {
     if (us > 0) atomic_fetch_add_explicit(&s->stage_ns[stage], (unsigned long long)(us * 1e3), memory_order_relaxed);
 }
 
-static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
+static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double t0) {
+    rk_service *svc = v->svc[w->idx];
     rk_server *s = w->srv;
     grpc_status_code code;
     if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
@@ -274,29 +346,74 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
             const uint8_t *resp;
             size_t resp_len;
             rk_err err = {0};
-            code = (grpc_status_code)rk_service_handle(w->svc, w->in, (size_t)n, t0, &resp,
-                                                       &resp_len, &err);
+            uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
+            rk_service_sid_counters(svc, &u0, &a0);
+            code = (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
+            rk_service_sid_counters(svc, &u1, &a1);
+            if (u1 != u0) atomic_fetch_add(&s->sid_unknown, u1 - u0);
+            if (a1 != a0) atomic_fetch_add(&s->sid_assigned, a1 - a0);
             if (code == GRPC_STATUS_OK) {
                 set_reply(c, resp, resp_len);
                 rk_stage_times st;
-                rk_service_last_timing(w->svc, &st);
+                rk_service_last_timing(svc, &st);
                 add_ns(s, T_QUEUE, (t0 - c->t_accepted) * 1e6);
                 add_ns(s, T_DECODE, st.decode_us);
                 add_ns(s, T_LOOKUP, st.lookup_us);
                 add_ns(s, T_MODEL, st.model_us);
                 add_ns(s, T_ENCODE, st.encode_us);
-                uint64_t u, a;
-                rk_service_sid_counters(w->svc, &u, &a);
-                if (u != w->sid_unknown) atomic_fetch_add(&s->sid_unknown, u - w->sid_unknown);
-                if (a != w->sid_assigned) atomic_fetch_add(&s->sid_assigned, a - w->sid_assigned);
-                w->sid_unknown = u;
-                w->sid_assigned = a;
             } else {
                 c->status_details = grpc_slice_from_copied_string(err.msg);
             }
         }
     }
     atomic_fetch_add(code == GRPC_STATUS_OK ? &s->rank_ok : &s->rank_failed, 1);
+    return code;
+}
+
+/* Admin/ApplyUpdates on the version v (allocates: protobuf-c unpack and the
+ * store's encode buffer; an admin call, not the Rank path). */
+static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
+    rk_server *s = w->srv;
+    if (!s->o.updates) {
+        c->status_details = grpc_slice_from_static_string(
+            "online updates are off: start rankd with --updates (tables opened writable)");
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    }
+    long n = c->payload ? read_payload(w->in, w->in_cap, c->payload) : 0;
+    if (n < 0) {
+        c->status_details = grpc_slice_from_static_string("request larger than the maximum");
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    }
+    Rankd__V1__ApplyUpdatesRequest *req =
+        rankd__v1__apply_updates_request__unpack(&pb_allocator, (size_t)n, w->in);
+    if (!req) {
+        c->status_details = grpc_slice_from_static_string("request is not a valid rankd.v1.ApplyUpdatesRequest");
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    rk_err err = {0};
+    rk_status st = rk_model_apply_updates(v->m, req->member, req->table, req->rows, req->n_rows, req->values,
+                                          req->n_values, &err);
+    grpc_status_code code = GRPC_STATUS_OK;
+    if (st == RK_OK) {
+        Rankd__V1__ApplyUpdatesResponse r = RANKD__V1__APPLY_UPDATES_RESPONSE__INIT;
+        r.applied = req->n_rows;
+        r.model_version = (char *)rk_model_version(v->m);
+        uint8_t buf[256 + 16];
+        size_t len = rankd__v1__apply_updates_response__get_packed_size(&r);
+        if (len <= sizeof buf) {
+            rankd__v1__apply_updates_response__pack(&r, buf);
+            set_reply(c, buf, len);
+        } else {
+            code = GRPC_STATUS_INTERNAL;
+            c->status_details = grpc_slice_from_static_string("response too large");
+        }
+    } else {
+        code = st == RK_ENOTFOUND                        ? GRPC_STATUS_NOT_FOUND
+               : st == RK_EINVAL || st == RK_ENUMERIC    ? GRPC_STATUS_INVALID_ARGUMENT
+                                                         : GRPC_STATUS_INTERNAL;
+        c->status_details = grpc_slice_from_copied_string(err.msg);
+    }
+    rankd__v1__apply_updates_request__free_unpacked(req, &pb_allocator);
     return code;
 }
 
@@ -389,15 +506,19 @@ static void *worker_main(void *arg) {
         s->q_len--;
         pthread_mutex_unlock(&s->qmu);
         double t0 = rk_now();
-        reply(c, handle_rank(w, c, t0));
+        model_ver *v = ver_acquire(s);
+        grpc_status_code code = c->kind == K_APPLY ? handle_apply(w, v, c) : handle_rank(w, v, c, t0);
+        ver_release(v); /* the answer is copied into c->reply: nothing of v is used past here */
+        reply(c, code);
     }
     return NULL;
 }
 
 /* ------------------------------------------------------------ acceptor */
 
-/* A new Rank call: queue it, or answer RESOURCE_EXHAUSTED when full. */
-static void accept_rank(rk_server *s, call_ctx *c) {
+/* A new Rank (or ApplyUpdates) call: queue it, or answer
+ * RESOURCE_EXHAUSTED when full. */
+static void accept_queued(rk_server *s, call_ctx *c) {
     c->t_accepted = rk_now();
     pthread_mutex_lock(&s->qmu);
     if (s->q_len < s->o.queue_depth) {
@@ -433,7 +554,8 @@ static void *acceptor_main(void *arg) {
         /* Re-post first, so core never holds a call no request can match. */
         if (!atomic_load(&s->shutting_down)) post(s, kind);
         switch (kind) {
-        case K_RANK: accept_rank(s, c); break;
+        case K_RANK:
+        case K_APPLY: accept_queued(s, c); break;
         case K_HEALTH: reply(c, handle_health(c)); break;
         default: reply(c, handle_generic(c)); break;
         }
@@ -468,11 +590,9 @@ static void sleep_ms(int ms) {
 /* Free what start created, in the reverse order; for a failed start and for
  * the last step of stop. Threads must have been joined. */
 static void server_free(rk_server *s) {
+    if (s->cur) ver_release(s->cur); /* the server's reference; no call holds one any more */
     if (s->workers) {
-        for (int i = 0; i < s->n_workers; i++) {
-            rk_service_destroy(s->workers[i].svc);
-            rk_free(s->workers[i].in);
-        }
+        for (int i = 0; i < s->n_workers; i++) rk_free(s->workers[i].in);
         rk_free(s->workers);
     }
     for (size_t k = 0; k < s->n_all; k++) rk_free(s->all[k]);
@@ -481,6 +601,8 @@ static void server_free(rk_server *s) {
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->fmu);
+    pthread_mutex_destroy(&s->vmu);
+    pthread_mutex_destroy(&s->reload_mu);
     rk_free(s);
 }
 
@@ -531,10 +653,11 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->fmu, NULL);
+    pthread_mutex_init(&s->vmu, NULL);
+    pthread_mutex_init(&s->reload_mu, NULL);
     s->o = *o;
     snprintf(s->listen, sizeof s->listen, "%s", o->listen);
     s->o.listen = s->listen;
-    s->m = m;
     s->n_workers = o->threads;
     s->workers = rk_calloc((size_t)o->threads, sizeof *s->workers);
     s->queue = rk_calloc((size_t)o->queue_depth, sizeof *s->queue);
@@ -544,7 +667,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     }
     /* Call contexts for every posted request, a full queue and one reply in
      * flight per worker: the steady state allocates none. */
-    int n_posted = o->threads * o->requests_per_worker + 2;
+    int n_posted = o->threads * o->requests_per_worker + 3;
     for (int i = 0; i < n_posted + o->queue_depth + 2 * o->threads; i++) {
         call_ctx *c = ctx_alloc_locked(s);
         if (!c) {
@@ -565,7 +688,11 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
             server_free(s);
             return rk_fail(err, RK_ENOMEM, "server: out of memory for request buffers");
         }
-        rk_status st = rk_service_create(m, &s->o, &w->svc, err);
+    }
+    {
+        /* The model is only written through rk_model_apply_updates, which
+         * synchronizes with scoring itself (o->updates; doc of rank.h). */
+        rk_status st = ver_create(s, (rk_model *)m, o->own_model, &s->cur, err);
         if (st) {
             server_free(s);
             return st;
@@ -594,10 +721,12 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     s->health_method = grpc_server_register_method(s->server, HEALTH_METHOD, NULL,
                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    s->apply_method = grpc_server_register_method(s->server, APPLY_METHOD, NULL,
+                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(s->server, s->listen, creds);
     grpc_server_credentials_release(creds);
-    if (port <= 0 || !s->rank_method || !s->health_method) {
+    if (port <= 0 || !s->rank_method || !s->health_method || !s->apply_method) {
         rk_status st = rk_fail(err, RK_EIO, "cannot listen on %s: address in use or invalid",
                                s->listen);
         grpc_server_destroy(s->server);
@@ -608,6 +737,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         grpc_completion_queue_destroy(s->cq);
         grpc_completion_queue_shutdown(s->shutdown_cq);
         grpc_completion_queue_destroy(s->shutdown_cq);
+        s->cur->owned = 0; /* a failed start leaves m to the caller */
         server_free(s);
         grpc_shutdown();
         return st;
@@ -619,19 +749,23 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     for (int k = 0; k < o->threads * o->requests_per_worker; k++) bad |= post(s, K_RANK);
     bad |= post(s, K_HEALTH);
     bad |= post(s, K_GENERIC);
+    bad |= post(s, K_APPLY);
     if (bad) {
+        s->cur->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_ENOMEM, "server: cannot post requests");
     }
     for (int i = 0; i < s->n_workers; i++) {
         worker *w = &s->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w)) {
+            s->cur->owned = 0;
             rk_server_stop(s, NULL);
             return rk_fail(err, RK_EINTERNAL, "server: cannot start worker thread %d", i);
         }
         w->thread_started = 1;
     }
     if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
+        s->cur->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_EINTERNAL, "server: cannot start the acceptor thread");
     }
@@ -639,6 +773,42 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (bound_port) *bound_port = port;
     *out = s;
     return RK_OK;
+}
+
+rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err) {
+    if (switched) *switched = 0;
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    pthread_mutex_lock(&s->reload_mu);
+    if (!strcmp(real, s->cur->dir)) { /* cur changes only under reload_mu */
+        pthread_mutex_unlock(&s->reload_mu);
+        return RK_OK;
+    }
+    rk_model *m = NULL;
+    model_ver *v = NULL;
+    rk_status st = rk_model_open_ex(real, s->o.updates, &m, err);
+    if (st == RK_OK && s->o.ram_tables_bytes) st = rk_model_tables_to_ram(m, s->o.ram_tables_bytes, NULL, err);
+    if (st == RK_OK) st = ver_create(s, m, 1, &v, err);
+    if (st) {
+        rk_model_destroy(m);
+        pthread_mutex_unlock(&s->reload_mu);
+        return st;
+    }
+    pthread_mutex_lock(&s->vmu);
+    model_ver *old = s->cur;
+    s->cur = v;
+    pthread_mutex_unlock(&s->vmu);
+    ver_release(old); /* destroyed here, or by the last call still running on it */
+    pthread_mutex_unlock(&s->reload_mu);
+    if (switched) *switched = 1;
+    return RK_OK;
+}
+
+void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap) {
+    model_ver *v = ver_acquire(s);
+    if (version && vcap) snprintf(version, vcap, "%s", rk_model_version(v->m));
+    if (dir && dcap) snprintf(dir, dcap, "%s", v->dir);
+    ver_release(v);
 }
 
 void rk_server_stop(rk_server *s, rk_server_counters *final) {

@@ -13,7 +13,10 @@
  * byte + 1.5 x 4-byte index entries = row_bytes + 15 bytes.
  *
  * Concurrency: one mutex per shard; lookups copy/decode the row under it, so
- * a reader never sees a row being overwritten by an update. A key's shard
+ * a reader never sees a row being overwritten by an update. A batch lookup
+ * (rk_cache_get_batch) groups its keys by shard (counting sort over chunks
+ * of RK_CACHE_BATCH_CHUNK keys) and takes each shard's lock once per chunk
+ * instead of once per key. A key's shard
  * is the top bits of its hash, its index home the low 32 bits (fastrange).
  */
 #define _GNU_SOURCE
@@ -94,42 +97,63 @@ static inline uint32_t find_pos(const rk_cache *c, const rk_cache_shard *sh, uin
     }
 }
 
-void rk_cache_prefetch(const rk_cache *c, uint64_t key, int level) {
-    if (!c->slots) return;
-    uint64_t h = rk_cache_hash(key);
-    const rk_cache_shard *sh = rk_cache_shard_of(c, h);
-    if (!sh->nslots) return;
-    uint32_t p = rk_cache_home(sh, h);
-    if (level == 0) {
-        __builtin_prefetch(&sh->index[p]);
-        return;
-    }
-    uint32_t v = __atomic_load_n(&sh->index[p], __ATOMIC_RELAXED);
-    if (v && v <= sh->nslots) {
-        const unsigned char *d = sh->data + (size_t)(v - 1) * c->stride;
-        for (size_t o = 0; o < c->stride; o += 64) __builtin_prefetch(d + o);
-        __builtin_prefetch(&sh->ref[v - 1], 1);
-    }
-}
-
-int rk_cache_get(rk_cache *c, uint64_t key, rk_codec codec, int dim, float *out) {
+size_t rk_cache_get_batch(rk_cache *c, const uint64_t *keys, size_t n, rk_codec codec, int dim, float *out,
+                          unsigned char *hit) {
+    memset(hit, 0, n);
     if (!c->slots) return 0;
-    uint64_t h = rk_cache_hash(key);
-    rk_cache_shard *sh = rk_cache_shard_of(c, h);
-    if (!sh->nslots) return 0;
-    pthread_mutex_lock(&sh->mu);
-    uint32_t p = find_pos(c, sh, key, h);
-    if (p == UINT32_MAX) {
-        sh->misses++;
-        pthread_mutex_unlock(&sh->mu);
-        return 0;
+    enum { CHUNK = RK_CACHE_BATCH_CHUNK };
+    uint64_t h[CHUNK];
+    uint16_t order[CHUNK], start[257];
+    uint8_t shard[CHUNK];
+    const size_t dstride = (size_t)dim;
+    size_t hits = 0;
+    for (size_t c0 = 0; c0 < n; c0 += CHUNK) {
+        const size_t m = n - c0 < CHUNK ? n - c0 : CHUNK;
+        /* pass 1: hash, shard, prefetch the index entry; count per shard */
+        memset(start, 0, (size_t)(c->n_shards + 1) * sizeof *start);
+        for (size_t i = 0; i < m; i++) {
+            h[i] = rk_cache_hash(keys[c0 + i]);
+            const rk_cache_shard *sh = rk_cache_shard_of(c, h[i]);
+            shard[i] = (uint8_t)(sh - c->shards);
+            if (sh->nslots) __builtin_prefetch(&sh->index[rk_cache_home(sh, h[i])]);
+            start[shard[i] + 1]++;
+        }
+        for (int k = 0; k < c->n_shards; k++) start[k + 1] += start[k];
+        for (size_t i = 0; i < m; i++) order[start[shard[i]]++] = (uint16_t)i; /* start[k] = end of shard k now */
+        /* pass 2: one lock per shard for all its keys of the chunk */
+        size_t j = 0;
+        for (int k = 0; k < c->n_shards; k++) {
+            size_t end = start[k];
+            if (j == end) continue;
+            rk_cache_shard *sh = &c->shards[k];
+            if (!sh->nslots) {
+                j = end;
+                continue;
+            }
+            pthread_mutex_lock(&sh->mu);
+            for (; j < end; j++) {
+                if (j + 4 < end) { /* the slot of a key 4 ahead; its index entry came with pass 1 */
+                    size_t a = order[j + 4];
+                    uint32_t v = sh->index[rk_cache_home(sh, h[a])];
+                    if (v) __builtin_prefetch(sh->data + (size_t)(v - 1) * c->stride + 8);
+                }
+                size_t i = order[j];
+                uint32_t p = find_pos(c, sh, keys[c0 + i], h[i]);
+                if (p == UINT32_MAX) {
+                    sh->misses++;
+                    continue;
+                }
+                uint32_t slot = sh->index[p] - 1;
+                rk_codec_decode(codec, sh->data + (size_t)slot * c->stride + 8, dim, out + (c0 + i) * dstride);
+                if (!sh->ref[slot]) sh->ref[slot] = 1;
+                sh->hits++;
+                hit[c0 + i] = 1;
+                hits++;
+            }
+            pthread_mutex_unlock(&sh->mu);
+        }
     }
-    uint32_t slot = sh->index[p] - 1;
-    rk_codec_decode(codec, sh->data + (size_t)slot * c->stride + 8, dim, out);
-    if (!sh->ref[slot]) sh->ref[slot] = 1;
-    sh->hits++;
-    pthread_mutex_unlock(&sh->mu);
-    return 1;
+    return hits;
 }
 
 /* Backward-shift deletion of index position p (linear probing). */

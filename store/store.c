@@ -7,14 +7,23 @@
  * "table NAME DIM CODEC ROWS OOV") and one "rankd.oov.NAME" record per table
  * that has an out-of-vocabulary default row (encoded with the table codec).
  *
- * RocksDB options (memory bounded, c-stack.md §4): no compression (float
- * rows barely compress), bloom filter 10 bits/key (an unknown id costs a
- * filter probe, not a block read), an LRU block cache of
- * opts.block_cache_bytes with index and filter blocks charged to it,
- * memtables capped at 16 MiB in all (db_write_buffer_size).
+ * RocksDB options (memory bounded, c-stack.md §4; rk_store_rocks_options):
+ * no compression (float rows barely compress); an LRU block cache of
+ * opts.block_cache_bytes with index blocks charged to it; memtables capped
+ * at 16 MiB in all (db_write_buffer_size). Measured on 1M x 256 B rows
+ * (bench/RESULTS.md, bench-store): a monolithic index (~1.5 MB) did not fit
+ * one LRU shard and was re-read by every miss batch (31 us per row of a
+ * 200-key MultiGet, 0.6 ms per single Get); a partitioned index (4 KB
+ * partitions, top level pinned) fixes that. 1 KB data blocks (4 rows) halve
+ * the bytes read and checksummed per miss against 4 KB. No bloom filter:
+ * ids >= rows never reach RocksDB and every id below exists, so a filter
+ * can never save a read (measured equal speed, less block-cache memory).
+ * mmap reads are faster (opts.mmap_reads) but turn a disk error into
+ * SIGBUS, so they are opt-in. bench/store_levers.c measures each lever.
  *
- * Reads: the RAM cache (cache.c) first, with a two-stage software prefetch
- * pipeline over the batch (index entry 16 keys ahead, slot 8 keys ahead);
+ * Reads: the RAM cache (cache.c) first, keys grouped by cache shard (one
+ * lock per shard per 512 keys, index entries prefetched in the grouping
+ * pass, slots 4 keys ahead);
  * the misses are sorted, deduplicated and read with one
  * rocksdb_batched_multi_get_cf (pinnable slices, sorted input), decoded into
  * place and inserted into the cache unless an update raced with the read.
@@ -91,6 +100,7 @@ typedef struct {
     rk_codec codec;
     uint64_t rows;
     int has_oov;
+    int keyed; /* rows stored under sparse keys (rk_store_write_keyed), not 0..rows-1 */
 } meta_table;
 
 typedef struct {
@@ -126,7 +136,7 @@ static void be64(unsigned char k[8], uint64_t v) {
     }
 }
 
-static rocksdb_options_t *make_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out) {
+rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out) {
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_compression(o, rocksdb_no_compression);
     rocksdb_options_set_write_buffer_size(o, (size_t)8 << 20);
@@ -137,9 +147,15 @@ static rocksdb_options_t *make_options(size_t block_cache_bytes, rocksdb_cache_t
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
     rocksdb_cache_t *cache = rocksdb_cache_create_lru(block_cache_bytes ? block_cache_bytes : ((size_t)1 << 20));
     rocksdb_block_based_options_set_block_cache(t, cache);
+    rocksdb_block_based_options_set_block_size(t, RK_STORE_BLOCK_BYTES);
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(t, 1);
     rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
-    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
+    /* Partitioned index (kTwoLevelIndexSearch = 2), no bloom filter: see
+     * the header comment. */
+    rocksdb_block_based_options_set_index_type(t, 2);
+    rocksdb_block_based_options_set_metadata_block_size(t, 4096);
+    rocksdb_block_based_options_set_pin_top_level_index_and_filter(t, 1);
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_block_based_options_destroy(t);
     *cache_out = cache;
@@ -154,8 +170,9 @@ static char *meta_format(const meta_table *mt, int n) {
     if (!b) return NULL;
     len += (size_t)snprintf(b + len, cap - len, "rankd-store %d\n", RK_STORE_FORMAT);
     for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(b + len, cap - len, "table %s %d %s %llu %d\n", mt[i].name, mt[i].dim,
-                                rk_codec_name(mt[i].codec), (unsigned long long)mt[i].rows, mt[i].has_oov);
+        len += (size_t)snprintf(b + len, cap - len, "table %s %d %s %llu %d %d\n", mt[i].name, mt[i].dim,
+                                rk_codec_name(mt[i].codec), (unsigned long long)mt[i].rows, mt[i].has_oov,
+                                mt[i].keyed);
     return b;
 }
 
@@ -188,8 +205,9 @@ static rk_status meta_parse(const char *v, size_t vl, const char *path, meta_tab
         }
         char name[RK_STORE_NAME_MAX], codec[16];
         unsigned long long rows;
-        int dim, oov;
-        if (sscanf(ln, "table %63s %d %15s %llu %d", name, &dim, codec, &rows, &oov) != 5 || dim <= 0 ||
+        int dim, oov, keyed = 0; /* the keyed flag is absent in stores written before it existed */
+        int nf = sscanf(ln, "table %63s %d %15s %llu %d %d", name, &dim, codec, &rows, &oov, &keyed);
+        if (nf < 5 || dim <= 0 || keyed < 0 || keyed > 1 ||
             rk_codec_parse(codec, &mt[n].codec, NULL) != RK_OK) {
             s = rk_fail(err, RK_EFORMAT, "store %s: corrupt metadata (line %d: '%.40s')", path, line, ln);
             break;
@@ -198,6 +216,7 @@ static rk_status meta_parse(const char *v, size_t vl, const char *path, meta_tab
         mt[n].dim = dim;
         mt[n].rows = rows;
         mt[n].has_oov = oov != 0;
+        mt[n].keyed = keyed;
         n++;
     }
     if (s == RK_OK && line == 0) s = rk_fail(err, RK_EFORMAT, "store %s: empty metadata record", path);
@@ -301,7 +320,7 @@ rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, con
     rk_status st = rk_rm_rf(tmp, err);
     if (st) return st;
     rocksdb_cache_t *cache;
-    rocksdb_options_t *o = make_options((size_t)8 << 20, &cache);
+    rocksdb_options_t *o = rk_store_rocks_options((size_t)8 << 20, &cache);
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_set_error_if_exists(o, 1);
     char *rerr = NULL;
@@ -337,6 +356,7 @@ rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, con
         mt[i].codec = codec;
         mt[i].rows = t->rows;
         mt[i].has_oov = topts && topts[i].oov_row;
+        mt[i].keyed = keys && keys[i];
         if (t->rows) {
             char sst[700];
             snprintf(sst, sizeof sst, "%s/ingest-%d.sst", tmp, i);
@@ -465,7 +485,8 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     atomic_init(&s->refs, 1);
     s->o = *opts;
     snprintf(s->path, sizeof s->path, "%s", dir);
-    s->opts = make_options(opts->block_cache_bytes, &s->bcache);
+    s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
+    if (opts->mmap_reads) rocksdb_options_set_allow_mmap_reads(s->opts, 1);
     char *rerr = NULL;
     rk_status st = RK_OK;
     size_t n_cf = 0;
@@ -575,6 +596,14 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     rk_free(mt);
     mt = NULL;
     if (st == RK_OK) st = setup_caches(s, err);
+    for (int t = 0; st == RK_OK && opts->verify && t < s->n_tables; t++) {
+        uint64_t keys = 0;
+        st = rk_store_count_keys(s, t, &keys, err);
+        if (st) rk_err_prefix(err, "table '%s': open-time checksum scan", s->tabs[t].m.name);
+        else if (keys != s->tabs[t].m.rows)
+            st = rk_fail(err, RK_EFORMAT, "store %s: table '%s' holds %llu rows, its metadata says %llu: damaged or foreign files",
+                         dir, s->tabs[t].m.name, (unsigned long long)keys, (unsigned long long)s->tabs[t].m.rows);
+    }
     if (st) goto fail;
     *out = s;
     return RK_OK;
@@ -635,11 +664,15 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     keypos kp_stack[RK_STORE_STACK_KEYS];
     keypos *kp = kp_stack;
     size_t m = 0, kcap = RK_STORE_STACK_KEYS;
+    unsigned char hit[RK_CACHE_BATCH_CHUNK];
+    size_t oor = 0; /* ids >= rows: the default row without RocksDB */
     for (size_t i = 0; i < n; i++) {
         if (c->slots) {
-            if (i + 16 < n) rk_cache_prefetch(c, rows[i + 16], 0);
-            if (i + 8 < n) rk_cache_prefetch(c, rows[i + 8], 1);
-            if (rk_cache_get(c, rows[i], tb->m.codec, dim, out + i * rowf)) continue;
+            if (i % RK_CACHE_BATCH_CHUNK == 0) {
+                size_t k = n - i < RK_CACHE_BATCH_CHUNK ? n - i : RK_CACHE_BATCH_CHUNK;
+                rk_cache_get_batch(c, rows + i, k, tb->m.codec, dim, out + i * rowf, hit);
+            }
+            if (hit[i % RK_CACHE_BATCH_CHUNK]) continue;
         }
         if (m == kcap) {
             keypos *nk = rk_malloc(n * sizeof *nk);
@@ -651,12 +684,21 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
             kp = nk;
             kcap = n;
         }
+        if (!tb->m.keyed && rows[i] >= tb->m.rows) { /* never written, never reachable by an update */
+            default_row(tb, out + i * rowf);
+            oor++;
+            continue;
+        }
         kp[m].row = rows[i];
         kp[m].pos = i;
         m++;
     }
     atomic_fetch_add_explicit(&tb->lookups, n, memory_order_relaxed);
-    if (m == 0) return RK_OK;
+    if (m == 0) {
+        atomic_fetch_add_explicit(&tb->unknown, oor, memory_order_relaxed);
+        if (n_missing) *n_missing = oor;
+        return RK_OK;
+    }
     qsort(kp, m, sizeof *kp, keypos_cmp);
     /* distinct keys: u[j] = index into kp of the first occurrence */
     size_t u = 0;
@@ -697,7 +739,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     }
     rk_rocks.batched_multi_get_cf(s->db, s->ro, tb->cf, u, kptr, ksz, vals, errs, 1);
     rk_status st = RK_OK;
-    size_t unknown = 0;
+    size_t unknown = oor;
     for (size_t j = 0; j < u; j++) {
         size_t i0 = first[j], i1 = j + 1 < u ? first[j + 1] : m;
         uint64_t row = kp[i0].row;

@@ -48,6 +48,15 @@ void rk_rocks_reset(void);
  * "Not implemented" -> RK_EINVAL, else (IO error, no space, ...) RK_EIO. */
 rk_status rk_rocks_status(const char *msg);
 
+/* The RocksDB options every store is opened and written with (the
+ * benchmark's raw-RocksDB baseline uses them too): no compression, data
+ * blocks of RK_STORE_BLOCK_BYTES, partitioned index (no bloom filter)
+ * cached at high priority in an LRU block cache of
+ * block_cache_bytes (*cache_out, the caller destroys it after the options),
+ * top level pinned, memtables capped at 16 MiB in all. */
+#define RK_STORE_BLOCK_BYTES 1024
+rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cache_t **cache_out);
+
 /* ---------------------------------------------------------------- cache
  * One cache per table, n_shards (power of two) shards, each with a mutex,
  * a fixed number of slots, CLOCK eviction, and an open-addressing index
@@ -91,12 +100,13 @@ static inline rk_cache_shard *rk_cache_shard_of(const rk_cache *c, uint64_t h) {
 static inline uint32_t rk_cache_home(const rk_cache_shard *sh, uint64_t h) {
     return (uint32_t)(((h & 0xffffffffu) * (uint64_t)sh->icap) >> 32);
 }
-/* Prefetch the index entry (and the slot it names) of key: a racy peek used
- * only as a hint before the locked lookup. */
-void rk_cache_prefetch(const rk_cache *c, uint64_t key, int level);
-/* Look up key; on a hit decode the row into out (under the shard lock, so
- * never torn), set its reference bit, return 1. Else 0. */
-int rk_cache_get(rk_cache *c, uint64_t key, rk_codec codec, int dim, float *out);
+/* Look up keys[0..n): for each keys[i] found, decode its row into
+ * out[i * dim .. ) and set hit[i] = 1 (else hit[i] = 0, out untouched).
+ * Keys are grouped by shard in chunks of RK_CACHE_BATCH_CHUNK, one lock per
+ * shard and chunk. Returns the number of hits. */
+#define RK_CACHE_BATCH_CHUNK 512
+size_t rk_cache_get_batch(rk_cache *c, const uint64_t *keys, size_t n, rk_codec codec, int dim, float *out,
+                          unsigned char *hit);
 /* Insert key's encoded row unless the shard's generation differs from gen
  * (an update raced with the read that produced row) or key is present. */
 void rk_cache_fill(rk_cache *c, uint64_t key, const void *row, const uint64_t *gens);

@@ -1121,3 +1121,179 @@ Test(e2e_cetnet, fused_and_member_scores_match_rank_score) {
     tsv_free(&ref);
     finish();
 }
+
+/* ------------------------------------------------------------------ live versions and updates */
+
+static char live_link[64];
+
+/* rankd serves --model LINK, a symlink in the e2e dir pointing at "bundle". */
+static void setup_live(void) {
+    snprintf(live_link, sizeof live_link, "live-%d", (int)getpid());
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", e2e_dir(), live_link);
+    unlink(p);
+    cr_assert_eq(symlink("bundle", p), 0, "symlink %s: %s", p, strerror(errno));
+    bundle_name = live_link;
+    setup();
+}
+
+static void teardown_live(void) {
+    teardown();
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", e2e_dir(), live_link);
+    unlink(p);
+}
+
+/* Point the link at target atomically (new link + rename), as a publisher does. */
+static void relink(const char *target) {
+    char p[1024], q[1040];
+    snprintf(p, sizeof p, "%s/%s", e2e_dir(), live_link);
+    snprintf(q, sizeof q, "%s.new", p);
+    unlink(q);
+    cr_assert_eq(symlink(target, q), 0, "symlink: %s", strerror(errno));
+    cr_assert_eq(rename(q, p), 0, "rename: %s", strerror(errno));
+}
+
+/* Wait until rankd's log holds text (60 s at most). */
+static void wait_log(const rankd_proc *p, const char *text) {
+    double t0 = now_s();
+    for (;;) {
+        char *t = NULL;
+        rk_err e = {0};
+        int found = rk_read_file(p->log, &t, NULL, &e) == RK_OK && strstr(t, text);
+        rk_free(t);
+        if (found) return;
+        cr_assert_lt(now_s() - t0, 60.0, "rankd log %s: no '%s' after 60 s", p->log, text);
+        sleep_ms(5);
+    }
+}
+
+/* 0: req's scores are ref's (within TOL), else -1. */
+static int scores_match(const Rankd__V1__RankResponse *resp, const float *ref, size_t n) {
+    if (resp->n_scores != n) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabsf(resp->scores[i]->pctr - ref[i]) <= TOL)) return -1;
+    return 0;
+}
+
+TestSuite(e2e_live, .init = setup_live, .fini = teardown_live, .timeout = 240);
+
+/* Relink --model to the CETNet bundle and SIGHUP: rankd switches while it
+ * serves; every answer is the old bundle's or the new one's (rank score's
+ * offline pCTRs), and the new one's arrive. SIGHUP with the link unchanged
+ * does nothing; a link to a directory that is not a bundle is refused and
+ * the serving version stays. */
+Test(e2e_live, sighup_switches_to_the_relinked_bundle) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/multi_cet_scores.tsv", e2e_dir());
+    int n_cet = 0;
+    float *cet = read_scores(p, &n_cet);
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(0), MULTI_K, 1);
+    const float *old_ref = C.multi_ref + group_row(0), *new_ref = cet + group_row(0);
+    expect_scores(req, old_ref, "before the switch");
+    relink("cetnet");
+    cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+    long n_old = 0, n_new = 0;
+    double t0 = now_s();
+    while (n_new < 5) {
+        rk_call_result res;
+        Rankd__V1__RankResponse *resp = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_client_rank(C.cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(res.code, OK, "during the switch: status %d: %s", res.code, res.msg);
+        if (scores_match(resp, new_ref, MULTI_K) == 0) {
+            cr_assert(strstr(resp->model_version, "movielens-cetnet/"), "%s", resp->model_version);
+            n_new++;
+        } else {
+            cr_assert_eq(scores_match(resp, old_ref, MULTI_K), 0, "an answer is neither bundle's scores");
+            cr_assert(n_new == 0, "the old bundle answered after the new one did");
+            n_old++;
+        }
+        rk_client_free_response(resp);
+        cr_assert_lt(now_s() - t0, 60.0, "no answer of the new bundle 60 s after SIGHUP");
+    }
+    wait_log(&srv, "SIGHUP: now serving model movielens-cetnet/");
+    cr_assert_eq(kill(srv.pid, SIGHUP), 0); /* link unchanged */
+    wait_log(&srv, "nothing to reload");
+    relink("ml"); /* a directory without model.json */
+    cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+    wait_log(&srv, "failed, the old version keeps serving: model bundle");
+    expect_scores(req, new_ref, "after a failed reload");
+    free(cet);
+    finish();
+}
+
+/* rankd --updates on a copy of the bundle: an ApplyUpdates call changes the
+ * next score of the candidate whose movie_id row it rewrites (only that
+ * one), and a restarted rankd (read-only) serves the same scores. */
+Test(e2e_live, update_through_rankd_survives_restart) {
+    char copy[64], cmd[2200];
+    snprintf(copy, sizeof copy, "upd-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "rm -rf %s/%s && cp -a %s/bundle %s/%s", e2e_dir(), copy, e2e_dir(), e2e_dir(), copy);
+    cr_assert_eq(run("%s", cmd), 0);
+    bundle_name = copy;
+    rankd_proc p;
+    const char *extra[] = {"--updates", NULL};
+    cr_assert_neq(rankd_spawn(&p, "127.0.0.1:0", NULL, extra), -1, "rankd --updates exited (log %s)", p.log);
+    rk_client *cl;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(p.addr, &cl, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(2), MULTI_K, 1);
+    float before[MULTI_K], after[MULTI_K];
+    for (int pass = 0; pass < 2; pass++) {
+        rk_call_result res;
+        Rankd__V1__RankResponse *resp = NULL;
+        cr_assert_eq(rk_client_rank(cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(res.code, OK, "%s", res.msg);
+        for (int i = 0; i < MULTI_K; i++) (pass ? after : before)[i] = resp->scores[i]->pctr;
+        rk_client_free_response(resp);
+        if (pass) break;
+        int f = -1;
+        for (int k = 0; k < C.cfg->n_features; k++)
+            if (!strcmp(C.cfg->features[k].name, "movie_id")) f = k;
+        cr_assert_geq(f, 0);
+        const char *ad = req->candidates[0]->ad_id;
+        uint64_t row = rk_feature_row("movie_id", ad, strlen(ad), C.cfg->features[f].table_size);
+        float v[1024];
+        for (int j = 0; j < C.cfg->features[f].dim; j++) v[j] = 0.5f * (j % 2 ? 1.f : -1.f);
+        Rankd__V1__ApplyUpdatesRequest u = RANKD__V1__APPLY_UPDATES_REQUEST__INIT;
+        u.table = "movie_id";
+        u.rows = &row;
+        u.n_rows = 1;
+        u.values = v;
+        u.n_values = (size_t)C.cfg->features[f].dim;
+        size_t n = rankd__v1__apply_updates_request__get_packed_size(&u);
+        uint8_t *b = malloc(n + 1);
+        rankd__v1__apply_updates_request__pack(&u, b);
+        cr_assert_eq(rk_client_call(cl, "/rankd.v1.Admin/ApplyUpdates", b, n, 30000, &res, &e), RK_OK, "%s", e.msg);
+        free(b);
+        cr_assert_eq(res.code, OK, "ApplyUpdates: %d %s", res.code, res.msg);
+        Rankd__V1__ApplyUpdatesResponse *ur = rankd__v1__apply_updates_response__unpack(NULL, res.body_len, res.body);
+        cr_assert(ur && ur->applied == 1);
+        rankd__v1__apply_updates_response__free_unpacked(ur, NULL);
+        rk_call_result_free(&res);
+    }
+    /* other candidates could share the row only by a hash collision */
+    for (int i = 0; i < MULTI_K; i++) {
+        int same_ad = !strcmp(req->candidates[i]->ad_id, req->candidates[0]->ad_id);
+        if (same_ad) cr_assert_neq(after[i], before[i], "candidate %d: update not served", i);
+        else cr_assert_eq(after[i], before[i], "candidate %d changed", i);
+    }
+    rk_client_destroy(cl);
+    stop_checked(&p);
+    cr_assert_neq(rankd_spawn(&p, "127.0.0.1:0", NULL, NULL), -1, "restart failed (log %s)", p.log);
+    cr_assert_eq(rk_client_create(p.addr, &cl, &e), RK_OK, "%s", e.msg);
+    rk_call_result res;
+    Rankd__V1__RankResponse *resp = NULL;
+    cr_assert_eq(rk_client_rank(cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, OK, "%s", res.msg);
+    for (int i = 0; i < MULTI_K; i++)
+        cr_assert_eq(resp->scores[i]->pctr, after[i], "candidate %d after restart: %.9g, served %.9g", i,
+                     resp->scores[i]->pctr, after[i]);
+    rk_client_free_response(resp);
+    rk_client_destroy(cl);
+    stop_checked(&p);
+    snprintf(cmd, sizeof cmd, "rm -rf %s/%s", e2e_dir(), copy);
+    (void)run("%s", cmd);
+    finish();
+}

@@ -16,10 +16,17 @@
  *    keys per table); with the tables in RAM, up to 1000.
  *  - a full queue answers RESOURCE_EXHAUSTED at once instead of growing;
  *  - a request whose deadline passed while it waited in the queue is
- *    answered DEADLINE_EXCEEDED without model work (counted by the server).
+ *    answered DEADLINE_EXCEEDED without model work (counted by the server);
+ *  - versions: rk_server_reload between two bundles ten times while three
+ *    clients score: every answer is exactly one bundle's scores; the old
+ *    version is closed once released (its RocksDB LOCK frees);
+ *  - online updates (Admin/ApplyUpdates): served by the next call (store
+ *    cache and RAM tables), kept across a restart, bad updates named.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,20 +48,28 @@
 static char bundle_dir[256];
 static rk_model *M;
 
-static void make_bundle(void) {
+/* A bundle at dir with freshly initialised weights from seed, version ver. */
+static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
     char *text;
     rk_err e = {0};
     cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/movielens_dcnv2.json", &text, NULL, &e), RK_OK, "%s", e.msg);
     rk_model_cfg cfg;
     cr_assert_eq(rk_model_cfg_parse(text, &cfg, &e), RK_OK, "%s", e.msg);
     rk_free(text);
-    for (int f = 0; f < cfg.n_features; f++) /* the dense feature needs statistics */
+    for (int f = 0; f < cfg.n_features; f++)
         if (cfg.features[f].kind == RK_FEAT_DENSE) cfg.features[f].mean = 1990, cfg.features[f].std = 20;
+    cfg.train.seed = seed;
+    snprintf(cfg.version, sizeof cfg.version, "%s", ver);
     rk_model *m;
     cr_assert_eq(rk_model_create(&cfg, &m, &e), RK_OK, "%s", e.msg);
-    snprintf(bundle_dir, sizeof bundle_dir, "/tmp/rk_serve_test_%d", (int)getpid());
-    cr_assert_eq(rk_model_save(m, bundle_dir, NULL, 1, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
     rk_model_destroy(m);
+}
+
+static void make_bundle(void) {
+    snprintf(bundle_dir, sizeof bundle_dir, "/tmp/rk_serve_test_%d", (int)getpid());
+    make_bundle_at(bundle_dir, 1, "");
+    rk_err e = {0};
     cr_assert_eq(rk_model_open(bundle_dir, &M, &e), RK_OK, "%s", e.msg);
 }
 
@@ -261,18 +276,23 @@ static void burst(const char *addr, const uint8_t *req, size_t len, int n, int d
     grpc_completion_queue_destroy(cq);
 }
 
-static rk_server *start(int queue_depth, char *addr, size_t cap) {
-    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.listen = "127.0.0.1:0";
-    o.threads = 1;
-    o.queue_depth = queue_depth;
-    o.requests_per_worker = 64;
+/* Start a server for m with o on a free loopback port; addr gets it. */
+static rk_server *serve(const rk_model *m, rk_server_opts *o, char *addr, size_t cap) {
+    o->listen = "127.0.0.1:0";
     rk_server *s;
     int port;
     rk_err e = {0};
-    cr_assert_eq(rk_server_start(&o, M, &s, &port, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_server_start(o, m, &s, &port, &e), RK_OK, "%s", e.msg);
     snprintf(addr, cap, "127.0.0.1:%d", port);
     return s;
+}
+
+static rk_server *start(int queue_depth, char *addr, size_t cap) {
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    o.queue_depth = queue_depth;
+    o.requests_per_worker = 64;
+    return serve(M, &o, addr, cap);
 }
 
 Test(serve, full_queue_answers_resource_exhausted, .timeout = 120) {
@@ -326,4 +346,313 @@ Test(serve, expired_in_queue_is_deadline_exceeded_without_model_work, .timeout =
     free(req);
     grpc_shutdown_blocking();
     drop_bundle();
+}
+
+/* ------------------------------------------------------------ versions and online updates */
+
+/* One call of method; returns the gRPC code, the body unpacked as a
+ * RankResponse in *resp when asked (caller frees), the details in msg. */
+static int call(rk_client *c, const char *method, const uint8_t *req, size_t len,
+                Rankd__V1__RankResponse **resp, char *msg, size_t msg_cap) {
+    rk_call_result r;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_call(c, method, req, len, 30000, &r, &e), RK_OK, "%s", e.msg);
+    if (msg) snprintf(msg, msg_cap, "%s", r.msg);
+    if (resp) *resp = r.code == 0 ? rankd__v1__rank_response__unpack(NULL, r.body_len, r.body) : NULL;
+    int code = r.code;
+    rk_call_result_free(&r);
+    return code;
+}
+
+static void scores_of(rk_client *c, const uint8_t *req, size_t len, float *out, int n, char *ver, size_t vcap) {
+    Rankd__V1__RankResponse *resp;
+    char msg[256];
+    int code = call(c, "/rankd.v1.Ranker/Rank", req, len, &resp, msg, sizeof msg);
+    cr_assert_eq(code, 0, "Rank: code %d: %s", code, msg);
+    cr_assert_eq(resp->n_scores, (size_t)n);
+    for (int i = 0; i < n; i++) out[i] = resp->scores[i]->pctr;
+    if (ver) snprintf(ver, vcap, "%s", resp->model_version);
+    rankd__v1__rank_response__free_unpacked(resp, NULL);
+}
+
+typedef struct {
+    const char *addr;
+    const uint8_t *req;
+    size_t len;
+    const float *sa, *sb; /* the two bundles' scores of req */
+    volatile int *stop;
+    long seen[2], bad, mixed;
+    char why[256];
+} switch_client;
+
+#define SW_N 8
+
+static void *switch_client_main(void *p) {
+    switch_client *a = p;
+    rk_client *c;
+    rk_err e = {0};
+    if (rk_client_create(a->addr, &c, &e)) {
+        a->bad++;
+        return NULL;
+    }
+    while (!__atomic_load_n(a->stop, __ATOMIC_ACQUIRE)) {
+        rk_call_result r;
+        if (rk_client_call(c, "/rankd.v1.Ranker/Rank", a->req, a->len, 30000, &r, &e) || r.code != 0) {
+            snprintf(a->why, sizeof a->why, "code %d: %s", r.code, r.msg);
+            a->bad++;
+            rk_call_result_free(&r);
+            continue;
+        }
+        Rankd__V1__RankResponse *resp = rankd__v1__rank_response__unpack(NULL, r.body_len, r.body);
+        rk_call_result_free(&r);
+        int is_a = resp && resp->n_scores == SW_N, is_b = is_a;
+        for (int i = 0; resp && i < SW_N && (is_a || is_b); i++) {
+            is_a &= resp->scores[i]->pctr == a->sa[i];
+            is_b &= resp->scores[i]->pctr == a->sb[i];
+        }
+        if (is_a) __atomic_fetch_add(&a->seen[0], 1, __ATOMIC_RELEASE);
+        else if (is_b) __atomic_fetch_add(&a->seen[1], 1, __ATOMIC_RELEASE);
+        else a->mixed++;
+        if (resp) rankd__v1__rank_response__free_unpacked(resp, NULL);
+    }
+    rk_client_destroy(c);
+    return NULL;
+}
+
+/* Several clients score the same request while the server switches between
+ * two bundles ten times: every answer is exactly bundle A's or bundle B's
+ * scores (never an error, never a mix), and after each switch answers of
+ * the new version arrive. */
+Test(serve, version_switch_under_load_answers_old_or_new, .timeout = 240) {
+    char da[256], db[256];
+    snprintf(da, sizeof da, "/tmp/rk_switch_a_%d", (int)getpid());
+    snprintf(db, sizeof db, "/tmp/rk_switch_b_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    make_bundle_at(db, 2, "B");
+    rk_err e = {0};
+    rk_model *ma;
+    cr_assert_eq(rk_model_open(da, &ma, &e), RK_OK, "%s", e.msg);
+    grpc_init();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 2;
+    char addr[64];
+    rk_server *s = serve(ma, &o, addr, sizeof addr);
+    size_t len;
+    uint8_t *req = make_request(SW_N, 7, &len);
+    rk_client *c;
+    cr_assert_eq(rk_client_create(addr, &c, &e), RK_OK, "%s", e.msg);
+    float sa[SW_N], sb[SW_N], again[SW_N];
+    char va[64], vb[64], vdir[4096];
+    scores_of(c, req, len, sa, SW_N, va, sizeof va);
+    int sw = 0;
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(sw, 1);
+    scores_of(c, req, len, sb, SW_N, vb, sizeof vb);
+    cr_assert_str_eq(va, "movielens-dcnv2/A");
+    cr_assert_str_eq(vb, "movielens-dcnv2/B");
+    int differ = 0;
+    for (int i = 0; i < SW_N; i++) differ += sa[i] != sb[i];
+    cr_assert_eq(differ, SW_N, "bundles A and B should score every candidate differently");
+    /* the same directory again is a no-op */
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(sw, 0);
+    rk_server_current(s, va, sizeof va, vdir, sizeof vdir);
+    cr_assert_str_eq(va, "movielens-dcnv2/B");
+    /* a bundle that does not open leaves B serving */
+    cr_assert_neq(rk_server_reload(s, "/tmp/rk_no_such_bundle_here", &sw, &e), RK_OK);
+    cr_assert_eq(sw, 0);
+    scores_of(c, req, len, again, SW_N, NULL, 0);
+    cr_assert_eq(memcmp(again, sb, sizeof sb), 0);
+    /* Admin/ApplyUpdates without o.updates: FAILED_PRECONDITION */
+    char msg[256];
+    cr_assert_eq(call(c, "/rankd.v1.Admin/ApplyUpdates", (const uint8_t *)"", 0, NULL, msg, sizeof msg), 9);
+    cr_assert(strstr(msg, "--updates"), "%s", msg);
+
+    enum { T = 3 };
+    volatile int stop = 0;
+    switch_client cl[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+        memset(&cl[i], 0, sizeof cl[i]);
+        cl[i] = (switch_client){.addr = addr, .req = req, .len = len, .sa = sa, .sb = sb, .stop = &stop};
+        cr_assert_eq(pthread_create(&th[i], NULL, switch_client_main, &cl[i]), 0);
+    }
+    for (int k = 0; k < 10; k++) {
+        int to_a = k % 2 == 0; /* B serves now: A, B, A, ... */
+        long before = 0;
+        for (int i = 0; i < T; i++) before += __atomic_load_n(&cl[i].seen[to_a ? 0 : 1], __ATOMIC_ACQUIRE);
+        cr_assert_eq(rk_server_reload(s, to_a ? da : db, &sw, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(sw, 1);
+        double t0 = rk_now();
+        for (;;) { /* until some client got an answer of the new version */
+            long now = 0;
+            for (int i = 0; i < T; i++) now += __atomic_load_n(&cl[i].seen[to_a ? 0 : 1], __ATOMIC_ACQUIRE);
+            if (now > before + 3) break;
+            cr_assert_lt(rk_now() - t0, 60.0, "switch %d: no answer of the new version in 60 s", k);
+            usleep(2000);
+        }
+    }
+    __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+    long seen_a = 0, seen_b = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(cl[i].bad, 0, "client %d: %ld failed calls (%s)", i, cl[i].bad, cl[i].why);
+        cr_expect_eq(cl[i].mixed, 0, "client %d: %ld answers were neither A's nor B's scores", i, cl[i].mixed);
+        seen_a += cl[i].seen[0], seen_b += cl[i].seen[1];
+    }
+    cr_assert_gt(seen_a, 0);
+    cr_assert_gt(seen_b, 0);
+    rk_server_current(s, va, sizeof va, vdir, sizeof vdir);
+    cr_assert_str_eq(va, "movielens-dcnv2/B"); /* ten switches from B end on B */
+    rk_client_destroy(c);
+    rk_server_stop(s, NULL);
+    rk_model_destroy(ma); /* borrowed: o.own_model = 0 */
+    free(req);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+    rk_rm_rf(db, &e);
+}
+
+static uint8_t *make_update(const char *table, const uint64_t *rows, size_t n, const float *vals, size_t nv,
+                            size_t *len) {
+    Rankd__V1__ApplyUpdatesRequest u = RANKD__V1__APPLY_UPDATES_REQUEST__INIT;
+    u.table = (char *)table;
+    u.rows = (uint64_t *)rows;
+    u.n_rows = n;
+    u.values = (float *)vals;
+    u.n_values = nv;
+    *len = rankd__v1__apply_updates_request__get_packed_size(&u);
+    uint8_t *b = malloc(*len + 1);
+    rankd__v1__apply_updates_request__pack(&u, b);
+    return b;
+}
+
+/* Start a server on the bundle at dir (writable + updates when upd; tables
+ * in RAM when ram). */
+static rk_server *start_on(const char *dir, int upd, int ram, char *addr, size_t cap) {
+    rk_err e = {0};
+    rk_model *m;
+    cr_assert_eq(rk_model_open_ex(dir, upd, &m, &e), RK_OK, "%s", e.msg);
+    size_t bytes = 0;
+    if (ram) {
+        cr_assert_eq(rk_model_tables_to_ram(m, (size_t)64 << 20, &bytes, &e), RK_OK, "%s", e.msg);
+        cr_assert_gt(bytes, 0);
+    }
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    o.updates = upd;
+    o.own_model = 1;
+    return serve(m, &o, addr, cap);
+}
+
+/* Apply rows of movie_id to the live server: the next score of the
+ * candidate whose ad id hashes there changes, the others do not; after a
+ * restart (read-only, from RocksDB) the scores are the same as served
+ * after the update. Once through the store's cache (tables read from
+ * RocksDB) and once with the tables copied to RAM. Bad updates get the
+ * error naming the field. */
+Test(serve, online_update_is_served_next_and_survives_restart, .timeout = 240) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/rk_update_%d", (int)getpid());
+    make_bundle_at(dir, 3, "U");
+    grpc_init();
+    rk_err e = {0};
+    enum { N = 4 };
+    size_t len;
+    uint8_t *req = make_request(N, 5, &len);
+    float s0[N], s1[N], s2[N], got[N];
+    char addr[64], msg[256];
+    float row[16];
+    for (int j = 0; j < 16; j++) row[j] = 0.25f - 0.03f * (float)j;
+    for (int phase = 0; phase < 2; phase++) {
+        /* phase 0: store path, candidate 0; phase 1: RAM tables, candidate 1 */
+        rk_server *s = start_on(dir, 1, phase == 1, addr, sizeof addr);
+        rk_client *c;
+        cr_assert_eq(rk_client_create(addr, &c, &e), RK_OK, "%s", e.msg);
+        float *before = phase == 0 ? s0 : s1, *after = phase == 0 ? s1 : s2;
+        scores_of(c, req, len, before, N, NULL, 0);
+        if (phase == 1) cr_assert_eq(memcmp(s1, before, sizeof s1), 0, "restart changed the scores");
+        char ad[16];
+        snprintf(ad, sizeof ad, "%d", 1 + phase * 13 + 5); /* make_request's ad id of candidate phase */
+        uint64_t r = rk_feature_row("movie_id", ad, strlen(ad), 16384);
+        size_t ul;
+        uint8_t *u = make_update("movie_id", &r, 1, row, 16, &ul);
+        cr_assert_eq(call(c, "/rankd.v1.Admin/ApplyUpdates", u, ul, NULL, msg, sizeof msg), 0, "%s", msg);
+        free(u);
+        scores_of(c, req, len, after, N, NULL, 0);
+        for (int i = 0; i < N; i++) {
+            if (i == phase) cr_assert_neq(after[i], before[i], "candidate %d: update not served", i);
+            else cr_assert_eq(after[i], before[i], "candidate %d changed", i);
+        }
+        /* bad updates: exact codes and the field named */
+        static const struct {
+            const char *table;
+            uint64_t row;
+            size_t nv;
+            float v0;
+            int code;
+            const char *says;
+        } bad[] = {
+            {"nope", 1, 16, 0.f, 5, "table: no embedding table 'nope'"},
+            {"movie_id", 1, 15, 0.f, 3, "values: expected rows x dim = 1 x 16 = 16 floats, got 15"},
+            {"movie_id", 16384, 16, 0.f, 3, "row 16384 outside the table's 16384 rows"},
+            {"movie_id", 1, 16, NAN, 3, "is not finite"},
+            {"year", 1, 16, 0.f, 5, "table: no embedding table 'year'"},
+        };
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            float v[16];
+            memcpy(v, row, sizeof v);
+            v[3] = bad[k].v0 != bad[k].v0 ? NAN : v[3];
+            u = make_update(bad[k].table, &bad[k].row, 1, v, bad[k].nv, &ul);
+            int code = call(c, "/rankd.v1.Admin/ApplyUpdates", u, ul, NULL, msg, sizeof msg);
+            free(u);
+            cr_assert_eq(code, bad[k].code, "bad update %zu: code %d (%s)", k, code, msg);
+            cr_assert(strstr(msg, bad[k].says), "bad update %zu: '%s' does not say '%s'", k, msg, bad[k].says);
+        }
+        cr_assert_eq(call(c, "/rankd.v1.Admin/ApplyUpdates", (const uint8_t *)"\xff\xff", 2, NULL, msg, sizeof msg), 3);
+        scores_of(c, req, len, got, N, NULL, 0); /* failed updates changed nothing */
+        cr_assert_eq(memcmp(got, after, sizeof got), 0);
+        rk_client_destroy(c);
+        rk_server_stop(s, NULL);
+    }
+    /* restart read-only from RocksDB: both updates are there */
+    rk_server *s = start_on(dir, 0, 0, addr, sizeof addr);
+    rk_client *c;
+    cr_assert_eq(rk_client_create(addr, &c, &e), RK_OK, "%s", e.msg);
+    scores_of(c, req, len, got, N, NULL, 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(got[i], s2[i], "candidate %d after restart: %g, served %g", i, got[i], s2[i]);
+    rk_client_destroy(c);
+    rk_server_stop(s, NULL);
+    free(req);
+    grpc_shutdown_blocking();
+    rk_rm_rf(dir, &e);
+}
+
+/* A writable version holds its bundle's RocksDB LOCK until it is closed:
+ * after a switch with no call in flight the old bundle can be opened
+ * writable again (its version was released and closed), the serving one
+ * cannot. */
+Test(serve, reload_closes_the_old_version_once_released, .timeout = 120) {
+    char da[256], db[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_rel_a_%d", (int)getpid());
+    snprintf(db, sizeof db, "/tmp/rk_rel_b_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    make_bundle_at(db, 2, "B");
+    grpc_init();
+    rk_server *s = start_on(da, 1, 0, addr, sizeof addr);
+    rk_err e = {0};
+    rk_model *m = NULL;
+    cr_assert_eq(rk_model_open_ex(da, 1, &m, &e), RK_EIO, "A is serving: its LOCK must be held (%s)", e.msg);
+    int sw = 0;
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(sw, 1);
+    cr_assert_eq(rk_model_open_ex(da, 1, &m, &e), RK_OK, "old version A still open after the switch: %s", e.msg);
+    rk_model_destroy(m);
+    cr_assert_eq(rk_model_open_ex(db, 1, &m, &e), RK_EIO, "B is serving: its LOCK must be held");
+    rk_server_stop(s, NULL);
+    cr_assert_eq(rk_model_open_ex(db, 1, &m, &e), RK_OK, "%s", e.msg); /* stop closed B */
+    rk_model_destroy(m);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+    rk_rm_rf(db, &e);
 }

@@ -326,6 +326,62 @@ Test(cache, eviction_under_byte_budget, .init = mk_tmp, .fini = rm_tmp) {
     free(x);
 }
 
+/* Batch lookups group keys by shard in chunks of 512: a 1,300-key batch
+ * with duplicates and unknown ids, for 1, 64 and 256 shards, returns every
+ * row exactly (zeros for unknown ids); once cached, every known key of the
+ * batch (duplicates included) counts as a hit and none reads RocksDB. */
+Test(cache, batch_lookup_by_shard_is_exact, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 16;
+    const uint64_t rows = 5000;
+    float *x = make_rows(rows, dim, 9);
+    char p[512];
+    write_store("s", rows, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    enum { N = 1300 };
+    static uint64_t ids[N];
+    static float y[N * 16];
+    rk_rng r;
+    rk_rng_seed(&r, 10);
+    size_t known = 0;
+    for (int i = 0; i < N; i++) {
+        ids[i] = i % 7 == 3 ? ids[i / 2] : rk_rng_below(&r, rows + 1000); /* duplicates; >= rows unknown */
+        known += ids[i] < rows;
+    }
+    const int shards[] = {1, 64, 256};
+    for (int k = 0; k < 3; k++) {
+        rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+        o.cache_bytes = rows * rk_cache_bytes_per_row(64) * 2;
+        o.cache_shards = shards[k];
+        rk_store *s;
+        rk_err e = {0};
+        cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+        for (int pass = 0; pass < 2; pass++) {
+            rk_store_stats a, b;
+            rk_store_stats_get(s, 0, &a);
+            memset(y, 0xff, sizeof y);
+            size_t unknown = 0;
+            cr_assert_eq(rk_store_get(s, 0, ids, N, y, &unknown, &e), RK_OK, "%s", e.msg);
+            cr_assert_eq(unknown, N - known);
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < dim; j++) {
+                    float want = ids[i] < rows ? x[ids[i] * dim + (uint64_t)j] : 0.f;
+                    cr_assert_eq(y[i * dim + j], want, "shards %d pass %d key %d (row %llu) col %d", shards[k], pass, i,
+                                 (unsigned long long)ids[i], j);
+                }
+            rk_store_stats_get(s, 0, &b);
+            if (pass == 1) {
+                cr_assert_eq(b.cache_hits - a.cache_hits, known, "shards %d: hits", shards[k]);
+                cr_assert_eq(b.cache_misses - a.cache_misses, N - known, "shards %d: misses", shards[k]);
+                /* known ids come from the cache; ids >= rows get the default
+                 * row without a RocksDB read */
+                cr_assert_eq(b.rocksdb_reads - a.rocksdb_reads, 0, "shards %d: RocksDB reads", shards[k]);
+                cr_assert_eq(b.unknown - a.unknown, N - known);
+            }
+        }
+        rk_store_close(s);
+    }
+    free(x);
+}
+
 Test(cache, bytes_per_row_within_1_3x) {
     const struct { rk_codec c; int dim; } cases[] = {{RK_CODEC_FP32, 64}, {RK_CODEC_FP16, 64}, {RK_CODEC_INT8, 64},
                                                      {RK_CODEC_FP32, 16}};
@@ -464,7 +520,7 @@ typedef struct {
     rk_store_live *l;
     atomic_int *stop;
     long batches, mixed, errors;
-    int max_version;
+    atomic_int max_version; /* read by the main thread while readers run */
 } ver_arg;
 
 static void *ver_reader(void *p) {
@@ -485,7 +541,7 @@ static void *ver_reader(void *p) {
                 a->mixed++;
                 break;
             }
-        if (v0 > a->max_version) a->max_version = v0;
+        if (v0 > atomic_load(&a->max_version)) atomic_store(&a->max_version, v0);
         a->batches++;
     }
     return NULL;
@@ -513,7 +569,8 @@ Test(versions, switch_under_concurrent_readers, .init = mk_tmp, .fini = rm_tmp, 
     ver_arg a[3];
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
-        a[i] = (ver_arg){l, &stop, 0, 0, 0, -1};
+        a[i] = (ver_arg){l, &stop, 0, 0, 0, 0};
+        atomic_store(&a[i].max_version, -1);
         pthread_create(&th[i], NULL, ver_reader, &a[i]);
     }
     for (int v = 1; v < 6; v++) {
@@ -521,15 +578,21 @@ Test(versions, switch_under_concurrent_readers, .init = mk_tmp, .fini = rm_tmp, 
         nanosleep(&ts, NULL);
         cr_assert_eq(rk_store_live_switch(l, paths[v], 1, &e), RK_OK, "%s", e.msg);
     }
-    struct timespec ts = {0, 30 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    /* until every reader has read the last version (no fixed sleep: on a
+     * loaded machine a reader may not run for a while) */
+    double t0 = rk_now();
+    for (int i = 0; i < 3; i++)
+        while (atomic_load(&a[i].max_version) < 5 && rk_now() - t0 < 30) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     atomic_store(&stop, 1);
     long batches = 0;
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
         cr_expect_eq(a[i].mixed, 0, "reader %d saw a batch mixing versions", i);
         cr_expect_eq(a[i].errors, 0);
-        cr_expect_eq(a[i].max_version, 5);
+        cr_expect_eq(atomic_load(&a[i].max_version), 5, "reader %d never read the last version in 30 s", i);
         batches += a[i].batches;
     }
     cr_expect(batches > 100, "batches %ld", batches);
@@ -764,21 +827,56 @@ Test(faults, corrupt_sst_is_reported, .init = mk_tmp, .fini = rm_tmp) {
     fclose(f);
     rk_store *s = NULL;
     rk_err e = {0};
+    /* default options: refused at open, naming the table and the check */
     rk_status st = rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e);
-    if (st == RK_OK) {
-        uint64_t *ids = malloc(rows * sizeof *ids);
-        float *y = malloc(rows * dim * sizeof(float));
-        for (uint64_t i = 0; i < rows; i++) ids[i] = i;
-        st = rk_store_get(s, 0, ids, rows, y, NULL, &e);
-        cr_expect_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
-        cr_expect(strstr(e.msg, "Corruption"), "%s", e.msg);
-        uint64_t n;
-        cr_expect_eq(rk_store_count_keys(s, 0, &n, &e), RK_EFORMAT, "%s", e.msg);
-        rk_store_close(s);
-        free(ids), free(y);
-    } else {
-        cr_expect_eq(st, RK_EFORMAT, "%s", e.msg);
-    }
+    cr_assert_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
+    cr_assert_null(s);
+    cr_expect(strstr(e.msg, "table 't': open-time checksum scan") && strstr(e.msg, "Corruption"), "%s", e.msg);
+    /* without the open-time scan the store opens and the reads that reach
+     * a damaged block report it */
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.verify = 0;
+    cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+    uint64_t *ids = malloc(rows * sizeof *ids);
+    float *y = malloc(rows * dim * sizeof(float));
+    for (uint64_t i = 0; i < rows; i++) ids[i] = i;
+    st = rk_store_get(s, 0, ids, rows, y, NULL, &e);
+    cr_expect_eq(st, RK_EFORMAT, "status %d: %s", st, e.msg);
+    cr_expect(strstr(e.msg, "Corruption"), "%s", e.msg);
+    uint64_t n;
+    cr_expect_eq(rk_store_count_keys(s, 0, &n, &e), RK_EFORMAT, "%s", e.msg);
+    rk_store_close(s);
+    free(ids), free(y);
+    free(x);
+}
+
+/* A table that lost rows (deleted behind the store's back by another
+ * RocksDB writer) is refused at open by the key count check. */
+Test(faults, missing_rows_are_refused_at_open, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 4;
+    float *x = make_rows(300, dim, 8);
+    char p[512];
+    write_store("s", 300, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rocksdb_options_t *o = rocksdb_options_create();
+    const char *names[2] = {"default", "t"};
+    const rocksdb_options_t *cfo[2] = {o, o};
+    rocksdb_column_family_handle_t *cf[2];
+    char *rerr = NULL;
+    rocksdb_t *db = rocksdb_open_column_families(o, p, 2, names, cfo, cf, &rerr);
+    cr_assert_not_null(db, "%s", rerr);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    const char key[8] = {0, 0, 0, 0, 0, 0, 0, 17}; /* row 17 */
+    rocksdb_delete_cf(db, wo, cf[1], key, 8, &rerr);
+    cr_assert_null(rerr, "%s", rerr);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_column_family_handle_destroy(cf[0]);
+    rocksdb_column_family_handle_destroy(cf[1]);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    rk_store *s = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e), RK_EFORMAT, "%s", e.msg);
+    cr_expect(strstr(e.msg, "table 't' holds 299 rows, its metadata says 300"), "%s", e.msg);
     free(x);
 }
 

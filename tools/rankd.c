@@ -11,6 +11,15 @@
  * per stage of the calls answered OK (queue, decode, lookup, model, encode).
  * Port 0 picks a free port; the log line "listening on HOST:PORT" carries
  * the port actually bound (tests parse it).
+ *
+ * SIGHUP: reload. --model is resolved again (a publisher writes each bundle
+ * version into its own directory and then atomically repoints a symlink,
+ * e.g. `ln -s v2 current.new && mv -T current.new current`); if it now names
+ * another directory, that version is opened while the old one serves and
+ * the server switches to it (rk_server_reload); the old version closes when
+ * its last request finishes. A failed reload is logged and the old version
+ * keeps serving. --updates opens the tables writable and serves
+ * rankd.v1.Admin/ApplyUpdates (online row updates through the WAL).
  * Exit codes: 0 clean shutdown, 1 start-up failure (model, port), 2 usage.
  */
 #include <getopt.h>
@@ -47,6 +56,10 @@ static void usage(FILE *o) {
             "                         item records do not know from their text (one per worker)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work.\n"
+            "  --updates              open the bundle's tables writable and serve\n"
+            "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
+            "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
+            "  to it if it names another bundle, while the old one keeps serving.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
 }
 
@@ -64,13 +77,14 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 int main(int argc, char **argv) {
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
-    int blas_threads = 1, ram_mb = 512;
+    int blas_threads = 1, ram_mb = 512, updates = 0;
     static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
                                    {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
                                    {"max-message-bytes", 1, 0, 'b'},
                                    {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
                                    {"requests-per-worker", 1, 0, 'r'},
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
+                                   {"updates", 0, 0, 'U'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -86,6 +100,7 @@ int main(int argc, char **argv) {
         case 'B': bad = parse_int("--blas-threads", optarg, 1, 64, &blas_threads); break;
         case 'q': bad = parse_int("--queue-depth", optarg, 1, 1000000, &o.queue_depth); break;
         case 'r': bad = parse_int("--requests-per-worker", optarg, 1, 1024, &o.requests_per_worker); break;
+        case 'U': updates = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -116,6 +131,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -125,11 +141,11 @@ int main(int argc, char **argv) {
     rk_log_blas_info();
     rk_err e = {0};
     rk_model *m = NULL;
-    if (rk_model_open(model, &m, &e)) {
+    if (rk_model_open_ex(model, updates, &m, &e)) {
         fprintf(stderr, "rankd: %s\n", e.msg);
         return 1;
     }
-    rk_info("model %s from %s", rk_model_version(m), model);
+    rk_info("model %s from %s", rk_model_version(m), rk_model_dir(m));
     size_t ram = 0;
     if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
         fprintf(stderr, "rankd: %s\n", e.msg);
@@ -138,11 +154,14 @@ int main(int argc, char **argv) {
     }
     if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
     else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
+    o.updates = updates;
+    o.ram_tables_bytes = (size_t)ram_mb << 20;
+    o.own_model = 1; /* a reload may retire the start-up version */
     rk_server *srv = NULL;
     int port = 0;
     if (rk_server_start(&o, m, &srv, &port, &e)) {
         fprintf(stderr, "rankd: %s\n", e.msg);
-        rk_model_destroy(m);
+        rk_model_destroy(m); /* a failed start leaves it to us */
         return 1;
     }
     /* The bound address: the listen host with the port actually bound. */
@@ -154,11 +173,23 @@ int main(int argc, char **argv) {
             o.max_message_bytes);
 
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        sigwait(&sigs, &sig);
+        if (sig != SIGHUP) break;
+        int switched = 0;
+        double t0 = rk_now();
+        if (rk_server_reload(srv, model, &switched, &e)) {
+            rk_error("SIGHUP: reload of %s failed, the old version keeps serving: %s", model, e.msg);
+            continue;
+        }
+        char ver[256], dir[4096];
+        rk_server_current(srv, ver, sizeof ver, dir, sizeof dir);
+        if (switched) rk_info("SIGHUP: now serving model %s from %s (opened in %.0f ms)", ver, dir, (rk_now() - t0) * 1e3);
+        else rk_info("SIGHUP: %s still names %s: nothing to reload", model, dir);
+    }
     rk_info("%s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
     rk_server_counters cnt;
-    rk_server_stop(srv, &cnt);
-    rk_model_destroy(m);
+    rk_server_stop(srv, &cnt); /* destroys the serving model (own_model) */
     double n = cnt.rank_ok ? (double)cnt.rank_ok : 1.0;
     rk_info("stopped: rank_ok=%llu rank_failed=%llu rank_expired=%llu rank_rejected=%llu health=%llu "
             "unimplemented=%llu mean_us: queue=%.1f decode=%.1f lookup=%.1f model=%.1f encode=%.1f",
