@@ -1004,3 +1004,29 @@ Test(sid, cli_build_and_assign) {
     cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
     cr_expect(strstr(out, "--levels: expected an integer, got 'two'"), "%s", out);
 }
+
+/* `rank store apply` to the records table would write arbitrary codes
+ * (-3, 1.5) the bundle then refuses to open: it is refused, saying how
+ * records are changed, and the bundle still opens. */
+Test(sid_model, store_apply_refuses_records_table) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids);
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", tpath("applybundle"));
+    rk_model *m = train_bundle("prefix_ngram", 7, dir);
+    rk_model_destroy(m);
+    FILE *f = fopen(tpath("upd.txt"), "w");
+    cr_assert_not_null(f);
+    fprintf(f, "5 -3 1.5\n");
+    fclose(f);
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank store apply --model %s --table sid.item --input %s", dir,
+             tpath("upd.txt"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "table 'sid.item' holds semantic-ID item records") && strstr(out, "rank sid build"), "%s",
+              out);
+    rk_err e = {0};
+    cr_expect_eq(rk_model_open(dir, &m, &e), RK_OK, "the bundle still opens: %s", e.msg);
+    rk_model_destroy(m);
+}
