@@ -253,6 +253,8 @@ static void add_ns(rk_server *s, int stage, double us) {
     if (us > 0) atomic_fetch_add_explicit(&s->stage_ns[stage], (unsigned long long)(us * 1e3), memory_order_relaxed);
 }
 
+static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->shutting_down); }
+
 static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
     rk_server *s = w->srv;
     grpc_status_code code;
@@ -274,6 +276,11 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
             const uint8_t *resp;
             size_t resp_len;
             rk_err err = {0};
+            /* the call's deadline on rk_now()'s clock, for the service's
+             * request-time text encoding (an infinite one: none) */
+            gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(c->deadline.clock_type));
+            double left_s = (double)left.tv_sec + 1e-9 * left.tv_nsec;
+            rk_service_set_deadline(w->svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
             code = (grpc_status_code)rk_service_handle(w->svc, w->in, (size_t)n, t0, &resp,
                                                        &resp_len, &err);
             if (code == GRPC_STATUS_OK) {
@@ -292,6 +299,7 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
                 w->sid_unknown = u;
                 w->sid_assigned = a;
             } else {
+                if (code == GRPC_STATUS_DEADLINE_EXCEEDED) atomic_fetch_add(&s->rank_expired, 1);
                 c->status_details = grpc_slice_from_copied_string(err.msg);
             }
         }

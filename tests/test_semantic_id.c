@@ -650,8 +650,28 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     len = pack_request(c, 3, buf);
     cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
     cr_expect(strstr(e.msg, "candidates[1].content_embedding: 3 values"), "%s", e.msg);
-    rk_service_destroy(svc);
     c[1].n_content_embedding = ED;
+    /* a known ad's embedding gets the same checks as an unknown one's */
+    c[0].n_content_embedding = ED;
+    c[0].content_embedding = nan_emb;
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[0].content_embedding: column 2 is not finite"), "%s", e.msg);
+    c[0].n_content_embedding = 5;
+    c[0].content_embedding = emb;
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[0].content_embedding: 5 values, the codebooks of feature 'item' expect 8"),
+              "%s", e.msg);
+    c[0].n_content_embedding = 0;
+    c[0].content_embedding = NULL;
+    /* an embedding without an ad_id is refused, not scored with the default */
+    c[1].ad_id = "";
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[1].ad_id: empty, but content_embedding is set"), "%s", e.msg);
+    c[1].ad_id = "new-ad-1";
+    rk_service_destroy(svc);
 
     /* a bundle that lost its codebooks file is refused, naming it */
     {
@@ -769,6 +789,11 @@ static const char *encoder_dir(void) {
     return NULL;
 }
 
+static int always_stop(void *ctx) {
+    (void)ctx;
+    return 1;
+}
+
 /* rankd's --encoder path: an unknown ad that carries only its text is encoded
  * in-process and gets the codes of the same text encoded offline. */
 Test(sid_model, request_text_assignment, .timeout = 120) {
@@ -817,11 +842,11 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
                                  RANKD__V1__CANDIDATE__INIT};
     c[0].ad_id = "5";
     c[1].ad_id = "brand-new";
-    c[1].content_text = texts[5];
+    c[1].content_text = (ProtobufCBinaryData){strlen(texts[5]), (uint8_t *)texts[5]};
     c[2].ad_id = "6";
     c[3].ad_id = "brand-new-2";
-    c[3].content_text = texts[6];
-    uint8_t buf[4096];
+    c[3].content_text = (ProtobufCBinaryData){strlen(texts[6]), (uint8_t *)texts[6]};
+    static uint8_t buf[RK_MAX_CONTENT_TEXT_BYTES + 4096];
     size_t len = pack_request(c, 4, buf);
     const uint8_t *resp;
     size_t resp_len;
@@ -837,6 +862,46 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     rk_service_sid_counters(svc, &unknown, &assigned);
     cr_expect_eq(assigned, 2u);
     cr_expect_eq(unknown, 0u);
+
+    /* bad text: NUL byte (a string field would have cut it there), invalid
+     * UTF-8, over the cap; each names the field */
+    static uint8_t big[RK_MAX_CONTENT_TEXT_BYTES + 1];
+    memset(big, 'a', sizeof big);
+    struct { ProtobufCBinaryData t; const char *want; } bad[] = {
+        {{7, (uint8_t *)"ab\0cdef"}, "candidates[1].content_text: contains a NUL byte at offset 2"},
+        {{3, (uint8_t *)"a\xff" "b"}, "candidates[1].content_text: invalid UTF-8"},
+        {{sizeof big, big}, "candidates[1].content_text: 8193 bytes, over the maximum of 8192"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        c[1].content_text = bad[k].t;
+        len = pack_request(c, 4, buf);
+        cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3, "case %zu", k);
+        cr_expect(strstr(e.msg, bad[k].want), "case %zu: %s", k, e.msg);
+    }
+    /* whitespace only = no text, as "": the default, counted as unknown */
+    c[1].content_text = (ProtobufCBinaryData){4, (uint8_t *)" \t\n "};
+    len = pack_request(c, 4, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    rk_service_sid_counters(svc, &unknown, &assigned);
+    cr_expect_eq(assigned, 3u, "only candidates[3] encoded");
+    cr_expect_eq(unknown, 1u);
+    /* text with an empty ad_id: refused, not scored with the default */
+    c[1].content_text = (ProtobufCBinaryData){strlen(texts[5]), (uint8_t *)texts[5]};
+    c[1].ad_id = "";
+    len = pack_request(c, 4, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[1].ad_id: empty, but content_text is set"), "%s", e.msg);
+    c[1].ad_id = "brand-new";
+    /* the deadline and a shutdown are checked before each encode */
+    len = pack_request(c, 4, buf);
+    rk_service_set_deadline(svc, rk_now() - 1, NULL, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 4);
+    cr_expect(strstr(e.msg, "deadline exceeded while encoding content_text: reached candidates[1] of 4"), "%s", e.msg);
+    rk_service_set_deadline(svc, 0, always_stop, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 14);
+    cr_expect(strstr(e.msg, "server shutting down while encoding content_text"), "%s", e.msg);
+    rk_service_set_deadline(svc, rk_now() + 60, NULL, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
     rk_service_destroy(svc);
     rk_model_destroy(m);
     free(emb);
