@@ -483,11 +483,12 @@ static const char *cfg_json(const char *param, int item_rows, char *buf, size_t 
              "{\"name\": \"sidtest\", \"label_column\": \"label\", \"features\": ["
              "{\"name\": \"user\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 64, \"dim\": 4},"
              "{\"name\": \"item\", \"kind\": \"sparse\", \"side\": \"item\", \"table_size\": %d, \"dim\": 4,"
-             " \"param\": \"%s\", \"sid\": \"%s\"}],"
+             " \"param\": \"%s\"%s%s%s}],"
              "\"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 1, \"hidden\": [8]},"
              "\"train\": {\"seed\": 3, \"batch_size\": 32, \"max_epochs\": 2, \"patience\": 1, \"threads\": 1},"
              "\"aliases\": {\"user_id\": \"user\", \"ad_id\": \"item\"}}",
-             item_rows, param, tpath("items.sid"));
+             item_rows, param, strcmp(param, "hash") ? ", \"sid\": \"" : "", /* hash uses no records */
+             strcmp(param, "hash") ? tpath("items.sid") : "", strcmp(param, "hash") ? "\"" : "");
     return buf;
 }
 
@@ -749,6 +750,29 @@ Test(sid_model, config_errors) {
     rk_err e = {0};
     cr_expect_eq(rk_model_cfg_parse(cfg_json("prefix-5gram", 7, buf, sizeof buf), &c, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "features[1].param: unknown parameterization 'prefix-5gram'"), "%s", e.msg);
+    /* keys that do not apply are errors naming the feature and the key */
+    static const struct { const char *json, *want; } keyerr[] = {
+        {"{\"features\": [{\"name\": \"y\", \"kind\": \"dense\", \"side\": \"item\", \"param\": \"trigram\"}]}",
+         "features[0].param: feature 'y' is dense; \"param\" applies to sparse features only"},
+        {"{\"features\": [{\"name\": \"y\", \"kind\": \"dense\", \"side\": \"item\", \"sid\": \"a.sid\"}]}",
+         "features[0].sid: feature 'y' is dense"},
+        {"{\"features\": [{\"name\": \"y\", \"kind\": \"dense\", \"side\": \"item\", \"ngram\": 2}]}",
+         "features[0].ngram: feature 'y' is dense"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"param\": \"hash\", "
+         "\"sid\": \"a.sid\"}]}",
+         "features[0].sid: feature 'i' has param hash (the default), which uses no item records"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"sid\": \"a.sid\"}]}",
+         "features[0].sid: feature 'i' has param hash"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"param\": \"trigram\", "
+         "\"ngram\": 2, \"sid\": \"a.sid\"}]}",
+         "features[0].ngram: feature 'i' has param trigram; \"ngram\" applies to prefix_ngram only"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"log1p\": true}]}",
+         "features[0].log1p: feature 'i' is sparse; \"log1p\" applies to dense features only"},
+    };
+    for (size_t k = 0; k < sizeof keyerr / sizeof keyerr[0]; k++) {
+        cr_expect_eq(rk_model_cfg_parse(keyerr[k].json, &c, &e), RK_EINVAL, "case %zu", k);
+        cr_expect(strstr(e.msg, keyerr[k].want), "case %zu: %s", k, e.msg);
+    }
     /* missing records file */
     cr_assert_eq(rk_model_cfg_parse(cfg_json("trigram", 7, buf, sizeof buf), &c, &e), RK_OK, "%s", e.msg);
     write_tsv(tpath("train.tsv"), 50, 1);
@@ -757,7 +781,20 @@ Test(sid_model, config_errors) {
     rk_model *m;
     rk_train_report rep;
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL, "trigram needs 3 levels, the records have 2");
-    cr_expect(strstr(e.msg, "param trigram (ngram 0) does not fit codes of 2 levels"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "feature 'item': \"param\": \"trigram\" needs records of at least 3 levels") &&
+                  strstr(e.msg, "items.sid has 2"),
+              "%s", e.msg);
+    /* prefix_ngram with ngram past the records' levels names the key */
+    {
+        char b2[2048];
+        cfg_json("prefix_ngram\", \"ngram\": 3, \"x\": \"", 7, b2, sizeof b2);
+        char *x = strstr(b2, ", \"x\": \"\"");
+        cr_assert_not_null(x);
+        memmove(x, x + 9, strlen(x + 9) + 1);
+        cr_assert_eq(rk_model_cfg_parse(b2, &c, &e), RK_OK, "%s: %s", b2, e.msg);
+        cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
+        cr_expect(strstr(e.msg, "feature 'item': \"ngram\": 3 does not fit the 2 levels of the records"), "%s", e.msg);
+    }
     snprintf(c.features[1].sid, sizeof c.features[1].sid, "%s", tpath("nope.sid"));
     c.features[1].param = RK_PARAM_PREFIX_NGRAM;
     cr_expect_neq(rk_train(&c, &io, &m, &rep, &e), RK_OK);
@@ -766,6 +803,25 @@ Test(sid_model, config_errors) {
     cr_assert_eq(rk_model_cfg_parse(cfg_json("individual", 10, buf, sizeof buf), &c, &e), RK_OK);
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "param individual needs table_size >= 64"), "%s", e.msg);
+    /* item ids that are not canonical int64 are refused, naming file, row, column and value */
+    {
+        static const char *const badids[] = {"abc", "1.5", "0x10", "99999999999999999999999", " 1", "+1", "01", "-0"};
+        cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
+        for (size_t k = 0; k < sizeof badids / sizeof badids[0]; k++) {
+            FILE *f = fopen(tpath("badid.tsv"), "w");
+            cr_assert_not_null(f);
+            fprintf(f, "label\tuser\titem\thist\n1\t3\t4\t5\n0\t3\t%s\t5\n", badids[k]);
+            fclose(f);
+            rk_train_io bio = {tpath("train.tsv"), tpath("badid.tsv"), NULL, 1};
+            cr_expect_eq(rk_train(&c, &bio, &m, &rep, &e), RK_EFORMAT, "id '%s'", badids[k]);
+            char want[200];
+            snprintf(want, sizeof want,
+                     "badid.tsv row 3, column item: feature 'item' (param prefix_ngram) expects integer item ids "
+                     "(canonical decimal int64), got '%s'",
+                     badids[k]);
+            cr_expect(strstr(e.msg, want), "%s", e.msg);
+        }
+    }
     /* no "sid" at all */
     cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
     c.features[1].sid[0] = 0;

@@ -301,7 +301,10 @@ static int cmd_train(int argc, char **argv) {
     rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
     rk_train_report rep;
     rk_model *m;
-    if (rk_train(&cfg, &io, &m, &rep, &e)) return die(&e);
+    if (rk_train(&cfg, &io, &m, &rep, &e)) {
+        if (e.code == RK_EINVAL && !strncmp(e.msg, "feature '", 9)) rk_err_prefix(&e, "%s", config); /* a config key */
+        return die(&e);
+    }
     char *mj = NULL;
     size_t mjl = 0;
     FILE *ms = open_memstream(&mj, &mjl);
