@@ -1123,7 +1123,66 @@ Test(sid, cli_build_and_assign) {
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels two --codes 4 --out %s",
              tpath("emb.safetensors"), tpath("x.sid"));
     cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
-    cr_expect(strstr(out, "--levels: expected an integer, got 'two'"), "%s", out);
+    cr_expect(strstr(out, "--levels: expected an integer in 1..8, got 'two'"), "%s", out);
+    /* usage errors: exit 2 before any work, naming the option; no wrap-around */
+    static const struct { const char *args, *want; } usage_err[] = {
+        {"build --levels 4294967299 --codes 4", "--levels: expected an integer in 1..8, got '4294967299'"},
+        {"build --levels 100 --codes 4", "--levels: expected an integer in 1..8, got '100'"},
+        {"build --levels 2 --codes 4294967304", "--codes: expected an integer in 2..16777216, got '4294967304'"},
+        {"build --levels 2 --codes 4 --iters 4294967297", "--iters: expected an integer in 1..1000000"},
+        {"build --levels 2 --codes 4 --iters -5", "--iters: expected an integer in 1..1000000, got '-5'"},
+        {"assign --codebooks cli.sid --levels 2", "--levels is not an option of assign"},
+    };
+    for (size_t k = 0; k < sizeof usage_err / sizeof usage_err[0]; k++) {
+        snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid %s --embeddings %s --out %s", usage_err[k].args,
+                 tpath("emb.safetensors"), tpath("x.sid"));
+        cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "%s: %s", usage_err[k].args, out);
+        cr_expect(strstr(out, usage_err[k].want), "%s: %s", usage_err[k].args, out);
+    }
+    /* --out checked before the k-means work */
+    char lnk[600];
+    snprintf(lnk, sizeof lnk, "ln -sf %s %s", tpath("target.sid"), tpath("link.sid"));
+    cr_assert_eq(system(lnk), 0);
+    const char *outs[][2] = {{"", "is a directory"},
+                             {"nodir/x.sid", "nodir: No such file or directory"},
+                             {"emb.safetensors", "is the input"},
+                             {"link.sid", "is a symbolic link"}};
+    for (size_t k = 0; k < 4; k++) {
+        char op[600];
+        snprintf(op, sizeof op, "%s", tpath(outs[k][0]));
+        snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+                 tpath("emb.safetensors"), op);
+        cr_expect_eq(run_cmd(cmd, out, sizeof out), 1, "%s", out);
+        cr_expect(strstr(out, outs[k][1]), "%s: %s", op, out);
+    }
+    /* embeddings: huge values and duplicate ids refused, naming the file and row */
+    emb[5 * ED + 3] = 3e38f;
+    ids[7] = ids[2];
+    cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &e);
+    rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
+    cr_assert_eq(rk_st_writer_write(w, tpath("bad.safetensors"), &e), RK_OK, "%s", e.msg);
+    rk_st_writer_destroy(w);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+             tpath("bad.safetensors"), tpath("x.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "bad.safetensors: tensor 'embeddings' row 5 column 3: 3e+38 is beyond +-1e9"), "%s", out);
+    emb[5 * ED + 3] = 0;
+    cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &e);
+    rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
+    cr_assert_eq(rk_st_writer_write(w, tpath("bad.safetensors"), &e), RK_OK, "%s", e.msg);
+    rk_st_writer_destroy(w);
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "bad.safetensors: tensor 'ids': id ") && strstr(out, "at rows 2 and 7"), "%s", out);
+    /* a killed run's temporary is swept */
+    char tmpf[600];
+    snprintf(tmpf, sizeof tmpf, "%s.tmp-999999", tpath("cli.sid"));
+    cr_assert_eq(rk_write_file(tmpf, "x", 1, &e), RK_OK);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+             tpath("emb.safetensors"), tpath("cli.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect(!rk_path_exists(tmpf), "the dead writer's temporary is removed");
 }
 
 /* `rank store apply` to the records table would write arbitrary codes
