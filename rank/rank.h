@@ -477,6 +477,15 @@ void rk_service_destroy(rk_service *s);
 int rk_service_handle(rk_service *s, const uint8_t *req, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err);
 
+/* rankd --encoder: the encoder in dir must be the one the item records'
+ * embeddings were made with. Its identity (rk_text_encoder_identity) is
+ * compared with "encoder xxh64:..." in each semantic-ID feature's records
+ * version (written by `rank encode text` + `rank sid`): RK_EINVAL naming the
+ * feature and both when they differ; records without one (older files) get
+ * a warning. The records' text template is logged, as clients must build
+ * content_text the same way. rk_server_start calls it. */
+rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err);
+
 /* Longest candidates[i].content_text accepted, bytes (the encoder reads at
  * most 256 word pieces, ~1-2 KiB of text; longer is INVALID_ARGUMENT). */
 #define RK_MAX_CONTENT_TEXT_BYTES 8192

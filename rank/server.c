@@ -534,6 +534,10 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (o->max_message_bytes < 64)
         return rk_fail(err, RK_EINVAL, "max_message_bytes: %d, must be at least 64",
                        o->max_message_bytes);
+    if (o->encoder_dir) {
+        rk_status est = rk_model_check_encoder(m, o->encoder_dir, err);
+        if (est) return est;
+    }
     rk_server *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "server: out of memory");
     pthread_mutex_init(&s->qmu, NULL);

@@ -161,6 +161,36 @@ struct rk_service {
     void *stop_ctx;
 };
 
+rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err) {
+    char ident[64];
+    rk_status st = rk_text_encoder_identity(dir, ident, sizeof ident, err);
+    if (st) return rk_err_prefix(err, "encoder");
+    const rk_model_cfg *cfg = rk_model_config(m);
+    for (int f = 0; f < cfg->n_features; f++) {
+        const rk_feature *ft = &cfg->features[f];
+        if (!ft->items || !rk_sid_param_uses_codes(ft->param)) continue;
+        const char *v = rk_sid_items_version(ft->items);
+        const char *p = strstr(v, "encoder xxh64:");
+        if (!p) {
+            rk_warn("encoder %s (%s): feature '%s' records version '%s' does not identify its encoder (records "
+                    "built before rankd recorded it); not checked: content_text must be encoded by the encoder "
+                    "and text template of its embeddings",
+                    dir, ident, ft->name, v);
+            continue;
+        }
+        p += strlen("encoder ");
+        if (strncmp(p, ident, strlen(ident)))
+            return rk_fail(err, RK_EINVAL,
+                           "encoder %s is %s, but feature '%s' records were built from embeddings of another "
+                           "encoder (records version '%s'); start rankd with that encoder's directory",
+                           dir, ident, ft->name, v);
+        const char *t = strstr(v, ", text ");
+        if (t) rk_info("encoder %s matches feature '%s' records; clients must build content_text as its embeddings' text %s",
+                       dir, ft->name, t + 7);
+    }
+    return RK_OK;
+}
+
 void rk_service_set_deadline(rk_service *s, double deadline, int (*stop)(void *ctx), void *ctx) {
     s->deadline = deadline;
     s->stop = stop;

@@ -505,7 +505,7 @@ int rk_sid_rows(rk_sid_param p, const uint32_t *c, int L, uint32_t K, int ngram,
 struct rk_sid_items {
     size_t n;
     int L, K;
-    char version[128];
+    char version[RK_SID_VERSION_MAX];
     int64_t *ids;
     uint32_t *codes;
     size_t cap;      /* index slots, power of two */

@@ -882,13 +882,42 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     int64_t ids[NT];
     for (int i = 0; i < NT; i++) ids[i] = i;
     rk_sid_items *it;
-    cr_assert_eq(rk_sid_items_create(ids, codes, NT, 2, 4, "minilm", &it, &e), RK_OK);
-    cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &e), RK_OK, "%s", e.msg);
-    rk_sid_items_destroy(it);
+    /* records of three versions: this encoder's identity, another's, none */
+    char ident[64], ver[3][160];
+    cr_assert_eq(rk_text_encoder_identity(dir, ident, sizeof ident, &e), RK_OK, "%s", e.msg);
+    cr_expect(!strncmp(ident, "xxh64:", 6) && strlen(ident) == 22, "%s", ident);
+    snprintf(ver[0], sizeof ver[0], "encoder %s, text '{title}'", ident);
+    snprintf(ver[1], sizeof ver[1], "encoder xxh64:0123456789abcdef, text '{title}'");
+    snprintf(ver[2], sizeof ver[2], "minilm");
+    rk_model *mv[3];
+    for (int k = 2; k >= 0; k--) {
+        cr_assert_eq(rk_sid_items_create(ids, codes, NT, 2, 4, ver[k], &it, &e), RK_OK);
+        cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &e), RK_OK, "%s", e.msg);
+        rk_sid_items_destroy(it);
+        char vdir[256];
+        snprintf(vdir, sizeof vdir, "%s%d", tpath("vbundle"), k);
+        mv[k] = k ? train_bundle("prefix_ngram", 7, vdir) : NULL;
+    }
     rk_sid_codebook_free(&cb);
     char bdir[256];
     snprintf(bdir, sizeof bdir, "%s", tpath("bundle"));
     rk_model *m = train_bundle("prefix_ngram", 7, bdir);
+    /* rankd --encoder checks the encoder against the records (rk_server_start calls this) */
+    cr_expect_eq(rk_model_check_encoder(m, dir, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_model_check_encoder(mv[1], dir, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "but feature 'item' records were built from embeddings of another encoder") &&
+                  strstr(e.msg, "xxh64:0123456789abcdef"),
+              "%s", e.msg);
+    cr_expect_eq(rk_model_check_encoder(mv[2], dir, &e), RK_OK, "no identity: a warning only");
+    {
+        rk_server_opts bo = RK_SERVER_OPTS_DEFAULT;
+        bo.listen = "127.0.0.1:0";
+        bo.encoder_dir = dir;
+        rk_server *srv;
+        cr_expect_eq(rk_server_start(&bo, mv[1], &srv, NULL, &e), RK_EINVAL, "the server refuses to start");
+    }
+    rk_model_destroy(mv[1]);
+    rk_model_destroy(mv[2]);
     rk_server_opts so = RK_SERVER_OPTS_DEFAULT;
     so.max_candidates = 8;
     so.encoder_dir = dir;

@@ -13,8 +13,10 @@
  * records or codebook file (items created after the codebooks were built).
  * Both print the quality figures, and end with one line
  *   sid: n=N levels=L codes=K dim=D recon_rel=R1,R2,.. util=U1,U2,.. collision_rate=C unique=U seconds=S
- * The version (default: the embeddings file's "model" metadata) is stored
- * with the records as the content embedding's version.
+ * The version (default: "encoder xxh64:..., text '{title} | ...'" from the
+ * embeddings file's "encoder" and "text" metadata, else its "model") is
+ * stored with the records as the content embedding's version; rankd
+ * --encoder refuses an encoder whose identity differs.
  *
  * Everything that can be checked cheaply is checked before the k-means work:
  * the options (integers in range, only the subcommand's own; exit 2), the
@@ -55,7 +57,7 @@ typedef struct {
     int64_t *ids;
     size_t n;
     int dim;
-    char version[128];
+    char version[RK_SID_VERSION_MAX];
 } emb_file;
 
 static int cmp_id_row(const void *a, const void *b) {
@@ -109,8 +111,12 @@ static rk_status read_embeddings(const char *path, emb_file *e, rk_err *err) {
         free(p);
         if (s) goto done;
     }
-    const char *m = rk_st_meta(f, "model");
-    snprintf(e->version, sizeof e->version, "%s", m ? m : "");
+    /* the content embedding's version: the encoder's identity and the text
+     * template (rank encode text's metadata), which rankd --encoder checks;
+     * else whatever "model" says */
+    const char *m = rk_st_meta(f, "model"), *enc = rk_st_meta(f, "encoder"), *tx = rk_st_meta(f, "text");
+    if (enc) snprintf(e->version, sizeof e->version, "encoder %s, text '%s'", enc, tx ? tx : "");
+    else snprintf(e->version, sizeof e->version, "%s", m ? m : "");
 done:
     rk_st_close(f);
     return s;
