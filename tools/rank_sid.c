@@ -49,7 +49,14 @@ static int die(const rk_err *e) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: rank sid build  --embeddings FILE --levels L --codes K --out FILE [--seed S] [--iters N] [--version V]\n"
-               "       rank sid assign --codebooks FILE --embeddings FILE --out FILE [--version V]\n");
+               "       rank sid assign --codebooks FILE --embeddings FILE --out FILE [--version V]\n"
+               "  --levels L 1..8, --codes K 2..16777216 (<= items), --iters N Lloyd iterations per level\n"
+               "  1..1000000 (default 25), --seed S 0..2^64-1 (default 1). Embeddings: safetensors\n"
+               "  'embeddings' F32 [n, D] (finite, |x| <= 1e9) and distinct 'ids' I64 [n] (rank encode text).\n"
+               "  assign encodes with the codebooks of a records/codebook file (levels and codes are theirs).\n"
+               "  --out: a file (not a directory or symbolic link), written whole or not at all.\n"
+               "  --version: the records' content-embedding version (default: the embeddings' encoder\n"
+               "  identity and text template, which rankd --encoder checks). Usage errors exit 2.\n");
 }
 
 typedef struct {
