@@ -188,6 +188,17 @@ void rk_st_close(rk_st_file *f) {
     rk_free(f);
 }
 
+/* element size in bytes of a safetensors dtype, 0 when unknown */
+static size_t st_dtype_size(const char *dt) {
+    static const struct { const char *n; size_t sz; } t[] = {
+        {"F64", 8}, {"I64", 8}, {"U64", 8}, {"F32", 4}, {"I32", 4}, {"U32", 4}, {"F16", 2}, {"BF16", 2},
+        {"I16", 2}, {"U16", 2}, {"I8", 1}, {"U8", 1}, {"BOOL", 1},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(dt, t[i].n)) return t[i].sz;
+    return 0;
+}
+
 rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
     *out = NULL;
     rk_st_file *f = rk_calloc(1, sizeof *f);
@@ -246,6 +257,15 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
                 goto fail;
             }
             e->shape[d] = json_integer_value(x);
+            /* a hostile header can make the product wrap to a small number that then
+             * matches data_offsets: refuse any dimension or product past SIZE_MAX / 8 */
+            if ((uint64_t)e->shape[d] > SIZE_MAX / 8 ||
+                (e->shape[d] != 0 && numel > (SIZE_MAX / 8) / (size_t)e->shape[d])) {
+                s = rk_fail(err, RK_EFORMAT,
+                            "%s: corrupt safetensors header: entry '%s' shape dimension %d is %lld, the element count overflows",
+                            path, key, d, (long long)e->shape[d]);
+                goto fail;
+            }
             numel *= (size_t)e->shape[d];
         }
         json_t *b = json_array_get(of, 0), *en = json_array_get(of, 1);
@@ -257,6 +277,12 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
         }
         e->begin = (size_t)json_integer_value(b);
         e->end = (size_t)json_integer_value(en);
+        size_t esz = st_dtype_size(e->dtype);
+        if (esz && !e->f32 && !e->i64 && e->end - e->begin != numel * esz) {
+            s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: entry '%s' has %zu bytes for %zu elements of %s", path, key,
+                        e->end - e->begin, numel, e->dtype);
+            goto fail;
+        }
         if (e->f32 && e->end - e->begin != numel * 4) {
             s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: entry '%s' has %zu bytes for %zu floats", path, key,
                         e->end - e->begin, numel);

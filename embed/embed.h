@@ -163,6 +163,12 @@ typedef struct rk_text_encoder rk_text_encoder;
 rk_status rk_text_encoder_open(const char *dir, const rk_text_encoder_opts *opts, rk_text_encoder **out,
                                rk_err *err);
 void rk_text_encoder_close(rk_text_encoder *e);
+/* Identity of the encoder weights in dir: "xxh64:" and 16 hex digits, the
+ * XXH64 of dir/model.safetensors's bytes, into out[cap >= 23]. Recorded by
+ * `rank encode text` (metadata "encoder") and, through `rank sid`, in the
+ * item records' version, so rankd --encoder can check it is the same
+ * encoder. Reads the whole file. */
+rk_status rk_text_encoder_identity(const char *dir, char *out, size_t cap, rk_err *err);
 
 const rk_bert_config *rk_text_encoder_config(const rk_text_encoder *e);
 int rk_text_encoder_dim(const rk_text_encoder *e);     /* H: floats per embedding */

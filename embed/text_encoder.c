@@ -281,6 +281,18 @@ void rk_text_encoder_close(rk_text_encoder *e) {
     rk_free(e);
 }
 
+rk_status rk_text_encoder_identity(const char *dir, char *out, size_t cap, rk_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    char *buf;
+    size_t len;
+    rk_status s = rk_read_file(path, &buf, &len, err);
+    if (s) return s;
+    snprintf(out, cap, "xxh64:%016llx", (unsigned long long)rk_hash64(buf, len, 0));
+    rk_free(buf);
+    return RK_OK;
+}
+
 rk_status rk_text_encoder_open(const char *dir, const rk_text_encoder_opts *opts, rk_text_encoder **out, rk_err *err) {
     *out = NULL;
     rk_text_encoder_opts o = RK_TEXT_ENCODER_OPTS_DEFAULT;

@@ -128,6 +128,17 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
     if (!strcmp(side, "user")) f->side = RK_SIDE_USER;
     else if (!strcmp(side, "item")) f->side = RK_SIDE_ITEM;
     else return rk_fail(err, RK_EINVAL, "%s.side: '%s' is not user or item", where, side);
+    {
+        /* keys of the other kind are errors, not ignored */
+        static const char *const sparse_only[] = {"table_size", "dim", "pooling", "max_values", "param", "ngram", "sid", NULL};
+        static const char *const dense_only[] = {"log1p", "mean", "std", NULL};
+        const char *const *other = f->kind == RK_FEAT_SPARSE ? dense_only : sparse_only;
+        for (int k = 0; other[k]; k++)
+            if (json_object_get(fo, other[k]))
+                return rk_fail(err, RK_EINVAL, "%s.%s: feature '%s' is %s; \"%s\" applies to %s features only", where,
+                               other[k], f->name, f->kind == RK_FEAT_SPARSE ? "sparse" : "dense", other[k],
+                               f->kind == RK_FEAT_SPARSE ? "dense" : "sparse");
+    }
     if (f->kind == RK_FEAT_SPARSE) {
         f->table_size = 0;
         f->dim = 16;
@@ -147,6 +158,12 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
         GET_INT(fo, "ngram", where, 0, RK_SID_MAX_LEVELS, f->ngram);
         f->sid[0] = 0;
         if ((s = get_str(fo, "sid", where, f->sid, sizeof f->sid, 0, err))) return s;
+        if (f->param == RK_PARAM_HASH && json_object_get(fo, "sid"))
+            return rk_fail(err, RK_EINVAL, "%s.sid: feature '%s' has param hash (the default), which uses no item records",
+                           where, f->name);
+        if (f->param != RK_PARAM_PREFIX_NGRAM && json_object_get(fo, "ngram"))
+            return rk_fail(err, RK_EINVAL, "%s.ngram: feature '%s' has param %s; \"ngram\" applies to prefix_ngram only",
+                           where, f->name, rk_sid_param_name(f->param));
         f->items = NULL;
     } else {
         json_t *l = json_object_get(fo, "log1p");

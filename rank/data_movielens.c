@@ -738,6 +738,8 @@ static rk_status write_items(const char *in_dir, const char *out_dir, const movi
     size_t tlen = 0, nt = 0, cap_t = 0, olen = 0, ocap = 0;
     tag_ref *tags = NULL;
     rk_status s = RK_OK;
+    if (!rk_path_exists(path))
+        rk_info("movielens: %s not found: items.csv has empty tags (content text = title and genres only)", path);
     if (rk_path_exists(path)) {
         if ((s = rk_read_file(path, &tbuf, &tlen, err))) return s;
         static const char *const cols[] = {"userId", "movieId", "tag", "timestamp"};

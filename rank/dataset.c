@@ -235,6 +235,14 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
                 if (L) {
                     if ((s = grow((void **)&b->rows[f], &b->cap_values[f], (size_t)k + RK_SID_MAX_LEVELS, sizeof(uint64_t), err)))
                         goto fail;
+                    int64_t id;
+                    if (ft->param != RK_PARAM_HASH && !rk_sid_parse_id(p, L, &id)) {
+                        s = rk_fail(err, RK_EFORMAT,
+                                    "%s row %ld, column %s: feature '%s' (param %s) expects integer item ids "
+                                    "(canonical decimal int64), got '%.*s'",
+                                    path, row, ft->column, ft->name, rk_sid_param_name(ft->param), (int)(L > 40 ? 40 : L), p);
+                        goto fail;
+                    }
                     int unknown;
                     k += (uint32_t)rk_value_rows(ft, p, L, b->rows[f] + k, &unknown);
                     no_codes[f] += (size_t)unknown;

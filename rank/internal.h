@@ -87,6 +87,10 @@ struct rk_model {
  * (rank.h rk_feature.param); returns how many (0: an item without codes).
  * *unknown = 1 when the value is not a known item (param != hash). */
 int rk_value_rows(const rk_feature *ft, const char *value, size_t len, uint64_t *out, int *unknown);
+/* Item id of a semantic-ID / individual feature value v[len]: 1 and *out set
+ * when it is a canonical decimal int64 ("-?[1-9][0-9]*" or "0", no spaces,
+ * no '+', no leading zeros, in range), else 0. */
+int rk_sid_parse_id(const char *v, size_t len, int64_t *out);
 /* Rows of a code tuple (L = the feature's records' levels) under ft's param. */
 int rk_codes_rows(const rk_feature *ft, const uint32_t *codes, uint64_t *out);
 /* The records fit the feature: param valid for their L, individual's table

@@ -340,6 +340,9 @@ int rk_scorer_item_known(const rk_scorer *s, int feature, const char *value, siz
  * allocation. Counted in rk_scorer_sid_counters' assigned. */
 rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const float *emb, int dim,
                                        rk_err *err);
+/* The checks of rk_scorer_add_item_embedding (codebooks, dim, finite values)
+ * without adding anything: for content embeddings of items the records know. */
+rk_status rk_scorer_check_item_embedding(const rk_scorer *s, int feature, const float *emb, int dim, rk_err *err);
 /* Lifetime counts of this scorer: values of semantic-ID features whose item
  * had no records (the default: empty bag = zero vector; OOV row under
  * individual), and items assigned codes at request time. */
@@ -503,6 +506,28 @@ void rk_service_destroy(rk_service *s);
 int rk_service_handle(rk_service *s, const uint8_t *req, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err);
 
+/* rankd --encoder: the encoder in dir must be the one the item records'
+ * embeddings were made with. Its identity (rk_text_encoder_identity) is
+ * compared with "encoder xxh64:..." in each semantic-ID feature's records
+ * version (written by `rank encode text` + `rank sid`): RK_EINVAL naming the
+ * feature and both when they differ; records without one (older files) get
+ * a warning. The records' text template is logged, as clients must build
+ * content_text the same way. rk_server_start calls it. */
+rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err);
+
+/* Longest candidates[i].content_text accepted, bytes (the encoder reads at
+ * most 256 word pieces, ~1-2 KiB of text; longer is INVALID_ARGUMENT). */
+#define RK_MAX_CONTENT_TEXT_BYTES 8192
+
+/* Bound the next rk_service_handle call's request-time text encoding (the
+ * only per-candidate work that can take long: ~0.1 s per 2 KiB text).
+ * Before each candidates[i].content_text is encoded the service checks
+ * rk_now() against deadline (rk_now() seconds; 0: none) and stop(ctx)
+ * (NULL: none): past the deadline it returns DEADLINE_EXCEEDED (4), when
+ * stop returns non-zero UNAVAILABLE (14), both naming the candidate reached.
+ * The setting holds until changed. */
+void rk_service_set_deadline(rk_service *s, double deadline, int (*stop)(void *ctx), void *ctx);
+
 /* Server-side stage times of one call, microseconds. */
 typedef struct {
     double decode_us;  /* protobuf unpack (from t0) */
@@ -524,7 +549,8 @@ void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *a
 typedef struct {
     uint64_t rank_ok;         /* Rank calls answered OK */
     uint64_t rank_failed;     /* Rank calls answered with any other status (all below included) */
-    uint64_t rank_expired;    /* ... DEADLINE_EXCEEDED when a worker picked them up (no model work) */
+    uint64_t rank_expired;    /* ... DEADLINE_EXCEEDED when a worker picked them up (no model work),
+                               * or reached while encoding candidates' content_text */
     uint64_t rank_rejected;   /* ... RESOURCE_EXHAUSTED because the queue was full */
     uint64_t health;          /* Health/Check calls */
     uint64_t unimplemented;   /* calls to unknown methods */

@@ -324,6 +324,8 @@ static void add_ns(rk_server *s, int stage, double us) {
     if (us > 0) atomic_fetch_add_explicit(&s->stage_ns[stage], (unsigned long long)(us * 1e3), memory_order_relaxed);
 }
 
+static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->shutting_down); }
+
 static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double t0) {
     rk_service *svc = v->svc[w->idx];
     rk_server *s = w->srv;
@@ -346,6 +348,11 @@ static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double
             const uint8_t *resp;
             size_t resp_len;
             rk_err err = {0};
+            /* the call's deadline on rk_now()'s clock, for the service's
+             * request-time text encoding (an infinite one: none) */
+            gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(c->deadline.clock_type));
+            double left_s = (double)left.tv_sec + 1e-9 * left.tv_nsec;
+            rk_service_set_deadline(svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
             uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
             rk_service_sid_counters(svc, &u0, &a0);
             code = (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
@@ -362,6 +369,7 @@ static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double
                 add_ns(s, T_MODEL, st.model_us);
                 add_ns(s, T_ENCODE, st.encode_us);
             } else {
+                if (code == GRPC_STATUS_DEADLINE_EXCEEDED) atomic_fetch_add(&s->rank_expired, 1);
                 c->status_details = grpc_slice_from_copied_string(err.msg);
             }
         }
@@ -648,6 +656,10 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (o->max_message_bytes < 64)
         return rk_fail(err, RK_EINVAL, "max_message_bytes: %d, must be at least 64",
                        o->max_message_bytes);
+    if (o->encoder_dir) {
+        rk_status est = rk_model_check_encoder(m, o->encoder_dir, err);
+        if (est) return est;
+    }
     rk_server *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "server: out of memory");
     pthread_mutex_init(&s->qmu, NULL);

@@ -43,9 +43,11 @@
 enum {
     ST_OK = 0,
     ST_INVALID_ARGUMENT = 3,
+    ST_DEADLINE_EXCEEDED = 4,
     ST_NOT_FOUND = 5,
     ST_RESOURCE_EXHAUSTED = 8,
     ST_INTERNAL = 13,
+    ST_UNAVAILABLE = 14,
 };
 
 #define ARENA_INITIAL (256u << 10)
@@ -153,7 +155,47 @@ struct rk_service {
     rk_stage_times last;               /* stage times of the last OK call */
     rk_text_encoder *enc;              /* candidates[i].content_text (o.encoder_dir), or NULL */
     float *enc_out;                    /* [encoder dim] */
+    char *text;                        /* [RK_MAX_CONTENT_TEXT_BYTES + 1]: one content_text, NUL-terminated */
+    double deadline;                   /* rk_service_set_deadline */
+    int (*stop)(void *);
+    void *stop_ctx;
 };
+
+rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err) {
+    char ident[64];
+    rk_status st = rk_text_encoder_identity(dir, ident, sizeof ident, err);
+    if (st) return rk_err_prefix(err, "encoder");
+    const rk_model_cfg *cfg = rk_model_config(m);
+    for (int f = 0; f < cfg->n_features; f++) {
+        const rk_feature *ft = &cfg->features[f];
+        if (!ft->items || !rk_sid_param_uses_codes(ft->param)) continue;
+        const char *v = rk_sid_items_version(ft->items);
+        const char *p = strstr(v, "encoder xxh64:");
+        if (!p) {
+            rk_warn("encoder %s (%s): feature '%s' records version '%s' does not identify its encoder (records "
+                    "built before rankd recorded it); not checked: content_text must be encoded by the encoder "
+                    "and text template of its embeddings",
+                    dir, ident, ft->name, v);
+            continue;
+        }
+        p += strlen("encoder ");
+        if (strncmp(p, ident, strlen(ident)))
+            return rk_fail(err, RK_EINVAL,
+                           "encoder %s is %s, but feature '%s' records were built from embeddings of another "
+                           "encoder (records version '%s'); start rankd with that encoder's directory",
+                           dir, ident, ft->name, v);
+        const char *t = strstr(v, ", text ");
+        if (t) rk_info("encoder %s matches feature '%s' records; clients must build content_text as its embeddings' text %s",
+                       dir, ft->name, t + 7);
+    }
+    return RK_OK;
+}
+
+void rk_service_set_deadline(rk_service *s, double deadline, int (*stop)(void *ctx), void *ctx) {
+    s->deadline = deadline;
+    s->stop = stop;
+    s->stop_ctx = ctx;
+}
 
 rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
                             rk_err *err) {
@@ -219,7 +261,8 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
             rk_service_destroy(s);
             return rk_err_prefix(err, "encoder");
         }
-        if (!(s->enc_out = rk_malloc((size_t)rk_text_encoder_dim(s->enc) * sizeof(float)))) {
+        s->text = rk_malloc(RK_MAX_CONTENT_TEXT_BYTES + 1);
+        if (!(s->enc_out = rk_malloc((size_t)rk_text_encoder_dim(s->enc) * sizeof(float))) || !s->text) {
             rk_service_destroy(s);
             return rk_fail(err, RK_ENOMEM, "service: out of memory");
         }
@@ -241,6 +284,7 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->out);
     rk_text_encoder_close(s->enc);
     rk_free(s->enc_out);
+    rk_free(s->text);
     rk_free(s);
 }
 
@@ -287,6 +331,8 @@ static int failf(rk_err *err, int code, const char *fmt, ...) {
         err->code = code == ST_RESOURCE_EXHAUSTED ? RK_ETOOBIG
                     : code == ST_NOT_FOUND        ? RK_ENOTFOUND
                     : code == ST_INTERNAL         ? RK_EINTERNAL
+                    : code == ST_DEADLINE_EXCEEDED ? RK_EDEADLINE
+                    : code == ST_UNAVAILABLE      ? RK_ECANCELED
                                                   : RK_EINVAL;
     }
     return code;
@@ -531,13 +577,41 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
         }
         char *ad[1] = {c->ad_id};
         int has_ad = c->ad_id && c->ad_id[0];
-        /* Semantic IDs: an ad the item records do not know, sent with its
-         * content embedding, gets codes from the bundle's codebooks now;
-         * without one it falls back to the default (empty bag), counted by
-         * the scorer. Models without semantic-ID features ignore the field. */
-        int has_text = s->enc && c->content_text && c->content_text[0];
-        int assign = ad_f >= 0 && has_ad && (c->n_content_embedding > 0 || has_text) &&
-                     rk_sid_param_uses_codes(cfg->features[ad_f].param) &&
+        /* Semantic IDs: an ad the item records do not know (an id that is
+         * not a canonical int64 is never in them), sent with its content
+         * embedding or text, gets codes from the bundle's codebooks now;
+         * without either it falls back to the default (empty bag), counted
+         * by the scorer. Models without a semantic-ID ad feature ignore both
+         * fields. */
+        int sid_ad = ad_f >= 0 && rk_sid_param_uses_codes(cfg->features[ad_f].param);
+        int has_text = 0;
+        if (sid_ad && s->enc && c->content_text.len) {
+            const char *t = (const char *)c->content_text.data;
+            size_t tl = c->content_text.len;
+            if (tl > RK_MAX_CONTENT_TEXT_BYTES)
+                return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: %zu bytes, over the maximum of %d",
+                             i, tl, RK_MAX_CONTENT_TEXT_BYTES);
+            if (memchr(t, 0, tl))
+                return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: contains a NUL byte at offset %zu",
+                             i, (size_t)((const char *)memchr(t, 0, tl) - t));
+            memcpy(s->text, t, tl);
+            s->text[tl] = 0;
+            if (!utf8_valid(s->text))
+                return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: invalid UTF-8", i);
+            for (size_t k = 0; k < tl && !has_text; k++)
+                has_text = !strchr(" \t\n\r\f\v", s->text[k]); /* only whitespace = no text, as "" */
+        }
+        int has_emb = sid_ad && c->n_content_embedding > 0;
+        if (sid_ad && !has_ad && (has_emb || has_text))
+            return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].ad_id: empty, but content_%s is set (an ad's "
+                         "content is assigned codes under its ad_id)", i, has_emb ? "embedding" : "text");
+        /* the same check of the embedding for every ad, known or not */
+        if (has_emb) {
+            rk_status st = rk_scorer_check_item_embedding(s->scorer, ad_f, c->content_embedding,
+                                                          (int)c->n_content_embedding, &e);
+            if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
+        }
+        int assign = sid_ad && has_ad && (has_emb || has_text) &&
                      !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, strlen(c->ad_id));
         alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u}};
         if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
@@ -547,7 +621,13 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             const float *emb = c->content_embedding;
             int dim = (int)c->n_content_embedding;
             if (dim == 0) { /* text only: the text encoder of the codebooks' embeddings */
-                const char *txt = c->content_text;
+                if (s->deadline > 0 && rk_now() > s->deadline)
+                    return failf(err, ST_DEADLINE_EXCEEDED,
+                                 "deadline exceeded while encoding content_text: reached candidates[%d] of %d", i, n);
+                if (s->stop && s->stop(s->stop_ctx))
+                    return failf(err, ST_UNAVAILABLE,
+                                 "server shutting down while encoding content_text: reached candidates[%d] of %d", i, n);
+                const char *txt = s->text;
                 rk_status st = rk_text_encoder_encode(s->enc, &txt, NULL, 1, s->enc_out, &e);
                 if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: %s", i, e.msg);
                 emb = s->enc_out;

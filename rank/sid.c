@@ -14,9 +14,12 @@
  *   model.json features[].param / ngram / sid, and sid_version (the content
  *            embedding's version of the records)
  *
- * Items without codes (unknown id, id not an integer) get no rows: an empty
- * bag, so the feature contributes the zero vector, and are counted. Under
- * "individual" they get the OOV row table_size - 1.
+ * Item ids are canonical decimal int64 (rk_sid_parse_id): training and
+ * scoring files refuse any other spelling (rank/dataset.c); at serving time
+ * an ad_id that is not one is an item no records know. Items without codes
+ * (unknown id) get no rows: an empty bag, so the feature contributes the
+ * zero vector, and are counted. Under "individual" they get the OOV row
+ * table_size - 1.
  */
 #define _GNU_SOURCE /* qsort_r */
 #include "internal.h"
@@ -25,9 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_id(const char *v, size_t len, int64_t *out) {
+int rk_sid_parse_id(const char *v, size_t len, int64_t *out) {
+    /* canonical decimal only: an optional '-', no sign '+', no spaces, no
+     * leading zeros, no "-0", within int64; so one id has one spelling */
     char buf[32];
     if (len == 0 || len >= sizeof buf) return 0;
+    size_t i = v[0] == '-';
+    if (i == len) return 0;
+    for (size_t k = i; k < len; k++)
+        if (v[k] < '0' || v[k] > '9') return 0;
+    if (v[i] == '0' && (len - i > 1 || i)) return 0;
     memcpy(buf, v, len);
     buf[len] = 0;
     char *end;
@@ -52,7 +62,7 @@ int rk_value_rows(const rk_feature *ft, const char *value, size_t len, uint64_t 
     }
     RK_ASSERT(ft->items);
     int64_t id;
-    long pos = parse_id(value, len, &id) ? rk_sid_items_find(ft->items, id) : -1;
+    long pos = rk_sid_parse_id(value, len, &id) ? rk_sid_items_find(ft->items, id) : -1;
     if (pos < 0) *unknown = 1;
     if (ft->param == RK_PARAM_INDIVIDUAL) {
         out[0] = pos < 0 ? ft->table_size - 1 : (uint64_t)pos;
@@ -69,9 +79,14 @@ rk_status rk_sid_check_feature(const rk_feature *ft, const rk_sid_items *it, rk_
                        "feature '%s': param individual needs table_size >= %zu (one row per item + the OOV row), "
                        "got %llu",
                        ft->name, rk_sid_items_count(it) + 1, (unsigned long long)ft->table_size);
-    if (rk_sid_param_uses_codes(ft->param) && rk_sid_param_rows(ft->param, L, ft->ngram) == 0)
-        return rk_fail(err, RK_EINVAL, "feature '%s': param %s (ngram %d) does not fit codes of %d levels", ft->name,
-                       rk_sid_param_name(ft->param), ft->ngram, L);
+    if (rk_sid_param_uses_codes(ft->param) && rk_sid_param_rows(ft->param, L, ft->ngram) == 0) {
+        if (ft->param == RK_PARAM_PREFIX_NGRAM)
+            return rk_fail(err, RK_EINVAL, "feature '%s': \"ngram\": %d does not fit the %d levels of the records %s (1..%d)",
+                           ft->name, ft->ngram, L, ft->sid, L);
+        return rk_fail(err, RK_EINVAL, "feature '%s': \"param\": \"%s\" needs records of at least %d levels, %s has %d",
+                       ft->name, rk_sid_param_name(ft->param), ft->param == RK_PARAM_TRIGRAM ? 3 : ft->param == RK_PARAM_FOURGRAM ? 4 : 2,
+                       ft->sid, L);
+    }
     return RK_OK;
 }
 

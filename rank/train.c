@@ -324,8 +324,14 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     if (rep->best_epoch) m->log_tau = best_log_tau;
     if (cfg.train.zero_unseen_rows) {
         for (int i = 0; i < NT; i++) zero_unseen(ts[i].m, &tr.b);
-        /* the reported validation metrics are those of the model as saved */
+        /* the reported validation metrics are those of the model as saved,
+         * so they differ from the best epoch's line above */
+        rk_metrics before = rep->valid;
         if ((s = evaluate(m, &va, &rep->valid, err))) goto done;
+        if (!io->quiet && rep->best_epoch)
+            rk_info("train.zero_unseen_rows: rows no training example reached set to zero (were their random init); "
+                    "valid_auc=%.4f valid_ne=%.4f after zeroing (epoch %d line: valid_auc=%.4f valid_ne=%.4f)",
+                    rep->valid.auc, rep->valid.ne, rep->best_epoch, before.auc, before.ne);
     }
     rep->train_examples_per_s = train_time > 0 ? (double)train_examples / train_time : 0;
     rep->n_members = M;

@@ -27,6 +27,7 @@
 
 #include <cblas.h>
 #include <float.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -353,8 +354,9 @@ static rk_status write_atomic(rk_st_writer *w, const char *path, rk_err *err) {
         return st;
     }
     if (rename(tmp, path)) {
+        int e = errno;
         remove(tmp);
-        return rk_fail(err, RK_EIO, "%s: cannot rename the temporary file into place", path);
+        return rk_fail(err, RK_EIO, "%s: cannot rename the temporary file into place: %s", path, strerror(e));
     }
     return RK_OK;
 }
@@ -381,7 +383,7 @@ static rk_status load_codebook_from(const rk_st_file *f, const char *path, rk_si
     int ndim;
     int64_t shape[4];
     rk_status st = rk_st_get_f32(f, "codebooks", &data, &ndim, shape, err);
-    if (st) return rk_err_prefix(err, "%s", path);
+    if (st) return st; /* the message names the file */
     if (ndim != 3) return rk_fail(err, RK_EFORMAT, "%s: tensor 'codebooks' has %d dims, expected 3 [L, K, D]", path, ndim);
     if (shape[0] < 1 || shape[0] > RK_SID_MAX_LEVELS || shape[1] < 2 || shape[1] > (1 << 24) || shape[2] < 1)
         return rk_fail(err, RK_EFORMAT, "%s: tensor 'codebooks' shape [%lld, %lld, %lld] out of range", path,
@@ -503,7 +505,7 @@ int rk_sid_rows(rk_sid_param p, const uint32_t *c, int L, uint32_t K, int ngram,
 struct rk_sid_items {
     size_t n;
     int L, K;
-    char version[128];
+    char version[RK_SID_VERSION_MAX];
     int64_t *ids;
     uint32_t *codes;
     size_t cap;      /* index slots, power of two */
@@ -648,10 +650,8 @@ rk_status rk_sid_items_load(const char *path, rk_sid_items **out, rk_err *err) {
         st = rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
         goto done;
     }
-    if ((st = rk_st_read_i64(f, "ids", ids, n, err)) || (st = rk_st_read_i64(f, "codes", c64, n * (size_t)L, err))) {
-        rk_err_prefix(err, "%s", path);
-        goto done;
-    }
+    if ((st = rk_st_read_i64(f, "ids", ids, n, err)) || (st = rk_st_read_i64(f, "codes", c64, n * (size_t)L, err)))
+        goto done; /* the message names the file */
     for (size_t i = 0; i < n * (size_t)L; i++) {
         if (c64[i] < 0 || c64[i] >= K) {
             st = rk_fail(err, RK_EFORMAT, "%s: item row %zu (id %lld) level %zu: code %lld outside [0, %d)", path,

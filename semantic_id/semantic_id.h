@@ -33,6 +33,8 @@
 #include "core.h"
 
 #define RK_SID_MAX_LEVELS 8
+/* Longest records version kept, bytes with the NUL (longer is cut) */
+#define RK_SID_VERSION_MAX 512
 
 /* ---------------------------------------------------------------- codebooks */
 

@@ -248,6 +248,29 @@ Test(core, safetensors_offsets_outside_data) {
     expect_open_fails(p, RK_EFORMAT, "entry 'w' has 8 bytes for 3 floats");
 }
 
+Test(core, safetensors_shape_overflow) {
+    float d[96] = {0};
+    /* (2^62+1) * 384 wraps to 384 elements in 64 bits: must not be taken as 384 floats */
+    const char *p = write_raw("ovf1.safetensors", 0,
+                              "{\"w\":{\"dtype\":\"F32\",\"shape\":[4611686018427387905,384],"
+                              "\"data_offsets\":[0,384]}}", d, sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "entry 'w' shape dimension 0 is 4611686018427387905, the element count overflows");
+    /* 2 * (2^62+48) wraps to 96: the data section has exactly 96 floats */
+    p = write_raw("ovf2.safetensors", 0,
+                  "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,4611686018427387952],\"data_offsets\":[0,384]}}", d,
+                  sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "entry 'w' shape dimension 1 is 4611686018427387952, the element count overflows");
+    /* a huge dimension next to a zero one is refused too */
+    p = write_raw("ovf3.safetensors", 0,
+                  "{\"w\":{\"dtype\":\"F32\",\"shape\":[0,4611686018427387952],\"data_offsets\":[0,0]}}", d,
+                  sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "shape dimension 1 is 4611686018427387952");
+    /* other dtypes: bytes must match the element count times the element size */
+    p = write_raw("f64.safetensors", 0, "{\"w\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,16]}}", d,
+                  sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "entry 'w' has 16 bytes for 3 elements of F64");
+}
+
 Test(core, safetensors_wrong_shape_missing_and_dtype) {
     float d[2] = {1, 2};
     /* Header padded to 128 bytes so the data is aligned, as the writer does. */

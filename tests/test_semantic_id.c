@@ -483,11 +483,12 @@ static const char *cfg_json(const char *param, int item_rows, char *buf, size_t 
              "{\"name\": \"sidtest\", \"label_column\": \"label\", \"features\": ["
              "{\"name\": \"user\", \"kind\": \"sparse\", \"side\": \"user\", \"table_size\": 64, \"dim\": 4},"
              "{\"name\": \"item\", \"kind\": \"sparse\", \"side\": \"item\", \"table_size\": %d, \"dim\": 4,"
-             " \"param\": \"%s\", \"sid\": \"%s\"}],"
+             " \"param\": \"%s\"%s%s%s}],"
              "\"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 1, \"hidden\": [8]},"
              "\"train\": {\"seed\": 3, \"batch_size\": 32, \"max_epochs\": 2, \"patience\": 1, \"threads\": 1},"
              "\"aliases\": {\"user_id\": \"user\", \"ad_id\": \"item\"}}",
-             item_rows, param, tpath("items.sid"));
+             item_rows, param, strcmp(param, "hash") ? ", \"sid\": \"" : "", /* hash uses no records */
+             strcmp(param, "hash") ? tpath("items.sid") : "", strcmp(param, "hash") ? "\"" : "");
     return buf;
 }
 
@@ -650,8 +651,28 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     len = pack_request(c, 3, buf);
     cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
     cr_expect(strstr(e.msg, "candidates[1].content_embedding: 3 values"), "%s", e.msg);
-    rk_service_destroy(svc);
     c[1].n_content_embedding = ED;
+    /* a known ad's embedding gets the same checks as an unknown one's */
+    c[0].n_content_embedding = ED;
+    c[0].content_embedding = nan_emb;
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[0].content_embedding: column 2 is not finite"), "%s", e.msg);
+    c[0].n_content_embedding = 5;
+    c[0].content_embedding = emb;
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[0].content_embedding: 5 values, the codebooks of feature 'item' expect 8"),
+              "%s", e.msg);
+    c[0].n_content_embedding = 0;
+    c[0].content_embedding = NULL;
+    /* an embedding without an ad_id is refused, not scored with the default */
+    c[1].ad_id = "";
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[1].ad_id: empty, but content_embedding is set"), "%s", e.msg);
+    c[1].ad_id = "new-ad-1";
+    rk_service_destroy(svc);
 
     /* a bundle that lost its codebooks file is refused, naming it */
     {
@@ -729,6 +750,29 @@ Test(sid_model, config_errors) {
     rk_err e = {0};
     cr_expect_eq(rk_model_cfg_parse(cfg_json("prefix-5gram", 7, buf, sizeof buf), &c, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "features[1].param: unknown parameterization 'prefix-5gram'"), "%s", e.msg);
+    /* keys that do not apply are errors naming the feature and the key */
+    static const struct { const char *json, *want; } keyerr[] = {
+        {"{\"features\": [{\"name\": \"y\", \"kind\": \"dense\", \"side\": \"item\", \"param\": \"trigram\"}]}",
+         "features[0].param: feature 'y' is dense; \"param\" applies to sparse features only"},
+        {"{\"features\": [{\"name\": \"y\", \"kind\": \"dense\", \"side\": \"item\", \"sid\": \"a.sid\"}]}",
+         "features[0].sid: feature 'y' is dense"},
+        {"{\"features\": [{\"name\": \"y\", \"kind\": \"dense\", \"side\": \"item\", \"ngram\": 2}]}",
+         "features[0].ngram: feature 'y' is dense"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"param\": \"hash\", "
+         "\"sid\": \"a.sid\"}]}",
+         "features[0].sid: feature 'i' has param hash (the default), which uses no item records"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"sid\": \"a.sid\"}]}",
+         "features[0].sid: feature 'i' has param hash"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"param\": \"trigram\", "
+         "\"ngram\": 2, \"sid\": \"a.sid\"}]}",
+         "features[0].ngram: feature 'i' has param trigram; \"ngram\" applies to prefix_ngram only"},
+        {"{\"features\": [{\"name\": \"i\", \"side\": \"item\", \"table_size\": 9, \"log1p\": true}]}",
+         "features[0].log1p: feature 'i' is sparse; \"log1p\" applies to dense features only"},
+    };
+    for (size_t k = 0; k < sizeof keyerr / sizeof keyerr[0]; k++) {
+        cr_expect_eq(rk_model_cfg_parse(keyerr[k].json, &c, &e), RK_EINVAL, "case %zu", k);
+        cr_expect(strstr(e.msg, keyerr[k].want), "case %zu: %s", k, e.msg);
+    }
     /* missing records file */
     cr_assert_eq(rk_model_cfg_parse(cfg_json("trigram", 7, buf, sizeof buf), &c, &e), RK_OK, "%s", e.msg);
     write_tsv(tpath("train.tsv"), 50, 1);
@@ -737,7 +781,20 @@ Test(sid_model, config_errors) {
     rk_model *m;
     rk_train_report rep;
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL, "trigram needs 3 levels, the records have 2");
-    cr_expect(strstr(e.msg, "param trigram (ngram 0) does not fit codes of 2 levels"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "feature 'item': \"param\": \"trigram\" needs records of at least 3 levels") &&
+                  strstr(e.msg, "items.sid has 2"),
+              "%s", e.msg);
+    /* prefix_ngram with ngram past the records' levels names the key */
+    {
+        char b2[2048];
+        cfg_json("prefix_ngram\", \"ngram\": 3, \"x\": \"", 7, b2, sizeof b2);
+        char *x = strstr(b2, ", \"x\": \"\"");
+        cr_assert_not_null(x);
+        memmove(x, x + 9, strlen(x + 9) + 1);
+        cr_assert_eq(rk_model_cfg_parse(b2, &c, &e), RK_OK, "%s: %s", b2, e.msg);
+        cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
+        cr_expect(strstr(e.msg, "feature 'item': \"ngram\": 3 does not fit the 2 levels of the records"), "%s", e.msg);
+    }
     snprintf(c.features[1].sid, sizeof c.features[1].sid, "%s", tpath("nope.sid"));
     c.features[1].param = RK_PARAM_PREFIX_NGRAM;
     cr_expect_neq(rk_train(&c, &io, &m, &rep, &e), RK_OK);
@@ -746,6 +803,25 @@ Test(sid_model, config_errors) {
     cr_assert_eq(rk_model_cfg_parse(cfg_json("individual", 10, buf, sizeof buf), &c, &e), RK_OK);
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "param individual needs table_size >= 64"), "%s", e.msg);
+    /* item ids that are not canonical int64 are refused, naming file, row, column and value */
+    {
+        static const char *const badids[] = {"abc", "1.5", "0x10", "99999999999999999999999", " 1", "+1", "01", "-0"};
+        cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
+        for (size_t k = 0; k < sizeof badids / sizeof badids[0]; k++) {
+            FILE *f = fopen(tpath("badid.tsv"), "w");
+            cr_assert_not_null(f);
+            fprintf(f, "label\tuser\titem\thist\n1\t3\t4\t5\n0\t3\t%s\t5\n", badids[k]);
+            fclose(f);
+            rk_train_io bio = {tpath("train.tsv"), tpath("badid.tsv"), NULL, 1};
+            cr_expect_eq(rk_train(&c, &bio, &m, &rep, &e), RK_EFORMAT, "id '%s'", badids[k]);
+            char want[200];
+            snprintf(want, sizeof want,
+                     "badid.tsv row 3, column item: feature 'item' (param prefix_ngram) expects integer item ids "
+                     "(canonical decimal int64), got '%s'",
+                     badids[k]);
+            cr_expect(strstr(e.msg, want), "%s", e.msg);
+        }
+    }
     /* no "sid" at all */
     cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
     c.features[1].sid[0] = 0;
@@ -767,6 +843,11 @@ static const char *encoder_dir(void) {
     if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", dir);
     cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", dir);
     return NULL;
+}
+
+static int always_stop(void *ctx) {
+    (void)ctx;
+    return 1;
 }
 
 /* rankd's --encoder path: an unknown ad that carries only its text is encoded
@@ -801,13 +882,42 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     int64_t ids[NT];
     for (int i = 0; i < NT; i++) ids[i] = i;
     rk_sid_items *it;
-    cr_assert_eq(rk_sid_items_create(ids, codes, NT, 2, 4, "minilm", &it, &e), RK_OK);
-    cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &e), RK_OK, "%s", e.msg);
-    rk_sid_items_destroy(it);
+    /* records of three versions: this encoder's identity, another's, none */
+    char ident[64], ver[3][160];
+    cr_assert_eq(rk_text_encoder_identity(dir, ident, sizeof ident, &e), RK_OK, "%s", e.msg);
+    cr_expect(!strncmp(ident, "xxh64:", 6) && strlen(ident) == 22, "%s", ident);
+    snprintf(ver[0], sizeof ver[0], "encoder %s, text '{title}'", ident);
+    snprintf(ver[1], sizeof ver[1], "encoder xxh64:0123456789abcdef, text '{title}'");
+    snprintf(ver[2], sizeof ver[2], "minilm");
+    rk_model *mv[3];
+    for (int k = 2; k >= 0; k--) {
+        cr_assert_eq(rk_sid_items_create(ids, codes, NT, 2, 4, ver[k], &it, &e), RK_OK);
+        cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &e), RK_OK, "%s", e.msg);
+        rk_sid_items_destroy(it);
+        char vdir[256];
+        snprintf(vdir, sizeof vdir, "%s%d", tpath("vbundle"), k);
+        mv[k] = k ? train_bundle("prefix_ngram", 7, vdir) : NULL;
+    }
     rk_sid_codebook_free(&cb);
     char bdir[256];
     snprintf(bdir, sizeof bdir, "%s", tpath("bundle"));
     rk_model *m = train_bundle("prefix_ngram", 7, bdir);
+    /* rankd --encoder checks the encoder against the records (rk_server_start calls this) */
+    cr_expect_eq(rk_model_check_encoder(m, dir, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_model_check_encoder(mv[1], dir, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "but feature 'item' records were built from embeddings of another encoder") &&
+                  strstr(e.msg, "xxh64:0123456789abcdef"),
+              "%s", e.msg);
+    cr_expect_eq(rk_model_check_encoder(mv[2], dir, &e), RK_OK, "no identity: a warning only");
+    {
+        rk_server_opts bo = RK_SERVER_OPTS_DEFAULT;
+        bo.listen = "127.0.0.1:0";
+        bo.encoder_dir = dir;
+        rk_server *srv;
+        cr_expect_eq(rk_server_start(&bo, mv[1], &srv, NULL, &e), RK_EINVAL, "the server refuses to start");
+    }
+    rk_model_destroy(mv[1]);
+    rk_model_destroy(mv[2]);
     rk_server_opts so = RK_SERVER_OPTS_DEFAULT;
     so.max_candidates = 8;
     so.encoder_dir = dir;
@@ -817,11 +927,11 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
                                  RANKD__V1__CANDIDATE__INIT};
     c[0].ad_id = "5";
     c[1].ad_id = "brand-new";
-    c[1].content_text = texts[5];
+    c[1].content_text = (ProtobufCBinaryData){strlen(texts[5]), (uint8_t *)texts[5]};
     c[2].ad_id = "6";
     c[3].ad_id = "brand-new-2";
-    c[3].content_text = texts[6];
-    uint8_t buf[4096];
+    c[3].content_text = (ProtobufCBinaryData){strlen(texts[6]), (uint8_t *)texts[6]};
+    static uint8_t buf[RK_MAX_CONTENT_TEXT_BYTES + 4096];
     size_t len = pack_request(c, 4, buf);
     const uint8_t *resp;
     size_t resp_len;
@@ -837,6 +947,46 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     rk_service_sid_counters(svc, &unknown, &assigned);
     cr_expect_eq(assigned, 2u);
     cr_expect_eq(unknown, 0u);
+
+    /* bad text: NUL byte (a string field would have cut it there), invalid
+     * UTF-8, over the cap; each names the field */
+    static uint8_t big[RK_MAX_CONTENT_TEXT_BYTES + 1];
+    memset(big, 'a', sizeof big);
+    struct { ProtobufCBinaryData t; const char *want; } bad[] = {
+        {{7, (uint8_t *)"ab\0cdef"}, "candidates[1].content_text: contains a NUL byte at offset 2"},
+        {{3, (uint8_t *)"a\xff" "b"}, "candidates[1].content_text: invalid UTF-8"},
+        {{sizeof big, big}, "candidates[1].content_text: 8193 bytes, over the maximum of 8192"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        c[1].content_text = bad[k].t;
+        len = pack_request(c, 4, buf);
+        cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3, "case %zu", k);
+        cr_expect(strstr(e.msg, bad[k].want), "case %zu: %s", k, e.msg);
+    }
+    /* whitespace only = no text, as "": the default, counted as unknown */
+    c[1].content_text = (ProtobufCBinaryData){4, (uint8_t *)" \t\n "};
+    len = pack_request(c, 4, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    rk_service_sid_counters(svc, &unknown, &assigned);
+    cr_expect_eq(assigned, 3u, "only candidates[3] encoded");
+    cr_expect_eq(unknown, 1u);
+    /* text with an empty ad_id: refused, not scored with the default */
+    c[1].content_text = (ProtobufCBinaryData){strlen(texts[5]), (uint8_t *)texts[5]};
+    c[1].ad_id = "";
+    len = pack_request(c, 4, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[1].ad_id: empty, but content_text is set"), "%s", e.msg);
+    c[1].ad_id = "brand-new";
+    /* the deadline and a shutdown are checked before each encode */
+    len = pack_request(c, 4, buf);
+    rk_service_set_deadline(svc, rk_now() - 1, NULL, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 4);
+    cr_expect(strstr(e.msg, "deadline exceeded while encoding content_text: reached candidates[1] of 4"), "%s", e.msg);
+    rk_service_set_deadline(svc, 0, always_stop, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 14);
+    cr_expect(strstr(e.msg, "server shutting down while encoding content_text"), "%s", e.msg);
+    rk_service_set_deadline(svc, rk_now() + 60, NULL, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
     rk_service_destroy(svc);
     rk_model_destroy(m);
     free(emb);
@@ -1002,5 +1152,90 @@ Test(sid, cli_build_and_assign) {
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels two --codes 4 --out %s",
              tpath("emb.safetensors"), tpath("x.sid"));
     cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
-    cr_expect(strstr(out, "--levels: expected an integer, got 'two'"), "%s", out);
+    cr_expect(strstr(out, "--levels: expected an integer in 1..8, got 'two'"), "%s", out);
+    /* usage errors: exit 2 before any work, naming the option; no wrap-around */
+    static const struct { const char *args, *want; } usage_err[] = {
+        {"build --levels 4294967299 --codes 4", "--levels: expected an integer in 1..8, got '4294967299'"},
+        {"build --levels 100 --codes 4", "--levels: expected an integer in 1..8, got '100'"},
+        {"build --levels 2 --codes 4294967304", "--codes: expected an integer in 2..16777216, got '4294967304'"},
+        {"build --levels 2 --codes 4 --iters 4294967297", "--iters: expected an integer in 1..1000000"},
+        {"build --levels 2 --codes 4 --iters -5", "--iters: expected an integer in 1..1000000, got '-5'"},
+        {"assign --codebooks cli.sid --levels 2", "--levels is not an option of assign"},
+    };
+    for (size_t k = 0; k < sizeof usage_err / sizeof usage_err[0]; k++) {
+        snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid %s --embeddings %s --out %s", usage_err[k].args,
+                 tpath("emb.safetensors"), tpath("x.sid"));
+        cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "%s: %s", usage_err[k].args, out);
+        cr_expect(strstr(out, usage_err[k].want), "%s: %s", usage_err[k].args, out);
+    }
+    /* --out checked before the k-means work */
+    char lnk[600];
+    snprintf(lnk, sizeof lnk, "ln -sf %s %s", tpath("target.sid"), tpath("link.sid"));
+    cr_assert_eq(system(lnk), 0);
+    const char *outs[][2] = {{"", "is a directory"},
+                             {"nodir/x.sid", "nodir: No such file or directory"},
+                             {"emb.safetensors", "is the input"},
+                             {"link.sid", "is a symbolic link"}};
+    for (size_t k = 0; k < 4; k++) {
+        char op[600];
+        snprintf(op, sizeof op, "%s", tpath(outs[k][0]));
+        snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+                 tpath("emb.safetensors"), op);
+        cr_expect_eq(run_cmd(cmd, out, sizeof out), 1, "%s", out);
+        cr_expect(strstr(out, outs[k][1]), "%s: %s", op, out);
+    }
+    /* embeddings: huge values and duplicate ids refused, naming the file and row */
+    emb[5 * ED + 3] = 3e38f;
+    ids[7] = ids[2];
+    cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &e);
+    rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
+    cr_assert_eq(rk_st_writer_write(w, tpath("bad.safetensors"), &e), RK_OK, "%s", e.msg);
+    rk_st_writer_destroy(w);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+             tpath("bad.safetensors"), tpath("x.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "bad.safetensors: tensor 'embeddings' row 5 column 3: 3e+38 is beyond +-1e9"), "%s", out);
+    emb[5 * ED + 3] = 0;
+    cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &e);
+    rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
+    cr_assert_eq(rk_st_writer_write(w, tpath("bad.safetensors"), &e), RK_OK, "%s", e.msg);
+    rk_st_writer_destroy(w);
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "bad.safetensors: tensor 'ids': id ") && strstr(out, "at rows 2 and 7"), "%s", out);
+    /* a killed run's temporary is swept */
+    char tmpf[600];
+    snprintf(tmpf, sizeof tmpf, "%s.tmp-999999", tpath("cli.sid"));
+    cr_assert_eq(rk_write_file(tmpf, "x", 1, &e), RK_OK);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
+             tpath("emb.safetensors"), tpath("cli.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect(!rk_path_exists(tmpf), "the dead writer's temporary is removed");
+}
+
+/* `rank store apply` to the records table would write arbitrary codes
+ * (-3, 1.5) the bundle then refuses to open: it is refused, saying how
+ * records are changed, and the bundle still opens. */
+Test(sid_model, store_apply_refuses_records_table) {
+    float emb[(NI + NA) * ED];
+    int64_t ids[NI + NA];
+    make_records(emb, ids);
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", tpath("applybundle"));
+    rk_model *m = train_bundle("prefix_ngram", 7, dir);
+    rk_model_destroy(m);
+    FILE *f = fopen(tpath("upd.txt"), "w");
+    cr_assert_not_null(f);
+    fprintf(f, "5 -3 1.5\n");
+    fclose(f);
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank store apply --model %s --table sid.item --input %s", dir,
+             tpath("upd.txt"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "table 'sid.item' holds semantic-ID item records") && strstr(out, "rank sid build"), "%s",
+              out);
+    rk_err e = {0};
+    cr_expect_eq(rk_model_open(dir, &m, &e), RK_OK, "the bundle still opens: %s", e.msg);
+    rk_model_destroy(m);
 }

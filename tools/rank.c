@@ -162,7 +162,10 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
 static int cmd_data(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "movielens")) {
         int help = argc >= 2 && !strcmp(argv[1], "--help");
-        fprintf(help ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n");
+        fprintf(help ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n"
+                "  DIR of --input: MovieLens ratings.csv, movies.csv and, optional, tags.csv;\n"
+                "  writes train/valid/test.tsv, schema.json and items.csv (movieId, title, genres, tags:\n"
+                "  the content text for `rank encode text` and `rank sid`)\n");
         return help ? 0 : 2;
     }
     const char *in = NULL, *out = NULL;
@@ -173,7 +176,10 @@ static int cmd_data(int argc, char **argv) {
         if (c == 'i') in = optarg;
         else if (c == 'o') out = optarg;
         else {
-            fprintf(c == 'h' ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n");
+            fprintf(c == 'h' ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n"
+                "  DIR of --input: MovieLens ratings.csv, movies.csv and, optional, tags.csv;\n"
+                "  writes train/valid/test.tsv, schema.json and items.csv (movieId, title, genres, tags:\n"
+                "  the content text for `rank encode text` and `rank sid`)\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -183,7 +189,7 @@ static int cmd_data(int argc, char **argv) {
     }
     rk_err e = {0};
     if (rk_data_movielens(in, out, &e)) return die(&e);
-    printf("wrote %s/{train,valid,test}.tsv and %s/schema.json\n", out, out);
+    printf("wrote %s/{train,valid,test}.tsv, %s/schema.json and %s/items.csv\n", out, out, out);
     return 0;
 }
 
@@ -301,7 +307,10 @@ static int cmd_train(int argc, char **argv) {
     rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
     rk_train_report rep;
     rk_model *m;
-    if (rk_train(&cfg, &io, &m, &rep, &e)) return die(&e);
+    if (rk_train(&cfg, &io, &m, &rep, &e)) {
+        if (e.code == RK_EINVAL && !strncmp(e.msg, "feature '", 9)) rk_err_prefix(&e, "%s", config); /* a config key */
+        return die(&e);
+    }
     char *mj = NULL;
     size_t mjl = 0;
     FILE *ms = open_memstream(&mj, &mjl);
@@ -348,7 +357,8 @@ static int cmd_train(int argc, char **argv) {
         printf("model %s: tower=%s best_epoch=%d train_examples_per_s=%.0f\n", out, rk_tower_name(cfg.tower.type),
                rep.best_epoch, rep.train_examples_per_s);
     }
-    print_metrics("valid", &rep.valid);
+    /* the model as saved: after train.zero_unseen_rows, which the epoch lines precede */
+    print_metrics(cfg.train.zero_unseen_rows ? "valid (after zeroing unseen rows)" : "valid", &rep.valid);
     if (rep.have_test) print_metrics("test", &rep.test);
     return 0;
 }

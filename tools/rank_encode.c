@@ -317,10 +317,13 @@ int rank_encode_main(int argc, char **argv) {
     rk_free(lens);
 
     int64_t se[2] = {(int64_t)n, dim}, si[1] = {(int64_t)n};
+    char ident[64];
+    if (rk_text_encoder_identity(model, ident, sizeof ident, &err)) goto fail_err;
     char dims[32];
     snprintf(dims, sizeof dims, "%d", dim);
     if (rk_st_writer_create(&w, &err) || rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &err) ||
         rk_st_writer_add_i64(w, "ids", ids, 1, si, &err) || rk_st_writer_add_meta(w, "model", model, &err) ||
+        rk_st_writer_add_meta(w, "encoder", ident, &err) ||
         rk_st_writer_add_meta(w, "text", tmpl, &err) || rk_st_writer_add_meta(w, "id_column", idcol, &err) ||
         rk_st_writer_add_meta(w, "dim", dims, &err) || rk_st_writer_add_meta(w, "normalized", "true", &err) ||
         rk_st_writer_write(w, output, &err))

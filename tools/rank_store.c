@@ -10,7 +10,8 @@
  * by tabs, spaces or commas ('#' starts a comment). Each batch of N lines is
  * one atomic, WAL-fsynced write: when the command reports a batch as
  * applied, it survives kill -9. The store is opened writable, so nothing
- * else may hold it open read-write meanwhile.
+ * else may hold it open read-write meanwhile. The semantic-ID records
+ * tables ("sid.<feature>") are refused: they hold codes, not embeddings.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,7 +32,8 @@ static void store_usage(FILE *o) {
             "  info (--model BUNDLE | --store DIR) [--verify]\n"
             "      tables, codecs, rows, bytes per row; --verify scans every key with checksums\n"
             "  apply (--model BUNDLE | --store DIR) --table NAME --input FILE [--batch N]\n"
-            "      apply row updates (lines 'ROW v1 ... vDIM') through the WAL, N rows per atomic batch (default 256)\n");
+            "      apply row updates (lines 'ROW v1 ... vDIM') through the WAL, N rows per atomic batch (default 256);\n"
+            "      not to semantic-ID records tables sid.* (rebuild those with `rank sid` and `rank train`)\n");
 }
 
 static int fail(const rk_err *e) {
@@ -147,6 +149,17 @@ static int cmd_apply(int argc, char **argv) {
     }
     if (!model == !store || !tname || !input) {
         fprintf(stderr, "rank store apply: one of --model/--store, and --table and --input are required\n");
+        return 2;
+    }
+    /* the "sid.<feature>" tables hold each item's semantic-ID codes (rank/sid.c):
+     * integers in 0..K-1 that must match the bundle's codebooks and
+     * model.json; a row update cannot keep that consistent */
+    if (!strncmp(tname, "sid.", 4)) {
+        fprintf(stderr,
+                "rank store apply: error: table '%s' holds semantic-ID item records (codes, not embedding rows) and "
+                "cannot be updated row by row; to change them, rebuild the records with `rank sid build` (or `rank sid "
+                "assign` for new items) and retrain with `rank train`\n",
+                tname);
         return 2;
     }
     char buf[4096];

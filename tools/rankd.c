@@ -37,7 +37,8 @@
 static void usage(FILE *o) {
     fprintf(o,
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
-            "             [--max-candidates N] [--queue-depth N] [--max-message-bytes N] [--encoder DIR]\n"
+            "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
+            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -53,11 +54,14 @@ static void usage(FILE *o) {
             "                         (default 512; 0: always read RocksDB)\n"
             "  --encoder DIR          text encoder (all-MiniLM-L6-v2 layout) for candidates'\n"
             "                         content_text: a semantic-ID model assigns codes to ads its\n"
-            "                         item records do not know from their text (one per worker)\n"
-            "  A request whose deadline has passed when a worker picks it up gets\n"
-            "  DEADLINE_EXCEEDED without model work.\n"
+            "                         item records do not know from their text (one per worker);\n"
+            "                         content_text: UTF-8, no NUL, at most 8192 bytes, only\n"
+            "                         whitespace = none; else INVALID_ARGUMENT\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
+            "  A request whose deadline has passed when a worker picks it up gets\n"
+            "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
+            "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
             "  to it if it names another bundle, while the old one keeps serving.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
