@@ -38,7 +38,7 @@ static void usage(FILE *o) {
     fprintf(o,
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
-            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR]\n"
+            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
