@@ -1223,6 +1223,39 @@ Test(e2e_live, sighup_switches_to_the_relinked_bundle) {
     finish();
 }
 
+/* SIGHUPs in bursts, arriving while the previous reload is still opening a
+ * bundle (the ensemble takes ~100 ms or more): none may kill rankd (a
+ * second SIGHUP used to take its default action in a thread that did not
+ * block it), the last link wins, and SIGINT afterwards still drains to exit
+ * 0 (finish -> stop_checked). */
+Test(e2e_live, sighup_bursts_during_reloads_are_absorbed) {
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(0), MULTI_K, 1);
+    for (int i = 0; i < 8; i++) {
+        relink(i % 2 ? "bundle" : "cetnet");
+        cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+        cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+        sleep_ms(20);
+        cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+        int st = 0;
+        cr_assert_eq(waitpid(srv.pid, &st, WNOHANG), 0, "rankd died during SIGHUP burst %d: status 0x%x", i, st);
+    }
+    /* the link names "bundle" again: its scores come back */
+    double t0 = now_s();
+    for (;;) {
+        rk_call_result res;
+        Rankd__V1__RankResponse *resp = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_client_rank(C.cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(res.code, OK, "after the bursts: status %d: %s", res.code, res.msg);
+        int done = scores_match(resp, C.multi_ref + group_row(0), MULTI_K) == 0;
+        rk_client_free_response(resp);
+        if (done) break;
+        cr_assert_lt(now_s() - t0, 60.0, "the relinked bundle's scores never came back");
+        sleep_ms(10);
+    }
+    finish();
+}
+
 /* rankd --updates on a copy of the bundle: an ApplyUpdates call changes the
  * next score of the candidate whose movie_id row it rewrites (only that
  * one), and a restarted rankd (read-only) serves the same scores. */

@@ -4,9 +4,10 @@
  *   rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]
  *         [--max-candidates N] [--queue-depth N] [--max-message-bytes N]
  *
- * SIGINT and SIGTERM are blocked before gRPC starts, so every thread gRPC or
- * the server creates inherits the mask, and the main thread sigwaits for
- * them (c-stack.md §2.2 step 1); on either signal the server drains and the
+ * SIGINT, SIGTERM and SIGHUP are blocked before gRPC starts, so every thread
+ * gRPC or the server creates inherits the mask (c-stack.md §2.2 step 1), and
+ * the main thread takes them from a signalfd or, when a thread that does not
+ * block them caught one, from a self-pipe (see on_signal); on SIGINT/SIGTERM the server drains and the
  * process exits 0 after a final line of request counters and the mean time
  * per stage of the calls answered OK (queue, decode, lookup, model, encode).
  * Port 0 picks a free port; the log line "listening on HOST:PORT" carries
@@ -22,13 +23,18 @@
  * rankd.v1.Admin/ApplyUpdates (online row updates through the WAL).
  * Exit codes: 0 clean shutdown, 1 start-up failure (model, port), 2 usage.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -65,6 +71,52 @@ static void usage(FILE *o) {
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
             "  to it if it names another bundle, while the old one keeps serving.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
+}
+
+/* Signals reach the main loop by one of two paths, so that none is lost and
+ * none takes its default action (terminating rankd):
+ *  - a thread that does not block them (OpenBLAS starts its thread pool in a
+ *    library constructor, before main can block anything) runs on_signal,
+ *    which writes the signal number into a pipe;
+ *  - otherwise the signal stays pending for the process, blocked in every
+ *    thread, and the main loop reads it from a signalfd.
+ * sigwait alone was not enough: while the main thread is busy (a reload
+ * takes 10-300 ms), a second SIGHUP went to an OpenBLAS thread and killed
+ * the process with SIGHUP's default action. */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t r = write(sig_pipe[1], &b, 1); /* async-signal-safe; a full pipe drops a duplicate */
+    (void)r;
+    errno = saved;
+}
+
+static int install_signals(const sigset_t *sigs, int *sfd) {
+    if (pipe(sig_pipe) != 0) return -1;
+    for (int i = 0; i < 2; i++)
+        if (fcntl(sig_pipe[i], F_SETFL, O_NONBLOCK) != 0 || fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC) != 0) return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL) || sigaction(SIGHUP, &sa, NULL)) return -1;
+    *sfd = signalfd(-1, sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    return *sfd < 0 ? -1 : 0;
+}
+
+/* The next of SIGINT / SIGTERM / SIGHUP, whichever path it came by. */
+static int next_signal(int sfd) {
+    for (;;) {
+        unsigned char b;
+        if (read(sig_pipe[0], &b, 1) == 1) return b;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) return (int)si.ssi_signo;
+        struct pollfd p[2] = {{.fd = sig_pipe[0], .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+        (void)poll(p, 2, -1);
+    }
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
@@ -138,6 +190,11 @@ int main(int argc, char **argv) {
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    int sfd = -1;
+    if (install_signals(&sigs, &sfd) != 0) {
+        fprintf(stderr, "rankd: cannot install signal handling: %s\n", strerror(errno));
+        return 1;
+    }
 
     /* Parallelism comes from the workers; one BLAS thread each by default
      * (c-stack.md §5). */
@@ -178,7 +235,7 @@ int main(int argc, char **argv) {
 
     int sig = 0;
     for (;;) {
-        sigwait(&sigs, &sig);
+        sig = next_signal(sfd);
         if (sig != SIGHUP) break;
         int switched = 0;
         double t0 = rk_now();
