@@ -33,6 +33,8 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -144,6 +146,16 @@ rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cach
     rocksdb_options_set_db_write_buffer_size(o, (size_t)16 << 20);
     rocksdb_options_set_max_background_jobs(o, 2);
     rocksdb_options_set_paranoid_checks(o, 1);
+    /* WAL replay: a torn last record (a crash mid-write, never acknowledged)
+     * is dropped, corruption before the tail fails the open
+     * (kTolerateCorruptedTailRecords = 0); RocksDB's default
+     * (kPointInTimeRecovery) silently stopped at the first bad record and
+     * lost the acknowledged updates after it. */
+    rocksdb_options_set_wal_recovery_mode(o, 0);
+    /* RocksDB's info log: LOG plus at most one LOG.old.*, each <= 1 MiB
+     * (every open used to keep one more LOG.old.*, ~85 KB each). */
+    rocksdb_options_set_keep_log_file_num(o, 1);
+    rocksdb_options_set_max_log_file_size(o, (size_t)1 << 20);
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
     rocksdb_cache_t *cache = rocksdb_cache_create_lru(block_cache_bytes ? block_cache_bytes : ((size_t)1 << 20));
     rocksdb_block_based_options_set_block_cache(t, cache);
@@ -466,6 +478,55 @@ static rk_status setup_caches(rk_store *s, rk_err *err) {
     return RK_OK;
 }
 
+/* what = "cannot open (write-ahead log NNNNNN.log, N bytes, ...)" when dir
+ * holds non-empty WAL files (the ones replayed at open). */
+static void wal_names(const char *dir, char *what, size_t cap) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t len = strlen(what);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 5 || strcmp(de->d_name + nl - 4, ".log")) continue;
+        char p[1024];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (stat(p, &sb) || sb.st_size == 0) continue;
+        len += (size_t)snprintf(what + len, len < cap ? cap - len : 0, "%s%s (%lld bytes)",
+                                n++ ? ", " : " (replaying write-ahead log ", de->d_name, (long long)sb.st_size);
+        if (len >= cap) break;
+    }
+    closedir(d);
+    if (n && len + 2 < cap) snprintf(what + len, cap - len, ")");
+}
+
+/* RocksDB 7.8 keeps the empty WAL of every writable open that wrote
+ * nothing (one more NNNNNN.log per reopen). With the LOCK held (after a
+ * writable open), an empty WAL older than the newest one holds no record
+ * and is not the one being written: delete it. */
+static void drop_empty_wals(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    unsigned long long newest = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        unsigned long long n;
+        char tail[8];
+        if (sscanf(de->d_name, "%llu.%7s", &n, tail) == 2 && !strcmp(tail, "log") && n > newest) newest = n;
+    }
+    rewinddir(d);
+    while ((de = readdir(d))) {
+        unsigned long long n;
+        char tail[8], p[1024];
+        struct stat sb;
+        if (sscanf(de->d_name, "%llu.%7s", &n, tail) != 2 || strcmp(tail, "log") || n >= newest) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (!stat(p, &sb) && sb.st_size == 0) (void)unlink(p);
+    }
+    closedir(d);
+}
+
 rk_status rk_store_open_ex(const char *dir, const char *const *names, const int *dims, int n_tables,
                            const rk_store_opts *opts, rk_store **out, rk_err *err) {
     *out = NULL;
@@ -514,9 +575,14 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     rk_free(cfo);
     if (!s->db) {
         rocksdb_list_column_families_destroy(cf_names, n_cf);
-        st = rocks_fail(err, &rerr, "cannot open", dir);
+        /* RocksDB's message does not say which file: a corruption found
+         * while replaying the write-ahead log names the non-empty WALs. */
+        char what[300] = "cannot open";
+        if (rerr && !strncmp(rerr, "Corruption", 10)) wal_names(dir, what, sizeof what);
+        st = rocks_fail(err, &rerr, what, dir);
         goto fail;
     }
+    if (opts->writable) drop_empty_wals(dir);
     int dflt = -1;
     for (size_t i = 0; i < n_cf; i++)
         if (!strcmp(cf_names[i], "default")) dflt = (int)i;
