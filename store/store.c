@@ -34,6 +34,10 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <errno.h>
 #include <math.h>
@@ -41,6 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "store_internal.h"
 
@@ -527,6 +533,48 @@ static void drop_empty_wals(const char *dir) {
     closedir(d);
 }
 
+static char probe_exe[512];
+
+void rk_store_set_probe(const char *exe) { snprintf(probe_exe, sizeof probe_exe, "%s", exe ? exe : ""); }
+
+int rk_store_probe_main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], RK_STORE_PROBE_ARG)) return -1;
+    if (argc != 3) return 2;
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.verify = 0;
+    o.cache_bytes = 0;
+    o.block_cache_bytes = (size_t)1 << 20;
+    rk_store *s = NULL;
+    probe_exe[0] = 0; /* no probe of the probe */
+    if (rk_store_open_ex(argv[2], NULL, NULL, 0, &o, &s, NULL)) return 1;
+    rk_store_close(s);
+    return 0;
+}
+
+/* Open dir in a child (see rk_store_set_probe). RK_OK when the child exited
+ * (cleanly refusing is fine: this process's open reports why). */
+static rk_status probe_open(const char *dir, rk_err *err) {
+    char *argv[] = {probe_exe, (char *)RK_STORE_PROBE_ARG, (char *)dir, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    /* the child's output (RocksDB's assertion text) is not ours to print */
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, probe_exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc) return rk_fail(err, RK_EIO, "store %s: cannot start the checking process %s: %s", dir, probe_exe, strerror(rc));
+    int ws;
+    while (waitpid(pid, &ws, 0) < 0)
+        if (errno != EINTR) return rk_fail(err, RK_EIO, "store %s: waiting for the checking process: %s", dir, strerror(errno));
+    if (WIFSIGNALED(ws))
+        return rk_fail(err, RK_EFORMAT,
+                       "store %s: opening its table files killed a checking process (signal %d, %s): a damaged SST "
+                       "file (RocksDB asserts while parsing it); refused",
+                       dir, WTERMSIG(ws), strsignal(WTERMSIG(ws)));
+    return RK_OK;
+}
+
 rk_status rk_store_open_ex(const char *dir, const char *const *names, const int *dims, int n_tables,
                            const rk_store_opts *opts, rk_store **out, rk_err *err) {
     *out = NULL;
@@ -540,6 +588,10 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     snprintf(cur, sizeof cur, "%s/CURRENT", dir);
     if (!rk_path_exists(cur))
         return rk_fail(err, RK_EFORMAT, "store %s: not a RocksDB database (no CURRENT file): foreign or incomplete directory", dir);
+    if (probe_exe[0]) {
+        rk_status ps = probe_open(dir, err);
+        if (ps) return ps;
+    }
     rk_store *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
     pthread_mutex_init(&s->wmu, NULL);

@@ -160,6 +160,25 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
                            const rk_store_opts *opts, rk_store **out, rk_err *err);
 void rk_store_close(rk_store *s);
 
+/* Crash isolation. Debian's librocksdb keeps its assertions, and a few
+ * damaged bytes in an SST's properties block (parsed before its checksum is
+ * checked, RocksDB 7.8) abort the process: no RocksDB option avoids it.
+ * rk_store_set_probe(exe) makes every later rk_store_open_ex first open the
+ * store (read-only, no scan) in a child process, exe RK_STORE_PROBE_ARG DIR
+ * (posix_spawn, safe in a multithreaded process); if the child dies by a
+ * signal the open fails with RK_EFORMAT naming the store and the signal,
+ * and this process never touches the files. exe must call
+ * rk_store_probe_main first thing in main (tools/rank.c, tools/rankd.c pass
+ * "/proc/self/exe"). NULL (the default) turns it off. Not thread-safe:
+ * call it before any store is opened. Cost: one exec + RocksDB open,
+ * ~N ms (README, "Store"). */
+#define RK_STORE_PROBE_ARG "--rk-store-probe"
+void rk_store_set_probe(const char *exe);
+/* If argv[1] is RK_STORE_PROBE_ARG: open argv[2] read-only without the scan,
+ * close it, return the exit status (0 opened, 1 refused cleanly). Else -1:
+ * not a probe, go on with main. */
+int rk_store_probe_main(int argc, char **argv);
+
 typedef struct {
     const char *name;  /* owned by the store */
     int dim;

@@ -1223,6 +1223,31 @@ Test(e2e_live, sighup_switches_to_the_relinked_bundle) {
     finish();
 }
 
+/* A bundle whose largest SST has 4 bytes flipped at size-100 (the end of
+ * its properties block, which RocksDB 7.8 parses before checking its
+ * checksum and asserts on): the reload is refused by the checking child
+ * process, rankd survives and the old version keeps serving. */
+Test(e2e_live, sighup_to_a_bundle_with_a_damaged_sst_is_refused) {
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(0), MULTI_K, 1);
+    const float *ref = C.multi_ref + group_row(0);
+    char dst[64];
+    snprintf(dst, sizeof dst, "damaged-%d", (int)getpid());
+    cr_assert_eq(run("cd %s && rm -rf %s && cp -r bundle %s && f=$(ls -S %s/tables/*.sst | head -1) && "
+                     "/usr/bin/python3 -c \"import os,sys;p=sys.argv[1];n=os.path.getsize(p);f=open(p,'r+b');"
+                     "f.seek(n-100);b=bytes(x^255 for x in f.read(4));f.seek(n-100);f.write(b)\" $f",
+                     e2e_dir(), dst, dst, dst),
+                 0);
+    relink(dst);
+    cr_assert_eq(kill(srv.pid, SIGHUP), 0);
+    wait_log(&srv, "killed a checking process");
+    int st = 0;
+    cr_assert_eq(waitpid(srv.pid, &st, WNOHANG), 0, "rankd died on the reload: status 0x%x", st);
+    expect_scores(req, ref, "after the refused reload");
+    relink("bundle");
+    run("rm -rf %s/%s", e2e_dir(), dst);
+    finish();
+}
+
 /* SIGHUPs in bursts, arriving while the previous reload is still opening a
  * bundle (the ensemble takes ~100 ms or more): none may kill rankd (a
  * second SIGHUP used to take its default action in a thread that did not

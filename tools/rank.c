@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "rank.h"
+#include "store.h"
 
 int rank_query_main(int argc, char **argv);  /* tools/rank_query.c */
 int rank_store_main(int argc, char **argv);  /* tools/rank_store.c */
@@ -457,6 +458,10 @@ done:
 }
 
 int main(int argc, char **argv) {
+    int probe = rk_store_probe_main(argc, argv);
+    if (probe >= 0) return probe;
+    /* a damaged SST can abort RocksDB: open every store in a child first */
+    rk_store_set_probe("/proc/self/exe");
     rk_log_set_program("rank");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);

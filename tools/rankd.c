@@ -39,6 +39,7 @@
 #include <cblas.h>
 
 #include "rank.h"
+#include "store.h"
 
 static void usage(FILE *o) {
     fprintf(o,
@@ -131,6 +132,11 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 }
 
 int main(int argc, char **argv) {
+    int probe = rk_store_probe_main(argc, argv);
+    if (probe >= 0) return probe;
+    /* a damaged SST can abort RocksDB: open every store (start-up and
+     * reloads) in a child first, so that the server refuses it instead */
+    rk_store_set_probe("/proc/self/exe");
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
     int blas_threads = 1, ram_mb = 512, updates = 0;
