@@ -177,6 +177,24 @@ void rk_model_destroy(rk_model *m) {
     rk_free(m);
 }
 
+/* RocksDB's IDENTITY (a UUID made when the store was created) of
+ * dir/tables into buf; 0, or -1 when unreadable. */
+static int read_tables_identity(const char *dir, char *buf, size_t cap) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tables/IDENTITY", dir);
+    char *t = NULL;
+    size_t n = 0;
+    if (rk_read_file(path, &t, &n, NULL) != RK_OK) return -1;
+    size_t k = strcspn(t, "\r\n");
+    int ok = k > 0 && k < cap;
+    if (ok) {
+        memcpy(buf, t, k);
+        buf[k] = 0;
+    }
+    rk_free(t);
+    return ok ? 0 : -1;
+}
+
 /* Copy every row of every store-backed table into RAM (m->tables), so
  * rk_model_fill_x0 pools from memory, as in training, instead of reading
  * RocksDB per request. The pooling op is the same on both paths (the store
@@ -410,6 +428,9 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
     }
     for (int p = 0; p < m->n_params && s == RK_OK; p++)
         s = rk_st_read_f32(st, m->pd[p].name, m->params + m->pd[p].off, m->pd[p].ndim, m->pd[p].shape, err);
+    char dense_ident[64] = ""; /* absent in bundles saved before it existed: no check */
+    const char *di = rk_st_meta(st, "tables_identity");
+    if (di) snprintf(dense_ident, sizeof dense_ident, "%s", di);
     rk_st_close(st);
     for (size_t i = 0; s == RK_OK && i < m->n_floats; i++)
         if (!isfinite(m->params[i])) s = rk_fail(err, RK_ENUMERIC, "%s: parameter %zu is not finite", path, i);
@@ -436,6 +457,32 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         rk_model_destroy(m);
         return s;
     }
+    /* model.json and tables/ must describe the same tables: a table_size
+     * other than the store's rows would hash ids onto rows the store does
+     * not have (or never reach some it has) and serve different scores. */
+    for (int f = 0; f < cfg.n_features; f++) {
+        if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
+        rk_table_info ti;
+        rk_store_table_info(m->store, m->store_table[f], &ti);
+        if (ti.rows != cfg.features[f].table_size) {
+            s = rk_fail(err, RK_EFORMAT,
+                        "model bundle %s: feature '%s': model.json says table_size %llu, tables/ holds %llu rows",
+                        dir, cfg.features[f].name, (unsigned long long)cfg.features[f].table_size,
+                        (unsigned long long)ti.rows);
+            rk_model_destroy(m);
+            return s;
+        }
+    }
+    char tables_ident[64];
+    if (dense_ident[0] && (read_tables_identity(dir, tables_ident, sizeof tables_ident) ||
+                           strcmp(dense_ident, tables_ident))) {
+        s = rk_fail(err, RK_EFORMAT,
+                    "model bundle %s: dense.safetensors was saved with tables/ %s, but tables/IDENTITY is %s: "
+                    "files of different bundles",
+                    dir, dense_ident, tables_ident[0] ? tables_ident : "unreadable");
+        rk_model_destroy(m);
+        return s;
+    }
     if ((s = open_sid(m, dir, err))) {
         rk_model_destroy(m);
         return s;
@@ -449,17 +496,7 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
  * and "dense" to the model.json object root. */
 static rk_status write_single(const rk_model *m, const char *dir, json_t *root, rk_codec codec, rk_err *err) {
     char path[4096];
-    /* dense.safetensors */
-    rk_st_writer *w;
-    rk_status s;
-    if ((s = rk_st_writer_create(&w, err))) return s;
-    for (int p = 0; p < m->n_params && s == RK_OK; p++)
-        s = rk_st_writer_add_f32(w, m->pd[p].name, m->params + m->pd[p].off, m->pd[p].ndim, m->pd[p].shape, err);
-    if (s == RK_OK) s = rk_st_writer_add_meta(w, "format", "rankd", err);
-    snprintf(path, sizeof path, "%s/dense.safetensors", dir);
-    if (s == RK_OK) s = rk_st_writer_write(w, path, err);
-    rk_st_writer_destroy(w);
-    if (s) return s;
+    rk_status s = RK_OK;
     /* tables/ */
     rk_table_spec specs[2 * RK_MAX_FEATURES];
     rk_table_opts topts[2 * RK_MAX_FEATURES];
@@ -524,6 +561,27 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
         rk_free(own_keys[f]);
         rk_free(own_data[f]);
     }
+    if (s) {
+        json_decref(sids);
+        return s;
+    }
+    /* dense.safetensors (after tables/, whose identity it records) */
+    rk_st_writer *w;
+    if ((s = rk_st_writer_create(&w, err))) {
+        json_decref(sids);
+        return s;
+    }
+    for (int p = 0; p < m->n_params && s == RK_OK; p++)
+        s = rk_st_writer_add_f32(w, m->pd[p].name, m->params + m->pd[p].off, m->pd[p].ndim, m->pd[p].shape, err);
+    if (s == RK_OK) s = rk_st_writer_add_meta(w, "format", "rankd", err);
+    /* pair dense.safetensors with these tables/: RocksDB's IDENTITY of the
+     * store just written, checked when the bundle is opened */
+    char ident[64];
+    if (s == RK_OK && read_tables_identity(dir, ident, sizeof ident) == 0)
+        s = rk_st_writer_add_meta(w, "tables_identity", ident, err);
+    snprintf(path, sizeof path, "%s/dense.safetensors", dir);
+    if (s == RK_OK) s = rk_st_writer_write(w, path, err);
+    rk_st_writer_destroy(w);
     if (s) {
         json_decref(sids);
         return s;

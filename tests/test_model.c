@@ -298,6 +298,41 @@ Test(bundle, wrong_shape, .init = mk_tmp, .fini = rm_tmp) {
     expect_open_error(dir, RK_ESHAPE, "tensor 'mlp.0.weight' has shape [5,9], the reader expects [6,9]");
 }
 
+/* model.json's table_size must match the rows tables/ holds (hashing ids
+ * onto another row count serves other scores). */
+Test(bundle, table_size_other_than_the_stores_rows, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], p[600];
+    save_tiny(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/model.json", dir);
+    replace_in_file(p, "\"table_size\": 11", "\"table_size\": 22");
+    expect_open_error(dir, RK_EFORMAT, "feature 'h': model.json says table_size 22, tables/ holds 11 rows");
+}
+
+/* dense.safetensors records the identity of the tables/ saved with it:
+ * another bundle's dense file next to these tables is refused. */
+Test(bundle, dense_of_another_bundle_is_refused, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512], other[600], p[700], cmd[2000];
+    save_tiny(dir, sizeof dir);
+    rk_model *m = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_open(dir, &m, &e), RK_OK, "%s", e.msg);
+    rk_model_destroy(m);
+    snprintf(other, sizeof other, "%s/other", tmpdir);
+    m = tiny_model();
+    cr_assert_eq(rk_model_save(m, other, NULL, 0, &e), RK_OK, "%s", e.msg);
+    rk_model_destroy(m);
+    snprintf(cmd, sizeof cmd, "cp %s/dense.safetensors %s/dense.safetensors", other, dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/tables/IDENTITY", other);
+    char *id = NULL;
+    cr_assert_eq(rk_read_file(p, &id, NULL, NULL), RK_OK);
+    id[strcspn(id, "\n")] = 0;
+    char want[200];
+    snprintf(want, sizeof want, "dense.safetensors was saved with tables/ %s, but tables/IDENTITY is ", id);
+    expect_open_error(dir, RK_EFORMAT, want);
+    rk_free(id);
+}
+
 Test(bundle, corrupt_safetensors_header, .init = mk_tmp, .fini = rm_tmp) {
     char dir[512], p[600];
     save_tiny(dir, sizeof dir);
