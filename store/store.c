@@ -484,6 +484,89 @@ static rk_status setup_caches(rk_store *s, rk_err *err) {
     return RK_OK;
 }
 
+/* Make RocksDB's open error readable and name what it is about: drop the
+ * store's own path from it (the message starts with "store DIR"), put a
+ * ": " before a path glued to the text ("an sstableDIR/000019.sst"), and
+ * for a table file named in it add the table (column family) it belongs to
+ * (from a second, lazy read-only open that does not read table files) and
+ * its size on disk or that it is missing. *rerr is replaced; what gets the
+ * "cannot open" context. */
+static void open_error_names_file(const char *dir, const rocksdb_options_t *base, int n_cf,
+                                  const char *const *cf_names, char **rerr, char *what, size_t cap) {
+    char msg[1024], pre[600];
+    size_t o = 0;
+    int pl = snprintf(pre, sizeof pre, "%s/", dir);
+    for (const char *p = *rerr; *p && o + 3 < sizeof msg;) {
+        if (!strncmp(p, pre, (size_t)pl)) {
+            if (o && msg[o - 1] != ' ' && msg[o - 1] != ':' && o + 2 < sizeof msg) {
+                msg[o++] = ':';
+                msg[o++] = ' ';
+            }
+            p += pl;
+            continue;
+        }
+        msg[o++] = *p++;
+    }
+    msg[o] = 0;
+    /* NNNNNN.sst (RocksDB calls a missing one NNNNNN.ldb, its legacy name) */
+    unsigned long long num = 0;
+    for (const char *p = msg; *p; p++) {
+        unsigned long long n;
+        char ext[4];
+        int used = 0;
+        if (isdigit((unsigned char)*p) && (p == msg || !isdigit((unsigned char)p[-1])) &&
+            sscanf(p, "%llu.%3[a-z]%n", &n, ext, &used) == 2 && (!strcmp(ext, "sst") || !strcmp(ext, "ldb"))) {
+            num = n;
+            break;
+        }
+    }
+    rocksdb_free(*rerr);
+    *rerr = strdup(msg);
+    if (!num) return;
+    char file[64], path[700];
+    snprintf(file, sizeof file, "%06llu.sst", num);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    struct stat sb;
+    char state[64];
+    if (stat(path, &sb)) snprintf(state, sizeof state, "missing");
+    else snprintf(state, sizeof state, "%lld bytes on disk", (long long)sb.st_size);
+    char table[RK_STORE_NAME_MAX + 16] = "";
+    rocksdb_options_t *o2 = rocksdb_options_create_copy((rocksdb_options_t *)base);
+    rocksdb_options_set_max_open_files(o2, 16); /* table files are opened lazily */
+    rocksdb_options_set_skip_checking_sst_file_sizes_on_db_open(o2, 1);
+    rocksdb_options_set_paranoid_checks(o2, 0);
+    const rocksdb_options_t **cfo = rk_calloc((size_t)n_cf, sizeof *cfo);
+    rocksdb_column_family_handle_t **h = rk_calloc((size_t)n_cf, sizeof *h);
+    char *e2 = NULL;
+    rocksdb_t *db = NULL;
+    if (cfo && h) {
+        for (int i = 0; i < n_cf; i++) cfo[i] = o2;
+        db = rocksdb_open_for_read_only_column_families(o2, dir, n_cf, cf_names, cfo, h, 0, &e2);
+    }
+    rocksdb_free(e2);
+    if (db) {
+        const rocksdb_livefiles_t *lf = rocksdb_livefiles(db);
+        for (int i = 0; lf && i < rocksdb_livefiles_count(lf); i++) {
+            const char *nm = rocksdb_livefiles_name(lf, i);
+            const char *sl = nm ? strrchr(nm, '/') : NULL;
+            if (sl && !strcmp(sl + 1, file)) {
+                const char *cf = rocksdb_livefiles_column_family_name(lf, i);
+                if (cf && strcmp(cf, "default")) snprintf(table, sizeof table, "table '%s', ", cf);
+                else if (cf) snprintf(table, sizeof table, "the metadata, ");
+            }
+        }
+        if (lf) rocksdb_livefiles_destroy(lf);
+        for (int i = 0; i < n_cf; i++)
+            if (h[i]) rocksdb_column_family_handle_destroy(h[i]);
+        rocksdb_close(db);
+    }
+    rk_free(cfo);
+    rk_free(h);
+    rocksdb_options_destroy(o2);
+    size_t len = strlen(what);
+    snprintf(what + len, cap - len, " (%sfile %s, %s)", table, file, state);
+}
+
 /* what = "cannot open (write-ahead log NNNNNN.log, N bytes, ...)" when dir
  * holds non-empty WAL files (the ones replayed at open). */
 static void wal_names(const char *dir, char *what, size_t cap) {
@@ -626,11 +709,12 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
         s->db = rk_rocks.open_cf_ro(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo, s->all_cf, 0, &rerr);
     rk_free(cfo);
     if (!s->db) {
-        rocksdb_list_column_families_destroy(cf_names, n_cf);
         /* RocksDB's message does not say which file: a corruption found
          * while replaying the write-ahead log names the non-empty WALs. */
         char what[300] = "cannot open";
         if (rerr && !strncmp(rerr, "Corruption", 10)) wal_names(dir, what, sizeof what);
+        if (rerr) open_error_names_file(dir, s->opts, (int)n_cf, (const char *const *)cf_names, &rerr, what, sizeof what);
+        rocksdb_list_column_families_destroy(cf_names, n_cf);
         st = rocks_fail(err, &rerr, what, dir);
         goto fail;
     }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../bench/store_crash.h"
 #include "store.h"
@@ -1116,5 +1117,36 @@ Test(faults, sst_that_aborts_rocksdb_is_refused_by_the_probe, .init = mk_tmp, .f
         cr_expect(strstr(e.msg, p) && strstr(e.msg, "killed a checking process (signal 6"), "%s", e.msg);
     }
     rk_store_set_probe(NULL);
+    free(x);
+}
+
+/* A truncated or deleted table file: the open error names the table, the
+ * file and its state on disk, with a readable RocksDB message (no path
+ * glued to the text, the store's path not repeated). */
+Test(faults, missing_or_truncated_sst_names_the_table, .init = mk_tmp, .fini = rm_tmp) {
+    const int dim = 16;
+    float *x = make_rows(2000, dim, 12);
+    char p[512], cmd[1400], sst[800];
+    for (int k = 0; k < 2; k++) {
+        write_store(k ? "trunc" : "del", 2000, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+        snprintf(cmd, sizeof cmd, "ls -S %s/*.sst | head -1", p);
+        FILE *f = popen(cmd, "r");
+        cr_assert_not_null(f);
+        cr_assert_not_null(fgets(sst, sizeof sst, f));
+        pclose(f);
+        sst[strcspn(sst, "\n")] = 0;
+        if (k) cr_assert_eq(truncate(sst, 1000), 0);
+        else cr_assert_eq(unlink(sst), 0);
+        rk_store *s = NULL;
+        rk_err e = {0};
+        rk_status st = rk_store_open_ex(p, NULL, NULL, 0, NULL, &s, &e);
+        cr_expect(st == RK_EFORMAT || st == RK_EIO, "status %d: %s", st, e.msg);
+        cr_expect_null(s);
+        char want[200];
+        snprintf(want, sizeof want, "(table 't', file %s, %s)", strrchr(sst, '/') + 1,
+                 k ? "1000 bytes on disk" : "missing");
+        cr_expect(strstr(e.msg, want), "'%s' lacks '%s'", e.msg, want);
+        cr_expect(!strstr(e.msg, "sstable/"), "path glued to the text: %s", e.msg);
+    }
     free(x);
 }
