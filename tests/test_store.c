@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1148,5 +1149,70 @@ Test(faults, missing_or_truncated_sst_names_the_table, .init = mk_tmp, .fini = r
         cr_expect(strstr(e.msg, want), "'%s' lacks '%s'", e.msg, want);
         cr_expect(!strstr(e.msg, "sstable/"), "path glued to the text: %s", e.msg);
     }
+    free(x);
+}
+
+/* ====================================================================== rank store CLI */
+
+static int run_rank(const char *args, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank store %s 2>&1", args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* `rank store apply` names the bad token and line, refuses negative rows
+ * and an input without updates; info/apply detect an ensemble bundle and
+ * take --member. */
+Test(cli, store_apply_input_errors_and_ensembles, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    const int dim = 4;
+    float *x = make_rows(10, dim, 13);
+    char p[512], args[1600], out[4096], in[600];
+    write_store("s", 10, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"abc 1 2 3 4\n", "line 1: row 'abc': expected a row id"},
+        {"# comment\n-1 1 2 3 4\n", "line 2: row '-1': expected a row id"},
+        {"3 0.5 abc 1 1\n", "line 1 (row 3): value 2 of 4: expected a number, got 'abc'"},
+        {"3 0.5 1\n", "line 1 (row 3): expected 4 values, got 2"},
+        {"", "no updates"},
+        {"# only a comment\n\n", "no updates"},
+    };
+    snprintf(in, sizeof in, "%s/in.txt", tmpdir);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cr_assert_eq(rk_write_file(in, cases[i].text, strlen(cases[i].text), NULL), RK_OK);
+        snprintf(args, sizeof args, "apply --store %s --table t --input %s", p, in);
+        cr_expect_eq(run_rank(args, out, sizeof out), 1, "case %zu: %s", i, out);
+        cr_expect(strstr(out, cases[i].want), "case %zu: '%s' lacks '%s'", i, out, cases[i].want);
+    }
+    /* an ensemble: members/NAME/tables */
+    char ens[600], q[700];
+    snprintf(ens, sizeof ens, "%s/ens", tmpdir);
+    snprintf(q, sizeof q, "%s/members", ens);
+    cr_assert_eq(mkdir(ens, 0755), 0);
+    cr_assert_eq(mkdir(q, 0755), 0);
+    snprintf(q, sizeof q, "%s/members/dnn", ens);
+    cr_assert_eq(mkdir(q, 0755), 0);
+    snprintf(q, sizeof q, "%s/members/dnn/tables", ens);
+    rk_table_spec spec = {"t", dim, 10, x};
+    cr_assert_eq(rk_store_write(q, &spec, 1, NULL), RK_OK);
+    snprintf(args, sizeof args, "info --model %s", ens);
+    cr_expect_eq(run_rank(args, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "is an ensemble") && strstr(out, "(dnn)") && strstr(out, "--member NAME"), "%s", out);
+    snprintf(args, sizeof args, "info --model %s --member dnn", ens);
+    cr_expect_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "members/dnn/tables: 1 tables"), "%s", out);
+    snprintf(args, sizeof args, "info --model %s --member nope", ens);
+    cr_expect_eq(run_rank(args, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "no member 'nope' (members: dnn)"), "%s", out);
+    cr_assert_eq(rk_write_file(in, "2 1 2 3 4\n", 10, NULL), RK_OK);
+    snprintf(args, sizeof args, "apply --model %s --member dnn --table t --input %s", ens, in);
+    cr_expect_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "applied 1 rows"), "%s", out);
     free(x);
 }

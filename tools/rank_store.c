@@ -3,21 +3,26 @@
  * over store.h and rank.h.
  *
  *   rank store convert --model IN --codec fp32|fp16|int8 --out OUT [--force]
- *   rank store info    (--model BUNDLE | --store DIR) [--verify]
- *   rank store apply   (--model BUNDLE | --store DIR) --table NAME --input FILE [--batch N]
+ *   rank store info    (--model BUNDLE [--member NAME] | --store DIR) [--verify]
+ *   rank store apply   (--model BUNDLE [--member NAME] | --store DIR) --table NAME --input FILE [--batch N]
  *
  * apply reads one update per line: the row id, then dim floats, separated
- * by tabs, spaces or commas ('#' starts a comment). Each batch of N lines is
+ * by tabs, spaces or commas ('#' starts a comment); values must be finite
+ * with |v| <= 1e6 (RK_STORE_MAX_ABS); an input without any update line is an
+ * error (exit 1). Each batch of N lines is
  * one atomic, WAL-fsynced write: when the command reports a batch as
  * applied, it survives kill -9. The store is opened writable, so nothing
  * else may hold it open read-write meanwhile. The semantic-ID records
  * tables ("sid.<feature>") are refused: they hold codes, not embeddings.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "rank.h"
 #include "store.h"
@@ -29,10 +34,12 @@ static void store_usage(FILE *o) {
             "usage: rank store COMMAND [options]\n"
             "  convert --model IN --codec fp32|fp16|int8 --out OUT [--force]\n"
             "      copy bundle IN to OUT with every embedding table in the given row codec\n"
-            "  info (--model BUNDLE | --store DIR) [--verify]\n"
-            "      tables, codecs, rows, bytes per row; --verify scans every key with checksums\n"
-            "  apply (--model BUNDLE | --store DIR) --table NAME --input FILE [--batch N]\n"
-            "      apply row updates (lines 'ROW v1 ... vDIM') through the WAL, N rows per atomic batch (default 256);\n"
+            "  info (--model BUNDLE [--member NAME] | --store DIR) [--verify]\n"
+            "      tables, codecs, rows, bytes per row; --verify scans every key with checksums;\n"
+            "      --member NAME: that member's tables/ of an ensemble bundle (members/NAME/)\n"
+            "  apply (--model BUNDLE [--member NAME] | --store DIR) --table NAME --input FILE [--batch N]\n"
+            "      apply row updates (lines 'ROW v1 ... vDIM', ROW in 0..rows-1, each value finite with |v| <= 1e6)\n"
+            "      through the WAL, N rows per atomic batch (default 256); an input with no update is an error;\n"
             "      not to semantic-ID records tables sid.* (rebuild those with `rank sid` and `rank train`)\n");
 }
 
@@ -41,9 +48,53 @@ static int fail(const rk_err *e) {
     return 1;
 }
 
-static const char *store_dir(const char *model, const char *store, char *buf, size_t cap) {
-    if (store) return store;
-    snprintf(buf, cap, "%s/tables", model);
+/* The store directory: --store DIR, BUNDLE/tables, or for an ensemble
+ * bundle (members/NAME/ instead of tables/) BUNDLE/members/MEMBER/tables.
+ * NULL after printing why (cmd names the subcommand). */
+static const char *store_dir(const char *cmd, const char *model, const char *store, const char *member, char *buf,
+                             size_t cap) {
+    if (store) {
+        if (member) {
+            fprintf(stderr, "rank store %s: --member goes with --model (an ensemble bundle), not --store\n", cmd);
+            return NULL;
+        }
+        return store;
+    }
+    char members[4096];
+    snprintf(members, sizeof members, "%s/members", model);
+    DIR *d = opendir(members);
+    if (!d) {
+        if (member) {
+            fprintf(stderr, "rank store %s: error: model bundle %s is not an ensemble (no members/): drop --member\n",
+                    cmd, model);
+            return NULL;
+        }
+        snprintf(buf, cap, "%s/tables", model);
+        return buf;
+    }
+    char names[1024] = "";
+    size_t len = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.' && len < sizeof names)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", de->d_name);
+    closedir(d);
+    if (!member) {
+        fprintf(stderr,
+                "rank store %s: error: model bundle %s is an ensemble: each member has its own tables/ under "
+                "members/ (%s); give --member NAME\n",
+                cmd, model, names);
+        return NULL;
+    }
+    snprintf(buf, cap, "%s/members/%s/tables", model, member);
+    char mdir[4200];
+    snprintf(mdir, sizeof mdir, "%s/members/%s", model, member);
+    struct stat sb;
+    if (strchr(member, '/') || stat(mdir, &sb) || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "rank store %s: error: ensemble %s has no member '%s' (members: %s)\n", cmd, model, member,
+                names);
+        return NULL;
+    }
     return buf;
 }
 
@@ -75,15 +126,16 @@ static int cmd_convert(int argc, char **argv) {
 }
 
 static int cmd_info(int argc, char **argv) {
-    const char *model = NULL, *store = NULL;
+    const char *model = NULL, *store = NULL, *member = NULL;
     int verify = 0, c;
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"verify", 0, 0, 'v'},
-                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                   {"member", 1, 0, 'M'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm') model = optarg;
         else if (c == 's') store = optarg;
         else if (c == 'v') verify = 1;
+        else if (c == 'M') member = optarg;
         else {
             store_usage(c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 2;
@@ -94,7 +146,8 @@ static int cmd_info(int argc, char **argv) {
         return 2;
     }
     char buf[4096];
-    const char *dir = store_dir(model, store, buf, sizeof buf);
+    const char *dir = store_dir("info", model, store, member, buf, sizeof buf);
+    if (!dir) return 2;
     rk_store_opts o = RK_STORE_OPTS_DEFAULT;
     o.cache_bytes = 0;
     rk_store *s;
@@ -123,18 +176,19 @@ static int cmd_info(int argc, char **argv) {
 }
 
 static int cmd_apply(int argc, char **argv) {
-    const char *model = NULL, *store = NULL, *tname = NULL, *input = NULL;
+    const char *model = NULL, *store = NULL, *tname = NULL, *input = NULL, *member = NULL;
     long batch = 256;
     int c;
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"table", 1, 0, 't'},
-                                   {"input", 1, 0, 'i'}, {"batch", 1, 0, 'b'}, {"help", 0, 0, 'h'},
-                                   {0, 0, 0, 0}};
+                                   {"input", 1, 0, 'i'}, {"batch", 1, 0, 'b'}, {"member", 1, 0, 'M'},
+                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm') model = optarg;
         else if (c == 's') store = optarg;
         else if (c == 't') tname = optarg;
         else if (c == 'i') input = optarg;
+        else if (c == 'M') member = optarg;
         else if (c == 'b') {
             char *end;
             batch = strtol(optarg, &end, 10);
@@ -163,7 +217,8 @@ static int cmd_apply(int argc, char **argv) {
         return 2;
     }
     char buf[4096];
-    const char *dir = store_dir(model, store, buf, sizeof buf);
+    const char *dir = store_dir("apply", model, store, member, buf, sizeof buf);
+    if (!dir) return 2;
     rk_store_opts o = RK_STORE_OPTS_DEFAULT;
     o.writable = 1;
     o.cache_bytes = 0;
@@ -201,9 +256,12 @@ static int cmd_apply(int argc, char **argv) {
             while (*p == ' ' || *p == '\t') p++;
             if (!*p || *p == '\n' || *p == '\r') continue;
             errno = 0;
-            unsigned long long r = strtoull(p, &end, 10);
-            if (end == p || errno) {
-                fprintf(stderr, "rank store apply: error: %s line %ld: expected a row id\n", input, lineno);
+            unsigned long long r = isdigit((unsigned char)*p) ? strtoull(p, &end, 10) : 0;
+            if (!isdigit((unsigned char)*p) || errno || (*end && !strchr(" \t,\r\n", *end))) {
+                size_t tl = strcspn(p, " \t,\r\n");
+                fprintf(stderr,
+                        "rank store apply: error: %s line %ld: row '%.*s': expected a row id (an integer in 0..rows-1)\n",
+                        input, lineno, (int)(tl > 40 ? 40 : tl), p);
                 rc = 1;
                 break;
             }
@@ -211,9 +269,16 @@ static int cmd_apply(int argc, char **argv) {
             for (int j = 0; j < ti.dim && rc == 0; j++) {
                 while (*p == ' ' || *p == '\t' || *p == ',') p++;
                 float v = strtof(p, &end);
-                if (end == p) {
-                    fprintf(stderr, "rank store apply: error: %s line %ld: expected %d values, got %d\n", input, lineno,
-                            ti.dim, j);
+                if (end == p || (*end && !strchr(" \t,\r\n", *end))) {
+                    size_t tl = strcspn(p, " \t,\r\n");
+                    if (tl == 0)
+                        fprintf(stderr, "rank store apply: error: %s line %ld (row %llu): expected %d values, got %d\n",
+                                input, lineno, r, ti.dim, j);
+                    else
+                        fprintf(stderr,
+                                "rank store apply: error: %s line %ld (row %llu): value %d of %d: expected a number, "
+                                "got '%.*s'\n",
+                                input, lineno, r, j + 1, ti.dim, (int)(tl > 40 ? 40 : tl), p);
                     rc = 1;
                 }
                 vals[n * (size_t)ti.dim + (size_t)j] = v;
@@ -238,6 +303,11 @@ static int cmd_apply(int argc, char **argv) {
             n = 0;
         }
         if (len < 0) break;
+    }
+    if (rc == 0 && total == 0) {
+        fprintf(stderr, "rank store apply: error: %s: no updates (no row lines; blank lines and # comments are skipped)\n",
+                input);
+        rc = 1;
     }
     if (rc == 0)
         printf("applied %zu rows to table '%s' in %zu batches (each WAL-fsynced before acknowledging) in %.3fs\n", total,
