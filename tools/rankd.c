@@ -19,7 +19,9 @@
  * another directory, that version is opened while the old one serves and
  * the server switches to it (rk_server_reload); the old version closes when
  * its last request finishes. A failed reload is logged and the old version
- * keeps serving. --updates opens the tables writable and serves
+ * keeps serving. Every store is first opened by a child process (this
+ * executable, --rk-store-probe DIR; rk_store_set_probe) so that a table file
+ * that makes RocksDB assert is refused instead of aborting rankd. --updates opens the tables writable and serves
  * rankd.v1.Admin/ApplyUpdates (online row updates through the WAL).
  * Exit codes: 0 clean shutdown, 1 start-up failure (model, port), 2 usage.
  */
@@ -70,7 +72,10 @@ static void usage(FILE *o) {
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
             "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
-            "  to it if it names another bundle, while the old one keeps serving.\n"
+            "  to it if it names another bundle, while the old one keeps serving. A bundle\n"
+            "  that fails to open (at start or on SIGHUP) is refused with a message naming\n"
+            "  the file or table; each store is first opened in a child process, so a table\n"
+            "  file damaged in a way that aborts RocksDB is refused instead of killing rankd.\n"
             "  SIGINT/SIGTERM: finish in-flight calls, print counters, exit 0.\n");
 }
 
