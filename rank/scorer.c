@@ -286,16 +286,10 @@ rk_status rk_scorer_check_item_embedding(const rk_scorer *s, int feature, const 
 rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const float *emb, int dim, rk_err *err) {
     const rk_model_cfg *c = &s->m->cfg;
     if (row < 0 || row >= s->n_rows) return rk_fail(err, RK_EINVAL, "row %d outside the batch of %d", row, s->n_rows);
-    if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
-        return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
+    rk_status cs = rk_scorer_check_item_embedding(s, feature, emb, dim, err);
+    if (cs) return cs;
     const rk_feature *ft = &c->features[feature];
     const rk_sid_codebook *cb = &(s->m->n_members ? s->m->member[0] : s->m)->sid_cb[feature];
-    if (!rk_sid_param_uses_codes(ft->param) || cb->levels == 0)
-        return rk_fail(err, RK_EINVAL, "feature '%s' (param %s) has no semantic-ID codebooks in the bundle", ft->name,
-                       rk_sid_param_name(ft->param));
-    if (dim != cb->dim)
-        return rk_fail(err, RK_ESHAPE, "content_embedding: %d values, the codebooks of feature '%s' expect %d", dim,
-                       ft->name, cb->dim);
     uint32_t codes[RK_SID_MAX_LEVELS];
     rk_status st = rk_sid_encode_one(cb, emb, codes, s->sid_resid, err);
     if (st) return rk_err_prefix(err, "content_embedding");
