@@ -412,13 +412,8 @@ void rk_progress_finish(rk_progress *p) { progress_print(p, 1); }
 void rk_sweep_dead_writers(const char *path, int restore_old, const char *what) {
     char parent[4096], base[1024];
     const char *sl = strrchr(path, '/');
-    if (sl) {
-        snprintf(parent, sizeof parent, "%.*s", sl > path ? (int)(sl - path) : 1, path);
-        snprintf(base, sizeof base, "%s", sl + 1);
-    } else {
-        snprintf(parent, sizeof parent, ".");
-        snprintf(base, sizeof base, "%s", path);
-    }
+    rk_path_parent(path, parent, sizeof parent);
+    snprintf(base, sizeof base, "%s", sl ? sl + 1 : path);
     size_t bl = strlen(base);
     DIR *d = bl ? opendir(parent) : NULL;
     if (!d) return;
@@ -443,4 +438,10 @@ void rk_sweep_dead_writers(const char *path, int restore_old, const char *what) 
         (void)rk_rm_rf(p, NULL);
     }
     closedir(d);
+}
+
+void rk_path_parent(const char *path, char *out, size_t cap) {
+    const char *sl = strrchr(path, '/');
+    if (!sl) snprintf(out, cap, ".");
+    else snprintf(out, cap, "%.*s", sl > path ? (int)(sl - path) : 1, path);
 }

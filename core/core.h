@@ -147,6 +147,9 @@ rk_status rk_rm_rf(const char *path, rk_err *err);
 rk_status rk_fsync_dir(const char *path, rk_err *err);
 int rk_path_exists(const char *path);
 int rk_is_dir(const char *path);
+/* The folder holding path, into out[cap]: "a/b/c" -> "a/b", "/c" -> "/",
+ * "c" -> ".". Text only (no file system access). */
+void rk_path_parent(const char *path, char *out, size_t cap);
 /* Clean up after writers that died. Writers here publish PATH by writing
  * PATH.tmp-PID and renaming it in (a bundle also moves the previous one to
  * PATH.old-PID first). For each such sibling of PATH whose PID no longer

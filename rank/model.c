@@ -694,10 +694,7 @@ rk_status rk_model_save_codec(const rk_model *m, const char *dir, const char *me
     if (old[0]) (void)rk_rm_rf(old, NULL);
     {
         char parent[4096];
-        snprintf(parent, sizeof parent, "%s", dir);
-        char *sl = strrchr(parent, '/');
-        if (sl && sl != parent) *sl = 0;
-        else snprintf(parent, sizeof parent, "%s", sl == parent ? "/" : ".");
+        rk_path_parent(dir, parent, sizeof parent);
         (void)rk_fsync_dir(parent, NULL);
     }
     return RK_OK;

@@ -429,10 +429,7 @@ done:
         st = rk_fail(err, RK_EIO, "store %s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
     if (st == RK_OK) {
         char parent[600];
-        snprintf(parent, sizeof parent, "%s", dir);
-        char *sl = strrchr(parent, '/');
-        if (sl && sl != parent) *sl = 0;
-        else snprintf(parent, sizeof parent, "%s", sl == parent ? "/" : ".");
+        rk_path_parent(dir, parent, sizeof parent);
         (void)rk_fsync_dir(parent, NULL);
     }
     if (st != RK_OK) (void)rk_rm_rf(tmp, NULL);

@@ -514,3 +514,15 @@ Test(core, log_prefix_names_the_program, .init = cr_redirect_stderr) {
     cr_assert(strstr(a, "Z hello 7\n") != NULL, "got '%s'", a);
     cr_assert(strncmp(b, "rankd E ", 8) == 0, "got '%s'", b);
 }
+
+Test(core, path_parent) {
+    char p[64];
+    rk_path_parent("a/b/c", p, sizeof p);
+    cr_expect_str_eq(p, "a/b");
+    rk_path_parent("/c", p, sizeof p);
+    cr_expect_str_eq(p, "/");
+    rk_path_parent("c", p, sizeof p);
+    cr_expect_str_eq(p, ".");
+    rk_path_parent("/x/y/", p, sizeof p);
+    cr_expect_str_eq(p, "/x/y");
+}

@@ -89,11 +89,7 @@ static int check_writable(const char *opt, const char *path, int dir_target) {
         return 0;
     }
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *sl = strrchr(dir, '/');
-    if (!sl) snprintf(dir, sizeof dir, ".");
-    else if (sl == dir) dir[1] = 0;
-    else *sl = 0;
+    rk_path_parent(path, dir, sizeof dir);
     if (access(dir, W_OK) != 0) {
         fprintf(stderr, "rank: error: --%s %s: cannot create it in %s: %s\n", opt, path, dir, strerror(errno));
         return -1;

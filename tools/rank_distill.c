@@ -95,14 +95,6 @@ static int parse_i(const char *name, const char *v, long lo, long hi, long *out)
     return 0;
 }
 
-/* Remove PATH.tmp-PID siblings left by runs that died (kill -9, power loss):
- * rk_model_save's sweep, for this command's outputs. A live PID's are kept. */
-static void parent_of(const char *path, char *out, size_t cap) {
-    const char *sl = strrchr(path, '/');
-    if (!sl) snprintf(out, cap, ".");
-    else snprintf(out, cap, "%.*s", sl > path ? (int)(sl - path) : 1, path);
-}
-
 /* Can this process create entries in dir? (access() says yes to root even
  * on read-only file systems, so try: a directory made and removed.) 0 or errno. */
 static int probe_dir(const char *dir) {
@@ -116,7 +108,7 @@ static int probe_dir(const char *dir) {
 /* --json FILE: its directory must be writable, and it must not be one of the inputs. */
 static int check_json(const char *json, const char *const inputs[][2], int n_in, rk_err *e) {
     char dir[4096];
-    parent_of(json, dir, sizeof dir);
+    rk_path_parent(json, dir, sizeof dir);
     int er = probe_dir(dir);
     if (er) return rk_fail(e, RK_EIO, "--json %s: cannot write in directory %s: %s", json, dir, strerror(er)), 1;
     struct stat js, is;
@@ -381,7 +373,7 @@ int rank_distill_main(int argc, char **argv) {
         fprintf(stderr, "rank distill: --out %s already exists (remove it or choose another directory)\n", out);
         return 1;
     }
-    parent_of(out, parent, sizeof parent);
+    rk_path_parent(out, parent, sizeof parent);
     {
         /* the first missing ancestor is what a failed run removes */
         char p[4096];
@@ -389,7 +381,7 @@ int rank_distill_main(int argc, char **argv) {
         while (!rk_path_exists(p)) {
             snprintf(created_top, sizeof created_top, "%s", p);
             char q[4096];
-            parent_of(p, q, sizeof q);
+            rk_path_parent(p, q, sizeof q);
             if (!strcmp(q, p)) break;
             snprintf(p, sizeof p, "%s", q);
         }

@@ -155,11 +155,7 @@ static int check_out(const char *out, const char *const *inputs, int n_in) {
             }
     }
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", out);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
+    rk_path_parent(out, dir, sizeof dir);
     if (stat(dir, &si)) {
         fprintf(stderr, "rank sid: --out %s: folder %s: %s\n", out, dir, strerror(errno));
         return 1;
