@@ -69,17 +69,17 @@ bench-exfm: build
 bench-store: build
 	@bash bench/bench_store.sh $(BUILD)
 
-# kill -9 durability of online updates: 120 trials.
 # What one missed row costs RocksDB under each table option the store
 # considered (bench/store_levers.c; figures in bench/RESULTS.md, bench-store).
 bench-store-levers: build
 	@taskset -c $${STORE_CPU:-1} $(BUILD)/bench/store_levers $(BUILD)/bench-store-levers
 
+# kill -9 durability of online updates: 120 trials.
 bench-store-crash: build
 	@$(BUILD)/bench/bench_store_crash 120 $(BUILD)/bench-store-crash
 
 # rankd vs in-process scoring vs a Python/PyTorch server, latency at 25-90% of
-# rankd's max rate, 50/200/1000 candidates (bench/RESULTS.md "## bench-serve"); ~5 min.
+# rankd's max rate, 50/200/1000 candidates (bench/RESULTS.md "## bench-serve"); 2.5-5 min.
 bench-serve: build
 	@bash bench/bench_serve.sh $(BUILD)
 

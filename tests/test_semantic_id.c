@@ -1132,6 +1132,22 @@ Test(sid, cli_build_and_assign) {
     cr_assert_eq(rk_sid_items_load(tpath("cli2.sid"), &it, &e), RK_OK, "%s", e.msg);
     cr_expect_eq(memcmp(codes, rk_sid_items_codes(it), sizeof codes), 0);
     rk_sid_items_destroy(it);
+    /* embeddings of another encoder/template than the codebooks': refused
+     * unless --version says what to record */
+    cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &e);
+    rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
+    rk_st_writer_add_meta(w, "model", "other-encoder", &e);
+    cr_assert_eq(rk_st_writer_write(w, tpath("emb_other.safetensors"), &e), RK_OK, "%s", e.msg);
+    rk_st_writer_destroy(w);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s",
+             tpath("cli.sid"), tpath("emb_other.safetensors"), tpath("cli3.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "\"other-encoder\" differs from the codebooks'") && strstr(out, "\"test-encoder\""), "%s", out);
+    cr_expect(!rk_path_exists(tpath("cli3.sid")), "no output on error");
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s --version v2",
+             tpath("cli.sid"), tpath("emb_other.safetensors"), tpath("cli3.sid"));
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
     /* errors: missing --codes, missing file, dim mismatch */
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --out %s",
              tpath("emb.safetensors"), tpath("x.sid"));

@@ -56,7 +56,8 @@ static void usage(FILE *f) {
                "  assign encodes with the codebooks of a records/codebook file (levels and codes are theirs).\n"
                "  --out: a file (not a directory or symbolic link), written whole or not at all.\n"
                "  --version: the records' content-embedding version (default: the embeddings' encoder\n"
-               "  identity and text template, which rankd --encoder checks). Usage errors exit 2.\n");
+               "  identity and text template, which rankd --encoder checks). assign refuses embeddings\n"
+               "  whose version differs from the codebooks' unless --version is given. Usage errors exit 2.\n");
 }
 
 typedef struct {
@@ -305,6 +306,18 @@ int rank_sid_main(int argc, char **argv) {
         if (!s && cb.dim != ef.dim)
             s = rk_fail(&e, RK_ESHAPE, "%s: embeddings of dim %d, the codebooks of %s expect %d", emb, ef.dim, cbpath,
                         cb.dim);
+        /* Codes are only comparable when the new embeddings come from the
+         * same encoder and text template as the codebooks' items. */
+        rk_st_file *cf = NULL;
+        if (!s && !version && ef.version[0] && rk_st_open(cbpath, &cf, NULL) == RK_OK) {
+            const char *cv = rk_st_meta(cf, "rankd.sid.version");
+            if (cv && cv[0] && strcmp(cv, ef.version) != 0)
+                s = rk_fail(&e, RK_EINVAL,
+                            "%s: content embedding version \"%s\" differs from the codebooks' (%s: \"%s\"): encode "
+                            "with the same encoder and text template, or pass --version to assign anyway",
+                            emb, ef.version, cbpath, cv);
+            rk_st_close(cf);
+        }
     }
     if (!s) s = report_and_save(&cb, &ef, version ? version : ef.version, out, t0, &e);
     rk_sid_codebook_free(&cb);

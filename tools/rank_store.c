@@ -64,6 +64,11 @@ static const char *store_dir(const char *cmd, const char *model, const char *sto
     snprintf(members, sizeof members, "%s/members", model);
     DIR *d = opendir(members);
     if (!d) {
+        if (member && !rk_is_dir(model)) {
+            fprintf(stderr, "rank store %s: error: model bundle %s: %s\n", cmd, model,
+                    rk_path_exists(model) ? "not a directory" : "does not exist");
+            return NULL;
+        }
         if (member) {
             fprintf(stderr, "rank store %s: error: model bundle %s is not an ensemble (no members/): drop --member\n",
                     cmd, model);
