@@ -112,21 +112,21 @@ static void raw_open(raw_db *r, const char *dir, size_t block_cache, int mmap_re
     rocksdb_readoptions_set_verify_checksums(r->ro, 1);
 }
 
-/* Raw MultiGet of the batch as it comes (duplicates included, RocksDB
- * sorts): what a server without rankd's store would do. */
-static void raw_get_plain(raw_db *r, const uint64_t *keys, float *out) {
+/* One batched MultiGet of keys[0..n) (sorted_input: already ascending),
+ * value i copied to out[i * DIM]. */
+static void raw_multiget(raw_db *r, const uint64_t *keys, size_t n, unsigned char sorted_input, float *out) {
     static unsigned char kb[BATCH * 8];
     static const char *kp[BATCH];
     static size_t ks[BATCH];
     static rocksdb_pinnableslice_t *v[BATCH];
     static char *e[BATCH];
-    for (size_t i = 0; i < BATCH; i++) {
+    for (size_t i = 0; i < n; i++) {
         for (int b = 0; b < 8; b++) kb[8 * i + b] = (unsigned char)(keys[i] >> (56 - 8 * b));
         kp[i] = (const char *)kb + 8 * i;
         ks[i] = 8;
     }
-    rocksdb_batched_multi_get_cf(r->db, r->ro, r->cf[1], BATCH, kp, ks, v, e, 0);
-    for (size_t i = 0; i < BATCH; i++) {
+    rocksdb_batched_multi_get_cf(r->db, r->ro, r->cf[1], n, kp, ks, v, e, sorted_input);
+    for (size_t i = 0; i < n; i++) {
         if (v[i]) {
             size_t vl;
             const char *p = rocksdb_pinnableslice_value(v[i], &vl);
@@ -137,34 +137,19 @@ static void raw_get_plain(raw_db *r, const uint64_t *keys, float *out) {
     }
 }
 
+/* Raw MultiGet of the batch as it comes (duplicates included, RocksDB
+ * sorts): what a server without rankd's store would do. */
+static void raw_get_plain(raw_db *r, const uint64_t *keys, float *out) { raw_multiget(r, keys, BATCH, 0, out); }
+
 /* Raw MultiGet after sorting and deduplicating the batch. */
 static void raw_get(raw_db *r, const uint64_t *keys, float *out) {
     static uint64_t k[BATCH];
-    static unsigned char kb[BATCH * 8];
-    static const char *kp[BATCH];
-    static size_t ks[BATCH];
-    static rocksdb_pinnableslice_t *v[BATCH];
-    static char *e[BATCH];
     memcpy(k, keys, sizeof k);
     qsort(k, BATCH, 8, u64cmp);
     size_t u = 0;
-    for (size_t i = 0; i < BATCH; i++) {
-        if (i && k[i] == k[i - 1]) continue;
-        for (int b = 0; b < 8; b++) kb[8 * u + b] = (unsigned char)(k[i] >> (56 - 8 * b));
-        kp[u] = (const char *)kb + 8 * u;
-        ks[u] = 8;
-        u++;
-    }
-    rocksdb_batched_multi_get_cf(r->db, r->ro, r->cf[1], u, kp, ks, v, e, 1);
-    for (size_t i = 0; i < u; i++) {
-        if (v[i]) {
-            size_t vl;
-            const char *p = rocksdb_pinnableslice_value(v[i], &vl);
-            memcpy(out + i * DIM, p, vl < DIM * 4 ? vl : DIM * 4);
-            rocksdb_pinnableslice_destroy(v[i]);
-        }
-        if (e[i]) rocksdb_free(e[i]);
-    }
+    for (size_t i = 0; i < BATCH; i++)
+        if (!i || k[i] != k[i - 1]) k[u++] = k[i];
+    raw_multiget(r, k, u, 1, out);
 }
 
 static void raw_close(raw_db *r) {
