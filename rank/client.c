@@ -19,6 +19,7 @@
 #include <grpc/support/time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "internal.h"
 #include "rank.h"
 #include "rank.pb-c.h"
 
@@ -37,7 +38,7 @@ static void pb_free(void *d, void *p) {
     (void)d;
     rk_free(p);
 }
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
+ProtobufCAllocator rk_pb_allocator = {pb_alloc, pb_free, NULL};
 
 rk_status rk_client_create(const char *addr, rk_client **out, rk_err *err) {
     *out = NULL;
@@ -181,7 +182,7 @@ rk_status rk_client_rank(rk_client *c, const Rankd__V1__RankRequest *req, int de
     rk_free(buf);
     if (st) return st;
     if (res->code == 0) {
-        *resp = rankd__v1__rank_response__unpack(&pb_allocator, res->body_len, res->body);
+        *resp = rankd__v1__rank_response__unpack(&rk_pb_allocator, res->body_len, res->body);
         if (!*resp) st = rk_fail(err, RK_EFORMAT, "rank: the response is not a valid RankResponse");
     }
     rk_call_result_free(res);
@@ -189,7 +190,7 @@ rk_status rk_client_rank(rk_client *c, const Rankd__V1__RankRequest *req, int de
 }
 
 void rk_client_free_response(Rankd__V1__RankResponse *resp) {
-    if (resp) rankd__v1__rank_response__free_unpacked(resp, &pb_allocator);
+    if (resp) rankd__v1__rank_response__free_unpacked(resp, &rk_pb_allocator);
 }
 
 rk_status rk_client_health(rk_client *c, const char *service, int deadline_ms,
@@ -207,11 +208,11 @@ rk_status rk_client_health(rk_client *c, const char *service, int deadline_ms,
     if (st) return st;
     if (res->code == 0) {
         Grpc__Health__V1__HealthCheckResponse *r = grpc__health__v1__health_check_response__unpack(
-            &pb_allocator, res->body_len, res->body);
+            &rk_pb_allocator, res->body_len, res->body);
         if (!r) st = rk_fail(err, RK_EFORMAT, "health: the response is not a valid HealthCheckResponse");
         else {
             *serving = (int)r->status;
-            grpc__health__v1__health_check_response__free_unpacked(r, &pb_allocator);
+            grpc__health__v1__health_check_response__free_unpacked(r, &rk_pb_allocator);
         }
     }
     rk_call_result_free(res);

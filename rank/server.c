@@ -70,6 +70,7 @@
 #include <grpc/support/time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "internal.h"
 #include "rank.h"
 #include "rank.pb-c.h"
 
@@ -281,16 +282,6 @@ static int post(rk_server *s, call_kind kind) {
 
 /* ------------------------------------------------------------ handlers */
 
-/* protobuf-c allocations (health requests) through rk_malloc. */
-static void *pb_alloc(void *d, size_t n) {
-    (void)d;
-    return rk_malloc(n);
-}
-static void pb_free(void *d, void *p) {
-    (void)d;
-    rk_free(p);
-}
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
 
 /* Copy the request message into buf[cap]. Returns its length, or -1 if it
  * is larger (cannot happen below the max receive size for Rank calls). */
@@ -393,7 +384,7 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
     Rankd__V1__ApplyUpdatesRequest *req =
-        rankd__v1__apply_updates_request__unpack(&pb_allocator, (size_t)n, w->in);
+        rankd__v1__apply_updates_request__unpack(&rk_pb_allocator, (size_t)n, w->in);
     if (!req) {
         c->status_details = grpc_slice_from_static_string("request is not a valid rankd.v1.ApplyUpdatesRequest");
         return GRPC_STATUS_INVALID_ARGUMENT;
@@ -421,7 +412,7 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
                                                          : GRPC_STATUS_INTERNAL;
         c->status_details = grpc_slice_from_copied_string(err.msg);
     }
-    rankd__v1__apply_updates_request__free_unpacked(req, &pb_allocator);
+    rankd__v1__apply_updates_request__free_unpacked(req, &rk_pb_allocator);
     return code;
 }
 
@@ -431,7 +422,7 @@ static grpc_status_code handle_health(call_ctx *c) {
     long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
     Grpc__Health__V1__HealthCheckRequest *req =
         n < 0 ? NULL
-              : grpc__health__v1__health_check_request__unpack(&pb_allocator, (size_t)n, s->health_in);
+              : grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
     if (!req) {
         c->status_details =
             grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
@@ -451,7 +442,7 @@ static grpc_status_code handle_health(call_ctx *c) {
         c->status_details = grpc_slice_from_copied_string(msg);
         code = GRPC_STATUS_NOT_FOUND;
     }
-    grpc__health__v1__health_check_request__free_unpacked(req, &pb_allocator);
+    grpc__health__v1__health_check_request__free_unpacked(req, &rk_pb_allocator);
     return code;
 }
 
