@@ -6,7 +6,6 @@
 #define RK_RANK_INTERNAL_H
 
 #include <jansson.h>
-#include <protobuf-c/protobuf-c.h>
 #include <pthread.h>
 
 #include "embed.h"
@@ -110,10 +109,6 @@ rk_status rk_sid_table_data(const rk_sid_items *it, uint64_t **keys, float **dat
 /* Read the records of ft from the bundle's store table "sid.<feature>". */
 rk_status rk_sid_load_from_store(rk_store *st, const rk_feature *ft, int K, const char *version,
                                  rk_sid_items **out, rk_err *err);
-
-/* protobuf-c allocations through rk_malloc / rk_free (so tests can inject
- * allocation failures); used by the gRPC client and server (client.c). */
-extern ProtobufCAllocator rk_pb_allocator;
 
 json_t *rk_cfg_to_json(const rk_model_cfg *c);
 

@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 
 #ifndef RK_SOURCE_DIR

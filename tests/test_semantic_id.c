@@ -20,7 +20,7 @@
 
 #include "core.h"
 #include "embed.h"
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 #include "store.h"
 #include "semantic_id.h"

@@ -38,7 +38,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 
 #ifndef RK_SOURCE_DIR

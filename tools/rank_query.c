@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 
 int rank_query_main(int argc, char **argv);

@@ -40,7 +40,7 @@
 
 #include <cblas.h>
 
-#include "rank.h"
+#include "serve.h"
 #include "store.h"
 
 static void usage(FILE *o) {

@@ -71,7 +71,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "internal.h"
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 
 #define RANK_METHOD "/rankd.v1.Ranker/Rank"

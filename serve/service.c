@@ -36,7 +36,7 @@
 #include <string.h>
 
 #include "embed.h"
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 
 /* gRPC status codes (grpc/status.h), kept local so this file needs no gRPC. */

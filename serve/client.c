@@ -20,7 +20,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "internal.h"
-#include "rank.h"
+#include "serve.h"
 #include "rank.pb-c.h"
 
 struct rk_client {
