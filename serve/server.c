@@ -407,8 +407,13 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
             c->status_details = grpc_slice_from_static_string("response too large");
         }
     } else {
+        /* a full disk (RK_ETOOBIG) or an I/O error: Rank traffic goes on
+         * from the last acknowledged rows and the store retries its writable
+         * open on the next update, so the caller may retry later */
         code = st == RK_ENOTFOUND                        ? GRPC_STATUS_NOT_FOUND
                : st == RK_EINVAL || st == RK_ENUMERIC    ? GRPC_STATUS_INVALID_ARGUMENT
+               : st == RK_ETOOBIG                        ? GRPC_STATUS_RESOURCE_EXHAUSTED
+               : st == RK_EIO                            ? GRPC_STATUS_UNAVAILABLE
                                                          : GRPC_STATUS_INTERNAL;
         c->status_details = grpc_slice_from_copied_string(err.msg);
     }

@@ -87,8 +87,11 @@ rk_status rk_rocks_status(const char *msg) {
     if (!strncmp(msg, "Corruption", 10)) return RK_EFORMAT;
     if (!strncmp(msg, "Invalid argument", 16) || !strncmp(msg, "Not implemented", 15)) return RK_EINVAL;
     if (!strncmp(msg, "Not found", 9)) return RK_ENOTFOUND;
+    if (strstr(msg, "No space left on device")) return RK_ETOOBIG; /* ENOSPC: resource exhausted */
     return RK_EIO;
 }
+
+static void drop_open_leftovers(const char *dir);
 
 /* Turn a RocksDB error string into a status + message; frees it. */
 static rk_status rocks_fail(rk_err *err, char **rerr, const char *fmt_what, const char *path) {
@@ -132,6 +135,10 @@ struct rk_store {
     table *tabs;
     rk_store_opts o;
     pthread_mutex_t wmu; /* serializes rk_store_apply */
+    /* db and the column family handles change only in reopen_db, under
+     * dbmu held exclusively; RocksDB reads hold it shared */
+    pthread_rwlock_t dbmu;
+    int write_failed;    /* a write failed (or the writable open did): the next apply reopens first */
     atomic_int refs;     /* used by rk_store_live */
     int delete_dir;      /* rm -rf path when the last reference goes */
     char path[512];
@@ -162,6 +169,14 @@ rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cach
      * (every open used to keep one more LOG.old.*, ~85 KB each). */
     rocksdb_options_set_keep_log_file_num(o, 1);
     rocksdb_options_set_max_log_file_size(o, (size_t)1 << 20);
+    /* No line at all (level 6 = NUM_INFO_LOG_LEVELS, above HEADER_LEVEL):
+     * Debian's RocksDB is built with assertions, and its info logger
+     * appends again after a failed write (disk full), which trips an
+     * assertion in WritableFileWriter and aborts the process. RocksDB's
+     * error texts reach our log through each failing call's errptr. The
+     * OPTIONS file RocksDB writes at open then fails its read-back check and
+     * stays as OPTIONS-N.dbtmp; drop_open_leftovers removes those. */
+    rocksdb_options_set_info_log_level(o, 6);
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
     rocksdb_cache_t *cache = rocksdb_cache_create_lru(block_cache_bytes ? block_cache_bytes : ((size_t)1 << 20));
     rocksdb_block_based_options_set_block_cache(t, cache);
@@ -424,6 +439,7 @@ done:
     rocksdb_writeoptions_destroy(wo);
     rocksdb_options_destroy(o);
     rocksdb_cache_destroy(cache);
+    if (st == RK_OK) drop_open_leftovers(tmp);
     if (st == RK_OK) st = rk_fsync_dir(tmp, err);
     if (st == RK_OK && rename(tmp, dir) != 0)
         st = rk_fail(err, RK_EIO, "store %s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
@@ -454,6 +470,7 @@ static void store_destroy(rk_store *s) {
     if (s->bcache) rocksdb_cache_destroy(s->bcache);
     rk_free(s->all_cf);
     pthread_mutex_destroy(&s->wmu);
+    pthread_rwlock_destroy(&s->dbmu);
     if (s->delete_dir) (void)rk_rm_rf(s->path, NULL);
     rk_free(s);
 }
@@ -519,7 +536,9 @@ static void open_error_names_file(const char *dir, const rocksdb_options_t *base
     }
     rocksdb_free(*rerr);
     *rerr = strdup(msg);
-    if (!num) return;
+    /* a full disk is not about a damaged file: the file named is the one
+     * RocksDB was writing (a WAL replayed into a new table file) */
+    if (!num || strstr(msg, "No space left on device")) return;
     char file[64], path[700];
     snprintf(file, sizeof file, "%06llu.sst", num);
     snprintf(path, sizeof path, "%s/%s", dir, file);
@@ -590,8 +609,9 @@ static void wal_names(const char *dir, char *what, size_t cap) {
 /* RocksDB 7.8 keeps the empty WAL of every writable open that wrote
  * nothing (one more NNNNNN.log per reopen). With the LOCK held (after a
  * writable open), an empty WAL older than the newest one holds no record
- * and is not the one being written: delete it. */
-static void drop_empty_wals(const char *dir) {
+ * and is not the one being written: delete it. Also the OPTIONS-N.dbtmp
+ * files of rk_store_rocks_options' silenced info log (never read). */
+static void drop_open_leftovers(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     unsigned long long newest = 0;
@@ -606,8 +626,13 @@ static void drop_empty_wals(const char *dir) {
         unsigned long long n;
         char tail[8], p[1024];
         struct stat sb;
-        if (sscanf(de->d_name, "%llu.%7s", &n, tail) != 2 || strcmp(tail, "log") || n >= newest) continue;
         snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        size_t nl = strlen(de->d_name);
+        if (!strncmp(de->d_name, "OPTIONS-", 8) && nl > 6 && !strcmp(de->d_name + nl - 6, ".dbtmp")) {
+            (void)unlink(p);
+            continue;
+        }
+        if (sscanf(de->d_name, "%llu.%7s", &n, tail) != 2 || strcmp(tail, "log") || n >= newest) continue;
         if (!stat(p, &sb) && sb.st_size == 0) (void)unlink(p);
     }
     closedir(d);
@@ -675,6 +700,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     rk_store *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
     pthread_mutex_init(&s->wmu, NULL);
+    pthread_rwlock_init(&s->dbmu, NULL);
     atomic_init(&s->refs, 1);
     s->o = *opts;
     snprintf(s->path, sizeof s->path, "%s", dir);
@@ -704,6 +730,16 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
         s->db = rk_rocks.open_cf(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo, s->all_cf, &rerr);
     else
         s->db = rk_rocks.open_cf_ro(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo, s->all_cf, 0, &rerr);
+    if (!s->db && opts->writable && rk_rocks_status(rerr) == RK_ETOOBIG) {
+        /* disk full: serve read-only; every rk_store_apply retries the
+         * writable open, so updates resume once space is freed */
+        rk_warn("store %s: cannot open writable (%s): serving read-only, updates refused until space is freed", dir,
+                rerr);
+        rocksdb_free(rerr);
+        rerr = NULL;
+        s->db = rk_rocks.open_cf_ro(s->opts, dir, (int)n_cf, (const char *const *)cf_names, cfo, s->all_cf, 0, &rerr);
+        s->write_failed = s->db != NULL;
+    }
     rk_free(cfo);
     if (!s->db) {
         /* RocksDB's message does not say which file: a corruption found
@@ -715,7 +751,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
         st = rocks_fail(err, &rerr, what, dir);
         goto fail;
     }
-    if (opts->writable) drop_empty_wals(dir);
+    if (opts->writable && !s->write_failed) drop_open_leftovers(dir);
     int dflt = -1;
     for (size_t i = 0; i < n_cf; i++)
         if (!strcmp(cf_names[i], "default")) dflt = (int)i;
@@ -936,7 +972,13 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
         errs[j] = NULL;
         first[j++] = i;
     }
-    rk_rocks.batched_multi_get_cf(s->db, s->ro, tb->cf, u, kptr, ksz, vals, errs, 1);
+    pthread_rwlock_rdlock(&s->dbmu);
+    if (s->db) {
+        rk_rocks.batched_multi_get_cf(s->db, s->ro, tb->cf, u, kptr, ksz, vals, errs, 1);
+    } else {
+        for (size_t j = 0; j < u; j++) errs[j] = strdup("IO error: the database could not be reopened after a failed write");
+    }
+    pthread_rwlock_unlock(&s->dbmu);
     rk_status st = RK_OK;
     size_t unknown = oor;
     for (size_t j = 0; j < u; j++) {
@@ -1010,12 +1052,18 @@ rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err) 
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(ro, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->tabs[t].cf);
+    pthread_rwlock_rdlock(&s->dbmu);
     uint64_t n = 0;
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) n++;
     char *rerr = NULL;
-    rocksdb_iter_get_error(it, &rerr);
-    rocksdb_iter_destroy(it);
+    if (s->db) {
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->tabs[t].cf);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) n++;
+        rocksdb_iter_get_error(it, &rerr);
+        rocksdb_iter_destroy(it);
+    } else {
+        rerr = strdup("IO error: the database could not be reopened after a failed write");
+    }
+    pthread_rwlock_unlock(&s->dbmu);
     rocksdb_readoptions_destroy(ro);
     *count = n;
     if (rerr) return rocks_fail(err, &rerr, "scan failed", s->path);
@@ -1031,6 +1079,13 @@ rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, c
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(ro, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
+    pthread_rwlock_rdlock(&s->dbmu);
+    if (!s->db) {
+        pthread_rwlock_unlock(&s->dbmu);
+        rocksdb_readoptions_destroy(ro);
+        rk_free(row);
+        return rk_fail(err, RK_EIO, "store %s: the database could not be reopened after a failed write", s->path);
+    }
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, tb->cf);
     rk_status st = RK_OK;
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -1050,6 +1105,7 @@ rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, c
     char *rerr = NULL;
     rocksdb_iter_get_error(it, &rerr);
     rocksdb_iter_destroy(it);
+    pthread_rwlock_unlock(&s->dbmu);
     rocksdb_readoptions_destroy(ro);
     rk_free(row);
     if (rerr) return rocks_fail(err, &rerr, "scan failed", s->path);
@@ -1057,6 +1113,65 @@ rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, c
 }
 
 /* ---------------------------------------------------------------- apply */
+
+/* Open s->path into s->db and remap the tables' column families by name:
+ * writable, else (that failing) read-only so that reads keep serving. */
+static rk_status open_db_handles(rk_store *s, rk_err *err) {
+    size_t n_cf = 0;
+    char *rerr = NULL, *rerr2 = NULL;
+    char **names = rocksdb_list_column_families(s->opts, s->path, &n_cf, &rerr);
+    if (!names) return rocks_fail(err, &rerr, "cannot list column families", s->path);
+    if ((int)n_cf != s->n_all) {
+        rocksdb_list_column_families_destroy(names, n_cf);
+        return rk_fail(err, RK_EFORMAT, "store %s: %zu column families, %d at open", s->path, n_cf, s->n_all);
+    }
+    const rocksdb_options_t **cfo = rk_calloc(n_cf, sizeof *cfo);
+    if (!cfo) {
+        rocksdb_list_column_families_destroy(names, n_cf);
+        return rk_fail(err, RK_ENOMEM, "store %s: out of memory", s->path);
+    }
+    for (size_t i = 0; i < n_cf; i++) cfo[i] = s->opts;
+    const char *const *nm = (const char *const *)names;
+    s->db = rk_rocks.open_cf(s->opts, s->path, (int)n_cf, nm, cfo, s->all_cf, &rerr);
+    if (!s->db) s->db = rk_rocks.open_cf_ro(s->opts, s->path, (int)n_cf, nm, cfo, s->all_cf, 0, &rerr2);
+    rk_free(cfo);
+    rk_status st = RK_OK;
+    if (!s->db) {
+        rocksdb_free(rerr2);
+        st = rocks_fail(err, &rerr, "cannot reopen", s->path);
+    } else {
+        for (int t = 0; t < s->n_tables; t++)
+            for (size_t i = 0; i < n_cf; i++)
+                if (!strcmp(names[i], s->tabs[t].m.name)) s->tabs[t].cf = s->all_cf[i];
+        if (rerr) st = rocks_fail(err, &rerr, "cannot reopen writable (serving read-only)", s->path);
+        rocksdb_free(rerr2);
+    }
+    rocksdb_list_column_families_destroy(names, n_cf);
+    return st;
+}
+
+/* After a failed write RocksDB refuses every later one; close and reopen
+ * the database in place (readers wait on dbmu meanwhile; the RAM cache
+ * keeps what they read). RK_OK when it is writable again; otherwise the
+ * error (a full disk: RK_ETOOBIG), reads keep serving from a read-only
+ * open, and the next apply tries again. Caller holds wmu. */
+static rk_status reopen_db(rk_store *s, rk_err *err) {
+    pthread_rwlock_wrlock(&s->dbmu);
+    for (int i = 0; i < s->n_all; i++) {
+        if (s->all_cf[i]) rocksdb_column_family_handle_destroy(s->all_cf[i]);
+        s->all_cf[i] = NULL;
+    }
+    if (s->db) rocksdb_close(s->db);
+    s->db = NULL;
+    rk_status st = open_db_handles(s, err);
+    s->write_failed = st != RK_OK;
+    pthread_rwlock_unlock(&s->dbmu);
+    if (st == RK_OK) {
+        drop_open_leftovers(s->path);
+        rk_info("store %s: reopened writable after a failed write; updates resume", s->path);
+    }
+    return st;
+}
 
 rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data, rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
@@ -1075,18 +1190,25 @@ rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, con
                            i % (size_t)tb->m.dim, RK_STORE_MAX_ABS);
     unsigned char *enc = rk_malloc(n * tb->row_bytes);
     if (!enc) return rk_fail(err, RK_ENOMEM, "store %s: out of memory for %zu updates", s->path, n);
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    for (size_t i = 0; i < n; i++) {
-        unsigned char key[8];
-        be64(key, rows[i]);
+    for (size_t i = 0; i < n; i++)
         rk_codec_encode(tb->m.codec, data + i * (size_t)tb->m.dim, tb->m.dim, enc + i * tb->row_bytes);
-        rocksdb_writebatch_put_cf(wb, tb->cf, (const char *)key, 8, (const char *)(enc + i * tb->row_bytes), tb->row_bytes);
-    }
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     char *rerr = NULL;
     rk_status st = RK_OK;
-    pthread_mutex_lock(&s->wmu);
-    rk_rocks.write(s->db, s->wo, wb, &rerr);
-    if (rerr) {
+    pthread_mutex_lock(&s->wmu); /* tb->cf changes only under it (reopen_db) */
+    if (s->write_failed) st = reopen_db(s, err);
+    for (size_t i = 0; st == RK_OK && i < n; i++) {
+        unsigned char key[8];
+        be64(key, rows[i]);
+        rocksdb_writebatch_put_cf(wb, tb->cf, (const char *)key, 8, (const char *)(enc + i * tb->row_bytes), tb->row_bytes);
+    }
+    if (st == RK_OK) rk_rocks.write(s->db, s->wo, wb, &rerr);
+    if (st) {
+        rk_err_prefix(err, "update refused (nothing acknowledged)");
+    } else if (rerr) {
+        /* RocksDB stays in its error state after a failed WAL write (7.8
+         * does not resume by itself): the next apply reopens the database */
+        s->write_failed = 1;
         st = rocks_fail(err, &rerr, "update write failed (nothing acknowledged)", s->path);
     } else {
         for (size_t i = 0; i < n; i++) rk_cache_update(&tb->cache, rows[i], enc + i * tb->row_bytes);
@@ -1101,7 +1223,11 @@ rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, con
 rk_status rk_store_compact(rk_store *s, int t, rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
     if (!s->o.writable) return rk_fail(err, RK_EINVAL, "store %s: opened read-only; compaction needs opts.writable", s->path);
-    rocksdb_compact_range_cf(s->db, s->tabs[t].cf, NULL, 0, NULL, 0);
+    pthread_mutex_lock(&s->wmu);
+    int failed = s->write_failed;
+    if (!failed) rocksdb_compact_range_cf(s->db, s->tabs[t].cf, NULL, 0, NULL, 0);
+    pthread_mutex_unlock(&s->wmu);
+    if (failed) return rk_fail(err, RK_EIO, "store %s: a write failed; compaction waits for the next successful update", s->path);
     return RK_OK;
 }
 

@@ -31,10 +31,16 @@
  * Online updates: rk_store_apply writes a batch of rows through the WAL
  * (fsync'd before it returns), on a store opened writable. Once it returns
  * RK_OK the update survives kill -9; readers see the old or the new row,
- * never a mix.
+ * never a mix. A full disk is not fatal: the write fails with RK_ETOOBIG
+ * ("No space left on device"), reads go on serving the acknowledged rows,
+ * and since RocksDB refuses every write after a failed one, the next
+ * rk_store_apply first reopens the database in place (writable again once
+ * space is freed). A writable open on a full disk opens read-only instead
+ * (with a warning) and updates resume the same way. RocksDB's info log is
+ * silenced (its logger aborts Debian's build after a failed write).
  *
  * Errors: RocksDB errors become status codes with RocksDB's message
- * (Corruption -> RK_EFORMAT, IO error / disk full -> RK_EIO, ...), never
+ * (Corruption -> RK_EFORMAT, IO error -> RK_EIO, disk full -> RK_ETOOBIG), never
  * crashes. store/ knows nothing of models.
  */
 #ifndef RK_STORE_H

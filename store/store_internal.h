@@ -45,7 +45,8 @@ void rk_rocks_reset(void);
 
 /* Map a RocksDB error text to a status: "Corruption" -> RK_EFORMAT,
  * "Invalid argument" -> RK_EINVAL, "Not found" -> RK_ENOTFOUND,
- * "Not implemented" -> RK_EINVAL, else (IO error, no space, ...) RK_EIO. */
+ * "Not implemented" -> RK_EINVAL, "No space left on device" (ENOSPC) ->
+ * RK_ETOOBIG ("resource exhausted"), else (IO error, ...) RK_EIO. */
 rk_status rk_rocks_status(const char *msg);
 
 /* The RocksDB options every store is opened and written with (the

@@ -1281,6 +1281,106 @@ Test(e2e_live, sighup_bursts_during_reloads_are_absorbed) {
     finish();
 }
 
+/* ApplyUpdates of n rows of table movie_id (rows first..first+n, value x);
+ * returns the gRPC code, the message into msg. */
+static int apply_rows(rk_client *cl, uint64_t first, size_t n, float x, char *msg, size_t cap) {
+    int f = -1;
+    for (int k = 0; k < C.cfg->n_features; k++)
+        if (!strcmp(C.cfg->features[k].name, "movie_id")) f = k;
+    cr_assert_geq(f, 0);
+    const int dim = C.cfg->features[f].dim;
+    uint64_t *rows = malloc(n * sizeof *rows);
+    float *v = malloc(n * (size_t)dim * sizeof *v);
+    for (size_t i = 0; i < n; i++) rows[i] = (first + i) % C.cfg->features[f].table_size;
+    for (size_t i = 0; i < n * (size_t)dim; i++) v[i] = x;
+    Rankd__V1__ApplyUpdatesRequest u = RANKD__V1__APPLY_UPDATES_REQUEST__INIT;
+    u.table = "movie_id";
+    u.rows = rows;
+    u.n_rows = n;
+    u.values = v;
+    u.n_values = n * (size_t)dim;
+    size_t len = rankd__v1__apply_updates_request__get_packed_size(&u);
+    uint8_t *b = malloc(len + 1);
+    rankd__v1__apply_updates_request__pack(&u, b);
+    rk_call_result res;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Admin/ApplyUpdates", b, len, 30000, &res, &e), RK_OK, "%s", e.msg);
+    snprintf(msg, cap, "%s", res.msg);
+    int code = res.code;
+    rk_call_result_free(&res);
+    free(b), free(rows), free(v);
+    return code;
+}
+
+static void rank_ok(rk_client *cl, Rankd__V1__RankRequest *req, const char *when) {
+    rk_call_result res;
+    Rankd__V1__RankResponse *resp = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_rank(cl, req, 30000, &res, &resp, &e), RK_OK, "%s: %s", when, e.msg);
+    cr_assert_eq(res.code, OK, "%s: Rank %d %s", when, res.code, res.msg);
+    rk_client_free_response(resp);
+}
+
+/* Fill the file system of dir (a file dir/fill written until ENOSPC). */
+static void fill_disk(const char *dir) {
+    cr_assert_eq(run("dd if=/dev/zero of=%s/fill bs=4k 2>/dev/null; dd if=/dev/zero of=%s/fill bs=1 oflag=append "
+                     "conv=notrunc 2>/dev/null; true", dir, dir), 0);
+}
+
+/* The bundle on a small tmpfs (root only; skipped otherwise) that fills up
+ * under ApplyUpdates: the call fails with RESOURCE_EXHAUSTED naming "No
+ * space left on device" (rankd used to abort in RocksDB), Rank traffic goes
+ * on, updates resume once space is freed; a restart while full comes up and
+ * serves, refusing updates until space is freed. */
+Test(e2e_live, disk_full_during_updates) {
+    char mnt[1024], copy[64];
+    snprintf(copy, sizeof copy, "dfull-%d", (int)getpid());
+    snprintf(mnt, sizeof mnt, "%s/%s", e2e_dir(), copy);
+    cr_assert_eq(run("mkdir -p %s", mnt), 0);
+    if (geteuid() != 0 || run("mount -t tmpfs -o size=5m rk-test-tmpfs %s 2>/dev/null", mnt) != 0)
+        cr_skip_test("needs root to mount a tmpfs");
+    cr_assert_eq(run("cp -a %s/bundle %s/bundle", e2e_dir(), mnt), 0);
+    static char bn[128];
+    snprintf(bn, sizeof bn, "%s/bundle", copy);
+    bundle_name = bn;
+    rankd_proc p;
+    const char *extra[] = {"--updates", NULL};
+    cr_assert_neq(rankd_spawn(&p, "127.0.0.1:0", NULL, extra), -1, "rankd --updates exited (log %s)", p.log);
+    rk_client *cl;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(p.addr, &cl, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(2), MULTI_K, 1);
+    fill_disk(mnt);
+    char msg[1024] = "";
+    int code = OK;
+    for (int i = 0; i < 200 && code == OK; i++) code = apply_rows(cl, (uint64_t)i * 2000, 2000, 0.25f, msg, sizeof msg);
+    cr_assert_eq(code, 8 /* RESOURCE_EXHAUSTED */, "ApplyUpdates on a full disk: %d %s (log %s)", code, msg, p.log);
+    cr_expect(strstr(msg, "No space left on device"), "%s", msg);
+    rank_ok(cl, req, "after the failed update");
+    cr_assert_eq(run("rm -f %s/fill", mnt), 0);
+    code = apply_rows(cl, 7, 10, 0.5f, msg, sizeof msg);
+    cr_assert_eq(code, OK, "ApplyUpdates after space was freed: %d %s", code, msg);
+    rank_ok(cl, req, "after resuming");
+    rk_client_destroy(cl);
+    stop_checked(&p);
+    fill_disk(mnt);
+    cr_assert_neq(rankd_spawn(&p, "127.0.0.1:0", NULL, extra), -1, "restart on a full disk failed (log %s)", p.log);
+    cr_assert_eq(rk_client_create(p.addr, &cl, &e), RK_OK, "%s", e.msg);
+    rank_ok(cl, req, "restarted on a full disk");
+    code = OK;
+    for (int i = 0; i < 200 && code == OK; i++) code = apply_rows(cl, (uint64_t)i * 2000, 2000, 0.75f, msg, sizeof msg);
+    cr_assert_eq(code, 8, "ApplyUpdates after a restart on a full disk: %d %s", code, msg);
+    cr_assert_eq(run("rm -f %s/fill", mnt), 0);
+    code = apply_rows(cl, 7, 10, 0.5f, msg, sizeof msg);
+    cr_assert_eq(code, OK, "ApplyUpdates after space was freed: %d %s", code, msg);
+    rank_ok(cl, req, "after resuming");
+    rk_client_destroy(cl);
+    stop_checked(&p);
+    bundle_name = "bundle";
+    (void)run("umount %s; rm -rf %s", mnt, mnt);
+    finish();
+}
+
 /* rankd --updates on a copy of the bundle: an ApplyUpdates call changes the
  * next score of the candidate whose movie_id row it rewrites (only that
  * one), and a restarted rankd (read-only) serves the same scores. */
