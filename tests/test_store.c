@@ -708,6 +708,14 @@ Test(faults, apply_io_error_is_a_status_and_nothing_changes, .init = mk_tmp, .fi
     rk_rocks_reset();
     cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
     cr_expect_eq(memcmp(y, x + 8, sizeof y), 0, "a failed update must not reach the cache");
+    /* the next update reopens the database in place, then writes */
+    cr_assert_eq(rk_store_apply(s, 0, &id, 1, v, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
+    cr_expect_eq(memcmp(y, v, sizeof y), 0, "the update after the reopen is served");
+    rk_store_close(s);
+    s = open_store(p, 1 << 20, 0);
+    cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK);
+    cr_expect_eq(memcmp(y, v, sizeof y), 0, "the update after the reopen is durable");
     rk_store_close(s);
     free(x);
 }
