@@ -291,28 +291,20 @@ static int read_rows(const opts *o, workload *w) {
     const int nf = cfg->n_features;
     size_t len;
     rk_err e = {0};
-    if (rk_read_file(o->data, &w->buf, &len, &e)) {
+    if (rk_read_text(o->data, &w->buf, &len, &e)) {
         fprintf(stderr, "rank-bench: %s\n", e.msg);
         return -1;
     }
-    char *p = w->buf, *nl = strchr(p, '\n');
-    if (!nl) {
+    char *cur = w->buf, *p = rk_next_line(&cur); /* CRLF and BOM as every TSV reader */
+    if (!p || !*cur) {
         fprintf(stderr, "rank-bench: %s: no header line\n", o->data);
         return -1;
     }
-    *nl = 0;
     char *hdr[256];
-    int nh = 0;
-    for (char *q = p;;) {
-        if (nh == 256) {
-            fprintf(stderr, "rank-bench: %s row 1: more than 256 columns\n", o->data);
-            return -1;
-        }
-        hdr[nh++] = q;
-        char *t = strchr(q, '\t');
-        if (!t) break;
-        *t = 0;
-        q = t + 1;
+    int nh = rk_split_tabs(p, hdr, 256);
+    if (nh > 256) {
+        fprintf(stderr, "rank-bench: %s row 1: more than 256 columns\n", o->data);
+        return -1;
     }
     int col[RK_MAX_FEATURES];
     for (int f = 0; f < nf; f++) {
@@ -326,12 +318,12 @@ static int read_rows(const opts *o, workload *w) {
         }
     }
     size_t cap = 1;
-    for (char *q = nl + 1; *q; q++) cap += *q == '\n';
+    for (char *q = cur; *q; q++) cap += *q == '\n';
     w->cell = calloc(cap * (size_t)nf, sizeof *w->cell);
     if (!w->cell) return -1;
     char *fields[256];
     long line = 1;
-    char *cur = nl + 1, *q;
+    char *q;
     while ((q = rk_next_line(&cur))) {
         line++;
         if (!*q) continue;

@@ -246,6 +246,41 @@ rk_status rk_read_file(const char *path, char **out, size_t *len, rk_err *err) {
     return RK_OK;
 }
 
+rk_status rk_read_text(const char *path, char **out, size_t *len, rk_err *err) {
+    size_t n = 0;
+    rk_status s = rk_read_file(path, out, &n, err);
+    if (s) return s;
+    char *b = *out;
+    if (n >= 3 && !memcmp(b, "\xEF\xBB\xBF", 3)) { /* UTF-8 byte order mark */
+        memmove(b, b + 3, n - 3 + 1);
+        n -= 3;
+    }
+    const char *z = memchr(b, 0, n);
+    if (z) {
+        long line = 1;
+        int col = 1;
+        const char *bol = b;
+        for (const char *p = b; p < z; p++) {
+            if (*p == '\n') line++, col = 1, bol = p + 1;
+            else if (*p == '\t') col++;
+        }
+        size_t byte = (size_t)(z - bol) + 1;
+        char name[64] = ""; /* the column's name in the header (line 1) */
+        const char *h = b;
+        for (int c = 1; line > 1 && c < col && h; c++) h = strpbrk(h, "\t\n"), h = h && *h == '\t' ? h + 1 : NULL;
+        if (line > 1 && h) {
+            size_t k = strcspn(h, "\t\r\n");
+            snprintf(name, sizeof name, " '%.*s'", (int)(k < 40 ? k : 40), h);
+        }
+        rk_free(b);
+        *out = NULL;
+        return rk_fail(err, RK_EFORMAT, "%s: row %ld, column %d%s (byte %zu of the row): a NUL byte; binary data in a "
+                       "text file is refused", path, line, col, name, byte);
+    }
+    if (len) *len = n;
+    return RK_OK;
+}
+
 rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return rk_fail(err, RK_EIO, "%s: cannot create: %s", path, strerror(errno));

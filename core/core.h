@@ -137,6 +137,12 @@ double rk_now(void);
 /* Read a whole file into a NUL-terminated heap buffer (rk_free it).
  * *len receives the size without the NUL. Errors name the path. */
 rk_status rk_read_file(const char *path, char **out, size_t *len, rk_err *err);
+/* Same for a text file (TSV, a list of paths): a leading UTF-8 byte order
+ * mark is dropped, and a NUL byte anywhere is refused (RK_EFORMAT) naming
+ * its row (line, the header being row 1), tab-separated column (number and
+ * header name) and byte, so that line splitting on the NUL-terminated
+ * buffer never stops early at one. Every TSV reader reads through it. */
+rk_status rk_read_text(const char *path, char **out, size_t *len, rk_err *err);
 /* Write a whole file and fsync it (not atomic; see rk_write_file_atomic). */
 rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err);
 /* mkdir -p. */

@@ -80,7 +80,7 @@ rk_status rk_stream_load(const char *path, int n_chunks, const char *spec, rk_st
     if (s) return s;
     char *text;
     size_t len;
-    if ((s = rk_read_file(path, &text, &len, err))) return s;
+    if ((s = rk_read_text(path, &text, &len, err))) return s;
     char *cur = text, *line = rk_next_line(&cur), *fields[MAX_COLS];
     int64_t *ts = NULL;
     size_t cap = 0;

@@ -96,7 +96,7 @@ static rk_status parse_double(const char *s, double *out) {
 
 rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err) {
     char *buf;
-    rk_status s = rk_read_file(path, &buf, NULL, err);
+    rk_status s = rk_read_text(path, &buf, NULL, err);
     if (s) return s;
     char *cur = buf, *line = rk_next_line(&cur);
     colmap cm;
@@ -162,7 +162,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
     snprintf(d->path, sizeof d->path, "%s", path);
     char *buf;
     size_t len;
-    rk_status s = rk_read_file(path, &buf, &len, err);
+    rk_status s = rk_read_text(path, &buf, &len, err);
     if (s) return s;
     size_t approx_rows = 16;
     for (size_t i = 0; i < len; i++) approx_rows += buf[i] == '\n';

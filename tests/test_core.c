@@ -499,6 +499,34 @@ Test(core, file_helpers) {
     cr_assert_eq(rk_rm_rf(tpath("a"), &err), RK_OK, "missing path is not an error");
 }
 
+/* Text files: a NUL byte is refused naming line, column and byte (line
+ * splitting on the NUL-terminated buffer used to stop there silently); a
+ * UTF-8 BOM is dropped; CRLF lines lose their \r. */
+Test(core, read_text_refuses_nul_and_drops_bom) {
+    rk_err err = {0};
+    const char *f = tpath("nul.tsv");
+    static const char nul[] = "a\tb\n1\t2\n3\t4\0junk\n5\t6\n";
+    cr_assert_eq(rk_write_file(f, nul, sizeof nul - 1, &err), RK_OK, "%s", err.msg);
+    char *s = (char *)1;
+    size_t n = 99;
+    cr_assert_eq(rk_read_text(f, &s, &n, &err), RK_EFORMAT);
+    cr_expect_null(s);
+    EXPECT_MSG(err, "row 3, column 2 'b' (byte 4 of the row): a NUL byte");
+    static const char bom[] = "\xEF\xBB\xBF" "a\tb\r\n1\t2\r\n";
+    cr_assert_eq(rk_write_file(f, bom, sizeof bom - 1, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_read_text(f, &s, &n, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(n, sizeof bom - 1 - 3);
+    char *cur = s, *l = rk_next_line(&cur), *fl[4];
+    cr_expect_eq(rk_split_tabs(l, fl, 4), 2);
+    cr_expect_str_eq(fl[0], "a");
+    cr_expect_str_eq(fl[1], "b");
+    l = rk_next_line(&cur);
+    cr_expect_eq(rk_split_tabs(l, fl, 4), 2);
+    cr_expect_str_eq(fl[1], "2");
+    cr_expect_null(rk_next_line(&cur));
+    rk_free(s);
+}
+
 /* Log lines carry the program name that was set, then the level letter. */
 Test(core, log_prefix_names_the_program, .init = cr_redirect_stderr) {
     rk_log_set_program("rank");

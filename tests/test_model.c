@@ -475,6 +475,15 @@ Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
     fclose(f);
     cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 2: 3 fields, the header has 5"), "%s", e.msg);
+    /* a NUL inside row 3 (field count intact): refused, not a silent end of
+     * the file after row 2 */
+    f = fopen(tr, "w");
+    fprintf(f, "label\tu\th\ti\tx\n1\t3\t\t4\t2.0\n0\t3\t\t4\t2");
+    fputc(0, f);
+    fprintf(f, "5\n1\t3\t\t4\t2.0\n");
+    fclose(f);
+    cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 3, column 5 'x' (byte 9 of the row): a NUL byte"), "%s", e.msg);
 }
 
 /* Bundles with quantized tables: model.json records the codec, scores stay

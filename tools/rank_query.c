@@ -172,27 +172,16 @@ int rank_query_main(int argc, char **argv) {
     pl.alias_ad = cfg->alias_ad_id[0] ? rk_model_cfg_find(cfg, cfg->alias_ad_id) : -1;
 
     size_t len;
-    if (rk_read_file(in, &buf, &len, &e)) goto fail;
+    if (rk_read_text(in, &buf, &len, &e)) goto fail;
     /* header */
-    char *p = buf;
-    char *nl = strchr(p, '\n');
-    if (!nl) {
+    char *cur = buf, *p = rk_next_line(&cur);
+    if (!p || !*cur) {
         rk_fail(&e, RK_EFORMAT, "%s: no header line", in);
         goto fail;
     }
-    *nl = 0;
-    if (nl > p && nl[-1] == '\r') nl[-1] = 0;
     {
         char *hdr[256];
-        int nh = 0;
-        for (char *q = p;;) {
-            if (nh < 256) hdr[nh] = q;
-            nh++;
-            char *t = strchr(q, '\t');
-            if (!t) break;
-            *t = 0;
-            q = t + 1;
-        }
+        int nh = rk_split_tabs(p, hdr, 256);
         if (nh > 256) {
             rk_fail(&e, RK_EFORMAT, "%s row 1: %d columns, at most 256", in, nh);
             goto fail;
@@ -209,7 +198,7 @@ int rank_query_main(int argc, char **argv) {
         }
         /* rows: count lines, then split each into the feature fields */
         size_t cap_rows = 1;
-        for (char *q = nl + 1; *q; q++) cap_rows += *q == '\n';
+        for (char *q = cur; *q; q++) cap_rows += *q == '\n';
         rowv = rk_calloc(cap_rows, sizeof *rowv);
         cells = rk_malloc(cap_rows * (size_t)nf * sizeof(char *) + 1);
         if (!rowv || !cells) {
@@ -218,7 +207,7 @@ int rank_query_main(int argc, char **argv) {
         }
         char *fields[256];
         long line_no = 1;
-        char *cur = nl + 1, *q;
+        char *q;
         while ((q = rk_next_line(&cur))) {
             line_no++;
             if (!*q) continue;
