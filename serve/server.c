@@ -383,6 +383,11 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         c->status_details = grpc_slice_from_static_string("request larger than the maximum");
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
+    char wmsg[256];
+    if (rk_pb_check(&rankd__v1__apply_updates_request__descriptor, w->in, (size_t)n, wmsg, sizeof wmsg)) {
+        c->status_details = grpc_slice_from_copied_string(wmsg);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
     Rankd__V1__ApplyUpdatesRequest *req =
         rankd__v1__apply_updates_request__unpack(&rk_pb_allocator, (size_t)n, w->in);
     if (!req) {

@@ -37,6 +37,7 @@
 
 #include "embed.h"
 #include "serve.h"
+#include "internal.h"
 #include "rank.pb-c.h"
 
 /* gRPC status codes (grpc/status.h), kept local so this file needs no gRPC. */
@@ -649,6 +650,9 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     *resp = NULL;
     *resp_len = 0;
     if (err) err->msg[0] = 0;
+    char wmsg[sizeof err->msg];
+    if (rk_pb_check(&rankd__v1__rank_request__descriptor, req_bytes, len, wmsg, sizeof wmsg))
+        return failf(err, ST_INVALID_ARGUMENT, "%s", wmsg);
     Rankd__V1__RankRequest *req = rankd__v1__rank_request__unpack(&s->pballoc, len, req_bytes);
     double t_decoded = rk_now();
     int code;

@@ -779,6 +779,61 @@ Test(e2e, bad_invalid_utf8) {
     finish();
 }
 
+/* Pack req, turn the '#' of the unique marker text into a NUL byte, send. */
+static void expect_nul_refused(Rankd__V1__RankRequest *req, const char *marker, const char *msg) {
+    size_t n = rankd__v1__rank_request__get_packed_size(req);
+    uint8_t *b = malloc(n + 1);
+    rankd__v1__rank_request__pack(req, b);
+    uint8_t *at = memmem(b, n, marker, strlen(marker));
+    cr_assert_not_null(at, "marker %s not in the packed request", marker);
+    *(uint8_t *)memchr(at, '#', strlen(marker)) = 0;
+    cr_assert_null(memmem(at + 1, n - (size_t)(at + 1 - b), marker, strlen(marker)), "marker %s twice", marker);
+    expect_status_raw("/rankd.v1.Ranker/Rank", b, n, INVALID_ARGUMENT, msg, 0);
+    free(b);
+    expect_good();
+}
+
+/* protobuf-c cuts strings at a NUL: "3753\0junk" used to be scored as
+ * movie 3753 and echoed back as "3753"; each such field is now refused by
+ * name. A field number beyond 2^29-1 (not valid protobuf) was scored. */
+Test(e2e, bad_nul_in_strings_and_field_numbers) {
+    Rankd__V1__RankRequest *req = build(&C.multi, 0, 2, 1);
+    char ad[64];
+    snprintf(ad, sizeof ad, "%s#junk", req->candidates[1]->ad_id);
+    req->candidates[1]->ad_id = ad;
+    expect_nul_refused(req, ad, "candidates[1].ad_id: a NUL byte inside the string (byte 5 of 9)");
+    req = build(&C.multi, 0, 2, 1);
+    req->request_id = "abc#def";
+    expect_nul_refused(req, "abc#def", "request_id: a NUL byte inside the string (byte 4 of 7)");
+    req = build(&C.multi, 0, 2, 1);
+    char fname[64];
+    snprintf(fname, sizeof fname, "%s#junk", req->user->sparse[0]->name);
+    req->user->sparse[0]->name = fname;
+    char want[256];
+    snprintf(want, sizeof want, "user.sparse[0].name: a NUL byte inside the string (byte %zu of %zu)",
+             strlen(fname) - 4, strlen(fname));
+    expect_nul_refused(req, fname, want);
+    req = build(&C.multi, 0, 2, 1);
+    char mname[128];
+    snprintf(mname, sizeof mname, "%s#other", C.cfg->name);
+    req->model_name = mname;
+    snprintf(want, sizeof want, "model_name: a NUL byte inside the string (byte %zu of %zu)", strlen(C.cfg->name) + 1,
+             strlen(mname));
+    expect_nul_refused(req, mname, want);
+    /* field 2^29, varint 0, after a valid request */
+    req = build(&C.multi, group_row(1), MULTI_K, 1);
+    size_t n = rankd__v1__rank_request__get_packed_size(req);
+    uint8_t *b = malloc(n + 8);
+    rankd__v1__rank_request__pack(req, b);
+    const uint8_t bad[] = {0x80, 0x80, 0x80, 0x80, 0x10, 0x00}; /* tag (2^29 << 3 | 0) */
+    memcpy(b + n, bad, sizeof bad);
+    expect_status_raw("/rankd.v1.Ranker/Rank", b, n + sizeof bad, INVALID_ARGUMENT,
+                      "request: field number 536870912 outside protobuf's 1..536870911", 0);
+    free(b);
+    expect_good();
+    finish();
+}
+
 Test(e2e, bad_model_mismatch) {
     Rankd__V1__RankRequest *req = build(&C.multi, 0, 2, 1);
     req->model_name = "other-model";
@@ -1397,6 +1452,26 @@ Test(e2e_live, update_through_rankd_survives_restart) {
     rk_err e = {0};
     cr_assert_eq(rk_client_create(p.addr, &cl, &e), RK_OK, "%s", e.msg);
     Rankd__V1__RankRequest *req = build(&C.multi, group_row(2), MULTI_K, 1);
+    {   /* table "movie_id\0x" used to write into movie_id */
+        uint64_t row = 1;
+        float v[64] = {0};
+        Rankd__V1__ApplyUpdatesRequest u = RANKD__V1__APPLY_UPDATES_REQUEST__INIT;
+        u.table = "movie_id#x";
+        u.rows = &row;
+        u.n_rows = 1;
+        u.values = v;
+        u.n_values = 16;
+        size_t n = rankd__v1__apply_updates_request__get_packed_size(&u);
+        uint8_t *b = malloc(n + 1);
+        rankd__v1__apply_updates_request__pack(&u, b);
+        *(uint8_t *)memchr(memmem(b, n, "movie_id#x", 10), '#', 10) = 0;
+        rk_call_result res;
+        cr_assert_eq(rk_client_call(cl, "/rankd.v1.Admin/ApplyUpdates", b, n, 30000, &res, &e), RK_OK, "%s", e.msg);
+        free(b);
+        cr_expect_eq(res.code, INVALID_ARGUMENT, "%d %s", res.code, res.msg);
+        cr_expect_str_eq(res.msg, "table: a NUL byte inside the string (byte 9 of 10)");
+        rk_call_result_free(&res);
+    }
     float before[MULTI_K], after[MULTI_K];
     for (int pass = 0; pass < 2; pass++) {
         rk_call_result res;

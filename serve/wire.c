@@ -1,0 +1,98 @@
+/*
+ * serve/wire.c — checks of a protobuf message's wire bytes that protobuf-c's
+ * unpack does not make, run before unpacking a request.
+ *
+ * protobuf-c hands string fields over as NUL-terminated C strings: a string
+ * with a NUL byte inside ("3753\0junk") would silently become its prefix
+ * ("3753"). And it accepts field numbers beyond protobuf's maximum
+ * (2^29 - 1). rk_pb_check walks the encoding with the message's descriptor,
+ * recursing into sub-messages, and refuses both, naming the field by its
+ * path ("candidates[3].ad_id"), as the request validation does.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define RK_PB_MAX_FIELD ((1u << 29) - 1)
+#define RK_PB_MAX_DEPTH 16
+
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* count[i]: how many times field i of d was seen so far (for "name[k]") */
+static int check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, char *path, size_t plen,
+                 size_t cap, int depth, char *msg, size_t msg_cap) {
+    unsigned seen[64] = {0};
+    if (depth > RK_PB_MAX_DEPTH) {
+        snprintf(msg, msg_cap, "%s: messages nested more than %d deep", plen ? path : "request", RK_PB_MAX_DEPTH);
+        return -1;
+    }
+    while (p < end) {
+        uint64_t tag, n = 0;
+        if (varint(&p, end, &tag)) return 1; /* malformed: unpack says so */
+        uint64_t num = tag >> 3;
+        unsigned wt = (unsigned)(tag & 7);
+        if (num == 0 || num > RK_PB_MAX_FIELD) {
+            snprintf(msg, msg_cap, "%s: field number %llu outside protobuf's 1..%u", plen ? path : "request",
+                     (unsigned long long)num, RK_PB_MAX_FIELD);
+            return -1;
+        }
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, (unsigned)num);
+        switch (wt) {
+        case 0:
+            if (varint(&p, end, &n)) return 1;
+            continue;
+        case 1:
+            if (end - p < 8) return 1;
+            p += 8;
+            continue;
+        case 5:
+            if (end - p < 4) return 1;
+            p += 4;
+            continue;
+        case 2:
+            if (varint(&p, end, &n) || n > (uint64_t)(end - p)) return 1;
+            break;
+        default:
+            return 1;
+        }
+        const uint8_t *v = p;
+        p += n;
+        if (!f || (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)) continue;
+        size_t fi = (size_t)(f - d->fields);
+        unsigned k = fi < 64 ? seen[fi]++ : 0;
+        int w = f->label == PROTOBUF_C_LABEL_REPEATED
+                    ? snprintf(path + plen, cap - plen, "%s%s[%u]", plen ? "." : "", f->name, k)
+                    : snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", f->name);
+        size_t nl = plen + (w > 0 ? (size_t)w : 0);
+        if (nl >= cap) nl = cap - 1;
+        if (f->type == PROTOBUF_C_TYPE_STRING && memchr(v, 0, (size_t)n)) {
+            snprintf(msg, msg_cap, "%s: a NUL byte inside the string (byte %zu of %llu)", path,
+                     (size_t)((const uint8_t *)memchr(v, 0, (size_t)n) - v) + 1, (unsigned long long)n);
+            return -1;
+        }
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            int r = check(f->descriptor, v, v + n, path, nl, cap, depth + 1, msg, msg_cap);
+            if (r) return r;
+        }
+        path[plen] = 0;
+    }
+    return 0;
+}
+
+int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap) {
+    char path[256] = "";
+    msg[0] = 0;
+    return check(d, buf, buf + len, path, 0, sizeof path, 0, msg, cap) < 0 ? -1 : 0;
+}
