@@ -11,8 +11,9 @@
 extern ProtobufCAllocator rk_pb_allocator;
 
 /* Wire checks before unpacking a message of descriptor d (wire.c): a NUL
- * byte inside a string field (protobuf-c would cut the string there) and
- * field numbers outside 1..2^29-1 are refused: -1 with msg naming the field
+ * byte inside a string field (protobuf-c would cut the string there), a
+ * singular message field given more than once and field numbers outside
+ * 1..2^29-1 are refused: -1 with msg naming the field
  * path ("candidates[3].ad_id: ..."). 0 otherwise, also for malformed bytes,
  * which unpack then refuses. */
 int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap);

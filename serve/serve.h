@@ -107,6 +107,13 @@ typedef struct {
 } rk_stage_times;
 /* Stage times of the last call answered OK by s. */
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
+/* Bytes the service holds for requests now: the decoder's warm arena block
+ * (sized from max_candidates) + overflow chunks of a request in flight + the
+ * response buffer. Memory bound per worker: during one request at most
+ * 8 x max_message_bytes of overflow beyond the warm block (32 MiB at the
+ * default 4 MiB), returned when the request ends; the response buffer grows
+ * to at most max_message_bytes (a larger response is RESOURCE_EXHAUSTED). */
+size_t rk_service_memory(const rk_service *s);
 
 /* Semantic IDs served by s so far (rk_scorer_sid_counters): ads whose id the
  * item records do not know and that came without a content embedding (scored

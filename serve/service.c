@@ -23,13 +23,18 @@
  *
  * Memory: all buffers are sized at creation for the largest request the
  * server accepts (max_candidates rows). protobuf-c unpacks into a bump arena
- * that is reset, not freed, after each request; an arena that had to grow
- * (a request with unusually many small fields) is re-sized once to the
- * high-water mark, up to ARENA_KEEP_MAX, so steady state does not call
- * malloc for the request or the model work.
+ * (the warm block) that is reset, not freed, after each request, so steady
+ * state does not call malloc for the request or the model work. A request
+ * that decodes larger (unusually many small fields) overflows into chunks
+ * mapped for it alone and unmapped when it ends (the arena returns to its
+ * warm size; heap chunks stayed with the worker's malloc arena), and may
+ * use at most ARENA_PER_MESSAGE_BYTE x max_message_bytes beyond the warm
+ * block (RESOURCE_EXHAUSTED past that). The response is refused
+ * (RESOURCE_EXHAUSTED) beyond max_message_bytes, like requests.
  */
 #include <math.h>
 #include <stdalign.h>
+#include <sys/mman.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -52,7 +57,10 @@ enum {
 };
 
 #define ARENA_INITIAL (256u << 10)
-#define ARENA_KEEP_MAX ((size_t)64 << 20)
+/* Decoded bytes per wire byte a request may use beyond the warm block: a
+ * value string of one character is 3 bytes on the wire and 24 decoded (its
+ * pointer and a 16-byte aligned copy); 8 covers every valid request. */
+#define ARENA_PER_MESSAGE_BYTE 8u
 #define ARENA_ALIGN 16u
 
 /* ------------------------------------------------------------ arena */
@@ -68,7 +76,8 @@ typedef struct {
     size_t cap, used;
     arena_chunk *extra;  /* overflow chunks of this request */
     size_t extra_total;  /* bytes handed out from overflow chunks */
-    size_t limit;        /* most bytes one request may use */
+    size_t limit;        /* most bytes one request may use beyond the warm block */
+    size_t mapped;       /* bytes of the overflow chunks now mapped */
     int exhausted;       /* an allocation hit limit */
 } arena;
 
@@ -87,16 +96,23 @@ static void *arena_alloc(void *data, size_t n) {
         a->extra_total += n;
         return p;
     }
-    if (a->used + a->extra_total + n > a->limit) {
+    if (a->extra_total + n > a->limit) {
         a->exhausted = 1;
         return NULL;
     }
+    /* mapped, not malloc'd: unmapping gives the pages back to the system
+     * (glibc keeps freed heap chunks in the worker's malloc arena) */
     size_t cap = n > (1u << 20) ? n : (1u << 20);
-    arena_chunk *c = rk_malloc(sizeof *c + cap);
-    if (!c) {
+    if (cap < a->extra_total) cap = a->extra_total; /* geometric: few chunks */
+    if (cap > a->limit - a->extra_total) cap = a->limit - a->extra_total;
+    if (cap < n) cap = n;
+    void *mp = mmap(NULL, sizeof(arena_chunk) + cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mp == MAP_FAILED) {
         a->exhausted = 1;
         return NULL;
     }
+    arena_chunk *c = mp;
+    a->mapped += sizeof *c + cap;
     c->cap = cap;
     c->used = n;
     c->next = a->extra;
@@ -110,26 +126,15 @@ static void arena_free(void *data, void *p) {
     (void)p; /* released all at once by arena_reset */
 }
 
-/* Forget every allocation. If the request overflowed the kept block, grow
- * the block to the high-water mark (bounded) so the next such request fits. */
+/* Forget every allocation; unmap the overflow chunks (back to the warm
+ * block alone). */
 static void arena_reset(arena *a) {
-    if (a->extra) {
-        size_t want = a->used + a->extra_total;
-        while (a->extra) {
-            arena_chunk *n = a->extra->next;
-            rk_free(a->extra);
-            a->extra = n;
-        }
-        if (want > ARENA_KEEP_MAX) want = ARENA_KEEP_MAX;
-        if (want > a->cap) {
-            unsigned char *nb = rk_malloc(want);
-            if (nb) { /* else keep the old block; the next big request overflows again */
-                rk_free(a->base);
-                a->base = nb;
-                a->cap = want;
-            }
-        }
+    while (a->extra) {
+        arena_chunk *n = a->extra->next;
+        munmap(a->extra, sizeof *a->extra + a->extra->cap);
+        a->extra = n;
     }
+    a->mapped = 0;
     a->used = 0;
     a->extra_total = 0;
     a->exhausted = 0;
@@ -232,10 +237,12 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     for (int f = 0; f < s->cfg->n_features; f++) n_item += s->cfg->features[f].side == RK_SIDE_ITEM;
     s->ar.cap = ARENA_INITIAL + n * (size_t)(256 + 512 * n_item);
     s->ar.base = rk_malloc(s->ar.cap);
-    /* Decoded structures are bigger than their wire form (an empty nested
-     * message is 2 bytes on the wire, ~80 bytes decoded): bound a request's
-     * arena use at a generous multiple of the largest accepted message. */
-    s->ar.limit = (size_t)o->max_message_bytes * 48 + ((size_t)1 << 20);
+    /* Decoded structures are bigger than their wire form; a request of many
+     * empty messages (2 bytes on the wire, ~80 decoded) would be the worst,
+     * but a singular message given twice is refused before decoding
+     * (rk_pb_check), and repeated ones are validated against max_candidates
+     * after it: this bound is what a valid request can need. */
+    s->ar.limit = (size_t)o->max_message_bytes * ARENA_PER_MESSAGE_BYTE;
     s->pballoc.alloc = arena_alloc;
     s->pballoc.free = arena_free;
     s->pballoc.allocator_data = &s->ar;
@@ -731,6 +738,15 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         r.timing = &timing;
     }
     size_t need = rankd__v1__rank_response__get_packed_size(&r);
+    if (need > (size_t)s->o.max_message_bytes) {
+        /* a client's receive limit is usually the same as ours; echoed
+         * ad_id / request_id strings can make a response outgrow it */
+        arena_reset(&s->ar);
+        return failf(err, ST_RESOURCE_EXHAUSTED,
+                     "response: %zu bytes exceed the message-size limit of %d bytes (long ad_id or request_id strings "
+                     "echoed back; send fewer candidates or shorter ids)",
+                     need, s->o.max_message_bytes);
+    }
     if (need > s->out_cap) {
         /* Only ad_id/request_id lengths (bounded by the request size) make a
          * response outgrow the initial buffer: grow to the high-water mark. */
@@ -750,6 +766,10 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     *resp_len = got;
     s->last.encode_us = (rk_now() - t_scored) * 1e6; /* with the serialization */
     return ST_OK;
+}
+
+size_t rk_service_memory(const rk_service *s) {
+    return s->ar.cap + s->ar.mapped + s->out_cap;
 }
 
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {

@@ -5,7 +5,8 @@
  * protobuf-c hands string fields over as NUL-terminated C strings: a string
  * with a NUL byte inside ("3753\0junk") would silently become its prefix
  * ("3753"). And it accepts field numbers beyond protobuf's maximum
- * (2^29 - 1). rk_pb_check walks the encoding with the message's descriptor,
+ * (2^29 - 1), and decodes a singular message field given many times into
+ * as many merged copies. rk_pb_check walks the encoding with the message's descriptor,
  * recursing into sub-messages, and refuses both, naming the field by its
  * path ("candidates[3].ad_id"), as the request validation does.
  */
@@ -80,6 +81,12 @@ static int check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const ui
         if (f->type == PROTOBUF_C_TYPE_STRING && memchr(v, 0, (size_t)n)) {
             snprintf(msg, msg_cap, "%s: a NUL byte inside the string (byte %zu of %llu)", path,
                      (size_t)((const uint8_t *)memchr(v, 0, (size_t)n) - v) + 1, (unsigned long long)n);
+            return -1;
+        }
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->label != PROTOBUF_C_LABEL_REPEATED && k > 0) {
+            /* protobuf-c decodes each occurrence and merges: thousands of
+             * tiny copies decode to ~40x their wire size */
+            snprintf(msg, msg_cap, "%s: given more than once (a singular message field)", path);
             return -1;
         }
         if (f->type == PROTOBUF_C_TYPE_MESSAGE) {

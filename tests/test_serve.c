@@ -174,6 +174,69 @@ Test(serve, request_path_does_not_allocate) {
     drop_bundle();
 }
 
+/* Memory per request is bounded and given back: a request that decodes
+ * beyond the warm arena (a 1 MB request_id) is served and the service
+ * returns to its warm size (the arena used to keep its high-water mark, up
+ * to 64 MiB); 1.5 MB of repeated `user` messages (decoded ~48x, held for
+ * good by every worker) is refused before decoding; a response beyond the
+ * message-size limit is RESOURCE_EXHAUSTED, not sent. */
+Test(serve, request_memory_is_bounded_and_returned) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.max_candidates = 50;
+    rk_service *svc;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    size_t len;
+    uint8_t *small = make_request(20, 3, &len);
+    const uint8_t *resp;
+    size_t resp_len;
+    cr_assert_eq(rk_service_handle(svc, small, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    const size_t warm = rk_service_memory(svc);
+    /* the same request with a 1 MB request_id */
+    Rankd__V1__RankRequest *r = rankd__v1__rank_request__unpack(NULL, len, small);
+    cr_assert_not_null(r);
+    char *big = malloc((1u << 20) + 1);
+    memset(big, 'r', 1u << 20);
+    big[1u << 20] = 0;
+    char *keep = r->request_id;
+    r->request_id = big;
+    size_t blen = rankd__v1__rank_request__get_packed_size(r);
+    uint8_t *bb = malloc(blen);
+    rankd__v1__rank_request__pack(r, bb);
+    cr_assert_eq(rk_service_handle(svc, bb, blen, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    cr_assert_eq(rk_service_handle(svc, small, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    size_t after = rk_service_memory(svc);
+    /* the response buffer may keep the 1 MB echo (bounded by the limit) */
+    cr_expect(after <= warm + (1u << 20) + 4096, "service holds %zu bytes after a 1 MB request, %zu warm", after, warm);
+    /* repeated singular `user` */
+    const ProtobufCFieldDescriptor *uf =
+        protobuf_c_message_descriptor_get_field_by_name(&rankd__v1__rank_request__descriptor, "user");
+    cr_assert_not_null(uf);
+    size_t n_rep = 1500000 / 2;
+    uint8_t *rep = malloc(len + 2 * n_rep);
+    memcpy(rep, small, len);
+    for (size_t i = 0; i < n_rep; i++) rep[len + 2 * i] = (uint8_t)(uf->id << 3 | 2), rep[len + 2 * i + 1] = 0;
+    cr_assert_eq(rk_service_handle(svc, rep, len + 2 * n_rep, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect_str_eq(e.msg, "user: given more than once (a singular message field)");
+    cr_expect_leq(rk_service_memory(svc), after);
+    rk_service_destroy(svc);
+    /* a response over the limit */
+    o.max_message_bytes = 200000;
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    big[300000] = 0;
+    rankd__v1__rank_request__pack(r, bb);
+    blen = rankd__v1__rank_request__get_packed_size(r);
+    cr_assert_eq(rk_service_handle(svc, bb, blen, rk_now(), &resp, &resp_len, &e), 8);
+    cr_expect(strstr(e.msg, "exceed the message-size limit of 200000 bytes"), "%s", e.msg);
+    cr_assert_eq(rk_service_handle(svc, small, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    r->request_id = keep;
+    rankd__v1__rank_request__free_unpacked(r, NULL);
+    free(big), free(bb), free(rep), free(small);
+    rk_service_destroy(svc);
+    drop_bundle();
+}
+
 /* With the tables in RAM (rankd's default when they fit) the store is not
  * read at all, so even the largest request (1000 candidates, more unique
  * rows than rk_store_get serves without allocating) allocates nothing. */
