@@ -57,8 +57,11 @@
  * which must be a loopback address.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -180,17 +183,88 @@ static int parse_num(const char *opt, const char *s, double lo, double hi, doubl
     return 0;
 }
 
-/* Loopback only: 127.0.0.0/8, localhost, [::1] (with or without "ipv4:"/"ipv6:"). */
-static int is_loopback(const char *addr) {
-    const char *a = addr;
-    if (!strncmp(a, "ipv4:", 5)) a += 5;
-    else if (!strncmp(a, "ipv6:", 5)) a += 5;
-    else if (!strncmp(a, "dns:", 4)) a += 4;
-    if (!strncmp(a, "///", 3)) a += 3;
-    if (!strncmp(a, "127.", 4)) return 1;
-    if (!strncmp(a, "localhost:", 10)) return 1;
-    if (!strncmp(a, "[::1]:", 6)) return 1;
+/* Loopback only. Every address the target can lead to is checked, since
+ * gRPC moves on to the next address of a list and a name may resolve
+ * anywhere: "ipv4:A,B" / "ipv6:[A]:p,[B]:p" (each numeric, in 127.0.0.0/8
+ * or ::1), "dns:[//authority/]HOST:PORT" or plain "HOST:PORT" (every address
+ * HOST resolves to, by getaddrinfo), "unix:" / "unix-abstract:" (local).
+ * 0 with why[] filled when not. */
+static int sockaddr_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a)) return 1;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
     return 0;
+}
+
+/* hostport: "HOST:PORT" or "[V6]:PORT"; numeric: no name resolution. */
+static int host_loopback(const char *hostport, size_t len, int numeric, char *why, size_t cap) {
+    char host[256];
+    const char *end = hostport + len, *h = hostport, *he;
+    if (len && *h == '[') {
+        he = memchr(h, ']', len);
+        h++;
+    } else {
+        he = NULL;
+        for (const char *q = hostport; q < end; q++)
+            if (*q == ':') he = q; /* the last ':' splits off the port */
+    }
+    if (!he || he <= h || (size_t)(he - h) >= sizeof host) {
+        snprintf(why, cap, "'%.*s' is not HOST:PORT", (int)len, hostport);
+        return 0;
+    }
+    memcpy(host, h, (size_t)(he - h));
+    host[he - h] = 0;
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = numeric ? AI_NUMERICHOST : 0;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc) {
+        snprintf(why, cap, "'%s' does not resolve%s (%s)", host, numeric ? " as a numeric address" : "",
+                 gai_strerror(rc));
+        return 0;
+    }
+    int ok = 1;
+    for (struct addrinfo *ai = res; ai && ok; ai = ai->ai_next)
+        if (!sockaddr_loopback(ai->ai_addr)) {
+            char a[INET6_ADDRSTRLEN] = "?";
+            const void *in = ai->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                                                      : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            inet_ntop(ai->ai_family, in, a, sizeof a);
+            snprintf(why, cap, "'%s' resolves to %s, not a loopback address", host, a);
+            ok = 0;
+        }
+    freeaddrinfo(res);
+    return ok;
+}
+
+static int is_loopback(const char *target, char *why, size_t cap) {
+    if (!strncmp(target, "unix:", 5) || !strncmp(target, "unix-abstract:", 14)) return 1;
+    int list = !strncmp(target, "ipv4:", 5) || !strncmp(target, "ipv6:", 5);
+    const char *a = target;
+    if (list) {
+        a += 5;
+    } else if (!strncmp(a, "dns:", 4)) {
+        a += 4;
+        if (!strncmp(a, "//", 2)) { /* dns://AUTHORITY/HOST:PORT (authority may be empty) */
+            const char *sl = strchr(a + 2, '/');
+            if (!sl) {
+                snprintf(why, cap, "'%s' has no host after the authority", target);
+                return 0;
+            }
+            a = sl + 1;
+        }
+    }
+    for (;;) { /* a list (ipv4:/ipv6:) or one HOST:PORT */
+        size_t n = list ? strcspn(a, ",") : strlen(a);
+        if (!host_loopback(a, n, list, why, cap)) return 0;
+        if (!list || !a[n]) return 1;
+        a += n + 1;
+    }
 }
 
 /* ------------------------------------------------------------ requests from rows */
@@ -1255,9 +1329,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "rank-bench: --data, --model or --config, and --addr (or --inprocess with --model) are required (see --help)\n");
         return 2;
     }
-    if (o.addr && !is_loopback(o.addr)) {
-        fprintf(stderr, "rank-bench: refusing to load-test '%s': only loopback addresses (127.0.0.0/8, localhost, [::1])\n",
-                o.addr);
+    char why[512];
+    if (o.addr && !is_loopback(o.addr, why, sizeof why)) {
+        fprintf(stderr, "rank-bench: refusing to load-test '%s': only loopback addresses (127.0.0.0/8, localhost, "
+                "[::1]): %s\n", o.addr, why);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <grpc/byte_buffer.h>
@@ -295,4 +296,40 @@ Test(rank_bench, corrected_p99_shows_a_stall_the_uncorrected_one_hides, .timeout
     char rm[600];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     cr_assert_eq(system(rm), 0);
+}
+
+/* ------------------------------------------------------------------ loopback guard */
+
+/* rank-bench's output (stderr) for --addr a, with paths that do not exist:
+ * the address check comes first, then loading fails. */
+static int bench_addr(const char *a, char *out, size_t cap) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/rank-bench --addr '%s' --data /nonexistent --model /nonexistent 2>&1", a);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Every address a target can lead to must be loopback: a list whose second
+ * address is remote, a name that resolves elsewhere (or not at all) and the
+ * dns: scheme used to pass the prefix check. */
+Test(rank_bench, loopback_guard_checks_every_address) {
+    const char *bad[] = {"ipv4:127.0.0.1:1,192.0.2.1:50051", "ipv6:[::1]:1,[2001:db8::1]:50051",
+                         "127.example.com:50051", "dns:127.evil.example:443", "dns:///192.0.2.7:50051",
+                         "dns://8.8.8.8/192.0.2.7:50051", "192.0.2.1:50051", "ipv4:127.0.0.1"};
+    const char *good[] = {"127.0.0.1:1", "localhost:1", "[::1]:1", "ipv4:127.0.0.1:1,127.0.0.2:2", "ipv6:[::1]:1",
+                          "dns:///localhost:1", "dns:127.0.0.1:1"};
+    char out[2048];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(bench_addr(bad[i], out, sizeof out), 2, "%s: %s", bad[i], out);
+        cr_expect(strstr(out, "refusing to load-test"), "%s accepted: %s", bad[i], out);
+    }
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        bench_addr(good[i], out, sizeof out);
+        cr_expect(!strstr(out, "refusing"), "%s refused: %s", good[i], out);
+        cr_expect(strstr(out, "/nonexistent"), "%s: %s", good[i], out);
+    }
 }
