@@ -167,8 +167,9 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
         f->items = NULL;
     } else {
         json_t *l = json_object_get(fo, "log1p");
-        if (l && !json_is_boolean(l)) return rk_fail(err, RK_EINVAL, "%s.log1p: expected true or false", where);
-        f->log1p = l && json_is_true(l);
+        if (l && !json_is_boolean(l) && !(json_is_string(l) && !strcmp(json_string_value(l), "clamp")))
+            return rk_fail(err, RK_EINVAL, "%s.log1p: expected true, false or \"clamp\" (log1p(max(x, 0)))", where);
+        f->log1p = !l ? RK_LOG1P_OFF : json_is_string(l) ? RK_LOG1P_CLAMP : json_is_true(l) ? RK_LOG1P_ON : RK_LOG1P_OFF;
         f->mean = 0;
         f->std = 1;
         GET_FLT(fo, "mean", where, -1e30, 1e30, f->mean);
@@ -454,7 +455,7 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
                 if (f->sid[0]) json_object_set_new(o, "sid", json_string(f->sid));
             }
         } else {
-            json_object_set_new(o, "log1p", json_boolean(f->log1p));
+            json_object_set_new(o, "log1p", f->log1p == RK_LOG1P_CLAMP ? json_string("clamp") : json_boolean(f->log1p));
             json_object_set_new(o, "mean", json_real(f->mean));
             json_object_set_new(o, "std", json_real(f->std));
         }
@@ -507,9 +508,26 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
     return root;
 }
 
+rk_status rk_dense_log1p(const rk_feature *f, double raw, double *out) {
+    if (f->log1p == RK_LOG1P_OFF) *out = raw;
+    else if (f->log1p == RK_LOG1P_CLAMP) *out = log1p(raw > 0 ? raw : 0);
+    else if (raw <= -1) return RK_EINVAL;
+    else *out = log1p(raw);
+    return RK_OK;
+}
+
+const char *rk_dense_why(const rk_feature *f, double raw) {
+    if (!isfinite(raw) || fabs(raw) > RK_DENSE_MAX_ABS) return "expected a finite number within +-1e+09";
+    if (f->log1p == RK_LOG1P_ON && raw <= -1)
+        return "log1p is undefined at or below -1 (a negative count? set \"log1p\": \"clamp\" in model.json to "
+               "clamp at 0 first)";
+    return "beyond +-1e+09 after standardization";
+}
+
 rk_status rk_dense_value(const rk_feature *f, double raw, float *out) {
     if (!isfinite(raw) || fabs(raw) > RK_DENSE_MAX_ABS) return RK_ENUMERIC;
-    double x = f->log1p ? log1p(raw) : raw;
+    double x;
+    if (rk_dense_log1p(f, raw, &x)) return RK_ENUMERIC;
     x = (x - f->mean) / f->std;
     if (!isfinite(x) || fabs(x) > RK_DENSE_MAX_ABS) return RK_ENUMERIC;
     *out = (float)x;

@@ -126,13 +126,13 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
             const char *v = fields[cm.col_of[f]];
             if (!*v) continue;
             double x;
-            if (parse_double(v, &x) || !isfinite(x) || (ft->log1p && x <= -1) || fabs(x) > RK_DENSE_MAX_ABS) {
-                rk_status st = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number within +-%g, got '%.40s'",
-                                       path, row, ft->column, RK_DENSE_MAX_ABS, v);
+            if (parse_double(v, &x) || !isfinite(x) || fabs(x) > RK_DENSE_MAX_ABS || rk_dense_log1p(ft, x, &x)) {
+                rk_status st = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: %s, got '%.40s'", path, row, ft->column,
+                                       parse_double(v, &x) ? "expected a finite number within +-1e+09"
+                                                           : rk_dense_why(ft, x), v);
                 rk_free(buf); /* v points into buf: format the message first */
                 return st;
             }
-            if (ft->log1p) x = log1p(x);
             sum[f] += x;
             sq[f] += x * x;
             cnt[f]++;
@@ -218,8 +218,8 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
                 if (*v) {
                     double x;
                     if (parse_double(v, &x) || rk_dense_value(ft, x, &out)) {
-                        s = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: expected a finite number within +-%g, got '%.40s'",
-                                    path, row, ft->column, RK_DENSE_MAX_ABS, v);
+                        s = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: %s, got '%.40s'", path, row, ft->column,
+                                    parse_double(v, &x) ? "expected a finite number within +-1e+09" : rk_dense_why(ft, x), v);
                         goto fail;
                     }
                 }

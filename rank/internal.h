@@ -142,6 +142,12 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g);
 /* Standardized dense value: ((log1p ? log1p(raw) : raw) - mean) / std.
  * Returns RK_ENUMERIC when raw or the result is not finite. */
 rk_status rk_dense_value(const rk_feature *f, double raw, float *out);
+/* log1p per the feature's option: x, log1p(x), or log1p(max(x, 0)) for
+ * "clamp"; RK_EINVAL when x <= -1 under plain log1p (undefined there). */
+rk_status rk_dense_log1p(const rk_feature *f, double raw, double *out);
+/* Why rk_dense_value refused raw, for an error message: "not a finite
+ * number within +-1e9", "log1p of -1 is undefined (...)", ... */
+const char *rk_dense_why(const rk_feature *f, double raw);
 
 /* Batch helpers (rk_batch_alloc, rk_batch_free, rk_batch_gather): rank.h. */
 

@@ -36,6 +36,11 @@
  * INVALID_ARGUMENT naming the field) instead of scored. */
 #define RK_DENSE_MAX_ABS 1e9
 
+/* A dense feature's log1p option (model.json "log1p"): off, log1p(x) (x
+ * must be > -1), or log1p(max(x, 0)) ("clamp": negative counts, as in
+ * Criteo's I2, become 0 first). */
+typedef enum { RK_LOG1P_OFF = 0, RK_LOG1P_ON = 1, RK_LOG1P_CLAMP = 2 } rk_log1p_mode;
+
 /* ====================================================================== data */
 
 /* Convert MovieLens ml-latest-small (ratings.csv, movies.csv in in_dir) into
@@ -118,7 +123,7 @@ typedef struct {
     const rk_sid_items *items; /* runtime only (not in model.json): the records, owned by
                                 * the model (rk_model_open / rk_train) or the caller */
     /* dense: x' = (transform(x) - mean) / std; missing -> 0 (mean imputation) */
-    int log1p;
+    int log1p;                 /* rk_log1p_mode: model.json "log1p": false, true, "clamp" */
     double mean, std;
 } rk_feature;
 

@@ -186,8 +186,8 @@ rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_
         return rk_fail(err, RK_EINVAL, "feature %d is not a dense feature", feature);
     float v;
     if (rk_dense_value(&c->features[feature], raw, &v))
-        return rk_fail(err, RK_ENUMERIC, "feature '%s': value %g is not finite or beyond +-%g (raw or standardized)",
-                       c->features[feature].name, raw, RK_DENSE_MAX_ABS);
+        return rk_fail(err, RK_ENUMERIC, "feature '%s': value %g: %s", c->features[feature].name, raw,
+                       rk_dense_why(&c->features[feature], raw));
     s->b.dense[(size_t)row * c->n_features + feature] = v;
     return RK_OK;
 }

@@ -486,6 +486,41 @@ Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(strstr(e.msg, "row 3, column 5 'x' (byte 9 of the row): a NUL byte"), "%s", e.msg);
 }
 
+/* log1p of a negative count: refused for the right reason (it said
+ * "expected a finite number within +-1e9, got '-1'"), and "clamp" gives
+ * log1p(max(x, 0)). */
+Test(train, log1p_negative_counts_refused_or_clamped, .init = mk_tmp, .fini = rm_tmp) {
+    char tr[600];
+    snprintf(tr, sizeof tr, "%s/l.tsv", tmpdir);
+    FILE *f = fopen(tr, "w");
+    fprintf(f, "label\tu\th\ti\tx\n1\t3\t\t4\t3\n0\t3\t\t4\t-1\n");
+    fclose(f);
+    rk_model_cfg c = tiny_cfg();
+    c.features[3].log1p = RK_LOG1P_ON;
+    rk_dataset d;
+    rk_err e = {0};
+    cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 3, column x: log1p is undefined at or below -1 (a negative count? set \"log1p\": "
+                            "\"clamp\""), "%s", e.msg);
+    cr_expect_eq(rk_dataset_fit_dense(tr, &c, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 3, column x: log1p is undefined"), "%s", e.msg);
+    c.features[3].log1p = RK_LOG1P_CLAMP;
+    c.features[3].mean = 0.5, c.features[3].std = 2;
+    cr_assert_eq(rk_dataset_load(tr, &c, &d, &e), RK_OK, "%s", e.msg);
+    cr_expect_float_eq(d.b.dense[0 * 4 + 3], (float)((log(4.0) - 0.5) / 2), 1e-6);
+    cr_expect_float_eq(d.b.dense[1 * 4 + 3], (float)((0.0 - 0.5) / 2), 1e-6);
+    rk_dataset_free(&d);
+    /* the option round-trips through model.json */
+    json_t *jo = rk_cfg_to_json(&c);
+    char *js = json_dumps(jo, 0);
+    json_decref(jo);
+    cr_expect(strstr(js, "\"log1p\": \"clamp\""), "%s", js);
+    rk_model_cfg c2;
+    cr_assert_eq(rk_model_cfg_parse(js, &c2, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(c2.features[3].log1p, RK_LOG1P_CLAMP);
+    free(js);
+}
+
 /* Bundles with quantized tables: model.json records the codec, scores stay
  * close to fp32, convert re-encodes and keeps the metrics. */
 Test(bundle, codecs_and_convert, .init = mk_tmp, .fini = rm_tmp) {
