@@ -173,6 +173,7 @@ void rk_model_destroy(rk_model *m) {
     }
     rk_store_close(m->store);
     rk_free(m->params);
+    rk_free(m->packed);
     pthread_rwlock_destroy(&m->ram_mu);
     rk_free(m);
 }
@@ -484,6 +485,10 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         return s;
     }
     if ((s = open_sid(m, dir, err))) {
+        rk_model_destroy(m);
+        return s;
+    }
+    if ((s = rk_model_pack(m, err))) {
         rk_model_destroy(m);
         return s;
     }
@@ -824,7 +829,74 @@ rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_
     return RK_OK;
 }
 
+void rk_model_unpack(rk_model *m) {
+    rk_free(m->packed);
+    m->packed = NULL;
+    memset(&m->pk, 0, sizeof m->pk);
+}
+
+/* Pack (or size, when base is NULL) every weight matrix; returns the floats. */
+static size_t pack_all(rk_model *m, float *base) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    size_t off = 0;
+#define RK_PACK(dst, W, N, K)                                               \
+    do {                                                                    \
+        if (base) {                                                         \
+            dst = base + off;                                               \
+            rk_gemm_pack(dst, W, N, K);                                     \
+        }                                                                   \
+        off += rk_gemm_packed_floats(K, N);                                 \
+    } while (0)
+    for (int l = 0; l < t->n_cross; l++) RK_PACK(m->pk.cW[l], m->p.cW[l], m->D, m->D);
+    int prev = m->D;
+    for (int i = 0; i < t->n_hidden; i++) {
+        RK_PACK(m->pk.mW[i], m->p.mW[i], t->hidden[i], prev);
+        prev = t->hidden[i];
+    }
+    RK_PACK(m->pk.oW, m->p.oW, 1, prev);
+    if (t->type == RK_TOWER_DEEPFM) RK_PACK(m->pk.fW, m->p.fW, 1, m->D);
+#undef RK_PACK
+    return off;
+}
+
+rk_status rk_model_pack(rk_model *m, rk_err *err) {
+    if (m->n_members) return RK_OK; /* members are packed when opened */
+    rk_model_unpack(m);
+    size_t n = pack_all(m, NULL);
+    if (!(m->packed = rk_malloc((n ? n : 1) * sizeof(float))))
+        return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu packed weights", n);
+    pack_all(m, m->packed);
+    return RK_OK;
+}
+
+/* Inference tower over packed weights: each layer one rk_gemm_forward with
+ * its epilogue fused (cross layer, bias + ReLU, bias). */
+static void forward_packed(const rk_model *m, rk_work *w, int B) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    const int D = m->D;
+    for (int l = 0; l < t->n_cross; l++)
+        rk_gemm_forward(w->xs[l + 1], w->xs[l], m->pk.cW[l], m->p.cb[l], B, D, D, RK_EPI_CROSS, w->x0, w->xs[l]);
+    const float *h = w->xs[t->n_cross];
+    int prev = D;
+    for (int i = 0; i < t->n_hidden; i++) {
+        rk_gemm_forward(w->act[i], h, m->pk.mW[i], m->p.mb[i], B, prev, t->hidden[i], RK_EPI_BIAS_RELU, NULL, NULL);
+        h = w->act[i];
+        prev = t->hidden[i];
+    }
+    rk_gemm_forward(w->logit, h, m->pk.oW, m->p.ob, B, prev, 1, RK_EPI_BIAS, NULL, NULL);
+    if (t->type == RK_TOWER_DEEPFM) {
+        float *fm1 = w->fm, *fm2 = w->fm + B;
+        rk_gemm_forward(fm1, w->x0, m->pk.fW, m->p.fb, B, D, 1, RK_EPI_BIAS, NULL, NULL);
+        rk_fm_forward(fm2, w->x0, (size_t)D, m->fm_cols, m->n_fm, m->fm_k, B);
+        for (int b = 0; b < B; b++) w->logit[b] += fm1[b] + fm2[b];
+    }
+}
+
 void rk_model_forward(const rk_model *m, rk_work *w, int B) {
+    if (m->packed) {
+        forward_packed(m, w, B);
+        return;
+    }
     const rk_tower_cfg *t = &m->cfg.tower;
     const int D = m->D;
     for (int l = 0; l < t->n_cross; l++)
