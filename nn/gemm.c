@@ -24,9 +24,8 @@
  * AVX-512, AVX2 and the plain C reference (fmaf) give bit-identical outputs,
  * and `rank score` and rankd agree exactly whatever their batch sizes.
  *
- * Blocking: rows in blocks of about 256 KB of x (stays in L2 while every
- * panel pair streams past it); a panel (K x 16 floats, 64 KB at K = 1024)
- * streams from L2. No K blocking: the tower's K is at most a few thousand.
+ * Blocking (x86 kernels): see gemm_tiles. x is repacked per row block into
+ * tiles interleaved by k, W's panels stream from L2, K is chunked past 4096.
  */
 #include "nn.h"
 
@@ -91,31 +90,47 @@ static void gemm_plain(float *y, const float *x, const float *Wp, const float *b
         }
 }
 
-/* Rows per block: about 256 KB of x, a multiple of mr, at least mr. */
-static int row_block(int K, int mr) {
-    int mc = (65536 / (K > 0 ? K : 1)) / mr * mr;
-    return mc < mr ? mr : mc;
-}
-
 #ifdef RK_GEMM_X86
+/* x is copied, a row block and a K chunk at a time, into a per-thread buffer
+ * as tiles of MR rows interleaved by k (xp[k * MR + r]): a tile's k-th
+ * values are then one contiguous 48-byte read, instead of MR reads 4*K bytes
+ * apart that all fall into one L1 set (4K aliasing). Row blocks are as many
+ * tiles as fit the buffer (about 192 KB, in L2 beside the panel being
+ * streamed); for each panel (pair) every tile of the block is done before the
+ * next, so a panel is read from L2, not L3. A K longer than KC is done in
+ * chunks: the running sums are parked in y between chunks (same order, so
+ * the same results) and the epilogue is applied after the last. */
+#define XBUF_FLOATS 49152
+#define KC 4096
+static _Thread_local float xbuf[XBUF_FLOATS] __attribute__((aligned(64)));
+
+/* One tile: kernel args. y, x0, xl at the tile's first row (row stride N);
+ * xp: the packed tile; P: first panel at the chunk's first k (the next panel
+ * pstride floats on); nv: valid columns of the last panel (1..16); first:
+ * sums start at 0 (else from y); last: apply the epilogue (else park sums). */
+typedef void (*tile_fn)(float *y, const float *xp, const float *P, size_t pstride, const float *b, int kc, int N,
+                        int n0, int nv, int first, int last, rk_epilogue ep, const float *x0, const float *xl);
+
 /* ---------------------------------------------------------------- AVX-512 */
 
 #define MR512 12
 
-/* One tile: mr rows (<= MR512) x np panels (1 or 2) starting at column n0;
- * nv = valid columns of the last panel (1..16). */
+/* mr rows (<= MR512) x np panels (1 or 2), both compile-time constants. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-tile512(float *y, const float *x, const float *P0, const float *b, int mr, int np, int K, int N, int n0, int nv,
-        rk_epilogue ep, const float *x0, const float *xl) {
+tile512(float *y, const float *xp, const float *P0, size_t pstride, const float *b, int mr, int np, int kc, int N,
+        int n0, int nv, int first, int last, rk_epilogue ep, const float *x0, const float *xl) {
     __m512 c[MR512][2];
-    for (int r = 0; r < MR512; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
-    const float *P1 = P0 + (size_t)NR * K;
-    for (int k = 0; k < K; k++) {
+    const float *P1 = P0 + pstride;
+    for (int q = 0; q < np; q++) {
+        __mmask16 mk = q == np - 1 ? (__mmask16)((1u << nv) - 1u) : (__mmask16)0xffff;
+        for (int r = 0; r < mr; r++)
+            c[r][q] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, y + (size_t)r * N + n0 + q * NR);
+    }
+    for (int k = 0; k < kc; k++) {
         __m512 w0 = _mm512_loadu_ps(P0 + (size_t)k * NR);
         __m512 w1 = np > 1 ? _mm512_loadu_ps(P1 + (size_t)k * NR) : w0;
-        for (int r = 0; r < MR512; r++) {
-            if (r >= mr) break;
-            __m512 a = _mm512_set1_ps(x[(size_t)r * K + k]);
+        for (int r = 0; r < mr; r++) {
+            __m512 a = _mm512_set1_ps(xp[(size_t)k * MR512 + r]);
             c[r][0] = _mm512_fmadd_ps(a, w0, c[r][0]);
             if (np > 1) c[r][1] = _mm512_fmadd_ps(a, w1, c[r][1]);
         }
@@ -126,82 +141,84 @@ tile512(float *y, const float *x, const float *P0, const float *b, int mr, int n
         __m512 bias = b ? _mm512_maskz_loadu_ps(mk, b + col) : _mm512_setzero_ps();
         for (int r = 0; r < mr; r++) {
             size_t o = (size_t)r * N + col;
-            __m512 u = _mm512_add_ps(c[r][q], bias);
-            if (ep == RK_EPI_BIAS_RELU) u = _mm512_max_ps(_mm512_setzero_ps(), u); /* NaN passes through */
-            else if (ep == RK_EPI_CROSS)
-                u = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x0 + o), u, _mm512_maskz_loadu_ps(mk, xl + o));
+            __m512 u = c[r][q];
+            if (last) {
+                u = _mm512_add_ps(u, bias);
+                if (ep == RK_EPI_BIAS_RELU) u = _mm512_max_ps(_mm512_setzero_ps(), u); /* NaN passes through */
+                else if (ep == RK_EPI_CROSS)
+                    u = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, x0 + o), u, _mm512_maskz_loadu_ps(mk, xl + o));
+            }
             _mm512_mask_storeu_ps(y + o, mk, u);
         }
     }
 }
 
-/* Tiles of one row block of mr rows (a compile-time constant after inlining). */
-__attribute__((target("avx512f"), always_inline)) static inline void
-rows512(float *y, const float *x, const float *Wp, const float *b, int mr, int K, int N, rk_epilogue ep,
-        const float *x0, const float *xl) {
-    int np = (N + NR - 1) / NR, p = 0;
-    for (; p + 1 < np; p += 2) { /* panel pairs; the panel count is a constant in each call */
-        int nv = N - (p + 1) * NR;
-        tile512(y, x, Wp + (size_t)p * NR * K, b, mr, 2, K, N, p * NR, nv > NR ? NR : nv, ep, x0, xl);
+#define RK_TILE512(R, NP)                                                                                      \
+    __attribute__((target("avx512f"))) static void tile512_##R##_##NP(                                         \
+        float *y, const float *xp, const float *P, size_t ps, const float *b, int kc, int N, int n0, int nv,   \
+        int first, int last, rk_epilogue ep, const float *x0, const float *xl) {                               \
+        tile512(y, xp, P, ps, b, R, NP, kc, N, n0, nv, first, last, ep, x0, xl);                               \
     }
-    if (p < np) tile512(y, x, Wp + (size_t)p * NR * K, b, mr, 1, K, N, p * NR, N - p * NR, ep, x0, xl);
-}
-
-#define RK_ROWS512(R)                                                                               \
-    __attribute__((target("avx512f"))) static void rows512_##R(float *y, const float *x, const float *Wp, \
-                                                               const float *b, int K, int N, rk_epilogue ep,  \
-                                                               const float *x0, const float *xl) {        \
-        rows512(y, x, Wp, b, R, K, N, ep, x0, xl);                                                  \
-    }
-RK_ROWS512(1)
-RK_ROWS512(2)
-RK_ROWS512(3)
-RK_ROWS512(4)
-RK_ROWS512(5)
-RK_ROWS512(6)
-RK_ROWS512(7)
-RK_ROWS512(8)
-RK_ROWS512(9)
-RK_ROWS512(10)
-RK_ROWS512(11)
-RK_ROWS512(12)
-
-typedef void (*rows_fn)(float *, const float *, const float *, const float *, int, int, rk_epilogue, const float *,
-                        const float *);
-static const rows_fn rows512_of[MR512 + 1] = {NULL,      rows512_1, rows512_2, rows512_3,  rows512_4,
-                                              rows512_5, rows512_6, rows512_7, rows512_8,  rows512_9,
-                                              rows512_10, rows512_11, rows512_12};
+#define RK_TILE512_BOTH(R) RK_TILE512(R, 1) RK_TILE512(R, 2)
+RK_TILE512_BOTH(1)
+RK_TILE512_BOTH(2)
+RK_TILE512_BOTH(3)
+RK_TILE512_BOTH(4)
+RK_TILE512_BOTH(5)
+RK_TILE512_BOTH(6)
+RK_TILE512_BOTH(7)
+RK_TILE512_BOTH(8)
+RK_TILE512_BOTH(9)
+RK_TILE512_BOTH(10)
+RK_TILE512_BOTH(11)
+RK_TILE512_BOTH(12)
+static const tile_fn tile512_of[2][MR512 + 1] = {
+    {NULL, tile512_1_1, tile512_2_1, tile512_3_1, tile512_4_1, tile512_5_1, tile512_6_1, tile512_7_1, tile512_8_1,
+     tile512_9_1, tile512_10_1, tile512_11_1, tile512_12_1},
+    {NULL, tile512_1_2, tile512_2_2, tile512_3_2, tile512_4_2, tile512_5_2, tile512_6_2, tile512_7_2, tile512_8_2,
+     tile512_9_2, tile512_10_2, tile512_11_2, tile512_12_2}};
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
 
 #define MR256 6
 
-/* One tile: mr rows (<= MR256) x one panel (two 8-wide halves) at column n0,
- * nv valid columns (1..16). */
+/* mr rows (<= MR256) x one panel (two 8-wide halves). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-tile256(float *y, const float *x, const float *P, const float *b, int mr, int K, int N, int n0, int nv,
-        rk_epilogue ep, const float *x0, const float *xl) {
+tile256(float *y, const float *xp, const float *P, const float *b, int mr, int kc, int N, int n0, int nv, int first,
+        int last, rk_epilogue ep, const float *x0, const float *xl) {
     __m256 c[MR256][2];
-    for (int r = 0; r < MR256; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
-    for (int k = 0; k < K; k++) {
+    float t[NR];
+    for (int r = 0; r < mr; r++) {
+        if (first) {
+            c[r][0] = c[r][1] = _mm256_setzero_ps();
+            continue;
+        }
+        memset(t, 0, sizeof t);
+        memcpy(t, y + (size_t)r * N + n0, (size_t)nv * sizeof *t);
+        c[r][0] = _mm256_loadu_ps(t);
+        c[r][1] = _mm256_loadu_ps(t + 8);
+    }
+    for (int k = 0; k < kc; k++) {
         __m256 w0 = _mm256_loadu_ps(P + (size_t)k * NR), w1 = _mm256_loadu_ps(P + (size_t)k * NR + 8);
-        for (int r = 0; r < MR256; r++) {
-            if (r >= mr) break;
-            __m256 a = _mm256_broadcast_ss(x + (size_t)r * K + k);
+        for (int r = 0; r < mr; r++) {
+            __m256 a = _mm256_broadcast_ss(xp + (size_t)k * MR256 + r);
             c[r][0] = _mm256_fmadd_ps(a, w0, c[r][0]);
             c[r][1] = _mm256_fmadd_ps(a, w1, c[r][1]);
         }
     }
-    float bias[NR] = {0}, t[NR], tx0[NR], txl[NR];
+    float bias[NR] = {0};
     if (b) memcpy(bias, b + n0, (size_t)nv * sizeof *bias);
     for (int r = 0; r < mr; r++) {
         size_t o = (size_t)r * N + n0;
         if (nv == NR) {
             for (int h = 0; h < 2; h++) {
-                __m256 u = _mm256_add_ps(c[r][h], _mm256_loadu_ps(bias + 8 * h));
-                if (ep == RK_EPI_BIAS_RELU) u = _mm256_max_ps(_mm256_setzero_ps(), u);
-                else if (ep == RK_EPI_CROSS)
-                    u = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + o + 8 * h), u, _mm256_loadu_ps(xl + o + 8 * h));
+                __m256 u = c[r][h];
+                if (last) {
+                    u = _mm256_add_ps(u, _mm256_loadu_ps(bias + 8 * h));
+                    if (ep == RK_EPI_BIAS_RELU) u = _mm256_max_ps(_mm256_setzero_ps(), u);
+                    else if (ep == RK_EPI_CROSS)
+                        u = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + o + 8 * h), u, _mm256_loadu_ps(xl + o + 8 * h));
+                }
                 _mm256_storeu_ps(y + o + 8 * h, u);
             }
             continue;
@@ -209,48 +226,68 @@ tile256(float *y, const float *x, const float *P, const float *b, int mr, int K,
         /* a partial last panel: through a small buffer, the same arithmetic */
         _mm256_storeu_ps(t, c[r][0]);
         _mm256_storeu_ps(t + 8, c[r][1]);
-        for (int j = 0; j < nv; j++) {
-            tx0[j] = ep == RK_EPI_CROSS ? x0[o + j] : 0.0f;
-            txl[j] = ep == RK_EPI_CROSS ? xl[o + j] : 0.0f;
+        for (int j = 0; j < nv; j++)
+            y[o + j] = !last ? t[j] : epi1(t[j], bias[j], ep, ep == RK_EPI_CROSS ? x0[o + j] : 0.0f,
+                                            ep == RK_EPI_CROSS ? xl[o + j] : 0.0f);
+    }
+}
+
+#define RK_TILE256(R)                                                                                          \
+    __attribute__((target("avx2,fma"))) static void tile256_##R(                                               \
+        float *y, const float *xp, const float *P, size_t ps, const float *b, int kc, int N, int n0, int nv,   \
+        int first, int last, rk_epilogue ep, const float *x0, const float *xl) {                               \
+        (void)ps;                                                                                              \
+        tile256(y, xp, P, b, R, kc, N, n0, nv, first, last, ep, x0, xl);                                       \
+    }
+RK_TILE256(1)
+RK_TILE256(2)
+RK_TILE256(3)
+RK_TILE256(4)
+RK_TILE256(5)
+RK_TILE256(6)
+static const tile_fn tile256_of[MR256 + 1] = {NULL, tile256_1, tile256_2, tile256_3, tile256_4, tile256_5, tile256_6};
+
+/* Copy rows [i0, i1) x columns [k0, k0 + kc) of x into xbuf as tiles of mr
+ * rows interleaved by k (rows past i1 in the last tile are zero). */
+static void pack_x(const float *x, int K, int i0, int i1, int k0, int kc, int mr) {
+    for (int t = 0; i0 + t * mr < i1; t++) {
+        float *d = xbuf + (size_t)t * mr * kc;
+        for (int r = 0; r < mr; r++) {
+            int i = i0 + t * mr + r;
+            if (i >= i1) {
+                for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = 0.0f;
+                continue;
+            }
+            const float *s = x + (size_t)i * K + k0;
+            for (int k = 0; k < kc; k++) d[(size_t)k * mr + r] = s[k];
         }
-        for (int j = 0; j < nv; j++) y[o + j] = epi1(t[j], bias[j], ep, tx0[j], txl[j]);
     }
 }
 
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-rows256(float *y, const float *x, const float *Wp, const float *b, int mr, int K, int N, rk_epilogue ep,
-        const float *x0, const float *xl) {
-    int np = (N + NR - 1) / NR;
-    for (int p = 0; p < np; p++) {
-        int nv = N - p * NR;
-        tile256(y, x, Wp + (size_t)p * NR * K, b, mr, K, N, p * NR, nv > NR ? NR : nv, ep, x0, xl);
-    }
-}
-
-#define RK_ROWS256(R)                                                                               \
-    __attribute__((target("avx2,fma"))) static void rows256_##R(float *y, const float *x, const float *Wp, \
-                                                                const float *b, int K, int N, rk_epilogue ep, \
-                                                                const float *x0, const float *xl) {       \
-        rows256(y, x, Wp, b, R, K, N, ep, x0, xl);                                                  \
-    }
-RK_ROWS256(1)
-RK_ROWS256(2)
-RK_ROWS256(3)
-RK_ROWS256(4)
-RK_ROWS256(5)
-RK_ROWS256(6)
-static const rows_fn rows256_of[MR256 + 1] = {NULL, rows256_1, rows256_2, rows256_3, rows256_4, rows256_5, rows256_6};
-
-/* Row blocks of mc rows, tiles of mr rows (the tail through a smaller kernel). */
-static void gemm_tiles(const rows_fn *of, int mr, float *y, const float *x, const float *Wp, const float *b, int M,
-                       int K, int N, rk_epilogue ep, const float *x0, const float *xl) {
-    int mc = row_block(K, mr);
-    for (int i0 = 0; i0 < M; i0 += mc) {
-        int i1 = M - i0 < mc ? M : i0 + mc;
-        for (int i = i0; i < i1; i += mr) {
-            int r = i1 - i < mr ? i1 - i : mr;
-            size_t o = (size_t)i * N;
-            of[r](y + o, x + (size_t)i * K, Wp, b, K, N, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
+/* The blocked loops around a tile kernel: K chunks, row blocks, panels (in
+ * pairs when pair), tiles. of[np - 1][r] is the kernel of r rows x np panels. */
+static void gemm_tiles(const tile_fn *of1, const tile_fn *of2, int mr, float *y, const float *x, const float *Wp,
+                       const float *b, int M, int K, int N, rk_epilogue ep, const float *x0, const float *xl) {
+    const int np = (N + NR - 1) / NR, step = of2 ? 2 : 1;
+    const size_t pstride = (size_t)NR * K;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC, first = k0 == 0, last = k0 + kc == K;
+        int mc = XBUF_FLOATS / (kc * mr) * mr;
+        for (int i0 = 0; i0 < M; i0 += mc) {
+            int i1 = M - i0 < mc ? M : i0 + mc;
+            pack_x(x, K, i0, i1, k0, kc, mr);
+            for (int p = 0; p < np; p += step) {
+                int two = step == 2 && p + 1 < np, n0 = p * NR;
+                int nv = N - (p + two) * NR;
+                nv = nv > NR ? NR : nv;
+                const float *P = Wp + (size_t)p * pstride + (size_t)k0 * NR;
+                for (int i = i0; i < i1; i += mr) {
+                    int r = i1 - i < mr ? i1 - i : mr;
+                    size_t o = (size_t)i * N;
+                    (two ? of2 : of1)[r](y + o, xbuf + (size_t)(i - i0) * kc, P, pstride, b, kc, N, n0, nv, first,
+                                         last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
+                }
+            }
         }
     }
 }
@@ -304,8 +341,8 @@ void rk_gemm_forward(float *y, const float *x, const float *Wp, const float *b, 
     }
     switch (rk_gemm_kernel_get()) {
 #ifdef RK_GEMM_X86
-    case RK_GEMM_AVX512: gemm_tiles(rows512_of, MR512, y, x, Wp, b, M, K, N, ep, x0, xl); return;
-    case RK_GEMM_AVX2: gemm_tiles(rows256_of, MR256, y, x, Wp, b, M, K, N, ep, x0, xl); return;
+    case RK_GEMM_AVX512: gemm_tiles(tile512_of[0], tile512_of[1], MR512, y, x, Wp, b, M, K, N, ep, x0, xl); return;
+    case RK_GEMM_AVX2: gemm_tiles(tile256_of, NULL, MR256, y, x, Wp, b, M, K, N, ep, x0, xl); return;
 #endif
     default: gemm_plain(y, x, Wp, b, M, K, N, ep, x0, xl); return;
     }

@@ -958,6 +958,44 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     }
 }
 
+/* ---------------------------------------------------------------- the tower alone */
+
+struct rk_tower_run {
+    const rk_model *m;
+    rk_work w;
+};
+
+rk_status rk_tower_run_create(const rk_model *m, int max_rows, rk_tower_run **out, rk_err *err) {
+    *out = NULL;
+    if (m->n_members) return rk_fail(err, RK_EINVAL, "tower: ensembles have one tower per member");
+    if (max_rows <= 0) return rk_fail(err, RK_EINVAL, "tower: max_rows must be > 0, got %d", max_rows);
+    rk_tower_run *t = rk_calloc(1, sizeof *t);
+    if (!t) return rk_fail(err, RK_ENOMEM, "tower: out of memory");
+    t->m = m;
+    rk_status s = rk_work_init(&t->w, m, max_rows, 0, err);
+    if (s) {
+        rk_free(t);
+        return s;
+    }
+    memset(t->w.x0, 0, (size_t)max_rows * (size_t)m->D * sizeof(float));
+    *out = t;
+    return RK_OK;
+}
+
+float *rk_tower_run_input(rk_tower_run *t) { return t->w.x0; }
+
+const float *rk_tower_run_forward(rk_tower_run *t, int B) {
+    RK_ASSERT(B > 0 && B <= t->w.cap);
+    rk_model_forward(t->m, &t->w, B);
+    return t->w.logit;
+}
+
+void rk_tower_run_destroy(rk_tower_run *t) {
+    if (!t) return;
+    rk_work_free(&t->w);
+    rk_free(t);
+}
+
 /* ---------------------------------------------------------------- predict */
 
 rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *pctr, float *member_pctr,
