@@ -9,7 +9,9 @@
  *                                     logits of B tower inputs (raw float32 [B, D]),
  *                                     for the parity check of the ONNX export
  *
- * Figures print as "key=value" on one line. The FMA peak runs independent
+ * Figures print as "key=value" on one line. Times are this process's CPU
+ * seconds (it is single-threaded): on a shared machine the time another
+ * process holds the core is not counted against either side. The FMA peak runs independent
  * fma chains (16 x 512-bit and 12 x 256-bit accumulators, more than the FMA
  * latency x throughput of any current core) and takes the faster ISA: the
  * peak the machine can reach on one core. Every timing loop is bounded by
@@ -29,7 +31,7 @@ char *openblas_get_corename(void);
 
 static double now_s(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts); /* on-core time: the machine is shared */
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
