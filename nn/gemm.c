@@ -79,14 +79,14 @@ void rk_gemm_forward_ref(float *y, const float *x, const float *W, const float *
 
 /* The same arithmetic on the packed layout: the path of CPUs without FMA. */
 static void gemm_plain(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
-                       rk_epilogue ep, const float *x0, const float *xl) {
+                       rk_epilogue ep, const float *x0, const float *xl, int kb, int ke, const float *init, int raw) {
     for (int i = 0; i < M; i++)
         for (int n = 0; n < N; n++) {
             const float *P = Wp + (size_t)(n / NR) * NR * (size_t)K + n % NR;
-            float acc = 0.0f;
-            for (int k = 0; k < K; k++) acc = fmaf(x[(size_t)i * K + k], P[(size_t)k * NR], acc);
+            float acc = init ? init[n] : 0.0f;
+            for (int k = kb; k < ke; k++) acc = fmaf(x[(size_t)i * K + k], P[(size_t)k * NR], acc);
             size_t o = (size_t)i * N + n;
-            y[o] = epi1(acc, b ? b[n] : 0.0f, ep, x0 ? x0[o] : 0.0f, xl ? xl[o] : 0.0f);
+            y[o] = raw ? acc : epi1(acc, b ? b[n] : 0.0f, ep, x0 ? x0[o] : 0.0f, xl ? xl[o] : 0.0f);
         }
 }
 
@@ -107,9 +107,11 @@ static _Thread_local float xbuf[XBUF_FLOATS] __attribute__((aligned(64)));
 /* One tile: kernel args. y, x0, xl at the tile's first row (row stride N);
  * xp: the packed tile; P: first panel at the chunk's first k (the next panel
  * pstride floats on); nv: valid columns of the last panel (1..16); first:
- * sums start at 0 (else from y); last: apply the epilogue (else park sums). */
+ * sums start from init[N] (shared by every row; NULL: 0), else from y;
+ * last: apply the epilogue (else park the sums in y). */
 typedef void (*tile_fn)(float *y, const float *xp, const float *P, size_t pstride, const float *b, int kc, int N,
-                        int n0, int nv, int first, int last, rk_epilogue ep, const float *x0, const float *xl);
+                        int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0,
+                        const float *xl);
 
 /* ---------------------------------------------------------------- AVX-512 */
 
@@ -118,13 +120,15 @@ typedef void (*tile_fn)(float *y, const float *xp, const float *P, size_t pstrid
 /* mr rows (<= MR512) x np panels (1 or 2), both compile-time constants. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 tile512(float *y, const float *xp, const float *P0, size_t pstride, const float *b, int mr, int np, int kc, int N,
-        int n0, int nv, int first, int last, rk_epilogue ep, const float *x0, const float *xl) {
+        int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {
     __m512 c[MR512][2];
     const float *P1 = P0 + pstride;
     for (int q = 0; q < np; q++) {
         __mmask16 mk = q == np - 1 ? (__mmask16)((1u << nv) - 1u) : (__mmask16)0xffff;
         for (int r = 0; r < mr; r++)
-            c[r][q] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, y + (size_t)r * N + n0 + q * NR);
+            c[r][q] = !first ? _mm512_maskz_loadu_ps(mk, y + (size_t)r * N + n0 + q * NR)
+                      : init ? _mm512_maskz_loadu_ps(mk, init + n0 + q * NR)
+                             : _mm512_setzero_ps();
     }
     for (int k = 0; k < kc; k++) {
         __m512 w0 = _mm512_loadu_ps(P0 + (size_t)k * NR);
@@ -156,8 +160,8 @@ tile512(float *y, const float *xp, const float *P0, size_t pstride, const float 
 #define RK_TILE512(R, NP)                                                                                      \
     __attribute__((target("avx512f"))) static void tile512_##R##_##NP(                                         \
         float *y, const float *xp, const float *P, size_t ps, const float *b, int kc, int N, int n0, int nv,   \
-        int first, int last, rk_epilogue ep, const float *x0, const float *xl) {                               \
-        tile512(y, xp, P, ps, b, R, NP, kc, N, n0, nv, first, last, ep, x0, xl);                               \
+        int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {            \
+        tile512(y, xp, P, ps, b, R, NP, kc, N, n0, nv, first, init, last, ep, x0, xl);                         \
     }
 #define RK_TILE512_BOTH(R) RK_TILE512(R, 1) RK_TILE512(R, 2)
 RK_TILE512_BOTH(1)
@@ -185,16 +189,16 @@ static const tile_fn tile512_of[2][MR512 + 1] = {
 /* mr rows (<= MR256) x one panel (two 8-wide halves). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile256(float *y, const float *xp, const float *P, const float *b, int mr, int kc, int N, int n0, int nv, int first,
-        int last, rk_epilogue ep, const float *x0, const float *xl) {
+        const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {
     __m256 c[MR256][2];
     float t[NR];
     for (int r = 0; r < mr; r++) {
-        if (first) {
+        if (first && !init) {
             c[r][0] = c[r][1] = _mm256_setzero_ps();
             continue;
         }
         memset(t, 0, sizeof t);
-        memcpy(t, y + (size_t)r * N + n0, (size_t)nv * sizeof *t);
+        memcpy(t, first ? init + n0 : y + (size_t)r * N + n0, (size_t)nv * sizeof *t);
         c[r][0] = _mm256_loadu_ps(t);
         c[r][1] = _mm256_loadu_ps(t + 8);
     }
@@ -235,9 +239,9 @@ tile256(float *y, const float *xp, const float *P, const float *b, int mr, int k
 #define RK_TILE256(R)                                                                                          \
     __attribute__((target("avx2,fma"))) static void tile256_##R(                                               \
         float *y, const float *xp, const float *P, size_t ps, const float *b, int kc, int N, int n0, int nv,   \
-        int first, int last, rk_epilogue ep, const float *x0, const float *xl) {                               \
+        int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {            \
         (void)ps;                                                                                              \
-        tile256(y, xp, P, b, R, kc, N, n0, nv, first, last, ep, x0, xl);                                       \
+        tile256(y, xp, P, b, R, kc, N, n0, nv, first, init, last, ep, x0, xl);                                 \
     }
 RK_TILE256(1)
 RK_TILE256(2)
@@ -264,14 +268,17 @@ static void pack_x(const float *x, int K, int i0, int i1, int k0, int kc, int mr
     }
 }
 
-/* The blocked loops around a tile kernel: K chunks, row blocks, panels (in
- * pairs when pair), tiles. of[np - 1][r] is the kernel of r rows x np panels. */
+/* The blocked loops around a tile kernel over inputs k in [kb, ke) (kb < ke):
+ * K chunks, row blocks, panels (in pairs when of2), tiles. of1[r] / of2[r]:
+ * the kernel of r rows x 1 / 2 panels. Sums start from init (see tile_fn);
+ * raw: leave the sums in y, no epilogue. */
 static void gemm_tiles(const tile_fn *of1, const tile_fn *of2, int mr, float *y, const float *x, const float *Wp,
-                       const float *b, int M, int K, int N, rk_epilogue ep, const float *x0, const float *xl) {
+                       const float *b, int M, int K, int N, rk_epilogue ep, const float *x0, const float *xl, int kb,
+                       int ke, const float *init, int raw) {
     const int np = (N + NR - 1) / NR, step = of2 ? 2 : 1;
     const size_t pstride = (size_t)NR * K;
-    for (int k0 = 0; k0 < K; k0 += KC) {
-        int kc = K - k0 < KC ? K - k0 : KC, first = k0 == 0, last = k0 + kc == K;
+    for (int k0 = kb; k0 < ke; k0 += KC) {
+        int kc = ke - k0 < KC ? ke - k0 : KC, first = k0 == kb, last = !raw && k0 + kc == ke;
         int mc = XBUF_FLOATS / (kc * mr) * mr;
         for (int i0 = 0; i0 < M; i0 += mc) {
             int i1 = M - i0 < mc ? M : i0 + mc;
@@ -285,7 +292,7 @@ static void gemm_tiles(const tile_fn *of1, const tile_fn *of2, int mr, float *y,
                     int r = i1 - i < mr ? i1 - i : mr;
                     size_t o = (size_t)i * N;
                     (two ? of2 : of1)[r](y + o, xbuf + (size_t)(i - i0) * kc, P, pstride, b, kc, N, n0, nv, first,
-                                         last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
+                                         init, last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
                 }
             }
         }
@@ -328,22 +335,40 @@ const char *rk_gemm_kernel_name(rk_gemm_kernel k) {
     }
 }
 
-void rk_gemm_forward(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
-                     rk_epilogue ep, const float *x0, const float *xl) {
+/* Inputs [kb, ke) of every row, sums from init (NULL: 0); raw: no epilogue. */
+static void gemm_range(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N, rk_epilogue ep,
+                       const float *x0, const float *xl, int kb, int ke, const float *init, int raw) {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) { /* no products: the epilogue of acc = 0 */
+    if (kb >= ke) { /* no products: the epilogue of the starting sums */
         for (int i = 0; i < M; i++)
             for (int n = 0; n < N; n++) {
                 size_t o = (size_t)i * N + n;
-                y[o] = epi1(0.0f, b ? b[n] : 0.0f, ep, x0 ? x0[o] : 0.0f, xl ? xl[o] : 0.0f);
+                float acc = init ? init[n] : 0.0f;
+                y[o] = raw ? acc : epi1(acc, b ? b[n] : 0.0f, ep, x0 ? x0[o] : 0.0f, xl ? xl[o] : 0.0f);
             }
         return;
     }
     switch (rk_gemm_kernel_get()) {
 #ifdef RK_GEMM_X86
-    case RK_GEMM_AVX512: gemm_tiles(tile512_of[0], tile512_of[1], MR512, y, x, Wp, b, M, K, N, ep, x0, xl); return;
-    case RK_GEMM_AVX2: gemm_tiles(tile256_of, NULL, MR256, y, x, Wp, b, M, K, N, ep, x0, xl); return;
+    case RK_GEMM_AVX512:
+        gemm_tiles(tile512_of[0], tile512_of[1], MR512, y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw);
+        return;
+    case RK_GEMM_AVX2: gemm_tiles(tile256_of, NULL, MR256, y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw); return;
 #endif
-    default: gemm_plain(y, x, Wp, b, M, K, N, ep, x0, xl); return;
+    default: gemm_plain(y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw); return;
     }
+}
+
+void rk_gemm_forward(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
+                     rk_epilogue ep, const float *x0, const float *xl) {
+    gemm_range(y, x, Wp, b, M, K, N, ep, x0, xl, 0, K, NULL, 0);
+}
+
+void rk_gemm_prefix_sums(float *s, const float *x, const float *Wp, int K, int N, int k1) {
+    gemm_range(s, x, Wp, NULL, 1, K, N, RK_EPI_BIAS, NULL, NULL, 0, k1 < K ? k1 : K, NULL, 1);
+}
+
+void rk_gemm_forward_from(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
+                          rk_epilogue ep, const float *x0, const float *xl, int k1, const float *s) {
+    gemm_range(y, x, Wp, b, M, K, N, ep, x0, xl, k1 < K ? k1 : K, K, s, 0);
 }

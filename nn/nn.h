@@ -209,6 +209,16 @@ void rk_gemm_pack(float *dst, const float *W, int N, int K);
  * NULL). y must not alias x, x0 or xl. Never allocates. */
 void rk_gemm_forward(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
                      rk_epilogue ep, const float *x0, const float *xl);
+/* Work once per request what every row shares. When rows agree on their
+ * first k1 inputs (a request's user-side features come first in the tower
+ * input), the partial sums over those inputs are the same for every row:
+ * rk_gemm_prefix_sums computes them once, s[N] = x[0, 0:k1] · W[:, 0:k1]^T
+ * (one row, no bias, no epilogue), and rk_gemm_forward_from resumes every
+ * row's fma chain from s over inputs k1..K-1, then applies b and the
+ * epilogue. Same order, so bit-identical to rk_gemm_forward for such rows. */
+void rk_gemm_prefix_sums(float *s, const float *x, const float *Wp, int K, int N, int k1);
+void rk_gemm_forward_from(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
+                          rk_epilogue ep, const float *x0, const float *xl, int k1, const float *s);
 /* The same definition on the unpacked W [N,K], plain C loops (the reference). */
 void rk_gemm_forward_ref(float *y, const float *x, const float *W, const float *b, int M, int K, int N,
                          rk_epilogue ep, const float *x0, const float *xl);

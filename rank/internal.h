@@ -38,6 +38,7 @@ typedef struct {
     float *us[8];                 /* cross pre-activations W x_l + b */
     float *act[RK_MAX_HIDDEN];    /* MLP outputs after ReLU */
     float *logit;                 /* [B] */
+    float *pre;                   /* [max(D, widest hidden)] shared-prefix sums (rk_gemm_prefix_sums) */
     float *fm;                    /* [2B] DeepFM terms */
     /* backward */
     float *dlogit, *da, *db_, *dx0, *dxl, *scratch;
@@ -63,6 +64,7 @@ struct rk_model {
      * set at rk_model_open; packed == NULL: the OpenBLAS path (training) */
     float *packed;
     rk_param_ptrs pk;             /* cW, mW, oW, fW into packed; biases unused */
+    int user_prefix;              /* x0 columns [0, user_prefix) are user-side features */
     int n_fm;                     /* DeepFM: sparse fields in the FM term */
     int fm_cols[RK_MAX_FEATURES]; /* their x0 columns */
     int fm_k;                     /* their common dim */

@@ -774,7 +774,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     size_t B = (size_t)cap, D = (size_t)m->D, maxh = D;
     for (int i = 0; i < t->n_hidden; i++)
         if ((size_t)t->hidden[i] > maxh) maxh = (size_t)t->hidden[i];
-    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + 3 * B;
+    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + 3 * B + maxh;
     for (int i = 0; i < t->n_hidden; i++) n += B * (size_t)t->hidden[i];
     if (backward) n += B + 2 * B * maxh + 3 * B * D;
     w->mem = rk_malloc(n * sizeof(float));
@@ -789,6 +789,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     for (int i = 0; i < t->n_hidden; i++) w->act[i] = p, p += B * (size_t)t->hidden[i];
     w->logit = p, p += B;
     w->fm = p, p += 2 * B;
+    w->pre = p, p += maxh;
     if (backward) {
         w->dlogit = p, p += B;
         w->da = p, p += B * maxh;
@@ -862,6 +863,9 @@ static size_t pack_all(rk_model *m, float *base) {
 rk_status rk_model_pack(rk_model *m, rk_err *err) {
     if (m->n_members) return RK_OK; /* members are packed when opened */
     rk_model_unpack(m);
+    m->user_prefix = 0;
+    for (int f = 0; f < m->cfg.n_features && m->cfg.features[f].side == RK_SIDE_USER; f++)
+        m->user_prefix = m->col[f] + (m->cfg.features[f].kind == RK_FEAT_SPARSE ? m->cfg.features[f].dim : 1);
     size_t n = pack_all(m, NULL);
     if (!(m->packed = rk_malloc((n ? n : 1) * sizeof(float))))
         return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu packed weights", n);
@@ -869,16 +873,47 @@ rk_status rk_model_pack(rk_model *m, rk_err *err) {
     return RK_OK;
 }
 
+/* Columns [0, k) of x0 the same in every row (a request's user side)? */
+static int shared_prefix(const float *x0, int B, int D, int k) {
+    if (B < 2 || k <= 0) return 0;
+    for (int r = 1; r < B; r++)
+        if (memcmp(x0, x0 + (size_t)r * D, (size_t)k * sizeof *x0)) return 0;
+    return 1;
+}
+
+/* The first layer over x0: when every row shares the user-side prefix of
+ * x0, that part of the product is computed once (bit-identical). */
+static void first_layer(const rk_model *m, rk_work *w, float *y, const float *Wp, const float *b, int B, int N,
+                        rk_epilogue ep, const float *x0, const float *xl) {
+    const int D = m->D, k1 = m->user_prefix;
+    if (!shared_prefix(w->x0, B, D, k1)) {
+        rk_gemm_forward(y, w->x0, Wp, b, B, D, N, ep, x0, xl);
+        return;
+    }
+    rk_gemm_prefix_sums(w->pre, w->x0, Wp, D, N, k1);
+    rk_gemm_forward_from(y, w->x0, Wp, b, B, D, N, ep, x0, xl, k1, w->pre);
+}
+
 /* Inference tower over packed weights: each layer one rk_gemm_forward with
  * its epilogue fused (cross layer, bias + ReLU, bias). */
 static void forward_packed(const rk_model *m, rk_work *w, int B) {
     const rk_tower_cfg *t = &m->cfg.tower;
     const int D = m->D;
-    for (int l = 0; l < t->n_cross; l++)
-        rk_gemm_forward(w->xs[l + 1], w->xs[l], m->pk.cW[l], m->p.cb[l], B, D, D, RK_EPI_CROSS, w->x0, w->xs[l]);
+    for (int l = 0; l < t->n_cross; l++) {
+        if (l == 0)
+            first_layer(m, w, w->xs[1], m->pk.cW[0], m->p.cb[0], B, D, RK_EPI_CROSS, w->x0, w->x0);
+        else
+            rk_gemm_forward(w->xs[l + 1], w->xs[l], m->pk.cW[l], m->p.cb[l], B, D, D, RK_EPI_CROSS, w->x0, w->xs[l]);
+    }
     const float *h = w->xs[t->n_cross];
     int prev = D;
     for (int i = 0; i < t->n_hidden; i++) {
+        if (i == 0 && t->n_cross == 0) {
+            first_layer(m, w, w->act[0], m->pk.mW[0], m->p.mb[0], B, t->hidden[0], RK_EPI_BIAS_RELU, NULL, NULL);
+            h = w->act[0];
+            prev = t->hidden[0];
+            continue;
+        }
         rk_gemm_forward(w->act[i], h, m->pk.mW[i], m->p.mb[i], B, prev, t->hidden[i], RK_EPI_BIAS_RELU, NULL, NULL);
         h = w->act[i];
         prev = t->hidden[i];

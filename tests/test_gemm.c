@@ -103,3 +103,38 @@ Test(gemm, hand_computed_cross_layer) {
     rk_gemm_forward(y, x, Wp, b, 1, 2, 2, RK_EPI_CROSS, x, x);
     cr_assert(y[0] == 2.5f && y[1] == 8.0f, "got %g %g", y[0], y[1]);
 }
+
+/* Rows sharing their first k1 inputs (a request's user-side features): the
+ * prefix sums once + the resumed chains equal the full product bit for bit. */
+static void check_prefix(rk_rng *g, int M, int K, int N, int k1, rk_epilogue ep) {
+    if (ep == RK_EPI_CROSS) N = K;
+    float *x = randv(g, (size_t)M * K), *W = randv(g, (size_t)N * K), *b = randv(g, (size_t)N);
+    float *x0 = randv(g, (size_t)M * N), *s = rk_malloc((size_t)N * sizeof(float));
+    float *Wp = rk_malloc(rk_gemm_packed_floats(K, N) * sizeof(float));
+    float *full = rk_malloc((size_t)M * N * sizeof(float)), *got = rk_malloc((size_t)M * N * sizeof(float));
+    cr_assert(s && Wp && full && got);
+    for (int i = 1; i < M; i++) memcpy(x + (size_t)i * K, x, (size_t)(k1 < K ? k1 : K) * sizeof(float));
+    rk_gemm_pack(Wp, W, N, K);
+    const float *xl = ep == RK_EPI_CROSS ? x : NULL;
+    for (int k = RK_GEMM_PLAIN; k <= RK_GEMM_AVX512; k++) {
+        if (rk_gemm_kernel_set((rk_gemm_kernel)k)) continue;
+        rk_gemm_forward(full, x, Wp, b, M, K, N, ep, x0, xl);
+        memset(got, 0xff, (size_t)M * N * sizeof(float));
+        rk_gemm_prefix_sums(s, x, Wp, K, N, k1);
+        rk_gemm_forward_from(got, x, Wp, b, M, K, N, ep, x0, xl, k1, s);
+        cr_assert(memcmp(got, full, (size_t)M * N * sizeof(float)) == 0, "kernel %s M=%d K=%d N=%d k1=%d ep=%d: prefix path differs",
+                  rk_gemm_kernel_name((rk_gemm_kernel)k), M, K, N, k1, (int)ep);
+    }
+    rk_gemm_kernel_set(RK_GEMM_AUTO);
+    rk_free(x), rk_free(W), rk_free(b), rk_free(x0), rk_free(s), rk_free(Wp), rk_free(full), rk_free(got);
+}
+
+Test(gemm, shared_prefix_resumes_the_same_sums) {
+    rk_rng g;
+    rk_rng_seed(&g, 1616);
+    const int k1s[] = {0, 1, 5, 16, 64, 96, 97};
+    for (int ep = RK_EPI_BIAS; ep <= RK_EPI_CROSS; ep++)
+        for (size_t i = 0; i < sizeof k1s / sizeof *k1s; i++) check_prefix(&g, 25, 97, 33, k1s[i], (rk_epilogue)ep);
+    check_prefix(&g, 13, 8200, 20, 4100, RK_EPI_BIAS_RELU); /* the prefix ends inside the second K chunk */
+    check_prefix(&g, 13, 8200, 20, 5000, RK_EPI_BIAS);
+}
