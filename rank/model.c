@@ -809,23 +809,32 @@ void rk_work_free(rk_work *w) {
 /* ---------------------------------------------------------------- forward / backward */
 
 rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr, rk_err *err) {
+    return rk_model_fill_x0_ex(m, b, w, scr, NULL, err);
+}
+
+rk_status rk_model_fill_x0_ex(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr,
+                              const uint8_t *same, rk_err *err) {
     const int B = b->n_rows, D = m->D;
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
         float *out = w->x0 + m->col[f];
+        /* a bag every row shares: pooled once (rows 0's bag), then copied */
+        int nb = ft->kind == RK_FEAT_SPARSE && same && same[f] ? 1 : B;
         if (ft->kind == RK_FEAT_DENSE) {
             for (int r = 0; r < B; r++) out[(size_t)r * D] = b->dense[(size_t)r * b->n_features + f];
         } else if (m->tables[f]) {
             /* An updatable model's RAM rows change under rk_model_apply_updates. */
             if (m->updatable) pthread_rwlock_rdlock((pthread_rwlock_t *)&m->ram_mu);
-            rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], B, ft->dim, ft->pool);
+            rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], nb, ft->dim, ft->pool);
             if (m->updatable) pthread_rwlock_unlock((pthread_rwlock_t *)&m->ram_mu);
         } else {
             RK_ASSERT(m->store && scr);
-            rk_status s = rk_embed_bag_store(m->store, m->store_table[f], ft->dim, b->offsets[f], b->rows[f], B, ft->pool,
-                                             out, (size_t)D, scr, NULL, err);
+            rk_status s = rk_embed_bag_store(m->store, m->store_table[f], ft->dim, b->offsets[f], b->rows[f], nb,
+                                             ft->pool, out, (size_t)D, scr, NULL, err);
             if (s) return rk_err_prefix(err, "feature '%s'", ft->name);
         }
+        if (ft->kind == RK_FEAT_SPARSE)
+            for (int r = nb; r < B; r++) memcpy(out + (size_t)r * D, out, (size_t)ft->dim * sizeof *out);
     }
     return RK_OK;
 }
