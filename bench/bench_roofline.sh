@@ -101,7 +101,7 @@ grpc() { # JSON CPUFILE
   [ -n "$port" ] || { kill -TERM "$pid"; say "rankd did not start"; exit 1; }
   local c0; c0=$(cpu_of "$pid")
   taskset -c "$CLIENT_CPU" "$BUILD/rank-bench" --addr "127.0.0.1:$port" --model "$OUT/demo" \
-    --data "$OUT/demo_data/test.tsv" --candidates 200 --closed --streams 4 --warmup 1 --duration "$RUN_S" \
+    --data "$OUT/demo_data/test.tsv" --candidates 200 --closed --streams 4 --deadline-ms 10000 --warmup 1 --duration "$RUN_S" \
     --quiet --json "$1" >/dev/null
   awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { print a - b }' >"$2"
   kill -TERM "$pid"
