@@ -36,7 +36,6 @@ S seconds after 3 warm-up runs; records wall and process CPU seconds.
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,19 +44,8 @@ import time
 import numpy as np
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        hdr = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, v in hdr.items():
-        if k == "__metadata__":
-            continue
-        assert v["dtype"] == "F32", (path, k, v["dtype"])
-        a, b = v["data_offsets"]
-        out[k] = np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"]).copy()
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_server import read_safetensors  # noqa: E402  (one reader for the bench scripts)
 
 
 class Bundle:
