@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid
+        bench-encoder bench-exfm bench-sid bench-roofline
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -89,6 +89,14 @@ bench-serve: build
 # (bench/bench_sid.sh; figures in bench/RESULTS.md); ~2-3 min, under nice -n 19.
 bench-sid: build
 	@bash bench/bench_sid.sh $(BUILD)
+
+# Scoring at the roofline (issue 16): rankd's scorer vs ONNX Runtime (whole graph
+# and tower alone, same weights, parity checked) on the demo DCNv2 (200, 1000
+# candidates) and a 1,024-d DCNv2 (500), FMA peak and sgemm at the towers'
+# shapes, gRPC vs in-process; one pinned core, interleaved, medians; ~5 min
+# (bench/bench_roofline.sh; figures in bench/RESULTS.md).
+bench-roofline: build
+	@bash bench/bench_roofline.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -182,4 +182,51 @@ void rk_mean_pool_forward(float *out, const float *x, const int32_t *offsets, in
  * x[r,:] /= max(||x[r,:]||_2, eps). x: [N, D]. */
 void rk_l2_normalize(float *x, int N, int D, float eps);
 
+/* ---------------------------------------------------------------- inference GEMM (nn/gemm.c)
+ *
+ * y[M,N] = epilogue(x[M,K] · W^T + b) over weights packed once (W [N,K] in
+ * PyTorch's Linear layout) by kernels picked from cpuid at run time: AVX-512,
+ * AVX2+FMA, or plain C. Every kernel sums each output in the same order
+ * (one fma chain over k = 0..K-1, then + b, then the epilogue), so results
+ * are bit-identical across kernels, batch sizes and row positions, and equal
+ * rk_gemm_forward_ref. Forward only (serving); training keeps
+ * rk_linear_forward (OpenBLAS). */
+
+typedef enum {
+    RK_EPI_BIAS = 0,      /* y = xW^T + b */
+    RK_EPI_BIAS_RELU = 1, /* y = max(xW^T + b, 0) (NaN passes through, as torch.relu) */
+    RK_EPI_CROSS = 2      /* y = x0 ⊙ (xW^T + b) + xl: the DCN-V2 cross layer (N == K) */
+} rk_epilogue;
+
+typedef enum { RK_GEMM_AUTO = -1, RK_GEMM_PLAIN = 0, RK_GEMM_AVX2 = 1, RK_GEMM_AVX512 = 2 } rk_gemm_kernel;
+
+/* Floats rk_gemm_pack writes for W [N,K] (0 when K or N <= 0). */
+size_t rk_gemm_packed_floats(int K, int N);
+/* Pack W [N,K] into dst[rk_gemm_packed_floats(K, N)] (panels of 16 outputs). */
+void rk_gemm_pack(float *dst, const float *W, int N, int K);
+/* y[M,N] = epilogue(x[M,K] · W^T + b) with Wp from rk_gemm_pack. b may be
+ * NULL (zero). RK_EPI_CROSS reads x0, xl [M,N] (unused otherwise, may be
+ * NULL). y must not alias x, x0 or xl. Never allocates. */
+void rk_gemm_forward(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
+                     rk_epilogue ep, const float *x0, const float *xl);
+/* Work once per request what every row shares. When rows agree on their
+ * first k1 inputs (a request's user-side features come first in the tower
+ * input), the partial sums over those inputs are the same for every row:
+ * rk_gemm_prefix_sums computes them once, s[N] = x[0, 0:k1] · W[:, 0:k1]^T
+ * (one row, no bias, no epilogue), and rk_gemm_forward_from resumes every
+ * row's fma chain from s over inputs k1..K-1, then applies b and the
+ * epilogue. Same order, so bit-identical to rk_gemm_forward for such rows. */
+void rk_gemm_prefix_sums(float *s, const float *x, const float *Wp, int K, int N, int k1);
+void rk_gemm_forward_from(float *y, const float *x, const float *Wp, const float *b, int M, int K, int N,
+                          rk_epilogue ep, const float *x0, const float *xl, int k1, const float *s);
+/* The same definition on the unpacked W [N,K], plain C loops (the reference). */
+void rk_gemm_forward_ref(float *y, const float *x, const float *W, const float *b, int M, int K, int N,
+                         rk_epilogue ep, const float *x0, const float *xl);
+/* The kernel in use (detected on first use) and its name. */
+rk_gemm_kernel rk_gemm_kernel_get(void);
+const char *rk_gemm_kernel_name(rk_gemm_kernel k);
+/* Use kernel k (RK_GEMM_AUTO: the best the CPU has); -1 when the CPU lacks
+ * it. For tests and benchmarks; not thread-safe against running kernels. */
+int rk_gemm_kernel_set(rk_gemm_kernel k);
+
 #endif /* RK_NN_H */

@@ -38,6 +38,7 @@ typedef struct {
     float *us[8];                 /* cross pre-activations W x_l + b */
     float *act[RK_MAX_HIDDEN];    /* MLP outputs after ReLU */
     float *logit;                 /* [B] */
+    float *pre;                   /* [max(D, widest hidden)] shared-prefix sums (rk_gemm_prefix_sums) */
     float *fm;                    /* [2B] DeepFM terms */
     /* backward */
     float *dlogit, *da, *db_, *dx0, *dxl, *scratch;
@@ -59,6 +60,11 @@ struct rk_model {
     size_t n_floats;
     float *params;
     rk_param_ptrs p;
+    /* serving: the weight matrices packed once for rk_gemm_forward (nn/gemm.c),
+     * set at rk_model_open; packed == NULL: the OpenBLAS path (training) */
+    float *packed;
+    rk_param_ptrs pk;             /* cW, mW, oW, fW into packed; biases unused */
+    int user_prefix;              /* x0 columns [0, user_prefix) are user-side features */
     int n_fm;                     /* DeepFM: sparse fields in the FM term */
     int fm_cols[RK_MAX_FEATURES]; /* their x0 columns */
     int fm_k;                     /* their common dim */
@@ -133,7 +139,17 @@ void rk_work_free(rk_work *w);
  * store (scr required then), dense slots from b->dense. */
 rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr,
                            rk_err *err);
-/* Tower forward from w->x0 to w->logit for B rows. */
+/* The same; same[f] != 0 (same may be NULL) says every row holds the same
+ * bag of sparse feature f (a request's user side): it is pooled once. */
+rk_status rk_model_fill_x0_ex(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr,
+                              const uint8_t *same, rk_err *err);
+/* Pack the weights for rk_gemm_forward (m->packed); rk_model_unpack drops
+ * them (the trainer does, as it changes the weights). */
+rk_status rk_model_pack(rk_model *m, rk_err *err);
+void rk_model_unpack(rk_model *m);
+/* Tower forward from w->x0 to w->logit for B rows: packed kernels with fused
+ * epilogues when m->packed (w->us then not written: inference only), else
+ * OpenBLAS + separate ReLU / cross ops (what backward needs). */
 void rk_model_forward(const rk_model *m, rk_work *w, int B);
 /* Backward from dlogit (already in w->dlogit) into the gradient array g
  * (same layout as params, accumulated) and w->dx0. */

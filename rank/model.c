@@ -173,6 +173,7 @@ void rk_model_destroy(rk_model *m) {
     }
     rk_store_close(m->store);
     rk_free(m->params);
+    rk_free(m->packed);
     pthread_rwlock_destroy(&m->ram_mu);
     rk_free(m);
 }
@@ -487,6 +488,10 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         rk_model_destroy(m);
         return s;
     }
+    if ((s = rk_model_pack(m, err))) {
+        rk_model_destroy(m);
+        return s;
+    }
     m->updatable = writable != 0;
     *out = m;
     return RK_OK;
@@ -769,7 +774,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     size_t B = (size_t)cap, D = (size_t)m->D, maxh = D;
     for (int i = 0; i < t->n_hidden; i++)
         if ((size_t)t->hidden[i] > maxh) maxh = (size_t)t->hidden[i];
-    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + 3 * B;
+    size_t n = B * D * (1 + 2 * (size_t)t->n_cross) + 3 * B + maxh;
     for (int i = 0; i < t->n_hidden; i++) n += B * (size_t)t->hidden[i];
     if (backward) n += B + 2 * B * maxh + 3 * B * D;
     w->mem = rk_malloc(n * sizeof(float));
@@ -784,6 +789,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     for (int i = 0; i < t->n_hidden; i++) w->act[i] = p, p += B * (size_t)t->hidden[i];
     w->logit = p, p += B;
     w->fm = p, p += 2 * B;
+    w->pre = p, p += maxh;
     if (backward) {
         w->dlogit = p, p += B;
         w->da = p, p += B * maxh;
@@ -803,28 +809,138 @@ void rk_work_free(rk_work *w) {
 /* ---------------------------------------------------------------- forward / backward */
 
 rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr, rk_err *err) {
+    return rk_model_fill_x0_ex(m, b, w, scr, NULL, err);
+}
+
+rk_status rk_model_fill_x0_ex(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr,
+                              const uint8_t *same, rk_err *err) {
     const int B = b->n_rows, D = m->D;
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
         float *out = w->x0 + m->col[f];
+        /* a bag every row shares: pooled once (rows 0's bag), then copied */
+        int nb = ft->kind == RK_FEAT_SPARSE && same && same[f] ? 1 : B;
         if (ft->kind == RK_FEAT_DENSE) {
             for (int r = 0; r < B; r++) out[(size_t)r * D] = b->dense[(size_t)r * b->n_features + f];
         } else if (m->tables[f]) {
             /* An updatable model's RAM rows change under rk_model_apply_updates. */
             if (m->updatable) pthread_rwlock_rdlock((pthread_rwlock_t *)&m->ram_mu);
-            rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], B, ft->dim, ft->pool);
+            rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], nb, ft->dim, ft->pool);
             if (m->updatable) pthread_rwlock_unlock((pthread_rwlock_t *)&m->ram_mu);
         } else {
             RK_ASSERT(m->store && scr);
-            rk_status s = rk_embed_bag_store(m->store, m->store_table[f], ft->dim, b->offsets[f], b->rows[f], B, ft->pool,
-                                             out, (size_t)D, scr, NULL, err);
+            rk_status s = rk_embed_bag_store(m->store, m->store_table[f], ft->dim, b->offsets[f], b->rows[f], nb,
+                                             ft->pool, out, (size_t)D, scr, NULL, err);
             if (s) return rk_err_prefix(err, "feature '%s'", ft->name);
         }
+        if (ft->kind == RK_FEAT_SPARSE)
+            for (int r = nb; r < B; r++) memcpy(out + (size_t)r * D, out, (size_t)ft->dim * sizeof *out);
     }
     return RK_OK;
 }
 
+void rk_model_unpack(rk_model *m) {
+    rk_free(m->packed);
+    m->packed = NULL;
+    memset(&m->pk, 0, sizeof m->pk);
+}
+
+/* Pack (or size, when base is NULL) every weight matrix; returns the floats. */
+static size_t pack_all(rk_model *m, float *base) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    size_t off = 0;
+#define RK_PACK(dst, W, N, K)                                               \
+    do {                                                                    \
+        if (base) {                                                         \
+            dst = base + off;                                               \
+            rk_gemm_pack(dst, W, N, K);                                     \
+        }                                                                   \
+        off += rk_gemm_packed_floats(K, N);                                 \
+    } while (0)
+    for (int l = 0; l < t->n_cross; l++) RK_PACK(m->pk.cW[l], m->p.cW[l], m->D, m->D);
+    int prev = m->D;
+    for (int i = 0; i < t->n_hidden; i++) {
+        RK_PACK(m->pk.mW[i], m->p.mW[i], t->hidden[i], prev);
+        prev = t->hidden[i];
+    }
+    RK_PACK(m->pk.oW, m->p.oW, 1, prev);
+    if (t->type == RK_TOWER_DEEPFM) RK_PACK(m->pk.fW, m->p.fW, 1, m->D);
+#undef RK_PACK
+    return off;
+}
+
+rk_status rk_model_pack(rk_model *m, rk_err *err) {
+    if (m->n_members) return RK_OK; /* members are packed when opened */
+    rk_model_unpack(m);
+    m->user_prefix = 0;
+    for (int f = 0; f < m->cfg.n_features && m->cfg.features[f].side == RK_SIDE_USER; f++)
+        m->user_prefix = m->col[f] + (m->cfg.features[f].kind == RK_FEAT_SPARSE ? m->cfg.features[f].dim : 1);
+    size_t n = pack_all(m, NULL);
+    if (!(m->packed = rk_malloc((n ? n : 1) * sizeof(float))))
+        return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu packed weights", n);
+    pack_all(m, m->packed);
+    return RK_OK;
+}
+
+/* Columns [0, k) of x0 the same in every row (a request's user side)? */
+static int shared_prefix(const float *x0, int B, int D, int k) {
+    if (B < 2 || k <= 0) return 0;
+    for (int r = 1; r < B; r++)
+        if (memcmp(x0, x0 + (size_t)r * D, (size_t)k * sizeof *x0)) return 0;
+    return 1;
+}
+
+/* The first layer over x0: when every row shares the user-side prefix of
+ * x0, that part of the product is computed once (bit-identical). */
+static void first_layer(const rk_model *m, rk_work *w, float *y, const float *Wp, const float *b, int B, int N,
+                        rk_epilogue ep, const float *x0, const float *xl) {
+    const int D = m->D, k1 = m->user_prefix;
+    if (!shared_prefix(w->x0, B, D, k1)) {
+        rk_gemm_forward(y, w->x0, Wp, b, B, D, N, ep, x0, xl);
+        return;
+    }
+    rk_gemm_prefix_sums(w->pre, w->x0, Wp, D, N, k1);
+    rk_gemm_forward_from(y, w->x0, Wp, b, B, D, N, ep, x0, xl, k1, w->pre);
+}
+
+/* Inference tower over packed weights: each layer one rk_gemm_forward with
+ * its epilogue fused (cross layer, bias + ReLU, bias). */
+static void forward_packed(const rk_model *m, rk_work *w, int B) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    const int D = m->D;
+    for (int l = 0; l < t->n_cross; l++) {
+        if (l == 0)
+            first_layer(m, w, w->xs[1], m->pk.cW[0], m->p.cb[0], B, D, RK_EPI_CROSS, w->x0, w->x0);
+        else
+            rk_gemm_forward(w->xs[l + 1], w->xs[l], m->pk.cW[l], m->p.cb[l], B, D, D, RK_EPI_CROSS, w->x0, w->xs[l]);
+    }
+    const float *h = w->xs[t->n_cross];
+    int prev = D;
+    for (int i = 0; i < t->n_hidden; i++) {
+        if (i == 0 && t->n_cross == 0) {
+            first_layer(m, w, w->act[0], m->pk.mW[0], m->p.mb[0], B, t->hidden[0], RK_EPI_BIAS_RELU, NULL, NULL);
+            h = w->act[0];
+            prev = t->hidden[0];
+            continue;
+        }
+        rk_gemm_forward(w->act[i], h, m->pk.mW[i], m->p.mb[i], B, prev, t->hidden[i], RK_EPI_BIAS_RELU, NULL, NULL);
+        h = w->act[i];
+        prev = t->hidden[i];
+    }
+    rk_gemm_forward(w->logit, h, m->pk.oW, m->p.ob, B, prev, 1, RK_EPI_BIAS, NULL, NULL);
+    if (t->type == RK_TOWER_DEEPFM) {
+        float *fm1 = w->fm, *fm2 = w->fm + B;
+        rk_gemm_forward(fm1, w->x0, m->pk.fW, m->p.fb, B, D, 1, RK_EPI_BIAS, NULL, NULL);
+        rk_fm_forward(fm2, w->x0, (size_t)D, m->fm_cols, m->n_fm, m->fm_k, B);
+        for (int b = 0; b < B; b++) w->logit[b] += fm1[b] + fm2[b];
+    }
+}
+
 void rk_model_forward(const rk_model *m, rk_work *w, int B) {
+    if (m->packed) {
+        forward_packed(m, w, B);
+        return;
+    }
     const rk_tower_cfg *t = &m->cfg.tower;
     const int D = m->D;
     for (int l = 0; l < t->n_cross; l++)
@@ -884,6 +1000,44 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
         cblas_saxpy(B * D, 1.0f, w->scratch, 1, w->dx0, 1);
         rk_fm_backward(w->dx0, w->dlogit, w->x0, (size_t)D, m->fm_cols, m->n_fm, m->fm_k, B);
     }
+}
+
+/* ---------------------------------------------------------------- the tower alone */
+
+struct rk_tower_run {
+    const rk_model *m;
+    rk_work w;
+};
+
+rk_status rk_tower_run_create(const rk_model *m, int max_rows, rk_tower_run **out, rk_err *err) {
+    *out = NULL;
+    if (m->n_members) return rk_fail(err, RK_EINVAL, "tower: ensembles have one tower per member");
+    if (max_rows <= 0) return rk_fail(err, RK_EINVAL, "tower: max_rows must be > 0, got %d", max_rows);
+    rk_tower_run *t = rk_calloc(1, sizeof *t);
+    if (!t) return rk_fail(err, RK_ENOMEM, "tower: out of memory");
+    t->m = m;
+    rk_status s = rk_work_init(&t->w, m, max_rows, 0, err);
+    if (s) {
+        rk_free(t);
+        return s;
+    }
+    memset(t->w.x0, 0, (size_t)max_rows * (size_t)m->D * sizeof(float));
+    *out = t;
+    return RK_OK;
+}
+
+float *rk_tower_run_input(rk_tower_run *t) { return t->w.x0; }
+
+const float *rk_tower_run_forward(rk_tower_run *t, int B) {
+    RK_ASSERT(B > 0 && B <= t->w.cap);
+    rk_model_forward(t->m, &t->w, B);
+    return t->w.logit;
+}
+
+void rk_tower_run_destroy(rk_tower_run *t) {
+    if (!t) return;
+    rk_work_free(&t->w);
+    rk_free(t);
 }
 
 /* ---------------------------------------------------------------- predict */

@@ -370,6 +370,18 @@ rk_status rk_scorer_member_scores(const rk_scorer *s, int row, float *pctr, floa
  * `rank score`): pctr[b->n_rows]. Shows a progress bar from 100,000 rows. */
 rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk_err *err);
 
+/* The tower alone, for benchmarks and parity checks of an exported tower:
+ * logits of tower inputs x0 [B, rk_model_cfg_input_dim] through the same
+ * code rk_scorer_run uses (no lookups, no sigmoid). Single models only.
+ * create: activations for up to max_rows rows (the only allocation);
+ * input: the [max_rows, D] buffer to fill; forward: logits[B], valid until
+ * the next forward (B <= max_rows). */
+typedef struct rk_tower_run rk_tower_run;
+rk_status rk_tower_run_create(const rk_model *m, int max_rows, rk_tower_run **out, rk_err *err);
+float *rk_tower_run_input(rk_tower_run *t);
+const float *rk_tower_run_forward(rk_tower_run *t, int B);
+void rk_tower_run_destroy(rk_tower_run *t);
+
 /* CETNet ensembles (a single model has 0 members). */
 int rk_model_n_members(const rk_model *m);
 /* Member name from model.json, NULL when i is out of range. */

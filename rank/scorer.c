@@ -22,6 +22,8 @@ struct rk_scorer {
     uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] table rows staged per batch row */
     uint32_t *vcnt[RK_MAX_FEATURES]; /* [max_rows] values per row of semantic-ID features
                                       * (each gives G rows; max_values counts values) */
+    uint8_t same[RK_MAX_FEATURES];   /* every value staged for all rows at once (a request's
+                                      * user side): every row's bag is the same, pooled once */
     int n_models;                       /* 1, or the ensemble's members */
     const rk_model *models[RK_MAX_MEMBERS];
     rk_work w[RK_MAX_MEMBERS];
@@ -108,6 +110,7 @@ rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err) {
     s->n_rows = n_rows;
     for (int f = 0; f < s->m->cfg.n_features; f++) {
         s->st_n[f] = 0;
+        s->same[f] = 1;
         if (s->cnt[f]) memset(s->cnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
         if (s->vcnt[f]) memset(s->vcnt[f], 0, (size_t)n_rows * sizeof(uint32_t));
     }
@@ -128,6 +131,7 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     uint64_t keys[RK_SID_MAX_LEVELS];
     int unknown, g = rk_value_rows(ft, value, len, keys, &unknown);
     s->sid_unknown += (uint64_t)unknown;
+    if (s->n_rows > 1) s->same[feature] = 0;
     return stage_rows(s, row, feature, keys, g, err);
 }
 
@@ -154,6 +158,7 @@ rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, c
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
+    if (r0 != 0 || r1 != s->n_rows) s->same[feature] = 0;
     if (ft->param != RK_PARAM_HASH) { /* G rows per value: stage them row by row */
         uint64_t keys[RK_SID_MAX_LEVELS];
         int unknown, g = rk_value_rows(ft, value, len, keys, &unknown); /* once for every row */
@@ -212,7 +217,7 @@ rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *mo
     double tau = M ? exp((double)m->log_tau) : 0;
     for (int i = 0; i < s->n_models; i++) {
         double a = rk_now();
-        rk_status st = rk_model_fill_x0(s->models[i], b, &s->w[i], s->scr, err);
+        rk_status st = rk_model_fill_x0_ex(s->models[i], b, &s->w[i], s->scr, s->same, err);
         if (st) return st;
         lookup += rk_now() - a;
         rk_model_forward(s->models[i], &s->w[i], B);
@@ -296,6 +301,7 @@ rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const
     uint64_t keys[RK_SID_MAX_LEVELS];
     int g = rk_codes_rows(ft, codes, keys);
     if ((st = stage_rows(s, row, feature, keys, g, err))) return st;
+    if (s->n_rows > 1) s->same[feature] = 0;
     s->sid_assigned++;
     return RK_OK;
 }

@@ -406,6 +406,7 @@ rk_status rk_trainer_create(rk_model *m, const rk_batch *src, int max_rows, rk_t
     }
     rk_trainer *t = rk_calloc(1, sizeof *t);
     if (!t) return rk_fail(err, RK_ENOMEM, "trainer: out of memory");
+    rk_model_unpack(m); /* training changes the weights and needs the OpenBLAS path's activations */
     t->max_rows = max_rows;
     rk_status s = tower_init(&t->ts, m, max_rows, err);
     if (s == RK_OK) s = rk_batch_alloc(&t->bt, &m->cfg, max_rows, (size_t)max_rows * maxrow, err);

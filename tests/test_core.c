@@ -344,6 +344,16 @@ Test(core, feature_row_deterministic_and_in_range) {
         cr_expect(count[t] > 0.8 * N / T && count[t] < 1.2 * N / T, "bucket %d has %d of %d", t,
                   count[t], N);
     cr_assert_eq(rk_feature_row("movie", "x", 1, 1), 0);
+    /* Short keys are hashed in one shot, long ones (> 256 bytes with the name)
+     * streamed: both are xxh64 of the same bytes, at and around the boundary. */
+    char key[600], val[512];
+    for (int i = 0; i < (int)sizeof val; i++) val[i] = (char)('a' + i % 26);
+    const size_t lens[] = {0, 1, 248, 249, 250, 251, 300, 511};
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+        int n = snprintf(key, sizeof key, "user_id\x1f%.*s", (int)lens[i], val);
+        cr_assert_eq(rk_feature_row("user_id", val, lens[i], 1000003), rk_hash64(key, (size_t)n, 0) % 1000003,
+                     "value of %zu bytes", lens[i]);
+    }
 }
 
 /* ---------------------------------------------------------------- RNG */

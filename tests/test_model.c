@@ -650,3 +650,38 @@ Test(bundle, next_save_sweeps_dead_saves, .init = mk_tmp, .fini = rm_tmp) {
     rk_model_destroy(m2);
     rk_model_destroy(m);
 }
+
+/* A request: the user's values added once for every row (rk_scorer_add_sparse_rows),
+ * candidates' values per row. The scorer then pools the user's bags once and
+ * computes the first layer's user-side part once (rank/model.c first_layer);
+ * both must give the bits each candidate gets when scored alone. */
+Test(bundle, request_with_shared_user_scores_as_rows_alone, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512];
+    save_tiny(dir, sizeof dir);
+    rk_model *m;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_open(dir, &m, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(m->user_prefix, 5, "u (dim 3) and h (dim 2) come first");
+    rk_scorer *s;
+    cr_assert_eq(rk_scorer_create(m, 16, 8, &s, &e), RK_OK, "%s", e.msg);
+    const char *hist[3] = {"4", "9", "11"};
+    float whole[12], alone[12];
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass == 0 ? 12 : 1;
+        for (int r0 = 0; r0 < 12; r0 += n) {
+            cr_assert_eq(rk_scorer_begin(s, n, &e), RK_OK, "%s", e.msg);
+            cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 0, "u7", 2, &e), RK_OK, "%s", e.msg);
+            for (int j = 0; j < 3; j++) cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, hist[j], strlen(hist[j]), &e), RK_OK);
+            for (int r = 0; r < n; r++) {
+                char v[16];
+                snprintf(v, sizeof v, "%d", r0 + r);
+                cr_assert_eq(rk_scorer_add_sparse(s, r, 2, v, strlen(v), &e), RK_OK, "%s", e.msg);
+                cr_assert_eq(rk_scorer_set_dense(s, r, 3, (float)(r0 + r) * 0.25f - 1.0f, &e), RK_OK);
+            }
+            cr_assert_eq(rk_scorer_run(s, (pass == 0 ? whole : alone) + r0, NULL, NULL, &e), RK_OK, "%s", e.msg);
+        }
+    }
+    for (int i = 0; i < 12; i++) cr_expect_eq(whole[i], alone[i], "candidate %d: %.9g in the request, %.9g alone", i, whole[i], alone[i]);
+    rk_scorer_destroy(s);
+    rk_model_destroy(m);
+}
