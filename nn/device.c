@@ -91,9 +91,16 @@ static int parse_spec(const char *spec) {
 
 rk_status rk_device_open(const char *spec, rk_device **out, rk_err *err) {
     *out = NULL;
+    if (spec && !strcmp(spec, "cpu")) return RK_OK;
+    if (spec && !strcmp(spec, "auto")) {
+        rk_err why = {0};
+        if (rk_device_open("cuda:0", out, &why) == RK_OK) return RK_OK;
+        rk_info("device auto: no usable GPU (%s); using the CPU", why.msg);
+        return RK_OK;
+    }
     int index = parse_spec(spec);
     if (index < 0)
-        return rk_fail(err, RK_EINVAL, "device '%s': expected cuda or cuda:N", spec ? spec : "(null)");
+        return rk_fail(err, RK_EINVAL, "device '%s': expected cpu, auto, cuda or cuda:N", spec ? spec : "(null)");
     const rk_cuda_api *api = load_api(err);
     if (!api) return RK_ENOTFOUND;
     rk_device *d = rk_malloc(sizeof *d);

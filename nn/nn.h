@@ -202,12 +202,14 @@ void rk_l2_normalize(float *x, int N, int D, float eps);
  * 0.99999. */
 typedef struct rk_device rk_device;
 
-/* spec: "cuda" (= "cuda:0") or "cuda:N". Errors: RK_EINVAL for another
- * spec; RK_ENOTFOUND when librankd_cuda.so cannot be loaded (the message
- * says which paths were tried and dlerror()); RK_EIO naming the CUDA error
- * when no usable GPU answers (e.g. "cudaGetDeviceCount:
- * cudaErrorInsufficientDriver: ..." on a machine without a driver). Never
- * falls back to the CPU silently: the caller decides. */
+/* spec: "cuda" (= "cuda:0") or "cuda:N": that GPU or an error; "cpu":
+ * *out = NULL (the CPU ops), RK_OK; "auto": cuda:0 when it opens, else
+ * *out = NULL and RK_OK with the reason logged at info level. Errors:
+ * RK_EINVAL for another spec; RK_ENOTFOUND when librankd_cuda.so cannot be
+ * loaded (the message says which paths were tried and dlerror()); RK_EIO
+ * naming the CUDA error when no usable GPU answers (e.g. "cudaGetDeviceCount:
+ * cudaErrorInsufficientDriver: ..." on a machine without a driver). A
+ * "cuda" spec never falls back to the CPU silently. */
 rk_status rk_device_open(const char *spec, rk_device **out, rk_err *err);
 void rk_device_close(rk_device *d);
 /* "cuda:0 NVIDIA H200, sm_90, 132 SMs, 139.8 GiB"; owned by d. */

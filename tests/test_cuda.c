@@ -106,7 +106,7 @@ Test(cuda, spec_is_checked) {
         rk_err e = {0};
         cr_expect_eq(rk_device_open(bad[i], &d, &e), RK_EINVAL, "spec '%s'", bad[i]);
         cr_expect_null(d);
-        cr_expect(strstr(e.msg, "expected cuda or cuda:N"), "%s", e.msg);
+        cr_expect(strstr(e.msg, "expected cpu, auto, cuda or cuda:N"), "%s", e.msg);
     }
 }
 
