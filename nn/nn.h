@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core.h" /* rk_status, rk_err (the device backend's errors) */
+
 /* ---------------------------------------------------------------- linear */
 
 /* y[B,out] = x[B,in] · W[out,in]^T + b[out]   (b may be NULL). */
@@ -228,5 +230,70 @@ const char *rk_gemm_kernel_name(rk_gemm_kernel k);
 /* Use kernel k (RK_GEMM_AUTO: the best the CPU has); -1 when the CPU lacks
  * it. For tests and benchmarks; not thread-safe against running kernels. */
 int rk_gemm_kernel_set(rk_gemm_kernel k);
+/* ---------------------------------------------------------------- device backend (CUDA)
+ *
+ * The same forward ops on an NVIDIA GPU. The CUDA code is its own shared
+ * library, librankd_cuda.so (nn/cuda/), built whenever nvcc is found and
+ * opened with dlopen only by rk_device_open, so a CPU run never maps cudart
+ * or cuBLAS. Where the library is looked for, in order: $RK_CUDA_LIBRARY
+ * (a path), <dir of the executable>/../lib/librankd_cuda.so (the build tree
+ * and an installed prefix), then the dynamic linker's search path.
+ *
+ * An rk_device is one GPU with one stream: not thread-safe; one per worker.
+ * Every pointer the rk_dev_* ops take is device memory (rk_device_alloc),
+ * with the semantics of the CPU op of the same name above; ops are queued
+ * and return at once, and a failure of any of them is reported by the next
+ * rk_device_sync / rk_device_download. Tolerances against the CPU ops
+ * (tests/test_cuda.c): towers |gpu - cpu| <= 1e-5; encoder ops cosine >=
+ * 0.99999. */
+typedef struct rk_device rk_device;
+
+/* spec: "cuda" (= "cuda:0") or "cuda:N": that GPU or an error; "cpu":
+ * *out = NULL (the CPU ops), RK_OK; "auto": cuda:0 when it opens, else
+ * *out = NULL and RK_OK with the reason logged at info level. Errors:
+ * RK_EINVAL for another spec; RK_ENOTFOUND when librankd_cuda.so cannot be
+ * loaded (the message says which paths were tried and dlerror()); RK_EIO
+ * naming the CUDA error when no usable GPU answers (e.g. "cudaGetDeviceCount:
+ * cudaErrorInsufficientDriver: ..." on a machine without a driver). A
+ * "cuda" spec never falls back to the CPU silently. */
+rk_status rk_device_open(const char *spec, rk_device **out, rk_err *err);
+void rk_device_close(rk_device *d);
+/* "cuda:0 NVIDIA H200, sm_90, 132 SMs, 139.8 GiB"; owned by d. */
+const char *rk_device_describe(const rk_device *d);
+/* Device memory (rk_device_free) and pinned host memory (rk_device_free_host). */
+rk_status rk_device_alloc(rk_device *d, size_t bytes, void **out, rk_err *err);
+void rk_device_free(rk_device *d, void *p);
+rk_status rk_device_alloc_host(rk_device *d, size_t bytes, void **out, rk_err *err);
+void rk_device_free_host(rk_device *d, void *p);
+/* Queue a copy on d's stream; read a download only after rk_device_sync. */
+rk_status rk_device_upload(rk_device *d, void *dst, const void *src, size_t bytes, rk_err *err);
+rk_status rk_device_download(rk_device *d, void *dst, const void *src, size_t bytes, rk_err *err);
+/* Wait for everything queued; reports the first launch or kernel error. */
+rk_status rk_device_sync(rk_device *d, rk_err *err);
+
+/* rk_linear_forward, with ReLU fused into the bias epilogue when relu != 0. */
+void rk_dev_linear_forward(rk_device *d, float *y, const float *x, const float *W, const float *b, int B, int in,
+                           int out, int relu);
+void rk_dev_cross_forward(rk_device *d, float *xout, float *u, const float *x0, const float *xl, const float *W,
+                          const float *b, int B, int D);
+void rk_dev_relu_forward(rk_device *d, float *y, const float *x, size_t n);
+/* y[i] = rk_sigmoid(x[i]) */
+void rk_dev_sigmoid_forward(rk_device *d, float *y, const float *x, size_t n);
+void rk_dev_embedding_bag_forward(rk_device *d, float *out, size_t out_stride, const float *table,
+                                  const uint32_t *offsets, const uint64_t *idx, int B, int dim, rk_bag_mode mode);
+void rk_dev_fm_forward(rk_device *d, float *y, const float *x, size_t stride, const int *cols, int n_fields, int k,
+                       int B);
+void rk_dev_layernorm_forward(rk_device *d, float *y, const float *x, const float *res, const float *gamma,
+                              const float *beta, int N, int D, float eps);
+void rk_dev_gelu_forward(rk_device *d, float *y, const float *x, size_t n);
+void rk_dev_softmax_masked_forward(rk_device *d, float *y, const float *x, const uint8_t *mask, int rows, int cols,
+                                   float scale);
+/* T = offsets[n_seq] tokens (the caller knows it: offsets live on the
+ * device); max_len >= every sequence's length. No scratch: the kernel keeps
+ * a row of scores in shared memory. */
+void rk_dev_attention_forward(rk_device *d, float *out, const float *qkv, const int32_t *offsets, int n_seq, int T,
+                              int n_heads, int head_dim, int max_len);
+void rk_dev_mean_pool_forward(rk_device *d, float *out, const float *x, const int32_t *offsets, int n_seq, int D);
+void rk_dev_l2_normalize(rk_device *d, float *x, int N, int D, float eps);
 
 #endif /* RK_NN_H */

@@ -118,6 +118,18 @@ rk_status rk_sid_load_from_store(rk_store *st, const rk_feature *ft, int K, cons
 
 json_t *rk_cfg_to_json(const rk_model_cfg *c);
 
+/* ---- a tower on a GPU (rank/device.c, over nn.h's rk_dev_* ops) */
+/* m's dense parameters copied to dev once, device activations for up to
+ * max_rows rows and pinned staging for the tower input and the logits. m is
+ * a single model (an ensemble's member, not the ensemble). */
+typedef struct rk_tower_dev rk_tower_dev;
+rk_status rk_tower_dev_create(const rk_model *m, rk_device *dev, int max_rows, rk_tower_dev **out, rk_err *err);
+void rk_tower_dev_destroy(rk_tower_dev *t); /* NULL: no-op */
+/* logit[B] (host) = the tower (cross layers, MLP, output, DeepFM terms) over
+ * x0[B, m->D] (host), B <= max_rows; what rk_model_forward leaves in
+ * w->logit. Synchronous. */
+rk_status rk_tower_dev_forward(rk_tower_dev *t, const float *x0, int B, float *logit, rk_err *err);
+
 /* Lay out dense parameters for cfg (names, shapes, offsets) and point the
  * per-layer pointers into base (params or a gradient array of n_floats). */
 void rk_model_layout(rk_model *m);

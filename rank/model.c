@@ -1042,14 +1042,21 @@ void rk_tower_run_destroy(rk_tower_run *t) {
 
 /* ---------------------------------------------------------------- predict */
 
+static rk_status predict_single(const rk_model *m, const rk_batch *b, rk_device *dev, float *pctr, rk_err *err);
+
 rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *pctr, float *member_pctr,
                                    float *member_w, rk_err *err) {
+    return rk_model_predict_dev(m, b, NULL, pctr, member_pctr, member_w, err);
+}
+
+rk_status rk_model_predict_dev(const rk_model *m, const rk_batch *b, rk_device *dev, float *pctr, float *member_pctr,
+                               float *member_w, rk_err *err) {
     const int M = m->n_members, n = b->n_rows;
-    if (M == 0) return rk_model_predict(m, b, pctr, err);
+    if (M == 0) return predict_single(m, b, dev, pctr, err);
     float *mp = rk_malloc((size_t)n * (size_t)M * sizeof(float));
     if (!mp) return rk_fail(err, RK_ENOMEM, "predict: out of memory");
     rk_status s = RK_OK;
-    for (int i = 0; i < M && s == RK_OK; i++) s = rk_model_predict(m->member[i], b, mp + (size_t)i * n, err);
+    for (int i = 0; i < M && s == RK_OK; i++) s = predict_single(m->member[i], b, dev, mp + (size_t)i * n, err);
     double tau = exp((double)m->log_tau);
     for (int r = 0; s == RK_OK && r < n; r++) {
         float p[RK_MAX_MEMBERS];
@@ -1071,11 +1078,21 @@ rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *
 }
 
 rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk_err *err) {
-    if (m->n_members) return rk_model_predict_members(m, b, pctr, NULL, NULL, err);
+    return rk_model_predict_dev(m, b, NULL, pctr, NULL, NULL, err);
+}
+
+/* One tower's pCTRs in chunks of 512 rows; the tower on dev when given
+ * (embedding bags are pooled on the host either way). */
+static rk_status predict_single(const rk_model *m, const rk_batch *b, rk_device *dev, float *pctr, rk_err *err) {
     const int chunk = 512;
     rk_work w;
     rk_status s = rk_work_init(&w, m, chunk, 0, err);
     if (s) return s;
+    rk_tower_dev *td = NULL;
+    if (dev && (s = rk_tower_dev_create(m, dev, chunk, &td, err)) != RK_OK) {
+        rk_work_free(&w);
+        return s;
+    }
     /* scratch for the largest chunk's values of any feature; one offsets
      * buffer per feature reused by every chunk */
     rk_embed_scratch *scr = NULL;
@@ -1091,6 +1108,7 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
     if (s == RK_OK && m->store) s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err);
     if (s) {
         rk_free(offs);
+        rk_tower_dev_destroy(td);
         rk_work_free(&w);
         return s;
     }
@@ -1111,8 +1129,9 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
             view.rows[f] = b->rows[f] + base;
         }
         s = rk_model_fill_x0(m, &view, &w, scr, err);
+        if (s == RK_OK && td) s = rk_tower_dev_forward(td, w.x0, n, w.logit, err);
+        else if (s == RK_OK) rk_model_forward(m, &w, n);
         if (s == RK_OK) {
-            rk_model_forward(m, &w, n);
             for (int i = 0; i < n && s == RK_OK; i++) {
                 pctr[r0 + i] = rk_sigmoid(w.logit[i]);
                 if (!isfinite(pctr[r0 + i])) s = rk_fail(err, RK_ENUMERIC, "row %d: pCTR is not finite", r0 + i);
@@ -1123,6 +1142,7 @@ rk_status rk_model_predict(const rk_model *m, const rk_batch *b, float *pctr, rk
     if (show && s == RK_OK) rk_progress_finish(&pg);
     rk_free(offs);
     rk_embed_scratch_destroy(scr);
+    rk_tower_dev_destroy(td);
     rk_work_free(&w);
     return s;
 }

@@ -358,6 +358,13 @@ rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_
 /* Score the batch: pctr[n_rows]. Embedding rows are fetched for the whole
  * batch at once (deduplicated) from the model's tables. Optional stage
  * timings in microseconds (lookup, model) when t != NULL. */
+/* Run s's towers on dev from now on (NULL: back to the CPU): copies every
+ * member's dense parameters to the device and sizes device buffers and
+ * pinned staging for s's max_rows, so rk_scorer_run allocates nothing. dev
+ * must outlive s (or the next call); one device per scorer (one stream).
+ * Errors: RK_EIO naming the CUDA error, RK_ENOMEM. */
+rk_status rk_scorer_set_device(rk_scorer *s, rk_device *dev, rk_err *err);
+
 rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *model_us,
                         rk_err *err);
 
@@ -393,6 +400,14 @@ double rk_model_tau(const rk_model *m);
  * rk_model_predict. Fusion: papers.md §6.4 (rank/fusion.c). */
 rk_status rk_model_predict_members(const rk_model *m, const rk_batch *b, float *pctr, float *member_pctr,
                                    float *member_w, rk_err *err);
+/* rk_model_predict_members with every tower's dense math on a GPU (dev from
+ * nn.h rk_device_open; NULL = the CPU). Embedding bags are still pooled on
+ * the host; each chunk's tower input is copied to the device and the logits
+ * back. The dense parameters are copied to the device for the call. Scores
+ * equal the CPU path's within 1e-5 (tests/test_cuda.c). Errors: those of
+ * rk_model_predict, and RK_EIO naming the CUDA error. */
+rk_status rk_model_predict_dev(const rk_model *m, const rk_batch *b, rk_device *dev, float *pctr, float *member_pctr,
+                               float *member_w, rk_err *err);
 
 /* ====================================================================== training */
 

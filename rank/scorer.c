@@ -27,6 +27,7 @@ struct rk_scorer {
     int n_models;                       /* 1, or the ensemble's members */
     const rk_model *models[RK_MAX_MEMBERS];
     rk_work w[RK_MAX_MEMBERS];
+    rk_tower_dev *td[RK_MAX_MEMBERS];   /* towers on a GPU (rk_scorer_set_device), else NULL */
     float *mp, *mw;                     /* ensemble: member pCTR and weight [max_rows, M] */
     rk_embed_scratch *scr;
     uint64_t sid_unknown;   /* values of code-based features without records (empty bag / OOV row) */
@@ -46,6 +47,7 @@ void rk_scorer_destroy(rk_scorer *s) {
     }
     rk_batch_free(&s->b);
     for (int i = 0; i < RK_MAX_MEMBERS; i++) rk_work_free(&s->w[i]);
+    for (int i = 0; i < s->n_models; i++) rk_tower_dev_destroy(s->td[i]);
     rk_free(s->mp);
     rk_free(s->mw);
     rk_embed_scratch_destroy(s->scr);
@@ -197,6 +199,22 @@ rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_
     return RK_OK;
 }
 
+rk_status rk_scorer_set_device(rk_scorer *s, rk_device *dev, rk_err *err) {
+    rk_tower_dev *td[RK_MAX_MEMBERS] = {0};
+    rk_status st = RK_OK;
+    for (int i = 0; dev && i < s->n_models && st == RK_OK; i++)
+        st = rk_tower_dev_create(s->models[i], dev, s->max_rows, &td[i], err);
+    if (st) {
+        for (int i = 0; i < s->n_models; i++) rk_tower_dev_destroy(td[i]);
+        return st;
+    }
+    for (int i = 0; i < s->n_models; i++) {
+        rk_tower_dev_destroy(s->td[i]);
+        s->td[i] = td[i];
+    }
+    return RK_OK;
+}
+
 rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *model_us, rk_err *err) {
     const rk_model *m = s->m;
     rk_batch *b = &s->b;
@@ -220,7 +238,12 @@ rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *mo
         rk_status st = rk_model_fill_x0_ex(s->models[i], b, &s->w[i], s->scr, s->same, err);
         if (st) return st;
         lookup += rk_now() - a;
-        rk_model_forward(s->models[i], &s->w[i], B);
+        if (s->td[i]) {
+            st = rk_tower_dev_forward(s->td[i], s->w[i].x0, B, s->w[i].logit, err);
+            if (st) return st;
+        } else {
+            rk_model_forward(s->models[i], &s->w[i], B);
+        }
     }
     for (int r = 0; r < B; r++) {
         if (M == 0) {

@@ -42,6 +42,10 @@ typedef struct {
                               * ads unknown to a semantic-ID model's item records; each
                               * worker opens its own (~90 MB: weights + a 512-token
                               * workspace). NULL (default): content_text is ignored */
+    const char *device;      /* towers on: "cpu" / NULL (default), "cuda[:N]" (a GPU; start-up
+                              * fails naming the CUDA error when none works) or "auto" (a GPU
+                              * when one works, else the CPU); each worker opens its own
+                              * (one stream each), see nn.h rk_device_open */
     int updates;             /* 1: serve rankd.v1.Admin/ApplyUpdates (the model must be
                               * opened writable, rk_model_open_ex) and open reloaded
                               * versions writable; 0 (default): FAILED_PRECONDITION */

@@ -159,6 +159,7 @@ struct rk_service {
     const char *tower_name;
     int n_towers;                      /* 1, or the ensemble's members */
     rk_stage_times last;               /* stage times of the last OK call */
+    rk_device *dev;                    /* towers on a GPU (o.device), or NULL: the CPU */
     rk_text_encoder *enc;              /* candidates[i].content_text (o.encoder_dir), or NULL */
     float *enc_out;                    /* [encoder dim] */
     char *text;                        /* [RK_MAX_CONTENT_TEXT_BYTES + 1]: one content_text, NUL-terminated */
@@ -275,6 +276,13 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
             return rk_fail(err, RK_ENOMEM, "service: out of memory");
         }
     }
+    s->o.device = NULL; /* not ours to keep */
+    if (o->device && (st = rk_device_open(o->device, &s->dev, err)) == RK_OK && s->dev)
+        st = rk_scorer_set_device(s->scorer, s->dev, err);
+    if (st) {
+        rk_service_destroy(s);
+        return rk_err_prefix(err, "--device %s", o->device);
+    }
     *out = s;
     return RK_OK;
 }
@@ -283,7 +291,8 @@ void rk_service_destroy(rk_service *s) {
     if (!s) return;
     arena_reset(&s->ar);
     rk_free(s->ar.base);
-    rk_scorer_destroy(s->scorer);
+    rk_scorer_destroy(s->scorer); /* frees its device buffers: before the device */
+    rk_device_close(s->dev);
     rk_free(s->pctr);
     rk_free(s->scores);
     rk_free(s->score_ptrs);

@@ -524,7 +524,11 @@ static size_t dense_index(const Rankd__V1__Candidate *c, const char *name) {
 static int group_row(int g) { return g * MULTI_K; }
 
 /* Send req; assert OK and every pCTR equals ref[0..k) within TOL. */
+static void expect_scores_tol(Rankd__V1__RankRequest *req, const float *ref, double tol, const char *what);
 static void expect_scores(Rankd__V1__RankRequest *req, const float *ref, const char *what) {
+    expect_scores_tol(req, ref, TOL, what);
+}
+static void expect_scores_tol(Rankd__V1__RankRequest *req, const float *ref, double tol, const char *what) {
     rk_call_result res;
     Rankd__V1__RankResponse *resp = NULL;
     rk_err e = {0};
@@ -534,7 +538,7 @@ static void expect_scores(Rankd__V1__RankRequest *req, const float *ref, const c
                  req->n_candidates);
     for (size_t i = 0; i < resp->n_scores; i++) {
         float got = resp->scores[i]->pctr;
-        cr_assert(fabsf(got - ref[i]) <= TOL, "%s: candidate %zu: served %.9g, offline %.9g", what, i, got,
+        cr_assert(fabsf(got - ref[i]) <= tol, "%s: candidate %zu: served %.9g, offline %.9g", what, i, got,
                   ref[i]);
         cr_assert_str_eq(resp->scores[i]->ad_id, req->candidates[i]->ad_id ? req->candidates[i]->ad_id : "");
     }
@@ -1528,5 +1532,104 @@ Test(e2e_live, update_through_rankd_survives_restart) {
     stop_checked(&p);
     snprintf(cmd, sizeof cmd, "rm -rf %s/%s", e2e_dir(), copy);
     (void)run("%s", cmd);
+    finish();
+}
+
+/* ------------------------------------------------------------------ --device (nn/cuda/) */
+
+/* Towers on a GPU agree with the CPU within 1e-5 (cuBLAS sums in another
+ * order); without one, a cuda device is a start-up error naming the CUDA
+ * error, and auto is the CPU. */
+#define DEVICE_TOL 1e-5
+
+static int have_gpu(void) {
+    rk_device *d = NULL;
+    rk_err e = {0};
+    if (rk_device_open("cuda:0", &d, &e) != RK_OK) return 0;
+    rk_device_close(d);
+    return 1;
+}
+
+static void expect_all_groups(double tol) {
+    for (int g = 0; g < MULTI_GROUPS; g++) {
+        char what[64];
+        snprintf(what, sizeof what, "group %d", g);
+        expect_scores_tol(build(&C.multi, group_row(g), MULTI_K, g % 2), C.multi_ref + group_row(g), tol, what);
+    }
+    int r = MULTI_GROUPS * MULTI_K;
+    expect_scores_tol(build(&C.multi, r, BIG_K, 1), C.multi_ref + r, tol, "1000 candidates");
+}
+
+static void setup_device(void) {
+    static const char *const args[] = {"--device", "auto", NULL};
+    cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, args), -1, "rankd --device auto exited at start (log %s)",
+                  srv.log);
+    load_ctx();
+}
+
+TestSuite(e2e_device, .init = setup_device, .fini = teardown, .timeout = 240);
+
+Test(e2e_device, auto_serves_rank_scores) {
+    expect_all_groups(have_gpu() ? DEVICE_TOL : TOL);
+    finish();
+}
+
+Test(e2e_device, cuda_serves_rank_scores_or_refuses_to_start) {
+    static const char *const args[] = {"--device", "cuda", NULL};
+    rankd_proc p = {0};
+    int st = 0;
+    pid_t pid = rankd_spawn(&p, "127.0.0.1:0", &st, args);
+    if (!have_gpu()) {
+        cr_assert_eq(pid, -1, "rankd --device cuda started without a GPU (log %s)", p.log);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d", st);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p.log, &text, NULL, &e), RK_OK, "%s", e.msg);
+        cr_expect(strstr(text, "--device cuda") && (strstr(text, "cudaError") || strstr(text, "librankd_cuda")),
+                  "the start-up error names the device and the CUDA error:\n%s", text);
+        rk_free(text);
+        finish();
+        return;
+    }
+    cr_assert_neq(pid, -1, "rankd --device cuda exited at start on a GPU machine (log %s)", p.log);
+    rk_client_destroy(C.cl);
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(p.addr, &C.cl, &e), RK_OK, "%s", e.msg);
+    expect_all_groups(DEVICE_TOL);
+    stop_checked(&p);
+    finish();
+}
+
+Test(e2e_device, rank_score_device_matches_or_names_the_error) {
+    const char *d = e2e_dir();
+    int pid = (int)getpid();
+    int bad = run(BIN "rank score --model %s/bundle --input %s/ml/test.tsv --output %s/bogus.%d.tsv --device tpu "
+                      ">%s/dev_bogus.%d.log 2>&1",
+                  d, d, d, pid, d, pid);
+    cr_expect_neq(bad, 0, "--device tpu accepted");
+    int rc = run(BIN "rank score --model %s/bundle --input %s/ml/test.tsv --output %s/dev.%d.tsv --device cuda "
+                     ">%s/dev.%d.log 2>&1",
+                 d, d, d, pid, d, pid);
+    char p[1024];
+    if (!have_gpu()) {
+        cr_expect_neq(rc, 0, "rank score --device cuda succeeded without a GPU");
+        snprintf(p, sizeof p, "%s/dev.%d.log", d, pid);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p, &text, NULL, &e), RK_OK, "%s", e.msg);
+        cr_expect(strstr(text, "device 'cuda'") && (strstr(text, "cudaError") || strstr(text, "librankd_cuda")),
+                  "names the CUDA error:\n%s", text);
+        rk_free(text);
+    } else {
+        cr_assert_eq(rc, 0, "rank score --device cuda failed (see %s/dev.%d.log)", d, pid);
+        snprintf(p, sizeof p, "%s/dev.%d.tsv", d, pid);
+        int n;
+        float *got = read_scores(p, &n);
+        cr_assert_eq(n, C.n_test_ref);
+        double mx = 0;
+        for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
+        free(got);
+        cr_expect(mx <= DEVICE_TOL, "rank score --device cuda vs cpu: max abs diff %.3g", mx);
+    }
     finish();
 }

@@ -361,11 +361,11 @@ static int cmd_train(int argc, char **argv) {
 }
 
 static int cmd_score(int argc, char **argv) {
-    const char *model = NULL, *in = NULL, *out = NULL, *mjson = NULL;
+    const char *model = NULL, *in = NULL, *out = NULL, *mjson = NULL, *device = "cpu";
     int towers = 0;
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
-                                   {"metrics-json", 1, 0, 'j'}, {"towers", 0, 0, 't'}, {"help", 0, 0, 'h'},
-                                   {0, 0, 0, 0}};
+                                   {"metrics-json", 1, 0, 'j'}, {"towers", 0, 0, 't'}, {"device", 1, 0, 'd'},
+                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -374,12 +374,16 @@ static int cmd_score(int argc, char **argv) {
         else if (c == 'o') out = optarg;
         else if (c == 'j') mjson = optarg;
         else if (c == 't') towers = 1;
+        else if (c == 'd') device = optarg;
         else {
             fprintf(c == 'h' ? stdout : stderr,
                     "usage: rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE] [--towers]\n"
+                    "                  [--device cpu|auto|cuda[:N]]\n"
                     "  FILE is a TSV with a header naming the model's feature columns (label optional).\n"
                     "  Output: a header line 'pctr', then one pCTR per input row, in order.\n"
-                    "  --towers (CETNet ensembles): also NAME.pctr and NAME.weight columns for each member.\n");
+                    "  --towers (CETNet ensembles): also NAME.pctr and NAME.weight columns for each member.\n"
+                    "  --device: where the towers run: cpu (default), cuda[:N] (an NVIDIA GPU; an error\n"
+                    "    naming the CUDA error when none works), auto (a GPU when one works, else the CPU).\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -396,12 +400,19 @@ static int cmd_score(int argc, char **argv) {
     }
     if (check_writable("output", out, 0) || (mjson && check_writable("metrics-json", mjson, 0))) return 1;
     rk_err e = {0};
+    rk_device *dev = NULL;
+    if (rk_device_open(device, &dev, &e)) return die(&e);
+    if (dev) rk_info("score: towers on %s", rk_device_describe(dev));
     rk_model *m;
-    if (rk_model_open(model, &m, &e)) return die(&e);
+    if (rk_model_open(model, &m, &e)) {
+        rk_device_close(dev);
+        return die(&e);
+    }
     rk_info("score: model %s", rk_model_version(m));
     rk_dataset d;
     if (rk_dataset_load(in, rk_model_config(m), &d, &e)) {
         rk_model_destroy(m);
+        rk_device_close(dev);
         return die(&e);
     }
     int n = d.b.n_rows, M = rk_model_n_members(m);
@@ -414,7 +425,7 @@ static int cmd_score(int argc, char **argv) {
     float *mw = towers ? rk_malloc((size_t)n * (size_t)M * sizeof(float)) : NULL;
     int rc = 0;
     double t0 = rk_now();
-    if (!p || (towers && (!mp || !mw)) || rk_model_predict_members(m, &d.b, p, mp, mw, &e)) {
+    if (!p || (towers && (!mp || !mw)) || rk_model_predict_dev(m, &d.b, dev, p, mp, mw, &e)) {
         if (!p || (towers && (!mp || !mw))) rk_fail(&e, RK_ENOMEM, "out of memory");
         rc = die(&e);
         goto done;
@@ -450,6 +461,7 @@ done:
     rk_free(mw);
     rk_dataset_free(&d);
     rk_model_destroy(m);
+    rk_device_close(dev);
     return rc;
 }
 

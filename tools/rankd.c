@@ -48,6 +48,7 @@ static void usage(FILE *o) {
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
             "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
+            "             [--device cpu|auto|cuda[:N]]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -66,6 +67,11 @@ static void usage(FILE *o) {
             "                         item records do not know from their text (one per worker);\n"
             "                         content_text: UTF-8, no NUL, at most 8192 bytes, only\n"
             "                         whitespace = none; else INVALID_ARGUMENT\n"
+            "  --device SPEC          where the towers run: cpu (default); cuda or cuda:N, an\n"
+            "                         NVIDIA GPU through librankd_cuda.so (start-up fails naming\n"
+            "                         the CUDA error when it does not work; never a silent\n"
+            "                         fallback); auto: a GPU when one works, else the CPU.\n"
+            "                         Embedding bags are pooled on the CPU either way\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
@@ -151,7 +157,7 @@ int main(int argc, char **argv) {
                                    {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
                                    {"requests-per-worker", 1, 0, 'r'},
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
-                                   {"updates", 0, 0, 'U'},
+                                   {"updates", 0, 0, 'U'},       {"device", 1, 0, 'D'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -159,6 +165,7 @@ int main(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'E': o.encoder_dir = optarg; break;
+        case 'D': o.device = optarg; break;
         case 'l': listen = optarg; break;
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
