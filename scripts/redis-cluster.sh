@@ -4,10 +4,13 @@
 # (7.0), each in its own folder under DIR, on free ports (asked of the kernel
 # by binding port 0, client and cluster-bus ports both), torn down by `stop`.
 #
-#   redis-cluster.sh start DIR   start, form the cluster, wait until every
+#   redis-cluster.sh start DIR [OWNER_PID]
+#                                start, form the cluster, wait until every
 #                                slot is served (bounded); writes DIR/env:
 #                                RK_REDIS_SEEDS=127.0.0.1:P1,... and
-#                                RK_REDIS_PORTS="P1 ... P6" (masters first)
+#                                RK_REDIS_PORTS="P1 ... P6" (masters first);
+#                                with OWNER_PID, a watchdog stops the cluster
+#                                when that process is gone (a crashed test)
 #   redis-cluster.sh stop DIR    SIGTERM every node, SIGKILL after 5 s,
 #                                delete DIR
 #   redis-cluster.sh kill DIR PORT   kill -9 the node on PORT (failover tests)
@@ -112,4 +115,9 @@ done
   echo "RK_REDIS_PORTS=\"${masters[*]} ${replicas[*]}\""
 } >"$dir/env"
 trap - ERR
+if [ -n "${3:-}" ]; then # the watchdog: polls once a second, ends with the owner or the folder
+  owner=$3
+  setsid bash -c 'while kill -0 '"$owner"' 2>/dev/null && [ -d "$1" ]; do sleep 1; done; [ -d "$1" ] && exec "$2" stop "$1"' \
+    _ "$dir" "$(readlink -f "$0")" </dev/null >/dev/null 2>&1 &
+fi
 echo "redis-cluster: up in $dir (masters ${masters[*]}, replicas ${replicas[*]})" >&2
