@@ -68,7 +68,8 @@ struct rk_redis {
     lane *lanes;
     atomic_uint next_lane;
     struct {
-        _Atomic uint64_t batches, round_trips, redirects, map_refreshes, connects, connect_failures, failed_items;
+        _Atomic uint64_t batches, round_trips, redirects, map_refreshes, connects, connect_failures, failed_items,
+            default_rows, stream_updates;
     } st;
 };
 
@@ -273,6 +274,8 @@ void rk_redis_stats_get(rk_redis *r, rk_redis_stats *out) {
     out->connects = atomic_load(&r->st.connects);
     out->connect_failures = atomic_load(&r->st.connect_failures);
     out->failed_items = atomic_load(&r->st.failed_items);
+    out->default_rows = atomic_load(&r->st.default_rows);
+    out->stream_updates = atomic_load(&r->st.stream_updates);
 }
 
 int rk_redis_masters(rk_redis *r, char addrs[][64], int cap) {
@@ -648,3 +651,8 @@ void rk_redis_reply_free(void *reply) {
 }
 
 const rk_redis_opts *rk_redis_options(const rk_redis *r) { return &r->o; }
+
+void rk_redis_count(rk_redis *r, uint64_t default_rows, uint64_t stream_updates) {
+    if (default_rows) stat_add(&r->st.default_rows, default_rows);
+    if (stream_updates) stat_add(&r->st.stream_updates, stream_updates);
+}

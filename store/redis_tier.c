@@ -128,6 +128,7 @@ size_t rk_tier_get(rk_store *s, rk_store_table *tb, rk_keypos *kp, size_t m, flo
     atomic_fetch_add_explicit(&tb->redis_reads, u, memory_order_relaxed);
     atomic_fetch_add_explicit(&tb->redis_failed, failed, memory_order_relaxed);
     atomic_fetch_add_explicit(&tb->redis_defaulted, defaulted, memory_order_relaxed);
+    rk_redis_count(t->r, defaulted, 0);
     rk_free(it), rk_free(keys), rk_free(vals), rk_free(first);
     return keep;
 }
@@ -193,6 +194,7 @@ static void apply_entry(rk_store *s, redisReply *f) {
         if (rr->type != REDIS_REPLY_STRING || vv->type != REDIS_REPLY_STRING || vv->len != tb->row_bytes) continue;
         rk_cache_update(&tb->cache, strtoull(rr->str, NULL, 10), vv->str);
         atomic_fetch_add_explicit(&tb->stream_updates, 1, memory_order_relaxed);
+        rk_redis_count(s->tier->r, 0, 1);
     }
 }
 

@@ -402,6 +402,7 @@ done:
 
 static rk_redis *rk_store_tier_global;
 void rk_store_set_tier(rk_redis *r) { rk_store_tier_global = r; }
+rk_redis *rk_store_tier(void) { return rk_store_tier_global; }
 
 static void store_destroy(rk_store *s) {
     if (!s) return;

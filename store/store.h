@@ -337,7 +337,10 @@ rk_status rk_redis_create(const char *seeds, const rk_redis_opts *opts, rk_redis
 void rk_redis_destroy(rk_redis *r);
 
 typedef struct {
-    uint64_t batches, round_trips, redirects, map_refreshes, connects, connect_failures, failed_items;
+    uint64_t batches, round_trips, redirects, map_refreshes, connects, connect_failures;
+    uint64_t failed_items;   /* keys Redis did not answer (then RocksDB or the default row) */
+    uint64_t default_rows;   /* keys answered with the default row because Redis failed */
+    uint64_t stream_updates; /* cached rows refreshed from update streams */
 } rk_redis_stats;
 void rk_redis_stats_get(rk_redis *r, rk_redis_stats *out);
 
@@ -368,5 +371,7 @@ rk_status rk_redis_drop_version(rk_redis *r, const char *prefix, uint64_t *delet
  * attaches r (rk_store_redis_attach) and fails if it cannot. rankd sets it
  * from --redis-cluster. NULL (default) turns it off. Not thread-safe. */
 void rk_store_set_tier(rk_redis *r);
+/* The process-wide tier, NULL when none. */
+rk_redis *rk_store_tier(void);
 
 #endif /* RK_STORE_H */

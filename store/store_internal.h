@@ -222,5 +222,7 @@ void rk_redis_reply_free(void *reply);
 /* Addresses "HOST:PORT" of the masters in the current slot map; returns their count. */
 int rk_redis_masters(rk_redis *r, char addrs[][64], int cap);
 const rk_redis_opts *rk_redis_options(const rk_redis *r);
+/* Add to the client's default_rows / stream_updates counters (the tier's). */
+void rk_redis_count(rk_redis *r, uint64_t default_rows, uint64_t stream_updates);
 
 #endif /* RK_STORE_INTERNAL_H */

@@ -194,6 +194,7 @@ Test(store_redis, publish_lookup_update_drop, .init = cluster_start, .fini = clu
         if (!memcmp(got, nw, sizeof nw)) seen = rk_now() - t0;
         else usleep(1000);
     }
+    cr_log_info("update seen by replica b after %.1f ms", seen * 1e3);
     cr_assert_geq(seen, 0, "replica b never saw the update");
     cr_assert_lt(seen, 0.5, "replica b saw the update after %.3f s", seen);
     rk_store_stats_get(rb, -1, &st);
@@ -351,6 +352,10 @@ Test(store_redis, master_killed, .init = cluster_start, .fini = cluster_stop, .t
         }
         usleep(20000);
     }
+    rk_store_stats fin;
+    rk_store_stats_get(s, -1, &fin);
+    cr_log_info("failover: worst lookup %.1f ms, %llu keys defaulted, recovered %d", worst * 1e3,
+                (unsigned long long)fin.redis_defaulted, recovered);
     cr_assert(degraded_seen, "the killed master never showed in the counters");
     cr_assert(recovered, "lookups did not recover after the failover");
     /* budget: timeout_ms for Redis + the cache and decode; generous for a loaded 2-core machine */
