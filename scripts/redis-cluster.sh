@@ -21,6 +21,7 @@
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR | kill DIR PORT" >&2; exit 2; }
+dir=$(realpath -m "$dir") # redis-server changes into --dir before opening its log
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 REDIS_CLI=${REDIS_CLI:-redis-cli}
 

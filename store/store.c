@@ -644,6 +644,8 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     pthread_mutex_init(&s->wmu, NULL);
     atomic_init(&s->refs, 1);
     s->o = *opts;
+    if (opts->tier && rk_store_tier_global && rk_redis_options(rk_store_tier_global)->cache_bytes >= 0 && opts->cache_bytes)
+        s->o.cache_bytes = (size_t)rk_redis_options(rk_store_tier_global)->cache_bytes;
     snprintf(s->path, sizeof s->path, "%s", dir);
     s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
     if (opts->mmap_reads) rocksdb_options_set_allow_mmap_reads(s->opts, 1);

@@ -326,8 +326,11 @@ typedef struct {
     int wait_ms;         /* WAIT timeout; default 1000 */
     int poll_ms;         /* update stream poll period; default 20 */
     int rocksdb_fallback;/* 1 (default): a key Redis cannot answer is read from RocksDB */
+    long long cache_bytes; /* >= 0: RAM cache budget of the stores attached through
+                              rk_store_set_tier that have a cache (replaces
+                              rk_store_opts.cache_bytes); -1 (default): theirs */
 } rk_redis_opts;
-#define RK_REDIS_OPTS_DEFAULT {50, 8, 1, 1000, 20, 1}
+#define RK_REDIS_OPTS_DEFAULT {50, 8, 1, 1000, 20, 1, -1}
 
 /* Connect to a cluster: seeds "HOST:PORT[,HOST:PORT...]"; reads the slot
  * map (CLUSTER SLOTS) from the first seed that answers. Errors: RK_EINVAL
@@ -350,7 +353,7 @@ void rk_redis_stats_get(rk_redis *r, rk_redis_stats *out);
  * node down) resumes where it stopped; writes the completion marker last.
  * progress: 1 = a progress line on stderr. *rows_loaded (may be NULL):
  * rows written by this call. Already complete: RK_OK at once. */
-#define RK_REDIS_LOAD_ROWS 4096
+#define RK_REDIS_LOAD_ROWS 16384
 rk_status rk_store_redis_publish(rk_store *s, rk_redis *r, int progress, uint64_t *rows_loaded, rk_err *err);
 
 /* Attach the cluster to an open store: later lookups go cache -> Redis ->

@@ -49,7 +49,7 @@ static void usage(FILE *o) {
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
             "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
             "             [--redis-cluster HOST:PORT[,HOST:PORT...] [--redis-timeout-ms N]\n"
-            "              [--redis-fallback rocksdb|default]]\n"
+            "              [--redis-fallback rocksdb|default] [--redis-cache-mb N]]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -82,6 +82,8 @@ static void usage(FILE *o) {
             "  --redis-fallback WHAT  rocksdb (default): such keys are read from the bundle's\n"
             "                         tables; default: they get the table's default row\n"
             "                         (counted, printed at exit)\n"
+            "  --redis-cache-mb N     RAM row cache in front of Redis, MiB (default: the store's\n"
+            "                         64 MiB)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
             "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
@@ -169,6 +171,7 @@ int main(int argc, char **argv) {
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
                                    {"updates", 0, 0, 'U'},     {"redis-cluster", 1, 0, 'C'},
                                    {"redis-timeout-ms", 1, 0, 'T'}, {"redis-fallback", 1, 0, 'F'},
+                                   {"redis-cache-mb", 1, 0, 'K'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -182,6 +185,12 @@ int main(int argc, char **argv) {
         case 'b': bad = parse_int("--max-message-bytes", optarg, 64, INT_MAX, &o.max_message_bytes); break;
         case 'R': bad = parse_int("--ram-tables-mb", optarg, 0, 1 << 30, &ram_mb), ram_given = 1; break;
         case 'C': redis_seeds = optarg; break;
+        case 'K': {
+            int mb = 0;
+            bad = parse_int("--redis-cache-mb", optarg, 0, 1 << 20, &mb);
+            ro.cache_bytes = (long long)mb << 20;
+            break;
+        }
         case 'T': bad = parse_int("--redis-timeout-ms", optarg, 1, 60000, &ro.timeout_ms); break;
         case 'F':
             if (!strcmp(optarg, "rocksdb") || !strcmp(optarg, "default")) ro.rocksdb_fallback = !strcmp(optarg, "rocksdb");
