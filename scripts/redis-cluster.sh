@@ -16,7 +16,10 @@
 #   redis-cluster.sh kill DIR PORT   kill -9 the node on PORT (failover tests)
 #
 # Persistence: appendonly yes, appendfsync everysec on every node;
-# cluster-node-timeout 1000 ms so a killed master fails over in ~2-3 s.
+# cluster-node-timeout 1000 ms so a killed master fails over in ~2-3 s;
+# cluster-allow-reads-when-down yes: while a failed master's slots have no
+# owner yet, the other masters keep answering reads of theirs (a cache tier
+# prefers that to refusing every key).
 # On any failure `start` tears down what it started (trap) and exits 1.
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}
@@ -73,6 +76,7 @@ for i in 0 1 2 3 4 5; do
   echo "$p" >"$d/port"
   "$REDIS_SERVER" --port "$p" --cluster-port "$bus" --bind 127.0.0.1 --protected-mode no \
     --cluster-enabled yes --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 1000 \
+    --cluster-allow-reads-when-down yes \
     --dir "$d" --appendonly yes --appendfsync everysec --save "" \
     --daemonize yes --pidfile "$d/redis.pid" --logfile "$d/redis.log" >/dev/null
   seeds+=("127.0.0.1:$p")
