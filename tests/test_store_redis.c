@@ -64,23 +64,20 @@ static rk_redis *connect_cluster(int rocksdb_fallback, int timeout_ms) {
     return r;
 }
 
-static float *make_rows(uint64_t rows, int dim, uint64_t seed) {
-    float *d = malloc(rows * (size_t)dim * sizeof(float));
-    rk_rng g;
-    rk_rng_seed(&g, seed);
-    for (size_t i = 0; i < rows * (size_t)dim; i++) d[i] = (float)(rk_rng_normal(&g) * 0.1);
-    return d;
-}
-
 #define ROWS 3000
 #define DIM 8
 
-/* tables "a" (fp32) and "b" (int8) */
-static void write_two(const char *path, float *a, float *b) {
-    rk_table_spec spec[2] = {{"a", DIM, ROWS, a}, {"b", DIM, ROWS / 2, b}};
+/* A version at path: tables "a" (fp32, ROWS rows) and "b" (int8, ROWS/2), values N(0, 0.1) from seed. */
+static void write_two(const char *path, uint64_t seed) {
+    float *d = malloc((size_t)(ROWS + ROWS / 2) * DIM * sizeof(float));
+    rk_rng g;
+    rk_rng_seed(&g, seed);
+    for (size_t i = 0; i < (size_t)(ROWS + ROWS / 2) * DIM; i++) d[i] = (float)(rk_rng_normal(&g) * 0.1);
+    rk_table_spec spec[2] = {{"a", DIM, ROWS, d}, {"b", DIM, ROWS / 2, d + (size_t)ROWS * DIM}};
     rk_table_opts to[2] = {{RK_CODEC_FP32, NULL}, {RK_CODEC_INT8, NULL}};
     rk_err e = {0};
     cr_assert_eq(rk_store_write_ex(path, spec, 2, to, &e), RK_OK, "%s", e.msg);
+    free(d);
 }
 
 static rk_store *open_ro(const char *path, size_t cache_bytes) {
@@ -120,8 +117,7 @@ static void expect_rows(rk_store *s, int t, const uint64_t *keys, size_t n, rk_s
 Test(store_redis, publish_lookup_update_drop, .init = cluster_start, .fini = cluster_stop, .timeout = 120) {
     char path[400];
     snprintf(path, sizeof path, "%s/v1", tmpdir);
-    float *a = make_rows(ROWS, DIM, 1), *b = make_rows(ROWS / 2, DIM, 2);
-    write_two(path, a, b);
+    write_two(path, 1);
     rk_redis *r = connect_cluster(0, 200);
     rk_store *ref = open_ro(path, 0), *pub = open_ro(path, 0);
     rk_err e = {0};
@@ -282,14 +278,12 @@ Test(store_redis, publish_lookup_update_drop, .init = cluster_start, .fini = clu
     rk_store_close(pub);
     rk_store_close(ref);
     rk_redis_destroy(r);
-    free(a), free(b);
 }
 
 Test(store_redis, master_killed, .init = cluster_start, .fini = cluster_stop, .timeout = 120) {
     char path[400];
     snprintf(path, sizeof path, "%s/v1", tmpdir);
-    float *a = make_rows(ROWS, DIM, 3), *b = make_rows(ROWS / 2, DIM, 4);
-    write_two(path, a, b);
+    write_two(path, 3);
     const int timeout_ms = 50;
     rk_redis *r = connect_cluster(0, timeout_ms); /* no RocksDB fallback: degraded rows are default rows */
     rk_store *pub = open_ro(path, 0);
@@ -372,5 +366,5 @@ Test(store_redis, master_killed, .init = cluster_start, .fini = cluster_stop, .t
     rk_store_close(s);
     rk_store_close(pub);
     rk_redis_destroy(r);
-    free(out), free(a), free(b);
+    free(out);
 }
