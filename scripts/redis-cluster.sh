@@ -14,6 +14,8 @@
 #   redis-cluster.sh stop DIR    SIGTERM every node, SIGKILL after 5 s,
 #                                delete DIR
 #   redis-cluster.sh kill DIR PORT   kill -9 the node on PORT (failover tests)
+#   redis-cluster.sh restart DIR PORT  start that node again (it rejoins: a
+#                                killed master comes back as a replica)
 #
 # Persistence: appendonly yes, appendfsync everysec on every node;
 # cluster-node-timeout 1000 ms so a killed master fails over in ~2-3 s;
@@ -60,6 +62,19 @@ kill)
     if [ "$(cat "$f")" = "$port" ]; then kill -9 "$(cat "$(dirname "$f")/pid")"; exit 0; fi
   done
   echo "redis-cluster: no node on port $port in $dir" >&2; exit 1 ;;
+restart)
+  port=${3:?port}
+  for f in "$dir"/n*/port; do
+    d=$(dirname "$f")
+    [ "$(cat "$f")" = "$port" ] || continue
+    eval "${REDIS_SERVER:-redis-server} $(cat "$d/cmdline")" >/dev/null
+    for _ in $(seq 100); do
+      "${REDIS_CLI:-redis-cli}" -p "$port" ping 2>/dev/null | grep -q PONG && { cp "$d/redis.pid" "$d/pid"; exit 0; }
+      sleep 0.1
+    done
+    echo "redis-cluster: node on port $port did not restart" >&2; exit 1
+  done
+  echo "redis-cluster: no node on port $port in $dir" >&2; exit 1 ;;
 start) ;;
 *) echo "redis-cluster: unknown command '$cmd'" >&2; exit 2 ;;
 esac
@@ -74,11 +89,13 @@ for i in 0 1 2 3 4 5; do
   p=${ports[$i]}; bus=${ports[$((i + 6))]}; d="$dir/n$i"
   mkdir -p "$d"
   echo "$p" >"$d/port"
-  "$REDIS_SERVER" --port "$p" --cluster-port "$bus" --bind 127.0.0.1 --protected-mode no \
-    --cluster-enabled yes --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 1000 \
-    --cluster-allow-reads-when-down yes \
-    --dir "$d" --appendonly yes --appendfsync everysec --save "" \
-    --daemonize yes --pidfile "$d/redis.pid" --logfile "$d/redis.log" >/dev/null
+  args=(--port "$p" --cluster-port "$bus" --bind 127.0.0.1 --protected-mode no
+    --cluster-enabled yes --cluster-config-file "$d/nodes.conf" --cluster-node-timeout 1000
+    --cluster-allow-reads-when-down yes
+    --dir "$d" --appendonly yes --appendfsync everysec --save ""
+    --daemonize yes --pidfile "$d/redis.pid" --logfile "$d/redis.log")
+  printf '%q ' "${args[@]}" >"$d/cmdline"
+  "$REDIS_SERVER" "${args[@]}" >/dev/null
   seeds+=("127.0.0.1:$p")
 done
 for i in 0 1 2 3 4 5; do # wait for each node to answer PING (<= 10 s)
