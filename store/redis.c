@@ -413,11 +413,11 @@ static void fail_node_groups(batch *b, grp *g, int n, const char *what) {
 /* One round: every group of g[0..ng) (sorted by node) sent, then every reply read. */
 static void run_round(batch *b, grp *g, int ng) {
     rk_redis *r = b->r;
-    int starts[RK_REDIS_MAX_NODES + 1], nn = 0;
+    int starts[RK_REDIS_MAX_NODES + 2], nn = 0; /* + the group of slots without a master */
     for (int i = 0; i < ng; i++)
         if (i == 0 || g[i].node != g[i - 1].node) starts[nn++] = i;
     starts[nn] = ng;
-    int sent[RK_REDIS_MAX_NODES] = {0};
+    int sent[RK_REDIS_MAX_NODES + 1] = {0};
     for (int i = 0; i < ng; i++) g[i].result = -1;
     for (int k = 0; k < nn; k++) { /* append + write */
         grp *gg = g + starts[k];

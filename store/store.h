@@ -312,7 +312,9 @@ void rk_store_live_close(rk_store_live *l);
  * acknowledged update; every node also appends to its AOF, fsync'd every
  * second), then XADD to the version's update stream; every attached
  * replica reads the stream every opts.poll_ms and refreshes its RAM cache:
- * an update is visible everywhere within poll_ms + one round trip.
+ * an update is visible everywhere within poll_ms + one round trip. An
+ * update that returns an error was not acknowledged, but some of its rows
+ * may have reached some masters (a batch spans several): apply it again.
  */
 typedef struct rk_redis rk_redis;
 
