@@ -13,7 +13,8 @@
 #                                when that process is gone (a crashed test)
 #   redis-cluster.sh stop DIR    SIGTERM every node, SIGKILL after 5 s,
 #                                delete DIR
-#   redis-cluster.sh kill DIR PORT   kill -9 the node on PORT (failover tests)
+#   redis-cluster.sh kill DIR PORT [SIG]  send SIG (default KILL) to the node
+#                                on PORT (failover tests; STOP/CONT: a hung node)
 #   redis-cluster.sh restart DIR PORT  start that node again (it rejoins: a
 #                                killed master comes back as a replica)
 #
@@ -59,7 +60,7 @@ stop) stop_all; exit 0 ;;
 kill)
   port=${3:?port}
   for f in "$dir"/n*/port; do
-    if [ "$(cat "$f")" = "$port" ]; then kill -9 "$(cat "$(dirname "$f")/pid")"; exit 0; fi
+    if [ "$(cat "$f")" = "$port" ]; then kill -"${4:-KILL}" "$(cat "$(dirname "$f")/pid")"; exit 0; fi
   done
   echo "redis-cluster: no node on port $port in $dir" >&2; exit 1 ;;
 restart)

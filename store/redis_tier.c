@@ -78,6 +78,14 @@ static redisReply *vcmd(rk_redis *r, uint16_t vslot, double deadline, rk_err *er
 
 /* ---------------------------------------------------------------- lookup */
 
+static _Thread_local double rk_tier_thread_deadline;
+void rk_store_set_thread_deadline(double deadline) { rk_tier_thread_deadline = deadline; }
+
+/* Kept items as FAILED, none sent, when the deadline has passed already. */
+static void skip_all(rk_redis_item *it, size_t n) {
+    for (size_t i = 0; i < n; i++) it[i].state = RK_REDIS_FAILED;
+}
+
 size_t rk_tier_get(rk_store *s, rk_store_table *tb, rk_keypos *kp, size_t m, float *out, const uint64_t *gens,
                    size_t *unknown) {
     rk_tier *t = s->tier;
@@ -103,7 +111,10 @@ size_t rk_tier_get(rk_store *s, rk_store_table *tb, rk_keypos *kp, size_t m, flo
         first[j++] = i;
     }
     first[u] = m;
-    (void)rk_redis_run(t->r, RK_REDIS_GET, it, u, 0, deadline_in(t->r, 1.0), NULL);
+    double deadline = deadline_in(t->r, 1.0), tl = rk_tier_thread_deadline;
+    if (tl > 0 && tl < deadline) deadline = tl;
+    if (deadline <= rk_now()) skip_all(it, u);
+    else (void)rk_redis_run(t->r, RK_REDIS_GET, it, u, 0, deadline, NULL);
     for (size_t j = 0; j < u; j++) {
         size_t i0 = first[j], i1 = first[j + 1];
         float *dst = out + kp[i0].pos * rowf;

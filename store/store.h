@@ -372,6 +372,13 @@ void rk_store_redis_prefix(const rk_store *s, char *buf, size_t cap);
  * "unused" = no lease key alive. *deleted (may be NULL): keys removed. */
 rk_status rk_redis_drop_version(rk_redis *r, const char *prefix, uint64_t *deleted, rk_err *err);
 
+/* A deadline (rk_now() seconds; 0 = none) for the calling thread's later
+ * lookups: their Redis work ends by it, besides opts.timeout_ms per lookup;
+ * past it, keys that miss the RAM cache go straight to the fallback. A
+ * server sets each request's deadline before handling it on the thread
+ * (serve/service.c), so the tables of one request share one budget. */
+void rk_store_set_thread_deadline(double deadline);
+
 /* The process-wide tier: every later rk_store_open_ex whose opts.tier is 1
  * attaches r (rk_store_redis_attach) and fails if it cannot. rankd sets it
  * from --redis-cluster. NULL (default) turns it off. Not thread-safe. */
