@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -73,6 +73,13 @@ bench-store: build
 # considered (bench/store_levers.c; figures in bench/RESULTS.md, bench-store).
 bench-store-levers: build
 	@taskset -c $${STORE_CPU:-1} $(BUILD)/bench/store_levers $(BUILD)/bench-store-levers
+
+# rankd replicas on a Redis Cluster tier (3 masters + 3 replicas on loopback):
+# bulk load, lookups cache / Redis / RocksDB at 90% hits, Rank p99 with 2
+# replicas, a master killed mid-run, a replica killed, update visibility
+# (bench/bench_cluster.sh; CLUSTER_ROWS=N scales the table; ~3-4 min).
+bench-cluster: build
+	@bash bench/bench_cluster.sh $(BUILD)
 
 # kill -9 durability of online updates: 120 trials.
 bench-store-crash: build

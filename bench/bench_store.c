@@ -33,6 +33,7 @@
 
 #include "store.h"
 #include "store_internal.h"
+#include "zipf.h"
 
 #define ROWS 1000000ull
 #define DIM 64
@@ -52,36 +53,7 @@ static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
-static double pct(double *v, size_t n, double p) {
-    size_t i = (size_t)ceil(p / 100.0 * (double)n);
-    if (i > 0) i--;
-    if (i >= n) i = n - 1;
-    return v[i];
-}
-
-/* ---------------------------------------------------------------- zipf */
-static double *cdf;
-static uint64_t *perm;
-static void zipf_set(double s) {
-    double acc = 0;
-    for (uint64_t k = 0; k < ROWS; k++) {
-        acc += pow((double)(k + 1), -s);
-        cdf[k] = acc;
-    }
-    for (uint64_t k = 0; k < ROWS; k++) cdf[k] /= acc;
-}
-static void zipf_batch(rk_rng *r, uint64_t *keys) {
-    for (int i = 0; i < BATCH; i++) {
-        double u = rk_rng_uniform(r);
-        uint64_t lo = 0, hi = ROWS - 1;
-        while (lo < hi) {
-            uint64_t mid = (lo + hi) / 2;
-            if (cdf[mid] < u) lo = mid + 1;
-            else hi = mid;
-        }
-        keys[i] = perm[lo];
-    }
-}
+static rk_zipf zipf;
 
 /* ---------------------------------------------------------------- raw rocksdb */
 typedef struct {
@@ -178,7 +150,7 @@ static lat summarize(double *t, size_t n) {
     double sum = 0;
     for (size_t i = 0; i < n; i++) sum += t[i];
     qsort(t, n, sizeof *t, cmp_d);
-    lat l = {pct(t, n, 50) * 1e3, pct(t, n, 99) * 1e3, pct(t, n, 99.9) * 1e3, (double)n * BATCH / sum};
+    lat l = {rk_bench_pct(t, n, 50) * 1e3, rk_bench_pct(t, n, 99) * 1e3, rk_bench_pct(t, n, 99.9) * 1e3, (double)n * BATCH / sum};
     return l;
 }
 
@@ -285,13 +257,7 @@ int main(int argc, char **argv) {
     rk_store_stats st;
     static uint64_t keys[BATCH];
     static float out[BATCH * DIM];
-    cdf = malloc(ROWS * sizeof *cdf);
-    perm = malloc(ROWS * sizeof *perm);
-    for (uint64_t i = 0; i < ROWS; i++) perm[i] = i;
-    for (uint64_t i = ROWS - 1; i > 0; i--) {
-        uint64_t j = rk_rng_below(&rng, i + 1), t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    rk_zipf_init(&zipf, ROWS, &rng);
     if (levels & (1 << 11)) goto rss_phase;
     /* ---- open both. Open-time cost of the checksum scan (opts.verify):
      * SstFileWriter drops the file's pages from the OS page cache after
@@ -320,9 +286,9 @@ int main(int argc, char **argv) {
     printf("bench-store: row cache %.1f MB for %llu rows (10%%), block cache %zu MB each (index inside, same options), batch %d keys\n",
            st.cache_bytes / 1e6, (unsigned long long)st.cache_slots, block_cache >> 20, BATCH);
     /* warm RocksDB's block cache for both handles */
-    zipf_set(0.8);
+    rk_zipf_set(&zipf, 0.8);
     for (int b = 0; b < 30; b++) {
-        zipf_batch(&rng, keys);
+        rk_zipf_batch(&zipf, &rng, keys, BATCH);
         rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
         raw_get(&raw, keys, out);
     }
@@ -337,14 +303,14 @@ int main(int argc, char **argv) {
         if (!(levels & (1 << ti))) continue;
         double target = targets[ti], lo = guess[ti] - 0.05, hi = guess[ti] + 0.05, sz = guess[ti], h = 0;
         for (int it = 0; it < 6; it++) { /* bisection on the measured hit rate */
-            zipf_set(sz);
+            rk_zipf_set(&zipf, sz);
             for (int b = 0; b < 40; b++) { /* re-warm */
-                zipf_batch(&rng, keys);
+                rk_zipf_batch(&zipf, &rng, keys, BATCH);
                 rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
             }
             hit_rate(s, &st);
             for (int b = 0; b < 40; b++) {
-                zipf_batch(&rng, keys);
+                rk_zipf_batch(&zipf, &rng, keys, BATCH);
                 rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
             }
             h = hit_rate(s, &st);
@@ -358,7 +324,7 @@ int main(int argc, char **argv) {
         hit_rate(s, &st);
         double start = rk_now();
         while ((n < 300 || rk_now() - start < secs) && n < cap) {
-            zipf_batch(&rng, keys);
+            rk_zipf_batch(&zipf, &rng, keys, BATCH);
             double a = rk_now();
             if (rk_store_get(s, 0, keys, BATCH, out, NULL, &e)) {
                 fprintf(stderr, "bench-store: %s\n", e.msg);
@@ -374,7 +340,7 @@ int main(int argc, char **argv) {
             size_t nr = 0;
             start = rk_now();
             while ((nr < 100 || rk_now() - start < secs / 2) && nr < cap) {
-                zipf_batch(&rng, keys);
+                rk_zipf_batch(&zipf, &rng, keys, BATCH);
                 double a = rk_now();
                 if (k == 0) raw_get_plain(&raw, keys, out);
                 else raw_get(&raw, keys, out);
@@ -392,7 +358,7 @@ int main(int argc, char **argv) {
     /* the hit path alone: 2,000 keys drawn from 50,000 rows that are all cached */
     {
         static uint64_t hot[50000];
-        for (int i = 0; i < 50000; i++) hot[i] = perm[(uint64_t)i * 13 % ROWS];
+        for (int i = 0; i < 50000; i++) hot[i] = zipf.perm[(uint64_t)i * 13 % ROWS];
         for (int b = 0; b < 50000; b += BATCH) rk_store_get(s, 0, hot + b, BATCH, out, NULL, NULL);
         for (int b = 0; b < 50000; b += BATCH) rk_store_get(s, 0, hot + b, BATCH, out, NULL, NULL);
         hit_rate(s, &st);
@@ -430,11 +396,11 @@ rss_phase:
     churn_arg ca = {s, &stop, 0, -1};
     pthread_t th;
     pthread_create(&th, NULL, churn, &ca);
-    zipf_set(1.0);
+    rk_zipf_set(&zipf, 1.0);
     double start = rk_now();
     long reads = 0;
     while (rk_now() - start < 12 && (ca.compact_s < 0 || rk_now() - start < 4)) {
-        zipf_batch(&rng, keys);
+        rk_zipf_batch(&zipf, &rng, keys, BATCH);
         rk_store_get(s, 0, keys, BATCH, out, NULL, NULL);
         reads += BATCH;
         size_t r = rss_bytes();
@@ -454,8 +420,7 @@ rss_phase:
     }
 summary:
     (void)rk_rm_rf(dir, NULL);
-    free(cdf);
-    free(perm);
+    rk_zipf_free(&zipf);
     printf("bench-store: hit90_p99_ms=%.3f ratio_vs_rocksdb=%.2f bytes_per_key_ratio=%.3f int8_auc_ratio=%.5f fp16_auc_ratio=%.5f\n",
            hit90_p99, ratio90, bpk_ratio, int8_ratio, fp16_ratio);
     return 0;

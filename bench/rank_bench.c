@@ -140,7 +140,8 @@ static void usage(FILE *o) {
             "the TSV's rows grouped by user, --candidates per request (short requests are\n"
             "padded with other rows' item features), cycling through all requests.\n"
             "\n"
-            "  --addr HOST:PORT     the server (loopback addresses only)\n"
+            "  --addr HOST:PORT     the server (loopback addresses only); a list of replicas\n"
+            "                       (ipv4:127.0.0.1:P1,127.0.0.1:P2) is balanced round-robin\n"
             "  --model BUNDLE       read the feature list from BUNDLE/model.json\n"
             "  --config FILE        ... or from a model config (configs/*.json)\n"
             "  --data FILE.tsv      rows to build requests from (e.g. the MovieLens test split)\n"
@@ -873,7 +874,7 @@ static void progress(const loadgen *g, int64_t t, int final) {
 
 static int run_grpc(const opts *o, workload *w, results *r) {
     grpc_init();
-    grpc_arg args[2];
+    grpc_arg args[3];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -881,7 +882,12 @@ static int run_grpc(const opts *o, workload *w, results *r) {
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1;
-    grpc_channel_args ca = {2, args};
+    /* a target listing several replicas ("ipv4:127.0.0.1:P1,127.0.0.1:P2")
+     * spreads calls over all of them; gRPC's default (pick_first) would use one */
+    args[2].type = GRPC_ARG_STRING;
+    args[2].key = GRPC_ARG_LB_POLICY_NAME;
+    args[2].value.string = "round_robin";
+    grpc_channel_args ca = {3, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     loadgen g;
     memset(&g, 0, sizeof g);

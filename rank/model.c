@@ -453,7 +453,8 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing directory tables/", dir);
     }
     rk_store_opts so = RK_STORE_OPTS_DEFAULT;
-    so.writable = writable != 0;
+    /* With a Redis tier, updates go to the cluster; the local tables stay read-only (replicas share them). */
+    so.writable = writable != 0 && !rk_store_tier();
     if ((s = rk_store_open_ex(path, names, dims, n, &so, &m->store, err))) {
         rk_model_destroy(m);
         return s;

@@ -48,7 +48,7 @@ rk_status rk_client_create(const char *addr, rk_client **out, rk_err *err) {
     if (!c) return rk_fail(err, RK_ENOMEM, "client: out of memory");
     snprintf(c->addr, sizeof c->addr, "%s", addr);
     grpc_init();
-    grpc_arg args[2];
+    grpc_arg args[3];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -56,7 +56,12 @@ rk_status rk_client_create(const char *addr, rk_client **out, rk_err *err) {
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1; /* let the server enforce its own limit */
-    grpc_channel_args ca = {2, args};
+    /* a target listing several replicas ("ipv4:127.0.0.1:P1,127.0.0.1:P2")
+     * spreads calls over all of them; gRPC's default (pick_first) would use one */
+    args[2].type = GRPC_ARG_STRING;
+    args[2].key = GRPC_ARG_LB_POLICY_NAME;
+    args[2].value.string = "round_robin";
+    grpc_channel_args ca = {3, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->ch = grpc_channel_create(addr, creds, &ca);
     grpc_channel_credentials_release(creds);

@@ -43,6 +43,7 @@
 #include "embed.h"
 #include "serve.h"
 #include "internal.h"
+#include "store.h"
 #include "rank.pb-c.h"
 
 /* gRPC status codes (grpc/status.h), kept local so this file needs no gRPC. */
@@ -200,6 +201,7 @@ rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err
 
 void rk_service_set_deadline(rk_service *s, double deadline, int (*stop)(void *ctx), void *ctx) {
     s->deadline = deadline;
+    rk_store_set_thread_deadline(deadline); /* bounds the Redis tier's lookups of this request (same thread) */
     s->stop = stop;
     s->stop_ctx = ctx;
 }

@@ -54,7 +54,6 @@ extern char **environ;
 #define RK_STORE_META_KEY "rankd.store.meta"
 #define RK_STORE_OOV_PREFIX "rankd.oov."
 #define RK_STORE_FORMAT 1
-#define RK_STORE_NAME_MAX 64
 #define RK_STORE_MAX_TABLES 256
 
 /* ---------------------------------------------------------------- shim */
@@ -103,48 +102,7 @@ static rk_status rocks_fail(rk_err *err, char **rerr, const char *fmt_what, cons
     return s;
 }
 
-/* ---------------------------------------------------------------- types */
-
-typedef struct {
-    char name[RK_STORE_NAME_MAX];
-    int dim;
-    rk_codec codec;
-    uint64_t rows;
-    int has_oov;
-    int keyed; /* rows stored under sparse keys (rk_store_write_keyed), not 0..rows-1 */
-} meta_table;
-
-typedef struct {
-    meta_table m;
-    size_t row_bytes;
-    float *oov; /* [dim] decoded default row, NULL = zeros */
-    rocksdb_column_family_handle_t *cf;
-    rk_cache cache;
-    atomic_uint_fast64_t lookups, unknown, db_reads, updates;
-} table;
-
-struct rk_store {
-    rocksdb_t *db;
-    rocksdb_options_t *opts;
-    rocksdb_cache_t *bcache;
-    rocksdb_readoptions_t *ro;
-    rocksdb_writeoptions_t *wo;
-    rocksdb_column_family_handle_t **all_cf; /* every CF opened (for destroy) */
-    int n_all;
-    int n_tables;
-    table *tabs;
-    rk_store_opts o;
-    pthread_mutex_t wmu; /* serializes rk_store_apply */
-    /* db and the column family handles change only in reopen_db, under
-     * dbmu held exclusively; RocksDB reads hold it shared */
-    pthread_rwlock_t dbmu;
-    int write_failed;    /* a write failed (or the writable open did): the next apply reopens first */
-    atomic_int refs;     /* used by rk_store_live */
-    int delete_dir;      /* rm -rf path when the last reference goes */
-    char path[512];
-};
-
-static void be64(unsigned char k[8], uint64_t v) {
+void rk_store_be64(unsigned char k[8], uint64_t v) {
     for (int i = 7; i >= 0; i--) {
         k[i] = (unsigned char)(v & 0xff);
         v >>= 8;
@@ -197,7 +155,7 @@ rocksdb_options_t *rk_store_rocks_options(size_t block_cache_bytes, rocksdb_cach
 
 /* ---------------------------------------------------------------- meta */
 
-static char *meta_format(const meta_table *mt, int n) {
+char *rk_store_meta_format(const rk_meta_table *mt, int n) {
     size_t cap = 64 + (size_t)n * (RK_STORE_NAME_MAX + 96), len = 0;
     char *b = rk_malloc(cap);
     if (!b) return NULL;
@@ -209,12 +167,12 @@ static char *meta_format(const meta_table *mt, int n) {
     return b;
 }
 
-static rk_status meta_parse(const char *v, size_t vl, const char *path, meta_table **out, int *n_out, rk_err *err) {
+rk_status rk_store_meta_parse(const char *v, size_t vl, const char *path, rk_meta_table **out, int *n_out, rk_err *err) {
     char *t = rk_malloc(vl + 1);
     if (!t) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", path);
     memcpy(t, v, vl);
     t[vl] = 0;
-    meta_table *mt = rk_calloc(RK_STORE_MAX_TABLES, sizeof *mt);
+    rk_meta_table *mt = rk_calloc(RK_STORE_MAX_TABLES, sizeof *mt);
     if (!mt) {
         rk_free(t);
         return rk_fail(err, RK_ENOMEM, "store %s: out of memory", path);
@@ -291,7 +249,7 @@ static rk_status write_table_sst(rocksdb_t *db, rocksdb_options_t *o, rocksdb_co
             }
         if (st) break;
         unsigned char key[8];
-        be64(key, keys ? keys[r] : r);
+        rk_store_be64(key, keys ? keys[r] : r);
         rk_codec_encode(codec, x, t->dim, row);
         rk_rocks.sst_put(w, (const char *)key, 8, (const char *)row, rb, &rerr);
         if (rerr) st = rocks_fail(err, &rerr, "SST write failed", dir);
@@ -358,7 +316,7 @@ rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, con
     rocksdb_options_set_error_if_exists(o, 1);
     char *rerr = NULL;
     rocksdb_column_family_handle_t **cfs = NULL;
-    meta_table *mt = NULL;
+    rk_meta_table *mt = NULL;
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(wo, 1);
     rocksdb_column_family_handle_t *dcf = NULL;
@@ -410,7 +368,7 @@ rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, con
         }
     }
     if (st == RK_OK) {
-        char *meta = meta_format(mt, n_tables);
+        char *meta = rk_store_meta_format(mt, n_tables);
         if (!meta) st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
         else {
             rocksdb_writebatch_put_cf(wb, dcf, RK_STORE_META_KEY, strlen(RK_STORE_META_KEY), meta, strlen(meta));
@@ -454,8 +412,13 @@ done:
 
 /* ---------------------------------------------------------------- open / close */
 
+static rk_redis *rk_store_tier_global;
+void rk_store_set_tier(rk_redis *r) { rk_store_tier_global = r; }
+rk_redis *rk_store_tier(void) { return rk_store_tier_global; }
+
 static void store_destroy(rk_store *s) {
     if (!s) return;
+    rk_tier_detach(s);
     for (int i = 0; s->tabs && i < s->n_tables; i++) {
         rk_cache_free(&s->tabs[i].cache);
         rk_free(s->tabs[i].oov);
@@ -490,7 +453,7 @@ static rk_status setup_caches(rk_store *s, rk_err *err) {
         need += (double)s->tabs[t].m.rows * (double)rk_cache_bytes_per_row(s->tabs[t].row_bytes);
     double frac = need > 0 && (double)s->o.cache_bytes < need ? (double)s->o.cache_bytes / need : 1.0;
     for (int t = 0; t < s->n_tables; t++) {
-        table *tb = &s->tabs[t];
+        rk_store_table *tb = &s->tabs[t];
         uint64_t slots = s->o.cache_bytes ? (uint64_t)((double)tb->m.rows * frac) : 0;
         rk_status st = rk_cache_init(&tb->cache, slots, s->o.cache_shards, tb->row_bytes, err);
         if (st) return rk_err_prefix(err, "store %s: table '%s'", s->path, tb->m.name);
@@ -703,13 +666,15 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     pthread_rwlock_init(&s->dbmu, NULL);
     atomic_init(&s->refs, 1);
     s->o = *opts;
+    if (opts->tier && rk_store_tier_global && rk_redis_options(rk_store_tier_global)->cache_bytes >= 0 && opts->cache_bytes)
+        s->o.cache_bytes = (size_t)rk_redis_options(rk_store_tier_global)->cache_bytes;
     snprintf(s->path, sizeof s->path, "%s", dir);
     s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
     if (opts->mmap_reads) rocksdb_options_set_allow_mmap_reads(s->opts, 1);
     char *rerr = NULL;
     rk_status st = RK_OK;
     size_t n_cf = 0;
-    meta_table *mt = NULL;
+    rk_meta_table *mt = NULL;
     int n_mt = 0;
     char **cf_names = rocksdb_list_column_families(s->opts, dir, &n_cf, &rerr);
     if (!cf_names) {
@@ -775,7 +740,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
                      dir, RK_STORE_META_KEY);
         goto fail;
     }
-    st = meta_parse(v, vl, dir, &mt, &n_mt, err);
+    st = rk_store_meta_parse(v, vl, dir, &mt, &n_mt, err);
     rocksdb_free(v);
     if (st) {
         rocksdb_list_column_families_destroy(cf_names, n_cf);
@@ -800,7 +765,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
             st = rk_fail(err, RK_ENOTFOUND, "store %s: table '%s' (column family) missing", dir, want);
             break;
         }
-        table *tb = &s->tabs[t];
+        rk_store_table *tb = &s->tabs[t];
         tb->m = mt[mi];
         tb->cf = s->all_cf[ci];
         tb->row_bytes = rk_codec_row_bytes(tb->m.codec, tb->m.dim);
@@ -839,6 +804,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
             st = rk_fail(err, RK_EFORMAT, "store %s: table '%s' holds %llu rows, its metadata says %llu: damaged or foreign files",
                          dir, s->tabs[t].m.name, (unsigned long long)keys, (unsigned long long)s->tabs[t].m.rows);
     }
+    if (st == RK_OK && opts->tier && rk_store_tier_global) st = rk_store_redis_attach(s, rk_store_tier_global, err);
     if (st) goto fail;
     *out = s;
     return RK_OK;
@@ -852,7 +818,7 @@ int rk_store_n_tables(const rk_store *s) { return s->n_tables; }
 
 void rk_store_table_info(const rk_store *s, int t, rk_table_info *out) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
-    const table *tb = &s->tabs[t];
+    const rk_store_table *tb = &s->tabs[t];
     out->name = tb->m.name;
     out->dim = tb->m.dim;
     out->codec = tb->m.codec;
@@ -869,18 +835,13 @@ int rk_store_find(const rk_store *s, const char *name) {
 
 /* ---------------------------------------------------------------- get */
 
-typedef struct {
-    uint64_t row;
-    size_t pos;
-} keypos;
-
-static int keypos_cmp(const void *a, const void *b) {
-    const keypos *x = a, *y = b;
+static int rk_keypos_cmp(const void *a, const void *b) {
+    const rk_keypos *x = a, *y = b;
     if (x->row != y->row) return x->row < y->row ? -1 : 1;
     return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
-static void default_row(const table *tb, float *dst) {
+void rk_store_default_row(const rk_store_table *tb, float *dst) {
     if (tb->oov) memcpy(dst, tb->oov, (size_t)tb->m.dim * sizeof(float));
     else memset(dst, 0, (size_t)tb->m.dim * sizeof(float));
 }
@@ -890,14 +851,14 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     RK_ASSERT(t >= 0 && t < s->n_tables);
     if (n_missing) *n_missing = 0;
     if (n == 0) return RK_OK;
-    table *tb = &s->tabs[t];
+    rk_store_table *tb = &s->tabs[t];
     const int dim = tb->m.dim;
     const size_t rowf = (size_t)dim;
     rk_cache *c = &tb->cache;
     uint64_t gens[256];
     if (c->slots) rk_cache_gens(c, gens);
-    keypos kp_stack[RK_STORE_STACK_KEYS];
-    keypos *kp = kp_stack;
+    rk_keypos kp_stack[RK_STORE_STACK_KEYS];
+    rk_keypos *kp = kp_stack;
     size_t m = 0, kcap = RK_STORE_STACK_KEYS;
     unsigned char hit[RK_CACHE_BATCH_CHUNK];
     size_t oor = 0; /* ids >= rows: the default row without RocksDB */
@@ -910,7 +871,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
             if (hit[i % RK_CACHE_BATCH_CHUNK]) continue;
         }
         if (m == kcap) {
-            keypos *nk = rk_malloc(n * sizeof *nk);
+            rk_keypos *nk = rk_malloc(n * sizeof *nk);
             if (!nk) {
                 if (kp != kp_stack) rk_free(kp);
                 return rk_fail(err, RK_ENOMEM, "store lookup of %zu keys: out of memory", n);
@@ -920,7 +881,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
             kcap = n;
         }
         if (!tb->m.keyed && rows[i] >= tb->m.rows) { /* never written, never reachable by an update */
-            default_row(tb, out + i * rowf);
+            rk_store_default_row(tb, out + i * rowf);
             oor++;
             continue;
         }
@@ -934,7 +895,16 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
         if (n_missing) *n_missing = oor;
         return RK_OK;
     }
-    qsort(kp, m, sizeof *kp, keypos_cmp);
+    qsort(kp, m, sizeof *kp, rk_keypos_cmp);
+    if (s->tier) { /* the Redis tier between the cache and RocksDB */
+        m = rk_tier_get(s, tb, kp, m, out, gens, &oor);
+        if (m == 0) {
+            atomic_fetch_add_explicit(&tb->unknown, oor, memory_order_relaxed);
+            if (n_missing) *n_missing = oor;
+            if (kp != kp_stack) rk_free(kp);
+            return RK_OK;
+        }
+    }
     /* distinct keys: u[j] = index into kp of the first occurrence */
     size_t u = 0;
     for (size_t i = 0; i < m; i++)
@@ -965,7 +935,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
     }
     for (size_t i = 0, j = 0; i < m; i++) {
         if (i && kp[i].row == kp[i - 1].row) continue;
-        be64(kb + 8 * j, kp[i].row);
+        rk_store_be64(kb + 8 * j, kp[i].row);
         kptr[j] = (const char *)(kb + 8 * j);
         ksz[j] = 8;
         vals[j] = NULL;
@@ -992,7 +962,7 @@ rk_status rk_store_get(rk_store *s, int t, const uint64_t *rows, size_t n, float
             rocksdb_free(errs[j]);
             memset(dst, 0, rowf * sizeof(float));
         } else if (!vals[j]) {
-            default_row(tb, dst);
+            rk_store_default_row(tb, dst);
             unknown += i1 - i0;
         } else {
             size_t vl = 0;
@@ -1033,11 +1003,15 @@ void rk_store_stats_get(rk_store *s, int t, rk_store_stats *out) {
     memset(out, 0, sizeof *out);
     for (int i = 0; i < s->n_tables; i++) {
         if (t >= 0 && i != t) continue;
-        table *tb = &s->tabs[i];
+        rk_store_table *tb = &s->tabs[i];
         out->lookups += atomic_load(&tb->lookups);
         out->unknown += atomic_load(&tb->unknown);
         out->rocksdb_reads += atomic_load(&tb->db_reads);
         out->updates += atomic_load(&tb->updates);
+        out->redis_reads += atomic_load(&tb->redis_reads);
+        out->redis_failed += atomic_load(&tb->redis_failed);
+        out->redis_defaulted += atomic_load(&tb->redis_defaulted);
+        out->stream_updates += atomic_load(&tb->stream_updates);
         rk_cache_stats(&tb->cache, &out->cache_hits, &out->cache_misses, &out->cache_evictions, &out->cache_entries);
         out->cache_slots += tb->cache.slots;
         out->cache_bytes += tb->cache.bytes;
@@ -1073,7 +1047,7 @@ rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err) 
 rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, const float *row), void *ctx,
                         rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
-    const table *tb = &s->tabs[t];
+    const rk_store_table *tb = &s->tabs[t];
     float *row = rk_malloc((size_t)tb->m.dim * sizeof(float));
     if (!row) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", s->path);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -1175,8 +1149,9 @@ static rk_status reopen_db(rk_store *s, rk_err *err) {
 
 rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data, rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
-    table *tb = &s->tabs[t];
-    if (!s->o.writable) return rk_fail(err, RK_EINVAL, "store %s: opened read-only; updates need opts.writable", s->path);
+    rk_store_table *tb = &s->tabs[t];
+    if (!s->o.writable && !s->tier)
+        return rk_fail(err, RK_EINVAL, "store %s: opened read-only; updates need opts.writable or a Redis tier", s->path);
     if (n == 0) return RK_OK;
     for (size_t i = 0; i < n; i++)
         if (rows[i] >= tb->m.rows)
@@ -1197,12 +1172,13 @@ rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, con
     rk_status st = RK_OK;
     pthread_mutex_lock(&s->wmu); /* tb->cf changes only under it (reopen_db) */
     if (s->write_failed) st = reopen_db(s, err);
-    for (size_t i = 0; st == RK_OK && i < n; i++) {
+    for (size_t i = 0; st == RK_OK && s->o.writable && i < n; i++) {
         unsigned char key[8];
-        be64(key, rows[i]);
+        rk_store_be64(key, rows[i]);
         rocksdb_writebatch_put_cf(wb, tb->cf, (const char *)key, 8, (const char *)(enc + i * tb->row_bytes), tb->row_bytes);
     }
-    if (st == RK_OK) rk_rocks.write(s->db, s->wo, wb, &rerr);
+    if (st == RK_OK && s->tier) st = rk_tier_apply(s, tb, rows, n, enc, err); /* Redis first: shared, WAITed */
+    if (st == RK_OK && s->o.writable) rk_rocks.write(s->db, s->wo, wb, &rerr);
     if (st) {
         rk_err_prefix(err, "update refused (nothing acknowledged)");
     } else if (rerr) {

@@ -144,8 +144,10 @@ typedef struct {
                                  (bench-store-levers), but a disk read error then arrives as
                                  SIGBUS (the process dies) instead of RK_EIO, and touched file
                                  pages count in RSS. 0 (default): pread. */
+    int tier;                 /* 1 (default): attach the process's Redis tier when one is
+                                 set (rk_store_set_tier); 0: never */
 } rk_store_opts;
-#define RK_STORE_OPTS_DEFAULT {(size_t)64 << 20, 64, (size_t)32 << 20, 0, 1, 1, 0}
+#define RK_STORE_OPTS_DEFAULT {(size_t)64 << 20, 64, (size_t)32 << 20, 0, 1, 1, 0, 1}
 
 /* Open read-only with default options and bind the given tables (column
  * families) in order; table i of the handle is names[i], whose dim must
@@ -225,6 +227,10 @@ typedef struct {
     uint64_t updates;          /* rows written by rk_store_apply */
     size_t block_cache_usage;  /* RocksDB block cache bytes in use */
     size_t block_cache_pinned; /* of which pinned */
+    uint64_t redis_reads;      /* keys asked of the Redis tier */
+    uint64_t redis_failed;     /* of which Redis could not answer (fallback or default row) */
+    uint64_t redis_defaulted;  /* of which got the default row (no RocksDB fallback) */
+    uint64_t stream_updates;   /* rows refreshed from the update stream */
 } rk_store_stats;
 /* Stats for table t, or summed over all tables when t < 0. */
 void rk_store_stats_get(rk_store *s, int t, rk_store_stats *out);
@@ -281,5 +287,109 @@ void rk_store_live_release(rk_store_live *l, rk_store *s);
 void rk_store_live_current(rk_store_live *l, char *buf, size_t cap);
 /* Drop the live handle's reference (the version closes when no reader holds it). */
 void rk_store_live_close(rk_store_live *l);
+
+
+/* ---------------------------------------------------------------- Redis Cluster tier
+ *
+ * A shared RAM tier between the RAM cache and RocksDB, on a Redis Cluster
+ * (README "Redis Cluster tier", ARCHITECTURE.md). A published version's rows
+ * live under the prefix "rk/" + the store's RocksDB IDENTITY (a UUID made
+ * when the version was written: one per model version), one key per row:
+ *   {rk/ID/TABLE/G}ROW   (ROW decimal, G = ROW % RK_REDIS_GROUPS: the hash
+ *                         tag puts a table on RK_REDIS_GROUPS slots, so a
+ *                         batch is a few MGETs per master)
+ * value = the row in the table's codec (store.h, rk_codec), as in RocksDB.
+ * Keys of the version itself: {rk/ID}/ready (the completion marker: the
+ * store's metadata text, written last by rk_store_redis_publish),
+ * {rk/ID}/load/TABLE (rows loaded so far: a publish resumes from it),
+ * {rk/ID}/updates (a stream of online updates), {rk/ID}/lease/OWNER (a
+ * replica serving the version; PX RK_REDIS_LEASE_MS, renewed every second).
+ *
+ * Lookups on an attached store: RAM cache -> Redis (one pipelined round trip
+ * per master) -> RocksDB (opts.rocksdb_fallback), never past
+ * opts.timeout_ms per lookup; a key Redis cannot answer (node down, failover,
+ * timeout) is answered from RocksDB when rocksdb_fallback, else with the
+ * table's default row, and counted (rk_store_stats.redis_failed).
+ *
+ * Updates (rk_store_apply on an attached store) go to Redis first: MSET per
+ * slot, then WAIT opts.wait_replicas per master (acknowledged = in the
+ * master's memory and in wait_replicas replicas' memory; with the test
+ * cluster's one replica per master, losing any one node loses no
+ * acknowledged update; every node also appends to its AOF, fsync'd every
+ * second), then XADD to the version's update stream; every attached
+ * replica reads the stream every opts.poll_ms and refreshes its RAM cache:
+ * an update is visible everywhere within poll_ms + one round trip. An
+ * update that returns an error was not acknowledged, but some of its rows
+ * may have reached some masters (a batch spans several): apply it again.
+ */
+typedef struct rk_redis rk_redis;
+
+#define RK_REDIS_GROUPS 64
+#define RK_REDIS_LEASE_MS 5000
+
+typedef struct {
+    int timeout_ms;      /* a lookup's whole Redis budget, and every connect; default 50 */
+    int lanes;           /* connection sets (threads using Redis at once), default 8 */
+    int wait_replicas;   /* WAIT this many replicas per update batch; default 1 */
+    int wait_ms;         /* WAIT timeout; default 1000 */
+    int poll_ms;         /* update stream poll period; default 20 */
+    int rocksdb_fallback;/* 1 (default): a key Redis cannot answer is read from RocksDB */
+    long long cache_bytes; /* >= 0: RAM cache budget of the stores attached through
+                              rk_store_set_tier that have a cache (replaces
+                              rk_store_opts.cache_bytes); -1 (default): theirs */
+} rk_redis_opts;
+#define RK_REDIS_OPTS_DEFAULT {50, 8, 1, 1000, 20, 1, -1}
+
+/* Connect to a cluster: seeds "HOST:PORT[,HOST:PORT...]"; reads the slot
+ * map (CLUSTER SLOTS) from the first seed that answers. Errors: RK_EINVAL
+ * naming the bad address, RK_EIO when no seed gives a slot map. Thread-safe
+ * after creation; destroy after every store using it is closed. */
+rk_status rk_redis_create(const char *seeds, const rk_redis_opts *opts, rk_redis **out, rk_err *err);
+void rk_redis_destroy(rk_redis *r);
+
+typedef struct {
+    uint64_t batches, round_trips, redirects, map_refreshes, connects, connect_failures;
+    uint64_t failed_items;   /* keys Redis did not answer (then RocksDB or the default row) */
+    uint64_t default_rows;   /* keys answered with the default row because Redis failed */
+    uint64_t stream_updates; /* cached rows refreshed from update streams */
+} rk_redis_stats;
+void rk_redis_stats_get(rk_redis *r, rk_redis_stats *out);
+
+/* Load every table of s into the cluster under s's prefix (pipelined MSETs
+ * of RK_REDIS_LOAD_ROWS rows, WAIT for replicas per chunk), recording
+ * progress per table after each chunk so that a publish interrupted (killed,
+ * node down) resumes where it stopped; writes the completion marker last.
+ * progress: 1 = a progress line on stderr. *rows_loaded (may be NULL):
+ * rows written by this call. Already complete: RK_OK at once. */
+#define RK_REDIS_LOAD_ROWS 16384
+rk_status rk_store_redis_publish(rk_store *s, rk_redis *r, int progress, uint64_t *rows_loaded, rk_err *err);
+
+/* Attach the cluster to an open store: later lookups go cache -> Redis ->
+ * RocksDB. Refused (RK_ENOTFOUND naming the prefix) unless the version's
+ * completion marker is present and equals s's metadata: a replica never
+ * serves a half-loaded version. Starts the update-stream poller and the
+ * lease. The store must not be in use by other threads during the call. */
+rk_status rk_store_redis_attach(rk_store *s, rk_redis *r, rk_err *err);
+/* The version prefix of s ("rk/" + IDENTITY) into buf. */
+void rk_store_redis_prefix(const rk_store *s, char *buf, size_t cap);
+
+/* Delete a version's keys from every master (SCAN + UNLINK). Refused
+ * (RK_EEXIST) while any replica holds a lease on it (is serving it):
+ * "unused" = no lease key alive. *deleted (may be NULL): keys removed. */
+rk_status rk_redis_drop_version(rk_redis *r, const char *prefix, uint64_t *deleted, rk_err *err);
+
+/* A deadline (rk_now() seconds; 0 = none) for the calling thread's later
+ * lookups: their Redis work ends by it, besides opts.timeout_ms per lookup;
+ * past it, keys that miss the RAM cache go straight to the fallback. A
+ * server sets each request's deadline before handling it on the thread
+ * (serve/service.c), so the tables of one request share one budget. */
+void rk_store_set_thread_deadline(double deadline);
+
+/* The process-wide tier: every later rk_store_open_ex whose opts.tier is 1
+ * attaches r (rk_store_redis_attach) and fails if it cannot. rankd sets it
+ * from --redis-cluster. NULL (default) turns it off. Not thread-safe. */
+void rk_store_set_tier(rk_redis *r);
+/* The process-wide tier, NULL when none. */
+rk_redis *rk_store_tier(void);
 
 #endif /* RK_STORE_H */

@@ -13,6 +13,7 @@
 #define RK_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <rocksdb/c.h>
 
@@ -116,5 +117,117 @@ void rk_cache_gens(rk_cache *c, uint64_t *gens);
 /* After a durable update: overwrite key's row if cached, bump the generation. */
 void rk_cache_update(rk_cache *c, uint64_t key, const void *row);
 void rk_cache_stats(rk_cache *c, uint64_t *hits, uint64_t *misses, uint64_t *evictions, uint64_t *entries);
+
+/* ---------------------------------------------------------------- the store's own types
+ * (store.c; the Redis tier in redis_tier.c reads them too) */
+#define RK_STORE_NAME_MAX 64
+
+typedef struct {
+    char name[RK_STORE_NAME_MAX];
+    int dim;
+    rk_codec codec;
+    uint64_t rows;
+    int has_oov;
+    int keyed; /* rows stored under sparse keys (rk_store_write_keyed), not 0..rows-1 */
+} rk_meta_table;
+
+typedef struct {
+    rk_meta_table m;
+    size_t row_bytes;
+    float *oov; /* [dim] decoded default row, NULL = zeros */
+    rocksdb_column_family_handle_t *cf;
+    rk_cache cache;
+    atomic_uint_fast64_t lookups, unknown, db_reads, updates;
+    atomic_uint_fast64_t redis_reads, redis_failed, redis_defaulted, stream_updates;
+    uint16_t rslot[RK_REDIS_GROUPS]; /* Redis slot of each hash-tag group (attached stores) */
+} rk_store_table;
+
+typedef struct rk_tier rk_tier; /* redis_tier.c: the attached cluster, poller, lease */
+
+struct rk_store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_cache_t *bcache;
+    rocksdb_readoptions_t *ro;
+    rocksdb_writeoptions_t *wo;
+    rocksdb_column_family_handle_t **all_cf; /* every CF opened (for destroy) */
+    int n_all;
+    int n_tables;
+    rk_store_table *tabs;
+    rk_store_opts o;
+    pthread_mutex_t wmu; /* serializes rk_store_apply */
+    /* db and the column family handles change only in reopen_db, under
+     * dbmu held exclusively; RocksDB reads hold it shared */
+    pthread_rwlock_t dbmu;
+    int write_failed;    /* a write failed (or the writable open did): the next apply reopens first */
+    atomic_int refs;     /* used by rk_store_live */
+    int delete_dir;      /* rm -rf path when the last reference goes */
+    rk_tier *tier;       /* NULL: no Redis tier */
+    char path[512];
+};
+
+/* meta text of tables (store.c): "rankd-store 1\ntable NAME DIM CODEC ROWS OOV KEYED\n..."; rk_free it. */
+char *rk_store_meta_format(const rk_meta_table *mt, int n);
+rk_status rk_store_meta_parse(const char *v, size_t vl, const char *path, rk_meta_table **out, int *n_out, rk_err *err);
+void rk_store_be64(unsigned char k[8], uint64_t v);
+void rk_store_default_row(const rk_store_table *tb, float *dst);
+
+/* The Redis tier (redis_tier.c). Lookup: resolve kp[0..m) (sorted by row,
+ * duplicates adjacent) from Redis into out; returns how many entries remain
+ * for RocksDB (compacted to the front of kp, order kept); *unknown grows by
+ * the keys answered with the default row as unknown. */
+typedef struct {
+    uint64_t row;
+    size_t pos;
+} rk_keypos;
+size_t rk_tier_get(rk_store *s, rk_store_table *tb, rk_keypos *kp, size_t m, float *out, const uint64_t *gens,
+                   size_t *unknown);
+/* Write encoded rows to Redis (+ WAIT) and the update stream. */
+rk_status rk_tier_apply(rk_store *s, rk_store_table *tb, const uint64_t *rows, size_t n, const unsigned char *enc,
+                        rk_err *err);
+void rk_tier_detach(rk_store *s);
+
+/* ---------------------------------------------------------------- Redis (redis.c) */
+#define RK_REDIS_SLOTS 16384
+enum { RK_REDIS_GET = 0, RK_REDIS_SET = 1, RK_REDIS_DEL = 2 /* UNLINK; state FOUND when done */ };
+enum { RK_REDIS_FOUND = 1, RK_REDIS_ABSENT = 0, RK_REDIS_FAILED = -1, RK_REDIS_BADLEN = -2 };
+
+/* One key of a batch. GET: out[cap] receives the value when it is exactly
+ * cap bytes (state FOUND), ABSENT when the key does not exist, BADLEN when
+ * it has another length. SET: val[vlen] written, state FOUND once the
+ * master and the WAITed replicas acknowledged it. FAILED: not answered. */
+typedef struct {
+    const char *key;
+    size_t klen;
+    uint16_t slot;     /* rk_redis_slot(key, klen), computed by the caller */
+    const void *val;
+    size_t vlen;
+    void *out;
+    size_t cap;
+    int state;
+} rk_redis_item;
+
+/* CRC16 (XMODEM) and the cluster slot of a key (its {hash tag} if any). */
+uint16_t rk_redis_crc16(const void *buf, size_t len);
+uint16_t rk_redis_slot(const char *key, size_t len);
+/* Run a batch (op RK_REDIS_GET / RK_REDIS_SET; SET: WAIT wait_replicas per
+ * master when > 0) before deadline (rk_now() seconds). RK_OK when every
+ * item was answered; else RK_EIO / RK_EDEADLINE naming the first failure,
+ * the other items answered as their state says. */
+rk_status rk_redis_run(rk_redis *r, int op, rk_redis_item *it, size_t n, int wait_replicas, double deadline,
+                       rk_err *err);
+/* One command to the master of slot (one MOVED / ASK followed); returns a
+ * hiredis redisReply * (free with rk_redis_reply_free) or NULL with err. */
+void *rk_redis_command(rk_redis *r, uint16_t slot, int argc, const char **argv, const size_t *lens, double deadline,
+                       rk_err *err);
+/* One command to the node at "HOST:PORT". */
+void *rk_redis_command_at(rk_redis *r, const char *addr, int argc, const char **argv, const size_t *lens,
+                          double deadline, rk_err *err);
+void rk_redis_reply_free(void *reply);
+/* Addresses "HOST:PORT" of the masters in the current slot map; returns their count. */
+int rk_redis_masters(rk_redis *r, char addrs[][64], int cap);
+const rk_redis_opts *rk_redis_options(const rk_redis *r);
+/* Add to the client's default_rows / stream_updates counters (the tier's). */
+void rk_redis_count(rk_redis *r, uint64_t default_rows, uint64_t stream_updates);
 
 #endif /* RK_STORE_INTERNAL_H */

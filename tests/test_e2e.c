@@ -1440,6 +1440,35 @@ Test(e2e_live, disk_full_during_updates) {
     finish();
 }
 
+/* ApplyUpdates through cl: the movie_id row of ad := +-sign alternating; asserts it was applied. */
+static void apply_movie_row(rk_client *cl, const char *ad, float sign) {
+    int f = -1;
+    for (int k = 0; k < C.cfg->n_features; k++)
+        if (!strcmp(C.cfg->features[k].name, "movie_id")) f = k;
+    cr_assert_geq(f, 0);
+    uint64_t row = rk_feature_row("movie_id", ad, strlen(ad), C.cfg->features[f].table_size);
+    float v[1024];
+    for (int j = 0; j < C.cfg->features[f].dim; j++) v[j] = sign * (j % 2 ? 1.f : -1.f);
+    Rankd__V1__ApplyUpdatesRequest u = RANKD__V1__APPLY_UPDATES_REQUEST__INIT;
+    u.table = "movie_id";
+    u.rows = &row;
+    u.n_rows = 1;
+    u.values = v;
+    u.n_values = (size_t)C.cfg->features[f].dim;
+    size_t n = rankd__v1__apply_updates_request__get_packed_size(&u);
+    uint8_t *b = malloc(n + 1);
+    rankd__v1__apply_updates_request__pack(&u, b);
+    rk_call_result res;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Admin/ApplyUpdates", b, n, 30000, &res, &e), RK_OK, "%s", e.msg);
+    free(b);
+    cr_assert_eq(res.code, OK, "ApplyUpdates: %d %s", res.code, res.msg);
+    Rankd__V1__ApplyUpdatesResponse *ur = rankd__v1__apply_updates_response__unpack(NULL, res.body_len, res.body);
+    cr_assert(ur && ur->applied == 1);
+    rankd__v1__apply_updates_response__free_unpacked(ur, NULL);
+    rk_call_result_free(&res);
+}
+
 /* rankd --updates on a copy of the bundle: an ApplyUpdates call changes the
  * next score of the candidate whose movie_id row it rewrites (only that
  * one), and a restarted rankd (read-only) serves the same scores. */
@@ -1485,30 +1514,7 @@ Test(e2e_live, update_through_rankd_survives_restart) {
         for (int i = 0; i < MULTI_K; i++) (pass ? after : before)[i] = resp->scores[i]->pctr;
         rk_client_free_response(resp);
         if (pass) break;
-        int f = -1;
-        for (int k = 0; k < C.cfg->n_features; k++)
-            if (!strcmp(C.cfg->features[k].name, "movie_id")) f = k;
-        cr_assert_geq(f, 0);
-        const char *ad = req->candidates[0]->ad_id;
-        uint64_t row = rk_feature_row("movie_id", ad, strlen(ad), C.cfg->features[f].table_size);
-        float v[1024];
-        for (int j = 0; j < C.cfg->features[f].dim; j++) v[j] = 0.5f * (j % 2 ? 1.f : -1.f);
-        Rankd__V1__ApplyUpdatesRequest u = RANKD__V1__APPLY_UPDATES_REQUEST__INIT;
-        u.table = "movie_id";
-        u.rows = &row;
-        u.n_rows = 1;
-        u.values = v;
-        u.n_values = (size_t)C.cfg->features[f].dim;
-        size_t n = rankd__v1__apply_updates_request__get_packed_size(&u);
-        uint8_t *b = malloc(n + 1);
-        rankd__v1__apply_updates_request__pack(&u, b);
-        cr_assert_eq(rk_client_call(cl, "/rankd.v1.Admin/ApplyUpdates", b, n, 30000, &res, &e), RK_OK, "%s", e.msg);
-        free(b);
-        cr_assert_eq(res.code, OK, "ApplyUpdates: %d %s", res.code, res.msg);
-        Rankd__V1__ApplyUpdatesResponse *ur = rankd__v1__apply_updates_response__unpack(NULL, res.body_len, res.body);
-        cr_assert(ur && ur->applied == 1);
-        rankd__v1__apply_updates_response__free_unpacked(ur, NULL);
-        rk_call_result_free(&res);
+        apply_movie_row(cl, req->candidates[0]->ad_id, 0.5f);
     }
     /* other candidates could share the row only by a hash collision */
     for (int i = 0; i < MULTI_K; i++) {
@@ -1632,4 +1638,116 @@ Test(e2e_device, rank_score_device_matches_or_names_the_error) {
         cr_expect(mx <= DEVICE_TOL, "rank score --device cuda vs cpu: max abs diff %.3g", mx);
     }
     finish();
+}
+
+/* ------------------------------------------------------------------ Redis Cluster tier */
+
+static char redis_dir[1200], redis_seeds[512];
+
+static void setup_redis(void) {
+    snprintf(redis_dir, sizeof redis_dir, "%s/redis-%d", e2e_dir(), (int)getpid());
+    cr_assert_eq(run("bash " RK_SOURCE_DIR "/scripts/redis-cluster.sh start %s %d", redis_dir, (int)getpid()), 0,
+                 "cannot start the test Redis Cluster");
+    char p[1300], *text = NULL;
+    rk_err e = {0};
+    snprintf(p, sizeof p, "%s/env", redis_dir);
+    cr_assert_eq(rk_read_file(p, &text, NULL, &e), RK_OK, "%s", e.msg);
+    const char *s = strstr(text, "RK_REDIS_SEEDS=");
+    cr_assert_not_null(s);
+    snprintf(redis_seeds, sizeof redis_seeds, "%.*s", (int)strcspn(s + 15, "\n"), s + 15);
+    rk_free(text);
+    cr_assert_eq(run(BIN "rank store publish-redis --model %s/bundle --redis-cluster %s >/dev/null 2>&1", e2e_dir(),
+                     redis_seeds), 0, "rank store publish-redis failed");
+}
+
+static void teardown_redis(void) {
+    free_ctx();
+    rankd_stop(&srv);
+    (void)run("bash " RK_SOURCE_DIR "/scripts/redis-cluster.sh stop %s", redis_dir);
+}
+
+/* The Rank of req through cl: candidate 0's pCTR. */
+static float score0(rk_client *cl, Rankd__V1__RankRequest *req) {
+    rk_call_result res;
+    Rankd__V1__RankResponse *resp = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_rank(cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, OK, "status %d: %s", res.code, res.msg);
+    float v = resp->scores[0]->pctr;
+    rk_client_free_response(resp);
+    return v;
+}
+
+TestSuite(e2e_redis, .init = setup_redis, .fini = teardown_redis, .timeout = 240);
+
+/* Two rankd replicas on one bundle whose rows live in a Redis Cluster (a
+ * 1 MiB cache in front, --redis-fallback default: a row Redis did not
+ * answer would change the score), behind one round_robin channel: every
+ * score equals `rank score`'s (RocksDB); an update through replica 1 reaches
+ * replica 2, which had the row cached, within a second; after replica 2 is
+ * killed (-9) every call on the channel still succeeds, and replica 1
+ * served only part of the calls before (round_robin). */
+Test(e2e_redis, replicas_round_robin_update_and_kill) {
+    const char *extra[] = {"--redis-cluster", redis_seeds, "--redis-cache-mb", "1", "--redis-fallback", "default",
+                           "--updates", NULL};
+    rankd_proc r2;
+    cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, extra), -1, "replica 1 exited (log %s)", srv.log);
+    cr_assert_neq(rankd_spawn(&r2, "127.0.0.1:0", NULL, extra), -1, "replica 2 exited (log %s)", r2.log);
+    load_ctx();
+    rk_client_destroy(C.cl);
+    char target[200];
+    snprintf(target, sizeof target, "ipv4:127.0.0.1:%d,127.0.0.1:%d", srv.port, r2.port);
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(target, &C.cl, &e), RK_OK, "%s", e.msg);
+    int sent = 0;
+    for (int g = 0; g < MULTI_GROUPS; g++, sent++) {
+        char what[64];
+        snprintf(what, sizeof what, "group %d through both replicas", g);
+        expect_scores(build(&C.multi, group_row(g), MULTI_K, 1), C.multi_ref + group_row(g), what);
+    }
+    /* an update written once, through replica 1 */
+    rk_client *c1, *c2;
+    cr_assert_eq(rk_client_create(srv.addr, &c1, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_client_create(r2.addr, &c2, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(3), MULTI_K, 1);
+    float before = score0(c2, req); /* replica 2 caches the row */
+    cr_assert_eq(score0(c1, req), before);
+    sent += 2;
+    double t0 = now_s();
+    apply_movie_row(c1, req->candidates[0]->ad_id, 0.75f);
+    float after1 = score0(c1, req), after2 = before;
+    sent++;
+    cr_assert_neq(after1, before, "replica 1 does not serve its own update");
+    while (after2 != after1 && now_s() - t0 < 5.0) {
+        after2 = score0(c2, req);
+        sent++;
+        if (after2 != after1) sleep_ms(2);
+    }
+    double seen_ms = (now_s() - t0) * 1e3;
+    cr_log_info("update through replica 1 served by replica 2 after %.1f ms", seen_ms);
+    cr_assert_eq(after2, after1, "replica 2 never served the update");
+    cr_assert_lt(seen_ms, 1000.0, "replica 2 served the update after %.0f ms", seen_ms);
+    rk_client_destroy(c1);
+    rk_client_destroy(c2);
+    /* replica 2 dies; nothing is in flight, so nothing fails once the
+     * client's channel has seen the connection close (its I/O thread may
+     * wait for a core on a loaded 2-core machine: 300 ms was seen too short) */
+    kill(r2.pid, SIGKILL);
+    waitpid(r2.pid, NULL, 0);
+    sleep_ms(2000);
+    for (int i = 0; i < 10; i++, sent++) expect_good();
+    rk_client_destroy(C.cl);
+    C.cl = NULL;
+    char log[sizeof srv.log];
+    snprintf(log, sizeof log, "%s", srv.log);
+    stop_checked(&srv);
+    char *text = NULL;
+    cr_assert_eq(rk_read_file(log, &text, NULL, &e), RK_OK, "%s", e.msg);
+    const char *ok = strstr(text, "rank_ok="), *dr = strstr(text, "default_rows=");
+    cr_assert(ok && dr, "replica 1's exit counters are missing (log %s)", log);
+    long served = atol(ok + 8), defaulted = atol(dr + 13);
+    rk_free(text);
+    cr_assert_gt(served, 10, "replica 1 served %ld calls", served);
+    cr_assert_lt(served, sent, "replica 1 served all %d calls: no round robin", sent);
+    cr_assert_eq(defaulted, 0, "%ld rows got the default row with a healthy cluster", defaulted);
 }

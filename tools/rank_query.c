@@ -47,7 +47,9 @@ static void usage(FILE *o) {
             "  user-side feature value go in one Rank request of up to N candidates\n"
             "  (default 100). Writes 'pctr' then one pCTR per scored row, in order.\n"
             "  --max-requests N  stop after N requests (default: all rows)\n"
-            "  --deadline-ms N   per-call deadline (default 10000)\n");
+            "  --deadline-ms N   per-call deadline (default 10000)\n"
+            "  --addr takes any gRPC target; a list of replicas, e.g.\n"
+            "  ipv4:127.0.0.1:P1,127.0.0.1:P2, is balanced round-robin over them\n");
 }
 
 static int cmp_double(const void *a, const void *b) {

@@ -5,6 +5,9 @@
  *   rank store convert --model IN --codec fp32|fp16|int8 --out OUT [--force]
  *   rank store info    (--model BUNDLE [--member NAME] | --store DIR) [--verify]
  *   rank store apply   (--model BUNDLE [--member NAME] | --store DIR) --table NAME --input FILE [--batch N]
+ *                      [--redis-cluster SEEDS]
+ *   rank store publish-redis (--model BUNDLE [--member NAME] | --store DIR) --redis-cluster SEEDS
+ *   rank store drop-redis    (--model BUNDLE [--member NAME] | --store DIR | --prefix P) --redis-cluster SEEDS
  *
  * apply reads one update per line: the row id, then dim floats, separated
  * by tabs, spaces or commas ('#' starts a comment); values must be finite
@@ -40,7 +43,14 @@ static void store_usage(FILE *o) {
             "  apply (--model BUNDLE [--member NAME] | --store DIR) --table NAME --input FILE [--batch N]\n"
             "      apply row updates (lines 'ROW v1 ... vDIM', ROW in 0..rows-1, each value finite with |v| <= 1e6)\n"
             "      through the WAL, N rows per atomic batch (default 256); an input with no update is an error;\n"
-            "      not to semantic-ID records tables sid.* (rebuild those with `rank sid` and `rank train`)\n");
+            "      not to semantic-ID records tables sid.* (rebuild those with `rank sid` and `rank train`);\n"
+            "      --redis-cluster SEEDS: also to the version's rows in a Redis Cluster (MSET, WAIT 1 replica,\n"
+            "      the update stream every rankd replica follows); the version must be published there\n"
+            "  publish-redis (--model BUNDLE [--member NAME] | --store DIR) --redis-cluster HOST:PORT[,...]\n"
+            "      load the tables into a Redis Cluster under the version's prefix (rk/IDENTITY of tables/),\n"
+            "      pipelined, resumable (rerun after an interruption), completion marker last\n"
+            "  drop-redis (--model BUNDLE [--member NAME] | --store DIR | --prefix P) --redis-cluster SEEDS\n"
+            "      delete a version's keys from the cluster; refused while a rankd replica serves it (lease)\n");
 }
 
 static int fail(const rk_err *e) {
@@ -184,9 +194,10 @@ static int cmd_apply(int argc, char **argv) {
     const char *model = NULL, *store = NULL, *tname = NULL, *input = NULL, *member = NULL;
     long batch = 256;
     int c;
+    const char *seeds = NULL;
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"table", 1, 0, 't'},
                                    {"input", 1, 0, 'i'}, {"batch", 1, 0, 'b'}, {"member", 1, 0, 'M'},
-                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+                                   {"redis-cluster", 1, 0, 'C'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm') model = optarg;
@@ -194,6 +205,7 @@ static int cmd_apply(int argc, char **argv) {
         else if (c == 't') tname = optarg;
         else if (c == 'i') input = optarg;
         else if (c == 'M') member = optarg;
+        else if (c == 'C') seeds = optarg;
         else if (c == 'b') {
             char *end;
             batch = strtol(optarg, &end, 10);
@@ -229,7 +241,13 @@ static int cmd_apply(int argc, char **argv) {
     o.cache_bytes = 0;
     rk_store *s;
     rk_err e = {0};
-    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) return fail(&e);
+    rk_redis *redis = NULL;
+    if (seeds && rk_redis_create(seeds, NULL, &redis, &e)) return fail(&e);
+    rk_store_set_tier(redis);
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) {
+        rk_redis_destroy(redis);
+        return fail(&e);
+    }
     int t = rk_store_find(s, tname);
     if (t < 0) {
         fprintf(stderr, "rank store apply: error: store %s has no table '%s'\n", dir, tname);
@@ -315,13 +333,69 @@ static int cmd_apply(int argc, char **argv) {
         rc = 1;
     }
     if (rc == 0)
-        printf("applied %zu rows to table '%s' in %zu batches (each WAL-fsynced before acknowledging) in %.3fs\n", total,
-               tname, batches, rk_now() - t0);
+        printf("applied %zu rows to table '%s' in %zu batches (each WAL-fsynced%s before acknowledging) in %.3fs\n",
+               total, tname, batches, redis ? " and WAITed for a Redis replica" : "", rk_now() - t0);
     free(line);
     free(rows);
     free(vals);
     if (f != stdin) fclose(f);
     rk_store_close(s);
+    rk_store_set_tier(NULL);
+    rk_redis_destroy(redis);
+    return rc;
+}
+
+/* publish-redis / drop-redis */
+static int cmd_redis(const char *cmd, int argc, char **argv) {
+    const char *model = NULL, *store = NULL, *member = NULL, *seeds = NULL, *prefix = NULL;
+    int c, drop = !strcmp(cmd, "drop-redis");
+    static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"member", 1, 0, 'M'},
+                                   {"redis-cluster", 1, 0, 'C'}, {"prefix", 1, 0, 'p'}, {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') model = optarg;
+        else if (c == 's') store = optarg;
+        else if (c == 'M') member = optarg;
+        else if (c == 'C') seeds = optarg;
+        else if (c == 'p' && drop) prefix = optarg;
+        else {
+            store_usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!seeds || (!model + !store + !prefix) != 2) {
+        fprintf(stderr, "rank store %s: --redis-cluster and one of --model/--store%s are required\n", cmd,
+                drop ? "/--prefix" : "");
+        return 2;
+    }
+    rk_err e = {0};
+    rk_redis *r = NULL;
+    rk_store *s = NULL;
+    char buf[4096], pfx[128];
+    const char *dir = prefix ? NULL : store_dir(cmd, model, store, member, buf, sizeof buf);
+    if (!prefix && !dir) return 2;
+    if (rk_redis_create(seeds, NULL, &r, &e)) return fail(&e);
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = 0;
+    o.tier = 0;
+    int rc = 0;
+    if (dir && rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, &e)) rc = fail(&e);
+    if (rc == 0) {
+        if (s) rk_store_redis_prefix(s, pfx, sizeof pfx);
+        else snprintf(pfx, sizeof pfx, "%s", prefix);
+        double t0 = rk_now();
+        uint64_t n = 0;
+        if (drop ? rk_redis_drop_version(r, pfx, &n, &e) : rk_store_redis_publish(s, r, 1, &n, &e)) rc = fail(&e);
+        else if (drop) printf("dropped %s: %llu keys deleted\n", pfx, (unsigned long long)n);
+        else {
+            double dt = rk_now() - t0;
+            printf("published %s: %llu rows loaded in %.2fs (%.0f rows/s)%s\n", pfx, (unsigned long long)n, dt,
+                   dt > 0 ? n / dt : 0.0, n ? "" : " (already complete)");
+        }
+    }
+    rk_store_close(s);
+    rk_redis_destroy(r);
     return rc;
 }
 
@@ -333,6 +407,7 @@ int rank_store_main(int argc, char **argv) {
     if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "apply")) return cmd_apply(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "publish-redis") || !strcmp(argv[1], "drop-redis")) return cmd_redis(argv[1], argc - 1, argv + 1);
     fprintf(stderr, "rank store: unknown command '%s'\n", argv[1]);
     store_usage(stderr);
     return 2;

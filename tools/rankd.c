@@ -48,6 +48,8 @@ static void usage(FILE *o) {
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
             "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
+            "             [--redis-cluster HOST:PORT[,HOST:PORT...] [--redis-timeout-ms N]\n"
+            "              [--redis-fallback rocksdb|default] [--redis-cache-mb N]]\n"
             "             [--device cpu|auto|cuda[:N]]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
@@ -74,6 +76,20 @@ static void usage(FILE *o) {
             "                         Embedding bags are pooled on the CPU either way\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
+            "  --redis-cluster SEEDS  embedding rows from a Redis Cluster between the RAM cache\n"
+            "                         and RocksDB (README \"Redis Cluster tier\"): the version\n"
+            "                         must have been loaded (`rank store publish-redis`), else\n"
+            "                         the bundle is refused; --updates then writes to the\n"
+            "                         cluster (WAIT 1 replica) and every replica's cache follows\n"
+            "                         the update stream; the local tables stay read-only. Not\n"
+            "                         with --ram-tables-mb > 0 (RAM copies would miss updates)\n"
+            "  --redis-timeout-ms N   a lookup's Redis budget (default 50): keys not answered in\n"
+            "                         time (node down, failover) get the fallback\n"
+            "  --redis-fallback WHAT  rocksdb (default): such keys are read from the bundle's\n"
+            "                         tables; default: they get the table's default row\n"
+            "                         (counted, printed at exit)\n"
+            "  --redis-cache-mb N     RAM row cache in front of Redis, MiB (default: the store's\n"
+            "                         64 MiB)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
             "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
@@ -150,7 +166,9 @@ int main(int argc, char **argv) {
     rk_store_set_probe("/proc/self/exe");
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
-    int blas_threads = 1, ram_mb = 512, updates = 0;
+    int blas_threads = 1, ram_mb = 512, updates = 0, ram_given = 0;
+    const char *redis_seeds = NULL;
+    rk_redis_opts ro = RK_REDIS_OPTS_DEFAULT;
     static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
                                    {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
                                    {"max-message-bytes", 1, 0, 'b'},
@@ -158,6 +176,9 @@ int main(int argc, char **argv) {
                                    {"requests-per-worker", 1, 0, 'r'},
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
                                    {"updates", 0, 0, 'U'},       {"device", 1, 0, 'D'},
+                                   {"redis-cluster", 1, 0, 'C'},
+                                   {"redis-timeout-ms", 1, 0, 'T'}, {"redis-fallback", 1, 0, 'F'},
+                                   {"redis-cache-mb", 1, 0, 'K'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -170,7 +191,19 @@ int main(int argc, char **argv) {
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
         case 'b': bad = parse_int("--max-message-bytes", optarg, 64, INT_MAX, &o.max_message_bytes); break;
-        case 'R': bad = parse_int("--ram-tables-mb", optarg, 0, 1 << 30, &ram_mb); break;
+        case 'R': bad = parse_int("--ram-tables-mb", optarg, 0, 1 << 30, &ram_mb), ram_given = 1; break;
+        case 'C': redis_seeds = optarg; break;
+        case 'K': {
+            int mb = 0;
+            bad = parse_int("--redis-cache-mb", optarg, 0, 1 << 20, &mb);
+            ro.cache_bytes = (long long)mb << 20;
+            break;
+        }
+        case 'T': bad = parse_int("--redis-timeout-ms", optarg, 1, 60000, &ro.timeout_ms); break;
+        case 'F':
+            if (!strcmp(optarg, "rocksdb") || !strcmp(optarg, "default")) ro.rocksdb_fallback = !strcmp(optarg, "rocksdb");
+            else bad = fprintf(stderr, "rankd: --redis-fallback: expected rocksdb or default, got '%s'\n", optarg) > 0;
+            break;
         case 'B': bad = parse_int("--blas-threads", optarg, 1, 64, &blas_threads); break;
         case 'q': bad = parse_int("--queue-depth", optarg, 1, 1000000, &o.queue_depth); break;
         case 'r': bad = parse_int("--requests-per-worker", optarg, 1, 1024, &o.requests_per_worker); break;
@@ -199,6 +232,12 @@ int main(int argc, char **argv) {
         }
     }
     o.listen = listen;
+    if (redis_seeds && ram_given && ram_mb > 0) {
+        fprintf(stderr, "rankd: --ram-tables-mb %d with --redis-cluster: RAM copies of the tables would not see "
+                        "other replicas' updates; use the store's RAM cache (--ram-tables-mb 0)\n", ram_mb);
+        return 2;
+    }
+    if (redis_seeds) ram_mb = 0;
 
     /* Before any thread exists that gRPC or the server starts. */
     sigset_t sigs;
@@ -219,6 +258,16 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(blas_threads);
     rk_log_blas_info();
     rk_err e = {0};
+    rk_redis *redis = NULL;
+    if (redis_seeds) {
+        if (rk_redis_create(redis_seeds, &ro, &redis, &e)) {
+            fprintf(stderr, "rankd: %s\n", e.msg);
+            return 1;
+        }
+        rk_store_set_tier(redis); /* every store rankd opens from now on (reloads too) */
+        rk_info("Redis Cluster tier: %s (timeout %d ms, fallback %s)", redis_seeds, ro.timeout_ms,
+                ro.rocksdb_fallback ? "rocksdb" : "default row");
+    }
     rk_model *m = NULL;
     if (rk_model_open_ex(model, updates, &m, &e)) {
         fprintf(stderr, "rankd: %s\n", e.msg);
@@ -279,5 +328,16 @@ int main(int argc, char **argv) {
     if (cnt.sid_unknown || cnt.sid_assigned)
         rk_info("semantic IDs: %llu ads assigned codes at request time, %llu unknown ads scored with the default",
                 (unsigned long long)cnt.sid_assigned, (unsigned long long)cnt.sid_unknown);
+    if (redis) {
+        rk_redis_stats rs;
+        rk_redis_stats_get(redis, &rs);
+        rk_info("redis: batches=%llu round_trips=%llu redirects=%llu map_refreshes=%llu connects=%llu "
+                "connect_failures=%llu failed_keys=%llu default_rows=%llu stream_updates=%llu",
+                (unsigned long long)rs.batches, (unsigned long long)rs.round_trips, (unsigned long long)rs.redirects,
+                (unsigned long long)rs.map_refreshes, (unsigned long long)rs.connects,
+                (unsigned long long)rs.connect_failures, (unsigned long long)rs.failed_items,
+                (unsigned long long)rs.default_rows, (unsigned long long)rs.stream_updates);
+        rk_redis_destroy(redis);
+    }
     return 0;
 }
