@@ -96,10 +96,13 @@ torch_tower() { # MODEL BATCH OUT
   [ "$HAVE_TORCH" = 1 ] || return 0
   ON /usr/bin/python3 "$ROOT/bench/ref/torch_tower.py" --model "$OUT/$1" --batch "$2" --seconds "$RUN_S" >"$3" 2>/dev/null
 }
+RKPID=""
+trap '[ -n "$RKPID" ] && kill -TERM "$RKPID" 2>/dev/null; true' EXIT # no rankd left behind on an error
 grpc() { # JSON CPUFILE
   taskset -c "$SERVER_CPU" "$BIN/rankd" --model "$OUT/demo" --listen 127.0.0.1:0 --threads 1 --blas-threads 1 --ram-tables-mb 1024 \
     >"$OUT/rankd.log" 2>&1 &
   local pid=$! port="" # taskset execs rankd: the same pid
+  RKPID=$pid
   for _ in $(seq 1 600); do
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$OUT/rankd.log" | head -n1)
     [ -n "$port" ] && break
@@ -114,6 +117,7 @@ grpc() { # JSON CPUFILE
   awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { print a - b }' >"$2"
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
+  RKPID=""
 }
 
 say "3/4 timing: $REPS interleaved repetitions on core $SERVER_CPU"
