@@ -24,6 +24,8 @@
 # gRPC: rankd --threads 1 --blas-threads 1 on SERVER_CPU, rank-bench closed loop
 # (4 streams) on CLIENT_CPU; candidates per CPU-second of the rankd process.
 # FMA peak and sgemm (OpenBLAS vs rk_gemm) at the towers' shapes: roofline.
+# PyTorch (Debian's python3-torch, 1 thread) times the tower alone, for
+# context, when /usr/bin/python3 has it (bench/ref/torch_tower.py).
 # OPENBLAS_CORETYPE is never set here; the one the machine has is printed.
 #
 # ORT runs in a venv this script makes on first use (~/.cache/rankd/venv-ort:
@@ -88,10 +90,19 @@ ort() { # MODEL BATCH JSON
   ON "$PY" "$ROOT/bench/ref/ort_bench.py" time --model "$OUT/$1" --tables "$OUT/$1_tables.safetensors" \
     --data "$OUT/$1_data/test.tsv" --dir "$OUT/$1_onnx" --batch "$2" --seconds "$RUN_S" --json "$3" >/dev/null 2>&1
 }
+HAVE_TORCH=0
+/usr/bin/python3 -c 'import torch' 2>/dev/null && HAVE_TORCH=1
+torch_tower() { # MODEL BATCH OUT
+  [ "$HAVE_TORCH" = 1 ] || return 0
+  ON /usr/bin/python3 "$ROOT/bench/ref/torch_tower.py" --model "$OUT/$1" --batch "$2" --seconds "$RUN_S" >"$3" 2>/dev/null
+}
+RKPID=""
+trap '[ -n "$RKPID" ] && kill -TERM "$RKPID" 2>/dev/null; true' EXIT # no rankd left behind on an error
 grpc() { # JSON CPUFILE
   taskset -c "$SERVER_CPU" "$BIN/rankd" --model "$OUT/demo" --listen 127.0.0.1:0 --threads 1 --blas-threads 1 --ram-tables-mb 1024 \
     >"$OUT/rankd.log" 2>&1 &
   local pid=$! port="" # taskset execs rankd: the same pid
+  RKPID=$pid
   for _ in $(seq 1 600); do
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$OUT/rankd.log" | head -n1)
     [ -n "$port" ] && break
@@ -106,6 +117,7 @@ grpc() { # JSON CPUFILE
   awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { print a - b }' >"$2"
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
+  RKPID=""
 }
 
 say "3/4 timing: $REPS interleaved repetitions on core $SERVER_CPU"
@@ -121,6 +133,8 @@ for r in $(seq 1 "$REPS"); do
   ON "$RF" tower "$OUT/large" 500 "$RUN_S" >"$D/tower_large_500.txt"
   ON "$RF" tower "$OUT/demo" 200 "$RUN_S" >"$D/tower_demo_200.txt"
   ON "$RF" tower "$OUT/demo" 1000 "$RUN_S" >"$D/tower_demo_1000.txt"
+  torch_tower demo 200 "$D/torch_demo_200.txt"; torch_tower demo 1000 "$D/torch_demo_1000.txt"
+  torch_tower large 500 "$D/torch_large_500.txt"
   ON "$RF" peak >>"$D/peak.txt"
   grpc "$D/grpc_demo_200.json" "$D/grpc_demo_200.cpu"
   inproc demo 200 "$D/rk2_demo_200.json" # the gRPC run's own in-process baseline, right after it
@@ -147,9 +161,11 @@ for name, model, b in (("demo", "demo", 200), ("demo", "demo", 1000), ("large", 
     ot = [J(r, "ort_%s_%d.json" % (model, b))["tower"]["candidates_per_cpu_s"] for r in range(1, reps + 1)]
     tw = [kv(T(r, "tower_%s_%d.txt" % (model, b)), "candidates_per_s") for r in range(1, reps + 1)] \
         if os.path.exists(os.path.join(out, "rep1", "tower_%s_%d.txt" % (model, b))) else None
+    tt = [os.path.join(out, "rep%d" % r, "torch_%s_%d.txt" % (model, b)) for r in range(1, reps + 1)]
+    tt = [kv(open(p).read(), "candidates_per_cpu_s") for p in tt if os.path.exists(p) and os.path.getsize(p)]
     ratio = med([a / c for a, c in zip(rk, og)])
     fig["%s_vs_ort_b%d" % (name, b)] = ratio
-    rows.append((name, b, med(rk), med(og), med(ot), med(tw) if tw else None, ratio))
+    rows.append((name, b, med(rk), med(og), med(ot), med(tw) if tw else None, med(tt) if tt else None, ratio))
 peak = [max(kv(l, "fma_peak_gflops") for l in T(r, "peak.txt").splitlines()) for r in range(1, reps + 1)]
 tgf = [kv(T(r, "tower_large_500.txt"), "gflops") for r in range(1, reps + 1)]
 fig["large_peak_frac"] = med([g / p for g, p in zip(tgf, peak)])
@@ -169,10 +185,10 @@ for r in range(1, reps + 1):
 P("")
 P("Candidates per CPU-second, one core, medians of %d interleaved repetitions:" % reps)
 P("")
-P("| model | batch | rankd in-process (parse+hash+lookup+tower) | ORT whole graph | ORT tower only | rankd tower only | rankd / ORT whole graph |")
-P("|---|---|---|---|---|---|---|")
-for name, b, rk, og, ot, tw, ratio in rows:
-    P("| %s | %d | %.0f | %.0f | %.0f | %s | %.2f |" % (name, b, rk, og, ot, "%.0f" % tw if tw else "-", ratio))
+P("| model | batch | rankd in-process (parse+hash+lookup+tower) | ORT whole graph | ORT tower only | rankd tower only | PyTorch tower only | rankd / ORT whole graph |")
+P("|---|---|---|---|---|---|---|---|")
+for name, b, rk, og, ot, tw, tt, ratio in rows:
+    P("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %.2f |" % (name, b, rk, og, ot, "%.0f" % tw if tw else "-", "%.0f" % tt if tt else "-", ratio))
 P("")
 P("FMA peak (one core, CPU time): median %.1f GFLOP/s; large tower: %.0f FLOP/candidate, median %.1f GFLOP/s = %.1f%% of peak; "
   "roofline of the large model = %.0f candidates/s" % (med(peak), fpc, med(tgf), 100 * fig["large_peak_frac"], med(peak) * 1e9 / fpc))

@@ -313,16 +313,22 @@ static rk_gemm_kernel detect(void) {
     return RK_GEMM_PLAIN;
 }
 
+/* Read and written atomically: worker threads may all make the first call
+ * at once (they all store the same detected value). */
 rk_gemm_kernel rk_gemm_kernel_get(void) {
-    if (chosen == RK_GEMM_AUTO) chosen = detect();
-    return chosen;
+    rk_gemm_kernel k = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    if (k == RK_GEMM_AUTO) {
+        k = detect();
+        __atomic_store_n(&chosen, k, __ATOMIC_RELAXED);
+    }
+    return k;
 }
 
 int rk_gemm_kernel_set(rk_gemm_kernel k) {
     rk_gemm_kernel best = detect();
     if (k == RK_GEMM_AUTO) k = best;
     if (k > best) return -1; /* the CPU lacks it */
-    chosen = k;
+    __atomic_store_n(&chosen, k, __ATOMIC_RELAXED);
     return 0;
 }
 
