@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid
+        bench-encoder bench-exfm bench-sid bench-vision
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -47,6 +47,12 @@ asan: setup
 # Python venv on first use; a few minutes). Figures: bench/RESULTS.md.
 bench-encoder: build
 	@bash bench/bench_encoder.sh $(BUILD)
+
+# Vision encoder (DINOv2 ViT-S/14) vs onnxruntime and PyTorch on 52 real images
+# from Debian packages: parity and images/s (bench/bench_vision.sh; installs the
+# model, a venv and the images on first use; figures in bench/RESULTS.md).
+bench-vision: build
+	@bash bench/bench_vision.sh $(BUILD)
 
 # Training quality and speed on MovieLens: C vs the PyTorch reference and
 # baselines, 3 seeds (bench/bench_train.sh; figures in bench/RESULTS.md).

@@ -49,6 +49,8 @@ static void usage(FILE *o) {
             "      re-encode a bundle's embedding tables (fp32, fp16, int8), apply row updates, inspect\n"
             "  encode text --model DIR --input FILE --output FILE ...\n"
             "      content embeddings from a BERT-family text encoder (all-MiniLM-L6-v2)\n"
+            "  encode image --model DIR (--dir FOLDER | --list FILE) --output FILE ...\n"
+            "      image embeddings from a DINOv2 vision encoder (ViT-S/14; JPEG, PNG)\n"
             "  distill --stream FILE --teacher-config FILE --student-config FILE --out DIR ...\n"
             "      ExFM: streaming teacher + DAS log + vertical students (aux head, adapter), NE/AUC\n"
             "  sid build|assign --embeddings FILE --out FILE ...\n"

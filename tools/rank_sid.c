@@ -123,7 +123,9 @@ static rk_status read_embeddings(const char *path, emb_file *e, rk_err *err) {
      * template (rank encode text's metadata), which rankd --encoder checks;
      * else whatever "model" says */
     const char *m = rk_st_meta(f, "model"), *enc = rk_st_meta(f, "encoder"), *tx = rk_st_meta(f, "text");
-    if (enc) snprintf(e->version, sizeof e->version, "encoder %s, text '%s'", enc, tx ? tx : "");
+    const char *im = rk_st_meta(f, "image"); /* rank encode image's recipe */
+    if (enc && im && !tx) snprintf(e->version, sizeof e->version, "encoder %s, image '%s'", enc, im);
+    else if (enc) snprintf(e->version, sizeof e->version, "encoder %s, text '%s'", enc, tx ? tx : "");
     else snprintf(e->version, sizeof e->version, "%s", m ? m : "");
 done:
     rk_st_close(f);
