@@ -260,8 +260,9 @@ int rank_encode_image_main(int argc, char **argv) {
     char ident[64], dims[32], recipe[160];
     if (rk_vision_encoder_identity(model, ident, sizeof ident, &err)) goto fail_err;
     snprintf(dims, sizeof dims, "%d", dim);
-    snprintf(recipe, sizeof recipe, "resize %d bicubic, center crop %d, imagenet mean/std, %s", RK_VISION_RESIZE,
-             RK_VISION_CROP, pool);
+    /* rankd --image-encoder reads "pool cls|mean" and "l2 yes|no" back from the records version */
+    snprintf(recipe, sizeof recipe, "dinov2 eval %d/%d bicubic, pool %s, l2 %s", RK_VISION_RESIZE, RK_VISION_CROP, pool,
+             normalize ? "yes" : "no");
     if (rk_st_writer_create(&w, &err) || rk_st_writer_add_f32(w, "embeddings", emb, 2, se, &err) ||
         rk_st_writer_add_i64(w, "ids", ids, 1, si, &err) || rk_st_writer_add_meta(w, "model", model, &err) ||
         rk_st_writer_add_meta(w, "encoder", ident, &err) || rk_st_writer_add_meta(w, "image", recipe, &err) ||

@@ -47,7 +47,7 @@ static void usage(FILE *o) {
     fprintf(o,
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
-            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
+            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--image-encoder DIR] [--updates]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -66,11 +66,15 @@ static void usage(FILE *o) {
             "                         item records do not know from their text (one per worker);\n"
             "                         content_text: UTF-8, no NUL, at most 8192 bytes, only\n"
             "                         whitespace = none; else INVALID_ARGUMENT\n"
+            "  --image-encoder DIR    vision encoder (DINOv2, scripts/setup-vision.sh) for\n"
+            "                         candidates' content_image (JPEG/PNG, at most 4 MiB and\n"
+            "                         8 megapixels, else INVALID_ARGUMENT), as --encoder for\n"
+            "                         text; with both, text and image embeddings concatenated\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
-            "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
+            "  checked before each content_text or content_image is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
             "  to it if it names another bundle, while the old one keeps serving. A bundle\n"
             "  that fails to open (at start or on SIGHUP) is refused with a message naming\n"
@@ -150,7 +154,7 @@ int main(int argc, char **argv) {
                                    {"max-message-bytes", 1, 0, 'b'},
                                    {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
                                    {"requests-per-worker", 1, 0, 'r'},
-                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
+                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'}, {"image-encoder", 1, 0, 'I'},
                                    {"updates", 0, 0, 'U'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
@@ -159,6 +163,7 @@ int main(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'E': o.encoder_dir = optarg; break;
+        case 'I': o.image_encoder_dir = optarg; break;
         case 'l': listen = optarg; break;
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
