@@ -20,6 +20,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -358,4 +359,101 @@ Test(vision_encoder, open_errors_name_the_file) {
     cr_assert(strstr(err.msg, "model.safetensors"), "%s", err.msg);
     remove(p);
     rmdir(dir);
+}
+
+/* ---------------------------------------------------------------- rank encode image / join (CLI) */
+
+#define RANK RK_BINARY_DIR "/bin/rank"
+
+static int run_cmd(const char *cmd, char *out, size_t cap) {
+    char full[4096];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void sh(const char *fmt, const char *a, const char *b) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, fmt, a, b);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+/* Input errors are found before the model is opened, and name the file/line. */
+Test(vision_cli, bad_inputs_name_the_file) {
+    char dir[] = "/tmp/rk_vcli_XXXXXX", cmd[2048], out[8192];
+    cr_assert(mkdtemp(dir));
+    sh("cp " IMG "chelsea.jpg %s/cat.jpg%s", dir, "");
+    snprintf(cmd, sizeof cmd, RANK " encode image --model /nonexistent --dir %s --output %s/o.st", dir, dir);
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "cat.jpg: the file name is not an integer id"), "%s", out);
+    sh("printf '1,cat.jpg\\n# comment\\nxx,cat.jpg\\n' > %s/list.csv%s", dir, "");
+    snprintf(cmd, sizeof cmd, RANK " encode image --model /nonexistent --list %s/list.csv --output %s/o.st", dir, dir);
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "list.csv: line 3: expected 'ID,PATH' with an integer ID, got 'xx,cat.jpg'"), "%s", out);
+    snprintf(cmd, sizeof cmd, RANK " encode image --model /x --dir %s --list %s/l --output o", dir, dir);
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "--dir and --list together: usage error");
+    sh("rm -rf %s%s", dir, "");
+}
+
+/* A folder with a corrupt image: stop naming it, or --skip-bad; the
+ * embeddings equal the library's; join concatenates by id. */
+Test(vision_cli, encode_folder_and_join, .timeout = 300) {
+    const char *model = need_model();
+    char dir[] = "/tmp/rk_vcli_XXXXXX", cmd[4096], out[8192];
+    cr_assert(mkdtemp(dir));
+    sh("mkdir %s/img && cp " IMG "chelsea.jpg %s/img/7.jpg", dir, dir);
+    sh("cp " IMG "rgba.png %s/img/3.png && head -c 5000 " IMG "coffee_prog.jpg > %s/img/5.jpg", dir, dir);
+    snprintf(cmd, sizeof cmd, RANK " encode image --model %s --dir %s/img --output %s/o.st", model, dir, dir);
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "img/5.jpg: truncated JPEG"), "%s", out);
+    snprintf(cmd, sizeof cmd, RANK " encode image --model %s --dir %s/img --output %s/o.st --skip-bad", model, dir, dir);
+    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "encode: n=2 skipped=1 dim=384"), "%s", out);
+    rk_st_file *f;
+    rk_err err = {0};
+    char path[256];
+    snprintf(path, sizeof path, "%s/o.st", dir);
+    cr_assert_eq(rk_st_open(path, &f, &err), RK_OK, "%s", err.msg);
+    int64_t ids[2], sh2[2] = {2, 384};
+    static float got[2 * 384], x[NPIX], want[384];
+    cr_assert_eq(rk_st_read_i64(f, "ids", ids, 2, &err), RK_OK);
+    cr_assert_eq(rk_st_read_f32(f, "embeddings", got, 2, sh2, &err), RK_OK);
+    cr_expect(ids[0] == 3 && ids[1] == 7, "ids in name order: %lld %lld", (long long)ids[0], (long long)ids[1]);
+    cr_expect(strstr(rk_st_meta(f, "image"), "pool cls, l2 no"), "%s", rk_st_meta(f, "image"));
+    rk_st_close(f);
+    rk_vision_encoder *e;
+    cr_assert_eq(rk_vision_encoder_open(model, NULL, &e, &err), RK_OK);
+    pre(IMG "chelsea.jpg", x);
+    cr_assert_eq(rk_vision_encoder_encode(e, x, 1, want, &err), RK_OK);
+    rk_vision_encoder_close(e);
+    double mx, c = cosine(got + 384, want, 384, &mx);
+    cr_expect(c > 0.99999 && mx < 1e-4, "CLI vs library: cosine %g, max diff %g", c, mx);
+    /* join with a text-embeddings file of ids 7, 8 (as rank encode text writes it) */
+    rk_st_writer *w;
+    static float te[2 * 4] = {1, 0, 0, 0, 0, 1, 0, 0};
+    int64_t tid[2] = {7, 8}, ts[2] = {2, 4}, ti[1] = {2};
+    snprintf(path, sizeof path, "%s/t.st", dir);
+    cr_assert_eq(rk_st_writer_create(&w, &err), RK_OK);
+    rk_st_writer_add_f32(w, "embeddings", te, 2, ts, &err);
+    rk_st_writer_add_i64(w, "ids", tid, 1, ti, &err);
+    rk_st_writer_add_meta(w, "encoder", "xxh64:0000000000000001", &err);
+    rk_st_writer_add_meta(w, "text", "{title}", &err);
+    cr_assert_eq(rk_st_writer_write(w, path, &err), RK_OK, "%s", err.msg);
+    rk_st_writer_destroy(w);
+    snprintf(cmd, sizeof cmd, RANK " encode join --text %s/t.st --image %s/o.st --output %s/j.st", dir, dir, dir);
+    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "join: n=1 text_only=1 image_only=1 dim=388"), "%s", out);
+    cr_expect(strstr(out, "not L2-normalized"), "warns about the scale: %s", out);
+    snprintf(path, sizeof path, "%s/j.st", dir);
+    cr_assert_eq(rk_st_open(path, &f, &err), RK_OK, "%s", err.msg);
+    static float j[388];
+    int64_t js[2] = {1, 388};
+    cr_assert_eq(rk_st_read_f32(f, "embeddings", j, 2, js, &err), RK_OK, "%s", err.msg);
+    cr_expect(j[0] == 1 && j[1] == 0 && j[4] == got[384] && j[387] == got[384 + 383], "[text ; image] of id 7");
+    rk_st_close(f);
+    sh("rm -rf %s%s", dir, "");
 }

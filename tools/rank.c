@@ -51,6 +51,8 @@ static void usage(FILE *o) {
             "      content embeddings from a BERT-family text encoder (all-MiniLM-L6-v2)\n"
             "  encode image --model DIR (--dir FOLDER | --list FILE) --output FILE ...\n"
             "      image embeddings from a DINOv2 vision encoder (ViT-S/14; JPEG, PNG)\n"
+            "  encode join --text FILE --image FILE --output FILE\n"
+            "      text + image embeddings concatenated by id (for rank sid build)\n"
             "  distill --stream FILE --teacher-config FILE --student-config FILE --out DIR ...\n"
             "      ExFM: streaming teacher + DAS log + vertical students (aux head, adapter), NE/AUC\n"
             "  sid build|assign --embeddings FILE --out FILE ...\n"

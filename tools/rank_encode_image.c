@@ -19,6 +19,18 @@
  * or with --skip-bad is reported and left out. The last stdout line is
  *   encode: n=N skipped=K dim=D batch=B threads=T seconds=S img_per_s=R output=FILE
  * where seconds count decoding + preprocessing + encoding.
+ *
+ *   rank encode join --text FILE --image FILE --output FILE
+ *
+ * Text + image content embeddings for `rank sid build`: the rows of the two
+ * files (`rank encode text`, `rank encode image`) with the same id, each
+ * row [text ; image] concatenated, in the text file's order; ids in only one
+ * file are counted and left out. Metadata keeps both recipes (encoder, text,
+ * image_encoder, image), so rank sid's records version names both encoders
+ * and rankd --encoder --image-encoder can check both and concatenate
+ * content_text's and content_image's embeddings the same way. Encode the
+ * images with --normalize: all-MiniLM-L6-v2's vectors have norm 1, DINOv2's
+ * CLS about 50, which would otherwise drown the text in k-means.
  */
 #include <cblas.h>
 #include <ctype.h>
@@ -171,7 +183,136 @@ static rk_status load_batch(const list_t *l, size_t i, size_t b, int skip_bad, f
     return RK_OK;
 }
 
+/* ---------------------------------------------------------------- join */
+
+typedef struct {
+    rk_st_file *f;
+    int64_t n, dim;
+    float *x;
+    int64_t *ids;
+} embfile_t;
+
+static rk_status emb_open(const char *path, embfile_t *e, rk_err *err) {
+    memset(e, 0, sizeof *e);
+    int nd;
+    int64_t sh[4];
+    rk_status s = rk_st_open(path, &e->f, err);
+    if (!s) s = rk_st_shape(e->f, "embeddings", &nd, sh, err);
+    if (!s && (nd != 2 || sh[0] < 1 || sh[1] < 1))
+        s = rk_fail(err, RK_ESHAPE, "%s: tensor 'embeddings' must be [n, dim] with n, dim >= 1", path);
+    if (s) return s;
+    e->n = sh[0], e->dim = sh[1];
+    e->x = rk_malloc((size_t)(e->n * e->dim) * sizeof(float));
+    e->ids = rk_malloc((size_t)e->n * sizeof(int64_t));
+    if (!e->x || !e->ids) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+    if ((s = rk_st_read_f32(e->f, "embeddings", e->x, 2, sh, err)) ||
+        (s = rk_st_read_i64(e->f, "ids", e->ids, (size_t)e->n, err)))
+        return s;
+    return RK_OK;
+}
+
+static void emb_close(embfile_t *e) {
+    rk_st_close(e->f);
+    rk_free(e->x);
+    rk_free(e->ids);
+}
+
+static int cmp_pair(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+static int join_main(int argc, char **argv) {
+    const char *tpath = NULL, *ipath = NULL, *output = NULL;
+    static struct option opts[] = {{"text", 1, 0, 't'}, {"image", 1, 0, 'i'}, {"output", 1, 0, 'o'},
+                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    int ch;
+    optind = 2;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 't': tpath = optarg; break;
+        case 'i': ipath = optarg; break;
+        case 'o': output = optarg; break;
+        case 'h': printf("usage: rank encode join --text FILE --image FILE --output FILE\n"); return 0;
+        default: return 2;
+        }
+    }
+    if (!tpath || !ipath || !output) {
+        fprintf(stderr, "rank encode join: --text, --image and --output are required\n");
+        return 2;
+    }
+    int rc = 1;
+    rk_err err = {0};
+    embfile_t t, im;
+    int64_t *idx = NULL, *ids = NULL;
+    float *out = NULL;
+    rk_st_writer *w = NULL;
+    if (emb_open(tpath, &t, &err) || emb_open(ipath, &im, &err)) goto fail_err;
+    const char *te = rk_st_meta(t.f, "encoder"), *tt = rk_st_meta(t.f, "text");
+    const char *ie = rk_st_meta(im.f, "encoder"), *ir = rk_st_meta(im.f, "image");
+    if (!te || !tt) {
+        rk_fail(&err, RK_EFORMAT, "%s: no 'encoder' and 'text' metadata (not written by rank encode text)", tpath);
+        goto fail_err;
+    }
+    if (!ie || !ir) {
+        rk_fail(&err, RK_EFORMAT, "%s: no 'encoder' and 'image' metadata (not written by rank encode image)", ipath);
+        goto fail_err;
+    }
+    const char *nz = rk_st_meta(im.f, "normalized");
+    if (!nz || strcmp(nz, "true"))
+        fprintf(stderr, "rank encode join: warning: %s is not L2-normalized (rank encode image --normalize): its "
+                        "scale will dominate the text's in k-means\n", ipath);
+    /* image rows by id: sorted (id, row) pairs, binary search */
+    idx = rk_malloc((size_t)im.n * 2 * sizeof(int64_t));
+    const int64_t D = t.dim + im.dim;
+    out = rk_malloc((size_t)(t.n * D) * sizeof(float));
+    ids = rk_malloc((size_t)t.n * sizeof(int64_t));
+    if (!idx || !out || !ids) {
+        rk_fail(&err, RK_ENOMEM, "out of memory");
+        goto fail_err;
+    }
+    for (int64_t r = 0; r < im.n; r++) idx[2 * r] = im.ids[r], idx[2 * r + 1] = r;
+    qsort(idx, (size_t)im.n, 2 * sizeof(int64_t), cmp_pair);
+    int64_t n = 0;
+    for (int64_t r = 0; r < t.n; r++) {
+        int64_t key[2] = {t.ids[r], 0};
+        const int64_t *hit = bsearch(key, idx, (size_t)im.n, 2 * sizeof(int64_t), cmp_pair);
+        if (!hit) continue;
+        memcpy(out + n * D, t.x + r * t.dim, (size_t)t.dim * sizeof(float));
+        memcpy(out + n * D + t.dim, im.x + hit[1] * im.dim, (size_t)im.dim * sizeof(float));
+        ids[n++] = t.ids[r];
+    }
+    if (n == 0) {
+        rk_fail(&err, RK_EINVAL, "%s and %s share no id", tpath, ipath);
+        goto fail_err;
+    }
+    int64_t se[2] = {n, D}, si[1] = {n};
+    char dims[32];
+    snprintf(dims, sizeof dims, "%lld", (long long)D);
+    if (rk_st_writer_create(&w, &err) || rk_st_writer_add_f32(w, "embeddings", out, 2, se, &err) ||
+        rk_st_writer_add_i64(w, "ids", ids, 1, si, &err) || rk_st_writer_add_meta(w, "encoder", te, &err) ||
+        rk_st_writer_add_meta(w, "text", tt, &err) || rk_st_writer_add_meta(w, "image_encoder", ie, &err) ||
+        rk_st_writer_add_meta(w, "image", ir, &err) || rk_st_writer_add_meta(w, "dim", dims, &err) ||
+        rk_st_writer_write(w, output, &err))
+        goto fail_err;
+    printf("join: n=%lld text_only=%lld image_only=%lld dim=%lld output=%s\n", (long long)n, (long long)(t.n - n),
+           (long long)(im.n - n), (long long)D, output);
+    rc = 0;
+    goto done;
+fail_err:
+    fprintf(stderr, "rank: error: %s\n", err.msg);
+done:
+    rk_st_writer_destroy(w);
+    rk_free(idx);
+    rk_free(out);
+    rk_free(ids);
+    emb_close(&t);
+    emb_close(&im);
+    return rc;
+}
+
 int rank_encode_image_main(int argc, char **argv) {
+    if (!strcmp(argv[1], "join")) return join_main(argc, argv);
     const char *model = NULL, *dir = NULL, *listf = NULL, *output = NULL, *pool = "cls";
     long batch = 16, threads = 0, limit = -1;
     int normalize = 0, skip_bad = 0;
