@@ -9,14 +9,62 @@
  * real photos after the DINOv2 transform). One untimed warm-up batch, then
  * ITERS batches of BATCH images cycling through the N; prints
  *   bench_vision: threads=T batch=B images=K seconds=S img_per_s=R
+ *
+ *   bench_vision --preprocess LIST.csv PIXELS.f32
+ *
+ * Preprocessing parity: decodes and preprocesses every "ID,PATH" of LIST
+ * with embed/image.c and compares with PIXELS.f32 (PIL's, same order) in
+ * 8-bit levels; prints
+ *   preprocess: images=N exact=E max_levels=M
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core.h"
 #include "embed.h"
 
+static int preprocess_check(const char *list, const char *pixels) {
+    static const float sd[3] = {0.229f, 0.224f, 0.225f};
+    static float a[3 * RK_VISION_CROP * RK_VISION_CROP], b[3 * RK_VISION_CROP * RK_VISION_CROP];
+    const int plane = RK_VISION_CROP * RK_VISION_CROP;
+    FILE *l = fopen(list, "r"), *px = fopen(pixels, "rb");
+    char line[4096];
+    int n = 0, exact = 0, worst = 0, rc = 1;
+    if (!l || !px) {
+        fprintf(stderr, "bench_vision: cannot open %s or %s\n", list, pixels);
+        goto done;
+    }
+    while (fgets(line, sizeof line, l)) {
+        line[strcspn(line, "\n")] = 0;
+        char *path = strchr(line, ',');
+        rk_image im;
+        rk_err err = {0};
+        if (!path || rk_image_load(path + 1, NULL, &im, &err) ||
+            rk_image_preprocess(&im, RK_VISION_RESIZE, RK_VISION_CROP, a, &err) ||
+            fread(b, sizeof(float), 3 * (size_t)plane, px) != 3 * (size_t)plane) {
+            fprintf(stderr, "bench_vision: %s: %s\n", line, err.msg);
+            goto done;
+        }
+        rk_image_free(&im);
+        int w = 0;
+        for (int i = 0; i < 3 * plane; i++) {
+            int d = (int)lroundf(fabsf(a[i] - b[i]) * sd[i / plane] * 255.0f);
+            w = d > w ? d : w;
+        }
+        exact += w == 0, worst = w > worst ? w : worst, n++;
+    }
+    printf("preprocess: images=%d exact=%d max_levels=%d\n", n, exact, worst);
+    rc = 0;
+done:
+    if (l) fclose(l);
+    if (px) fclose(px);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--preprocess")) return preprocess_check(argv[2], argv[3]);
     if (argc != 7) {
         fprintf(stderr, "usage: bench_vision MODEL_DIR PIXELS.f32 N THREADS BATCH ITERS\n");
         return 2;

@@ -11,7 +11,8 @@
 # (grace_hopper.jpg), python3-sklearn (china.jpg, flower.jpg),
 # plasma-workspace-wallpapers (KDE's wallpapers, photos and artwork, up to
 # 5120x2880) — 52 images; bench/ref/vision_bench.py pick_images lists them.
-# Parity: `rank encode image` (our JPEG/PNG decoding + preprocessing +
+# Preprocessing: bench_vision --preprocess compares our decoding + transform
+# with PIL's pixels in 8-bit levels. Parity: `rank encode image` (our JPEG/PNG decoding + preprocessing +
 # encoder, CLS) vs onnxruntime on PIL's preprocessing: min cosine, max |diff|.
 # Speed: the encoder alone on the same preprocessed pixels (no decoding), 1
 # and 2 threads, batch 1 and 16: build/bench/bench_vision (rankd),
@@ -48,7 +49,9 @@ echo "bench-vision: CPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | se
 [ -f "$OUT/ort.npy" ] && [ -f "$OUT/pixels.f32" ] || "$PY" bench/ref/vision_bench.py prepare --images "$IMG/x" --model "$MODEL" --out "$OUT" >&2
 N=$(wc -l < "$OUT/list.csv")
 
-# ---- parity (the whole path: decode + preprocess + encode)
+# ---- preprocessing parity (our decode + transform vs PIL's pixels), then
+# ---- embedding parity (the whole path: decode + preprocess + encode)
+"$BUILD/bench/bench_vision" --preprocess "$OUT/list.csv" "$OUT/pixels.f32" >&2
 "$BUILD/bin/rank" encode image --model "$MODEL" --list "$OUT/list.csv" --output "$OUT/rankd.safetensors" --threads 2 \
   2>"$OUT/rank_encode.log" | tail -1 >&2
 grep -o 'openblas: .*' "$OUT/rank_encode.log" | head -1 >&2
