@@ -233,7 +233,12 @@ static int join_main(int argc, char **argv) {
         case 't': tpath = optarg; break;
         case 'i': ipath = optarg; break;
         case 'o': output = optarg; break;
-        case 'h': printf("usage: rank encode join --text FILE --image FILE --output FILE\n"); return 0;
+        case 'h':
+            printf("usage: rank encode join --text FILE --image FILE --output FILE\n"
+                   "  rows of the two files (rank encode text, rank encode image) with the same id,\n"
+                   "  concatenated [text ; image] in the text file's order; ids in one file only are\n"
+                   "  left out (counted). Encode the images with --normalize (text vectors have norm 1).\n");
+            return 0;
         default: return 2;
         }
     }
