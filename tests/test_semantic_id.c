@@ -992,6 +992,139 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     free(emb);
 }
 
+/* The real DINOv2 ViT-S/14 weights (scripts/setup-vision.sh), or skip (fail
+ * when RK_REQUIRE_VISION_MODEL=1, as `make test` sets). */
+static const char *image_encoder_dir(void) {
+    static char dir[1024];
+    const char *h = getenv("RK_MODEL_HOME");
+    if (h && *h) snprintf(dir, sizeof dir, "%s/models/dinov2-vits14", h);
+    else snprintf(dir, sizeof dir, "%s/.cache/rankd/models/dinov2-vits14", getenv("HOME") ? getenv("HOME") : "");
+    char p[1100];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (rk_path_exists(p)) return dir;
+    const char *req = getenv("RK_REQUIRE_VISION_MODEL");
+    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-vision.sh)", dir);
+    cr_skip_test("no model at %s: run scripts/setup-vision.sh to enable this test", dir);
+    return NULL;
+}
+
+/* rankd's --image-encoder path: an unknown ad sent with only its image bytes
+ * is decoded and encoded in-process and gets the codes of the same image
+ * encoded offline (the `rank encode image` path); bad images, the size cap
+ * and the deadline name the field. */
+Test(sid_model, request_image_assignment, .timeout = 300) {
+    const char *dir = image_encoder_dir();
+    static const char *const files[8] = {"chelsea.jpg", "coffee_prog.jpg", "greyj.jpg", "rgba.png",
+                                         "interlaced.png", "palette_trns.png", "rgb16.png", "grey.png"};
+    enum { NT = 8 };
+    char *bytes[NT];
+    size_t blen[NT];
+    rk_err e = {0};
+    rk_vision_encoder *enc;
+    cr_assert_eq(rk_vision_encoder_open(dir, NULL, &enc, &e), RK_OK, "%s", e.msg);
+    const int D = rk_vision_encoder_dim(enc);
+    float *emb = malloc((size_t)NT * D * sizeof(float)), *px = malloc(3 * 224 * 224 * sizeof(float));
+    for (int i = 0; i < NT; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/tests/fixtures/images/%s", RK_SOURCE_DIR, files[i]);
+        cr_assert_eq(rk_read_file(path, &bytes[i], &blen[i], &e), RK_OK, "%s", e.msg);
+        rk_image im;
+        cr_assert_eq(rk_image_decode(bytes[i], blen[i], NULL, &im, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(rk_image_preprocess(&im, RK_VISION_RESIZE, RK_VISION_CROP, px, &e), RK_OK);
+        rk_image_free(&im);
+        cr_assert_eq(rk_vision_encoder_encode(enc, px, 1, emb + (size_t)i * D, &e), RK_OK, "%s", e.msg);
+    }
+    rk_vision_encoder_close(enc);
+    rk_sid_codebook cb;
+    rk_sid_train_opts o = RK_SID_TRAIN_OPTS_DEFAULT;
+    o.quiet = 1;
+    cr_assert_eq(rk_sid_train(emb, NT, D, 2, 4, &o, &cb, &e), RK_OK, "%s", e.msg);
+    uint32_t codes[NT * 2];
+    cr_assert_eq(rk_sid_encode(&cb, emb, NT, codes, &e), RK_OK);
+    int64_t ids[NT];
+    for (int i = 0; i < NT; i++) ids[i] = i;
+    char ident[64], ver[2][200];
+    cr_assert_eq(rk_vision_encoder_identity(dir, ident, sizeof ident, &e), RK_OK, "%s", e.msg);
+    snprintf(ver[0], sizeof ver[0], "encoder %s, image 'dinov2 eval 256/224 bicubic, pool cls, l2 no'", ident);
+    snprintf(ver[1], sizeof ver[1], "encoder xxh64:0123456789abcdef, image 'dinov2 eval 256/224 bicubic, pool cls, l2 no'");
+    rk_model *mv[2];
+    for (int k = 1; k >= 0; k--) {
+        rk_sid_items *it;
+        cr_assert_eq(rk_sid_items_create(ids, codes, NT, 2, 4, ver[k], &it, &e), RK_OK);
+        cr_assert_eq(rk_sid_items_save(it, &cb, tpath("items.sid"), &e), RK_OK, "%s", e.msg);
+        rk_sid_items_destroy(it);
+        char vdir[256];
+        snprintf(vdir, sizeof vdir, "%s%d", tpath("ibundle"), k);
+        mv[k] = train_bundle("prefix_ngram", 7, vdir);
+    }
+    rk_sid_codebook_free(&cb);
+    int pool = -1, norm = -1;
+    cr_expect_eq(rk_model_check_image_encoder(mv[0], dir, &pool, &norm, &e), RK_OK, "%s", e.msg);
+    cr_expect(pool == RK_VIT_POOL_CLS && norm == 0);
+    cr_expect_eq(rk_model_check_image_encoder(mv[1], dir, &pool, &norm, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "records were built from image embeddings of another encoder"), "%s", e.msg);
+    rk_server_opts so = RK_SERVER_OPTS_DEFAULT;
+    so.max_candidates = 8;
+    so.image_encoder_dir = dir;
+    rk_service *svc;
+    cr_expect_eq(rk_service_create(mv[1], &so, &svc, &e), RK_EINVAL, "a worker refuses another encoder's records");
+    rk_model_destroy(mv[1]);
+    cr_assert_eq(rk_service_create(mv[0], &so, &svc, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__Candidate c[4] = {RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT, RANKD__V1__CANDIDATE__INIT,
+                                 RANKD__V1__CANDIDATE__INIT};
+    c[0].ad_id = "0";
+    c[1].ad_id = "brand-new";
+    c[1].content_image = (ProtobufCBinaryData){blen[0], (uint8_t *)bytes[0]};
+    c[2].ad_id = "4";
+    c[3].ad_id = "brand-new-2";
+    c[3].content_image = (ProtobufCBinaryData){blen[4], (uint8_t *)bytes[4]};
+    static uint8_t buf[RK_MAX_CONTENT_IMAGE_BYTES + 8192];
+    size_t len = pack_request(c, 4, buf);
+    const uint8_t *resp;
+    size_t resp_len;
+    cr_assert_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    Rankd__V1__RankResponse *rr = rankd__v1__rank_response__unpack(NULL, resp_len, resp);
+    cr_assert_not_null(rr);
+    cr_expect_eq(rr->scores[1]->pctr, rr->scores[0]->pctr, "image-assigned %g vs stored %g", rr->scores[1]->pctr,
+                 rr->scores[0]->pctr);
+    cr_expect_eq(rr->scores[3]->pctr, rr->scores[2]->pctr, "image-assigned %g vs stored %g", rr->scores[3]->pctr,
+                 rr->scores[2]->pctr);
+    rankd__v1__rank_response__free_unpacked(rr, NULL);
+    uint64_t unknown, assigned;
+    rk_service_sid_counters(svc, &unknown, &assigned);
+    cr_expect_eq(assigned, 2u);
+    /* bad images: each INVALID_ARGUMENT naming the field and the reason */
+    static uint8_t big[RK_MAX_CONTENT_IMAGE_BYTES + 1];
+    memset(big, 0xFF, sizeof big);
+    struct { ProtobufCBinaryData b; const char *want; } bad[] = {
+        {{blen[0] / 2, (uint8_t *)bytes[0]}, "candidates[1].content_image: truncated JPEG"},
+        {{6, (uint8_t *)"GIF89a"}, "candidates[1].content_image: not a JPEG or PNG image"},
+        {{sizeof big, big}, "candidates[1].content_image: 4194305 bytes, over the maximum of 4194304"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        c[1].content_image = bad[k].b;
+        len = pack_request(c, 4, buf);
+        cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3, "case %zu", k);
+        cr_expect(strstr(e.msg, bad[k].want), "case %zu: %s", k, e.msg);
+    }
+    c[1].content_image = (ProtobufCBinaryData){blen[0], (uint8_t *)bytes[0]};
+    c[1].ad_id = "";
+    len = pack_request(c, 4, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect(strstr(e.msg, "candidates[1].ad_id: empty, but content_image is set"), "%s", e.msg);
+    c[1].ad_id = "brand-new";
+    len = pack_request(c, 4, buf);
+    rk_service_set_deadline(svc, rk_now() - 1, NULL, NULL);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 4);
+    cr_expect(strstr(e.msg, "deadline exceeded while encoding content_image: reached candidates[1] of 4"), "%s", e.msg);
+    rk_service_set_deadline(svc, 0, NULL, NULL);
+    rk_service_destroy(svc);
+    rk_model_destroy(mv[0]);
+    for (int i = 0; i < NT; i++) rk_free(bytes[i]);
+    free(emb);
+    free(px);
+}
+
 /* A history feature over semantic IDs (user side, mean pooling, max_values
  * 2 counting items, unknown items included): the scorer (rankd's path)
  * gives the pCTRs of rk_model_predict on the same rows read from a TSV

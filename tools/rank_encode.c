@@ -1,5 +1,6 @@
 /*
  * tools/rank_encode.c — `rank encode text`: one embedding per CSV row.
+ * (`rank encode image` and `rank encode join` are tools/rank_encode_image.c.)
  *
  *   rank encode text --model DIR --input FILE (--column NAME | --text-template T)
  *                    --id-column NAME --output FILE [--batch N] [--threads N] [--limit N]
@@ -163,6 +164,8 @@ static int parse_template(const char *t, const csv_t *c, const char *path, part_
 
 static void usage(FILE *o) {
     fprintf(o,
+            "usage: rank encode image --model DIR (--dir FOLDER | --list FILE) --output FILE ... (rank encode image --help)\n"
+            "usage: rank encode join --text FILE --image FILE --output FILE   (text + image, concatenated by id)\n"
             "usage: rank encode text --model DIR --input FILE (--column NAME | --text-template T)\n"
             "                        --id-column NAME --output FILE [--batch N] [--threads N] [--limit N]\n"
             "\n"
@@ -179,7 +182,10 @@ static void usage(FILE *o) {
             "  --limit N            only the first N rows\n");
 }
 
+int rank_encode_image_main(int argc, char **argv); /* tools/rank_encode_image.c */
+
 int rank_encode_main(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "image") || !strcmp(argv[1], "join"))) return rank_encode_image_main(argc, argv);
     if (argc < 2 || strcmp(argv[1], "text")) {
         int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
         usage(help ? stdout : stderr);

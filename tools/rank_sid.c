@@ -6,7 +6,8 @@
  *   rank sid assign --codebooks FILE --embeddings FILE --out FILE [--version V]
  *
  * FILE of --embeddings: safetensors with "embeddings" F32 [n, D] and "ids"
- * I64 [n] (as written by `rank encode text`). build trains RQ-KMeans
+ * I64 [n] (as written by `rank encode text`, `rank encode image` or `rank
+ * encode join`). build trains RQ-KMeans
  * codebooks (semantic_id.h) on all embeddings, encodes every item and
  * writes an item-records file (ids, codes [n, L], codebooks [L, K, D],
  * version); assign encodes the embeddings with the codebooks of an existing
@@ -52,7 +53,7 @@ static void usage(FILE *f) {
                "       rank sid assign --codebooks FILE --embeddings FILE --out FILE [--version V]\n"
                "  --levels L 1..8, --codes K 2..16777216 (<= items), --iters N Lloyd iterations per level\n"
                "  1..1000000 (default 25), --seed S 0..2^64-1 (default 1). Embeddings: safetensors\n"
-               "  'embeddings' F32 [n, D] (finite, |x| <= 1e9) and distinct 'ids' I64 [n] (rank encode text).\n"
+               "  'embeddings' F32 [n, D] (finite, |x| <= 1e9) and distinct 'ids' I64 [n] (rank encode text|image|join).\n"
                "  assign encodes with the codebooks of a records/codebook file (levels and codes are theirs).\n"
                "  --out: a file (not a directory or symbolic link), written whole or not at all.\n"
                "  --version: the records' content-embedding version (default: the embeddings' encoder\n"
@@ -123,7 +124,11 @@ static rk_status read_embeddings(const char *path, emb_file *e, rk_err *err) {
      * template (rank encode text's metadata), which rankd --encoder checks;
      * else whatever "model" says */
     const char *m = rk_st_meta(f, "model"), *enc = rk_st_meta(f, "encoder"), *tx = rk_st_meta(f, "text");
-    if (enc) snprintf(e->version, sizeof e->version, "encoder %s, text '%s'", enc, tx ? tx : "");
+    const char *im = rk_st_meta(f, "image"), *ie = rk_st_meta(f, "image_encoder"); /* rank encode image / join */
+    if (enc && im && !tx) snprintf(e->version, sizeof e->version, "encoder %s, image '%s'", enc, im);
+    else if (enc && tx && im && ie)
+        snprintf(e->version, sizeof e->version, "encoder %s, text '%s' + encoder %s, image '%s'", enc, tx, ie, im);
+    else if (enc) snprintf(e->version, sizeof e->version, "encoder %s, text '%s'", enc, tx ? tx : "");
     else snprintf(e->version, sizeof e->version, "%s", m ? m : "");
 done:
     rk_st_close(f);

@@ -47,7 +47,7 @@ static void usage(FILE *o) {
     fprintf(o,
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
-            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
+            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--image-encoder DIR] [--updates]\n"
             "             [--redis-cluster HOST:PORT[,HOST:PORT...] [--redis-timeout-ms N]\n"
             "              [--redis-fallback rocksdb|default] [--redis-cache-mb N]]\n"
             "             [--device cpu|auto|cuda[:N]]\n"
@@ -74,6 +74,10 @@ static void usage(FILE *o) {
             "                         the CUDA error when it does not work; never a silent\n"
             "                         fallback); auto: a GPU when one works, else the CPU.\n"
             "                         Embedding bags are pooled on the CPU either way\n"
+            "  --image-encoder DIR    vision encoder (DINOv2, scripts/setup-vision.sh) for\n"
+            "                         candidates' content_image (JPEG/PNG, at most 4 MiB and\n"
+            "                         8 megapixels, else INVALID_ARGUMENT), as --encoder for\n"
+            "                         text; with both, text and image embeddings concatenated\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
             "  --redis-cluster SEEDS  embedding rows from a Redis Cluster between the RAM cache\n"
@@ -92,7 +96,7 @@ static void usage(FILE *o) {
             "                         64 MiB)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
-            "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
+            "  checked before each content_text or content_image is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
             "  to it if it names another bundle, while the old one keeps serving. A bundle\n"
             "  that fails to open (at start or on SIGHUP) is refused with a message naming\n"
@@ -179,6 +183,8 @@ int main(int argc, char **argv) {
                                    {"redis-cluster", 1, 0, 'C'},
                                    {"redis-timeout-ms", 1, 0, 'T'}, {"redis-fallback", 1, 0, 'F'},
                                    {"redis-cache-mb", 1, 0, 'K'},
+                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'}, {"image-encoder", 1, 0, 'I'},
+                                   {"updates", 0, 0, 'U'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -187,6 +193,7 @@ int main(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'E': o.encoder_dir = optarg; break;
         case 'D': o.device = optarg; break;
+        case 'I': o.image_encoder_dir = optarg; break;
         case 'l': listen = optarg; break;
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
