@@ -114,6 +114,22 @@ uint64_t rk_hash64(const void *data, size_t len, uint64_t seed);
 uint64_t rk_feature_row(const char *feature, const char *value, size_t value_len,
                         uint64_t table_size);
 
+/* ---------------------------------------------------------------- string map */
+
+/* Name -> int map (open addressing over xxh64, keys copied), for lookups by
+ * name that must not scan: feature names in requests and data headers,
+ * column names of a data file. Grows as needed; no deletion. */
+typedef struct rk_strmap rk_strmap;
+/* A map sized for about n keys (it grows past that). NULL when out of memory. */
+rk_strmap *rk_strmap_create(size_t n);
+void rk_strmap_destroy(rk_strmap *m);
+/* Key s[len] (need not be NUL-terminated) -> value. RK_EEXIST (value kept)
+ * when the key is already there, RK_ENOMEM. */
+rk_status rk_strmap_put(rk_strmap *m, const char *s, size_t len, int value);
+/* Value of key s[len], or -1 when absent. */
+int rk_strmap_get(const rk_strmap *m, const char *s, size_t len);
+size_t rk_strmap_count(const rk_strmap *m);
+
 /* ---------------------------------------------------------------- RNG */
 
 /* xoshiro256** seeded through splitmix64; explicit seeds everywhere. */

@@ -377,7 +377,7 @@ typedef struct {
     rk_model *m;
     const rk_model_cfg *cfg;
     tsv multi, test;
-    int col[RK_MAX_FEATURES];
+    int *col; /* [n_features] */
     float *multi_ref, *test_ref;
     int n_multi_ref, n_test_ref;
     rk_client *cl;
@@ -392,6 +392,8 @@ static void load_ctx(void) {
     rk_err e = {0};
     cr_assert_eq(rk_model_open(p, &C.m, &e), RK_OK, "%s", e.msg);
     C.cfg = rk_model_config(C.m);
+    C.col = calloc((size_t)C.cfg->n_features, sizeof *C.col);
+    cr_assert(C.col);
     snprintf(p, sizeof p, "%s/multi.tsv", d);
     cr_assert_eq(tsv_read(p, &C.multi), 0);
     snprintf(p, sizeof p, "%s/ml/test.tsv", d);
@@ -415,6 +417,7 @@ static void free_ctx(void) {
     tsv_free(&C.test);
     free(C.multi_ref);
     free(C.test_ref);
+    free(C.col);
     rk_model_destroy(C.m);
     memset(&C, 0, sizeof C);
 }
@@ -461,15 +464,15 @@ static Rankd__V1__RankRequest *build(const tsv *t, int r0, int k, int aliases) {
     Rankd__V1__User *u = pmem(sizeof *u);
     rankd__v1__user__init(u);
     req->user = u;
-    u->sparse = pmem(RK_MAX_FEATURES * sizeof(void *));
-    u->dense = pmem(RK_MAX_FEATURES * sizeof(void *));
+    u->sparse = pmem((size_t)cfg->n_features * sizeof(void *));
+    u->dense = pmem((size_t)cfg->n_features * sizeof(void *));
     req->candidates = pmem((size_t)k * sizeof(void *));
     req->n_candidates = (size_t)k;
     for (int i = 0; i < k; i++) {
         Rankd__V1__Candidate *c = pmem(sizeof *c);
         rankd__v1__candidate__init(c);
-        c->sparse = pmem(RK_MAX_FEATURES * sizeof(void *));
-        c->dense = pmem(RK_MAX_FEATURES * sizeof(void *));
+        c->sparse = pmem((size_t)cfg->n_features * sizeof(void *));
+        c->dense = pmem((size_t)cfg->n_features * sizeof(void *));
         req->candidates[i] = c;
     }
     for (int f = 0; f < cfg->n_features; f++) {

@@ -606,3 +606,53 @@ Test(bundle, next_save_sweeps_dead_saves, .init = mk_tmp, .fini = rm_tmp) {
     rk_model_destroy(m2);
     rk_model_destroy(m);
 }
+
+/* No fixed caps: a config of 1,200 features, 12 hidden layers, 10 cross
+ * layers and an ensemble of 12 members parses (rankd refused more than 32
+ * features, 8 layers and 8 members before), names resolve through the hash
+ * index, a copy is deep (freeing the original leaves it intact) and a
+ * repeated name among many is still named. */
+Test(config, no_fixed_caps) {
+    size_t cap = 1 << 20, n = 0;
+    char *j = malloc(cap);
+    n += (size_t)snprintf(j + n, cap - n, "{\"features\": [");
+    for (int i = 0; i < 1200; i++)
+        n += (size_t)snprintf(j + n, cap - n, "%s{\"name\": \"f%d\", \"side\": \"%s\", %s}", i ? "," : "", i,
+                              i % 2 ? "item" : "user",
+                              i < 1000 ? "\"table_size\": 10, \"dim\": 2, \"max_values\": 1" : "\"kind\": \"dense\"");
+    n += (size_t)snprintf(j + n, cap - n, "], \"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 10, \"hidden\": [");
+    for (int i = 0; i < 12; i++) n += (size_t)snprintf(j + n, cap - n, "%s%d", i ? "," : "", 4 + i);
+    n += (size_t)snprintf(j + n, cap - n, "]}, \"ensemble\": {\"members\": [");
+    for (int i = 0; i < 12; i++)
+        n += (size_t)snprintf(j + n, cap - n, "%s{\"name\": \"m%d\", \"tower\": {\"type\": \"dnn\", \"hidden\": [3]}}", i ? "," : "", i);
+    snprintf(j + n, cap - n, "]}}");
+    rk_model_cfg c, d;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_cfg_parse(j, &c, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(c.n_features, 1200);
+    cr_expect_eq(c.tower.n_hidden, 12);
+    cr_expect_eq(c.tower.hidden[11], 15);
+    cr_expect_eq(c.tower.n_cross, 10);
+    cr_expect_eq(c.n_members, 12);
+    cr_expect_eq(rk_model_cfg_find(&c, "f1199"), 1199);
+    cr_expect_eq(rk_model_cfg_find(&c, "f1200"), -1);
+    cr_expect_eq(rk_model_cfg_input_dim(&c), 1000 * 2 + 200);
+    cr_assert_eq(rk_model_cfg_copy(&d, &c, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg_free(&c);
+    cr_expect_eq(rk_model_cfg_find(&d, "f640"), 640);
+    cr_expect_str_eq(d.features[640].name, "f640");
+    cr_expect_eq(d.members[11].tower.hidden[0], 3);
+    rk_model_cfg m11;
+    cr_assert_eq(rk_member_cfg_derive(&d, 11, &m11, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(m11.n_members, 0);
+    cr_expect_eq(m11.tower.n_hidden, 1);
+    cr_expect_eq(rk_model_cfg_find(&m11, "f999"), 999);
+    rk_model_cfg_free(&m11);
+    rk_model_cfg_free(&d);
+    /* a repeat far down the list */
+    char *r = strstr(j, "\"f1100\"");
+    memcpy(r, "\"f1\"   ", 7); /* JSON whitespace pads the shorter name */
+    cr_assert_eq(rk_model_cfg_parse(j, &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[1100].name: 'f1' repeats features[1]"), "%s", e.msg);
+    free(j);
+}

@@ -235,6 +235,8 @@ static int cmd_train(int argc, char **argv) {
         rk_err_prefix(&e, "%s", config);
         return die(&e);
     }
+    int rc = 1;
+    rk_train_report rep = {0};
     if (seed >= 0) cfg.train.seed = (uint64_t)seed;
     if (epochs > 0) cfg.train.max_epochs = (int)epochs;
     if (threads > 0) cfg.train.threads = (int)threads;
@@ -250,11 +252,13 @@ static int cmd_train(int argc, char **argv) {
             cfg.tower.n_cross = 0;
         } else {
             fprintf(stderr, "rank train: --tower: expected dnn, dcnv2 or deepfm, got '%s'\n", tower);
-            return 2;
+            rc = 2;
+            goto out;
         }
         if (cfg.n_members) {
             fprintf(stderr, "rank train: --tower does not apply to an ensemble config (%s)\n", config);
-            return 2;
+            rc = 2;
+            goto out;
         }
     }
     if (version) {
@@ -265,7 +269,8 @@ static int cmd_train(int argc, char **argv) {
         if (!ok) {
             fprintf(stderr, "rank train: --version: 1..%zu characters of A-Z a-z 0-9 . _ : -, got '%s'\n", sizeof cfg.version - 1,
                     version);
-            return 2;
+            rc = 2;
+            goto out;
         }
         snprintf(cfg.version, sizeof cfg.version, "%s", version);
     } else {
@@ -284,29 +289,35 @@ static int cmd_train(int argc, char **argv) {
     out = outp;
     if (!strcmp(out, ".") || !strcmp(out, "..") || !strcmp(out, "/")) {
         fprintf(stderr, "rank: error: --out %s: name a new directory for the bundle\n", out);
-        return 2;
+        rc = 2;
+        goto out;
     }
     if (rk_path_exists(out) && !force) {
         fprintf(stderr, "rank: error: %s already exists (pass --force to replace it)\n", out);
-        return 1;
+        rc = 1;
+        goto out;
     }
     if (rk_path_exists(out)) {
         char mj[4200];
         snprintf(mj, sizeof mj, "%s/model.json", out);
         if (!rk_is_dir(out) || !rk_path_exists(mj)) {
             fprintf(stderr, "rank: error: %s exists and is not a model bundle (no model.json); --force replaces only bundles\n", out);
-            return 1;
+            rc = 1;
+            goto out;
         }
     }
-    if (check_writable("out", out, 1) || (mjson && check_writable("metrics-json", mjson, 0))) return 1;
+    if (check_writable("out", out, 1) || (mjson && check_writable("metrics-json", mjson, 0))) {
+        rc = 1;
+        goto out;
+    }
     rk_info("train: model=%s seed=%llu threads=%d data=%s", cfg.n_members ? "cetnet" : rk_tower_name(cfg.tower.type),
             (unsigned long long)cfg.train.seed, cfg.train.threads, data);
     rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
-    rk_train_report rep;
     rk_model *m;
     if (rk_train(&cfg, &io, &m, &rep, &e)) {
         if (e.code == RK_EINVAL && !strncmp(e.msg, "feature '", 9)) rk_err_prefix(&e, "%s", config); /* a config key */
-        return die(&e);
+        rc = die(&e);
+        goto out;
     }
     char *mj = NULL;
     size_t mjl = 0;
@@ -337,7 +348,10 @@ static int cmd_train(int argc, char **argv) {
     rk_model_destroy(m);
     if (s == RK_OK && mjson && rk_write_file(mjson, mj, mjl, &e)) s = e.code;
     free(mj);
-    if (s) return die(&e);
+    if (s) {
+        rc = die(&e);
+        goto out;
+    }
     if (cfg.n_members) {
         printf("model %s: cetnet members=%d fusion=%s best_epoch=%d train_examples_per_s=%.0f\n", out, cfg.n_members,
                cfg.fusion.type == RK_FUSION_MEAN ? "mean" : "confidence", rep.best_epoch, rep.train_examples_per_s);
@@ -357,7 +371,11 @@ static int cmd_train(int argc, char **argv) {
     /* the model as saved: after train.zero_unseen_rows, which the epoch lines precede */
     print_metrics(cfg.train.zero_unseen_rows ? "valid (after zeroing unseen rows)" : "valid", &rep.valid);
     if (rep.have_test) print_metrics("test", &rep.test);
-    return 0;
+    rc = 0;
+out:
+    rk_train_report_free(&rep);
+    rk_model_cfg_free(&cfg);
+    return rc;
 }
 
 static int cmd_score(int argc, char **argv) {
