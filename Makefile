@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid
+        bench-encoder bench-exfm bench-sid bench-wide
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -89,6 +89,12 @@ bench-serve: build
 # (bench/bench_sid.sh; figures in bench/RESULTS.md); ~2-3 min, under nice -n 19.
 bench-sid: build
 	@bash bench/bench_sid.sh $(BUILD)
+
+# A model of 1,000 sparse and 200 dense features on synthetic data: training
+# examples/s, bundle size, open time, score latency per 500-candidate request
+# (bench/bench_wide.sh; figures in bench/RESULTS.md).
+bench-wide: build
+	@bash bench/bench_wide.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

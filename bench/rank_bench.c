@@ -959,10 +959,13 @@ static int score_inprocess(rk_scorer *s, const rk_model_cfg *cfg, const Rankd__V
 static int run_inprocess(const opts *o, workload *w, results *r) {
     rk_model *m;
     rk_err e = {0};
+    int64_t t_open = now_ns();
     if (rk_model_open(o->model, &m, &e)) {
         fprintf(stderr, "rank-bench: %s\n", e.msg);
         return -1;
     }
+    /* the bundle's open (model.json, dense.safetensors, every table's column family) */
+    printf("rank-bench: model open %.1f ms\n", (double)(now_ns() - t_open) / 1e6);
     rk_scorer *s;
     size_t ram = 0;
     if (o->ram_tables_mb > 0 && rk_model_tables_to_ram(m, (size_t)o->ram_tables_mb << 20, &ram, &e)) {

@@ -1358,3 +1358,130 @@ Test(e2e_live, update_through_rankd_survives_restart) {
     (void)run("%s", cmd);
     finish();
 }
+
+/* ------------------------------------------------------------------ a wide model */
+
+/* No fixed caps, end to end: a model of 1,000 sparse and 200 dense features
+ * (rankd refused more than 32 before), generated here, trained with
+ * `rank train`, saved, scored offline with `rank score`, served by the real
+ * rankd and queried with `rank query`: served pCTRs equal the offline ones
+ * and the planted signal is learned (test AUC). Users are runs of 10 rows
+ * that share every user-side value, so `rank query` sends real
+ * multi-candidate requests. */
+#define WIDE_SPARSE 1000
+#define WIDE_DENSE 200
+#define WIDE_USER_SPARSE 300
+#define WIDE_USER_DENSE 100
+
+static void wide_write(const char *path, int n, unsigned seed) {
+    FILE *o = fopen(path, "w");
+    cr_assert(o, "%s", path);
+    fprintf(o, "label");
+    for (int f = 0; f < WIDE_SPARSE; f++) fprintf(o, "\ts%d", f);
+    for (int f = 0; f < WIDE_DENSE; f++) fprintf(o, "\td%d", f);
+    fprintf(o, "\n");
+    rk_rng r;
+    rk_rng_seed(&r, seed);
+    int *sv = calloc(WIDE_SPARSE, sizeof *sv);
+    double *dv = calloc(WIDE_DENSE, sizeof *dv);
+    for (int i = 0; i < n; i++) {
+        int new_user = i % 10 == 0;
+        for (int f = 0; f < WIDE_SPARSE; f++)
+            if (f >= WIDE_USER_SPARSE || new_user) sv[f] = (int)rk_rng_below(&r, 20);
+        for (int f = 0; f < WIDE_DENSE; f++)
+            if (f >= WIDE_USER_DENSE || new_user) dv[f] = rk_rng_normal(&r);
+        /* planted: a user feature, two item features, a dense of each side */
+        double z = 1.5 * (sv[7] % 2 ? 1 : -1) + 1.5 * (sv[640] < 10 ? 1 : -1) + (sv[999] % 3 == 0 ? 1 : -1) +
+                   dv[3] - dv[150];
+        int y = rk_rng_uniform(&r) < 1 / (1 + exp(-z));
+        fprintf(o, "%d", y);
+        for (int f = 0; f < WIDE_SPARSE; f++) fprintf(o, "\t%d", sv[f]);
+        for (int f = 0; f < WIDE_DENSE; f++) fprintf(o, "\t%.4f", dv[f]);
+        fprintf(o, "\n");
+    }
+    free(sv);
+    free(dv);
+    cr_assert_eq(fclose(o), 0);
+}
+
+static void wide_config(const char *path) {
+    FILE *o = fopen(path, "w");
+    cr_assert(o, "%s", path);
+    fprintf(o, "{\"name\": \"wide\", \"features\": [");
+    for (int f = 0; f < WIDE_SPARSE; f++)
+        fprintf(o, "%s{\"name\": \"s%d\", \"side\": \"%s\", \"table_size\": 64, \"dim\": 4, \"max_values\": 1}", f ? "," : "",
+                f, f < WIDE_USER_SPARSE ? "user" : "item");
+    for (int f = 0; f < WIDE_DENSE; f++)
+        fprintf(o, ",{\"name\": \"d%d\", \"kind\": \"dense\", \"side\": \"%s\"}", f, f < WIDE_USER_DENSE ? "user" : "item");
+    fprintf(o, "], \"tower\": {\"type\": \"dnn\", \"hidden\": [32, 16]},"
+               " \"train\": {\"seed\": 3, \"batch_size\": 128, \"max_epochs\": 3, \"patience\": 1, \"threads\": 1,"
+               " \"lr_dense\": 0.003, \"lr_embed\": 0.05}}\n");
+    cr_assert_eq(fclose(o), 0);
+}
+
+static void setup_wide(void) {
+    const char *d = e2e_dir();
+    cr_assert_eq(run("mkdir -p %s/wide/data", d), 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/wide/data/train.tsv", d);
+    wide_write(p, 3000, 1);
+    snprintf(p, sizeof p, "%s/wide/data/valid.tsv", d);
+    wide_write(p, 600, 2);
+    snprintf(p, sizeof p, "%s/wide/data/test.tsv", d);
+    wide_write(p, 600, 3);
+    snprintf(p, sizeof p, "%s/wide/config.json", d);
+    wide_config(p);
+    cr_assert_eq(run(BIN "rank train --config %s/wide/config.json --data %s/wide/data --out %s/wide/bundle >%s/wide/train.log 2>&1",
+                     d, d, d, d),
+                 0, "rank train of the wide model failed (see %s/wide/train.log)", d);
+    cr_assert_eq(run(BIN "rank score --model %s/wide/bundle --input %s/wide/data/test.tsv --output %s/wide/scores.tsv "
+                         ">>%s/wide/train.log 2>&1",
+                     d, d, d, d),
+                 0, "rank score of the wide model failed (see %s/wide/train.log)", d);
+    bundle_name = "wide/bundle";
+    start_default();
+}
+
+static void teardown_wide(void) { rankd_stop(&srv); }
+
+TestSuite(e2e_wide, .init = setup_wide, .fini = teardown_wide, .timeout = 600);
+
+Test(e2e_wide, thousand_sparse_two_hundred_dense_served_as_scored) {
+    const char *d = e2e_dir();
+    rk_model *m;
+    rk_err e = {0};
+    char p[1024];
+    snprintf(p, sizeof p, "%s/wide/bundle", d);
+    cr_assert_eq(rk_model_open(p, &m, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_model_config(m)->n_features, WIDE_SPARSE + WIDE_DENSE);
+    cr_expect_eq(rk_model_cfg_input_dim(rk_model_config(m)), WIDE_SPARSE * 4 + WIDE_DENSE);
+    rk_model_destroy(m);
+    cr_assert_eq(run(BIN "rank query --addr %s --model %s/wide/bundle --input %s/wide/data/test.tsv --output %s/wide/q.tsv "
+                         "--candidates 10 >%s/wide/query.log 2>&1",
+                     srv.addr, d, d, d, d),
+                 0, "rank query failed (see %s/wide/query.log)", d);
+    int n_ref, n_got;
+    snprintf(p, sizeof p, "%s/wide/scores.tsv", d);
+    float *ref = read_scores(p, &n_ref);
+    snprintf(p, sizeof p, "%s/wide/q.tsv", d);
+    float *got = read_scores(p, &n_got);
+    cr_assert_eq(n_ref, 600);
+    cr_assert_eq(n_got, n_ref);
+    double mx = 0;
+    for (int i = 0; i < n_ref; i++) mx = fmax(mx, fabs((double)got[i] - ref[i]));
+    cr_expect(mx <= TOL, "served vs rank score: max abs diff %.3g", mx);
+    /* the planted signal is learned: AUC of the offline scores on the test labels */
+    tsv t;
+    snprintf(p, sizeof p, "%s/wide/data/test.tsv", d);
+    cr_assert_eq(tsv_read(p, &t), 0);
+    float *lab = calloc((size_t)n_ref, sizeof *lab);
+    for (int i = 0; i < n_ref; i++) lab[i] = strtof(t.rows[i][0], NULL);
+    rk_metrics mt;
+    cr_assert_eq(rk_metrics_compute(ref, lab, (size_t)n_ref, &mt, &e), RK_OK, "%s", e.msg);
+    cr_expect_gt(mt.auc, 0.68, "test AUC %.4f", mt.auc);
+    free(lab);
+    tsv_free(&t);
+    free(ref);
+    free(got);
+    stop_checked(&srv);
+}
