@@ -63,6 +63,16 @@
  * Errors name the file, row (1-based, header = row 1) and column. */
 rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err);
 
+/* Convert any delimited log (CSV or TSV, with or without a header) into
+ * train.tsv, valid.tsv, test.tsv and schema.json in out_dir, by the schema
+ * file at schema_path: column roles (label, sparse single- or
+ * multi-valued, dense), transforms (dense log1p after clamping negatives
+ * at 0; sparse log_squared bucketing of integers), missing-value tokens,
+ * hashed crosses, and an ordered (file = time order) or seeded random
+ * split. Format and keys: rank/data_log.c. Errors name the file, row and
+ * column. */
+rk_status rk_data_log(const char *schema_path, const char *in_path, const char *out_dir, rk_err *err);
+
 /* ====================================================================== metrics */
 
 typedef struct {

@@ -2,6 +2,7 @@
  * tools/rank.c — the offline CLI: a thin main over the rank library.
  *
  *   rank data movielens --input DIR --out DIR
+ *   rank data log --schema SCHEMA.json --input FILE --out DIR
  *   rank train --config FILE --data DIR --out BUNDLE [options]
  *   rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]
  *   rank query --addr HOST:PORT --model BUNDLE --input FILE --output FILE (gRPC client)
@@ -156,10 +157,41 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
     return 0;
 }
 
+#define DATA_LOG_USAGE                                                                                         \
+    "usage: rank data log --schema SCHEMA.json --input FILE --out DIR\n"                                      \
+    "  any delimited log (CSV or TSV, header or none) -> DIR/{train,valid,test}.tsv and schema.json;\n"      \
+    "  SCHEMA gives the columns' roles and transforms (README \"Your own data\"; configs/*_schema.json)\n"
+
+static int cmd_data_log(int argc, char **argv) {
+    const char *schema = NULL, *in = NULL, *out = NULL;
+    static struct option opts[] = {{"schema", 1, 0, 's'}, {"input", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 's') schema = optarg;
+        else if (c == 'i') in = optarg;
+        else if (c == 'o') out = optarg;
+        else {
+            fprintf(c == 'h' ? stdout : stderr, DATA_LOG_USAGE);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!schema || !in || !out) {
+        fprintf(stderr, "rank data log: --schema, --input and --out are required\n" DATA_LOG_USAGE);
+        return 2;
+    }
+    rk_err e = {0};
+    if (rk_data_log(schema, in, out, &e)) return die(&e);
+    printf("wrote %s/{train,valid,test}.tsv and %s/schema.json\n", out, out);
+    return 0;
+}
+
 static int cmd_data(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "log")) return cmd_data_log(argc, argv);
     if (argc < 2 || strcmp(argv[1], "movielens")) {
         int help = argc >= 2 && !strcmp(argv[1], "--help");
-        fprintf(help ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n"
+        fprintf(help ? stdout : stderr, DATA_LOG_USAGE "usage: rank data movielens --input DIR --out DIR\n"
                 "  DIR of --input: MovieLens ratings.csv, movies.csv and, optional, tags.csv;\n"
                 "  writes train/valid/test.tsv, schema.json and items.csv (movieId, title, genres, tags:\n"
                 "  the content text for `rank encode text` and `rank sid`)\n");
