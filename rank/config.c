@@ -255,6 +255,9 @@ static rk_status parse_train(json_t *tr, rk_train_cfg *t, rk_err *err) {
     GET_FLT(tr, "adagrad_eps", w, 0, 1, t->adagrad_eps);
     GET_FLT(tr, "init_std_embed", w, 0, 10, t->init_std_embed);
     GET_INT(tr, "threads", w, 1, 64, t->threads);
+    GET_FLT(tr, "l2_embed", w, 0, 100, t->l2_embed);
+    GET_FLT(tr, "l2_dense", w, 0, 100, t->l2_dense);
+    GET_FLT(tr, "dropout", w, 0, 0.95, t->dropout);
     json_t *z = json_object_get(tr, "zero_unseen_rows");
     if (z && !json_is_boolean(z)) return rk_fail(err, RK_EINVAL, "train.zero_unseen_rows: expected true or false");
     if (z) t->zero_unseen_rows = json_is_true(z);
@@ -437,7 +440,7 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     if (tr) {
         static const char *const k[] = {"seed", "batch_size", "max_epochs", "patience", "lr_dense", "lr_embed",
                                         "adam_b1", "adam_b2", "adam_eps", "adagrad_eps", "init_std_embed", "threads",
-                                        "zero_unseen_rows", "shuffle", NULL};
+                                        "zero_unseen_rows", "shuffle", "l2_embed", "l2_dense", "dropout", NULL};
         if (!json_is_object(tr)) {
             s = rk_fail(err, RK_EINVAL, "train: expected an object");
             goto done;
@@ -568,6 +571,9 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
     json_object_set_new(tr, "threads", json_integer(t->threads));
     json_object_set_new(tr, "zero_unseen_rows", json_boolean(t->zero_unseen_rows));
     if (!t->shuffle) json_object_set_new(tr, "shuffle", json_false());
+    if (t->l2_embed > 0) json_object_set_new(tr, "l2_embed", json_real(t->l2_embed));
+    if (t->l2_dense > 0) json_object_set_new(tr, "l2_dense", json_real(t->l2_dense));
+    if (t->dropout > 0) json_object_set_new(tr, "dropout", json_real(t->dropout));
     json_object_set_new(root, "train", tr);
     if (c->alias_user_id[0] || c->alias_recent_items[0] || c->alias_ad_id[0]) {
         json_t *al = json_object();

@@ -45,6 +45,10 @@ typedef struct {
      * output layer, [B, H]), added before the backward pass goes below it;
      * NULL (default) = none. Set by rk_trainer_step (ExFM's auxiliary head). */
     const float *dh_extra;
+    /* training only: MLP dropout probability (0 = none, scoring) and the
+     * RNG drawing its masks (seeded by the trainer) */
+    float dropout;
+    rk_rng drop_rng;
     float *mem;
     float **ptrs;                 /* one allocation behind xs, us and act */
 } rk_work;

@@ -968,6 +968,11 @@ void rk_model_forward(const rk_model *m, rk_work *w, int B) {
     for (int i = 0; i < t->n_hidden; i++) {
         rk_linear_forward(w->act[i], h, m->p.mW[i], m->p.mb[i], B, prev, t->hidden[i]);
         rk_relu_forward(w->act[i], w->act[i], (size_t)B * (size_t)t->hidden[i]);
+        if (w->dropout > 0) { /* inverted dropout: a dropped unit is 0, which relu_backward's mask also drops */
+            const float keep = 1.0f - w->dropout, scale = 1.0f / keep;
+            for (size_t k = 0; k < (size_t)B * (size_t)t->hidden[i]; k++)
+                w->act[i][k] = rk_rng_uniform(&w->drop_rng) < keep ? w->act[i][k] * scale : 0.0f;
+        }
         h = w->act[i];
         prev = t->hidden[i];
     }
@@ -996,6 +1001,7 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     for (int i = nh - 1; i >= 0; i--) {
         int in = i ? t->hidden[i - 1] : D;
         const float *x = i ? w->act[i - 1] : w->xs[t->n_cross];
+        if (w->dropout > 0) cblas_sscal(B * t->hidden[i], 1.0f / (1.0f - w->dropout), da, 1); /* the kept units' scale */
         rk_relu_backward(da, da, w->act[i], (size_t)B * (size_t)t->hidden[i]);
         float *dx = i ? dtmp : w->dxl;
         rk_linear_backward(dx, GRAD(m->p.mW[i]), GRAD(m->p.mb[i]), da, x, m->p.mW[i], B, in, t->hidden[i]);

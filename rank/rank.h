@@ -171,6 +171,14 @@ typedef struct {
     int shuffle;               /* shuffle the training rows each epoch (default 1); 0 = one
                                 * pass in file order, i.e. in time for a time-ordered split,
                                 * as the Semantic-ID paper trains (papers.md §1(d)) */
+    /* Regularization (0 = off, the defaults). The loss gains
+     * l2_embed/2 ||e||^2 over the embedding rows the batch touches (the
+     * sparse, per-batch L2 of production trainers: an untouched row is not
+     * decayed) and l2_dense/2 ||W||^2 over every weight matrix of the tower
+     * (not the biases); dropout: each MLP hidden unit is zeroed with this
+     * probability while training, the kept ones scaled by 1/(1-p)
+     * (inverted dropout; scoring is unchanged). */
+    float l2_embed, l2_dense, dropout;
 } rk_train_cfg;
 
 typedef struct {

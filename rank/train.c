@@ -134,6 +134,8 @@ static rk_status tower_init(tower_state *t, rk_model *m, int BS, rk_err *err) {
     t->m = m;
     rk_status s = rk_work_init(&t->w, m, BS, 1, err);
     if (s) return s;
+    t->w.dropout = m->cfg.train.dropout;
+    rk_rng_seed(&t->w.drop_rng, m->cfg.train.seed ^ 0xd809ULL);
     size_t n = m->n_floats ? m->n_floats : 1;
     t->g = rk_calloc(n, sizeof(float));
     t->am = rk_calloc(n, sizeof(float));
@@ -159,6 +161,9 @@ static void tower_step(tower_state *t, const rk_batch *bt, int n, long step, uin
     const rk_train_cfg *tc = &m->cfg.train;
     memset(t->g, 0, m->n_floats * sizeof(float));
     rk_model_backward(m, &t->w, n, t->g);
+    if (tc->l2_dense > 0) /* d/dW of l2_dense/2 ||W||^2, weight matrices only */
+        for (int p = 0; p < m->n_params; p++)
+            if (m->pd[p].ndim == 2) cblas_saxpy((int)m->pd[p].n, tc->l2_dense, m->params + m->pd[p].off, 1, t->g + m->pd[p].off, 1);
     rk_adam_step(m->params, t->g, t->am, t->av, m->n_floats, tc->lr_dense, tc->adam_b1, tc->adam_b2, tc->adam_eps, step);
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
@@ -172,6 +177,9 @@ static void tower_step(tower_state *t, const rk_batch *bt, int n, long step, uin
         size_t nu = 0;
         for (size_t k = 0; k < nv; k++)
             if (k == 0 || uniq[k] != uniq[nu - 1]) uniq[nu++] = uniq[k];
+        if (tc->l2_embed > 0) /* the rows this batch touched only */
+            for (size_t k = 0; k < nu; k++)
+                cblas_saxpy(ft->dim, tc->l2_embed, m->tables[f] + uniq[k] * (size_t)ft->dim, 1, t->dtab[f] + uniq[k] * (size_t)ft->dim, 1);
         rk_adagrad_rows(m->tables[f], t->dtab[f], t->gs[f], uniq, nu, ft->dim, tc->lr_embed, tc->adagrad_eps);
         for (size_t k = 0; k < nu; k++) memset(t->dtab[f] + uniq[k] * (size_t)ft->dim, 0, (size_t)ft->dim * sizeof(float));
     }

@@ -656,3 +656,154 @@ Test(config, no_fixed_caps) {
     cr_expect(strstr(e.msg, "features[1100].name: 'f1' repeats features[1]"), "%s", e.msg);
     free(j);
 }
+
+/* ---------------------------------------------------------------- regularization */
+
+static const char *REG_CFG =
+    "{\"features\": [{\"name\": \"u\", \"side\": \"user\", \"table_size\": 50, \"dim\": 4},"
+    " {\"name\": \"i\", \"side\": \"item\", \"table_size\": 50, \"dim\": 4},"
+    " {\"name\": \"x\", \"kind\": \"dense\", \"side\": \"item\"}],"
+    " \"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 1, \"hidden\": [3]},"
+    " \"train\": {\"seed\": 4, \"lr_dense\": 0.01, \"lr_embed\": 0.1, \"l2_embed\": 0.5, \"l2_dense\": 0.2,"
+    "            \"init_std_embed\": 0.3, \"threads\": 1%s}}";
+
+static rk_model *reg_model(const char *extra, rk_batch *b) {
+    char j[2048];
+    snprintf(j, sizeof j, REG_CFG, extra);
+    rk_model_cfg c;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_cfg_parse(j, &c, &e), RK_OK, "%s", e.msg);
+    rk_model *m;
+    cr_assert_eq(rk_model_create(&c, &m, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_batch_alloc(b, &c, 2, 4, &e), RK_OK);
+    b->n_rows = 2;
+    uint64_t u[2] = {3, 7}, it[2] = {5, 5};
+    for (int r = 0; r < 2; r++) {
+        b->rows[0][r] = u[r];
+        b->offsets[0][r + 1] = (uint32_t)r + 1;
+        b->rows[1][r] = it[r];
+        b->offsets[1][r + 1] = (uint32_t)r + 1;
+        b->dense[r * 3 + 2] = 0.5f - (float)r;
+        b->labels[r] = (float)r;
+    }
+    rk_model_cfg_free(&c);
+    return m;
+}
+
+/* L2 by hand: with a zero loss gradient (dlogit = 0), one optimizer step
+ * sees only the L2 gradients g = lambda w. Adagrad's first step on a touched
+ * embedding row: w - lr g / (|g| + eps); Adam's first step on a weight:
+ * w - lr g / (|g| + eps) (bias corrections cancel). Untouched rows and the
+ * biases do not move: the decay is sparse and on weights only. Fails
+ * before train.l2_embed / l2_dense existed (they were unknown keys). */
+Test(regularization, l2_first_step_by_hand) {
+    rk_batch b;
+    rk_model *m = reg_model("", &b);
+    size_t nf = m->n_floats, nt = 50 * 4;
+    float *p0 = malloc(nf * sizeof *p0), *u0 = malloc(nt * sizeof *u0), *i0 = malloc(nt * sizeof *i0);
+    memcpy(p0, m->params, nf * sizeof *p0);
+    memcpy(u0, m->tables[0], nt * sizeof *u0);
+    memcpy(i0, m->tables[1], nt * sizeof *i0);
+    rk_trainer *t;
+    rk_err e = {0};
+    cr_assert_eq(rk_trainer_create(m, &b, 2, &t, &e), RK_OK, "%s", e.msg);
+    uint32_t idx[2] = {0, 1};
+    const float *logit;
+    cr_assert_eq(rk_trainer_forward(t, &b, idx, 2, &logit, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    float zero[2] = {0, 0};
+    rk_trainer_step(t, zero, NULL);
+    const double lre = 0.1, lrd = 0.01;
+    for (int r = 0; r < 50; r++)
+        for (int k = 0; k < 4; k++) {
+            double w = u0[r * 4 + k], g = 0.5 * w;
+            double want = (r == 3 || r == 7) ? w - lre * g / (fabs(g) + 1e-10) : w;
+            cr_expect(fabs(m->tables[0][r * 4 + k] - want) <= 1e-6, "u row %d[%d]: %.7g vs %.7g", r, k, m->tables[0][r * 4 + k], want);
+            w = i0[r * 4 + k], g = 0.5 * w;
+            want = r == 5 ? w - lre * g / (fabs(g) + 1e-10) : w;
+            cr_expect(fabs(m->tables[1][r * 4 + k] - want) <= 1e-6, "i row %d[%d]", r, k);
+        }
+    int checked = 0;
+    for (int p = 0; p < m->n_params; p++)
+        for (size_t k = 0; k < m->pd[p].n; k++) {
+            double w = p0[m->pd[p].off + k], g = m->pd[p].ndim == 2 ? 0.2 * w : 0.0;
+            double want = w - lrd * g / (fabs(g) + 1e-8);
+            cr_expect(fabs(m->params[m->pd[p].off + k] - want) <= 1e-6, "%s[%zu]: %.7g vs %.7g", m->pd[p].name, k,
+                      m->params[m->pd[p].off + k], want);
+            checked++;
+        }
+    cr_expect_gt(checked, 30);
+    rk_trainer_destroy(t);
+    rk_model_destroy(m);
+    rk_batch_free(&b);
+    free(p0);
+    free(u0);
+    free(i0);
+}
+
+/* Dropout: while training each hidden unit is 0 or relu(z) / (1 - p)
+ * (checked against the same forward without dropout), about p of them are
+ * dropped, and the backward matches finite differences of the loss for the
+ * same mask (the RNG replayed); scoring (rk_model_predict) is unchanged. */
+Test(regularization, dropout_forward_and_gradient) {
+    rk_batch b;
+    rk_model *m = reg_model(", \"dropout\": 0.5", &b);
+    rk_err e = {0};
+    rk_work w, w0;
+    cr_assert_eq(rk_work_init(&w, m, 2, 1, &e), RK_OK);
+    cr_assert_eq(rk_work_init(&w0, m, 2, 0, &e), RK_OK);
+    cr_assert_eq(rk_model_fill_x0(m, &b, &w, NULL, &e), RK_OK);
+    cr_assert_eq(rk_model_fill_x0(m, &b, &w0, NULL, &e), RK_OK);
+    rk_model_forward(m, &w0, 2);
+    w.dropout = 0.5f;
+    int dropped = 0, kept = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        rk_rng_seed(&w.drop_rng, (uint64_t)rep);
+        rk_model_forward(m, &w, 2);
+        for (int k = 0; k < 6; k++) {
+            float a = w.act[0][k], a0 = w0.act[0][k];
+            if (a0 == 0) continue;
+            if (a == 0) dropped++;
+            else {
+                kept++;
+                cr_expect(fabsf(a - 2 * a0) <= 1e-6f * fabsf(a0) + 1e-7f, "kept unit %d: %g vs 2 x %g", k, a, a0);
+            }
+        }
+    }
+    cr_expect(dropped > 0.4 * (dropped + kept) && dropped < 0.6 * (dropped + kept), "dropped %d of %d", dropped, dropped + kept);
+    /* gradient of the BCE for one fixed mask vs central differences on the first weight of mlp.0 */
+    rk_rng_seed(&w.drop_rng, 99);
+    rk_model_forward(m, &w, 2);
+    rk_bce_logits(w.logit, b.labels, 2, w.dlogit);
+    float *g = calloc(m->n_floats, sizeof *g);
+    rk_rng_seed(&w.drop_rng, 99);
+    rk_model_forward(m, &w, 2);
+    rk_model_backward(m, &w, 2, g);
+    int pi = 2 * 1; /* cross.0.weight, cross.0.bias, then mlp.0.weight */
+    cr_assert_str_eq(m->pd[pi].name, "mlp.0.weight");
+    for (int k = 0; k < 6; k++) {
+        size_t off = m->pd[pi].off + (size_t)k;
+        float keep = m->params[off];
+        double L[2];
+        for (int s = 0; s < 2; s++) {
+            m->params[off] = keep + (s ? -1e-3f : 1e-3f);
+            rk_rng_seed(&w.drop_rng, 99);
+            rk_model_forward(m, &w, 2);
+            float dl[2];
+            L[s] = rk_bce_logits(w.logit, b.labels, 2, dl);
+        }
+        m->params[off] = keep;
+        double num = (L[0] - L[1]) / 2e-3;
+        cr_expect(fabs(num - g[off]) <= 2e-3 * fabs(num) + 2e-4, "mlp.0.weight[%d]: analytic %.6g vs numeric %.6g", k, g[off], num);
+    }
+    /* scoring ignores the training-time dropout */
+    float p1[2], p2[2];
+    cr_assert_eq(rk_model_predict(m, &b, p1, &e), RK_OK);
+    cr_assert_eq(rk_model_predict(m, &b, p2, &e), RK_OK);
+    for (int r = 0; r < 2; r++) cr_expect_eq(p1[r], p2[r]);
+    cr_expect(fabsf(p1[0] - rk_sigmoid(w0.logit[0])) <= 1e-6f);
+    free(g);
+    rk_work_free(&w);
+    rk_work_free(&w0);
+    rk_model_destroy(m);
+    rk_batch_free(&b);
+}
