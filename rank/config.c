@@ -386,7 +386,10 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     if (s) return s;
     json_error_t je;
     json_t *root = json_loads(text, 0, &je);
-    if (!root) return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    if (!root) {
+        rk_model_cfg_free(c); /* nothing is left to free after a failure */
+        return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    }
     static const char *const top[] = {"name", "label_column", "features", "tower", "train", "aliases", "format_version",
                                       "version", "metrics", "training", "tables", "dense", "ensemble", "sid", NULL};
     if (!json_is_object(root)) {

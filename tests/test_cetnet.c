@@ -204,6 +204,7 @@ Test(deepfm, backward_matches_finite_differences) {
     rk_work_free(&w);
     rk_batch_free(&b);
     rk_model_destroy(m);
+    rk_model_cfg_free(&c);
 }
 
 static char tmpdir[256];
@@ -286,6 +287,7 @@ Test(ensemble, three_members_round_trip, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(strstr(e.msg, "member 'dnn' does not match"), "%s", e.msg);
     rk_model_destroy(m);
     rk_batch_free(&b);
+    rk_model_cfg_free(&c);
 }
 
 Test(ensemble, config_errors) {
@@ -300,6 +302,7 @@ Test(ensemble, config_errors) {
     snprintf(buf, sizeof buf, "{%s, \"ensemble\": {\"members\": [{\"name\": \"x\", \"tower\": {\"type\": \"deepfm\"}, \"dim\": 4}]}}",
              feats);
     cr_expect_eq(rk_model_cfg_parse(buf, &c, &e), RK_OK, "member dim makes deepfm valid: %s", e.msg);
+    rk_model_cfg_free(&c);
     snprintf(buf, sizeof buf,
              "{%s, \"ensemble\": {\"members\": [{\"name\": \"x\", \"tower\": {\"type\": \"dnn\"}}, {\"name\": \"x\", \"tower\": {}}]}}", feats);
     cr_expect_eq(rk_model_cfg_parse(buf, &c, &e), RK_EINVAL);
@@ -347,4 +350,7 @@ Test(ensemble, trains_collaboratively, .init = mk_tmp, .fini = rm_tmp, .timeout 
     cr_expect_neq(m1->log_tau, 0.0f, "learn_tau moved tau");
     rk_model_destroy(m1);
     rk_model_destroy(m2);
+    rk_train_report_free(&r1);
+    rk_train_report_free(&r2);
+    rk_model_cfg_free(&c);
 }

@@ -320,6 +320,7 @@ Test(data, label_derived_column_is_refused_as_a_feature) {
     strcpy(cfg.features[f].column, "label");
     cr_expect_eq(rk_dataset_load(path, &cfg, &d, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "feature 'year' reads the label column 'label'") != NULL, "%s", e.msg);
+    rk_model_cfg_free(&cfg);
     free(out);
     rm_dir(in);
 }

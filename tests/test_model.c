@@ -76,6 +76,7 @@ Test(config, parses_and_defaults) {
     cr_expect_eq(c.train.batch_size, 8);
     cr_expect_float_eq(c.train.lr_dense, 1e-3f, 1e-9);
     cr_expect_str_eq(c.alias_ad_id, "i");
+    rk_model_cfg_free(&c);
 }
 
 Test(config, errors_name_the_key) {
@@ -168,6 +169,7 @@ Test(model, backward_matches_finite_differences) {
     rk_work_free(&w);
     rk_batch_free(&b);
     rk_model_destroy(m);
+    rk_model_cfg_free(&c);
 }
 
 static rk_model *tiny_model(void) {
@@ -176,6 +178,7 @@ static rk_model *tiny_model(void) {
     rk_model *m;
     rk_err e = {0};
     cr_assert_eq(rk_model_create(&c, &m, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg_free(&c);
     return m;
 }
 
@@ -447,6 +450,7 @@ Test(train, learns_planted_signal_and_is_deterministic, .init = mk_tmp, .fini = 
     cr_expect_neq(memcmp(m1->params, m2->params, m1->n_floats * sizeof(float)), 0, "other seed, same params");
     rk_model_destroy(m1);
     rk_model_destroy(m2);
+    rk_model_cfg_free(&c);
 }
 
 Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
@@ -475,6 +479,7 @@ Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
     fclose(f);
     cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 2: 3 fields, the header has 5"), "%s", e.msg);
+    rk_model_cfg_free(&c);
 }
 
 /* Bundles with quantized tables: model.json records the codec, scores stay
@@ -553,6 +558,7 @@ Test(train, bad_input_is_refused_before_training, .init = mk_tmp, .fini = rm_tmp
     cr_assert_eq(rk_dataset_load(va, &c, &d, &e), RK_OK, "%s", e.msg);
     cr_expect(d.has_labels);
     rk_dataset_free(&d);
+    rk_model_cfg_free(&c);
 }
 
 Test(config, label_column_cannot_be_a_feature) {
