@@ -98,9 +98,11 @@ bench-wide: build
 
 # Criteo sample (../shared/data): all 39 fields (bucketed or log1p dense) vs
 # the 13 integers packed into one bag, DCNv2, 5-fold CV x 3 seeds
-# (bench/bench_criteo.sh; figures in bench/RESULTS.md).
+# (bench/bench_criteo.sh), then regularization chosen on validation
+# (bench/bench_criteo_reg.sh); figures in bench/RESULTS.md.
 bench-criteo: build
 	@bash bench/bench_criteo.sh $(BUILD) ../shared/data
+	@bash bench/bench_criteo_reg.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan
