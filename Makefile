@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -124,6 +124,20 @@ bench-sid: build
 # (bench/bench_roofline.sh; figures in bench/RESULTS.md).
 bench-roofline: build
 	@bash bench/bench_roofline.sh $(BUILD)
+
+# A model of 1,000 sparse and 200 dense features on synthetic data: training
+# examples/s, bundle size, open time, score latency per 500-candidate request
+# (bench/bench_wide.sh; figures in bench/RESULTS.md).
+bench-wide: build
+	@bash bench/bench_wide.sh $(BUILD)
+
+# Criteo sample (../shared/data): all 39 fields (bucketed or log1p dense) vs
+# the 13 integers packed into one bag, DCNv2, 5-fold CV x 3 seeds
+# (bench/bench_criteo.sh), then regularization chosen on validation
+# (bench/bench_criteo_reg.sh); figures in bench/RESULTS.md.
+bench-criteo: build
+	@bash bench/bench_criteo.sh $(BUILD) ../shared/data
+	@bash bench/bench_criteo_reg.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

@@ -31,8 +31,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     rk_free(text);
-    const char *names[RK_MAX_FEATURES];
-    int dims[RK_MAX_FEATURES], feat[RK_MAX_FEATURES], n = 0;
+    const char **names = calloc((size_t)cfg.n_features, sizeof *names);
+    int *dims = calloc((size_t)cfg.n_features, sizeof *dims), *feat = calloc((size_t)cfg.n_features, sizeof *feat), n = 0;
+    if (!names || !dims || !feat) {
+        fprintf(stderr, "dump_tables: out of memory\n");
+        return 1;
+    }
     for (int f = 0; f < cfg.n_features; f++) {
         if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
         names[n] = cfg.features[f].name;
@@ -76,6 +80,10 @@ int main(int argc, char **argv) {
     for (int t = 0; t < n; t++) free(bufs[t]);
     free(bufs);
     rk_store_close(st);
+    free(names);
+    free(dims);
+    free(feat);
+    rk_model_cfg_free(&cfg);
     printf("dump_tables: %d tables -> %s\n", n, argv[2]);
     return 0;
 }

@@ -375,17 +375,19 @@ static int read_rows(const opts *o, workload *w) {
         fprintf(stderr, "rank-bench: %s: no header line\n", o->data);
         return -1;
     }
-    char *hdr[256];
-    int nh = rk_split_tabs(p, hdr, 256);
-    if (nh > 256) {
-        fprintf(stderr, "rank-bench: %s row 1: more than 256 columns\n", o->data);
-        return -1;
-    }
-    int col[RK_MAX_FEATURES];
+    int nh = 1;
+    for (const char *q = p; (q = strchr(q, '\t')); q++) nh++;
+    /* header names and then each row's fields; col: each feature's column.
+     * Kept until exit, like the rows (a load tester's one workload). */
+    char **fields = calloc((size_t)nh + 1, sizeof *fields);
+    int *col = calloc((size_t)nf + 1, sizeof *col);
+    rk_strmap *hdr = rk_strmap_create((size_t)nh);
+    if (!fields || !col || !hdr) return -1;
+    rk_split_tabs(p, fields, nh);
+    for (int h = 0; h < nh; h++)
+        if (rk_strmap_put(hdr, fields[h], strlen(fields[h]), h) == RK_ENOMEM) return -1;
     for (int f = 0; f < nf; f++) {
-        col[f] = -1;
-        for (int h = 0; h < nh; h++)
-            if (!strcmp(hdr[h], cfg->features[f].column)) col[f] = h;
+        col[f] = rk_strmap_get(hdr, cfg->features[f].column, strlen(cfg->features[f].column));
         if (col[f] < 0) {
             fprintf(stderr, "rank-bench: %s row 1: no column '%s' (feature '%s')\n", o->data,
                     cfg->features[f].column, cfg->features[f].name);
@@ -395,14 +397,14 @@ static int read_rows(const opts *o, workload *w) {
     size_t cap = 1;
     for (char *q = cur; *q; q++) cap += *q == '\n';
     w->cell = calloc(cap * (size_t)nf, sizeof *w->cell);
+    rk_strmap_destroy(hdr);
     if (!w->cell) return -1;
-    char *fields[256];
     long line = 1;
     char *q;
     while ((q = rk_next_line(&cur))) {
         line++;
         if (!*q) continue;
-        int n = rk_split_tabs(q, fields, 256);
+        int n = rk_split_tabs(q, fields, nh);
         if (n != nh) {
             fprintf(stderr, "rank-bench: %s row %ld: %d fields, the header has %d\n", o->data, line, n, nh);
             return -1;
@@ -1036,10 +1038,13 @@ static int score_inprocess(rk_scorer *s, const rk_model_cfg *cfg, const Rankd__V
 static int run_inprocess(const opts *o, workload *w, results *r) {
     rk_model *m;
     rk_err e = {0};
+    int64_t t_open = now_ns();
     if (rk_model_open(o->model, &m, &e)) {
         fprintf(stderr, "rank-bench: %s\n", e.msg);
         return -1;
     }
+    /* the bundle's open (model.json, dense.safetensors, every table's column family) */
+    printf("rank-bench: model open %.1f ms\n", (double)(now_ns() - t_open) / 1e6);
     rk_scorer *s;
     size_t ram = 0;
     if (o->ram_tables_mb > 0 && rk_model_tables_to_ram(m, (size_t)o->ram_tables_mb << 20, &ram, &e)) {

@@ -169,6 +169,79 @@ uint64_t rk_feature_row(const char *feature, const char *value, size_t value_len
     return (uint64_t)XXH64_digest(&st) % table_size;
 }
 
+/* ------------------------------------------------------------- string map */
+
+typedef struct {
+    char *key;   /* NULL: empty slot */
+    size_t len;
+    uint64_t h;
+    int value;
+} strmap_slot;
+
+struct rk_strmap {
+    strmap_slot *slot;
+    size_t cap, n; /* cap: a power of two, kept at least twice n */
+};
+
+rk_strmap *rk_strmap_create(size_t n) {
+    rk_strmap *m = rk_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->cap = 16;
+    while (m->cap < 2 * n) m->cap *= 2;
+    m->slot = rk_calloc(m->cap, sizeof *m->slot);
+    if (!m->slot) {
+        rk_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void rk_strmap_destroy(rk_strmap *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->cap; i++) rk_free(m->slot[i].key);
+    rk_free(m->slot);
+    rk_free(m);
+}
+
+/* Slot of key (h, s, len): its own, or the empty one where it would go. */
+static strmap_slot *strmap_find(const rk_strmap *m, uint64_t h, const char *s, size_t len) {
+    for (size_t i = (size_t)h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        strmap_slot *e = &m->slot[i];
+        if (!e->key || (e->h == h && e->len == len && !memcmp(e->key, s, len))) return e;
+    }
+}
+
+static rk_status strmap_grow(rk_strmap *m) {
+    rk_strmap bigger = {rk_calloc(2 * m->cap, sizeof(strmap_slot)), 2 * m->cap, m->n};
+    if (!bigger.slot) return RK_ENOMEM;
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slot[i].key) *strmap_find(&bigger, m->slot[i].h, m->slot[i].key, m->slot[i].len) = m->slot[i];
+    rk_free(m->slot);
+    *m = bigger;
+    return RK_OK;
+}
+
+rk_status rk_strmap_put(rk_strmap *m, const char *s, size_t len, int value) {
+    if (2 * (m->n + 1) > m->cap && strmap_grow(m)) return RK_ENOMEM;
+    uint64_t h = rk_hash64(s, len, 0);
+    strmap_slot *e = strmap_find(m, h, s, len);
+    if (e->key) return RK_EEXIST;
+    char *k = rk_malloc(len + 1);
+    if (!k) return RK_ENOMEM;
+    memcpy(k, s, len);
+    k[len] = 0;
+    *e = (strmap_slot){k, len, h, value};
+    m->n++;
+    return RK_OK;
+}
+
+int rk_strmap_get(const rk_strmap *m, const char *s, size_t len) {
+    const strmap_slot *e = strmap_find(m, rk_hash64(s, len, 0), s, len);
+    return e->key ? e->value : -1;
+}
+
+size_t rk_strmap_count(const rk_strmap *m) { return m->n; }
+
 /* ------------------------------------------------------------- RNG */
 
 static uint64_t splitmix64(uint64_t *x) {

@@ -114,6 +114,22 @@ uint64_t rk_hash64(const void *data, size_t len, uint64_t seed);
 uint64_t rk_feature_row(const char *feature, const char *value, size_t value_len,
                         uint64_t table_size);
 
+/* ---------------------------------------------------------------- string map */
+
+/* Name -> int map (open addressing over xxh64, keys copied), for lookups by
+ * name that must not scan: feature names in requests and data headers,
+ * column names of a data file. Grows as needed; no deletion. */
+typedef struct rk_strmap rk_strmap;
+/* A map sized for about n keys (it grows past that). NULL when out of memory. */
+rk_strmap *rk_strmap_create(size_t n);
+void rk_strmap_destroy(rk_strmap *m);
+/* Key s[len] (need not be NUL-terminated) -> value. RK_EEXIST (value kept)
+ * when the key is already there, RK_ENOMEM. */
+rk_status rk_strmap_put(rk_strmap *m, const char *s, size_t len, int value);
+/* Value of key s[len], or -1 when absent. */
+int rk_strmap_get(const rk_strmap *m, const char *s, size_t len);
+size_t rk_strmap_count(const rk_strmap *m);
+
 /* ---------------------------------------------------------------- RNG */
 
 /* xoshiro256** seeded through splitmix64; explicit seeds everywhere. */
@@ -175,6 +191,40 @@ char *rk_next_line(char **cursor);
 /* In-place split of a line at tabs: fields[0..min(n, max)) point into line;
  * returns the number of fields n (which may exceed max). */
 int rk_split_tabs(char *line, char **fields, int max);
+
+/* ---------------------------------------------------------------- delimited records */
+
+/* The one reader of delimiter-separated records (core/dsv.c): CSV per RFC
+ * 4180 (quotes = 1: "..." fields, "" inside them, CRLF or LF) or a plain
+ * delimited log (quotes = 0: '"' is an ordinary character, as in Criteo's
+ * TSV). Reads a NUL-terminated buffer in place: each field is unquoted and
+ * NUL-terminated where it lies. A record ends at LF or CRLF (a quoted field
+ * may span lines). */
+typedef struct {
+    char *s; /* NUL-terminated in place */
+    size_t len;
+} rk_dsv_field;
+typedef struct {
+    const char *file;        /* name used in messages */
+    const char *const *cols; /* column names used in messages (NULL: numbers) */
+    int ncols;
+    char *p, *end;           /* unread input */
+    size_t row;              /* 1-based number of the last record read */
+    char delim;              /* ',' or '\t', ... */
+    int quotes;              /* 1: RFC 4180 quoting */
+} rk_dsv_reader;
+/* Skip a UTF-8 byte-order mark at the reader's position. */
+void rk_dsv_skip_bom(rk_dsv_reader *r);
+/* The next record: up to max fields into f, *nf = the record's field count
+ * (may exceed max). Returns 1 with a record, 0 at the end, or a negative
+ * rk_status (RK_EFORMAT naming file, row and column: unterminated quote,
+ * text after a closing quote, '"' inside an unquoted field). */
+int rk_dsv_next(rk_dsv_reader *r, rk_dsv_field *f, int max, int *nf, rk_err *err);
+/* Column k's name for messages: cols[k], else its 1-based number in tmp. */
+const char *rk_dsv_col_name(const rk_dsv_reader *r, int k, char tmp[16]);
+/* Records in [p, end) without parsing them (newlines outside quotes; a last
+ * record without a newline counts). */
+size_t rk_dsv_count(const char *p, const char *end, char delim, int quotes);
 
 /* ---------------------------------------------------------------- safetensors */
 

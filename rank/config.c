@@ -10,11 +10,14 @@
 #include "internal.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
-void rk_model_cfg_default(rk_model_cfg *c) {
+rk_status rk_model_cfg_default(rk_model_cfg *c, rk_err *err) {
     memset(c, 0, sizeof *c);
+    c->tower.hidden = rk_malloc(2 * sizeof(int));
+    if (!c->tower.hidden) return rk_fail(err, RK_ENOMEM, "config: out of memory");
     c->format_version = RK_FORMAT_VERSION;
     snprintf(c->name, sizeof c->name, "model");
     snprintf(c->label_column, sizeof c->label_column, "label");
@@ -43,6 +46,65 @@ void rk_model_cfg_default(rk_model_cfg *c) {
     c->fusion.lambda = 0.5f;
     c->fusion.w_fused = 1.0f;
     c->fusion.w_member = 1.0f;
+    return RK_OK;
+}
+
+void rk_model_cfg_free(rk_model_cfg *c) {
+    if (!c) return;
+    rk_free(c->features);
+    rk_free(c->tower.hidden);
+    for (int i = 0; c->members && i < c->n_members; i++) rk_free(c->members[i].tower.hidden);
+    rk_free(c->members);
+    rk_strmap_destroy(c->by_name);
+    memset(c, 0, sizeof *c);
+}
+
+static int *dup_ints(const int *a, int n) {
+    int *d = rk_malloc((size_t)(n ? n : 1) * sizeof(int));
+    if (d && n) memcpy(d, a, (size_t)n * sizeof(int));
+    return d;
+}
+
+/* The name index of c's features; RK_EINVAL naming a repeated name. */
+static rk_status index_names(rk_model_cfg *c, rk_err *err) {
+    rk_strmap_destroy(c->by_name);
+    if (!(c->by_name = rk_strmap_create((size_t)c->n_features))) return rk_fail(err, RK_ENOMEM, "config: out of memory");
+    for (int i = 0; i < c->n_features; i++) {
+        const char *nm = c->features[i].name;
+        rk_status s = rk_strmap_put(c->by_name, nm, strlen(nm), i);
+        if (s == RK_EEXIST)
+            return rk_fail(err, RK_EINVAL, "features[%d].name: '%s' repeats features[%d]", i, nm,
+                           rk_strmap_get(c->by_name, nm, strlen(nm)));
+        if (s) return rk_fail(err, RK_ENOMEM, "config: out of memory");
+    }
+    return RK_OK;
+}
+
+rk_status rk_model_cfg_copy(rk_model_cfg *dst, const rk_model_cfg *src, rk_err *err) {
+    *dst = *src;
+    dst->features = NULL;
+    dst->members = NULL;
+    dst->tower.hidden = NULL;
+    dst->by_name = NULL;
+    int nm = src->n_members;
+    dst->n_members = 0; /* members[] filled below: free only what exists */
+    dst->features = rk_malloc((size_t)(src->n_features ? src->n_features : 1) * sizeof(rk_feature));
+    dst->tower.hidden = dup_ints(src->tower.hidden, src->tower.n_hidden);
+    dst->members = rk_calloc((size_t)(nm ? nm : 1), sizeof(rk_member_cfg));
+    rk_status s = dst->features && dst->tower.hidden && dst->members ? RK_OK : RK_ENOMEM;
+    for (int i = 0; s == RK_OK && i < nm; i++) {
+        dst->members[i] = src->members[i];
+        dst->members[i].tower.hidden = dup_ints(src->members[i].tower.hidden, src->members[i].tower.n_hidden);
+        dst->n_members = i + 1;
+        if (!dst->members[i].tower.hidden) s = RK_ENOMEM;
+    }
+    if (s) {
+        rk_model_cfg_free(dst);
+        return rk_fail(err, RK_ENOMEM, "config: out of memory copying %d features", src->n_features);
+    }
+    if (src->n_features) memcpy(dst->features, src->features, (size_t)src->n_features * sizeof(rk_feature));
+    if ((s = index_names(dst, err))) rk_model_cfg_free(dst);
+    return s;
 }
 
 int rk_model_cfg_input_dim(const rk_model_cfg *c) {
@@ -51,11 +113,12 @@ int rk_model_cfg_input_dim(const rk_model_cfg *c) {
     return d;
 }
 
-int rk_model_cfg_find(const rk_model_cfg *c, const char *name) {
-    for (int i = 0; i < c->n_features; i++)
-        if (!strcmp(c->features[i].name, name)) return i;
-    return -1;
+int rk_model_cfg_find_n(const rk_model_cfg *c, const char *name, size_t len) {
+    RK_ASSERT(c->by_name || c->n_features == 0);
+    return c->by_name ? rk_strmap_get(c->by_name, name, len) : -1;
 }
+
+int rk_model_cfg_find(const rk_model_cfg *c, const char *name) { return rk_model_cfg_find_n(c, name, strlen(name)); }
 
 static int key_in(const char *k, const char *const *allowed) {
     for (; *allowed; allowed++)
@@ -193,6 +256,9 @@ static rk_status parse_train(json_t *tr, rk_train_cfg *t, rk_err *err) {
     GET_FLT(tr, "adagrad_eps", w, 0, 1, t->adagrad_eps);
     GET_FLT(tr, "init_std_embed", w, 0, 10, t->init_std_embed);
     GET_INT(tr, "threads", w, 1, 64, t->threads);
+    GET_FLT(tr, "l2_embed", w, 0, 100, t->l2_embed);
+    GET_FLT(tr, "l2_dense", w, 0, 100, t->l2_dense);
+    GET_FLT(tr, "dropout", w, 0, 0.95, t->dropout);
     json_t *z = json_object_get(tr, "zero_unseen_rows");
     if (z && !json_is_boolean(z)) return rk_fail(err, RK_EINVAL, "train.zero_unseen_rows: expected true or false");
     if (z) t->zero_unseen_rows = json_is_true(z);
@@ -214,14 +280,16 @@ static rk_status parse_tower(json_t *tw, const char *where, rk_tower_cfg *t, rk_
     else if (!strcmp(type, "deepfm")) t->type = RK_TOWER_DEEPFM;
     else return rk_fail(err, RK_EINVAL, "%s.type: '%s' is not dnn, dcnv2 or deepfm", where, type);
     double x = t->type == RK_TOWER_DCNV2 ? (t->n_cross ? t->n_cross : 2) : 0;
-    if ((s = get_num(tw, "cross_layers", where, 0, 8, &x, err))) return s;
+    if ((s = get_num(tw, "cross_layers", where, 0, 1e6, &x, err))) return s;
     if (t->type != RK_TOWER_DCNV2 && x != 0)
         return rk_fail(err, RK_EINVAL, "%s.cross_layers: only a dcnv2 tower has cross layers", where);
     t->n_cross = (int)x;
     json_t *h = json_object_get(tw, "hidden");
     if (h) {
-        if (!json_is_array(h) || json_array_size(h) > RK_MAX_HIDDEN)
-            return rk_fail(err, RK_EINVAL, "%s.hidden: expected an array of at most %d widths", where, RK_MAX_HIDDEN);
+        if (!json_is_array(h)) return rk_fail(err, RK_EINVAL, "%s.hidden: expected an array of widths", where);
+        int *hw = rk_realloc(t->hidden, (json_array_size(h) ? json_array_size(h) : 1) * sizeof(int));
+        if (!hw) return rk_fail(err, RK_ENOMEM, "%s.hidden: out of memory", where);
+        t->hidden = hw;
         t->n_hidden = (int)json_array_size(h);
         for (int i = 0; i < t->n_hidden; i++) {
             json_t *w = json_array_get(h, (size_t)i);
@@ -252,16 +320,17 @@ static rk_status parse_ensemble(json_t *en, rk_model_cfg *c, rk_err *err) {
     if (lt && !json_is_boolean(lt)) return rk_fail(err, RK_EINVAL, "ensemble.learn_tau: expected true or false");
     c->fusion.learn_tau = lt && json_is_true(lt);
     json_t *ms = json_object_get(en, "members");
-    if (!json_is_array(ms) || json_array_size(ms) < 1 || json_array_size(ms) > RK_MAX_MEMBERS)
-        return rk_fail(err, RK_EINVAL, "ensemble.members: expected an array of 1..%d members", RK_MAX_MEMBERS);
-    c->n_members = (int)json_array_size(ms);
-    for (int i = 0; i < c->n_members; i++) {
+    if (!json_is_array(ms) || json_array_size(ms) < 1 || json_array_size(ms) > INT_MAX / 2)
+        return rk_fail(err, RK_EINVAL, "ensemble.members: expected a non-empty array of members");
+    int n = (int)json_array_size(ms);
+    if (!(c->members = rk_calloc((size_t)n, sizeof *c->members))) return rk_fail(err, RK_ENOMEM, "ensemble: out of memory");
+    for (int i = 0; i < n; i++) {
         static const char *const mk[] = {"name", "tower", "dim", NULL};
         char where[48];
         snprintf(where, sizeof where, "ensemble.members[%d]", i);
         json_t *mo = json_array_get(ms, (size_t)i);
         rk_member_cfg *mc = &c->members[i];
-        memset(mc, 0, sizeof *mc);
+        c->n_members = i + 1; /* rk_model_cfg_free frees members [0, n_members) */
         if (!json_is_object(mo)) return rk_fail(err, RK_EINVAL, "%s: expected an object", where);
         if ((s = check_keys(mo, where, mk, err))) return s;
         if ((s = get_str(mo, "name", where, mc->name, sizeof mc->name, 1, err))) return s;
@@ -272,6 +341,8 @@ static rk_status parse_ensemble(json_t *en, rk_model_cfg *c, rk_err *err) {
             if (!strcmp(c->members[j].name, mc->name))
                 return rk_fail(err, RK_EINVAL, "%s.name: '%s' repeats members[%d]", where, mc->name, j);
         mc->tower = c->tower;
+        if (!(mc->tower.hidden = dup_ints(c->tower.hidden, c->tower.n_hidden)))
+            return rk_fail(err, RK_ENOMEM, "%s: out of memory", where);
         json_t *tw = json_object_get(mo, "tower");
         char tw_where[64];
         snprintf(tw_where, sizeof tw_where, "%s.tower", where);
@@ -282,16 +353,19 @@ static rk_status parse_ensemble(json_t *en, rk_model_cfg *c, rk_err *err) {
     return RK_OK;
 }
 
-void rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out) {
+rk_status rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out, rk_err *err) {
     RK_ASSERT(i >= 0 && i < ens->n_members);
-    *out = *ens;
-    out->n_members = 0;
-    out->tower = ens->members[i].tower;
+    rk_model_cfg view = *ens;
+    view.n_members = 0; /* the member has no members and the ensemble's tower is not its own */
+    view.tower = ens->members[i].tower;
+    rk_status s = rk_model_cfg_copy(out, &view, err);
+    if (s) return s;
     snprintf(out->name, sizeof out->name, "%s", ens->members[i].name);
     if (ens->members[i].dim > 0)
         for (int f = 0; f < out->n_features; f++)
             if (out->features[f].kind == RK_FEAT_SPARSE) out->features[f].dim = ens->members[i].dim;
     out->train.seed = ens->train.seed * 1000003ULL + (uint64_t)i + 1;
+    return RK_OK;
 }
 
 static rk_status validate_tower(const rk_model_cfg *c, const char *where, rk_err *err) {
@@ -309,11 +383,14 @@ static rk_status validate_tower(const rk_model_cfg *c, const char *where, rk_err
 }
 
 rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
-    rk_model_cfg_default(c);
+    rk_status s = rk_model_cfg_default(c, err);
+    if (s) return s;
     json_error_t je;
     json_t *root = json_loads(text, 0, &je);
-    if (!root) return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
-    rk_status s = RK_OK;
+    if (!root) {
+        rk_model_cfg_free(c); /* nothing is left to free after a failure */
+        return rk_fail(err, RK_EFORMAT, "not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    }
     static const char *const top[] = {"name", "label_column", "features", "tower", "train", "aliases", "format_version",
                                       "version", "metrics", "training", "tables", "dense", "ensemble", "sid", NULL};
     if (!json_is_object(root)) {
@@ -341,19 +418,18 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
         s = rk_fail(err, RK_EINVAL, "features: expected a non-empty array");
         goto done;
     }
-    if (json_array_size(feats) > RK_MAX_FEATURES) {
-        s = rk_fail(err, RK_EINVAL, "features: %zu features, at most %d", json_array_size(feats), RK_MAX_FEATURES);
+    if (json_array_size(feats) > INT_MAX / 2) {
+        s = rk_fail(err, RK_EINVAL, "features: %zu features, more than this build can index", json_array_size(feats));
+        goto done;
+    }
+    if (!(c->features = rk_calloc(json_array_size(feats), sizeof *c->features))) {
+        s = rk_fail(err, RK_ENOMEM, "features: out of memory for %zu features", json_array_size(feats));
         goto done;
     }
     c->n_features = (int)json_array_size(feats);
-    for (int i = 0; i < c->n_features; i++) {
+    for (int i = 0; i < c->n_features; i++)
         if ((s = parse_feature(json_array_get(feats, (size_t)i), i, &c->features[i], err))) goto done;
-        for (int j = 0; j < i; j++)
-            if (!strcmp(c->features[j].name, c->features[i].name)) {
-                s = rk_fail(err, RK_EINVAL, "features[%d].name: '%s' repeats features[%d]", i, c->features[i].name, j);
-                goto done;
-            }
-    }
+    if ((s = index_names(c, err))) goto done;
     for (int i = 0; i < c->n_features; i++)
         if (!strcmp(c->features[i].column, c->label_column)) {
             s = rk_fail(err, RK_EINVAL, "features[%d].column: '%s' is the label column (the model would see its own label)", i,
@@ -368,7 +444,7 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
     if (tr) {
         static const char *const k[] = {"seed", "batch_size", "max_epochs", "patience", "lr_dense", "lr_embed",
                                         "adam_b1", "adam_b2", "adam_eps", "adagrad_eps", "init_std_embed", "threads",
-                                        "zero_unseen_rows", "shuffle", NULL};
+                                        "zero_unseen_rows", "shuffle", "l2_embed", "l2_dense", "dropout", NULL};
         if (!json_is_object(tr)) {
             s = rk_fail(err, RK_EINVAL, "train: expected an object");
             goto done;
@@ -407,13 +483,15 @@ rk_status rk_model_cfg_parse(const char *text, rk_model_cfg *c, rk_err *err) {
         for (int i = 0; i < c->n_members && s == RK_OK; i++) {
             rk_model_cfg mc;
             char where[48];
-            rk_member_cfg_derive(c, i, &mc);
+            if ((s = rk_member_cfg_derive(c, i, &mc, err))) break;
             snprintf(where, sizeof where, "ensemble.members[%d].tower", i);
             s = validate_tower(&mc, where, err);
+            rk_model_cfg_free(&mc);
         }
     }
 done:
     json_decref(root);
+    if (s) rk_model_cfg_free(c); /* nothing is left to free after a failure */
     return s;
 }
 
@@ -497,6 +575,9 @@ json_t *rk_cfg_to_json(const rk_model_cfg *c) {
     json_object_set_new(tr, "threads", json_integer(t->threads));
     json_object_set_new(tr, "zero_unseen_rows", json_boolean(t->zero_unseen_rows));
     if (!t->shuffle) json_object_set_new(tr, "shuffle", json_false());
+    if (t->l2_embed > 0) json_object_set_new(tr, "l2_embed", json_real(t->l2_embed));
+    if (t->l2_dense > 0) json_object_set_new(tr, "l2_dense", json_real(t->l2_dense));
+    if (t->dropout > 0) json_object_set_new(tr, "dropout", json_real(t->dropout));
     json_object_set_new(root, "train", tr);
     if (c->alias_user_id[0] || c->alias_recent_items[0] || c->alias_ad_id[0]) {
         json_t *al = json_object();

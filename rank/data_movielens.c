@@ -99,100 +99,17 @@ static int sbuf_printf(sbuf *b, const char *fmt, ...) {
 
 /* ------------------------------------------------------------------ CSV */
 
-typedef struct {
-    char *s; /* NUL-terminated in place */
-    size_t len;
-} csv_field;
+/* Records come from core's reader (rk_dsv_next: RFC 4180, in place). */
+typedef rk_dsv_field csv_field;
+typedef rk_dsv_reader csv_reader;
 
-typedef struct {
-    const char *file;               /* base name for messages */
-    const char *const *cols;        /* column names for messages */
-    int ncols;
-    char *p, *end;
-    size_t row;                     /* record number of the last record read */
-} csv_reader;
-
-static const char *col_name(const csv_reader *r, int k, char tmp[16]) {
-    if (k < r->ncols) return r->cols[k];
-    snprintf(tmp, 16, "%d", k + 1);
-    return tmp;
-}
-
-static int at_eol(const char *p, const char *end) {
-    return p >= end || *p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n');
-}
-
-/* Read the next record: up to ML_MAX_FIELDS fields into f, *nf = the number
- * of fields in the record (may be larger than stored). Returns 1 with a
- * record, 0 at end of input, or a negative rk_status on a syntax error.
- * Unescapes quoted fields in place. */
-static int csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) {
-    if (r->p >= r->end) return 0;
-    r->row++;
-    char *p = r->p, *end = r->end;
-    int k = 0;
-    for (;;) {
-        char *start = p, *w;
-        char tmp[16];
-        if (p < end && *p == '"') {
-            w = start;
-            p++;
-            for (;;) {
-                if (p >= end)
-                    return rk_fail(err, RK_EFORMAT,
-                                   "%s row %zu, column %s: unterminated quoted field", r->file,
-                                   r->row, col_name(r, k, tmp));
-                if (*p == '"') {
-                    if (p + 1 < end && p[1] == '"') {
-                        *w++ = '"';
-                        p += 2;
-                        continue;
-                    }
-                    p++;
-                    break;
-                }
-                *w++ = *p++;
-            }
-            if (!(at_eol(p, end) || *p == ','))
-                return rk_fail(err, RK_EFORMAT,
-                               "%s row %zu, column %s: unexpected '%c' after a closing quote",
-                               r->file, r->row, col_name(r, k, tmp), *p);
-        } else {
-            while (!at_eol(p, end) && *p != ',') {
-                if (*p == '"')
-                    return rk_fail(err, RK_EFORMAT,
-                                   "%s row %zu, column %s: '\"' inside an unquoted field",
-                                   r->file, r->row, col_name(r, k, tmp));
-                p++;
-            }
-            w = p;
-        }
-        char d = p < end ? *p : 0;
-        if (k < ML_MAX_FIELDS) {
-            f[k].s = start;
-            f[k].len = (size_t)(w - start);
-        }
-        k++;
-        if (d == ',') {
-            p++;
-            *w = 0;
-            continue;
-        }
-        if (d == '\r') p += 2;
-        else if (d == '\n') p += 1;
-        *w = 0; /* w <= the separator just consumed, or end (the NUL) */
-        break;
-    }
-    r->p = p;
-    *nf = k;
-    return 1;
-}
+static int csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) { return rk_dsv_next(r, f, ML_MAX_FIELDS, nf, err); }
 
 /* Checks the header record: exactly the expected names, in order. */
 static rk_status csv_header(csv_reader *r, rk_err *err) {
     csv_field f[ML_MAX_FIELDS];
     int nf = 0;
-    if (r->p + 3 <= r->end && !memcmp(r->p, "\xEF\xBB\xBF", 3)) r->p += 3;
+    rk_dsv_skip_bom(r);
     int got = csv_next(r, f, &nf, err);
     if (got < 0) return (rk_status)got;
     if (got == 0) return rk_fail(err, RK_EFORMAT, "%s: empty file, expected a header row", r->file);
@@ -289,7 +206,7 @@ static const movie *find_movie(const movie *m, size_t n, int64_t id) {
 
 static rk_status parse_movies(char *buf, size_t len, movie **out, size_t *n_out, rk_err *err) {
     static const char *const cols[] = {"movieId", "title", "genres"};
-    csv_reader r = {"movies.csv", cols, 3, buf, buf + len, 0};
+    csv_reader r = {"movies.csv", cols, 3, buf, buf + len, 0, ',', 1};
     rk_status s = csv_header(&r, err);
     if (s != RK_OK) return s;
     size_t cap = 1024, n = 0;
@@ -382,7 +299,7 @@ static int cmp_upos(const void *a, const void *b) {
 static rk_status parse_ratings(char *buf, size_t len, const movie *mv, size_t n_mv, event **out,
                                size_t *n_out, rk_err *err) {
     static const char *const cols[] = {"userId", "movieId", "rating", "timestamp"};
-    csv_reader r = {"ratings.csv", cols, 4, buf, buf + len, 0};
+    csv_reader r = {"ratings.csv", cols, 4, buf, buf + len, 0, ',', 1};
     rk_status s = csv_header(&r, err);
     if (s != RK_OK) return s;
     size_t cap = len / 24 + 16, n = 0; /* ~30 bytes per row in practice */
@@ -743,7 +660,7 @@ static rk_status write_items(const char *in_dir, const char *out_dir, const movi
     if (rk_path_exists(path)) {
         if ((s = rk_read_file(path, &tbuf, &tlen, err))) return s;
         static const char *const cols[] = {"userId", "movieId", "tag", "timestamp"};
-        csv_reader r = {"tags.csv", cols, 4, tbuf, tbuf + tlen, 0};
+        csv_reader r = {"tags.csv", cols, 4, tbuf, tbuf + tlen, 0, ',', 1};
         if ((s = csv_header(&r, err))) goto done;
         csv_field f[ML_MAX_FIELDS];
         int nf, got;

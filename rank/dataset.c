@@ -11,13 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where each feature's column is in the file, and room for one row's
+ * fields (the header's column count; any number of columns). */
 typedef struct {
-    int col_of[RK_MAX_FEATURES];
+    int *col_of;    /* [n_features] */
     int label_col;
     int n_cols;
+    char **fields;  /* [n_cols + 1] */
 } colmap;
 
-#define MAX_COLS 256
+static void colmap_free(colmap *cm) {
+    rk_free(cm->col_of);
+    rk_free(cm->fields);
+    memset(cm, 0, sizeof *cm);
+}
 
 /* A feature must not read the label, nor a column that schema.json beside
  * the file marks "label_derived" (rank data movielens: `rating`, from
@@ -49,31 +56,46 @@ static rk_status check_leaks(const char *path, const rk_model_cfg *cfg, rk_err *
     return s;
 }
 
-static rk_status map_header(const char *path, char *line, const rk_model_cfg *cfg, colmap *cm, int need_label, rk_err *err) {
-    char *fields[MAX_COLS];
-    if (!strncmp(line, "\xef\xbb\xbf", 3)) line += 3; /* a UTF-8 byte-order mark is not part of the first name */
-    int n = rk_split_tabs(line, fields, MAX_COLS);
-    if (n > MAX_COLS) return rk_fail(err, RK_EFORMAT, "%s row 1: %d columns, at most %d", path, n, MAX_COLS);
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < i; j++)
-            if (!strcmp(fields[i], fields[j]))
-                return rk_fail(err, RK_EFORMAT, "%s row 1: column '%.64s' appears twice (columns %d and %d)", path, fields[i],
-                               j + 1, i + 1);
-    cm->n_cols = n;
-    cm->label_col = -1;
-    for (int i = 0; i < n; i++)
-        if (!strcmp(fields[i], cfg->label_column)) cm->label_col = i;
-    if (need_label && cm->label_col < 0)
-        return rk_fail(err, RK_EFORMAT, "%s row 1: no label column '%s' in the header", path, cfg->label_column);
-    for (int f = 0; f < cfg->n_features; f++) {
-        cm->col_of[f] = -1;
-        for (int i = 0; i < n; i++)
-            if (!strcmp(fields[i], cfg->features[f].column)) cm->col_of[f] = i;
-        if (cm->col_of[f] < 0)
-            return rk_fail(err, RK_EFORMAT, "%s row 1: no column '%s' (feature '%s') in the header", path,
-                           cfg->features[f].column, cfg->features[f].name);
+/* Header names -> columns through a hash map (rk_strmap), so a file of
+ * thousands of columns maps in linear time. */
+static rk_status map_names(const char *path, char **fields, int n, const rk_model_cfg *cfg, colmap *cm, int need_label,
+                           rk_err *err) {
+    rk_strmap *by = rk_strmap_create((size_t)n);
+    if (!by) return rk_fail(err, RK_ENOMEM, "%s: out of memory for %d columns", path, n);
+    rk_status s = RK_OK;
+    for (int i = 0; i < n && s == RK_OK; i++) {
+        rk_status p = rk_strmap_put(by, fields[i], strlen(fields[i]), i);
+        if (p == RK_EEXIST)
+            s = rk_fail(err, RK_EFORMAT, "%s row 1: column '%.64s' appears twice (columns %d and %d)", path, fields[i],
+                        rk_strmap_get(by, fields[i], strlen(fields[i])) + 1, i + 1);
+        else if (p)
+            s = rk_fail(err, RK_ENOMEM, "%s: out of memory for %d columns", path, n);
     }
-    return check_leaks(path, cfg, err);
+    cm->label_col = s ? -1 : rk_strmap_get(by, cfg->label_column, strlen(cfg->label_column));
+    if (s == RK_OK && need_label && cm->label_col < 0)
+        s = rk_fail(err, RK_EFORMAT, "%s row 1: no label column '%s' in the header", path, cfg->label_column);
+    for (int f = 0; s == RK_OK && f < cfg->n_features; f++) {
+        cm->col_of[f] = rk_strmap_get(by, cfg->features[f].column, strlen(cfg->features[f].column));
+        if (cm->col_of[f] < 0)
+            s = rk_fail(err, RK_EFORMAT, "%s row 1: no column '%s' (feature '%s') in the header", path,
+                        cfg->features[f].column, cfg->features[f].name);
+    }
+    rk_strmap_destroy(by);
+    return s;
+}
+
+static rk_status map_header(const char *path, char *line, const rk_model_cfg *cfg, colmap *cm, int need_label, rk_err *err) {
+    memset(cm, 0, sizeof *cm);
+    if (!strncmp(line, "\xef\xbb\xbf", 3)) line += 3; /* a UTF-8 byte-order mark is not part of the first name */
+    int n = 1;
+    for (const char *p = line; (p = strchr(p, '\t')); p++) n++;
+    cm->n_cols = n;
+    cm->fields = rk_malloc(((size_t)n + 1) * sizeof *cm->fields);
+    cm->col_of = rk_malloc(((size_t)cfg->n_features + 1) * sizeof *cm->col_of);
+    if (!cm->fields || !cm->col_of) return rk_fail(err, RK_ENOMEM, "%s: out of memory for %d columns", path, n);
+    rk_split_tabs(line, cm->fields, n);
+    rk_status s = map_names(path, cm->fields, n, cfg, cm, need_label, err);
+    return s ? s : check_leaks(path, cfg, err);
 }
 
 static rk_status grow(void **p, size_t *cap, size_t need, size_t elem, rk_err *err) {
@@ -104,21 +126,28 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
         rk_free(buf);
         return rk_fail(err, RK_EFORMAT, "%s: empty file", path);
     }
-    if ((s = map_header(path, line, cfg, &cm, 0, err))) {
+    double *sum = rk_calloc(3 * ((size_t)cfg->n_features + 1), sizeof(double)), *sq = NULL, *cnt = NULL;
+    if ((s = map_header(path, line, cfg, &cm, 0, err)) || !sum) {
+        if (!s) s = rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+        colmap_free(&cm);
+        rk_free(sum);
         rk_free(buf);
         return s;
     }
-    double sum[RK_MAX_FEATURES] = {0}, sq[RK_MAX_FEATURES] = {0};
-    size_t cnt[RK_MAX_FEATURES] = {0};
-    char *fields[MAX_COLS];
+    sq = sum + cfg->n_features + 1;
+    cnt = sq + cfg->n_features + 1;
+    char **fields = cm.fields;
     long row = 1;
     while ((line = rk_next_line(&cur))) {
         row++;
         if (!line[0]) continue;
-        int n = rk_split_tabs(line, fields, MAX_COLS);
+        int n = rk_split_tabs(line, fields, cm.n_cols);
         if (n != cm.n_cols) {
+            s = rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
+            colmap_free(&cm);
+            rk_free(sum);
             rk_free(buf);
-            return rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
+            return s;
         }
         for (int f = 0; f < cfg->n_features; f++) {
             rk_feature *ft = &cfg->features[f];
@@ -130,6 +159,8 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
                 rk_status st = rk_fail(err, RK_EFORMAT, "%s row %ld, column %s: %s, got '%.40s'", path, row, ft->column,
                                        parse_double(v, &x) ? "expected a finite number within +-1e+09"
                                                            : rk_dense_why(ft, x), v);
+                colmap_free(&cm);
+                rk_free(sum);
                 rk_free(buf); /* v points into buf: format the message first */
                 return st;
             }
@@ -139,6 +170,7 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
         }
     }
     rk_free(buf);
+    colmap_free(&cm);
     for (int f = 0; f < cfg->n_features; f++) {
         rk_feature *ft = &cfg->features[f];
         if (ft->kind != RK_FEAT_DENSE) continue;
@@ -152,6 +184,7 @@ rk_status rk_dataset_fit_dense(const char *path, rk_model_cfg *cfg, rk_err *err)
         ft->mean = mean;
         ft->std = var > 1e-12 ? sqrt(var) : 1.0;
     }
+    rk_free(sum);
     return RK_OK;
 }
 
@@ -173,11 +206,13 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
         return rk_fail(err, RK_EFORMAT, "%s: empty file", path);
     }
     if ((s = map_header(path, line, cfg, &cm, 0, err))) {
+        colmap_free(&cm);
         rk_free(buf);
         return s;
     }
     rk_batch *b = &d->b;
     if ((s = rk_batch_alloc(b, cfg, (int)approx_rows, 1024, err))) {
+        colmap_free(&cm);
         rk_free(buf);
         return s;
     }
@@ -185,12 +220,17 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
         if (cfg->features[f].kind == RK_FEAT_SPARSE && cfg->features[f].param != RK_PARAM_HASH && !cfg->features[f].items) {
             s = rk_fail(err, RK_EINVAL, "%s: feature '%s' (param %s) has no item records attached (model.json \"sid\")", path,
                         cfg->features[f].name, rk_sid_param_name(cfg->features[f].param));
+            colmap_free(&cm);
             rk_free(buf);
             rk_batch_free(b);
             return s;
         }
-    size_t no_codes[RK_MAX_FEATURES] = {0};
-    char *fields[MAX_COLS];
+    size_t *no_codes = rk_calloc((size_t)cfg->n_features + 1, sizeof *no_codes);
+    char **fields = cm.fields;
+    if (!no_codes) {
+        s = rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
     long row = 1;
     int r = 0;
     rk_progress pg;
@@ -198,7 +238,7 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
     while ((line = rk_next_line(&cur))) {
         row++;
         if (!line[0]) continue;
-        int n = rk_split_tabs(line, fields, MAX_COLS);
+        int n = rk_split_tabs(line, fields, cm.n_cols);
         if (n != cm.n_cols) {
             s = rk_fail(err, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", path, row, n, cm.n_cols);
             goto fail;
@@ -269,9 +309,13 @@ rk_status rk_dataset_load(const char *path, const rk_model_cfg *cfg, rk_dataset 
             rk_info("%s: feature '%s' (param %s): %zu values are items without records (%s)", path, cfg->features[f].name,
                     rk_sid_param_name(cfg->features[f].param), no_codes[f],
                     cfg->features[f].param == RK_PARAM_INDIVIDUAL ? "OOV row" : "empty bag");
+    rk_free(no_codes);
+    colmap_free(&cm);
     rk_free(buf);
     return RK_OK;
 fail:
+    rk_free(no_codes);
+    colmap_free(&cm);
     rk_free(buf);
     rk_dataset_free(d);
     return s;

@@ -40,6 +40,7 @@ void rk_tower_dev_destroy(rk_tower_dev *t) {
     rk_device_free(t->dev, t->act);
     rk_device_free(t->dev, t->fm_cols);
     rk_device_free_host(t->dev, t->stage);
+    rk_param_ptrs_free(&t->p);
     rk_free(t);
 }
 
@@ -84,7 +85,10 @@ rk_status rk_tower_dev_create(const rk_model *m, rk_device *dev, int max_rows, r
         return rk_err_prefix(err, "device tower (%s)", rk_device_describe(dev));
     }
     lay_out_act(t, t->act);
-    rk_model_point(m, t->params, &t->p);
+    if ((s = rk_model_point(m, t->params, &t->p, err)) != RK_OK) {
+        rk_tower_dev_destroy(t);
+        return s;
+    }
     *out = t;
     return RK_OK;
 }

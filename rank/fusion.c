@@ -36,61 +36,73 @@ static double sigmoid_d(double z) {
 
 /* Stable BCE on a logit with a soft target t in [0, 1]. */
 
-/* Fusion of clamped member pCTRs q[M]: weights w[M], confidences conf[M]
- * (0 for mean fusion) and the fused pCTR. The one implementation behind
- * rk_fuse (serving) and rk_collab_grad (training). */
-static double fuse_q(rk_fusion_type type, const double *q, int M, double tau, double *w, double *conf) {
-    double out = 0;
+/* Confidence of a clamped pCTR q: its negative binary entropy. */
+static double conf_of(double q) { return q * log(q) + (1 - q) * log(1 - q); }
+
+/* Clamped member pCTR i: from pCTRs p (NaN counts as 0.5) or from logits z. */
+static double q_at(const float *p, const float *z, int i) {
+    if (z) return clampp(sigmoid_d(z[i]));
+    return clampp(isnan(p[i]) ? 0.5 : (double)p[i]);
+}
+
+/* The fusion of M members, member values recomputed on demand so that any M
+ * needs no arrays: softmax weight w_i = exp(conf_i / tau - mx) / sum (mean
+ * fusion: 1/M), the fused pCTR and cbar = sum_i w_i conf_i. The one
+ * implementation behind rk_fuse (serving) and rk_collab_grad (training). */
+typedef struct {
+    rk_fusion_type type;
+    int M;
+    double tau, mx, sum, p, cbar;
+} fusion;
+
+static double fusion_w(const fusion *f, double conf) {
+    return f->type == RK_FUSION_MEAN ? 1.0 / f->M : exp(conf / f->tau - f->mx) / f->sum;
+}
+
+static void fuse_q(fusion *f, rk_fusion_type type, const float *p, const float *z, int M, double tau) {
+    *f = (fusion){type, M, tau, -INFINITY, 0, 0, 0};
     if (type == RK_FUSION_MEAN) {
-        for (int i = 0; i < M; i++) {
-            w[i] = 1.0 / M;
-            conf[i] = 0;
-            out += q[i] / M;
-        }
-        return out;
+        for (int i = 0; i < M; i++) f->p += q_at(p, z, i) / M;
+        return;
     }
-    double mx = -INFINITY, sum = 0;
     for (int i = 0; i < M; i++) {
-        conf[i] = q[i] * log(q[i]) + (1 - q[i]) * log(1 - q[i]);
-        if (conf[i] / tau > mx) mx = conf[i] / tau;
+        double c = conf_of(q_at(p, z, i));
+        if (c / tau > f->mx) f->mx = c / tau;
     }
-    for (int i = 0; i < M; i++) sum += (w[i] = exp(conf[i] / tau - mx));
+    for (int i = 0; i < M; i++) f->sum += exp(conf_of(q_at(p, z, i)) / tau - f->mx);
     for (int i = 0; i < M; i++) {
-        w[i] /= sum;
-        out += w[i] * q[i];
+        double q = q_at(p, z, i), w = fusion_w(f, conf_of(q));
+        f->p += w * q;
+        f->cbar += w * conf_of(q);
     }
-    return out;
 }
 
 double rk_fuse(rk_fusion_type type, const float *p, int M, double tau, double *w) {
-    double q[RK_MAX_MEMBERS] = {0}, wl[RK_MAX_MEMBERS], conf[RK_MAX_MEMBERS];
-    RK_ASSERT(M >= 1 && M <= RK_MAX_MEMBERS);
-    for (int i = 0; i < M; i++) q[i] = clampp(isnan(p[i]) ? 0.5 : (double)p[i]);
-    double out = fuse_q(type, q, M, tau, wl, conf);
+    RK_ASSERT(M >= 1);
+    fusion f;
+    fuse_q(&f, type, p, NULL, M, tau);
     if (w)
-        for (int i = 0; i < M; i++) w[i] = wl[i];
-    return out;
+        for (int i = 0; i < M; i++) w[i] = fusion_w(&f, type == RK_FUSION_MEAN ? 0 : conf_of(q_at(p, NULL, i)));
+    return f.p;
 }
 
 double rk_collab_grad(const rk_fusion_cfg *f, double tau, const float *z, int M, float y, double *dz, double *dlog_tau) {
-    double pi[RK_MAX_MEMBERS] = {0}, qc[RK_MAX_MEMBERS] = {0}, w[RK_MAX_MEMBERS], conf[RK_MAX_MEMBERS];
-    for (int i = 0; i < M; i++) {
-        pi[i] = sigmoid_d(z[i]);
-        qc[i] = clampp(pi[i]);
-    }
-    double p = fuse_q(f->type, qc, M, tau, w, conf), cbar = 0;
-    for (int i = 0; i < M; i++) cbar += w[i] * conf[i];
+    fusion fu;
+    fuse_q(&fu, f->type, NULL, z, M, tau);
+    double p = fu.p;
     double pc = clampp(p);
     double loss = f->w_fused * -(y * log(pc) + (1 - y) * log(1 - pc));
     double dLdp = (p > RK_P_EPS && p < 1 - RK_P_EPS) ? f->w_fused * (p - y) / (p * (1 - p)) : 0;
     double dpdtau = 0;
     for (int i = 0; i < M; i++) {
-        double q = pi[i], dq = (q > RK_P_EPS && q < 1 - RK_P_EPS) ? q * (1 - q) : 0;
-        double dpdz = f->type == RK_FUSION_MEAN ? dq / M : w[i] * (1 + (q - p) * log(q / (1 - q)) / tau) * dq;
+        double q = sigmoid_d(z[i]), qc = clampp(q), conf = f->type == RK_FUSION_MEAN ? 0 : conf_of(qc);
+        double w = fusion_w(&fu, conf);
+        double dq = (q > RK_P_EPS && q < 1 - RK_P_EPS) ? q * (1 - q) : 0;
+        double dpdz = f->type == RK_FUSION_MEAN ? dq / M : w * (1 + (q - p) * log(q / (1 - q)) / tau) * dq;
         if (dq == 0) dpdz = 0;
         dz[i] = dLdp * dpdz + f->w_member * (q - y) + f->lambda * (q - p);
         loss += f->w_member * rk_bce_logit(z[i], y) + f->lambda * rk_bce_logit(z[i], p);
-        if (f->type == RK_FUSION_CONFIDENCE) dpdtau += -w[i] * qc[i] * (conf[i] - cbar) / (tau * tau);
+        if (f->type == RK_FUSION_CONFIDENCE) dpdtau += -w * qc * (conf - fu.cbar) / (tau * tau);
     }
     if (dlog_tau) *dlog_tau = dLdp * dpdtau * tau;
     return loss;

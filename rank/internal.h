@@ -12,15 +12,15 @@
 #include "rank.h"
 #include "store.h"
 
-#define RK_MAX_PARAMS (2 * 8 + 2 * RK_MAX_HIDDEN + 4)
-
 /* Pointers to each layer's tensors inside one parameter-sized array (the
- * parameters themselves, or a gradient / optimizer state of the same layout). */
+ * parameters themselves, or a gradient / optimizer state of the same layout).
+ * The per-layer arrays live in one allocation, mem (rk_param_ptrs_free). */
 typedef struct {
-    float *cW[8], *cb[8];                         /* DCNv2 cross layers */
-    float *mW[RK_MAX_HIDDEN], *mb[RK_MAX_HIDDEN]; /* MLP */
+    float **cW, **cb;                             /* [n_cross] DCNv2 cross layers */
+    float **mW, **mb;                             /* [n_hidden] MLP */
     float *oW, *ob;                               /* output layer */
     float *fW, *fb;                               /* DeepFM first-order term (NULL otherwise) */
+    float **mem;
 } rk_param_ptrs;
 
 typedef struct {
@@ -34,9 +34,9 @@ typedef struct {
 typedef struct {
     int cap;
     float *x0;                    /* [B, D] tower input */
-    float *xs[9];                 /* cross outputs xs[l+1]; xs[0] == x0 */
-    float *us[8];                 /* cross pre-activations W x_l + b */
-    float *act[RK_MAX_HIDDEN];    /* MLP outputs after ReLU */
+    float **xs;                   /* [n_cross+1] cross outputs xs[l+1]; xs[0] == x0 */
+    float **us;                   /* [n_cross] cross pre-activations W x_l + b */
+    float **act;                  /* [n_hidden] MLP outputs after ReLU */
     float *logit;                 /* [B] */
     float *pre;                   /* [max(D, widest hidden)] shared-prefix sums (rk_gemm_prefix_sums) */
     float *fm;                    /* [2B] DeepFM terms */
@@ -46,17 +46,22 @@ typedef struct {
      * output layer, [B, H]), added before the backward pass goes below it;
      * NULL (default) = none. Set by rk_trainer_step (ExFM's auxiliary head). */
     const float *dh_extra;
+    /* training only: MLP dropout probability (0 = none, scoring) and the
+     * RNG drawing its masks (seeded by the trainer) */
+    float dropout;
+    rk_rng drop_rng;
     float *mem;
+    float **ptrs;                 /* one allocation behind xs, us and act */
 } rk_work;
 
 struct rk_model {
     rk_model_cfg cfg;
     int D;                        /* tower input width */
-    int col[RK_MAX_FEATURES];     /* column offset of each feature in x0 */
+    int *col;                     /* [n_features] column offset of each feature in x0 */
     int max_dim;                  /* widest embedding */
     /* dense parameters: one allocation, pointers into it */
     int n_params;
-    rk_param_desc pd[RK_MAX_PARAMS];
+    rk_param_desc *pd;            /* [n_params] */
     size_t n_floats;
     float *params;
     rk_param_ptrs p;
@@ -66,12 +71,12 @@ struct rk_model {
     rk_param_ptrs pk;             /* cW, mW, oW, fW into packed; biases unused */
     int user_prefix;              /* x0 columns [0, user_prefix) are user-side features */
     int n_fm;                     /* DeepFM: sparse fields in the FM term */
-    int fm_cols[RK_MAX_FEATURES]; /* their x0 columns */
+    int *fm_cols;                 /* [n_features] their x0 columns */
     int fm_k;                     /* their common dim */
     /* embedding tables: RAM (training) or a store (serving) */
-    float *tables[RK_MAX_FEATURES]; /* [table_size, dim] when in RAM */
+    float **tables;               /* [n_features]: [table_size, dim] when in RAM */
     rk_store *store;
-    int store_table[RK_MAX_FEATURES];
+    int *store_table;             /* [n_features] */
     char version[2 * RK_NAME_MAX + 2];
     char dir[4096];               /* bundle directory, symlinks resolved ("" when created) */
     int updatable;                /* tables opened writable: rk_model_apply_updates works */
@@ -79,13 +84,13 @@ struct rk_model {
     /* CETNet ensemble: members own their tables and towers; this model holds
      * only the shared feature definitions and the fusion (log tau). */
     int n_members;
-    rk_model *member[RK_MAX_MEMBERS];
+    rk_model **member;            /* [n_members] */
     float log_tau;
     /* semantic IDs (rank/sid.c): per feature with param != hash, the item
      * records (cfg.features[f].items points here) and the codebooks
      * (levels == 0: none), both owned */
-    rk_sid_items *sid_items[RK_MAX_FEATURES];
-    rk_sid_codebook sid_cb[RK_MAX_FEATURES];
+    rk_sid_items **sid_items;     /* [n_features] */
+    rk_sid_codebook *sid_cb;      /* [n_features] */
 };
 
 /* ---- semantic IDs (rank/sid.c) */
@@ -130,12 +135,18 @@ void rk_tower_dev_destroy(rk_tower_dev *t); /* NULL: no-op */
  * w->logit. Synchronous. */
 rk_status rk_tower_dev_forward(rk_tower_dev *t, const float *x0, int B, float *logit, rk_err *err);
 
-/* Lay out dense parameters for cfg (names, shapes, offsets) and point the
- * per-layer pointers into base (params or a gradient array of n_floats). */
-void rk_model_layout(rk_model *m);
-void rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p);
+/* Lay out dense parameters for cfg (names, shapes, offsets; m->pd sized for
+ * them) and point the per-layer pointers into base (params or a gradient
+ * array of n_floats). rk_model_point allocates p's per-layer arrays once
+ * (reused when p already has them); rk_param_ptrs_free releases them. */
+rk_status rk_model_layout(rk_model *m, rk_err *err);
+rk_status rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p, rk_err *err);
+void rk_param_ptrs_free(rk_param_ptrs *p);
+/* rk_batch_alloc with per-feature value capacities caps[n_features]. */
+rk_status rk_batch_alloc_caps(rk_batch *b, const rk_model_cfg *c, int cap_rows, const size_t *caps, rk_err *err);
 
-/* Fusion of M member pCTRs (papers.md §6.4): fused pCTR, weights w[M]. */
+/* Fusion of M member pCTRs (papers.md §6.4): fused pCTR, weights w[M]
+ * (w may be NULL). Any M >= 1; no allocation. */
 double rk_fuse(rk_fusion_type type, const float *p, int M, double tau, double *w);
 /* Gradients of the collaborative loss for one example (see rank/fusion.c):
  * given member logits z[M] and label y, writes dz[M] (d loss / d z_i, not yet

@@ -38,8 +38,11 @@ static void add_param(rk_model *m, const char *name, int64_t r, int64_t c) {
     m->n_floats += p->n;
 }
 
-void rk_model_layout(rk_model *m) {
+rk_status rk_model_layout(rk_model *m, rk_err *err) {
     const rk_model_cfg *c = &m->cfg;
+    rk_free(m->pd);
+    m->pd = rk_calloc((size_t)(2 * c->tower.n_cross + 2 * c->tower.n_hidden + 4), sizeof *m->pd);
+    if (!m->pd) return rk_fail(err, RK_ENOMEM, "model: out of memory for the parameter layout");
     m->D = 0;
     m->max_dim = 1;
     for (int i = 0; i < c->n_features; i++) {
@@ -80,10 +83,27 @@ void rk_model_layout(rk_model *m) {
                 m->fm_k = c->features[i].dim;
             }
     }
+    return RK_OK;
 }
 
-void rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p) {
+void rk_param_ptrs_free(rk_param_ptrs *p) {
+    rk_free(p->mem);
     memset(p, 0, sizeof *p);
+}
+
+rk_status rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p, rk_err *err) {
+    const rk_tower_cfg *t = &m->cfg.tower;
+    if (!p->mem) {
+        p->mem = rk_calloc((size_t)(2 * t->n_cross + 2 * t->n_hidden + 1), sizeof(float *));
+        if (!p->mem) return rk_fail(err, RK_ENOMEM, "model: out of memory");
+    }
+    float **mem = p->mem;
+    memset(p, 0, sizeof *p);
+    p->mem = mem;
+    p->cW = mem, mem += t->n_cross;
+    p->cb = mem, mem += t->n_cross;
+    p->mW = mem, mem += t->n_hidden;
+    p->mb = mem;
     int k = 0;
     for (int l = 0; l < m->cfg.tower.n_cross; l++) {
         p->cW[l] = base + m->pd[k++].off;
@@ -99,21 +119,44 @@ void rk_model_point(const rk_model *m, float *base, rk_param_ptrs *p) {
         p->fW = base + m->pd[k++].off;
         p->fb = base + m->pd[k++].off;
     }
+    return RK_OK;
+}
+
+/* The model's per-feature and per-member arrays, sized from m->cfg. */
+static rk_status model_arrays(rk_model *m, rk_err *err) {
+    size_t nf = (size_t)m->cfg.n_features + 1, nm = (size_t)m->cfg.n_members + 1;
+    m->col = rk_calloc(nf, sizeof *m->col);
+    m->fm_cols = rk_calloc(nf, sizeof *m->fm_cols);
+    m->tables = rk_calloc(nf, sizeof *m->tables);
+    m->store_table = rk_calloc(nf, sizeof *m->store_table);
+    m->sid_items = rk_calloc(nf, sizeof *m->sid_items);
+    m->sid_cb = rk_calloc(nf, sizeof *m->sid_cb);
+    m->member = rk_calloc(nm, sizeof *m->member);
+    if (!m->col || !m->fm_cols || !m->tables || !m->store_table || !m->sid_items || !m->sid_cb || !m->member)
+        return rk_fail(err, RK_ENOMEM, "model: out of memory for %d features", m->cfg.n_features);
+    return RK_OK;
 }
 
 static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
+    *out = NULL;
     rk_model *m = rk_calloc(1, sizeof *m);
     if (!m) return rk_fail(err, RK_ENOMEM, "model: out of memory");
     pthread_rwlock_init(&m->ram_mu, NULL);
-    m->cfg = *cfg;
-    if (cfg->n_members == 0) rk_model_layout(m); /* an ensemble's parameters live in its members */
-    m->params = rk_calloc(m->n_floats ? m->n_floats : 1, sizeof(float));
-    if (!m->params) {
+    rk_status s = rk_model_cfg_copy(&m->cfg, cfg, err);
+    if (s) {
         pthread_rwlock_destroy(&m->ram_mu);
         rk_free(m);
-        return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", m->n_floats);
+        return s;
     }
-    rk_model_point(m, m->params, &m->p);
+    if ((s = model_arrays(m, err)) == RK_OK && cfg->n_members == 0)
+        s = rk_model_layout(m, err); /* an ensemble's parameters live in its members */
+    if (s == RK_OK && !(m->params = rk_calloc(m->n_floats ? m->n_floats : 1, sizeof(float))))
+        s = rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", m->n_floats);
+    if (s == RK_OK && cfg->n_members == 0) s = rk_model_point(m, m->params, &m->p, err);
+    if (s) {
+        rk_model_destroy(m);
+        return s;
+    }
     snprintf(m->version, sizeof m->version, "%s/%s", cfg->name, cfg->version[0] ? cfg->version : "unversioned");
     *out = m;
     return RK_OK;
@@ -130,8 +173,11 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) 
         m->log_tau = logf(cfg->fusion.tau);
         for (int i = 0; i < cfg->n_members; i++) {
             rk_model_cfg mc;
-            rk_member_cfg_derive(cfg, i, &mc);
-            if ((s = rk_model_create(&mc, &m->member[i], err))) {
+            if ((s = rk_member_cfg_derive(cfg, i, &mc, err)) == RK_OK) {
+                s = rk_model_create(&mc, &m->member[i], err);
+                rk_model_cfg_free(&mc);
+            }
+            if (s) {
                 rk_model_destroy(m);
                 return rk_err_prefix(err, "member '%s'", cfg->members[i].name);
             }
@@ -165,8 +211,8 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) 
 
 void rk_model_destroy(rk_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_members; i++) rk_model_destroy(m->member[i]);
-    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+    for (int i = 0; m->member && i < m->n_members; i++) rk_model_destroy(m->member[i]);
+    for (int f = 0; m->tables && f < m->cfg.n_features; f++) {
         rk_free(m->tables[f]);
         rk_sid_items_destroy(m->sid_items[f]);
         rk_sid_codebook_free(&m->sid_cb[f]);
@@ -174,6 +220,17 @@ void rk_model_destroy(rk_model *m) {
     rk_store_close(m->store);
     rk_free(m->params);
     rk_free(m->packed);
+    rk_param_ptrs_free(&m->pk);
+    rk_param_ptrs_free(&m->p);
+    rk_free(m->pd);
+    rk_free(m->col);
+    rk_free(m->fm_cols);
+    rk_free(m->tables);
+    rk_free(m->store_table);
+    rk_free(m->sid_items);
+    rk_free(m->sid_cb);
+    rk_free(m->member);
+    rk_model_cfg_free(&m->cfg);
     pthread_rwlock_destroy(&m->ram_mu);
     rk_free(m);
 }
@@ -263,9 +320,8 @@ rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *ta
     } else if (member && member[0]) {
         return rk_fail(err, RK_ENOTFOUND, "member: '%s' given, but the model is not an ensemble", member);
     }
-    int f = -1;
-    for (int i = 0; table && i < t->cfg.n_features; i++)
-        if (t->cfg.features[i].kind == RK_FEAT_SPARSE && !strcmp(t->cfg.features[i].name, table)) f = i;
+    int f = table ? rk_model_cfg_find(&t->cfg, table) : -1;
+    if (f >= 0 && t->cfg.features[f].kind != RK_FEAT_SPARSE) f = -1;
     if (f < 0) return rk_fail(err, RK_ENOTFOUND, "table: no embedding table '%s'", table ? table : "");
     if (!t->store || !t->updatable)
         return rk_fail(err, RK_EINVAL, "table '%s': the bundle's tables are open read-only (updates need a writable open)",
@@ -368,6 +424,31 @@ static rk_status open_sid(rk_model *m, const char *dir, rk_err *err) {
 
 rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) { return rk_model_open_ex(dir, 0, out, err); }
 
+/* Open the store of m's sparse features at path (tables/). */
+static rk_status open_tables(rk_model *m, const char *path, int writable, rk_err *err) {
+    const rk_model_cfg *cfg = &m->cfg;
+    const char **names = rk_malloc(((size_t)cfg->n_features + 1) * sizeof *names);
+    int *dims = rk_malloc(((size_t)cfg->n_features + 1) * sizeof *dims), n = 0;
+    if (!names || !dims) {
+        rk_free(names);
+        rk_free(dims);
+        return rk_fail(err, RK_ENOMEM, "model: out of memory");
+    }
+    for (int f = 0; f < cfg->n_features; f++) {
+        if (cfg->features[f].kind != RK_FEAT_SPARSE) continue;
+        m->store_table[f] = n;
+        names[n] = cfg->features[f].name;
+        dims[n++] = cfg->features[f].dim;
+    }
+    rk_store_opts so = RK_STORE_OPTS_DEFAULT;
+    /* With a Redis tier, updates go to the cluster; the local tables stay read-only (replicas share them). */
+    so.writable = writable != 0 && !rk_store_tier();
+    rk_status s = rk_store_open_ex(path, names, dims, n, &so, &m->store, err);
+    rk_free(names);
+    rk_free(dims);
+    return s;
+}
+
 rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err *err) {
     *out = NULL;
     char path[4096];
@@ -380,12 +461,15 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
     char *text;
     rk_status s = rk_read_file(path, &text, NULL, err);
     if (s) return s == RK_ENOTFOUND ? rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing file model.json", dir) : s;
-    rk_model_cfg cfg;
-    s = rk_model_cfg_parse(text, &cfg, err);
+    rk_model_cfg pcfg;
+    s = rk_model_cfg_parse(text, &pcfg, err);
     rk_free(text);
     if (s) return rk_err_prefix(err, "%s", path);
     rk_model *m;
-    if ((s = model_alloc(&cfg, &m, err))) return s;
+    s = model_alloc(&pcfg, &m, err);
+    rk_model_cfg_free(&pcfg);
+    if (s) return s;
+    const rk_model_cfg cfg = m->cfg; /* a view: the model owns the arrays */
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     if (cfg.n_members > 0) {
         m->n_members = cfg.n_members;
@@ -393,8 +477,10 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         for (int i = 0; i < cfg.n_members; i++) {
             snprintf(path, sizeof path, "%s/members/%s", dir, cfg.members[i].name);
             rk_model_cfg want;
-            rk_member_cfg_derive(&cfg, i, &want);
-            if ((s = rk_model_open_ex(path, writable, &m->member[i], err))) {
+            if ((s = rk_member_cfg_derive(&cfg, i, &want, err)) == RK_OK &&
+                (s = rk_model_open_ex(path, writable, &m->member[i], err)))
+                rk_model_cfg_free(&want);
+            if (s) {
                 rk_model_destroy(m);
                 return s;
             }
@@ -406,10 +492,12 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
                 same = !strcmp(a->name, b->name) && a->kind == b->kind && a->side == b->side && a->table_size == b->table_size &&
                        a->dim == b->dim && a->pool == b->pool && a->max_values == b->max_values;
             }
+            rk_model_cfg_free(&want);
             if (!same) {
-                rk_model_destroy(m);
-                return rk_fail(err, RK_EFORMAT, "model bundle %s: member '%s' does not match the ensemble's features or tower in model.json",
-                               dir, cfg.members[i].name);
+                s = rk_fail(err, RK_EFORMAT, "model bundle %s: member '%s' does not match the ensemble's features or tower in model.json",
+                            dir, cfg.members[i].name);
+                rk_model_destroy(m); /* after the message: cfg's arrays are m's */
+                return s;
             }
         }
         /* semantic IDs: the ensemble featurizes once, with member 0's records */
@@ -439,23 +527,12 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         rk_model_destroy(m);
         return s;
     }
-    const char *names[RK_MAX_FEATURES];
-    int dims[RK_MAX_FEATURES], n = 0;
-    for (int f = 0; f < cfg.n_features; f++) {
-        if (cfg.features[f].kind != RK_FEAT_SPARSE) continue;
-        m->store_table[f] = n;
-        names[n] = cfg.features[f].name;
-        dims[n++] = cfg.features[f].dim;
-    }
     snprintf(path, sizeof path, "%s/tables", dir);
     if (!rk_is_dir(path)) {
         rk_model_destroy(m);
         return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing directory tables/", dir);
     }
-    rk_store_opts so = RK_STORE_OPTS_DEFAULT;
-    /* With a Redis tier, updates go to the cluster; the local tables stay read-only (replicas share them). */
-    so.writable = writable != 0 && !rk_store_tier();
-    if ((s = rk_store_open_ex(path, names, dims, n, &so, &m->store, err))) {
+    if ((s = open_tables(m, path, writable, err))) {
         rk_model_destroy(m);
         return s;
     }
@@ -500,13 +577,48 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
 
 /* dense.safetensors and tables/ of a single model into dir; adds "tables"
  * and "dense" to the model.json object root. */
+/* write_single's per-table arrays, sized from the feature count. */
+typedef struct {
+    rk_table_spec *specs;   /* [2 n_features] */
+    rk_table_opts *topts;   /* [2 n_features] */
+    const uint64_t **keys;  /* [2 n_features] */
+    uint64_t **own_keys;    /* [n_features] */
+    float **own_data;       /* [n_features] */
+    char (*sid_names)[RK_NAME_MAX + 8]; /* [n_features] */
+} write_bufs;
+
+static rk_status write_single_in(const rk_model *m, const char *dir, json_t *root, rk_codec codec, write_bufs *wb,
+                                 rk_err *err);
+
 static rk_status write_single(const rk_model *m, const char *dir, json_t *root, rk_codec codec, rk_err *err) {
+    size_t nf = (size_t)m->cfg.n_features + 1;
+    write_bufs wb = {rk_calloc(2 * nf, sizeof *wb.specs), rk_calloc(2 * nf, sizeof *wb.topts),
+                     rk_calloc(2 * nf, sizeof *wb.keys),  rk_calloc(nf, sizeof *wb.own_keys),
+                     rk_calloc(nf, sizeof *wb.own_data),  rk_calloc(nf, sizeof *wb.sid_names)};
+    rk_status s = RK_OK;
+    if (!wb.specs || !wb.topts || !wb.keys || !wb.own_keys || !wb.own_data || !wb.sid_names)
+        s = rk_fail(err, RK_ENOMEM, "model bundle %s: out of memory", dir);
+    if (s == RK_OK) s = write_single_in(m, dir, root, codec, &wb, err);
+    for (int f = 0; wb.own_keys && wb.own_data && f < m->cfg.n_features; f++) {
+        rk_free(wb.own_keys[f]);
+        rk_free(wb.own_data[f]);
+    }
+    rk_free(wb.specs);
+    rk_free(wb.topts);
+    rk_free(wb.keys);
+    rk_free(wb.own_keys);
+    rk_free(wb.own_data);
+    rk_free(wb.sid_names);
+    return s;
+}
+
+static rk_status write_single_in(const rk_model *m, const char *dir, json_t *root, rk_codec codec, write_bufs *wb,
+                                 rk_err *err) {
     char path[4096];
     rk_status s = RK_OK;
     /* tables/ */
-    rk_table_spec specs[2 * RK_MAX_FEATURES];
-    rk_table_opts topts[2 * RK_MAX_FEATURES];
-    memset(topts, 0, sizeof topts);
+    rk_table_spec *specs = wb->specs;
+    rk_table_opts *topts = wb->topts;
     int n = 0;
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
@@ -519,10 +631,10 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
         n++;
     }
     /* semantic-ID item records: keyed tables "sid.<feature>" (rank/sid.c) */
-    const uint64_t *keys[2 * RK_MAX_FEATURES] = {0};
-    uint64_t *own_keys[RK_MAX_FEATURES] = {0};
-    float *own_data[RK_MAX_FEATURES] = {0};
-    char sid_names[RK_MAX_FEATURES][RK_NAME_MAX + 8];
+    const uint64_t **keys = wb->keys;
+    uint64_t **own_keys = wb->own_keys;
+    float **own_data = wb->own_data;
+    char (*sid_names)[RK_NAME_MAX + 8] = wb->sid_names;
     static const float no_codes[RK_SID_MAX_LEVELS] = {-1, -1, -1, -1, -1, -1, -1, -1};
     int n_emb = n;
     json_t *sids = json_array();
@@ -563,10 +675,6 @@ static rk_status write_single(const rk_model *m, const char *dir, json_t *root, 
     }
     snprintf(path, sizeof path, "%s/tables", dir);
     if (s == RK_OK) s = rk_store_write_keyed(path, specs, keys, n, topts, err);
-    for (int f = 0; f < RK_MAX_FEATURES; f++) {
-        rk_free(own_keys[f]);
-        rk_free(own_data[f]);
-    }
     if (s) {
         json_decref(sids);
         return s;
@@ -735,32 +843,51 @@ rk_status rk_model_convert(const char *in_dir, const char *out_dir, const char *
 
 /* ---------------------------------------------------------------- batch */
 
-rk_status rk_batch_alloc(rk_batch *b, const rk_model_cfg *c, int cap_rows, size_t values_per_feature, rk_err *err) {
+rk_status rk_batch_alloc_caps(rk_batch *b, const rk_model_cfg *c, int cap_rows, const size_t *caps, rk_err *err) {
     memset(b, 0, sizeof *b);
     b->cap_rows = cap_rows;
     b->n_features = c->n_features;
+    size_t nf = (size_t)c->n_features + 1;
+    b->offsets = rk_calloc(nf, sizeof *b->offsets);
+    b->rows = rk_calloc(nf, sizeof *b->rows);
+    b->cap_values = rk_calloc(nf, sizeof *b->cap_values);
     b->dense = rk_calloc((size_t)cap_rows * (size_t)c->n_features, sizeof(float));
     b->labels = rk_calloc((size_t)cap_rows, sizeof(float));
-    int ok = b->dense && b->labels;
+    int ok = b->offsets && b->rows && b->cap_values && b->dense && b->labels;
     for (int f = 0; ok && f < c->n_features; f++) {
         if (c->features[f].kind != RK_FEAT_SPARSE) continue;
         b->offsets[f] = rk_calloc((size_t)cap_rows + 1, sizeof(uint32_t));
-        b->rows[f] = rk_malloc((values_per_feature ? values_per_feature : 1) * sizeof(uint64_t));
-        b->cap_values[f] = values_per_feature;
+        b->rows[f] = rk_malloc((caps[f] ? caps[f] : 1) * sizeof(uint64_t));
+        b->cap_values[f] = caps[f];
         ok = b->offsets[f] && b->rows[f];
     }
     if (!ok) {
         rk_batch_free(b);
-        return rk_fail(err, RK_ENOMEM, "batch: out of memory for %d rows", cap_rows);
+        return rk_fail(err, RK_ENOMEM, "batch: out of memory for %d rows of %d features", cap_rows, c->n_features);
     }
     return RK_OK;
 }
 
+rk_status rk_batch_alloc(rk_batch *b, const rk_model_cfg *c, int cap_rows, size_t values_per_feature, rk_err *err) {
+    size_t *caps = rk_malloc(((size_t)c->n_features + 1) * sizeof *caps);
+    if (!caps) {
+        memset(b, 0, sizeof *b);
+        return rk_fail(err, RK_ENOMEM, "batch: out of memory");
+    }
+    for (int f = 0; f < c->n_features; f++) caps[f] = values_per_feature;
+    rk_status s = rk_batch_alloc_caps(b, c, cap_rows, caps, err);
+    rk_free(caps);
+    return s;
+}
+
 void rk_batch_free(rk_batch *b) {
-    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+    for (int f = 0; b->offsets && b->rows && f < b->n_features; f++) {
         rk_free(b->offsets[f]);
         rk_free(b->rows[f]);
     }
+    rk_free(b->offsets);
+    rk_free(b->rows);
+    rk_free(b->cap_values);
     rk_free(b->dense);
     rk_free(b->labels);
     memset(b, 0, sizeof *b);
@@ -779,7 +906,14 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
     for (int i = 0; i < t->n_hidden; i++) n += B * (size_t)t->hidden[i];
     if (backward) n += B + 2 * B * maxh + 3 * B * D;
     w->mem = rk_malloc(n * sizeof(float));
-    if (!w->mem) return rk_fail(err, RK_ENOMEM, "work buffers: out of memory for %d rows", cap);
+    w->ptrs = rk_calloc((size_t)(2 * t->n_cross + 1 + t->n_hidden), sizeof(float *));
+    if (!w->mem || !w->ptrs) {
+        rk_work_free(w);
+        return rk_fail(err, RK_ENOMEM, "work buffers: out of memory for %d rows", cap);
+    }
+    w->xs = w->ptrs;
+    w->us = w->ptrs + t->n_cross + 1;
+    w->act = w->us + t->n_cross;
     float *p = w->mem;
     w->x0 = p, p += B * D;
     w->xs[0] = w->x0;
@@ -804,6 +938,7 @@ rk_status rk_work_init(rk_work *w, const rk_model *m, int cap, int backward, rk_
 
 void rk_work_free(rk_work *w) {
     rk_free(w->mem);
+    rk_free(w->ptrs);
     memset(w, 0, sizeof *w);
 }
 
@@ -843,7 +978,7 @@ rk_status rk_model_fill_x0_ex(const rk_model *m, const rk_batch *b, rk_work *w, 
 void rk_model_unpack(rk_model *m) {
     rk_free(m->packed);
     m->packed = NULL;
-    memset(&m->pk, 0, sizeof m->pk);
+    rk_param_ptrs_free(&m->pk);
 }
 
 /* Pack (or size, when base is NULL) every weight matrix; returns the floats. */
@@ -877,6 +1012,9 @@ rk_status rk_model_pack(rk_model *m, rk_err *err) {
     for (int f = 0; f < m->cfg.n_features && m->cfg.features[f].side == RK_SIDE_USER; f++)
         m->user_prefix = m->col[f] + (m->cfg.features[f].kind == RK_FEAT_SPARSE ? m->cfg.features[f].dim : 1);
     size_t n = pack_all(m, NULL);
+    /* pk's per-layer arrays (pointing into params until pack_all repoints the matrices) */
+    rk_status s = rk_model_point(m, m->params, &m->pk, err);
+    if (s) return s;
     if (!(m->packed = rk_malloc((n ? n : 1) * sizeof(float))))
         return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu packed weights", n);
     pack_all(m, m->packed);
@@ -951,6 +1089,11 @@ void rk_model_forward(const rk_model *m, rk_work *w, int B) {
     for (int i = 0; i < t->n_hidden; i++) {
         rk_linear_forward(w->act[i], h, m->p.mW[i], m->p.mb[i], B, prev, t->hidden[i]);
         rk_relu_forward(w->act[i], w->act[i], (size_t)B * (size_t)t->hidden[i]);
+        if (w->dropout > 0) { /* inverted dropout: a dropped unit is 0, which relu_backward's mask also drops */
+            const float keep = 1.0f - w->dropout, scale = 1.0f / keep;
+            for (size_t k = 0; k < (size_t)B * (size_t)t->hidden[i]; k++)
+                w->act[i][k] = rk_rng_uniform(&w->drop_rng) < keep ? w->act[i][k] * scale : 0.0f;
+        }
         h = w->act[i];
         prev = t->hidden[i];
     }
@@ -967,21 +1110,22 @@ void rk_model_forward(const rk_model *m, rk_work *w, int B) {
 void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     const rk_tower_cfg *t = &m->cfg.tower;
     const int D = m->D;
-    rk_param_ptrs gp;
-    rk_model_point(m, g, &gp);
+    /* the gradient of a tensor sits at the tensor's offset in g */
+#define GRAD(ptr) (g + ((ptr) - m->params))
     int nh = t->n_hidden;
     const float *hlast = nh ? w->act[nh - 1] : w->xs[t->n_cross];
     int prev = nh ? t->hidden[nh - 1] : D;
     /* da = d loss / d hlast */
     float *da = w->da, *dtmp = w->db_;
-    rk_linear_backward(da, gp.oW, gp.ob, w->dlogit, hlast, m->p.oW, B, prev, 1);
+    rk_linear_backward(da, GRAD(m->p.oW), GRAD(m->p.ob), w->dlogit, hlast, m->p.oW, B, prev, 1);
     if (w->dh_extra) cblas_saxpy(B * prev, 1.0f, w->dh_extra, 1, da, 1);
     for (int i = nh - 1; i >= 0; i--) {
         int in = i ? t->hidden[i - 1] : D;
         const float *x = i ? w->act[i - 1] : w->xs[t->n_cross];
+        if (w->dropout > 0) cblas_sscal(B * t->hidden[i], 1.0f / (1.0f - w->dropout), da, 1); /* the kept units' scale */
         rk_relu_backward(da, da, w->act[i], (size_t)B * (size_t)t->hidden[i]);
         float *dx = i ? dtmp : w->dxl;
-        rk_linear_backward(dx, gp.mW[i], gp.mb[i], da, x, m->p.mW[i], B, in, t->hidden[i]);
+        rk_linear_backward(dx, GRAD(m->p.mW[i]), GRAD(m->p.mb[i]), da, x, m->p.mW[i], B, in, t->hidden[i]);
         if (i) {
             float *sw = da;
             da = dtmp;
@@ -992,15 +1136,16 @@ void rk_model_backward(const rk_model *m, rk_work *w, int B, float *g) {
     /* w->dxl = d loss / d x_L; walk the cross layers back to x0. */
     memset(w->dx0, 0, (size_t)B * (size_t)D * sizeof(float));
     for (int l = t->n_cross - 1; l >= 0; l--)
-        rk_cross_backward(w->dx0, w->dxl, gp.cW[l], gp.cb[l], w->dxl, w->x0, w->xs[l], w->us[l], m->p.cW[l], B, D, w->scratch);
+        rk_cross_backward(w->dx0, w->dxl, GRAD(m->p.cW[l]), GRAD(m->p.cb[l]), w->dxl, w->x0, w->xs[l], w->us[l], m->p.cW[l], B, D, w->scratch);
     /* x_0 feeds layer 0 as x_l too: add that path. */
     cblas_saxpy(B * D, 1.0f, w->dxl, 1, w->dx0, 1);
     if (t->type == RK_TOWER_DEEPFM) {
         /* first-order term: dW += dlogit^T x0, dx0 += dlogit W (through scratch) */
-        rk_linear_backward(w->scratch, gp.fW, gp.fb, w->dlogit, w->x0, m->p.fW, B, D, 1);
+        rk_linear_backward(w->scratch, GRAD(m->p.fW), GRAD(m->p.fb), w->dlogit, w->x0, m->p.fW, B, D, 1);
         cblas_saxpy(B * D, 1.0f, w->scratch, 1, w->dx0, 1);
         rk_fm_backward(w->dx0, w->dlogit, w->x0, (size_t)D, m->fm_cols, m->n_fm, m->fm_k, B);
     }
+#undef GRAD
 }
 
 /* ---------------------------------------------------------------- the tower alone */
@@ -1054,14 +1199,18 @@ rk_status rk_model_predict_dev(const rk_model *m, const rk_batch *b, rk_device *
                                float *member_w, rk_err *err) {
     const int M = m->n_members, n = b->n_rows;
     if (M == 0) return predict_single(m, b, dev, pctr, err);
-    float *mp = rk_malloc((size_t)n * (size_t)M * sizeof(float));
-    if (!mp) return rk_fail(err, RK_ENOMEM, "predict: out of memory");
+    float *mp = rk_malloc((size_t)n * (size_t)M * sizeof(float)), *p = rk_malloc((size_t)M * sizeof(float));
+    double *w = rk_malloc((size_t)M * sizeof(double));
+    if (!mp || !p || !w) {
+        rk_free(mp);
+        rk_free(p);
+        rk_free(w);
+        return rk_fail(err, RK_ENOMEM, "predict: out of memory");
+    }
     rk_status s = RK_OK;
     for (int i = 0; i < M && s == RK_OK; i++) s = predict_single(m->member[i], b, dev, mp + (size_t)i * n, err);
     double tau = exp((double)m->log_tau);
     for (int r = 0; s == RK_OK && r < n; r++) {
-        float p[RK_MAX_MEMBERS];
-        double w[RK_MAX_MEMBERS];
         for (int i = 0; i < M; i++) {
             p[i] = mp[(size_t)i * n + r];
             if (!isfinite(p[i]) && s == RK_OK)
@@ -1075,6 +1224,8 @@ rk_status rk_model_predict_dev(const rk_model *m, const rk_batch *b, rk_device *
         }
     }
     rk_free(mp);
+    rk_free(p);
+    rk_free(w);
     return s;
 }
 
@@ -1105,19 +1256,15 @@ static rk_status predict_single(const rk_model *m, const rk_batch *b, rk_device 
             if (v > maxv) maxv = v;
         }
     uint32_t *offs = rk_malloc((size_t)m->cfg.n_features * (chunk + 1) * sizeof(uint32_t));
-    if (!offs) s = rk_fail(err, RK_ENOMEM, "predict: out of memory");
-    if (s == RK_OK && m->store) s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err);
-    if (s) {
-        rk_free(offs);
-        rk_tower_dev_destroy(td);
-        rk_work_free(&w);
-        return s;
-    }
     rk_batch view = *b;
+    view.offsets = rk_calloc((size_t)m->cfg.n_features + 1, sizeof *view.offsets);
+    view.rows = rk_calloc((size_t)m->cfg.n_features + 1, sizeof *view.rows);
+    if (!offs || !view.offsets || !view.rows) s = rk_fail(err, RK_ENOMEM, "predict: out of memory");
+    if (s == RK_OK && m->store) s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err);
     rk_progress pg;
     int show = b->n_rows >= 100000;
     if (show) rk_progress_start(&pg, "score", "rows", (uint64_t)b->n_rows);
-    for (int r0 = 0; r0 < b->n_rows && s == RK_OK; r0 += chunk) {
+    for (int r0 = 0; s == RK_OK && r0 < b->n_rows; r0 += chunk) {
         int n = b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk;
         /* A view of rows [r0, r0+n): offsets are absolute into rows[]. */
         view.n_rows = n;
@@ -1142,6 +1289,8 @@ static rk_status predict_single(const rk_model *m, const rk_batch *b, rk_device 
     }
     if (show && s == RK_OK) rk_progress_finish(&pg);
     rk_free(offs);
+    rk_free(view.offsets);
+    rk_free(view.rows);
     rk_embed_scratch_destroy(scr);
     rk_tower_dev_destroy(td);
     rk_work_free(&w);

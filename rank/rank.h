@@ -27,8 +27,9 @@
 #include "semantic_id.h"
 
 #define RK_FORMAT_VERSION 1
-#define RK_MAX_FEATURES 32
-#define RK_MAX_HIDDEN 8
+/* Longest feature, column, member or model name (bytes, with the NUL).
+ * Counts (features, tables, hidden and cross layers, ensemble members,
+ * values per bag) have no fixed cap: they are sized at run time. */
 #define RK_NAME_MAX 64
 /* Largest magnitude a raw dense feature value may have, and a standardized
  * one may reach: beyond it float32 tower math can overflow to Inf/NaN, so
@@ -67,6 +68,16 @@ typedef enum { RK_LOG1P_OFF = 0, RK_LOG1P_ON = 1, RK_LOG1P_CLAMP = 2 } rk_log1p_
  * Errors name the file, row (1-based, header = row 1) and column. */
 rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err);
 
+/* Convert any delimited log (CSV or TSV, with or without a header) into
+ * train.tsv, valid.tsv, test.tsv and schema.json in out_dir, by the schema
+ * file at schema_path: column roles (label, sparse single- or
+ * multi-valued, dense), transforms (dense log1p after clamping negatives
+ * at 0; sparse log_squared bucketing of integers), missing-value tokens,
+ * hashed crosses, and an ordered (file = time order) or seeded random
+ * split. Format and keys: rank/data_log.c. Errors name the file, row and
+ * column. */
+rk_status rk_data_log(const char *schema_path, const char *in_path, const char *out_dir, rk_err *err);
+
 /* ====================================================================== metrics */
 
 typedef struct {
@@ -94,7 +105,6 @@ typedef enum { RK_SIDE_USER = 0, RK_SIDE_ITEM = 1 } rk_side;
  * the MLP's logit + a first-order linear term over x0 + the FM second-order
  * term over the sparse features' pooled embeddings (all of one dim). */
 typedef enum { RK_TOWER_DNN = 0, RK_TOWER_DCNV2 = 1, RK_TOWER_DEEPFM = 2 } rk_tower_type;
-#define RK_MAX_MEMBERS 8
 
 typedef struct {
     char name[RK_NAME_MAX];    /* feature name, also the request's feature name */
@@ -131,7 +141,8 @@ typedef struct {
     rk_tower_type type;
     int n_cross;               /* DCNv2 cross layers */
     int n_hidden;
-    int hidden[RK_MAX_HIDDEN]; /* MLP widths, ReLU after each */
+    int *hidden;               /* [n_hidden] MLP widths, ReLU after each; owned by the
+                                * rk_model_cfg holding the tower */
 } rk_tower_cfg;
 
 typedef struct {
@@ -165,6 +176,14 @@ typedef struct {
     int shuffle;               /* shuffle the training rows each epoch (default 1); 0 = one
                                 * pass in file order, i.e. in time for a time-ordered split,
                                 * as the Semantic-ID paper trains (papers.md §1(d)) */
+    /* Regularization (0 = off, the defaults). The loss gains
+     * l2_embed/2 ||e||^2 over the embedding rows the batch touches (the
+     * sparse, per-batch L2 of production trainers: an untouched row is not
+     * decayed) and l2_dense/2 ||W||^2 over every weight matrix of the tower
+     * (not the biases); dropout: each MLP hidden unit is zeroed with this
+     * probability while training, the kept ones scaled by 1/(1-p)
+     * (inverted dropout; scoring is unchanged). */
+    float l2_embed, l2_dense, dropout;
 } rk_train_cfg;
 
 typedef struct {
@@ -173,7 +192,7 @@ typedef struct {
     char version[RK_NAME_MAX];
     char label_column[RK_NAME_MAX];
     int n_features;
-    rk_feature features[RK_MAX_FEATURES];
+    rk_feature *features;      /* [n_features], owned (rk_model_cfg_free) */
     rk_tower_cfg tower;
     rk_train_cfg train;
     /* request field aliases: a request's user.user_id, user.recent_item_ids
@@ -186,26 +205,39 @@ typedef struct {
      * own embedding tables and tower, sharing the feature definitions (a
      * member may override the embedding dim), fused per example. */
     int n_members;
-    rk_member_cfg members[RK_MAX_MEMBERS];
+    rk_member_cfg *members;    /* [n_members], owned */
     rk_fusion_cfg fusion;
+    rk_strmap *by_name;        /* feature name -> index (rk_model_cfg_find), owned */
 } rk_model_cfg;
+
+/* A config owns its arrays: every config filled by rk_model_cfg_parse,
+ * rk_model_cfg_default, rk_model_cfg_copy or rk_member_cfg_derive is
+ * released with rk_model_cfg_free (also after a failed parse). Copying the
+ * struct with '=' shares the arrays: use rk_model_cfg_copy. */
 
 /* Parse a model config (the "config" part of model.json or a config file
  * under configs/). Unknown keys are errors naming the key; missing keys take
- * documented defaults. */
+ * documented defaults. On failure *out holds nothing to free. */
 rk_status rk_model_cfg_parse(const char *json_text, rk_model_cfg *out, rk_err *err);
-/* Defaults for every field. */
-void rk_model_cfg_default(rk_model_cfg *c);
+/* Defaults for every field (no features). RK_ENOMEM. */
+rk_status rk_model_cfg_default(rk_model_cfg *c, rk_err *err);
+/* Deep copy of src into *dst (features, towers, members, the name index);
+ * features[].items pointers are shared, not copied. RK_ENOMEM. */
+rk_status rk_model_cfg_copy(rk_model_cfg *dst, const rk_model_cfg *src, rk_err *err);
+/* Free what a config owns; the struct is zeroed. NULL-safe, idempotent. */
+void rk_model_cfg_free(rk_model_cfg *c);
 /* Width of the tower input: sum of sparse dims + number of dense features. */
 int rk_model_cfg_input_dim(const rk_model_cfg *c);
 /* The config of ensemble member i: the ensemble's features (dims replaced
  * by the member's dim when set), the member's tower, name and a seed derived
  * from the ensemble's seed and i. */
-void rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out);
+rk_status rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out, rk_err *err);
 /* "dnn", "dcnv2" or "deepfm". */
 const char *rk_tower_name(rk_tower_type t);
-/* Index of a feature by name, -1 if none. */
+/* Index of a feature by name, -1 if none: a hash lookup (by_name). */
 int rk_model_cfg_find(const rk_model_cfg *c, const char *name);
+/* Same for a name that is not NUL-terminated. */
+int rk_model_cfg_find_n(const rk_model_cfg *c, const char *name, size_t len);
 
 /* ====================================================================== batch */
 
@@ -216,9 +248,9 @@ int rk_model_cfg_find(const rk_model_cfg *c, const char *name);
 typedef struct {
     int n_rows, cap_rows;
     int n_features;
-    uint32_t *offsets[RK_MAX_FEATURES];  /* [n_rows+1] for sparse features */
-    uint64_t *rows[RK_MAX_FEATURES];     /* hashed row ids, cap_values[f] */
-    size_t cap_values[RK_MAX_FEATURES];
+    uint32_t **offsets;                  /* [n_features]: [n_rows+1] for sparse features, NULL for dense */
+    uint64_t **rows;                     /* [n_features]: hashed row ids, cap_values[f] */
+    size_t *cap_values;                  /* [n_features] */
     float *dense;                        /* [n_rows, n_features] raw slots by feature index */
     float *labels;                       /* [n_rows] */
 } rk_batch;
@@ -428,10 +460,12 @@ typedef struct {
     rk_metrics valid, test;          /* the model's (an ensemble's fused) metrics */
     int have_test;
     int n_members;                   /* ensembles: each member's metrics inside the ensemble */
-    rk_metrics member_valid[RK_MAX_MEMBERS], member_test[RK_MAX_MEMBERS];
+    rk_metrics *member_valid, *member_test; /* [n_members] (NULL for a single model), owned */
 } rk_train_report;
 rk_status rk_train(const rk_model_cfg *cfg, const rk_train_io *io, rk_model **out,
                    rk_train_report *rep, rk_err *err);
+/* Free what a report owns (the member metrics). NULL-safe. */
+void rk_train_report_free(rk_train_report *rep);
 
 /* ---- online trainer: one optimizer step at a time (streaming, distillation)
  *

@@ -14,21 +14,27 @@
 struct rk_scorer {
     const rk_model *m;
     int max_rows, max_per_row, n_rows;
-    size_t cap_values; /* per feature */
+    size_t cap_values; /* the widest feature's */
+    int n_features;
     rk_batch b;
-    uint32_t *st_row[RK_MAX_FEATURES];
-    uint64_t *st_key[RK_MAX_FEATURES];
-    size_t st_n[RK_MAX_FEATURES];
-    uint32_t *cnt[RK_MAX_FEATURES]; /* [max_rows] table rows staged per batch row */
-    uint32_t *vcnt[RK_MAX_FEATURES]; /* [max_rows] values per row of semantic-ID features
-                                      * (each gives G rows; max_values counts values) */
-    uint8_t same[RK_MAX_FEATURES];   /* every value staged for all rows at once (a request's
-                                      * user side): every row's bag is the same, pooled once */
+    /* per feature [n_features]; a sparse feature's staging holds max_rows x
+     * its per-row cap (max_values when it caps a hashed feature below
+     * max_values_per_row, else max_values_per_row) */
+    uint32_t **st_row;
+    uint64_t **st_key;
+    size_t *st_n;
+    uint32_t **cnt;  /* [max_rows] table rows staged per batch row */
+    uint32_t **vcnt; /* [max_rows] values per row of semantic-ID features
+                      * (each gives G rows; max_values counts values) */
     int n_models;                       /* 1, or the ensemble's members */
-    const rk_model *models[RK_MAX_MEMBERS];
-    rk_work w[RK_MAX_MEMBERS];
-    rk_tower_dev *td[RK_MAX_MEMBERS];   /* towers on a GPU (rk_scorer_set_device), else NULL */
+    const rk_model **models;            /* [n_models] */
+    rk_work *w;                         /* [n_models] */
+    uint8_t *same;                      /* [n_features] every value staged for all rows at once (a
+                                         * request's user side): every row's bag is the same, pooled once */
+    rk_tower_dev **td;                  /* [n_models] towers on a GPU (rk_scorer_set_device), else NULL */
     float *mp, *mw;                     /* ensemble: member pCTR and weight [max_rows, M] */
+    float *fp;                          /* ensemble: one row's member pCTRs [M] */
+    double *fw;                         /* ensemble: one row's fusion weights [M] */
     rk_embed_scratch *scr;
     uint64_t sid_unknown;   /* values of code-based features without records (empty bag / OOV row) */
     uint64_t sid_assigned;  /* items given codes at request time from their content embedding */
@@ -37,19 +43,57 @@ struct rk_scorer {
 
 static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *keys, int g, rk_err *err);
 
+/* Staged table rows one batch row may hold for feature ft: a hashed
+ * feature whose max_values is below max_values_per_row never keeps more
+ * (values past max_values are dropped before staging), so its buffers are
+ * sized for max_values only; a model of many single-valued features then
+ * needs max_rows values per feature, not max_rows x max_values_per_row. */
+static int row_cap(const rk_scorer *s, const rk_feature *ft) {
+    if (ft->kind != RK_FEAT_SPARSE) return 0;
+    if (ft->param == RK_PARAM_HASH && ft->max_values > 0 && ft->max_values < s->max_per_row) return ft->max_values;
+    return s->max_per_row;
+}
+
+static rk_status scorer_arrays(rk_scorer *s, rk_err *err) {
+    size_t nf = (size_t)s->n_features + 1, nm = (size_t)s->n_models;
+    s->st_row = rk_calloc(nf, sizeof *s->st_row);
+    s->st_key = rk_calloc(nf, sizeof *s->st_key);
+    s->st_n = rk_calloc(nf, sizeof *s->st_n);
+    s->cnt = rk_calloc(nf, sizeof *s->cnt);
+    s->vcnt = rk_calloc(nf, sizeof *s->vcnt);
+    s->models = rk_calloc(nm, sizeof *s->models);
+    s->w = rk_calloc(nm, sizeof *s->w);
+    s->td = rk_calloc(nm, sizeof *s->td);
+    s->same = rk_calloc(nf, sizeof *s->same);
+    if (!s->st_row || !s->st_key || !s->st_n || !s->cnt || !s->vcnt || !s->models || !s->w || !s->td || !s->same)
+        return rk_fail(err, RK_ENOMEM, "scorer: out of memory for %d features", s->n_features);
+    return RK_OK;
+}
+
 void rk_scorer_destroy(rk_scorer *s) {
     if (!s) return;
-    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+    for (int f = 0; s->st_row && s->st_key && s->cnt && s->vcnt && f < s->n_features; f++) {
         rk_free(s->st_row[f]);
         rk_free(s->st_key[f]);
         rk_free(s->cnt[f]);
         rk_free(s->vcnt[f]);
     }
+    rk_free(s->st_row);
+    rk_free(s->st_key);
+    rk_free(s->st_n);
+    rk_free(s->cnt);
+    rk_free(s->vcnt);
     rk_batch_free(&s->b);
-    for (int i = 0; i < RK_MAX_MEMBERS; i++) rk_work_free(&s->w[i]);
-    for (int i = 0; i < s->n_models; i++) rk_tower_dev_destroy(s->td[i]);
+    for (int i = 0; s->w && i < s->n_models; i++) rk_work_free(&s->w[i]);
+    rk_free(s->w);
+    for (int i = 0; s->td && i < s->n_models; i++) rk_tower_dev_destroy(s->td[i]);
+    rk_free(s->td);
+    rk_free(s->same);
+    rk_free(s->models);
     rk_free(s->mp);
     rk_free(s->mw);
+    rk_free(s->fp);
+    rk_free(s->fw);
     rk_embed_scratch_destroy(s->scr);
     rk_free(s->sid_resid);
     rk_free(s);
@@ -59,23 +103,29 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
     *out = NULL;
     if (max_rows <= 0 || max_values_per_row <= 0)
         return rk_fail(err, RK_EINVAL, "scorer: max_rows and max_values_per_row must be > 0");
+    for (int i = 0; i < (m->n_members ? m->n_members : 1); i++)
+        if (!(m->n_members ? m->member[i] : m)->store)
+            return rk_fail(err, RK_EINVAL, "scorer: the model must be opened from a bundle");
     rk_scorer *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     s->m = m;
     s->n_models = m->n_members ? m->n_members : 1;
-    int max_dim = 1;
-    for (int i = 0; i < s->n_models; i++) {
-        s->models[i] = m->n_members ? m->member[i] : m;
-        if (!s->models[i]->store) {
-            rk_free(s);
-            return rk_fail(err, RK_EINVAL, "scorer: the model must be opened from a bundle");
-        }
-        if (s->models[i]->max_dim > max_dim) max_dim = s->models[i]->max_dim;
-    }
+    s->n_features = m->cfg.n_features;
     s->max_rows = max_rows;
     s->max_per_row = max_values_per_row;
-    s->cap_values = (size_t)max_rows * (size_t)max_values_per_row;
-    rk_status st = rk_batch_alloc(&s->b, &m->cfg, max_rows, s->cap_values, err);
+    rk_status st = scorer_arrays(s, err);
+    int max_dim = 1;
+    for (int i = 0; st == RK_OK && i < s->n_models; i++) {
+        s->models[i] = m->n_members ? m->member[i] : m;
+        if (s->models[i]->max_dim > max_dim) max_dim = s->models[i]->max_dim;
+    }
+    size_t *caps = st ? NULL : rk_calloc((size_t)s->n_features + 1, sizeof *caps);
+    if (st == RK_OK && !caps) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+    for (int f = 0; st == RK_OK && f < s->n_features; f++) {
+        caps[f] = (size_t)max_rows * (size_t)row_cap(s, &m->cfg.features[f]);
+        if (caps[f] > s->cap_values) s->cap_values = caps[f];
+    }
+    if (st == RK_OK) st = rk_batch_alloc_caps(&s->b, &m->cfg, max_rows, caps, err);
     for (int i = 0; st == RK_OK && i < s->n_models; i++) st = rk_work_init(&s->w[i], s->models[i], max_rows, 0, err);
     if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, max_dim, &s->scr, err);
     int cb_dim = 1;
@@ -87,17 +137,20 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
     if (st == RK_OK && m->n_members) {
         s->mp = rk_malloc((size_t)max_rows * (size_t)m->n_members * sizeof(float));
         s->mw = rk_malloc((size_t)max_rows * (size_t)m->n_members * sizeof(float));
-        if (!s->mp || !s->mw) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
+        s->fp = rk_malloc((size_t)m->n_members * sizeof(float));
+        s->fw = rk_malloc((size_t)m->n_members * sizeof(double));
+        if (!s->mp || !s->mw || !s->fp || !s->fw) st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     }
     for (int f = 0; st == RK_OK && f < m->cfg.n_features; f++) {
         if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
-        s->st_row[f] = rk_malloc(s->cap_values * sizeof(uint32_t));
-        s->st_key[f] = rk_malloc(s->cap_values * sizeof(uint64_t));
+        s->st_row[f] = rk_malloc(caps[f] * sizeof(uint32_t));
+        s->st_key[f] = rk_malloc(caps[f] * sizeof(uint64_t));
         s->cnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
         s->vcnt[f] = rk_calloc((size_t)max_rows, sizeof(uint32_t));
         if (!s->st_row[f] || !s->st_key[f] || !s->cnt[f] || !s->vcnt[f])
             st = rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     }
+    rk_free(caps);
     if (st) {
         rk_scorer_destroy(s);
         return st;
@@ -200,19 +253,18 @@ rk_status rk_scorer_set_dense(rk_scorer *s, int row, int feature, float raw, rk_
 }
 
 rk_status rk_scorer_set_device(rk_scorer *s, rk_device *dev, rk_err *err) {
-    rk_tower_dev *td[RK_MAX_MEMBERS] = {0};
+    rk_tower_dev **td = rk_calloc((size_t)s->n_models, sizeof *td);
+    if (!td) return rk_fail(err, RK_ENOMEM, "scorer: out of memory");
     rk_status st = RK_OK;
     for (int i = 0; dev && i < s->n_models && st == RK_OK; i++)
         st = rk_tower_dev_create(s->models[i], dev, s->max_rows, &td[i], err);
-    if (st) {
-        for (int i = 0; i < s->n_models; i++) rk_tower_dev_destroy(td[i]);
-        return st;
-    }
     for (int i = 0; i < s->n_models; i++) {
-        rk_tower_dev_destroy(s->td[i]);
-        s->td[i] = td[i];
+        rk_tower_dev *keep = st ? s->td[i] : td[i];
+        rk_tower_dev_destroy(st ? td[i] : s->td[i]);
+        s->td[i] = keep;
     }
-    return RK_OK;
+    rk_free(td);
+    return st;
 }
 
 rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *model_us, rk_err *err) {
@@ -249,8 +301,8 @@ rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *mo
         if (M == 0) {
             pctr[r] = rk_sigmoid(s->w[0].logit[r]);
         } else {
-            float p[RK_MAX_MEMBERS];
-            double w[RK_MAX_MEMBERS];
+            float *p = s->fp;
+            double *w = s->fw;
             for (int i = 0; i < M; i++) {
                 p[i] = rk_sigmoid(s->w[i].logit[r]);
                 if (!isfinite(p[i]))

@@ -54,12 +54,14 @@ static rk_status evaluate(const rk_model *m, const rk_dataset *d, rk_metrics *ou
 
 typedef struct {
     float *params;
-    float *tables[RK_MAX_FEATURES];
+    float **tables; /* [n_features] */
+    int n;
 } snapshot;
 
 static void snap_free(snapshot *s) {
     rk_free(s->params);
-    for (int f = 0; f < RK_MAX_FEATURES; f++) rk_free(s->tables[f]);
+    for (int f = 0; s->tables && f < s->n; f++) rk_free(s->tables[f]);
+    rk_free(s->tables);
 }
 
 static size_t table_floats(const rk_feature *f) { return (size_t)f->table_size * (size_t)f->dim; }
@@ -67,7 +69,9 @@ static size_t table_floats(const rk_feature *f) { return (size_t)f->table_size *
 static rk_status snap_take(snapshot *s, const rk_model *m, int to_model, rk_err *err) {
     if (!to_model && !s->params) {
         s->params = rk_malloc((m->n_floats ? m->n_floats : 1) * sizeof(float));
-        if (!s->params) return rk_fail(err, RK_ENOMEM, "train: out of memory for a snapshot");
+        s->tables = rk_calloc((size_t)m->cfg.n_features + 1, sizeof *s->tables);
+        s->n = m->cfg.n_features;
+        if (!s->params || !s->tables) return rk_fail(err, RK_ENOMEM, "train: out of memory for a snapshot");
         for (int f = 0; f < m->cfg.n_features; f++) {
             if (!m->tables[f]) continue;
             s->tables[f] = rk_malloc(table_floats(&m->cfg.features[f]) * sizeof(float));
@@ -106,8 +110,9 @@ typedef struct {
     rk_model *m;
     rk_work w;
     float *g, *am, *av;                  /* dense gradient and Adam moments */
-    float *dtab[RK_MAX_FEATURES];        /* embedding gradients (touched rows only non-zero) */
-    float *gs[RK_MAX_FEATURES];          /* Adagrad accumulators */
+    float **dtab;                        /* [n_features] embedding gradients (touched rows only non-zero) */
+    float **gs;                          /* [n_features] Adagrad accumulators */
+    int n;                               /* features */
     snapshot best;
 } tower_state;
 
@@ -116,10 +121,12 @@ static void tower_free(tower_state *t) {
     rk_free(t->g);
     rk_free(t->am);
     rk_free(t->av);
-    for (int f = 0; f < RK_MAX_FEATURES; f++) {
+    for (int f = 0; t->dtab && t->gs && f < t->n; f++) {
         rk_free(t->dtab[f]);
         rk_free(t->gs[f]);
     }
+    rk_free(t->dtab);
+    rk_free(t->gs);
     snap_free(&t->best);
 }
 
@@ -127,11 +134,16 @@ static rk_status tower_init(tower_state *t, rk_model *m, int BS, rk_err *err) {
     t->m = m;
     rk_status s = rk_work_init(&t->w, m, BS, 1, err);
     if (s) return s;
+    t->w.dropout = m->cfg.train.dropout;
+    rk_rng_seed(&t->w.drop_rng, m->cfg.train.seed ^ 0xd809ULL);
     size_t n = m->n_floats ? m->n_floats : 1;
     t->g = rk_calloc(n, sizeof(float));
     t->am = rk_calloc(n, sizeof(float));
     t->av = rk_calloc(n, sizeof(float));
-    if (!t->g || !t->am || !t->av) return rk_fail(err, RK_ENOMEM, "train: out of memory");
+    t->n = m->cfg.n_features;
+    t->dtab = rk_calloc((size_t)t->n + 1, sizeof *t->dtab);
+    t->gs = rk_calloc((size_t)t->n + 1, sizeof *t->gs);
+    if (!t->g || !t->am || !t->av || !t->dtab || !t->gs) return rk_fail(err, RK_ENOMEM, "train: out of memory");
     for (int f = 0; f < m->cfg.n_features; f++) {
         if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
         t->dtab[f] = rk_calloc(table_floats(&m->cfg.features[f]), sizeof(float));
@@ -149,6 +161,9 @@ static void tower_step(tower_state *t, const rk_batch *bt, int n, long step, uin
     const rk_train_cfg *tc = &m->cfg.train;
     memset(t->g, 0, m->n_floats * sizeof(float));
     rk_model_backward(m, &t->w, n, t->g);
+    if (tc->l2_dense > 0) /* d/dW of l2_dense/2 ||W||^2, weight matrices only */
+        for (int p = 0; p < m->n_params; p++)
+            if (m->pd[p].ndim == 2) cblas_saxpy((int)m->pd[p].n, tc->l2_dense, m->params + m->pd[p].off, 1, t->g + m->pd[p].off, 1);
     rk_adam_step(m->params, t->g, t->am, t->av, m->n_floats, tc->lr_dense, tc->adam_b1, tc->adam_b2, tc->adam_eps, step);
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
@@ -162,6 +177,9 @@ static void tower_step(tower_state *t, const rk_batch *bt, int n, long step, uin
         size_t nu = 0;
         for (size_t k = 0; k < nv; k++)
             if (k == 0 || uniq[k] != uniq[nu - 1]) uniq[nu++] = uniq[k];
+        if (tc->l2_embed > 0) /* the rows this batch touched only */
+            for (size_t k = 0; k < nu; k++)
+                cblas_saxpy(ft->dim, tc->l2_embed, m->tables[f] + uniq[k] * (size_t)ft->dim, 1, t->dtab[f] + uniq[k] * (size_t)ft->dim, 1);
         rk_adagrad_rows(m->tables[f], t->dtab[f], t->gs[f], uniq, nu, ft->dim, tc->lr_embed, tc->adagrad_eps);
         for (size_t k = 0; k < nu; k++) memset(t->dtab[f] + uniq[k] * (size_t)ft->dim, 0, (size_t)ft->dim * sizeof(float));
     }
@@ -170,22 +188,27 @@ static void tower_step(tower_state *t, const rk_batch *bt, int n, long step, uin
 rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model **out, rk_train_report *rep, rk_err *err) {
     *out = NULL;
     memset(rep, 0, sizeof *rep);
-    rk_model_cfg cfg = *cfg_in;
-    rk_sid_items *sid_items[RK_MAX_FEATURES];
-    rk_sid_codebook sid_cb[RK_MAX_FEATURES];
-    rk_status s = rk_cfg_sid_attach(&cfg, sid_items, sid_cb, err);
+    rk_model_cfg cfg;
+    rk_status s = rk_model_cfg_copy(&cfg, cfg_in, err);
     if (s) return s;
-    s = rk_dataset_fit_dense(io->train_path, &cfg, err);
+    const int NF = cfg.n_features, NTS = cfg.n_members ? cfg.n_members : 1;
+    rk_sid_items **sid_items = rk_calloc((size_t)NF + 1, sizeof *sid_items);
+    rk_sid_codebook *sid_cb = rk_calloc((size_t)NF + 1, sizeof *sid_cb);
+    tower_state *ts = rk_calloc((size_t)NTS, sizeof *ts);
+    float *z = rk_malloc((size_t)NTS * sizeof(float));
     rk_dataset tr = {0}, va = {0}, te = {0};
     rk_model *m = NULL;
-    tower_state ts[RK_MAX_MEMBERS];
-    memset(ts, 0, sizeof ts);
     uint64_t *uniq = NULL;
     uint32_t *perm = NULL;
     double *dz = NULL;
     rk_batch bt = {0};
     float best_log_tau = 0;
-    if (s) goto done;
+    if (!sid_items || !sid_cb || !ts || !z) {
+        s = rk_fail(err, RK_ENOMEM, "train: out of memory for %d features", NF);
+        goto done;
+    }
+    if ((s = rk_cfg_sid_attach(&cfg, sid_items, sid_cb, err))) goto done;
+    if ((s = rk_dataset_fit_dense(io->train_path, &cfg, err))) goto done;
     if ((s = rk_dataset_load(io->train_path, &cfg, &tr, err))) goto done;
     if ((s = rk_dataset_load(io->valid_path, &cfg, &va, err))) goto done;
     if (io->test_path && (s = rk_dataset_load(io->test_path, &cfg, &te, err))) goto done;
@@ -273,7 +296,6 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
                 double tau = exp((double)m->log_tau), dlt_sum = 0;
                 loss = 0;
                 for (int r = 0; r < n; r++) {
-                    float z[RK_MAX_MEMBERS];
                     double dlt;
                     for (int i = 0; i < M; i++) z[i] = ts[i].w.logit[r];
                     loss += rk_collab_grad(&cfg.fusion, tau, z, M, bt.labels[r], dz, &dlt);
@@ -335,6 +357,11 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     }
     rep->train_examples_per_s = train_time > 0 ? (double)train_examples / train_time : 0;
     rep->n_members = M;
+    if (M && (!(rep->member_valid = rk_calloc((size_t)M, sizeof(rk_metrics))) ||
+              !(rep->member_test = rk_calloc((size_t)M, sizeof(rk_metrics))))) {
+        s = rk_fail(err, RK_ENOMEM, "train: out of memory");
+        goto done;
+    }
     for (int i = 0; i < M; i++)
         if ((s = evaluate(m->member[i], &va, &rep->member_valid[i], err))) goto done;
     if (io->test_path) {
@@ -351,19 +378,32 @@ rk_status rk_train(const rk_model_cfg *cfg_in, const rk_train_io *io, rk_model *
     m = NULL;
 done:
     rk_model_destroy(m);
-    for (int f = 0; f < cfg.n_features; f++) {
+    for (int f = 0; sid_items && sid_cb && f < NF; f++) {
         rk_sid_items_destroy(sid_items[f]);
         rk_sid_codebook_free(&sid_cb[f]);
     }
+    rk_free(sid_items);
+    rk_free(sid_cb);
+    rk_free(z);
     rk_dataset_free(&tr);
     rk_dataset_free(&va);
     rk_dataset_free(&te);
     rk_batch_free(&bt);
-    for (int i = 0; i < RK_MAX_MEMBERS; i++) tower_free(&ts[i]);
+    for (int i = 0; ts && i < NTS; i++) tower_free(&ts[i]);
+    rk_free(ts);
     rk_free(uniq);
     rk_free(perm);
     rk_free(dz);
+    rk_model_cfg_free(&cfg);
+    if (s) rk_train_report_free(rep);
     return s;
+}
+
+void rk_train_report_free(rk_train_report *rep) {
+    if (!rep) return;
+    rk_free(rep->member_valid);
+    rk_free(rep->member_test);
+    rep->member_valid = rep->member_test = NULL;
 }
 
 /* ---------------------------------------------------------------- online trainer */

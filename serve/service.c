@@ -143,9 +143,14 @@ static void arena_reset(arena *a) {
 
 /* ------------------------------------------------------------ service */
 
+struct seen_set; /* which features a request side already set (validation below) */
+static struct seen_set *seen_create(int n_features);
+static void seen_destroy(struct seen_set *seen);
+
 struct rk_service {
     const rk_model *m;
     const rk_model_cfg *cfg;
+    struct seen_set *seen;
     rk_server_opts o;
     rk_scorer *scorer;
     arena ar;
@@ -169,6 +174,7 @@ struct rk_service {
     double deadline;                   /* rk_service_set_deadline */
     int (*stop)(void *);
     void *stop_ctx;
+    float *mp, *mw;                    /* [n_towers] one candidate's tower pCTRs and weights */
 };
 
 rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err) {
@@ -287,14 +293,16 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
      * high-water mark (arena_reset), so steady state never allocates. */
     int n_item = 0;
     for (int f = 0; f < s->cfg->n_features; f++) n_item += s->cfg->features[f].side == RK_SIDE_ITEM;
-    s->ar.cap = ARENA_INITIAL + n * (size_t)(256 + 512 * n_item);
-    s->ar.base = rk_malloc(s->ar.cap);
+    s->ar.cap = ARENA_INITIAL + n * (size_t)(256 + 512 * (size_t)n_item);
     /* Decoded structures are bigger than their wire form; a request of many
      * empty messages (2 bytes on the wire, ~80 decoded) would be the worst,
      * but a singular message given twice is refused before decoding
      * (rk_pb_check), and repeated ones are validated against max_candidates
      * after it: this bound is what a valid request can need. */
     s->ar.limit = (size_t)o->max_message_bytes * ARENA_PER_MESSAGE_BYTE;
+    /* a model of many item features: no request can decode beyond the limit */
+    if (s->ar.cap > s->ar.limit) s->ar.cap = s->ar.limit;
+    s->ar.base = rk_malloc(s->ar.cap);
     s->pballoc.alloc = arena_alloc;
     s->pballoc.free = arena_free;
     s->pballoc.allocator_data = &s->ar;
@@ -313,6 +321,11 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
                        o->max_candidates);
     }
     s->tower_name = rk_tower_name(s->cfg->tower.type);
+    if (!(s->mp = rk_malloc((size_t)s->n_towers * sizeof *s->mp)) ||
+        !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features))) {
+        rk_service_destroy(s);
+        return rk_fail(err, RK_ENOMEM, "service: out of memory for %d features", s->cfg->n_features);
+    }
     if (o->encoder_dir) {
         s->o.encoder_dir = NULL; /* not ours to keep */
         rk_text_encoder_opts eo = RK_TEXT_ENCODER_OPTS_DEFAULT;
@@ -365,6 +378,9 @@ void rk_service_destroy(rk_service *s) {
     rk_vision_encoder_close(s->venc);
     rk_free(s->pix);
     rk_free(s->cat);
+    rk_free(s->mp);
+    rk_free(s->mw);
+    seen_destroy(s->seen);
     rk_free(s);
 }
 
@@ -477,19 +493,51 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
     return f;
 }
 
-/* Which field already set a feature on this side (for duplicate errors). */
-typedef struct {
-    uint32_t mask;               /* bit f: feature f is set */
-    fref by[RK_MAX_FEATURES];    /* valid where the bit is set */
+/* Which field already set a feature on this side (for duplicate errors):
+ * feature f is set when at_gen[f] == gen; each side starts a new generation,
+ * so nothing is cleared per request whatever the number of features. */
+typedef struct seen_set {
+    uint32_t gen;
+    int n;
+    uint32_t *at_gen;  /* [n] */
+    fref *by;          /* [n]: valid where at_gen[f] == gen */
 } seen_set;
 
+static seen_set *seen_create(int n_features) {
+    seen_set *s = rk_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->n = n_features;
+    s->at_gen = rk_calloc((size_t)n_features + 1, sizeof *s->at_gen);
+    s->by = rk_calloc((size_t)n_features + 1, sizeof *s->by);
+    if (!s->at_gen || !s->by) {
+        seen_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void seen_destroy(seen_set *s) {
+    if (!s) return;
+    rk_free(s->at_gen);
+    rk_free(s->by);
+    rk_free(s);
+}
+
+/* A new side: no feature set. */
+static void seen_reset(seen_set *s) {
+    if (++s->gen == 0) { /* wrapped: old marks could match again */
+        memset(s->at_gen, 0, (size_t)s->n * sizeof *s->at_gen);
+        s->gen = 1;
+    }
+}
+
 static int mark_seen(seen_set *seen, int f, const fref *at, const char *name, rk_err *err) {
-    if (seen->mask & (1u << f)) {
+    if (seen->at_gen[f] == seen->gen) {
         char a[80], b[80];
         return failf(err, ST_INVALID_ARGUMENT, "%s: '%s' is already set by %s", fref_str(at, a, sizeof a),
                      name, fref_str(&seen->by[f], b, sizeof b));
     }
-    seen->mask |= 1u << f;
+    seen->at_gen[f] = seen->gen;
     seen->by[f] = *at;
     return ST_OK;
 }
@@ -542,8 +590,8 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
                      Rankd__V1__DenseFeature **dense, const alias_in *aliases, int n_aliases,
                      int r0, int r1, rk_err *err) {
     const rk_model_cfg *cfg = s->cfg;
-    seen_set seen;
-    seen.mask = 0;
+    seen_set *seen = s->seen;
+    seen_reset(seen);
     int code;
     char fb[80];
     for (int a = 0; a < n_aliases; a++) {
@@ -557,7 +605,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
             continue;
         }
         if (al->n_values == 0) continue;
-        if ((code = mark_seen(&seen, al->feature, &at, cfg->features[al->feature].name, err)))
+        if ((code = mark_seen(seen, al->feature, &at, cfg->features[al->feature].name, err)))
             return code;
         if ((code = add_values(s, al->feature, al->values, al->n_values, r0, r1, &at, err)))
             return code;
@@ -567,7 +615,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
         fref at = {cand, FR_SPARSE_NAME, j, NULL};
         int f = resolve(cfg, sf->name, side, RK_FEAT_SPARSE, &at, &code, err);
         if (f < 0) return code;
-        if ((code = mark_seen(&seen, f, &at, cfg->features[f].name, err))) return code;
+        if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         at.kind = FR_SPARSE_VALUES;
         if ((code = add_values(s, f, sf->values, sf->n_values, r0, r1, &at, err))) return code;
     }
@@ -576,7 +624,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
         fref at = {cand, FR_DENSE_NAME, j, NULL};
         int f = resolve(cfg, df->name, side, RK_FEAT_DENSE, &at, &code, err);
         if (f < 0) return code;
-        if ((code = mark_seen(&seen, f, &at, cfg->features[f].name, err))) return code;
+        if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         char where[32];
         if (!isfinite(df->value)) {
             fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where); /* "user." / "candidates[i]." */
@@ -801,7 +849,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
             /* a single model: its one tower with all of the weight; an
              * ensemble: each member's pCTR and fusion weight */
             const int T = s->n_towers;
-            float mp[RK_MAX_MEMBERS], mw[RK_MAX_MEMBERS];
+            float *mp = s->mp, *mw = s->mw;
             if (rk_model_n_members(s->m)) {
                 rk_status ms = rk_scorer_member_scores(s->scorer, i, mp, mw, err);
                 if (ms) return ST_INTERNAL;

@@ -54,7 +54,6 @@ extern char **environ;
 #define RK_STORE_META_KEY "rankd.store.meta"
 #define RK_STORE_OOV_PREFIX "rankd.oov."
 #define RK_STORE_FORMAT 1
-#define RK_STORE_MAX_TABLES 256
 
 /* ---------------------------------------------------------------- shim */
 
@@ -172,7 +171,9 @@ rk_status rk_store_meta_parse(const char *v, size_t vl, const char *path, rk_met
     if (!t) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", path);
     memcpy(t, v, vl);
     t[vl] = 0;
-    rk_meta_table *mt = rk_calloc(RK_STORE_MAX_TABLES, sizeof *mt);
+    size_t cap_mt = 1; /* tables: one per metadata line after the first */
+    for (const char *q = t; *q; q++) cap_mt += *q == '\n';
+    rk_meta_table *mt = rk_calloc(cap_mt, sizeof *mt);
     if (!mt) {
         rk_free(t);
         return rk_fail(err, RK_ENOMEM, "store %s: out of memory", path);
@@ -189,10 +190,6 @@ rk_status rk_store_meta_parse(const char *v, size_t vl, const char *path, rk_met
                 s = rk_fail(err, RK_EVERSION, "store %s: format version %d, this build reads %d", path, ver,
                             RK_STORE_FORMAT);
             continue;
-        }
-        if (n == RK_STORE_MAX_TABLES) {
-            s = rk_fail(err, RK_EFORMAT, "store %s: more than %d tables", path, RK_STORE_MAX_TABLES);
-            break;
         }
         char name[RK_STORE_NAME_MAX], codec[16];
         unsigned long long rows;
@@ -287,8 +284,7 @@ rk_status rk_store_write_ex(const char *dir, const rk_table_spec *tables, int n_
 rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, const uint64_t *const *keys,
                                int n_tables, const rk_table_opts *topts, rk_err *err) {
     if (rk_path_exists(dir)) return rk_fail(err, RK_EEXIST, "store %s: already exists", dir);
-    if (n_tables < 0 || n_tables > RK_STORE_MAX_TABLES)
-        return rk_fail(err, RK_EINVAL, "store %s: %d tables (at most %d)", dir, n_tables, RK_STORE_MAX_TABLES);
+    if (n_tables < 0) return rk_fail(err, RK_EINVAL, "store %s: %d tables", dir, n_tables);
     for (int i = 0; i < n_tables; i++) {
         if (!name_ok(tables[i].name))
             return rk_fail(err, RK_EINVAL, "store %s: table %d has an empty, reserved or invalid name", dir, i);
@@ -319,29 +315,38 @@ rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, con
     rk_meta_table *mt = NULL;
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(wo, 1);
-    rocksdb_column_family_handle_t *dcf = NULL;
-    const char *dname[1] = {"default"};
-    const rocksdb_options_t *dopts[1] = {o};
-    rocksdb_t *db = rk_rocks.open_cf(o, tmp, 1, dname, dopts, &dcf, &rerr);
+    rocksdb_column_family_handle_t *dcf = NULL, **handles = NULL;
+    rocksdb_t *db = NULL;
+    /* Every column family is created by the one open: creating them one by
+     * one rewrites the OPTIONS file (which lists them all) each time, which
+     * is quadratic in the table count (minutes for 1,000 tables). */
+    const char **cf_names = rk_calloc((size_t)n_tables + 1, sizeof *cf_names);
+    const rocksdb_options_t **cf_opts = rk_calloc((size_t)n_tables + 1, sizeof *cf_opts);
+    handles = rk_calloc((size_t)n_tables + 1, sizeof *handles);
+    mt = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *mt);
+    if (!cf_names || !cf_opts || !handles || !mt) {
+        rk_free(cf_names);
+        rk_free(cf_opts);
+        st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+        goto done;
+    }
+    cf_names[0] = "default";
+    for (int i = 0; i <= n_tables; i++) cf_opts[i] = o;
+    for (int i = 0; i < n_tables; i++) cf_names[i + 1] = tables[i].name;
+    rocksdb_options_set_create_missing_column_families(o, 1);
+    db = rk_rocks.open_cf(o, tmp, n_tables + 1, cf_names, cf_opts, handles, &rerr);
+    rk_free(cf_names);
+    rk_free(cf_opts);
     if (!db) {
         st = rocks_fail(err, &rerr, "cannot create", tmp);
         goto done;
     }
-    cfs = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *cfs);
-    mt = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *mt);
-    if (!cfs || !mt) {
-        st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
-        goto done;
-    }
+    dcf = handles[0];
+    cfs = handles + 1;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     for (int i = 0; i < n_tables && st == RK_OK; i++) {
         const rk_table_spec *t = &tables[i];
         rk_codec codec = topts ? topts[i].codec : RK_CODEC_FP32;
-        cfs[i] = rocksdb_create_column_family(db, o, t->name, &rerr);
-        if (!cfs[i]) {
-            st = rocks_fail(err, &rerr, "cannot create column family", dir);
-            break;
-        }
         snprintf(mt[i].name, sizeof mt[i].name, "%s", t->name);
         mt[i].dim = t->dim;
         mt[i].codec = codec;
@@ -386,13 +391,11 @@ rk_status rk_store_write_keyed(const char *dir, const rk_table_spec *tables, con
         if (rerr) st = rocks_fail(err, &rerr, "flush failed", dir);
     }
 done:
-    if (cfs) {
-        for (int i = 0; i < n_tables; i++)
-            if (cfs[i]) rocksdb_column_family_handle_destroy(cfs[i]);
-        rk_free(cfs);
-    }
+    if (db)
+        for (int i = 0; i <= n_tables; i++)
+            if (handles[i]) rocksdb_column_family_handle_destroy(handles[i]);
+    rk_free(handles);
     rk_free(mt);
-    if (dcf) rocksdb_column_family_handle_destroy(dcf);
     if (db) rocksdb_close(db);
     rocksdb_writeoptions_destroy(wo);
     rocksdb_options_destroy(o);

@@ -30,8 +30,11 @@ Test(fusion, papers_vector) {
     cr_expect_eq(w[0], 0.5);
 }
 
+/* members in the property tests: more than the 8 rankd once capped ensembles at */
+#define TEST_MAX_M 40
+
 Test(fusion, properties) {
-    double w[RK_MAX_MEMBERS];
+    double w[TEST_MAX_M];
     float one[1] = {0.37f};
     cr_expect(close_to(rk_fuse(RK_FUSION_CONFIDENCE, one, 1, 1.0, w), 0.37, 1e-7, 0), "one member is the identity");
     float eq[3] = {0.2f, 0.2f, 0.2f};
@@ -39,8 +42,8 @@ Test(fusion, properties) {
     rk_rng r;
     rk_rng_seed(&r, 3);
     for (int t = 0; t < 200; t++) {
-        int M = 1 + (int)rk_rng_below(&r, RK_MAX_MEMBERS);
-        float p[RK_MAX_MEMBERS], q[RK_MAX_MEMBERS], lo = 1, hi = 0;
+        int M = 1 + (int)rk_rng_below(&r, TEST_MAX_M);
+        float p[TEST_MAX_M], q[TEST_MAX_M], lo = 1, hi = 0;
         for (int i = 0; i < M; i++) {
             p[i] = (float)rk_rng_uniform(&r);
             q[i] = 1.0f - p[i];
@@ -87,14 +90,14 @@ Test(fusion, collaborative_gradient_matches_pytorch) {
         int M = (int)P[0];
         rk_fusion_cfg f = {.type = P[6] > 0.5f ? RK_FUSION_MEAN : RK_FUSION_CONFIDENCE, .tau = P[2], .lambda = P[3],
                            .w_fused = P[4], .w_member = P[5]};
-        double g[RK_MAX_MEMBERS], glt;
+        double g[TEST_MAX_M], glt;
         double L = rk_collab_grad(&f, P[2], z + 3 * c, M, P[1], g, &glt);
         cr_expect(close_to(L, loss[c], 1e-5, 1e-5), "case %d: loss %.7g vs torch %.7g", c, L, loss[c]);
         for (int i = 0; i < M; i++)
             cr_expect(close_to(g[i], dz[3 * c + i], 1e-5, 1e-4), "case %d: dz[%d] %.7g vs torch %.7g", c, i, g[i], dz[3 * c + i]);
         if (f.type == RK_FUSION_CONFIDENCE)
             cr_expect(close_to(glt, dlt[c], 1e-6, 1e-4), "case %d: dlog_tau %.7g vs torch %.7g", c, glt, dlt[c]);
-        float zp[RK_MAX_MEMBERS];
+        float zp[TEST_MAX_M];
         for (int i = 0; i < M; i++) zp[i] = 1.0f / (1.0f + expf(-z[3 * c + i]));
         cr_expect(close_to(rk_fuse(f.type, zp, M, P[2], NULL), pf[c], 1e-6, 1e-5), "case %d: fused p", c);
     }
@@ -146,7 +149,9 @@ static void fill(rk_batch *b, const rk_model_cfg *c, int n) {
 Test(deepfm, backward_matches_finite_differences) {
     rk_model_cfg c;
     rk_err e = {0};
-    rk_member_cfg_derive((rk_model_cfg[]){ens_cfg()}, 2, &c);
+    rk_model_cfg ens = ens_cfg();
+    cr_assert_eq(rk_member_cfg_derive(&ens, 2, &c, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg_free(&ens);
     cr_assert_eq(c.tower.type, RK_TOWER_DEEPFM);
     cr_assert_eq(c.features[0].dim, 3, "member dim override");
     rk_model *m;
@@ -199,6 +204,7 @@ Test(deepfm, backward_matches_finite_differences) {
     rk_work_free(&w);
     rk_batch_free(&b);
     rk_model_destroy(m);
+    rk_model_cfg_free(&c);
 }
 
 static char tmpdir[256];
@@ -281,6 +287,7 @@ Test(ensemble, three_members_round_trip, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(strstr(e.msg, "member 'dnn' does not match"), "%s", e.msg);
     rk_model_destroy(m);
     rk_batch_free(&b);
+    rk_model_cfg_free(&c);
 }
 
 Test(ensemble, config_errors) {
@@ -295,6 +302,7 @@ Test(ensemble, config_errors) {
     snprintf(buf, sizeof buf, "{%s, \"ensemble\": {\"members\": [{\"name\": \"x\", \"tower\": {\"type\": \"deepfm\"}, \"dim\": 4}]}}",
              feats);
     cr_expect_eq(rk_model_cfg_parse(buf, &c, &e), RK_OK, "member dim makes deepfm valid: %s", e.msg);
+    rk_model_cfg_free(&c);
     snprintf(buf, sizeof buf,
              "{%s, \"ensemble\": {\"members\": [{\"name\": \"x\", \"tower\": {\"type\": \"dnn\"}}, {\"name\": \"x\", \"tower\": {}}]}}", feats);
     cr_expect_eq(rk_model_cfg_parse(buf, &c, &e), RK_EINVAL);
@@ -342,4 +350,7 @@ Test(ensemble, trains_collaboratively, .init = mk_tmp, .fini = rm_tmp, .timeout 
     cr_expect_neq(m1->log_tau, 0.0f, "learn_tau moved tau");
     rk_model_destroy(m1);
     rk_model_destroy(m2);
+    rk_train_report_free(&r1);
+    rk_train_report_free(&r2);
+    rk_model_cfg_free(&c);
 }

@@ -564,3 +564,32 @@ Test(core, path_parent) {
     rk_path_parent("/x/y/", p, sizeof p);
     cr_expect_str_eq(p, "/x/y");
 }
+
+/* The name map behind feature and column lookups: every key found with its
+ * value after growth well past the initial size, absent keys -1, a repeat
+ * refused (first value kept), keys compared by length (not NUL-terminated),
+ * and an allocation failure reported, not a crash. */
+Test(core, strmap_put_get_grow) {
+    rk_strmap *m = rk_strmap_create(2);
+    cr_assert(m);
+    char k[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(k, sizeof k, "f%d", i);
+        cr_assert_eq(rk_strmap_put(m, k, strlen(k), i * 3), RK_OK);
+    }
+    cr_expect_eq(rk_strmap_count(m), 5000);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(k, sizeof k, "f%d", i);
+        cr_expect_eq(rk_strmap_get(m, k, strlen(k)), i * 3, "key %s", k);
+    }
+    cr_expect_eq(rk_strmap_get(m, "f5000", 5), -1);
+    cr_expect_eq(rk_strmap_get(m, "", 0), -1);
+    cr_expect_eq(rk_strmap_put(m, "f7", 2, 1), RK_EEXIST);
+    cr_expect_eq(rk_strmap_get(m, "f7", 2), 21, "the first value stays");
+    cr_expect_eq(rk_strmap_get(m, "f71xyz", 3), 71 * 3, "a prefix of a longer buffer");
+    rk_alloc_fail_after(1);
+    cr_expect_eq(rk_strmap_put(m, "new", 3, 1), RK_ENOMEM);
+    rk_alloc_fail_after(0);
+    cr_expect_eq(rk_strmap_get(m, "new", 3), -1);
+    rk_strmap_destroy(m);
+}

@@ -320,6 +320,7 @@ Test(data, label_derived_column_is_refused_as_a_feature) {
     strcpy(cfg.features[f].column, "label");
     cr_expect_eq(rk_dataset_load(path, &cfg, &d, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "feature 'year' reads the label column 'label'") != NULL, "%s", e.msg);
+    rk_model_cfg_free(&cfg);
     free(out);
     rm_dir(in);
 }
@@ -568,4 +569,156 @@ Test(data, items_csv_joins_tags) {
     cr_expect(strstr(err.msg, "tags.csv row 3, column movieId: expected a movieId of movies.csv, got '9'"), "%s",
               err.msg);
     rm_dir(in);
+}
+
+/* ------------------------------------------------------------------ rank data log */
+
+/* A Criteo-format row (label, I1..I13, C1..C26; tab-separated, no header). */
+static void criteo_row(char *b, size_t cap, size_t *n, int y, const char *ints[13], int k) {
+    *n += (size_t)snprintf(b + *n, cap - *n, "%d", y);
+    for (int i = 0; i < 13; i++) *n += (size_t)snprintf(b + *n, cap - *n, "\t%s", ints[i]);
+    for (int i = 0; i < 26; i++) *n += (size_t)snprintf(b + *n, cap - *n, i == 3 && k % 4 == 0 ? "\t" : "\t%02x%d", i, k);
+    *n += (size_t)snprintf(b + *n, cap - *n, "\n");
+}
+
+/* The shipped Criteo schema on raw train.txt's layout, values by hand:
+ * log1p after clamping negatives (log1p(5) = 1.79175947, -1 -> 0), the
+ * winners' bucketing (1382 -> floor(ln(1382)^2) = 52; <= 2 kept), missing
+ * fields empty, the ordered 80/10/10 split of 20 rows (16/2/2), the header
+ * the trainer reads, and a model config of all 39 fields trains on it. */
+Test(data_log, criteo_raw_layout_by_hand) {
+    char *d = make_tmpdir();
+    char buf[65536];
+    size_t n = 0;
+    const char *r1[13] = {"1", "-1", "5", "0", "1382", "", "15", "2", "181", "1", "2", "", "2"};
+    for (int k = 0; k < 20; k++) criteo_row(buf, sizeof buf, &n, k % 3 == 0, r1, k);
+    write_text(d, "train.txt", buf);
+    char in[1024], out[1024];
+    snprintf(in, sizeof in, "%s/train.txt", d);
+    snprintf(out, sizeof out, "%s/out", d);
+    rk_err e = {0};
+    cr_assert_eq(rk_data_log(RK_SOURCE_DIR "/configs/criteo_schema.json", in, out, &e), RK_OK, "%s", e.msg);
+    char *tr = read_text(out, "train.tsv");
+    char *nl = strchr(tr, '\n');
+    cr_assert(nl);
+    *nl = 0;
+    cr_expect(!strncmp(tr, "label\tI1\tI2\t", 12), "%.60s", tr);
+    cr_expect(strstr(tr, "\tI13\tI1_b\t") && strstr(tr, "\tI13_b\tC1\t") && strstr(tr, "\tC26"), "header: %s", tr);
+    char *row = nl + 1;
+    nl = strchr(row, '\n');
+    *nl = 0;
+    /* row 1 (k = 0): label 1; I: log1p(1), log1p(0) (clamped -1), log1p(5), log1p(0), log1p(1382), missing, ... */
+    cr_expect(!strncmp(row, "1\t0.693147181\t0\t1.79175947\t0\t7.23201033\t\t2.77258872\t", 52), "dense: %.80s", row);
+    /* buckets: 1 -> 1, -1 -> -1, 5 -> floor(ln5^2) = 2, 0, 1382 -> 52, missing, 15 -> 7, 2 -> 2, 181 -> 27 */
+    cr_expect(strstr(row, "\t1\t-1\t2\t0\t52\t\t7\t2\t27\t1\t2\t\t2\t") != NULL, "buckets: %s", row);
+    cr_expect(strstr(row, "\t000\t010\t020\t\t040\t") != NULL, "categorical, C4 missing: %s", row);
+    rk_free(tr);
+    char *sc = read_text(out, "schema.json");
+    json_t *j = json_loads(sc, 0, NULL);
+    cr_assert(j);
+    json_t *w = json_object_get(j, "written");
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(w, "train"), "rows")), 16);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(w, "valid"), "rows")), 2);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(w, "test"), "rows")), 2);
+    json_decref(j);
+    rk_free(sc);
+    /* the 39-field model config reads what was written */
+    char *text;
+    cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/criteo_dcnv2.json", &text, NULL, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg cfg;
+    cr_assert_eq(rk_model_cfg_parse(text, &cfg, &e), RK_OK, "%s", e.msg);
+    rk_free(text);
+    cr_expect_eq(cfg.n_features, 39);
+    snprintf(in, sizeof in, "%s/train.tsv", out);
+    rk_dataset ds;
+    cr_assert_eq(rk_dataset_fit_dense(in, &cfg, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_dataset_load(in, &cfg, &ds, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(ds.b.n_rows, 16);
+    rk_dataset_free(&ds);
+    rk_model_cfg_free(&cfg);
+    rm_dir(d);
+}
+
+/* CSV with a header, a UTF-8 BOM, RFC 4180 quotes, a multi-valued column,
+ * a cross, custom missing tokens and a seeded random split (same seed, same
+ * files; the fractions roughly kept). */
+Test(data_log, csv_header_quotes_cross_random_split) {
+    char *d = make_tmpdir();
+    char buf[1 << 16];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "\xEF\xBB\xBFid,click,site,app,tags\n");
+    for (int k = 0; k < 400; k++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%d,%d,\"s,%d\",%s,\"a;b;;c%d\"\n", k, k % 5 == 0, k % 7,
+                              k % 11 == 0 ? "NA" : k % 2 ? "x" : "y", k % 3);
+    write_text(d, "log.csv", buf);
+    write_text(d, "schema.json",
+               "{\"delimiter\": \",\", \"header\": true, \"label\": \"click\", \"missing\": [\"\", \"NA\"],"
+               " \"features\": [{\"column\": \"site\"}, {\"column\": \"app\"}, {\"column\": \"tags\", \"separator\": \";\"}],"
+               " \"crosses\": [{\"name\": \"site_x_app\", \"columns\": [\"site\", \"app\"]}],"
+               " \"split\": {\"method\": \"random\", \"seed\": 7, \"valid\": 0.2, \"test\": 0.2}}");
+    char in[1024], sch[1024], out[1024], out2[1024];
+    snprintf(in, sizeof in, "%s/log.csv", d);
+    snprintf(sch, sizeof sch, "%s/schema.json", d);
+    snprintf(out, sizeof out, "%s/o1", d);
+    snprintf(out2, sizeof out2, "%s/o2", d);
+    rk_err e = {0};
+    cr_assert_eq(rk_data_log(sch, in, out, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_data_log(sch, in, out2, &e), RK_OK, "%s", e.msg);
+    const char *files[3] = {"train.tsv", "valid.tsv", "test.tsv"};
+    size_t rows = 0;
+    for (int i = 0; i < 3; i++) {
+        char *a = read_text(out, files[i]), *b = read_text(out2, files[i]);
+        cr_expect_str_eq(a, b, "%s differs between two runs of one seed", files[i]);
+        size_t r = 0;
+        for (char *p = a; *p; p++) r += *p == '\n';
+        r--; /* the header */
+        cr_expect(i == 0 ? r > 180 && r < 300 : r > 50 && r < 110, "%s: %zu rows", files[i], r);
+        rows += r;
+        if (i == 0) cr_expect(!strncmp(a, "label\tsite\tapp\ttags\tsite_x_app\n", 31), "%.60s", a);
+        rk_free(a);
+        rk_free(b);
+    }
+    cr_expect_eq(rows, 400);
+    /* row k = 0 (label 1): site "s,0", app NA (missing), tags a|b|c0, no cross */
+    char all[1 << 16] = "";
+    for (int i = 0; i < 3; i++) {
+        char *a = read_text(out, files[i]);
+        strncat(all, a, sizeof all - strlen(all) - 1);
+        rk_free(a);
+    }
+    cr_expect(strstr(all, "\n1\ts,0\t\ta|b|c0\t\n") != NULL, "k=0 row");
+    cr_expect(strstr(all, "\n0\ts,1\tx\ta|b|c1\ts,1\x1fx\n") != NULL, "k=1 row with its cross");
+    rm_dir(d);
+}
+
+/* Errors name the file, row and column; nothing half-written is left. */
+Test(data_log, errors_name_row_and_column) {
+    char *d = make_tmpdir();
+    char in[1024], sch[1024], out[1024];
+    snprintf(in, sizeof in, "%s/log.tsv", d);
+    snprintf(sch, sizeof sch, "%s/schema.json", d);
+    snprintf(out, sizeof out, "%s/out", d);
+    write_text(d, "schema.json",
+               "{\"header\": false, \"columns\": [\"y\", \"n\", \"c\"], \"label\": \"y\","
+               " \"features\": [{\"column\": \"n\", \"kind\": \"dense\", \"transform\": \"log1p\"}, {\"column\": \"c\"}]}");
+    rk_err e = {0};
+    write_text(d, "log.tsv", "1\t3\ta\n0\t4\tb\n2\t5\tc\n");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv row 3, column y: expected a label 0 or 1, got '2'"), "%s", e.msg);
+    cr_expect(!exists(d, "out/train.tsv") && !exists(d, "out/train.tsv.tmp"), "nothing half-written");
+    write_text(d, "log.tsv", "1\t3\ta\n0\tx7\tb\n");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv row 2, column n: expected a finite number"), "%s", e.msg);
+    write_text(d, "log.tsv", "1\t3\ta\n0\t4\n");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv row 2: 2 fields, expected 3"), "%s", e.msg);
+    write_text(d, "log.tsv", "1\t3\ta|b\n");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "row 1, column c: value 'a|b' holds a tab, newline or '|'"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"m\"}]}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "schema features[0].column: 'm' is not a column of the input"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"label\": \"y\", \"features\": [{\"column\": \"m\"}], \"bogus\": 1}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "unknown key 'bogus'"), "%s", e.msg);
+    rm_dir(d);
 }

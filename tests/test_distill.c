@@ -361,6 +361,8 @@ static void ml_close(ml_env *m) {
     rk_stream_free(&m->st);
     rk_dataset_free(&m->sd);
     rk_dataset_free(&m->td);
+    rk_model_cfg_free(&m->scfg);
+    rk_model_cfg_free(&m->tcfg);
 }
 
 static rk_das *teach(ml_env *m, const char *name, int staleness, rk_teacher_report *rep) {

@@ -746,7 +746,7 @@ Test(encoder, cli_csv_to_safetensors) {
     cr_expect(strstr(out, want), "%s", out);
     write_text(dir, "bad.csv", "movieId,title\n1,\"open\n");
     cr_expect_eq(run_cli(args, out, sizeof out), 1);
-    snprintf(want, sizeof want, "rank: error: %s/bad.csv: row 2: unterminated quoted field", dir);
+    snprintf(want, sizeof want, "rank: error: %s/bad.csv row 2, column title: unterminated quoted field", dir);
     cr_expect(strstr(out, want), "%s", out);
     write_text(dir, "bad.csv", "movieId,title\n1,a,b\n");
     cr_expect_eq(run_cli(args, out, sizeof out), 1);

@@ -76,6 +76,7 @@ Test(config, parses_and_defaults) {
     cr_expect_eq(c.train.batch_size, 8);
     cr_expect_float_eq(c.train.lr_dense, 1e-3f, 1e-9);
     cr_expect_str_eq(c.alias_ad_id, "i");
+    rk_model_cfg_free(&c);
 }
 
 Test(config, errors_name_the_key) {
@@ -168,6 +169,7 @@ Test(model, backward_matches_finite_differences) {
     rk_work_free(&w);
     rk_batch_free(&b);
     rk_model_destroy(m);
+    rk_model_cfg_free(&c);
 }
 
 static rk_model *tiny_model(void) {
@@ -176,6 +178,7 @@ static rk_model *tiny_model(void) {
     rk_model *m;
     rk_err e = {0};
     cr_assert_eq(rk_model_create(&c, &m, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg_free(&c);
     return m;
 }
 
@@ -447,6 +450,7 @@ Test(train, learns_planted_signal_and_is_deterministic, .init = mk_tmp, .fini = 
     cr_expect_neq(memcmp(m1->params, m2->params, m1->n_floats * sizeof(float)), 0, "other seed, same params");
     rk_model_destroy(m1);
     rk_model_destroy(m2);
+    rk_model_cfg_free(&c);
 }
 
 Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
@@ -484,6 +488,7 @@ Test(train, bad_tsv_names_row_and_column, .init = mk_tmp, .fini = rm_tmp) {
     fclose(f);
     cr_expect_eq(rk_dataset_load(tr, &c, &d, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 3, column 5 'x' (byte 9 of the row): a NUL byte"), "%s", e.msg);
+    rk_model_cfg_free(&c);
 }
 
 /* log1p of a negative count: refused for the right reason (it said
@@ -519,6 +524,8 @@ Test(train, log1p_negative_counts_refused_or_clamped, .init = mk_tmp, .fini = rm
     cr_assert_eq(rk_model_cfg_parse(js, &c2, &e), RK_OK, "%s", e.msg);
     cr_expect_eq(c2.features[3].log1p, RK_LOG1P_CLAMP);
     free(js);
+    rk_model_cfg_free(&c2);
+    rk_model_cfg_free(&c);
 }
 
 /* Bundles with quantized tables: model.json records the codec, scores stay
@@ -597,6 +604,7 @@ Test(train, bad_input_is_refused_before_training, .init = mk_tmp, .fini = rm_tmp
     cr_assert_eq(rk_dataset_load(va, &c, &d, &e), RK_OK, "%s", e.msg);
     cr_expect(d.has_labels);
     rk_dataset_free(&d);
+    rk_model_cfg_free(&c);
 }
 
 Test(config, label_column_cannot_be_a_feature) {
@@ -684,4 +692,205 @@ Test(bundle, request_with_shared_user_scores_as_rows_alone, .init = mk_tmp, .fin
     for (int i = 0; i < 12; i++) cr_expect_eq(whole[i], alone[i], "candidate %d: %.9g in the request, %.9g alone", i, whole[i], alone[i]);
     rk_scorer_destroy(s);
     rk_model_destroy(m);
+}
+
+/* No fixed caps: a config of 1,200 features, 12 hidden layers, 10 cross
+ * layers and an ensemble of 12 members parses (rankd refused more than 32
+ * features, 8 layers and 8 members before), names resolve through the hash
+ * index, a copy is deep (freeing the original leaves it intact) and a
+ * repeated name among many is still named. */
+Test(config, no_fixed_caps) {
+    size_t cap = 1 << 20, n = 0;
+    char *j = malloc(cap);
+    n += (size_t)snprintf(j + n, cap - n, "{\"features\": [");
+    for (int i = 0; i < 1200; i++)
+        n += (size_t)snprintf(j + n, cap - n, "%s{\"name\": \"f%d\", \"side\": \"%s\", %s}", i ? "," : "", i,
+                              i % 2 ? "item" : "user",
+                              i < 1000 ? "\"table_size\": 10, \"dim\": 2, \"max_values\": 1" : "\"kind\": \"dense\"");
+    n += (size_t)snprintf(j + n, cap - n, "], \"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 10, \"hidden\": [");
+    for (int i = 0; i < 12; i++) n += (size_t)snprintf(j + n, cap - n, "%s%d", i ? "," : "", 4 + i);
+    n += (size_t)snprintf(j + n, cap - n, "]}, \"ensemble\": {\"members\": [");
+    for (int i = 0; i < 12; i++)
+        n += (size_t)snprintf(j + n, cap - n, "%s{\"name\": \"m%d\", \"tower\": {\"type\": \"dnn\", \"hidden\": [3]}}", i ? "," : "", i);
+    snprintf(j + n, cap - n, "]}}");
+    rk_model_cfg c, d;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_cfg_parse(j, &c, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(c.n_features, 1200);
+    cr_expect_eq(c.tower.n_hidden, 12);
+    cr_expect_eq(c.tower.hidden[11], 15);
+    cr_expect_eq(c.tower.n_cross, 10);
+    cr_expect_eq(c.n_members, 12);
+    cr_expect_eq(rk_model_cfg_find(&c, "f1199"), 1199);
+    cr_expect_eq(rk_model_cfg_find(&c, "f1200"), -1);
+    cr_expect_eq(rk_model_cfg_input_dim(&c), 1000 * 2 + 200);
+    cr_assert_eq(rk_model_cfg_copy(&d, &c, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg_free(&c);
+    cr_expect_eq(rk_model_cfg_find(&d, "f640"), 640);
+    cr_expect_str_eq(d.features[640].name, "f640");
+    cr_expect_eq(d.members[11].tower.hidden[0], 3);
+    rk_model_cfg m11;
+    cr_assert_eq(rk_member_cfg_derive(&d, 11, &m11, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(m11.n_members, 0);
+    cr_expect_eq(m11.tower.n_hidden, 1);
+    cr_expect_eq(rk_model_cfg_find(&m11, "f999"), 999);
+    rk_model_cfg_free(&m11);
+    rk_model_cfg_free(&d);
+    /* a repeat far down the list */
+    char *r = strstr(j, "\"f1100\"");
+    memcpy(r, "\"f1\"   ", 7); /* JSON whitespace pads the shorter name */
+    cr_assert_eq(rk_model_cfg_parse(j, &c, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[1100].name: 'f1' repeats features[1]"), "%s", e.msg);
+    free(j);
+}
+
+/* ---------------------------------------------------------------- regularization */
+
+static const char *REG_CFG =
+    "{\"features\": [{\"name\": \"u\", \"side\": \"user\", \"table_size\": 50, \"dim\": 4},"
+    " {\"name\": \"i\", \"side\": \"item\", \"table_size\": 50, \"dim\": 4},"
+    " {\"name\": \"x\", \"kind\": \"dense\", \"side\": \"item\"}],"
+    " \"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 1, \"hidden\": [3]},"
+    " \"train\": {\"seed\": 4, \"lr_dense\": 0.01, \"lr_embed\": 0.1, \"l2_embed\": 0.5, \"l2_dense\": 0.2,"
+    "            \"init_std_embed\": 0.3, \"threads\": 1%s}}";
+
+static rk_model *reg_model(const char *extra, rk_batch *b) {
+    char j[2048];
+    snprintf(j, sizeof j, REG_CFG, extra);
+    rk_model_cfg c;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_cfg_parse(j, &c, &e), RK_OK, "%s", e.msg);
+    rk_model *m;
+    cr_assert_eq(rk_model_create(&c, &m, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_batch_alloc(b, &c, 2, 4, &e), RK_OK);
+    b->n_rows = 2;
+    uint64_t u[2] = {3, 7}, it[2] = {5, 5};
+    for (int r = 0; r < 2; r++) {
+        b->rows[0][r] = u[r];
+        b->offsets[0][r + 1] = (uint32_t)r + 1;
+        b->rows[1][r] = it[r];
+        b->offsets[1][r + 1] = (uint32_t)r + 1;
+        b->dense[r * 3 + 2] = 0.5f - (float)r;
+        b->labels[r] = (float)r;
+    }
+    rk_model_cfg_free(&c);
+    return m;
+}
+
+/* L2 by hand: with a zero loss gradient (dlogit = 0), one optimizer step
+ * sees only the L2 gradients g = lambda w. Adagrad's first step on a touched
+ * embedding row: w - lr g / (|g| + eps); Adam's first step on a weight:
+ * w - lr g / (|g| + eps) (bias corrections cancel). Untouched rows and the
+ * biases do not move: the decay is sparse and on weights only. Fails
+ * before train.l2_embed / l2_dense existed (they were unknown keys). */
+Test(regularization, l2_first_step_by_hand) {
+    rk_batch b;
+    rk_model *m = reg_model("", &b);
+    size_t nf = m->n_floats, nt = 50 * 4;
+    float *p0 = malloc(nf * sizeof *p0), *u0 = malloc(nt * sizeof *u0), *i0 = malloc(nt * sizeof *i0);
+    memcpy(p0, m->params, nf * sizeof *p0);
+    memcpy(u0, m->tables[0], nt * sizeof *u0);
+    memcpy(i0, m->tables[1], nt * sizeof *i0);
+    rk_trainer *t;
+    rk_err e = {0};
+    cr_assert_eq(rk_trainer_create(m, &b, 2, &t, &e), RK_OK, "%s", e.msg);
+    uint32_t idx[2] = {0, 1};
+    const float *logit;
+    cr_assert_eq(rk_trainer_forward(t, &b, idx, 2, &logit, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    float zero[2] = {0, 0};
+    rk_trainer_step(t, zero, NULL);
+    const double lre = 0.1, lrd = 0.01;
+    for (int r = 0; r < 50; r++)
+        for (int k = 0; k < 4; k++) {
+            double w = u0[r * 4 + k], g = 0.5 * w;
+            double want = (r == 3 || r == 7) ? w - lre * g / (fabs(g) + 1e-10) : w;
+            cr_expect(fabs(m->tables[0][r * 4 + k] - want) <= 1e-6, "u row %d[%d]: %.7g vs %.7g", r, k, m->tables[0][r * 4 + k], want);
+            w = i0[r * 4 + k], g = 0.5 * w;
+            want = r == 5 ? w - lre * g / (fabs(g) + 1e-10) : w;
+            cr_expect(fabs(m->tables[1][r * 4 + k] - want) <= 1e-6, "i row %d[%d]", r, k);
+        }
+    int checked = 0;
+    for (int p = 0; p < m->n_params; p++)
+        for (size_t k = 0; k < m->pd[p].n; k++) {
+            double w = p0[m->pd[p].off + k], g = m->pd[p].ndim == 2 ? 0.2 * w : 0.0;
+            double want = w - lrd * g / (fabs(g) + 1e-8);
+            cr_expect(fabs(m->params[m->pd[p].off + k] - want) <= 1e-6, "%s[%zu]: %.7g vs %.7g", m->pd[p].name, k,
+                      m->params[m->pd[p].off + k], want);
+            checked++;
+        }
+    cr_expect_gt(checked, 30);
+    rk_trainer_destroy(t);
+    rk_model_destroy(m);
+    rk_batch_free(&b);
+    free(p0);
+    free(u0);
+    free(i0);
+}
+
+/* Dropout: while training each hidden unit is 0 or relu(z) / (1 - p)
+ * (checked against the same forward without dropout), about p of them are
+ * dropped, and the backward matches finite differences of the loss for the
+ * same mask (the RNG replayed); scoring (rk_model_predict) is unchanged. */
+Test(regularization, dropout_forward_and_gradient) {
+    rk_batch b;
+    rk_model *m = reg_model(", \"dropout\": 0.5", &b);
+    rk_err e = {0};
+    rk_work w, w0;
+    cr_assert_eq(rk_work_init(&w, m, 2, 1, &e), RK_OK);
+    cr_assert_eq(rk_work_init(&w0, m, 2, 0, &e), RK_OK);
+    cr_assert_eq(rk_model_fill_x0(m, &b, &w, NULL, &e), RK_OK);
+    cr_assert_eq(rk_model_fill_x0(m, &b, &w0, NULL, &e), RK_OK);
+    rk_model_forward(m, &w0, 2);
+    w.dropout = 0.5f;
+    int dropped = 0, kept = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        rk_rng_seed(&w.drop_rng, (uint64_t)rep);
+        rk_model_forward(m, &w, 2);
+        for (int k = 0; k < 6; k++) {
+            float a = w.act[0][k], a0 = w0.act[0][k];
+            if (a0 == 0) continue;
+            if (a == 0) dropped++;
+            else {
+                kept++;
+                cr_expect(fabsf(a - 2 * a0) <= 1e-6f * fabsf(a0) + 1e-7f, "kept unit %d: %g vs 2 x %g", k, a, a0);
+            }
+        }
+    }
+    cr_expect(dropped > 0.4 * (dropped + kept) && dropped < 0.6 * (dropped + kept), "dropped %d of %d", dropped, dropped + kept);
+    /* gradient of the BCE for one fixed mask vs central differences on the first weight of mlp.0 */
+    rk_rng_seed(&w.drop_rng, 99);
+    rk_model_forward(m, &w, 2);
+    rk_bce_logits(w.logit, b.labels, 2, w.dlogit);
+    float *g = calloc(m->n_floats, sizeof *g);
+    rk_rng_seed(&w.drop_rng, 99);
+    rk_model_forward(m, &w, 2);
+    rk_model_backward(m, &w, 2, g);
+    int pi = 2 * 1; /* cross.0.weight, cross.0.bias, then mlp.0.weight */
+    cr_assert_str_eq(m->pd[pi].name, "mlp.0.weight");
+    for (int k = 0; k < 6; k++) {
+        size_t off = m->pd[pi].off + (size_t)k;
+        float keep = m->params[off];
+        double L[2];
+        for (int s = 0; s < 2; s++) {
+            m->params[off] = keep + (s ? -1e-3f : 1e-3f);
+            rk_rng_seed(&w.drop_rng, 99);
+            rk_model_forward(m, &w, 2);
+            float dl[2];
+            L[s] = rk_bce_logits(w.logit, b.labels, 2, dl);
+        }
+        m->params[off] = keep;
+        double num = (L[0] - L[1]) / 2e-3;
+        cr_expect(fabs(num - g[off]) <= 2e-3 * fabs(num) + 2e-4, "mlp.0.weight[%d]: analytic %.6g vs numeric %.6g", k, g[off], num);
+    }
+    /* scoring ignores the training-time dropout */
+    float p1[2], p2[2];
+    cr_assert_eq(rk_model_predict(m, &b, p1, &e), RK_OK);
+    cr_assert_eq(rk_model_predict(m, &b, p2, &e), RK_OK);
+    for (int r = 0; r < 2; r++) cr_expect_eq(p1[r], p2[r]);
+    cr_expect(fabsf(p1[0] - rk_sigmoid(w0.logit[0])) <= 1e-6f);
+    free(g);
+    rk_work_free(&w);
+    rk_work_free(&w0);
+    rk_model_destroy(m);
+    rk_batch_free(&b);
 }

@@ -502,6 +502,8 @@ static rk_model *train_bundle_json(const char *json, const char *dir) {
     rk_model *m;
     rk_train_report rep;
     cr_assert_eq(rk_train(&c, &io, &m, &rep, &e), RK_OK, "%s", e.msg);
+    rk_model_cfg_free(&c);
+    rk_train_report_free(&rep);
     cr_assert_eq(rk_model_save(m, dir, NULL, 0, &e), RK_OK, "%s", e.msg);
     rk_model_destroy(m);
     rk_model *back;
@@ -791,6 +793,7 @@ Test(sid_model, config_errors) {
         char *x = strstr(b2, ", \"x\": \"\"");
         cr_assert_not_null(x);
         memmove(x, x + 9, strlen(x + 9) + 1);
+        rk_model_cfg_free(&c);
         cr_assert_eq(rk_model_cfg_parse(b2, &c, &e), RK_OK, "%s: %s", b2, e.msg);
         cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
         cr_expect(strstr(e.msg, "feature 'item': \"ngram\": 3 does not fit the 2 levels of the records"), "%s", e.msg);
@@ -800,12 +803,14 @@ Test(sid_model, config_errors) {
     cr_expect_neq(rk_train(&c, &io, &m, &rep, &e), RK_OK);
     cr_expect(strstr(e.msg, "feature 'item' sid") && strstr(e.msg, "nope.sid"), "%s", e.msg);
     /* individual with a table too small for the records */
+    rk_model_cfg_free(&c);
     cr_assert_eq(rk_model_cfg_parse(cfg_json("individual", 10, buf, sizeof buf), &c, &e), RK_OK);
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "param individual needs table_size >= 64"), "%s", e.msg);
     /* item ids that are not canonical int64 are refused, naming file, row, column and value */
     {
         static const char *const badids[] = {"abc", "1.5", "0x10", "99999999999999999999999", " 1", "+1", "01", "-0"};
+        rk_model_cfg_free(&c);
         cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
         for (size_t k = 0; k < sizeof badids / sizeof badids[0]; k++) {
             FILE *f = fopen(tpath("badid.tsv"), "w");
@@ -823,10 +828,12 @@ Test(sid_model, config_errors) {
         }
     }
     /* no "sid" at all */
+    rk_model_cfg_free(&c);
     cr_assert_eq(rk_model_cfg_parse(cfg_json("prefix_ngram", 7, buf, sizeof buf), &c, &e), RK_OK);
     c.features[1].sid[0] = 0;
     cr_expect_eq(rk_train(&c, &io, &m, &rep, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "needs \"sid\""), "%s", e.msg);
+    rk_model_cfg_free(&c);
 }
 
 /* The real all-MiniLM-L6-v2 weights (scripts/setup-encoder.sh), or skip (fail

@@ -64,6 +64,7 @@ static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
     cr_assert_eq(rk_model_create(&cfg, &m, &e), RK_OK, "%s", e.msg);
     cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
     rk_model_destroy(m);
+    rk_model_cfg_free(&cfg);
 }
 
 static void make_bundle(void) {

@@ -2,6 +2,7 @@
  * tools/rank.c — the offline CLI: a thin main over the rank library.
  *
  *   rank data movielens --input DIR --out DIR
+ *   rank data log --schema SCHEMA.json --input FILE --out DIR
  *   rank train --config FILE --data DIR --out BUNDLE [options]
  *   rank score --model BUNDLE --input FILE --output FILE [--metrics-json FILE]
  *   rank query --addr HOST:PORT --model BUNDLE --input FILE --output FILE (gRPC client)
@@ -160,10 +161,41 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
     return 0;
 }
 
+#define DATA_LOG_USAGE                                                                                         \
+    "usage: rank data log --schema SCHEMA.json --input FILE --out DIR\n"                                      \
+    "  any delimited log (CSV or TSV, header or none) -> DIR/{train,valid,test}.tsv and schema.json;\n"      \
+    "  SCHEMA gives the columns' roles and transforms (README \"Your own data\"; configs/*_schema.json)\n"
+
+static int cmd_data_log(int argc, char **argv) {
+    const char *schema = NULL, *in = NULL, *out = NULL;
+    static struct option opts[] = {{"schema", 1, 0, 's'}, {"input", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 's') schema = optarg;
+        else if (c == 'i') in = optarg;
+        else if (c == 'o') out = optarg;
+        else {
+            fprintf(c == 'h' ? stdout : stderr, DATA_LOG_USAGE);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!schema || !in || !out) {
+        fprintf(stderr, "rank data log: --schema, --input and --out are required\n" DATA_LOG_USAGE);
+        return 2;
+    }
+    rk_err e = {0};
+    if (rk_data_log(schema, in, out, &e)) return die(&e);
+    printf("wrote %s/{train,valid,test}.tsv and %s/schema.json\n", out, out);
+    return 0;
+}
+
 static int cmd_data(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "log")) return cmd_data_log(argc, argv);
     if (argc < 2 || strcmp(argv[1], "movielens")) {
         int help = argc >= 2 && !strcmp(argv[1], "--help");
-        fprintf(help ? stdout : stderr, "usage: rank data movielens --input DIR --out DIR\n"
+        fprintf(help ? stdout : stderr, DATA_LOG_USAGE "usage: rank data movielens --input DIR --out DIR\n"
                 "  DIR of --input: MovieLens ratings.csv, movies.csv and, optional, tags.csv;\n"
                 "  writes train/valid/test.tsv, schema.json and items.csv (movieId, title, genres, tags:\n"
                 "  the content text for `rank encode text` and `rank sid`)\n");
@@ -239,6 +271,8 @@ static int cmd_train(int argc, char **argv) {
         rk_err_prefix(&e, "%s", config);
         return die(&e);
     }
+    int rc = 1;
+    rk_train_report rep = {0};
     if (seed >= 0) cfg.train.seed = (uint64_t)seed;
     if (epochs > 0) cfg.train.max_epochs = (int)epochs;
     if (threads > 0) cfg.train.threads = (int)threads;
@@ -254,11 +288,13 @@ static int cmd_train(int argc, char **argv) {
             cfg.tower.n_cross = 0;
         } else {
             fprintf(stderr, "rank train: --tower: expected dnn, dcnv2 or deepfm, got '%s'\n", tower);
-            return 2;
+            rc = 2;
+            goto out;
         }
         if (cfg.n_members) {
             fprintf(stderr, "rank train: --tower does not apply to an ensemble config (%s)\n", config);
-            return 2;
+            rc = 2;
+            goto out;
         }
     }
     if (version) {
@@ -269,7 +305,8 @@ static int cmd_train(int argc, char **argv) {
         if (!ok) {
             fprintf(stderr, "rank train: --version: 1..%zu characters of A-Z a-z 0-9 . _ : -, got '%s'\n", sizeof cfg.version - 1,
                     version);
-            return 2;
+            rc = 2;
+            goto out;
         }
         snprintf(cfg.version, sizeof cfg.version, "%s", version);
     } else {
@@ -288,29 +325,35 @@ static int cmd_train(int argc, char **argv) {
     out = outp;
     if (!strcmp(out, ".") || !strcmp(out, "..") || !strcmp(out, "/")) {
         fprintf(stderr, "rank: error: --out %s: name a new directory for the bundle\n", out);
-        return 2;
+        rc = 2;
+        goto out;
     }
     if (rk_path_exists(out) && !force) {
         fprintf(stderr, "rank: error: %s already exists (pass --force to replace it)\n", out);
-        return 1;
+        rc = 1;
+        goto out;
     }
     if (rk_path_exists(out)) {
         char mj[4200];
         snprintf(mj, sizeof mj, "%s/model.json", out);
         if (!rk_is_dir(out) || !rk_path_exists(mj)) {
             fprintf(stderr, "rank: error: %s exists and is not a model bundle (no model.json); --force replaces only bundles\n", out);
-            return 1;
+            rc = 1;
+            goto out;
         }
     }
-    if (check_writable("out", out, 1) || (mjson && check_writable("metrics-json", mjson, 0))) return 1;
+    if (check_writable("out", out, 1) || (mjson && check_writable("metrics-json", mjson, 0))) {
+        rc = 1;
+        goto out;
+    }
     rk_info("train: model=%s seed=%llu threads=%d data=%s", cfg.n_members ? "cetnet" : rk_tower_name(cfg.tower.type),
             (unsigned long long)cfg.train.seed, cfg.train.threads, data);
     rk_train_io io = {trp, vap, rk_path_exists(tep) ? tep : NULL, 0};
-    rk_train_report rep;
     rk_model *m;
     if (rk_train(&cfg, &io, &m, &rep, &e)) {
         if (e.code == RK_EINVAL && !strncmp(e.msg, "feature '", 9)) rk_err_prefix(&e, "%s", config); /* a config key */
-        return die(&e);
+        rc = die(&e);
+        goto out;
     }
     char *mj = NULL;
     size_t mjl = 0;
@@ -341,7 +384,10 @@ static int cmd_train(int argc, char **argv) {
     rk_model_destroy(m);
     if (s == RK_OK && mjson && rk_write_file(mjson, mj, mjl, &e)) s = e.code;
     free(mj);
-    if (s) return die(&e);
+    if (s) {
+        rc = die(&e);
+        goto out;
+    }
     if (cfg.n_members) {
         printf("model %s: cetnet members=%d fusion=%s best_epoch=%d train_examples_per_s=%.0f\n", out, cfg.n_members,
                cfg.fusion.type == RK_FUSION_MEAN ? "mean" : "confidence", rep.best_epoch, rep.train_examples_per_s);
@@ -361,7 +407,11 @@ static int cmd_train(int argc, char **argv) {
     /* the model as saved: after train.zero_unseen_rows, which the epoch lines precede */
     print_metrics(cfg.train.zero_unseen_rows ? "valid (after zeroing unseen rows)" : "valid", &rep.valid);
     if (rep.have_test) print_metrics("test", &rep.test);
-    return 0;
+    rc = 0;
+out:
+    rk_train_report_free(&rep);
+    rk_model_cfg_free(&cfg);
+    return rc;
 }
 
 static int cmd_score(int argc, char **argv) {

@@ -410,7 +410,7 @@ int rank_distill_main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    rk_model_cfg tcfg, scfg;
+    rk_model_cfg tcfg = {0}, scfg = {0};
     rk_stream st = {0};
     rk_dataset td = {0}, sd = {0};
     rk_das *das = NULL;
@@ -531,6 +531,8 @@ done:
     rk_dataset_free(&td);
     rk_dataset_free(&sd);
     rk_stream_free(&st);
+    rk_model_cfg_free(&tcfg);
+    rk_model_cfg_free(&scfg);
     if (rc == 0) return 0;
     /* remove what this run created */
     if (published) (void)rk_rm_rf(out, NULL);

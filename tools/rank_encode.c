@@ -42,72 +42,56 @@ static void csv_free(csv_t *c) {
     rk_free(c->len);
 }
 
-/* Parse the whole file. Every row must have the header's field count. */
+/* Parse the whole file (core's reader, rk_dsv_next: RFC 4180, a UTF-8
+ * byte-order mark skipped). Every row must have the header's field count;
+ * blank lines are skipped. */
+static rk_status csv_grow(csv_t *c, size_t need, size_t *cap, const char *path, rk_err *err) {
+    if (need <= *cap) return RK_OK;
+    while (*cap < need) *cap *= 2;
+    char **nf = rk_realloc(c->field, *cap * sizeof *nf);
+    if (nf) c->field = nf;
+    size_t *nl = rk_realloc(c->len, *cap * sizeof *nl);
+    if (nl) c->len = nl;
+    return nf && nl ? RK_OK : rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+}
+
 static rk_status csv_read(const char *path, csv_t *c, rk_err *err) {
     memset(c, 0, sizeof *c);
     size_t n;
     rk_status s = rk_read_file(path, &c->buf, &n, err);
     if (s) return s;
-    size_t cap = 1024, used = 0, row_start = 0;
+    rk_dsv_reader r = {path, NULL, 0, c->buf, c->buf + n, 0, ',', 1};
+    rk_dsv_skip_bom(&r);
+    int fcap = 1; /* the header's fields, at most */
+    for (const char *p = r.p; p < r.end && *p != '\n'; p++) fcap += *p == ',';
+    size_t cap = 1024, used = 0;
+    rk_dsv_field *f = rk_malloc((size_t)fcap * sizeof *f);
     c->field = rk_malloc(cap * sizeof *c->field);
     c->len = rk_malloc(cap * sizeof *c->len);
-    if (!c->field || !c->len) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
-    char *p = c->buf, *end = c->buf + n;
-    size_t row = 1; /* 1-based line of the record, header = 1 */
-    while (p < end) {
-        /* one field */
-        char *f = p, *w = p;
-        if (*p == '"') {
-            p++;
-            for (;;) {
-                if (p >= end) return rk_fail(err, RK_EFORMAT, "%s: row %zu: unterminated quoted field", path, row);
-                if (*p == '"') {
-                    if (p + 1 < end && p[1] == '"') {
-                        *w++ = '"';
-                        p += 2;
-                        continue;
-                    }
-                    p++;
-                    break;
-                }
-                *w++ = *p++;
-            }
-            if (p < end && *p != ',' && *p != '\n' && *p != '\r')
-                return rk_fail(err, RK_EFORMAT, "%s: row %zu: text after a closing quote", path, row);
-        } else {
-            while (p < end && *p != ',' && *p != '\n' && *p != '\r') {
-                if (*p == '"') return rk_fail(err, RK_EFORMAT, "%s: row %zu: quote inside an unquoted field", path, row);
-                w++, p++;
-            }
-        }
-        char sep = p < end ? *p : '\n';
-        if (used == cap) {
-            cap *= 2;
-            char **nf = rk_realloc(c->field, cap * sizeof *nf);
-            if (nf) c->field = nf;
-            size_t *nl = rk_realloc(c->len, cap * sizeof *nl);
-            if (nl) c->len = nl;
-            if (!nf || !nl) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
-        }
-        c->field[used] = f;
-        c->len[used] = (size_t)(w - f);
-        used++;
-        if (sep == '\r' && p + 1 < end && p[1] == '\n') p++;
-        if (p < end) p++;
-        if (sep != ',') { /* end of record */
-            *w = '\0';
-            size_t nf = used - row_start;
-            if (row == 1) c->n_cols = (int)nf;
-            else if (nf == 1 && c->len[row_start] == 0) used = row_start; /* blank line */
-            else if (nf != (size_t)c->n_cols)
-                return rk_fail(err, RK_EFORMAT, "%s: row %zu has %zu fields, the header has %d", path, row, nf,
-                               c->n_cols);
-            row_start = used;
-            row++;
-        } else {
-            *w = '\0';
-        }
+    if (!f || !c->field || !c->len) {
+        rk_free(f);
+        return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
     }
+    int nf, got;
+    while ((got = rk_dsv_next(&r, f, fcap, &nf, err)) == 1) {
+        if (r.row == 1) c->n_cols = nf;
+        else if (nf == 1 && f[0].len == 0) continue; /* blank line */
+        else if (nf != c->n_cols) {
+            s = rk_fail(err, RK_EFORMAT, "%s: row %zu has %d fields, the header has %d", path, r.row, nf, c->n_cols);
+            break;
+        }
+        if ((s = csv_grow(c, used + (size_t)nf, &cap, path, err))) break;
+        for (int k = 0; k < nf; k++) {
+            c->field[used + (size_t)k] = f[k].s;
+            c->len[used + (size_t)k] = f[k].len;
+        }
+        used += (size_t)nf;
+        r.cols = (const char *const *)c->field; /* the header's names, for messages */
+        r.ncols = c->n_cols;
+    }
+    rk_free(f);
+    if (got < 0) return (rk_status)got;
+    if (s) return s;
     if (c->n_cols == 0) return rk_fail(err, RK_EFORMAT, "%s: empty file (no header)", path);
     c->n_rows = used / (size_t)c->n_cols;
     return RK_OK;

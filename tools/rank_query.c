@@ -78,7 +78,7 @@ static int split_values(char *s, char ***vals, size_t *n, size_t *cap) {
 
 typedef struct {
     const rk_model_cfg *cfg;
-    int col[RK_MAX_FEATURES]; /* TSV column of each feature */
+    int *col; /* [n_features] TSV column of each feature */
     int alias_user, alias_hist, alias_ad;
     int n_user_sparse, n_user_dense, n_item_sparse, n_item_dense;
 } plan;
@@ -87,10 +87,9 @@ typedef struct {
 typedef struct {
     Rankd__V1__RankRequest req;
     Rankd__V1__User user;
-    Rankd__V1__SparseFeature usp[RK_MAX_FEATURES];
-    Rankd__V1__SparseFeature *usp_p[RK_MAX_FEATURES];
-    Rankd__V1__DenseFeature uds[RK_MAX_FEATURES];
-    Rankd__V1__DenseFeature *uds_p[RK_MAX_FEATURES];
+    Rankd__V1__SparseFeature *usp, **usp_p; /* [n_features] */
+    Rankd__V1__DenseFeature *uds, **uds_p;  /* [n_features] */
+    size_t *usp_inst;                       /* [n_features] */
     Rankd__V1__Candidate *cand;
     Rankd__V1__Candidate **cand_p;
     Rankd__V1__SparseFeature *csp, **csp_p; /* [n_cand * n_item_sparse] */
@@ -160,11 +159,14 @@ int rank_query_main(int argc, char **argv) {
     rk_client *cl = NULL;
     reqbuf rb;
     memset(&rb, 0, sizeof rb);
+    plan pl;
+    memset(&pl, 0, sizeof pl);
+    char **fields = NULL; /* [header columns + 1] one row's fields */
+    rk_strmap *hdr_map = NULL;
     int rc = 1;
     size_t n_rows = 0, n_groups = 0, sent = 0, scored_rows = 0;
 
     if (rk_model_open(model, &m, &e)) goto fail;
-    plan pl;
     memset(&pl, 0, sizeof pl);
     pl.cfg = rk_model_config(m);
     const rk_model_cfg *cfg = pl.cfg;
@@ -182,16 +184,17 @@ int rank_query_main(int argc, char **argv) {
         goto fail;
     }
     {
-        char *hdr[256];
-        int nh = rk_split_tabs(p, hdr, 256);
-        if (nh > 256) {
-            rk_fail(&e, RK_EFORMAT, "%s row 1: %d columns, at most 256", in, nh);
-            goto fail;
-        }
+        int nh = 1;
+        for (const char *q = p; (q = strchr(q, '\t')); q++) nh++;
+        fields = rk_malloc(((size_t)nh + 1) * sizeof *fields);
+        pl.col = rk_malloc(((size_t)nf + 1) * sizeof *pl.col);
+        hdr_map = rk_strmap_create((size_t)nh);
+        if (!fields || !pl.col || !hdr_map) goto oom;
+        rk_split_tabs(p, fields, nh);
+        for (int h = 0; h < nh; h++)
+            if (rk_strmap_put(hdr_map, fields[h], strlen(fields[h]), h) == RK_ENOMEM) goto oom; /* a repeat: first wins */
         for (int f = 0; f < nf; f++) {
-            pl.col[f] = -1;
-            for (int h = 0; h < nh; h++)
-                if (!strcmp(hdr[h], cfg->features[f].column)) pl.col[f] = h;
+            pl.col[f] = rk_strmap_get(hdr_map, cfg->features[f].column, strlen(cfg->features[f].column));
             if (pl.col[f] < 0) {
                 rk_fail(&e, RK_EFORMAT, "%s row 1: no column '%s' (feature '%s')", in,
                         cfg->features[f].column, cfg->features[f].name);
@@ -207,13 +210,12 @@ int rank_query_main(int argc, char **argv) {
             rk_fail(&e, RK_ENOMEM, "out of memory for %zu rows", cap_rows);
             goto fail;
         }
-        char *fields[256];
         long line_no = 1;
         char *q;
         while ((q = rk_next_line(&cur))) {
             line_no++;
             if (!*q) continue;
-            int n = rk_split_tabs(q, fields, 256);
+            int n = rk_split_tabs(q, fields, nh);
             if (n != nh) {
                 rk_fail(&e, RK_EFORMAT, "%s row %ld: %d fields, the header has %d", in, line_no, n, nh);
                 goto fail;
@@ -261,12 +263,16 @@ int rank_query_main(int argc, char **argv) {
     rb.csp_p = rk_calloc(nc * (size_t)(pl.n_item_sparse + 1), sizeof *rb.csp_p);
     rb.cds = rk_calloc(nc * (size_t)(pl.n_item_dense + 1), sizeof *rb.cds);
     rb.cds_p = rk_calloc(nc * (size_t)(pl.n_item_dense + 1), sizeof *rb.cds_p);
-    rb.sp_start = rk_calloc(nc * (size_t)(pl.n_item_sparse + 1) + RK_MAX_FEATURES + 2,
-                            sizeof *rb.sp_start);
+    rb.sp_start = rk_calloc(nc * (size_t)(pl.n_item_sparse + 1) + (size_t)nf + 2, sizeof *rb.sp_start);
+    rb.usp = rk_calloc((size_t)nf + 1, sizeof *rb.usp);
+    rb.usp_p = rk_calloc((size_t)nf + 1, sizeof *rb.usp_p);
+    rb.uds = rk_calloc((size_t)nf + 1, sizeof *rb.uds);
+    rb.uds_p = rk_calloc((size_t)nf + 1, sizeof *rb.uds_p);
+    rb.usp_inst = rk_calloc((size_t)nf + 1, sizeof *rb.usp_inst);
     pctr = rk_malloc(n_rows * sizeof *pctr);
     lat = rk_malloc((n_groups + 1) * sizeof *lat);
-    if (!rb.cand || !rb.cand_p || !rb.csp || !rb.csp_p || !rb.cds || !rb.cds_p || !rb.sp_start ||
-        !pctr || !lat) {
+    if (!rb.cand || !rb.cand_p || !rb.csp || !rb.csp_p || !rb.cds || !rb.cds_p || !rb.sp_start || !rb.usp ||
+        !rb.usp_p || !rb.uds || !rb.uds_p || !rb.usp_inst || !pctr || !lat) {
         rk_fail(&e, RK_ENOMEM, "out of memory");
         goto fail;
     }
@@ -293,7 +299,7 @@ int rank_query_main(int argc, char **argv) {
         req->candidates = rb.cand_p;
         size_t hist_inst = (size_t)-1;
         int nus = 0, nud = 0;
-        size_t usp_inst[RK_MAX_FEATURES];
+        size_t *usp_inst = rb.usp_inst;
         for (int f = 0; f < nf; f++) {
             const rk_feature *ft = &cfg->features[f];
             if (ft->side != RK_SIDE_USER) continue;
@@ -463,7 +469,15 @@ done:
     rk_free(rb.cds);
     rk_free(rb.cds_p);
     rk_free(rb.sp_start);
+    rk_free(rb.usp);
+    rk_free(rb.usp_p);
+    rk_free(rb.uds);
+    rk_free(rb.uds_p);
+    rk_free(rb.usp_inst);
     rk_free(rb.pool);
+    rk_free(fields);
+    rk_free(pl.col);
+    rk_strmap_destroy(hdr_map);
     rk_free(buf);
     rk_model_destroy(m);
     return rc;

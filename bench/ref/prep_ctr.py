@@ -20,11 +20,12 @@ Writes OUT/{criteo,avazu}/fold{k}/{train,valid,test}.tsv with a header line
 Criteo: I1..I13 become categorical tokens with the Kaggle-winner
 discretization: v if v <= 2 (negative values, e.g. I2 = -1, are their own
 token this way) else "b" + str(int(log(v) ** 2)); an empty field stays empty
-(missing). C1..C26 are kept as they are. Because rank's model config allows
-at most 32 features (RK_MAX_FEATURES) and Criteo has 39 fields, the script
-also writes a column "ints": the non-empty integer tokens of the row as one
-multi-valued field, "I1=<tok>|I2=<tok>|...". configs/criteo_cetnet.json uses
-C1..C26 plus that bag (27 features); I1..I13 are there for other configs.
+(missing). C1..C26 are kept as they are. The script also writes a column "ints": the
+non-empty integer tokens of the row as one multi-valued field,
+"I1=<tok>|I2=<tok>|..." (configs/criteo_cetnet.json uses C1..C26 plus that
+bag, 27 features, from when rank allowed at most 32 features), and D1..D13:
+the raw integers with negatives clamped at 0 (empty = missing), for dense
+features with "log1p" (DLRM's Criteo transform; bench/bench_criteo.sh).
 Avazu: id and hour (constant 14102100 in this sample) are dropped; click
 becomes label; the other 21 columns are kept as they are.
 """
@@ -51,7 +52,7 @@ def bucket_int(v):
 
 def read_criteo(root):
     d = os.path.join(root, "criteo_kaggle")
-    header = ["label"] + CRITEO_INTS + CRITEO_CATS + ["ints"]
+    header = ["label"] + CRITEO_INTS + CRITEO_CATS + ["ints"] + ["D%d" % i for i in range(1, 14)]
     rows = []
     for name in ("train.tsv", "dev.tsv", "test.tsv"):
         path = os.path.join(d, name)
@@ -64,7 +65,8 @@ def read_criteo(root):
                     sys.exit("prep_ctr: %s line %d: label %r" % (path, ln, p[0]))
                 ints = [bucket_int(v) for v in p[1:14]]
                 bag = "|".join("%s=%s" % (n, t) for n, t in zip(CRITEO_INTS, ints) if t != "")
-                rows.append([p[0]] + ints + p[14:40] + [bag])
+                dense = [v if v == "" or int(v) >= 0 else "0" for v in p[1:14]]
+                rows.append([p[0]] + ints + p[14:40] + [bag] + dense)
     return header, rows
 
 
