@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
       librocksdb-dev libopenblas-dev libcriterion-dev libjansson-dev libxxhash-dev
+      libmicrohttpd-dev openssl python3-prometheus-client
       python3 python3-grpcio python3-protobuf python3-grpc-tools)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -46,6 +46,9 @@ typedef struct {
                               * opened writable, rk_model_open_ex) and open reloaded
                               * versions writable; 0 (default): FAILED_PRECONDITION */
     size_t ram_tables_bytes; /* reloaded versions: rk_model_tables_to_ram budget (default 0) */
+    const char *metrics_listen; /* "HOST:PORT" (port 0: a free one) for the Prometheus text
+                              * endpoint GET /metrics (libmicrohttpd thread; names in
+                              * README "Metrics"); NULL (default): none */
     int own_model;           /* 1: the server destroys the start-up model once no request
                               * holds it (after a reload, or at stop); 0 (default): the
                               * caller destroys it after rk_server_stop */
@@ -104,6 +107,7 @@ typedef struct {
     double lookup_us;  /* hashing done, embedding rows fetched and pooled */
     double model_us;   /* towers over the N-candidate batch, sigmoid */
     double encode_us;  /* response built and serialized */
+    int n_candidates;  /* candidates scored */
 } rk_stage_times;
 /* Stage times of the last call answered OK by s. */
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
@@ -160,12 +164,18 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
 rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err);
 /* Version string and directory of the serving bundle (copied into buf). */
 void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap);
+/* Port of the metrics endpoint (o->metrics_listen), 0 when none. */
+int rk_server_metrics_port(const rk_server *s);
 /* Counters so far (relaxed atomic reads; any thread). */
 void rk_server_get_counters(const rk_server *s, rk_server_counters *out);
 /* Stop: refuse new calls, give in-flight calls o->grace_ms, cancel the rest,
  * wait for every call context, join the workers, free everything and call
  * grpc_shutdown(). final (may be NULL) receives the final counters. */
 void rk_server_stop(rk_server *s, rk_server_counters *final);
+
+/* "MAJOR.MINOR.PATCH" of this build (CMake's project version); every tool's
+ * --version prints it. */
+const char *rk_version_string(void);
 
 /* ---- client (tests, `rank query`) */
 

@@ -1,5 +1,5 @@
 /*
- * rank/server.c — rankd's gRPC server on the gRPC C core API (1.51).
+ * serve/server.c — rankd's gRPC server on the gRPC C core API (1.51).
  *
  * Layout: one acceptor thread and N worker threads.
  *
@@ -116,10 +116,9 @@ typedef struct model_ver {
     int n_svc;
     rk_service **svc;             /* [n_workers]: worker i uses svc[i] */
     char dir[PATH_MAX];
+    rk_vstats *vs;                /* its counters (metrics.c; outlive it) */
+    rk_live *metrics;          /* to detach vs before m is destroyed */
 } model_ver;
-
-/* Stage sums, in nanoseconds (integers, so they can be atomic). */
-enum { T_QUEUE = 0, T_DECODE, T_LOOKUP, T_MODEL, T_ENCODE, T_N };
 
 struct rk_server {
     rk_server_opts o;
@@ -149,9 +148,11 @@ struct rk_server {
     size_t n_all, cap_all;
     atomic_int shutting_down;
     atomic_long live;             /* call contexts not on the free list */
-    atomic_ullong rank_ok, rank_failed, rank_expired, rank_rejected, health, unimplemented;
-    atomic_ullong sid_unknown, sid_assigned;
-    atomic_ullong stage_ns[T_N];
+    /* live counters: per-worker stripes per version (model_ver.vs) and
+     * these server-wide ones; published by metrics (metrics.c) */
+    rk_server_gauges g;
+    rk_live *metrics;
+    int metrics_port;
     int started;
 };
 
@@ -160,6 +161,8 @@ struct rk_server {
 static void ver_destroy(model_ver *v) {
     for (int i = 0; v->svc && i < v->n_svc; i++) rk_service_destroy(v->svc[i]);
     rk_free(v->svc);
+    if (v->vs) atomic_store(&v->vs->serving, 0);
+    rk_live_version_detach(v->metrics, v->vs);
     if (v->owned) rk_model_destroy(v->m);
     rk_free(v);
 }
@@ -184,6 +187,12 @@ static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **ou
             return st;
         }
         v->n_svc = i + 1;
+    }
+    v->metrics = s->metrics;
+    v->vs = rk_live_version(s->metrics, m, err);
+    if (!v->vs) {
+        ver_destroy(v);
+        return RK_ENOMEM;
     }
     v->owned = owned;
     *out = v;
@@ -311,8 +320,11 @@ static void set_reply(call_ctx *c, const void *data, size_t len) {
     grpc_slice_unref(sl);
 }
 
-static void add_ns(rk_server *s, int stage, double us) {
-    if (us > 0) atomic_fetch_add_explicit(&s->stage_ns[stage], (unsigned long long)(us * 1e3), memory_order_relaxed);
+/* One stage's time into worker w's stripe of the version's counters. */
+static void add_stage(rk_wstats *ws, int stage, double seconds) {
+    if (seconds < 0) seconds = 0;
+    rk_stat_add(&ws->hist[stage][rk_live_bucket(seconds)], 1);
+    rk_stat_add(&ws->sum_ns[stage], (uint64_t)(seconds * 1e9));
 }
 
 static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->shutting_down); }
@@ -320,13 +332,13 @@ static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->
 static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double t0) {
     rk_service *svc = v->svc[w->idx];
     rk_server *s = w->srv;
+    rk_wstats *ws = &v->vs->w[w->idx];
     grpc_status_code code;
     if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
         /* expired while queued: no decoding, no model work */
         code = GRPC_STATUS_DEADLINE_EXCEEDED;
         c->status_details =
             grpc_slice_from_static_string("deadline exceeded before the request was processed");
-        atomic_fetch_add(&s->rank_expired, 1);
     } else if (!c->payload) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         c->status_details = grpc_slice_from_static_string("request has no message");
@@ -348,24 +360,25 @@ static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double
             rk_service_sid_counters(svc, &u0, &a0);
             code = (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
             rk_service_sid_counters(svc, &u1, &a1);
-            if (u1 != u0) atomic_fetch_add(&s->sid_unknown, u1 - u0);
-            if (a1 != a0) atomic_fetch_add(&s->sid_assigned, a1 - a0);
+            if (u1 != u0) rk_stat_add(&ws->sid_unknown, u1 - u0);
+            if (a1 != a0) rk_stat_add(&ws->sid_assigned, a1 - a0);
             if (code == GRPC_STATUS_OK) {
                 set_reply(c, resp, resp_len);
                 rk_stage_times st;
                 rk_service_last_timing(svc, &st);
-                add_ns(s, T_QUEUE, (t0 - c->t_accepted) * 1e6);
-                add_ns(s, T_DECODE, st.decode_us);
-                add_ns(s, T_LOOKUP, st.lookup_us);
-                add_ns(s, T_MODEL, st.model_us);
-                add_ns(s, T_ENCODE, st.encode_us);
+                rk_stat_add(&ws->candidates, (uint64_t)st.n_candidates);
+                add_stage(ws, RK_ST_QUEUE, t0 - c->t_accepted);
+                add_stage(ws, RK_ST_DECODE, st.decode_us * 1e-6);
+                add_stage(ws, RK_ST_LOOKUP, st.lookup_us * 1e-6);
+                add_stage(ws, RK_ST_MODEL, st.model_us * 1e-6);
+                add_stage(ws, RK_ST_ENCODE, st.encode_us * 1e-6);
+                add_stage(ws, RK_ST_TOTAL, rk_now() - c->t_accepted);
             } else {
-                if (code == GRPC_STATUS_DEADLINE_EXCEEDED) atomic_fetch_add(&s->rank_expired, 1);
                 c->status_details = grpc_slice_from_copied_string(err.msg);
             }
         }
     }
-    atomic_fetch_add(code == GRPC_STATUS_OK ? &s->rank_ok : &s->rank_failed, 1);
+    rk_stat_add(&ws->codes[code >= 0 && code < RK_N_CODES ? code : GRPC_STATUS_UNKNOWN], 1);
     return code;
 }
 
@@ -418,7 +431,7 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
 
 static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
-    atomic_fetch_add(&s->health, 1);
+    atomic_fetch_add_explicit(&s->g.health, 1, memory_order_relaxed);
     long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
     Grpc__Health__V1__HealthCheckRequest *req =
         n < 0 ? NULL
@@ -447,7 +460,7 @@ static grpc_status_code handle_health(call_ctx *c) {
 }
 
 static grpc_status_code handle_generic(call_ctx *c) {
-    atomic_fetch_add(&c->srv->unimplemented, 1);
+    atomic_fetch_add_explicit(&c->srv->g.unimplemented, 1, memory_order_relaxed);
     char msg[200];
     const grpc_slice *m = &c->details.method;
     snprintf(msg, sizeof msg, "method '%.*s' is not implemented by rankd",
@@ -503,11 +516,14 @@ static void *worker_main(void *arg) {
         call_ctx *c = s->queue[s->q_head];
         s->q_head = (s->q_head + 1) % s->o.queue_depth;
         s->q_len--;
+        atomic_store_explicit(&s->g.queue_len, s->q_len, memory_order_relaxed);
         pthread_mutex_unlock(&s->qmu);
+        atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
         double t0 = rk_now();
         model_ver *v = ver_acquire(s);
         grpc_status_code code = c->kind == K_APPLY ? handle_apply(w, v, c) : handle_rank(w, v, c, t0);
         ver_release(v); /* the answer is copied into c->reply: nothing of v is used past here */
+        atomic_store_explicit(&s->g.busy[w->idx].v, 0, memory_order_relaxed);
         reply(c, code);
     }
     return NULL;
@@ -523,6 +539,7 @@ static void accept_queued(rk_server *s, call_ctx *c) {
     if (s->q_len < s->o.queue_depth) {
         s->queue[(s->q_head + s->q_len) % s->o.queue_depth] = c;
         s->q_len++;
+        atomic_store_explicit(&s->g.queue_len, s->q_len, memory_order_relaxed);
         pthread_cond_signal(&s->qcv);
         pthread_mutex_unlock(&s->qmu);
         return;
@@ -531,8 +548,7 @@ static void accept_queued(rk_server *s, call_ctx *c) {
     char msg[128];
     snprintf(msg, sizeof msg, "server overloaded: %d requests already queued", s->o.queue_depth);
     c->status_details = grpc_slice_from_copied_string(msg);
-    atomic_fetch_add(&s->rank_rejected, 1);
-    atomic_fetch_add(&s->rank_failed, 1);
+    atomic_fetch_add_explicit(&s->g.rejected, 1, memory_order_relaxed);
     reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
 }
 
@@ -566,19 +582,14 @@ static void *acceptor_main(void *arg) {
 
 void rk_server_get_counters(const rk_server *s, rk_server_counters *out) {
     rk_server *m = (rk_server *)s; /* atomics: loads only */
-    memset(out, 0, sizeof *out);
-    out->rank_ok = atomic_load_explicit(&m->rank_ok, memory_order_relaxed);
-    out->rank_failed = atomic_load_explicit(&m->rank_failed, memory_order_relaxed);
-    out->rank_expired = atomic_load_explicit(&m->rank_expired, memory_order_relaxed);
-    out->rank_rejected = atomic_load_explicit(&m->rank_rejected, memory_order_relaxed);
-    out->health = atomic_load_explicit(&m->health, memory_order_relaxed);
-    out->unimplemented = atomic_load_explicit(&m->unimplemented, memory_order_relaxed);
-    out->sid_unknown = atomic_load_explicit(&m->sid_unknown, memory_order_relaxed);
-    out->sid_assigned = atomic_load_explicit(&m->sid_assigned, memory_order_relaxed);
-    double *dst[T_N] = {&out->queue_us, &out->decode_us, &out->lookup_us, &out->model_us, &out->encode_us};
-    for (int i = 0; i < T_N; i++)
-        *dst[i] = atomic_load_explicit(&m->stage_ns[i], memory_order_relaxed) * 1e-3;
+    rk_live_totals(m->metrics, out);
+    out->rank_rejected = atomic_load_explicit(&m->g.rejected, memory_order_relaxed);
+    out->rank_failed += out->rank_rejected;
+    out->health = atomic_load_explicit(&m->g.health, memory_order_relaxed);
+    out->unimplemented = atomic_load_explicit(&m->g.unimplemented, memory_order_relaxed);
 }
+
+int rk_server_metrics_port(const rk_server *s) { return s->metrics_port; }
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -597,6 +608,8 @@ static void server_free(rk_server *s) {
     for (size_t k = 0; k < s->n_all; k++) rk_free(s->all[k]);
     rk_free(s->all);
     rk_free(s->queue);
+    rk_live_destroy(s->metrics); /* after every version: they detach from it */
+    rk_free(s->g.busy);
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->fmu);
@@ -664,9 +677,22 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     s->n_workers = o->threads;
     s->workers = rk_calloc((size_t)o->threads, sizeof *s->workers);
     s->queue = rk_calloc((size_t)o->queue_depth, sizeof *s->queue);
-    if (!s->workers || !s->queue) {
+    s->g.busy = rk_calloc((size_t)o->threads, sizeof *s->g.busy);
+    s->g.n_workers = o->threads;
+    s->g.queue_cap = o->queue_depth;
+    snprintf(s->g.grpc_version, sizeof s->g.grpc_version, "%s", grpc_version_string());
+    if (!s->workers || !s->queue || !s->g.busy) {
         server_free(s);
         return rk_fail(err, RK_ENOMEM, "server: out of memory");
+    }
+    {
+        rk_status st = rk_live_create(o->threads, &s->g, &s->metrics, err);
+        if (st == RK_OK && o->metrics_listen)
+            st = rk_live_listen(s->metrics, o->metrics_listen, &s->metrics_port, err);
+        if (st) {
+            server_free(s);
+            return st;
+        }
     }
     /* Call contexts for every posted request, a full queue and one reply in
      * flight per worker: the steady state allocates none. */
@@ -700,6 +726,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
             server_free(s);
             return st;
         }
+        atomic_store(&s->cur->vs->serving, 1);
     }
 
     grpc_init();
@@ -801,6 +828,8 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     model_ver *old = s->cur;
     s->cur = v;
     pthread_mutex_unlock(&s->vmu);
+    atomic_store(&v->vs->serving, 1);
+    atomic_store(&old->vs->serving, 0);
     ver_release(old); /* destroyed here, or by the last call still running on it */
     pthread_mutex_unlock(&s->reload_mu);
     if (switched) *switched = 1;

@@ -715,6 +715,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     s->last.lookup_us = lookup_us;
     s->last.model_us = model_us;
     s->last.encode_us = (t_built - t_scored) * 1e6;
+    s->last.n_candidates = n;
     if (req->return_timing) {
         /* encode_us covers building the response; the final serialization
          * (about a microsecond per 100 candidates) runs after these fields

@@ -48,6 +48,7 @@ static void usage(FILE *o) {
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
             "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
+            "             [--metrics-listen HOST:PORT] [--version]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -68,6 +69,9 @@ static void usage(FILE *o) {
             "                         whitespace = none; else INVALID_ARGUMENT\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
+            "  --metrics-listen HOST:PORT  Prometheus text endpoint GET /metrics on its own\n"
+            "                         address (port 0: a free one, see the 'metrics on' line)\n"
+            "  --version              print the version and exit\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
             "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
@@ -151,13 +155,23 @@ int main(int argc, char **argv) {
                                    {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
                                    {"requests-per-worker", 1, 0, 'r'},
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
-                                   {"updates", 0, 0, 'U'},
+                                   {"updates", 0, 0, 'U'},      {"metrics-listen", 1, 0, 'M'},
+                                   {"version", 0, 0, 'V'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case 'm': model = optarg; break;
+        case 'm':
+            if (model) {
+                fprintf(stderr, "rankd: --model given twice ('%s', then '%s'): one bundle per --model; "
+                                "serve several with --model-repository\n", model, optarg);
+                return 2;
+            }
+            model = optarg;
+            break;
+        case 'M': o.metrics_listen = optarg; break;
+        case 'V': printf("rankd %s\n", rk_version_string()); return 0;
         case 'E': o.encoder_dir = optarg; break;
         case 'l': listen = optarg; break;
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
@@ -239,6 +253,11 @@ int main(int argc, char **argv) {
     /* The bound address: the listen host with the port actually bound. */
     const char *colon = strrchr(listen, ':');
     int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+    if (o.metrics_listen) {
+        const char *mc = strrchr(o.metrics_listen, ':');
+        rk_info("metrics on http://%.*s:%d/metrics", mc ? (int)(mc - o.metrics_listen) : 0, o.metrics_listen,
+                rk_server_metrics_port(srv));
+    }
     rk_info("listening on %.*s:%d (threads=%d blas_threads=%d max_candidates=%d queue_depth=%d "
             "max_message_bytes=%d)",
             host_len, listen, port, o.threads, blas_threads, o.max_candidates, o.queue_depth,

@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""rankd in production, end to end from Debian's python3-grpcio (run by ctest).
+
+Trains a 1-epoch MovieLens bundle with `rank`, starts `rankd` on loopback
+ports picked free, and checks what an operator relies on:
+  metrics  GET /metrics parsed by prometheus_client's text parser; every
+           family named in README "Metrics" present; requests by status,
+           candidates scored, histogram counts and sums against the calls
+           this test sent (server total <= client wall time; stages sum to
+           at most the total); queue/worker gauges; 404 elsewhere.
+Prints one summary line. Run with /usr/bin/python3 (c-stack.md §1).
+
+  e2e_ops.py --bin-dir BUILD/bin --source-dir SRC [--keep]
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_grpcio import gen_stubs, run  # noqa: E402
+
+
+def fail(msg):
+    print("e2e_ops: FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+class Rankd:
+    """A rankd process on 127.0.0.1 port 0; ports parsed from its log."""
+
+    def __init__(self, bin_dir, args, log, want_metrics=False):
+        self.log = log
+        with open(log, "w") as f:
+            self.p = subprocess.Popen([os.path.join(bin_dir, "rankd"), "--listen", "127.0.0.1:0"] + args,
+                                      stdout=f, stderr=subprocess.STDOUT)
+        self.port = int(self.wait_log(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        self.metrics_port = None
+        if want_metrics:
+            self.metrics_port = int(self.wait_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+
+    def text(self):
+        with open(self.log) as g:
+            return g.read()
+
+    def wait_log(self, pattern, timeout=120):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            if self.p.poll() is not None:
+                fail("rankd exited %d waiting for %r (see %s)" % (self.p.returncode, pattern, self.log))
+            time.sleep(0.01)
+        fail("rankd: no %r within %d s (see %s)" % (pattern, timeout, self.log))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = -9
+        t = self.text()
+        if rc != 0 or "Sanitizer" in t or "runtime error:" in t:
+            sys.stderr.write(t[-20000:])
+            fail("rankd exited %d after SIGTERM (log above)" % rc)
+
+
+def scrape(port, path="/metrics"):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
+        return r.headers.get("Content-Type"), r.read().decode()
+
+
+def parse(text):
+    """{(name, frozenset(labels)): value} through prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out, fams = {}, {}
+    for fam in text_string_to_metric_families(text):
+        fams[fam.name] = fam.type
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out, fams
+
+
+def get(samples, name, **labels):
+    k = (name, frozenset(labels.items()))
+    if k not in samples:
+        fail("metrics: no sample %s%s" % (name, labels))
+    return samples[k]
+
+
+def make_request(rank_pb2, i, n):
+    """User i with n candidates, by the bundle's aliases only (the other
+    features are missing, i.e. empty)."""
+    req = rank_pb2.RankRequest(request_id="ops-%d" % i, user=rank_pb2.User(user_id=str(1 + i % 50)))
+    for k in range(n):
+        req.candidates.add(ad_id=str(1 + (7 * i + k) % 500))
+    return req
+
+
+def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc):
+    r = Rankd(a.bin_dir, ["--model", bundle, "--threads", "2", "--metrics-listen", "127.0.0.1:0",
+                          "--ram-tables-mb", "0"], os.path.join(tmp, "rankd_metrics.log"), want_metrics=True)
+    try:
+        ctype, text = scrape(r.metrics_port)
+        if not ctype.startswith("text/plain; version=0.0.4"):
+            fail("metrics Content-Type %r" % ctype)
+        s, fams = parse(text)
+        want = {"rankd_requests": "counter", "rankd_candidates_scored": "counter",
+                "rankd_request_duration_seconds": "histogram", "rankd_queue_depth": "gauge",
+                "rankd_workers_busy": "gauge", "rankd_store_cache": "counter",
+                "rankd_semantic_id_fallbacks": "counter", "rankd_updates_applied_rows": "counter",
+                "rankd_reloads": "counter", "rankd_build_info": "gauge",
+                "rankd_overload_rejected": "counter"}
+        for n, t in want.items():
+            if fams.get(n) != t:
+                fail("metrics: family %s is %r, want %s" % (n, fams.get(n), t))
+        import json
+        with open(os.path.join(bundle, "model.json")) as f:
+            mj = json.load(f)
+        lab = {"model": mj["name"], "version": mj["version"]}
+        if get(s, "rankd_requests_total", code="OK", **lab) != 0:
+            fail("metrics: requests before any call")
+        bi = [k for k in s if k[0] == "rankd_build_info"]
+        if len(bi) != 1 or dict(bi[0][1]).get("version") is None:
+            fail("metrics: build_info %r" % bi)
+
+        ch = grpc.insecure_channel("127.0.0.1:%d" % r.port)
+        stub = rank_pb2_grpc.RankerStub(ch)
+        n_ok, cand, wall = 20, 0, 0.0
+        for i in range(n_ok):
+            t0 = time.time()
+            resp = stub.Rank(make_request(rank_pb2, i, i + 1), timeout=30)
+            wall += time.time() - t0
+            cand += i + 1
+            if len(resp.scores) != i + 1:
+                fail("rank %d: %d scores" % (i, len(resp.scores)))
+        n_bad = 3
+        for i in range(n_bad):
+            req = make_request(rank_pb2, i, 2)
+            req.candidates[1].sparse.add(name="no_such_feature", values=["x"])
+            try:
+                stub.Rank(req, timeout=10)
+                fail("bad request answered OK")
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    fail("bad request: %s" % e.code())
+        health = health_pb2_grpc.HealthStub(ch)
+        for _ in range(2):
+            health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        try:
+            ch.unary_unary("/rankd.v1.Ranker/Nope")(b"", timeout=5)
+        except grpc.RpcError:
+            pass
+        ch.close()
+
+        s, _ = parse(scrape(r.metrics_port)[1])
+        checks = [("rankd_requests_total", dict(code="OK", **lab), n_ok),
+                  ("rankd_requests_total", dict(code="INVALID_ARGUMENT", **lab), n_bad),
+                  ("rankd_candidates_scored_total", lab, cand),
+                  ("rankd_health_checks_total", {}, 2),
+                  ("rankd_unimplemented_total", {}, 1),
+                  ("rankd_queue_depth", {}, 0),
+                  ("rankd_workers_busy", {}, 0),
+                  ("rankd_workers", {}, 2),
+                  ("rankd_overload_rejected_total", {}, 0),
+                  ("rankd_metrics_scrapes_total", {}, 2),
+                  ("rankd_model_serving", lab, 1)]
+        for n, l, v in checks:
+            got = get(s, n, **l)
+            if got != v:
+                fail("metrics: %s%s = %r, want %r" % (n, l, got, v))
+        sums = {}
+        for st in ("queue", "decode", "lookup", "model", "encode", "total"):
+            c = get(s, "rankd_request_duration_seconds_count", stage=st, **lab)
+            inf = get(s, "rankd_request_duration_seconds_bucket", stage=st, le="+Inf", **lab)
+            if c != n_ok or inf != n_ok:
+                fail("metrics: stage %s count %r / +Inf %r, want %d" % (st, c, inf, n_ok))
+            prev = 0
+            les = sorted((float(dict(k[1])["le"]), v) for k, v in s.items()
+                         if k[0] == "rankd_request_duration_seconds_bucket" and dict(k[1]).get("stage") == st
+                         and dict(k[1])["model"] == lab["model"])
+            for le, v in les:
+                if v < prev:
+                    fail("metrics: stage %s buckets not cumulative at le=%g" % (st, le))
+                prev = v
+            sums[st] = get(s, "rankd_request_duration_seconds_sum", stage=st, **lab)
+        parts = sum(sums[k] for k in ("queue", "decode", "lookup", "model", "encode"))
+        if not (0 < parts <= sums["total"] * 1.0001 + 1e-6):
+            fail("metrics: stage sums %.6f s exceed the total %.6f s" % (parts, sums["total"]))
+        if not sums["total"] <= wall:
+            fail("metrics: server total %.6f s > client wall time %.6f s" % (sums["total"], wall))
+        hits = get(s, "rankd_store_cache_total", event="hit", **lab)
+        miss = get(s, "rankd_store_cache_total", event="miss", **lab)
+        code, _ = None, None
+        try:
+            scrape(r.metrics_port, "/nope")
+        except urllib.error.HTTPError as e:
+            code = e.code
+        if code != 404:
+            fail("metrics: /nope answered %r, want 404" % code)
+        return "metrics=ok requests=%d candidates=%d total_s=%.4f wall_s=%.4f cache_hits=%d cache_misses=%d" % (
+            n_ok, cand, sums["total"], wall, hits, miss)
+    finally:
+        r.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--source-dir", required=True)
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    import grpc  # Debian's python3-grpcio
+
+    tmp = tempfile.mkdtemp(prefix="rk_e2e_ops_")
+    log = os.path.join(tmp, "prep.log")
+    rank = os.path.join(a.bin_dir, "rank")
+    run([rank, "data", "movielens", "--input", os.path.join(a.source_dir, "data", "movielens"),
+         "--out", os.path.join(tmp, "ml")], log)
+    bundle = os.path.join(tmp, "bundle")
+    run([rank, "train", "--config", os.path.join(a.source_dir, "configs", "movielens_dcnv2.json"),
+         "--data", os.path.join(tmp, "ml"), "--out", bundle, "--epochs", "1"], log)
+    gen_stubs(a.source_dir, os.path.join(tmp, "gen"))
+    import rank_pb2
+    import rank_pb2_grpc
+    import health_pb2
+    import health_pb2_grpc
+    mods = (grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc)
+    lines = [check_metrics(a, tmp, bundle, *mods)]
+    if not a.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("e2e_ops: " + " ".join(lines))
+
+
+if __name__ == "__main__":
+    main()
