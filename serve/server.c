@@ -31,8 +31,13 @@
  * the next bundle and builds its services off the request path, swaps the
  * pointer under the same mutex and drops the server's own reference: the
  * old version (its scorers, its RocksDB handles) is destroyed by whichever
- * thread drops the last reference. Admin/ApplyUpdates calls go through the
- * same queue and workers, on the version current at pick-up.
+ * thread drops the last reference. Admin/ApplyUpdates calls go through a
+ * queue of their own to one admin thread (a store write waits on an fsync:
+ * it must not hold a Rank worker), on the version current at pick-up.
+ *
+ * Counters (metrics.c): each worker, and the admin thread, writes its own
+ * stripe of the version's counters without locked instructions; the
+ * acceptor's few counters are relaxed atomics. GET /metrics sums them.
  *
  * Call contexts come from a free list under a mutex (pre-allocated at start
  * for every posted request, a full queue and a reply in flight per worker;
@@ -79,6 +84,7 @@
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
+#define ADMIN_QUEUE 16 /* Admin calls waiting for the admin thread; more: RESOURCE_EXHAUSTED */
 
 typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3 } call_kind;
 typedef enum { S_REQUESTED = 0, S_REPLYING = 1 } call_state;
@@ -108,6 +114,66 @@ typedef struct worker {
     size_t in_cap;
 } worker;
 
+/* A bounded FIFO of accepted calls and the threads that take from it. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    call_ctx **ring;
+    int cap, head, len;
+    int stop;
+    atomic_int *len_gauge;        /* mirrors len for metrics (NULL: none) */
+} callq;
+
+static void q_init(callq *q, int cap, atomic_int *gauge) {
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    q->cap = cap;
+    q->len_gauge = gauge;
+    q->ring = rk_calloc((size_t)cap, sizeof *q->ring);
+}
+
+static void q_free(callq *q) {
+    rk_free(q->ring);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
+/* Append c; 0 when the queue is full. */
+static int q_push(callq *q, call_ctx *c) {
+    pthread_mutex_lock(&q->mu);
+    int ok = q->len < q->cap;
+    if (ok) {
+        q->ring[(q->head + q->len) % q->cap] = c;
+        q->len++;
+        if (q->len_gauge) atomic_store_explicit(q->len_gauge, q->len, memory_order_relaxed);
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return ok;
+}
+
+/* The oldest call, waiting for one; NULL once stopped and empty. */
+static call_ctx *q_pop(callq *q) {
+    pthread_mutex_lock(&q->mu);
+    while (q->len == 0 && !q->stop) pthread_cond_wait(&q->cv, &q->mu);
+    call_ctx *c = NULL;
+    if (q->len) {
+        c = q->ring[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->len--;
+        if (q->len_gauge) atomic_store_explicit(q->len_gauge, q->len, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return c;
+}
+
+static void q_stop(callq *q) {
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
 /* One serving bundle version: destroyed when refs reaches 0. */
 typedef struct model_ver {
     rk_model *m;
@@ -135,12 +201,9 @@ struct rk_server {
     uint8_t health_in[HEALTH_BUF];
     int n_workers;
     worker *workers;
-    /* the bounded queue of accepted Rank calls */
-    pthread_mutex_t qmu;
-    pthread_cond_t qcv;
-    call_ctx **queue;             /* ring of queue_depth */
-    int q_head, q_len;
-    int workers_stop;
+    callq rq;                     /* accepted Rank calls (queue_depth) */
+    callq aq;                     /* accepted Admin calls (ADMIN_QUEUE), for the admin thread */
+    worker admin;                 /* Admin/ApplyUpdates: its own thread, stripe n_workers */
     /* call contexts */
     pthread_mutex_t fmu;
     call_ctx *free_list;
@@ -407,6 +470,9 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
                                           req->n_values, &err);
     grpc_status_code code = GRPC_STATUS_OK;
     if (st == RK_OK) {
+        rk_wstats *ws = &v->vs->w[w->idx];
+        rk_stat_add(&ws->update_rows, req->n_rows);
+        rk_stat_add(&ws->update_calls, 1);
         Rankd__V1__ApplyUpdatesResponse r = RANKD__V1__APPLY_UPDATES_RESPONSE__INIT;
         r.applied = req->n_rows;
         r.model_version = (char *)rk_model_version(v->m);
@@ -506,24 +572,16 @@ static void reply(call_ctx *c, grpc_status_code code) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     rk_server *s = w->srv;
-    for (;;) {
-        pthread_mutex_lock(&s->qmu);
-        while (s->q_len == 0 && !s->workers_stop) pthread_cond_wait(&s->qcv, &s->qmu);
-        if (s->q_len == 0) { /* stop, and nothing left */
-            pthread_mutex_unlock(&s->qmu);
-            break;
-        }
-        call_ctx *c = s->queue[s->q_head];
-        s->q_head = (s->q_head + 1) % s->o.queue_depth;
-        s->q_len--;
-        atomic_store_explicit(&s->g.queue_len, s->q_len, memory_order_relaxed);
-        pthread_mutex_unlock(&s->qmu);
-        atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
+    int is_admin = w->idx == s->n_workers;
+    callq *q = is_admin ? &s->aq : &s->rq;
+    call_ctx *c;
+    while ((c = q_pop(q))) {
+        if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
         double t0 = rk_now();
         model_ver *v = ver_acquire(s);
-        grpc_status_code code = c->kind == K_APPLY ? handle_apply(w, v, c) : handle_rank(w, v, c, t0);
+        grpc_status_code code = is_admin ? handle_apply(w, v, c) : handle_rank(w, v, c, t0);
         ver_release(v); /* the answer is copied into c->reply: nothing of v is used past here */
-        atomic_store_explicit(&s->g.busy[w->idx].v, 0, memory_order_relaxed);
+        if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 0, memory_order_relaxed);
         reply(c, code);
     }
     return NULL;
@@ -535,20 +593,13 @@ static void *worker_main(void *arg) {
  * RESOURCE_EXHAUSTED when full. */
 static void accept_queued(rk_server *s, call_ctx *c) {
     c->t_accepted = rk_now();
-    pthread_mutex_lock(&s->qmu);
-    if (s->q_len < s->o.queue_depth) {
-        s->queue[(s->q_head + s->q_len) % s->o.queue_depth] = c;
-        s->q_len++;
-        atomic_store_explicit(&s->g.queue_len, s->q_len, memory_order_relaxed);
-        pthread_cond_signal(&s->qcv);
-        pthread_mutex_unlock(&s->qmu);
-        return;
-    }
-    pthread_mutex_unlock(&s->qmu);
+    callq *q = c->kind == K_APPLY ? &s->aq : &s->rq;
+    if (q_push(q, c)) return;
     char msg[128];
-    snprintf(msg, sizeof msg, "server overloaded: %d requests already queued", s->o.queue_depth);
+    snprintf(msg, sizeof msg, "server overloaded: %d %s requests already queued", q->cap,
+             c->kind == K_APPLY ? "Admin" : "Rank");
     c->status_details = grpc_slice_from_copied_string(msg);
-    atomic_fetch_add_explicit(&s->g.rejected, 1, memory_order_relaxed);
+    if (c->kind == K_RANK) atomic_fetch_add_explicit(&s->g.rejected, 1, memory_order_relaxed);
     reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
 }
 
@@ -607,11 +658,11 @@ static void server_free(rk_server *s) {
     }
     for (size_t k = 0; k < s->n_all; k++) rk_free(s->all[k]);
     rk_free(s->all);
-    rk_free(s->queue);
+    q_free(&s->rq);
+    q_free(&s->aq);
+    rk_free(s->admin.in);
     rk_live_destroy(s->metrics); /* after every version: they detach from it */
     rk_free(s->g.busy);
-    pthread_mutex_destroy(&s->qmu);
-    pthread_cond_destroy(&s->qcv);
     pthread_mutex_destroy(&s->fmu);
     pthread_mutex_destroy(&s->vmu);
     pthread_mutex_destroy(&s->reload_mu);
@@ -636,12 +687,11 @@ static void drain_unstarted(rk_server *s) {
 }
 
 static void stop_workers(rk_server *s) {
-    pthread_mutex_lock(&s->qmu);
-    s->workers_stop = 1;
-    pthread_cond_broadcast(&s->qcv);
-    pthread_mutex_unlock(&s->qmu);
+    q_stop(&s->rq);
+    q_stop(&s->aq);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].thread_started) pthread_join(s->workers[i].thread, NULL);
+    if (s->admin.thread_started) pthread_join(s->admin.thread, NULL);
 }
 
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
@@ -666,8 +716,6 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     }
     rk_server *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "server: out of memory");
-    pthread_mutex_init(&s->qmu, NULL);
-    pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->fmu, NULL);
     pthread_mutex_init(&s->vmu, NULL);
     pthread_mutex_init(&s->reload_mu, NULL);
@@ -676,17 +724,22 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     s->o.listen = s->listen;
     s->n_workers = o->threads;
     s->workers = rk_calloc((size_t)o->threads, sizeof *s->workers);
-    s->queue = rk_calloc((size_t)o->queue_depth, sizeof *s->queue);
+    q_init(&s->rq, o->queue_depth, &s->g.queue_len);
+    q_init(&s->aq, ADMIN_QUEUE, NULL);
+    s->admin.srv = s;
+    s->admin.idx = o->threads; /* its stripe: after the workers' */
+    s->admin.in_cap = (size_t)o->max_message_bytes;
+    s->admin.in = rk_malloc(s->admin.in_cap);
     s->g.busy = rk_calloc((size_t)o->threads, sizeof *s->g.busy);
     s->g.n_workers = o->threads;
     s->g.queue_cap = o->queue_depth;
     snprintf(s->g.grpc_version, sizeof s->g.grpc_version, "%s", grpc_version_string());
-    if (!s->workers || !s->queue || !s->g.busy) {
+    if (!s->workers || !s->rq.ring || !s->aq.ring || !s->admin.in || !s->g.busy) {
         server_free(s);
         return rk_fail(err, RK_ENOMEM, "server: out of memory");
     }
     {
-        rk_status st = rk_live_create(o->threads, &s->g, &s->metrics, err);
+        rk_status st = rk_live_create(o->threads + 1, &s->g, &s->metrics, err);
         if (st == RK_OK && o->metrics_listen)
             st = rk_live_listen(s->metrics, o->metrics_listen, &s->metrics_port, err);
         if (st) {
@@ -697,7 +750,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     /* Call contexts for every posted request, a full queue and one reply in
      * flight per worker: the steady state allocates none. */
     int n_posted = o->threads * o->requests_per_worker + 3;
-    for (int i = 0; i < n_posted + o->queue_depth + 2 * o->threads; i++) {
+    for (int i = 0; i < n_posted + o->queue_depth + ADMIN_QUEUE + 2 * o->threads + 1; i++) {
         call_ctx *c = ctx_alloc_locked(s);
         if (!c) {
             server_free(s);
@@ -794,6 +847,12 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         }
         w->thread_started = 1;
     }
+    if (pthread_create(&s->admin.thread, NULL, worker_main, &s->admin)) {
+        s->cur->owned = 0;
+        rk_server_stop(s, NULL);
+        return rk_fail(err, RK_EINTERNAL, "server: cannot start the admin thread");
+    }
+    s->admin.thread_started = 1;
     if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
         s->cur->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
@@ -812,6 +871,7 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     pthread_mutex_lock(&s->reload_mu);
     if (!strcmp(real, s->cur->dir)) { /* cur changes only under reload_mu */
         pthread_mutex_unlock(&s->reload_mu);
+        atomic_fetch_add(&s->g.reloads[1], 1);
         return RK_OK;
     }
     rk_model *m = NULL;
@@ -822,6 +882,7 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     if (st) {
         rk_model_destroy(m);
         pthread_mutex_unlock(&s->reload_mu);
+        atomic_fetch_add(&s->g.reloads[2], 1);
         return st;
     }
     pthread_mutex_lock(&s->vmu);
@@ -832,6 +893,7 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     atomic_store(&old->vs->serving, 0);
     ver_release(old); /* destroyed here, or by the last call still running on it */
     pthread_mutex_unlock(&s->reload_mu);
+    atomic_fetch_add(&s->g.reloads[0], 1);
     if (switched) *switched = 1;
     return RK_OK;
 }
