@@ -16,6 +16,22 @@
  * allocation failures); used by the gRPC client and server (client.c). */
 extern ProtobufCAllocator rk_pb_allocator;
 
+/* ---- service (service.c) */
+/* The server routed calls to this service by model_name / model_version
+ * already: the service no longer compares them with its model.json. */
+void rk_service_set_routed(rk_service *s);
+
+/* ---- repository helpers (repository.c) */
+/* One warm-up request (max(1, min(max_candidates, 16)) candidates, every
+ * hashed sparse feature given a value, every dense one) through each of
+ * svc[n]; an error names the service's answer. */
+rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidates, rk_err *err);
+/* Can requests built for `served` be answered by `next`? Every feature of
+ * served must be in next with the same side and kind, and the aliases must
+ * be the same: RK_EINVAL naming the first difference. Features only next
+ * has are allowed (requests leave them empty). */
+rk_status rk_schema_check(const rk_model *served, const rk_model *next, rk_err *err);
+
 /* ---- metrics (metrics.c) */
 
 #define RK_HIST_BUCKETS 15 /* finite latency buckets, 50 us .. 2.5 s; plus +Inf */
@@ -60,6 +76,8 @@ typedef struct {
     rk_padded_int *busy;        /* [n_workers]: 1 while worker i handles a call */
     atomic_int queue_len;
     atomic_ullong rejected, unimplemented, health, admin_denied;
+    atomic_ullong unrouted[RK_N_CODES]; /* Rank calls answered before reaching a model version
+                                 * (expired in the queue, no such model, none loaded) */
     atomic_ullong reloads[3];   /* ok, unchanged, failed */
     char grpc_version[32];
 } rk_server_gauges;
@@ -70,9 +88,10 @@ int rk_live_bucket(double seconds);
 typedef struct rk_live rk_live;
 /* n_stripes writer threads; g (owned by the caller) must outlive m. */
 rk_status rk_live_create(int n_stripes, rk_server_gauges *g, rk_live **out, rk_err *err);
-/* Register the counters of a new version of model (labels: its config's
- * name and version). NULL on out of memory. Owned by m. */
-rk_vstats *rk_live_version(rk_live *m, const rk_model *model, rk_err *err);
+/* Register the counters of a new version of model, labelled model=name,
+ * version=version. NULL on out of memory. Owned by m. */
+rk_vstats *rk_live_version(rk_live *m, const char *name, const char *version, const rk_model *model,
+                           rk_err *err);
 /* Before model is destroyed: keep its store cache counters' last values. */
 void rk_live_version_detach(rk_live *m, rk_vstats *v);
 /* Prometheus text (format 0.0.4) of everything; rk_malloc'd (*len bytes,

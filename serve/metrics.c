@@ -74,7 +74,8 @@ rk_status rk_live_create(int n_stripes, rk_server_gauges *g, rk_live **out, rk_e
     return RK_OK;
 }
 
-rk_vstats *rk_live_version(rk_live *m, const rk_model *model, rk_err *err) {
+rk_vstats *rk_live_version(rk_live *m, const char *name, const char *version, const rk_model *model,
+                           rk_err *err) {
     rk_vstats *v = rk_calloc(1, sizeof *v);
     /* stripes on their own cache lines: one spare line to align the start */
     void *base = v ? rk_calloc(1, (size_t)m->n_stripes * sizeof(rk_wstats) + 64) : NULL;
@@ -85,9 +86,8 @@ rk_vstats *rk_live_version(rk_live *m, const rk_model *model, rk_err *err) {
     }
     rk_wstats *w = (rk_wstats *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
     v->base = base;
-    const rk_model_cfg *c = rk_model_config(model);
-    snprintf(v->model, sizeof v->model, "%s", c->name);
-    snprintf(v->version, sizeof v->version, "%s", c->version);
+    snprintf(v->model, sizeof v->model, "%s", name);
+    snprintf(v->version, sizeof v->version, "%s", version);
     v->w = w;
     v->n = m->n_stripes;
     v->live = model;
@@ -246,6 +246,11 @@ static void render_versions(rk_live *m, sbuf *b) {
                 }
             }
         }
+        if (f == F_REQ)
+            for (int k = 0; k < RK_N_CODES; k++)
+                if (ld(&m->g->unrouted[k]))
+                    sb_printf(b, "rankd_requests_total{model=\"\",version=\"\",code=\"%s\"} %llu\n",
+                              code_name[k], (unsigned long long)ld(&m->g->unrouted[k]));
     }
     help(b, "rankd_model_serving", "gauge", "1 for each model version taking traffic now, 0 once retired");
     for (rk_vstats *v = m->versions; v; v = v->next) {
@@ -318,6 +323,12 @@ void rk_live_totals(rk_live *m, rk_server_counters *out) {
         for (int st = 0; st < RK_ST_TOTAL; st++) *dst[st] += s.sum_ns[st] * 1e-3;
     }
     pthread_mutex_unlock(&m->mu);
+    for (int k = 0; k < RK_N_CODES; k++) {
+        uint64_t u = ld(&m->g->unrouted[k]);
+        if (k == 0) out->rank_ok += u;
+        else out->rank_failed += u;
+        if (k == 4) out->rank_expired += u;
+    }
 }
 
 /* ---------------------------------------------------------------- HTTP */

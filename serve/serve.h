@@ -147,6 +147,8 @@ typedef struct rk_server rk_server;
  * Errors: RK_EIO "cannot listen on HOST:PORT: address in use or invalid",
  * RK_EINVAL for bad options, scorer creation errors. Block SIGINT/SIGTERM in
  * the calling thread first if the process sigwaits (c-stack.md §2.2). */
+/* m may be NULL: the server starts with no model (Health NOT_SERVING, Rank
+ * UNAVAILABLE) until rk_server_reload or rk_server_load_version loads one. */
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err);
 /* Switch to the bundle at dir while the current one serves: open it (writable
@@ -162,6 +164,69 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
  * (a bundle with other features answers by its own model.json). Errors:
  * those of rk_model_open_ex / rk_model_tables_to_ram / scorer creation. */
 rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err);
+/* Model repository (serve/repository.c drives these; any thread, not
+ * concurrently with rk_server_stop). Several models are served at once,
+ * each with up to 8 versions; a Rank call is routed by model_name (empty:
+ * the only model) and model_version (empty: the model's newest, by num;
+ * else a version's label, its model.json version or "name/version").
+ *
+ * Load the bundle at dir as version label (num orders versions, newest
+ * first) of model name: opened off the request path (writable with
+ * o->updates, tables to RAM within o->ram_tables_bytes, encoder checked),
+ * its feature schema checked against the model's newest version
+ * (rk_schema_check: refused, naming the feature, when requests built for
+ * the served version would fail on it), one warm-up request answered by
+ * every worker's service, then it takes traffic. On error nothing changes.
+ * Errors: RK_EEXIST (already served), RK_EINVAL (limits, schema), those of
+ * rk_model_open_ex and scorer creation, warm-up failures. */
+rk_status rk_server_load_version(rk_server *s, const char *name, const char *label, long long num,
+                                 const char *dir, rk_err *err);
+/* Stop routing to version label of model name, wait (up to o->grace_ms)
+ * for the calls running on it, and close it. The model goes with its last
+ * version. RK_ENOTFOUND when not served. */
+rk_status rk_server_unload_version(rk_server *s, const char *name, const char *label, rk_err *err);
+
+typedef struct {
+    char name[128], version[128];
+    char dir[4096];
+    long long num;  /* -1: not a repository version */
+} rk_served_version;
+/* The versions served now (at most cap into out, models in load order,
+ * newest version first); returns how many there are. */
+int rk_server_list(rk_server *s, rk_served_version *out, int cap);
+
+/* Health: rk_server_drain makes grpc.health.v1 answer NOT_SERVING for
+ * every service (Check and Watch) while calls are still served; call it
+ * before rk_server_stop to let load balancers move away first. */
+void rk_server_drain(rk_server *s);
+
+/* ---- model repository (serve/repository.c): DIR/<model>/<version>/ */
+#define RK_REPO_MAX_SPECIFIC 16
+#define RK_REPO_MAX_MODELS 16
+typedef struct {
+    const char *dir;          /* the repository */
+    int latest;               /* serve the N highest versions of each model (1..8; default 1) */
+    long long specific[RK_REPO_MAX_SPECIFIC]; /* or exactly these versions (n_specific > 0) */
+    int n_specific;
+    int poll_s;               /* scan every poll_s seconds (0: only rk_repo_scan calls) */
+} rk_repo_opts;
+typedef struct {
+    int loaded, refused, unloaded; /* versions, in one scan */
+} rk_repo_stats;
+typedef struct rk_repo rk_repo;
+/* A repository over server s (which must outlive it); scans nothing yet. */
+rk_status rk_repo_create(rk_server *s, const rk_repo_opts *o, rk_repo **out, rk_err *err);
+/* One scan (module comment of repository.c): load the wanted versions not
+ * served, then unload the served ones no longer wanted; each load, refusal
+ * (with its reason) and unload is logged. retry != 0 also retries versions
+ * refused before (SIGHUP); else they are retried only once their model.json
+ * changes. Errors: only an unreadable repository (RK_ENOTFOUND). */
+rk_status rk_repo_scan(rk_repo *r, int retry, rk_repo_stats *rs, rk_err *err);
+/* Start the polling thread (o->poll_s > 0; else nothing). */
+rk_status rk_repo_start_polling(rk_repo *r, rk_err *err);
+/* Stop polling and free r (the served versions stay with the server). */
+void rk_repo_destroy(rk_repo *r);
+
 /* Version string and directory of the serving bundle (copied into buf). */
 void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap);
 /* Port of the metrics endpoint (o->metrics_listen), 0 when none. */

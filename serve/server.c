@@ -84,6 +84,9 @@
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
+#define RK_ROUTE_MAX 128   /* model name / version label, bytes with the NUL */
+#define RK_MAX_MODELS 16   /* models served at once */
+#define RK_MAX_VERSIONS 8  /* versions of one model served at once */
 #define ADMIN_QUEUE 16 /* Admin calls waiting for the admin thread; more: RESOURCE_EXHAUSTED */
 
 typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3 } call_kind;
@@ -182,16 +185,30 @@ typedef struct model_ver {
     int n_svc;
     rk_service **svc;             /* [n_workers]: worker i uses svc[i] */
     char dir[PATH_MAX];
+    char name[RK_ROUTE_MAX];      /* the model_name it answers to */
+    char label[RK_ROUTE_MAX];     /* its version: the repository's directory, or model.json's */
+    long long num;                /* numeric version (repository), orders versions; -1: none */
     rk_vstats *vs;                /* its counters (metrics.c; outlive it) */
-    rk_live *metrics;          /* to detach vs before m is destroyed */
+    rk_live *metrics;             /* to detach vs before m is destroyed */
 } model_ver;
+
+/* A served model: its versions, newest first (v[0] takes calls that name
+ * no version). */
+typedef struct {
+    char name[RK_ROUTE_MAX];
+    int n;
+    model_ver *v[RK_MAX_VERSIONS];
+} served_model;
 
 struct rk_server {
     rk_server_opts o;
     char listen[256];
-    pthread_mutex_t vmu;          /* guards cur (the pointer, not the version) */
-    model_ver *cur;
-    pthread_mutex_t reload_mu;    /* one reload at a time */
+    pthread_mutex_t vmu;          /* guards models[] (the pointers, not the versions) */
+    served_model models[RK_MAX_MODELS];
+    int n_models;
+    model_ver *start_ver;         /* the version given to rk_server_start (NULL: none) */
+    pthread_mutex_t reload_mu;    /* one load / unload / reload at a time */
+    atomic_int draining;          /* health: NOT_SERVING from rk_server_drain on */
     grpc_server *server;
     grpc_completion_queue *cq;    /* the acceptor's */
     grpc_completion_queue *shutdown_cq;
@@ -232,12 +249,19 @@ static void ver_destroy(model_ver *v) {
 
 /* A version of m with one service per worker, refs = 1 (the server's). On
  * failure nothing is kept and m is not destroyed. */
-static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **out, rk_err *err) {
+static rk_status ver_create(rk_server *s, rk_model *m, int owned, const char *name, const char *label,
+                            long long num, model_ver **out, rk_err *err) {
+    if (strlen(name) >= RK_ROUTE_MAX || strlen(label) >= RK_ROUTE_MAX)
+        return rk_fail(err, RK_EINVAL, "model name '%.64s' or version '%.64s' longer than %d bytes", name, label,
+                       RK_ROUTE_MAX - 1);
     model_ver *v = rk_calloc(1, sizeof *v);
     if (!v) return rk_fail(err, RK_ENOMEM, "server: out of memory");
     v->m = m;
     atomic_init(&v->refs, 1);
     snprintf(v->dir, sizeof v->dir, "%s", rk_model_dir(m));
+    snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->label, sizeof v->label, "%s", label);
+    v->num = num;
     v->svc = rk_calloc((size_t)s->n_workers, sizeof *v->svc);
     if (!v->svc) {
         rk_free(v);
@@ -249,10 +273,18 @@ static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **ou
             ver_destroy(v); /* owned is still 0: m survives */
             return st;
         }
+        rk_service_set_routed(v->svc[i]);
         v->n_svc = i + 1;
     }
+    /* warm-up: every worker's service answers a request first (scorer
+     * buffers touched, tables and towers paged in) */
+    rk_status st = rk_warmup(m, v->svc, v->n_svc, s->o.max_candidates, err);
+    if (st) {
+        ver_destroy(v);
+        return st;
+    }
     v->metrics = s->metrics;
-    v->vs = rk_live_version(s->metrics, m, err);
+    v->vs = rk_live_version(s->metrics, name, label, m, err);
     if (!v->vs) {
         ver_destroy(v);
         return RK_ENOMEM;
@@ -262,17 +294,134 @@ static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **ou
     return RK_OK;
 }
 
-static model_ver *ver_acquire(rk_server *s) {
+static void ver_release(model_ver *v) {
+    if (atomic_fetch_sub(&v->refs, 1) == 1) ver_destroy(v);
+}
+
+/* Take v out of service: wait (up to grace_ms) until no call holds it, then
+ * drop the server's reference, so it is closed here, off the request path.
+ * v must already be unreachable from models[]. */
+static void ver_retire(rk_server *s, model_ver *v) {
+    atomic_store(&v->vs->serving, 0);
+    double t_end = rk_now() + s->o.grace_ms * 1e-3;
+    while (atomic_load(&v->refs) > 1 && rk_now() < t_end) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    ver_release(v); /* here, or (after the timeout) by the last call on it */
+}
+
+/* The model named name[len] (len 0: the only one when a single model is
+ * served), or NULL. */
+static served_model *find_model_locked(rk_server *s, const char *name, size_t len) {
+    if (!len) return s->n_models == 1 ? &s->models[0] : NULL;
+    for (int i = 0; i < s->n_models; i++)
+        if (strlen(s->models[i].name) == len && !memcmp(s->models[i].name, name, len)) return &s->models[i];
+    return NULL;
+}
+
+static int ver_matches(const model_ver *v, const char *ver, size_t len) {
+    const char *cand[3] = {v->label, rk_model_config(v->m)->version, rk_model_version(v->m)};
+    for (int k = 0; k < 3; k++)
+        if (strlen(cand[k]) == len && !memcmp(cand[k], ver, len)) return 1;
+    return 0;
+}
+
+/* "'a', 'b'" of the names (versions == NULL) or of model sm's versions. */
+static void list_names(rk_server *s, const served_model *sm, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    int cnt = sm ? sm->n : s->n_models;
+    for (int i = 0; i < cnt && n + 8 < cap; i++) {
+        const char *x = sm ? (sm->v[i]->num >= 0 ? sm->v[i]->label : rk_model_version(sm->v[i]->m))
+                           : s->models[i].name;
+        n += (size_t)snprintf(buf + n, cap - n, "%s'%.60s'", i ? ", " : "", x);
+    }
+}
+
+/* The version a call for model name[nlen] / version ver[vlen] (empty: the
+ * only model / its newest version) runs on, with a reference taken; NULL
+ * with *code and msg (naming the request field) when there is none. */
+static model_ver *ver_route(rk_server *s, const char *name, size_t nlen, const char *ver, size_t vlen,
+                            grpc_status_code *code, char *msg, size_t cap) {
+    char list[200];
+    model_ver *v = NULL;
     pthread_mutex_lock(&s->vmu);
-    model_ver *v = s->cur;
-    atomic_fetch_add(&v->refs, 1);
+    served_model *sm = find_model_locked(s, name, nlen);
+    if (!s->n_models) {
+        *code = GRPC_STATUS_UNAVAILABLE;
+        snprintf(msg, cap, "no model is loaded yet");
+    } else if (!sm) {
+        list_names(s, NULL, list, sizeof list);
+        *code = nlen ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INVALID_ARGUMENT;
+        if (nlen) snprintf(msg, cap, "model_name: '%.*s' is not served here (serving %s)", (int)(nlen > 64 ? 64 : nlen), name, list);
+        else snprintf(msg, cap, "model_name: required, %d models are served (%s)", s->n_models, list);
+    } else if (!vlen) {
+        v = sm->v[0];
+    } else {
+        for (int i = 0; i < sm->n && !v; i++)
+            if (ver_matches(sm->v[i], ver, vlen)) v = sm->v[i];
+        if (!v) {
+            list_names(s, sm, list, sizeof list);
+            *code = GRPC_STATUS_NOT_FOUND;
+            snprintf(msg, cap, "model_version: '%.*s' is not served here (serving %s)", (int)(vlen > 64 ? 64 : vlen), ver, list);
+        }
+    }
+    if (v) atomic_fetch_add(&v->refs, 1);
     pthread_mutex_unlock(&s->vmu);
     return v;
 }
 
-static void ver_release(model_ver *v) {
-    if (atomic_fetch_sub(&v->refs, 1) == 1) ver_destroy(v);
+/* Fields 2 (model_name) and 3 (model_version) of a serialized RankRequest
+ * (or of any message with them at those numbers), found by walking the top
+ * level of the wire format without decoding the rest. 0, or -1 if the bytes
+ * are not a well-formed message (the service then says why). */
+static int peek_route(const uint8_t *p, size_t len, const char **name, size_t *nlen, const char **ver,
+                      size_t *vlen) {
+    size_t i = 0;
+    *name = *ver = "";
+    *nlen = *vlen = 0;
+    while (i < len) {
+        uint64_t key = 0, x = 0;
+        for (int sh = 0;; sh += 7) {
+            if (i >= len || sh > 63) return -1;
+            key |= (uint64_t)(p[i] & 0x7f) << sh;
+            if (!(p[i++] & 0x80)) break;
+        }
+        unsigned wt = key & 7;
+        if (wt == 0 || wt == 2) {
+            for (int sh = 0;; sh += 7) {
+                if (i >= len || sh > 63) return -1;
+                x |= (uint64_t)(p[i] & 0x7f) << sh;
+                if (!(p[i++] & 0x80)) break;
+            }
+            if (wt == 2) {
+                if (x > len - i) return -1;
+                if ((key >> 3) == 2) *name = (const char *)p + i, *nlen = x;
+                if ((key >> 3) == 3) *ver = (const char *)p + i, *vlen = x;
+                i += x;
+            }
+        } else if (wt == 1 || wt == 5) {
+            size_t w = wt == 1 ? 8 : 4;
+            if (w > len - i) return -1;
+            i += w;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
 }
+
+/* The newest version of the only (or first) model, with a reference; NULL
+ * when none is loaded. For Admin calls and rk_server_current. */
+static model_ver *ver_acquire(rk_server *s) {
+    pthread_mutex_lock(&s->vmu);
+    model_ver *v = s->n_models ? s->models[0].v[0] : NULL;
+    if (v) atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&s->vmu);
+    return v;
+}
+
 
 /* ------------------------------------------------------------ contexts */
 
@@ -392,56 +541,74 @@ static void add_stage(rk_wstats *ws, int stage, double seconds) {
 
 static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->shutting_down); }
 
-static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double t0) {
+/* A Rank call of n request bytes (in w->in) on version v. */
+static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0, long n) {
     rk_service *svc = v->svc[w->idx];
     rk_server *s = w->srv;
     rk_wstats *ws = &v->vs->w[w->idx];
-    grpc_status_code code;
-    if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
-        /* expired while queued: no decoding, no model work */
-        code = GRPC_STATUS_DEADLINE_EXCEEDED;
-        c->status_details =
-            grpc_slice_from_static_string("deadline exceeded before the request was processed");
-    } else if (!c->payload) {
-        code = GRPC_STATUS_INVALID_ARGUMENT;
-        c->status_details = grpc_slice_from_static_string("request has no message");
+    const uint8_t *resp;
+    size_t resp_len;
+    rk_err err = {0};
+    /* the call's deadline on rk_now()'s clock, for the service's
+     * request-time text encoding (an infinite one: none) */
+    gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(c->deadline.clock_type));
+    double left_s = (double)left.tv_sec + 1e-9 * left.tv_nsec;
+    rk_service_set_deadline(svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
+    uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
+    rk_service_sid_counters(svc, &u0, &a0);
+    grpc_status_code code =
+        (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
+    rk_service_sid_counters(svc, &u1, &a1);
+    if (u1 != u0) rk_stat_add(&ws->sid_unknown, u1 - u0);
+    if (a1 != a0) rk_stat_add(&ws->sid_assigned, a1 - a0);
+    if (code == GRPC_STATUS_OK) {
+        set_reply(c, resp, resp_len);
+        rk_stage_times st;
+        rk_service_last_timing(svc, &st);
+        rk_stat_add(&ws->candidates, (uint64_t)st.n_candidates);
+        add_stage(ws, RK_ST_QUEUE, t0 - c->t_accepted);
+        add_stage(ws, RK_ST_DECODE, st.decode_us * 1e-6);
+        add_stage(ws, RK_ST_LOOKUP, st.lookup_us * 1e-6);
+        add_stage(ws, RK_ST_MODEL, st.model_us * 1e-6);
+        add_stage(ws, RK_ST_ENCODE, st.encode_us * 1e-6);
+        add_stage(ws, RK_ST_TOTAL, rk_now() - c->t_accepted);
     } else {
-        long n = read_payload(w->in, w->in_cap, c->payload);
-        if (n < 0) {
-            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-            c->status_details = grpc_slice_from_static_string("request larger than the maximum");
-        } else {
-            const uint8_t *resp;
-            size_t resp_len;
-            rk_err err = {0};
-            /* the call's deadline on rk_now()'s clock, for the service's
-             * request-time text encoding (an infinite one: none) */
-            gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(c->deadline.clock_type));
-            double left_s = (double)left.tv_sec + 1e-9 * left.tv_nsec;
-            rk_service_set_deadline(svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
-            uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
-            rk_service_sid_counters(svc, &u0, &a0);
-            code = (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
-            rk_service_sid_counters(svc, &u1, &a1);
-            if (u1 != u0) rk_stat_add(&ws->sid_unknown, u1 - u0);
-            if (a1 != a0) rk_stat_add(&ws->sid_assigned, a1 - a0);
-            if (code == GRPC_STATUS_OK) {
-                set_reply(c, resp, resp_len);
-                rk_stage_times st;
-                rk_service_last_timing(svc, &st);
-                rk_stat_add(&ws->candidates, (uint64_t)st.n_candidates);
-                add_stage(ws, RK_ST_QUEUE, t0 - c->t_accepted);
-                add_stage(ws, RK_ST_DECODE, st.decode_us * 1e-6);
-                add_stage(ws, RK_ST_LOOKUP, st.lookup_us * 1e-6);
-                add_stage(ws, RK_ST_MODEL, st.model_us * 1e-6);
-                add_stage(ws, RK_ST_ENCODE, st.encode_us * 1e-6);
-                add_stage(ws, RK_ST_TOTAL, rk_now() - c->t_accepted);
-            } else {
-                c->status_details = grpc_slice_from_copied_string(err.msg);
-            }
-        }
+        c->status_details = grpc_slice_from_copied_string(err.msg);
     }
     rk_stat_add(&ws->codes[code >= 0 && code < RK_N_CODES ? code : GRPC_STATUS_UNKNOWN], 1);
+    return code;
+}
+
+/* A Rank call: expired while queued (no decoding, no model work), or routed
+ * by model_name / model_version to a version and scored there. Calls that
+ * reach no version are counted server-wide (g.unrouted). */
+static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
+    rk_server *s = w->srv;
+    grpc_status_code code;
+    char msg[320];
+    long n = -1;
+    if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
+        code = GRPC_STATUS_DEADLINE_EXCEEDED;
+        snprintf(msg, sizeof msg, "deadline exceeded before the request was processed");
+    } else if (!c->payload) {
+        code = GRPC_STATUS_INVALID_ARGUMENT;
+        snprintf(msg, sizeof msg, "request has no message");
+    } else if ((n = read_payload(w->in, w->in_cap, c->payload)) < 0) {
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(msg, sizeof msg, "request larger than the maximum");
+    } else {
+        const char *nm, *vr;
+        size_t nl, vl;
+        if (peek_route(w->in, (size_t)n, &nm, &nl, &vr, &vl)) nl = vl = 0; /* the service says why */
+        model_ver *v = ver_route(s, nm, nl, vr, vl, &code, msg, sizeof msg);
+        if (v) {
+            code = rank_on(w, v, c, t0, n);
+            ver_release(v);
+            return code;
+        }
+    }
+    c->status_details = grpc_slice_from_copied_string(msg);
+    atomic_fetch_add_explicit(&s->g.unrouted[code], 1, memory_order_relaxed);
     return code;
 }
 
@@ -495,6 +662,27 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
     return code;
 }
 
+enum { HS_SERVING = 1, HS_NOT_SERVING = 2, HS_UNKNOWN = 3 }; /* grpc.health.v1 ServingStatus */
+
+/* The health of service name: "" and "rankd.v1.Ranker" are the server
+ * (SERVING once a model is loaded), a model's name that model (SERVING while
+ * it has a version); every one NOT_SERVING once draining; other names are
+ * unknown. */
+static int health_status(rk_server *s, const char *name) {
+    int draining = atomic_load(&s->draining) || atomic_load(&s->shutting_down);
+    pthread_mutex_lock(&s->vmu);
+    int loaded = s->n_models > 0, known = 1;
+    if (name[0] && strcmp(name, RANK_SERVICE_NAME)) {
+        known = 0;
+        for (int i = 0; i < s->n_models; i++) known |= !strcmp(s->models[i].name, name);
+    }
+    pthread_mutex_unlock(&s->vmu);
+    if (!known) return HS_UNKNOWN;
+    return loaded && !draining ? HS_SERVING : HS_NOT_SERVING;
+}
+
+void rk_server_drain(rk_server *s) { atomic_store(&s->draining, 1); }
+
 static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
     atomic_fetch_add_explicit(&s->g.health, 1, memory_order_relaxed);
@@ -509,9 +697,10 @@ static grpc_status_code handle_health(call_ctx *c) {
     }
     grpc_status_code code = GRPC_STATUS_OK;
     const char *svc = req->service ? req->service : "";
-    if (!svc[0] || !strcmp(svc, RANK_SERVICE_NAME)) {
+    int hs = health_status(s, svc);
+    if (hs != HS_UNKNOWN) {
         Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)hs;
         uint8_t buf[16];
         size_t len = grpc__health__v1__health_check_response__pack(&r, buf);
         set_reply(c, buf, len);
@@ -578,9 +767,15 @@ static void *worker_main(void *arg) {
     while ((c = q_pop(q))) {
         if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
         double t0 = rk_now();
-        model_ver *v = ver_acquire(s);
-        grpc_status_code code = is_admin ? handle_apply(w, v, c) : handle_rank(w, v, c, t0);
-        ver_release(v); /* the answer is copied into c->reply: nothing of v is used past here */
+        grpc_status_code code;
+        if (is_admin) {
+            model_ver *v = ver_acquire(s);
+            code = v ? handle_apply(w, v, c) : GRPC_STATUS_UNAVAILABLE;
+            if (v) ver_release(v);
+            else c->status_details = grpc_slice_from_static_string("no model is loaded yet");
+        } else {
+            code = handle_rank(w, c, t0); /* the answer is copied into c->reply */
+        }
         if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 0, memory_order_relaxed);
         reply(c, code);
     }
@@ -651,7 +846,8 @@ static void sleep_ms(int ms) {
 /* Free what start created, in the reverse order; for a failed start and for
  * the last step of stop. Threads must have been joined. */
 static void server_free(rk_server *s) {
-    if (s->cur) ver_release(s->cur); /* the server's reference; no call holds one any more */
+    for (int i = 0; i < s->n_models; i++) /* the server's references; no call holds one any more */
+        for (int k = 0; k < s->models[i].n; k++) ver_release(s->models[i].v[k]);
     if (s->workers) {
         for (int i = 0; i < s->n_workers; i++) rk_free(s->workers[i].in);
         rk_free(s->workers);
@@ -710,7 +906,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (o->max_message_bytes < 64)
         return rk_fail(err, RK_EINVAL, "max_message_bytes: %d, must be at least 64",
                        o->max_message_bytes);
-    if (o->encoder_dir) {
+    if (o->encoder_dir && m) {
         rk_status est = rk_model_check_encoder(m, o->encoder_dir, err);
         if (est) return est;
     }
@@ -774,12 +970,19 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     {
         /* The model is only written through rk_model_apply_updates, which
          * synchronizes with scoring itself (o->updates; doc of rank.h). */
-        rk_status st = ver_create(s, (rk_model *)m, o->own_model, &s->cur, err);
+        rk_status st = m ? ver_create(s, (rk_model *)m, o->own_model, rk_model_config(m)->name,
+                                      rk_model_config(m)->version, -1, &s->start_ver, err)
+                         : RK_OK;
         if (st) {
             server_free(s);
             return st;
         }
-        atomic_store(&s->cur->vs->serving, 1);
+        if (m) {
+            snprintf(s->models[0].name, sizeof s->models[0].name, "%s", s->start_ver->name);
+            s->models[0].v[0] = s->start_ver;
+            s->models[0].n = s->n_models = 1;
+            atomic_store(&s->start_ver->vs->serving, 1);
+        }
     }
 
     grpc_init();
@@ -820,7 +1023,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         grpc_completion_queue_destroy(s->cq);
         grpc_completion_queue_shutdown(s->shutdown_cq);
         grpc_completion_queue_destroy(s->shutdown_cq);
-        s->cur->owned = 0; /* a failed start leaves m to the caller */
+        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         server_free(s);
         grpc_shutdown();
         return st;
@@ -834,27 +1037,27 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     bad |= post(s, K_GENERIC);
     bad |= post(s, K_APPLY);
     if (bad) {
-        s->cur->owned = 0; /* a failed start leaves m to the caller */
+        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_ENOMEM, "server: cannot post requests");
     }
     for (int i = 0; i < s->n_workers; i++) {
         worker *w = &s->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w)) {
-            s->cur->owned = 0;
+            if (s->start_ver) s->start_ver->owned = 0;
             rk_server_stop(s, NULL);
             return rk_fail(err, RK_EINTERNAL, "server: cannot start worker thread %d", i);
         }
         w->thread_started = 1;
     }
     if (pthread_create(&s->admin.thread, NULL, worker_main, &s->admin)) {
-        s->cur->owned = 0;
+        if (s->start_ver) s->start_ver->owned = 0;
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_EINTERNAL, "server: cannot start the admin thread");
     }
     s->admin.thread_started = 1;
     if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
-        s->cur->owned = 0; /* a failed start leaves m to the caller */
+        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_EINTERNAL, "server: cannot start the acceptor thread");
     }
@@ -864,21 +1067,41 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     return RK_OK;
 }
 
+/* Open the bundle at real (resolved), as the server opens every version. */
+static rk_status open_bundle(rk_server *s, const char *real, rk_model **m, rk_err *err) {
+    *m = NULL;
+    rk_status st = rk_model_open_ex(real, s->o.updates, m, err);
+    if (st == RK_OK && s->o.ram_tables_bytes) st = rk_model_tables_to_ram(*m, s->o.ram_tables_bytes, NULL, err);
+    if (st == RK_OK && s->o.encoder_dir) st = rk_model_check_encoder(*m, s->o.encoder_dir, err);
+    if (st) {
+        rk_model_destroy(*m);
+        *m = NULL;
+    }
+    return st;
+}
+
 rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err) {
     if (switched) *switched = 0;
     char real[PATH_MAX];
-    if (!realpath(dir, real)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    if (!realpath(dir, real)) {
+        atomic_fetch_add(&s->g.reloads[2], 1);
+        return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    }
     pthread_mutex_lock(&s->reload_mu);
-    if (!strcmp(real, s->cur->dir)) { /* cur changes only under reload_mu */
+    model_ver *cur = s->n_models ? s->models[0].v[0] : NULL; /* changes only under reload_mu */
+    if (cur && !strcmp(real, cur->dir)) {
         pthread_mutex_unlock(&s->reload_mu);
         atomic_fetch_add(&s->g.reloads[1], 1);
         return RK_OK;
     }
     rk_model *m = NULL;
     model_ver *v = NULL;
-    rk_status st = rk_model_open_ex(real, s->o.updates, &m, err);
-    if (st == RK_OK && s->o.ram_tables_bytes) st = rk_model_tables_to_ram(m, s->o.ram_tables_bytes, NULL, err);
-    if (st == RK_OK) st = ver_create(s, m, 1, &v, err);
+    rk_status st = open_bundle(s, real, &m, err);
+    if (st == RK_OK && cur) st = rk_schema_check(cur->m, m, err);
+    if (st == RK_OK) {
+        const rk_model_cfg *c = rk_model_config(m);
+        st = ver_create(s, m, 1, cur ? cur->name : c->name, c->version, -1, &v, err);
+    }
     if (st) {
         rk_model_destroy(m);
         pthread_mutex_unlock(&s->reload_mu);
@@ -886,23 +1109,109 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
         return st;
     }
     pthread_mutex_lock(&s->vmu);
-    model_ver *old = s->cur;
-    s->cur = v;
+    if (!cur) {
+        snprintf(s->models[0].name, sizeof s->models[0].name, "%s", v->name);
+        s->n_models = 1;
+    }
+    s->models[0].v[0] = v;
+    s->models[0].n = 1;
     pthread_mutex_unlock(&s->vmu);
     atomic_store(&v->vs->serving, 1);
-    atomic_store(&old->vs->serving, 0);
-    ver_release(old); /* destroyed here, or by the last call still running on it */
+    if (cur) ver_retire(s, cur);
     pthread_mutex_unlock(&s->reload_mu);
     atomic_fetch_add(&s->g.reloads[0], 1);
     if (switched) *switched = 1;
     return RK_OK;
 }
 
+rk_status rk_server_load_version(rk_server *s, const char *name, const char *label, long long num,
+                                 const char *dir, rk_err *err) {
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    pthread_mutex_lock(&s->reload_mu);
+    rk_status st = RK_OK;
+    served_model *sm = find_model_locked(s, name, strlen(name)); /* stable under reload_mu */
+    if (!name[0]) sm = NULL, st = rk_fail(err, RK_EINVAL, "model name: empty");
+    else if (sm && sm->n == RK_MAX_VERSIONS)
+        st = rk_fail(err, RK_EINVAL, "model %s: already %d versions served", name, RK_MAX_VERSIONS);
+    else if (!sm && s->n_models == RK_MAX_MODELS)
+        st = rk_fail(err, RK_EINVAL, "model %s: already %d models served", name, RK_MAX_MODELS);
+    for (int i = 0; st == RK_OK && sm && i < sm->n; i++)
+        if (!strcmp(sm->v[i]->label, label)) st = rk_fail(err, RK_EEXIST, "model %s version %s: already served", name, label);
+    rk_model *m = NULL;
+    model_ver *v = NULL;
+    if (st == RK_OK) st = open_bundle(s, real, &m, err);
+    if (st == RK_OK && sm) st = rk_schema_check(sm->v[0]->m, m, err);
+    if (st == RK_OK) st = ver_create(s, m, 1, name, label, num, &v, err);
+    if (st) {
+        rk_model_destroy(m);
+        pthread_mutex_unlock(&s->reload_mu);
+        atomic_fetch_add(&s->g.reloads[2], 1);
+        return st;
+    }
+    pthread_mutex_lock(&s->vmu);
+    if (!sm) {
+        sm = &s->models[s->n_models];
+        memset(sm, 0, sizeof *sm);
+        snprintf(sm->name, sizeof sm->name, "%s", name);
+        s->n_models++;
+    }
+    int at = 0; /* newest first */
+    while (at < sm->n && sm->v[at]->num > num) at++;
+    memmove(&sm->v[at + 1], &sm->v[at], (size_t)(sm->n - at) * sizeof sm->v[0]);
+    sm->v[at] = v;
+    sm->n++;
+    pthread_mutex_unlock(&s->vmu);
+    atomic_store(&v->vs->serving, 1);
+    pthread_mutex_unlock(&s->reload_mu);
+    atomic_fetch_add(&s->g.reloads[0], 1);
+    return RK_OK;
+}
+
+rk_status rk_server_unload_version(rk_server *s, const char *name, const char *label, rk_err *err) {
+    pthread_mutex_lock(&s->reload_mu);
+    pthread_mutex_lock(&s->vmu);
+    served_model *sm = name[0] ? find_model_locked(s, name, strlen(name)) : NULL;
+    model_ver *v = NULL;
+    for (int i = 0; sm && i < sm->n && !v; i++)
+        if (!strcmp(sm->v[i]->label, label)) {
+            v = sm->v[i];
+            memmove(&sm->v[i], &sm->v[i + 1], (size_t)(sm->n - i - 1) * sizeof sm->v[0]);
+            sm->n--;
+        }
+    if (sm && sm->n == 0) { /* the model goes with its last version */
+        int k = (int)(sm - s->models);
+        memmove(&s->models[k], &s->models[k + 1], (size_t)(s->n_models - k - 1) * sizeof s->models[0]);
+        s->n_models--;
+    }
+    pthread_mutex_unlock(&s->vmu);
+    if (v) ver_retire(s, v);
+    pthread_mutex_unlock(&s->reload_mu);
+    if (!v) return rk_fail(err, RK_ENOTFOUND, "model %s version %s: not served", name, label);
+    return RK_OK;
+}
+
+int rk_server_list(rk_server *s, rk_served_version *out, int cap) {
+    int n = 0;
+    pthread_mutex_lock(&s->vmu);
+    for (int i = 0; i < s->n_models; i++)
+        for (int k = 0; k < s->models[i].n; k++, n++) {
+            if (n >= cap) continue;
+            const model_ver *v = s->models[i].v[k];
+            snprintf(out[n].name, sizeof out[n].name, "%s", v->name);
+            snprintf(out[n].version, sizeof out[n].version, "%s", v->label);
+            snprintf(out[n].dir, sizeof out[n].dir, "%s", v->dir);
+            out[n].num = v->num;
+        }
+    pthread_mutex_unlock(&s->vmu);
+    return n;
+}
+
 void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap) {
     model_ver *v = ver_acquire(s);
-    if (version && vcap) snprintf(version, vcap, "%s", rk_model_version(v->m));
-    if (dir && dcap) snprintf(dir, dcap, "%s", v->dir);
-    ver_release(v);
+    if (version && vcap) snprintf(version, vcap, "%s", v ? rk_model_version(v->m) : "");
+    if (dir && dcap) snprintf(dir, dcap, "%s", v ? v->dir : "");
+    if (v) ver_release(v);
 }
 
 void rk_server_stop(rk_server *s, rk_server_counters *final) {

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "embed.h"
+#include "internal.h"
 #include "serve.h"
 #include "rank.pb-c.h"
 
@@ -153,6 +154,7 @@ struct rk_service {
     const char *tower_name;
     int n_towers;                      /* 1, or the ensemble's members */
     rk_stage_times last;               /* stage times of the last OK call */
+    int routed;                        /* model_name/version checked by the server (rk_service_set_routed) */
     rk_text_encoder *enc;              /* candidates[i].content_text (o.encoder_dir), or NULL */
     float *enc_out;                    /* [encoder dim] */
     char *text;                        /* [RK_MAX_CONTENT_TEXT_BYTES + 1]: one content_text, NUL-terminated */
@@ -536,10 +538,10 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     if ((code = check_str(req->request_id, "", "request_id", err))) return code;
     if ((code = check_str(req->model_name, "", "model_name", err))) return code;
     if ((code = check_str(req->model_version, "", "model_version", err))) return code;
-    if (req->model_name && req->model_name[0] && strcmp(req->model_name, cfg->name))
+    if (!s->routed && req->model_name && req->model_name[0] && strcmp(req->model_name, cfg->name))
         return failf(err, ST_NOT_FOUND, "model_name: '%.64s' is not served here (serving '%s')",
                      req->model_name, cfg->name);
-    if (req->model_version && req->model_version[0] && strcmp(req->model_version, cfg->version) &&
+    if (!s->routed && req->model_version && req->model_version[0] && strcmp(req->model_version, cfg->version) &&
         strcmp(req->model_version, rk_model_version(s->m)))
         return failf(err, ST_NOT_FOUND,
                      "model_version: '%.64s' is not served here (serving '%s')",
@@ -748,6 +750,8 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     s->last.encode_us = (rk_now() - t_scored) * 1e6; /* with the serialization */
     return ST_OK;
 }
+
+void rk_service_set_routed(rk_service *s) { s->routed = 1; }
 
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
     *out = s->last;

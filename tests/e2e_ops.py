@@ -214,6 +214,118 @@ def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, hea
         r.stop()
 
 
+def rank_err(stub, req):
+    """(code, details) of a Rank call expected to fail."""
+    import grpc
+    try:
+        stub.Rank(req, timeout=30)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    fail("Rank answered OK, expected an error: %r" % req.model_name)
+
+
+def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc):
+    """--model-repository: NOT_SERVING until a version loads, routing by
+    model_name/model_version, an incompatible version refused while the old
+    one serves, latest:1 retires the old version, drain on SIGTERM."""
+    import json
+    repo = os.path.join(tmp, "repo")
+    os.makedirs(os.path.join(repo, "ml"))
+    r = Rankd(a.bin_dir, ["--model-repository", repo, "--threads", "2", "--metrics-listen", "127.0.0.1:0",
+                          "--drain-ms", "1500"], os.path.join(tmp, "rankd_repo.log"), want_metrics=True)
+    try:
+        ch = grpc.insecure_channel("127.0.0.1:%d" % r.port)
+        stub = rank_pb2_grpc.RankerStub(ch)
+        health = health_pb2_grpc.HealthStub(ch)
+        SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+        def hs(svc):
+            return health.Check(health_pb2.HealthCheckRequest(service=svc), timeout=10).status
+        if hs("") != NOT_SERVING or hs("rankd.v1.Ranker") != NOT_SERVING:
+            fail("repository: health SERVING with no model loaded")
+        code, det = rank_err(stub, make_request(rank_pb2, 0, 2))
+        if code != grpc.StatusCode.UNAVAILABLE or det != "no model is loaded yet":
+            fail("repository: Rank with no model: %s %r" % (code, det))
+
+        def hup(pattern):
+            n = len(re.findall(pattern, r.text()))
+            r.p.send_signal(signal.SIGHUP)
+            t0 = time.time()
+            while len(re.findall(pattern, r.text())) <= n:
+                if time.time() - t0 > 120:
+                    fail("repository: no %r after SIGHUP (see %s)" % (pattern, r.log))
+                time.sleep(0.02)
+        shutil.copytree(bundle, os.path.join(repo, "ml", "1"))
+        hup(r"model ml version 1 loaded")
+        if hs("") != SERVING or hs("ml") != SERVING:
+            fail("repository: not SERVING after version 1 loaded")
+        resp1 = stub.Rank(make_request(rank_pb2, 1, 3), timeout=30)
+        v1 = resp1.model_version
+
+        # a version without the 'genres' feature: requests that send it would fail
+        cfg = json.load(open(os.path.join(a.source_dir, "configs", "movielens_dcnv2.json")))
+        cfg["features"] = [f for f in cfg["features"] if f["name"] != "genres"]
+        cpath = os.path.join(tmp, "no_genres.json")
+        json.dump(cfg, open(cpath, "w"))
+        run([os.path.join(a.bin_dir, "rank"), "train", "--config", cpath, "--data", ml,
+             "--out", os.path.join(repo, "ml", "2"), "--epochs", "1"], os.path.join(tmp, "prep.log"))
+        hup(r"model ml version 2 refused: ")
+        m = re.search(r"model ml version 2 refused: (.*)", r.text())
+        if "feature 'genres'" not in m.group(1):
+            fail("repository: refusal does not name the feature: %r" % m.group(1))
+        if stub.Rank(make_request(rank_pb2, 1, 3), timeout=30).model_version != v1:
+            fail("repository: version 1 no longer serves after the refusal")
+
+        # a second model, routed by name
+        shutil.copytree(bundle, os.path.join(repo, "other", "5"))
+        hup(r"model other version 5 loaded")
+        req = make_request(rank_pb2, 2, 2)
+        code, det = rank_err(stub, req)
+        if code != grpc.StatusCode.INVALID_ARGUMENT or not det.startswith("model_name: required, 2 models"):
+            fail("repository: no model_name with 2 models: %s %r" % (code, det))
+        req.model_name = "nope"
+        code, det = rank_err(stub, req)
+        if code != grpc.StatusCode.NOT_FOUND or not det.startswith("model_name: 'nope' is not served here"):
+            fail("repository: unknown model: %s %r" % (code, det))
+        for name in ("ml", "other"):
+            req.model_name = name
+            if len(stub.Rank(req, timeout=30).scores) != 2:
+                fail("repository: model %s" % name)
+        req.model_name, req.model_version = "other", "5"
+        stub.Rank(req, timeout=30)
+
+        # a compatible newer version replaces version 1 (latest:1); 2 stays refused
+        shutil.copytree(bundle, os.path.join(repo, "ml", "3"))
+        hup(r"model ml version 1 unloaded")
+        if "model ml version 3 loaded" not in r.text():
+            fail("repository: version 3 not loaded")
+        req.model_name, req.model_version = "ml", "1"
+        code, det = rank_err(stub, req)
+        if code != grpc.StatusCode.NOT_FOUND or det != "model_version: '1' is not served here (serving '3')":
+            fail("repository: retired version: %s %r" % (code, det))
+        req.model_version = "3"
+        stub.Rank(req, timeout=30)
+        s, _ = parse(scrape(r.metrics_port)[1])
+        for (mo, ve), want in {("ml", "1"): 0, ("ml", "3"): 1, ("other", "5"): 1}.items():
+            if get(s, "rankd_model_serving", model=mo, version=ve) != want:
+                fail("metrics: rankd_model_serving %s/%s != %d" % (mo, ve, want))
+        if get(s, "rankd_requests_total", model="ml", version="1", code="OK") != 3:
+            fail("metrics: version 1 requests %r" % get(s, "rankd_requests_total", model="ml", version="1", code="OK"))
+        if get(s, "rankd_reloads_total", outcome="failed") < 1:
+            fail("metrics: refused version not counted")
+
+        # drain: NOT_SERVING while calls are still answered
+        r.p.send_signal(signal.SIGTERM)
+        r.wait_log(r"SIGTERM: draining")
+        if hs("") != NOT_SERVING or hs("ml") != NOT_SERVING:
+            fail("repository: health SERVING while draining")
+        stub.Rank(req, timeout=30)
+        ch.close()
+        return "repository=ok drain=ok"
+    finally:
+        r.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -236,7 +348,8 @@ def main():
     import health_pb2
     import health_pb2_grpc
     mods = (grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc)
-    lines = [check_metrics(a, tmp, bundle, *mods)]
+    lines = [check_metrics(a, tmp, bundle, *mods),
+             check_repository(a, tmp, bundle, os.path.join(tmp, "ml"), *mods)]
     if not a.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     print("e2e_ops: " + " ".join(lines))

@@ -45,7 +45,8 @@
 
 static void usage(FILE *o) {
     fprintf(o,
-            "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
+            "usage: rankd (--model DIR | --model-repository DIR) --listen HOST:PORT [--threads N]\n"
+            "             [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
             "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
             "             [--metrics-listen HOST:PORT] [--version]\n"
@@ -72,9 +73,23 @@ static void usage(FILE *o) {
             "  --metrics-listen HOST:PORT  Prometheus text endpoint GET /metrics on its own\n"
             "                         address (port 0: a free one, see the 'metrics on' line)\n"
             "  --version              print the version and exit\n"
+            "  --model-repository DIR serve DIR/<model>/<version>/ bundles (TF Serving's layout,\n"
+            "                         <version> a decimal number), several models at once, routed\n"
+            "                         by RankRequest.model_name (+ model_version); a version is\n"
+            "                         opened, schema-checked against the served one and warmed up\n"
+            "                         before it takes traffic; one that fails is refused (logged)\n"
+            "                         and the old one keeps serving; retired versions drain first\n"
+            "  --version-policy P     latest:N (default latest:1) or specific:V1,V2,...\n"
+            "  --poll-seconds N       rescan the repository every N s (default 0: on SIGHUP only)\n"
+            "  --drain-ms N           on SIGINT/SIGTERM, answer health NOT_SERVING while still\n"
+            "                         serving for N ms before stopping (default 0)\n"
+            "  --grace-ms N           then give in-flight calls N ms before cancelling (default 5000)\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
             "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
+            "  Health (grpc.health.v1 Check): \"\" and rankd.v1.Ranker are SERVING once a model\n"
+            "  is loaded, a model's name while it has a version; NOT_SERVING when draining.\n"
+            "  SIGHUP with --model-repository: rescan it (and retry refused versions).\n"
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
             "  to it if it names another bundle, while the old one keeps serving. A bundle\n"
             "  that fails to open (at start or on SIGHUP) is refused with a message naming\n"
@@ -140,6 +155,50 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+/* --version-policy latest:N | specific:V1,V2,... */
+static int parse_policy(const char *s, rk_repo_opts *ro) {
+    if (!strncmp(s, "latest:", 7)) {
+        ro->n_specific = 0;
+        return parse_int("--version-policy latest", s + 7, 1, 8, &ro->latest);
+    }
+    if (!strncmp(s, "specific:", 9)) {
+        const char *p = s + 9;
+        ro->n_specific = 0;
+        for (;;) {
+            char *end;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || v < 0 || (*end && *end != ',') || ro->n_specific == RK_REPO_MAX_SPECIFIC) break;
+            ro->specific[ro->n_specific++] = v;
+            if (!*end) return 0;
+            p = end + 1;
+        }
+    }
+    fprintf(stderr, "rankd: --version-policy '%s': expected latest:N (1..8) or specific:V1,V2,... "
+                    "(at most %d decimal versions)\n", s, RK_REPO_MAX_SPECIFIC);
+    return -1;
+}
+
+/* --model DIR: open it (tables to RAM within ram_mb) as rankd always did. */
+static int open_model(const char *model, int updates, int ram_mb, rk_model **out) {
+    rk_err e = {0};
+    rk_model *m = NULL;
+    if (rk_model_open_ex(model, updates, &m, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
+        return -1;
+    }
+    rk_info("model %s from %s", rk_model_version(m), rk_model_dir(m));
+    size_t ram = 0;
+    if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
+        rk_model_destroy(m);
+        return -1;
+    }
+    if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
+    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
+    *out = m;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int probe = rk_store_probe_main(argc, argv);
     if (probe >= 0) return probe;
@@ -148,7 +207,8 @@ int main(int argc, char **argv) {
     rk_store_set_probe("/proc/self/exe");
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
-    int blas_threads = 1, ram_mb = 512, updates = 0;
+    int blas_threads = 1, ram_mb = 512, updates = 0, drain_ms = 0;
+    rk_repo_opts ro = {.latest = 1, .poll_s = 0};
     static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
                                    {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
                                    {"max-message-bytes", 1, 0, 'b'},
@@ -156,7 +216,9 @@ int main(int argc, char **argv) {
                                    {"requests-per-worker", 1, 0, 'r'},
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
                                    {"updates", 0, 0, 'U'},      {"metrics-listen", 1, 0, 'M'},
-                                   {"version", 0, 0, 'V'},
+                                   {"version", 0, 0, 'V'},      {"model-repository", 1, 0, 'D'},
+                                   {"version-policy", 1, 0, 'P'}, {"poll-seconds", 1, 0, 'S'},
+                                   {"drain-ms", 1, 0, 'W'},     {"grace-ms", 1, 0, 'G'},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -171,6 +233,11 @@ int main(int argc, char **argv) {
             model = optarg;
             break;
         case 'M': o.metrics_listen = optarg; break;
+        case 'D': ro.dir = optarg; break;
+        case 'P': bad = parse_policy(optarg, &ro); break;
+        case 'S': bad = parse_int("--poll-seconds", optarg, 0, 86400, &ro.poll_s); break;
+        case 'W': bad = parse_int("--drain-ms", optarg, 0, 600000, &drain_ms); break;
+        case 'G': bad = parse_int("--grace-ms", optarg, 0, 600000, &o.grace_ms); break;
         case 'V': printf("rankd %s\n", rk_version_string()); return 0;
         case 'E': o.encoder_dir = optarg; break;
         case 'l': listen = optarg; break;
@@ -187,9 +254,10 @@ int main(int argc, char **argv) {
         }
         if (bad) return 2;
     }
-    if (optind < argc || !model || !listen) {
+    if (optind < argc || !(model || ro.dir) || (model && ro.dir) || !listen) {
         if (optind < argc) fprintf(stderr, "rankd: unexpected argument '%s'\n", argv[optind]);
-        else fprintf(stderr, "rankd: --model and --listen are required (see --help)\n");
+        else if (model && ro.dir) fprintf(stderr, "rankd: --model and --model-repository: give one of them\n");
+        else fprintf(stderr, "rankd: --model (or --model-repository) and --listen are required (see --help)\n");
         return 2;
     }
     {
@@ -227,28 +295,31 @@ int main(int argc, char **argv) {
     rk_log_blas_info();
     rk_err e = {0};
     rk_model *m = NULL;
-    if (rk_model_open_ex(model, updates, &m, &e)) {
-        fprintf(stderr, "rankd: %s\n", e.msg);
-        return 1;
-    }
-    rk_info("model %s from %s", rk_model_version(m), rk_model_dir(m));
-    size_t ram = 0;
-    if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
-        fprintf(stderr, "rankd: %s\n", e.msg);
-        rk_model_destroy(m);
-        return 1;
-    }
-    if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
-    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
     o.updates = updates;
     o.ram_tables_bytes = (size_t)ram_mb << 20;
     o.own_model = 1; /* a reload may retire the start-up version */
+    if (model && open_model(model, updates, ram_mb, &m) != 0) return 1;
     rk_server *srv = NULL;
     int port = 0;
     if (rk_server_start(&o, m, &srv, &port, &e)) {
         fprintf(stderr, "rankd: %s\n", e.msg);
         rk_model_destroy(m); /* a failed start leaves it to us */
         return 1;
+    }
+    rk_repo *repo = NULL;
+    if (ro.dir) {
+        rk_repo_stats rs;
+        if (rk_repo_create(srv, &ro, &repo, &e) || rk_repo_scan(repo, 1, &rs, &e) ||
+            rk_repo_start_polling(repo, &e)) {
+            fprintf(stderr, "rankd: %s\n", e.msg);
+            rk_repo_destroy(repo);
+            rk_server_stop(srv, NULL);
+            return 1;
+        }
+        rk_info("model repository %s: %d versions loaded, %d refused (policy %s%d, poll every %d s)", ro.dir,
+                rs.loaded, rs.refused, ro.n_specific ? "specific, " : "latest:", ro.n_specific ? ro.n_specific : ro.latest,
+                ro.poll_s);
+        if (!rs.loaded) rk_warn("no model loaded yet: health NOT_SERVING, Rank UNAVAILABLE until one loads");
     }
     /* The bound address: the listen host with the port actually bound. */
     const char *colon = strrchr(listen, ':');
@@ -267,6 +338,12 @@ int main(int argc, char **argv) {
     for (;;) {
         sig = next_signal(sfd);
         if (sig != SIGHUP) break;
+        if (repo) {
+            rk_repo_stats rs;
+            if (rk_repo_scan(repo, 1, &rs, &e)) rk_error("SIGHUP: %s", e.msg);
+            else rk_info("SIGHUP: repository scanned: %d loaded, %d refused, %d unloaded", rs.loaded, rs.refused, rs.unloaded);
+            continue;
+        }
         int switched = 0;
         double t0 = rk_now();
         if (rk_server_reload(srv, model, &switched, &e)) {
@@ -278,7 +355,16 @@ int main(int argc, char **argv) {
         if (switched) rk_info("SIGHUP: now serving model %s from %s (opened in %.0f ms)", ver, dir, (rk_now() - t0) * 1e3);
         else rk_info("SIGHUP: %s still names %s: nothing to reload", model, dir);
     }
-    rk_info("%s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    const char *sname = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    rk_server_drain(srv);
+    rk_repo_destroy(repo);
+    rk_info("%s: draining: health NOT_SERVING, calls still served for %d ms (--drain-ms)", sname, drain_ms);
+    if (drain_ms > 0) {
+        struct timespec ts = {drain_ms / 1000, (long)(drain_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+    }
+    rk_info("%s: stopping (in-flight calls get %d ms)", sname, o.grace_ms);
     rk_server_counters cnt;
     rk_server_stop(srv, &cnt); /* destroys the serving model (own_model) */
     double n = cnt.rank_ok ? (double)cnt.rank_ok : 1.0;
