@@ -82,6 +82,7 @@
 #define RANK_METHOD "/rankd.v1.Ranker/Rank"
 #define APPLY_METHOD "/rankd.v1.Admin/ApplyUpdates"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
+#define META_METHOD "/rankd.v1.Ranker/GetMetadata"
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
 #define RK_ROUTE_MAX 128   /* model name / version label, bytes with the NUL */
@@ -89,7 +90,7 @@
 #define RK_MAX_VERSIONS 8  /* versions of one model served at once */
 #define ADMIN_QUEUE 16 /* Admin calls waiting for the admin thread; more: RESOURCE_EXHAUSTED */
 
-typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3 } call_kind;
+typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3, K_META = 4, K_N } call_kind;
 typedef enum { S_REQUESTED = 0, S_REPLYING = 1 } call_state;
 
 typedef struct call_ctx {
@@ -212,7 +213,7 @@ struct rk_server {
     grpc_server *server;
     grpc_completion_queue *cq;    /* the acceptor's */
     grpc_completion_queue *shutdown_cq;
-    void *rank_method, *health_method, *apply_method;
+    void *method[K_N];            /* registered methods by kind (K_GENERIC: none) */
     pthread_t acceptor;
     int acceptor_started;
     uint8_t health_in[HEALTH_BUF];
@@ -489,8 +490,7 @@ static int post(rk_server *s, call_kind kind) {
         grpc_call_details_init(&c->details);
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, c);
     } else {
-        void *method = kind == K_RANK ? s->rank_method : kind == K_APPLY ? s->apply_method : s->health_method;
-        e = grpc_server_request_registered_call(s->server, method, &c->call, &c->deadline, &c->md,
+        e = grpc_server_request_registered_call(s->server, s->method[kind], &c->call, &c->deadline, &c->md,
                                                 &c->payload, s->cq, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
@@ -714,6 +714,79 @@ static grpc_status_code handle_health(call_ctx *c) {
     return code;
 }
 
+/* Ranker/GetMetadata, on the acceptor (an operations call: allocates). */
+static grpc_status_code handle_metadata(call_ctx *c) {
+    rk_server *s = c->srv;
+    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    Rankd__V1__GetMetadataRequest *req =
+        n < 0 ? NULL : rankd__v1__get_metadata_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+    if (!req) {
+        c->status_details = grpc_slice_from_static_string("request is not a valid rankd.v1.GetMetadataRequest");
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    static const char *side[2] = {"user", "item"}, *kind[2] = {"sparse", "dense"};
+    grpc_status_code code = GRPC_STATUS_OK;
+    Rankd__V1__GetMetadataResponse r = RANKD__V1__GET_METADATA_RESPONSE__INIT;
+    Rankd__V1__ModelMetadata mm[RK_MAX_MODELS], *mp[RK_MAX_MODELS];
+    Rankd__V1__ModelVersionInfo vi[RK_MAX_MODELS][RK_MAX_VERSIONS], *vp[RK_MAX_MODELS][RK_MAX_VERSIONS];
+    Rankd__V1__FeatureInfo fi[RK_MAX_MODELS][RK_MAX_FEATURES], *fp[RK_MAX_MODELS][RK_MAX_FEATURES];
+    const char *want = req->model_name ? req->model_name : "";
+    pthread_mutex_lock(&s->vmu); /* the versions stay open while it is held */
+    for (int i = 0; i < s->n_models; i++) {
+        served_model *sm = &s->models[i];
+        if (want[0] && strcmp(want, sm->name)) continue;
+        Rankd__V1__ModelMetadata *m = &mm[r.n_models];
+        rankd__v1__model_metadata__init(m);
+        m->name = sm->name;
+        for (int k = 0; k < sm->n; k++) {
+            rankd__v1__model_version_info__init(&vi[r.n_models][k]);
+            vi[r.n_models][k].version = sm->v[k]->label;
+            vi[r.n_models][k].bundle_version = (char *)rk_model_version(sm->v[k]->m);
+            vp[r.n_models][k] = &vi[r.n_models][k];
+        }
+        m->n_versions = (size_t)sm->n;
+        m->versions = vp[r.n_models];
+        const rk_model_cfg *cfg = rk_model_config(sm->v[0]->m);
+        for (int f = 0; f < cfg->n_features; f++) {
+            const rk_feature *ft = &cfg->features[f];
+            Rankd__V1__FeatureInfo *x = &fi[r.n_models][f];
+            rankd__v1__feature_info__init(x);
+            x->name = (char *)ft->name;
+            x->side = (char *)side[ft->side == RK_SIDE_ITEM];
+            x->kind = (char *)kind[ft->kind == RK_FEAT_DENSE];
+            x->dim = ft->kind == RK_FEAT_DENSE ? 1 : ft->dim;
+            fp[r.n_models][f] = x;
+        }
+        m->n_features = (size_t)cfg->n_features;
+        m->features = fp[r.n_models];
+        m->user_id_feature = (char *)cfg->alias_user_id;
+        m->recent_item_ids_feature = (char *)cfg->alias_recent_items;
+        m->ad_id_feature = (char *)cfg->alias_ad_id;
+        mp[r.n_models++] = m;
+    }
+    if (want[0] && !r.n_models) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "model_name: '%.100s' is not served here", want);
+        c->status_details = grpc_slice_from_copied_string(msg);
+        code = GRPC_STATUS_NOT_FOUND;
+    } else {
+        r.models = mp;
+        size_t len = rankd__v1__get_metadata_response__get_packed_size(&r);
+        uint8_t *buf = rk_malloc(len);
+        if (buf) {
+            rankd__v1__get_metadata_response__pack(&r, buf);
+            set_reply(c, buf, len);
+            rk_free(buf);
+        } else {
+            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            c->status_details = grpc_slice_from_static_string("metadata: out of memory");
+        }
+    }
+    pthread_mutex_unlock(&s->vmu);
+    rankd__v1__get_metadata_request__free_unpacked(req, &rk_pb_allocator);
+    return code;
+}
+
 static grpc_status_code handle_generic(call_ctx *c) {
     atomic_fetch_add_explicit(&c->srv->g.unimplemented, 1, memory_order_relaxed);
     char msg[200];
@@ -818,6 +891,7 @@ static void *acceptor_main(void *arg) {
         case K_RANK:
         case K_APPLY: accept_queued(s, c); break;
         case K_HEALTH: reply(c, handle_health(c)); break;
+        case K_META: reply(c, handle_metadata(c)); break;
         default: reply(c, handle_generic(c)); break;
         }
     }
@@ -945,7 +1019,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     }
     /* Call contexts for every posted request, a full queue and one reply in
      * flight per worker: the steady state allocates none. */
-    int n_posted = o->threads * o->requests_per_worker + 3;
+    int n_posted = o->threads * o->requests_per_worker + K_N - 1;
     for (int i = 0; i < n_posted + o->queue_depth + ADMIN_QUEUE + 2 * o->threads + 1; i++) {
         call_ctx *c = ctx_alloc_locked(s);
         if (!c) {
@@ -1003,16 +1077,18 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
-    s->rank_method = grpc_server_register_method(s->server, RANK_METHOD, NULL,
-                                                 GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    s->health_method = grpc_server_register_method(s->server, HEALTH_METHOD, NULL,
-                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    s->apply_method = grpc_server_register_method(s->server, APPLY_METHOD, NULL,
-                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    static const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD};
+    int reg_ok = 1;
+    for (int k = 0; k < K_N; k++)
+        if (names[k]) {
+            s->method[k] = grpc_server_register_method(s->server, names[k], NULL,
+                                                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            reg_ok &= s->method[k] != NULL;
+        }
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(s->server, s->listen, creds);
     grpc_server_credentials_release(creds);
-    if (port <= 0 || !s->rank_method || !s->health_method || !s->apply_method) {
+    if (port <= 0 || !reg_ok) {
         rk_status st = rk_fail(err, RK_EIO, "cannot listen on %s: address in use or invalid",
                                s->listen);
         grpc_server_destroy(s->server);
@@ -1034,6 +1110,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     int bad = 0;
     for (int k = 0; k < o->threads * o->requests_per_worker; k++) bad |= post(s, K_RANK);
     bad |= post(s, K_HEALTH);
+    bad |= post(s, K_META);
     bad |= post(s, K_GENERIC);
     bad |= post(s, K_APPLY);
     if (bad) {

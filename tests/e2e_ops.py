@@ -161,6 +161,28 @@ def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, hea
             ch.unary_unary("/rankd.v1.Ranker/Nope")(b"", timeout=5)
         except grpc.RpcError:
             pass
+        # metadata: the model.json features, a client needs nothing else
+        md = stub.GetMetadata(rank_pb2.GetMetadataRequest(), timeout=10)
+        if len(md.models) != 1 or md.models[0].name != mj["name"]:
+            fail("metadata: models %r" % [m.name for m in md.models])
+        got = [(f.name, f.side, f.kind, f.dim) for f in md.models[0].features]
+        wantf = [(f["name"], f["side"], f["kind"], f.get("dim", 1) if f["kind"] == "sparse" else 1)
+                 for f in mj["features"]]
+        if got != wantf:
+            fail("metadata: features %r, model.json %r" % (got, wantf))
+        v = md.models[0].versions
+        if len(v) != 1 or v[0].version != mj["version"] or v[0].bundle_version != "%s/%s" % (mj["name"], mj["version"]):
+            fail("metadata: versions %r" % v)
+        al = mj["aliases"]
+        if (md.models[0].user_id_feature, md.models[0].recent_item_ids_feature, md.models[0].ad_id_feature) != (
+                al["user_id"], al["recent_item_ids"], al["ad_id"]):
+            fail("metadata: aliases")
+        try:
+            stub.GetMetadata(rank_pb2.GetMetadataRequest(model_name="nope"), timeout=10)
+            fail("metadata of an unknown model answered OK")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND or e.details() != "model_name: 'nope' is not served here":
+                fail("metadata unknown model: %s %r" % (e.code(), e.details()))
         ch.close()
 
         s, _ = parse(scrape(r.metrics_port)[1])
@@ -305,6 +327,10 @@ def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_p
             fail("repository: retired version: %s %r" % (code, det))
         req.model_version = "3"
         stub.Rank(req, timeout=30)
+        md = stub.GetMetadata(rank_pb2.GetMetadataRequest(), timeout=10)
+        got = sorted((m.name, [v.version for v in m.versions]) for m in md.models)
+        if got != [("ml", ["3"]), ("other", ["5"])]:
+            fail("metadata: repository models %r" % got)
         s, _ = parse(scrape(r.metrics_port)[1])
         for (mo, ve), want in {("ml", "1"): 0, ("ml", "3"): 1, ("other", "5"): 1}.items():
             if get(s, "rankd_model_serving", model=mo, version=ve) != want:
