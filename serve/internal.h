@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "serve.h"
@@ -31,6 +33,23 @@ rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidat
  * be the same: RK_EINVAL naming the first difference. Features only next
  * has are allowed (requests leave them empty). */
 rk_status rk_schema_check(const rk_model *served, const rk_model *next, rk_err *err);
+
+/* ---- transport security and Admin authentication (auth.c) */
+typedef struct rk_auth rk_auth;
+/* From o's tls_* and admin_* fields (files read now). Errors name the
+ * option and file: half a key pair, a non-PEM file, a short token, an
+ * allow list without mutual TLS, --updates off loopback without auth. */
+rk_status rk_auth_create(const rk_server_opts *o, rk_auth **out, rk_err *err);
+/* SSL server credentials (TLS) or insecure ones; the caller releases them. */
+grpc_server_credentials *rk_auth_server_credentials(rk_auth *a);
+int rk_auth_tls(const rk_auth *a);
+/* May this Admin call pass? 0 and who = "token" | "cn:NAME" | "loopback";
+ * -1 and who = why not. */
+int rk_auth_admin(const rk_auth *a, grpc_call *call, const grpc_metadata_array *md, char *who,
+                  size_t cap);
+void rk_auth_destroy(rk_auth *a);
+/* 127.x.x.x, [::1] or localhost before the last ':'. */
+int rk_listen_is_loopback(const char *hostport);
 
 /* ---- metrics (metrics.c) */
 

@@ -49,6 +49,14 @@ typedef struct {
     const char *metrics_listen; /* "HOST:PORT" (port 0: a free one) for the Prometheus text
                               * endpoint GET /metrics (libmicrohttpd thread; names in
                               * README "Metrics"); NULL (default): none */
+    /* TLS (serve/auth.c): PEM server certificate + key; with a client CA every
+     * client must present a certificate it signed (mutual TLS). NULL: plaintext. */
+    const char *tls_cert_file, *tls_key_file, *tls_client_ca_file;
+    /* Admin authentication (with updates): a bearer token file (first line,
+     * >= 16 bytes; "authorization: Bearer <token>"), and/or a comma-separated
+     * list of allowed client-certificate common names (needs mutual TLS).
+     * Neither: Admin only when listening on loopback. */
+    const char *admin_token_file, *admin_allow_cn;
     int own_model;           /* 1: the server destroys the start-up model once no request
                               * holds it (after a reload, or at stop); 0 (default): the
                               * caller destroys it after rk_server_stop */

@@ -72,6 +72,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -234,6 +235,7 @@ struct rk_server {
     rk_server_gauges g;
     rk_live *metrics;
     int metrics_port;
+    rk_auth *auth;
     int started;
 };
 
@@ -621,6 +623,15 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
             "online updates are off: start rankd with --updates (tables opened writable)");
         return GRPC_STATUS_FAILED_PRECONDITION;
     }
+    char who[160];
+    if (rk_auth_admin(s->auth, c->call, &c->md, who, sizeof who)) {
+        atomic_fetch_add_explicit(&s->g.admin_denied, 1, memory_order_relaxed);
+        char *peer = grpc_call_get_peer(c->call);
+        rk_warn("admin: ApplyUpdates from %s refused: %s", peer ? peer : "?", who);
+        gpr_free(peer);
+        c->status_details = grpc_slice_from_copied_string(who);
+        return GRPC_STATUS_UNAUTHENTICATED;
+    }
     long n = c->payload ? read_payload(w->in, w->in_cap, c->payload) : 0;
     if (n < 0) {
         c->status_details = grpc_slice_from_static_string("request larger than the maximum");
@@ -636,6 +647,13 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
     rk_status st = rk_model_apply_updates(v->m, req->member, req->table, req->rows, req->n_rows, req->values,
                                           req->n_values, &err);
     grpc_status_code code = GRPC_STATUS_OK;
+    {
+        char *peer = grpc_call_get_peer(c->call);
+        rk_info("admin: update by %s (peer %s): model %s version %s member '%s' table '%s' rows %zu: %s", who,
+                peer ? peer : "?", v->name, v->label, req->member ? req->member : "", req->table ? req->table : "",
+                req->n_rows, st == RK_OK ? "applied" : err.msg);
+        gpr_free(peer);
+    }
     if (st == RK_OK) {
         rk_wstats *ws = &v->vs->w[w->idx];
         rk_stat_add(&ws->update_rows, req->n_rows);
@@ -932,6 +950,7 @@ static void server_free(rk_server *s) {
     q_free(&s->aq);
     rk_free(s->admin.in);
     rk_live_destroy(s->metrics); /* after every version: they detach from it */
+    rk_auth_destroy(s->auth);
     rk_free(s->g.busy);
     pthread_mutex_destroy(&s->fmu);
     pthread_mutex_destroy(&s->vmu);
@@ -1009,7 +1028,8 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         return rk_fail(err, RK_ENOMEM, "server: out of memory");
     }
     {
-        rk_status st = rk_live_create(o->threads + 1, &s->g, &s->metrics, err);
+        rk_status st = rk_auth_create(o, &s->auth, err);
+        if (st == RK_OK) st = rk_live_create(o->threads + 1, &s->g, &s->metrics, err);
         if (st == RK_OK && o->metrics_listen)
             st = rk_live_listen(s->metrics, o->metrics_listen, &s->metrics_port, err);
         if (st) {
@@ -1085,7 +1105,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
                                                        GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
             reg_ok &= s->method[k] != NULL;
         }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = rk_auth_server_credentials(s->auth);
     int port = grpc_server_add_http2_port(s->server, s->listen, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0 || !reg_ok) {

@@ -352,6 +352,142 @@ def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_p
         r.stop()
 
 
+def make_certs(d):
+    """A CA, a server certificate for localhost/127.0.0.1 and two client
+    certificates (CN admin-bot, CN intruder), all by openssl."""
+    def ossl(*args):
+        r = subprocess.run(["openssl"] + list(args), capture_output=True, text=True, cwd=d)
+        if r.returncode:
+            fail("openssl %s: %s" % (" ".join(args), r.stderr))
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rankd-test-ca")
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, cn, ext in (("srv", "localhost", True), ("bot", "admin-bot", False), ("bad", "intruder", False)):
+        ossl("req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn)
+        ossl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", name + ".pem", "-days", "2", *(["-extfile", "san.ext"] if ext else []))
+    return {k: open(os.path.join(d, k), "rb").read() for k in
+            ("ca.pem", "srv.pem", "srv.key", "bot.pem", "bot.key", "bad.pem", "bad.key")}
+
+
+def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc):
+    """TLS, mutual TLS, Admin disabled / token / client-certificate identity."""
+    import json
+    d = os.path.join(tmp, "pki")
+    os.makedirs(d)
+    pem = make_certs(d)
+    tok = os.path.join(d, "admin.token")
+    with open(tok, "w") as f:
+        f.write("s3cret-token-0123456789\n")
+    with open(os.path.join(bundle, "model.json")) as f:
+        mj = json.load(f)
+    dim = [f["dim"] for f in mj["features"] if f["name"] == "genres"][0]
+    upd = rank_pb2.ApplyUpdatesRequest(table="genres", rows=[3, 4], values=[0.25] * (2 * dim))
+    opts = [("grpc.ssl_target_name_override", "localhost")]
+    out = []
+
+    # --updates off loopback without authentication: refused at start
+    bad = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--model", bundle, "--listen", "0.0.0.0:0",
+                          "--updates"], capture_output=True, text=True, timeout=120)
+    if bad.returncode != 1 or "needs authentication (--admin-token-file" not in bad.stderr:
+        fail("security: --updates on 0.0.0.0 without auth: rc %d %r" % (bad.returncode, bad.stderr[-300:]))
+
+    # Admin disabled unless enabled
+    r = Rankd(a.bin_dir, ["--model", bundle], os.path.join(tmp, "rankd_noadmin.log"))
+    try:
+        ch = grpc.insecure_channel("127.0.0.1:%d" % r.port)
+        try:
+            rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=10)
+            fail("security: Admin answered OK without --updates")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                fail("security: Admin without --updates: %s" % e.code())
+        ch.close()
+    finally:
+        r.stop()
+
+    # TLS + bearer token
+    b2 = os.path.join(tmp, "bundle_tls")
+    shutil.copytree(bundle, b2)
+    r = Rankd(a.bin_dir, ["--model", b2, "--updates", "--metrics-listen", "127.0.0.1:0",
+                          "--tls-cert", os.path.join(d, "srv.pem"), "--tls-key", os.path.join(d, "srv.key"),
+                          "--admin-token-file", tok], os.path.join(tmp, "rankd_tls.log"), want_metrics=True)
+    try:
+        ch = grpc.secure_channel("127.0.0.1:%d" % r.port, grpc.ssl_channel_credentials(pem["ca.pem"]), opts)
+        if len(rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 3), timeout=30).scores) != 3:
+            fail("security: Rank over TLS")
+        plain = grpc.insecure_channel("127.0.0.1:%d" % r.port)
+        try:
+            rank_pb2_grpc.RankerStub(plain).Rank(make_request(rank_pb2, 0, 3), timeout=5)
+            fail("security: plaintext call to a TLS port answered OK")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE:
+                fail("security: plaintext to TLS: %s" % e.code())
+        plain.close()
+        admin = rank_pb2_grpc.AdminStub(ch)
+        for md in ([], [("authorization", "Bearer wrong-token-0123456789")]):
+            try:
+                admin.ApplyUpdates(upd, metadata=md, timeout=10)
+                fail("security: Admin without the token answered OK")
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    fail("security: Admin bad token: %s %r" % (e.code(), e.details()))
+        res = admin.ApplyUpdates(upd, metadata=[("authorization", "Bearer s3cret-token-0123456789")], timeout=30)
+        if res.applied != 2:
+            fail("security: applied %d rows" % res.applied)
+        if not re.search(r"admin: update by token \(peer .*\): model %s .* table 'genres' rows 2: applied" % re.escape(mj["name"]), r.text()):
+            fail("security: no update log line (see %s)" % r.log)
+        s, _ = parse(scrape(r.metrics_port)[1])
+        lab = {"model": mj["name"], "version": mj["version"]}
+        if get(s, "rankd_admin_denied_total") != 2 or get(s, "rankd_updates_applied_rows_total", **lab) != 2:
+            fail("security: metrics denied=%r rows=%r" % (get(s, "rankd_admin_denied_total"),
+                                                        get(s, "rankd_updates_applied_rows_total", **lab)))
+        ch.close()
+        out.append("tls=ok token=ok")
+    finally:
+        r.stop()
+
+    # mutual TLS: the client certificate's CN is the Admin identity
+    r = Rankd(a.bin_dir, ["--model", b2, "--updates",
+                          "--tls-cert", os.path.join(d, "srv.pem"), "--tls-key", os.path.join(d, "srv.key"),
+                          "--tls-client-ca", os.path.join(d, "ca.pem"), "--admin-allow-cn", "ops,admin-bot"],
+              os.path.join(tmp, "rankd_mtls.log"))
+    try:
+        def chan(who):
+            cred = grpc.ssl_channel_credentials(pem["ca.pem"], pem[who + ".key"] if who else None,
+                                                pem[who + ".pem"] if who else None)
+            return grpc.secure_channel("127.0.0.1:%d" % r.port, cred, opts)
+        ch = chan("bot")
+        rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 2), timeout=30)
+        if rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=30).applied != 2:
+            fail("security: mTLS admin-bot update")
+        if "admin: update by cn:admin-bot" not in r.text():
+            fail("security: mTLS update not logged with the CN")
+        ch.close()
+        ch = chan("bad")
+        rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 2), timeout=30)
+        try:
+            rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=30)
+            fail("security: CN intruder may update")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+                fail("security: intruder: %s" % e.code())
+        ch.close()
+        ch = chan(None)
+        try:
+            rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 2), timeout=5)
+            fail("security: mTLS port answered a client without a certificate")
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE:
+                fail("security: no client cert: %s" % e.code())
+        ch.close()
+        out.append("mtls=ok")
+    finally:
+        r.stop()
+    return " ".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -375,7 +511,8 @@ def main():
     import health_pb2_grpc
     mods = (grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc)
     lines = [check_metrics(a, tmp, bundle, *mods),
-             check_repository(a, tmp, bundle, os.path.join(tmp, "ml"), *mods)]
+             check_repository(a, tmp, bundle, os.path.join(tmp, "ml"), *mods),
+             check_security(a, tmp, bundle, *mods)]
     if not a.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     print("e2e_ops: " + " ".join(lines))

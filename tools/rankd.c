@@ -84,6 +84,13 @@ static void usage(FILE *o) {
             "  --drain-ms N           on SIGINT/SIGTERM, answer health NOT_SERVING while still\n"
             "                         serving for N ms before stopping (default 0)\n"
             "  --grace-ms N           then give in-flight calls N ms before cancelling (default 5000)\n"
+            "  --tls-cert F --tls-key F  TLS on the gRPC port (PEM server certificate and key);\n"
+            "                         without them the port is plaintext (for loopback development)\n"
+            "  --tls-client-ca F      mutual TLS: every client presents a certificate signed by F\n"
+            "  --admin-token-file F   Admin calls need 'authorization: Bearer <first line of F>'\n"
+            "  --admin-allow-cn A,B   or a client certificate (mutual TLS) with one of these CNs;\n"
+            "                         --updates with neither is allowed on loopback only. Every\n"
+            "                         update is logged (who, model, table, rows) and counted\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
             "  checked before each content_text is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
@@ -219,6 +226,9 @@ int main(int argc, char **argv) {
                                    {"version", 0, 0, 'V'},      {"model-repository", 1, 0, 'D'},
                                    {"version-policy", 1, 0, 'P'}, {"poll-seconds", 1, 0, 'S'},
                                    {"drain-ms", 1, 0, 'W'},     {"grace-ms", 1, 0, 'G'},
+                                   {"tls-cert", 1, 0, 1001},    {"tls-key", 1, 0, 1002},
+                                   {"tls-client-ca", 1, 0, 1003}, {"admin-token-file", 1, 0, 1004},
+                                   {"admin-allow-cn", 1, 0, 1005},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -234,6 +244,11 @@ int main(int argc, char **argv) {
             break;
         case 'M': o.metrics_listen = optarg; break;
         case 'D': ro.dir = optarg; break;
+        case 1001: o.tls_cert_file = optarg; break;
+        case 1002: o.tls_key_file = optarg; break;
+        case 1003: o.tls_client_ca_file = optarg; break;
+        case 1004: o.admin_token_file = optarg; break;
+        case 1005: o.admin_allow_cn = optarg; break;
         case 'P': bad = parse_policy(optarg, &ro); break;
         case 'S': bad = parse_int("--poll-seconds", optarg, 0, 86400, &ro.poll_s); break;
         case 'W': bad = parse_int("--drain-ms", optarg, 0, 600000, &drain_ms); break;
@@ -330,9 +345,9 @@ int main(int argc, char **argv) {
                 rk_server_metrics_port(srv));
     }
     rk_info("listening on %.*s:%d (threads=%d blas_threads=%d max_candidates=%d queue_depth=%d "
-            "max_message_bytes=%d)",
+            "max_message_bytes=%d tls=%s)",
             host_len, listen, port, o.threads, blas_threads, o.max_candidates, o.queue_depth,
-            o.max_message_bytes);
+            o.max_message_bytes, o.tls_cert_file ? (o.tls_client_ca_file ? "mutual" : "on") : "off");
 
     int sig = 0;
     for (;;) {
