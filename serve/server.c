@@ -84,6 +84,8 @@
 #define APPLY_METHOD "/rankd.v1.Admin/ApplyUpdates"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define META_METHOD "/rankd.v1.Ranker/GetMetadata"
+#define WATCH_METHOD "/grpc.health.v1.Health/Watch"
+#define MAX_WATCHES 64 /* open Health/Watch streams; more: RESOURCE_EXHAUSTED */
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
 #define RK_ROUTE_MAX 128   /* model name / version label, bytes with the NUL */
@@ -91,8 +93,8 @@
 #define RK_MAX_VERSIONS 8  /* versions of one model served at once */
 #define ADMIN_QUEUE 16 /* Admin calls waiting for the admin thread; more: RESOURCE_EXHAUSTED */
 
-typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3, K_META = 4, K_N } call_kind;
-typedef enum { S_REQUESTED = 0, S_REPLYING = 1 } call_state;
+typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3, K_META = 4, K_WATCH = 5, K_N } call_kind;
+typedef enum { S_REQUESTED = 0, S_REPLYING = 1, S_WATCHING = 2 } call_state;
 
 typedef struct call_ctx {
     struct call_ctx *next_free;
@@ -108,6 +110,12 @@ typedef struct call_ctx {
     grpc_slice status_details;
     int cancelled;
     double t_accepted;            /* rk_now() when the acceptor queued it */
+    /* Health/Watch (under the server's wmu): the stream's service, the last
+     * status sent, a message in flight, the call over (client gone or
+     * cancelled); its RECV_CLOSE_ON_SERVER completes with the tag c + 1. */
+    struct call_ctx *watch_next;
+    char watch_svc[128];
+    int watch_last, watch_sending, watch_closed;
 } call_ctx;
 
 typedef struct worker {
@@ -236,6 +244,9 @@ struct rk_server {
     rk_live *metrics;
     int metrics_port;
     rk_auth *auth;
+    pthread_mutex_t wmu;          /* the open Health/Watch streams */
+    call_ctx *watches;
+    int n_watches;
     int started;
 };
 
@@ -699,7 +710,11 @@ static int health_status(rk_server *s, const char *name) {
     return loaded && !draining ? HS_SERVING : HS_NOT_SERVING;
 }
 
-void rk_server_drain(rk_server *s) { atomic_store(&s->draining, 1); }
+static void watch_notify(rk_server *s);
+void rk_server_drain(rk_server *s) {
+    atomic_store(&s->draining, 1);
+    watch_notify(s);
+}
 
 static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
@@ -889,13 +904,132 @@ static void accept_queued(rk_server *s, call_ctx *c) {
     reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
 }
 
+/* ------------------------------------------------------------ Health/Watch */
+
+/* Send c's current status if it changed and nothing is in flight. wmu held. */
+static void watch_push_locked(rk_server *s, call_ctx *c) {
+    if (c->watch_sending || c->watch_closed) return;
+    int hs = health_status(s, c->watch_svc);
+    if (hs == c->watch_last) return;
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)hs;
+    uint8_t buf[16];
+    size_t len = grpc__health__v1__health_check_response__pack(&r, buf);
+    if (c->reply) grpc_byte_buffer_destroy(c->reply);
+    set_reply(c, buf, len);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (c->watch_last == 0) { /* the stream's first message */
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = c->reply;
+    n++;
+    c->watch_last = hs;
+    c->watch_sending = 1;
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) c->watch_sending = 0;
+}
+
+/* Every open Watch stream gets its service's status if it changed. */
+static void watch_notify(rk_server *s) {
+    pthread_mutex_lock(&s->wmu);
+    for (call_ctx *c = s->watches; c; c = c->watch_next) watch_push_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+}
+
+/* Unlink c and release it once its stream is over and no send is in flight. wmu held. */
+static int watch_finish_locked(rk_server *s, call_ctx *c) {
+    if (!c->watch_closed || c->watch_sending) return 0;
+    for (call_ctx **p = &s->watches; *p; p = &(*p)->watch_next)
+        if (*p == c) {
+            *p = c->watch_next;
+            s->n_watches--;
+            break;
+        }
+    return 1;
+}
+
+static void watch_closed(rk_server *s, call_ctx *c) {
+    pthread_mutex_lock(&s->wmu);
+    c->watch_closed = 1;
+    int done = watch_finish_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+    if (done) ctx_put(c);
+}
+
+static void watch_sent(rk_server *s, call_ctx *c) {
+    pthread_mutex_lock(&s->wmu);
+    c->watch_sending = 0;
+    int done = watch_finish_locked(s, c);
+    if (!done) watch_push_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+    if (done) ctx_put(c);
+}
+
+/* A new Watch: its first status now, later ones as they change; the stream
+ * ends when the client goes or the server stops (UNAVAILABLE). */
+static void watch_start(rk_server *s, call_ctx *c) {
+    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    Grpc__Health__V1__HealthCheckRequest *req =
+        n < 0 ? NULL
+              : grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+    if (!req) {
+        c->status_details = grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
+        reply(c, GRPC_STATUS_INVALID_ARGUMENT);
+        return;
+    }
+    snprintf(c->watch_svc, sizeof c->watch_svc, "%s", req->service ? req->service : "");
+    grpc__health__v1__health_check_request__free_unpacked(req, &rk_pb_allocator);
+    pthread_mutex_lock(&s->wmu);
+    if (s->n_watches >= MAX_WATCHES || atomic_load(&s->shutting_down)) {
+        pthread_mutex_unlock(&s->wmu);
+        c->status_details = grpc_slice_from_static_string(s->n_watches >= MAX_WATCHES
+                                                              ? "too many Health/Watch streams open"
+                                                              : "server shutting down");
+        reply(c, s->n_watches >= MAX_WATCHES ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE);
+        return;
+    }
+    c->state = S_WATCHING;
+    c->watch_next = s->watches;
+    s->watches = c;
+    s->n_watches++;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, (char *)c + 1, NULL) != GRPC_CALL_OK) c->watch_closed = 1;
+    watch_push_locked(s, c);
+    int done = watch_finish_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+    if (done) ctx_put(c);
+}
+
+/* Stop: every stream gets NOT_SERVING (when it can) and is cancelled. */
+static void watch_end_all(rk_server *s) {
+    watch_notify(s);
+    pthread_mutex_lock(&s->wmu);
+    for (call_ctx *c = s->watches; c; c = c->watch_next)
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
+    pthread_mutex_unlock(&s->wmu);
+}
+
 static void *acceptor_main(void *arg) {
     rk_server *s = arg;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
+        if ((uintptr_t)ev.tag & 1) { /* a Health/Watch stream is over */
+            watch_closed(s, (call_ctx *)((char *)ev.tag - 1));
+            continue;
+        }
         call_ctx *c = ev.tag;
+        if (c->state == S_WATCHING) {
+            watch_sent(s, c);
+            continue;
+        }
         if (c->state == S_REPLYING || !ev.success) {
             /* reply done (or failed: the client went away), or the server is
              * shutting down and the request will not be matched */
@@ -910,6 +1044,7 @@ static void *acceptor_main(void *arg) {
         case K_APPLY: accept_queued(s, c); break;
         case K_HEALTH: reply(c, handle_health(c)); break;
         case K_META: reply(c, handle_metadata(c)); break;
+        case K_WATCH: watch_start(s, c); break;
         default: reply(c, handle_generic(c)); break;
         }
     }
@@ -954,6 +1089,7 @@ static void server_free(rk_server *s) {
     rk_free(s->g.busy);
     pthread_mutex_destroy(&s->fmu);
     pthread_mutex_destroy(&s->vmu);
+    pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->reload_mu);
     rk_free(s);
 }
@@ -1007,6 +1143,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (!s) return rk_fail(err, RK_ENOMEM, "server: out of memory");
     pthread_mutex_init(&s->fmu, NULL);
     pthread_mutex_init(&s->vmu, NULL);
+    pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->reload_mu, NULL);
     s->o = *o;
     snprintf(s->listen, sizeof s->listen, "%s", o->listen);
@@ -1097,7 +1234,8 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
-    static const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD};
+    static const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD,
+                                           WATCH_METHOD};
     int reg_ok = 1;
     for (int k = 0; k < K_N; k++)
         if (names[k]) {
@@ -1131,6 +1269,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     for (int k = 0; k < o->threads * o->requests_per_worker; k++) bad |= post(s, K_RANK);
     bad |= post(s, K_HEALTH);
     bad |= post(s, K_META);
+    bad |= post(s, K_WATCH);
     bad |= post(s, K_GENERIC);
     bad |= post(s, K_APPLY);
     if (bad) {
@@ -1214,6 +1353,7 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     s->models[0].n = 1;
     pthread_mutex_unlock(&s->vmu);
     atomic_store(&v->vs->serving, 1);
+    watch_notify(s);
     if (cur) ver_retire(s, cur);
     pthread_mutex_unlock(&s->reload_mu);
     atomic_fetch_add(&s->g.reloads[0], 1);
@@ -1261,6 +1401,7 @@ rk_status rk_server_load_version(rk_server *s, const char *name, const char *lab
     pthread_mutex_unlock(&s->vmu);
     atomic_store(&v->vs->serving, 1);
     pthread_mutex_unlock(&s->reload_mu);
+    watch_notify(s);
     atomic_fetch_add(&s->g.reloads[0], 1);
     return RK_OK;
 }
@@ -1282,6 +1423,7 @@ rk_status rk_server_unload_version(rk_server *s, const char *name, const char *l
         s->n_models--;
     }
     pthread_mutex_unlock(&s->vmu);
+    watch_notify(s);
     if (v) ver_retire(s, v);
     pthread_mutex_unlock(&s->reload_mu);
     if (!v) return rk_fail(err, RK_ENOTFOUND, "model %s version %s: not served", name, label);
@@ -1316,6 +1458,7 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     atomic_store(&s->shutting_down, 1);
     static int shutdown_tag;
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &shutdown_tag);
+    watch_end_all(s);
     /* Our calls: the posted requests fail at once (released by the
      * acceptor); queued calls are answered by the workers; replies finish.
      * Give them grace_ms. */

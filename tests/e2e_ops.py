@@ -265,6 +265,20 @@ def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_p
             return health.Check(health_pb2.HealthCheckRequest(service=svc), timeout=10).status
         if hs("") != NOT_SERVING or hs("rankd.v1.Ranker") != NOT_SERVING:
             fail("repository: health SERVING with no model loaded")
+        # Watch streams: the server's and model ml's status as they change
+        import threading
+        seen = {"": [], "ml": []}
+        ends = {}
+
+        def watch(svc):
+            try:
+                for m in health.Watch(health_pb2.HealthCheckRequest(service=svc), timeout=300):
+                    seen[svc].append(m.status)
+            except grpc.RpcError as e:
+                ends[svc] = e.code()
+        watchers = [threading.Thread(target=watch, args=(k,), daemon=True) for k in seen]
+        for t in watchers:
+            t.start()
         code, det = rank_err(stub, make_request(rank_pb2, 0, 2))
         if code != grpc.StatusCode.UNAVAILABLE or det != "no model is loaded yet":
             fail("repository: Rank with no model: %s %r" % (code, det))
@@ -346,8 +360,16 @@ def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_p
         if hs("") != NOT_SERVING or hs("ml") != NOT_SERVING:
             fail("repository: health SERVING while draining")
         stub.Rank(req, timeout=30)
+        r.stop()
+        for t in watchers:
+            t.join(timeout=30)
+        UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        if seen[""] != [NOT_SERVING, SERVING, NOT_SERVING] or seen["ml"] != [UNKNOWN, SERVING, NOT_SERVING]:
+            fail("health Watch: server saw %r, ml saw %r" % (seen[""], seen["ml"]))
+        if ends.get("") != grpc.StatusCode.UNAVAILABLE:
+            fail("health Watch: stream ended with %r" % ends.get(""))
         ch.close()
-        return "repository=ok drain=ok"
+        return "repository=ok drain=ok watch=ok"
     finally:
         r.stop()
 
