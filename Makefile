@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid
+        bench-encoder bench-exfm bench-sid bench-swap
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -89,6 +89,11 @@ bench-serve: build
 # (bench/bench_sid.sh; figures in bench/RESULTS.md); ~2-3 min, under nice -n 19.
 bench-sid: build
 	@bash bench/bench_sid.sh $(BUILD)
+
+# Hot swap under load (issue 17): a new model version every 5 s for 60 s at 50%
+# of rankd's max rate; p99 of the calls around swaps vs steady (bench/bench_swap.sh).
+bench-swap: build
+	@bash bench/bench_swap.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

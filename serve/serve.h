@@ -57,6 +57,9 @@ typedef struct {
      * list of allowed client-certificate common names (needs mutual TLS).
      * Neither: Admin only when listening on loopback. */
     const char *admin_token_file, *admin_allow_cn;
+    int access_log_sample;   /* N > 0: one "access:" log line per N Rank calls per worker
+                              * (request id, model, version, status, times); 0 (default):
+                              * none. Errors are logged at most once a second per worker. */
     int own_model;           /* 1: the server destroys the start-up model once no request
                               * holds it (after a reload, or at stop); 0 (default): the
                               * caller destroys it after rk_server_stop */

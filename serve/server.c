@@ -125,6 +125,9 @@ typedef struct worker {
     int thread_started;
     uint8_t *in;                  /* contiguous request bytes */
     size_t in_cap;
+    uint64_t n_calls;             /* for the sampled access log */
+    double t_err_log;             /* last error line (rate limit: 1/s) */
+    uint64_t n_err_suppressed;
 } worker;
 
 /* A bounded FIFO of accepted calls and the threads that take from it. */
@@ -244,6 +247,8 @@ struct rk_server {
     rk_live *metrics;
     int metrics_port;
     rk_auth *auth;
+    uint64_t ov_n;                /* overload episode (acceptor): calls rejected so far */
+    double ov_t0, ov_tlast, ov_tlog;
     pthread_mutex_t wmu;          /* the open Health/Watch streams */
     call_ctx *watches;
     int n_watches;
@@ -386,15 +391,19 @@ static model_ver *ver_route(rk_server *s, const char *name, size_t nlen, const c
     return v;
 }
 
-/* Fields 2 (model_name) and 3 (model_version) of a serialized RankRequest
+/* Fields 1 (request_id), 2 (model_name) and 3 (model_version) of a serialized RankRequest
  * (or of any message with them at those numbers), found by walking the top
  * level of the wire format without decoding the rest. 0, or -1 if the bytes
  * are not a well-formed message (the service then says why). */
-static int peek_route(const uint8_t *p, size_t len, const char **name, size_t *nlen, const char **ver,
-                      size_t *vlen) {
+typedef struct {
+    const char *name, *ver, *id; /* not NUL-terminated */
+    size_t nlen, vlen, idlen;
+} route;
+
+static int peek_route(const uint8_t *p, size_t len, route *rt) {
     size_t i = 0;
-    *name = *ver = "";
-    *nlen = *vlen = 0;
+    rt->name = rt->ver = rt->id = "";
+    rt->nlen = rt->vlen = rt->idlen = 0;
     while (i < len) {
         uint64_t key = 0, x = 0;
         for (int sh = 0;; sh += 7) {
@@ -411,8 +420,9 @@ static int peek_route(const uint8_t *p, size_t len, const char **name, size_t *n
             }
             if (wt == 2) {
                 if (x > len - i) return -1;
-                if ((key >> 3) == 2) *name = (const char *)p + i, *nlen = x;
-                if ((key >> 3) == 3) *ver = (const char *)p + i, *vlen = x;
+                if ((key >> 3) == 1) rt->id = (const char *)p + i, rt->idlen = x;
+                if ((key >> 3) == 2) rt->name = (const char *)p + i, rt->nlen = x;
+                if ((key >> 3) == 3) rt->ver = (const char *)p + i, rt->vlen = x;
                 i += x;
             }
         } else if (wt == 1 || wt == 5) {
@@ -592,6 +602,37 @@ static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0,
     return code;
 }
 
+/* Per-worker log lines, never one per call by default: errors (with the
+ * request id) at most one a second per worker, with the number suppressed
+ * since; and, with o->access_log_sample = N, one access line per N calls. */
+static void call_log(worker *w, call_ctx *c, const route *rt, const model_ver *v, grpc_status_code code, double t0) {
+    rk_server *s = w->srv;
+    int access = s->o.access_log_sample > 0 && ++w->n_calls % (uint64_t)s->o.access_log_sample == 0;
+    int error = code != GRPC_STATUS_OK && code != GRPC_STATUS_DEADLINE_EXCEEDED;
+    if (!access && !error) return;
+    double now = rk_now();
+    if (error && !access) {
+        if (now - w->t_err_log < 1.0) {
+            w->n_err_suppressed++;
+            return;
+        }
+        w->t_err_log = now;
+    }
+    char det[200];
+    size_t dl = GRPC_SLICE_LENGTH(c->status_details);
+    snprintf(det, sizeof det, "%.*s", (int)(dl > 180 ? 180 : dl), (const char *)GRPC_SLICE_START_PTR(c->status_details));
+    char supp[64] = "";
+    if (error && w->n_err_suppressed) {
+        snprintf(supp, sizeof supp, " (%llu earlier errors not logged)", (unsigned long long)w->n_err_suppressed);
+        w->n_err_suppressed = 0;
+    }
+    rk_log(error ? RK_LOG_WARN : RK_LOG_INFO,
+           "%s: request_id='%.*s' model=%s version=%s code=%d queue_ms=%.3f total_ms=%.3f%s%s%s",
+           error ? "rank error" : "access", (int)(rt->idlen > 64 ? 64 : rt->idlen), rt->id, v ? v->name : "-",
+           v ? v->label : "-", (int)code, (t0 - c->t_accepted) * 1e3, (now - c->t_accepted) * 1e3,
+           error ? ": " : "", error ? det : "", supp);
+}
+
 /* A Rank call: expired while queued (no decoding, no model work), or routed
  * by model_name / model_version to a version and scored there. Calls that
  * reach no version are counted server-wide (g.unrouted). */
@@ -610,15 +651,19 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
         code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         snprintf(msg, sizeof msg, "request larger than the maximum");
     } else {
-        const char *nm, *vr;
-        size_t nl, vl;
-        if (peek_route(w->in, (size_t)n, &nm, &nl, &vr, &vl)) nl = vl = 0; /* the service says why */
-        model_ver *v = ver_route(s, nm, nl, vr, vl, &code, msg, sizeof msg);
+        route rt;
+        if (peek_route(w->in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
+        model_ver *v = ver_route(s, rt.name, rt.nlen, rt.ver, rt.vlen, &code, msg, sizeof msg);
         if (v) {
             code = rank_on(w, v, c, t0, n);
+            call_log(w, c, &rt, v, code, t0);
             ver_release(v);
             return code;
         }
+        c->status_details = grpc_slice_from_copied_string(msg);
+        atomic_fetch_add_explicit(&s->g.unrouted[code], 1, memory_order_relaxed);
+        call_log(w, c, &rt, NULL, code, t0);
+        return code;
     }
     c->status_details = grpc_slice_from_copied_string(msg);
     atomic_fetch_add_explicit(&s->g.unrouted[code], 1, memory_order_relaxed);
@@ -890,6 +935,28 @@ static void *worker_main(void *arg) {
 
 /* ------------------------------------------------------------ acceptor */
 
+/* Overload episodes (acceptor thread only): the first rejection logs a
+ * warning; a line every 10 s while it lasts; "over" once 1 s passes
+ * without one. rejected: 1 for a rejection, 0 for any other event. */
+static void overload_note(rk_server *s, int rejected) {
+    double now = rk_now();
+    if (rejected) {
+        if (!s->ov_n) {
+            s->ov_t0 = s->ov_tlog = now;
+            rk_warn("overload: Rank queue full (%d), answering RESOURCE_EXHAUSTED", s->o.queue_depth);
+        }
+        s->ov_n++;
+        s->ov_tlast = now;
+        if (now - s->ov_tlog >= 10.0) {
+            s->ov_tlog = now;
+            rk_warn("overload: %llu calls rejected in %.0f s so far", (unsigned long long)s->ov_n, now - s->ov_t0);
+        }
+    } else if (s->ov_n && now - s->ov_tlast > 1.0) {
+        rk_warn("overload over: %llu calls rejected in %.1f s", (unsigned long long)s->ov_n, s->ov_tlast - s->ov_t0);
+        s->ov_n = 0;
+    }
+}
+
 /* A new Rank (or ApplyUpdates) call: queue it, or answer
  * RESOURCE_EXHAUSTED when full. */
 static void accept_queued(rk_server *s, call_ctx *c) {
@@ -900,7 +967,10 @@ static void accept_queued(rk_server *s, call_ctx *c) {
     snprintf(msg, sizeof msg, "server overloaded: %d %s requests already queued", q->cap,
              c->kind == K_APPLY ? "Admin" : "Rank");
     c->status_details = grpc_slice_from_copied_string(msg);
-    if (c->kind == K_RANK) atomic_fetch_add_explicit(&s->g.rejected, 1, memory_order_relaxed);
+    if (c->kind == K_RANK) {
+        atomic_fetch_add_explicit(&s->g.rejected, 1, memory_order_relaxed);
+        overload_note(s, 1);
+    }
     reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
 }
 
@@ -1025,6 +1095,7 @@ static void *acceptor_main(void *arg) {
             watch_closed(s, (call_ctx *)((char *)ev.tag - 1));
             continue;
         }
+        if (s->ov_n) overload_note(s, 0);
         call_ctx *c = ev.tag;
         if (c->state == S_WATCHING) {
             watch_sent(s, c);

@@ -510,6 +510,70 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
     return " ".join(out)
 
 
+def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc):
+    """--config (flags win), JSON log lines, sampled access log, errors with
+    their request id rate-limited, one warning per overload episode; and
+    --version on every tool."""
+    import json
+    for tool in (os.path.join(a.bin_dir, "rank"), os.path.join(a.bin_dir, "rankd"),
+                 os.path.join(os.path.dirname(os.path.abspath(a.bin_dir)), "rank-bench")):
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0 or not re.fullmatch(r"(rank|rankd|rank-bench) \d+\.\d+\.\d+\n", out.stdout):
+            fail("%s --version: rc %d %r" % (tool, out.returncode, out.stdout))
+    cfg = os.path.join(tmp, "rankd.json")
+    with open(cfg, "w") as f:
+        json.dump({"model": bundle, "threads": 2, "log-json": True, "access-log-sample": 5,
+                   "queue-depth": 1, "metrics-listen": "127.0.0.1:0"}, f)
+    r = Rankd(a.bin_dir, ["--config", cfg, "--threads", "1"], os.path.join(tmp, "rankd_logs.log"), want_metrics=True)
+    try:
+        ch = grpc.insecure_channel("127.0.0.1:%d" % r.port)
+        stub = rank_pb2_grpc.RankerStub(ch)
+        for i in range(10):
+            stub.Rank(make_request(rank_pb2, i, 4), timeout=30)
+        for i in range(3):
+            req = make_request(rank_pb2, i, 2)
+            req.request_id = "bad-%d" % i
+            req.candidates[0].sparse.add(name="nope", values=["x"])
+            rank_err(stub, req)
+        time.sleep(1.1)
+        req.request_id = "bad-last"
+        rank_err(stub, req)
+        # an overload episode: one worker, a queue of 1, a burst of big calls
+        futs = [stub.Rank.future(make_request(rank_pb2, i, 1000), timeout=60) for i in range(40)]
+        rejected = sum(1 for f in futs if f.exception(timeout=120) is not None
+                       and f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED)
+        time.sleep(1.2)
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)  # ends the episode
+        r.wait_log(r"overload over: \d+ calls rejected")
+        s, _ = parse(scrape(r.metrics_port)[1])
+        ch.close()
+    finally:
+        r.stop()
+    lines = [json.loads(l) for l in r.text().splitlines() if l.strip()]  # every line is one JSON object
+    msgs = [l["msg"] for l in lines]
+    if not any("listening on" in m and "threads=1 " in m for m in msgs):
+        fail("logs: --threads on the command line did not win over the config file")
+    access = [m for m in msgs if m.startswith("access: ")]
+    worked = 10 + 4 + 40 - rejected  # calls a worker answered, in order; the 4 errors are calls 11-14
+    if len(access) != worked // 5:
+        fail("logs: %d access lines for %d calls, sample 1/5" % (len(access), worked))
+    errs = [m for m in msgs if m.startswith("rank error: ")]
+    if len(errs) != 2 or "request_id='bad-0'" not in errs[0] or "request_id='bad-last'" not in errs[1] \
+            or "(2 earlier errors not logged)" not in errs[1] or "unknown feature 'nope'" not in errs[0]:
+        fail("logs: error lines %r" % errs)
+    if rejected == 0:
+        fail("logs: the burst was not rejected at all (queue-depth 1)")
+    over = [m for m in msgs if m.startswith("overload")]
+    if len(over) != 2 or not over[0].startswith("overload: Rank queue full (1)") \
+            or not over[1].startswith("overload over: %d calls rejected in " % rejected):
+        fail("logs: overload lines %r (rejected %d)" % (over, rejected))
+    if get(s, "rankd_overload_rejected_total") != rejected:
+        fail("metrics: overload_rejected %r, client saw %d" % (get(s, "rankd_overload_rejected_total"), rejected))
+    if any(l["level"] not in ("debug", "info", "warn", "error") for l in lines):
+        fail("logs: bad level")
+    return "logs=ok config=ok version=ok overload_rejected=%d" % rejected
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -534,7 +598,8 @@ def main():
     mods = (grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc)
     lines = [check_metrics(a, tmp, bundle, *mods),
              check_repository(a, tmp, bundle, os.path.join(tmp, "ml"), *mods),
-             check_security(a, tmp, bundle, *mods)]
+             check_security(a, tmp, bundle, *mods),
+             check_logs(a, tmp, bundle, *mods)]
     if not a.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     print("e2e_ops: " + " ".join(lines))

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#include <jansson.h>
 
 #include "serve.h"
 #include "store.h"
@@ -84,6 +85,12 @@ static void usage(FILE *o) {
             "  --drain-ms N           on SIGINT/SIGTERM, answer health NOT_SERVING while still\n"
             "                         serving for N ms before stopping (default 0)\n"
             "  --grace-ms N           then give in-flight calls N ms before cancelling (default 5000)\n"
+            "  --log-level L          debug, info (default), warn or error\n"
+            "  --log-json             one JSON object per log line (ts, level, program, msg)\n"
+            "  --access-log-sample N  one access line per N Rank calls per worker (default 0: none;\n"
+            "                         errors are logged with their request id, at most 1/s/worker)\n"
+            "  --config FILE          flags from a JSON object {\"long-flag\": value, ...};\n"
+            "                         flags given on the command line win\n"
             "  --tls-cert F --tls-key F  TLS on the gRPC port (PEM server certificate and key);\n"
             "                         without them the port is plaintext (for loopback development)\n"
             "  --tls-client-ca F      mutual TLS: every client presents a certificate signed by F\n"
@@ -185,6 +192,111 @@ static int parse_policy(const char *s, rk_repo_opts *ro) {
     return -1;
 }
 
+static const struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
+                                   {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
+                                   {"max-message-bytes", 1, 0, 'b'},
+                                   {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
+                                   {"requests-per-worker", 1, 0, 'r'},
+                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
+                                   {"updates", 0, 0, 'U'},      {"metrics-listen", 1, 0, 'M'},
+                                   {"version", 0, 0, 'V'},      {"model-repository", 1, 0, 'D'},
+                                   {"version-policy", 1, 0, 'P'}, {"poll-seconds", 1, 0, 'S'},
+                                   {"drain-ms", 1, 0, 'W'},     {"grace-ms", 1, 0, 'G'},
+                                   {"tls-cert", 1, 0, 1001},    {"tls-key", 1, 0, 1002},
+                                   {"tls-client-ca", 1, 0, 1003}, {"admin-token-file", 1, 0, 1004},
+                                   {"admin-allow-cn", 1, 0, 1005},
+                                   {"log-level", 1, 0, 1007},   {"log-json", 0, 0, 1008},
+                                   {"access-log-sample", 1, 0, 1009}, {"config", 1, 0, 1010},
+                                   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+
+/* Flags from --config FILE: a JSON object whose keys are rankd's long flag
+ * names ("model-repository": "/srv/models", "threads": 4, "updates": true).
+ * They go before the command line's own flags, and a flag the command line
+ * gives is skipped from the file: flags win. *nargv is argv with the
+ * config's flags inserted (and --config FILE removed); 2 on a usage error. */
+static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9)) path = argv[i] + 9;
+    }
+    *nargc = argc;
+    *nargv = argv;
+    if (!path) return 0;
+    char *text = NULL;
+    rk_err e = {0};
+    if (rk_read_file(path, &text, NULL, &e)) {
+        fprintf(stderr, "rankd: --config: %s\n", e.msg);
+        return 2;
+    }
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    rk_free(text);
+    if (!root || !json_is_object(root)) {
+        fprintf(stderr, "rankd: --config %s: line %d: %s\n", path, je.line, root ? "not a JSON object" : je.text);
+        json_decref(root);
+        return 2;
+    }
+    char **out = calloc((size_t)(argc + 2 * json_object_size(root) + 1), sizeof *out);
+    int n = 0, bad = 0;
+    out[n++] = argv[0];
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        const struct option *op = opts;
+        while (op->name && strcmp(op->name, key)) op++;
+        if (!op->name || !strcmp(key, "config") || !strcmp(key, "help") || !strcmp(key, "version")) {
+            fprintf(stderr, "rankd: --config %s: unknown key '%s' (keys are rankd's long flags)\n", path, key);
+            bad = 1;
+            break;
+        }
+        int on_cli = 0;
+        size_t kl = strlen(key);
+        for (int i = 1; i < argc; i++)
+            on_cli |= !strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, key, kl) && (!argv[i][2 + kl] || argv[i][2 + kl] == '=');
+        if (on_cli) continue;
+        char buf[64];
+        const char *v = NULL;
+        if (op->has_arg == no_argument) {
+            if (!json_is_boolean(val)) {
+                fprintf(stderr, "rankd: --config %s: '%s' must be true or false\n", path, key);
+                bad = 1;
+                break;
+            }
+            if (json_is_false(val)) continue;
+        } else if (json_is_string(val)) {
+            v = json_string_value(val);
+        } else if (json_is_integer(val)) {
+            snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+            v = buf;
+        } else {
+            fprintf(stderr, "rankd: --config %s: '%s' must be a string or an integer\n", path, key);
+            bad = 1;
+            break;
+        }
+        char flag[160];
+        snprintf(flag, sizeof flag, "--%s", key);
+        out[n++] = strdup(flag);
+        if (v) out[n++] = strdup(v);
+    }
+    json_decref(root);
+    if (bad) {
+        free(out);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(argv[i], "--config=", 9)) continue;
+        out[n++] = argv[i];
+    }
+    *nargc = n;
+    *nargv = out;
+    return 0;
+}
+
 /* --model DIR: open it (tables to RAM within ram_mb) as rankd always did. */
 static int open_model(const char *model, int updates, int ram_mb, rk_model **out) {
     rk_err e = {0};
@@ -212,24 +324,12 @@ int main(int argc, char **argv) {
     /* a damaged SST can abort RocksDB: open every store (start-up and
      * reloads) in a child first, so that the server refuses it instead */
     rk_store_set_probe("/proc/self/exe");
+    if (expand_config(argc, argv, &argc, &argv)) return 2;
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
     int blas_threads = 1, ram_mb = 512, updates = 0, drain_ms = 0;
     rk_repo_opts ro = {.latest = 1, .poll_s = 0};
-    static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
-                                   {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
-                                   {"max-message-bytes", 1, 0, 'b'},
-                                   {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
-                                   {"requests-per-worker", 1, 0, 'r'},
-                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
-                                   {"updates", 0, 0, 'U'},      {"metrics-listen", 1, 0, 'M'},
-                                   {"version", 0, 0, 'V'},      {"model-repository", 1, 0, 'D'},
-                                   {"version-policy", 1, 0, 'P'}, {"poll-seconds", 1, 0, 'S'},
-                                   {"drain-ms", 1, 0, 'W'},     {"grace-ms", 1, 0, 'G'},
-                                   {"tls-cert", 1, 0, 1001},    {"tls-key", 1, 0, 1002},
-                                   {"tls-client-ca", 1, 0, 1003}, {"admin-token-file", 1, 0, 1004},
-                                   {"admin-allow-cn", 1, 0, 1005},
-                                   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
@@ -249,6 +349,18 @@ int main(int argc, char **argv) {
         case 1003: o.tls_client_ca_file = optarg; break;
         case 1004: o.admin_token_file = optarg; break;
         case 1005: o.admin_allow_cn = optarg; break;
+        case 1007: {
+            rk_log_level lv;
+            if (rk_log_parse_level(optarg, &lv)) {
+                fprintf(stderr, "rankd: --log-level '%s': expected debug, info, warn or error\n", optarg);
+                return 2;
+            }
+            rk_log_set_level(lv);
+            break;
+        }
+        case 1008: rk_log_set_json(1); break;
+        case 1009: bad = parse_int("--access-log-sample", optarg, 0, 1000000000, &o.access_log_sample); break;
+        case 1010: break; /* expanded before */
         case 'P': bad = parse_policy(optarg, &ro); break;
         case 'S': bad = parse_int("--poll-seconds", optarg, 0, 86400, &ro.poll_s); break;
         case 'W': bad = parse_int("--drain-ms", optarg, 0, 600000, &drain_ms); break;
