@@ -48,8 +48,9 @@
 static char bundle_dir[256];
 static rk_model *M;
 
-/* A bundle at dir with freshly initialised weights from seed, version ver. */
-static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
+/* A bundle at dir with freshly initialised weights from seed, version ver,
+ * without the feature named drop (NULL: every feature of the config). */
+static void make_bundle_without(const char *dir, uint64_t seed, const char *ver, const char *drop) {
     char *text;
     rk_err e = {0};
     cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/movielens_dcnv2.json", &text, NULL, &e), RK_OK, "%s", e.msg);
@@ -58,12 +59,21 @@ static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
     rk_free(text);
     for (int f = 0; f < cfg.n_features; f++)
         if (cfg.features[f].kind == RK_FEAT_DENSE) cfg.features[f].mean = 1990, cfg.features[f].std = 20;
+    int k = drop ? rk_model_cfg_find(&cfg, drop) : -1;
+    if (k >= 0) {
+        memmove(&cfg.features[k], &cfg.features[k + 1], (size_t)(cfg.n_features - k - 1) * sizeof cfg.features[0]);
+        cfg.n_features--;
+    }
     cfg.train.seed = seed;
     snprintf(cfg.version, sizeof cfg.version, "%s", ver);
     rk_model *m;
     cr_assert_eq(rk_model_create(&cfg, &m, &e), RK_OK, "%s", e.msg);
     cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
     rk_model_destroy(m);
+}
+
+static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
+    make_bundle_without(dir, seed, ver, NULL);
 }
 
 static void make_bundle(void) {
@@ -655,4 +665,84 @@ Test(serve, reload_closes_the_old_version_once_released, .timeout = 120) {
     grpc_shutdown_blocking();
     rk_rm_rf(da, &e);
     rk_rm_rf(db, &e);
+}
+
+/* A SIGHUP onto a bundle whose feature schema differs used to be accepted
+ * and every call then failed: now the reload is refused naming the feature,
+ * and the old version keeps serving. */
+Test(serve, reload_refuses_an_incompatible_feature_schema, .timeout = 120) {
+    char da[256], db[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_sch_a_%d", (int)getpid());
+    snprintf(db, sizeof db, "/tmp/rk_sch_b_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    make_bundle_without(db, 2, "B", "genres");
+    grpc_init();
+    rk_server *s = start_on(da, 0, 0, addr, sizeof addr);
+    rk_err e = {0};
+    int sw = 1;
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_EINVAL);
+    cr_expect_eq(sw, 0);
+    cr_expect(strstr(e.msg, "incompatible feature schema: feature 'genres' (item, sparse)") != NULL, "%s", e.msg);
+    char ver[256];
+    rk_server_current(s, ver, sizeof ver, NULL, 0);
+    cr_expect(strstr(ver, "/A") != NULL, "serving %s after the refusal", ver);
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    size_t len;
+    uint8_t *req = make_request(3, 1, &len);
+    rk_call_result res;
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, 0, "%s", res.msg);
+    rk_call_result_free(&res);
+    rk_client_destroy(cl);
+    free(req);
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+    rk_rm_rf(db, &e);
+}
+
+/* Started without a model: health NOT_SERVING and Rank UNAVAILABLE until a
+ * version loads; then SERVING, and routed by model_name. */
+Test(serve, not_serving_until_a_version_is_loaded, .timeout = 120) {
+    char da[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_nsv_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    grpc_init();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    rk_server *s = serve(NULL, &o, addr, sizeof addr);
+    rk_err e = {0};
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    rk_call_result res;
+    int st = 0;
+    cr_assert_eq(rk_client_health(cl, "", 10000, &res, &st, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(st, 2, "health %d before any model", st); /* NOT_SERVING */
+    rk_call_result_free(&res);
+    size_t len;
+    uint8_t *req = make_request(3, 1, &len);
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, 14, "%d %s", res.code, res.msg); /* UNAVAILABLE */
+    cr_expect_str_eq(res.msg, "no model is loaded yet");
+    rk_call_result_free(&res);
+    cr_assert_eq(rk_server_load_version(s, "ml", "7", 7, da, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_client_health(cl, "ml", 10000, &res, &st, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(st, 1, "health of ml %d after the load", st);
+    rk_call_result_free(&res);
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, 0, "%s", res.msg);
+    rk_call_result_free(&res);
+    rk_served_version sv[4];
+    cr_expect_eq(rk_server_list(s, sv, 4), 1);
+    cr_expect_str_eq(sv[0].name, "ml");
+    cr_expect_str_eq(sv[0].version, "7");
+    cr_expect_eq(rk_server_load_version(s, "ml", "7", 7, da, &e), RK_EEXIST);
+    cr_expect_eq(rk_server_unload_version(s, "ml", "7", &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_server_list(s, sv, 4), 0);
+    rk_client_destroy(cl);
+    free(req);
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
 }
