@@ -29,23 +29,10 @@ PY=/usr/bin/python3
 say() { echo "bench-ops: $*" >&2; }
 rm -rf "$OUT"
 mkdir -p "$OUT"
-grep -m1 "model name" /proc/cpuinfo | sed 's/^/bench-ops: cpu: /' >&2 || true
-"$BIN/rank" data movielens --input "$ROOT/data/movielens" --out "$OUT/ml" >"$OUT/prep.log" 2>&1
-"$BIN/rank" train --config "$ROOT/configs/movielens_dcnv2.json" --data "$OUT/ml" --out "$OUT/bundle" \
-  --epochs 1 >>"$OUT/prep.log" 2>&1
-taskset -c "$SERVER_CPU" "$BIN/rankd" --model "$OUT/bundle" --listen 127.0.0.1:0 --threads 1 --updates \
-  --metrics-listen 127.0.0.1:0 >"$OUT/rankd.log" 2>&1 &
-RANKD=$!
-trap 'kill -TERM $RANKD 2>/dev/null || true; wait $RANKD 2>/dev/null || true' EXIT
-PORT="" MPORT=""
-for _ in $(seq 1 600); do
-  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$OUT/rankd.log" | grep -o '[0-9]*$' || true)
-  [ -n "$PORT" ] && break
-  kill -0 $RANKD 2>/dev/null || { cat "$OUT/rankd.log" >&2; exit 1; }
-  sleep 0.1
-done
-MPORT=$(grep -o 'metrics on http://127.0.0.1:[0-9]*' "$OUT/rankd.log" | grep -o '[0-9]*$')
-grep -m1 "openblas: core=" "$OUT/rankd.log" | sed 's/^.*openblas: /bench-ops: openblas: /' >&2 || true
+BENCH_NAME=bench-ops
+. "$ROOT/bench/ops_common.sh"
+ops_prepare "$OUT"
+ops_start_rankd --model "$OUT/bundle" --threads 1 --updates --metrics-listen 127.0.0.1:0
 BENCH=(taskset -c "$CLIENT_CPU" "$BUILD/rank-bench" --addr "127.0.0.1:$PORT" --model "$OUT/bundle"
        --data "$OUT/ml/test.tsv" --quiet --warmup 1 --duration "$RUN_S")
 field() { $PY -c "import json,sys;d=json.load(open(sys.argv[1]));print(eval(sys.argv[2]))" "$1" "$2"; }

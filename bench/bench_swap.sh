@@ -34,29 +34,16 @@ done
 say() { echo "bench-swap: $*" >&2; }
 rm -rf "$OUT"
 mkdir -p "$OUT/staged" "$OUT/repo/ml"
-grep -m1 "model name" /proc/cpuinfo | sed 's/^/bench-swap: cpu: /' >&2 || true
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-"$BIN/rank" data movielens --input "$ROOT/data/movielens" --out "$OUT/ml" >"$OUT/prep.log" 2>&1
-"$BIN/rank" train --config "$ROOT/configs/movielens_dcnv2.json" --data "$OUT/ml" --out "$OUT/bundle" \
-  --epochs 1 >>"$OUT/prep.log" 2>&1
+BENCH_NAME=bench-swap
+. "$ROOT/bench/ops_common.sh"
+ops_prepare "$OUT"
 N=$(( SWAP_S / EVERY_S + 1 ))
 for i in $(seq 1 $((N + 1))); do cp -r "$OUT/bundle" "$OUT/staged/$i"; done
 mv "$OUT/staged/1" "$OUT/repo/ml/1"
 
-taskset -c "$SERVER_CPU" "$BIN/rankd" --model-repository "$OUT/repo" --listen 127.0.0.1:0 --threads 1 ${RANKD_ARGS:-} \
-  --metrics-listen 127.0.0.1:0 >"$OUT/rankd.log" 2>&1 &
-RANKD=$!
-trap 'kill -TERM $RANKD 2>/dev/null || true; wait $RANKD 2>/dev/null || true' EXIT
-PORT=""
-for _ in $(seq 1 600); do
-  PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$OUT/rankd.log" | grep -o '[0-9]*$' || true)
-  [ -n "$PORT" ] && break
-  kill -0 $RANKD 2>/dev/null || { cat "$OUT/rankd.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$PORT" ] || { say "rankd did not start"; exit 1; }
-grep -m1 "openblas: core=" "$OUT/rankd.log" | sed 's/^.*openblas: /bench-swap: openblas: /' >&2 || true
+ops_start_rankd --model-repository "$OUT/repo" --threads 1 --metrics-listen 127.0.0.1:0 ${RANKD_ARGS:-}
 BENCH=(taskset -c "$CLIENT_CPU" "$BUILD/rank-bench" --addr "127.0.0.1:$PORT" --model "$OUT/bundle"
        --data "$OUT/ml/test.tsv" --quiet)
 

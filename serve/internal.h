@@ -87,8 +87,9 @@ typedef struct rk_vstats {
 } rk_vstats;
 
 /* Server-wide gauges and counters (written by the server, read by scrapes). */
-typedef struct {
-    _Alignas(64) atomic_int v;
+typedef struct { /* 64 bytes apart: two workers' flags never share a line */
+    atomic_int v;
+    char pad[64 - sizeof(atomic_int)];
 } rk_padded_int;
 typedef struct {
     int n_workers, queue_cap;

@@ -1387,6 +1387,14 @@ static rk_status open_bundle(rk_server *s, const char *real, rk_model **m, rk_er
     return st;
 }
 
+/* A load that failed after taking reload_mu: close what was opened, count it. */
+static rk_status load_failed(rk_server *s, rk_model *m, rk_status st) {
+    rk_model_destroy(m);
+    pthread_mutex_unlock(&s->reload_mu);
+    atomic_fetch_add(&s->g.reloads[2], 1);
+    return st;
+}
+
 rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err) {
     if (switched) *switched = 0;
     char real[PATH_MAX];
@@ -1409,12 +1417,7 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
         const rk_model_cfg *c = rk_model_config(m);
         st = ver_create(s, m, 1, cur ? cur->name : c->name, c->version, -1, &v, err);
     }
-    if (st) {
-        rk_model_destroy(m);
-        pthread_mutex_unlock(&s->reload_mu);
-        atomic_fetch_add(&s->g.reloads[2], 1);
-        return st;
-    }
+    if (st) return load_failed(s, m, st);
     pthread_mutex_lock(&s->vmu);
     if (!cur) {
         snprintf(s->models[0].name, sizeof s->models[0].name, "%s", v->name);
@@ -1451,12 +1454,7 @@ rk_status rk_server_load_version(rk_server *s, const char *name, const char *lab
     if (st == RK_OK) st = open_bundle(s, real, &m, err);
     if (st == RK_OK && sm) st = rk_schema_check(sm->v[0]->m, m, err);
     if (st == RK_OK) st = ver_create(s, m, 1, name, label, num, &v, err);
-    if (st) {
-        rk_model_destroy(m);
-        pthread_mutex_unlock(&s->reload_mu);
-        atomic_fetch_add(&s->g.reloads[2], 1);
-        return st;
-    }
+    if (st) return load_failed(s, m, st);
     pthread_mutex_lock(&s->vmu);
     if (!sm) {
         sm = &s->models[s->n_models];

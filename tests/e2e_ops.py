@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_grpcio import gen_stubs, run  # noqa: E402
+from e2e_grpcio import gen_stubs, run, train_bundle  # noqa: E402
 
 
 def fail(msg):
@@ -177,12 +177,10 @@ def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, hea
         if (md.models[0].user_id_feature, md.models[0].recent_item_ids_feature, md.models[0].ad_id_feature) != (
                 al["user_id"], al["recent_item_ids"], al["ad_id"]):
             fail("metadata: aliases")
-        try:
-            stub.GetMetadata(rank_pb2.GetMetadataRequest(model_name="nope"), timeout=10)
-            fail("metadata of an unknown model answered OK")
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND or e.details() != "model_name: 'nope' is not served here":
-                fail("metadata unknown model: %s %r" % (e.code(), e.details()))
+        det = expect_code(lambda: stub.GetMetadata(rank_pb2.GetMetadataRequest(model_name="nope"), timeout=10),
+                          grpc.StatusCode.NOT_FOUND, "metadata of an unknown model")
+        if det != "model_name: 'nope' is not served here":
+            fail("metadata unknown model: %r" % det)
         ch.close()
 
         s, _ = parse(scrape(r.metrics_port)[1])
@@ -234,6 +232,18 @@ def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, hea
             n_ok, cand, sums["total"], wall, hits, miss)
     finally:
         r.stop()
+
+
+def expect_code(call, code, what):
+    """call() must fail with gRPC status code; returns the details."""
+    import grpc
+    try:
+        call()
+    except grpc.RpcError as e:
+        if e.code() != code:
+            fail("%s: %s %r, want %s" % (what, e.code(), e.details(), code))
+        return e.details()
+    fail("%s answered OK, want %s" % (what, code))
 
 
 def rank_err(stub, req):
@@ -419,12 +429,8 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
     r = Rankd(a.bin_dir, ["--model", bundle], os.path.join(tmp, "rankd_noadmin.log"))
     try:
         ch = grpc.insecure_channel("127.0.0.1:%d" % r.port)
-        try:
-            rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=10)
-            fail("security: Admin answered OK without --updates")
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                fail("security: Admin without --updates: %s" % e.code())
+        expect_code(lambda: rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=10),
+                    grpc.StatusCode.FAILED_PRECONDITION, "security: Admin without --updates")
         ch.close()
     finally:
         r.stop()
@@ -440,21 +446,13 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
         if len(rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 3), timeout=30).scores) != 3:
             fail("security: Rank over TLS")
         plain = grpc.insecure_channel("127.0.0.1:%d" % r.port)
-        try:
-            rank_pb2_grpc.RankerStub(plain).Rank(make_request(rank_pb2, 0, 3), timeout=5)
-            fail("security: plaintext call to a TLS port answered OK")
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.UNAVAILABLE:
-                fail("security: plaintext to TLS: %s" % e.code())
+        expect_code(lambda: rank_pb2_grpc.RankerStub(plain).Rank(make_request(rank_pb2, 0, 3), timeout=5),
+                    grpc.StatusCode.UNAVAILABLE, "security: plaintext call to a TLS port")
         plain.close()
         admin = rank_pb2_grpc.AdminStub(ch)
         for md in ([], [("authorization", "Bearer wrong-token-0123456789")]):
-            try:
-                admin.ApplyUpdates(upd, metadata=md, timeout=10)
-                fail("security: Admin without the token answered OK")
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    fail("security: Admin bad token: %s %r" % (e.code(), e.details()))
+            expect_code(lambda: admin.ApplyUpdates(upd, metadata=md, timeout=10),
+                        grpc.StatusCode.UNAUTHENTICATED, "security: Admin without the token")
         res = admin.ApplyUpdates(upd, metadata=[("authorization", "Bearer s3cret-token-0123456789")], timeout=30)
         if res.applied != 2:
             fail("security: applied %d rows" % res.applied)
@@ -489,20 +487,12 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
         ch.close()
         ch = chan("bad")
         rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 2), timeout=30)
-        try:
-            rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=30)
-            fail("security: CN intruder may update")
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.UNAUTHENTICATED:
-                fail("security: intruder: %s" % e.code())
+        expect_code(lambda: rank_pb2_grpc.AdminStub(ch).ApplyUpdates(upd, timeout=30),
+                    grpc.StatusCode.UNAUTHENTICATED, "security: CN intruder updating")
         ch.close()
         ch = chan(None)
-        try:
-            rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 2), timeout=5)
-            fail("security: mTLS port answered a client without a certificate")
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.UNAVAILABLE:
-                fail("security: no client cert: %s" % e.code())
+        expect_code(lambda: rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 2), timeout=5),
+                    grpc.StatusCode.UNAVAILABLE, "security: mTLS call without a client certificate")
         ch.close()
         out.append("mtls=ok")
     finally:
@@ -585,11 +575,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="rk_e2e_ops_")
     log = os.path.join(tmp, "prep.log")
     rank = os.path.join(a.bin_dir, "rank")
-    run([rank, "data", "movielens", "--input", os.path.join(a.source_dir, "data", "movielens"),
-         "--out", os.path.join(tmp, "ml")], log)
+    train_bundle(rank, a.source_dir, tmp, log)
     bundle = os.path.join(tmp, "bundle")
-    run([rank, "train", "--config", os.path.join(a.source_dir, "configs", "movielens_dcnv2.json"),
-         "--data", os.path.join(tmp, "ml"), "--out", bundle, "--epochs", "1"], log)
     gen_stubs(a.source_dir, os.path.join(tmp, "gen"))
     import rank_pb2
     import rank_pb2_grpc
