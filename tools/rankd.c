@@ -1,8 +1,14 @@
 /*
  * tools/rankd.c — the ranking server: a thin main over rk_server.
  *
- *   rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]
- *         [--max-candidates N] [--queue-depth N] [--max-message-bytes N]
+ *   rankd (--model DIR | --model-repository DIR) --listen HOST:PORT [options]
+ *         (rankd --help lists them; --config FILE gives them as JSON, flags win)
+ *
+ * --model-repository serves DIR/<model>/<version>/ through rk_repo
+ * (serve/repository.c): scanned at start, on SIGHUP and every
+ * --poll-seconds. --metrics-listen serves GET /metrics; --tls-* and
+ * --admin-* secure the port and Admin (serve/auth.c). On SIGINT/SIGTERM the
+ * server first answers health NOT_SERVING for --drain-ms.
  *
  * SIGINT, SIGTERM and SIGHUP are blocked before gRPC starts, so every thread
  * gRPC or the server creates inherits the mask (c-stack.md §2.2 step 1), and
