@@ -220,6 +220,14 @@ static const struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0
  * They go before the command line's own flags, and a flag the command line
  * gives is skipped from the file: flags win. *nargv is argv with the
  * config's flags inserted (and --config FILE removed); 2 on a usage error. */
+static char **cfg_argv;   /* the expanded argv (freed at exit: optarg points into it) */
+static int cfg_first, cfg_end; /* cfg_argv[cfg_first..cfg_end) were strdup'd */
+
+static void free_config(void) {
+    for (int i = cfg_first; i < cfg_end; i++) free(cfg_argv[i]);
+    free(cfg_argv);
+}
+
 static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -286,10 +294,11 @@ static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
         if (v) out[n++] = strdup(v);
     }
     json_decref(root);
-    if (bad) {
-        free(out);
-        return 2;
-    }
+    cfg_argv = out;
+    cfg_first = 1;
+    cfg_end = n;
+    atexit(free_config);
+    if (bad) return 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config")) {
             i++;
