@@ -13,6 +13,9 @@
 #     Rank workers.
 # rankd: one worker, --updates, on core SERVER_CPU; the load generators on
 # CLIENT_CPU. Prints the CPU model, the OpenBLAS core and the load average.
+# Also rankd's own CPU time per scrape (2000 scrapes of an idle server, from
+# /proc/PID/stat), which the neighbours' load does not distort: at one scrape
+# a second it is scrape_cpu_ms / 1000 of the one core rankd's worker uses.
 # Last line: bench-ops: metrics_cost_pct=X updates_p99_ratio=X p99_ms=X p99_updates_ms=X updates_per_s=X
 set -euo pipefail
 
@@ -41,6 +44,15 @@ side() { # side KIND SECONDS: a background load of ops_load.py, its pid in SIDE
     --bundle "$OUT/bundle" --source-dir "$ROOT" --seconds "$2" --out "$OUT/$1.$3.json" &
   SIDE=$!
 }
+# 0. rankd's own CPU time per scrape (idle server, 2000 scrapes back to back,
+#    /proc/PID/stat utime + stime): robust to the neighbours' load.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$RANKD/stat"; }
+T0=$(cpu_ticks)
+taskset -c "$CLIENT_CPU" $PY "$ROOT/bench/ops_load.py" scrape --metrics-port "$MPORT" --seconds 600 --count 2000 \
+  --interval 0 --out "$OUT/scrape.cpu.json"
+T1=$(cpu_ticks)
+SCRAPE_CPU_MS=$($PY -c "print(($T1 - $T0) * 1000.0 / $(getconf CLK_TCK) / 2000)")
+say "rankd CPU per scrape: $SCRAPE_CPU_MS ms (2000 scrapes)"
 echo "round kind qps p99_ms loadavg" >"$OUT/runs.txt"
 for r in $(seq 1 "$ROUNDS"); do
   "${BENCH[@]}" --closed --streams 4 --json "$OUT/max.$r.plain.json" >/dev/null
@@ -66,7 +78,7 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 cat "$OUT/runs.txt" >&2
-$PY - "$OUT" "$ROUNDS" <<'EOF'
+$PY - "$OUT" "$ROUNDS" "$SCRAPE_CPU_MS" <<'EOF'
 import json, statistics, sys
 out, n = sys.argv[1], int(sys.argv[2])
 ld = lambda p: json.load(open(p))
@@ -77,7 +89,9 @@ pp = med(ld("%s/p99.%d.plain.json" % (out, r))["latency_ms_corrected"]["p99"] fo
 pu = med(ld("%s/p99.%d.updates.json" % (out, r))["latency_ms_corrected"]["p99"] for r in range(1, n + 1))
 ups = med(ld("%s/updates.%d.json" % (out, r))["calls_per_s"] for r in range(1, n + 1))
 scr = med(ld("%s/scrape.%d.json" % (out, r))["scrapes"] for r in range(1, n + 1))
-print("bench-ops: max_qps_plain=%.0f max_qps_scraped=%.0f scrapes_per_run=%d" % (mp, ms, scr))
+cpu_ms = float(sys.argv[3])
+print("bench-ops: max_qps_plain=%.0f max_qps_scraped=%.0f scrapes_per_run=%d scrape_cpu_ms=%.3f "
+      "scrape_cpu_pct_of_one_core_at_1_per_s=%.3f" % (mp, ms, scr, cpu_ms, cpu_ms / 10.0))
 print("bench-ops: metrics_cost_pct=%.2f updates_p99_ratio=%.2f p99_ms=%.3f p99_updates_ms=%.3f updates_per_s=%.0f"
       % (100 * (1 - ms / mp), pu / pp, pp, pu, ups))
 EOF

@@ -2,8 +2,8 @@
 """bench-ops' side loads against a running rankd (Debian's python3-grpcio).
 
   ops_load.py scrape  --metrics-port P --seconds S --out FILE ...
-      GET /metrics once a second (parsed by prometheus_client, as a
-      Prometheus server would) for S seconds.
+      GET /metrics once a second (--interval; parsed by prometheus_client,
+      as a Prometheus server would) for S seconds or --count scrapes.
   ops_load.py updates --addr HOST:PORT --bundle DIR --source-dir SRC --seconds S --out FILE
       Admin/ApplyUpdates back to back for S seconds: 64 random rows of the
       'genres' table per call (values in [-0.05, 0.05]).
@@ -30,17 +30,19 @@ def main():
     ap.add_argument("--source-dir")
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--interval", type=float, default=1.0, help="scrape: seconds between scrapes")
+    ap.add_argument("--count", type=int, default=0, help="scrape: stop after N scrapes (0: --seconds)")
     a = ap.parse_args()
     res = {"calls": 0, "scrapes": 0, "errors": 0}
     t0 = time.time()
     if a.kind == "scrape":
         from prometheus_client.parser import text_string_to_metric_families
-        while time.time() - t0 < a.seconds:
+        while time.time() - t0 < a.seconds and not (a.count and res["scrapes"] >= a.count):
             t = time.time()
             with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % a.metrics_port, timeout=10) as r:
                 list(text_string_to_metric_families(r.read().decode()))
             res["scrapes"] += 1
-            time.sleep(max(0.0, 1.0 - (time.time() - t)))
+            time.sleep(max(0.0, a.interval - (time.time() - t)))
     else:
         import grpc
         tmp = tempfile.mkdtemp(prefix="rk_ops_load_")
