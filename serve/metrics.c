@@ -10,9 +10,10 @@
  * aligned atomics).
  *
  * Versions: rk_live_version() registers a record {model, version,
- * stripes} that lives until the server stops, so a retired version's totals
- * stay visible (Prometheus counters never go backwards) and a worker still
- * finishing a call on it writes into memory that exists. The record keeps a
+ * stripes}; a retired version's record stays (its series keep their last
+ * values) for the RK_KEEP_RETIRED newest retired versions, older ones are
+ * folded into server-wide totals and freed. A record is only freed once its
+ * version is destroyed, so no worker writes into it any more. The record keeps a
  * pointer to the live model for the store's cache counters; the server
  * detaches it (rk_live_version_detach) before the model is destroyed,
  * under the registry mutex the scraper also takes, and the last values are
@@ -34,6 +35,8 @@
 
 #include "internal.h"
 
+#define RK_KEEP_RETIRED 8 /* retired versions whose series stay on the page */
+
 /* Upper bounds of the latency buckets, seconds (+Inf implied). */
 static const double bucket_le[RK_HIST_BUCKETS] = {5e-5,   1e-4,  2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
                                                   2.5e-2, 5e-2,  0.1,    0.25, 0.5,  1.0,    2.5};
@@ -45,6 +48,36 @@ static const char *code_name[RK_N_CODES] = {
     "ABORTED",   "OUT_OF_RANGE",       "UNIMPLEMENTED",   "INTERNAL",           "UNAVAILABLE",
     "DATA_LOSS", "UNAUTHENTICATED"};
 
+
+const char *rk_version_string(void) { return RK_VERSION_STRING; }
+
+/* ---------------------------------------------------------------- stripes */
+
+static uint64_t ld(const atomic_ullong *a) { return atomic_load_explicit(a, memory_order_relaxed); }
+
+/* Sums of one version's stripes. */
+typedef struct {
+    uint64_t codes[RK_N_CODES], candidates, sid_unknown, sid_assigned, update_rows, update_calls;
+    uint64_t hist[RK_N_STAGES][RK_HIST_BUCKETS + 1], sum_ns[RK_N_STAGES];
+} vsum;
+
+static void sum_version(const rk_vstats *v, vsum *s) {
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < v->n; i++) {
+        const rk_wstats *w = &v->w[i];
+        for (int k = 0; k < RK_N_CODES; k++) s->codes[k] += ld(&w->codes[k]);
+        s->candidates += ld(&w->candidates);
+        s->sid_unknown += ld(&w->sid_unknown);
+        s->sid_assigned += ld(&w->sid_assigned);
+        s->update_rows += ld(&w->update_rows);
+        s->update_calls += ld(&w->update_calls);
+        for (int st = 0; st < RK_N_STAGES; st++) {
+            s->sum_ns[st] += ld(&w->sum_ns[st]);
+            for (int b = 0; b <= RK_HIST_BUCKETS; b++) s->hist[st][b] += ld(&w->hist[st][b]);
+        }
+    }
+}
+
 struct rk_live {
     int n_stripes;
     pthread_mutex_t mu;       /* the version list and detaching */
@@ -52,11 +85,8 @@ struct rk_live {
     rk_server_gauges *g;      /* owned by the caller (the server) */
     struct MHD_Daemon *httpd;
     atomic_ullong scrapes;
+    vsum retired;             /* sums of the records dropped (beyond RK_KEEP_RETIRED) */
 };
-
-const char *rk_version_string(void) { return RK_VERSION_STRING; }
-
-/* ---------------------------------------------------------------- stripes */
 
 int rk_live_bucket(double seconds) {
     int b = 0;
@@ -98,11 +128,36 @@ rk_vstats *rk_live_version(rk_live *m, const char *name, const char *version, co
     return v;
 }
 
+/* Add s into acc. */
+static void vsum_add(vsum *acc, const vsum *s) {
+    const uint64_t *x = (const uint64_t *)s;
+    uint64_t *y = (uint64_t *)acc;
+    for (size_t i = 0; i < sizeof *s / sizeof(uint64_t); i++) y[i] += x[i];
+}
+
 void rk_live_version_detach(rk_live *m, rk_vstats *v) {
     if (!m || !v) return;
     pthread_mutex_lock(&m->mu);
     if (v->live) rk_model_cache_stats(v->live, v->cache_final);
     v->live = NULL;
+    /* Keep the RK_KEEP_RETIRED newest retired records; an older one (no
+     * thread writes it any more: its version is destroyed) goes into the
+     * totals, so a repository that publishes a version every few minutes
+     * does not grow the registry and the page without bound. */
+    int retired = 0;
+    for (rk_vstats **p = &m->versions; *p;) {
+        rk_vstats *x = *p;
+        if (!x->live && ++retired > RK_KEEP_RETIRED) {
+            vsum s;
+            sum_version(x, &s);
+            vsum_add(&m->retired, &s);
+            *p = x->next;
+            rk_free(x->base);
+            rk_free(x);
+        } else {
+            p = &x->next;
+        }
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -147,31 +202,6 @@ static void escape_label(char *dst, size_t cap, const char *s) {
         else dst[j++] = *s;
     }
     dst[j] = 0;
-}
-
-static uint64_t ld(const atomic_ullong *a) { return atomic_load_explicit(a, memory_order_relaxed); }
-
-/* Sums of one version's stripes. */
-typedef struct {
-    uint64_t codes[RK_N_CODES], candidates, sid_unknown, sid_assigned, update_rows, update_calls;
-    uint64_t hist[RK_N_STAGES][RK_HIST_BUCKETS + 1], sum_ns[RK_N_STAGES];
-} vsum;
-
-static void sum_version(const rk_vstats *v, vsum *s) {
-    memset(s, 0, sizeof *s);
-    for (int i = 0; i < v->n; i++) {
-        const rk_wstats *w = &v->w[i];
-        for (int k = 0; k < RK_N_CODES; k++) s->codes[k] += ld(&w->codes[k]);
-        s->candidates += ld(&w->candidates);
-        s->sid_unknown += ld(&w->sid_unknown);
-        s->sid_assigned += ld(&w->sid_assigned);
-        s->update_rows += ld(&w->update_rows);
-        s->update_calls += ld(&w->update_calls);
-        for (int st = 0; st < RK_N_STAGES; st++) {
-            s->sum_ns[st] += ld(&w->sum_ns[st]);
-            for (int b = 0; b <= RK_HIST_BUCKETS; b++) s->hist[st][b] += ld(&w->hist[st][b]);
-        }
-    }
 }
 
 static void help(sbuf *b, const char *name, const char *type, const char *text) {
@@ -312,15 +342,17 @@ void rk_live_totals(rk_live *m, rk_server_counters *out) {
     memset(out, 0, sizeof *out);
     double *dst[RK_ST_TOTAL] = {&out->queue_us, &out->decode_us, &out->lookup_us, &out->model_us, &out->encode_us};
     pthread_mutex_lock(&m->mu);
-    for (rk_vstats *v = m->versions; v; v = v->next) {
+    for (rk_vstats *v = m->versions;; v = v->next) {
         vsum s;
-        sum_version(v, &s);
+        if (v) sum_version(v, &s);
+        else s = m->retired;
         out->rank_ok += s.codes[0];
         for (int k = 1; k < RK_N_CODES; k++) out->rank_failed += s.codes[k];
         out->rank_expired += s.codes[4]; /* DEADLINE_EXCEEDED */
         out->sid_unknown += s.sid_unknown;
         out->sid_assigned += s.sid_assigned;
         for (int st = 0; st < RK_ST_TOTAL; st++) *dst[st] += s.sum_ns[st] * 1e-3;
+        if (!v) break;
     }
     pthread_mutex_unlock(&m->mu);
     for (int k = 0; k < RK_N_CODES; k++) {

@@ -746,3 +746,41 @@ Test(serve, not_serving_until_a_version_is_loaded, .timeout = 120) {
     grpc_shutdown_blocking();
     rk_rm_rf(da, &e);
 }
+
+/* A repository that keeps publishing: twelve versions loaded, called once
+ * each and unloaded. The metrics registry keeps only the newest retired
+ * versions' records and folds older ones into the totals: no call is lost
+ * from the counters. */
+Test(serve, retired_versions_stay_in_the_totals, .timeout = 180) {
+    char da[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_ret_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    grpc_init();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    rk_server *s = serve(NULL, &o, addr, sizeof addr);
+    rk_err e = {0};
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    size_t len;
+    uint8_t *req = make_request(2, 1, &len);
+    for (int i = 1; i <= 12; i++) {
+        char label[16];
+        snprintf(label, sizeof label, "%d", i);
+        cr_assert_eq(rk_server_load_version(s, "ml", label, i, da, &e), RK_OK, "%s", e.msg);
+        rk_call_result res;
+        cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+        cr_expect_eq(res.code, 0, "%s", res.msg);
+        rk_call_result_free(&res);
+        cr_assert_eq(rk_server_unload_version(s, "ml", label, &e), RK_OK, "%s", e.msg);
+    }
+    rk_server_counters cnt;
+    rk_server_get_counters(s, &cnt);
+    cr_expect_eq(cnt.rank_ok, 12, "rank_ok %llu", (unsigned long long)cnt.rank_ok);
+    cr_expect_gt(cnt.model_us, 0);
+    rk_client_destroy(cl);
+    free(req);
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+}
