@@ -21,7 +21,11 @@
  *    clients score: every answer is exactly one bundle's scores; the old
  *    version is closed once released (its RocksDB LOCK frees);
  *  - online updates (Admin/ApplyUpdates): served by the next call (store
- *    cache and RAM tables), kept across a restart, bad updates named.
+ *    cache and RAM tables), kept across a restart, bad updates named;
+ *  - operations (issue 17): a reload onto another feature schema is refused;
+ *    a server without a model is NOT_SERVING / UNAVAILABLE until a version
+ *    loads; retired versions' calls stay in the counters; the repository's
+ *    version policy (latest:N, specific) loads and unloads the right ones.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -783,4 +787,48 @@ Test(serve, retired_versions_stay_in_the_totals, .timeout = 180) {
     rk_server_stop(s, NULL);
     grpc_shutdown_blocking();
     rk_rm_rf(da, &e);
+}
+
+/* Version policy over a repository with versions 1, 2 and 10 of model ml:
+ * latest:2 serves 10 and 2 (numeric order, newest first); a later scan with
+ * specific:1,10 on a new repository handle loads 1 and unloads 2. */
+Test(serve, repository_version_policy, .timeout = 240) {
+    char repo[256], dir[300], addr[64];
+    snprintf(repo, sizeof repo, "/tmp/rk_repo_%d", (int)getpid());
+    rk_err e = {0};
+    const int vers[3] = {1, 2, 10};
+    for (int i = 0; i < 3; i++) {
+        snprintf(dir, sizeof dir, "%s/ml/%d", repo, vers[i]);
+        make_bundle_at(dir, (uint64_t)vers[i], "");
+    }
+    grpc_init();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    rk_server *s = serve(NULL, &o, addr, sizeof addr);
+    rk_repo_opts ro = {.dir = repo, .latest = 2};
+    rk_repo *r;
+    cr_assert_eq(rk_repo_create(s, &ro, &r, &e), RK_OK, "%s", e.msg);
+    rk_repo_stats rs;
+    cr_assert_eq(rk_repo_scan(r, 0, &rs, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rs.loaded, 2);
+    rk_served_version sv[8];
+    cr_assert_eq(rk_server_list(s, sv, 8), 2);
+    cr_expect_str_eq(sv[0].version, "10");
+    cr_expect_str_eq(sv[1].version, "2");
+    rk_repo_destroy(r);
+    rk_repo_opts ro2 = {.dir = repo, .specific = {1, 10}, .n_specific = 2};
+    cr_assert_eq(rk_repo_create(s, &ro2, &r, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_repo_scan(r, 0, &rs, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rs.loaded, 1);
+    cr_expect_eq(rs.unloaded, 1);
+    cr_assert_eq(rk_server_list(s, sv, 8), 2);
+    cr_expect_str_eq(sv[0].version, "10");
+    cr_expect_str_eq(sv[1].version, "1");
+    rk_repo_destroy(r);
+    rk_repo_opts bad = {.dir = repo, .latest = 0};
+    cr_expect_eq(rk_repo_create(s, &bad, &r, &e), RK_EINVAL);
+    cr_expect_str_eq(e.msg, "version policy: latest 0, must be 1..8");
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(repo, &e);
 }
