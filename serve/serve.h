@@ -169,7 +169,9 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
  * so every answer is the old or the new bundle's, never a mix; the old
  * version is closed when the last request holding it finishes. dir is
  * resolved (symlinks) first; the same directory as the serving version is
- * a no-op (*switched = 0). On error the old version keeps serving.
+ * a no-op (*switched = 0), unless the bundle was saved again at that path
+ * since (another directory inode: rk_model_save's temp dir + rename), which
+ * is a new version. On error the old version keeps serving.
  * Serialized with other reloads; any thread but not concurrently with
  * rk_server_stop. Requests are validated against the version they run on
  * (a bundle with other features answers by its own model.json). Errors:

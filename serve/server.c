@@ -65,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <grpc/byte_buffer.h>
@@ -201,6 +202,8 @@ typedef struct model_ver {
     char name[RK_ROUTE_MAX];      /* the model_name it answers to */
     char label[RK_ROUTE_MAX];     /* its version: the repository's directory, or model.json's */
     long long num;                /* numeric version (repository), orders versions; -1: none */
+    dev_t dev;                    /* the directory's identity when opened: a bundle saved again */
+    ino_t ino;                    /* at the same path (temp dir + rename) is another version */
     rk_vstats *vs;                /* its counters (metrics.c; outlive it) */
     rk_live *metrics;             /* to detach vs before m is destroyed */
 } model_ver;
@@ -278,6 +281,8 @@ static rk_status ver_create(rk_server *s, rk_model *m, int owned, const char *na
     v->m = m;
     atomic_init(&v->refs, 1);
     snprintf(v->dir, sizeof v->dir, "%s", rk_model_dir(m));
+    struct stat sb;
+    if (stat(v->dir, &sb) == 0) v->dev = sb.st_dev, v->ino = sb.st_ino;
     snprintf(v->name, sizeof v->name, "%s", name);
     snprintf(v->label, sizeof v->label, "%s", label);
     v->num = num;
@@ -1404,7 +1409,10 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     }
     pthread_mutex_lock(&s->reload_mu);
     model_ver *cur = s->n_models ? s->models[0].v[0] : NULL; /* changes only under reload_mu */
-    if (cur && !strcmp(real, cur->dir)) {
+    struct stat sb;
+    int same_dir = cur && !strcmp(real, cur->dir) && stat(real, &sb) == 0 && sb.st_dev == cur->dev &&
+                   sb.st_ino == cur->ino;
+    if (same_dir) {
         pthread_mutex_unlock(&s->reload_mu);
         atomic_fetch_add(&s->g.reloads[1], 1);
         return RK_OK;

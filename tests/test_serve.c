@@ -832,3 +832,27 @@ Test(serve, repository_version_policy, .timeout = 240) {
     grpc_shutdown_blocking();
     rk_rm_rf(repo, &e);
 }
+
+/* A retrain saved into the served directory (rk_model_save: temp dir +
+ * rename, so another inode at the same path) used to be "nothing to
+ * reload": now the reload switches to it. */
+Test(serve, reload_picks_up_a_bundle_saved_again_in_place, .timeout = 120) {
+    char da[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_inpl_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    grpc_init();
+    rk_server *s = start_on(da, 0, 0, addr, sizeof addr);
+    rk_err e = {0};
+    int sw = 1;
+    cr_assert_eq(rk_server_reload(s, da, &sw, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(sw, 0, "the same bundle again must be a no-op");
+    make_bundle_at(da, 2, "B");
+    cr_assert_eq(rk_server_reload(s, da, &sw, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(sw, 1, "a bundle saved again at the served path was not reloaded");
+    char ver[256];
+    rk_server_current(s, ver, sizeof ver, NULL, 0);
+    cr_expect(strstr(ver, "/B") != NULL, "serving %s", ver);
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+}
