@@ -671,6 +671,22 @@ Test(serve, reload_closes_the_old_version_once_released, .timeout = 120) {
     rk_rm_rf(db, &e);
 }
 
+/* grpc_init and a one-worker server started without a model. */
+static rk_server *start_empty(char *addr, size_t cap) {
+    grpc_init();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    return serve(NULL, &o, addr, cap);
+}
+
+/* Stop s, shut gRPC down, remove dir. */
+static void stop_and_remove(rk_server *s, const char *dir) {
+    rk_err e = {0};
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(dir, &e);
+}
+
 /* A SIGHUP onto a bundle whose feature schema differs used to be accepted
  * and every call then failed: now the reload is refused naming the feature,
  * and the old version keeps serving. */
@@ -712,10 +728,7 @@ Test(serve, not_serving_until_a_version_is_loaded, .timeout = 120) {
     char da[256], addr[64];
     snprintf(da, sizeof da, "/tmp/rk_nsv_%d", (int)getpid());
     make_bundle_at(da, 1, "A");
-    grpc_init();
-    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.threads = 1;
-    rk_server *s = serve(NULL, &o, addr, sizeof addr);
+    rk_server *s = start_empty(addr, sizeof addr);
     rk_err e = {0};
     rk_client *cl;
     cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
@@ -746,9 +759,7 @@ Test(serve, not_serving_until_a_version_is_loaded, .timeout = 120) {
     cr_expect_eq(rk_server_list(s, sv, 4), 0);
     rk_client_destroy(cl);
     free(req);
-    rk_server_stop(s, NULL);
-    grpc_shutdown_blocking();
-    rk_rm_rf(da, &e);
+    stop_and_remove(s, da);
 }
 
 /* A repository that keeps publishing: twelve versions loaded, called once
@@ -759,10 +770,7 @@ Test(serve, retired_versions_stay_in_the_totals, .timeout = 180) {
     char da[256], addr[64];
     snprintf(da, sizeof da, "/tmp/rk_ret_%d", (int)getpid());
     make_bundle_at(da, 1, "A");
-    grpc_init();
-    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.threads = 1;
-    rk_server *s = serve(NULL, &o, addr, sizeof addr);
+    rk_server *s = start_empty(addr, sizeof addr);
     rk_err e = {0};
     rk_client *cl;
     cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
@@ -784,9 +792,7 @@ Test(serve, retired_versions_stay_in_the_totals, .timeout = 180) {
     cr_expect_gt(cnt.model_us, 0);
     rk_client_destroy(cl);
     free(req);
-    rk_server_stop(s, NULL);
-    grpc_shutdown_blocking();
-    rk_rm_rf(da, &e);
+    stop_and_remove(s, da);
 }
 
 /* Version policy over a repository with versions 1, 2 and 10 of model ml:
@@ -801,10 +807,7 @@ Test(serve, repository_version_policy, .timeout = 240) {
         snprintf(dir, sizeof dir, "%s/ml/%d", repo, vers[i]);
         make_bundle_at(dir, (uint64_t)vers[i], "");
     }
-    grpc_init();
-    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
-    o.threads = 1;
-    rk_server *s = serve(NULL, &o, addr, sizeof addr);
+    rk_server *s = start_empty(addr, sizeof addr);
     rk_repo_opts ro = {.dir = repo, .latest = 2};
     rk_repo *r;
     cr_assert_eq(rk_repo_create(s, &ro, &r, &e), RK_OK, "%s", e.msg);
@@ -852,7 +855,5 @@ Test(serve, reload_picks_up_a_bundle_saved_again_in_place, .timeout = 120) {
     char ver[256];
     rk_server_current(s, ver, sizeof ver, NULL, 0);
     cr_expect(strstr(ver, "/B") != NULL, "serving %s", ver);
-    rk_server_stop(s, NULL);
-    grpc_shutdown_blocking();
-    rk_rm_rf(da, &e);
+    stop_and_remove(s, da);
 }
