@@ -510,6 +510,10 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
         out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=60)
         if out.returncode != 0 or not re.fullmatch(r"(rank|rankd|rank-bench) \d+\.\d+\.\d+\n", out.stdout):
             fail("%s --version: rc %d %r" % (tool, out.returncode, out.stdout))
+    two = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--model", bundle, "--model", bundle + "x",
+                          "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    if two.returncode != 2 or "--model given twice" not in two.stderr:
+        fail("a second --model: rc %d %r" % (two.returncode, two.stderr))
     cfg = os.path.join(tmp, "rankd.json")
     with open(cfg, "w") as f:
         json.dump({"model": bundle, "threads": 2, "log-json": True, "access-log-sample": 5,
