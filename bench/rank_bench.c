@@ -87,6 +87,7 @@
 #include "hdr.h"
 #include "rank.h"
 #include "rank.pb-c.h"
+#include "serve.h"
 
 #define HIST_MAX_NS ((int64_t)100 * 1000000000) /* 100 s */
 #define N_CODES 17
@@ -130,6 +131,7 @@ typedef struct {
     uint64_t seed;
     int max_distinct;
     int ram_tables_mb;
+    const char *latency_log; /* one line per measured call (gRPC load only) */
 } opts;
 
 static void usage(FILE *o) {
@@ -164,6 +166,8 @@ static void usage(FILE *o) {
             "  --timing             ask the server for per-stage timing and report it\n"
             "  --seed N             seed of the Poisson arrivals (default 1)\n"
             "  --json FILE          write every figure as JSON\n"
+            "  --latency-log FILE   one line per measured call: intended send time (Unix s),\n"
+            "                       latency from it (ms), gRPC status code\n"
             "  --quiet              no progress line\n"
             "  --inprocess          no server: score the same requests in this process\n"
             "                       through rk_scorer (needs --model), the overhead baseline\n"
@@ -674,6 +678,8 @@ typedef struct {
     long measured_started;
     int cq_shut;
     char first_error[256];
+    FILE *lat_log;       /* --latency-log (receiver thread only) */
+    double mono_to_unix; /* Unix seconds minus CLOCK_MONOTONIC seconds */
 } loadgen;
 
 static call *call_get(loadgen *g) {
@@ -780,6 +786,9 @@ static void finish_call(loadgen *g, call *c, int success) {
     if (measured) {
         r->completed++;
         r->codes[code >= 0 && code < N_CODES ? code : N_CODES]++;
+        if (g->lat_log)
+            fprintf(g->lat_log, "%.6f %.4f %d\n", c->t_intended * 1e-9 + g->mono_to_unix, (t - c->t_intended) * 1e-6,
+                    code);
     }
     grpc_slice_unref(c->details);
     gpr_free((void *)c->errstr);
@@ -908,6 +917,14 @@ static int run_grpc(const opts *o, workload *w, results *r) {
     }
     pthread_mutex_init(&g.mu, NULL);
     sem_init(&g.slots, 0, (unsigned)n_calls);
+    if (o->latency_log) {
+        g.lat_log = fopen(o->latency_log, "w");
+        if (!g.lat_log) fprintf(stderr, "rank-bench: cannot write %s: %s\n", o->latency_log, strerror(errno));
+        struct timespec rt, mt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        clock_gettime(CLOCK_MONOTONIC, &mt);
+        g.mono_to_unix = (rt.tv_sec - mt.tv_sec) + 1e-9 * (rt.tv_nsec - mt.tv_nsec);
+    }
 
     /* Connect before the clock starts (a first call would pay the handshake). */
     grpc_connectivity_state cs = grpc_channel_check_connectivity_state(g.ch, 1);
@@ -975,6 +992,7 @@ static int run_grpc(const opts *o, workload *w, results *r) {
     sem_destroy(&g.slots);
     pthread_mutex_destroy(&g.mu);
     free(g.calls);
+    if (g.lat_log) fclose(g.lat_log);
     grpc_shutdown();
     return 0;
 }
@@ -1292,7 +1310,8 @@ int main(int argc, char **argv) {
         {"closed", 0, 0, 'c'},    {"streams", 1, 0, 's'},    {"duration", 1, 0, 'D'},   {"warmup", 1, 0, 'W'},
         {"requests", 1, 0, 'R'},  {"deadline-ms", 1, 0, 'L'}, {"window", 1, 0, 'w'},    {"timing", 0, 0, 'T'},
         {"seed", 1, 0, 'S'},      {"json", 1, 0, 'j'},       {"quiet", 0, 0, 'q'},      {"inprocess", 0, 0, 'P'},
-        {"max-distinct", 1, 0, 'M'}, {"ram-tables-mb", 1, 0, 'G'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+        {"max-distinct", 1, 0, 'M'}, {"ram-tables-mb", 1, 0, 'G'}, {"help", 0, 0, 'h'},
+        {"latency-log", 1, 0, 'K'},  {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     double v;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1327,6 +1346,8 @@ int main(int argc, char **argv) {
         case 'P': o.inprocess = 1; break;
         case 'M': bad = parse_num("--max-distinct", optarg, 1, 1000000, &v); o.max_distinct = (int)v; break;
         case 'G': bad = parse_num("--ram-tables-mb", optarg, 0, 1 << 30, &v); o.ram_tables_mb = (int)v; break;
+        case 'K': o.latency_log = optarg; break;
+        case 'V': printf("rank-bench %s\n", rk_version_string()); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack */
+#include <jansson.h>
 #include <xxhash.h>
 
 const char *rk_status_str(rk_status s) {
@@ -64,19 +65,34 @@ void rk_assert_fail(const char *expr, const char *file, int line) {
 
 /* ------------------------------------------------------------- logging */
 
-static int log_threshold(void) {
-    static int lvl = -1;
-    if (lvl < 0) {
-        const char *e = getenv("RK_LOG_LEVEL");
-        lvl = RK_LOG_INFO;
-        if (e) {
-            if (!strcmp(e, "debug")) lvl = RK_LOG_DEBUG;
-            else if (!strcmp(e, "warn")) lvl = RK_LOG_WARN;
-            else if (!strcmp(e, "error")) lvl = RK_LOG_ERROR;
+/* Threshold and format: set once at start-up (rk_log_set_level /
+ * rk_log_set_json) before other threads log, or from RK_LOG_LEVEL. */
+static int log_level = -1;
+static int log_json;
+
+int rk_log_parse_level(const char *s, rk_log_level *out) {
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (s && !strcmp(s, names[i])) {
+            *out = (rk_log_level)i;
+            return 0;
         }
-    }
-    return lvl;
+    return -1;
 }
+
+void rk_log_set_level(rk_log_level lvl) { log_level = (int)lvl; }
+void rk_log_set_json(int on) { log_json = on != 0; }
+
+static int log_threshold(void) {
+    if (log_level < 0) {
+        rk_log_level l = RK_LOG_INFO;
+        (void)rk_log_parse_level(getenv("RK_LOG_LEVEL"), &l);
+        log_level = (int)l;
+    }
+    return log_level;
+}
+
+int rk_log_enabled(rk_log_level lvl) { return (int)lvl >= log_threshold(); }
 
 static const char *log_program = "rankd";
 
@@ -84,19 +100,30 @@ void rk_log_set_program(const char *name) { log_program = (name && *name) ? name
 
 void rk_log(rk_log_level lvl, const char *fmt, ...) {
     if ((int)lvl < log_threshold()) return;
-    char line[1024];
+    char ts[40], msg[1024];
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%s %c %04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ",
-                     log_program, "DIWE"[lvl], tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
+    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s\n", line);
+    if (!log_json) {
+        fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, msg);
+        return;
+    }
+    /* one JSON object per line; jansson escapes the message (no allocation
+     * failure path worth more than falling back to the text line) */
+    static const char *lv[] = {"debug", "info", "warn", "error"};
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", lv[lvl], "program", log_program, "msg", msg);
+    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    if (line) fprintf(stderr, "%s\n", line);
+    else fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, msg);
+    free(line);
+    json_decref(o);
 }
 
 void rk_log_blas_info(void) {

@@ -81,6 +81,15 @@ void rk_log(rk_log_level lvl, const char *fmt, ...)
  * argv[0]-lifetime string). Each tool sets its own so that interleaved
  * logs of `rank` and `rankd` can be told apart. NULL or "" restores "rankd". */
 void rk_log_set_program(const char *name);
+/* "debug" | "info" | "warn" | "error" -> *out; -1 for anything else. */
+int rk_log_parse_level(const char *s, rk_log_level *out);
+/* Threshold (overrides RK_LOG_LEVEL) and format: on != 0 writes each line
+ * as one JSON object {"ts","level","program","msg"} (jansson). Call at
+ * start-up, before other threads log. */
+void rk_log_set_level(rk_log_level lvl);
+void rk_log_set_json(int on);
+/* Would a line at lvl be written? (skip building costly messages) */
+int rk_log_enabled(rk_log_level lvl);
 #define rk_info(...) rk_log(RK_LOG_INFO, __VA_ARGS__)
 #define rk_warn(...) rk_log(RK_LOG_WARN, __VA_ARGS__)
 #define rk_error(...) rk_log(RK_LOG_ERROR, __VA_ARGS__)

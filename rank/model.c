@@ -360,6 +360,19 @@ const char *rk_model_member_name(const rk_model *m, int i) {
 double rk_model_tau(const rk_model *m) { return m->n_members ? exp((double)m->log_tau) : 0; }
 const char *rk_model_version(const rk_model *m) { return m->version; }
 
+void rk_model_cache_stats(const rk_model *m, uint64_t out[3]) {
+    out[0] = out[1] = out[2] = 0;
+    for (int i = -1; i < m->n_members; i++) {
+        const rk_model *x = i < 0 ? m : m->member[i];
+        if (!x->store) continue;
+        rk_store_stats st;
+        rk_store_stats_get(x->store, -1, &st);
+        out[0] += st.cache_hits;
+        out[1] += st.cache_misses;
+        out[2] += st.cache_evictions;
+    }
+}
+
 /* ---------------------------------------------------------------- bundle */
 
 /* The semantic-ID records and codebooks of an opened single-model bundle:

@@ -326,6 +326,10 @@ rk_status rk_model_tables_to_ram(rk_model *m, size_t max_bytes, size_t *bytes, r
 const rk_model_cfg *rk_model_config(const rk_model *m);
 /* "name/version" string written at train time. */
 const char *rk_model_version(const rk_model *m);
+/* Store RAM row-cache counters summed over every table (an ensemble's
+ * members too): out[0] hits, out[1] misses, out[2] evictions; zeros for a
+ * model without a store. Thread-safe with scoring (atomic counters). */
+void rk_model_cache_stats(const rk_model *m, uint64_t out[3]);
 
 /* Write the model as a bundle at dir, atomically (temp dir + rename).
  * metrics_json: optional JSON object text stored under "metrics". If dir

@@ -1,7 +1,15 @@
-/* serve/internal.h — private to serve/ (server.c, service.c, client.c). */
+/* serve/internal.h — private to serve/ (server.c, service.c, client.c,
+ * metrics.c): the protobuf-c allocator and the live counters the server
+ * keeps and metrics.c publishes. */
 #ifndef RK_SERVE_INTERNAL_H
 #define RK_SERVE_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "serve.h"
@@ -17,5 +25,112 @@ extern ProtobufCAllocator rk_pb_allocator;
  * path ("candidates[3].ad_id: ..."). 0 otherwise, also for malformed bytes,
  * which unpack then refuses. */
 int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap);
+
+/* ---- service (service.c) */
+/* The server routed calls to this service by model_name / model_version
+ * already: the service no longer compares them with its model.json. */
+void rk_service_set_routed(rk_service *s);
+
+/* ---- repository helpers (repository.c) */
+/* One warm-up request (max(1, min(max_candidates, 16)) candidates, every
+ * hashed sparse feature given a value, every dense one) through each of
+ * svc[n]; an error names the service's answer. */
+rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidates, rk_err *err);
+/* Can requests built for `served` be answered by `next`? Every feature of
+ * served must be in next with the same side and kind, and the aliases must
+ * be the same: RK_EINVAL naming the first difference. Features only next
+ * has are allowed (requests leave them empty). */
+rk_status rk_schema_check(const rk_model *served, const rk_model *next, rk_err *err);
+
+/* ---- transport security and Admin authentication (auth.c) */
+typedef struct rk_auth rk_auth;
+/* From o's tls_* and admin_* fields (files read now). Errors name the
+ * option and file: half a key pair, a non-PEM file, a short token, an
+ * allow list without mutual TLS, --updates off loopback without auth. */
+rk_status rk_auth_create(const rk_server_opts *o, rk_auth **out, rk_err *err);
+/* SSL server credentials (TLS) or insecure ones; the caller releases them. */
+grpc_server_credentials *rk_auth_server_credentials(rk_auth *a);
+int rk_auth_tls(const rk_auth *a);
+/* May this Admin call pass? 0 and who = "token" | "cn:NAME" | "loopback";
+ * -1 and who = why not. */
+int rk_auth_admin(const rk_auth *a, grpc_call *call, const grpc_metadata_array *md, char *who,
+                  size_t cap);
+void rk_auth_destroy(rk_auth *a);
+/* 127.x.x.x, [::1] or localhost before the last ':'. */
+int rk_listen_is_loopback(const char *hostport);
+
+/* ---- metrics (metrics.c) */
+
+#define RK_HIST_BUCKETS 15 /* finite latency buckets, 50 us .. 2.5 s; plus +Inf */
+enum { RK_ST_QUEUE = 0, RK_ST_DECODE, RK_ST_LOOKUP, RK_ST_MODEL, RK_ST_ENCODE, RK_ST_TOTAL, RK_N_STAGES };
+#define RK_N_CODES 17 /* gRPC status codes 0..16 */
+
+/* One writer thread's counters for one model version: only that thread
+ * writes (rk_stat_add), anyone reads (relaxed). A cache line of its own. */
+typedef struct {
+    _Alignas(64) atomic_ullong codes[RK_N_CODES]; /* calls answered, by gRPC status */
+    atomic_ullong candidates;                     /* candidates scored (OK calls) */
+    atomic_ullong sid_unknown, sid_assigned;      /* semantic-ID fallbacks */
+    atomic_ullong update_rows, update_calls;      /* Admin/ApplyUpdates applied */
+    atomic_ullong hist[RK_N_STAGES][RK_HIST_BUCKETS + 1]; /* per bucket (not cumulative) */
+    atomic_ullong sum_ns[RK_N_STAGES];
+} rk_wstats;
+
+/* Single-writer add: a relaxed load and store, no locked instruction. */
+static inline void rk_stat_add(atomic_ullong *a, uint64_t d) {
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + d, memory_order_relaxed);
+}
+
+/* A model version's counters: n stripes, one per writer thread. Lives until
+ * rk_live_destroy. */
+typedef struct rk_vstats {
+    struct rk_vstats *next;
+    char model[128], version[128];
+    int n;
+    rk_wstats *w;
+    void *base;                 /* allocation behind w */
+    const rk_model *live;       /* for the store cache counters; NULL once detached */
+    uint64_t cache_final[3];    /* hits, misses, evictions when detached */
+    atomic_int serving;         /* 1 while taking traffic */
+} rk_vstats;
+
+/* Server-wide gauges and counters (written by the server, read by scrapes). */
+typedef struct { /* 64 bytes apart: two workers' flags never share a line */
+    atomic_int v;
+    char pad[64 - sizeof(atomic_int)];
+} rk_padded_int;
+typedef struct {
+    int n_workers, queue_cap;
+    rk_padded_int *busy;        /* [n_workers]: 1 while worker i handles a call */
+    atomic_int queue_len;
+    atomic_ullong rejected, unimplemented, health, admin_denied;
+    atomic_ullong unrouted[RK_N_CODES]; /* Rank calls answered before reaching a model version
+                                 * (expired in the queue, no such model, none loaded) */
+    atomic_ullong reloads[3];   /* ok, unchanged, failed */
+    char grpc_version[32];
+} rk_server_gauges;
+
+/* Bucket index of a latency in seconds (RK_HIST_BUCKETS = +Inf). */
+int rk_live_bucket(double seconds);
+
+typedef struct rk_live rk_live;
+/* n_stripes writer threads; g (owned by the caller) must outlive m. */
+rk_status rk_live_create(int n_stripes, rk_server_gauges *g, rk_live **out, rk_err *err);
+/* Register the counters of a new version of model, labelled model=name,
+ * version=version. NULL on out of memory. Owned by m. */
+rk_vstats *rk_live_version(rk_live *m, const char *name, const char *version, const rk_model *model,
+                           rk_err *err);
+/* Before model is destroyed: keep its store cache counters' last values. */
+void rk_live_version_detach(rk_live *m, rk_vstats *v);
+/* Prometheus text (format 0.0.4) of everything; rk_malloc'd (*len bytes,
+ * not NUL-terminated), NULL on out of memory. */
+char *rk_live_render(rk_live *m, size_t *len);
+/* Serve GET /metrics on hostport ("HOST:PORT", port 0 = free) from a
+ * libmicrohttpd thread. *bound_port: the port bound. */
+rk_status rk_live_listen(rk_live *m, const char *hostport, int *bound_port, rk_err *err);
+/* Sums over every version (rk_server_get_counters; server-wide fields left 0). */
+void rk_live_totals(rk_live *m, rk_server_counters *out);
+/* Stops the HTTP thread and frees every record. */
+void rk_live_destroy(rk_live *m);
 
 #endif /* RK_SERVE_INTERNAL_H */

@@ -54,6 +54,20 @@ typedef struct {
                               * opened writable, rk_model_open_ex) and open reloaded
                               * versions writable; 0 (default): FAILED_PRECONDITION */
     size_t ram_tables_bytes; /* reloaded versions: rk_model_tables_to_ram budget (default 0) */
+    const char *metrics_listen; /* "HOST:PORT" (port 0: a free one) for the Prometheus text
+                              * endpoint GET /metrics (libmicrohttpd thread; names in
+                              * README "Metrics"); NULL (default): none */
+    /* TLS (serve/auth.c): PEM server certificate + key; with a client CA every
+     * client must present a certificate it signed (mutual TLS). NULL: plaintext. */
+    const char *tls_cert_file, *tls_key_file, *tls_client_ca_file;
+    /* Admin authentication (with updates): a bearer token file (first line,
+     * >= 16 bytes; "authorization: Bearer <token>"), and/or a comma-separated
+     * list of allowed client-certificate common names (needs mutual TLS).
+     * Neither: Admin only when listening on loopback. */
+    const char *admin_token_file, *admin_allow_cn;
+    int access_log_sample;   /* N > 0: one "access:" log line per N Rank calls per worker
+                              * (request id, model, version, status, times); 0 (default):
+                              * none. Errors are logged at most once a second per worker. */
     int own_model;           /* 1: the server destroys the start-up model once no request
                               * holds it (after a reload, or at stop); 0 (default): the
                               * caller destroys it after rk_server_stop */
@@ -124,6 +138,7 @@ typedef struct {
     double lookup_us;  /* hashing done, embedding rows fetched and pooled */
     double model_us;   /* towers over the N-candidate batch, sigmoid */
     double encode_us;  /* response built and serialized */
+    int n_candidates;  /* candidates scored */
 } rk_stage_times;
 /* Stage times of the last call answered OK by s. */
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
@@ -170,6 +185,8 @@ typedef struct rk_server rk_server;
  * Errors: RK_EIO "cannot listen on HOST:PORT: address in use or invalid",
  * RK_EINVAL for bad options, scorer creation errors. Block SIGINT/SIGTERM in
  * the calling thread first if the process sigwaits (c-stack.md §2.2). */
+/* m may be NULL: the server starts with no model (Health NOT_SERVING, Rank
+ * UNAVAILABLE) until rk_server_reload or rk_server_load_version loads one. */
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err);
 /* Switch to the bundle at dir while the current one serves: open it (writable
@@ -179,20 +196,91 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
  * so every answer is the old or the new bundle's, never a mix; the old
  * version is closed when the last request holding it finishes. dir is
  * resolved (symlinks) first; the same directory as the serving version is
- * a no-op (*switched = 0). On error the old version keeps serving.
+ * a no-op (*switched = 0), unless the bundle was saved again at that path
+ * since (another directory inode: rk_model_save's temp dir + rename), which
+ * is a new version. On error the old version keeps serving.
  * Serialized with other reloads; any thread but not concurrently with
  * rk_server_stop. Requests are validated against the version they run on
  * (a bundle with other features answers by its own model.json). Errors:
  * those of rk_model_open_ex / rk_model_tables_to_ram / scorer creation. */
 rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err);
+/* Model repository (serve/repository.c drives these; any thread, not
+ * concurrently with rk_server_stop). Several models are served at once,
+ * each with up to 8 versions; a Rank call is routed by model_name (empty:
+ * the only model) and model_version (empty: the model's newest, by num;
+ * else a version's label, its model.json version or "name/version").
+ *
+ * Load the bundle at dir as version label (num orders versions, newest
+ * first) of model name: opened off the request path (writable with
+ * o->updates, tables to RAM within o->ram_tables_bytes, encoder checked),
+ * its feature schema checked against the model's newest version
+ * (rk_schema_check: refused, naming the feature, when requests built for
+ * the served version would fail on it), one warm-up request answered by
+ * every worker's service, then it takes traffic. On error nothing changes.
+ * Errors: RK_EEXIST (already served), RK_EINVAL (limits, schema), those of
+ * rk_model_open_ex and scorer creation, warm-up failures. */
+rk_status rk_server_load_version(rk_server *s, const char *name, const char *label, long long num,
+                                 const char *dir, rk_err *err);
+/* Stop routing to version label of model name, wait (up to o->grace_ms)
+ * for the calls running on it, and close it. The model goes with its last
+ * version. RK_ENOTFOUND when not served. */
+rk_status rk_server_unload_version(rk_server *s, const char *name, const char *label, rk_err *err);
+
+typedef struct {
+    char name[128], version[128];
+    char dir[4096];
+    long long num;  /* -1: not a repository version */
+} rk_served_version;
+/* The versions served now (at most cap into out, models in load order,
+ * newest version first); returns how many there are. */
+int rk_server_list(rk_server *s, rk_served_version *out, int cap);
+
+/* Health: rk_server_drain makes grpc.health.v1 answer NOT_SERVING for
+ * every service (Check and Watch) while calls are still served; call it
+ * before rk_server_stop to let load balancers move away first. */
+void rk_server_drain(rk_server *s);
+
+/* ---- model repository (serve/repository.c): DIR/<model>/<version>/ */
+#define RK_REPO_MAX_SPECIFIC 16
+#define RK_REPO_MAX_MODELS 16
+typedef struct {
+    const char *dir;          /* the repository */
+    int latest;               /* serve the N highest versions of each model (1..8; default 1) */
+    long long specific[RK_REPO_MAX_SPECIFIC]; /* or exactly these versions (n_specific > 0) */
+    int n_specific;
+    int poll_s;               /* scan every poll_s seconds (0: only rk_repo_scan calls) */
+} rk_repo_opts;
+typedef struct {
+    int loaded, refused, unloaded; /* versions, in one scan */
+} rk_repo_stats;
+typedef struct rk_repo rk_repo;
+/* A repository over server s (which must outlive it); scans nothing yet. */
+rk_status rk_repo_create(rk_server *s, const rk_repo_opts *o, rk_repo **out, rk_err *err);
+/* One scan (module comment of repository.c): load the wanted versions not
+ * served, then unload the served ones no longer wanted; each load, refusal
+ * (with its reason) and unload is logged. retry != 0 also retries versions
+ * refused before (SIGHUP); else they are retried only once their model.json
+ * changes. Errors: only an unreadable repository (RK_ENOTFOUND). */
+rk_status rk_repo_scan(rk_repo *r, int retry, rk_repo_stats *rs, rk_err *err);
+/* Start the polling thread (o->poll_s > 0; else nothing). */
+rk_status rk_repo_start_polling(rk_repo *r, rk_err *err);
+/* Stop polling and free r (the served versions stay with the server). */
+void rk_repo_destroy(rk_repo *r);
+
 /* Version string and directory of the serving bundle (copied into buf). */
 void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap);
+/* Port of the metrics endpoint (o->metrics_listen), 0 when none. */
+int rk_server_metrics_port(const rk_server *s);
 /* Counters so far (relaxed atomic reads; any thread). */
 void rk_server_get_counters(const rk_server *s, rk_server_counters *out);
 /* Stop: refuse new calls, give in-flight calls o->grace_ms, cancel the rest,
  * wait for every call context, join the workers, free everything and call
  * grpc_shutdown(). final (may be NULL) receives the final counters. */
 void rk_server_stop(rk_server *s, rk_server_counters *final);
+
+/* "MAJOR.MINOR.PATCH" of this build (CMake's project version); every tool's
+ * --version prints it. */
+const char *rk_version_string(void);
 
 /* ---- client (tests, `rank query`) */
 

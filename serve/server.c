@@ -1,5 +1,5 @@
 /*
- * rank/server.c — rankd's gRPC server on the gRPC C core API (1.51).
+ * serve/server.c — rankd's gRPC server on the gRPC C core API (1.51).
  *
  * Layout: one acceptor thread and N worker threads.
  *
@@ -31,8 +31,13 @@
  * the next bundle and builds its services off the request path, swaps the
  * pointer under the same mutex and drops the server's own reference: the
  * old version (its scorers, its RocksDB handles) is destroyed by whichever
- * thread drops the last reference. Admin/ApplyUpdates calls go through the
- * same queue and workers, on the version current at pick-up.
+ * thread drops the last reference. Admin/ApplyUpdates calls go through a
+ * queue of their own to one admin thread (a store write waits on an fsync:
+ * it must not hold a Rank worker), on the version current at pick-up.
+ *
+ * Counters (metrics.c): each worker, and the admin thread, writes its own
+ * stripe of the version's counters without locked instructions; the
+ * acceptor's few counters are relaxed atomics. GET /metrics sums them.
  *
  * Call contexts come from a free list under a mutex (pre-allocated at start
  * for every posted request, a full queue and a reply in flight per worker;
@@ -60,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <grpc/byte_buffer.h>
@@ -67,6 +73,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -77,11 +84,18 @@
 #define RANK_METHOD "/rankd.v1.Ranker/Rank"
 #define APPLY_METHOD "/rankd.v1.Admin/ApplyUpdates"
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
+#define META_METHOD "/rankd.v1.Ranker/GetMetadata"
+#define WATCH_METHOD "/grpc.health.v1.Health/Watch"
+#define MAX_WATCHES 64 /* open Health/Watch streams; more: RESOURCE_EXHAUSTED */
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
+#define RK_ROUTE_MAX 128   /* model name / version label, bytes with the NUL */
+#define RK_MAX_MODELS 16   /* models served at once */
+#define RK_MAX_VERSIONS 8  /* versions of one model served at once */
+#define ADMIN_QUEUE 16 /* Admin calls waiting for the admin thread; more: RESOURCE_EXHAUSTED */
 
-typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3 } call_kind;
-typedef enum { S_REQUESTED = 0, S_REPLYING = 1 } call_state;
+typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3, K_META = 4, K_WATCH = 5, K_N } call_kind;
+typedef enum { S_REQUESTED = 0, S_REPLYING = 1, S_WATCHING = 2 } call_state;
 
 typedef struct call_ctx {
     struct call_ctx *next_free;
@@ -97,6 +111,12 @@ typedef struct call_ctx {
     grpc_slice status_details;
     int cancelled;
     double t_accepted;            /* rk_now() when the acceptor queued it */
+    /* Health/Watch (under the server's wmu): the stream's service, the last
+     * status sent, a message in flight, the call over (client gone or
+     * cancelled); its RECV_CLOSE_ON_SERVER completes with the tag c + 1. */
+    struct call_ctx *watch_next;
+    char watch_svc[128];
+    int watch_last, watch_sending, watch_closed;
 } call_ctx;
 
 typedef struct worker {
@@ -106,7 +126,70 @@ typedef struct worker {
     int thread_started;
     uint8_t *in;                  /* contiguous request bytes */
     size_t in_cap;
+    uint64_t n_calls;             /* for the sampled access log */
+    double t_err_log;             /* last error line (rate limit: 1/s) */
+    uint64_t n_err_suppressed;
 } worker;
+
+/* A bounded FIFO of accepted calls and the threads that take from it. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    call_ctx **ring;
+    int cap, head, len;
+    int stop;
+    atomic_int *len_gauge;        /* mirrors len for metrics (NULL: none) */
+} callq;
+
+static void q_init(callq *q, int cap, atomic_int *gauge) {
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    q->cap = cap;
+    q->len_gauge = gauge;
+    q->ring = rk_calloc((size_t)cap, sizeof *q->ring);
+}
+
+static void q_free(callq *q) {
+    rk_free(q->ring);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
+/* Append c; 0 when the queue is full. */
+static int q_push(callq *q, call_ctx *c) {
+    pthread_mutex_lock(&q->mu);
+    int ok = q->len < q->cap;
+    if (ok) {
+        q->ring[(q->head + q->len) % q->cap] = c;
+        q->len++;
+        if (q->len_gauge) atomic_store_explicit(q->len_gauge, q->len, memory_order_relaxed);
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return ok;
+}
+
+/* The oldest call, waiting for one; NULL once stopped and empty. */
+static call_ctx *q_pop(callq *q) {
+    pthread_mutex_lock(&q->mu);
+    while (q->len == 0 && !q->stop) pthread_cond_wait(&q->cv, &q->mu);
+    call_ctx *c = NULL;
+    if (q->len) {
+        c = q->ring[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->len--;
+        if (q->len_gauge) atomic_store_explicit(q->len_gauge, q->len, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return c;
+}
+
+static void q_stop(callq *q) {
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
 
 /* One serving bundle version: destroyed when refs reaches 0. */
 typedef struct model_ver {
@@ -116,32 +199,44 @@ typedef struct model_ver {
     int n_svc;
     rk_service **svc;             /* [n_workers]: worker i uses svc[i] */
     char dir[PATH_MAX];
+    char name[RK_ROUTE_MAX];      /* the model_name it answers to */
+    char label[RK_ROUTE_MAX];     /* its version: the repository's directory, or model.json's */
+    long long num;                /* numeric version (repository), orders versions; -1: none */
+    dev_t dev;                    /* the directory's identity when opened: a bundle saved again */
+    ino_t ino;                    /* at the same path (temp dir + rename) is another version */
+    rk_vstats *vs;                /* its counters (metrics.c; outlive it) */
+    rk_live *metrics;             /* to detach vs before m is destroyed */
 } model_ver;
 
-/* Stage sums, in nanoseconds (integers, so they can be atomic). */
-enum { T_QUEUE = 0, T_DECODE, T_LOOKUP, T_MODEL, T_ENCODE, T_N };
+/* A served model: its versions, newest first (v[0] takes calls that name
+ * no version). */
+typedef struct {
+    char name[RK_ROUTE_MAX];
+    int n;
+    model_ver *v[RK_MAX_VERSIONS];
+} served_model;
 
 struct rk_server {
     rk_server_opts o;
     char listen[256];
-    pthread_mutex_t vmu;          /* guards cur (the pointer, not the version) */
-    model_ver *cur;
-    pthread_mutex_t reload_mu;    /* one reload at a time */
+    pthread_mutex_t vmu;          /* guards models[] (the pointers, not the versions) */
+    served_model models[RK_MAX_MODELS];
+    int n_models;
+    model_ver *start_ver;         /* the version given to rk_server_start (NULL: none) */
+    pthread_mutex_t reload_mu;    /* one load / unload / reload at a time */
+    atomic_int draining;          /* health: NOT_SERVING from rk_server_drain on */
     grpc_server *server;
     grpc_completion_queue *cq;    /* the acceptor's */
     grpc_completion_queue *shutdown_cq;
-    void *rank_method, *health_method, *apply_method;
+    void *method[K_N];            /* registered methods by kind (K_GENERIC: none) */
     pthread_t acceptor;
     int acceptor_started;
     uint8_t health_in[HEALTH_BUF];
     int n_workers;
     worker *workers;
-    /* the bounded queue of accepted Rank calls */
-    pthread_mutex_t qmu;
-    pthread_cond_t qcv;
-    call_ctx **queue;             /* ring of queue_depth */
-    int q_head, q_len;
-    int workers_stop;
+    callq rq;                     /* accepted Rank calls (queue_depth) */
+    callq aq;                     /* accepted Admin calls (ADMIN_QUEUE), for the admin thread */
+    worker admin;                 /* Admin/ApplyUpdates: its own thread, stripe n_workers */
     /* call contexts */
     pthread_mutex_t fmu;
     call_ctx *free_list;
@@ -149,9 +244,17 @@ struct rk_server {
     size_t n_all, cap_all;
     atomic_int shutting_down;
     atomic_long live;             /* call contexts not on the free list */
-    atomic_ullong rank_ok, rank_failed, rank_expired, rank_rejected, health, unimplemented;
-    atomic_ullong sid_unknown, sid_assigned;
-    atomic_ullong stage_ns[T_N];
+    /* live counters: per-worker stripes per version (model_ver.vs) and
+     * these server-wide ones; published by metrics (metrics.c) */
+    rk_server_gauges g;
+    rk_live *metrics;
+    int metrics_port;
+    rk_auth *auth;
+    uint64_t ov_n;                /* overload episode (acceptor): calls rejected so far */
+    double ov_t0, ov_tlast, ov_tlog;
+    pthread_mutex_t wmu;          /* the open Health/Watch streams */
+    call_ctx *watches;
+    int n_watches;
     int started;
 };
 
@@ -160,18 +263,29 @@ struct rk_server {
 static void ver_destroy(model_ver *v) {
     for (int i = 0; v->svc && i < v->n_svc; i++) rk_service_destroy(v->svc[i]);
     rk_free(v->svc);
+    if (v->vs) atomic_store(&v->vs->serving, 0);
+    rk_live_version_detach(v->metrics, v->vs);
     if (v->owned) rk_model_destroy(v->m);
     rk_free(v);
 }
 
 /* A version of m with one service per worker, refs = 1 (the server's). On
  * failure nothing is kept and m is not destroyed. */
-static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **out, rk_err *err) {
+static rk_status ver_create(rk_server *s, rk_model *m, int owned, const char *name, const char *label,
+                            long long num, model_ver **out, rk_err *err) {
+    if (strlen(name) >= RK_ROUTE_MAX || strlen(label) >= RK_ROUTE_MAX)
+        return rk_fail(err, RK_EINVAL, "model name '%.64s' or version '%.64s' longer than %d bytes", name, label,
+                       RK_ROUTE_MAX - 1);
     model_ver *v = rk_calloc(1, sizeof *v);
     if (!v) return rk_fail(err, RK_ENOMEM, "server: out of memory");
     v->m = m;
     atomic_init(&v->refs, 1);
     snprintf(v->dir, sizeof v->dir, "%s", rk_model_dir(m));
+    struct stat sb;
+    if (stat(v->dir, &sb) == 0) v->dev = sb.st_dev, v->ino = sb.st_ino;
+    snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->label, sizeof v->label, "%s", label);
+    v->num = num;
     v->svc = rk_calloc((size_t)s->n_workers, sizeof *v->svc);
     if (!v->svc) {
         rk_free(v);
@@ -183,24 +297,160 @@ static rk_status ver_create(rk_server *s, rk_model *m, int owned, model_ver **ou
             ver_destroy(v); /* owned is still 0: m survives */
             return st;
         }
+        rk_service_set_routed(v->svc[i]);
         v->n_svc = i + 1;
+    }
+    /* warm-up: every worker's service answers a request first (scorer
+     * buffers touched, tables and towers paged in) */
+    rk_status st = rk_warmup(m, v->svc, v->n_svc, s->o.max_candidates, err);
+    if (st) {
+        ver_destroy(v);
+        return st;
+    }
+    v->metrics = s->metrics;
+    v->vs = rk_live_version(s->metrics, name, label, m, err);
+    if (!v->vs) {
+        ver_destroy(v);
+        return RK_ENOMEM;
     }
     v->owned = owned;
     *out = v;
     return RK_OK;
 }
 
-static model_ver *ver_acquire(rk_server *s) {
+static void ver_release(model_ver *v) {
+    if (atomic_fetch_sub(&v->refs, 1) == 1) ver_destroy(v);
+}
+
+/* Take v out of service: wait (up to grace_ms) until no call holds it, then
+ * drop the server's reference, so it is closed here, off the request path.
+ * v must already be unreachable from models[]. */
+static void ver_retire(rk_server *s, model_ver *v) {
+    atomic_store(&v->vs->serving, 0);
+    double t_end = rk_now() + s->o.grace_ms * 1e-3;
+    while (atomic_load(&v->refs) > 1 && rk_now() < t_end) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    ver_release(v); /* here, or (after the timeout) by the last call on it */
+}
+
+/* The model named name[len] (len 0: the only one when a single model is
+ * served), or NULL. */
+static served_model *find_model_locked(rk_server *s, const char *name, size_t len) {
+    if (!len) return s->n_models == 1 ? &s->models[0] : NULL;
+    for (int i = 0; i < s->n_models; i++)
+        if (strlen(s->models[i].name) == len && !memcmp(s->models[i].name, name, len)) return &s->models[i];
+    return NULL;
+}
+
+static int ver_matches(const model_ver *v, const char *ver, size_t len) {
+    const char *cand[3] = {v->label, rk_model_config(v->m)->version, rk_model_version(v->m)};
+    for (int k = 0; k < 3; k++)
+        if (strlen(cand[k]) == len && !memcmp(cand[k], ver, len)) return 1;
+    return 0;
+}
+
+/* "'a', 'b'" of the names (versions == NULL) or of model sm's versions. */
+static void list_names(rk_server *s, const served_model *sm, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    int cnt = sm ? sm->n : s->n_models;
+    for (int i = 0; i < cnt && n + 8 < cap; i++) {
+        const char *x = sm ? (sm->v[i]->num >= 0 ? sm->v[i]->label : rk_model_version(sm->v[i]->m))
+                           : s->models[i].name;
+        n += (size_t)snprintf(buf + n, cap - n, "%s'%.60s'", i ? ", " : "", x);
+    }
+}
+
+/* The version a call for model name[nlen] / version ver[vlen] (empty: the
+ * only model / its newest version) runs on, with a reference taken; NULL
+ * with *code and msg (naming the request field) when there is none. */
+static model_ver *ver_route(rk_server *s, const char *name, size_t nlen, const char *ver, size_t vlen,
+                            grpc_status_code *code, char *msg, size_t cap) {
+    char list[200];
+    model_ver *v = NULL;
     pthread_mutex_lock(&s->vmu);
-    model_ver *v = s->cur;
-    atomic_fetch_add(&v->refs, 1);
+    served_model *sm = find_model_locked(s, name, nlen);
+    if (!s->n_models) {
+        *code = GRPC_STATUS_UNAVAILABLE;
+        snprintf(msg, cap, "no model is loaded yet");
+    } else if (!sm) {
+        list_names(s, NULL, list, sizeof list);
+        *code = nlen ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INVALID_ARGUMENT;
+        if (nlen) snprintf(msg, cap, "model_name: '%.*s' is not served here (serving %s)", (int)(nlen > 64 ? 64 : nlen), name, list);
+        else snprintf(msg, cap, "model_name: required, %d models are served (%s)", s->n_models, list);
+    } else if (!vlen) {
+        v = sm->v[0];
+    } else {
+        for (int i = 0; i < sm->n && !v; i++)
+            if (ver_matches(sm->v[i], ver, vlen)) v = sm->v[i];
+        if (!v) {
+            list_names(s, sm, list, sizeof list);
+            *code = GRPC_STATUS_NOT_FOUND;
+            snprintf(msg, cap, "model_version: '%.*s' is not served here (serving %s)", (int)(vlen > 64 ? 64 : vlen), ver, list);
+        }
+    }
+    if (v) atomic_fetch_add(&v->refs, 1);
     pthread_mutex_unlock(&s->vmu);
     return v;
 }
 
-static void ver_release(model_ver *v) {
-    if (atomic_fetch_sub(&v->refs, 1) == 1) ver_destroy(v);
+/* Fields 1 (request_id), 2 (model_name) and 3 (model_version) of a serialized RankRequest
+ * (or of any message with them at those numbers), found by walking the top
+ * level of the wire format without decoding the rest. 0, or -1 if the bytes
+ * are not a well-formed message (the service then says why). */
+typedef struct {
+    const char *name, *ver, *id; /* not NUL-terminated */
+    size_t nlen, vlen, idlen;
+} route;
+
+static int peek_route(const uint8_t *p, size_t len, route *rt) {
+    size_t i = 0;
+    rt->name = rt->ver = rt->id = "";
+    rt->nlen = rt->vlen = rt->idlen = 0;
+    while (i < len) {
+        uint64_t key = 0, x = 0;
+        for (int sh = 0;; sh += 7) {
+            if (i >= len || sh > 63) return -1;
+            key |= (uint64_t)(p[i] & 0x7f) << sh;
+            if (!(p[i++] & 0x80)) break;
+        }
+        unsigned wt = key & 7;
+        if (wt == 0 || wt == 2) {
+            for (int sh = 0;; sh += 7) {
+                if (i >= len || sh > 63) return -1;
+                x |= (uint64_t)(p[i] & 0x7f) << sh;
+                if (!(p[i++] & 0x80)) break;
+            }
+            if (wt == 2) {
+                if (x > len - i) return -1;
+                if ((key >> 3) == 1) rt->id = (const char *)p + i, rt->idlen = x;
+                if ((key >> 3) == 2) rt->name = (const char *)p + i, rt->nlen = x;
+                if ((key >> 3) == 3) rt->ver = (const char *)p + i, rt->vlen = x;
+                i += x;
+            }
+        } else if (wt == 1 || wt == 5) {
+            size_t w = wt == 1 ? 8 : 4;
+            if (w > len - i) return -1;
+            i += w;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
 }
+
+/* The newest version of the only (or first) model, with a reference; NULL
+ * when none is loaded. For Admin calls and rk_server_current. */
+static model_ver *ver_acquire(rk_server *s) {
+    pthread_mutex_lock(&s->vmu);
+    model_ver *v = s->n_models ? s->models[0].v[0] : NULL;
+    if (v) atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&s->vmu);
+    return v;
+}
+
 
 /* ------------------------------------------------------------ contexts */
 
@@ -268,8 +518,7 @@ static int post(rk_server *s, call_kind kind) {
         grpc_call_details_init(&c->details);
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, c);
     } else {
-        void *method = kind == K_RANK ? s->rank_method : kind == K_APPLY ? s->apply_method : s->health_method;
-        e = grpc_server_request_registered_call(s->server, method, &c->call, &c->deadline, &c->md,
+        e = grpc_server_request_registered_call(s->server, s->method[kind], &c->call, &c->deadline, &c->md,
                                                 &c->payload, s->cq, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
@@ -311,61 +560,129 @@ static void set_reply(call_ctx *c, const void *data, size_t len) {
     grpc_slice_unref(sl);
 }
 
-static void add_ns(rk_server *s, int stage, double us) {
-    if (us > 0) atomic_fetch_add_explicit(&s->stage_ns[stage], (unsigned long long)(us * 1e3), memory_order_relaxed);
+/* One stage's time into worker w's stripe of the version's counters. */
+static void add_stage(rk_wstats *ws, int stage, double seconds) {
+    if (seconds < 0) seconds = 0;
+    rk_stat_add(&ws->hist[stage][rk_live_bucket(seconds)], 1);
+    rk_stat_add(&ws->sum_ns[stage], (uint64_t)(seconds * 1e9));
 }
 
 static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->shutting_down); }
 
-static grpc_status_code handle_rank(worker *w, model_ver *v, call_ctx *c, double t0) {
+/* A Rank call of n request bytes (in w->in) on version v. */
+static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0, long n) {
     rk_service *svc = v->svc[w->idx];
     rk_server *s = w->srv;
+    rk_wstats *ws = &v->vs->w[w->idx];
+    const uint8_t *resp;
+    size_t resp_len;
+    rk_err err = {0};
+    /* the call's deadline on rk_now()'s clock, for the service's
+     * request-time text encoding (an infinite one: none) */
+    gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(c->deadline.clock_type));
+    double left_s = (double)left.tv_sec + 1e-9 * left.tv_nsec;
+    rk_service_set_deadline(svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
+    uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
+    rk_service_sid_counters(svc, &u0, &a0);
+    grpc_status_code code =
+        (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
+    rk_service_sid_counters(svc, &u1, &a1);
+    if (u1 != u0) rk_stat_add(&ws->sid_unknown, u1 - u0);
+    if (a1 != a0) rk_stat_add(&ws->sid_assigned, a1 - a0);
+    if (code == GRPC_STATUS_OK) {
+        set_reply(c, resp, resp_len);
+        rk_stage_times st;
+        rk_service_last_timing(svc, &st);
+        rk_stat_add(&ws->candidates, (uint64_t)st.n_candidates);
+        add_stage(ws, RK_ST_QUEUE, t0 - c->t_accepted);
+        add_stage(ws, RK_ST_DECODE, st.decode_us * 1e-6);
+        add_stage(ws, RK_ST_LOOKUP, st.lookup_us * 1e-6);
+        add_stage(ws, RK_ST_MODEL, st.model_us * 1e-6);
+        add_stage(ws, RK_ST_ENCODE, st.encode_us * 1e-6);
+        add_stage(ws, RK_ST_TOTAL, rk_now() - c->t_accepted);
+    } else {
+        c->status_details = grpc_slice_from_copied_string(err.msg);
+    }
+    rk_stat_add(&ws->codes[code >= 0 && code < RK_N_CODES ? code : GRPC_STATUS_UNKNOWN], 1);
+    return code;
+}
+
+/* Per-worker log lines, never one per call by default: errors (with the
+ * request id) at most one a second per worker, with the number suppressed
+ * since; and, with o->access_log_sample = N, one access line per N calls. */
+static void call_log(worker *w, call_ctx *c, const route *rt, const model_ver *v, grpc_status_code code, double t0) {
+    rk_server *s = w->srv;
+    int access = s->o.access_log_sample > 0 && ++w->n_calls % (uint64_t)s->o.access_log_sample == 0;
+    int error = code != GRPC_STATUS_OK && code != GRPC_STATUS_DEADLINE_EXCEEDED;
+    if (!access && !error) return;
+    double now = rk_now();
+    if (error && !access) {
+        if (now - w->t_err_log < 1.0) {
+            w->n_err_suppressed++;
+            return;
+        }
+        w->t_err_log = now;
+    }
+    char det[200];
+    size_t dl = GRPC_SLICE_LENGTH(c->status_details);
+    snprintf(det, sizeof det, "%.*s", (int)(dl > 180 ? 180 : dl), (const char *)GRPC_SLICE_START_PTR(c->status_details));
+    char supp[64] = "";
+    if (error && w->n_err_suppressed) {
+        snprintf(supp, sizeof supp, " (%llu earlier errors not logged)", (unsigned long long)w->n_err_suppressed);
+        w->n_err_suppressed = 0;
+    }
+    rk_log(error ? RK_LOG_WARN : RK_LOG_INFO,
+           "%s: request_id='%.*s' model=%s version=%s code=%d queue_ms=%.3f total_ms=%.3f%s%s%s",
+           error ? "rank error" : "access", (int)(rt->idlen > 64 ? 64 : rt->idlen), rt->id, v ? v->name : "-",
+           v ? v->label : "-", (int)code, (t0 - c->t_accepted) * 1e3, (now - c->t_accepted) * 1e3,
+           error ? ": " : "", error ? det : "", supp);
+}
+
+/* A Rank call: expired while queued (no decoding, no model work), or routed
+ * by model_name / model_version to a version and scored there. Calls that
+ * reach no version are counted server-wide (g.unrouted). */
+static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
+    rk_server *s = w->srv;
     grpc_status_code code;
+    char msg[320];
+    long n = -1;
     if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
-        /* expired while queued: no decoding, no model work */
         code = GRPC_STATUS_DEADLINE_EXCEEDED;
-        c->status_details =
-            grpc_slice_from_static_string("deadline exceeded before the request was processed");
-        atomic_fetch_add(&s->rank_expired, 1);
+        snprintf(msg, sizeof msg, "deadline exceeded before the request was processed");
     } else if (!c->payload) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
-        c->status_details = grpc_slice_from_static_string("request has no message");
+        snprintf(msg, sizeof msg, "request has no message");
+    } else if ((n = read_payload(w->in, w->in_cap, c->payload)) < 0) {
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(msg, sizeof msg, "request larger than the maximum");
     } else {
-        long n = read_payload(w->in, w->in_cap, c->payload);
-        if (n < 0) {
-            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-            c->status_details = grpc_slice_from_static_string("request larger than the maximum");
+        route rt;
+        if (peek_route(w->in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
+        /* a NUL would make the names the router compares differ from the
+         * ones logged and checked (rk_pb_check refuses it for every other field) */
+        const char *nul_n = rt.nlen ? memchr(rt.name, 0, rt.nlen) : NULL, *nul_v = rt.vlen ? memchr(rt.ver, 0, rt.vlen) : NULL;
+        model_ver *v = NULL;
+        if (nul_n || nul_v) {
+            code = GRPC_STATUS_INVALID_ARGUMENT;
+            snprintf(msg, sizeof msg, "%s: a NUL byte inside the string (byte %zu of %zu)",
+                     nul_n ? "model_name" : "model_version", nul_n ? (size_t)(nul_n - rt.name) + 1 : (size_t)(nul_v - rt.ver) + 1,
+                     nul_n ? rt.nlen : rt.vlen);
         } else {
-            const uint8_t *resp;
-            size_t resp_len;
-            rk_err err = {0};
-            /* the call's deadline on rk_now()'s clock, for the service's
-             * request-time text encoding (an infinite one: none) */
-            gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(c->deadline.clock_type));
-            double left_s = (double)left.tv_sec + 1e-9 * left.tv_nsec;
-            rk_service_set_deadline(svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
-            uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
-            rk_service_sid_counters(svc, &u0, &a0);
-            code = (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
-            rk_service_sid_counters(svc, &u1, &a1);
-            if (u1 != u0) atomic_fetch_add(&s->sid_unknown, u1 - u0);
-            if (a1 != a0) atomic_fetch_add(&s->sid_assigned, a1 - a0);
-            if (code == GRPC_STATUS_OK) {
-                set_reply(c, resp, resp_len);
-                rk_stage_times st;
-                rk_service_last_timing(svc, &st);
-                add_ns(s, T_QUEUE, (t0 - c->t_accepted) * 1e6);
-                add_ns(s, T_DECODE, st.decode_us);
-                add_ns(s, T_LOOKUP, st.lookup_us);
-                add_ns(s, T_MODEL, st.model_us);
-                add_ns(s, T_ENCODE, st.encode_us);
-            } else {
-                if (code == GRPC_STATUS_DEADLINE_EXCEEDED) atomic_fetch_add(&s->rank_expired, 1);
-                c->status_details = grpc_slice_from_copied_string(err.msg);
-            }
+            v = ver_route(s, rt.name, rt.nlen, rt.ver, rt.vlen, &code, msg, sizeof msg);
         }
+        if (v) {
+            code = rank_on(w, v, c, t0, n);
+            call_log(w, c, &rt, v, code, t0);
+            ver_release(v);
+            return code;
+        }
+        c->status_details = grpc_slice_from_copied_string(msg);
+        atomic_fetch_add_explicit(&s->g.unrouted[code], 1, memory_order_relaxed);
+        call_log(w, c, &rt, NULL, code, t0);
+        return code;
     }
-    atomic_fetch_add(code == GRPC_STATUS_OK ? &s->rank_ok : &s->rank_failed, 1);
+    c->status_details = grpc_slice_from_copied_string(msg);
+    atomic_fetch_add_explicit(&s->g.unrouted[code], 1, memory_order_relaxed);
     return code;
 }
 
@@ -377,6 +694,15 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         c->status_details = grpc_slice_from_static_string(
             "online updates are off: start rankd with --updates (tables opened writable)");
         return GRPC_STATUS_FAILED_PRECONDITION;
+    }
+    char who[160];
+    if (rk_auth_admin(s->auth, c->call, &c->md, who, sizeof who)) {
+        atomic_fetch_add_explicit(&s->g.admin_denied, 1, memory_order_relaxed);
+        char *peer = grpc_call_get_peer(c->call);
+        rk_warn("admin: ApplyUpdates from %s refused: %s", peer ? peer : "?", who);
+        gpr_free(peer);
+        c->status_details = grpc_slice_from_copied_string(who);
+        return GRPC_STATUS_UNAUTHENTICATED;
     }
     long n = c->payload ? read_payload(w->in, w->in_cap, c->payload) : 0;
     if (n < 0) {
@@ -398,7 +724,17 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
     rk_status st = rk_model_apply_updates(v->m, req->member, req->table, req->rows, req->n_rows, req->values,
                                           req->n_values, &err);
     grpc_status_code code = GRPC_STATUS_OK;
+    {
+        char *peer = grpc_call_get_peer(c->call);
+        rk_info("admin: update by %s (peer %s): model %s version %s member '%s' table '%s' rows %zu: %s", who,
+                peer ? peer : "?", v->name, v->label, req->member ? req->member : "", req->table ? req->table : "",
+                req->n_rows, st == RK_OK ? "applied" : err.msg);
+        gpr_free(peer);
+    }
     if (st == RK_OK) {
+        rk_wstats *ws = &v->vs->w[w->idx];
+        rk_stat_add(&ws->update_rows, req->n_rows);
+        rk_stat_add(&ws->update_calls, 1);
         Rankd__V1__ApplyUpdatesResponse r = RANKD__V1__APPLY_UPDATES_RESPONSE__INIT;
         r.applied = req->n_rows;
         r.model_version = (char *)rk_model_version(v->m);
@@ -426,9 +762,34 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
     return code;
 }
 
+enum { HS_SERVING = 1, HS_NOT_SERVING = 2, HS_UNKNOWN = 3 }; /* grpc.health.v1 ServingStatus */
+
+/* The health of service name: "" and "rankd.v1.Ranker" are the server
+ * (SERVING once a model is loaded), a model's name that model (SERVING while
+ * it has a version); every one NOT_SERVING once draining; other names are
+ * unknown. */
+static int health_status(rk_server *s, const char *name) {
+    int draining = atomic_load(&s->draining) || atomic_load(&s->shutting_down);
+    pthread_mutex_lock(&s->vmu);
+    int loaded = s->n_models > 0, known = 1;
+    if (name[0] && strcmp(name, RANK_SERVICE_NAME)) {
+        known = 0;
+        for (int i = 0; i < s->n_models; i++) known |= !strcmp(s->models[i].name, name);
+    }
+    pthread_mutex_unlock(&s->vmu);
+    if (!known) return HS_UNKNOWN;
+    return loaded && !draining ? HS_SERVING : HS_NOT_SERVING;
+}
+
+static void watch_notify(rk_server *s);
+void rk_server_drain(rk_server *s) {
+    atomic_store(&s->draining, 1);
+    watch_notify(s);
+}
+
 static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
-    atomic_fetch_add(&s->health, 1);
+    atomic_fetch_add_explicit(&s->g.health, 1, memory_order_relaxed);
     long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
     Grpc__Health__V1__HealthCheckRequest *req =
         n < 0 ? NULL
@@ -440,9 +801,10 @@ static grpc_status_code handle_health(call_ctx *c) {
     }
     grpc_status_code code = GRPC_STATUS_OK;
     const char *svc = req->service ? req->service : "";
-    if (!svc[0] || !strcmp(svc, RANK_SERVICE_NAME)) {
+    int hs = health_status(s, svc);
+    if (hs != HS_UNKNOWN) {
         Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)hs;
         uint8_t buf[16];
         size_t len = grpc__health__v1__health_check_response__pack(&r, buf);
         set_reply(c, buf, len);
@@ -456,8 +818,93 @@ static grpc_status_code handle_health(call_ctx *c) {
     return code;
 }
 
+/* Ranker/GetMetadata, on the acceptor (an operations call: allocates). */
+static grpc_status_code handle_metadata(call_ctx *c) {
+    rk_server *s = c->srv;
+    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    Rankd__V1__GetMetadataRequest *req =
+        n < 0 ? NULL : rankd__v1__get_metadata_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+    if (!req) {
+        c->status_details = grpc_slice_from_static_string("request is not a valid rankd.v1.GetMetadataRequest");
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    static const char *side[2] = {"user", "item"}, *kind[2] = {"sparse", "dense"};
+    grpc_status_code code = GRPC_STATUS_OK;
+    Rankd__V1__GetMetadataResponse r = RANKD__V1__GET_METADATA_RESPONSE__INIT;
+    Rankd__V1__ModelMetadata mm[RK_MAX_MODELS], *mp[RK_MAX_MODELS];
+    Rankd__V1__ModelVersionInfo vi[RK_MAX_MODELS][RK_MAX_VERSIONS], *vp[RK_MAX_MODELS][RK_MAX_VERSIONS];
+    /* per model: its features [n_features] and the pointers to them, one allocation */
+    void *fmem[RK_MAX_MODELS] = {0};
+    const char *want = req->model_name ? req->model_name : "";
+    pthread_mutex_lock(&s->vmu); /* the versions stay open while it is held */
+    for (int i = 0; i < s->n_models; i++) {
+        served_model *sm = &s->models[i];
+        if (want[0] && strcmp(want, sm->name)) continue;
+        Rankd__V1__ModelMetadata *m = &mm[r.n_models];
+        rankd__v1__model_metadata__init(m);
+        m->name = sm->name;
+        for (int k = 0; k < sm->n; k++) {
+            rankd__v1__model_version_info__init(&vi[r.n_models][k]);
+            vi[r.n_models][k].version = sm->v[k]->label;
+            vi[r.n_models][k].bundle_version = (char *)rk_model_version(sm->v[k]->m);
+            vp[r.n_models][k] = &vi[r.n_models][k];
+        }
+        m->n_versions = (size_t)sm->n;
+        m->versions = vp[r.n_models];
+        const rk_model_cfg *cfg = rk_model_config(sm->v[0]->m);
+        size_t nf = (size_t)cfg->n_features + 1;
+        fmem[r.n_models] = rk_malloc(nf * (sizeof(Rankd__V1__FeatureInfo) + sizeof(Rankd__V1__FeatureInfo *)));
+        if (!fmem[r.n_models]) {
+            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            c->status_details = grpc_slice_from_static_string("metadata: out of memory");
+            break;
+        }
+        Rankd__V1__FeatureInfo *fi = fmem[r.n_models], **fp = (Rankd__V1__FeatureInfo **)(fi + nf);
+        for (int f = 0; f < cfg->n_features; f++) {
+            const rk_feature *ft = &cfg->features[f];
+            Rankd__V1__FeatureInfo *x = &fi[f];
+            rankd__v1__feature_info__init(x);
+            x->name = (char *)ft->name;
+            x->side = (char *)side[ft->side == RK_SIDE_ITEM];
+            x->kind = (char *)kind[ft->kind == RK_FEAT_DENSE];
+            x->dim = ft->kind == RK_FEAT_DENSE ? 1 : ft->dim;
+            fp[f] = x;
+        }
+        m->n_features = (size_t)cfg->n_features;
+        m->features = fp;
+        m->user_id_feature = (char *)cfg->alias_user_id;
+        m->recent_item_ids_feature = (char *)cfg->alias_recent_items;
+        m->ad_id_feature = (char *)cfg->alias_ad_id;
+        mp[r.n_models++] = m;
+    }
+    if (code != GRPC_STATUS_OK) {
+        /* status_details set above */
+    } else if (want[0] && !r.n_models) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "model_name: '%.100s' is not served here", want);
+        c->status_details = grpc_slice_from_copied_string(msg);
+        code = GRPC_STATUS_NOT_FOUND;
+    } else {
+        r.models = mp;
+        size_t len = rankd__v1__get_metadata_response__get_packed_size(&r);
+        uint8_t *buf = rk_malloc(len);
+        if (buf) {
+            rankd__v1__get_metadata_response__pack(&r, buf);
+            set_reply(c, buf, len);
+            rk_free(buf);
+        } else {
+            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            c->status_details = grpc_slice_from_static_string("metadata: out of memory");
+        }
+    }
+    pthread_mutex_unlock(&s->vmu);
+    for (int i = 0; i < RK_MAX_MODELS; i++) rk_free(fmem[i]);
+    rankd__v1__get_metadata_request__free_unpacked(req, &rk_pb_allocator);
+    return code;
+}
+
 static grpc_status_code handle_generic(call_ctx *c) {
-    atomic_fetch_add(&c->srv->unimplemented, 1);
+    atomic_fetch_add_explicit(&c->srv->g.unimplemented, 1, memory_order_relaxed);
     char msg[200];
     const grpc_slice *m = &c->details.method;
     snprintf(msg, sizeof msg, "method '%.*s' is not implemented by rankd",
@@ -503,21 +950,22 @@ static void reply(call_ctx *c, grpc_status_code code) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     rk_server *s = w->srv;
-    for (;;) {
-        pthread_mutex_lock(&s->qmu);
-        while (s->q_len == 0 && !s->workers_stop) pthread_cond_wait(&s->qcv, &s->qmu);
-        if (s->q_len == 0) { /* stop, and nothing left */
-            pthread_mutex_unlock(&s->qmu);
-            break;
-        }
-        call_ctx *c = s->queue[s->q_head];
-        s->q_head = (s->q_head + 1) % s->o.queue_depth;
-        s->q_len--;
-        pthread_mutex_unlock(&s->qmu);
+    int is_admin = w->idx == s->n_workers;
+    callq *q = is_admin ? &s->aq : &s->rq;
+    call_ctx *c;
+    while ((c = q_pop(q))) {
+        if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
         double t0 = rk_now();
-        model_ver *v = ver_acquire(s);
-        grpc_status_code code = c->kind == K_APPLY ? handle_apply(w, v, c) : handle_rank(w, v, c, t0);
-        ver_release(v); /* the answer is copied into c->reply: nothing of v is used past here */
+        grpc_status_code code;
+        if (is_admin) {
+            model_ver *v = ver_acquire(s);
+            code = v ? handle_apply(w, v, c) : GRPC_STATUS_UNAVAILABLE;
+            if (v) ver_release(v);
+            else c->status_details = grpc_slice_from_static_string("no model is loaded yet");
+        } else {
+            code = handle_rank(w, c, t0); /* the answer is copied into c->reply */
+        }
+        if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 0, memory_order_relaxed);
         reply(c, code);
     }
     return NULL;
@@ -525,25 +973,154 @@ static void *worker_main(void *arg) {
 
 /* ------------------------------------------------------------ acceptor */
 
+/* Overload episodes (acceptor thread only): the first rejection logs a
+ * warning; a line every 10 s while it lasts; "over" once 1 s passes
+ * without one. rejected: 1 for a rejection, 0 for any other event. */
+static void overload_note(rk_server *s, int rejected) {
+    double now = rk_now();
+    if (rejected) {
+        if (!s->ov_n) {
+            s->ov_t0 = s->ov_tlog = now;
+            rk_warn("overload: Rank queue full (%d), answering RESOURCE_EXHAUSTED", s->o.queue_depth);
+        }
+        s->ov_n++;
+        s->ov_tlast = now;
+        if (now - s->ov_tlog >= 10.0) {
+            s->ov_tlog = now;
+            rk_warn("overload: %llu calls rejected in %.0f s so far", (unsigned long long)s->ov_n, now - s->ov_t0);
+        }
+    } else if (s->ov_n && now - s->ov_tlast > 1.0) {
+        rk_warn("overload over: %llu calls rejected in %.1f s", (unsigned long long)s->ov_n, s->ov_tlast - s->ov_t0);
+        s->ov_n = 0;
+    }
+}
+
 /* A new Rank (or ApplyUpdates) call: queue it, or answer
  * RESOURCE_EXHAUSTED when full. */
 static void accept_queued(rk_server *s, call_ctx *c) {
     c->t_accepted = rk_now();
-    pthread_mutex_lock(&s->qmu);
-    if (s->q_len < s->o.queue_depth) {
-        s->queue[(s->q_head + s->q_len) % s->o.queue_depth] = c;
-        s->q_len++;
-        pthread_cond_signal(&s->qcv);
-        pthread_mutex_unlock(&s->qmu);
+    callq *q = c->kind == K_APPLY ? &s->aq : &s->rq;
+    if (q_push(q, c)) return;
+    char msg[128];
+    snprintf(msg, sizeof msg, "server overloaded: %d %s requests already queued", q->cap,
+             c->kind == K_APPLY ? "Admin" : "Rank");
+    c->status_details = grpc_slice_from_copied_string(msg);
+    if (c->kind == K_RANK) {
+        atomic_fetch_add_explicit(&s->g.rejected, 1, memory_order_relaxed);
+        overload_note(s, 1);
+    }
+    reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
+}
+
+/* ------------------------------------------------------------ Health/Watch */
+
+/* Send c's current status if it changed and nothing is in flight. wmu held. */
+static void watch_push_locked(rk_server *s, call_ctx *c) {
+    if (c->watch_sending || c->watch_closed) return;
+    int hs = health_status(s, c->watch_svc);
+    if (hs == c->watch_last) return;
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)hs;
+    uint8_t buf[16];
+    size_t len = grpc__health__v1__health_check_response__pack(&r, buf);
+    if (c->reply) grpc_byte_buffer_destroy(c->reply);
+    set_reply(c, buf, len);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (c->watch_last == 0) { /* the stream's first message */
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = c->reply;
+    n++;
+    c->watch_last = hs;
+    c->watch_sending = 1;
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) c->watch_sending = 0;
+}
+
+/* Every open Watch stream gets its service's status if it changed. */
+static void watch_notify(rk_server *s) {
+    pthread_mutex_lock(&s->wmu);
+    for (call_ctx *c = s->watches; c; c = c->watch_next) watch_push_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+}
+
+/* Unlink c and release it once its stream is over and no send is in flight. wmu held. */
+static int watch_finish_locked(rk_server *s, call_ctx *c) {
+    if (!c->watch_closed || c->watch_sending) return 0;
+    for (call_ctx **p = &s->watches; *p; p = &(*p)->watch_next)
+        if (*p == c) {
+            *p = c->watch_next;
+            s->n_watches--;
+            break;
+        }
+    return 1;
+}
+
+static void watch_closed(rk_server *s, call_ctx *c) {
+    pthread_mutex_lock(&s->wmu);
+    c->watch_closed = 1;
+    int done = watch_finish_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+    if (done) ctx_put(c);
+}
+
+static void watch_sent(rk_server *s, call_ctx *c) {
+    pthread_mutex_lock(&s->wmu);
+    c->watch_sending = 0;
+    int done = watch_finish_locked(s, c);
+    if (!done) watch_push_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+    if (done) ctx_put(c);
+}
+
+/* A new Watch: its first status now, later ones as they change; the stream
+ * ends when the client goes or the server stops (UNAVAILABLE). */
+static void watch_start(rk_server *s, call_ctx *c) {
+    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    Grpc__Health__V1__HealthCheckRequest *req =
+        n < 0 ? NULL
+              : grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+    if (!req) {
+        c->status_details = grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
+        reply(c, GRPC_STATUS_INVALID_ARGUMENT);
         return;
     }
-    pthread_mutex_unlock(&s->qmu);
-    char msg[128];
-    snprintf(msg, sizeof msg, "server overloaded: %d requests already queued", s->o.queue_depth);
-    c->status_details = grpc_slice_from_copied_string(msg);
-    atomic_fetch_add(&s->rank_rejected, 1);
-    atomic_fetch_add(&s->rank_failed, 1);
-    reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    snprintf(c->watch_svc, sizeof c->watch_svc, "%s", req->service ? req->service : "");
+    grpc__health__v1__health_check_request__free_unpacked(req, &rk_pb_allocator);
+    pthread_mutex_lock(&s->wmu);
+    if (s->n_watches >= MAX_WATCHES || atomic_load(&s->shutting_down)) {
+        pthread_mutex_unlock(&s->wmu);
+        c->status_details = grpc_slice_from_static_string(s->n_watches >= MAX_WATCHES
+                                                              ? "too many Health/Watch streams open"
+                                                              : "server shutting down");
+        reply(c, s->n_watches >= MAX_WATCHES ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE);
+        return;
+    }
+    c->state = S_WATCHING;
+    c->watch_next = s->watches;
+    s->watches = c;
+    s->n_watches++;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, (char *)c + 1, NULL) != GRPC_CALL_OK) c->watch_closed = 1;
+    watch_push_locked(s, c);
+    int done = watch_finish_locked(s, c);
+    pthread_mutex_unlock(&s->wmu);
+    if (done) ctx_put(c);
+}
+
+/* Stop: every stream gets NOT_SERVING (when it can) and is cancelled. */
+static void watch_end_all(rk_server *s) {
+    watch_notify(s);
+    pthread_mutex_lock(&s->wmu);
+    for (call_ctx *c = s->watches; c; c = c->watch_next)
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
+    pthread_mutex_unlock(&s->wmu);
 }
 
 static void *acceptor_main(void *arg) {
@@ -552,7 +1129,16 @@ static void *acceptor_main(void *arg) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
+        if ((uintptr_t)ev.tag & 1) { /* a Health/Watch stream is over */
+            watch_closed(s, (call_ctx *)((char *)ev.tag - 1));
+            continue;
+        }
+        if (s->ov_n) overload_note(s, 0);
         call_ctx *c = ev.tag;
+        if (c->state == S_WATCHING) {
+            watch_sent(s, c);
+            continue;
+        }
         if (c->state == S_REPLYING || !ev.success) {
             /* reply done (or failed: the client went away), or the server is
              * shutting down and the request will not be matched */
@@ -566,6 +1152,8 @@ static void *acceptor_main(void *arg) {
         case K_RANK:
         case K_APPLY: accept_queued(s, c); break;
         case K_HEALTH: reply(c, handle_health(c)); break;
+        case K_META: reply(c, handle_metadata(c)); break;
+        case K_WATCH: watch_start(s, c); break;
         default: reply(c, handle_generic(c)); break;
         }
     }
@@ -576,19 +1164,14 @@ static void *acceptor_main(void *arg) {
 
 void rk_server_get_counters(const rk_server *s, rk_server_counters *out) {
     rk_server *m = (rk_server *)s; /* atomics: loads only */
-    memset(out, 0, sizeof *out);
-    out->rank_ok = atomic_load_explicit(&m->rank_ok, memory_order_relaxed);
-    out->rank_failed = atomic_load_explicit(&m->rank_failed, memory_order_relaxed);
-    out->rank_expired = atomic_load_explicit(&m->rank_expired, memory_order_relaxed);
-    out->rank_rejected = atomic_load_explicit(&m->rank_rejected, memory_order_relaxed);
-    out->health = atomic_load_explicit(&m->health, memory_order_relaxed);
-    out->unimplemented = atomic_load_explicit(&m->unimplemented, memory_order_relaxed);
-    out->sid_unknown = atomic_load_explicit(&m->sid_unknown, memory_order_relaxed);
-    out->sid_assigned = atomic_load_explicit(&m->sid_assigned, memory_order_relaxed);
-    double *dst[T_N] = {&out->queue_us, &out->decode_us, &out->lookup_us, &out->model_us, &out->encode_us};
-    for (int i = 0; i < T_N; i++)
-        *dst[i] = atomic_load_explicit(&m->stage_ns[i], memory_order_relaxed) * 1e-3;
+    rk_live_totals(m->metrics, out);
+    out->rank_rejected = atomic_load_explicit(&m->g.rejected, memory_order_relaxed);
+    out->rank_failed += out->rank_rejected;
+    out->health = atomic_load_explicit(&m->g.health, memory_order_relaxed);
+    out->unimplemented = atomic_load_explicit(&m->g.unimplemented, memory_order_relaxed);
 }
+
+int rk_server_metrics_port(const rk_server *s) { return s->metrics_port; }
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -599,18 +1182,23 @@ static void sleep_ms(int ms) {
 /* Free what start created, in the reverse order; for a failed start and for
  * the last step of stop. Threads must have been joined. */
 static void server_free(rk_server *s) {
-    if (s->cur) ver_release(s->cur); /* the server's reference; no call holds one any more */
+    for (int i = 0; i < s->n_models; i++) /* the server's references; no call holds one any more */
+        for (int k = 0; k < s->models[i].n; k++) ver_release(s->models[i].v[k]);
     if (s->workers) {
         for (int i = 0; i < s->n_workers; i++) rk_free(s->workers[i].in);
         rk_free(s->workers);
     }
     for (size_t k = 0; k < s->n_all; k++) rk_free(s->all[k]);
     rk_free(s->all);
-    rk_free(s->queue);
-    pthread_mutex_destroy(&s->qmu);
-    pthread_cond_destroy(&s->qcv);
+    q_free(&s->rq);
+    q_free(&s->aq);
+    rk_free(s->admin.in);
+    rk_live_destroy(s->metrics); /* after every version: they detach from it */
+    rk_auth_destroy(s->auth);
+    rk_free(s->g.busy);
     pthread_mutex_destroy(&s->fmu);
     pthread_mutex_destroy(&s->vmu);
+    pthread_mutex_destroy(&s->wmu);
     pthread_mutex_destroy(&s->reload_mu);
     rk_free(s);
 }
@@ -633,12 +1221,11 @@ static void drain_unstarted(rk_server *s) {
 }
 
 static void stop_workers(rk_server *s) {
-    pthread_mutex_lock(&s->qmu);
-    s->workers_stop = 1;
-    pthread_cond_broadcast(&s->qcv);
-    pthread_mutex_unlock(&s->qmu);
+    q_stop(&s->rq);
+    q_stop(&s->aq);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].thread_started) pthread_join(s->workers[i].thread, NULL);
+    if (s->admin.thread_started) pthread_join(s->admin.thread, NULL);
 }
 
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
@@ -657,31 +1244,49 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     if (o->max_message_bytes < 64)
         return rk_fail(err, RK_EINVAL, "max_message_bytes: %d, must be at least 64",
                        o->max_message_bytes);
-    if (o->encoder_dir) {
+    if (o->encoder_dir && m) {
         rk_status est = rk_model_check_encoder(m, o->encoder_dir, err);
         if (est) return est;
     }
     rk_server *s = rk_calloc(1, sizeof *s);
     if (!s) return rk_fail(err, RK_ENOMEM, "server: out of memory");
-    pthread_mutex_init(&s->qmu, NULL);
-    pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->fmu, NULL);
     pthread_mutex_init(&s->vmu, NULL);
+    pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->reload_mu, NULL);
     s->o = *o;
     snprintf(s->listen, sizeof s->listen, "%s", o->listen);
     s->o.listen = s->listen;
     s->n_workers = o->threads;
     s->workers = rk_calloc((size_t)o->threads, sizeof *s->workers);
-    s->queue = rk_calloc((size_t)o->queue_depth, sizeof *s->queue);
-    if (!s->workers || !s->queue) {
+    q_init(&s->rq, o->queue_depth, &s->g.queue_len);
+    q_init(&s->aq, ADMIN_QUEUE, NULL);
+    s->admin.srv = s;
+    s->admin.idx = o->threads; /* its stripe: after the workers' */
+    s->admin.in_cap = (size_t)o->max_message_bytes;
+    s->admin.in = rk_malloc(s->admin.in_cap);
+    s->g.busy = rk_calloc((size_t)o->threads, sizeof *s->g.busy);
+    s->g.n_workers = o->threads;
+    s->g.queue_cap = o->queue_depth;
+    snprintf(s->g.grpc_version, sizeof s->g.grpc_version, "%s", grpc_version_string());
+    if (!s->workers || !s->rq.ring || !s->aq.ring || !s->admin.in || !s->g.busy) {
         server_free(s);
         return rk_fail(err, RK_ENOMEM, "server: out of memory");
     }
+    {
+        rk_status st = rk_auth_create(o, &s->auth, err);
+        if (st == RK_OK) st = rk_live_create(o->threads + 1, &s->g, &s->metrics, err);
+        if (st == RK_OK && o->metrics_listen)
+            st = rk_live_listen(s->metrics, o->metrics_listen, &s->metrics_port, err);
+        if (st) {
+            server_free(s);
+            return st;
+        }
+    }
     /* Call contexts for every posted request, a full queue and one reply in
      * flight per worker: the steady state allocates none. */
-    int n_posted = o->threads * o->requests_per_worker + 3;
-    for (int i = 0; i < n_posted + o->queue_depth + 2 * o->threads; i++) {
+    int n_posted = o->threads * o->requests_per_worker + K_N - 1;
+    for (int i = 0; i < n_posted + o->queue_depth + ADMIN_QUEUE + 2 * o->threads + 1; i++) {
         call_ctx *c = ctx_alloc_locked(s);
         if (!c) {
             server_free(s);
@@ -705,10 +1310,18 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     {
         /* The model is only written through rk_model_apply_updates, which
          * synchronizes with scoring itself (o->updates; doc of rank.h). */
-        rk_status st = ver_create(s, (rk_model *)m, o->own_model, &s->cur, err);
+        rk_status st = m ? ver_create(s, (rk_model *)m, o->own_model, rk_model_config(m)->name,
+                                      rk_model_config(m)->version, -1, &s->start_ver, err)
+                         : RK_OK;
         if (st) {
             server_free(s);
             return st;
+        }
+        if (m) {
+            snprintf(s->models[0].name, sizeof s->models[0].name, "%s", s->start_ver->name);
+            s->models[0].v[0] = s->start_ver;
+            s->models[0].n = s->n_models = 1;
+            atomic_store(&s->start_ver->vs->serving, 1);
         }
     }
 
@@ -730,16 +1343,19 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
-    s->rank_method = grpc_server_register_method(s->server, RANK_METHOD, NULL,
-                                                 GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    s->health_method = grpc_server_register_method(s->server, HEALTH_METHOD, NULL,
-                                                   GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    s->apply_method = grpc_server_register_method(s->server, APPLY_METHOD, NULL,
-                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    static const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD,
+                                           WATCH_METHOD};
+    int reg_ok = 1;
+    for (int k = 0; k < K_N; k++)
+        if (names[k]) {
+            s->method[k] = grpc_server_register_method(s->server, names[k], NULL,
+                                                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            reg_ok &= s->method[k] != NULL;
+        }
+    grpc_server_credentials *creds = rk_auth_server_credentials(s->auth);
     int port = grpc_server_add_http2_port(s->server, s->listen, creds);
     grpc_server_credentials_release(creds);
-    if (port <= 0 || !s->rank_method || !s->health_method || !s->apply_method) {
+    if (port <= 0 || !reg_ok) {
         rk_status st = rk_fail(err, RK_EIO, "cannot listen on %s: address in use or invalid",
                                s->listen);
         grpc_server_destroy(s->server);
@@ -750,7 +1366,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         grpc_completion_queue_destroy(s->cq);
         grpc_completion_queue_shutdown(s->shutdown_cq);
         grpc_completion_queue_destroy(s->shutdown_cq);
-        s->cur->owned = 0; /* a failed start leaves m to the caller */
+        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         server_free(s);
         grpc_shutdown();
         return st;
@@ -761,24 +1377,32 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     int bad = 0;
     for (int k = 0; k < o->threads * o->requests_per_worker; k++) bad |= post(s, K_RANK);
     bad |= post(s, K_HEALTH);
+    bad |= post(s, K_META);
+    bad |= post(s, K_WATCH);
     bad |= post(s, K_GENERIC);
     bad |= post(s, K_APPLY);
     if (bad) {
-        s->cur->owned = 0; /* a failed start leaves m to the caller */
+        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_ENOMEM, "server: cannot post requests");
     }
     for (int i = 0; i < s->n_workers; i++) {
         worker *w = &s->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w)) {
-            s->cur->owned = 0;
+            if (s->start_ver) s->start_ver->owned = 0;
             rk_server_stop(s, NULL);
             return rk_fail(err, RK_EINTERNAL, "server: cannot start worker thread %d", i);
         }
         w->thread_started = 1;
     }
+    if (pthread_create(&s->admin.thread, NULL, worker_main, &s->admin)) {
+        if (s->start_ver) s->start_ver->owned = 0;
+        rk_server_stop(s, NULL);
+        return rk_fail(err, RK_EINTERNAL, "server: cannot start the admin thread");
+    }
+    s->admin.thread_started = 1;
     if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
-        s->cur->owned = 0; /* a failed start leaves m to the caller */
+        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
         return rk_fail(err, RK_EINTERNAL, "server: cannot start the acceptor thread");
     }
@@ -788,40 +1412,155 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     return RK_OK;
 }
 
+/* Open the bundle at real (resolved), as the server opens every version. */
+static rk_status open_bundle(rk_server *s, const char *real, rk_model **m, rk_err *err) {
+    *m = NULL;
+    rk_status st = rk_model_open_ex(real, s->o.updates, m, err);
+    if (st == RK_OK && s->o.ram_tables_bytes) st = rk_model_tables_to_ram(*m, s->o.ram_tables_bytes, NULL, err);
+    if (st == RK_OK && s->o.encoder_dir) st = rk_model_check_encoder(*m, s->o.encoder_dir, err);
+    if (st) {
+        rk_model_destroy(*m);
+        *m = NULL;
+    }
+    return st;
+}
+
+/* A load that failed after taking reload_mu: close what was opened, count it. */
+static rk_status load_failed(rk_server *s, rk_model *m, rk_status st) {
+    rk_model_destroy(m);
+    pthread_mutex_unlock(&s->reload_mu);
+    atomic_fetch_add(&s->g.reloads[2], 1);
+    return st;
+}
+
 rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err) {
     if (switched) *switched = 0;
     char real[PATH_MAX];
-    if (!realpath(dir, real)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    if (!realpath(dir, real)) {
+        atomic_fetch_add(&s->g.reloads[2], 1);
+        return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    }
     pthread_mutex_lock(&s->reload_mu);
-    if (!strcmp(real, s->cur->dir)) { /* cur changes only under reload_mu */
+    model_ver *cur = s->n_models ? s->models[0].v[0] : NULL; /* changes only under reload_mu */
+    struct stat sb;
+    int same_dir = cur && !strcmp(real, cur->dir) && stat(real, &sb) == 0 && sb.st_dev == cur->dev &&
+                   sb.st_ino == cur->ino;
+    if (same_dir) {
         pthread_mutex_unlock(&s->reload_mu);
+        atomic_fetch_add(&s->g.reloads[1], 1);
         return RK_OK;
     }
     rk_model *m = NULL;
     model_ver *v = NULL;
-    rk_status st = rk_model_open_ex(real, s->o.updates, &m, err);
-    if (st == RK_OK && s->o.ram_tables_bytes) st = rk_model_tables_to_ram(m, s->o.ram_tables_bytes, NULL, err);
-    if (st == RK_OK) st = ver_create(s, m, 1, &v, err);
-    if (st) {
-        rk_model_destroy(m);
-        pthread_mutex_unlock(&s->reload_mu);
-        return st;
+    rk_status st = open_bundle(s, real, &m, err);
+    if (st == RK_OK && cur) st = rk_schema_check(cur->m, m, err);
+    if (st == RK_OK) {
+        const rk_model_cfg *c = rk_model_config(m);
+        st = ver_create(s, m, 1, cur ? cur->name : c->name, c->version, -1, &v, err);
     }
+    if (st) return load_failed(s, m, st);
     pthread_mutex_lock(&s->vmu);
-    model_ver *old = s->cur;
-    s->cur = v;
+    if (!cur) {
+        snprintf(s->models[0].name, sizeof s->models[0].name, "%s", v->name);
+        s->n_models = 1;
+    }
+    s->models[0].v[0] = v;
+    s->models[0].n = 1;
     pthread_mutex_unlock(&s->vmu);
-    ver_release(old); /* destroyed here, or by the last call still running on it */
+    atomic_store(&v->vs->serving, 1);
+    watch_notify(s);
+    if (cur) ver_retire(s, cur);
     pthread_mutex_unlock(&s->reload_mu);
+    atomic_fetch_add(&s->g.reloads[0], 1);
     if (switched) *switched = 1;
     return RK_OK;
 }
 
+rk_status rk_server_load_version(rk_server *s, const char *name, const char *label, long long num,
+                                 const char *dir, rk_err *err) {
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
+    pthread_mutex_lock(&s->reload_mu);
+    rk_status st = RK_OK;
+    served_model *sm = find_model_locked(s, name, strlen(name)); /* stable under reload_mu */
+    if (!name[0]) sm = NULL, st = rk_fail(err, RK_EINVAL, "model name: empty");
+    else if (sm && sm->n == RK_MAX_VERSIONS)
+        st = rk_fail(err, RK_EINVAL, "model %s: already %d versions served", name, RK_MAX_VERSIONS);
+    else if (!sm && s->n_models == RK_MAX_MODELS)
+        st = rk_fail(err, RK_EINVAL, "model %s: already %d models served", name, RK_MAX_MODELS);
+    for (int i = 0; st == RK_OK && sm && i < sm->n; i++)
+        if (!strcmp(sm->v[i]->label, label)) st = rk_fail(err, RK_EEXIST, "model %s version %s: already served", name, label);
+    rk_model *m = NULL;
+    model_ver *v = NULL;
+    if (st == RK_OK) st = open_bundle(s, real, &m, err);
+    if (st == RK_OK && sm) st = rk_schema_check(sm->v[0]->m, m, err);
+    if (st == RK_OK) st = ver_create(s, m, 1, name, label, num, &v, err);
+    if (st) return load_failed(s, m, st);
+    pthread_mutex_lock(&s->vmu);
+    if (!sm) {
+        sm = &s->models[s->n_models];
+        memset(sm, 0, sizeof *sm);
+        snprintf(sm->name, sizeof sm->name, "%s", name);
+        s->n_models++;
+    }
+    int at = 0; /* newest first */
+    while (at < sm->n && sm->v[at]->num > num) at++;
+    memmove(&sm->v[at + 1], &sm->v[at], (size_t)(sm->n - at) * sizeof sm->v[0]);
+    sm->v[at] = v;
+    sm->n++;
+    pthread_mutex_unlock(&s->vmu);
+    atomic_store(&v->vs->serving, 1);
+    pthread_mutex_unlock(&s->reload_mu);
+    watch_notify(s);
+    atomic_fetch_add(&s->g.reloads[0], 1);
+    return RK_OK;
+}
+
+rk_status rk_server_unload_version(rk_server *s, const char *name, const char *label, rk_err *err) {
+    pthread_mutex_lock(&s->reload_mu);
+    pthread_mutex_lock(&s->vmu);
+    served_model *sm = name[0] ? find_model_locked(s, name, strlen(name)) : NULL;
+    model_ver *v = NULL;
+    for (int i = 0; sm && i < sm->n && !v; i++)
+        if (!strcmp(sm->v[i]->label, label)) {
+            v = sm->v[i];
+            memmove(&sm->v[i], &sm->v[i + 1], (size_t)(sm->n - i - 1) * sizeof sm->v[0]);
+            sm->n--;
+        }
+    if (sm && sm->n == 0) { /* the model goes with its last version */
+        int k = (int)(sm - s->models);
+        memmove(&s->models[k], &s->models[k + 1], (size_t)(s->n_models - k - 1) * sizeof s->models[0]);
+        s->n_models--;
+    }
+    pthread_mutex_unlock(&s->vmu);
+    watch_notify(s);
+    if (v) ver_retire(s, v);
+    pthread_mutex_unlock(&s->reload_mu);
+    if (!v) return rk_fail(err, RK_ENOTFOUND, "model %s version %s: not served", name, label);
+    return RK_OK;
+}
+
+int rk_server_list(rk_server *s, rk_served_version *out, int cap) {
+    int n = 0;
+    pthread_mutex_lock(&s->vmu);
+    for (int i = 0; i < s->n_models; i++)
+        for (int k = 0; k < s->models[i].n; k++, n++) {
+            if (n >= cap) continue;
+            const model_ver *v = s->models[i].v[k];
+            snprintf(out[n].name, sizeof out[n].name, "%s", v->name);
+            snprintf(out[n].version, sizeof out[n].version, "%s", v->label);
+            snprintf(out[n].dir, sizeof out[n].dir, "%s", v->dir);
+            out[n].num = v->num;
+        }
+    pthread_mutex_unlock(&s->vmu);
+    return n;
+}
+
 void rk_server_current(rk_server *s, char *version, size_t vcap, char *dir, size_t dcap) {
     model_ver *v = ver_acquire(s);
-    if (version && vcap) snprintf(version, vcap, "%s", rk_model_version(v->m));
-    if (dir && dcap) snprintf(dir, dcap, "%s", v->dir);
-    ver_release(v);
+    if (version && vcap) snprintf(version, vcap, "%s", v ? rk_model_version(v->m) : "");
+    if (dir && dcap) snprintf(dir, dcap, "%s", v ? v->dir : "");
+    if (v) ver_release(v);
 }
 
 void rk_server_stop(rk_server *s, rk_server_counters *final) {
@@ -829,6 +1568,7 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     atomic_store(&s->shutting_down, 1);
     static int shutdown_tag;
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &shutdown_tag);
+    watch_end_all(s);
     /* Our calls: the posted requests fail at once (released by the
      * acceptor); queued calls are answered by the workers; replies finish.
      * Give them grace_ms. */

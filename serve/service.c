@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "embed.h"
+#include "internal.h"
 #include "serve.h"
 #include "internal.h"
 #include "store.h"
@@ -166,6 +167,7 @@ struct rk_service {
     int n_towers;                      /* 1, or the ensemble's members */
     rk_stage_times last;               /* stage times of the last OK call */
     rk_device *dev;                    /* towers on a GPU (o.device), or NULL: the CPU */
+    int routed;                        /* model_name/version checked by the server (rk_service_set_routed) */
     rk_text_encoder *enc;              /* candidates[i].content_text (o.encoder_dir), or NULL */
     char *text;                        /* [RK_MAX_CONTENT_TEXT_BYTES + 1]: one content_text, NUL-terminated */
     rk_vision_encoder *venc;           /* candidates[i].content_image (o.image_encoder_dir), or NULL */
@@ -688,10 +690,10 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     if ((code = check_str(req->request_id, "", "request_id", err))) return code;
     if ((code = check_str(req->model_name, "", "model_name", err))) return code;
     if ((code = check_str(req->model_version, "", "model_version", err))) return code;
-    if (req->model_name && req->model_name[0] && strcmp(req->model_name, cfg->name))
+    if (!s->routed && req->model_name && req->model_name[0] && strcmp(req->model_name, cfg->name))
         return failf(err, ST_NOT_FOUND, "model_name: '%.64s' is not served here (serving '%s')",
                      req->model_name, cfg->name);
-    if (req->model_version && req->model_version[0] && strcmp(req->model_version, cfg->version) &&
+    if (!s->routed && req->model_version && req->model_version[0] && strcmp(req->model_version, cfg->version) &&
         strcmp(req->model_version, rk_model_version(s->m)))
         return failf(err, ST_NOT_FOUND,
                      "model_version: '%.64s' is not served here (serving '%s')",
@@ -881,6 +883,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     s->last.lookup_us = lookup_us;
     s->last.model_us = model_us;
     s->last.encode_us = (t_built - t_scored) * 1e6;
+    s->last.n_candidates = n;
     if (req->return_timing) {
         /* encode_us covers building the response; the final serialization
          * (about a microsecond per 100 candidates) runs after these fields
@@ -926,6 +929,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
 size_t rk_service_memory(const rk_service *s) {
     return s->ar.cap + s->ar.mapped + s->out_cap;
 }
+void rk_service_set_routed(rk_service *s) { s->routed = 1; }
 
 void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
     *out = s->last;

@@ -59,6 +59,14 @@ def gen_stubs(src, out):
     sys.path.insert(0, out)
 
 
+def train_bundle(rank, source_dir, tmp, log):
+    """tmp/ml (the MovieLens split) and tmp/bundle (DCNv2, 1 epoch)."""
+    run([rank, "data", "movielens", "--input", os.path.join(source_dir, "data", "movielens"),
+         "--out", os.path.join(tmp, "ml")], log)
+    run([rank, "train", "--config", os.path.join(source_dir, "configs", "movielens_dcnv2.json"),
+         "--data", os.path.join(tmp, "ml"), "--out", os.path.join(tmp, "bundle"), "--epochs", "1"], log)
+
+
 def read_tsv(path):
     with open(path) as f:
         lines = f.read().split("\n")
@@ -104,10 +112,7 @@ def main():
     log = os.path.join(tmp, "prep.log")
     rank = os.path.join(a.bin_dir, "rank")
     t0 = time.time()
-    run([rank, "data", "movielens", "--input", os.path.join(a.source_dir, "data", "movielens"),
-         "--out", os.path.join(tmp, "ml")], log)
-    run([rank, "train", "--config", os.path.join(a.source_dir, "configs", "movielens_dcnv2.json"),
-         "--data", os.path.join(tmp, "ml"), "--out", os.path.join(tmp, "bundle"), "--epochs", "1"], log)
+    train_bundle(rank, a.source_dir, tmp, log)
     test_tsv = os.path.join(tmp, "ml", "test.tsv")
     run([rank, "score", "--model", os.path.join(tmp, "bundle"), "--input", test_tsv,
          "--output", os.path.join(tmp, "scores.tsv")], log)

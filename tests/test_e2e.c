@@ -886,7 +886,7 @@ Test(e2e, bad_garbage_bytes) {
 }
 
 Test(e2e, unknown_method_is_unimplemented_quickly) {
-    const char *methods[] = {"/rankd.v1.Ranker/Nope", "/other.v1.Svc/Rank", "/grpc.health.v1.Health/Watch"};
+    const char *methods[] = {"/rankd.v1.Ranker/Nope", "/other.v1.Svc/Rank", "/grpc.health.v1.Health/List"};
     for (int i = 0; i < 3; i++) {
         rk_call_result res;
         rk_err e = {0};

@@ -21,7 +21,11 @@
  *    clients score: every answer is exactly one bundle's scores; the old
  *    version is closed once released (its RocksDB LOCK frees);
  *  - online updates (Admin/ApplyUpdates): served by the next call (store
- *    cache and RAM tables), kept across a restart, bad updates named.
+ *    cache and RAM tables), kept across a restart, bad updates named;
+ *  - operations (issue 17): a reload onto another feature schema is refused;
+ *    a server without a model is NOT_SERVING / UNAVAILABLE until a version
+ *    loads; retired versions' calls stay in the counters; the repository's
+ *    version policy (latest:N, specific) loads and unloads the right ones.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -48,8 +52,9 @@
 static char bundle_dir[256];
 static rk_model *M;
 
-/* A bundle at dir with freshly initialised weights from seed, version ver. */
-static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
+/* A bundle at dir with freshly initialised weights from seed, version ver,
+ * without the feature named drop (NULL: every feature of the config). */
+static void make_bundle_without(const char *dir, uint64_t seed, const char *ver, const char *drop) {
     char *text;
     rk_err e = {0};
     cr_assert_eq(rk_read_file(RK_SOURCE_DIR "/configs/movielens_dcnv2.json", &text, NULL, &e), RK_OK, "%s", e.msg);
@@ -58,6 +63,11 @@ static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
     rk_free(text);
     for (int f = 0; f < cfg.n_features; f++)
         if (cfg.features[f].kind == RK_FEAT_DENSE) cfg.features[f].mean = 1990, cfg.features[f].std = 20;
+    int k = drop ? rk_model_cfg_find(&cfg, drop) : -1;
+    if (k >= 0) {
+        memmove(&cfg.features[k], &cfg.features[k + 1], (size_t)(cfg.n_features - k - 1) * sizeof cfg.features[0]);
+        cfg.n_features--;
+    }
     cfg.train.seed = seed;
     snprintf(cfg.version, sizeof cfg.version, "%s", ver);
     rk_model *m;
@@ -65,6 +75,10 @@ static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
     cr_assert_eq(rk_model_save(m, dir, NULL, 1, &e), RK_OK, "%s", e.msg);
     rk_model_destroy(m);
     rk_model_cfg_free(&cfg);
+}
+
+static void make_bundle_at(const char *dir, uint64_t seed, const char *ver) {
+    make_bundle_without(dir, seed, ver, NULL);
 }
 
 static void make_bundle(void) {
@@ -719,4 +733,191 @@ Test(serve, reload_closes_the_old_version_once_released, .timeout = 120) {
     grpc_shutdown_blocking();
     rk_rm_rf(da, &e);
     rk_rm_rf(db, &e);
+}
+
+/* grpc_init and a one-worker server started without a model. */
+static rk_server *start_empty(char *addr, size_t cap) {
+    grpc_init();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    return serve(NULL, &o, addr, cap);
+}
+
+/* Stop s, shut gRPC down, remove dir. */
+static void stop_and_remove(rk_server *s, const char *dir) {
+    rk_err e = {0};
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(dir, &e);
+}
+
+/* A SIGHUP onto a bundle whose feature schema differs used to be accepted
+ * and every call then failed: now the reload is refused naming the feature,
+ * and the old version keeps serving. */
+Test(serve, reload_refuses_an_incompatible_feature_schema, .timeout = 120) {
+    char da[256], db[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_sch_a_%d", (int)getpid());
+    snprintf(db, sizeof db, "/tmp/rk_sch_b_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    make_bundle_without(db, 2, "B", "genres");
+    grpc_init();
+    rk_server *s = start_on(da, 0, 0, addr, sizeof addr);
+    rk_err e = {0};
+    int sw = 1;
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_EINVAL);
+    cr_expect_eq(sw, 0);
+    cr_expect(strstr(e.msg, "incompatible feature schema: feature 'genres' (item, sparse)") != NULL, "%s", e.msg);
+    char ver[256];
+    rk_server_current(s, ver, sizeof ver, NULL, 0);
+    cr_expect(strstr(ver, "/A") != NULL, "serving %s after the refusal", ver);
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    size_t len;
+    uint8_t *req = make_request(3, 1, &len);
+    rk_call_result res;
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, 0, "%s", res.msg);
+    rk_call_result_free(&res);
+    rk_client_destroy(cl);
+    free(req);
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+    rk_rm_rf(db, &e);
+}
+
+/* Started without a model: health NOT_SERVING and Rank UNAVAILABLE until a
+ * version loads; then SERVING, and routed by model_name. */
+Test(serve, not_serving_until_a_version_is_loaded, .timeout = 120) {
+    char da[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_nsv_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    rk_server *s = start_empty(addr, sizeof addr);
+    rk_err e = {0};
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    rk_call_result res;
+    int st = 0;
+    cr_assert_eq(rk_client_health(cl, "", 10000, &res, &st, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(st, 2, "health %d before any model", st); /* NOT_SERVING */
+    rk_call_result_free(&res);
+    size_t len;
+    uint8_t *req = make_request(3, 1, &len);
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, 14, "%d %s", res.code, res.msg); /* UNAVAILABLE */
+    cr_expect_str_eq(res.msg, "no model is loaded yet");
+    rk_call_result_free(&res);
+    cr_assert_eq(rk_server_load_version(s, "ml", "7", 7, da, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_client_health(cl, "ml", 10000, &res, &st, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(st, 1, "health of ml %d after the load", st);
+    rk_call_result_free(&res);
+    cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(res.code, 0, "%s", res.msg);
+    rk_call_result_free(&res);
+    rk_served_version sv[4];
+    cr_expect_eq(rk_server_list(s, sv, 4), 1);
+    cr_expect_str_eq(sv[0].name, "ml");
+    cr_expect_str_eq(sv[0].version, "7");
+    cr_expect_eq(rk_server_load_version(s, "ml", "7", 7, da, &e), RK_EEXIST);
+    cr_expect_eq(rk_server_unload_version(s, "ml", "7", &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rk_server_list(s, sv, 4), 0);
+    rk_client_destroy(cl);
+    free(req);
+    stop_and_remove(s, da);
+}
+
+/* A repository that keeps publishing: twelve versions loaded, called once
+ * each and unloaded. The metrics registry keeps only the newest retired
+ * versions' records and folds older ones into the totals: no call is lost
+ * from the counters. */
+Test(serve, retired_versions_stay_in_the_totals, .timeout = 180) {
+    char da[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_ret_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    rk_server *s = start_empty(addr, sizeof addr);
+    rk_err e = {0};
+    rk_client *cl;
+    cr_assert_eq(rk_client_create(addr, &cl, &e), RK_OK, "%s", e.msg);
+    size_t len;
+    uint8_t *req = make_request(2, 1, &len);
+    for (int i = 1; i <= 12; i++) {
+        char label[16];
+        snprintf(label, sizeof label, "%d", i);
+        cr_assert_eq(rk_server_load_version(s, "ml", label, i, da, &e), RK_OK, "%s", e.msg);
+        rk_call_result res;
+        cr_assert_eq(rk_client_call(cl, "/rankd.v1.Ranker/Rank", req, len, 10000, &res, &e), RK_OK, "%s", e.msg);
+        cr_expect_eq(res.code, 0, "%s", res.msg);
+        rk_call_result_free(&res);
+        cr_assert_eq(rk_server_unload_version(s, "ml", label, &e), RK_OK, "%s", e.msg);
+    }
+    rk_server_counters cnt;
+    rk_server_get_counters(s, &cnt);
+    cr_expect_eq(cnt.rank_ok, 12, "rank_ok %llu", (unsigned long long)cnt.rank_ok);
+    cr_expect_gt(cnt.model_us, 0);
+    rk_client_destroy(cl);
+    free(req);
+    stop_and_remove(s, da);
+}
+
+/* Version policy over a repository with versions 1, 2 and 10 of model ml:
+ * latest:2 serves 10 and 2 (numeric order, newest first); a later scan with
+ * specific:1,10 on a new repository handle loads 1 and unloads 2. */
+Test(serve, repository_version_policy, .timeout = 240) {
+    char repo[256], dir[300], addr[64];
+    snprintf(repo, sizeof repo, "/tmp/rk_repo_%d", (int)getpid());
+    rk_err e = {0};
+    const int vers[3] = {1, 2, 10};
+    for (int i = 0; i < 3; i++) {
+        snprintf(dir, sizeof dir, "%s/ml/%d", repo, vers[i]);
+        make_bundle_at(dir, (uint64_t)vers[i], "");
+    }
+    rk_server *s = start_empty(addr, sizeof addr);
+    rk_repo_opts ro = {.dir = repo, .latest = 2};
+    rk_repo *r;
+    cr_assert_eq(rk_repo_create(s, &ro, &r, &e), RK_OK, "%s", e.msg);
+    rk_repo_stats rs;
+    cr_assert_eq(rk_repo_scan(r, 0, &rs, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rs.loaded, 2);
+    rk_served_version sv[8];
+    cr_assert_eq(rk_server_list(s, sv, 8), 2);
+    cr_expect_str_eq(sv[0].version, "10");
+    cr_expect_str_eq(sv[1].version, "2");
+    rk_repo_destroy(r);
+    rk_repo_opts ro2 = {.dir = repo, .specific = {1, 10}, .n_specific = 2};
+    cr_assert_eq(rk_repo_create(s, &ro2, &r, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_repo_scan(r, 0, &rs, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rs.loaded, 1);
+    cr_expect_eq(rs.unloaded, 1);
+    cr_assert_eq(rk_server_list(s, sv, 8), 2);
+    cr_expect_str_eq(sv[0].version, "10");
+    cr_expect_str_eq(sv[1].version, "1");
+    rk_repo_destroy(r);
+    rk_repo_opts bad = {.dir = repo, .latest = 0};
+    cr_expect_eq(rk_repo_create(s, &bad, &r, &e), RK_EINVAL);
+    cr_expect_str_eq(e.msg, "version policy: latest 0, must be 1..8");
+    rk_server_stop(s, NULL);
+    grpc_shutdown_blocking();
+    rk_rm_rf(repo, &e);
+}
+
+/* A retrain saved into the served directory (rk_model_save: temp dir +
+ * rename, so another inode at the same path) used to be "nothing to
+ * reload": now the reload switches to it. */
+Test(serve, reload_picks_up_a_bundle_saved_again_in_place, .timeout = 120) {
+    char da[256], addr[64];
+    snprintf(da, sizeof da, "/tmp/rk_inpl_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    grpc_init();
+    rk_server *s = start_on(da, 0, 0, addr, sizeof addr);
+    rk_err e = {0};
+    int sw = 1;
+    cr_assert_eq(rk_server_reload(s, da, &sw, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(sw, 0, "the same bundle again must be a no-op");
+    make_bundle_at(da, 2, "B");
+    cr_assert_eq(rk_server_reload(s, da, &sw, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(sw, 1, "a bundle saved again at the served path was not reloaded");
+    char ver[256];
+    rk_server_current(s, ver, sizeof ver, NULL, 0);
+    cr_expect(strstr(ver, "/B") != NULL, "serving %s", ver);
+    stop_and_remove(s, da);
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "rank.h"
+#include "serve.h"
 #include "store.h"
 
 int rank_query_main(int argc, char **argv);  /* tools/rank_query.c */
@@ -31,7 +32,7 @@ int rank_sid_main(int argc, char **argv);    /* tools/rank_sid.c */
 
 static void usage(FILE *o) {
     fprintf(o,
-            "usage: rank COMMAND [options]\n"
+            "usage: rank COMMAND [options]    (rank --version: the version)\n"
             "\n"
             "commands:\n"
             "  data movielens --input DIR --out DIR\n"
@@ -528,6 +529,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("rank %s\n", rk_version_string());
+        return 0;
     }
     const char *cmd = argv[1];
     int help = 0;

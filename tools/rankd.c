@@ -1,8 +1,14 @@
 /*
  * tools/rankd.c — the ranking server: a thin main over rk_server.
  *
- *   rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]
- *         [--max-candidates N] [--queue-depth N] [--max-message-bytes N]
+ *   rankd (--model DIR | --model-repository DIR) --listen HOST:PORT [options]
+ *         (rankd --help lists them; --config FILE gives them as JSON, flags win)
+ *
+ * --model-repository serves DIR/<model>/<version>/ through rk_repo
+ * (serve/repository.c): scanned at start, on SIGHUP and every
+ * --poll-seconds. --metrics-listen serves GET /metrics; --tls-* and
+ * --admin-* secure the port and Admin (serve/auth.c). On SIGINT/SIGTERM the
+ * server first answers health NOT_SERVING for --drain-ms.
  *
  * SIGINT, SIGTERM and SIGHUP are blocked before gRPC starts, so every thread
  * gRPC or the server creates inherits the mask (c-stack.md §2.2 step 1), and
@@ -39,18 +45,20 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#include <jansson.h>
 
 #include "serve.h"
 #include "store.h"
 
 static void usage(FILE *o) {
     fprintf(o,
-            "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
+            "usage: rankd (--model DIR | --model-repository DIR) --listen HOST:PORT [--threads N]\n"
+            "             [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
-            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--image-encoder DIR] [--updates]\n"
+            "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--image-encoder DIR]\n"
+            "             [--updates] [--device cpu|auto|cuda[:N]] [--metrics-listen HOST:PORT] [--version]\n"
             "             [--redis-cluster HOST:PORT[,HOST:PORT...] [--redis-timeout-ms N]\n"
             "              [--redis-fallback rocksdb|default] [--redis-cache-mb N]]\n"
-            "             [--device cpu|auto|cuda[:N]]\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -69,15 +77,15 @@ static void usage(FILE *o) {
             "                         item records do not know from their text (one per worker);\n"
             "                         content_text: UTF-8, no NUL, at most 8192 bytes, only\n"
             "                         whitespace = none; else INVALID_ARGUMENT\n"
+            "  --image-encoder DIR    vision encoder (DINOv2, scripts/setup-vision.sh) for\n"
+            "                         candidates' content_image (JPEG/PNG, at most 4 MiB and\n"
+            "                         8 megapixels, else INVALID_ARGUMENT), as --encoder for\n"
+            "                         text; with both, text and image embeddings concatenated\n"
             "  --device SPEC          where the towers run: cpu (default); cuda or cuda:N, an\n"
             "                         NVIDIA GPU through librankd_cuda.so (start-up fails naming\n"
             "                         the CUDA error when it does not work; never a silent\n"
             "                         fallback); auto: a GPU when one works, else the CPU.\n"
             "                         Embedding bags are pooled on the CPU either way\n"
-            "  --image-encoder DIR    vision encoder (DINOv2, scripts/setup-vision.sh) for\n"
-            "                         candidates' content_image (JPEG/PNG, at most 4 MiB and\n"
-            "                         8 megapixels, else INVALID_ARGUMENT), as --encoder for\n"
-            "                         text; with both, text and image embeddings concatenated\n"
             "  --updates              open the bundle's tables writable and serve\n"
             "                         rankd.v1.Admin/ApplyUpdates (durable online row updates)\n"
             "  --redis-cluster SEEDS  embedding rows from a Redis Cluster between the RAM cache\n"
@@ -94,9 +102,40 @@ static void usage(FILE *o) {
             "                         (counted, printed at exit)\n"
             "  --redis-cache-mb N     RAM row cache in front of Redis, MiB (default: the store's\n"
             "                         64 MiB)\n"
+            "  --metrics-listen HOST:PORT  Prometheus text endpoint GET /metrics on its own\n"
+            "                         address (port 0: a free one, see the 'metrics on' line)\n"
+            "  --version              print the version and exit\n"
+            "  --model-repository DIR serve DIR/<model>/<version>/ bundles (TF Serving's layout,\n"
+            "                         <version> a decimal number), several models at once, routed\n"
+            "                         by RankRequest.model_name (+ model_version); a version is\n"
+            "                         opened, schema-checked against the served one and warmed up\n"
+            "                         before it takes traffic; one that fails is refused (logged)\n"
+            "                         and the old one keeps serving; retired versions drain first\n"
+            "  --version-policy P     latest:N (default latest:1) or specific:V1,V2,...\n"
+            "  --poll-seconds N       rescan the repository every N s (default 0: on SIGHUP only)\n"
+            "  --drain-ms N           on SIGINT/SIGTERM, answer health NOT_SERVING while still\n"
+            "                         serving for N ms before stopping (default 0)\n"
+            "  --grace-ms N           then give in-flight calls N ms before cancelling (default 5000)\n"
+            "  --log-level L          debug, info (default), warn or error\n"
+            "  --log-json             one JSON object per log line (ts, level, program, msg)\n"
+            "  --access-log-sample N  one access line per N Rank calls per worker (default 0: none;\n"
+            "                         errors are logged with their request id, at most 1/s/worker)\n"
+            "  --config FILE          flags from a JSON object {\"long-flag\": value, ...};\n"
+            "                         flags given on the command line win\n"
+            "  --tls-cert F --tls-key F  TLS on the gRPC port (PEM server certificate and key);\n"
+            "                         without them the port is plaintext (for loopback development)\n"
+            "  --tls-client-ca F      mutual TLS: every client presents a certificate signed by F\n"
+            "  --admin-token-file F   Admin calls need 'authorization: Bearer <first line of F>'\n"
+            "  --admin-allow-cn A,B   or a client certificate (mutual TLS) with one of these CNs;\n"
+            "                         --updates with neither is allowed on loopback only. Every\n"
+            "                         update is logged (who, model, table, rows) and counted\n"
             "  A request whose deadline has passed when a worker picks it up gets\n"
             "  DEADLINE_EXCEEDED without model work; the deadline (and a shutdown) is also\n"
-            "  checked before each content_text or content_image is encoded (DEADLINE_EXCEEDED / UNAVAILABLE).\n"
+            "  checked before each content_text or content_image is encoded (DEADLINE_EXCEEDED /\n"
+            "  UNAVAILABLE).\n"
+            "  Health (grpc.health.v1 Check): \"\" and rankd.v1.Ranker are SERVING once a model\n"
+            "  is loaded, a model's name while it has a version; NOT_SERVING when draining.\n"
+            "  SIGHUP with --model-repository: rescan it (and retry refused versions).\n"
             "  SIGHUP: re-resolve --model (e.g. a symlink to the current version) and switch\n"
             "  to it if it names another bundle, while the old one keeps serving. A bundle\n"
             "  that fails to open (at start or on SIGHUP) is refused with a message naming\n"
@@ -162,55 +201,237 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+/* --version-policy latest:N | specific:V1,V2,... */
+static int parse_policy(const char *s, rk_repo_opts *ro) {
+    if (!strncmp(s, "latest:", 7)) {
+        ro->n_specific = 0;
+        return parse_int("--version-policy latest", s + 7, 1, 8, &ro->latest);
+    }
+    if (!strncmp(s, "specific:", 9)) {
+        const char *p = s + 9;
+        ro->n_specific = 0;
+        for (;;) {
+            char *end;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || v < 0 || (*end && *end != ',') || ro->n_specific == RK_REPO_MAX_SPECIFIC) break;
+            ro->specific[ro->n_specific++] = v;
+            if (!*end) return 0;
+            p = end + 1;
+        }
+    }
+    fprintf(stderr, "rankd: --version-policy '%s': expected latest:N (1..8) or specific:V1,V2,... "
+                    "(at most %d decimal versions)\n", s, RK_REPO_MAX_SPECIFIC);
+    return -1;
+}
+
+static const struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
+                                   {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
+                                   {"max-message-bytes", 1, 0, 'b'},
+                                   {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
+                                   {"requests-per-worker", 1, 0, 'r'},
+                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
+                                   {"updates", 0, 0, 'U'},      {"metrics-listen", 1, 0, 'M'},
+                                   {"version", 0, 0, 'V'},      {"model-repository", 1, 0, 'D'},
+                                   {"version-policy", 1, 0, 'P'}, {"poll-seconds", 1, 0, 'S'},
+                                   {"drain-ms", 1, 0, 'W'},     {"grace-ms", 1, 0, 'G'},
+                                   {"tls-cert", 1, 0, 1001},    {"tls-key", 1, 0, 1002},
+                                   {"tls-client-ca", 1, 0, 1003}, {"admin-token-file", 1, 0, 1004},
+                                   {"admin-allow-cn", 1, 0, 1005},
+                                   {"log-level", 1, 0, 1007},   {"log-json", 0, 0, 1008},
+                                   {"access-log-sample", 1, 0, 1009}, {"config", 1, 0, 1010},
+                                   {"image-encoder", 1, 0, 'I'}, {"device", 1, 0, 1011},
+                                   {"redis-cluster", 1, 0, 'C'}, {"redis-timeout-ms", 1, 0, 'T'},
+                                   {"redis-fallback", 1, 0, 'F'}, {"redis-cache-mb", 1, 0, 'K'},
+                                   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+
+/* Flags from --config FILE: a JSON object whose keys are rankd's long flag
+ * names ("model-repository": "/srv/models", "threads": 4, "updates": true).
+ * They go before the command line's own flags, and a flag the command line
+ * gives is skipped from the file: flags win. *nargv is argv with the
+ * config's flags inserted (and --config FILE removed); 2 on a usage error. */
+static char **cfg_argv;   /* the expanded argv (freed at exit: optarg points into it) */
+static int cfg_first, cfg_end; /* cfg_argv[cfg_first..cfg_end) were strdup'd */
+
+static void free_config(void) {
+    for (int i = cfg_first; i < cfg_end; i++) free(cfg_argv[i]);
+    free(cfg_argv);
+}
+
+static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9)) path = argv[i] + 9;
+    }
+    *nargc = argc;
+    *nargv = argv;
+    if (!path) return 0;
+    char *text = NULL;
+    rk_err e = {0};
+    if (rk_read_file(path, &text, NULL, &e)) {
+        fprintf(stderr, "rankd: --config: %s\n", e.msg);
+        return 2;
+    }
+    json_error_t je;
+    json_t *root = json_loads(text, 0, &je);
+    rk_free(text);
+    if (!root || !json_is_object(root)) {
+        fprintf(stderr, "rankd: --config %s: line %d: %s\n", path, je.line, root ? "not a JSON object" : je.text);
+        json_decref(root);
+        return 2;
+    }
+    char **out = calloc((size_t)(argc + 2 * json_object_size(root) + 1), sizeof *out);
+    int n = 0, bad = 0;
+    out[n++] = argv[0];
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        const struct option *op = opts;
+        while (op->name && strcmp(op->name, key)) op++;
+        if (!op->name || !strcmp(key, "config") || !strcmp(key, "help") || !strcmp(key, "version")) {
+            fprintf(stderr, "rankd: --config %s: unknown key '%s' (keys are rankd's long flags)\n", path, key);
+            bad = 1;
+            break;
+        }
+        int on_cli = 0;
+        size_t kl = strlen(key);
+        for (int i = 1; i < argc; i++)
+            on_cli |= !strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, key, kl) && (!argv[i][2 + kl] || argv[i][2 + kl] == '=');
+        if (on_cli) continue;
+        char buf[64];
+        const char *v = NULL;
+        if (op->has_arg == no_argument) {
+            if (!json_is_boolean(val)) {
+                fprintf(stderr, "rankd: --config %s: '%s' must be true or false\n", path, key);
+                bad = 1;
+                break;
+            }
+            if (json_is_false(val)) continue;
+        } else if (json_is_string(val)) {
+            v = json_string_value(val);
+        } else if (json_is_integer(val)) {
+            snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+            v = buf;
+        } else {
+            fprintf(stderr, "rankd: --config %s: '%s' must be a string or an integer\n", path, key);
+            bad = 1;
+            break;
+        }
+        char flag[160];
+        snprintf(flag, sizeof flag, "--%s", key);
+        out[n++] = strdup(flag);
+        if (v) out[n++] = strdup(v);
+    }
+    json_decref(root);
+    cfg_argv = out;
+    cfg_first = 1;
+    cfg_end = n;
+    atexit(free_config);
+    if (bad) return 2;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(argv[i], "--config=", 9)) continue;
+        out[n++] = argv[i];
+    }
+    *nargc = n;
+    *nargv = out;
+    return 0;
+}
+
+/* --model DIR: open it (tables to RAM within ram_mb) as rankd always did. */
+static int open_model(const char *model, int updates, int ram_mb, rk_model **out) {
+    rk_err e = {0};
+    rk_model *m = NULL;
+    if (rk_model_open_ex(model, updates, &m, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
+        return -1;
+    }
+    rk_info("model %s from %s", rk_model_version(m), rk_model_dir(m));
+    size_t ram = 0;
+    if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
+        rk_model_destroy(m);
+        return -1;
+    }
+    if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
+    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
+    *out = m;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int probe = rk_store_probe_main(argc, argv);
     if (probe >= 0) return probe;
     /* a damaged SST can abort RocksDB: open every store (start-up and
      * reloads) in a child first, so that the server refuses it instead */
     rk_store_set_probe("/proc/self/exe");
+    if (expand_config(argc, argv, &argc, &argv)) return 2;
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     const char *model = NULL, *listen = NULL;
-    int blas_threads = 1, ram_mb = 512, updates = 0, ram_given = 0;
+    int blas_threads = 1, ram_mb = 512, updates = 0, drain_ms = 0, ram_given = 0;
+    rk_repo_opts ro = {.latest = 1, .poll_s = 0};
     const char *redis_seeds = NULL;
-    rk_redis_opts ro = RK_REDIS_OPTS_DEFAULT;
-    static struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0, 'l'},
-                                   {"threads", 1, 0, 't'},     {"max-candidates", 1, 0, 'c'},
-                                   {"max-message-bytes", 1, 0, 'b'},
-                                   {"blas-threads", 1, 0, 'B'},  {"queue-depth", 1, 0, 'q'},
-                                   {"requests-per-worker", 1, 0, 'r'},
-                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
-                                   {"updates", 0, 0, 'U'},       {"device", 1, 0, 'D'},
-                                   {"redis-cluster", 1, 0, 'C'},
-                                   {"redis-timeout-ms", 1, 0, 'T'}, {"redis-fallback", 1, 0, 'F'},
-                                   {"redis-cache-mb", 1, 0, 'K'},
-                                   {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'}, {"image-encoder", 1, 0, 'I'},
-                                   {"updates", 0, 0, 'U'},
-                                   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    rk_redis_opts rro = RK_REDIS_OPTS_DEFAULT;
+
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case 'm': model = optarg; break;
+        case 'm':
+            if (model) {
+                fprintf(stderr, "rankd: --model given twice ('%s', then '%s'): one bundle per --model; "
+                                "serve several with --model-repository\n", model, optarg);
+                return 2;
+            }
+            model = optarg;
+            break;
+        case 'M': o.metrics_listen = optarg; break;
+        case 'D': ro.dir = optarg; break;
+        case 1001: o.tls_cert_file = optarg; break;
+        case 1002: o.tls_key_file = optarg; break;
+        case 1003: o.tls_client_ca_file = optarg; break;
+        case 1004: o.admin_token_file = optarg; break;
+        case 1005: o.admin_allow_cn = optarg; break;
+        case 1007: {
+            rk_log_level lv;
+            if (rk_log_parse_level(optarg, &lv)) {
+                fprintf(stderr, "rankd: --log-level '%s': expected debug, info, warn or error\n", optarg);
+                return 2;
+            }
+            rk_log_set_level(lv);
+            break;
+        }
+        case 1008: rk_log_set_json(1); break;
+        case 1009: bad = parse_int("--access-log-sample", optarg, 0, 1000000000, &o.access_log_sample); break;
+        case 1010: break; /* expanded before */
+        case 'P': bad = parse_policy(optarg, &ro); break;
+        case 'S': bad = parse_int("--poll-seconds", optarg, 0, 86400, &ro.poll_s); break;
+        case 'W': bad = parse_int("--drain-ms", optarg, 0, 600000, &drain_ms); break;
+        case 'G': bad = parse_int("--grace-ms", optarg, 0, 600000, &o.grace_ms); break;
+        case 'V': printf("rankd %s\n", rk_version_string()); return 0;
         case 'E': o.encoder_dir = optarg; break;
-        case 'D': o.device = optarg; break;
         case 'I': o.image_encoder_dir = optarg; break;
+        case 1011: o.device = optarg; break;
+        case 'C': redis_seeds = optarg; break;
+        case 'K': {
+            int mb = 0;
+            bad = parse_int("--redis-cache-mb", optarg, 0, 1 << 20, &mb);
+            rro.cache_bytes = (long long)mb << 20;
+            break;
+        }
+        case 'T': bad = parse_int("--redis-timeout-ms", optarg, 1, 60000, &rro.timeout_ms); break;
+        case 'F':
+            if (!strcmp(optarg, "rocksdb") || !strcmp(optarg, "default")) rro.rocksdb_fallback = !strcmp(optarg, "rocksdb");
+            else bad = fprintf(stderr, "rankd: --redis-fallback: expected rocksdb or default, got '%s'\n", optarg) > 0;
+            break;
         case 'l': listen = optarg; break;
         case 't': bad = parse_int("--threads", optarg, 1, 256, &o.threads); break;
         case 'c': bad = parse_int("--max-candidates", optarg, 1, 1000000, &o.max_candidates); break;
         case 'b': bad = parse_int("--max-message-bytes", optarg, 64, INT_MAX, &o.max_message_bytes); break;
         case 'R': bad = parse_int("--ram-tables-mb", optarg, 0, 1 << 30, &ram_mb), ram_given = 1; break;
-        case 'C': redis_seeds = optarg; break;
-        case 'K': {
-            int mb = 0;
-            bad = parse_int("--redis-cache-mb", optarg, 0, 1 << 20, &mb);
-            ro.cache_bytes = (long long)mb << 20;
-            break;
-        }
-        case 'T': bad = parse_int("--redis-timeout-ms", optarg, 1, 60000, &ro.timeout_ms); break;
-        case 'F':
-            if (!strcmp(optarg, "rocksdb") || !strcmp(optarg, "default")) ro.rocksdb_fallback = !strcmp(optarg, "rocksdb");
-            else bad = fprintf(stderr, "rankd: --redis-fallback: expected rocksdb or default, got '%s'\n", optarg) > 0;
-            break;
         case 'B': bad = parse_int("--blas-threads", optarg, 1, 64, &blas_threads); break;
         case 'q': bad = parse_int("--queue-depth", optarg, 1, 1000000, &o.queue_depth); break;
         case 'r': bad = parse_int("--requests-per-worker", optarg, 1, 1024, &o.requests_per_worker); break;
@@ -220,9 +441,10 @@ int main(int argc, char **argv) {
         }
         if (bad) return 2;
     }
-    if (optind < argc || !model || !listen) {
+    if (optind < argc || !(model || ro.dir) || (model && ro.dir) || !listen) {
         if (optind < argc) fprintf(stderr, "rankd: unexpected argument '%s'\n", argv[optind]);
-        else fprintf(stderr, "rankd: --model and --listen are required (see --help)\n");
+        else if (model && ro.dir) fprintf(stderr, "rankd: --model and --model-repository: give one of them\n");
+        else fprintf(stderr, "rankd: --model (or --model-repository) and --listen are required (see --help)\n");
         return 2;
     }
     {
@@ -267,31 +489,19 @@ int main(int argc, char **argv) {
     rk_err e = {0};
     rk_redis *redis = NULL;
     if (redis_seeds) {
-        if (rk_redis_create(redis_seeds, &ro, &redis, &e)) {
+        if (rk_redis_create(redis_seeds, &rro, &redis, &e)) {
             fprintf(stderr, "rankd: %s\n", e.msg);
             return 1;
         }
         rk_store_set_tier(redis); /* every store rankd opens from now on (reloads too) */
-        rk_info("Redis Cluster tier: %s (timeout %d ms, fallback %s)", redis_seeds, ro.timeout_ms,
-                ro.rocksdb_fallback ? "rocksdb" : "default row");
+        rk_info("Redis Cluster tier: %s (timeout %d ms, fallback %s)", redis_seeds, rro.timeout_ms,
+                rro.rocksdb_fallback ? "rocksdb" : "default row");
     }
     rk_model *m = NULL;
-    if (rk_model_open_ex(model, updates, &m, &e)) {
-        fprintf(stderr, "rankd: %s\n", e.msg);
-        return 1;
-    }
-    rk_info("model %s from %s", rk_model_version(m), rk_model_dir(m));
-    size_t ram = 0;
-    if (ram_mb > 0 && rk_model_tables_to_ram(m, (size_t)ram_mb << 20, &ram, &e)) {
-        fprintf(stderr, "rankd: %s\n", e.msg);
-        rk_model_destroy(m);
-        return 1;
-    }
-    if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
-    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
     o.updates = updates;
     o.ram_tables_bytes = (size_t)ram_mb << 20;
     o.own_model = 1; /* a reload may retire the start-up version */
+    if (model && open_model(model, updates, ram_mb, &m) != 0) return 1;
     rk_server *srv = NULL;
     int port = 0;
     if (rk_server_start(&o, m, &srv, &port, &e)) {
@@ -299,18 +509,44 @@ int main(int argc, char **argv) {
         rk_model_destroy(m); /* a failed start leaves it to us */
         return 1;
     }
+    rk_repo *repo = NULL;
+    if (ro.dir) {
+        rk_repo_stats rs;
+        if (rk_repo_create(srv, &ro, &repo, &e) || rk_repo_scan(repo, 1, &rs, &e) ||
+            rk_repo_start_polling(repo, &e)) {
+            fprintf(stderr, "rankd: %s\n", e.msg);
+            rk_repo_destroy(repo);
+            rk_server_stop(srv, NULL);
+            return 1;
+        }
+        rk_info("model repository %s: %d versions loaded, %d refused (policy %s%d, poll every %d s)", ro.dir,
+                rs.loaded, rs.refused, ro.n_specific ? "specific, " : "latest:", ro.n_specific ? ro.n_specific : ro.latest,
+                ro.poll_s);
+        if (!rs.loaded) rk_warn("no model loaded yet: health NOT_SERVING, Rank UNAVAILABLE until one loads");
+    }
     /* The bound address: the listen host with the port actually bound. */
     const char *colon = strrchr(listen, ':');
     int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+    if (o.metrics_listen) {
+        const char *mc = strrchr(o.metrics_listen, ':');
+        rk_info("metrics on http://%.*s:%d/metrics", mc ? (int)(mc - o.metrics_listen) : 0, o.metrics_listen,
+                rk_server_metrics_port(srv));
+    }
     rk_info("listening on %.*s:%d (threads=%d blas_threads=%d max_candidates=%d queue_depth=%d "
-            "max_message_bytes=%d)",
+            "max_message_bytes=%d tls=%s)",
             host_len, listen, port, o.threads, blas_threads, o.max_candidates, o.queue_depth,
-            o.max_message_bytes);
+            o.max_message_bytes, o.tls_cert_file ? (o.tls_client_ca_file ? "mutual" : "on") : "off");
 
     int sig = 0;
     for (;;) {
         sig = next_signal(sfd);
         if (sig != SIGHUP) break;
+        if (repo) {
+            rk_repo_stats rs;
+            if (rk_repo_scan(repo, 1, &rs, &e)) rk_error("SIGHUP: %s", e.msg);
+            else rk_info("SIGHUP: repository scanned: %d loaded, %d refused, %d unloaded", rs.loaded, rs.refused, rs.unloaded);
+            continue;
+        }
         int switched = 0;
         double t0 = rk_now();
         if (rk_server_reload(srv, model, &switched, &e)) {
@@ -322,7 +558,16 @@ int main(int argc, char **argv) {
         if (switched) rk_info("SIGHUP: now serving model %s from %s (opened in %.0f ms)", ver, dir, (rk_now() - t0) * 1e3);
         else rk_info("SIGHUP: %s still names %s: nothing to reload", model, dir);
     }
-    rk_info("%s: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    const char *sname = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    rk_server_drain(srv);
+    rk_repo_destroy(repo);
+    rk_info("%s: draining: health NOT_SERVING, calls still served for %d ms (--drain-ms)", sname, drain_ms);
+    if (drain_ms > 0) {
+        struct timespec ts = {drain_ms / 1000, (long)(drain_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+    }
+    rk_info("%s: stopping (in-flight calls get %d ms)", sname, o.grace_ms);
     rk_server_counters cnt;
     rk_server_stop(srv, &cnt); /* destroys the serving model (own_model) */
     double n = cnt.rank_ok ? (double)cnt.rank_ok : 1.0;
