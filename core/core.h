@@ -183,10 +183,15 @@ int rk_split_tabs(char *line, char **fields, int max);
  * readable by the Python `safetensors` package and PyTorch. Also int64.
  * Tensors are borrowed: the data must stay valid until rk_st_writer_write. */
 typedef struct rk_st_writer rk_st_writer;
-/* The writer stores xxh64 of the data section (16 hex digits) under this
- * metadata key; the reader verifies it when present (files from other
- * writers have none and are read as they are). */
-#define RK_ST_CHECKSUM_KEY "rankd.data_xxh64"
+/* The writer stores xxh64 of the header (canonical JSON without this key)
+ * followed by the data section (16 hex digits) under this metadata key; the
+ * reader verifies it when present, so an edited header is caught too. Files
+ * of older rankd writers carry RK_ST_DATA_CHECKSUM_KEY (the data alone),
+ * still verified and read; files from other writers have neither and are
+ * read as they are. The reader also refuses duplicate tensor names and
+ * tensors whose byte ranges overlap. */
+#define RK_ST_CHECKSUM_KEY "rankd.xxh64"
+#define RK_ST_DATA_CHECKSUM_KEY "rankd.data_xxh64"
 rk_status rk_st_writer_create(rk_st_writer **out, rk_err *err);
 /* name: copied; shape: up to 4 dims; data: n = prod(shape) floats, borrowed. */
 rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data,

@@ -248,6 +248,60 @@ Test(core, safetensors_offsets_outside_data) {
     expect_open_fails(p, RK_EFORMAT, "entry 'w' has 8 bytes for 3 floats");
 }
 
+/* Overlapping tensors and duplicate names were accepted; an edited header
+ * (two same-size tensors' offsets swapped) changed the values read with the
+ * data-only checksum still valid. Files with only the older data checksum
+ * are still read (and their data still verified). */
+Test(core, safetensors_overlaps_duplicates_and_header_checksum) {
+    float d[4] = {1, 2, 3, 4};
+    const char *p = write_raw("ov.safetensors", 0,
+                              "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", d, sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "tensors 'a' [0, 8) and 'b' [4, 12) overlap");
+    p = write_raw("dup.safetensors", 0,
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                  "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", d, sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "duplicate object key");
+    /* an empty tensor may sit anywhere */
+    p = write_raw("empty.safetensors", 0,
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                  "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}", d, sizeof d);
+    rk_st_file *f = NULL;
+    rk_err err = {0};
+    cr_assert_eq(rk_st_open(p, &f, &err), RK_OK, "%s", err.msg);
+    rk_st_close(f);
+    /* header edit: swap a's and b's offsets in a rankd-written file */
+    rk_st_writer *w;
+    cr_assert_eq(rk_st_writer_create(&w, &err), RK_OK);
+    int64_t sh[1] = {2};
+    cr_assert_eq(rk_st_writer_add_f32(w, "a", d, 1, sh, &err), RK_OK);
+    cr_assert_eq(rk_st_writer_add_f32(w, "b", d + 2, 1, sh, &err), RK_OK);
+    const char *wp = tpath("w.safetensors");
+    cr_assert_eq(rk_st_writer_write(w, wp, &err), RK_OK, "%s", err.msg);
+    rk_st_writer_destroy(w);
+    char *buf;
+    size_t n;
+    cr_assert_eq(rk_read_file(wp, &buf, &n, &err), RK_OK);
+    char *oa = strstr(buf + 8, "\"a\":{"), *ob = strstr(buf + 8, "\"b\":{");
+    cr_assert(oa && ob && strstr(buf + 8, "rankd.xxh64"), "%.*s", 200, buf + 8);
+    oa[1] = 'b', ob[1] = 'a'; /* rename a <-> b: a reads b's bytes */
+    const char *ep = tpath("edited.safetensors");
+    cr_assert_eq(rk_write_file(ep, buf, n, &err), RK_OK);
+    rk_free(buf);
+    expect_open_fails(ep, RK_EFORMAT, "checksum of header and data");
+    /* a file of an older rankd writer: data checksum only */
+    char hex[17], hdr[400];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)rk_hash64(d, 8, 0));
+    snprintf(hdr, sizeof hdr, "{\"__metadata__\":{\"rankd.data_xxh64\":\"%s\"},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", hex);
+    p = write_raw("old.safetensors", 0, hdr, d, 8);
+    cr_assert_eq(rk_st_open(p, &f, &err), RK_OK, "%s", err.msg);
+    rk_st_close(f);
+    float e2[2] = {1, 5};
+    p = write_raw("oldbad.safetensors", 0, hdr, e2, 8);
+    expect_open_fails(p, RK_EFORMAT, "data checksum");
+}
+
 Test(core, safetensors_shape_overflow) {
     float d[96] = {0};
     /* (2^62+1) * 384 wraps to 384 elements in 64 bits: must not be taken as 384 floats */
