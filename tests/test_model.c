@@ -618,7 +618,7 @@ Test(bundle, flipped_weight_byte_is_detected, .init = mk_tmp, .fini = rm_tmp) {
     fseek(f, -3, SEEK_END);
     fputc(c ^ 0x10, f);
     fclose(f);
-    expect_open_error(dir, RK_EFORMAT, "data checksum");
+    expect_open_error(dir, RK_EFORMAT, "checksum of header and data");
 }
 
 /* A save killed mid-way leaves DIR.tmp-PID / DIR.old-PID; the next save
