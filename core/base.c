@@ -6,6 +6,7 @@
 #include "core.h"
 
 #include <cblas.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -368,6 +369,38 @@ int rk_path_exists(const char *path) {
 int rk_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ------------------------------------------------------------- numbers */
+
+rk_status rk_parse_int(const char *what, const char *text, long long lo, long long hi, long long *out, rk_err *err) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(text, &end, 10);
+    if (!*text || isspace((unsigned char)*text) || *end || errno || x < lo || x > hi)
+        return rk_fail(err, RK_EINVAL, "%s: expected an integer in %lld..%lld, got '%.60s'", what, lo, hi, text);
+    *out = x;
+    return RK_OK;
+}
+
+rk_status rk_parse_u64(const char *what, const char *text, uint64_t *out, rk_err *err) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(text, &end, 10);
+    if (!*text || !isdigit((unsigned char)*text) || *end || errno)
+        return rk_fail(err, RK_EINVAL, "%s: expected an integer in 0..%llu, got '%.60s'", what,
+                       (unsigned long long)UINT64_MAX, text);
+    *out = x;
+    return RK_OK;
+}
+
+rk_status rk_parse_double(const char *what, const char *text, double lo, double hi, double *out, rk_err *err) {
+    char *end;
+    double x = strtod(text, &end);
+    if (!*text || isspace((unsigned char)*text) || *end || !isfinite(x) || x < lo || x > hi)
+        return rk_fail(err, RK_EINVAL, "%s: expected a number in [%g, %g], got '%.60s'", what, lo, hi, text);
+    *out = x;
+    return RK_OK;
 }
 
 /* ------------------------------------------------------------- text */

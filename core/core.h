@@ -166,6 +166,18 @@ void rk_path_parent(const char *path, char *out, size_t cap);
  * effort: errors are ignored. */
 void rk_sweep_dead_writers(const char *path, int restore_old, const char *what);
 
+/* ---------------------------------------------------------------- numbers */
+
+/* The one strict number parser of every tool's options: the whole text must
+ * be the number (no empty text, no surrounding space, no trailing text: an
+ * integer option given "2.5" is refused), within [lo, hi]. Errors name
+ * `what` (the option, e.g. "--candidates") and the text:
+ *   "--candidates: expected an integer in 1..100000, got '2.5'". */
+rk_status rk_parse_int(const char *what, const char *text, long long lo, long long hi, long long *out, rk_err *err);
+rk_status rk_parse_u64(const char *what, const char *text, uint64_t *out, rk_err *err);
+/* Finite only. */
+rk_status rk_parse_double(const char *what, const char *text, double lo, double hi, double *out, rk_err *err);
+
 /* ---------------------------------------------------------------- text */
 
 /* In-place line splitting of a NUL-terminated buffer: returns the line at

@@ -581,6 +581,33 @@ Test(core, read_text_refuses_nul_and_drops_bom) {
     rk_free(s);
 }
 
+/* The one strict number parser: the whole text is the number. */
+Test(core, strict_number_parsers) {
+    rk_err err = {0};
+    long long x = 0;
+    cr_expect_eq(rk_parse_int("--candidates", "25", 1, 100, &x, &err), RK_OK);
+    cr_expect_eq(x, 25);
+    const char *bad[] = {"2.5", "", " 3", "3 ", "3x", "0x10", "101", "0", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(rk_parse_int("--candidates", bad[i], 1, 100, &x, &err), RK_EINVAL, "'%s' accepted", bad[i]);
+        char want[128];
+        snprintf(want, sizeof want, "--candidates: expected an integer in 1..100, got '%s'", bad[i]);
+        cr_expect_str_eq(err.msg, want);
+    }
+    double d = 0;
+    cr_expect_eq(rk_parse_double("--rate", "2.5", 0.001, 1e7, &d, &err), RK_OK);
+    cr_expect_eq(d, 2.5);
+    const char *badd[] = {"nan", "inf", "", "1e30", "2.5x", " 1", "0"};
+    for (size_t i = 0; i < sizeof badd / sizeof *badd; i++)
+        cr_expect_eq(rk_parse_double("--rate", badd[i], 0.001, 1e7, &d, &err), RK_EINVAL, "'%s' accepted", badd[i]);
+    EXPECT_MSG(err, "--rate: expected a number in [0.001, 1e+07], got '0'");
+    uint64_t u = 0;
+    cr_expect_eq(rk_parse_u64("--seed", "18446744073709551615", &u, &err), RK_OK);
+    cr_expect_eq(u, UINT64_MAX);
+    cr_expect_eq(rk_parse_u64("--seed", "-1", &u, &err), RK_EINVAL);
+    cr_expect_eq(rk_parse_u64("--seed", "18446744073709551616", &u, &err), RK_EINVAL);
+}
+
 /* Log lines carry the program name that was set, then the level letter. */
 Test(core, log_prefix_names_the_program, .init = cr_redirect_stderr) {
     rk_log_set_program("rank");

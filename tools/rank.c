@@ -146,13 +146,15 @@ static int die(const rk_err *e) {
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "rank: --%s: expected an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+    char what[64];
+    snprintf(what, sizeof what, "--%s", opt);
+    long long x;
+    rk_err e = {0};
+    if (rk_parse_int(what, v, lo, hi, &x, &e)) {
+        fprintf(stderr, "rank: %s\n", e.msg);
         return -1;
     }
-    *out = x;
+    *out = (long)x;
     return 0;
 }
 
