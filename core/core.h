@@ -143,8 +143,22 @@ rk_status rk_read_file(const char *path, char **out, size_t *len, rk_err *err);
  * header name) and byte, so that line splitting on the NUL-terminated
  * buffer never stops early at one. Every TSV reader reads through it. */
 rk_status rk_read_text(const char *path, char **out, size_t *len, rk_err *err);
-/* Write a whole file and fsync it (not atomic; see rk_write_file_atomic). */
+/* Write a whole file and fsync it (not atomic; see rk_write_file_atomic).
+ * A full disk (ENOSPC on write or fsync) is RK_ETOOBIG, other errors RK_EIO. */
 rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err);
+/* The one "write temp, fsync, rename, fsync the folder" of the project:
+ * write_tmp(ctx, TMP) writes the whole content to TMP = PATH.tmp-PID (a
+ * writer that fsyncs, as rk_write_file and the safetensors writer do); then
+ * TMP is renamed over PATH and PATH's folder fsync'd. On any failure TMP is
+ * removed and PATH keeps its old content (or stays absent). A writer that
+ * dies leaves PATH.tmp-PID, which rk_sweep_dead_writers removes. */
+rk_status rk_publish_file(const char *path, rk_status (*write_tmp)(void *ctx, const char *tmp, rk_err *err), void *ctx,
+                          rk_err *err);
+/* rk_publish_file of data[len]. */
+rk_status rk_write_file_atomic(const char *path, const void *data, size_t len, rk_err *err);
+/* Test hook: the n-th rk_write_file from now (1-based) and every later one
+ * fail in their first write(2) with errnum (0: ENOSPC); n = 0 switches it off. */
+void rk_write_fail_after(long n, int errnum);
 /* mkdir -p. */
 rk_status rk_mkdir_p(const char *path, rk_err *err);
 /* rm -rf; missing path is not an error. */

@@ -155,7 +155,7 @@ rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
         memcpy(p, w->t[i].data, nb); /* host is little-endian (x86-64, arm64) */
         p += nb;
     }
-    rk_status s = rk_write_file(path, buf, total, err);
+    rk_status s = rk_write_file_atomic(path, buf, total, err); /* never a half file under path */
     rk_free(buf);
     return s;
 }

@@ -7,6 +7,8 @@
  * removed afterwards.
  */
 #include <criterion/criterion.h>
+#include <unistd.h>
+#include <errno.h>
 #include <criterion/redirect.h>
 #include <math.h>
 #include <stdint.h>
@@ -165,7 +167,8 @@ Test(core, safetensors_writer_rejects_bad_input) {
     cr_expect_eq(rk_st_writer_add_f32(w, "t", x, 1, one, &err), RK_EEXIST);
     EXPECT_MSG(err, "tensor 't' added twice");
     cr_expect_eq(rk_st_writer_write(w, tpath("nodir/x.safetensors"), &err), RK_EIO);
-    EXPECT_MSG(err, "nodir/x.safetensors: cannot create");
+    EXPECT_MSG(err, "nodir/x.safetensors.tmp-"); /* written beside it, then renamed in */
+    EXPECT_MSG(err, ": cannot create: No such file or directory");
     rk_st_writer_destroy(w);
 }
 
@@ -606,6 +609,34 @@ Test(core, strict_number_parsers) {
     cr_expect_eq(u, UINT64_MAX);
     cr_expect_eq(rk_parse_u64("--seed", "-1", &u, &err), RK_EINVAL);
     cr_expect_eq(rk_parse_u64("--seed", "18446744073709551616", &u, &err), RK_EINVAL);
+}
+
+/* The one atomic publish: a write that fails (injected ENOSPC / EIO) leaves
+ * the old content and no temporary behind. */
+Test(core, write_file_atomic_keeps_old_content_on_failure) {
+    rk_err err = {0};
+    const char *p = tpath("atomic.txt");
+    cr_assert_eq(rk_write_file_atomic(p, "old", 3, &err), RK_OK, "%s", err.msg);
+    rk_write_fail_after(1, ENOSPC);
+    cr_expect_eq(rk_write_file_atomic(p, "new!", 4, &err), RK_ETOOBIG);
+    rk_write_fail_after(0, 0);
+    EXPECT_MSG(err, "No space left on device");
+    char *s;
+    size_t n;
+    cr_assert_eq(rk_read_file(p, &s, &n, &err), RK_OK);
+    cr_expect(n == 3 && !memcmp(s, "old", 3), "content after a failed publish: %s", s);
+    rk_free(s);
+    char tmpf[300];
+    snprintf(tmpf, sizeof tmpf, "%s.tmp-%ld", p, (long)getpid());
+    cr_expect(!rk_path_exists(tmpf), "temporary left behind");
+    rk_write_fail_after(2, EIO); /* the second write from now */
+    cr_expect_eq(rk_write_file_atomic(p, "one", 3, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(rk_write_file_atomic(p, "two", 3, &err), RK_EIO);
+    rk_write_fail_after(0, 0);
+    EXPECT_MSG(err, "Input/output error");
+    cr_assert_eq(rk_read_file(p, &s, &n, &err), RK_OK);
+    cr_expect(n == 3 && !memcmp(s, "one", 3));
+    rk_free(s);
 }
 
 /* Log lines carry the program name that was set, then the level letter. */

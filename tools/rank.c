@@ -114,12 +114,11 @@ static int write_scores(const char *out, const rk_model *m, int n, const float *
                         const float *mw) {
     struct stat st;
     int in_place = lstat(out, &st) == 0 && !S_ISREG(st.st_mode);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out, (long)getpid());
-    const char *target = in_place ? out : tmp;
-    FILE *o = fopen(target, "w");
+    char *text = NULL;
+    size_t tlen = 0;
+    FILE *o = in_place ? fopen(out, "w") : open_memstream(&text, &tlen);
     if (!o) {
-        fprintf(stderr, "rank: error: %s: cannot create: %s\n", target, strerror(errno));
+        fprintf(stderr, "rank: error: %s: cannot create: %s\n", out, strerror(errno));
         return 1;
     }
     const int M = rk_model_n_members(m);
@@ -137,13 +136,15 @@ static int write_scores(const char *out, const rk_model *m, int n, const float *
         bad = 1;
         e = errno;
     }
-    if (!bad && !in_place && rename(tmp, out) != 0) {
-        bad = 1;
-        e = errno;
+    rk_err err = {0};
+    if (!bad && !in_place && rk_write_file_atomic(out, text, tlen, &err)) {
+        fprintf(stderr, "rank: error: %s\n", err.msg);
+        free(text);
+        return 1;
     }
+    free(text);
     if (bad) {
         fprintf(stderr, "rank: error: %s: write failed: %s\n", out, strerror(e));
-        if (!in_place) unlink(tmp);
         return 1;
     }
     return 0;

@@ -260,21 +260,11 @@ static int check_stream(const rk_stream *st, const char *stream, const char *spe
 
 /* Write root to path through path.tmp-PID + rename. */
 static int write_json(const char *path, json_t *root, rk_err *e) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
     char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (!text) return rk_fail(e, RK_ENOMEM, "--json %s: out of memory", path), 1;
-    rk_status s = rk_write_file(tmp, text, strlen(text), e); /* fsync'd before the rename */
+    rk_status s = rk_write_file_atomic(path, text, strlen(text), e);
     free(text);
-    if (s) {
-        unlink(tmp);
-        return rk_err_prefix(e, "--json"), 1;
-    }
-    if (rename(tmp, path) != 0) {
-        int er = errno;
-        unlink(tmp);
-        return rk_fail(e, RK_EIO, "--json %s: rename from %s failed: %s", path, tmp, strerror(er)), 1;
-    }
+    if (s) return rk_err_prefix(e, "--json"), 1;
     return 0;
 }
 

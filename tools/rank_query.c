@@ -417,19 +417,19 @@ int rank_query_main(int argc, char **argv) {
     double el = rk_now() - t_start;
 
     {
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", out);
-        FILE *o = fopen(tmp, "w");
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *o = open_memstream(&text, &tlen);
         if (!o) {
-            rk_fail(&e, RK_EIO, "%s: cannot create", tmp);
+            rk_fail(&e, RK_ENOMEM, "%s: out of memory", out);
             goto fail;
         }
         fprintf(o, "pctr\n");
         for (size_t i = 0; i < scored_rows; i++) fprintf(o, "%.9g\n", pctr[i]);
-        if (fclose(o) != 0 || rename(tmp, out) != 0) {
-            rk_fail(&e, RK_EIO, "%s: write failed", out);
-            goto fail;
-        }
+        int bad = fclose(o) != 0 ? rk_fail(&e, RK_ENOMEM, "%s: out of memory", out)
+                                 : rk_write_file_atomic(out, text, tlen, &e);
+        free(text);
+        if (bad) goto fail;
     }
     qsort(lat, sent, sizeof *lat, cmp_double);
     double p50 = sent ? lat[(sent - 1) / 2] : 0, p99 = sent ? lat[(size_t)((sent - 1) * 0.99)] : 0;
