@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
+.PHONY: all setup build test demo clean asan soak fuzz fuzz-smoke bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
         bench-encoder bench-exfm bench-sid
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
@@ -33,6 +33,23 @@ build: setup
 
 test: build
 	@$(ENC_SETUP) cd $(BUILD) && $(ENC_ENV) ctest --output-on-failure --timeout 900
+	@bash tests/fuzz/run.sh smoke
+
+# libFuzzer targets (tests/fuzz/): request decode + validation, TSV reader,
+# safetensors, model.json, tokenizer; clang build in build-fuzz. `make test`
+# runs each 10 s (fuzz-smoke); `make fuzz` FUZZ_SECONDS (default 600) each,
+# keeping the grown corpus in build-fuzz/corpus.
+fuzz-smoke: setup
+	@bash tests/fuzz/run.sh smoke
+fuzz: setup
+	@bash tests/fuzz/run.sh long
+
+# Soak: 2 workers at 50% of capacity, a version switch every 30 s, online
+# updates every 100 ms, for SOAK_MINUTES (default 30); last line
+# soak: minutes=N requests=N failed=0 rss_slope_mb_per_min=X
+SOAK_MINUTES ?= 30
+soak: build
+	@nice -n 10 $(BUILD)/bench/soak --minutes $(SOAK_MINUTES) --dir $(BUILD)/soak-tmp
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
