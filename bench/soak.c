@@ -2,11 +2,12 @@
  * bench/soak.c — `make soak`: rankd's serving path under hours-like use,
  * shortened to MINUTES (default 30).
  *
- * In one process: an rk_server (2 workers, online updates on) serving one
- * of two MovieLens-shaped bundles (the movielens_dcnv2 config, two seeds),
+ * In one process: an rk_server (2 workers, online updates on) serving
+ * MovieLens-shaped bundles (the movielens_dcnv2 config, random weights):
+ * a first one, then two others (a, b) in turn,
  * two client threads sending Rank calls of 50 candidates at 50% of the
- * capacity measured first (closed loop, 5 s), a version switch between the
- * two bundles every 30 s (rk_server_reload), and ApplyUpdates of 16
+ * capacity measured first (closed loop, 5 s), a version switch between a
+ * and b every 30 s (rk_server_reload), and ApplyUpdates of 16
  * movie_id rows every 100 ms. The process RSS is sampled every 10 s; its
  * slope (least squares, after the first quarter of the run) is the leak
  * signal. Every non-OK answer counts as failed.
@@ -194,15 +195,19 @@ int main(int argc, char **argv) {
     }
     rk_log_set_program("soak");
     rk_log_blas_info();
-    char a[600], b[600];
+    /* the first version stays open (the server borrows it) and is never
+     * switched back to: a writable store's LOCK is held until it closes */
+    char first[600], a[600], b[600];
+    snprintf(first, sizeof first, "%s/first", dir);
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(b, sizeof b, "%s/b", dir);
+    make_bundle(first, 3);
     make_bundle(a, 1);
     make_bundle(b, 2);
     make_requests();
     rk_err e = {0};
     rk_model *m;
-    if (rk_model_open_ex(a, 1, &m, &e)) {
+    if (rk_model_open_ex(first, 1, &m, &e)) {
         fprintf(stderr, "soak: %s\n", e.msg);
         return 1;
     }
@@ -253,7 +258,7 @@ int main(int argc, char **argv) {
         }
         if (now >= next_switch) {
             int sw = 0;
-            if (rk_server_reload(srv, switches % 2 ? a : b, &sw, &e) || !sw) {
+            if (rk_server_reload(srv, switches % 2 ? b : a, &sw, &e) || !sw) {
                 fprintf(stderr, "soak: switch failed: %s\n", e.msg);
                 failed_switches++;
             }
