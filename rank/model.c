@@ -109,9 +109,10 @@ static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *er
     if (cfg->n_members == 0) rk_model_layout(m); /* an ensemble's parameters live in its members */
     m->params = rk_calloc(m->n_floats ? m->n_floats : 1, sizeof(float));
     if (!m->params) {
+        size_t n = m->n_floats; /* for the message: m is freed first */
         pthread_rwlock_destroy(&m->ram_mu);
         rk_free(m);
-        return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", m->n_floats);
+        return rk_fail(err, RK_ENOMEM, "model: out of memory for %zu parameters", n);
     }
     rk_model_point(m, m->params, &m->p);
     snprintf(m->version, sizeof m->version, "%s/%s", cfg->name, cfg->version[0] ? cfg->version : "unversioned");
