@@ -195,6 +195,16 @@ int main(int argc, char **argv) {
     }
     rk_log_set_program("soak");
     rk_log_blas_info();
+    {
+        FILE *ci = fopen("/proc/cpuinfo", "r");
+        char line[256];
+        while (ci && fgets(line, sizeof line, ci))
+            if (!strncmp(line, "model name", 10)) {
+                printf("soak: cpu %s", strchr(line, ':') ? strchr(line, ':') + 2 : line);
+                break;
+            }
+        if (ci) fclose(ci);
+    }
     /* the first version stays open (the server borrows it) and is never
      * switched back to: a writable store's LOCK is held until it closes */
     char first[600], a[600], b[600];
