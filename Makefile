@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
+.PHONY: all setup build test demo clean asan soak fuzz-smoke bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
         bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
@@ -36,6 +36,23 @@ build: setup
 
 test: build
 	@$(ENC_SETUP) cd $(BUILD) && $(ENC_ENV) ctest --output-on-failure --timeout 900
+	@bash tests/fuzz/run.sh smoke
+
+# libFuzzer targets (tests/fuzz/): request decode + validation, TSV reader,
+# safetensors, model.json, tokenizer; clang build in build-fuzz. `make test`
+# runs each 10 s (fuzz-smoke); `make fuzz` FUZZ_SECONDS (default 600) each,
+# keeping the grown corpus in build-fuzz/corpus.
+fuzz-smoke: setup
+	@bash tests/fuzz/run.sh smoke
+fuzz: setup
+	@bash tests/fuzz/run.sh long
+
+# Soak: 2 workers at 50% of capacity, a version switch every 30 s, online
+# updates every 100 ms, for SOAK_MINUTES (default 30); last line
+# soak: minutes=N requests=N failed=0 rss_slope_mb_per_min=X
+SOAK_MINUTES ?= 30
+soak: build
+	@nice -n 10 $(BUILD)/bench/soak --minutes $(SOAK_MINUTES) --dir $(BUILD)/soak-tmp
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
@@ -50,17 +67,6 @@ asan: setup
 # Python venv on first use; a few minutes). Figures: bench/RESULTS.md.
 bench-encoder: build
 	@bash bench/bench_encoder.sh $(BUILD)
-
-# libFuzzer targets (tests/fuzz/fuzz_*.c) under ASan + UBSan, clang only, in
-# build-fuzz; each runs FUZZ_SECONDS from its seed corpus (fuzz_image: the
-# test images; new inputs go to build-fuzz/corpus/). Crashes are written as crash-* in the current folder.
-FUZZ_SECONDS ?= 60
-fuzz: setup
-	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DRK_FUZZ=ON -DRK_WERROR=OFF >/dev/null
-	@cmake --build build-fuzz -j$(JOBS) --target fuzz_image
-	@mkdir -p build-fuzz/corpus/image
-	@build-fuzz/fuzz/fuzz_image -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=1048576 \
-	   build-fuzz/corpus/image tests/fixtures/images
 
 # Vision encoder (DINOv2 ViT-S/14) vs onnxruntime and PyTorch on 52 real images
 # from Debian packages: parity and images/s (bench/bench_vision.sh; installs the

@@ -178,13 +178,21 @@ static void usage(FILE *o) {
 }
 
 static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "rank-bench: %s: expected a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
+    rk_err e = {0};
+    if (rk_parse_double(opt, s, lo, hi, out, &e)) {
+        fprintf(stderr, "rank-bench: %s\n", e.msg);
         return -1;
     }
-    *out = v;
+    return 0;
+}
+
+/* Integer options: "2.5" is refused, not truncated. */
+static int parse_count(const char *opt, const char *s, long long lo, long long hi, long long *out) {
+    rk_err e = {0};
+    if (rk_parse_int(opt, s, lo, hi, out, &e)) {
+        fprintf(stderr, "rank-bench: %s\n", e.msg);
+        return -1;
+    }
     return 0;
 }
 
@@ -1313,7 +1321,7 @@ int main(int argc, char **argv) {
         {"max-distinct", 1, 0, 'M'}, {"ram-tables-mb", 1, 0, 'G'}, {"help", 0, 0, 'h'},
         {"latency-log", 1, 0, 'K'},  {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
-    double v;
+    long long iv = 0;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         int bad = 0;
         switch (c) {
@@ -1321,7 +1329,7 @@ int main(int argc, char **argv) {
         case 'm': o.model = optarg; break;
         case 'C': o.config = optarg; break;
         case 'd': o.data = optarg; break;
-        case 'n': bad = parse_num("--candidates", optarg, 1, 100000, &v); o.candidates = (int)v; break;
+        case 'n': bad = parse_count("--candidates", optarg, 1, 100000, &iv); o.candidates = (int)iv; break;
         case 'r': bad = parse_num("--rate", optarg, 0.001, 1e7, &o.rate); break;
         case 'A':
             if (!strcmp(optarg, "poisson")) o.poisson = 1;
@@ -1331,21 +1339,21 @@ int main(int argc, char **argv) {
                 bad = 1;
             }
             break;
-        case 'i': bad = parse_num("--max-inflight", optarg, 1, 100000, &v); o.max_inflight = (int)v; break;
+        case 'i': bad = parse_count("--max-inflight", optarg, 1, 100000, &iv); o.max_inflight = (int)iv; break;
         case 'c': o.closed = 1; break;
-        case 's': bad = parse_num("--streams", optarg, 1, 100000, &v); o.streams = (int)v; break;
+        case 's': bad = parse_count("--streams", optarg, 1, 100000, &iv); o.streams = (int)iv; break;
         case 'D': bad = parse_num("--duration", optarg, 0.1, 3600, &o.duration); break;
         case 'W': bad = parse_num("--warmup", optarg, 0, 600, &o.warmup); break;
-        case 'R': bad = parse_num("--requests", optarg, 0, 1e12, &v); o.requests = (long)v; break;
-        case 'L': bad = parse_num("--deadline-ms", optarg, 1, 3600000, &v); o.deadline_ms = (int)v; break;
+        case 'R': bad = parse_count("--requests", optarg, 0, 1000000000000LL, &iv); o.requests = (long)iv; break;
+        case 'L': bad = parse_count("--deadline-ms", optarg, 1, 3600000, &iv); o.deadline_ms = (int)iv; break;
         case 'w': bad = parse_num("--window", optarg, 1, 600, &o.window); break;
         case 'T': o.timing = 1; break;
-        case 'S': bad = parse_num("--seed", optarg, 0, 1e18, &v); o.seed = (uint64_t)v; break;
+        case 'S': bad = parse_count("--seed", optarg, 0, 1000000000000000000LL, &iv); o.seed = (uint64_t)iv; break;
         case 'j': o.json = optarg; break;
         case 'q': o.quiet = 1; break;
         case 'P': o.inprocess = 1; break;
-        case 'M': bad = parse_num("--max-distinct", optarg, 1, 1000000, &v); o.max_distinct = (int)v; break;
-        case 'G': bad = parse_num("--ram-tables-mb", optarg, 0, 1 << 30, &v); o.ram_tables_mb = (int)v; break;
+        case 'M': bad = parse_count("--max-distinct", optarg, 1, 1000000, &iv); o.max_distinct = (int)iv; break;
+        case 'G': bad = parse_count("--ram-tables-mb", optarg, 0, 1 << 30, &iv); o.ram_tables_mb = (int)iv; break;
         case 'K': o.latency_log = optarg; break;
         case 'V': printf("rank-bench %s\n", rk_version_string()); return 0;
         case 'h': usage(stdout); return 0;

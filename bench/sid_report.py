@@ -53,7 +53,7 @@ def prepare(a):
     idx = [pos[d] for d in dup]
     all_emb = np.concatenate([emb, emb[idx]]).astype(np.float32)
     all_ids = np.concatenate([ids, np.array(dup, dtype=np.int64) + AA_OFFSET]).astype(np.int64)
-    meta = {k: v for k, v in meta.items() if k != "rankd.data_xxh64"}  # the C writer's checksum of the old data
+    meta = {k: v for k, v in meta.items() if k not in ("rankd.data_xxh64", "rankd.xxh64")}  # the C writer's checksums of the old file
     meta["aa_copies"] = str(k)
     write_safetensors(os.path.join(a.out, "emb_all.safetensors"), {"embeddings": all_emb, "ids": all_ids}, meta)
     dset = set(dup)

@@ -6,6 +6,7 @@
 #include "core.h"
 
 #include <cblas.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -392,18 +393,42 @@ rk_status rk_read_text(const char *path, char **out, size_t *len, rk_err *err) {
     return RK_OK;
 }
 
+/* Write fault injection (rk_write_fail_after): counts rk_write_file calls. */
+static atomic_long write_countdown;
+static atomic_int write_errno;
+
+void rk_write_fail_after(long n, int errnum) {
+    atomic_store(&write_errno, errnum ? errnum : ENOSPC);
+    atomic_store(&write_countdown, n);
+}
+
+/* write(2), or -1 with errno set when an injected fault is due. */
+static ssize_t write_or_fault(int fd, const void *p, size_t n, int first) {
+    if (first) {
+        long c = atomic_load(&write_countdown);
+        if (c > 0 && (c == 1 || atomic_fetch_sub(&write_countdown, 1) == 1)) {
+            atomic_store(&write_countdown, 1); /* every later write fails too */
+            errno = atomic_load(&write_errno);
+            return -1;
+        }
+    }
+    return write(fd, p, n);
+}
+
 rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return rk_fail(err, RK_EIO, "%s: cannot create: %s", path, strerror(errno));
     const char *p = data;
     size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
+    int first = 1;
+    while (left || first) {
+        ssize_t w = write_or_fault(fd, p, left, first);
+        first = 0;
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
             int e = errno;
             close(fd);
-            return rk_fail(err, RK_EIO, "%s: write failed: %s", path, strerror(e));
+            return rk_fail(err, e == ENOSPC ? RK_ETOOBIG : RK_EIO, "%s: write failed: %s", path, strerror(e));
         }
         p += w;
         left -= (size_t)w;
@@ -411,10 +436,41 @@ rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *
     if (fsync(fd) != 0) {
         int e = errno;
         close(fd);
-        return rk_fail(err, RK_EIO, "%s: fsync failed: %s", path, strerror(e));
+        return rk_fail(err, e == ENOSPC ? RK_ETOOBIG : RK_EIO, "%s: fsync failed: %s", path, strerror(e));
     }
     if (close(fd) != 0) return rk_fail(err, RK_EIO, "%s: close failed: %s", path, strerror(errno));
     return RK_OK;
+}
+
+rk_status rk_publish_file(const char *path, rk_status (*write_tmp)(void *ctx, const char *tmp, rk_err *err), void *ctx,
+                          rk_err *err) {
+    char tmp[4200], dir[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= sizeof tmp)
+        return rk_fail(err, RK_EINVAL, "%s: path too long", path);
+    rk_status s = write_tmp(ctx, tmp, err);
+    if (s == RK_OK && rename(tmp, path) != 0)
+        s = rk_fail(err, RK_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+    if (s != RK_OK) {
+        (void)unlink(tmp);
+        return s;
+    }
+    rk_path_parent(path, dir, sizeof dir);
+    return rk_fsync_dir(dir, err);
+}
+
+typedef struct {
+    const void *data;
+    size_t len;
+} bytes_ctx;
+
+static rk_status write_bytes(void *ctx, const char *tmp, rk_err *err) {
+    const bytes_ctx *b = ctx;
+    return rk_write_file(tmp, b->data, b->len, err);
+}
+
+rk_status rk_write_file_atomic(const char *path, const void *data, size_t len, rk_err *err) {
+    bytes_ctx b = {data, len};
+    return rk_publish_file(path, write_bytes, &b, err);
 }
 
 rk_status rk_mkdir_p(const char *path, rk_err *err) {
@@ -479,6 +535,38 @@ int rk_path_exists(const char *path) {
 int rk_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ------------------------------------------------------------- numbers */
+
+rk_status rk_parse_int(const char *what, const char *text, long long lo, long long hi, long long *out, rk_err *err) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(text, &end, 10);
+    if (!*text || isspace((unsigned char)*text) || *end || errno || x < lo || x > hi)
+        return rk_fail(err, RK_EINVAL, "%s: expected an integer in %lld..%lld, got '%.60s'", what, lo, hi, text);
+    *out = x;
+    return RK_OK;
+}
+
+rk_status rk_parse_u64(const char *what, const char *text, uint64_t *out, rk_err *err) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(text, &end, 10);
+    if (!*text || !isdigit((unsigned char)*text) || *end || errno)
+        return rk_fail(err, RK_EINVAL, "%s: expected an integer in 0..%llu, got '%.60s'", what,
+                       (unsigned long long)UINT64_MAX, text);
+    *out = x;
+    return RK_OK;
+}
+
+rk_status rk_parse_double(const char *what, const char *text, double lo, double hi, double *out, rk_err *err) {
+    char *end;
+    double x = strtod(text, &end);
+    if (!*text || isspace((unsigned char)*text) || *end || !isfinite(x) || x < lo || x > hi)
+        return rk_fail(err, RK_EINVAL, "%s: expected a number in [%g, %g], got '%.60s'", what, lo, hi, text);
+    *out = x;
+    return RK_OK;
 }
 
 /* ------------------------------------------------------------- text */

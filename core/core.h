@@ -168,8 +168,22 @@ rk_status rk_read_file(const char *path, char **out, size_t *len, rk_err *err);
  * header name) and byte, so that line splitting on the NUL-terminated
  * buffer never stops early at one. Every TSV reader reads through it. */
 rk_status rk_read_text(const char *path, char **out, size_t *len, rk_err *err);
-/* Write a whole file and fsync it (not atomic; see rk_write_file_atomic). */
+/* Write a whole file and fsync it (not atomic; see rk_write_file_atomic).
+ * A full disk (ENOSPC on write or fsync) is RK_ETOOBIG, other errors RK_EIO. */
 rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *err);
+/* The one "write temp, fsync, rename, fsync the folder" of the project:
+ * write_tmp(ctx, TMP) writes the whole content to TMP = PATH.tmp-PID (a
+ * writer that fsyncs, as rk_write_file and the safetensors writer do); then
+ * TMP is renamed over PATH and PATH's folder fsync'd. On any failure TMP is
+ * removed and PATH keeps its old content (or stays absent). A writer that
+ * dies leaves PATH.tmp-PID, which rk_sweep_dead_writers removes. */
+rk_status rk_publish_file(const char *path, rk_status (*write_tmp)(void *ctx, const char *tmp, rk_err *err), void *ctx,
+                          rk_err *err);
+/* rk_publish_file of data[len]. */
+rk_status rk_write_file_atomic(const char *path, const void *data, size_t len, rk_err *err);
+/* Test hook: the n-th rk_write_file from now (1-based) and every later one
+ * fail in their first write(2) with errnum (0: ENOSPC); n = 0 switches it off. */
+void rk_write_fail_after(long n, int errnum);
 /* mkdir -p. */
 rk_status rk_mkdir_p(const char *path, rk_err *err);
 /* rm -rf; missing path is not an error. */
@@ -190,6 +204,18 @@ void rk_path_parent(const char *path, char *out, size_t cap);
  * removed. Each action is logged as a warning prefixed with `what`. Best
  * effort: errors are ignored. */
 void rk_sweep_dead_writers(const char *path, int restore_old, const char *what);
+
+/* ---------------------------------------------------------------- numbers */
+
+/* The one strict number parser of every tool's options: the whole text must
+ * be the number (no empty text, no surrounding space, no trailing text: an
+ * integer option given "2.5" is refused), within [lo, hi]. Errors name
+ * `what` (the option, e.g. "--candidates") and the text:
+ *   "--candidates: expected an integer in 1..100000, got '2.5'". */
+rk_status rk_parse_int(const char *what, const char *text, long long lo, long long hi, long long *out, rk_err *err);
+rk_status rk_parse_u64(const char *what, const char *text, uint64_t *out, rk_err *err);
+/* Finite only. */
+rk_status rk_parse_double(const char *what, const char *text, double lo, double hi, double *out, rk_err *err);
 
 /* ---------------------------------------------------------------- text */
 
@@ -242,10 +268,15 @@ size_t rk_dsv_count(const char *p, const char *end, char delim, int quotes);
  * readable by the Python `safetensors` package and PyTorch. Also int64.
  * Tensors are borrowed: the data must stay valid until rk_st_writer_write. */
 typedef struct rk_st_writer rk_st_writer;
-/* The writer stores xxh64 of the data section (16 hex digits) under this
- * metadata key; the reader verifies it when present (files from other
- * writers have none and are read as they are). */
-#define RK_ST_CHECKSUM_KEY "rankd.data_xxh64"
+/* The writer stores xxh64 of the header (canonical JSON without this key)
+ * followed by the data section (16 hex digits) under this metadata key; the
+ * reader verifies it when present, so an edited header is caught too. Files
+ * of older rankd writers carry RK_ST_DATA_CHECKSUM_KEY (the data alone),
+ * still verified and read; files from other writers have neither and are
+ * read as they are. The reader also refuses duplicate tensor names and
+ * tensors whose byte ranges overlap. */
+#define RK_ST_CHECKSUM_KEY "rankd.xxh64"
+#define RK_ST_DATA_CHECKSUM_KEY "rankd.data_xxh64"
 rk_status rk_st_writer_create(rk_st_writer **out, rk_err *err);
 /* name: copied; shape: up to 4 dims; data: n = prod(shape) floats, borrowed. */
 rk_status rk_st_writer_add_f32(rk_st_writer *w, const char *name, const float *data,

@@ -99,15 +99,8 @@ rk_status rk_st_writer_add_meta(rk_st_writer *w, const char *key, const char *va
 rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
     json_t *h = json_object();
     if (!h) return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
-    {
-        /* xxh64 of the data section, so a reader detects bytes changed after writing */
-        XXH64_state_t st;
-        XXH64_reset(&st, 0);
-        for (size_t i = 0; i < w->n; i++) XXH64_update(&st, w->t[i].data, w->t[i].n * (w->t[i].i64 ? 8 : 4));
-        char hex[17];
-        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64_digest(&st));
-        json_object_set_new(w->meta, RK_ST_CHECKSUM_KEY, json_string(hex));
-    }
+    json_object_del(w->meta, RK_ST_CHECKSUM_KEY); /* a writer reused after a write */
+    json_object_del(w->meta, RK_ST_DATA_CHECKSUM_KEY);
     json_object_set(h, "__metadata__", w->meta);
     size_t off = 0;
     for (size_t i = 0; i < w->n; i++) {
@@ -122,6 +115,23 @@ rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
         json_object_set_new(e, "data_offsets", offs);
         json_object_set_new(h, t->name, e);
         off += nb;
+    }
+    {
+        /* xxh64 of the header (as below, without this key) and the data, so
+         * that a reader detects any byte changed after writing */
+        char *hc = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!hc) {
+            json_decref(h);
+            return rk_fail(err, RK_ENOMEM, "safetensors writer: out of memory");
+        }
+        XXH64_state_t st;
+        XXH64_reset(&st, 0);
+        XXH64_update(&st, hc, strlen(hc));
+        free(hc);
+        for (size_t i = 0; i < w->n; i++) XXH64_update(&st, w->t[i].data, w->t[i].n * (w->t[i].i64 ? 8 : 4));
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64_digest(&st));
+        json_object_set_new(w->meta, RK_ST_CHECKSUM_KEY, json_string(hex));
     }
     char *hs = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(h);
@@ -145,7 +155,7 @@ rk_status rk_st_writer_write(rk_st_writer *w, const char *path, rk_err *err) {
         memcpy(p, w->t[i].data, nb); /* host is little-endian (x86-64, arm64) */
         p += nb;
     }
-    rk_status s = rk_write_file(path, buf, total, err);
+    rk_status s = rk_write_file_atomic(path, buf, total, err); /* never a half file under path */
     rk_free(buf);
     return s;
 }
@@ -199,6 +209,60 @@ static size_t st_dtype_size(const char *dt) {
     return 0;
 }
 
+/* Tensors may not share bytes: sort the entries by offset, then each must
+ * begin at or after the end of the one before. */
+static int by_begin(const void *a, const void *b) {
+    const st_entry *x = *(st_entry *const *)a, *y = *(st_entry *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+}
+
+static rk_status check_overlaps(const rk_st_file *f, rk_err *err) {
+    if (f->n < 2) return RK_OK;
+    st_entry **o = rk_malloc(f->n * sizeof *o);
+    if (!o) return rk_fail(err, RK_ENOMEM, "%s: out of memory", f->path);
+    for (size_t i = 0; i < f->n; i++) o[i] = &f->e[i];
+    qsort(o, f->n, sizeof *o, by_begin);
+    rk_status s = RK_OK;
+    for (size_t i = 1; i < f->n && !s; i++)
+        if (o[i]->begin < o[i - 1]->end && o[i]->end > o[i]->begin)
+            s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap",
+                        f->path, o[i - 1]->name, o[i - 1]->begin, o[i - 1]->end, o[i]->name, o[i]->begin, o[i]->end);
+    rk_free(o);
+    return s;
+}
+
+/* RK_ST_CHECKSUM_KEY: xxh64 of the canonical header without that key, then
+ * the data (what the writer hashed). Files of older rankd writers carry
+ * RK_ST_DATA_CHECKSUM_KEY (the data alone) instead: checked as such. */
+static rk_status check_checksum(const rk_st_file *f, rk_err *err) {
+    json_t *m = json_object_get(f->header, "__metadata__");
+    json_t *whole = m ? json_object_get(m, RK_ST_CHECKSUM_KEY) : NULL;
+    json_t *data = m ? json_object_get(m, RK_ST_DATA_CHECKSUM_KEY) : NULL;
+    char hex[17];
+    if (json_is_string(whole)) {
+        json_t *c = json_deep_copy(f->header);
+        json_object_del(json_object_get(c, "__metadata__"), RK_ST_CHECKSUM_KEY);
+        char *hc = c ? json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(c);
+        if (!hc) return rk_fail(err, RK_ENOMEM, "%s: out of memory", f->path);
+        XXH64_state_t st;
+        XXH64_reset(&st, 0);
+        XXH64_update(&st, hc, strlen(hc));
+        free(hc);
+        XXH64_update(&st, f->data, f->data_len);
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64_digest(&st));
+        if (strcmp(hex, json_string_value(whole)))
+            return rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: checksum of header and data %s, the header says %s "
+                           "(changed after writing)", f->path, hex, json_string_value(whole));
+    } else if (json_is_string(data)) {
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64(f->data, f->data_len, 0));
+        if (strcmp(hex, json_string_value(data)))
+            return rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: data checksum %s, the header says %s (changed after "
+                           "writing)", f->path, hex, json_string_value(data));
+    }
+    return RK_OK;
+}
+
 rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
     *out = NULL;
     rk_st_file *f = rk_calloc(1, sizeof *f);
@@ -218,7 +282,7 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
         goto fail;
     }
     json_error_t je;
-    f->header = json_loadb(f->buf + 8, (size_t)hlen, 0, &je);
+    f->header = json_loadb(f->buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!f->header || !json_is_object(f->header)) {
         s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors header: JSON %s at byte %d", path,
                     f->header ? "is not an object" : je.text, f->header ? 0 : je.position);
@@ -295,20 +359,9 @@ rk_status rk_st_open(const char *path, rk_st_file **out, rk_err *err) {
         }
         f->n++;
     }
+    if ((s = check_overlaps(f, err))) goto fail;
     /* last: structural errors (truncation, bad offsets) get their own message first */
-    {
-        json_t *m = json_object_get(f->header, "__metadata__");
-        json_t *want = m ? json_object_get(m, RK_ST_CHECKSUM_KEY) : NULL;
-        if (json_is_string(want)) {
-            char hex[17];
-            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH64(f->data, f->data_len, 0));
-            if (strcmp(hex, json_string_value(want))) {
-                s = rk_fail(err, RK_EFORMAT, "%s: corrupt safetensors: data checksum %s, the header says %s (changed after writing)",
-                            path, hex, json_string_value(want));
-                goto fail;
-            }
-        }
-    }
+    if ((s = check_checksum(f, err))) goto fail;
     *out = f;
     return RK_OK;
 fail:

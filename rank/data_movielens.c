@@ -406,21 +406,10 @@ static const char *const COLS[][3] = {
 
 static rk_status write_atomic(const char *dir, const char *name, const char *data, size_t len,
                               rk_err *err) {
-    char path[4096], tmp[4096 + 8];
+    char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
         return rk_fail(err, RK_EINVAL, "%s: output path too long", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    rk_status s = rk_write_file(tmp, data, len, err);
-    if (s != RK_OK) {
-        unlink(tmp);
-        return s;
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return rk_fail(err, RK_EIO, "%s: rename from %s failed: %s", path, tmp, strerror(e));
-    }
-    return RK_OK;
+    return rk_write_file_atomic(path, data, len, err);
 }
 
 static rk_status write_split(const char *dir, const char *name, const event *ev, size_t lo,

@@ -212,10 +212,12 @@ rk_status rk_model_create(const rk_model_cfg *cfg, rk_model **out, rk_err *err) 
 void rk_model_destroy(rk_model *m) {
     if (!m) return;
     for (int i = 0; m->member && i < m->n_members; i++) rk_model_destroy(m->member[i]);
-    for (int f = 0; m->tables && f < m->cfg.n_features; f++) {
-        rk_free(m->tables[f]);
-        rk_sid_items_destroy(m->sid_items[f]);
-        rk_sid_codebook_free(&m->sid_cb[f]);
+    /* the per-feature arrays are allocated one by one: any may be missing
+     * after an allocation failure (model_arrays) */
+    for (int f = 0; f < m->cfg.n_features; f++) {
+        if (m->tables) rk_free(m->tables[f]);
+        if (m->sid_items) rk_sid_items_destroy(m->sid_items[f]);
+        if (m->sid_cb) rk_sid_codebook_free(&m->sid_cb[f]);
     }
     rk_store_close(m->store);
     rk_free(m->params);

@@ -8,7 +8,8 @@ PKGS=(build-essential cmake pkg-config
       libhiredis-dev redis-server redis-tools
       libjpeg62-turbo-dev libpng-dev
       libmicrohttpd-dev openssl python3-prometheus-client
-      python3 python3-grpcio python3-protobuf python3-grpc-tools)
+      python3 python3-grpcio python3-protobuf python3-grpc-tools
+      clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

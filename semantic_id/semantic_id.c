@@ -345,22 +345,6 @@ rk_status rk_sid_compute_stats(const rk_sid_codebook *cb, const float *x, size_t
 
 /* ---------------------------------------------------------------- files */
 
-static rk_status write_atomic(rk_st_writer *w, const char *path, rk_err *err) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
-    rk_status st = rk_st_writer_write(w, tmp, err);
-    if (st) {
-        remove(tmp);
-        return st;
-    }
-    if (rename(tmp, path)) {
-        int e = errno;
-        remove(tmp);
-        return rk_fail(err, RK_EIO, "%s: cannot rename the temporary file into place: %s", path, strerror(e));
-    }
-    return RK_OK;
-}
-
 rk_status rk_sid_codebook_save(const rk_sid_codebook *cb, const char *path, const char *version, rk_err *err) {
     rk_st_writer *w;
     rk_status st = rk_st_writer_create(&w, err);
@@ -373,7 +357,7 @@ rk_status rk_sid_codebook_save(const rk_sid_codebook *cb, const char *path, cons
         !(st = rk_st_writer_add_meta(w, "rankd.sid.levels", lv, err)) &&
         !(st = rk_st_writer_add_meta(w, "rankd.sid.codes", kv, err)) &&
         !(st = rk_st_writer_add_meta(w, "rankd.sid.version", version ? version : "", err)))
-        st = write_atomic(w, path, err);
+        st = rk_st_writer_write(w, path, err); /* atomic: rk_write_file_atomic */
     rk_st_writer_destroy(w);
     return st;
 }
@@ -607,7 +591,7 @@ rk_status rk_sid_items_save(const rk_sid_items *it, const rk_sid_codebook *cb, c
     if (!st) st = rk_st_writer_add_meta(w, "rankd.sid.levels", lv, err);
     if (!st) st = rk_st_writer_add_meta(w, "rankd.sid.codes", kv, err);
     if (!st) st = rk_st_writer_add_meta(w, "rankd.sid.version", it->version, err);
-    if (!st) st = write_atomic(w, path, err);
+    if (!st) st = rk_st_writer_write(w, path, err); /* atomic: rk_write_file_atomic */
     rk_st_writer_destroy(w);
     rk_free(c64);
     return st;

@@ -145,9 +145,10 @@ void rk_service_last_timing(const rk_service *s, rk_stage_times *out);
 /* Bytes the service holds for requests now: the decoder's warm arena block
  * (sized from max_candidates) + overflow chunks of a request in flight + the
  * response buffer. Memory bound per worker: during one request at most
- * 8 x max_message_bytes of overflow beyond the warm block (32 MiB at the
+ * 16 x max_message_bytes of overflow beyond the warm block (64 MiB at the
  * default 4 MiB), returned when the request ends; the response buffer grows
- * to at most max_message_bytes (a larger response is RESOURCE_EXHAUSTED). */
+ * to at most max_message_bytes for one response (a larger one is
+ * RESOURCE_EXHAUSTED) and back to its warm size on the next call. */
 size_t rk_service_memory(const rk_service *s);
 
 /* Semantic IDs served by s so far (rk_scorer_sid_counters): ads whose id the

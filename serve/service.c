@@ -61,8 +61,10 @@ enum {
 #define ARENA_INITIAL (256u << 10)
 /* Decoded bytes per wire byte a request may use beyond the warm block: a
  * value string of one character is 3 bytes on the wire and 24 decoded (its
- * pointer and a 16-byte aligned copy); 8 covers every valid request. */
-#define ARENA_PER_MESSAGE_BYTE 8u
+ * pointer and a 16-byte aligned copy), plus protobuf-c's scan records (~32
+ * bytes per field, in slabs that double, freed only at reset): measured,
+ * 1.8 MB of one-character values needs ~50 MB. */
+#define ARENA_PER_MESSAGE_BYTE 16u
 #define ARENA_ALIGN 16u
 
 /* ------------------------------------------------------------ arena */
@@ -162,7 +164,7 @@ struct rk_service {
     Rankd__V1__TowerScore *towers;     /* [max_candidates] */
     Rankd__V1__TowerScore **tower_ptrs;
     uint8_t *out;                      /* packed response */
-    size_t out_cap;
+    size_t out_cap, out_warm;          /* out_warm: its size at creation */
     const char *tower_name;
     int n_towers;                      /* 1, or the ensemble's members */
     rk_stage_times last;               /* stage times of the last OK call */
@@ -314,7 +316,7 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->n_towers = rk_model_n_members(m) ? rk_model_n_members(m) : 1;
     s->towers = rk_malloc(n * (size_t)s->n_towers * sizeof *s->towers);
     s->tower_ptrs = rk_malloc(n * (size_t)s->n_towers * sizeof *s->tower_ptrs);
-    s->out_cap = 64 * n * (size_t)(1 + s->n_towers) + 4096;
+    s->out_cap = s->out_warm = 64 * n * (size_t)(1 + s->n_towers) + 4096;
     s->out = rk_malloc(s->out_cap);
     if (!s->ar.base || !s->pctr || !s->scores || !s->score_ptrs || !s->towers || !s->tower_ptrs ||
         !s->out) {
@@ -814,6 +816,14 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     *resp = NULL;
     *resp_len = 0;
     if (err) err->msg[0] = 0;
+    if (s->out_cap > s->out_warm) { /* the last response was larger: back to the warm size */
+        uint8_t *nb = rk_malloc(s->out_warm);
+        if (nb) {
+            rk_free(s->out);
+            s->out = nb;
+            s->out_cap = s->out_warm;
+        }
+    }
     char wmsg[sizeof err->msg];
     if (rk_pb_check(&rankd__v1__rank_request__descriptor, req_bytes, len, wmsg, sizeof wmsg))
         return failf(err, ST_INVALID_ARGUMENT, "%s", wmsg);
@@ -907,7 +917,8 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     }
     if (need > s->out_cap) {
         /* Only ad_id/request_id lengths (bounded by the request size) make a
-         * response outgrow the initial buffer: grow to the high-water mark. */
+         * response outgrow the initial buffer: grow for this response, back
+         * to the warm size on the next call. */
         uint8_t *nb = rk_malloc(need);
         if (!nb) {
             arena_reset(&s->ar);

@@ -427,7 +427,7 @@ static void store_destroy(rk_store *s) {
         rk_free(s->tabs[i].oov);
     }
     rk_free(s->tabs);
-    for (int i = 0; i < s->n_all; i++)
+    for (int i = 0; s->all_cf && i < s->n_all; i++) /* all_cf NULL: its allocation failed */
         if (s->all_cf[i]) rocksdb_column_family_handle_destroy(s->all_cf[i]);
     if (s->db) rocksdb_close(s->db);
     if (s->ro) rocksdb_readoptions_destroy(s->ro);

@@ -333,3 +333,17 @@ Test(rank_bench, loopback_guard_checks_every_address) {
         cr_expect(strstr(out, "/nonexistent"), "%s: %s", good[i], out);
     }
 }
+
+/* "--candidates 2.5" silently ran with 2: integer options are parsed strictly. */
+Test(rank_bench, integer_options_refuse_fractions) {
+    char cmd[512], out[1024];
+    snprintf(cmd, sizeof cmd,
+             RK_BINARY_DIR "/rank-bench --addr 127.0.0.1:1 --candidates 2.5 --data /nonexistent --model /nonexistent 2>&1");
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "exit %d: %s", st, out);
+    cr_expect(strstr(out, "rank-bench: --candidates: expected an integer in 1..100000, got '2.5'"), "%s", out);
+}

@@ -7,6 +7,8 @@
  * removed afterwards.
  */
 #include <criterion/criterion.h>
+#include <unistd.h>
+#include <errno.h>
 #include <criterion/redirect.h>
 #include <math.h>
 #include <stdint.h>
@@ -165,7 +167,8 @@ Test(core, safetensors_writer_rejects_bad_input) {
     cr_expect_eq(rk_st_writer_add_f32(w, "t", x, 1, one, &err), RK_EEXIST);
     EXPECT_MSG(err, "tensor 't' added twice");
     cr_expect_eq(rk_st_writer_write(w, tpath("nodir/x.safetensors"), &err), RK_EIO);
-    EXPECT_MSG(err, "nodir/x.safetensors: cannot create");
+    EXPECT_MSG(err, "nodir/x.safetensors.tmp-"); /* written beside it, then renamed in */
+    EXPECT_MSG(err, ": cannot create: No such file or directory");
     rk_st_writer_destroy(w);
 }
 
@@ -246,6 +249,60 @@ Test(core, safetensors_offsets_outside_data) {
     p = write_raw("size.safetensors", 0,
                   "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", d, sizeof d);
     expect_open_fails(p, RK_EFORMAT, "entry 'w' has 8 bytes for 3 floats");
+}
+
+/* Overlapping tensors and duplicate names were accepted; an edited header
+ * (two same-size tensors' offsets swapped) changed the values read with the
+ * data-only checksum still valid. Files with only the older data checksum
+ * are still read (and their data still verified). */
+Test(core, safetensors_overlaps_duplicates_and_header_checksum) {
+    float d[4] = {1, 2, 3, 4};
+    const char *p = write_raw("ov.safetensors", 0,
+                              "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", d, sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "tensors 'a' [0, 8) and 'b' [4, 12) overlap");
+    p = write_raw("dup.safetensors", 0,
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                  "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", d, sizeof d);
+    expect_open_fails(p, RK_EFORMAT, "duplicate object key");
+    /* an empty tensor may sit anywhere */
+    p = write_raw("empty.safetensors", 0,
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                  "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}", d, sizeof d);
+    rk_st_file *f = NULL;
+    rk_err err = {0};
+    cr_assert_eq(rk_st_open(p, &f, &err), RK_OK, "%s", err.msg);
+    rk_st_close(f);
+    /* header edit: swap a's and b's offsets in a rankd-written file */
+    rk_st_writer *w;
+    cr_assert_eq(rk_st_writer_create(&w, &err), RK_OK);
+    int64_t sh[1] = {2};
+    cr_assert_eq(rk_st_writer_add_f32(w, "a", d, 1, sh, &err), RK_OK);
+    cr_assert_eq(rk_st_writer_add_f32(w, "b", d + 2, 1, sh, &err), RK_OK);
+    const char *wp = tpath("w.safetensors");
+    cr_assert_eq(rk_st_writer_write(w, wp, &err), RK_OK, "%s", err.msg);
+    rk_st_writer_destroy(w);
+    char *buf;
+    size_t n;
+    cr_assert_eq(rk_read_file(wp, &buf, &n, &err), RK_OK);
+    char *oa = strstr(buf + 8, "\"a\":{"), *ob = strstr(buf + 8, "\"b\":{");
+    cr_assert(oa && ob && strstr(buf + 8, "rankd.xxh64"), "%.*s", 200, buf + 8);
+    oa[1] = 'b', ob[1] = 'a'; /* rename a <-> b: a reads b's bytes */
+    const char *ep = tpath("edited.safetensors");
+    cr_assert_eq(rk_write_file(ep, buf, n, &err), RK_OK);
+    rk_free(buf);
+    expect_open_fails(ep, RK_EFORMAT, "checksum of header and data");
+    /* a file of an older rankd writer: data checksum only */
+    char hex[17], hdr[400];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)rk_hash64(d, 8, 0));
+    snprintf(hdr, sizeof hdr, "{\"__metadata__\":{\"rankd.data_xxh64\":\"%s\"},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", hex);
+    p = write_raw("old.safetensors", 0, hdr, d, 8);
+    cr_assert_eq(rk_st_open(p, &f, &err), RK_OK, "%s", err.msg);
+    rk_st_close(f);
+    float e2[2] = {1, 5};
+    p = write_raw("oldbad.safetensors", 0, hdr, e2, 8);
+    expect_open_fails(p, RK_EFORMAT, "data checksum");
 }
 
 Test(core, safetensors_shape_overflow) {
@@ -534,6 +591,61 @@ Test(core, read_text_refuses_nul_and_drops_bom) {
     cr_expect_eq(rk_split_tabs(l, fl, 4), 2);
     cr_expect_str_eq(fl[1], "2");
     cr_expect_null(rk_next_line(&cur));
+    rk_free(s);
+}
+
+/* The one strict number parser: the whole text is the number. */
+Test(core, strict_number_parsers) {
+    rk_err err = {0};
+    long long x = 0;
+    cr_expect_eq(rk_parse_int("--candidates", "25", 1, 100, &x, &err), RK_OK);
+    cr_expect_eq(x, 25);
+    const char *bad[] = {"2.5", "", " 3", "3 ", "3x", "0x10", "101", "0", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(rk_parse_int("--candidates", bad[i], 1, 100, &x, &err), RK_EINVAL, "'%s' accepted", bad[i]);
+        char want[128];
+        snprintf(want, sizeof want, "--candidates: expected an integer in 1..100, got '%s'", bad[i]);
+        cr_expect_str_eq(err.msg, want);
+    }
+    double d = 0;
+    cr_expect_eq(rk_parse_double("--rate", "2.5", 0.001, 1e7, &d, &err), RK_OK);
+    cr_expect_eq(d, 2.5);
+    const char *badd[] = {"nan", "inf", "", "1e30", "2.5x", " 1", "0"};
+    for (size_t i = 0; i < sizeof badd / sizeof *badd; i++)
+        cr_expect_eq(rk_parse_double("--rate", badd[i], 0.001, 1e7, &d, &err), RK_EINVAL, "'%s' accepted", badd[i]);
+    EXPECT_MSG(err, "--rate: expected a number in [0.001, 1e+07], got '0'");
+    uint64_t u = 0;
+    cr_expect_eq(rk_parse_u64("--seed", "18446744073709551615", &u, &err), RK_OK);
+    cr_expect_eq(u, UINT64_MAX);
+    cr_expect_eq(rk_parse_u64("--seed", "-1", &u, &err), RK_EINVAL);
+    cr_expect_eq(rk_parse_u64("--seed", "18446744073709551616", &u, &err), RK_EINVAL);
+}
+
+/* The one atomic publish: a write that fails (injected ENOSPC / EIO) leaves
+ * the old content and no temporary behind. */
+Test(core, write_file_atomic_keeps_old_content_on_failure) {
+    rk_err err = {0};
+    const char *p = tpath("atomic.txt");
+    cr_assert_eq(rk_write_file_atomic(p, "old", 3, &err), RK_OK, "%s", err.msg);
+    rk_write_fail_after(1, ENOSPC);
+    cr_expect_eq(rk_write_file_atomic(p, "new!", 4, &err), RK_ETOOBIG);
+    rk_write_fail_after(0, 0);
+    EXPECT_MSG(err, "No space left on device");
+    char *s;
+    size_t n;
+    cr_assert_eq(rk_read_file(p, &s, &n, &err), RK_OK);
+    cr_expect(n == 3 && !memcmp(s, "old", 3), "content after a failed publish: %s", s);
+    rk_free(s);
+    char tmpf[300];
+    snprintf(tmpf, sizeof tmpf, "%s.tmp-%ld", p, (long)getpid());
+    cr_expect(!rk_path_exists(tmpf), "temporary left behind");
+    rk_write_fail_after(2, EIO); /* the second write from now */
+    cr_expect_eq(rk_write_file_atomic(p, "one", 3, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(rk_write_file_atomic(p, "two", 3, &err), RK_EIO);
+    rk_write_fail_after(0, 0);
+    EXPECT_MSG(err, "Input/output error");
+    cr_assert_eq(rk_read_file(p, &s, &n, &err), RK_OK);
+    cr_expect(n == 3 && !memcmp(s, "one", 3));
     rk_free(s);
 }
 

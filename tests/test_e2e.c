@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
+#include <jansson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -1978,3 +1979,40 @@ TestSuite(e2e_recipes, .fini = teardown_wide, .timeout = 300);
 Test(e2e_recipes, criteo_raw_to_served_model) { recipe("criteo", "train.txt", "criteo_schema.json", "criteo_dcnv2.json"); }
 
 Test(e2e_recipes, avazu_raw_to_served_model) { recipe("avazu", "train.csv", "avazu_schema.json", "avazu_dcnv2.json"); }
+
+/* ------------------------------------------------------------------ offline CLI */
+
+/* rank score on rows whose labels are all 1: NE is undefined (null) but the
+ * calibration is mean pCTR / 1, printed on stdout; --metrics-json wrote
+ * calibration null whenever NE was. A NUL inside a row is refused naming
+ * it (rank score used to score the rows before it and exit 0). */
+Test(e2e_cli, score_metrics_json_and_nul_rows) {
+    const char *d = e2e_dir();
+    int pid = (int)getpid();
+    cr_assert_eq(run("awk 'BEGIN{FS=OFS=\"\\t\"} NR==1{print; next} NR<=51{$1=1; print}' %s/ml/test.tsv >%s/pos.%d.tsv",
+                     d, d, pid), 0);
+    cr_assert_eq(run(BIN "rank score --model %s/bundle --input %s/pos.%d.tsv --output %s/pos.%d.out --metrics-json "
+                         "%s/pos.%d.json >%s/pos.%d.log 2>&1", d, d, pid, d, pid, d, pid, d, pid), 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/pos.%d.json", d, pid);
+    json_error_t je;
+    json_t *j = json_load_file(p, 0, &je);
+    cr_assert_not_null(j, "%s: %s", p, je.text);
+    cr_expect(json_is_null(json_object_get(j, "ne")), "ne with only positives");
+    json_t *cal = json_object_get(j, "calibration"), *mp = json_object_get(j, "mean_pctr");
+    cr_assert(json_is_number(cal) && json_is_number(mp), "calibration / mean_pctr not numbers");
+    cr_expect_float_eq(json_number_value(cal), json_number_value(mp), 1e-9, "calibration = mean pCTR / 1");
+    cr_expect_eq(json_integer_value(json_object_get(j, "n")), 50);
+    json_decref(j);
+    /* a NUL byte inside row 12 */
+    cr_assert_eq(run("head -n 11 %s/ml/test.tsv >%s/nul.%d.tsv && printf '1\\t1\\t2\\t3\\000x\\t\\t2000\\t1\\t1\\t\\t4\\n' >>%s/nul.%d.tsv "
+                     "&& sed -n 13,50p %s/ml/test.tsv >>%s/nul.%d.tsv", d, d, pid, d, pid, d, d, pid), 0);
+    cr_expect_neq(run(BIN "rank score --model %s/bundle --input %s/nul.%d.tsv --output %s/nul.%d.out >%s/nul.%d.log 2>&1",
+                      d, d, pid, d, pid, d, pid), 0, "rank score accepted a NUL byte");
+    char *log = NULL;
+    snprintf(p, sizeof p, "%s/nul.%d.log", d, pid);
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(p, &log, NULL, &e), RK_OK);
+    cr_expect(strstr(log, "row 12, column 4 'movie_id' (byte 8 of the row"), "%s", log);
+    rk_free(log);
+}

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -626,7 +627,7 @@ Test(bundle, flipped_weight_byte_is_detected, .init = mk_tmp, .fini = rm_tmp) {
     fseek(f, -3, SEEK_END);
     fputc(c ^ 0x10, f);
     fclose(f);
-    expect_open_error(dir, RK_EFORMAT, "data checksum");
+    expect_open_error(dir, RK_EFORMAT, "checksum of header and data");
 }
 
 /* A save killed mid-way leaves DIR.tmp-PID / DIR.old-PID; the next save
@@ -893,4 +894,102 @@ Test(regularization, dropout_forward_and_gradient) {
     rk_work_free(&w0);
     rk_model_destroy(m);
     rk_batch_free(&b);
+}
+
+/* ====================================================================== fault injection */
+
+static int open_version_is(const char *dir, const char *want) {
+    rk_model *m;
+    rk_err e = {0};
+    if (rk_model_open(dir, &m, &e) != RK_OK) return 0;
+    int ok = !strcmp(rk_model_version(m), want);
+    rk_model_destroy(m);
+    return ok;
+}
+
+/* SQLite-style: the Nth allocation, or the Nth file write (ENOSPC, then
+ * EIO), fails, for every N from 1 until the operation completes (N past
+ * 64 sampled): a bundle save over a published bundle, opening it (rankd's
+ * start-up) and training. Every run ends in a clean error or a correct
+ * result; the published bundle stays openable, old or new, never half. */
+Test(faults, nth_alloc_and_write_in_save_open_and_train, .init = mk_tmp, .fini = rm_tmp, .timeout = 300) {
+    rk_model *m1 = tiny_model();
+    rk_model_cfg c2 = tiny_cfg();
+    snprintf(c2.version, sizeof c2.version, "t2");
+    rk_model *m2;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_create(&c2, &m2, &e), RK_OK, "%s", e.msg);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/bundle", tmpdir);
+    cr_assert_eq(rk_model_save(m1, dir, NULL, 0, &e), RK_OK, "%s", e.msg);
+    long runs = 0, failed = 0;
+    for (int kind = 0; kind < 3; kind++) { /* allocation, write ENOSPC, write EIO */
+        int done = 0;
+        for (long n = 1; n <= 4000 && !done; n += n < 64 ? 1 : n / 8) {
+            if (kind == 0) rk_alloc_fail_after(n);
+            else rk_write_fail_after(n, kind == 1 ? ENOSPC : EIO);
+            rk_status st = rk_model_save(m2, dir, NULL, 1, &e);
+            rk_alloc_fail_after(0);
+            rk_write_fail_after(0, 0);
+            runs++;
+            if (st == RK_OK) {
+                cr_assert(open_version_is(dir, "tiny/t2"), "kind %d n %ld: saved but not the new bundle", kind, n);
+                cr_assert_eq(rk_model_save(m1, dir, NULL, 1, &e), RK_OK, "%s", e.msg); /* back to t1 */
+                done = 1;
+                continue;
+            }
+            failed++;
+            cr_assert(e.msg[0], "kind %d n %ld: failed without a message", kind, n);
+            cr_assert(open_version_is(dir, "tiny/t1"), "kind %d n %ld: the published bundle was damaged (%s)", kind, n,
+                      e.msg);
+        }
+        cr_assert(done, "kind %d: the save never completed", kind);
+    }
+    /* opening (rankd's start-up) */
+    int opened = 0;
+    for (long n = 1; n <= 4000 && !opened; n += n < 64 ? 1 : n / 8) {
+        rk_model *m;
+        rk_alloc_fail_after(n);
+        rk_status st = rk_model_open(dir, &m, &e);
+        rk_alloc_fail_after(0);
+        runs++;
+        if (st == RK_OK) {
+            cr_assert_str_eq(rk_model_version(m), "tiny/t1");
+            rk_model_destroy(m);
+            opened = 1;
+        } else {
+            failed++;
+            cr_assert(e.msg[0], "open n %ld: failed without a message", n);
+        }
+    }
+    cr_assert(opened);
+    /* training */
+    char tr[600];
+    snprintf(tr, sizeof tr, "%s/train.tsv", tmpdir);
+    write_planted(tr, 300, 1);
+    rk_model_cfg c = tiny_cfg();
+    c.train.max_epochs = 1;
+    rk_train_io io = {tr, tr, NULL, 1};
+    int trained = 0;
+    for (long n = 1; n <= 100000 && !trained; n += n < 32 ? 1 : n / 4) {
+        rk_model *m;
+        rk_train_report r;
+        rk_alloc_fail_after(n);
+        rk_status st = rk_train(&c, &io, &m, &r, &e);
+        rk_alloc_fail_after(0);
+        runs++;
+        if (st == RK_OK) {
+            rk_model_destroy(m);
+            trained = 1;
+        } else {
+            failed++;
+            cr_assert(e.msg[0], "train n %ld: failed without a message", n);
+        }
+    }
+    cr_assert(trained);
+    fprintf(stderr, "[faults] %ld runs, %ld ended in a clean error, the rest completed\n", runs, failed);
+    rk_model_destroy(m1);
+    rk_model_destroy(m2);
+    rk_model_cfg_free(&c2);
+    rk_model_cfg_free(&c);
 }

@@ -11,6 +11,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -63,14 +64,22 @@ static void usage(FILE *o) {
             "Run 'rank COMMAND --help' for a command's options.\n");
 }
 
-static void metrics_json(FILE *o, const rk_metrics *m) {
-    fprintf(o, "{\"n\": %zu, \"positives\": %zu, \"base_rate\": %.6f, \"mean_pctr\": %.6f, ", m->n, m->n_pos, m->base_rate,
-            m->mean_pctr);
-    if (m->auc_defined) fprintf(o, "\"auc\": %.6f, ", m->auc);
-    else fprintf(o, "\"auc\": null, ");
-    fprintf(o, "\"logloss\": %.6f, ", m->logloss);
-    if (isfinite(m->ne)) fprintf(o, "\"ne\": %.6f, \"calibration\": %.6f}", m->ne, m->calibration);
-    else fprintf(o, "\"ne\": null, \"calibration\": null}");
+/* A metric, or null where it is undefined (NaN: no positives, no negatives). */
+static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+/* The metrics as JSON (jansson), each field null exactly when stdout's
+ * line prints it as nan: calibration was null whenever NE was. */
+static json_t *metrics_json(const rk_metrics *m) {
+    json_t *o = json_object();
+    json_object_set_new(o, "n", json_integer((json_int_t)m->n));
+    json_object_set_new(o, "positives", json_integer((json_int_t)m->n_pos));
+    json_object_set_new(o, "base_rate", jnum(m->base_rate));
+    json_object_set_new(o, "mean_pctr", jnum(m->mean_pctr));
+    json_object_set_new(o, "auc", m->auc_defined ? jnum(m->auc) : json_null());
+    json_object_set_new(o, "logloss", jnum(m->logloss));
+    json_object_set_new(o, "ne", jnum(m->ne));
+    json_object_set_new(o, "calibration", jnum(m->calibration));
+    return o;
 }
 
 static void print_metrics(const char *what, const rk_metrics *m) {
@@ -111,12 +120,11 @@ static int write_scores(const char *out, const rk_model *m, int n, const float *
                         const float *mw) {
     struct stat st;
     int in_place = lstat(out, &st) == 0 && !S_ISREG(st.st_mode);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out, (long)getpid());
-    const char *target = in_place ? out : tmp;
-    FILE *o = fopen(target, "w");
+    char *text = NULL;
+    size_t tlen = 0;
+    FILE *o = in_place ? fopen(out, "w") : open_memstream(&text, &tlen);
     if (!o) {
-        fprintf(stderr, "rank: error: %s: cannot create: %s\n", target, strerror(errno));
+        fprintf(stderr, "rank: error: %s: cannot create: %s\n", out, strerror(errno));
         return 1;
     }
     const int M = rk_model_n_members(m);
@@ -134,13 +142,15 @@ static int write_scores(const char *out, const rk_model *m, int n, const float *
         bad = 1;
         e = errno;
     }
-    if (!bad && !in_place && rename(tmp, out) != 0) {
-        bad = 1;
-        e = errno;
+    rk_err err = {0};
+    if (!bad && !in_place && rk_write_file_atomic(out, text, tlen, &err)) {
+        fprintf(stderr, "rank: error: %s\n", err.msg);
+        free(text);
+        return 1;
     }
+    free(text);
     if (bad) {
         fprintf(stderr, "rank: error: %s: write failed: %s\n", out, strerror(e));
-        if (!in_place) unlink(tmp);
         return 1;
     }
     return 0;
@@ -152,13 +162,15 @@ static int die(const rk_err *e) {
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "rank: --%s: expected an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+    char what[64];
+    snprintf(what, sizeof what, "--%s", opt);
+    long long x;
+    rk_err e = {0};
+    if (rk_parse_int(what, v, lo, hi, &x, &e)) {
+        fprintf(stderr, "rank: %s\n", e.msg);
         return -1;
     }
-    *out = x;
+    *out = (long)x;
     return 0;
 }
 
@@ -356,31 +368,31 @@ static int cmd_train(int argc, char **argv) {
         rc = die(&e);
         goto out;
     }
-    char *mj = NULL;
-    size_t mjl = 0;
-    FILE *ms = open_memstream(&mj, &mjl);
-    fprintf(ms, "{\"best_epoch\": %d, \"epochs_run\": %d, \"train_examples_per_s\": %.1f, \"valid\": ", rep.best_epoch,
-            rep.epochs_run, rep.train_examples_per_s);
-    metrics_json(ms, &rep.valid);
-    if (rep.have_test) {
-        fprintf(ms, ", \"test\": ");
-        metrics_json(ms, &rep.test);
-    }
+    json_t *root = json_object();
+    json_object_set_new(root, "best_epoch", json_integer(rep.best_epoch));
+    json_object_set_new(root, "epochs_run", json_integer(rep.epochs_run));
+    json_object_set_new(root, "train_examples_per_s", jnum(rep.train_examples_per_s));
+    json_object_set_new(root, "valid", metrics_json(&rep.valid));
+    if (rep.have_test) json_object_set_new(root, "test", metrics_json(&rep.test));
     if (rep.n_members) {
-        fprintf(ms, ", \"tau\": %.6f, \"members\": {", rk_model_tau(m));
+        json_object_set_new(root, "tau", jnum(rk_model_tau(m)));
+        json_t *mem = json_object();
         for (int i = 0; i < rep.n_members; i++) {
-            fprintf(ms, "%s\"%s\": {\"valid\": ", i ? ", " : "", cfg.members[i].name);
-            metrics_json(ms, &rep.member_valid[i]);
-            if (rep.have_test) {
-                fprintf(ms, ", \"test\": ");
-                metrics_json(ms, &rep.member_test[i]);
-            }
-            fprintf(ms, "}");
+            json_t *o = json_object();
+            json_object_set_new(o, "valid", metrics_json(&rep.member_valid[i]));
+            if (rep.have_test) json_object_set_new(o, "test", metrics_json(&rep.member_test[i]));
+            json_object_set_new(mem, cfg.members[i].name, o);
         }
-        fprintf(ms, "}");
+        json_object_set_new(root, "members", mem);
     }
-    fprintf(ms, "}");
-    fclose(ms);
+    char *mj = json_dumps(root, JSON_PRESERVE_ORDER);
+    json_decref(root);
+    size_t mjl = mj ? strlen(mj) : 0;
+    if (!mj) {
+        rk_model_destroy(m);
+        fprintf(stderr, "rank: error: out of memory\n");
+        return 1;
+    }
     s = rk_model_save(m, out, mj, force, &e);
     rk_model_destroy(m);
     if (s == RK_OK && mjson && rk_write_file(mjson, mj, mjl, &e)) s = e.code;
@@ -496,15 +508,20 @@ static int cmd_score(int argc, char **argv) {
         }
         print_metrics("metrics", &mt);
         if (mjson) {
-            FILE *f = fopen(mjson, "w");
-            if (!f) {
-                fprintf(stderr, "rank: error: %s: cannot create\n", mjson);
-                rc = 1;
+            json_t *jo = metrics_json(&mt);
+            char *txt = json_dumps(jo, JSON_PRESERVE_ORDER);
+            json_decref(jo);
+            size_t tl = txt ? strlen(txt) : 0;
+            char *line = txt ? realloc(txt, tl + 2) : NULL; /* newline-terminated, as before */
+            if (line) line[tl] = '\n', line[tl + 1] = 0;
+            else free(txt);
+            if (!line) rk_fail(&e, RK_ENOMEM, "%s: out of memory", mjson);
+            int bad = !line || rk_write_file(mjson, line, tl + 1, &e);
+            free(line);
+            if (bad) {
+                rc = die(&e);
                 goto done;
             }
-            metrics_json(f, &mt);
-            fprintf(f, "\n");
-            fclose(f);
         }
     } else if (mjson) {
         fprintf(stderr, "rank: warning: %s has no label column '%s'; no metrics written\n", in,

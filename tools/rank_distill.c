@@ -71,27 +71,28 @@ static int fail(const rk_err *e) {
 
 /* A knob: a finite double in [lo, hi], the error naming the flag and what was typed. */
 static int parse_d(const char *name, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (end == v || *end || !isfinite(d) || d < lo || d > hi || (lo == 0 && hi == 1 && d == 0)) {
-        fprintf(stderr, "rank distill: --%s: expected a number in %s%g, %g], got '%s'\n", name, lo == 0 && hi == 1 ? "(" : "[", lo,
-                hi, v);
+    char what[64];
+    snprintf(what, sizeof what, "--%s", name);
+    rk_err e = {0};
+    int open0 = lo == 0 && hi == 1; /* learning rates: (0, 1] */
+    if (rk_parse_double(what, v, lo, hi, out, &e) || (open0 && *out == 0)) {
+        if (open0) fprintf(stderr, "rank distill: %s: expected a number in (0, 1], got '%s'\n", what, v);
+        else fprintf(stderr, "rank distill: %s\n", e.msg);
         return 1;
     }
-    *out = d;
     return 0;
 }
 
 static int parse_i(const char *name, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "rank distill: --%s: expected an integer in [%ld, %ld], got '%s'\n", name, lo, hi, v);
+    char what[64];
+    snprintf(what, sizeof what, "--%s", name);
+    long long x;
+    rk_err e = {0};
+    if (rk_parse_int(what, v, lo, hi, &x, &e)) {
+        fprintf(stderr, "rank distill: %s\n", e.msg);
         return 1;
     }
-    *out = x;
+    *out = (long)x;
     return 0;
 }
 
@@ -259,21 +260,11 @@ static int check_stream(const rk_stream *st, const char *stream, const char *spe
 
 /* Write root to path through path.tmp-PID + rename. */
 static int write_json(const char *path, json_t *root, rk_err *e) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
     char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (!text) return rk_fail(e, RK_ENOMEM, "--json %s: out of memory", path), 1;
-    rk_status s = rk_write_file(tmp, text, strlen(text), e); /* fsync'd before the rename */
+    rk_status s = rk_write_file_atomic(path, text, strlen(text), e);
     free(text);
-    if (s) {
-        unlink(tmp);
-        return rk_err_prefix(e, "--json"), 1;
-    }
-    if (rename(tmp, path) != 0) {
-        int er = errno;
-        unlink(tmp);
-        return rk_fail(e, RK_EIO, "--json %s: rename from %s failed: %s", path, tmp, strerror(er)), 1;
-    }
+    if (s) return rk_err_prefix(e, "--json"), 1;
     return 0;
 }
 

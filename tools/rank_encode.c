@@ -199,15 +199,13 @@ int rank_encode_main(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
         if (dst) {
-            char *end;
-            errno = 0;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || errno || v < lo || v > hi) {
-                fprintf(stderr, "rank encode: --%s: expected an integer in %ld..%ld, got '%s'\n",
-                        ch == 'b' ? "batch" : ch == 't' ? "threads" : "limit", lo, hi, optarg);
+            long long v;
+            rk_err pe = {0};
+            if (rk_parse_int(ch == 'b' ? "--batch" : ch == 't' ? "--threads" : "--limit", optarg, lo, hi, &v, &pe)) {
+                fprintf(stderr, "rank encode: %s\n", pe.msg);
                 return 2;
             }
-            *dst = v;
+            *dst = (long)v;
         }
     }
     if (!model || !input || !idcol || !output || (!column == !tmpl)) {

@@ -20,6 +20,7 @@
  * summary line gives requests/s and call latency percentiles.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,30 +122,27 @@ int rank_query_main(int argc, char **argv) {
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        char *end = NULL;
+        long long x = 0;
+        rk_status bad = RK_OK;
+        rk_err pe = {0};
         switch (c) {
         case 'a': addr = optarg; break;
         case 'm': model = optarg; break;
         case 'i': in = optarg; break;
         case 'o': out = optarg; break;
-        case 'c': n_cand = strtol(optarg, &end, 10); break;
-        case 'r': max_requests = strtol(optarg, &end, 10); break;
-        case 'd': deadline_ms = strtol(optarg, &end, 10); break;
+        case 'c': bad = rk_parse_int("--candidates", optarg, 1, 100000, &x, &pe), n_cand = (long)x; break;
+        case 'r': bad = rk_parse_int("--max-requests", optarg, 0, LONG_MAX, &x, &pe), max_requests = (long)x; break;
+        case 'd': bad = rk_parse_int("--deadline-ms", optarg, 0, 86400000, &x, &pe), deadline_ms = (long)x; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
-        if (end && (*end || end == optarg)) {
-            fprintf(stderr, "rank query: error: '%s' is not a number\n", optarg);
+        if (bad) {
+            fprintf(stderr, "rank query: error: %s\n", pe.msg);
             return 2;
         }
     }
     if (!addr || !model || !in || !out) {
         fprintf(stderr, "rank query: --addr, --model, --input and --output are required (see --help)\n");
-        return 2;
-    }
-    if (n_cand < 1 || n_cand > 100000 || max_requests < 0 || deadline_ms < 0) {
-        fprintf(stderr, "rank query: error: --candidates must be 1..100000, --max-requests and "
-                        "--deadline-ms >= 0\n");
         return 2;
     }
 
@@ -427,19 +425,19 @@ int rank_query_main(int argc, char **argv) {
     double el = rk_now() - t_start;
 
     {
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", out);
-        FILE *o = fopen(tmp, "w");
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *o = open_memstream(&text, &tlen);
         if (!o) {
-            rk_fail(&e, RK_EIO, "%s: cannot create", tmp);
+            rk_fail(&e, RK_ENOMEM, "%s: out of memory", out);
             goto fail;
         }
         fprintf(o, "pctr\n");
         for (size_t i = 0; i < scored_rows; i++) fprintf(o, "%.9g\n", pctr[i]);
-        if (fclose(o) != 0 || rename(tmp, out) != 0) {
-            rk_fail(&e, RK_EIO, "%s: write failed", out);
-            goto fail;
-        }
+        int bad = fclose(o) != 0 ? rk_fail(&e, RK_ENOMEM, "%s: out of memory", out)
+                                 : rk_write_file_atomic(out, text, tlen, &e);
+        free(text);
+        if (bad) goto fail;
     }
     qsort(lat, sent, sizeof *lat, cmp_double);
     double p50 = sent ? lat[(sent - 1) / 2] : 0, p99 = sent ? lat[(size_t)((sent - 1) * 0.99)] : 0;

@@ -179,14 +179,13 @@ static int check_out(const char *out, const char *const *inputs, int n_in) {
 
 /* strtoll with the whole string, in [lo, hi]; else a message naming the option, 2 */
 static int parse_opt(const char *opt, const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "rank sid: --%s: expected an integer in %lld..%lld, got '%s'\n", opt, lo, hi, v);
+    char what[64];
+    snprintf(what, sizeof what, "--%s", opt);
+    rk_err e = {0};
+    if (rk_parse_int(what, v, lo, hi, out, &e)) {
+        fprintf(stderr, "rank sid: %s\n", e.msg);
         return 2;
     }
-    *out = x;
     return 0;
 }
 
@@ -258,14 +257,13 @@ int rank_sid_main(int argc, char **argv) {
         case 'k': bad = parse_opt("codes", optarg, 2, 1 << 24, &x), codes = (int)x; break;
         case 'i': bad = parse_opt("iters", optarg, 1, 1000000, &x), o.max_iters = (int)x; break;
         case 's': {
-            char *end;
-            errno = 0;
-            o.seed = strtoull(optarg, &end, 10);
-            if (!*optarg || *end || errno || optarg[0] == '-') {
-                fprintf(stderr, "rank sid: --seed: expected an integer in 0..%llu, got '%s'\n", (unsigned long long)UINT64_MAX,
-                        optarg);
+            rk_err se = {0};
+            uint64_t sd = 0;
+            if (rk_parse_u64("--seed", optarg, &sd, &se)) {
+                fprintf(stderr, "rank sid: %s\n", se.msg);
                 bad = 2;
             }
+            o.seed = sd;
             break;
         }
         case 'h': usage(stdout); return 0;

@@ -207,12 +207,13 @@ static int cmd_apply(int argc, char **argv) {
         else if (c == 'M') member = optarg;
         else if (c == 'C') seeds = optarg;
         else if (c == 'b') {
-            char *end;
-            batch = strtol(optarg, &end, 10);
-            if (*end || batch < 1 || batch > 1000000) {
-                fprintf(stderr, "rank store apply: --batch: expected an integer in 1..1000000, got '%s'\n", optarg);
+            long long x;
+            rk_err be = {0};
+            if (rk_parse_int("--batch", optarg, 1, 1000000, &x, &be)) {
+                fprintf(stderr, "rank store apply: %s\n", be.msg);
                 return 2;
             }
+            batch = (long)x;
         } else {
             store_usage(c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 2;

@@ -191,10 +191,10 @@ static int next_signal(int sfd) {
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "rankd: %s: expected an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
+    long long v;
+    rk_err e = {0};
+    if (rk_parse_int(opt, s, lo, hi, &v, &e)) {
+        fprintf(stderr, "rankd: %s\n", e.msg);
         return -1;
     }
     *out = (int)v;
