@@ -161,6 +161,7 @@ static void usage(FILE *o) {
             "  --seed N             seed of the Poisson arrivals (default 1)\n"
             "  --json FILE          write every figure as JSON\n"
             "  --quiet              no progress line\n"
+            "  --version            print the version and exit\n"
             "  --inprocess          no server: score the same requests in this process\n"
             "                       through rk_scorer (needs --model), the overhead baseline\n"
             "  --ram-tables-mb N    --inprocess: tables in RAM when they fit in N MiB, as\n"
@@ -1215,7 +1216,8 @@ int main(int argc, char **argv) {
         {"closed", 0, 0, 'c'},    {"streams", 1, 0, 's'},    {"duration", 1, 0, 'D'},   {"warmup", 1, 0, 'W'},
         {"requests", 1, 0, 'R'},  {"deadline-ms", 1, 0, 'L'}, {"window", 1, 0, 'w'},    {"timing", 0, 0, 'T'},
         {"seed", 1, 0, 'S'},      {"json", 1, 0, 'j'},       {"quiet", 0, 0, 'q'},      {"inprocess", 0, 0, 'P'},
-        {"max-distinct", 1, 0, 'M'}, {"ram-tables-mb", 1, 0, 'G'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+        {"max-distinct", 1, 0, 'M'}, {"ram-tables-mb", 1, 0, 'G'}, {"help", 0, 0, 'h'},    {"version", 0, 0, 'V'},
+        {0, 0, 0, 0}};
     int c;
     double v;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1251,6 +1253,7 @@ int main(int argc, char **argv) {
         case 'M': bad = parse_num("--max-distinct", optarg, 1, 1000000, &v); o.max_distinct = (int)v; break;
         case 'G': bad = parse_num("--ram-tables-mb", optarg, 0, 1 << 30, &v); o.ram_tables_mb = (int)v; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("rank-bench %s\n", RK_VERSION); return 0;
         default: usage(stderr); return 2;
         }
         if (bad) return 2;

@@ -54,7 +54,7 @@ static void usage(FILE *o) {
             "  sid build|assign --embeddings FILE --out FILE ...\n"
             "      semantic IDs: RQ-KMeans codebooks + item records (item id -> codes) from content embeddings\n"
             "\n"
-            "Run 'rank COMMAND --help' for a command's options.\n");
+            "Run 'rank COMMAND --help' for a command's options; 'rank --version' prints the version.\n");
 }
 
 static void metrics_json(FILE *o, const rk_metrics *m) {
@@ -463,6 +463,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "--version")) return printf("rank %s\n", RK_VERSION) < 0;
     const char *cmd = argv[1];
     int help = 0;
     for (int i = 2; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");

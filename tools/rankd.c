@@ -48,6 +48,7 @@ static void usage(FILE *o) {
             "usage: rankd --model DIR --listen HOST:PORT [--threads N] [--blas-threads N]\n"
             "             [--max-candidates N] [--queue-depth N] [--requests-per-worker N]\n"
             "             [--max-message-bytes N] [--ram-tables-mb N] [--encoder DIR] [--updates]\n"
+            "       rankd --help | --version\n"
             "  Serves rankd.v1.Ranker/Rank and grpc.health.v1.Health/Check for the model\n"
             "  bundle DIR. Port 0 picks a free port (see the 'listening on' log line).\n"
             "  --threads N            worker threads, each with its own scorer (default 2)\n"
@@ -152,7 +153,8 @@ int main(int argc, char **argv) {
                                    {"requests-per-worker", 1, 0, 'r'},
                                    {"ram-tables-mb", 1, 0, 'R'}, {"encoder", 1, 0, 'E'},
                                    {"updates", 0, 0, 'U'},
-                                   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+                                   {"help", 0, 0, 'h'},        {"version", 0, 0, 'V'},
+                                   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int bad = 0;
@@ -169,6 +171,7 @@ int main(int argc, char **argv) {
         case 'r': bad = parse_int("--requests-per-worker", optarg, 1, 1024, &o.requests_per_worker); break;
         case 'U': updates = 1; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("rankd %s\n", RK_VERSION); return 0;
         default: usage(stderr); return 2;
         }
         if (bad) return 2;
