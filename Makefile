@@ -1,11 +1,14 @@
 # Thin wrapper over CMake. The two commands of the README:
 #   make demo   install what is missing, build, train on bundled MovieLens, serve, compare
 #   make test   install what is missing, build, run every test
+#   make install [PREFIX=/usr/local] [DESTDIR=...]   tools, librankd, rank.h, rankd.pc, man pages
+#   make deb    the Debian package (build/rankd_VERSION_ARCH.deb)
 BUILD ?= build
 JOBS ?= 2
+PREFIX ?= /usr/local
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build test demo clean asan bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
+.PHONY: all setup build test demo clean asan install deb bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
         bench-encoder bench-exfm bench-sid
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
@@ -36,6 +39,13 @@ test: build
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
+
+# DESTDIR is read by cmake --install from the environment (make passes it on).
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
+deb: build
+	@cd $(BUILD) && cpack -G DEB
 
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer, separate build tree.
 asan: setup

@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
       librocksdb-dev libopenblas-dev libcriterion-dev libjansson-dev libxxhash-dev
-      python3 python3-grpcio python3-protobuf python3-grpc-tools)
+      python3 python3-grpcio python3-protobuf python3-grpc-tools
+      python3-venv python3-setuptools python3-wheel python3-pip help2man dpkg-dev file)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
