@@ -129,8 +129,8 @@ typedef enum { RANKD_KIND_SPARSE = 0, RANKD_KIND_DENSE = 1 } rankd_kind;
  * opts (NULL = defaults; copied, so it may be destroyed after). On success
  * *out owns the model: close it with rankd_model_close after every batch
  * made from it is destroyed. Errors name the file and what is wrong.
- * Thread-safe (each call opens its own model; RocksDB allows one open of a
- * bundle per process at a time, so open a bundle once and share it). */
+ * Thread-safe (each call opens its own read-only model; open a bundle once
+ * and share the model between threads rather than opening it per thread). */
 RANKD_API rankd_status rankd_model_open(const char *dir, const rankd_options *opts, rankd_model **out,
                                         rankd_error *err);
 /* NULL is a no-op. Not thread-safe with anything using m. */

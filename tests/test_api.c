@@ -251,6 +251,13 @@ static void load(const char *name, tsv *t, tsv *ref) {
     cr_assert_eq(ref->n_rows, NROWS);
 }
 
+static void finish(rankd_model *m, rankd_batch *b, tsv *t, tsv *ref) {
+    rankd_batch_destroy(b);
+    rankd_model_close(m);
+    tsv_free(t);
+    tsv_free(ref);
+}
+
 /* ------------------------------------------------------------------ tests */
 
 Test(api, version) {
@@ -344,10 +351,7 @@ Test(api, score_matches_rank_score, .timeout = 120) {
         cr_assert(fabs(p[0] - ref_at(&ref, r, 0)) <= TOL, "row %d alone: %.9g vs %.9g", r, p[0], ref_at(&ref, r, 0));
     }
     fprintf(stderr, "[api] %d rows in %d requests (up to %d candidates): max abs diff %.3g\n", t.n_rows, n_req, max_k, maxd);
-    rankd_batch_destroy(b);
-    rankd_model_close(m);
-    tsv_free(&t);
-    tsv_free(&ref);
+    finish(m, b, &t, &ref);
 }
 
 /* CETNet: fused pCTR and each member's pCTR and fusion weight equal
@@ -388,10 +392,7 @@ Test(api, ensemble_member_scores, .timeout = 120) {
     }
     cr_assert(maxd <= TOL, "max abs diff %.3g vs rank score --towers", maxd);
     cr_assert_eq(rankd_batch_member_scores(b, MAXK, mp, mw, &e), RANKD_EINVAL);
-    rankd_batch_destroy(b);
-    rankd_model_close(m);
-    tsv_free(&t);
-    tsv_free(&ref);
+    finish(m, b, &t, &ref);
 }
 
 /* Tables copied to RAM score bit-identically to tables read from RocksDB. */
