@@ -90,7 +90,10 @@ int main(int argc, char **argv) {
             n = 0;
             if (!eof) memcpy(cell[0], keep, sizeof keep);
         }
-        if (eof) break;
+        if (eof) {
+            free(s);
+            break;
+        }
         line[n++] = s;
     }
     free(hdr);

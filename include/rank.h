@@ -171,7 +171,9 @@ RANKD_API void rankd_batch_destroy(rankd_batch *b);
 
 /* Start a request of n_candidates candidates (1..max_candidates), every
  * feature unset: an unset sparse feature is an empty bag (zero vector), an
- * unset dense one its training mean. RANKD_ETOOBIG past max_candidates. */
+ * unset dense one its training mean. RANKD_ETOOBIG past max_candidates.
+ * After a failed set or score, the request keeps what was set before the
+ * error (the failed feature counts as set): begin again to start over. */
 RANKD_API rankd_status rankd_batch_begin(rankd_batch *b, int n_candidates, rankd_error *err);
 
 /* Set a user-side sparse feature: values[n_values] (NUL-terminated

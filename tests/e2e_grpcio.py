@@ -127,6 +127,14 @@ def main():
     t_prep = time.time() - t0
     venv_python = install_client(a.source_dir, tmp)
     from rankd_client import build_request, health_pb2, health_pb2_grpc, rank_pb2_grpc
+    for bad, exc in ((lambda: build_request({"hour": True}, [{}]), TypeError),
+                     (lambda: build_request({}, [{"genres": [1]}]), TypeError),
+                     (lambda: build_request({}, [{}, {}], ad_ids=["1"]), ValueError)):
+        try:
+            bad()
+            fail("build_request accepted a bad argument (want %s)" % exc.__name__)
+        except exc:
+            pass
 
     with open(os.path.join(tmp, "bundle", "model.json")) as f:
         mj = json.load(f)
