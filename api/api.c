@@ -177,12 +177,12 @@ RANKD_API const char *rankd_feature_name(const rankd_model *m, int i) {
 
 RANKD_API rankd_side rankd_feature_side(const rankd_model *m, int i) {
     const rk_feature *f = feature_at(m, i);
-    return !f ? (rankd_side)-1 : f->side == RK_SIDE_USER ? RANKD_SIDE_USER : RANKD_SIDE_CANDIDATE;
+    return !f ? RANKD_SIDE_INVALID : f->side == RK_SIDE_USER ? RANKD_SIDE_USER : RANKD_SIDE_CANDIDATE;
 }
 
 RANKD_API rankd_kind rankd_feature_kind(const rankd_model *m, int i) {
     const rk_feature *f = feature_at(m, i);
-    return !f ? (rankd_kind)-1 : f->kind == RK_FEAT_SPARSE ? RANKD_KIND_SPARSE : RANKD_KIND_DENSE;
+    return !f ? RANKD_KIND_INVALID : f->kind == RK_FEAT_SPARSE ? RANKD_KIND_SPARSE : RANKD_KIND_DENSE;
 }
 
 RANKD_API int rankd_feature_dim(const rankd_model *m, int i) {

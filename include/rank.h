@@ -122,8 +122,9 @@ RANKD_API rankd_status rankd_options_set_ram_tables_mb(rankd_options *o, size_t 
 
 typedef struct rankd_model rankd_model;
 
-typedef enum { RANKD_SIDE_USER = 0, RANKD_SIDE_CANDIDATE = 1 } rankd_side;
-typedef enum { RANKD_KIND_SPARSE = 0, RANKD_KIND_DENSE = 1 } rankd_kind;
+/* *_INVALID: what the accessors below return for a feature index out of range. */
+typedef enum { RANKD_SIDE_INVALID = -1, RANKD_SIDE_USER = 0, RANKD_SIDE_CANDIDATE = 1 } rankd_side;
+typedef enum { RANKD_KIND_INVALID = -1, RANKD_KIND_SPARSE = 0, RANKD_KIND_DENSE = 1 } rankd_kind;
 
 /* Open the bundle directory dir (written by `rank train`) read-only, with
  * opts (NULL = defaults; copied, so it may be destroyed after). On success
@@ -140,7 +141,8 @@ RANKD_API void rankd_model_close(rankd_model *m);
 RANKD_API const char *rankd_model_version(const rankd_model *m);
 
 /* Features, in the model's order, 0 <= i < rankd_model_n_features(m).
- * Names are owned by m. Out-of-range i: NULL / -1. Thread-safe. */
+ * Names are owned by m. Out-of-range i (or m NULL): NULL, -1 or *_INVALID.
+ * Thread-safe. */
 RANKD_API int rankd_model_n_features(const rankd_model *m);
 RANKD_API const char *rankd_feature_name(const rankd_model *m, int i);
 /* Where a request carries it: the user (once) or each candidate. */

@@ -314,6 +314,9 @@ Test(api, describe) {
     cr_assert_null(rankd_feature_name(m, 7));
     cr_assert_null(rankd_feature_name(m, -1));
     cr_assert_eq(rankd_feature_dim(m, 7), -1);
+    cr_assert_eq(rankd_feature_side(m, 7), RANKD_SIDE_INVALID);
+    cr_assert_eq(rankd_feature_kind(m, -1), RANKD_KIND_INVALID);
+    cr_assert_eq(rankd_model_n_features(NULL), -1);
     cr_assert_eq(rankd_model_find_feature(m, "nope"), -1);
     cr_assert_eq(rankd_model_n_members(m), 0);
     cr_assert_null(rankd_model_member_name(m, 0));
