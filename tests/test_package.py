@@ -11,7 +11,8 @@
    path into the source or build tree), and again statically against
    librankd.a with `pkg-config --static --libs`, scores the MovieLens test
    split like `rank score` (max abs diff <= 1e-6) on a bundle trained here
-   by the installed `rank`.
+   by the installed `rank`; examples/hello.c (one user, three movies on the
+   command line) equals `rank score` on the same rows.
 4. `cpack -G DEB`: the .deb's Depends names the Debian package of every
    library the installed ELF files need (dpkg -S), and nothing else; the
    package unpacked into a temporary root (dpkg -x, no container) runs
@@ -76,10 +77,10 @@ def pkgconfig_env(root):
     return env
 
 
-def build_example(root, out, forbidden, static=False):
-    """Compile ROOT's installed examples/score.c with pkg-config only."""
+def build_example(root, out, forbidden, static=False, name="score.c"):
+    """Compile ROOT's installed examples/NAME with pkg-config only."""
     env = pkgconfig_env(root)
-    src = os.path.join(root, "usr", "share", "doc", "rankd", "examples", "score.c")
+    src = os.path.join(root, "usr", "share", "doc", "rankd", "examples", name)
     cflags = sh(["pkg-config", "--cflags", "rankd"], env=env).stdout.split()
     libs = sh(["pkg-config", "--libs"] + (["--static"] if static else []) + ["rankd"], env=env).stdout.split()
     for f in cflags + libs:
@@ -201,7 +202,7 @@ def main():
     for p in ("usr/bin/rank", "usr/bin/rankd", "usr/bin/rank-bench", "usr/include/rankd/rank.h",
               "usr/share/rankd/proto/rank.proto", "usr/share/man/man1/rankd.1", "usr/share/man/man1/rank.1",
               "usr/share/man/man1/rank-bench.1", "usr/share/doc/rankd/examples/score.c",
-              "usr/share/doc/rankd/examples/client.py"):
+              "usr/share/doc/rankd/examples/client.py", "usr/share/doc/rankd/examples/hello.c"):
         if not os.path.exists(os.path.join(dest, p)):
             fail("not installed: /" + p)
     with open(os.path.join(dest, "usr/share/man/man1/rankd.1")) as f:
@@ -234,6 +235,25 @@ def main():
         got = run_example(exe, eenv, bundle, test_tsv, exe + ".tsv")
         diffs["static" if static else "shared"] = max_diff(got, ref, exe)
 
+    # examples/hello.c: user 1 and three movies vs rank score on the same
+    # rows (every other feature unset / empty)
+    exe = os.path.join(tmp, "hello")
+    eenv = build_example(dest, exe, forbidden, name="hello.c")
+    movies = ["1", "2", "296"]
+    r = subprocess.run([exe, bundle, "1"] + movies, capture_output=True, text=True, env=eenv, timeout=120)
+    if r.returncode != 0 or "feature movie_id" not in r.stderr:
+        fail("hello exited %d: %s" % (r.returncode, r.stderr[-2000:]))
+    got = [float(l.split("\t")[1]) for l in r.stdout.split("\n") if l]
+    with open(test_tsv) as f:
+        hdr = f.readline().rstrip("\n").split("\t")
+    with open(os.path.join(tmp, "hello.tsv"), "w") as f:
+        f.write("\t".join(hdr) + "\n")
+        for mv in movies:
+            f.write("\t".join({"label": "0", "user_id": "1", "movie_id": mv}.get(c, "") for c in hdr) + "\n")
+    sh([rank, "score", "--model", bundle, "--input", os.path.join(tmp, "hello.tsv"), "--output",
+        os.path.join(tmp, "hello_ref.tsv")])
+    diffs["hello"] = max_diff(got, read_scores(os.path.join(tmp, "hello_ref.tsv")), exe)
+
     # 4. the Debian package
     pkgdir = os.path.join(tmp, "pkg")
     sh(["cpack", "-G", "DEB", "--config", os.path.join(build, "CPackConfig.cmake"), "-B", pkgdir], cwd=tmp)
@@ -256,7 +276,8 @@ def main():
     if not a.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     print("package: rows=%d max_abs_diff_shared=%.3g max_abs_diff_static=%.3g max_abs_diff_deb=%.3g "
-          "exported=%d deb=%s depends=%s" % (len(ref), diffs["shared"], diffs["static"], diffs["deb"], n_syms,
+          "max_abs_diff_hello=%.3g exported=%d deb=%s depends=%s"
+          % (len(ref), diffs["shared"], diffs["static"], diffs["deb"], diffs["hello"], n_syms,
                                               os.path.basename(debs[0]), depends.replace(" ", "")))
 
 
