@@ -161,36 +161,41 @@ RANKD_API const char *rankd_model_member_name(const rankd_model *m, int i);
 /* ---------------------------------------------------------------- batch */
 
 /* One request's worth of scoring: one user and up to max_candidates
- * candidates. Owns every buffer it needs, so scoring does not allocate.
- * One thread at a time per batch; make one batch per thread. */
+ * candidates. Its buffers are sized at creation (from the options), so a
+ * request never grows them. One thread at a time per batch; make one batch
+ * per thread. */
 typedef struct rankd_batch rankd_batch;
 
 /* Thread-safe (m is only read). *out is freed with rankd_batch_destroy,
  * before m is closed. */
 RANKD_API rankd_status rankd_batch_create(const rankd_model *m, rankd_batch **out, rankd_error *err);
-/* NULL is a no-op. */
+/* NULL is a no-op. Not while another thread uses b. */
 RANKD_API void rankd_batch_destroy(rankd_batch *b);
 
 /* Start a request of n_candidates candidates (1..max_candidates), every
  * feature unset: an unset sparse feature is an empty bag (zero vector), an
  * unset dense one its training mean. RANKD_ETOOBIG past max_candidates.
  * After a failed set or score, the request keeps what was set before the
- * error (the failed feature counts as set): begin again to start over. */
+ * error (the failed feature counts as set): begin again to start over.
+ * This and the batch functions below: not thread-safe on one b (other
+ * threads may use other batches of the same model at the same time). */
 RANKD_API rankd_status rankd_batch_begin(rankd_batch *b, int n_candidates, rankd_error *err);
 
 /* Set a user-side sparse feature: values[n_values] (NUL-terminated
  * strings, e.g. {"comedy", "drama"}; "" values are skipped, at most the
  * feature's max_values are kept, as in training). Each feature may be set
  * once per request. Errors: RANKD_EINVAL naming the feature (unknown, a
- * candidate-side or dense feature, set twice), RANKD_ETOOBIG (values). */
+ * candidate-side or dense feature, set twice), RANKD_ETOOBIG (values).
+ * Not thread-safe on one b. */
 RANKD_API rankd_status rankd_batch_user_sparse(rankd_batch *b, const char *feature, const char *const *values,
                                                size_t n_values, rankd_error *err);
 /* Set a user-side dense feature from its raw value (not standardized).
- * RANKD_ENUMERIC for NaN/Inf or a magnitude beyond 1e9. */
+ * RANKD_ENUMERIC for NaN/Inf or a magnitude beyond 1e9. Not thread-safe
+ * on one b. */
 RANKD_API rankd_status rankd_batch_user_dense(rankd_batch *b, const char *feature, double value,
                                               rankd_error *err);
 /* The same for candidate i (0 <= i < n_candidates) and a candidate-side
- * feature. */
+ * feature. Not thread-safe on one b. */
 RANKD_API rankd_status rankd_batch_candidate_sparse(rankd_batch *b, int i, const char *feature,
                                                     const char *const *values, size_t n_values,
                                                     rankd_error *err);
@@ -199,13 +204,15 @@ RANKD_API rankd_status rankd_batch_candidate_dense(rankd_batch *b, int i, const 
 
 /* Score the request: pctr[n_candidates] gets each candidate's calibrated
  * click probability (an ensemble's fused one). The batch keeps the scores
- * (rankd_batch_member_scores) until the next rankd_batch_begin. */
+ * (rankd_batch_member_scores) until the next rankd_batch_begin. Not
+ * thread-safe on one b; batches of one model score in parallel. */
 RANKD_API rankd_status rankd_batch_score(rankd_batch *b, float *pctr, rankd_error *err);
 
 /* After rankd_batch_score on an ensemble: candidate i's per-member pCTRs
  * and fusion weights, rankd_model_n_members(m) values each (either pointer
  * may be NULL). A single model gives its one pCTR with weight 1 (n = 1).
- * RANKD_EINVAL before a score or for i out of range. */
+ * RANKD_EINVAL before a score or for i out of range. Only reads b: safe
+ * with other readers of b, not with a thread changing it. */
 RANKD_API rankd_status rankd_batch_member_scores(const rankd_batch *b, int i, float *pctr, float *weight,
                                                  rankd_error *err);
 
