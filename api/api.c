@@ -57,6 +57,7 @@ struct rankd_batch {
     rk_scorer *s;
     int n;             /* candidates of the current request (0: none begun) */
     int scored;        /* rankd_batch_score succeeded since the last begin */
+    char failed[160];  /* the first failed set since the last begin ("" = none) */
     int n_features;
     unsigned char *set; /* [(1 + max_candidates) * n_features]: row 0 user, 1 + i candidate i */
     float *pctr;       /* [max_candidates]: the last scores */
@@ -237,6 +238,7 @@ RANKD_API rankd_status rankd_batch_begin(rankd_batch *b, int n_candidates, rankd
     if (!b) PUB_FAIL(err, RK_EINVAL, "batch begin: batch is NULL");
     b->n = 0;
     b->scored = 0;
+    b->failed[0] = 0;
     rk_err e = {0};
     if (n_candidates <= 0) PUB_FAIL(err, RK_EINVAL, "candidates: %d, need at least 1", n_candidates);
     if (n_candidates > b->pm->o.max_candidates)
@@ -307,14 +309,25 @@ static rankd_status set_dense(rankd_batch *b, int row, const char *name, double 
     return ok(err);
 }
 
+/* A set's status; a failure is remembered (the first one) so that
+ * rankd_batch_score refuses the request instead of scoring what is left. */
+static rankd_status note(rankd_batch *b, rankd_status st, const rankd_error *e, rankd_error *err) {
+    if (st != RANKD_OK && b && b->n > 0 && !b->scored && !b->failed[0])
+        snprintf(b->failed, sizeof b->failed, "%s", e->message);
+    if (err) *err = *e;
+    return st;
+}
+
 RANKD_API rankd_status rankd_batch_user_sparse(rankd_batch *b, const char *feature, const char *const *values,
                                                size_t n_values, rankd_error *err) {
-    return add_sparse(b, -1, feature, values, n_values, err);
+    rankd_error e;
+    return note(b, add_sparse(b, -1, feature, values, n_values, &e), &e, err);
 }
 
 RANKD_API rankd_status rankd_batch_user_dense(rankd_batch *b, const char *feature, double value,
                                               rankd_error *err) {
-    return set_dense(b, -1, feature, value, err);
+    rankd_error e;
+    return note(b, set_dense(b, -1, feature, value, &e), &e, err);
 }
 
 static rankd_status check_candidate(int i, rankd_error *err) {
@@ -325,20 +338,24 @@ static rankd_status check_candidate(int i, rankd_error *err) {
 RANKD_API rankd_status rankd_batch_candidate_sparse(rankd_batch *b, int i, const char *feature,
                                                     const char *const *values, size_t n_values,
                                                     rankd_error *err) {
-    rankd_status st = check_candidate(i, err);
-    return st ? st : add_sparse(b, i, feature, values, n_values, err);
+    rankd_error e;
+    rankd_status st = check_candidate(i, &e);
+    return note(b, st ? st : add_sparse(b, i, feature, values, n_values, &e), &e, err);
 }
 
 RANKD_API rankd_status rankd_batch_candidate_dense(rankd_batch *b, int i, const char *feature, double value,
                                                    rankd_error *err) {
-    rankd_status st = check_candidate(i, err);
-    return st ? st : set_dense(b, i, feature, value, err);
+    rankd_error e;
+    rankd_status st = check_candidate(i, &e);
+    return note(b, st ? st : set_dense(b, i, feature, value, &e), &e, err);
 }
 
 RANKD_API rankd_status rankd_batch_score(rankd_batch *b, float *pctr, rankd_error *err) {
     if (!b || !pctr) PUB_FAIL(err, RK_EINVAL, "score: %s is NULL", b ? "pctr" : "batch");
     if (b->n == 0) PUB_FAIL(err, RK_EINVAL, "score: no request begun (rankd_batch_begin)");
     if (b->scored) PUB_FAIL(err, RK_EINVAL, "score: the request is already scored (begin a new one)");
+    if (b->failed[0])
+        PUB_FAIL(err, RK_EINVAL, "score: a set failed in this request (%s); begin it again", b->failed);
     rk_err e = {0};
     if (rk_scorer_run(b->s, b->pctr, NULL, NULL, &e)) return pub(&e, err);
     memcpy(pctr, b->pctr, (size_t)b->n * sizeof *pctr);

@@ -175,8 +175,10 @@ RANKD_API void rankd_batch_destroy(rankd_batch *b);
 /* Start a request of n_candidates candidates (1..max_candidates), every
  * feature unset: an unset sparse feature is an empty bag (zero vector), an
  * unset dense one its training mean. RANKD_ETOOBIG past max_candidates.
- * After a failed set or score, the request keeps what was set before the
- * error (the failed feature counts as set): begin again to start over.
+ * After a failed set (a bag may be cut short, a value left unset; the
+ * failed feature counts as set), rankd_batch_score refuses the request
+ * (RANKD_EINVAL quoting the first failure) rather than score what is left:
+ * begin again to start over. A failed score keeps the request as it was.
  * This and the batch functions below: not thread-safe on one b (other
  * threads may use other batches of the same model at the same time). */
 RANKD_API rankd_status rankd_batch_begin(rankd_batch *b, int n_candidates, rankd_error *err);

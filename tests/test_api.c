@@ -529,6 +529,11 @@ Test(api, errors_name_the_field, .timeout = 60) {
     EXPECT(rankd_batch_candidate_sparse(b, 0, "genres", NULL, 1, &e), RANKD_EINVAL, "feature 'genres': values is NULL");
     EXPECT(rankd_batch_user_sparse(b, "user_id", one, 1, &e), RANKD_OK, "");
     EXPECT(rankd_batch_score(b, NULL, &e), RANKD_EINVAL, "score: pctr is NULL");
+    EXPECT(rankd_batch_score(b, p, &e), RANKD_EINVAL,
+           "score: a set failed in this request (candidates[1]: 'genres' is already set in this request); begin it again");
+    EXPECT(rankd_batch_begin(b, 2, &e), RANKD_OK, "");
+    EXPECT(rankd_batch_candidate_sparse(b, 1, "genres", g, 1, &e), RANKD_OK, "");
+    EXPECT(rankd_batch_user_sparse(b, "user_id", one, 1, &e), RANKD_OK, "");
     EXPECT(rankd_batch_score(b, p, &e), RANKD_OK, "");
     EXPECT(rankd_batch_score(b, p, &e), RANKD_EINVAL, "score: the request is already scored (begin a new one)");
     EXPECT(rankd_batch_user_sparse(b, "hour", one, 1, &e), RANKD_EINVAL,
@@ -542,5 +547,45 @@ Test(api, errors_name_the_field, .timeout = 60) {
     cr_assert(p[0] == q[0] && p[1] == q[1]);
     cr_assert(p[0] != p[1], "candidate 1's genre did not change its score");
     rankd_batch_destroy(b);
+    rankd_model_close(m);
+}
+
+/* A request with a failed set is refused by rankd_batch_score (the first
+ * error quoted, err NULL or not) rather than scored from what is left: a
+ * bag cut short at its limit, a dense value left at its mean. After begin
+ * the batch scores the full request as a fresh batch does. */
+Test(api, score_refused_after_failed_set, .timeout = 60) {
+    rankd_options *o = rankd_options_create();
+    rankd_error e;
+    EXPECT(rankd_options_set_max_values_per_row(o, 2, &e), RANKD_OK, "");
+    rankd_model *m = open_ok("dcn", o);
+    rankd_options_destroy(o);
+    rankd_batch *b, *fresh;
+    EXPECT(rankd_batch_create(m, &b, &e), RANKD_OK, "");
+    EXPECT(rankd_batch_create(m, &fresh, &e), RANKD_OK, "");
+    const char *three[] = {"1", "2", "3"}, *two[] = {"1", "2"};
+    float p[2] = {-1, -1}, q[2] = {-2, -2};
+    EXPECT(rankd_batch_begin(b, 2, &e), RANKD_OK, "");
+    cr_assert_eq(rankd_batch_user_sparse(b, "history", three, 3, NULL), RANKD_ETOOBIG);
+    EXPECT(rankd_batch_candidate_dense(b, 1, "year", NAN, &e), RANKD_ENUMERIC,
+           "feature 'year': value nan is not finite or beyond +-1e+09");
+    EXPECT(rankd_batch_score(b, p, &e), RANKD_EINVAL,
+           "score: a set failed in this request (feature 'history': more than 2 values in one row); begin it again");
+    cr_assert(p[0] == -1 && p[1] == -1, "pctr written by a refused score");
+    EXPECT(rankd_batch_begin(b, 1, &e), RANKD_OK, "");
+    EXPECT(rankd_batch_user_sparse(b, "nope", two, 2, &e), RANKD_EINVAL, "user: unknown feature 'nope'");
+    EXPECT(rankd_batch_score(b, p, &e), RANKD_EINVAL,
+           "score: a set failed in this request (user: unknown feature 'nope'); begin it again");
+    rankd_batch *both[2] = {b, fresh};
+    float *out[2] = {p, q};
+    for (int k = 0; k < 2; k++) {
+        EXPECT(rankd_batch_begin(both[k], 2, &e), RANKD_OK, "");
+        EXPECT(rankd_batch_user_sparse(both[k], "history", two, 2, &e), RANKD_OK, "");
+        EXPECT(rankd_batch_candidate_dense(both[k], 1, "year", 1995, &e), RANKD_OK, "");
+        EXPECT(rankd_batch_score(both[k], out[k], &e), RANKD_OK, "");
+    }
+    cr_assert(p[0] == q[0] && p[1] == q[1], "after begin: %g %g, a fresh batch: %g %g", p[0], p[1], q[0], q[1]);
+    rankd_batch_destroy(b);
+    rankd_batch_destroy(fresh);
     rankd_model_close(m);
 }
