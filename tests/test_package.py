@@ -17,7 +17,8 @@
    library the installed ELF files need (dpkg -S), and nothing else; the
    package unpacked into a temporary root (dpkg -x, no container) runs
    `rankd --version`, `rankd --help`, `rank --version`, and the example
-   built against that root gives the same scores again.
+   built against that root (its rankd.pc the only .pc pkg-config sees, as
+   on a clean Debian without -dev packages) gives the same scores again.
 Prints one summary line.
 
   test_package.py --build-dir BUILD --source-dir SRC [--keep]
@@ -70,16 +71,19 @@ def libdir_of(root):
     return os.path.dirname(os.path.dirname(pcs[0]))
 
 
-def pkgconfig_env(root):
+def pkgconfig_env(root, alone=False):
+    """pkg-config finds ROOT's rankd.pc; alone: and no other .pc (a clean
+    Debian with the package and its Depends has no -dev package's .pc)."""
     env = dict(os.environ)
-    env["PKG_CONFIG_PATH"] = os.path.join(libdir_of(root), "pkgconfig")
+    env.pop("PKG_CONFIG_PATH", None)
+    env["PKG_CONFIG_LIBDIR" if alone else "PKG_CONFIG_PATH"] = os.path.join(libdir_of(root), "pkgconfig")
     env["LD_LIBRARY_PATH"] = libdir_of(root)
     return env
 
 
-def build_example(root, out, forbidden, static=False, name="score.c"):
+def build_example(root, out, forbidden, static=False, name="score.c", alone=False):
     """Compile ROOT's installed examples/NAME with pkg-config only."""
-    env = pkgconfig_env(root)
+    env = pkgconfig_env(root, alone)
     src = os.path.join(root, "usr", "share", "doc", "rankd", "examples", name)
     cflags = sh(["pkg-config", "--cflags", "rankd"], env=env).stdout.split()
     libs = sh(["pkg-config", "--libs"] + (["--static"] if static else []) + ["rankd"], env=env).stdout.split()
@@ -270,7 +274,7 @@ def main():
     if "--listen" not in sh([os.path.join(root, "usr", "bin", "rankd"), "--help"]).stdout:
         fail("rankd --help from the package does not mention --listen")
     exe = os.path.join(tmp, "score_deb")
-    eenv = build_example(root, exe, forbidden + [dest])
+    eenv = build_example(root, exe, forbidden + [dest], alone=True)
     diffs["deb"] = max_diff(run_example(exe, eenv, bundle, test_tsv, exe + ".tsv"), ref, exe)
 
     if not a.keep:
