@@ -127,14 +127,35 @@ def main():
     t_prep = time.time() - t0
     venv_python = install_client(a.source_dir, tmp)
     from rankd_client import build_request, health_pb2, health_pb2_grpc, rank_pb2_grpc
-    for bad, exc in ((lambda: build_request({"hour": True}, [{}]), TypeError),
-                     (lambda: build_request({}, [{"genres": [1]}]), TypeError),
-                     (lambda: build_request({}, [{}, {}], ad_ids=["1"]), ValueError)):
+    # bad arguments: TypeError / ValueError naming the argument, before
+    # anything is sent (a NUL would be cut by the server, not refused)
+    for bad, exc, msg in (
+            (lambda: build_request({"hour": True}, [{}]), TypeError, "user.hour: True is neither"),
+            (lambda: build_request({}, [{"genres": [1]}]), TypeError, "candidates[0].genres: sparse values"),
+            (lambda: build_request({}, [{}, {}], ad_ids=["1"]), ValueError, "ad_ids: 1 values for 2"),
+            (lambda: build_request({}, {"genres": "x"}), TypeError, "candidates: want a list of dicts"),
+            (lambda: build_request({}, ["genres"]), TypeError, "candidates[0]: want a dict"),
+            (lambda: build_request(["hour"], [{}]), TypeError, "user: want a dict"),
+            (lambda: build_request({"hour\0x": "1"}, [{}]), ValueError, "user: feature name: 'hour\\x00x' contains NUL"),
+            (lambda: build_request({}, [{}, {"genres": ["a", "b\0"]}]), ValueError, "candidates[1].genres: 'b\\x00' contains NUL"),
+            (lambda: build_request({}, [{"genres": "\ud800"}]), ValueError, "candidates[0].genres: '\\ud800' is not valid UTF-8"),
+            (lambda: build_request({}, [{"year": 10 ** 400}]), ValueError, "candidates[0].year: 1000"),
+            (lambda: build_request({}, [{}], ad_ids=[5]), TypeError, "ad_ids[0]: 5 is not a str"),
+            (lambda: build_request({}, [{}], user_id="1\0"), ValueError, "user_id: '1\\x00' contains NUL"),
+            (lambda: build_request({}, [{}], content_texts=[5]), TypeError, "content_texts[0]: 5 is neither")):
         try:
             bad()
-            fail("build_request accepted a bad argument (want %s)" % exc.__name__)
-        except exc:
-            pass
+            fail("build_request accepted a bad argument (want %s %r)" % (exc.__name__, msg))
+        except exc as e:
+            if not str(e).startswith(msg):
+                fail("build_request: %s %r, want one starting %r" % (exc.__name__, str(e), msg))
+    try:
+        import numpy
+        r = build_request({}, [{"year": numpy.float32(1995.5)}, {"year": numpy.int64(1990)}])
+        if [c.dense[0].value for c in r.candidates] != [1995.5, 1990.0]:
+            fail("build_request: numpy dense values %s" % r)
+    except ImportError:
+        pass
 
     with open(os.path.join(tmp, "bundle", "model.json")) as f:
         mj = json.load(f)
