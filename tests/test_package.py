@@ -11,8 +11,9 @@
    path into the source or build tree), and again statically against
    librankd.a with `pkg-config --static --libs`, scores the MovieLens test
    split like `rank score` (max abs diff <= 1e-6) on a bundle trained here
-   by the installed `rank`; examples/hello.c (one user, three movies on the
-   command line) equals `rank score` on the same rows.
+   by the installed `rank`, and stops at a bad line (a dense cell not a
+   number, a row short of a cell) naming it; examples/hello.c (one user,
+   three movies on the command line) equals `rank score` on the same rows.
 4. `cpack -G DEB`: the .deb's Depends names the Debian package of every
    library the installed ELF files need (dpkg -S), and nothing else; the
    package unpacked into a temporary root (dpkg -x, no container) runs
@@ -108,6 +109,31 @@ def run_example(exe, env, bundle, tsv, out):
     if r.returncode != 0:
         fail("%s exited %d: %s" % (exe, r.returncode, r.stderr[-2000:]))
     return read_scores(out)
+
+
+def check_example_errors(exe, env, bundle, tsv, ref, tmp):
+    """examples/score.c stops at the first bad line (exit 1, the line
+    number and column on stderr) after printing only the rows before it:
+    never a value read as 0 or a pCTR out of its row's place."""
+    with open(tsv) as f:
+        rows = [next(f) for _ in range(6)]
+    hdr = rows[0].rstrip("\n").split("\t")
+    year = hdr.index("year")
+    bad_num = rows[:4] + ["\t".join("abc" if c == year else v for c, v in
+                                    enumerate(rows[4].rstrip("\n").split("\t"))) + "\n"] + rows[5:]
+    short = rows[:3] + ["\t".join(rows[3].split("\t")[:-1]) + "\n"] + rows[4:]
+    for lines, want in ((bad_num, "score: line 5: column 'year': 'abc' is not a number"),
+                        (short, "score: line 4: not %d tab-separated cells" % len(hdr))):
+        path = os.path.join(tmp, "bad.tsv")
+        with open(path, "w") as f:
+            f.writelines(lines)
+        with open(path) as fin:
+            r = subprocess.run([exe, bundle], stdin=fin, capture_output=True, text=True, env=env, timeout=120)
+        out = r.stdout.split("\n")
+        got = [float(x) for x in out[1:] if x]
+        if r.returncode != 1 or r.stderr.strip() != want or out[0] != "pctr" or len(got) >= len(lines) - 2:
+            fail("%s on a bad line: exit %d, stderr %r (want %r), stdout %r" % (exe, r.returncode, r.stderr, want, r.stdout))
+        max_diff(got, ref[:len(got)], exe + " before the bad line")
 
 
 def check_header(root, tmp):
@@ -238,6 +264,7 @@ def main():
         eenv = build_example(dest, exe, forbidden, static)
         got = run_example(exe, eenv, bundle, test_tsv, exe + ".tsv")
         diffs["static" if static else "shared"] = max_diff(got, ref, exe)
+    check_example_errors(exe, eenv, bundle, test_tsv, ref, tmp)
 
     # examples/hello.c: user 1 and three movies vs rank score on the same
     # rows (every other feature unset / empty)
