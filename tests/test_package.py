@@ -236,8 +236,14 @@ def main():
         if not os.path.exists(os.path.join(dest, p)):
             fail("not installed: /" + p)
     with open(os.path.join(dest, "usr/share/man/man1/rankd.1")) as f:
-        if "\\-\\-listen" not in f.read():
-            fail("rankd.1 does not document --listen")
+        man = f.read()
+    if "\\-\\-listen" not in man:
+        fail("rankd.1 does not document --listen")
+    # each option of rankd --help is its own tagged paragraph of rankd.1
+    # (help2man finds them only in a paragraph of their own)
+    for opt in ("threads", "blas-threads", "max-candidates", "queue-depth", "ram-tables-mb", "encoder", "updates"):
+        if not re.search(r"^\.TP\n\\fB\\-\\-%s\\fR" % opt.replace("-", r"\\-"), man, re.M):
+            fail("rankd.1: --%s is not an option paragraph" % opt)
     n_syms = check_library(dest)
 
     # 2. the header as C99 and C++
