@@ -1,12 +1,15 @@
 # Thin wrapper over CMake. The two commands of the README:
 #   make demo   install what is missing, build, train on bundled MovieLens, serve, compare
 #   make test   install what is missing, build, run every test
+#   make install [PREFIX=/usr/local] [DESTDIR=...]   tools, librankd, rank.h, rankd.pc, man pages
+#   make deb    the Debian package (build/rankd_VERSION_ARCH.deb)
 BUILD ?= build
 JOBS ?= 2
+PREFIX ?= /usr/local
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan soak fuzz-smoke bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops install deb
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -56,6 +59,13 @@ soak: build
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
+
+# DESTDIR is read by cmake --install from the environment (make passes it on).
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
+deb: build
+	@cd $(BUILD) && cpack -G DEB
 
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer, separate build tree.
 asan: setup

@@ -169,6 +169,7 @@ static void usage(FILE *o) {
             "  --latency-log FILE   one line per measured call: intended send time (Unix s),\n"
             "                       latency from it (ms), gRPC status code\n"
             "  --quiet              no progress line\n"
+            "  --version            print the version and exit\n"
             "  --inprocess          no server: score the same requests in this process\n"
             "                       through rk_scorer (needs --model), the overhead baseline\n"
             "  --ram-tables-mb N    --inprocess: tables in RAM when they fit in N MiB, as\n"

@@ -9,7 +9,8 @@ PKGS=(build-essential cmake pkg-config
       libjpeg62-turbo-dev libpng-dev
       libmicrohttpd-dev openssl python3-prometheus-client
       python3 python3-grpcio python3-protobuf python3-grpc-tools
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev
+      python3-venv python3-setuptools python3-wheel python3-pip help2man dpkg-dev file)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,12 +11,16 @@ user-side value form one request, as `rank query` groups them), and checks:
     INVALID_ARGUMENT / UNIMPLEMENTED with a message naming the field,
   - responses decode in Python (protobuf-c does not check UTF-8; this does),
   - SIGTERM stops rankd with exit code 0.
-Prints one summary line. Needs Debian's python3-grpcio and python3-grpc-tools:
-run with /usr/bin/python3 (c-stack.md §1).
+The client is the repo's rankd_client package (python/), pip-installed into
+a fresh venv here; examples/client.py, run by that venv's python, must give
+the same pCTRs too. Prints one summary line. Needs Debian's python3-grpcio,
+python3-grpc-tools, python3-venv, python3-setuptools and python3-wheel: run
+with /usr/bin/python3 (c-stack.md §1).
 
   e2e_grpcio.py --bin-dir BUILD/bin --source-dir SRC [--keep]
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -43,20 +47,29 @@ def run(cmd, log):
         fail("%s exited %d (see %s)" % (" ".join(cmd), r.returncode, log))
 
 
-def gen_stubs(src, out):
-    """Python modules for rank.proto and health.proto in out (flat: a
-    grpc/health/... package there would shadow the real grpc module)."""
-    protos = os.path.join(out, "protos")
-    os.makedirs(protos)
-    shutil.copy(os.path.join(src, "proto", "rank.proto"), protos)
-    shutil.copy("/usr/share/grpc-proto/grpc/health/v1/health.proto", protos)
-    for p in ("rank.proto", "health.proto"):
-        r = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", protos,
-                            "--python_out", out, "--grpc_python_out", out, p],
-                           capture_output=True, text=True)
+def install_client(src, tmp):
+    """The rankd_client package (python/) pip-installed from a copy of the
+    repo's python/, proto/ and include/rank.h into a fresh venv (Debian's
+    grpcio via --system-site-packages, nothing downloaded); the venv's
+    site-packages joins sys.path. Returns the venv's python."""
+    tree = os.path.join(tmp, "client-src")
+    shutil.copytree(os.path.join(src, "python"), os.path.join(tree, "python"),
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copytree(os.path.join(src, "proto"), os.path.join(tree, "proto"))
+    os.makedirs(os.path.join(tree, "include"))
+    shutil.copy(os.path.join(src, "include", "rank.h"), os.path.join(tree, "include"))
+    venv = os.path.join(tmp, "venv")
+    for cmd in ([sys.executable, "-m", "venv", "--system-site-packages", venv],
+                [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--no-build-isolation",
+                 "--no-index", os.path.join(tree, "python")]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
-            fail("grpc_tools.protoc %s: %s" % (p, r.stderr))
-    sys.path.insert(0, out)
+            fail("%s: %s%s" % (" ".join(cmd), r.stdout[-2000:], r.stderr[-2000:]))
+    site = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
+    if len(site) != 1 or not os.path.isdir(os.path.join(site[0], "rankd_client")):
+        fail("rankd_client is not in the venv's site-packages")
+    sys.path.insert(0, site[0])
+    return os.path.join(venv, "bin", "python")
 
 
 def train_bundle(rank, source_dir, tmp, log):
@@ -117,11 +130,37 @@ def main():
     run([rank, "score", "--model", os.path.join(tmp, "bundle"), "--input", test_tsv,
          "--output", os.path.join(tmp, "scores.tsv")], log)
     t_prep = time.time() - t0
-    gen_stubs(a.source_dir, os.path.join(tmp, "gen"))
-    import rank_pb2
-    import rank_pb2_grpc
-    import health_pb2
-    import health_pb2_grpc
+    venv_python = install_client(a.source_dir, tmp)
+    from rankd_client import build_request, health_pb2, health_pb2_grpc, rank_pb2_grpc
+    # bad arguments: TypeError / ValueError naming the argument, before
+    # anything is sent (a NUL would be cut by the server, not refused)
+    for bad, exc, msg in (
+            (lambda: build_request({"hour": True}, [{}]), TypeError, "user.hour: True is neither"),
+            (lambda: build_request({}, [{"genres": [1]}]), TypeError, "candidates[0].genres: sparse values"),
+            (lambda: build_request({}, [{}, {}], ad_ids=["1"]), ValueError, "ad_ids: 1 values for 2"),
+            (lambda: build_request({}, {"genres": "x"}), TypeError, "candidates: want a list of dicts"),
+            (lambda: build_request({}, ["genres"]), TypeError, "candidates[0]: want a dict"),
+            (lambda: build_request(["hour"], [{}]), TypeError, "user: want a dict"),
+            (lambda: build_request({"hour\0x": "1"}, [{}]), ValueError, "user: feature name: 'hour\\x00x' contains NUL"),
+            (lambda: build_request({}, [{}, {"genres": ["a", "b\0"]}]), ValueError, "candidates[1].genres: 'b\\x00' contains NUL"),
+            (lambda: build_request({}, [{"genres": "\ud800"}]), ValueError, "candidates[0].genres: '\\ud800' is not valid UTF-8"),
+            (lambda: build_request({}, [{"year": 10 ** 400}]), ValueError, "candidates[0].year: 1000"),
+            (lambda: build_request({}, [{}], ad_ids=[5]), TypeError, "ad_ids[0]: 5 is not a str"),
+            (lambda: build_request({}, [{}], user_id="1\0"), ValueError, "user_id: '1\\x00' contains NUL"),
+            (lambda: build_request({}, [{}], content_texts=[5]), TypeError, "content_texts[0]: 5 is neither")):
+        try:
+            bad()
+            fail("build_request accepted a bad argument (want %s %r)" % (exc.__name__, msg))
+        except exc as e:
+            if not str(e).startswith(msg):
+                fail("build_request: %s %r, want one starting %r" % (exc.__name__, str(e), msg))
+    try:
+        import numpy
+        r = build_request({}, [{"year": numpy.float32(1995.5)}, {"year": numpy.int64(1990)}])
+        if [c.dense[0].value for c in r.candidates] != [1995.5, 1990.0]:
+            fail("build_request: numpy dense values %s" % r)
+    except ImportError:
+        pass
 
     with open(os.path.join(tmp, "bundle", "model.json")) as f:
         mj = json.load(f)
@@ -138,31 +177,33 @@ def main():
 
     def build(r0, r1):
         u = rows[r0]
-        user = rank_pb2.User()
+        user, kw = {}, {}
         for ft in user_feats:
             v = u[col[ft["name"]]]
             if ft["kind"] == "dense":
                 if v:
-                    user.dense.add(name=ft["name"], value=float(v))
+                    user[ft["name"]] = float(v)
             elif ft["name"] == aliases.get("user_id"):
-                user.user_id = v
+                kw["user_id"] = v
             elif ft["name"] == aliases.get("recent_item_ids"):
-                user.recent_item_ids.extend(v.split("|"))
+                kw["recent_item_ids"] = v.split("|")
             else:
-                user.sparse.add(name=ft["name"], values=v.split("|"))
-        req = rank_pb2.RankRequest(request_id="py-%d" % r0, user=user)
+                user[ft["name"]] = v.split("|")
+        cands, ads = [], []
         for r in range(r0, r1):
-            c = req.candidates.add()
+            c, ad = {}, None
             for ft in item_feats:
                 v = rows[r][col[ft["name"]]]
                 if ft["kind"] == "dense":
                     if v:
-                        c.dense.add(name=ft["name"], value=float(v))
+                        c[ft["name"]] = float(v)
                 elif ft["name"] == aliases.get("ad_id"):
-                    c.ad_id = v
+                    ad = v
                 else:
-                    c.sparse.add(name=ft["name"], values=v.split("|"))
-        return req
+                    c[ft["name"]] = v.split("|")
+            cands.append(c)
+            ads.append(ad)
+        return build_request(user, cands, request_id="py-%d" % r0, ad_ids=ads, **kw)
 
     srv, port = start_rankd(a.bin_dir, os.path.join(tmp, "bundle"), os.path.join(tmp, "rankd.log"))
     try:
@@ -197,6 +238,18 @@ def main():
         el = time.time() - t1
         if maxdiff > TOL:
             fail("served vs offline: max abs diff %.3g at row %d (served/offline differ)" % (maxdiff, worst))
+
+        # examples/client.py, run by the venv's python, gives the same pCTRs
+        n_ex = 300
+        r = subprocess.run([venv_python, os.path.join(a.source_dir, "examples", "client.py"), "--addr",
+                            "127.0.0.1:%d" % port, "--input", test_tsv, "--rows", str(n_ex)],
+                           capture_output=True, text=True, timeout=300)
+        ex = r.stdout.split("\n")
+        if r.returncode != 0 or ex[0] != "pctr" or len([x for x in ex[1:] if x]) != n_ex:
+            fail("examples/client.py exited %d: %s%s" % (r.returncode, r.stdout[-500:], r.stderr[-2000:]))
+        ex_diff = max(abs(float(x) - ref[i]) for i, x in enumerate(ex[1:n_ex + 1]))
+        if not ex_diff <= TOL:
+            fail("examples/client.py vs offline: max abs diff %.3g" % ex_diff)
 
         # health
         st = health_pb2.HealthCheckResponse.SERVING
@@ -258,8 +311,8 @@ def main():
     if not a.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     print("e2e_grpcio: rows=%d requests=%d requests_per_s=%.0f max_abs_diff_vs_offline=%.3g "
-          "health=SERVING bad_requests=ok unimplemented=ok prep_s=%.1f"
-          % (len(rows), n_req, n_req / el if el > 0 else 0, maxdiff, t_prep))
+          "health=SERVING bad_requests=ok unimplemented=ok client_example_max_abs_diff=%.3g prep_s=%.1f"
+          % (len(rows), n_req, n_req / el if el > 0 else 0, maxdiff, ex_diff, t_prep))
 
 
 if __name__ == "__main__":

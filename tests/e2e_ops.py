@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_grpcio import gen_stubs, run, train_bundle  # noqa: E402
+from e2e_grpcio import install_client, run, train_bundle  # noqa: E402
 
 
 def fail(msg):
@@ -581,11 +581,8 @@ def main():
     rank = os.path.join(a.bin_dir, "rank")
     train_bundle(rank, a.source_dir, tmp, log)
     bundle = os.path.join(tmp, "bundle")
-    gen_stubs(a.source_dir, os.path.join(tmp, "gen"))
-    import rank_pb2
-    import rank_pb2_grpc
-    import health_pb2
-    import health_pb2_grpc
+    install_client(a.source_dir, tmp)  # the repo's rankd_client package: stubs of proto/
+    from rankd_client import health_pb2, health_pb2_grpc, rank_pb2, rank_pb2_grpc
     mods = (grpc, rank_pb2, rank_pb2_grpc, health_pb2, health_pb2_grpc)
     lines = [check_metrics(a, tmp, bundle, *mods),
              check_repository(a, tmp, bundle, os.path.join(tmp, "ml"), *mods),

@@ -61,7 +61,7 @@ static void usage(FILE *o) {
             "  sid build|assign --embeddings FILE --out FILE ...\n"
             "      semantic IDs: RQ-KMeans codebooks + item records (item id -> codes) from content embeddings\n"
             "\n"
-            "Run 'rank COMMAND --help' for a command's options.\n");
+            "Run 'rank COMMAND --help' for a command's options; 'rank --version' prints the version.\n");
 }
 
 /* A metric, or null where it is undefined (NaN: no positives, no negatives). */
