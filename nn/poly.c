@@ -1,0 +1,177 @@
+/*
+ * nn/poly.c — EmbSum's two dense ops (papers.md §4(b), §6.6), forward and
+ * backward, on caller-owned row-major float32 buffers with plain shapes so
+ * that a CUDA backend can take the same signatures:
+ *
+ *   poly-attention (Humeau et al. 2020, "Poly-encoders", §4.4; EmbSum's UPE
+ *   and CPE):  Z = tanh(H W_a)  [n,dc]
+ *              A = softmax_rows(C Zᵀ)  [m,n]
+ *              E = A H  [m,d]
+ *   m learned codes C[m,dc] each pick a convex combination of the n input
+ *   vectors H[n,d] (session vectors of a user, token states of an item).
+ *
+ *   matching: S = U Vᵀ [m,k] for U[m,d] (UPE) and V[k,d] (CPE), pooled into
+ *   one score: softmax-weighted Σ softmax(vec S / τ) ∘ S (default), max or
+ *   mean (papers.md §6.6).
+ *
+ * The products are small (m, k <= 16, n <= a few hundred), so they are plain
+ * loops with double accumulation where a sum decides a softmax; nothing here
+ * allocates except through the caller's scratch.
+ */
+#include "nn.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Z = tanh(H W_a) for H[n,d], W_a[d,dc] -> Z[n,dc]. */
+static void poly_keys(float *Z, const float *H, const float *Wa, int n, int d, int dc) {
+    for (int i = 0; i < n; i++) {
+        float *z = Z + (size_t)i * dc;
+        for (int c = 0; c < dc; c++) z[c] = 0;
+        for (int j = 0; j < d; j++) {
+            const float h = H[(size_t)i * d + j];
+            const float *w = Wa + (size_t)j * dc;
+            for (int c = 0; c < dc; c++) z[c] += h * w[c];
+        }
+        for (int c = 0; c < dc; c++) z[c] = tanhf(z[c]);
+    }
+}
+
+void rk_poly_attention_forward(float *E, float *A, float *Z, const float *H, const float *C, const float *Wa,
+                               int n, int d, int m, int dc) {
+    poly_keys(Z, H, Wa, n, d, dc);
+    for (int r = 0; r < m; r++) {
+        float *a = A + (size_t)r * n;
+        const float *c = C + (size_t)r * dc;
+        float mx = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            double s = 0;
+            for (int t = 0; t < dc; t++) s += (double)c[t] * Z[(size_t)i * dc + t];
+            a[i] = (float)s;
+            if (a[i] > mx) mx = a[i];
+        }
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += (a[i] = expf(a[i] - mx));
+        for (int i = 0; i < n; i++) a[i] = (float)(a[i] / sum);
+        float *e = E + (size_t)r * d;
+        for (int j = 0; j < d; j++) e[j] = 0;
+        for (int i = 0; i < n; i++) {
+            const float *h = H + (size_t)i * d;
+            for (int j = 0; j < d; j++) e[j] += a[i] * h[j];
+        }
+    }
+}
+
+void rk_poly_attention_backward(float *dH, float *dC, float *dWa, const float *dE, const float *H, const float *C,
+                                const float *Wa, const float *A, const float *Z, int n, int d, int m, int dc,
+                                float *scratch) {
+    float *dL = scratch;                 /* [m,n] */
+    float *dU = scratch + (size_t)m * n; /* [n,dc] */
+    /* dA = dE Hᵀ; dL = A ∘ (dA - Σ_i A dA) (softmax backward, row-wise) */
+    for (int r = 0; r < m; r++) {
+        const float *de = dE + (size_t)r * d, *a = A + (size_t)r * n;
+        float *dl = dL + (size_t)r * n;
+        double dot = 0;
+        for (int i = 0; i < n; i++) {
+            double s = 0;
+            const float *h = H + (size_t)i * d;
+            for (int j = 0; j < d; j++) s += (double)de[j] * h[j];
+            dl[i] = (float)s;
+            dot += s * a[i];
+        }
+        for (int i = 0; i < n; i++) dl[i] = a[i] * (float)(dl[i] - dot);
+    }
+    /* dC += dL Z ; dU = (dLᵀ C) ∘ (1 - Z²) */
+    for (int r = 0; r < m; r++)
+        for (int i = 0; i < n; i++) {
+            const float g = dL[(size_t)r * n + i];
+            for (int t = 0; t < dc; t++) dC[(size_t)r * dc + t] += g * Z[(size_t)i * dc + t];
+        }
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < dc; t++) {
+            double s = 0;
+            for (int r = 0; r < m; r++) s += (double)dL[(size_t)r * n + i] * C[(size_t)r * dc + t];
+            const float z = Z[(size_t)i * dc + t];
+            dU[(size_t)i * dc + t] = (float)s * (1 - z * z);
+        }
+    /* dWa += Hᵀ dU */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) {
+            const float h = H[(size_t)i * d + j];
+            float *w = dWa + (size_t)j * dc;
+            const float *u = dU + (size_t)i * dc;
+            for (int t = 0; t < dc; t++) w[t] += h * u[t];
+        }
+    if (!dH) return;
+    /* dH = Aᵀ dE + dU W_aᵀ */
+    for (int i = 0; i < n; i++) {
+        float *dh = dH + (size_t)i * d;
+        const float *u = dU + (size_t)i * dc;
+        for (int j = 0; j < d; j++) {
+            double s = 0;
+            for (int r = 0; r < m; r++) s += (double)A[(size_t)r * n + i] * dE[(size_t)r * d + j];
+            const float *w = Wa + (size_t)j * dc;
+            for (int t = 0; t < dc; t++) s += (double)u[t] * w[t];
+            dh[j] = (float)s;
+        }
+    }
+}
+
+/* S = U Vᵀ for U[m,d], V[k,d]. */
+static void match_products(float *S, const float *U, const float *V, int m, int k, int d) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) {
+            double s = 0;
+            const float *u = U + (size_t)i * d, *v = V + (size_t)j * d;
+            for (int t = 0; t < d; t++) s += (double)u[t] * v[t];
+            S[(size_t)i * k + j] = (float)s;
+        }
+}
+
+float rk_match_forward(float *S, float *W, const float *U, const float *V, int m, int k, int d, rk_match_pool pool,
+                       float tau) {
+    match_products(S, U, V, m, k, d);
+    const int n = m * k;
+    if (pool == RK_MATCH_MEAN) {
+        double s = 0;
+        for (int i = 0; i < n; i++) s += S[i];
+        for (int i = 0; i < n; i++) W[i] = 1.0f / (float)n;
+        return (float)(s / n);
+    }
+    int arg = 0;
+    for (int i = 1; i < n; i++)
+        if (S[i] > S[arg]) arg = i;
+    if (pool == RK_MATCH_MAX) {
+        for (int i = 0; i < n; i++) W[i] = i == arg ? 1.0f : 0.0f;
+        return S[arg];
+    }
+    double z = 0, y = 0;
+    for (int i = 0; i < n; i++) z += exp(((double)S[i] - S[arg]) / tau);
+    for (int i = 0; i < n; i++) {
+        W[i] = (float)(exp(((double)S[i] - S[arg]) / tau) / z);
+        y += (double)W[i] * S[i];
+    }
+    return (float)y;
+}
+
+void rk_match_backward(float *dU, float *dV, float dy, float y, const float *S, const float *W, const float *U,
+                       const float *V, int m, int k, int d, rk_match_pool pool, float tau, float *dS) {
+    const int n = m * k;
+    for (int i = 0; i < n; i++) {
+        /* softmax pooling: ∂y/∂S_ij = w_ij (1 + (S_ij - y) / τ); max and mean: the weights themselves */
+        float g = W[i];
+        if (pool == RK_MATCH_SOFTMAX) g *= 1.0f + (S[i] - y) / tau;
+        dS[i] = dy * g;
+    }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) {
+            const float g = dS[(size_t)i * k + j];
+            if (g == 0) continue;
+            const float *u = U + (size_t)i * d, *v = V + (size_t)j * d;
+            float *du = dU + (size_t)i * d, *dv = dV + (size_t)j * d;
+            for (int t = 0; t < d; t++) {
+                du[t] += g * v[t];
+                dv[t] += g * u[t];
+            }
+        }
+}
