@@ -572,6 +572,37 @@ Test(encoder, tiny_model_runs_and_is_normalized) {
     rk_rm_rf(dir, &err);
 }
 
+/* Token states (EmbSum's CPE input): their mean, L2-normalized, is encode's
+ * vector; max_len truncates; too few rows is an error, not an overflow. */
+Test(encoder, token_states_pool_to_encode) {
+    char dir[64];
+    make_tiny(dir);
+    rk_text_encoder *e;
+    rk_err err = {0};
+    cr_assert_eq(rk_text_encoder_open(dir, NULL, &e, &err), RK_OK, "%s", err.msg);
+    const char *t[] = {"The cats sat on the mat!", "", "the cat the cat the cat the cat the cat the cat the cat"};
+    float out[3 * TINY_H], st[3 * TINY_P * TINY_H], pooled[TINY_H];
+    int32_t off[4];
+    cr_assert_eq(rk_text_encoder_encode(e, t, NULL, 3, out, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_text_encoder_encode_tokens(e, t, NULL, 3, 0, st, 3 * TINY_P, off, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(off[0], 0);
+    cr_expect_eq(off[2] - off[1], 2, "the empty text is [CLS] [SEP]");
+    for (int i = 0; i < 3; i++) {
+        rk_mean_pool_forward(pooled, st + (size_t)off[i] * TINY_H, (const int32_t[]){0, off[i + 1] - off[i]}, 1, TINY_H);
+        rk_l2_normalize(pooled, 1, TINY_H, 1e-12f);
+        for (int j = 0; j < TINY_H; j++)
+            cr_expect(fabsf(pooled[j] - out[i * TINY_H + j]) <= 1e-6f, "text %d dim %d: %g vs %g", i, j, pooled[j],
+                      out[i * TINY_H + j]);
+    }
+    cr_assert_eq(rk_text_encoder_encode_tokens(e, t, NULL, 3, 4, st, 3 * TINY_P, off, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(off[1], 4, "max_len 4 keeps 4 tokens, got %d", off[1]);
+    cr_expect_eq(off[3] - off[2], 4);
+    cr_expect_eq(rk_text_encoder_encode_tokens(e, t, NULL, 3, 0, st, 5, off, &err), RK_ETOOBIG);
+    cr_expect(strstr(err.msg, "token states need more than the 5 rows given") != NULL, "%s", err.msg);
+    rk_text_encoder_close(e);
+    rk_rm_rf(dir, &err);
+}
+
 Test(encoder, missing_and_truncated_weights) {
     char dir[64], p[128], want[512];
     make_tiny(dir);
