@@ -14,32 +14,24 @@
  *   one score: softmax-weighted Σ softmax(vec S / τ) ∘ S (default), max or
  *   mean (papers.md §6.6).
  *
- * The products are small (m, k <= 16, n <= a few hundred), so they are plain
- * loops with double accumulation where a sum decides a softmax; nothing here
- * allocates except through the caller's scratch.
+ * The products with the input width d (keys, E = A H and their gradients)
+ * go through OpenBLAS sgemm; the small ones (codes x keys, m x k matching)
+ * are loops with double accumulation. Nothing here allocates.
  */
 #include "nn.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-/* Z = tanh(H W_a) for H[n,d], W_a[d,dc] -> Z[n,dc]. */
-static void poly_keys(float *Z, const float *H, const float *Wa, int n, int d, int dc) {
-    for (int i = 0; i < n; i++) {
-        float *z = Z + (size_t)i * dc;
-        for (int c = 0; c < dc; c++) z[c] = 0;
-        for (int j = 0; j < d; j++) {
-            const float h = H[(size_t)i * d + j];
-            const float *w = Wa + (size_t)j * dc;
-            for (int c = 0; c < dc; c++) z[c] += h * w[c];
-        }
-        for (int c = 0; c < dc; c++) z[c] = tanhf(z[c]);
-    }
-}
+#define SGEMM(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc) \
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc)
 
 void rk_poly_attention_forward(float *E, float *A, float *Z, const float *H, const float *C, const float *Wa,
                                int n, int d, int m, int dc) {
-    poly_keys(Z, H, Wa, n, d, dc);
+    /* Z = tanh(H W_a) */
+    SGEMM(CblasNoTrans, CblasNoTrans, n, dc, d, H, d, Wa, dc, 0.0f, Z, dc);
+    for (size_t i = 0; i < (size_t)n * dc; i++) Z[i] = tanhf(Z[i]);
     for (int r = 0; r < m; r++) {
         float *a = A + (size_t)r * n;
         const float *c = C + (size_t)r * dc;
@@ -53,13 +45,9 @@ void rk_poly_attention_forward(float *E, float *A, float *Z, const float *H, con
         double sum = 0;
         for (int i = 0; i < n; i++) sum += (a[i] = expf(a[i] - mx));
         for (int i = 0; i < n; i++) a[i] = (float)(a[i] / sum);
-        float *e = E + (size_t)r * d;
-        for (int j = 0; j < d; j++) e[j] = 0;
-        for (int i = 0; i < n; i++) {
-            const float *h = H + (size_t)i * d;
-            for (int j = 0; j < d; j++) e[j] += a[i] * h[j];
-        }
     }
+    /* E = A H */
+    SGEMM(CblasNoTrans, CblasNoTrans, m, d, n, A, n, H, d, 0.0f, E, d);
 }
 
 void rk_poly_attention_backward(float *dH, float *dC, float *dWa, const float *dE, const float *H, const float *C,
@@ -67,54 +55,25 @@ void rk_poly_attention_backward(float *dH, float *dC, float *dWa, const float *d
                                 float *scratch) {
     float *dL = scratch;                 /* [m,n] */
     float *dU = scratch + (size_t)m * n; /* [n,dc] */
-    /* dA = dE Hᵀ; dL = A ∘ (dA - Σ_i A dA) (softmax backward, row-wise) */
+    /* dA = dE Hᵀ (into dL); then dL = A ∘ (dA - Σ_i A dA), the softmax backward per row */
+    SGEMM(CblasNoTrans, CblasTrans, m, n, d, dE, d, H, d, 0.0f, dL, n);
     for (int r = 0; r < m; r++) {
-        const float *de = dE + (size_t)r * d, *a = A + (size_t)r * n;
+        const float *a = A + (size_t)r * n;
         float *dl = dL + (size_t)r * n;
         double dot = 0;
-        for (int i = 0; i < n; i++) {
-            double s = 0;
-            const float *h = H + (size_t)i * d;
-            for (int j = 0; j < d; j++) s += (double)de[j] * h[j];
-            dl[i] = (float)s;
-            dot += s * a[i];
-        }
+        for (int i = 0; i < n; i++) dot += (double)dl[i] * a[i];
         for (int i = 0; i < n; i++) dl[i] = a[i] * (float)(dl[i] - dot);
     }
     /* dC += dL Z ; dU = (dLᵀ C) ∘ (1 - Z²) */
-    for (int r = 0; r < m; r++)
-        for (int i = 0; i < n; i++) {
-            const float g = dL[(size_t)r * n + i];
-            for (int t = 0; t < dc; t++) dC[(size_t)r * dc + t] += g * Z[(size_t)i * dc + t];
-        }
-    for (int i = 0; i < n; i++)
-        for (int t = 0; t < dc; t++) {
-            double s = 0;
-            for (int r = 0; r < m; r++) s += (double)dL[(size_t)r * n + i] * C[(size_t)r * dc + t];
-            const float z = Z[(size_t)i * dc + t];
-            dU[(size_t)i * dc + t] = (float)s * (1 - z * z);
-        }
+    SGEMM(CblasNoTrans, CblasNoTrans, m, dc, n, dL, n, Z, dc, 1.0f, dC, dc);
+    SGEMM(CblasTrans, CblasNoTrans, n, dc, m, dL, n, C, dc, 0.0f, dU, dc);
+    for (size_t i = 0; i < (size_t)n * dc; i++) dU[i] *= 1 - Z[i] * Z[i];
     /* dWa += Hᵀ dU */
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < d; j++) {
-            const float h = H[(size_t)i * d + j];
-            float *w = dWa + (size_t)j * dc;
-            const float *u = dU + (size_t)i * dc;
-            for (int t = 0; t < dc; t++) w[t] += h * u[t];
-        }
+    SGEMM(CblasTrans, CblasNoTrans, d, dc, n, H, d, dU, dc, 1.0f, dWa, dc);
     if (!dH) return;
     /* dH = Aᵀ dE + dU W_aᵀ */
-    for (int i = 0; i < n; i++) {
-        float *dh = dH + (size_t)i * d;
-        const float *u = dU + (size_t)i * dc;
-        for (int j = 0; j < d; j++) {
-            double s = 0;
-            for (int r = 0; r < m; r++) s += (double)A[(size_t)r * n + i] * dE[(size_t)r * d + j];
-            const float *w = Wa + (size_t)j * dc;
-            for (int t = 0; t < dc; t++) s += (double)u[t] * w[t];
-            dh[j] = (float)s;
-        }
-    }
+    SGEMM(CblasTrans, CblasNoTrans, n, d, m, A, n, dE, d, 0.0f, dH, d);
+    SGEMM(CblasNoTrans, CblasTrans, n, d, dc, dU, dc, Wa, dc, 1.0f, dH, d);
 }
 
 /* S = U Vᵀ for U[m,d], V[k,d]. */
