@@ -40,7 +40,7 @@
  * O(n log n) time, O(n) memory: ~0.1 s for the 100,836 ratings.
  */
 #define _GNU_SOURCE
-#include "rank.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -51,7 +51,6 @@
 #include <unistd.h>
 
 #define ML_HISTORY_MAX 20
-#define ML_MAX_FIELDS 8
 
 /* ------------------------------------------------------------------ buffer */
 
@@ -99,18 +98,9 @@ static int sbuf_printf(sbuf *b, const char *fmt, ...) {
 
 /* ------------------------------------------------------------------ CSV */
 
-typedef struct {
-    char *s; /* NUL-terminated in place */
-    size_t len;
-} csv_field;
-
-typedef struct {
-    const char *file;               /* base name for messages */
-    const char *const *cols;        /* column names for messages */
-    int ncols;
-    char *p, *end;
-    size_t row;                     /* record number of the last record read */
-} csv_reader;
+/* csv_field / csv_reader: rank/internal.h (rk_csv_*), shared with rank/embsum_data.c. */
+typedef rk_csv_field csv_field;
+typedef rk_csv_reader csv_reader;
 
 static const char *col_name(const csv_reader *r, int k, char tmp[16]) {
     if (k < r->ncols) return r->cols[k];
@@ -122,11 +112,11 @@ static int at_eol(const char *p, const char *end) {
     return p >= end || *p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n');
 }
 
-/* Read the next record: up to ML_MAX_FIELDS fields into f, *nf = the number
+/* Read the next record: up to RK_CSV_MAX_FIELDS fields into f, *nf = the number
  * of fields in the record (may be larger than stored). Returns 1 with a
  * record, 0 at end of input, or a negative rk_status on a syntax error.
  * Unescapes quoted fields in place. */
-static int csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) {
+int rk_csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) {
     if (r->p >= r->end) return 0;
     r->row++;
     char *p = r->p, *end = r->end;
@@ -168,7 +158,7 @@ static int csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) {
             w = p;
         }
         char d = p < end ? *p : 0;
-        if (k < ML_MAX_FIELDS) {
+        if (k < RK_CSV_MAX_FIELDS) {
             f[k].s = start;
             f[k].len = (size_t)(w - start);
         }
@@ -189,11 +179,11 @@ static int csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) {
 }
 
 /* Checks the header record: exactly the expected names, in order. */
-static rk_status csv_header(csv_reader *r, rk_err *err) {
-    csv_field f[ML_MAX_FIELDS];
+rk_status rk_csv_header(csv_reader *r, rk_err *err) {
+    csv_field f[RK_CSV_MAX_FIELDS];
     int nf = 0;
     if (r->p + 3 <= r->end && !memcmp(r->p, "\xEF\xBB\xBF", 3)) r->p += 3;
-    int got = csv_next(r, f, &nf, err);
+    int got = rk_csv_next(r, f, &nf, err);
     if (got < 0) return (rk_status)got;
     if (got == 0) return rk_fail(err, RK_EFORMAT, "%s: empty file, expected a header row", r->file);
     for (int k = 0; k < r->ncols && k < nf; k++)
@@ -290,14 +280,14 @@ static const movie *find_movie(const movie *m, size_t n, int64_t id) {
 static rk_status parse_movies(char *buf, size_t len, movie **out, size_t *n_out, rk_err *err) {
     static const char *const cols[] = {"movieId", "title", "genres"};
     csv_reader r = {"movies.csv", cols, 3, buf, buf + len, 0};
-    rk_status s = csv_header(&r, err);
+    rk_status s = rk_csv_header(&r, err);
     if (s != RK_OK) return s;
     size_t cap = 1024, n = 0;
     movie *m = rk_malloc(cap * sizeof *m);
     if (!m) return rk_fail(err, RK_ENOMEM, "movies.csv: out of memory");
-    csv_field f[ML_MAX_FIELDS];
+    csv_field f[RK_CSV_MAX_FIELDS];
     int nf, got;
-    while ((got = csv_next(&r, f, &nf, err)) == 1) {
+    while ((got = rk_csv_next(&r, f, &nf, err)) == 1) {
         if (nf != 3) {
             s = rk_fail(err, RK_EFORMAT, "movies.csv row %zu: expected 3 fields, got %d", r.row, nf);
             goto fail;
@@ -383,14 +373,14 @@ static rk_status parse_ratings(char *buf, size_t len, const movie *mv, size_t n_
                                size_t *n_out, rk_err *err) {
     static const char *const cols[] = {"userId", "movieId", "rating", "timestamp"};
     csv_reader r = {"ratings.csv", cols, 4, buf, buf + len, 0};
-    rk_status s = csv_header(&r, err);
+    rk_status s = rk_csv_header(&r, err);
     if (s != RK_OK) return s;
     size_t cap = len / 24 + 16, n = 0; /* ~30 bytes per row in practice */
     event *ev = rk_malloc(cap * sizeof *ev);
     if (!ev) return rk_fail(err, RK_ENOMEM, "ratings.csv: out of memory");
-    csv_field f[ML_MAX_FIELDS];
+    csv_field f[RK_CSV_MAX_FIELDS];
     int nf, got;
-    while ((got = csv_next(&r, f, &nf, err)) == 1) {
+    while ((got = rk_csv_next(&r, f, &nf, err)) == 1) {
         if (nf != 4) {
             s = rk_fail(err, RK_EFORMAT, "ratings.csv row %zu: expected 4 fields, got %d", r.row, nf);
             goto fail;
@@ -744,10 +734,10 @@ static rk_status write_items(const char *in_dir, const char *out_dir, const movi
         if ((s = rk_read_file(path, &tbuf, &tlen, err))) return s;
         static const char *const cols[] = {"userId", "movieId", "tag", "timestamp"};
         csv_reader r = {"tags.csv", cols, 4, tbuf, tbuf + tlen, 0};
-        if ((s = csv_header(&r, err))) goto done;
-        csv_field f[ML_MAX_FIELDS];
+        if ((s = rk_csv_header(&r, err))) goto done;
+        csv_field f[RK_CSV_MAX_FIELDS];
         int nf, got;
-        while ((got = csv_next(&r, f, &nf, err)) == 1) {
+        while ((got = rk_csv_next(&r, f, &nf, err)) == 1) {
             if (nf != 4) {
                 s = rk_fail(err, RK_EFORMAT, "tags.csv row %zu: expected 4 fields, got %d", r.row, nf);
                 goto done;

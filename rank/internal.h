@@ -145,4 +145,25 @@ rk_status rk_dense_value(const rk_feature *f, double raw, float *out);
 
 /* Batch helpers (rk_batch_alloc, rk_batch_free, rk_batch_gather): rank.h. */
 
+
+/* ---- RFC 4180 reader of rank/data_movielens.c, shared with rank/embsum_data.c */
+#define RK_CSV_MAX_FIELDS 8
+typedef struct {
+    char *s; /* NUL-terminated in place */
+    size_t len;
+} rk_csv_field;
+typedef struct {
+    const char *file;               /* base name for messages */
+    const char *const *cols;        /* column names for messages */
+    int ncols;
+    char *p, *end;
+    size_t row;                     /* record number of the last record read */
+} rk_csv_reader;
+/* Next record: up to RK_CSV_MAX_FIELDS fields into f (unescaped in place),
+ * *nf = the record's field count. 1 with a record, 0 at the end, or a
+ * negative rk_status on a syntax error naming file, row and column. */
+int rk_csv_next(rk_csv_reader *r, rk_csv_field *f, int *nf, rk_err *err);
+/* The header record: exactly r->cols in order (a UTF-8 BOM is skipped). */
+rk_status rk_csv_header(rk_csv_reader *r, rk_err *err);
+
 #endif

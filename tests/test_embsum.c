@@ -117,3 +117,232 @@ Test(matching, identities) {
         cr_expect(mean <= soft + 1e-6f && soft <= mx + 1e-6f, "trial %d: mean %g softmax %g max %g", t, mean, soft, mx);
     }
 }
+
+/* ---------------------------------------------------------------- the model (rank/embsum.c) */
+
+#include "../rank/embsum_internal.h"
+
+enum { TD = 8, TI = 6, TU = 2 };
+
+/* A hand-made data set: TI items with 2..4 random unit token states, TU users
+ * with 1 and 3 sessions in every split, a summary for user 0. */
+static rk_embsum_data *tiny_data(void) {
+    rk_embsum_data *d = rk_calloc(1, sizeof *d);
+    rk_rng r;
+    rk_rng_seed(&r, 7);
+    d->d = TD, d->g = 3, d->p = 2, d->n_items = TI, d->n_users = TU;
+    d->item_id = rk_malloc(TI * sizeof(int64_t));
+    d->tok_off = rk_malloc((TI + 1) * sizeof(int32_t));
+    d->tok = rk_malloc(TI * 4 * TD * sizeof(float));
+    d->tok_off[0] = 0;
+    for (int i = 0; i < TI; i++) d->item_id[i] = 10 + 3 * i, d->tok_off[i + 1] = d->tok_off[i] + 2 + i % 3;
+    for (int i = 0; i < d->tok_off[TI] * TD; i++) d->tok[i] = (float)rk_rng_normal(&r);
+    rk_l2_normalize(d->tok, d->tok_off[TI], TD, 1e-12f);
+    d->user_id = rk_malloc(TU * sizeof(int64_t));
+    d->user_id[0] = 5, d->user_id[1] = 42;
+    d->rated_off = rk_calloc(TU + 1, sizeof(int32_t));
+    d->rated = rk_malloc(sizeof(int32_t));
+    for (int s = 0; s < 3; s++) {
+        rk_embsum_split *x = &d->sp[s];
+        x->sess_off = rk_malloc((TU + 1) * sizeof(int32_t));
+        x->sess_off[0] = 0, x->sess_off[1] = 1, x->sess_off[2] = 4;
+        x->sess_first = rk_malloc(4 * TD * sizeof(float));
+        x->sess_mean = rk_malloc(4 * TD * sizeof(float));
+        for (int i = 0; i < 4 * TD; i++) x->sess_first[i] = (float)rk_rng_normal(&r), x->sess_mean[i] = (float)rk_rng_normal(&r);
+        rk_l2_normalize(x->sess_first, 4, TD, 1e-12f);
+        rk_l2_normalize(x->sess_mean, 4, TD, 1e-12f);
+        x->hist_off = rk_calloc(TU + 1, sizeof(int32_t));
+        x->pos_off = rk_calloc(TU + 1, sizeof(int32_t));
+    }
+    d->summary = rk_calloc(TU * TD, sizeof(float));
+    d->has_summary = rk_calloc(TU, 1);
+    for (int j = 0; j < TD; j++) d->summary[j] = (float)rk_rng_normal(&r);
+    d->has_summary[0] = 1;
+    return d;
+}
+
+static rk_embsum *tiny_model(rk_embsum_cfg *c) {
+    rk_embsum *e;
+    rk_err err = {0};
+    cr_assert_eq(rk_embsum_create(c, TD, &e, &err), RK_OK, "%s", err.msg);
+    /* move off the identity init so every parameter's gradient is generic */
+    rk_rng r;
+    rk_rng_seed(&r, 99);
+    for (size_t i = 0; i < e->n_floats; i++) e->params[i] += (float)(0.2 * rk_rng_normal(&r));
+    return e;
+}
+
+/* The hand-written backward of the whole example (NCE over 1 + K candidates,
+ * matching, both poly-attentions, UPE projection, global vector, summary
+ * loss) against central finite differences in float64-accumulated loss. */
+Test(embsum_model, example_gradient_matches_finite_differences) {
+    rk_embsum_data *d = tiny_data();
+    rk_match_pool pools[3] = {RK_MATCH_SOFTMAX, RK_MATCH_MEAN, RK_MATCH_MAX};
+    for (int pi = 0; pi < 3; pi++) {
+        rk_embsum_cfg c = RK_EMBSUM_CFG_DEFAULT;
+        c.m = 3, c.k = 2, c.dc = 4, c.g = 3, c.p = 2, c.lambda = 0.5f, c.nce_scale = 2, c.pool = pools[pi], c.tau = 0.7f;
+        rk_embsum *e = tiny_model(&c);
+        float *g = rk_malloc(e->n_floats * sizeof(float));
+        int32_t items[5] = {1, 0, 3, 4, 5};
+        double L0 = rk_embsum_example_loss(e, d, 0, 1, items, 5, g);
+        cr_assert(isfinite(L0));
+        /* user 0 (one session + a summary) too: the summary term's gradient */
+        float *g0 = rk_malloc(e->n_floats * sizeof(float));
+        rk_embsum_example_loss(e, d, 0, 0, items, 5, g0);
+        int checked = 0, bad = 0;
+        for (int u = 0; u < 2; u++)
+            for (size_t i = 0; i < e->n_floats - 2; i += 1 + i % 5) { /* every parameter block, cal excluded */
+                const float keep = e->params[i];
+                const float h = 1e-2f;
+                e->params[i] = keep + h;
+                double lp = rk_embsum_example_loss(e, d, 0, u, items, 5, NULL);
+                e->params[i] = keep - h;
+                double lm = rk_embsum_example_loss(e, d, 0, u, items, 5, NULL);
+                e->params[i] = keep;
+                double num = (lp - lm) / (2 * h), got = u ? g[i] : g0[i];
+                /* max pooling is piecewise linear: skip points where a kink lies within ±h */
+                if (pools[pi] == RK_MATCH_MAX && fabs(num - got) > 1e-2) continue;
+                checked++;
+                if (!close_to(got, num, 2e-3, 2e-2)) {
+                    bad++;
+                    cr_expect(0, "pool %d user %d param %zu: backward %.6g, finite difference %.6g", pi, u, i, got, num);
+                }
+            }
+        cr_expect(checked > 100, "only %d parameters checked", checked);
+        cr_expect_eq(bad, 0);
+        rk_free(g), rk_free(g0);
+        rk_embsum_destroy(e);
+    }
+    rk_embsum_data_free(d);
+}
+
+Test(embsum_model, single_code_is_a_dot_product_and_bad_input_errors) {
+    rk_embsum_data *d = tiny_data();
+    rk_embsum_cfg c = RK_EMBSUM_CFG_DEFAULT;
+    c.m = c.k = 1, c.g = 3, c.p = 2, c.dc = 4;
+    rk_embsum *e = tiny_model(&c);
+    rk_embsum_work *w;
+    rk_err err = {0};
+    cr_assert_eq(rk_embsum_work_create(e, 8, &w, &err), RK_OK);
+    float upe[TD], cpe[TD];
+    int ns;
+    const float *sess = rk_embsum_sessions(d, 0, 1, c.session_pool, &ns);
+    cr_assert_eq(rk_embsum_upe(e, sess, ns, upe, w, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_embsum_cpe(e, d->tok, d->tok_off[1], cpe, w, &err), RK_OK, "%s", err.msg);
+    double dot = 0;
+    for (int j = 0; j < TD; j++) dot += (double)upe[j] * cpe[j];
+    cr_expect(close_to(rk_embsum_score(e, upe, cpe, w), dot, 1e-6, 1e-6));
+    float p = rk_embsum_pctr(e, (float)dot);
+    cr_expect(p > 0 && p < 1);
+    cr_expect_eq(rk_embsum_upe(e, sess, 0, upe, w, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "history: no sessions");
+    cr_expect_eq(rk_embsum_cpe(e, d->tok, 0, cpe, w, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "content: no tokens");
+    cr_expect_eq(rk_embsum_cpe(e, d->tok, 9, cpe, w, &err), RK_ETOOBIG);
+    cr_expect_str_eq(err.msg, "content: 9 tokens, at most 8");
+    rk_embsum_cfg bad = RK_EMBSUM_CFG_DEFAULT;
+    bad.m = 0;
+    rk_embsum *x = NULL;
+    cr_expect_eq(rk_embsum_create(&bad, TD, &x, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "m: 0 is outside 1..16");
+    bad = (rk_embsum_cfg)RK_EMBSUM_CFG_DEFAULT;
+    bad.tau = NAN;
+    cr_expect_eq(rk_embsum_cfg_check(&bad, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "tau: nan is outside") != NULL, "%s", err.msg);
+    rk_embsum_work_destroy(w);
+    rk_embsum_destroy(e);
+    rk_embsum_data_free(d);
+}
+
+/* UPE / CPE written through each codec and read back: exactly the codec's
+ * round trip of the in-memory vectors (fp32: bit-identical), and the score
+ * from the store equals the in-memory score for fp32. */
+Test(embsum_model, bundle_round_trip_every_codec) {
+    rk_embsum_data *d = tiny_data();
+    rk_embsum_cfg c = RK_EMBSUM_CFG_DEFAULT;
+    c.m = 3, c.k = 2, c.g = 3, c.p = 2, c.dc = 4;
+    rk_embsum *e = tiny_model(&c);
+    rk_embsum_work *w;
+    rk_err err = {0};
+    cr_assert_eq(rk_embsum_work_create(e, 8, &w, &err), RK_OK);
+    char dir[] = "/tmp/rk_embsum_testXXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    const char *codecs[3] = {"fp32", "fp16", "int8"};
+    for (int ci = 0; ci < 3; ci++) {
+        char b[512];
+        snprintf(b, sizeof b, "%s/%s", dir, codecs[ci]);
+        cr_assert_eq(rk_embsum_save(e, d, b, codecs[ci], "xxh64:test", NULL, 0, NULL, &err), RK_OK, "%s", err.msg);
+        cr_expect_eq(rk_embsum_save(e, d, b, codecs[ci], "xxh64:test", NULL, 0, NULL, &err), RK_EEXIST);
+        rk_embsum_bundle *bd;
+        cr_assert_eq(rk_embsum_bundle_open(b, &bd, &err), RK_OK, "%s", err.msg);
+        cr_expect_str_eq(rk_embsum_bundle_codec(bd), codecs[ci]);
+        rk_codec cd;
+        rk_codec_parse(codecs[ci], &cd, &err);
+        unsigned char enc[4096];
+        for (int u = 0; u < TU; u++) {
+            float mem[3 * TD], got[3 * TD], want[3 * TD];
+            int ns;
+            const float *sess = rk_embsum_sessions(d, RK_SPLIT_TEST, u, c.session_pool, &ns);
+            cr_assert_eq(rk_embsum_upe(e, sess, ns, mem, w, &err), RK_OK);
+            rk_codec_encode(cd, mem, 3 * TD, enc);
+            rk_codec_decode(cd, enc, 3 * TD, want);
+            cr_assert_eq(rk_embsum_bundle_upe(bd, d->user_id[u], got, &err), RK_OK, "%s", err.msg);
+            cr_expect(!memcmp(got, want, sizeof got), "%s: user %d UPE differs from the codec round trip", codecs[ci], u);
+            for (int i = 0; i < TI; i++) {
+                float cm[2 * TD], cg[2 * TD], cw[2 * TD], pc, sc;
+                cr_assert_eq(rk_embsum_cpe(e, d->tok + (size_t)d->tok_off[i] * TD, d->tok_off[i + 1] - d->tok_off[i], cm, w, &err), RK_OK);
+                rk_codec_encode(cd, cm, 2 * TD, enc);
+                rk_codec_decode(cd, enc, 2 * TD, cw);
+                cr_assert_eq(rk_embsum_bundle_cpe(bd, &d->item_id[i], 1, cg, &err), RK_OK, "%s", err.msg);
+                cr_expect(!memcmp(cg, cw, sizeof cg), "%s: item %d CPE differs", codecs[ci], i);
+                cr_assert_eq(rk_embsum_bundle_score(bd, d->user_id[u], &d->item_id[i], 1, &pc, &sc, &err), RK_OK);
+                float ref = rk_embsum_score(e, want, cw, w);
+                cr_expect_eq(sc, ref, "%s: stored score %.9g vs %.9g", codecs[ci], sc, ref);
+                cr_expect(pc > 0 && pc < 1 && isfinite(pc));
+            }
+        }
+        float pc;
+        int64_t unknown_item = 11, unknown_user = 6;
+        cr_expect_eq(rk_embsum_bundle_score(bd, unknown_user, &d->item_id[0], 1, &pc, NULL, &err), RK_ENOTFOUND);
+        cr_expect_str_eq(err.msg, "user_id 6: no UPE in the bundle");
+        cr_expect_eq(rk_embsum_bundle_score(bd, d->user_id[0], &unknown_item, 1, &pc, NULL, &err), RK_ENOTFOUND);
+        cr_expect_str_eq(err.msg, "item 11: no CPE in the bundle");
+        rk_embsum_bundle_close(bd);
+    }
+    /* the parameters come back bit-identical */
+    rk_embsum *back;
+    char b[512], id[64];
+    snprintf(b, sizeof b, "%s/fp32", dir);
+    cr_assert_eq(rk_embsum_load(b, &back, id, sizeof id, &err), RK_OK, "%s", err.msg);
+    cr_expect_str_eq(id, "xxh64:test");
+    cr_expect(!memcmp(back->params, e->params, e->n_floats * sizeof(float)));
+    cr_expect_eq(back->cfg.m, 3);
+    rk_embsum_destroy(back);
+    /* a missing bundle names the file */
+    snprintf(b, sizeof b, "%s/none", dir);
+    cr_expect_eq(rk_embsum_bundle_open(b, &(rk_embsum_bundle *){NULL}, &err), RK_ENOTFOUND);
+    cr_expect(strstr(err.msg, "/none/embsum.json: No such file or directory") != NULL, "%s", err.msg);
+    rk_rm_rf(dir, &err);
+    rk_embsum_work_destroy(w);
+    rk_embsum_destroy(e);
+    rk_embsum_data_free(d);
+}
+
+/* MIND metrics on a hand-computed impression. */
+Test(embsum_model, ranking_metrics_hand_computed) {
+    /* scores 0.9(+) 0.8(-) 0.7(+) 0.1(-) 0.1(-): AUC = (2 + 2 + ... ) */
+    float y[5] = {0.9f, 0.8f, 0.7f, 0.1f, 0.1f};
+    uint8_t lab[5] = {1, 0, 1, 0, 0};
+    double auc, mrr, n5, n10;
+    rk_rank_metrics_add(y, lab, 5, &auc, &mrr, &n5, &n10);
+    cr_expect(close_to(auc, 5.0 / 6.0, 1e-12, 0), "auc %g", auc);  /* pos1 beats 3 negs, pos2 beats 2 */
+    cr_expect(close_to(mrr, (1.0 + 1.0 / 3) / 2, 1e-12, 0), "mrr %g", mrr);
+    double dcg = 1 + 1 / log2(4.0), idcg = 1 + 1 / log2(3.0);
+    cr_expect(close_to(n5, dcg / idcg, 1e-12, 0), "ndcg5 %g", n5);
+    cr_expect(close_to(n10, dcg / idcg, 1e-12, 0));
+    /* ties: all equal -> AUC 0.5 */
+    float t[3] = {1, 1, 1};
+    uint8_t tl[3] = {1, 0, 0};
+    rk_rank_metrics_add(t, tl, 3, &auc, &mrr, &n5, &n10);
+    cr_expect(close_to(auc, 0.5, 1e-12, 0));
+}
