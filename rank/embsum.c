@@ -609,11 +609,13 @@ static size_t epoch_examples(const rk_embsum_data *d, const rk_embsum_cfg *c, rk
     return n;
 }
 
-/* Calibration: a, b minimizing the BCE of sigmoid(a y + b) on scored pairs (Newton, float64). */
+/* Calibration: a, b minimizing the summed BCE of sigmoid(a y + b) on scored
+ * pairs + (a² + b²)/2 (a ridge that keeps a finite when the pairs are
+ * separable; negligible beside thousands of pairs), Newton in float64. */
 static void fit_calibration(float *cal, const float *y, const uint8_t *lab, size_t n) {
     double a = 1, b = 0;
     for (int it = 0; it < 50; it++) {
-        double ga = 0, gb = 0, haa = 1e-9, hab = 0, hbb = 1e-9;
+        double ga = a, gb = b, haa = 1, hab = 0, hbb = 1;
         for (size_t i = 0; i < n; i++) {
             double p = 1 / (1 + exp(-(a * y[i] + b))), r = p - lab[i], w = p * (1 - p);
             ga += r * y[i], gb += r;

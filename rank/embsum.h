@@ -130,15 +130,16 @@ typedef struct rk_embsum_data rk_embsum_data;
 enum { RK_SPLIT_TRAIN = 0, RK_SPLIT_VALID = 1, RK_SPLIT_TEST = 2 };
 
 /* Load the output of rk_data_movielens (train.tsv, valid.tsv, test.tsv,
- * items.csv in data_dir) for EmbSum: item texts (title | genres | tags),
- * per split each user's history (the last g*p events before the period:
- * train = the second half of train.tsv with the first half as history,
- * valid and test after everything before them), positives (label 1), and
- * evaluation impressions with negatives sampled from the items the user
- * never rated (seed data_seed). Token states and session vectors come from
- * enc, cached under cache_dir (NULL: no cache) and checked against the
- * encoder identity enc_id. summaries_path (NULL: none): TSV user_id<TAB>text;
- * an unknown user, an empty text or a duplicate is an error naming the row.
+ * items.csv in data_dir) for EmbSum: item texts (title | genres | tags);
+ * per user, time-ordered events split by the user's own fractions: train
+ * targets [40%, 80%), valid [80%, 90%), test the rest; per split each
+ * user's history (their last g*p events before the period), positives
+ * (label 1) and evaluation impressions with 4 negatives per positive
+ * sampled from the items the user never rated (seed data_seed). Token
+ * states and session vectors come from enc, cached under cache_dir (NULL:
+ * no cache) and keyed by the encoder identity enc_id and the file sizes.
+ * summaries_path (NULL: none): TSV user_id<TAB>text; an unknown user, an
+ * empty text or a duplicate is an error naming the file, row and column.
  * Progress on stderr unless quiet. */
 rk_status rk_embsum_data_load(const char *data_dir, struct rk_text_encoder *enc, const char *enc_id,
                               const rk_embsum_cfg *c, const char *cache_dir, const char *summaries_path,
@@ -214,5 +215,38 @@ rk_status rk_embsum_bundle_cpe(rk_embsum_bundle *b, const int64_t *item_ids, int
  * store; score (may be NULL) receives the raw matching scores. */
 rk_status rk_embsum_bundle_score(rk_embsum_bundle *b, int64_t user_id, const int64_t *item_ids, int n, float *pctr,
                                  float *score, rk_err *err);
+
+/* ---------------------------------------------------------------- request-time scoring
+ * (rank/embsum_serve.c): what a server does with one request. */
+
+#define RK_EMBSUM_MAX_TEXT_BYTES 8192
+typedef struct {
+    const char *ad_id;          /* the item id (decimal) */
+    const char *content_text;   /* UTF-8, content_len bytes; used when ad_id is unknown */
+    size_t content_len;
+} rk_embsum_candidate;
+typedef struct {
+    const char *user_id;                 /* decimal, or "" */
+    const char *const *recent_item_ids;  /* most recent first */
+    int n_recent;
+    const rk_embsum_candidate *cand;
+    int n_cand;
+    double deadline;                     /* rk_now() seconds; 0 = none */
+} rk_embsum_request;
+typedef enum { RK_UPE_STORED = 0, RK_UPE_RECENT = 1, RK_UPE_DEFAULT = 2 } rk_upe_source;
+
+/* pCTR[n_cand] of one request. UPE: the user's stored row; an unknown user
+ * whose recent_item_ids include items of the bundle (items.tsv) gets a UPE
+ * computed now from their last g*p known items (needs enc); otherwise the
+ * default UPE, the mean of the stored ones (*src says which). CPE: the
+ * stored row; an unknown ad with content_text gets its CPE now from enc
+ * (the deadline is checked before each text). enc may be NULL (no
+ * request-time encoding). Errors name the field: candidates[i].ad_id
+ * (unknown without text, RK_ENOTFOUND), candidates[i].content_text (over
+ * RK_EMBSUM_MAX_TEXT_BYTES or invalid UTF-8: RK_EINVAL; deadline:
+ * RK_EDEADLINE), candidates[i] (non-finite score: RK_ENUMERIC). */
+struct rk_text_encoder;
+rk_status rk_embsum_bundle_rank(rk_embsum_bundle *b, struct rk_text_encoder *enc, const rk_embsum_request *r,
+                                float *pctr, rk_upe_source *src, rk_err *err);
 
 #endif /* RK_EMBSUM_H */

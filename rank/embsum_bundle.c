@@ -74,9 +74,12 @@ static rk_status cfg_from_json(json_t *j, const char *path, rk_embsum_cfg *c, rk
 
 /* ---------------------------------------------------------------- save */
 
-static rk_status write_params(const rk_embsum *e, const char *path, const char *enc_id, rk_err *err) {
+static rk_status write_params(const rk_embsum *e, const char *path, const char *enc_id, const float *default_upe,
+                              rk_err *err) {
     rk_st_writer *w = NULL;
     rk_status s = rk_st_writer_create(&w, err);
+    int64_t dsh[2] = {e->cfg.m, e->d};
+    if (s == RK_OK && default_upe) s = rk_st_writer_add_f32(w, "default_upe", default_upe, 2, dsh, err);
     for (int i = 0; i < 8 && s == RK_OK; i++) {
         int64_t sh[2];
         const float *p = param_at(e, i, sh);
@@ -85,6 +88,26 @@ static rk_status write_params(const rk_embsum *e, const char *path, const char *
     if (s == RK_OK) s = rk_st_writer_add_meta(w, "encoder", enc_id ? enc_id : "", err);
     if (s == RK_OK) s = rk_st_writer_write(w, path, err);
     rk_st_writer_destroy(w);
+    return s;
+}
+
+/* items.tsv: id <TAB> session text <TAB> content text, for UPE from
+ * recent_item_ids and CPE at request time (rank/embsum_serve.c). */
+static rk_status write_item_texts(const rk_embsum_data *d, const char *dir, rk_err *err) {
+    size_t bytes = 0;
+    for (int i = 0; i < d->n_items; i++) bytes += strlen(d->item_short[i]) + strlen(d->item_text[i]) + 32;
+    char *buf = rk_malloc(bytes + 1), *w = buf, path[4300];
+    if (!buf) return rk_fail(err, RK_ENOMEM, "items.tsv: out of memory");
+    for (int i = 0; i < d->n_items; i++) {
+        w += sprintf(w, "%lld\t", (long long)d->item_id[i]);
+        for (const char *t = d->item_short[i]; *t; t++) *w++ = *t == '\t' || *t == '\n' ? ' ' : *t;
+        *w++ = '\t';
+        for (const char *t = d->item_text[i]; *t; t++) *w++ = *t == '\t' || *t == '\n' ? ' ' : *t;
+        *w++ = '\n';
+    }
+    snprintf(path, sizeof path, "%s/items.tsv", dir);
+    rk_status s = rk_write_file(path, buf, (size_t)(w - buf), err);
+    rk_free(buf);
     return s;
 }
 
@@ -139,8 +162,16 @@ rk_status rk_embsum_save(const rk_embsum *e, const rk_embsum_data *d, const char
     const uint64_t *keys[2] = {ukeys, ikeys};
     rk_table_opts topt[2] = {{cd, NULL}, {cd, NULL}};
     if ((s = rk_store_write_keyed(path, spec, keys, 2, topt, err)) != RK_OK) goto out;
+    /* the default UPE of users with neither a stored UPE nor known recent items: the mean UPE */
+    float *dflt = rk_calloc(md, sizeof(float));
+    if (!dflt) { s = rk_fail(err, RK_ENOMEM, "embsum save: out of memory"); goto out; }
+    for (size_t u = 0; u < nu; u++)
+        for (size_t j = 0; j < md; j++) dflt[j] += upe[u * md + j] / (float)nu;
     snprintf(path, sizeof path, "%s/embsum.safetensors", tmp);
-    if ((s = write_params(e, path, enc_id, err)) != RK_OK) goto out;
+    s = write_params(e, path, enc_id, dflt, err);
+    rk_free(dflt);
+    if (s != RK_OK) goto out;
+    if ((s = write_item_texts(d, tmp, err)) != RK_OK) goto out;
     char version[128];
     snprintf(version, sizeof version, "embsum/%llu-%lld", (unsigned long long)c->seed, (long long)time(NULL));
     json_t *metrics = metrics_json ? json_loads(metrics_json, 0, NULL) : json_object();
@@ -221,12 +252,33 @@ out:
 
 /* ---------------------------------------------------------------- bundle reading */
 
-struct rk_embsum_bundle {
-    rk_embsum *e;
-    rk_store *st;
-    rk_embsum_work *w;
-    char version[128], codec[8];
-};
+/* items.tsv into b (ids ascending, as written). */
+static rk_status load_item_texts(rk_embsum_bundle *b, const char *dir, rk_err *err) {
+    char path[4200];
+    size_t len;
+    snprintf(path, sizeof path, "%s/items.tsv", dir);
+    rk_status s = rk_read_file(path, &b->text_buf, &len, err);
+    if (s != RK_OK) return s;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) n += b->text_buf[i] == '\n';
+    b->item_id = rk_malloc((n + 1) * sizeof *b->item_id);
+    b->item_short = rk_malloc((n + 1) * sizeof *b->item_short);
+    b->item_text = rk_malloc((n + 1) * sizeof *b->item_text);
+    if (!b->item_id || !b->item_short || !b->item_text) return rk_fail(err, RK_ENOMEM, "items.tsv: out of memory");
+    char *p = b->text_buf;
+    for (size_t r = 0; r < n; r++) {
+        char *nl = strchr(p, '\n'), *t1 = strchr(p, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL, *end;
+        if (!nl || !t2 || t2 > nl) return rk_fail(err, RK_EFORMAT, "%s row %zu: expected id<TAB>text<TAB>text", path, r + 1);
+        *nl = *t1 = *t2 = 0;
+        b->item_id[r] = strtoll(p, &end, 10);
+        if (*end || (r && b->item_id[r] <= b->item_id[r - 1]))
+            return rk_fail(err, RK_EFORMAT, "%s row %zu, column id: '%.30s' is not an ascending integer", path, r + 1, p);
+        b->item_short[r] = t1 + 1, b->item_text[r] = t2 + 1;
+        p = nl + 1;
+    }
+    b->n_items = (int)n;
+    return RK_OK;
+}
 
 rk_status rk_embsum_bundle_open(const char *dir, rk_embsum_bundle **out, rk_err *err) {
     *out = NULL;
@@ -247,7 +299,18 @@ rk_status rk_embsum_bundle_open(const char *dir, rk_embsum_bundle **out, rk_err 
         rk_store_opts o = RK_STORE_OPTS_DEFAULT;
         s = rk_store_open_ex(path, names, dims, 2, &o, &b->st, err);
     }
-    if (s == RK_OK) s = rk_embsum_work_create(b->e, 1, &b->w, err);
+    if (s == RK_OK) s = rk_embsum_work_create(b->e, b->e->cfg.item_tokens, &b->w, err);
+    if (s == RK_OK) s = load_item_texts(b, dir, err);
+    if (s == RK_OK) {
+        char path[4200];
+        rk_st_file *f = NULL;
+        int64_t sh[2] = {b->e->cfg.m, b->e->d};
+        snprintf(path, sizeof path, "%s/embsum.safetensors", dir);
+        b->default_upe = rk_malloc((size_t)sh[0] * sh[1] * sizeof(float));
+        s = b->default_upe ? rk_st_open(path, &f, err) : rk_fail(err, RK_ENOMEM, "out of memory");
+        if (s == RK_OK) s = rk_st_read_f32(f, "default_upe", b->default_upe, 2, sh, err);
+        rk_st_close(f);
+    }
     json_decref(j);
     if (s != RK_OK) {
         rk_embsum_bundle_close(b);
@@ -260,6 +323,7 @@ rk_status rk_embsum_bundle_open(const char *dir, rk_embsum_bundle **out, rk_err 
 void rk_embsum_bundle_close(rk_embsum_bundle *b) {
     if (!b) return;
     rk_embsum_work_destroy(b->w);
+    rk_free(b->text_buf), rk_free(b->item_id), rk_free(b->item_short), rk_free(b->item_text), rk_free(b->default_upe);
     rk_store_close(b->st);
     rk_embsum_destroy(b->e);
     rk_free(b);
@@ -280,13 +344,17 @@ rk_status rk_embsum_bundle_upe(rk_embsum_bundle *b, int64_t user_id, float *upe,
 
 rk_status rk_embsum_bundle_cpe(rk_embsum_bundle *b, const int64_t *item_ids, int n, float *cpe, rk_err *err) {
     const size_t kd = (size_t)b->e->cfg.k * b->e->d;
-    for (int i = 0; i < n; i++) {
-        uint64_t key = (uint64_t)item_ids[i];
-        size_t missing = 0;
+    for (int i = 0; i < n; i++)
         if (item_ids[i] < 0) return rk_fail(err, RK_ENOTFOUND, "item %lld: no CPE in the bundle", (long long)item_ids[i]);
-        rk_status s = rk_store_get(b->st, 1, &key, 1, cpe + (size_t)i * kd, &missing, err);
-        if (s != RK_OK) return s;
-        if (missing) return rk_fail(err, RK_ENOTFOUND, "item %lld: no CPE in the bundle", (long long)item_ids[i]);
+    /* one batched lookup (ids are non-negative: the store's keys) */
+    size_t missing = 0;
+    rk_status s = rk_store_get(b->st, 1, (const uint64_t *)item_ids, (size_t)n, cpe, &missing, err);
+    if (s != RK_OK || !missing) return s;
+    for (int i = 0; i < n; i++) { /* name the first unknown item */
+        uint64_t key = (uint64_t)item_ids[i];
+        size_t m1 = 0;
+        if ((s = rk_store_get(b->st, 1, &key, 1, cpe + (size_t)i * kd, &m1, err)) != RK_OK) return s;
+        if (m1) return rk_fail(err, RK_ENOTFOUND, "item %lld: no CPE in the bundle", (long long)item_ids[i]);
     }
     return RK_OK;
 }
@@ -295,12 +363,11 @@ rk_status rk_embsum_bundle_score(rk_embsum_bundle *b, int64_t user_id, const int
                                  float *score, rk_err *err) {
     const rk_embsum *e = b->e;
     const size_t md = (size_t)e->cfg.m * e->d, kd = (size_t)e->cfg.k * e->d;
-    float *upe = rk_malloc(md * sizeof(float)), *cpe = rk_malloc(kd * sizeof(float));
+    float *upe = rk_malloc(md * sizeof(float)), *cpe = rk_malloc((size_t)(n > 0 ? n : 1) * kd * sizeof(float));
     rk_status s = upe && cpe ? rk_embsum_bundle_upe(b, user_id, upe, err) : rk_fail(err, RK_ENOMEM, "out of memory");
+    if (s == RK_OK) s = rk_embsum_bundle_cpe(b, item_ids, n, cpe, err);
     for (int i = 0; i < n && s == RK_OK; i++) {
-        s = rk_embsum_bundle_cpe(b, item_ids + i, 1, cpe, err);
-        if (s != RK_OK) break;
-        float y = rk_embsum_score(e, upe, cpe, b->w);
+        float y = rk_embsum_score(e, upe, cpe + (size_t)i * kd, b->w);
         if (score) score[i] = y;
         pctr[i] = rk_embsum_pctr(e, y);
     }

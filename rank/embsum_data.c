@@ -435,8 +435,17 @@ static rk_status index_users(rk_embsum_data *d, events *E, int32_t **ue_off, int
         int u = E->ev[i].user;
         (*ue)[(*ue_off)[u] + fill[u]++] = (int32_t)i;
     }
-    for (size_t u = 0; u < U; u++)
-        qsort(d->rated + d->rated_off[u], (size_t)(d->rated_off[u + 1] - d->rated_off[u]), sizeof(int32_t), cmp_i32);
+    /* sort each user's rated items and drop repeats (an item rated twice) */
+    int32_t w = 0, start = 0;
+    for (size_t u = 0; u < U; u++) {
+        int32_t a = start, b = d->rated_off[u + 1];
+        qsort(d->rated + a, (size_t)(b - a), sizeof(int32_t), cmp_i32);
+        start = b;
+        d->rated_off[u] = w;
+        for (int32_t i = a; i < b; i++)
+            if (i == a || d->rated[i] != d->rated[i - 1]) d->rated[w++] = d->rated[i];
+    }
+    d->rated_off[U] = w;
     rk_free(fill);
     return RK_OK;
 }

@@ -70,6 +70,18 @@ struct rk_embsum_data {
     uint8_t *has_summary;
 };
 
+struct rk_embsum_bundle {
+    rk_embsum *e;
+    rk_store *st;
+    rk_embsum_work *w;
+    char version[128], codec[8];
+    /* items.tsv: texts of every item the bundle was built from */
+    int n_items;
+    int64_t *item_id;
+    char **item_short, **item_text, *text_buf;
+    float *default_upe;       /* [m, d]: mean of the stored UPEs */
+};
+
 /* Index of id in sorted ids[n], -1 if absent. */
 int rk_embsum_find(const int64_t *ids, int n, int64_t id);
 /* Session vectors of user u in split s per the pooling. */

@@ -135,6 +135,11 @@ static rk_embsum_data *tiny_data(void) {
     d->tok_off = rk_malloc((TI + 1) * sizeof(int32_t));
     d->tok = rk_malloc(TI * 4 * TD * sizeof(float));
     d->tok_off[0] = 0;
+    static char *shorts[TI] = {"a (x)", "b (y)", "c (x y)", "d (z)", "e (y)", "f (x)"};
+    static char *texts[TI] = {"a | x | ", "b | y | t", "c | x|y | ", "d | z | ", "e | y | u", "f | x | "};
+    d->item_short = rk_malloc(TI * sizeof(char *));
+    d->item_text = rk_malloc(TI * sizeof(char *));
+    for (int i = 0; i < TI; i++) d->item_short[i] = shorts[i], d->item_text[i] = texts[i];
     for (int i = 0; i < TI; i++) d->item_id[i] = 10 + 3 * i, d->tok_off[i + 1] = d->tok_off[i] + 2 + i % 3;
     for (int i = 0; i < d->tok_off[TI] * TD; i++) d->tok[i] = (float)rk_rng_normal(&r);
     rk_l2_normalize(d->tok, d->tok_off[TI], TD, 1e-12f);
@@ -345,4 +350,159 @@ Test(embsum_model, ranking_metrics_hand_computed) {
     uint8_t tl[3] = {1, 0, 0};
     rk_rank_metrics_add(t, tl, 3, &auc, &mrr, &n5, &n10);
     cr_expect(close_to(auc, 0.5, 1e-12, 0));
+}
+
+/* ---------------------------------------------------------------- with the real encoder */
+
+#include "embed.h"
+
+static char model_dir[1024];
+
+/* The all-MiniLM-L6-v2 directory, or skip (fail under RK_REQUIRE_ENCODER_MODEL=1). */
+static const char *need_model(void) {
+    const char *e = getenv("RK_ENCODER_MODEL");
+    if (e && *e) snprintf(model_dir, sizeof model_dir, "%s", e);
+    else if ((e = getenv("RK_MODEL_HOME")) && *e) snprintf(model_dir, sizeof model_dir, "%s/models/all-MiniLM-L6-v2", e);
+    else snprintf(model_dir, sizeof model_dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
+    char p[1100];
+    snprintf(p, sizeof p, "%s/model.safetensors", model_dir);
+    if (rk_path_exists(p)) return model_dir;
+    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
+    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", model_dir);
+    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", model_dir);
+    return NULL;
+}
+
+static void put(const char *dir, const char *name, const char *text) {
+    char p[512];
+    rk_err e = {0};
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    cr_assert_eq(rk_write_file(p, text, strlen(text), &e), RK_OK, "%s", e.msg);
+}
+
+/* 8 movies, users 1, 2, 3 with 12 time-ordered ratings each (all in train.tsv). */
+static void tiny_movielens(const char *dir) {
+    char items[8192];
+    int n = sprintf(items, "\"movieId\",\"title\",\"genres\",\"tags\"\n"
+        "\"1\",\"Toy Story (1995)\",\"Animation|Children|Comedy\",\"pixar, fun\"\n"
+        "\"2\",\"Heat (1995)\",\"Action|Crime|Thriller\",\"\"\n"
+        "\"3\",\"Sense and Sensibility (1995)\",\"Drama|Romance\",\"austen\"\n"
+        "\"4\",\"Alien (1979)\",\"Horror|Sci-Fi\",\"space\"\n"
+        "\"5\",\"Casablanca (1942)\",\"Drama|Romance\",\"classic\"\n"
+        "\"6\",\"Die Hard (1988)\",\"Action|Thriller\",\"\"\n"
+        "\"7\",\"Aladdin (1992)\",\"Animation|Children|Musical\",\"disney\"\n"
+        "\"8\",\"The Matrix (1999)\",\"Action|Sci-Fi\",\"cyberpunk\"\n");
+    for (int i = 9; i <= 40; i++) /* unrated catalogue for the sampled negatives */
+        n += sprintf(items + n, "\"%d\",\"Film number %d (2001)\",\"%s\",\"\"\n", i, i, i % 2 ? "Drama" : "Comedy");
+    put(dir, "items.csv", items);
+    char buf[8192];
+    int o = sprintf(buf, "label\ttimestamp\tuser_id\tmovie_id\n");
+    static const int seq[3][12] = {{1, 7, 3, 5, 1, 7, 2, 3, 5, 7, 1, 3}, {2, 6, 8, 4, 2, 6, 8, 4, 6, 2, 8, 6},
+                                   {3, 5, 1, 2, 8, 3, 5, 7, 6, 4, 5, 3}};
+    for (int t = 0; t < 12; t++)
+        for (int u = 0; u < 3; u++) o += sprintf(buf + o, "%d\t%d\t%d\t%d\n", (t + u) % 3 != 0, 1000 + t * 3 + u, u + 1, seq[u][t]);
+    put(dir, "train.tsv", buf);
+    put(dir, "valid.tsv", "label\ttimestamp\tuser_id\tmovie_id\n");
+    put(dir, "test.tsv", "label\ttimestamp\tuser_id\tmovie_id\n");
+}
+
+Test(embsum_serving, request_time_equals_offline_and_bad_input, .timeout = 300) {
+    const char *mdir = need_model();
+    char dir[] = "/tmp/rk_embsum_servXXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    tiny_movielens(dir);
+    rk_err err = {0};
+    rk_text_encoder *enc;
+    char id[64];
+    cr_assert_eq(rk_text_encoder_open(mdir, NULL, &enc, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_text_encoder_identity(mdir, id, sizeof id, &err), RK_OK);
+    rk_embsum_cfg c = RK_EMBSUM_CFG_DEFAULT;
+    c.g = 2, c.p = 2, c.epochs = 1, c.item_tokens = 16;
+    /* bad summaries: an unknown user, an empty text, a duplicate */
+    char sp[600];
+    rk_embsum_data *d = NULL;
+    snprintf(sp, sizeof sp, "%s/sum.tsv", dir);
+    put(dir, "sum.tsv", "1\tlikes animation\n9\tlikes drama\n");
+    cr_expect_eq(rk_embsum_data_load(dir, enc, id, &c, NULL, sp, 0, 1, &d, &err), RK_ENOTFOUND);
+    cr_expect(strstr(err.msg, "sum.tsv row 2, column user_id: user 9 is not in the data") != NULL, "%s", err.msg);
+    put(dir, "sum.tsv", "1\t\n");
+    cr_expect_eq(rk_embsum_data_load(dir, enc, id, &c, NULL, sp, 0, 1, &d, &err), RK_EFORMAT);
+    cr_expect(strstr(err.msg, "sum.tsv row 1, column summary: empty") != NULL, "%s", err.msg);
+    put(dir, "sum.tsv", "2\tx\n2\ty\n");
+    cr_expect_eq(rk_embsum_data_load(dir, enc, id, &c, NULL, sp, 0, 1, &d, &err), RK_EFORMAT);
+    cr_expect(strstr(err.msg, "row 2, column user_id: user 2 has a summary already") != NULL, "%s", err.msg);
+    put(dir, "sum.tsv", "1\tlikes animation and comedy\n3\tlikes romance\n");
+    cr_assert_eq(rk_embsum_data_load(dir, enc, id, &c, NULL, sp, 0, 1, &d, &err), RK_OK, "%s", err.msg);
+    rk_embsum *m;
+    rk_embsum_report rep;
+    c.lambda = 0.1f;
+    cr_assert_eq(rk_embsum_train(&c, d, 1, &m, &rep, &err), RK_OK, "%s", err.msg);
+    cr_expect(isfinite(rep.final_loss) && rep.n_train_examples > 0);
+    char bd[600];
+    snprintf(bd, sizeof bd, "%s/bundle", dir);
+    cr_assert_eq(rk_embsum_save(m, d, bd, "fp32", id, NULL, 0, NULL, &err), RK_OK, "%s", err.msg);
+    rk_embsum_bundle *b;
+    cr_assert_eq(rk_embsum_bundle_open(bd, &b, &err), RK_OK, "%s", err.msg);
+    /* offline: stored pCTRs of user 2 for all 8 items */
+    int64_t items[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float off[8], got[8];
+    cr_assert_eq(rk_embsum_bundle_score(b, 2, items, 8, off, NULL, &err), RK_OK, "%s", err.msg);
+    /* known user, known ads */
+    const char *ids[8] = {"1", "2", "3", "4", "5", "6", "7", "8"};
+    rk_embsum_candidate cand[8];
+    for (int i = 0; i < 8; i++) cand[i] = (rk_embsum_candidate){ids[i], NULL, 0};
+    rk_embsum_request r = {"2", NULL, 0, cand, 8, 0};
+    rk_upe_source src;
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(src, RK_UPE_STORED);
+    for (int i = 0; i < 8; i++) cr_expect_eq(got[i], off[i], "item %d: %.9g vs %.9g", i, got[i], off[i]);
+    /* unknown ads carrying the texts of the known ones: request-time CPE */
+    int u = rk_embsum_find(d->user_id, d->n_users, 2);
+    const char *unk[8] = {"x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8"};
+    for (int i = 0; i < 8; i++) cand[i] = (rk_embsum_candidate){unk[i], d->item_text[i], strlen(d->item_text[i])};
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_OK, "%s", err.msg);
+    for (int i = 0; i < 8; i++) cr_expect(fabsf(got[i] - off[i]) <= 1e-6f, "text item %d: %.9g vs %.9g", i, got[i], off[i]);
+    /* an unknown user sending user 2's history as recent_item_ids (most recent first) */
+    const rk_embsum_split *x = &d->sp[RK_SPLIT_TEST];
+    int L = x->hist_off[u + 1] - x->hist_off[u];
+    char rec[64][16];
+    const char *recp[64];
+    for (int i = 0; i < L; i++) {
+        snprintf(rec[i], sizeof rec[i], "%lld", (long long)d->item_id[x->hist[x->hist_off[u] + L - 1 - i]]);
+        recp[i] = rec[i];
+    }
+    for (int i = 0; i < 8; i++) cand[i] = (rk_embsum_candidate){ids[i], NULL, 0};
+    rk_embsum_request r2 = {"777", recp, L, cand, 8, 0};
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r2, got, &src, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(src, RK_UPE_RECENT);
+    for (int i = 0; i < 8; i++) cr_expect(fabsf(got[i] - off[i]) <= 1e-6f, "recent item %d: %.9g vs %.9g", i, got[i], off[i]);
+    /* no history at all: the default UPE, finite scores */
+    rk_embsum_request r3 = {"", NULL, 0, cand, 8, 0};
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r3, got, &src, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(src, RK_UPE_DEFAULT);
+    for (int i = 0; i < 8; i++) cr_expect(isfinite(got[i]) && got[i] > 0 && got[i] < 1);
+    /* bad input names the field */
+    cand[3] = (rk_embsum_candidate){"zzz", NULL, 0};
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_ENOTFOUND);
+    cr_expect_str_eq(err.msg, "candidates[3].ad_id: 'zzz' is not in the bundle and has no content_text");
+    static char big[RK_EMBSUM_MAX_TEXT_BYTES + 2];
+    memset(big, 'a', sizeof big - 1);
+    cand[3] = (rk_embsum_candidate){"zzz", big, sizeof big - 1};
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "candidates[3].content_text: 8193 bytes, at most 8192");
+    cand[3] = (rk_embsum_candidate){"zzz", "\xff\xfe", 2};
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "candidates[3].content_text") != NULL, "%s", err.msg);
+    cand[3] = (rk_embsum_candidate){"zzz", "some text", 9};
+    rk_embsum_request late = r;
+    late.deadline = 1.0; /* long past */
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &late, got, &src, &err), RK_EDEADLINE);
+    cr_expect_str_eq(err.msg, "candidates[3].content_text: deadline exceeded before encoding");
+    cr_expect_eq(rk_embsum_bundle_rank(b, NULL, &r, got, &src, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "candidates[3].content_text: no text encoder to encode it");
+    rk_embsum_bundle_close(b);
+    rk_embsum_destroy(m);
+    rk_embsum_data_free(d);
+    rk_text_encoder_close(enc);
+    rk_rm_rf(dir, &err);
 }
