@@ -179,6 +179,16 @@ rk_status rk_embsum_eval_meanpool(const rk_embsum_data *d, int split, rk_rank_me
 rk_status rk_embsum_score_impressions(const rk_embsum *e, const rk_embsum_data *d, float *score, size_t n,
                                       rk_err *err);
 size_t rk_embsum_data_n_impression_rows(const rk_embsum_data *d);
+/* Rows of a TSV with a header naming the columns user_id, movie_id and,
+ * when want_split, split (train | valid | test -> 0 | 1 | 2; else -1).
+ * Errors name the file, row and column. Free with rk_embsum_pairs_free. */
+typedef struct {
+    size_t n;
+    int64_t *user, *item;
+    int *split;
+} rk_embsum_pairs;
+rk_status rk_embsum_pairs_read(const char *path, int want_split, rk_embsum_pairs *p, rk_err *err);
+void rk_embsum_pairs_free(rk_embsum_pairs *p);
 /* Raw matching scores of n (split, user, item) pairs, the user's UPE from
  * that split's history (0 = train, 1 = valid, 2 = test); a user without a
  * history in the period scores 0. Errors name the pair (1-based) and column. */

@@ -160,6 +160,18 @@ typedef struct {
     size_t n, cap;
 } events;
 
+/* Split a TSV line in place into at most max fields; returns the count. */
+static int split_tabs(char *line, char **f, int max) {
+    int k = 0;
+    for (char *t = line; t && k < max; k++) {
+        f[k] = t;
+        char *tab = strchr(t, '\t');
+        if (tab) *tab = 0;
+        t = tab ? tab + 1 : NULL;
+    }
+    return k;
+}
+
 static int col_index(char *header, const char *name) {
     int k = 0;
     for (char *t = header; t; k++) {
@@ -191,13 +203,7 @@ static rk_status load_events(const rk_embsum_data *d, const char *dir, const cha
         nl = strchr(line, '\n');
         if (nl) *nl = 0;
         char *fld[16] = {0};
-        int k = 0;
-        for (char *t = line; t && k < 16; k++) {
-            fld[k] = t;
-            char *tab = strchr(t, '\t');
-            if (tab) *tab = 0;
-            t = tab ? tab + 1 : NULL;
-        }
+        int k = split_tabs(line, fld, 16);
         int64_t v[3];
         for (int j = 0; j < 3; j++) {
             char *end;
@@ -693,4 +699,75 @@ rk_status rk_embsum_data_dump(const rk_embsum_data *d, const char *path, rk_err 
     if (s == RK_OK) s = rk_st_writer_write(w, path, err);
     rk_st_writer_destroy(w);
     return s;
+}
+
+rk_status rk_embsum_pairs_read(const char *path, int want_split, rk_embsum_pairs *p, rk_err *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    memset(p, 0, sizeof *p);
+    rk_status s = rk_read_file(path, &buf, &len, err);
+    if (s != RK_OK) return s;
+    size_t lines = 1;
+    for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
+    p->user = rk_malloc(lines * sizeof *p->user);
+    p->item = rk_malloc(lines * sizeof *p->item);
+    p->split = rk_malloc(lines * sizeof *p->split);
+    if (!p->user || !p->item || !p->split) {
+        rk_free(buf);
+        return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+    }
+    int cu = -1, ci = -1, cs = -1;
+    size_t row = 0;
+    for (char *line = buf, *nl; line < buf + len && *line && s == RK_OK; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        row++;
+        char *f[32];
+        int k = split_tabs(line, f, 32);
+        if (row == 1) {
+            for (int j = 0; j < k; j++) {
+                if (!strcmp(f[j], "user_id")) cu = j;
+                if (!strcmp(f[j], "movie_id")) ci = j;
+                if (!strcmp(f[j], "split")) cs = j;
+            }
+            if (cu < 0 || ci < 0 || (want_split && cs < 0))
+                s = rk_fail(err, RK_EFORMAT, "%s: the header needs columns %suser_id and movie_id", path,
+                            want_split ? "split, " : "");
+        } else {
+            char *end;
+            if (cu >= k || ci >= k || (want_split && cs >= k)) {
+                s = rk_fail(err, RK_EFORMAT, "%s row %zu: too few columns", path, row);
+                break;
+            }
+            p->user[p->n] = strtoll(f[cu], &end, 10);
+            if (!*f[cu] || *end) {
+                s = rk_fail(err, RK_EFORMAT, "%s row %zu, column user_id: '%.30s' is not an integer", path, row, f[cu]);
+                break;
+            }
+            p->item[p->n] = strtoll(f[ci], &end, 10);
+            if (!*f[ci] || *end) {
+                s = rk_fail(err, RK_EFORMAT, "%s row %zu, column movie_id: '%.30s' is not an integer", path, row, f[ci]);
+                break;
+            }
+            p->split[p->n] = -1;
+            if (want_split) {
+                const char *sp = f[cs];
+                p->split[p->n] = !strcmp(sp, "train") ? 0 : !strcmp(sp, "valid") ? 1 : !strcmp(sp, "test") ? 2 : -1;
+                if (p->split[p->n] < 0) {
+                    s = rk_fail(err, RK_EFORMAT, "%s row %zu, column split: '%.30s' is not train, valid or test", path,
+                                row, sp);
+                    break;
+                }
+            }
+            p->n++;
+        }
+        if (!nl) break;
+    }
+    rk_free(buf);
+    return s;
+}
+
+void rk_embsum_pairs_free(rk_embsum_pairs *p) {
+    rk_free(p->user), rk_free(p->item), rk_free(p->split);
+    memset(p, 0, sizeof *p);
 }

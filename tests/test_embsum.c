@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "encoder_model.h"
 #include "core.h"
 #include "nn.h"
 
@@ -356,23 +357,6 @@ Test(embsum_model, ranking_metrics_hand_computed) {
 
 #include "embed.h"
 
-static char model_dir[1024];
-
-/* The all-MiniLM-L6-v2 directory, or skip (fail under RK_REQUIRE_ENCODER_MODEL=1). */
-static const char *need_model(void) {
-    const char *e = getenv("RK_ENCODER_MODEL");
-    if (e && *e) snprintf(model_dir, sizeof model_dir, "%s", e);
-    else if ((e = getenv("RK_MODEL_HOME")) && *e) snprintf(model_dir, sizeof model_dir, "%s/models/all-MiniLM-L6-v2", e);
-    else snprintf(model_dir, sizeof model_dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", model_dir);
-    if (rk_path_exists(p)) return model_dir;
-    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", model_dir);
-    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", model_dir);
-    return NULL;
-}
-
 static void put(const char *dir, const char *name, const char *text) {
     char p[512];
     rk_err e = {0};
@@ -407,7 +391,7 @@ static void tiny_movielens(const char *dir) {
 }
 
 Test(embsum_serving, request_time_equals_offline_and_bad_input, .timeout = 300) {
-    const char *mdir = need_model();
+    const char *mdir = rk_test_encoder_dir();
     char dir[] = "/tmp/rk_embsum_servXXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     tiny_movielens(dir);

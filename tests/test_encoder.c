@@ -22,29 +22,13 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "encoder_model.h"
 #include "core.h"
 #include "embed.h"
 #include "nn.h"
 
 /* ---------------------------------------------------------------- helpers */
 
-static char model_dir[1024];
-
-/* Path of the real model, or NULL (after skipping or failing the test). */
-static const char *need_model(void) {
-    const char *e = getenv("RK_ENCODER_MODEL");
-    if (e && *e) snprintf(model_dir, sizeof model_dir, "%s", e);
-    else if ((e = getenv("RK_MODEL_HOME")) && *e)
-        snprintf(model_dir, sizeof model_dir, "%s/models/all-MiniLM-L6-v2", e);
-    else snprintf(model_dir, sizeof model_dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", model_dir);
-    if (rk_path_exists(p)) return model_dir;
-    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", model_dir);
-    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", model_dir);
-    return NULL;
-}
 
 typedef struct {
     json_t *doc;
@@ -73,7 +57,7 @@ static json_t *ref_ids(const ref_t *r, size_t i) { return json_array_get(json_ob
 /* ---------------------------------------------------------------- tokenizer */
 
 Test(tokenizer, ids_equal_huggingface) {
-    const char *dir = need_model();
+    const char *dir = rk_test_encoder_dir();
     ref_t r;
     ref_load(&r);
     rk_tokenizer *t;
@@ -107,7 +91,7 @@ Test(tokenizer, ids_equal_huggingface) {
 }
 
 Test(tokenizer, padded_batch_and_truncation) {
-    const char *dir = need_model();
+    const char *dir = rk_test_encoder_dir();
     rk_tokenizer *t;
     rk_err err = {0};
     cr_assert_eq(rk_tokenizer_open_dir(dir, &t, &err), RK_OK, "%s", err.msg);
@@ -428,7 +412,7 @@ static void check_embeddings(const float *got, const float *want, size_t n, int 
 }
 
 Test(encoder, equals_sentence_transformers, .timeout = 300) {
-    const char *dir = need_model();
+    const char *dir = rk_test_encoder_dir();
     ref_t r;
     ref_load(&r);
     rk_st_file *f;

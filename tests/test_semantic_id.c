@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "encoder_model.h"
 #include "core.h"
 #include "embed.h"
 #include "serve.h"
@@ -829,21 +830,6 @@ Test(sid_model, config_errors) {
     cr_expect(strstr(e.msg, "needs \"sid\""), "%s", e.msg);
 }
 
-/* The real all-MiniLM-L6-v2 weights (scripts/setup-encoder.sh), or skip (fail
- * when RK_REQUIRE_ENCODER_MODEL=1, as `make test` sets). */
-static const char *encoder_dir(void) {
-    static char dir[1024];
-    const char *h = getenv("RK_MODEL_HOME");
-    if (h && *h) snprintf(dir, sizeof dir, "%s/models/all-MiniLM-L6-v2", h);
-    else snprintf(dir, sizeof dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    if (rk_path_exists(p)) return dir;
-    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", dir);
-    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", dir);
-    return NULL;
-}
 
 static int always_stop(void *ctx) {
     (void)ctx;
@@ -853,7 +839,7 @@ static int always_stop(void *ctx) {
 /* rankd's --encoder path: an unknown ad that carries only its text is encoded
  * in-process and gets the codes of the same text encoded offline. */
 Test(sid_model, request_text_assignment, .timeout = 120) {
-    const char *dir = encoder_dir();
+    const char *dir = rk_test_encoder_dir();
     static const char *const topics[4] = {"space adventure with aliens and starships",
                                           "romantic comedy about a wedding in Paris",
                                           "documentary about whales in the ocean",

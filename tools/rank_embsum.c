@@ -334,75 +334,13 @@ static int cmd_inspect(opts_t *o) {
     return s == RK_OK ? 0 : die(&e);
 }
 
-/* TSV rows with columns user_id, movie_id and optionally split. */
-typedef struct {
-    size_t n;
-    int64_t *user, *item;
-    int *split;
-} pair_rows;
-
-static rk_status read_pairs(const char *path, int want_split, pair_rows *p, rk_err *err) {
-    char *buf = NULL;
-    size_t len = 0;
-    memset(p, 0, sizeof *p);
-    rk_status s = rk_read_file(path, &buf, &len, err);
-    if (s != RK_OK) return s;
-    size_t lines = 0;
-    for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
-    p->user = malloc((lines + 1) * sizeof *p->user);
-    p->item = malloc((lines + 1) * sizeof *p->item);
-    p->split = malloc((lines + 1) * sizeof *p->split);
-    if (!p->user || !p->item || !p->split) { rk_free(buf); return rk_fail(err, RK_ENOMEM, "%s: out of memory", path); }
-    int cu = -1, ci = -1, cs = -1, row = 0;
-    for (char *line = buf, *nl; line < buf + len && *line && s == RK_OK; line = nl + 1) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        row++;
-        char *f[32];
-        int k = 0;
-        for (char *t = line; t && k < 32; k++) {
-            f[k] = t;
-            char *tab = strchr(t, '\t');
-            if (tab) *tab = 0;
-            t = tab ? tab + 1 : NULL;
-        }
-        if (row == 1) {
-            for (int j = 0; j < k; j++) {
-                if (!strcmp(f[j], "user_id")) cu = j;
-                if (!strcmp(f[j], "movie_id")) ci = j;
-                if (!strcmp(f[j], "split")) cs = j;
-            }
-            if (cu < 0 || ci < 0 || (want_split && cs < 0))
-                s = rk_fail(err, RK_EFORMAT, "%s: the header needs columns %suser_id and movie_id", path, want_split ? "split, " : "");
-        } else {
-            char *end;
-            if (cu >= k || ci >= k || (want_split && cs >= k)) { s = rk_fail(err, RK_EFORMAT, "%s row %d: too few columns", path, row); break; }
-            p->user[p->n] = strtoll(f[cu], &end, 10);
-            if (!*f[cu] || *end) { s = rk_fail(err, RK_EFORMAT, "%s row %d, column user_id: '%.30s' is not an integer", path, row, f[cu]); break; }
-            p->item[p->n] = strtoll(f[ci], &end, 10);
-            if (!*f[ci] || *end) { s = rk_fail(err, RK_EFORMAT, "%s row %d, column movie_id: '%.30s' is not an integer", path, row, f[ci]); break; }
-            if (want_split) {
-                const char *sp = f[cs];
-                p->split[p->n] = !strcmp(sp, "train") ? 0 : !strcmp(sp, "valid") ? 1 : !strcmp(sp, "test") ? 2 : -1;
-                if (p->split[p->n] < 0) { s = rk_fail(err, RK_EFORMAT, "%s row %d, column split: '%.30s' is not train, valid or test", path, row, sp); break; }
-            }
-            p->n++;
-        }
-        if (!nl) break;
-    }
-    rk_free(buf);
-    return s;
-}
-
-static void pairs_free(pair_rows *p) { free(p->user), free(p->item), free(p->split); }
-
 static int cmd_score(opts_t *o) {
     if (need("score", "model", o->model) || need("score", "input", o->input) || need("score", "output", o->output)) return 2;
     rk_err e = {0};
     rk_embsum_bundle *b = NULL;
-    pair_rows p;
+    rk_embsum_pairs p = {0};
     float *pc = NULL, *sc = NULL;
-    rk_status s = read_pairs(o->input, 0, &p, &e);
+    rk_status s = rk_embsum_pairs_read(o->input, 0, &p, &e);
     if (s == RK_OK) s = rk_embsum_bundle_open(o->model, &b, &e);
     if (s == RK_OK) {
         pc = malloc((p.n + 1) * sizeof *pc), sc = malloc((p.n + 1) * sizeof *sc);
@@ -414,7 +352,7 @@ static int cmd_score(opts_t *o) {
     }
     if (s == RK_OK) s = write_floats(o->output, "pctr\tscore", pc, sc, p.n, &e);
     free(pc), free(sc);
-    pairs_free(&p);
+    rk_embsum_pairs_free(&p);
     rk_embsum_bundle_close(b);
     return s == RK_OK ? 0 : die(&e);
 }
@@ -428,16 +366,16 @@ static int cmd_pairs(opts_t *o) {
     rk_text_encoder *enc = NULL;
     rk_embsum_data *d = NULL;
     char enc_id[64];
-    pair_rows p;
+    rk_embsum_pairs p = {0};
     float *sc = NULL;
-    rk_status s = read_pairs(o->input, 1, &p, &e);
+    rk_status s = rk_embsum_pairs_read(o->input, 1, &p, &e);
     if (s == RK_OK) s = rk_embsum_load(o->model, &m, NULL, 0, &e);
     if (s == RK_OK) o->cfg = *rk_embsum_config(m), s = load_data(o, &enc, enc_id, sizeof enc_id, &d, &e);
     if (s == RK_OK) s = (sc = malloc((p.n + 1) * sizeof *sc)) ? RK_OK : rk_fail(&e, RK_ENOMEM, "out of memory");
     if (s == RK_OK) s = rk_embsum_score_pairs(m, d, p.split, p.user, p.item, p.n, sc, &e);
     if (s == RK_OK) s = write_floats(o->output, "embsum", sc, NULL, p.n, &e);
     free(sc);
-    pairs_free(&p);
+    rk_embsum_pairs_free(&p);
     rk_embsum_destroy(m);
     rk_embsum_data_free(d);
     rk_text_encoder_close(enc);
