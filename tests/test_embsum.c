@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "encoder_model.h"
 #include "core.h"
@@ -489,4 +490,47 @@ Test(embsum_serving, request_time_equals_offline_and_bad_input, .timeout = 300) 
     rk_embsum_data_free(d);
     rk_text_encoder_close(enc);
     rk_rm_rf(dir, &err);
+}
+
+/* ---------------------------------------------------------------- rank embsum (CLI) */
+
+/* Run `rank ARGS`, capture stderr + stdout into out; returns the exit status. */
+static int run_rank(const char *args, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s/bin/rank %s 2>&1", RK_BINARY_DIR, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(embsum_cli, errors_name_the_option_file_row_and_column) {
+    char out[8192];
+    cr_expect_eq(run_rank("embsum train --m 0 --data x --encoder y --out z", out, sizeof out), 2);
+    cr_expect(strstr(out, "--m: expected a number in 1..16, got '0'") != NULL, "%s", out);
+    cr_expect_eq(run_rank("embsum train --data x --encoder y", out, sizeof out), 2);
+    cr_expect(strstr(out, "rank embsum train: --out is required") != NULL, "%s", out);
+    cr_expect_eq(run_rank("embsum train --pool median --data x --encoder y --out z", out, sizeof out), 2);
+    cr_expect(strstr(out, "--pool: expected softmax, max or mean, got 'median'") != NULL, "%s", out);
+    cr_expect_eq(run_rank("embsum frobnicate", out, sizeof out), 2);
+    cr_expect(strstr(out, "unknown subcommand 'frobnicate'") != NULL, "%s", out);
+    char dir[] = "/tmp/rk_embsum_cliXXXXXX", args[1024];
+    cr_assert_not_null(mkdtemp(dir));
+    put(dir, "p.tsv", "split\tuser_id\tmovie_id\ntest\t1\t2\nlater\t1\t3\n");
+    snprintf(args, sizeof args, "embsum pairs --model %s/none --data %s --encoder %s --input %s/p.tsv --output %s/o.tsv",
+             dir, dir, dir, dir, dir);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "p.tsv row 3, column split: 'later' is not train, valid or test") != NULL, "%s", out);
+    put(dir, "q.tsv", "user_id\tmovie_id\n1\tabc\n");
+    snprintf(args, sizeof args, "embsum score --model %s/none --input %s/q.tsv --output %s/o.tsv", dir, dir, dir);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "q.tsv row 2, column movie_id: 'abc' is not an integer") != NULL, "%s", out);
+    put(dir, "q.tsv", "user_id\tmovie_id\n1\t2\n");
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "/none/embsum.json: No such file or directory") != NULL, "%s", out);
+    cr_expect(!rk_path_exists(strcat(strcpy(args, dir), "/o.tsv")), "no output file after an error");
+    rk_err e = {0};
+    rk_rm_rf(dir, &e);
 }
