@@ -643,33 +643,39 @@ rk_status rk_embsum_data_write_impressions(const rk_embsum_data *d, const char *
     return RK_OK;
 }
 
-/* The arrays of one split under "<prefix>.<name>" (int32 widened to int64). */
-static rk_status dump_i32(rk_st_writer *w, const char *name, const int32_t *v, size_t n, rk_err *err) {
-    int64_t *t = rk_malloc((n ? n : 1) * sizeof *t);
+/* int32 arrays widened to int64 for the dump; the writer borrows tensors
+ * until rk_st_writer_write, so the copies live in keep[] until then. */
+typedef struct {
+    int64_t *keep[64];
+    int n;
+} dump_keep;
+
+static rk_status dump_i32(rk_st_writer *w, dump_keep *k, const char *name, const int32_t *v, size_t n, rk_err *err) {
+    if (k->n == 64) return rk_fail(err, RK_EINTERNAL, "dump: too many tensors");
+    int64_t *t = k->keep[k->n++] = rk_malloc((n ? n : 1) * sizeof *t);
     if (!t) return rk_fail(err, RK_ENOMEM, "dump: out of memory");
     for (size_t i = 0; i < n; i++) t[i] = v[i];
     int64_t sh[1] = {(int64_t)n};
-    rk_status s = rk_st_writer_add_i64(w, name, t, 1, sh, err);
-    rk_free(t);
-    return s;
+    return rk_st_writer_add_i64(w, name, t, 1, sh, err);
 }
 
 rk_status rk_embsum_data_dump(const rk_embsum_data *d, const char *path, rk_err *err) {
     rk_st_writer *w = NULL;
+    dump_keep keep = {{0}, 0};
+    int32_t *hs = NULL, *gen = NULL;
     rk_status s = rk_st_writer_create(&w, err);
     const int U = d->n_users, D = d->d;
     int64_t sh[2] = {d->tok_off[d->n_items], D};
     if (s == RK_OK) s = rk_st_writer_add_f32(w, "tok", d->tok, 2, sh, err);
-    if (s == RK_OK) s = dump_i32(w, "tok_off", d->tok_off, (size_t)d->n_items + 1, err);
-    if (s == RK_OK) s = dump_i32(w, "rated_off", d->rated_off, (size_t)U + 1, err);
-    if (s == RK_OK) s = dump_i32(w, "rated", d->rated, (size_t)d->rated_off[U], err);
+    if (s == RK_OK) s = dump_i32(w, &keep, "tok_off", d->tok_off, (size_t)d->n_items + 1, err);
+    if (s == RK_OK) s = dump_i32(w, &keep, "rated_off", d->rated_off, (size_t)U + 1, err);
+    if (s == RK_OK) s = dump_i32(w, &keep, "rated", d->rated, (size_t)d->rated_off[U], err);
     if (s == RK_OK && d->summary) {
         int64_t ss[2] = {U, D};
         s = rk_st_writer_add_f32(w, "summary", d->summary, 2, ss, err);
-        int32_t *hs = rk_malloc((size_t)U * sizeof *hs);
+        hs = rk_malloc((size_t)U * sizeof *hs);
         for (int u = 0; hs && u < U; u++) hs[u] = d->has_summary[u];
-        if (s == RK_OK) s = hs ? dump_i32(w, "has_summary", hs, (size_t)U, err) : RK_ENOMEM;
-        rk_free(hs);
+        if (s == RK_OK) s = hs ? dump_i32(w, &keep, "has_summary", hs, (size_t)U, err) : RK_ENOMEM;
     }
     for (int x = 0; x < 3 && s == RK_OK; x++) {
         const rk_embsum_split *p = &d->sp[x];
@@ -680,24 +686,25 @@ rk_status rk_embsum_data_dump(const rk_embsum_data *d, const char *path, rk_err 
         snprintf(n, sizeof n, "s%d.mean", x);
         if (s == RK_OK) s = rk_st_writer_add_f32(w, n, p->sess_mean, 2, ss, err);
         snprintf(n, sizeof n, "s%d.sess_off", x);
-        if (s == RK_OK) s = dump_i32(w, n, p->sess_off, (size_t)U + 1, err);
+        if (s == RK_OK) s = dump_i32(w, &keep, n, p->sess_off, (size_t)U + 1, err);
         snprintf(n, sizeof n, "s%d.pos_off", x);
-        if (s == RK_OK) s = dump_i32(w, n, p->pos_off, (size_t)U + 1, err);
+        if (s == RK_OK) s = dump_i32(w, &keep, n, p->pos_off, (size_t)U + 1, err);
         snprintf(n, sizeof n, "s%d.pos", x);
-        if (s == RK_OK) s = dump_i32(w, n, p->pos, (size_t)p->pos_off[U], err);
+        if (s == RK_OK) s = dump_i32(w, &keep, n, p->pos, (size_t)p->pos_off[U], err);
         snprintf(n, sizeof n, "s%d.hist_off", x);
-        if (s == RK_OK) s = dump_i32(w, n, p->hist_off, (size_t)U + 1, err);
+        if (s == RK_OK) s = dump_i32(w, &keep, n, p->hist_off, (size_t)U + 1, err);
         snprintf(n, sizeof n, "s%d.hist", x);
-        if (s == RK_OK) s = dump_i32(w, n, p->hist, (size_t)p->hist_off[U], err);
+        if (s == RK_OK) s = dump_i32(w, &keep, n, p->hist, (size_t)p->hist_off[U], err);
         snprintf(n, sizeof n, "s%d.neg", x);
-        if (s == RK_OK && p->neg) s = dump_i32(w, n, p->neg, (size_t)p->pos_off[U] * RK_EMBSUM_EVAL_NEG, err);
+        if (s == RK_OK && p->neg) s = dump_i32(w, &keep, n, p->neg, (size_t)p->pos_off[U] * RK_EMBSUM_EVAL_NEG, err);
     }
-    int32_t *gen = rk_malloc((size_t)d->n_items * sizeof *gen);
+    gen = rk_malloc((size_t)d->n_items * sizeof *gen);
     for (int i = 0; gen && i < d->n_items; i++) gen[i] = (int32_t)d->item_genres[i];
-    if (s == RK_OK) s = gen ? dump_i32(w, "item_genres", gen, (size_t)d->n_items, err) : RK_ENOMEM;
-    rk_free(gen);
+    if (s == RK_OK) s = gen ? dump_i32(w, &keep, "item_genres", gen, (size_t)d->n_items, err) : RK_ENOMEM;
     if (s == RK_OK) s = rk_st_writer_write(w, path, err);
     rk_st_writer_destroy(w);
+    for (int i = 0; i < keep.n; i++) rk_free(keep.keep[i]);
+    rk_free(hs), rk_free(gen);
     return s;
 }
 

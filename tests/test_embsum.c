@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "encoder_model.h"
 #include "core.h"
@@ -533,4 +534,30 @@ Test(embsum_cli, errors_name_the_option_file_row_and_column) {
     cr_expect(!rk_path_exists(strcat(strcpy(args, dir), "/o.tsv")), "no output file after an error");
     rk_err e = {0};
     rk_rm_rf(dir, &e);
+}
+
+/* The dump for bench/ref holds the int arrays as written (a borrowed buffer
+ * freed before the write once gave garbage). */
+Test(embsum_model, dump_reads_back) {
+    rk_embsum_data *d = tiny_data();
+    d->item_genres = rk_calloc(TI, sizeof(uint32_t));
+    d->item_genres[2] = 5;
+    char path[] = "/tmp/rk_embsum_dumpXXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    rk_err e = {0};
+    cr_assert_eq(rk_embsum_data_dump(d, path, &e), RK_OK, "%s", e.msg);
+    rk_st_file *f;
+    cr_assert_eq(rk_st_open(path, &f, &e), RK_OK, "%s", e.msg);
+    int64_t off[TU + 1], gen[TI], tok_off[TI + 1];
+    cr_assert_eq(rk_st_read_i64(f, "s1.sess_off", off, TU + 1, &e), RK_OK, "%s", e.msg);
+    cr_expect(off[0] == 0 && off[1] == 1 && off[2] == 4, "sess_off %lld %lld %lld", (long long)off[0], (long long)off[1], (long long)off[2]);
+    cr_assert_eq(rk_st_read_i64(f, "item_genres", gen, TI, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(gen[2], 5);
+    cr_assert_eq(rk_st_read_i64(f, "tok_off", tok_off, TI + 1, &e), RK_OK, "%s", e.msg);
+    for (int i = 0; i <= TI; i++) cr_expect_eq(tok_off[i], d->tok_off[i]);
+    rk_st_close(f);
+    unlink(path);
+    rk_embsum_data_free(d);
 }
