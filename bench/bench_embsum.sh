@@ -113,7 +113,7 @@ for c in ("fp32", "fp16", "int8"):
 json.dump(res, open(out + "/codecs.json", "w"), indent=1)
 EOF
 # cost: 1,000 candidates for one user, from the fp32 bundle (store RAM cache warm)
-awk -F'\t' 'NR > 1 {print $4}' "$OUT/impressions.tsv" | head -1000 > "$OUT/items1k.txt"
+awk -F'\t' 'NR > 1 && NR <= 1001 {print $4}' "$OUT/impressions.tsv" > "$OUT/items1k.txt"
 U=$(awk -F'\t' 'NR == 2 {print $3}' "$OUT/test_rows.tsv")
 for c in fp32 fp16 int8; do
   b=$OUT/a1; [ $c != fp32 ] && b=$OUT/a1_$c
