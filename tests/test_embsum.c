@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "encoder_model.h"
+#include "helpers.h"
 #include "core.h"
 #include "nn.h"
 
@@ -498,13 +498,8 @@ Test(embsum_serving, request_time_equals_offline_and_bad_input, .timeout = 300) 
 /* Run `rank ARGS`, capture stderr + stdout into out; returns the exit status. */
 static int run_rank(const char *args, char *out, size_t cap) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s/bin/rank %s 2>&1", RK_BINARY_DIR, args);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "%s/bin/rank %s", RK_BINARY_DIR, args);
+    return rk_test_run(cmd, out, cap);
 }
 
 Test(embsum_cli, errors_name_the_option_file_row_and_column) {

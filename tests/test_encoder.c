@@ -22,7 +22,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "encoder_model.h"
+#include "helpers.h"
 #include "core.h"
 #include "embed.h"
 #include "nn.h"
