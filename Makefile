@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan soak fuzz-smoke bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops install deb
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops install deb bench-embsum
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -165,6 +165,14 @@ bench-swap: build
 # updates streaming (bench/bench_ops.sh, interleaved rounds); ~2-3 min.
 bench-ops: build
 	@bash bench/bench_ops.sh $(BUILD)
+
+# EmbSum (issue 12): UPE/CPE poly-embeddings vs m = k = 1, the mean-pooled
+# encoder baseline, the ID DCNv2, DCNv2 + EmbSum score and a PyTorch EmbSum,
+# 3 seeds on MovieLens (bench/bench_embsum.sh; figures in bench/RESULTS.md).
+# The encoder states are computed once (~15 min on a loaded 2-core VM), cached
+# in $(BUILD)/bench-embsum/cache.
+bench-embsum: build
+	@bash bench/bench_embsum.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

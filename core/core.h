@@ -255,6 +255,11 @@ void rk_dsv_skip_bom(rk_dsv_reader *r);
  * rk_status (RK_EFORMAT naming file, row and column: unterminated quote,
  * text after a closing quote, '"' inside an unquoted field). */
 int rk_dsv_next(rk_dsv_reader *r, rk_dsv_field *f, int max, int *nf, rk_err *err);
+/* The header record (a UTF-8 BOM skipped first): exactly r->cols in order
+ * (r->ncols <= 32). RK_EFORMAT "FILE: empty file, expected a header row",
+ * "FILE row 1, column K: bad header: expected 'X', got 'Y'" or "FILE row 1:
+ * bad header: expected N columns, got M". */
+rk_status rk_dsv_header(rk_dsv_reader *r, rk_err *err);
 /* Column k's name for messages: cols[k], else its 1-based number in tmp. */
 const char *rk_dsv_col_name(const rk_dsv_reader *r, int k, char tmp[16]);
 /* Records in [p, end) without parsing them (newlines outside quotes; a last

@@ -107,3 +107,20 @@ size_t rk_dsv_count(const char *p, const char *end, char delim, int quotes) {
     }
     return n + (size_t)any;
 }
+
+rk_status rk_dsv_header(rk_dsv_reader *r, rk_err *err) {
+    rk_dsv_field f[32];
+    int nf = 0;
+    RK_ASSERT(r->ncols > 0 && r->ncols <= 32);
+    rk_dsv_skip_bom(r);
+    int got = rk_dsv_next(r, f, r->ncols, &nf, err);
+    if (got < 0) return (rk_status)got;
+    if (got == 0) return rk_fail(err, RK_EFORMAT, "%s: empty file, expected a header row", r->file);
+    for (int k = 0; k < r->ncols && k < nf; k++)
+        if (strcmp(f[k].s, r->cols[k]))
+            return rk_fail(err, RK_EFORMAT, "%s row 1, column %d: bad header: expected '%s', got '%.40s'", r->file, k + 1,
+                           r->cols[k], f[k].s);
+    if (nf != r->ncols)
+        return rk_fail(err, RK_EFORMAT, "%s row 1: bad header: expected %d columns, got %d", r->file, r->ncols, nf);
+    return RK_OK;
+}

@@ -295,4 +295,15 @@ int rk_vision_encoder_image_size(const rk_vision_encoder *e); /* S: input side *
  * BLAS rounding). Errors: RK_ENUMERIC "image I: non-finite pixel ...". */
 rk_status rk_vision_encoder_encode(rk_vision_encoder *e, const float *pixels, int n, float *out, rk_err *err);
 
+/* Like rk_text_encoder_encode, but the last layer's token states instead of
+ * one pooled vector per text (EmbSum's content poly-embedding attends over
+ * them; first-token or mean pooling of them gives a session vector):
+ * text i's tokens ([CLS] .. [SEP], at most max_len, 0 = the encoder's
+ * max_len) are rows offsets[i] .. offsets[i+1] of states [*, dim].
+ * states: cap_rows * dim floats, offsets: n + 1 int32, both caller-owned.
+ * Errors: as rk_text_encoder_encode; RK_ETOOBIG when the tokens need more
+ * than cap_rows rows (n * max_len always suffices). Never allocates. */
+rk_status rk_text_encoder_encode_tokens(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n,
+                                        int max_len, float *states, size_t cap_rows, int32_t *offsets, rk_err *err);
+
 #endif /* RK_EMBED_H */

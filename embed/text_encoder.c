@@ -358,8 +358,9 @@ const rk_tokenizer *rk_text_encoder_tokenizer(const rk_text_encoder *e) { return
  * gain (measured on 2 cores: 40 vs 25 sentences/s at batch 1). */
 #define SMALL_CHUNK_TOKENS 64
 
-/* n_seq packed sequences (e->ids, e->pos_of, e->offsets) -> out[n_seq, H]. */
-static void forward(rk_text_encoder *e, int n_seq, float *out) {
+/* n_seq packed sequences (e->ids, e->pos_of, e->offsets) -> the last
+ * layer's token states in e->x [T, H]. */
+static void forward_states(rk_text_encoder *e, int n_seq) {
     const rk_bert_config *c = &e->c;
     const int T = e->offsets[n_seq], H = c->hidden, NI = c->intermediate;
     if (e->threads > 1) {
@@ -384,27 +385,60 @@ static void forward(rk_text_encoder *e, int n_seq, float *out) {
         rk_linear_forward(e->tmp, e->ff, L->w2, L->b2, T, NI, H);
         rk_layernorm_forward(e->x, e->tmp, e->x, L->ln2_g, L->ln2_b, T, H, eps);
     }
+}
+
+/* n_seq packed sequences -> pooled (and normalized) out[n_seq, H]. */
+static void forward(rk_text_encoder *e, int n_seq, float *out) {
+    const int H = e->c.hidden;
+    forward_states(e, n_seq);
     rk_mean_pool_forward(out, e->x, e->offsets, n_seq, H);
     if (e->normalize) rk_l2_normalize(out, n_seq, H, 1e-12f);
 }
 
-rk_status rk_text_encoder_encode(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n, float *out,
-                                 rk_err *err) {
+/* Where the chunks of encode / encode_tokens go: pooled vectors, or token
+ * states copied out of the workspace. */
+typedef struct {
+    float *out;        /* pooled: [n, H] */
+    float *states;     /* token states: [cap_rows, H] */
+    size_t cap_rows;
+    int32_t *offsets;  /* [n + 1] */
+} sink_t;
+
+static rk_status run_chunk(rk_text_encoder *e, int n_seq, int first, const sink_t *k, rk_err *err) {
     const int H = e->c.hidden;
+    if (k->out) {
+        forward(e, n_seq, k->out + (size_t)first * H);
+        return RK_OK;
+    }
+    const int T = e->offsets[n_seq];
+    const size_t base = (size_t)k->offsets[first];
+    if (base + (size_t)T > k->cap_rows)
+        return rk_fail(err, RK_ETOOBIG, "text %d: token states need more than the %zu rows given", first + n_seq - 1,
+                       k->cap_rows);
+    forward_states(e, n_seq);
+    memcpy(k->states + base * H, e->x, (size_t)T * H * sizeof(float));
+    for (int s = 1; s <= n_seq; s++) k->offsets[first + s] = (int32_t)(base + (size_t)e->offsets[s]);
+    return RK_OK;
+}
+
+static rk_status encode_into(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n, int max_len,
+                             const sink_t *sink, rk_err *err) {
     int first = 0; /* first sequence of the current chunk */
     int n_seq = 0;
     e->offsets[0] = 0;
+    if (sink->offsets) sink->offsets[0] = 0;
     for (int i = 0; i < n; i++) {
         int T = e->offsets[n_seq];
-        if (T + e->max_len > e->max_tokens) { /* the next text may not fit: run what we have */
-            forward(e, n_seq, out + (size_t)first * H);
+        if (T + max_len > e->max_tokens) { /* the next text may not fit: run what we have */
+            rk_status s = run_chunk(e, n_seq, first, sink, err);
+            if (s != RK_OK) return s;
             first = i;
             n_seq = 0;
             T = 0;
         }
         int k;
         size_t len = lens ? lens[i] : strlen(texts[i]);
-        rk_status s = rk_tokenizer_encode(e->tok, texts[i], len, e->max_len, e->ids + T, &k, err);
+        rk_status s = rk_tokenizer_encode(e->tok, texts[i], len, max_len, e->ids + T, &k, err);
         if (s != RK_OK) {
             if (err) rk_err_prefix(err, "text %d", i);
             return s;
@@ -416,6 +450,19 @@ rk_status rk_text_encoder_encode(rk_text_encoder *e, const char *const *texts, c
         }
         e->offsets[++n_seq] = T + k;
     }
-    if (n_seq) forward(e, n_seq, out + (size_t)first * H);
-    return RK_OK;
+    return n_seq ? run_chunk(e, n_seq, first, sink, err) : RK_OK;
+}
+
+rk_status rk_text_encoder_encode(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n, float *out,
+                                 rk_err *err) {
+    const sink_t sink = {out, NULL, 0, NULL};
+    return encode_into(e, texts, lens, n, e->max_len, &sink, err);
+}
+
+rk_status rk_text_encoder_encode_tokens(rk_text_encoder *e, const char *const *texts, const size_t *lens, int n,
+                                        int max_len, float *states, size_t cap_rows, int32_t *offsets, rk_err *err) {
+    if (max_len <= 0 || max_len > e->max_len) max_len = e->max_len;
+    if (max_len < 2) return rk_fail(err, RK_EINVAL, "max_len %d: must be at least 2", max_len);
+    const sink_t sink = {NULL, states, cap_rows, offsets};
+    return encode_into(e, texts, lens, n, max_len, &sink, err);
 }

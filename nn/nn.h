@@ -296,4 +296,40 @@ void rk_dev_attention_forward(rk_device *d, float *out, const float *qkv, const 
 void rk_dev_mean_pool_forward(rk_device *d, float *out, const float *x, const int32_t *offsets, int n_seq, int D);
 void rk_dev_l2_normalize(rk_device *d, float *x, int N, int D, float eps);
 
+/* ---------------------------------------------------------------- EmbSum: poly-attention and matching
+ * (nn/poly.c; papers.md §4(b), §6.6). Plain buffers and shapes, ready for a
+ * CUDA port; no allocation. */
+
+/* Poly-attention: m codes C[m,dc] attend over n vectors H[n,d]:
+ *   Z = tanh(H W_a) [n,dc];  A = softmax_rows(C Zᵀ) [m,n];  E = A H [m,d]
+ * W_a: [d,dc] (columns = code space). E, A, Z are written; A and Z are kept
+ * for the backward. n >= 1. */
+void rk_poly_attention_forward(float *E, float *A, float *Z, const float *H, const float *C, const float *Wa,
+                               int n, int d, int m, int dc);
+/* Backward of rk_poly_attention_forward given dE[m,d]:
+ *   dC[m,dc] += ..., dWa[d,dc] += ... (accumulated);
+ *   dH[n,d] written (skipped when dH == NULL: frozen inputs).
+ * scratch: caller-owned m*n + n*dc floats. */
+void rk_poly_attention_backward(float *dH, float *dC, float *dWa, const float *dE, const float *H, const float *C,
+                                const float *Wa, const float *A, const float *Z, int n, int d, int m, int dc,
+                                float *scratch);
+
+typedef enum { RK_MATCH_SOFTMAX = 0, RK_MATCH_MAX = 1, RK_MATCH_MEAN = 2 } rk_match_pool;
+
+/* Matching of U[m,d] (UPE) and V[k,d] (CPE): S = U Vᵀ [m,k] (dot products in
+ * double), returns the pooled score y:
+ *   softmax: y = Σ softmax(vec S / tau) ∘ S   (tau > 0; default 1)
+ *   max:     y = max S;   mean: y = mean S
+ * S and W[m*k] (the pooling weights: softmax probabilities, one-hot of the
+ * first maximum, or 1/(mk)) are written for the backward. Properties
+ * (papers.md §6.6): all S equal -> that value; mean <= softmax <= max;
+ * m = k = 1 -> the plain dot product. */
+float rk_match_forward(float *S, float *W, const float *U, const float *V, int m, int k, int d, rk_match_pool pool,
+                       float tau);
+/* Backward given dy = ∂L/∂y and the forward's y, S, W:
+ *   dU[m,d] += ..., dV[k,d] += ...  (accumulated). dS: scratch of m*k floats
+ *   (receives ∂L/∂S). */
+void rk_match_backward(float *dU, float *dV, float dy, float y, const float *S, const float *W, const float *U,
+                       const float *V, int m, int k, int d, rk_match_pool pool, float tau, float *dS);
+
 #endif /* RK_NN_H */

@@ -40,7 +40,7 @@
  * O(n log n) time, O(n) memory: ~0.1 s for the 100,836 ratings.
  */
 #define _GNU_SOURCE
-#include "rank.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -51,7 +51,6 @@
 #include <unistd.h>
 
 #define ML_HISTORY_MAX 20
-#define ML_MAX_FIELDS 8
 
 /* ------------------------------------------------------------------ buffer */
 
@@ -99,30 +98,13 @@ static int sbuf_printf(sbuf *b, const char *fmt, ...) {
 
 /* ------------------------------------------------------------------ CSV */
 
+#define ML_MAX_FIELDS 8 /* the widest file (ratings.csv / tags.csv: 4 columns) with room */
+
 /* Records come from core's reader (rk_dsv_next: RFC 4180, in place). */
 typedef rk_dsv_field csv_field;
 typedef rk_dsv_reader csv_reader;
 
 static int csv_next(csv_reader *r, csv_field *f, int *nf, rk_err *err) { return rk_dsv_next(r, f, ML_MAX_FIELDS, nf, err); }
-
-/* Checks the header record: exactly the expected names, in order. */
-static rk_status csv_header(csv_reader *r, rk_err *err) {
-    csv_field f[ML_MAX_FIELDS];
-    int nf = 0;
-    rk_dsv_skip_bom(r);
-    int got = csv_next(r, f, &nf, err);
-    if (got < 0) return (rk_status)got;
-    if (got == 0) return rk_fail(err, RK_EFORMAT, "%s: empty file, expected a header row", r->file);
-    for (int k = 0; k < r->ncols && k < nf; k++)
-        if (strcmp(f[k].s, r->cols[k]))
-            return rk_fail(err, RK_EFORMAT,
-                           "%s row 1, column %d: bad header: expected '%s', got '%.40s'",
-                           r->file, k + 1, r->cols[k], f[k].s);
-    if (nf != r->ncols)
-        return rk_fail(err, RK_EFORMAT, "%s row 1: bad header: expected %d columns, got %d",
-                       r->file, r->ncols, nf);
-    return RK_OK;
-}
 
 /* ------------------------------------------------------------------ fields */
 
@@ -207,7 +189,7 @@ static const movie *find_movie(const movie *m, size_t n, int64_t id) {
 static rk_status parse_movies(char *buf, size_t len, movie **out, size_t *n_out, rk_err *err) {
     static const char *const cols[] = {"movieId", "title", "genres"};
     csv_reader r = {"movies.csv", cols, 3, buf, buf + len, 0, ',', 1};
-    rk_status s = csv_header(&r, err);
+    rk_status s = rk_dsv_header(&r, err);
     if (s != RK_OK) return s;
     size_t cap = 1024, n = 0;
     movie *m = rk_malloc(cap * sizeof *m);
@@ -300,7 +282,7 @@ static rk_status parse_ratings(char *buf, size_t len, const movie *mv, size_t n_
                                size_t *n_out, rk_err *err) {
     static const char *const cols[] = {"userId", "movieId", "rating", "timestamp"};
     csv_reader r = {"ratings.csv", cols, 4, buf, buf + len, 0, ',', 1};
-    rk_status s = csv_header(&r, err);
+    rk_status s = rk_dsv_header(&r, err);
     if (s != RK_OK) return s;
     size_t cap = len / 24 + 16, n = 0; /* ~30 bytes per row in practice */
     event *ev = rk_malloc(cap * sizeof *ev);
@@ -650,7 +632,7 @@ static rk_status write_items(const char *in_dir, const char *out_dir, const movi
         if ((s = rk_read_file(path, &tbuf, &tlen, err))) return s;
         static const char *const cols[] = {"userId", "movieId", "tag", "timestamp"};
         csv_reader r = {"tags.csv", cols, 4, tbuf, tbuf + tlen, 0, ',', 1};
-        if ((s = csv_header(&r, err))) goto done;
+        if ((s = rk_dsv_header(&r, err))) goto done;
         csv_field f[ML_MAX_FIELDS];
         int nf, got;
         while ((got = csv_next(&r, f, &nf, err)) == 1) {

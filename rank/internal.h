@@ -190,4 +190,6 @@ const char *rk_dense_why(const rk_feature *f, double raw);
 
 /* Batch helpers (rk_batch_alloc, rk_batch_free, rk_batch_gather): rank.h. */
 
+
+
 #endif

@@ -508,4 +508,7 @@ void rk_batch_free(rk_batch *b);
  * with room for n rows and their values). */
 void rk_batch_gather(const rk_batch *src, const rk_model_cfg *c, const uint32_t *idx, int n, rk_batch *dst);
 
+/* EmbSum: UPE / CPE content poly-embeddings (rank/embsum.h). */
+#include "embsum.h"
+
 #endif /* RK_RANK_H */

@@ -22,29 +22,13 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "helpers.h"
 #include "core.h"
 #include "embed.h"
 #include "nn.h"
 
 /* ---------------------------------------------------------------- helpers */
 
-static char model_dir[1024];
-
-/* Path of the real model, or NULL (after skipping or failing the test). */
-static const char *need_model(void) {
-    const char *e = getenv("RK_ENCODER_MODEL");
-    if (e && *e) snprintf(model_dir, sizeof model_dir, "%s", e);
-    else if ((e = getenv("RK_MODEL_HOME")) && *e)
-        snprintf(model_dir, sizeof model_dir, "%s/models/all-MiniLM-L6-v2", e);
-    else snprintf(model_dir, sizeof model_dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", model_dir);
-    if (rk_path_exists(p)) return model_dir;
-    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", model_dir);
-    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", model_dir);
-    return NULL;
-}
 
 typedef struct {
     json_t *doc;
@@ -73,7 +57,7 @@ static json_t *ref_ids(const ref_t *r, size_t i) { return json_array_get(json_ob
 /* ---------------------------------------------------------------- tokenizer */
 
 Test(tokenizer, ids_equal_huggingface) {
-    const char *dir = need_model();
+    const char *dir = rk_test_encoder_dir();
     ref_t r;
     ref_load(&r);
     rk_tokenizer *t;
@@ -107,7 +91,7 @@ Test(tokenizer, ids_equal_huggingface) {
 }
 
 Test(tokenizer, padded_batch_and_truncation) {
-    const char *dir = need_model();
+    const char *dir = rk_test_encoder_dir();
     rk_tokenizer *t;
     rk_err err = {0};
     cr_assert_eq(rk_tokenizer_open_dir(dir, &t, &err), RK_OK, "%s", err.msg);
@@ -428,7 +412,7 @@ static void check_embeddings(const float *got, const float *want, size_t n, int 
 }
 
 Test(encoder, equals_sentence_transformers, .timeout = 300) {
-    const char *dir = need_model();
+    const char *dir = rk_test_encoder_dir();
     ref_t r;
     ref_load(&r);
     rk_st_file *f;
@@ -568,6 +552,37 @@ Test(encoder, tiny_model_runs_and_is_normalized) {
         for (int j = 0; j < TINY_H; j++) n += out[i * TINY_H + j] * out[i * TINY_H + j];
         cr_expect(fabs(n - 1.0) < 1e-5, "row %d has squared norm %g", i, n);
     }
+    rk_text_encoder_close(e);
+    rk_rm_rf(dir, &err);
+}
+
+/* Token states (EmbSum's CPE input): their mean, L2-normalized, is encode's
+ * vector; max_len truncates; too few rows is an error, not an overflow. */
+Test(encoder, token_states_pool_to_encode) {
+    char dir[64];
+    make_tiny(dir);
+    rk_text_encoder *e;
+    rk_err err = {0};
+    cr_assert_eq(rk_text_encoder_open(dir, NULL, &e, &err), RK_OK, "%s", err.msg);
+    const char *t[] = {"The cats sat on the mat!", "", "the cat the cat the cat the cat the cat the cat the cat"};
+    float out[3 * TINY_H], st[3 * TINY_P * TINY_H], pooled[TINY_H];
+    int32_t off[4];
+    cr_assert_eq(rk_text_encoder_encode(e, t, NULL, 3, out, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_text_encoder_encode_tokens(e, t, NULL, 3, 0, st, 3 * TINY_P, off, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(off[0], 0);
+    cr_expect_eq(off[2] - off[1], 2, "the empty text is [CLS] [SEP]");
+    for (int i = 0; i < 3; i++) {
+        rk_mean_pool_forward(pooled, st + (size_t)off[i] * TINY_H, (const int32_t[]){0, off[i + 1] - off[i]}, 1, TINY_H);
+        rk_l2_normalize(pooled, 1, TINY_H, 1e-12f);
+        for (int j = 0; j < TINY_H; j++)
+            cr_expect(fabsf(pooled[j] - out[i * TINY_H + j]) <= 1e-6f, "text %d dim %d: %g vs %g", i, j, pooled[j],
+                      out[i * TINY_H + j]);
+    }
+    cr_assert_eq(rk_text_encoder_encode_tokens(e, t, NULL, 3, 4, st, 3 * TINY_P, off, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(off[1], 4, "max_len 4 keeps 4 tokens, got %d", off[1]);
+    cr_expect_eq(off[3] - off[2], 4);
+    cr_expect_eq(rk_text_encoder_encode_tokens(e, t, NULL, 3, 0, st, 5, off, &err), RK_ETOOBIG);
+    cr_expect(strstr(err.msg, "token states need more than the 5 rows given") != NULL, "%s", err.msg);
     rk_text_encoder_close(e);
     rk_rm_rf(dir, &err);
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "helpers.h"
 #include "core.h"
 #include "embed.h"
 #include "serve.h"
@@ -836,21 +837,6 @@ Test(sid_model, config_errors) {
     rk_model_cfg_free(&c);
 }
 
-/* The real all-MiniLM-L6-v2 weights (scripts/setup-encoder.sh), or skip (fail
- * when RK_REQUIRE_ENCODER_MODEL=1, as `make test` sets). */
-static const char *encoder_dir(void) {
-    static char dir[1024];
-    const char *h = getenv("RK_MODEL_HOME");
-    if (h && *h) snprintf(dir, sizeof dir, "%s/models/all-MiniLM-L6-v2", h);
-    else snprintf(dir, sizeof dir, "%s/.cache/rankd/models/all-MiniLM-L6-v2", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    if (rk_path_exists(p)) return dir;
-    const char *req = getenv("RK_REQUIRE_ENCODER_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-encoder.sh)", dir);
-    cr_skip_test("no model at %s: run scripts/setup-encoder.sh to enable this test", dir);
-    return NULL;
-}
 
 static int always_stop(void *ctx) {
     (void)ctx;
@@ -860,7 +846,7 @@ static int always_stop(void *ctx) {
 /* rankd's --encoder path: an unknown ad that carries only its text is encoded
  * in-process and gets the codes of the same text encoded offline. */
 Test(sid_model, request_text_assignment, .timeout = 120) {
-    const char *dir = encoder_dir();
+    const char *dir = rk_test_encoder_dir();
     static const char *const topics[4] = {"space adventure with aliens and starships",
                                           "romantic comedy about a wedding in Paris",
                                           "documentary about whales in the ocean",
@@ -1223,17 +1209,6 @@ Test(sid_model, ensemble_bundle) {
 
 /* ---------------------------------------------------------------- rank sid CLI */
 
-/* Run a shell command; returns its exit status, stdout+stderr in out. */
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    char full[2048];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 Test(sid, cli_build_and_assign) {
     float emb[(NI + NA) * ED];
@@ -1251,7 +1226,7 @@ Test(sid, cli_build_and_assign) {
     char cmd[1024], out[8192];
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
              tpath("emb.safetensors"), tpath("cli.sid"));
-    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert_eq(rk_test_run(cmd, out, sizeof out), 0, "%s", out);
     cr_expect(strstr(out, "sid: n=60 levels=2 codes=4 dim=8 "), "%s", out);
     rk_sid_items *it;
     cr_assert_eq(rk_sid_items_load(tpath("cli.sid"), &it, &e), RK_OK, "%s", e.msg);
@@ -1268,7 +1243,7 @@ Test(sid, cli_build_and_assign) {
     /* assign with those codebooks: same codes */
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s",
              tpath("cli.sid"), tpath("emb.safetensors"), tpath("cli2.sid"));
-    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert_eq(rk_test_run(cmd, out, sizeof out), 0, "%s", out);
     cr_assert_eq(rk_sid_items_load(tpath("cli2.sid"), &it, &e), RK_OK, "%s", e.msg);
     cr_expect_eq(memcmp(codes, rk_sid_items_codes(it), sizeof codes), 0);
     rk_sid_items_destroy(it);
@@ -1282,32 +1257,32 @@ Test(sid, cli_build_and_assign) {
     rk_st_writer_destroy(w);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s",
              tpath("cli.sid"), tpath("emb_other.safetensors"), tpath("cli3.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1, "%s", out);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1, "%s", out);
     cr_expect(strstr(out, "\"other-encoder\" differs from the codebooks'") && strstr(out, "\"test-encoder\""), "%s", out);
     cr_expect(!rk_path_exists(tpath("cli3.sid")), "no output on error");
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s --version v2",
              tpath("cli.sid"), tpath("emb_other.safetensors"), tpath("cli3.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 0, "%s", out);
     /* errors: missing --codes, missing file, dim mismatch */
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --out %s",
              tpath("emb.safetensors"), tpath("x.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 2);
     cr_expect(strstr(out, "--levels (1..8) and --codes (>= 2) are required"), "%s", out);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
              tpath("missing.safetensors"), tpath("x.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "missing.safetensors"), "%s", out);
     rk_sid_codebook small = {2, 4, 5, calloc(2 * 4 * 5, sizeof(float))};
     cr_assert_eq(rk_sid_codebook_save(&small, tpath("cb5.safetensors"), NULL, &e), RK_OK);
     free(small.centroids);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid assign --codebooks %s --embeddings %s --out %s",
              tpath("cb5.safetensors"), tpath("emb.safetensors"), tpath("x.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "embeddings of dim 8, the codebooks of") && strstr(out, "expect 5"), "%s", out);
     cr_expect(!rk_path_exists(tpath("x.sid")), "no output on error");
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels two --codes 4 --out %s",
              tpath("emb.safetensors"), tpath("x.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 2);
     cr_expect(strstr(out, "--levels: expected an integer in 1..8, got 'two'"), "%s", out);
     /* usage errors: exit 2 before any work, naming the option; no wrap-around */
     static const struct { const char *args, *want; } usage_err[] = {
@@ -1321,7 +1296,7 @@ Test(sid, cli_build_and_assign) {
     for (size_t k = 0; k < sizeof usage_err / sizeof usage_err[0]; k++) {
         snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid %s --embeddings %s --out %s", usage_err[k].args,
                  tpath("emb.safetensors"), tpath("x.sid"));
-        cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "%s: %s", usage_err[k].args, out);
+        cr_expect_eq(rk_test_run(cmd, out, sizeof out), 2, "%s: %s", usage_err[k].args, out);
         cr_expect(strstr(out, usage_err[k].want), "%s: %s", usage_err[k].args, out);
     }
     /* --out checked before the k-means work */
@@ -1337,7 +1312,7 @@ Test(sid, cli_build_and_assign) {
         snprintf(op, sizeof op, "%s", tpath(outs[k][0]));
         snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
                  tpath("emb.safetensors"), op);
-        cr_expect_eq(run_cmd(cmd, out, sizeof out), 1, "%s", out);
+        cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1, "%s", out);
         cr_expect(strstr(out, outs[k][1]), "%s: %s", op, out);
     }
     /* embeddings: huge values and duplicate ids refused, naming the file and row */
@@ -1350,7 +1325,7 @@ Test(sid, cli_build_and_assign) {
     rk_st_writer_destroy(w);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
              tpath("bad.safetensors"), tpath("x.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "bad.safetensors: tensor 'embeddings' row 5 column 3: 3e+38 is beyond +-1e9"), "%s", out);
     emb[5 * ED + 3] = 0;
     cr_assert_eq(rk_st_writer_create(&w, &e), RK_OK);
@@ -1358,7 +1333,7 @@ Test(sid, cli_build_and_assign) {
     rk_st_writer_add_i64(w, "ids", ids, 1, si, &e);
     cr_assert_eq(rk_st_writer_write(w, tpath("bad.safetensors"), &e), RK_OK, "%s", e.msg);
     rk_st_writer_destroy(w);
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "bad.safetensors: tensor 'ids': id ") && strstr(out, "at rows 2 and 7"), "%s", out);
     /* a killed run's temporary is swept */
     char tmpf[600];
@@ -1366,7 +1341,7 @@ Test(sid, cli_build_and_assign) {
     cr_assert_eq(rk_write_file(tmpf, "x", 1, &e), RK_OK);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank sid build --embeddings %s --levels 2 --codes 4 --out %s",
              tpath("emb.safetensors"), tpath("cli.sid"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 0, "%s", out);
     cr_expect(!rk_path_exists(tmpf), "the dead writer's temporary is removed");
 }
 
@@ -1388,7 +1363,7 @@ Test(sid_model, store_apply_refuses_records_table) {
     char cmd[1024], out[8192];
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank store apply --model %s --table sid.item --input %s", dir,
              tpath("upd.txt"));
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "%s", out);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 2, "%s", out);
     cr_expect(strstr(out, "table 'sid.item' holds semantic-ID item records") && strstr(out, "rank sid build"), "%s",
               out);
     rk_err e = {0};

@@ -30,6 +30,7 @@ int rank_store_main(int argc, char **argv);  /* tools/rank_store.c */
 int rank_encode_main(int argc, char **argv); /* tools/rank_encode.c */
 int rank_distill_main(int argc, char **argv); /* tools/rank_distill.c */
 int rank_sid_main(int argc, char **argv);    /* tools/rank_sid.c */
+int rank_embsum_main(int argc, char **argv); /* tools/rank_embsum.c */
 
 static void usage(FILE *o) {
     fprintf(o,
@@ -60,6 +61,8 @@ static void usage(FILE *o) {
             "      ExFM: streaming teacher + DAS log + vertical students (aux head, adapter), NE/AUC\n"
             "  sid build|assign --embeddings FILE --out FILE ...\n"
             "      semantic IDs: RQ-KMeans codebooks + item records (item id -> codes) from content embeddings\n"
+            "  embsum train|build|inspect|score|pairs ...\n"
+            "      EmbSum: user / content poly-embeddings (UPE, CPE) from the text encoder, stored in a bundle\n"
             "\n"
             "Run 'rank COMMAND --help' for a command's options; 'rank --version' prints the version.\n");
 }
@@ -555,7 +558,7 @@ int main(int argc, char **argv) {
     int help = 0;
     for (int i = 2; i < argc; i++) help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
     if (!help && (!strcmp(cmd, "train") || !strcmp(cmd, "score") || !strcmp(cmd, "query") || !strcmp(cmd, "encode") ||
-                  !strcmp(cmd, "distill")))
+                  !strcmp(cmd, "distill") || !strcmp(cmd, "embsum")))
         rk_log_blas_info();
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
@@ -565,6 +568,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "encode")) return rank_encode_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "distill")) return rank_distill_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "sid")) return rank_sid_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "embsum")) return rank_embsum_main(argc - 1, argv + 1);
     fprintf(stderr, "rank: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
