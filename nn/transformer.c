@@ -69,7 +69,13 @@ static inline float fast_erff(float x) {
     return copysignf(1.0f - p * t * fast_expf(-a * a), x);
 }
 
+/* GCC builds AVX-512, AVX2 and baseline copies picked at load time; clang 14
+ * (the fuzz build) does not link target_clones reliably, so it gets one. */
+#if defined(__GNUC__) && !defined(__clang__)
 #define RK_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RK_SIMD_CLONES
+#endif
 
 RK_SIMD_CLONES void rk_gelu_forward(float *y, const float *x, size_t n) {
     const float r = 0.70710678118654752440f; /* 1/sqrt(2) */
