@@ -24,8 +24,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t params = 0;
     for (int f = 0; f < c.n_features; f++)
         if (c.features[f].kind == RK_FEAT_SPARSE) params += (size_t)c.features[f].table_size * (size_t)c.features[f].dim;
-    if (params > ((size_t)1 << 22) || c.n_members) return 0; /* keep each run small */
     rk_model *m;
-    if (rk_model_create(&c, &m, &e) == RK_OK) rk_model_destroy(m);
+    /* keep each run small */
+    if (params <= ((size_t)1 << 22) && !c.n_members && rk_model_create(&c, &m, &e) == RK_OK) rk_model_destroy(m);
+    rk_model_cfg_free(&c); /* a parsed config owns its arrays */
     return 0;
 }

@@ -59,6 +59,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     rk_err e = {0};
     rk_model *m;
     if (rk_model_cfg_parse(RK_FUZZ_CFG, &c, &e) || rk_model_create(&c, &m, &e)) abort();
+    rk_model_cfg_free(&c); /* the model keeps its own copy */
     snprintf(dir, sizeof dir, "/tmp/rk_fuzz_req_%ld", (long)getpid());
     (void)rk_rm_rf(dir, NULL);
     if (rk_model_save(m, dir, NULL, 1, &e)) abort();

@@ -25,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rk_err e = {0};
     if (rk_dataset_load(p, &cfg, &d, &e) == RK_OK) rk_dataset_free(&d);
     else if (!e.msg[0]) abort(); /* every error says what */
-    rk_model_cfg c2 = cfg;
+    rk_model_cfg c2; /* fit_dense writes the statistics: into a copy, not the shared config */
+    if (rk_model_cfg_copy(&c2, &cfg, &e) != RK_OK) return 0;
     (void)rk_dataset_fit_dense(p, &c2, &e);
+    rk_model_cfg_free(&c2);
     return 0;
 }

@@ -34,7 +34,7 @@ for bin in "$BUILD"/fuzz/fuzz_*; do
       -artifact_prefix="$BUILD/crash-$t-" -print_final_stats=1 "$corpus" "$SRC/tests/fuzz/corpus/$t") >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1 || echo 0)
   c=0
   if [ "$rc" -ne 0 ]; then c=1; tail -n 40 "$log" >&2; fi
   echo "fuzz $t: execs=${execs:-0} seconds=$SECS crashes=$c"
