@@ -253,7 +253,7 @@ void rk_dsv_skip_bom(rk_dsv_reader *r);
 /* The next record: up to max fields into f, *nf = the record's field count
  * (may exceed max). Returns 1 with a record, 0 at the end, or a negative
  * rk_status (RK_EFORMAT naming file, row and column: unterminated quote,
- * text after a closing quote, '"' inside an unquoted field). */
+ * text after a closing quote, '"' inside an unquoted field, a NUL byte). */
 int rk_dsv_next(rk_dsv_reader *r, rk_dsv_field *f, int max, int *nf, rk_err *err);
 /* The header record (a UTF-8 BOM skipped first): exactly r->cols in order
  * (r->ncols <= 32). RK_EFORMAT "FILE: empty file, expected a header row",

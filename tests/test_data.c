@@ -714,6 +714,12 @@ Test(data_log, errors_name_row_and_column) {
     write_text(d, "log.tsv", "1\t3\ta|b\n");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 1, column c: value 'a|b' holds a tab, newline or '|'"), "%s", e.msg);
+    FILE *nf = fopen(in, "wb"); /* a NUL byte inside a field: refused, not read as 'a' */
+    cr_assert(nf);
+    fwrite("1\t3\ta\n0\t4\ta\0b\n", 1, 14, nf);
+    fclose(nf);
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv row 2, column c: NUL byte in the field"), "%s", e.msg);
     write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"m\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema features[0].column: 'm' is not a column of the input"), "%s", e.msg);
