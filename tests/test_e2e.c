@@ -940,6 +940,20 @@ Test(e2e, bad_listen_address_is_refused) {
         cr_expect(strstr(text, "expected HOST:PORT with a port in 0..65535") != NULL, "'%s': %s", bad[i], text);
         rk_free(text);
     }
+    const char *bad_metrics[] = {"127.0.0.1:99999", "127.0.0.1:9a", "127.0.0.1:"};
+    for (size_t i = 0; i < sizeof bad_metrics / sizeof *bad_metrics; i++) {
+        const char *extra[] = {"--metrics-listen", bad_metrics[i], NULL};
+        rankd_proc p2;
+        int st = 0;
+        pid_t pid = rankd_spawn(&p2, "127.0.0.1:0", &st, extra);
+        if (pid > 0) rankd_stop(&p2);
+        cr_assert_eq(pid, -1, "rankd started with --metrics-listen '%s'", bad_metrics[i]);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
+        cr_expect(strstr(text, "expected HOST:PORT with a port in 0..65535") != NULL, "'%s': %s", bad_metrics[i], text);
+        rk_free(text);
+    }
     expect_good();
     finish();
 }
