@@ -954,6 +954,22 @@ Test(e2e, bad_listen_address_is_refused) {
         cr_expect(strstr(text, "expected HOST:PORT with a port in 0..65535") != NULL, "'%s': %s", bad_metrics[i], text);
         rk_free(text);
     }
+    /* a missing TLS or token file: the message says which flag's file */
+    const char *missing[][5] = {{"--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem", NULL},
+                                {"--updates", "--admin-token-file", "/nonexistent/tok", NULL, NULL}};
+    const char *want[] = {"tls certificate: /nonexistent/c.pem", "admin token file: /nonexistent/tok"};
+    for (size_t i = 0; i < 2; i++) {
+        rankd_proc p2;
+        int st = 0;
+        pid_t pid = rankd_spawn(&p2, "127.0.0.1:0", &st, missing[i]);
+        if (pid > 0) rankd_stop(&p2);
+        cr_assert_eq(pid, -1, "rankd started without %s", want[i]);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
+        cr_expect(strstr(text, want[i]) != NULL, "want '%s': %s", want[i], text);
+        rk_free(text);
+    }
     expect_good();
     finish();
 }
