@@ -633,6 +633,21 @@ Test(e2e, rank_query_cli_matches_rank_score) {
     for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
     free(got);
     cr_assert(mx <= TOL, "rank query vs rank score: max abs diff %.3g", mx);
+    /* --model-name: sent instead of the bundle's name ('' sends none) */
+    cr_expect_eq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
+                         "--max-requests 1 --model-name '' >%s/query.%d.log 2>&1",
+                     srv.addr, d, d, d, (int)getpid(), d, (int)getpid()),
+                 0, "rank query --model-name '' failed (see %s/query.%d.log)", d, (int)getpid());
+    cr_expect_neq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
+                          "--max-requests 1 --model-name other >%s/query.%d.log 2>&1",
+                      srv.addr, d, d, d, (int)getpid(), d, (int)getpid()),
+                  0);
+    snprintf(p, sizeof p, "%s/query.%d.log", d, (int)getpid());
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(p, &text, NULL, &e), RK_OK);
+    cr_expect(strstr(text, "NOT_FOUND: model_name: 'other' is not served here") != NULL, "%s", text);
+    rk_free(text);
     finish();
 }
 
