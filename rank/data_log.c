@@ -389,6 +389,11 @@ static rk_status convert(log_schema *s, json_t *root, char *buf, size_t len, con
     int pending = !s->header; /* without a header the first record is data */
     size_t n_rec = total - (size_t)s->header, n_train = (size_t)((double)n_rec * (1 - s->valid - s->test));
     size_t n_valid = (size_t)((double)n_rec * (1 - s->test)) - n_train;
+    if (n_train == 0) {
+        st = rk_fail(err, RK_EFORMAT, "%s: %zu data record%s: too few for a train split (valid %g, test %g)", file, n_rec,
+                     n_rec == 1 ? "" : "s", s->valid, s->test);
+        goto done;
+    }
     if ((st = rk_mkdir_p(out_dir, err))) goto done;
     static const char *const files[3] = {"train.tsv", "valid.tsv", "test.tsv"};
     for (int i = 0; i < 3; i++)

@@ -711,7 +711,7 @@ Test(data_log, errors_name_row_and_column) {
     write_text(d, "log.tsv", "1\t3\ta\n0\t4\n");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "log.tsv row 2: 2 fields, expected 3"), "%s", e.msg);
-    write_text(d, "log.tsv", "1\t3\ta|b\n");
+    write_text(d, "log.tsv", "1\t3\ta|b\n0\t4\tb\n");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 1, column c: value 'a|b' holds a tab, newline or '|'"), "%s", e.msg);
     FILE *nf = fopen(in, "wb"); /* a NUL byte inside a field: refused, not read as 'a' */
@@ -723,6 +723,11 @@ Test(data_log, errors_name_row_and_column) {
     write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"m\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema features[0].column: 'm' is not a column of the input"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
+    write_text(d, "log.tsv", "1\t3\n"); /* one record: nothing to train on */
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv: 1 data record: too few for a train split"), "%s", e.msg);
+    cr_expect(!exists(d, "out/train.tsv"), "nothing written");
     /* the label as a feature or in a cross (the label leaks into the model); a column named twice */
     write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"y\", \"name\": \"y2\", \"kind\": \"dense\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
