@@ -433,7 +433,7 @@ rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0) {
+    if (fsync(fd) != 0 && errno != EINVAL) { /* EINVAL: a device or FIFO that has nothing to sync */
         int e = errno;
         close(fd);
         return rk_fail(err, e == ENOSPC ? RK_ETOOBIG : RK_EIO, "%s: fsync failed: %s", path, strerror(e));
@@ -447,6 +447,9 @@ rk_status rk_publish_file(const char *path, rk_status (*write_tmp)(void *ctx, co
     char tmp[4200], dir[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= sizeof tmp)
         return rk_fail(err, RK_EINVAL, "%s: path too long", path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+        return write_tmp(ctx, path, err); /* a device, FIFO or symbolic link: written through, not replaced */
     rk_status s = write_tmp(ctx, tmp, err);
     if (s == RK_OK && rename(tmp, path) != 0)
         s = rk_fail(err, RK_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));

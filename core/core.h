@@ -176,7 +176,9 @@ rk_status rk_write_file(const char *path, const void *data, size_t len, rk_err *
  * writer that fsyncs, as rk_write_file and the safetensors writer do); then
  * TMP is renamed over PATH and PATH's folder fsync'd. On any failure TMP is
  * removed and PATH keeps its old content (or stays absent). A writer that
- * dies leaves PATH.tmp-PID, which rk_sweep_dead_writers removes. */
+ * dies leaves PATH.tmp-PID, which rk_sweep_dead_writers removes. A PATH that
+ * is a device, FIFO or symbolic link is written through in place (never
+ * replaced by a regular file: --output /dev/stdout, a link to elsewhere). */
 rk_status rk_publish_file(const char *path, rk_status (*write_tmp)(void *ctx, const char *tmp, rk_err *err), void *ctx,
                           rk_err *err);
 /* rk_publish_file of data[len]. */
@@ -253,7 +255,7 @@ void rk_dsv_skip_bom(rk_dsv_reader *r);
 /* The next record: up to max fields into f, *nf = the record's field count
  * (may exceed max). Returns 1 with a record, 0 at the end, or a negative
  * rk_status (RK_EFORMAT naming file, row and column: unterminated quote,
- * text after a closing quote, '"' inside an unquoted field). */
+ * text after a closing quote, '"' inside an unquoted field, a NUL byte). */
 int rk_dsv_next(rk_dsv_reader *r, rk_dsv_field *f, int max, int *nf, rk_err *err);
 /* The header record (a UTF-8 BOM skipped first): exactly r->cols in order
  * (r->ncols <= 32). RK_EFORMAT "FILE: empty file, expected a header row",

@@ -25,6 +25,13 @@ void rk_dsv_skip_bom(rk_dsv_reader *r) {
     if (r->p + 3 <= r->end && !memcmp(r->p, "\xEF\xBB\xBF", 3)) r->p += 3;
 }
 
+/* A NUL byte would end the field early for every string reader downstream. */
+static rk_status nul_byte(rk_dsv_reader *r, int k, rk_err *err) {
+    char tmp[16];
+    return rk_fail(err, RK_EFORMAT, "%s row %zu, column %s: NUL byte in the field", r->file, r->row,
+                   rk_dsv_col_name(r, k, tmp));
+}
+
 /* One quoted field starting at *pp ('"'): unescaped in place; *wp gets the
  * end of the unescaped text. */
 static rk_status quoted(rk_dsv_reader *r, int k, char **pp, char **wp, rk_err *err) {
@@ -42,6 +49,7 @@ static rk_status quoted(rk_dsv_reader *r, int k, char **pp, char **wp, rk_err *e
             p++;
             break;
         }
+        if (!*p) return nul_byte(r, k, err);
         *w++ = *p++;
     }
     if (!(at_eol(p, end) || *p == r->delim))
@@ -67,6 +75,7 @@ int rk_dsv_next(rk_dsv_reader *r, rk_dsv_field *f, int max, int *nf, rk_err *err
                 if (r->quotes && *p == '"')
                     return rk_fail(err, RK_EFORMAT, "%s row %zu, column %s: '\"' inside an unquoted field", r->file,
                                    r->row, rk_dsv_col_name(r, k, tmp));
+                if (!*p) return nul_byte(r, k, err);
                 p++;
             }
             w = p;

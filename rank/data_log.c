@@ -103,6 +103,10 @@ static rk_status set_columns(log_schema *s, json_t *names, rk_dsv_field *hdr, in
     for (int i = 0; i < n; i++) {
         const char *nm = hdr ? hdr[i].s : json_string_value(json_array_get(names, (size_t)i));
         if (!nm) return rk_fail(err, RK_EINVAL, "schema columns[%d]: expected a string", i);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(s->cols[j], nm))
+                return rk_fail(err, RK_EINVAL, "schema columns: %s names column %d '%.40s' twice (also column %d)",
+                               hdr ? "the input's header" : "the schema", i + 1, nm, j + 1);
         if (!(s->cols[i] = rk_strdup(nm))) return rk_fail(err, RK_ENOMEM, "schema: out of memory");
     }
     return RK_OK;
@@ -118,6 +122,7 @@ static rk_status parse_feature(log_schema *s, json_t *fo, int i, out_col *oc, rk
     const char *nm = str_of(fo, "name", col), *sep = str_of(fo, "separator", "");
     if (!col || (oc->col = col_index(s, col)) < 0)
         return rk_fail(err, RK_EINVAL, "%s.column: '%s' is not a column of the input", where, col ? col : "(missing)");
+    if (oc->col == s->label) return rk_fail(err, RK_EINVAL, "%s.column: '%s' is the label column", where, col);
     if (strlen(nm) == 0 || strlen(nm) >= RK_NAME_MAX || strpbrk(nm, "\t|\n"))
         return rk_fail(err, RK_EINVAL, "%s.name: '%s' must be 1..%d characters without tab or '|'", where, nm, RK_NAME_MAX - 1);
     snprintf(oc->name, sizeof oc->name, "%s", nm);
@@ -155,6 +160,7 @@ static rk_status parse_cross(log_schema *s, json_t *co, int i, out_col *oc, rk_e
         const char *c = json_string_value(json_array_get(cs, (size_t)k));
         if (!c || (oc->parts[k] = col_index(s, c)) < 0)
             return rk_fail(err, RK_EINVAL, "%s.columns[%d]: '%s' is not a column of the input", where, k, c ? c : "(not a string)");
+        if (oc->parts[k] == s->label) return rk_fail(err, RK_EINVAL, "%s.columns[%d]: '%s' is the label column", where, k, c);
     }
     return RK_OK;
 }
@@ -383,6 +389,11 @@ static rk_status convert(log_schema *s, json_t *root, char *buf, size_t len, con
     int pending = !s->header; /* without a header the first record is data */
     size_t n_rec = total - (size_t)s->header, n_train = (size_t)((double)n_rec * (1 - s->valid - s->test));
     size_t n_valid = (size_t)((double)n_rec * (1 - s->test)) - n_train;
+    if (n_train == 0) {
+        st = rk_fail(err, RK_EFORMAT, "%s: %zu data record%s: too few for a train split (valid %g, test %g)", file, n_rec,
+                     n_rec == 1 ? "" : "s", s->valid, s->test);
+        goto done;
+    }
     if ((st = rk_mkdir_p(out_dir, err))) goto done;
     static const char *const files[3] = {"train.tsv", "valid.tsv", "test.tsv"};
     for (int i = 0; i < 3; i++)

@@ -44,7 +44,7 @@ int rk_listen_is_loopback(const char *hostport) {
 
 static rk_status read_pem(const char *what, const char *path, char **out, rk_err *err) {
     rk_status st = rk_read_file(path, out, NULL, err);
-    if (st) return st;
+    if (st) return rk_err_prefix(err, "%s", what);
     if (!strstr(*out, "-----BEGIN ")) {
         rk_free(*out);
         *out = NULL;
@@ -57,7 +57,7 @@ static rk_status load_token(rk_auth *a, const char *path, rk_err *err) {
     char *t = NULL;
     size_t len = 0;
     rk_status st = rk_read_file(path, &t, &len, err);
-    if (st) return st;
+    if (st) return rk_err_prefix(err, "admin token file");
     size_t n = strcspn(t, "\r\n");
     t[n] = 0;
     if (n < 16) {

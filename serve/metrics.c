@@ -403,8 +403,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 rk_status rk_live_listen(rk_live *m, const char *hostport, int *bound_port, rk_err *err) {
     char host[256];
     const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host || !colon[1])
-        return rk_fail(err, RK_EINVAL, "metrics-listen '%s': expected HOST:PORT", hostport);
+    /* a decimal port in 0..65535: getaddrinfo would take 99999 modulo 65536 */
+    int ok = colon && colon != hostport && (size_t)(colon - hostport) < sizeof host && colon[1] && strlen(colon) <= 6;
+    for (const char *q = ok ? colon + 1 : ""; *q; q++) ok = ok && *q >= '0' && *q <= '9';
+    if (!ok || atol(colon + 1) > 65535)
+        return rk_fail(err, RK_EINVAL, "metrics-listen '%s': expected HOST:PORT with a port in 0..65535", hostport);
     snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
     if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:9090 */
         memmove(host, host + 1, strlen(host));

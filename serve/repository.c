@@ -161,8 +161,10 @@ struct rk_repo {
     pthread_cond_t pcv;
 };
 
+/* A version directory's name: decimal digits, no leading zero ("007" would
+ * be version 7 but opened as DIR/model/7). */
 static int is_number(const char *s, long long *out) {
-    if (!*s || strlen(s) > 18) return 0;
+    if (!*s || strlen(s) > 18 || (s[0] == '0' && s[1])) return 0;
     for (const char *p = s; *p; p++)
         if (*p < '0' || *p > '9') return 0;
     *out = atoll(s);

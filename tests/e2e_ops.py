@@ -515,6 +515,11 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
     if two.returncode != 2 or "--model given twice" not in two.stderr:
         fail("a second --model: rc %d %r" % (two.returncode, two.stderr))
     cfg = os.path.join(tmp, "rankd.json")
+    with open(cfg, "w") as f:  # valid JSON, not an object: no bogus "line -1"
+        f.write("[1, 2]\n")
+    arr = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--config", cfg], capture_output=True, text=True, timeout=60)
+    if arr.returncode != 2 or arr.stderr != "rankd: --config %s: not a JSON object\n" % cfg:
+        fail("--config with a JSON array: rc %d %r" % (arr.returncode, arr.stderr))
     with open(cfg, "w") as f:
         json.dump({"model": bundle, "threads": 2, "log-json": True, "access-log-sample": 5,
                    "queue-depth": 1, "metrics-listen": "127.0.0.1:0"}, f)

@@ -7,6 +7,7 @@
  * removed afterwards.
  */
 #include <criterion/criterion.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <errno.h>
 #include <criterion/redirect.h>
@@ -646,6 +647,26 @@ Test(core, write_file_atomic_keeps_old_content_on_failure) {
     EXPECT_MSG(err, "Input/output error");
     cr_assert_eq(rk_read_file(p, &s, &n, &err), RK_OK);
     cr_expect(n == 3 && !memcmp(s, "one", 3));
+    rk_free(s);
+}
+
+/* A symbolic link (or device, FIFO) is written through, not replaced by a
+ * regular file (as root, --output /dev/full became a regular file). */
+Test(core, write_file_atomic_writes_through_a_link) {
+    rk_err err = {0};
+    char target[300], link[300];
+    snprintf(target, sizeof target, "%s", tpath("target.txt"));
+    snprintf(link, sizeof link, "%s", tpath("link.txt"));
+    cr_assert_eq(rk_write_file_atomic(target, "old", 3, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(symlink(target, link), 0);
+    cr_expect_eq(rk_write_file_atomic(link, "new!", 4, &err), RK_OK, "%s", err.msg);
+    struct stat st;
+    cr_assert_eq(lstat(link, &st), 0);
+    cr_expect(S_ISLNK(st.st_mode), "the link was replaced by a regular file");
+    char *s;
+    size_t n;
+    cr_assert_eq(rk_read_file(target, &s, &n, &err), RK_OK);
+    cr_expect(n == 4 && !memcmp(s, "new!", 4), "the link's target: %.*s", (int)n, s);
     rk_free(s);
 }
 

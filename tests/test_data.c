@@ -711,12 +711,38 @@ Test(data_log, errors_name_row_and_column) {
     write_text(d, "log.tsv", "1\t3\ta\n0\t4\n");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "log.tsv row 2: 2 fields, expected 3"), "%s", e.msg);
-    write_text(d, "log.tsv", "1\t3\ta|b\n");
+    write_text(d, "log.tsv", "1\t3\ta|b\n0\t4\tb\n");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
     cr_expect(strstr(e.msg, "row 1, column c: value 'a|b' holds a tab, newline or '|'"), "%s", e.msg);
+    FILE *nf = fopen(in, "wb"); /* a NUL byte inside a field: refused, not read as 'a' */
+    cr_assert(nf);
+    fwrite("1\t3\ta\n0\t4\ta\0b\n", 1, 14, nf);
+    fclose(nf);
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv row 2, column c: NUL byte in the field"), "%s", e.msg);
     write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"m\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema features[0].column: 'm' is not a column of the input"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
+    write_text(d, "log.tsv", "1\t3\n"); /* one record: nothing to train on */
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EFORMAT);
+    cr_expect(strstr(e.msg, "log.tsv: 1 data record: too few for a train split"), "%s", e.msg);
+    cr_expect(!exists(d, "out/train.tsv"), "nothing written");
+    /* the label as a feature or in a cross (the label leaks into the model); a column named twice */
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"y\", \"name\": \"y2\", \"kind\": \"dense\"}]}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "schema features[0].column: 'y' is the label column"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}],"
+               " \"crosses\": [{\"name\": \"x\", \"columns\": [\"n\", \"y\"]}]}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "schema crosses[0].columns[1]: 'y' is the label column"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "schema columns: the schema names column 3 'n' twice (also column 2)"), "%s", e.msg);
+    write_text(d, "log.tsv", "y\tn\tn\n1\t3\ta\n");
+    write_text(d, "schema.json", "{\"header\": true, \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "schema columns: the input's header names column 3 'n' twice (also column 2)"), "%s", e.msg);
     write_text(d, "schema.json", "{\"header\": false, \"label\": \"y\", \"features\": [{\"column\": \"m\"}], \"bogus\": 1}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "unknown key 'bogus'"), "%s", e.msg);

@@ -633,6 +633,21 @@ Test(e2e, rank_query_cli_matches_rank_score) {
     for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
     free(got);
     cr_assert(mx <= TOL, "rank query vs rank score: max abs diff %.3g", mx);
+    /* --model-name: sent instead of the bundle's name ('' sends none) */
+    cr_expect_eq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
+                         "--max-requests 1 --model-name '' >%s/query.%d.log 2>&1",
+                     srv.addr, d, d, d, (int)getpid(), d, (int)getpid()),
+                 0, "rank query --model-name '' failed (see %s/query.%d.log)", d, (int)getpid());
+    cr_expect_neq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
+                          "--max-requests 1 --model-name other >%s/query.%d.log 2>&1",
+                      srv.addr, d, d, d, (int)getpid(), d, (int)getpid()),
+                  0);
+    snprintf(p, sizeof p, "%s/query.%d.log", d, (int)getpid());
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(p, &text, NULL, &e), RK_OK);
+    cr_expect(strstr(text, "NOT_FOUND: model_name: 'other' is not served here") != NULL, "%s", text);
+    rk_free(text);
     finish();
 }
 
@@ -938,6 +953,36 @@ Test(e2e, bad_listen_address_is_refused) {
         rk_err e = {0};
         cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
         cr_expect(strstr(text, "expected HOST:PORT with a port in 0..65535") != NULL, "'%s': %s", bad[i], text);
+        rk_free(text);
+    }
+    const char *bad_metrics[] = {"127.0.0.1:99999", "127.0.0.1:9a", "127.0.0.1:"};
+    for (size_t i = 0; i < sizeof bad_metrics / sizeof *bad_metrics; i++) {
+        const char *extra[] = {"--metrics-listen", bad_metrics[i], NULL};
+        rankd_proc p2;
+        int st = 0;
+        pid_t pid = rankd_spawn(&p2, "127.0.0.1:0", &st, extra);
+        if (pid > 0) rankd_stop(&p2);
+        cr_assert_eq(pid, -1, "rankd started with --metrics-listen '%s'", bad_metrics[i]);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
+        cr_expect(strstr(text, "expected HOST:PORT with a port in 0..65535") != NULL, "'%s': %s", bad_metrics[i], text);
+        rk_free(text);
+    }
+    /* a missing TLS or token file: the message says which flag's file */
+    const char *missing[][5] = {{"--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem", NULL},
+                                {"--updates", "--admin-token-file", "/nonexistent/tok", NULL, NULL}};
+    const char *want[] = {"tls certificate: /nonexistent/c.pem", "admin token file: /nonexistent/tok"};
+    for (size_t i = 0; i < 2; i++) {
+        rankd_proc p2;
+        int st = 0;
+        pid_t pid = rankd_spawn(&p2, "127.0.0.1:0", &st, missing[i]);
+        if (pid > 0) rankd_stop(&p2);
+        cr_assert_eq(pid, -1, "rankd started without %s", want[i]);
+        char *text = NULL;
+        rk_err e = {0};
+        cr_assert_eq(rk_read_file(p2.log, &text, NULL, &e), RK_OK);
+        cr_expect(strstr(text, want[i]) != NULL, "want '%s': %s", want[i], text);
         rk_free(text);
     }
     expect_good();

@@ -895,6 +895,16 @@ Test(serve, repository_version_policy, .timeout = 240) {
     rk_repo_opts bad = {.dir = repo, .latest = 0};
     cr_expect_eq(rk_repo_create(s, &bad, &r, &e), RK_EINVAL);
     cr_expect_str_eq(e.msg, "version policy: latest 0, must be 1..8");
+    /* "011" is not a version directory (it was read as 11 and then opened as ml/11) */
+    snprintf(dir, sizeof dir, "%s/ml/011", repo);
+    make_bundle_at(dir, 11, "");
+    rk_repo_opts ro3 = {.dir = repo, .latest = 1};
+    cr_assert_eq(rk_repo_create(s, &ro3, &r, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_repo_scan(r, 0, &rs, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(rs.refused, 0, "ml/011 was taken for version 11");
+    cr_assert_geq(rk_server_list(s, sv, 8), 1);
+    cr_expect_str_eq(sv[0].version, "10");
+    rk_repo_destroy(r);
     rk_server_stop(s, NULL);
     grpc_shutdown_blocking();
     rk_rm_rf(repo, &e);

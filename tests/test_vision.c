@@ -394,6 +394,12 @@ Test(vision_cli, bad_inputs_name_the_file) {
     snprintf(cmd, sizeof cmd, RANK " encode image --model /nonexistent --list %s/list.csv --output %s/o.st", dir, dir);
     cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "list.csv: line 3: expected 'ID,PATH' with an integer ID, got 'xx,cat.jpg'"), "%s", out);
+    sh("printf '1,cat.jpg\\n1,dog.jpg\\n' > %s/list.csv%s", dir, "");
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "list.csv: id 1 given twice") && strstr(out, "cat.jpg and") && strstr(out, "dog.jpg"), "%s", out);
+    sh("printf '1,cat.jpg\\n2,dog\\000.jpg\\n' > %s/list.csv%s", dir, "");
+    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect(strstr(out, "list.csv: line 2: a NUL byte in the line"), "%s", out);
     snprintf(cmd, sizeof cmd, RANK " encode image --model /x --dir %s --list %s/l --output o", dir, dir);
     cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "--dir and --list together: usage error");
     sh("rm -rf %s%s", dir, "");

@@ -113,6 +113,28 @@ static rk_status scan_dir(const char *dir, list_t *l, rk_err *err) {
     return s;
 }
 
+static int cmp_pair(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Each id once: rows sharing an id would be refused later by rank sid and
+ * made ambiguous by rank encode join. src names the --dir or --list. */
+static rk_status check_ids(const char *src, const list_t *l, rk_err *err) {
+    int64_t(*p)[2] = rk_malloc((l->n ? l->n : 1) * sizeof *p);
+    if (!p) return rk_fail(err, RK_ENOMEM, "out of memory for %zu ids", l->n);
+    for (size_t i = 0; i < l->n; i++) p[i][0] = l->id[i], p[i][1] = (int64_t)i;
+    qsort(p, l->n, sizeof *p, cmp_pair);
+    rk_status s = RK_OK;
+    for (size_t i = 1; i < l->n && !s; i++)
+        if (p[i][0] == p[i - 1][0])
+            s = rk_fail(err, RK_EINVAL, "%s: id %lld given twice (%s and %s)", src, (long long)p[i][0],
+                        l->path[p[i][1] < p[i - 1][1] ? p[i][1] : p[i - 1][1]],
+                        l->path[p[i][1] < p[i - 1][1] ? p[i - 1][1] : p[i][1]]);
+    rk_free(p);
+    return s;
+}
+
 static rk_status read_list(const char *path, list_t *l, rk_err *err) {
     char *buf;
     size_t len;
@@ -126,6 +148,10 @@ static rk_status read_list(const char *path, list_t *l, rk_err *err) {
         char *e = nl ? nl : end;
         line++;
         if (e > p && e[-1] == '\r') e--;
+        if (memchr(p, 0, (size_t)(e - p))) {
+            s = rk_fail(err, RK_EFORMAT, "%s: line %zu: a NUL byte in the line", path, line);
+            break;
+        }
         *e = 0;
         if (*p && *p != '#') {
             char *comma = strchr(p, ',');
@@ -217,10 +243,6 @@ static void emb_close(embfile_t *e) {
     rk_free(e->ids);
 }
 
-static int cmp_pair(const void *a, const void *b) {
-    const int64_t *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
-}
 
 static int join_main(int argc, char **argv) {
     const char *tpath = NULL, *ipath = NULL, *output = NULL;
@@ -373,7 +395,8 @@ int rank_encode_image_main(int argc, char **argv) {
     rk_vision_encoder_opts eo = RK_VISION_ENCODER_OPTS_DEFAULT;
     eo.threads = (int)threads, eo.max_batch = (int)batch, eo.normalize = normalize;
     eo.pool = strcmp(pool, "mean") ? RK_VIT_POOL_CLS : RK_VIT_POOL_MEAN;
-    if ((dir ? scan_dir(dir, &l, &err) : read_list(listf, &l, &err))) goto fail_err;
+    if ((dir ? scan_dir(dir, &l, &err) : read_list(listf, &l, &err)) || check_ids(dir ? dir : listf, &l, &err))
+        goto fail_err;
     if (rk_vision_encoder_open(model, &eo, &enc, &err)) goto fail_err;
     size_t n = l.n;
     if (limit >= 0 && (size_t)limit < n) n = (size_t)limit;

@@ -43,12 +43,15 @@ static const char *grpc_code_name(int c) {
 static void usage(FILE *o) {
     fprintf(o,
             "usage: rank query --addr HOST:PORT --model BUNDLE --input FILE.tsv --output FILE\n"
-            "                  [--candidates N] [--max-requests N] [--deadline-ms N]\n"
+            "                  [--candidates N] [--max-requests N] [--deadline-ms N] [--model-name NAME]\n"
             "  Scores FILE.tsv through a running rankd: consecutive rows sharing every\n"
             "  user-side feature value go in one Rank request of up to N candidates\n"
             "  (default 100). Writes 'pctr' then one pCTR per scored row, in order.\n"
             "  --max-requests N  stop after N requests (default: all rows)\n"
             "  --deadline-ms N   per-call deadline (default 10000)\n"
+            "  --model-name NAME RankRequest.model_name (default: the bundle's name;\n"
+            "                    '' sends none; rankd --model-repository serves a model\n"
+            "                    under its directory's name)\n"
             "  --addr takes any gRPC target; a list of replicas, e.g.\n"
             "  ipv4:127.0.0.1:P1,127.0.0.1:P2, is balanced round-robin over them\n");
 }
@@ -112,12 +115,13 @@ static int parse_float_field(const char *s, float *out) {
 }
 
 int rank_query_main(int argc, char **argv) {
-    const char *addr = NULL, *model = NULL, *in = NULL, *out = NULL;
+    const char *addr = NULL, *model = NULL, *in = NULL, *out = NULL, *model_name = NULL;
     long n_cand = 100, max_requests = 0, deadline_ms = 10000;
     static struct option opts[] = {{"addr", 1, 0, 'a'},        {"model", 1, 0, 'm'},
                                    {"input", 1, 0, 'i'},       {"output", 1, 0, 'o'},
                                    {"candidates", 1, 0, 'c'},  {"max-requests", 1, 0, 'r'},
                                    {"deadline-ms", 1, 0, 'd'}, {"help", 0, 0, 'h'},
+                                   {"model-name", 1, 0, 'n'},
                                    {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -130,6 +134,7 @@ int rank_query_main(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'i': in = optarg; break;
         case 'o': out = optarg; break;
+        case 'n': model_name = optarg; break;
         case 'c': bad = rk_parse_int("--candidates", optarg, 1, 100000, &x, &pe), n_cand = (long)x; break;
         case 'r': bad = rk_parse_int("--max-requests", optarg, 0, LONG_MAX, &x, &pe), max_requests = (long)x; break;
         case 'd': bad = rk_parse_int("--deadline-ms", optarg, 0, 86400000, &x, &pe), deadline_ms = (long)x; break;
@@ -291,8 +296,9 @@ int rank_query_main(int argc, char **argv) {
         char reqid[32];
         snprintf(reqid, sizeof reqid, "q%zu", g);
         req->request_id = reqid;
-        /* the bundle's model name: a rankd serving another model answers NOT_FOUND */
-        req->model_name = (char *)cfg->name;
+        /* the bundle's model name unless --model-name: a rankd serving another
+         * model answers NOT_FOUND */
+        req->model_name = (char *)(model_name ? model_name : cfg->name);
         req->n_candidates = k;
         req->candidates = rb.cand_p;
         size_t hist_inst = (size_t)-1;

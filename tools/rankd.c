@@ -280,7 +280,8 @@ static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
     json_t *root = json_loads(text, 0, &je);
     rk_free(text);
     if (!root || !json_is_object(root)) {
-        fprintf(stderr, "rankd: --config %s: line %d: %s\n", path, je.line, root ? "not a JSON object" : je.text);
+        if (root) fprintf(stderr, "rankd: --config %s: not a JSON object\n", path);
+        else fprintf(stderr, "rankd: --config %s: line %d: %s\n", path, je.line, je.text);
         json_decref(root);
         return 2;
     }
