@@ -985,28 +985,13 @@ Test(sid_model, request_text_assignment, .timeout = 120) {
     free(emb);
 }
 
-/* The real DINOv2 ViT-S/14 weights (scripts/setup-vision.sh), or skip (fail
- * when RK_REQUIRE_VISION_MODEL=1, as `make test` sets). */
-static const char *image_encoder_dir(void) {
-    static char dir[1024];
-    const char *h = getenv("RK_MODEL_HOME");
-    if (h && *h) snprintf(dir, sizeof dir, "%s/models/dinov2-vits14", h);
-    else snprintf(dir, sizeof dir, "%s/.cache/rankd/models/dinov2-vits14", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    if (rk_path_exists(p)) return dir;
-    const char *req = getenv("RK_REQUIRE_VISION_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-vision.sh)", dir);
-    cr_skip_test("no model at %s: run scripts/setup-vision.sh to enable this test", dir);
-    return NULL;
-}
 
 /* rankd's --image-encoder path: an unknown ad sent with only its image bytes
  * is decoded and encoded in-process and gets the codes of the same image
  * encoded offline (the `rank encode image` path); bad images, the size cap
  * and the deadline name the field. */
 Test(sid_model, request_image_assignment, .timeout = 300) {
-    const char *dir = image_encoder_dir();
+    const char *dir = rk_test_vision_dir();
     static const char *const files[8] = {"chelsea.jpg", "coffee_prog.jpg", "greyj.jpg", "rgba.png",
                                          "interlaced.png", "palette_trns.png", "rgb16.png", "grey.png"};
     enum { NT = 8 };

@@ -25,6 +25,7 @@
 
 #include "core.h"
 #include "embed.h"
+#include "helpers.h"
 
 #define IMG RK_SOURCE_DIR "/tests/fixtures/images/"
 #define S RK_VISION_CROP
@@ -32,21 +33,6 @@
 
 static const float mean_[3] = {0.485f, 0.456f, 0.406f}, std_[3] = {0.229f, 0.224f, 0.225f};
 
-static char model_dir[1024];
-
-static const char *need_model(void) {
-    const char *e = getenv("RK_VISION_MODEL");
-    if (e && *e) snprintf(model_dir, sizeof model_dir, "%s", e);
-    else if ((e = getenv("RK_MODEL_HOME")) && *e) snprintf(model_dir, sizeof model_dir, "%s/models/dinov2-vits14", e);
-    else snprintf(model_dir, sizeof model_dir, "%s/.cache/rankd/models/dinov2-vits14", getenv("HOME") ? getenv("HOME") : "");
-    char p[1100];
-    snprintf(p, sizeof p, "%s/model.safetensors", model_dir);
-    if (rk_path_exists(p)) return model_dir;
-    const char *req = getenv("RK_REQUIRE_VISION_MODEL");
-    if (req && !strcmp(req, "1")) cr_assert_fail("no model at %s (run scripts/setup-vision.sh)", model_dir);
-    cr_skip_test("no model at %s: run scripts/setup-vision.sh to enable this test", model_dir);
-    return NULL;
-}
 
 /* Decode + preprocess a fixture image into x[3, S, S]. */
 static void pre(const char *path, float *x) {
@@ -278,7 +264,7 @@ static double cosine(const float *a, const float *b, int n, double *maxabs) {
 }
 
 Test(vision_encoder, matches_onnxruntime) {
-    const char *dir = need_model();
+    const char *dir = rk_test_vision_dir();
     rk_vision_encoder *e;
     rk_err err = {0};
     rk_vision_encoder_opts o = RK_VISION_ENCODER_OPTS_DEFAULT;
@@ -320,7 +306,7 @@ Test(vision_encoder, matches_onnxruntime) {
 }
 
 Test(vision_encoder, mean_pool_and_normalize) {
-    const char *dir = need_model();
+    const char *dir = rk_test_vision_dir();
     rk_vision_encoder *e;
     rk_err err = {0};
     rk_vision_encoder_opts o = RK_VISION_ENCODER_OPTS_DEFAULT;
@@ -365,17 +351,6 @@ Test(vision_encoder, open_errors_name_the_file) {
 
 #define RANK RK_BINARY_DIR "/bin/rank"
 
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void sh(const char *fmt, const char *a, const char *b) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, fmt, a, b);
@@ -388,36 +363,36 @@ Test(vision_cli, bad_inputs_name_the_file) {
     cr_assert(mkdtemp(dir));
     sh("cp " IMG "chelsea.jpg %s/cat.jpg%s", dir, "");
     snprintf(cmd, sizeof cmd, RANK " encode image --model /nonexistent --dir %s --output %s/o.st", dir, dir);
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "cat.jpg: the file name is not an integer id"), "%s", out);
     sh("printf '1,cat.jpg\\n# comment\\nxx,cat.jpg\\n' > %s/list.csv%s", dir, "");
     snprintf(cmd, sizeof cmd, RANK " encode image --model /nonexistent --list %s/list.csv --output %s/o.st", dir, dir);
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "list.csv: line 3: expected 'ID,PATH' with an integer ID, got 'xx,cat.jpg'"), "%s", out);
     sh("printf '1,cat.jpg\\n1,dog.jpg\\n' > %s/list.csv%s", dir, "");
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "list.csv: id 1 given twice") && strstr(out, "cat.jpg and") && strstr(out, "dog.jpg"), "%s", out);
     sh("printf '1,cat.jpg\\n2,dog\\000.jpg\\n' > %s/list.csv%s", dir, "");
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "list.csv: line 2: a NUL byte in the line"), "%s", out);
     snprintf(cmd, sizeof cmd, RANK " encode image --model /x --dir %s --list %s/l --output o", dir, dir);
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 2, "--dir and --list together: usage error");
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 2, "--dir and --list together: usage error");
     sh("rm -rf %s%s", dir, "");
 }
 
 /* A folder with a corrupt image: stop naming it, or --skip-bad; the
  * embeddings equal the library's; join concatenates by id. */
 Test(vision_cli, encode_folder_and_join, .timeout = 300) {
-    const char *model = need_model();
+    const char *model = rk_test_vision_dir();
     char dir[] = "/tmp/rk_vcli_XXXXXX", cmd[4096], out[8192];
     cr_assert(mkdtemp(dir));
     sh("mkdir %s/img && cp " IMG "chelsea.jpg %s/img/7.jpg", dir, dir);
     sh("cp " IMG "rgba.png %s/img/3.png && head -c 5000 " IMG "coffee_prog.jpg > %s/img/5.jpg", dir, dir);
     snprintf(cmd, sizeof cmd, RANK " encode image --model %s --dir %s/img --output %s/o.st", model, dir, dir);
-    cr_expect_eq(run_cmd(cmd, out, sizeof out), 1);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1);
     cr_expect(strstr(out, "img/5.jpg: truncated JPEG"), "%s", out);
     snprintf(cmd, sizeof cmd, RANK " encode image --model %s --dir %s/img --output %s/o.st --skip-bad", model, dir, dir);
-    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert_eq(rk_test_run(cmd, out, sizeof out), 0, "%s", out);
     cr_expect(strstr(out, "encode: n=2 skipped=1 dim=384"), "%s", out);
     rk_st_file *f;
     rk_err err = {0};
@@ -451,7 +426,7 @@ Test(vision_cli, encode_folder_and_join, .timeout = 300) {
     cr_assert_eq(rk_st_writer_write(w, path, &err), RK_OK, "%s", err.msg);
     rk_st_writer_destroy(w);
     snprintf(cmd, sizeof cmd, RANK " encode join --text %s/t.st --image %s/o.st --output %s/j.st", dir, dir, dir);
-    cr_assert_eq(run_cmd(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert_eq(rk_test_run(cmd, out, sizeof out), 0, "%s", out);
     cr_expect(strstr(out, "join: n=1 text_only=1 image_only=1 dim=388"), "%s", out);
     cr_expect(strstr(out, "not L2-normalized"), "warns about the scale: %s", out);
     snprintf(path, sizeof path, "%s/j.st", dir);
