@@ -299,6 +299,8 @@ typedef struct {
     char *buf;
     int n_rows;
     vals *cell;   /* [n_rows * n_features]: split values of each row and feature */
+    char **fields; /* one row's fields while reading (read_rows) */
+    int *col;      /* each feature's column in the data file */
     int user_col; /* feature that groups rows by user */
     int n_req;
     request *req;
@@ -391,9 +393,9 @@ static int read_rows(const opts *o, workload *w) {
     int nh = 1;
     for (const char *q = p; (q = strchr(q, '\t')); q++) nh++;
     /* header names and then each row's fields; col: each feature's column.
-     * Kept until exit, like the rows (a load tester's one workload). */
-    char **fields = calloc((size_t)nh + 1, sizeof *fields);
-    int *col = calloc((size_t)nf + 1, sizeof *col);
+     * Freed at exit with the rest of the workload. */
+    char **fields = w->fields = calloc((size_t)nh + 1, sizeof *fields);
+    int *col = w->col = calloc((size_t)nf + 1, sizeof *col);
     rk_strmap *hdr = rk_strmap_create((size_t)nh);
     if (!fields || !col || !hdr) return -1;
     rk_split_tabs(p, fields, nh);
@@ -1399,7 +1401,10 @@ int main(int argc, char **argv) {
     }
     free(w.req);
     free(w.cell);
+    free(w.fields);
+    free(w.col);
     rk_free(w.buf);
+    rk_model_cfg_free(&w.cfg);
     bump_reset();
     return rc ? 1 : 0;
 }
