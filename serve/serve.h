@@ -199,7 +199,11 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
  * resolved (symlinks) first; the same directory as the serving version is
  * a no-op (*switched = 0), unless the bundle was saved again at that path
  * since (another directory inode: rk_model_save's temp dir + rename), which
- * is a new version. On error the old version keeps serving.
+ * is a new version. On error the old version keeps serving. A retired
+ * version is closed once no call holds it (its store's LOCK released, so a
+ * writable bundle can be switched back to); the caller's start-up model
+ * (own_model 0) stays open until rk_server_stop, and a reload back to its
+ * bundle serves that model again rather than opening the store twice.
  * Serialized with other reloads; any thread but not concurrently with
  * rk_server_stop. Requests are validated against the version they run on
  * (a bundle with other features answers by its own model.json). Errors:

@@ -223,6 +223,12 @@ struct rk_server {
     served_model models[RK_MAX_MODELS];
     int n_models;
     model_ver *start_ver;         /* the version given to rk_server_start (NULL: none) */
+    rk_model *borrowed;           /* the start-up model when the caller owns it (own_model 0):
+                                   * open until rk_server_stop, so a reload back to its bundle
+                                   * serves it again instead of opening the store twice (a
+                                   * writable store's LOCK is held while it is open) */
+    dev_t borrowed_dev;
+    ino_t borrowed_ino;
     pthread_mutex_t reload_mu;    /* one load / unload / reload at a time */
     atomic_int draining;          /* health: NOT_SERVING from rk_server_drain on */
     grpc_server *server;
@@ -1317,6 +1323,11 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
             server_free(s);
             return st;
         }
+        if (m && !o->own_model) {
+            s->borrowed = (rk_model *)m;
+            s->borrowed_dev = s->start_ver->dev;
+            s->borrowed_ino = s->start_ver->ino;
+        }
         if (m) {
             snprintf(s->models[0].name, sizeof s->models[0].name, "%s", s->start_ver->name);
             s->models[0].v[0] = s->start_ver;
@@ -1452,13 +1463,16 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     }
     rk_model *m = NULL;
     model_ver *v = NULL;
-    rk_status st = open_bundle(s, real, &m, err);
+    /* back to the caller's start-up bundle (still open): serve that model again */
+    int reuse = s->borrowed && !strcmp(real, rk_model_dir(s->borrowed)) && stat(real, &sb) == 0 &&
+                sb.st_dev == s->borrowed_dev && sb.st_ino == s->borrowed_ino;
+    rk_status st = reuse ? (m = s->borrowed, RK_OK) : open_bundle(s, real, &m, err);
     if (st == RK_OK && cur) st = rk_schema_check(cur->m, m, err);
     if (st == RK_OK) {
         const rk_model_cfg *c = rk_model_config(m);
-        st = ver_create(s, m, 1, cur ? cur->name : c->name, c->version, -1, &v, err);
+        st = ver_create(s, m, !reuse, cur ? cur->name : c->name, c->version, -1, &v, err);
     }
-    if (st) return load_failed(s, m, st);
+    if (st) return load_failed(s, reuse ? NULL : m, st);
     pthread_mutex_lock(&s->vmu);
     if (!cur) {
         snprintf(s->models[0].name, sizeof s->models[0].name, "%s", v->name);

@@ -1590,6 +1590,62 @@ Test(e2e_live, update_through_rankd_survives_restart) {
     finish();
 }
 
+/* rankd --updates started on bundle v1 (a copy), SIGHUP to v2 (a CETNet copy)
+ * and back to v1: the way back used to fail on RocksDB's LOCK (v1, opened
+ * writable, was never closed once drained); now each version answers with
+ * its own offline pCTRs and updates are still accepted on v1 afterwards. */
+Test(e2e_live, updates_sighup_back_to_the_start_bundle) {
+    char v1[64], v2[64], p2[1024];
+    snprintf(v1, sizeof v1, "back1-%d", (int)getpid());
+    snprintf(v2, sizeof v2, "back2-%d", (int)getpid());
+    cr_assert_eq(run("cd %s && rm -rf %s %s && cp -a bundle %s && cp -a cetnet %s", e2e_dir(), v1, v2, v1, v2), 0);
+    snprintf(p2, sizeof p2, "%s/multi_cet_scores.tsv", e2e_dir());
+    int n_cet = 0;
+    float *cet = read_scores(p2, &n_cet);
+    relink(v1);
+    rankd_proc p;
+    const char *extra[] = {"--updates", NULL};
+    cr_assert_neq(rankd_spawn(&p, "127.0.0.1:0", NULL, extra), -1, "rankd --updates exited (log %s)", p.log);
+    rk_client *keep = C.cl, *cl;
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(p.addr, &cl, &e), RK_OK, "%s", e.msg);
+    C.cl = cl; /* expect_scores asks this rankd */
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(0), MULTI_K, 1);
+    const float *ref1 = C.multi_ref + group_row(0), *ref2 = cet + group_row(0);
+    expect_scores(req, ref1, "v1 at start");
+    relink(v2);
+    cr_assert_eq(kill(p.pid, SIGHUP), 0);
+    wait_log(&p, "SIGHUP: now serving model movielens-cetnet/");
+    expect_scores(req, ref2, "after SIGHUP to v2");
+    relink(v1);
+    cr_assert_eq(kill(p.pid, SIGHUP), 0);
+    wait_log(&p, "SIGHUP: now serving model movielens-dcnv2/");
+    expect_scores(req, ref1, "after SIGHUP back to v1");
+    float before = 0;
+    {
+        rk_call_result res;
+        Rankd__V1__RankResponse *resp = NULL;
+        cr_assert_eq(rk_client_rank(cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(res.code, OK, "%s", res.msg);
+        before = resp->scores[0]->pctr;
+        rk_client_free_response(resp);
+    }
+    apply_movie_row(cl, req->candidates[0]->ad_id, 0.5f);
+    rk_call_result res;
+    Rankd__V1__RankResponse *resp = NULL;
+    cr_assert_eq(rk_client_rank(cl, req, 30000, &res, &resp, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(res.code, OK, "%s", res.msg);
+    cr_assert_neq(resp->scores[0]->pctr, before, "the update on v1 after the way back was not served");
+    rk_client_free_response(resp);
+    C.cl = keep;
+    rk_client_destroy(cl);
+    stop_checked(&p);
+    relink("bundle");
+    (void)run("cd %s && rm -rf %s %s", e2e_dir(), v1, v2);
+    free(cet);
+    finish();
+}
+
 /* ------------------------------------------------------------------ --device (nn/cuda/) */
 
 /* Towers on a GPU agree with the CPU within 1e-5 (cuBLAS sums in another

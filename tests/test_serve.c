@@ -735,6 +735,57 @@ Test(serve, reload_closes_the_old_version_once_released, .timeout = 120) {
     rk_rm_rf(db, &e);
 }
 
+/* The caller's own start-up model (own_model 0, as bench/soak.c starts it),
+ * opened writable: a reload to B and back to A used to fail on A's RocksDB
+ * LOCK (A stays open until rk_server_stop, so opening it again failed); now
+ * A's model serves again, with A's scores, and takes updates. */
+Test(serve, reload_back_to_a_borrowed_writable_start_model, .timeout = 120) {
+    char da[256], db[256], addr[64], msg[256];
+    snprintf(da, sizeof da, "/tmp/rk_back_a_%d", (int)getpid());
+    snprintf(db, sizeof db, "/tmp/rk_back_b_%d", (int)getpid());
+    make_bundle_at(da, 1, "A");
+    make_bundle_at(db, 2, "B");
+    grpc_init();
+    rk_err e = {0};
+    rk_model *m;
+    cr_assert_eq(rk_model_open_ex(da, 1, &m, &e), RK_OK, "%s", e.msg);
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    o.threads = 1;
+    o.updates = 1; /* own_model 0: the caller destroys m after the stop */
+    rk_server *s = serve(m, &o, addr, sizeof addr);
+    rk_client *c;
+    cr_assert_eq(rk_client_create(addr, &c, &e), RK_OK, "%s", e.msg);
+    enum { N = 4 };
+    size_t len;
+    uint8_t *req = make_request(N, 5, &len);
+    float sa[N], sb[N], got[N];
+    scores_of(c, req, len, sa, N, NULL, 0);
+    int sw = 0;
+    cr_assert_eq(rk_server_reload(s, db, &sw, &e), RK_OK, "%s", e.msg);
+    scores_of(c, req, len, sb, N, NULL, 0);
+    cr_assert_neq(memcmp(sa, sb, sizeof sa), 0, "B serves A's scores");
+    cr_assert_eq(rk_server_reload(s, da, &sw, &e), RK_OK, "back to A: %s", e.msg);
+    cr_assert_eq(sw, 1);
+    scores_of(c, req, len, got, N, NULL, 0);
+    cr_assert_eq(memcmp(got, sa, sizeof sa), 0, "back on A: not A's scores");
+    float row[16];
+    for (int j = 0; j < 16; j++) row[j] = 0.25f - 0.03f * (float)j;
+    uint64_t r = rk_feature_row("movie_id", "6", 1, 16384); /* make_request's ad id of candidate 0 */
+    size_t ul;
+    uint8_t *u = make_update("movie_id", &r, 1, row, 16, &ul);
+    cr_assert_eq(call(c, "/rankd.v1.Admin/ApplyUpdates", u, ul, NULL, msg, sizeof msg), 0, "%s", msg);
+    free(u);
+    scores_of(c, req, len, got, N, NULL, 0);
+    cr_assert_neq(got[0], sa[0], "the update on A after the way back was not served");
+    rk_client_destroy(c);
+    rk_server_stop(s, NULL);
+    rk_model_destroy(m);
+    free(req);
+    grpc_shutdown_blocking();
+    rk_rm_rf(da, &e);
+    rk_rm_rf(db, &e);
+}
+
 /* grpc_init and a one-worker server started without a model. */
 static rk_server *start_empty(char *addr, size_t cap) {
     grpc_init();
