@@ -661,6 +661,30 @@ static uint32_t us(double seconds) {
 }
 
 /* The request part of a call, after decoding; fills s->pctr. */
+/* A candidate's content field that this version cannot use is refused, as
+ * an unknown feature name is (a client would otherwise believe it counted):
+ * content_embedding / content_text / content_image on a model without a
+ * semantic-ID ad feature, content_text without --encoder, content_image
+ * without --image-encoder. Text of only whitespace is no text. */
+static int unused_content(const rk_service *s, const Rankd__V1__Candidate *c, int i, int sid_ad, rk_err *err) {
+    int text = 0;
+    for (size_t k = 0; k < c->content_text.len && !text; k++)
+        text = !memchr(" \t\n\r\f\v", c->content_text.data[k], 6);
+    const char *f = c->n_content_embedding ? "content_embedding" : text ? "content_text"
+                  : c->content_image.len ? "content_image" : NULL;
+    if (!f) return ST_OK;
+    if (!sid_ad)
+        return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s: model '%s' has no semantic-ID ad feature to "
+                     "assign codes from it (leave it unset for this model)", i, f, s->cfg->name);
+    if (text && !s->enc)
+        return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_text: this rankd has no text encoder "
+                     "(--encoder) to encode it", i);
+    if (c->content_image.len && !s->venc)
+        return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].content_image: this rankd has no image encoder "
+                     "(--image-encoder) to encode it", i);
+    return ST_OK;
+}
+
 /* candidates[i].content_image -> out[image dim]: decode (bounded by
  * RK_MAX_CONTENT_IMAGE_PIXELS before any pixel buffer exists), preprocess,
  * encode. The deadline and shutdown are checked again after decoding, the
@@ -737,9 +761,10 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
          * not a canonical int64 is never in them), sent with its content
          * embedding or text, gets codes from the bundle's codebooks now;
          * without either it falls back to the default (empty bag), counted
-         * by the scorer. Models without a semantic-ID ad feature ignore both
-         * fields. */
+         * by the scorer. A content field this version cannot use is refused
+         * (unused_content). */
         int sid_ad = ad_f >= 0 && rk_sid_param_uses_codes(cfg->features[ad_f].param);
+        if ((code = unused_content(s, c, i, sid_ad, err))) return code;
         int has_text = 0;
         if (sid_ad && s->enc && c->content_text.len) {
             const char *t = (const char *)c->content_text.data;

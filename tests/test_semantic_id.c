@@ -675,6 +675,20 @@ Test(sid_model, bundle_aa_request_time_and_fallback) {
     cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
     cr_expect(strstr(e.msg, "candidates[1].ad_id: empty, but content_embedding is set"), "%s", e.msg);
     c[1].ad_id = "new-ad-1";
+    /* content this service cannot encode (no encoders) is refused, not ignored */
+    c[2].content_text = (ProtobufCBinaryData){9, (uint8_t *)"red shoes"};
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect_str_eq(e.msg, "candidates[2].content_text: this rankd has no text encoder (--encoder) to encode it");
+    c[2].content_text = (ProtobufCBinaryData){3, (uint8_t *)" \t "}; /* only whitespace: no text */
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+    c[2].content_text = (ProtobufCBinaryData){0, NULL};
+    c[2].content_image = (ProtobufCBinaryData){4, (uint8_t *)"\xff\xd8\xff\xe0"};
+    len = pack_request(c, 3, buf);
+    cr_expect_eq(rk_service_handle(svc, buf, len, rk_now(), &resp, &resp_len, &e), 3);
+    cr_expect_str_eq(e.msg, "candidates[2].content_image: this rankd has no image encoder (--image-encoder) to encode it");
+    c[2].content_image = (ProtobufCBinaryData){0, NULL};
     rk_service_destroy(svc);
 
     /* a bundle that lost its codebooks file is refused, naming it */

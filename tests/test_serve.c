@@ -189,6 +189,50 @@ Test(serve, request_path_does_not_allocate) {
     drop_bundle();
 }
 
+/* Content fields a model cannot use (no semantic-ID ad feature here) are
+ * INVALID_ARGUMENT naming the field, as an unknown feature name is; they
+ * used to be accepted and silently ignored. Unset, the request is scored. */
+Test(serve, content_fields_a_model_cannot_use_are_refused) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    size_t len;
+    uint8_t *bytes = make_request(3, 7, &len);
+    Rankd__V1__RankRequest *r = rankd__v1__rank_request__unpack(NULL, len, bytes);
+    cr_assert_not_null(r);
+    Rankd__V1__Candidate *c = r->candidates[1];
+    float emb[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+    static const char *const fields[3] = {"content_image", "content_text", "content_embedding"};
+    const uint8_t *resp;
+    size_t resp_len;
+    uint8_t buf[8192];
+    for (int k = 0; k < 4; k++) {
+        c->content_image = (ProtobufCBinaryData){k == 0 ? 4 : 0, (uint8_t *)"\x89PNG"};
+        c->content_text = (ProtobufCBinaryData){k == 1 ? 9 : 0, (uint8_t *)"red shoes"};
+        c->n_content_embedding = k == 2 ? 4 : 0;
+        c->content_embedding = emb;
+        size_t n = rankd__v1__rank_request__pack(r, buf);
+        int code = rk_service_handle(svc, buf, n, rk_now(), &resp, &resp_len, &e);
+        if (k == 3) {
+            cr_expect_eq(code, 0, "nothing set: %s", e.msg);
+            continue;
+        }
+        char want[256];
+        snprintf(want, sizeof want, "candidates[1].%s: model 'movielens-dcnv2' has no semantic-ID ad feature to "
+                 "assign codes from it (leave it unset for this model)", fields[k]);
+        cr_expect_eq(code, 3, "%s: code %d (%s)", fields[k], code, e.msg);
+        cr_expect_str_eq(e.msg, want);
+    }
+    c->content_embedding = NULL;
+    c->content_image.data = c->content_text.data = NULL;
+    rankd__v1__rank_request__free_unpacked(r, NULL);
+    free(bytes);
+    rk_service_destroy(svc);
+    drop_bundle();
+}
+
 /* Memory per request is bounded and given back: a request that decodes
  * beyond the warm arena (a 1 MB request_id) is served and the service
  * returns to its warm size (the arena used to keep its high-water mark, up
