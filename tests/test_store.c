@@ -1202,6 +1202,11 @@ Test(cli, store_apply_input_errors_and_ensembles, .init = mk_tmp, .fini = rm_tmp
         cr_expect_eq(run_rank(args, out, sizeof out), 1, "case %zu: %s", i, out);
         cr_expect(strstr(out, cases[i].want), "case %zu: '%s' lacks '%s'", i, out, cases[i].want);
     }
+    /* a NUL byte inside a line used to end it there: "4" applied, "junk" dropped */
+    cr_assert_eq(rk_write_file(in, "3 1 2 3 4\0junk\n", 15, NULL), RK_OK);
+    snprintf(args, sizeof args, "apply --store %s --table t --input %s", p, in);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1, "NUL: %s", out);
+    cr_expect(strstr(out, "line 1: a NUL byte at byte 10"), "NUL: %s", out);
     /* an ensemble: members/NAME/tables */
     char ens[600], q[700];
     snprintf(ens, sizeof ens, "%s/ens", tmpdir);
@@ -1226,6 +1231,139 @@ Test(cli, store_apply_input_errors_and_ensembles, .init = mk_tmp, .fini = rm_tmp
     snprintf(args, sizeof args, "apply --model %s --member dnn --table t --input %s", ens, in);
     cr_expect_eq(run_rank(args, out, sizeof out), 0, "%s", out);
     cr_expect(strstr(out, "applied 1 rows"), "%s", out);
+    free(x);
+}
+
+/* ====================================================================== fault sweep of `rank store apply` */
+
+int rank_store_main(int argc, char **argv); /* tools/rank_store.c, linked in */
+
+/* The shim's write path (writable open, batch write, flush) with the Nth
+ * call from now and every later one failing as RocksDB reports ENOSPC /
+ * EIO (as rk_write_fail_after does for files); 0: none. */
+static rk_rocks_api real_rocks;
+static long sweep_left;
+static const char *sweep_msg;
+static int sweep_fails(char **err) {
+    if (sweep_left <= 0 || (sweep_left > 1 && --sweep_left)) return 0;
+    set_err(err, sweep_msg);
+    return 1;
+}
+static rocksdb_t *sweep_open_cf(const rocksdb_options_t *o, const char *path, int n, const char *const *names,
+                                const rocksdb_options_t *const *cfo, rocksdb_column_family_handle_t **h, char **err) {
+    return sweep_fails(err) ? NULL : real_rocks.open_cf(o, path, n, names, cfo, h, err);
+}
+static void sweep_write(rocksdb_t *db, const rocksdb_writeoptions_t *wo, rocksdb_writebatch_t *wb, char **err) {
+    if (!sweep_fails(err)) real_rocks.write(db, wo, wb, err);
+}
+static void sweep_flush_cf(rocksdb_t *db, const rocksdb_flushoptions_t *fo, rocksdb_column_family_handle_t *cf,
+                           char **err) {
+    if (!sweep_fails(err)) real_rocks.flush_cf(db, fo, cf, err);
+}
+
+/* `rank store apply --store p --table t --input in --batch 4` in this
+ * process, its stdout and stderr into out; returns the exit code. */
+static int apply_in_process(const char *p, const char *in, char *out, size_t cap) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/apply.out", tmpdir);
+    fflush(stdout), fflush(stderr);
+    int o1 = dup(1), o2 = dup(2);
+    FILE *f = fopen(path, "w");
+    cr_assert(f && o1 >= 0 && o2 >= 0);
+    dup2(fileno(f), 1), dup2(fileno(f), 2);
+    char *argv[] = {"store", "apply", "--store", (char *)p, "--table", "t", "--input", (char *)in, "--batch", "4", NULL};
+    int rc = rank_store_main(10, argv);
+    rk_alloc_fail_after(0); /* the caller's fault ends with the command */
+    fflush(stdout), fflush(stderr);
+    dup2(o1, 1), dup2(o2, 2);
+    close(o1), close(o2);
+    fclose(f);
+    char *text = NULL;
+    size_t n = 0;
+    cr_assert_eq(rk_read_file(path, &text, &n, NULL), RK_OK);
+    snprintf(out, cap, "%s", text);
+    rk_free(text);
+    return rc;
+}
+
+/* SQLite-style sweep over `rank store apply` (24 updates, 6 batches of 4):
+ * the Nth allocation fails (rk_alloc_fail_after), or the Nth RocksDB write
+ * call through the store shim (open, batch write, flush) fails with ENOSPC
+ * or EIO, for every N until the command completes. Every run ends in exit 0
+ * with all updates, or exit 1 with a message; the store then opens, every
+ * row holds its old or its new values (never a mix), each batch entirely,
+ * and every row acknowledged before the failure is there. */
+Test(faults, store_apply_nth_alloc_and_write, .init = mk_tmp, .fini = rm_tmp, .timeout = 300) {
+    enum { ROWS = 40, DIM = 4, NU = 24, BATCH = 4 };
+    float *x = make_rows(ROWS, DIM, 21), v[NU][DIM];
+    char in[600], p[512], out[4096], text[NU * 64] = "";
+    snprintf(in, sizeof in, "%s/updates.txt", tmpdir);
+    size_t tl = 0;
+    for (int i = 0; i < NU; i++) {
+        for (int j = 0; j < DIM; j++) v[i][j] = (float)(i + 1) + 0.125f * (float)j; /* exact in fp32 */
+        tl += (size_t)snprintf(text + tl, sizeof text - tl, "%d %g %g %g %g\n", 3 + i, v[i][0], v[i][1], v[i][2], v[i][3]);
+    }
+    cr_assert_eq(rk_write_file(in, text, tl, NULL), RK_OK);
+    real_rocks = rk_rocks;
+    static const char *const msgs[2] = {"IO error: No space left on device: While appending to file: 000009.log",
+                                        "IO error: While appending to file: 000009.log: Input/output error"};
+    long runs = 0, failed = 0;
+    for (int kind = 0; kind < 3; kind++) {
+        int done = 0;
+        long n_done = 0;
+        for (long n = 1; n <= 4000 && !done; n += n < 64 ? 1 : n / 8) {
+            char sub[64];
+            snprintf(sub, sizeof sub, "k%d-%ld", kind, n);
+            write_store(sub, ROWS, DIM, RK_CODEC_FP32, x, NULL, p, sizeof p);
+            if (kind == 0) {
+                rk_alloc_fail_after(n);
+            } else {
+                sweep_left = n, sweep_msg = msgs[kind - 1];
+                rk_rocks.open_cf = sweep_open_cf, rk_rocks.write = sweep_write, rk_rocks.flush_cf = sweep_flush_cf;
+            }
+            int rc = apply_in_process(p, in, out, sizeof out);
+            rk_alloc_fail_after(0);
+            rk_rocks_reset();
+            sweep_left = 0;
+            runs++;
+            cr_assert(rc == 0 || rc == 1, "kind %d n %ld: exit %d: %s", kind, n, rc, out);
+            long acked = 0;
+            if (rc == 0) {
+                cr_assert(strstr(out, "applied 24 rows"), "kind %d n %ld: %s", kind, n, out);
+                done = 1, n_done = n;
+                acked = NU;
+            } else {
+                failed++;
+                cr_assert(strstr(out, "error: "), "kind %d n %ld: failed without a message: '%s'", kind, n, out);
+                const char *a = strstr(out, "after ");
+                if (a) acked = strtol(a + 6, NULL, 10);
+                if (kind) cr_assert(strstr(out, kind == 1 ? "No space left on device" : "Input/output error"),
+                                    "kind %d n %ld: the cause is not named: %s", kind, n, out);
+            }
+            rk_store *s = open_store(p, 0, 0); /* asserts it opens */
+            int state[NU / BATCH];
+            for (int i = 0; i < NU; i++) {
+                uint64_t id = (uint64_t)(3 + i);
+                float y[DIM];
+                rk_err e = {0};
+                cr_assert_eq(rk_store_get(s, 0, &id, 1, y, NULL, &e), RK_OK, "%s", e.msg);
+                int is_new = !memcmp(y, v[i], sizeof y), is_old = !memcmp(y, x + id * DIM, sizeof y);
+                cr_assert(is_new || is_old, "kind %d n %ld: row %llu is neither old nor new", kind, n,
+                          (unsigned long long)id);
+                if (i < acked) cr_assert(is_new, "kind %d n %ld: acknowledged row %llu lost", kind, n,
+                                         (unsigned long long)id);
+                if (i % BATCH == 0) state[i / BATCH] = is_new;
+                else cr_assert_eq(is_new, state[i / BATCH], "kind %d n %ld: batch %d half applied", kind, n, i / BATCH);
+            }
+            rk_store_close(s);
+            rk_rm_rf(p, NULL);
+        }
+        cr_assert(done, "kind %d: rank store apply never completed", kind);
+        fprintf(stderr, "[faults] rank store apply, %s: completed at N = %ld\n",
+                kind == 0 ? "Nth allocation" : kind == 1 ? "Nth write ENOSPC" : "Nth write EIO", n_done);
+    }
+    fprintf(stderr, "[faults] rank store apply: %ld runs, %ld ended in a clean error, the rest completed\n", runs,
+            failed);
     free(x);
 }
 

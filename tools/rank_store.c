@@ -11,8 +11,8 @@
  *
  * apply reads one update per line: the row id, then dim floats, separated
  * by tabs, spaces or commas ('#' starts a comment); values must be finite
- * with |v| <= 1e6 (RK_STORE_MAX_ABS); an input without any update line is an
- * error (exit 1). Each batch of N lines is
+ * with |v| <= 1e6 (RK_STORE_MAX_ABS); an input without any update line, or
+ * with a NUL byte in a line, is an error (exit 1). Each batch of N lines is
  * one atomic, WAL-fsynced write: when the command reports a batch as
  * applied, it survives kill -9. The store is opened writable, so nothing
  * else may hold it open read-write meanwhile. The semantic-ID records
@@ -263,17 +263,28 @@ static int cmd_apply(int argc, char **argv) {
         rk_store_close(s);
         return 1;
     }
-    uint64_t *rows = malloc((size_t)batch * sizeof *rows);
-    float *vals = malloc((size_t)batch * (size_t)ti.dim * sizeof(float));
+    uint64_t *rows = rk_malloc((size_t)batch * sizeof *rows);
+    float *vals = rk_malloc((size_t)batch * (size_t)ti.dim * sizeof(float));
     char *line = NULL;
     size_t cap = 0, n = 0, total = 0, batches = 0;
     long lineno = 0;
     int rc = 0;
     double t0 = rk_now();
+    if (!rows || !vals) {
+        fprintf(stderr, "rank store apply: error: out of memory for a batch of %ld rows of %d values\n", batch, ti.dim);
+        rc = 1;
+    }
     while (rc == 0) {
         ssize_t len = getline(&line, &cap, f);
         if (len >= 0) {
             lineno++;
+            const char *nul = memchr(line, 0, (size_t)len);
+            if (nul) { /* the parser would stop there: the rest of the line silently dropped */
+                fprintf(stderr, "rank store apply: error: %s line %ld: a NUL byte at byte %zu\n", input, lineno,
+                        (size_t)(nul - line) + 1);
+                rc = 1;
+                break;
+            }
             char *hash = strchr(line, '#');
             if (hash) *hash = 0;
             char *p = line, *end;
@@ -337,8 +348,8 @@ static int cmd_apply(int argc, char **argv) {
         printf("applied %zu rows to table '%s' in %zu batches (each WAL-fsynced%s before acknowledging) in %.3fs\n",
                total, tname, batches, redis ? " and WAITed for a Redis replica" : "", rk_now() - t0);
     free(line);
-    free(rows);
-    free(vals);
+    rk_free(rows);
+    rk_free(vals);
     if (f != stdin) fclose(f);
     rk_store_close(s);
     rk_store_set_tier(NULL);
