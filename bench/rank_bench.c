@@ -60,6 +60,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <math.h>
@@ -284,11 +285,6 @@ static int is_loopback(const char *target, char *why, size_t cap) {
 /* ------------------------------------------------------------ requests from rows */
 
 typedef struct {
-    char **v;
-    size_t n;
-} vals;
-
-typedef struct {
     uint8_t *bytes;
     size_t len;
     Rankd__V1__RankRequest *msg; /* kept for --inprocess (unpacked copy) */
@@ -296,50 +292,13 @@ typedef struct {
 
 typedef struct {
     rk_model_cfg cfg;
-    char *buf;
+    rk_req_rows *rows; /* the data file, read for cfg (serve/rows.c, as rank query reads it) */
     int n_rows;
-    vals *cell;   /* [n_rows * n_features]: split values of each row and feature */
-    char **fields; /* one row's fields while reading (read_rows) */
-    int *col;      /* each feature's column in the data file */
     int user_col; /* feature that groups rows by user */
     int n_req;
     request *req;
     size_t total_bytes;
 } workload;
-
-/* Bump allocation for the request structs (they live for the whole run). */
-typedef struct chunk {
-    struct chunk *next;
-    size_t used, cap;
-    unsigned char data[];
-} chunk;
-static chunk *g_chunks;
-static void *bump(size_t n) {
-    n = (n + 15) & ~(size_t)15;
-    if (!g_chunks || g_chunks->used + n > g_chunks->cap) {
-        size_t cap = n > ((size_t)1 << 20) ? n : ((size_t)1 << 20);
-        chunk *c = malloc(sizeof *c + cap);
-        if (!c) {
-            fprintf(stderr, "rank-bench: out of memory\n");
-            exit(1);
-        }
-        c->next = g_chunks;
-        c->used = 0;
-        c->cap = cap;
-        g_chunks = c;
-    }
-    void *p = g_chunks->data + g_chunks->used;
-    g_chunks->used += n;
-    memset(p, 0, n);
-    return p;
-}
-static void bump_reset(void) {
-    while (g_chunks) {
-        chunk *n = g_chunks->next;
-        free(g_chunks);
-        g_chunks = n;
-    }
-}
 
 static int load_cfg(const opts *o, rk_model_cfg *cfg) {
     char path[4096];
@@ -360,89 +319,22 @@ static int load_cfg(const opts *o, rk_model_cfg *cfg) {
     return 0;
 }
 
-/* Split a field on '|' in place. */
-static vals split(char *s) {
-    vals r = {NULL, 0};
-    size_t n = 1;
-    for (char *p = s; *p; p++) n += *p == '|';
-    r.v = bump(n * sizeof *r.v);
-    for (char *p = s;;) {
-        r.v[r.n++] = p;
-        char *bar = strchr(p, '|');
-        if (!bar) break;
-        *bar = 0;
-        p = bar + 1;
-    }
-    return r;
-}
-
 static int read_rows(const opts *o, workload *w) {
     const rk_model_cfg *cfg = &w->cfg;
-    const int nf = cfg->n_features;
-    size_t len;
     rk_err e = {0};
-    if (rk_read_text(o->data, &w->buf, &len, &e)) {
+    if (rk_req_rows_read(o->data, cfg, &w->rows, &e)) {
         fprintf(stderr, "rank-bench: %s\n", e.msg);
         return -1;
     }
-    char *cur = w->buf, *p = rk_next_line(&cur); /* CRLF and BOM as every TSV reader */
-    if (!p || !*cur) {
-        fprintf(stderr, "rank-bench: %s: no header line\n", o->data);
+    size_t n = rk_req_rows_count(w->rows);
+    if (n > INT_MAX) {
+        fprintf(stderr, "rank-bench: %s: %zu rows, at most %d\n", o->data, n, INT_MAX);
         return -1;
     }
-    int nh = 1;
-    for (const char *q = p; (q = strchr(q, '\t')); q++) nh++;
-    /* header names and then each row's fields; col: each feature's column.
-     * Freed at exit with the rest of the workload. */
-    char **fields = w->fields = calloc((size_t)nh + 1, sizeof *fields);
-    int *col = w->col = calloc((size_t)nf + 1, sizeof *col);
-    rk_strmap *hdr = rk_strmap_create((size_t)nh);
-    if (!fields || !col || !hdr) return -1;
-    rk_split_tabs(p, fields, nh);
-    for (int h = 0; h < nh; h++)
-        if (rk_strmap_put(hdr, fields[h], strlen(fields[h]), h) == RK_ENOMEM) return -1;
-    for (int f = 0; f < nf; f++) {
-        col[f] = rk_strmap_get(hdr, cfg->features[f].column, strlen(cfg->features[f].column));
-        if (col[f] < 0) {
-            fprintf(stderr, "rank-bench: %s row 1: no column '%s' (feature '%s')\n", o->data,
-                    cfg->features[f].column, cfg->features[f].name);
-            return -1;
-        }
-    }
-    size_t cap = 1;
-    for (char *q = cur; *q; q++) cap += *q == '\n';
-    w->cell = calloc(cap * (size_t)nf, sizeof *w->cell);
-    rk_strmap_destroy(hdr);
-    if (!w->cell) return -1;
-    long line = 1;
-    char *q;
-    while ((q = rk_next_line(&cur))) {
-        line++;
-        if (!*q) continue;
-        int n = rk_split_tabs(q, fields, nh);
-        if (n != nh) {
-            fprintf(stderr, "rank-bench: %s row %ld: %d fields, the header has %d\n", o->data, line, n, nh);
-            return -1;
-        }
-        for (int f = 0; f < nf; f++) {
-            vals *c = &w->cell[(size_t)w->n_rows * nf + f];
-            if (cfg->features[f].kind == RK_FEAT_SPARSE) {
-                *c = split(fields[col[f]]);
-            } else {
-                c->v = bump(sizeof *c->v);
-                c->v[0] = fields[col[f]];
-                c->n = 1;
-            }
-        }
-        w->n_rows++;
-    }
-    if (w->n_rows == 0) {
-        fprintf(stderr, "rank-bench: %s: no rows after the header\n", o->data);
-        return -1;
-    }
+    w->n_rows = (int)n;
     /* group by the user-id alias, else the first user-side sparse feature */
     w->user_col = cfg->alias_user_id[0] ? rk_model_cfg_find(cfg, cfg->alias_user_id) : -1;
-    for (int f = 0; w->user_col < 0 && f < nf; f++)
+    for (int f = 0; w->user_col < 0 && f < cfg->n_features; f++)
         if (cfg->features[f].side == RK_SIDE_USER && cfg->features[f].kind == RK_FEAT_SPARSE) w->user_col = f;
     if (w->user_col < 0) {
         fprintf(stderr, "rank-bench: the model has no user-side sparse feature to group rows by\n");
@@ -451,87 +343,35 @@ static int read_rows(const opts *o, workload *w) {
     return 0;
 }
 
+/* Row r's grouping value (the first value of its user column). */
+static const char *user_of(const workload *w, int r) {
+    size_t n;
+    return rk_req_rows_values(w->rows, (size_t)r, w->user_col, &n)[0];
+}
+
 static int cmp_user(const void *a, const void *b, void *arg) {
     const workload *w = arg;
     int ra = *(const int *)a, rb = *(const int *)b;
-    const vals *va = &w->cell[(size_t)ra * w->cfg.n_features + w->user_col];
-    const vals *vb = &w->cell[(size_t)rb * w->cfg.n_features + w->user_col];
-    int c = strcmp(va->v[0], vb->v[0]);
+    int c = strcmp(user_of(w, ra), user_of(w, rb));
     return c ? c : (ra > rb) - (ra < rb);
 }
 
-/* One request: the user of row u, candidates rows[0..n). */
-/* Append feature f's values (one TSV cell) to a user's or a candidate's
- * sparse / dense lists; an empty dense cell is left out (missing). */
-static void add_feature(const rk_feature *ft, const vals *c, Rankd__V1__SparseFeature **sparse, size_t *n_sparse,
-                        Rankd__V1__DenseFeature **dense, size_t *n_dense) {
-    if (ft->kind == RK_FEAT_DENSE) {
-        if (!c->v[0][0]) return;
-        Rankd__V1__DenseFeature *d = bump(sizeof *d);
-        rankd__v1__dense_feature__init(d);
-        d->name = (char *)ft->name;
-        d->value = strtof(c->v[0], NULL);
-        dense[(*n_dense)++] = d;
-        return;
-    }
-    Rankd__V1__SparseFeature *s = bump(sizeof *s);
-    rankd__v1__sparse_feature__init(s);
-    s->name = (char *)ft->name;
-    s->values = c->v;
-    s->n_values = c->n;
-    sparse[(*n_sparse)++] = s;
-}
-
-static Rankd__V1__RankRequest *build_one(const workload *w, int u, const int *rows, int n, int timing,
-                                         int k) {
-    const rk_model_cfg *cfg = &w->cfg;
-    const int nf = cfg->n_features;
-    int a_user = cfg->alias_user_id[0] ? rk_model_cfg_find(cfg, cfg->alias_user_id) : -1;
-    int a_hist = cfg->alias_recent_items[0] ? rk_model_cfg_find(cfg, cfg->alias_recent_items) : -1;
-    int a_ad = cfg->alias_ad_id[0] ? rk_model_cfg_find(cfg, cfg->alias_ad_id) : -1;
-    Rankd__V1__RankRequest *r = bump(sizeof *r);
-    rankd__v1__rank_request__init(r);
-    char *id = bump(32);
-    snprintf(id, 32, "bench-%d", k);
-    r->request_id = id;
-    r->return_timing = timing;
-    Rankd__V1__User *us = bump(sizeof *us);
-    rankd__v1__user__init(us);
-    r->user = us;
-    us->sparse = bump(nf * sizeof *us->sparse);
-    us->dense = bump(nf * sizeof *us->dense);
-    const vals *ur = &w->cell[(size_t)u * nf];
-    for (int f = 0; f < nf; f++) {
-        const rk_feature *ft = &cfg->features[f];
-        if (ft->side != RK_SIDE_USER) continue;
-        const vals *c = &ur[f];
-        if (ft->kind == RK_FEAT_SPARSE && f == a_user && c->n == 1) {
-            us->user_id = c->v[0];
-        } else if (ft->kind == RK_FEAT_SPARSE && f == a_hist) {
-            us->recent_item_ids = c->v;
-            us->n_recent_item_ids = c->n;
-        } else {
-            add_feature(ft, c, us->sparse, &us->n_sparse, us->dense, &us->n_dense);
-        }
-    }
-    r->n_candidates = (size_t)n;
-    r->candidates = bump((size_t)n * sizeof *r->candidates);
-    for (int i = 0; i < n; i++) {
-        Rankd__V1__Candidate *cd = bump(sizeof *cd);
-        rankd__v1__candidate__init(cd);
-        cd->sparse = bump(nf * sizeof *cd->sparse);
-        cd->dense = bump(nf * sizeof *cd->dense);
-        const vals *cr = &w->cell[(size_t)rows[i] * nf];
-        for (int f = 0; f < nf; f++) {
-            const rk_feature *ft = &cfg->features[f];
-            if (ft->side != RK_SIDE_ITEM) continue;
-            const vals *c = &cr[f];
-            if (ft->kind == RK_FEAT_SPARSE && f == a_ad && c->n == 1) cd->ad_id = c->v[0];
-            else add_feature(ft, c, cd->sparse, &cd->n_sparse, cd->dense, &cd->n_dense);
-        }
-        r->candidates[i] = cd;
-    }
-    return r;
+/* Request k: the user of rows[0], candidates rows[0..n), packed into q. */
+static int build_one(const workload *w, const int *rows, int n, int timing, int k, request *q) {
+    size_t *idx = rk_malloc((size_t)n * sizeof *idx);
+    if (!idx) return -1;
+    for (int i = 0; i < n; i++) idx[i] = (size_t)rows[i];
+    char id[32];
+    snprintf(id, sizeof id, "bench-%d", k);
+    rk_req_opts ro = {.request_id = id, .return_timing = timing};
+    Rankd__V1__RankRequest *r = rk_req_build(w->rows, idx, (size_t)n, &ro);
+    rk_free(idx);
+    if (!r) return -1;
+    q->len = rankd__v1__rank_request__get_packed_size(r);
+    q->bytes = malloc(q->len ? q->len : 1);
+    if (q->bytes) rankd__v1__rank_request__pack(r, q->bytes);
+    rk_free(r);
+    return q->bytes ? 0 : -1;
 }
 
 static int build_requests(const opts *o, workload *w) {
@@ -550,9 +390,7 @@ static int build_requests(const opts *o, workload *w) {
     int ng = 0;
     for (int i = 0; i < w->n_rows;) {
         int j = i + 1;
-        while (j < w->n_rows && cmp_user(&order[i], &order[j], w) < 0 &&
-               !strcmp(w->cell[(size_t)order[i] * w->cfg.n_features + w->user_col].v[0],
-                       w->cell[(size_t)order[j] * w->cfg.n_features + w->user_col].v[0]))
+        while (j < w->n_rows && cmp_user(&order[i], &order[j], w) < 0 && !strcmp(user_of(w, order[i]), user_of(w, order[j])))
             j++;
         g[ng].first = order[i];
         g[ng].start = i;
@@ -580,12 +418,9 @@ static int build_requests(const opts *o, workload *w) {
                 rows[i] = pad;
                 pad = (pad + 1) % w->n_rows;
             }
-            Rankd__V1__RankRequest *r = build_one(w, rows[0], rows, N, o->timing, w->n_req);
-            request *q = &w->req[w->n_req++];
-            q->len = rankd__v1__rank_request__get_packed_size(r);
-            q->bytes = malloc(q->len ? q->len : 1);
-            if (!q->bytes) return -1;
-            rankd__v1__rank_request__pack(r, q->bytes);
+            request *q = &w->req[w->n_req];
+            if (build_one(w, rows, N, o->timing, w->n_req, q)) return -1;
+            w->n_req++;
             w->total_bytes += q->len;
         }
     }
@@ -1400,11 +1235,7 @@ int main(int argc, char **argv) {
         if (w.req[i].msg) rankd__v1__rank_request__free_unpacked(w.req[i].msg, NULL);
     }
     free(w.req);
-    free(w.cell);
-    free(w.fields);
-    free(w.col);
-    rk_free(w.buf);
+    rk_req_rows_destroy(w.rows);
     rk_model_cfg_free(&w.cfg);
-    bump_reset();
     return rc ? 1 : 0;
 }

@@ -321,4 +321,41 @@ void rk_client_free_response(struct Rankd__V1__RankResponse *resp);
 rk_status rk_client_health(rk_client *c, const char *service, int deadline_ms,
                            rk_call_result *res, int *serving, rk_err *err);
 
+/* ---- RankRequests from TSV rows (serve/rows.c): the one path from a data
+ * file to requests, for `rank query`, rank-bench and the tests */
+
+typedef struct rk_req_rows rk_req_rows;
+/* Read path through rk_read_text (a BOM dropped, CRLF lines, a NUL refused
+ * naming row and column) and map each of cfg's features to the header column
+ * named by its "column" (a repeated header name: the first). Sparse cells are
+ * split on '|' (empty pieces kept: the server skips them, as the offline
+ * reader does); a dense cell is a number within +-1e9 or empty (missing).
+ * Blank lines are skipped. cfg must outlive the rows. Errors name the file
+ * and row (its line, the header being row 1): "F: no header line",
+ * "F row 1: no column 'C' (feature 'N')", "F row R: K fields, the header
+ * has H", "F row R, column C: expected a finite number within +-1e+09, got
+ * 'X'", "F: no rows after the header". */
+rk_status rk_req_rows_read(const char *path, const rk_model_cfg *cfg, rk_req_rows **out, rk_err *err);
+void rk_req_rows_destroy(rk_req_rows *t);
+size_t rk_req_rows_count(const rk_req_rows *t);
+/* Row r's line in the file (for messages). */
+long rk_req_rows_line(const rk_req_rows *t, size_t r);
+/* Row r's values of feature f (*n of them; a dense cell: one, "" when missing). */
+char *const *rk_req_rows_values(const rk_req_rows *t, size_t r, int f, size_t *n);
+
+typedef struct {
+    const char *request_id, *model_name; /* NULL: unset */
+    int return_timing;
+    int no_aliases; /* 1: every feature by name; 0 (default): the model's aliases
+                     * user.user_id and candidates[i].ad_id where declared and the
+                     * cell has one value, user.recent_item_ids where declared */
+} rk_req_opts;
+/* The RankRequest for rows[0..n) of t: the user side from rows[0],
+ * candidate i from rows[i], features in model.json order; every sparse /
+ * dense list has room for all the model's features (a test may append).
+ * One rk_malloc block (rk_free it); its strings point into t and o, which
+ * must outlive it.
+ * NULL when out of memory. o may be NULL (all defaults). */
+struct Rankd__V1__RankRequest *rk_req_build(const rk_req_rows *t, const size_t *rows, size_t n, const rk_req_opts *o);
+
 #endif /* RK_SERVE_H */

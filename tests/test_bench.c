@@ -22,15 +22,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
 #include "hdr.h"
+#include "rank.pb-c.h"
+#include "serve.h"
 
 #ifndef RK_SOURCE_DIR
 #define RK_SOURCE_DIR "."
@@ -134,6 +138,12 @@ typedef struct {
     pthread_t thread;
     int port;
     atomic_long calls;
+    /* record mode: keep each distinct request (bytes, in order of arrival)
+     * and answer it with one score per candidate, as rank query expects */
+    int record;
+    int n_rec;
+    uint8_t *rec[64];
+    size_t rec_len[64];
 } stall_server;
 
 typedef struct {
@@ -170,6 +180,46 @@ static void scall_free(scall *c) {
     free(c);
 }
 
+/* Record mode: keep payload's bytes if new; the reply, n_candidates scores. */
+static grpc_byte_buffer *record_call(stall_server *s, grpc_byte_buffer *payload) {
+    grpc_byte_buffer_reader rd;
+    grpc_slice all = grpc_empty_slice();
+    if (payload && grpc_byte_buffer_reader_init(&rd, payload)) {
+        all = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+    }
+    const uint8_t *b = GRPC_SLICE_START_PTR(all);
+    size_t len = GRPC_SLICE_LENGTH(all);
+    int seen = 0;
+    for (int i = 0; i < s->n_rec && !seen; i++) seen = s->rec_len[i] == len && !memcmp(s->rec[i], b, len);
+    if (!seen && s->n_rec < 64) {
+        s->rec[s->n_rec] = malloc(len + 1);
+        memcpy(s->rec[s->n_rec], b, len);
+        s->rec_len[s->n_rec++] = len;
+    }
+    Rankd__V1__RankRequest *q = rankd__v1__rank_request__unpack(NULL, len, b);
+    grpc_slice_unref(all);
+    size_t n = q ? q->n_candidates : 0;
+    if (q) rankd__v1__rank_request__free_unpacked(q, NULL);
+    Rankd__V1__Score *sc = calloc(n + 1, sizeof *sc), **scp = calloc(n + 1, sizeof *scp);
+    for (size_t i = 0; i < n; i++) {
+        rankd__v1__score__init(&sc[i]);
+        sc[i].pctr = 0.5f;
+        scp[i] = &sc[i];
+    }
+    Rankd__V1__RankResponse r = RANKD__V1__RANK_RESPONSE__INIT;
+    r.n_scores = n;
+    r.scores = scp;
+    size_t rl = rankd__v1__rank_response__get_packed_size(&r);
+    uint8_t *rb = malloc(rl + 1);
+    rankd__v1__rank_response__pack(&r, rb);
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)rb, rl);
+    grpc_byte_buffer *reply = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    free(rb), free(sc), free(scp);
+    return reply;
+}
+
 static void *stall_main(void *arg) {
     stall_server *s = arg;
     for (;;) {
@@ -184,7 +234,8 @@ static void *stall_main(void *arg) {
         post(s);
         if (atomic_fetch_add(&s->calls, 1) + 1 == STALL_AT) sleep_ms(STALL_MS);
         grpc_slice empty = grpc_empty_slice();
-        c->reply = grpc_raw_byte_buffer_create(&empty, 0); /* an empty RankResponse */
+        c->reply = s->record ? record_call(s, c->payload)
+                             : grpc_raw_byte_buffer_create(&empty, 0); /* an empty RankResponse */
         grpc_op ops[4];
         memset(ops, 0, sizeof ops);
         ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -201,7 +252,9 @@ static void *stall_main(void *arg) {
 }
 
 static void stall_start(stall_server *s) {
+    int record = s->record;
     memset(s, 0, sizeof *s);
+    s->record = record;
     grpc_init();
     s->server = grpc_server_create(NULL, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -231,6 +284,11 @@ static void stall_stop(stall_server *s) {
     grpc_completion_queue_shutdown(shutdown_cq);
     grpc_completion_queue_destroy(shutdown_cq);
     grpc_shutdown();
+}
+
+static void stall_free_records(stall_server *s) {
+    for (int i = 0; i < s->n_rec; i++) free(s->rec[i]);
+    s->n_rec = 0;
 }
 
 static double jnum(json_t *root, const char *obj, const char *key) {
@@ -346,4 +404,116 @@ Test(rank_bench, integer_options_refuse_fractions) {
     int st = pclose(p);
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2, "exit %d: %s", st, out);
     cr_expect(strstr(out, "rank-bench: --candidates: expected an integer in 1..100000, got '2.5'"), "%s", out);
+}
+
+/* ------------------------------------------------------------------ the same requests from the same rows */
+
+/* Output (stdout + stderr) and exit code of a shell command. */
+static int run_out(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Request bytes without the fields each tool sets on purpose (request_id,
+ * model_name, return_timing): what is left is built from the rows. */
+static size_t rows_part(const uint8_t *b, size_t len, uint8_t *out) {
+    Rankd__V1__RankRequest *q = rankd__v1__rank_request__unpack(NULL, len, b);
+    cr_assert_not_null(q);
+    char *id = q->request_id, *name = q->model_name;
+    q->request_id = q->model_name = "";
+    q->return_timing = 0;
+    size_t n = rankd__v1__rank_request__pack(q, out);
+    q->request_id = id, q->model_name = name;
+    rankd__v1__rank_request__free_unpacked(q, NULL);
+    return n;
+}
+
+/* rank query and rank-bench build their requests through one builder
+ * (serve/rows.c): from one file (a BOM, CRLF lines, an empty dense cell)
+ * they send the same requests, byte for byte apart from request_id and
+ * model_name, and a bad dense cell is refused by both with the same message
+ * naming row and column (rank-bench used to send strtof's prefix of it). */
+Test(rank_bench, query_and_bench_send_the_same_requests, .timeout = 120) {
+    char dir[] = "/tmp/rk_bench_rows_XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[600], cmd[4096], out[8192];
+    const char *hdr = "label\ttimestamp\tuser_id\tmovie_id\tgenres\tyear\thour\tweekday\thistory\trating";
+    snprintf(path, sizeof path, "%s/data", dir);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    for (int k = 0; k < 2; k++) { /* a tiny bundle for rank query (it opens one) */
+        snprintf(path, sizeof path, "%s/data/%s.tsv", dir, k ? "valid" : "train");
+        FILE *f = fopen(path, "w");
+        fprintf(f, "%s\n", hdr);
+        for (int i = 0; i < 40; i++)
+            fprintf(f, "%d\t%d\t%d\t%d\tAction|Drama\t%d\t%d\t%d\t1|2|3\t4.0\n", (i + k) % 2, 1000 + i, 1 + i % 4,
+                    100 + i, 1990 + i % 20, i % 24, i % 7);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank train --config " RK_SOURCE_DIR
+             "/configs/movielens_dcnv2.json --data %s/data --out %s/bundle --epochs 1 2>&1", dir, dir);
+    cr_assert_eq(run_out(cmd, out, sizeof out), 0, "rank train: %s", out);
+    /* 3 users x 5 rows, a user's rows together and sharing the user side */
+    char rows[600], bad[600];
+    snprintf(rows, sizeof rows, "%s/rows.tsv", dir);
+    snprintf(bad, sizeof bad, "%s/bad.tsv", dir);
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(k ? bad : rows, "w");
+        fprintf(f, "\xef\xbb\xbf%s\r\n", hdr);
+        for (int i = 0; i < 15; i++) {
+            int u = i / 5;
+            char year[16];
+            snprintf(year, sizeof year, "%d", 1980 + i);
+            if (i == 7) snprintf(year, sizeof year, k ? "19x5" : "");
+            fprintf(f, "%d\t%d\t%d\t%d\tAction|Drama|%d\t%s\t%d\t%d\t%d|%d|7\t3.5\r\n", i % 2, 2000 + i, 10 + u, 500 + i,
+                    i, year, u + 3, u, 40 + u, 41 + u);
+        }
+        fclose(f);
+    }
+    stall_server s = {.record = 1};
+    stall_start(&s);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank query --addr 127.0.0.1:%d --model %s/bundle --input %s "
+             "--output %s/q.tsv --candidates 5 2>&1", s.port, dir, rows, dir);
+    int rc = run_out(cmd, out, sizeof out);
+    int nq = s.n_rec;
+    uint8_t *q[64];
+    size_t ql[64];
+    for (int i = 0; i < nq; i++) q[i] = s.rec[i], ql[i] = s.rec_len[i];
+    s.n_rec = 0;
+    cr_assert_eq(rc, 0, "rank query: %s", out);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/rank-bench --addr 127.0.0.1:%d --model %s/bundle --data %s "
+             "--candidates 5 --rate 100 --warmup 0.2 --duration 0.5 --quiet 2>&1", s.port, dir, rows);
+    rc = run_out(cmd, out, sizeof out);
+    stall_stop(&s);
+    cr_assert_eq(rc, 0, "rank-bench: %s", out);
+    cr_assert_eq(nq, 3, "rank query sent %d distinct requests, not 3", nq);
+    cr_assert_eq(s.n_rec, 3, "rank-bench sent %d distinct requests, not 3", s.n_rec);
+    static uint8_t a[1 << 16], b[1 << 16];
+    for (int i = 0; i < 3; i++) { /* as sets: rank-bench's calls may overlap */
+        size_t la = rows_part(q[i], ql[i], a);
+        int same = 0;
+        for (int j = 0; j < 3 && !same; j++) {
+            size_t lb = rows_part(s.rec[j], s.rec_len[j], b);
+            same = la == lb && !memcmp(a, b, la);
+        }
+        cr_expect(same, "rank query's request %d (%zu bytes) is none of rank-bench's", i, la);
+        free(q[i]);
+    }
+    stall_free_records(&s);
+    /* the same refusal, naming row and column */
+    char want[700];
+    snprintf(want, sizeof want, "%s row 9, column year: expected a finite number within +-1e+09, got '19x5'", bad);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank query --addr 127.0.0.1:1 --model %s/bundle --input %s "
+             "--output %s/q.tsv 2>&1", dir, bad, dir);
+    cr_expect_eq(run_out(cmd, out, sizeof out), 1, "rank query: %s", out);
+    cr_expect(strstr(out, want), "rank query: '%s' lacks '%s'", out, want);
+    snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/rank-bench --addr 127.0.0.1:1 --model %s/bundle --data %s "
+             "--duration 0.1 --warmup 0 --quiet 2>&1", dir, bad);
+    cr_expect_eq(run_out(cmd, out, sizeof out), 1, "rank-bench: %s", out);
+    cr_expect(strstr(out, want), "rank-bench: '%s' lacks '%s'", out, want);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }

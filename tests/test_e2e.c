@@ -357,7 +357,7 @@ static void stop_checked(rankd_proc *p) {
 
 /* ------------------------------------------------------------------ request building */
 
-/* Bump memory for one request (no frees needed, nothing leaks). */
+/* Bump memory for the tests' edits of one request (no frees needed, nothing leaks). */
 static char pool[16 << 20];
 static size_t pool_used;
 static void *pmem(size_t n) {
@@ -368,23 +368,20 @@ static void *pmem(size_t n) {
     memset(p, 0, n);
     return p;
 }
-static char *pstr(const char *s, size_t n) {
-    char *d = pmem(n + 1);
-    memcpy(d, s, n);
-    return d;
-}
 
 typedef struct {
     rk_model *m;
     const rk_model_cfg *cfg;
     tsv multi, test;
     int *col; /* [n_features] */
+    rk_req_rows *rmulti, *rtest; /* the same files for build() (serve/rows.c) */
     float *multi_ref, *test_ref;
     int n_multi_ref, n_test_ref;
     rk_client *cl;
 } ctx;
 
 static ctx C;
+static Rankd__V1__RankRequest *last; /* build()'s request */
 
 static void load_ctx(void) {
     const char *d = e2e_dir();
@@ -403,6 +400,12 @@ static void load_ctx(void) {
         C.col[f] = tsv_col(&C.multi, C.cfg->features[f].column);
         cr_assert_geq(C.col[f], 0, "no column for feature %s", C.cfg->features[f].name);
     }
+    snprintf(p, sizeof p, "%s/multi.tsv", d);
+    cr_assert_eq(rk_req_rows_read(p, C.cfg, &C.rmulti, &e), RK_OK, "%s", e.msg);
+    snprintf(p, sizeof p, "%s/ml/test.tsv", d);
+    cr_assert_eq(rk_req_rows_read(p, C.cfg, &C.rtest, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq((int)rk_req_rows_count(C.rmulti), C.multi.n_rows);
+    cr_assert_eq((int)rk_req_rows_count(C.rtest), C.test.n_rows);
     snprintf(p, sizeof p, "%s/multi_scores.tsv", d);
     C.multi_ref = read_scores(p, &C.n_multi_ref);
     cr_assert_eq(C.n_multi_ref, C.multi.n_rows);
@@ -419,6 +422,10 @@ static void free_ctx(void) {
     free(C.multi_ref);
     free(C.test_ref);
     free(C.col);
+    rk_free(last);
+    last = NULL;
+    rk_req_rows_destroy(C.rmulti);
+    rk_req_rows_destroy(C.rtest);
     rk_model_destroy(C.m);
     memset(&C, 0, sizeof C);
 }
@@ -439,81 +446,20 @@ static void finish(void) {
     stop_checked(&srv);
 }
 
-static void split(const char *v, char ***out, size_t *n) {
-    size_t k = 1;
-    for (const char *q = v; *q; q++) k += *q == '|';
-    *out = pmem(k * sizeof(char *));
-    *n = 0;
-    for (const char *q = v;;) {
-        const char *bar = strchr(q, '|');
-        size_t L = bar ? (size_t)(bar - q) : strlen(q);
-        (*out)[(*n)++] = pstr(q, L);
-        if (!bar) break;
-        q = bar + 1;
-    }
-}
-
 /* Request for rows[r0, r0+k) of t: user features from row r0 (the rows must
- * share them), candidates from each row. aliases: use user_id /
- * recent_item_ids / ad_id where the model declares them. */
+ * share them), candidates from each row, built by serve/rows.c as rank query
+ * and rank-bench build theirs. aliases: use user_id / recent_item_ids /
+ * ad_id where the model declares them. Valid until the next build(). */
 static Rankd__V1__RankRequest *build(const tsv *t, int r0, int k, int aliases) {
-    pool_used = 0;
-    const rk_model_cfg *cfg = C.cfg;
-    Rankd__V1__RankRequest *req = pmem(sizeof *req);
-    rankd__v1__rank_request__init(req);
-    req->request_id = pstr("req-1", 5);
-    Rankd__V1__User *u = pmem(sizeof *u);
-    rankd__v1__user__init(u);
-    req->user = u;
-    u->sparse = pmem((size_t)cfg->n_features * sizeof(void *));
-    u->dense = pmem((size_t)cfg->n_features * sizeof(void *));
-    req->candidates = pmem((size_t)k * sizeof(void *));
-    req->n_candidates = (size_t)k;
-    for (int i = 0; i < k; i++) {
-        Rankd__V1__Candidate *c = pmem(sizeof *c);
-        rankd__v1__candidate__init(c);
-        c->sparse = pmem((size_t)cfg->n_features * sizeof(void *));
-        c->dense = pmem((size_t)cfg->n_features * sizeof(void *));
-        req->candidates[i] = c;
-    }
-    for (int f = 0; f < cfg->n_features; f++) {
-        const rk_feature *ft = &cfg->features[f];
-        int user = ft->side == RK_SIDE_USER;
-        for (int i = 0; i < (user ? 1 : k); i++) {
-            const char *v = t->rows[r0 + i][C.col[f]];
-            size_t *n_sp = user ? &u->n_sparse : &req->candidates[i]->n_sparse;
-            size_t *n_ds = user ? &u->n_dense : &req->candidates[i]->n_dense;
-            Rankd__V1__SparseFeature **sp = user ? u->sparse : req->candidates[i]->sparse;
-            Rankd__V1__DenseFeature **ds = user ? u->dense : req->candidates[i]->dense;
-            if (ft->kind == RK_FEAT_DENSE) {
-                if (!*v) continue;
-                Rankd__V1__DenseFeature *df = pmem(sizeof *df);
-                rankd__v1__dense_feature__init(df);
-                df->name = pstr(ft->name, strlen(ft->name));
-                df->value = strtof(v, NULL);
-                ds[(*n_ds)++] = df;
-                continue;
-            }
-            if (aliases && !strcmp(ft->name, cfg->alias_user_id)) {
-                u->user_id = pstr(v, strlen(v));
-                continue;
-            }
-            if (aliases && !strcmp(ft->name, cfg->alias_recent_items)) {
-                split(v, &u->recent_item_ids, &u->n_recent_item_ids);
-                continue;
-            }
-            if (aliases && !strcmp(ft->name, cfg->alias_ad_id)) {
-                req->candidates[i]->ad_id = pstr(v, strlen(v));
-                continue;
-            }
-            Rankd__V1__SparseFeature *sf = pmem(sizeof *sf);
-            rankd__v1__sparse_feature__init(sf);
-            sf->name = pstr(ft->name, strlen(ft->name));
-            split(v, &sf->values, &sf->n_values);
-            sp[(*n_sp)++] = sf;
-        }
-    }
-    return req;
+    rk_free(last);
+    pool_used = 0; /* the pool is for the tests' own edits of the request */
+    size_t idx[BIG_K + MULTI_K];
+    cr_assert_leq(k, (int)(sizeof idx / sizeof *idx));
+    for (int i = 0; i < k; i++) idx[i] = (size_t)(r0 + i);
+    rk_req_opts o = {.request_id = "req-1", .no_aliases = !aliases};
+    last = rk_req_build(t == &C.multi ? C.rmulti : C.rtest, idx, (size_t)k, &o);
+    cr_assert_not_null(last);
+    return last;
 }
 
 /* Index of a named feature in a candidate's / the user's list (asserts). */
