@@ -205,8 +205,8 @@ int main(int argc, char **argv) {
             }
         if (ci) fclose(ci);
     }
-    /* the first version stays open (the server borrows it) and is never
-     * switched back to: a writable store's LOCK is held until it closes */
+    /* the first version is the caller's (the server borrows it: it stays
+     * open until the stop); the switches alternate between a and b */
     char first[600], a[600], b[600];
     snprintf(first, sizeof first, "%s/first", dir);
     snprintf(a, sizeof a, "%s/a", dir);
