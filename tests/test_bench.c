@@ -33,6 +33,7 @@
 #include <grpc/support/time.h>
 
 #include "hdr.h"
+#include "helpers.h"
 #include "rank.pb-c.h"
 #include "serve.h"
 
@@ -408,16 +409,6 @@ Test(rank_bench, integer_options_refuse_fractions) {
 
 /* ------------------------------------------------------------------ the same requests from the same rows */
 
-/* Output (stdout + stderr) and exit code of a shell command. */
-static int run_out(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Request bytes without the fields each tool sets on purpose (request_id,
  * model_name, return_timing): what is left is built from the rows. */
 static size_t rows_part(const uint8_t *b, size_t len, uint8_t *out) {
@@ -454,8 +445,8 @@ Test(rank_bench, query_and_bench_send_the_same_requests, .timeout = 120) {
         fclose(f);
     }
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank train --config " RK_SOURCE_DIR
-             "/configs/movielens_dcnv2.json --data %s/data --out %s/bundle --epochs 1 2>&1", dir, dir);
-    cr_assert_eq(run_out(cmd, out, sizeof out), 0, "rank train: %s", out);
+             "/configs/movielens_dcnv2.json --data %s/data --out %s/bundle --epochs 1", dir, dir);
+    cr_assert_eq(rk_test_run(cmd, out, sizeof out), 0, "rank train: %s", out);
     /* 3 users x 5 rows, a user's rows together and sharing the user side */
     char rows[600], bad[600];
     snprintf(rows, sizeof rows, "%s/rows.tsv", dir);
@@ -476,8 +467,8 @@ Test(rank_bench, query_and_bench_send_the_same_requests, .timeout = 120) {
     stall_server s = {.record = 1};
     stall_start(&s);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank query --addr 127.0.0.1:%d --model %s/bundle --input %s "
-             "--output %s/q.tsv --candidates 5 2>&1", s.port, dir, rows, dir);
-    int rc = run_out(cmd, out, sizeof out);
+             "--output %s/q.tsv --candidates 5", s.port, dir, rows, dir);
+    int rc = rk_test_run(cmd, out, sizeof out);
     int nq = s.n_rec;
     uint8_t *q[64];
     size_t ql[64];
@@ -485,8 +476,8 @@ Test(rank_bench, query_and_bench_send_the_same_requests, .timeout = 120) {
     s.n_rec = 0;
     cr_assert_eq(rc, 0, "rank query: %s", out);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/rank-bench --addr 127.0.0.1:%d --model %s/bundle --data %s "
-             "--candidates 5 --rate 100 --warmup 0.2 --duration 0.5 --quiet 2>&1", s.port, dir, rows);
-    rc = run_out(cmd, out, sizeof out);
+             "--candidates 5 --rate 100 --warmup 0.2 --duration 0.5 --quiet", s.port, dir, rows);
+    rc = rk_test_run(cmd, out, sizeof out);
     stall_stop(&s);
     cr_assert_eq(rc, 0, "rank-bench: %s", out);
     cr_assert_eq(nq, 3, "rank query sent %d distinct requests, not 3", nq);
@@ -507,12 +498,12 @@ Test(rank_bench, query_and_bench_send_the_same_requests, .timeout = 120) {
     char want[700];
     snprintf(want, sizeof want, "%s row 9, column year: expected a finite number within +-1e+09, got '19x5'", bad);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank query --addr 127.0.0.1:1 --model %s/bundle --input %s "
-             "--output %s/q.tsv 2>&1", dir, bad, dir);
-    cr_expect_eq(run_out(cmd, out, sizeof out), 1, "rank query: %s", out);
+             "--output %s/q.tsv", dir, bad, dir);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1, "rank query: %s", out);
     cr_expect(strstr(out, want), "rank query: '%s' lacks '%s'", out, want);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/rank-bench --addr 127.0.0.1:1 --model %s/bundle --data %s "
-             "--duration 0.1 --warmup 0 --quiet 2>&1", dir, bad);
-    cr_expect_eq(run_out(cmd, out, sizeof out), 1, "rank-bench: %s", out);
+             "--duration 0.1 --warmup 0 --quiet", dir, bad);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1, "rank-bench: %s", out);
     cr_expect(strstr(out, want), "rank-bench: '%s' lacks '%s'", out, want);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
