@@ -164,7 +164,7 @@ rk_status rk_req_rows_read(const char *path, const rk_model_cfg *cfg, rk_req_row
     size_t len;
     rk_status st = rk_read_text(path, &t->buf, &len, err);
     char *cur = t->buf, *hdr = st ? NULL : rk_next_line(&cur);
-    if (st == RK_OK && (!hdr || !*cur)) st = rk_fail(err, RK_EFORMAT, "%s: no header line", path);
+    if (st == RK_OK && !hdr) st = rk_fail(err, RK_EFORMAT, "%s: no header line", path);
     int nh = 1;
     for (const char *q = hdr; st == RK_OK && (q = strchr(q, '\t')); q++) nh++;
     if (st == RK_OK) {
