@@ -252,8 +252,7 @@ static void *stall_main(void *arg) {
     return NULL;
 }
 
-static void stall_start(stall_server *s) {
-    int record = s->record;
+static void stall_start(stall_server *s, int record) {
     memset(s, 0, sizeof *s);
     s->record = record;
     grpc_init();
@@ -316,7 +315,7 @@ Test(rank_bench, corrected_p99_shows_a_stall_the_uncorrected_one_hides, .timeout
     fclose(f);
 
     stall_server s;
-    stall_start(&s);
+    stall_start(&s, 0);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              RK_BINARY_DIR "/rank-bench --addr 127.0.0.1:%d --config " RK_SOURCE_DIR
@@ -464,8 +463,8 @@ Test(rank_bench, query_and_bench_send_the_same_requests, .timeout = 120) {
         }
         fclose(f);
     }
-    stall_server s = {.record = 1};
-    stall_start(&s);
+    stall_server s;
+    stall_start(&s, 1);
     snprintf(cmd, sizeof cmd, RK_BINARY_DIR "/bin/rank query --addr 127.0.0.1:%d --model %s/bundle --input %s "
              "--output %s/q.tsv --candidates 5", s.port, dir, rows, dir);
     int rc = rk_test_run(cmd, out, sizeof out);
