@@ -1801,6 +1801,93 @@ Test(e2e_redis, replicas_round_robin_update_and_kill) {
     cr_assert_eq(defaulted, 0, "%ld rows got the default row with a healthy cluster", defaulted);
 }
 
+/* The tables leave the machine: `rank store thin` copies the published
+ * bundle without tables/; rankd refuses it without a cluster, naming why;
+ * two replicas serve it from the cluster alone (--redis-fallback is moot:
+ * no RocksDB) behind round_robin with every score equal to `rank score` on
+ * the full bundle; an update through replica 1 reaches replica 2. Then a
+ * newer version of the same lineage is published while both serve the old
+ * one (kept: leased), and when the last replica stops, the old version is
+ * dropped from the cluster by itself. */
+Test(e2e_redis, thin_bundle_from_the_cluster_and_old_version_dropped) {
+    const char *d = e2e_dir();
+    char thin[64], path[1400], err[1400];
+    snprintf(thin, sizeof thin, "thin-%d", (int)getpid());
+    cr_assert_eq(run(BIN "rank store thin --model %s/bundle --out %s/%s --redis-cluster %s >/dev/null", d, d, thin,
+                     redis_seeds), 0, "rank store thin failed");
+    snprintf(path, sizeof path, "%s/%s/tables", d, thin);
+    cr_assert(!rk_path_exists(path), "the thin bundle has tables/");
+    snprintf(path, sizeof path, "%s/%s/dense.safetensors", d, thin);
+    cr_assert(rk_path_exists(path), "the thin bundle lacks dense.safetensors");
+    snprintf(err, sizeof err, "%s/thin-refused-%d.txt", d, (int)getpid());
+    cr_assert_eq(run(BIN "rankd --model %s/%s --listen 127.0.0.1:0 >/dev/null 2>%s", d, thin, err), 1);
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(err, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "needs rankd --redis-cluster"), "rankd without a cluster said: %s", text);
+    rk_free(text);
+
+    bundle_name = thin;
+    const char *extra[] = {"--redis-cluster", redis_seeds, "--redis-cache-mb", "1", "--updates", NULL};
+    rankd_proc r2;
+    cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, extra), -1, "replica 1 exited (log %s)", srv.log);
+    cr_assert_neq(rankd_spawn(&r2, "127.0.0.1:0", NULL, extra), -1, "replica 2 exited (log %s)", r2.log);
+    bundle_name = "bundle";
+    load_ctx(); /* the full bundle: requests are built from its model.json */
+    rk_client_destroy(C.cl);
+    char target[200];
+    snprintf(target, sizeof target, "ipv4:127.0.0.1:%d,127.0.0.1:%d", srv.port, r2.port);
+    cr_assert_eq(rk_client_create(target, &C.cl, &e), RK_OK, "%s", e.msg);
+    for (int g = 0; g < MULTI_GROUPS; g++) {
+        char what[64];
+        snprintf(what, sizeof what, "group %d, thin bundle", g);
+        expect_scores(build(&C.multi, group_row(g), MULTI_K, 1), C.multi_ref + group_row(g), what);
+    }
+    rk_client *c1, *c2;
+    cr_assert_eq(rk_client_create(srv.addr, &c1, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_client_create(r2.addr, &c2, &e), RK_OK, "%s", e.msg);
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(2), MULTI_K, 1);
+    float before = score0(c2, req);
+    apply_movie_row(c1, req->candidates[0]->ad_id, -0.5f);
+    float after1 = score0(c1, req), after2 = before;
+    cr_assert_neq(after1, before, "replica 1 does not serve its own update");
+    double t0 = now_s();
+    while (after2 != after1 && now_s() - t0 < 5.0) {
+        after2 = score0(c2, req);
+        if (after2 != after1) sleep_ms(2);
+    }
+    cr_assert_eq(after2, after1, "replica 2 never served the update");
+    cr_log_info("thin bundle: update through replica 1 served by replica 2 after %.1f ms", (now_s() - t0) * 1e3);
+    rk_client_destroy(c1);
+    rk_client_destroy(c2);
+    rk_client_destroy(C.cl);
+    C.cl = NULL;
+
+    /* a newer version of the lineage (the model's name) while both serve the old one */
+    cr_assert_eq(run(BIN "rank store convert --model %s/bundle --codec fp16 --out %s/%s-v2 >/dev/null 2>&1", d, d, thin), 0);
+    snprintf(err, sizeof err, "%s/thin-publish-%d.txt", d, (int)getpid());
+    cr_assert_eq(run(BIN "rank store publish-redis --model %s/%s-v2 --redis-cluster %s >%s 2>/dev/null", d, thin,
+                     redis_seeds, err), 0);
+    cr_assert_eq(rk_read_file(err, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "0 older version(s) dropped"), "publish of v2 said: %s", text);
+    rk_free(text);
+    stop_checked(&srv);
+    cr_assert_eq(run(BIN "rank store thin --model %s/bundle --out %s/%s-again --redis-cluster %s >/dev/null 2>&1", d, d,
+                     thin, redis_seeds), 0, "the old version was dropped while replica 2 still served it");
+    char log2[sizeof r2.log];
+    snprintf(log2, sizeof log2, "%s", r2.log);
+    stop_checked(&r2);
+    snprintf(err, sizeof err, "%s/thin-gone-%d.txt", d, (int)getpid());
+    cr_assert_eq(run(BIN "rank store thin --model %s/bundle --out %s/%s-gone --redis-cluster %s >/dev/null 2>%s", d, d,
+                     thin, redis_seeds, err), 1, "the old version is still in the cluster after its last replica stopped");
+    cr_assert_eq(rk_read_file(err, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "not (fully) loaded"), "%s", text);
+    rk_free(text);
+    cr_assert_eq(rk_read_file(log2, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "dropped retired version"), "replica 2's log does not say it dropped the old version");
+    rk_free(text);
+}
+
 /* ------------------------------------------------------------------ a wide model */
 
 /* No fixed caps, end to end: a model of 1,000 sparse and 200 dense features
