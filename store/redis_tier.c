@@ -735,9 +735,8 @@ rk_status rk_store_open_redis(rk_redis *r, const char *prefix, const char *const
     *out = NULL;
     rk_store_opts defo = RK_STORE_OPTS_DEFAULT;
     if (!opts) opts = &defo;
-    if (opts->cache_shards < 1 || opts->cache_shards > 256 || (opts->cache_shards & (opts->cache_shards - 1)))
-        return rk_fail(err, RK_EINVAL, "store redis:%s: cache_shards must be a power of two in 1..256, got %d", prefix,
-                       opts->cache_shards);
+    rk_status cs = rk_store_check_opts(prefix, opts, err);
+    if (cs) return cs;
     if (!prefix[0] || strlen(prefix) >= RK_TIER_PREFIX_MAX)
         return rk_fail(err, RK_EINVAL, "redis tier: version prefix must be 1..%d bytes", RK_TIER_PREFIX_MAX - 1);
     rk_store *s = rk_store_alloc(opts);

@@ -647,6 +647,13 @@ static rk_status probe_open(const char *dir, rk_err *err) {
     return RK_OK;
 }
 
+rk_status rk_store_check_opts(const char *what, const rk_store_opts *opts, rk_err *err) {
+    if (opts->cache_shards < 1 || opts->cache_shards > 256 || (opts->cache_shards & (opts->cache_shards - 1)))
+        return rk_fail(err, RK_EINVAL, "store %s: cache_shards must be a power of two in 1..256, got %d", what,
+                       opts->cache_shards);
+    return RK_OK;
+}
+
 rk_store *rk_store_alloc(const rk_store_opts *opts) {
     rk_store *s = rk_calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -664,9 +671,8 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     *out = NULL;
     rk_store_opts defo = RK_STORE_OPTS_DEFAULT;
     if (!opts) opts = &defo;
-    if (opts->cache_shards < 1 || opts->cache_shards > 256 || (opts->cache_shards & (opts->cache_shards - 1)))
-        return rk_fail(err, RK_EINVAL, "store %s: cache_shards must be a power of two in 1..256, got %d", dir,
-                       opts->cache_shards);
+    rk_status cs = rk_store_check_opts(dir, opts, err);
+    if (cs) return cs;
     if (!rk_is_dir(dir)) return rk_fail(err, RK_ENOTFOUND, "store %s: missing directory", dir);
     char cur[700];
     snprintf(cur, sizeof cur, "%s/CURRENT", dir);

@@ -176,6 +176,8 @@ void rk_store_be64(unsigned char k[8], uint64_t v);
 void rk_store_default_row(const rk_store_table *tb, float *dst);
 /* Split the cache budget across s's tables (store.c). */
 rk_status rk_store_setup_caches(rk_store *s, rk_err *err);
+/* RK_EINVAL naming what (a directory or prefix) when opts are out of range. */
+rk_status rk_store_check_opts(const char *what, const rk_store_opts *opts, rk_err *err);
 /* An empty handle for rk_store_open_redis: locks initialized, one reference, options copied. */
 rk_store *rk_store_alloc(const rk_store_opts *opts);
 

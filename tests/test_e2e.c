@@ -1727,6 +1727,13 @@ static float score0(rk_client *cl, Rankd__V1__RankRequest *req) {
     return v;
 }
 
+/* One client per replica. */
+static void clients_of(const rankd_proc *a, const rankd_proc *b, rk_client **ca, rk_client **cb) {
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(a->addr, ca, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_client_create(b->addr, cb, &e), RK_OK, "%s", e.msg);
+}
+
 TestSuite(e2e_redis, .init = setup_redis, .fini = teardown_redis, .timeout = 240);
 
 /* Two rankd replicas on one bundle whose rows live in a Redis Cluster (a
@@ -1756,8 +1763,7 @@ Test(e2e_redis, replicas_round_robin_update_and_kill) {
     }
     /* an update written once, through replica 1 */
     rk_client *c1, *c2;
-    cr_assert_eq(rk_client_create(srv.addr, &c1, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_client_create(r2.addr, &c2, &e), RK_OK, "%s", e.msg);
+    clients_of(&srv, &r2, &c1, &c2);
     Rankd__V1__RankRequest *req = build(&C.multi, group_row(3), MULTI_K, 1);
     float before = score0(c2, req); /* replica 2 caches the row */
     cr_assert_eq(score0(c1, req), before);
@@ -1838,14 +1844,9 @@ Test(e2e_redis, thin_bundle_from_the_cluster_and_old_version_dropped) {
     char target[200];
     snprintf(target, sizeof target, "ipv4:127.0.0.1:%d,127.0.0.1:%d", srv.port, r2.port);
     cr_assert_eq(rk_client_create(target, &C.cl, &e), RK_OK, "%s", e.msg);
-    for (int g = 0; g < MULTI_GROUPS; g++) {
-        char what[64];
-        snprintf(what, sizeof what, "group %d, thin bundle", g);
-        expect_scores(build(&C.multi, group_row(g), MULTI_K, 1), C.multi_ref + group_row(g), what);
-    }
+    expect_all_groups(TOL); /* every score from the cluster alone equals rank score's on the full bundle */
     rk_client *c1, *c2;
-    cr_assert_eq(rk_client_create(srv.addr, &c1, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_client_create(r2.addr, &c2, &e), RK_OK, "%s", e.msg);
+    clients_of(&srv, &r2, &c1, &c2);
     Rankd__V1__RankRequest *req = build(&C.multi, group_row(2), MULTI_K, 1);
     float before = score0(c2, req);
     apply_movie_row(c1, req->candidates[0]->ad_id, -0.5f);
