@@ -152,7 +152,9 @@ int rank_query_main(int argc, char **argv) {
     }
 
     rk_err e = {0};
-    rk_model *m = NULL;
+    rk_model_cfg mcfg;
+    int have_cfg = 0;
+    char *mtext = NULL, mpath[4200];
     char *buf = NULL;
     char ***rowv = NULL; /* [n_rows][n_features] field pointers into cells */
     char **cells = NULL;
@@ -169,9 +171,16 @@ int rank_query_main(int argc, char **argv) {
     int rc = 1;
     size_t n_rows = 0, n_groups = 0, sent = 0, scored_rows = 0;
 
-    if (rk_model_open(model, &m, &e)) goto fail;
+    /* the features from model.json alone: the tables stay with rankd (a thin bundle works too) */
+    snprintf(mpath, sizeof mpath, "%s/model.json", model);
+    if (rk_read_file(mpath, &mtext, NULL, &e)) goto fail;
+    have_cfg = 1;
+    if (rk_model_cfg_parse(mtext, &mcfg, &e)) {
+        rk_err_prefix(&e, "%s", mpath);
+        goto fail;
+    }
     memset(&pl, 0, sizeof pl);
-    pl.cfg = rk_model_config(m);
+    pl.cfg = &mcfg;
     const rk_model_cfg *cfg = pl.cfg;
     const int nf = cfg->n_features;
     pl.alias_user = cfg->alias_user_id[0] ? rk_model_cfg_find(cfg, cfg->alias_user_id) : -1;
@@ -483,6 +492,7 @@ done:
     rk_free(pl.col);
     rk_strmap_destroy(hdr_map);
     rk_free(buf);
-    rk_model_destroy(m);
+    if (have_cfg) rk_model_cfg_free(&mcfg);
+    rk_free(mtext);
     return rc;
 }
