@@ -412,6 +412,17 @@ static void load_ctx(void) {
     cr_assert_eq(rk_client_create(srv.addr, &C.cl, &e), RK_OK, "%s", e.msg);
 }
 
+/* Max |score - rank score's| over ml/test.tsv, the scores read from path. */
+static double max_diff_test_ref(const char *path) {
+    int n;
+    float *got = read_scores(path, &n);
+    cr_assert_eq(n, C.n_test_ref, "%s: %d scores, rank score gave %d", path, n, C.n_test_ref);
+    double mx = 0;
+    for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
+    free(got);
+    return mx;
+}
+
 static void free_ctx(void) {
     rk_client_destroy(C.cl);
     tsv_free(&C.multi);
@@ -626,12 +637,7 @@ Test(e2e, rank_query_cli_matches_rank_score) {
                  0, "rank query failed (see %s/query.%d.log)", d, (int)getpid());
     char p[1024];
     snprintf(p, sizeof p, "%s/q.%d.tsv", d, (int)getpid());
-    int n;
-    float *got = read_scores(p, &n);
-    cr_assert_eq(n, C.n_test_ref);
-    double mx = 0;
-    for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
-    free(got);
+    double mx = max_diff_test_ref(p);
     cr_assert(mx <= TOL, "rank query vs rank score: max abs diff %.3g", mx);
     /* --model-name: sent instead of the bundle's name ('' sends none) */
     cr_expect_eq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
@@ -1678,12 +1684,7 @@ Test(e2e_device, rank_score_device_matches_or_names_the_error) {
     } else {
         cr_assert_eq(rc, 0, "rank score --device cuda failed (see %s/dev.%d.log)", d, pid);
         snprintf(p, sizeof p, "%s/dev.%d.tsv", d, pid);
-        int n;
-        float *got = read_scores(p, &n);
-        cr_assert_eq(n, C.n_test_ref);
-        double mx = 0;
-        for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
-        free(got);
+        double mx = max_diff_test_ref(p);
         cr_expect(mx <= DEVICE_TOL, "rank score --device cuda vs cpu: max abs diff %.3g", mx);
     }
     finish();
@@ -1853,12 +1854,7 @@ Test(e2e_redis, thin_bundle_from_the_cluster_and_old_version_dropped) {
                          ">%s/%s.query.log 2>&1", target, d, thin, d, d, thin, d, thin),
                  0, "rank query on the thin bundle failed (see %s/%s.query.log)", d, thin);
     snprintf(path, sizeof path, "%s/%s.q.tsv", d, thin);
-    int nq;
-    float *got = read_scores(path, &nq);
-    cr_assert_eq(nq, C.n_test_ref);
-    double mx = 0;
-    for (int i = 0; i < nq; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
-    free(got);
+    double mx = max_diff_test_ref(path);
     cr_log_info("thin bundle, 2 replicas: rank query vs rank score on the full bundle: max abs diff %.3g", mx);
     cr_assert(mx <= TOL, "rank query through the thin replicas vs rank score: max abs diff %.3g", mx);
     rk_client *c1, *c2;
