@@ -1693,6 +1693,7 @@ Test(e2e_device, rank_score_device_matches_or_names_the_error) {
 /* ------------------------------------------------------------------ Redis Cluster tier */
 
 static char redis_dir[1200], redis_seeds[512];
+static rankd_proc r2; /* the second replica; stopped by the teardown when a test fails first */
 
 static void setup_redis(void) {
     snprintf(redis_dir, sizeof redis_dir, "%s/redis-%d", e2e_dir(), (int)getpid());
@@ -1713,6 +1714,7 @@ static void setup_redis(void) {
 static void teardown_redis(void) {
     free_ctx();
     rankd_stop(&srv);
+    rankd_stop(&r2);
     (void)run("bash " RK_SOURCE_DIR "/scripts/redis-cluster.sh stop %s", redis_dir);
 }
 
@@ -1747,7 +1749,6 @@ TestSuite(e2e_redis, .init = setup_redis, .fini = teardown_redis, .timeout = 240
 Test(e2e_redis, replicas_round_robin_update_and_kill) {
     const char *extra[] = {"--redis-cluster", redis_seeds, "--redis-cache-mb", "1", "--redis-fallback", "default",
                            "--updates", NULL};
-    rankd_proc r2;
     cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, extra), -1, "replica 1 exited (log %s)", srv.log);
     cr_assert_neq(rankd_spawn(&r2, "127.0.0.1:0", NULL, extra), -1, "replica 2 exited (log %s)", r2.log);
     load_ctx();
@@ -1790,6 +1791,7 @@ Test(e2e_redis, replicas_round_robin_update_and_kill) {
      * wait for a core on a loaded 2-core machine: 300 ms was seen too short) */
     kill(r2.pid, SIGKILL);
     waitpid(r2.pid, NULL, 0);
+    r2.pid = 0;
     sleep_ms(2000);
     for (int i = 0; i < 10; i++, sent++) expect_good();
     rk_client_destroy(C.cl);
@@ -1839,7 +1841,6 @@ Test(e2e_redis, thin_bundle_from_the_cluster_and_old_version_dropped) {
      * 2-core machine 50 ms was seen too short for exact scores, so a wide budget */
     const char *extra[] = {"--redis-cluster", redis_seeds, "--redis-cache-mb", "1", "--redis-timeout-ms", "5000",
                            "--updates", NULL};
-    rankd_proc r2;
     cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, extra), -1, "replica 1 exited (log %s)", srv.log);
     cr_assert_neq(rankd_spawn(&r2, "127.0.0.1:0", NULL, extra), -1, "replica 2 exited (log %s)", r2.log);
     bundle_name = "bundle";
