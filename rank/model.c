@@ -410,8 +410,14 @@ static rk_status open_sid(rk_model *m, const char *dir, rk_err *err) {
             break;
         }
         const char *ver = json_string_value(json_object_get(e, "version"));
+        snprintf(path, sizeof path, "%s/tables", dir);
+        if (!opened && !rk_is_dir(path)) { /* a thin bundle: the records are read whole, at open */
+            s = rk_fail(err, RK_EINVAL, "model bundle %s: feature '%s' uses semantic IDs (param %s), whose records need "
+                                        "the bundle's local tables/; a thin bundle serves hashed features only",
+                        dir, ft->name, rk_sid_param_name(ft->param));
+            break;
+        }
         if (!opened) {
-            snprintf(path, sizeof path, "%s/tables", dir);
             rk_store_opts o = RK_STORE_OPTS_DEFAULT;
             o.cache_bytes = 0;
             o.verify = 0; /* m->store's open of the same tables/ verified them */
@@ -439,8 +445,9 @@ static rk_status open_sid(rk_model *m, const char *dir, rk_err *err) {
 
 rk_status rk_model_open(const char *dir, rk_model **out, rk_err *err) { return rk_model_open_ex(dir, 0, out, err); }
 
-/* Open the store of m's sparse features at path (tables/). */
-static rk_status open_tables(rk_model *m, const char *path, int writable, rk_err *err) {
+/* Open the store of m's sparse features at path (tables/), or with
+ * remote (a thin bundle's "rk/IDENTITY") from the process's Redis tier. */
+static rk_status open_tables(rk_model *m, const char *path, const char *remote, int writable, rk_err *err) {
     const rk_model_cfg *cfg = &m->cfg;
     const char **names = rk_malloc(((size_t)cfg->n_features + 1) * sizeof *names);
     int *dims = rk_malloc(((size_t)cfg->n_features + 1) * sizeof *dims), n = 0;
@@ -458,7 +465,8 @@ static rk_status open_tables(rk_model *m, const char *path, int writable, rk_err
     rk_store_opts so = RK_STORE_OPTS_DEFAULT;
     /* With a Redis tier, updates go to the cluster; the local tables stay read-only (replicas share them). */
     so.writable = writable != 0 && !rk_store_tier();
-    rk_status s = rk_store_open_ex(path, names, dims, n, &so, &m->store, err);
+    rk_status s = remote ? rk_store_open_redis(rk_store_tier(), remote, names, dims, n, &so, &m->store, err)
+                         : rk_store_open_ex(path, names, dims, n, &so, &m->store, err);
     rk_free(names);
     rk_free(dims);
     return s;
@@ -543,11 +551,17 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         return s;
     }
     snprintf(path, sizeof path, "%s/tables", dir);
-    if (!rk_is_dir(path)) {
+    /* A thin bundle (no tables/) serves its version from the Redis tier:
+     * dense.safetensors names the tables' identity, the version's prefix. */
+    char remote[80] = "";
+    if (!rk_is_dir(path) && rk_store_tier() && dense_ident[0]) snprintf(remote, sizeof remote, "rk/%s", dense_ident);
+    if (!rk_is_dir(path) && !remote[0]) {
         rk_model_destroy(m);
-        return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing directory tables/", dir);
+        return rk_fail(err, RK_ENOTFOUND, "model bundle %s: missing directory tables/%s", dir,
+                       !rk_store_tier() ? " (a thin bundle, whose tables live in a Redis Cluster, needs rankd --redis-cluster)"
+                                        : " (and dense.safetensors names no tables identity to find them in the Redis Cluster)");
     }
-    if ((s = open_tables(m, path, writable, err))) {
+    if ((s = open_tables(m, path, remote[0] ? remote : NULL, writable, err))) {
         rk_model_destroy(m);
         return s;
     }
@@ -568,7 +582,7 @@ rk_status rk_model_open_ex(const char *dir, int writable, rk_model **out, rk_err
         }
     }
     char tables_ident[64];
-    if (dense_ident[0] && (read_tables_identity(dir, tables_ident, sizeof tables_ident) ||
+    if (dense_ident[0] && !remote[0] && (read_tables_identity(dir, tables_ident, sizeof tables_ident) ||
                            strcmp(dense_ident, tables_ident))) {
         s = rk_fail(err, RK_EFORMAT,
                     "model bundle %s: dense.safetensors was saved with tables/ %s, but tables/IDENTITY is %s: "

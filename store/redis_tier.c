@@ -37,6 +37,10 @@ struct rk_tier {
 /* ---------------------------------------------------------------- keys */
 
 void rk_store_redis_prefix(const rk_store *s, char *buf, size_t cap) {
+    if (s->remote[0]) {
+        snprintf(buf, cap, "%s", s->remote);
+        return;
+    }
     char path[600], id[64] = "";
     snprintf(path, sizeof path, "%s/IDENTITY", s->path);
     FILE *f = fopen(path, "r");
@@ -76,6 +80,8 @@ static redisReply *vcmd(rk_redis *r, uint16_t vslot, double deadline, rk_err *er
     return rk_redis_command(r, vslot, argc, argv, lens, deadline, err);
 }
 
+static void drop_if_retired(rk_tier *t);
+
 /* ---------------------------------------------------------------- lookup */
 
 static _Thread_local double rk_tier_thread_deadline;
@@ -89,7 +95,7 @@ static void skip_all(rk_redis_item *it, size_t n) {
 size_t rk_tier_get(rk_store *s, rk_store_table *tb, rk_keypos *kp, size_t m, float *out, const uint64_t *gens,
                    size_t *unknown) {
     rk_tier *t = s->tier;
-    const int fallback = rk_redis_options(t->r)->rocksdb_fallback;
+    const int fallback = rk_redis_options(t->r)->rocksdb_fallback && s->db; /* a cluster-only store has no RocksDB */
     const size_t rowf = (size_t)tb->m.dim;
     size_t u = 0;
     for (size_t i = 0; i < m; i++) u += i == 0 || kp[i].row != kp[i - 1].row;
@@ -277,6 +283,7 @@ void rk_tier_detach(rk_store *s) {
         ver_key(k, t->prefix, what);
         const char *argv[] = {"DEL", k};
         rk_redis_reply_free(vcmd(t->r, t->vslot, deadline_in(t->r, 2.0), NULL, 2, argv));
+        drop_if_retired(t);
     }
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
@@ -439,6 +446,32 @@ static rk_status load_from(loader *L, uint64_t *from, rk_err *err) {
     return RK_OK;
 }
 
+/* SET a binary value on the version's slot. */
+static rk_status vset(rk_redis *r, uint16_t vslot, const char *key, const void *val, size_t vlen, rk_err *err) {
+    const char *argv[] = {"SET", key, val};
+    size_t lens[] = {3, strlen(key), vlen};
+    redisReply *rep = rk_redis_command(r, vslot, 3, argv, lens, rk_now() + 5.0, err);
+    rk_status st = !rep ? RK_EIO : RK_OK;
+    if (rep && rep->type == REDIS_REPLY_ERROR) st = rk_fail(err, RK_EIO, "redis tier: SET %s: %s", key, rep->str);
+    rk_redis_reply_free(rep);
+    return st;
+}
+
+/* The tables' default (OOV) rows as stored, under {prefix}/oov/TABLE: a
+ * cluster-only open (rk_store_open_redis) serves unknown ids with them. */
+static rk_status publish_oov(rk_store *s, rk_redis *r, const char *prefix, uint16_t vslot, rk_err *err) {
+    rk_status st = RK_OK;
+    for (int x = 0; st == RK_OK && x < s->n_tables; x++) {
+        const rk_store_table *tb = &s->tabs[x];
+        if (!tb->oov_raw) continue;
+        char k[RK_TIER_KEY_MAX], what[RK_STORE_NAME_MAX + 8];
+        snprintf(what, sizeof what, "oov/%s", tb->m.name);
+        ver_key(k, prefix, what);
+        st = vset(r, vslot, k, tb->oov_raw, tb->row_bytes, err);
+    }
+    return st;
+}
+
 rk_status rk_store_redis_publish(rk_store *s, rk_redis *r, int progress, uint64_t *rows_loaded, rk_err *err) {
     if (rows_loaded) *rows_loaded = 0;
     char prefix[RK_TIER_PREFIX_MAX], k[RK_TIER_KEY_MAX];
@@ -451,7 +484,7 @@ rk_status rk_store_redis_publish(rk_store *s, rk_redis *r, int progress, uint64_
     int done = rep->type == REDIS_REPLY_STRING;
     rk_status st = done ? check_marker(s, prefix, rep, err) : RK_OK;
     rk_redis_reply_free(rep);
-    if (done) return st;
+    if (done) return st ? st : publish_oov(s, r, prefix, vslot, err); /* versions published before the default rows were */
     loader L = {.r = r, .prefix = prefix, .vslot = vslot};
     size_t maxrb = 0;
     uint64_t total = 0;
@@ -475,6 +508,7 @@ rk_status rk_store_redis_publish(rk_store *s, rk_redis *r, int progress, uint64_
         if (st) rk_err_prefix(err, "publish %s table '%s'", prefix, L.tb->m.name);
     }
     if (progress) rk_progress_finish(&pr);
+    if (st == RK_OK) st = publish_oov(s, r, prefix, vslot, err);
     if (st == RK_OK) { /* the marker last: replicas attach only to a complete version */
         rk_meta_table *mt = rk_calloc((size_t)s->n_tables + 1, sizeof *mt);
         for (int x = 0; mt && x < s->n_tables; x++) mt[x] = s->tabs[x].m;
@@ -525,8 +559,100 @@ static rk_status scan_master(rk_redis *r, const char *addr, const char *pattern,
     return st;
 }
 
+/* ---------------------------------------------------------------- lineages */
+
+#define RK_LINEAGE_MAX 100
+
+static int lineage_key(char *k, const char *lineage, const char *what) {
+    return snprintf(k, RK_TIER_KEY_MAX, "{rk/lineage/%s}%s", lineage, what);
+}
+
+/* The lineage recorded for prefix into buf ("" when none); RK_EIO when Redis does not answer. */
+static rk_status version_lineage(rk_redis *r, const char *prefix, char *buf, size_t cap, rk_err *err) {
+    char k[RK_TIER_KEY_MAX];
+    ver_key(k, prefix, "lineage");
+    const char *argv[] = {"GET", k};
+    redisReply *rep = vcmd(r, rk_redis_crc16(prefix, strlen(prefix)) & (RK_REDIS_SLOTS - 1), rk_now() + 5.0, err, 2, argv);
+    if (!rep) return RK_EIO;
+    snprintf(buf, cap, "%s", rep->type == REDIS_REPLY_STRING ? rep->str : "");
+    rk_redis_reply_free(rep);
+    return RK_OK;
+}
+
+/* A command on the lineage's slot; NULL (err set) on no answer or an error reply. */
+static redisReply *lcmd(rk_redis *r, const char *lineage, rk_err *err, int argc, const char **argv) {
+    char k[RK_TIER_KEY_MAX];
+    int n = lineage_key(k, lineage, "");
+    redisReply *rep = vcmd(r, rk_redis_slot(k, (size_t)n), rk_now() + 5.0, err, argc, argv);
+    if (rep && rep->type == REDIS_REPLY_ERROR) {
+        rk_fail(err, RK_EIO, "redis tier: lineage '%s': %s: %s", lineage, argv[0], rep->str);
+        rk_redis_reply_free(rep);
+        rep = NULL;
+    }
+    return rep;
+}
+
+rk_status rk_redis_lineage_add(rk_redis *r, const char *lineage, const char *prefix, uint64_t *dropped, rk_err *err) {
+    if (dropped) *dropped = 0;
+    if (!lineage[0] || strlen(lineage) > RK_LINEAGE_MAX)
+        return rk_fail(err, RK_EINVAL, "redis tier: lineage name must be 1..%d bytes, got %zu", RK_LINEAGE_MAX, strlen(lineage));
+    char set[RK_TIER_KEY_MAX], seq[RK_TIER_KEY_MAX], vk[RK_TIER_KEY_MAX], num[32];
+    lineage_key(set, lineage, "");
+    lineage_key(seq, lineage, "/seq");
+    ver_key(vk, prefix, "lineage");
+    const char *incr[] = {"INCR", seq};
+    redisReply *rep = lcmd(r, lineage, err, 2, incr);
+    if (!rep) return RK_EIO;
+    snprintf(num, sizeof num, "%lld", rep->integer);
+    rk_redis_reply_free(rep);
+    rk_status st = vset(r, rk_redis_crc16(prefix, strlen(prefix)) & (RK_REDIS_SLOTS - 1), vk, lineage, strlen(lineage), err);
+    const char *zadd[] = {"ZADD", set, num, prefix};
+    if (st == RK_OK && !(rep = lcmd(r, lineage, err, 4, zadd))) st = RK_EIO;
+    if (st) return rk_err_prefix(err, "recording version %s in lineage '%s'", prefix, lineage);
+    rk_redis_reply_free(rep);
+    const char *older[] = {"ZRANGE", set, "0", "-2"}; /* every version but the newest */
+    if (!(rep = lcmd(r, lineage, err, 4, older))) return RK_EIO;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+        rk_err e = {0};
+        rk_status ds = rk_redis_drop_version(r, rep->element[i]->str, NULL, &e);
+        if (ds == RK_OK && dropped) (*dropped)++;
+        else if (ds != RK_OK && ds != RK_EEXIST && st == RK_OK) st = ds, *err = e; /* the next publish retries it */
+    }
+    rk_redis_reply_free(rep);
+    return st;
+}
+
+/* After this replica let go of its version (rk_tier_detach): with
+ * opts.drop_retired, drop it when a newer version of its lineage exists
+ * and no replica holds a lease. The newest version is never dropped here,
+ * so a restarting replica finds the version it served. */
+static void drop_if_retired(rk_tier *t) {
+    char lineage[RK_LINEAGE_MAX + 8];
+    if (!rk_redis_options(t->r)->drop_retired || version_lineage(t->r, t->prefix, lineage, sizeof lineage, NULL) || !lineage[0])
+        return;
+    char set[RK_TIER_KEY_MAX];
+    lineage_key(set, lineage, "");
+    const char *newest[] = {"ZREVRANGE", set, "0", "0"};
+    redisReply *rep = lcmd(t->r, lineage, NULL, 4, newest);
+    int retired = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+                  rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, t->prefix) != 0;
+    rk_redis_reply_free(rep);
+    if (!retired) return;
+    rk_err e = {0};
+    uint64_t n = 0;
+    rk_status st = rk_redis_drop_version(t->r, t->prefix, &n, &e);
+    if (st == RK_OK)
+        rk_info("redis tier: dropped retired version %s of lineage '%s' (%llu keys): no replica serves it", t->prefix,
+                lineage, (unsigned long long)n);
+    else if (st != RK_EEXIST)
+        rk_warn("redis tier: dropping retired version %s: %s (the next publish of lineage '%s' retries)", t->prefix,
+                e.msg, lineage);
+}
+
 rk_status rk_redis_drop_version(rk_redis *r, const char *prefix, uint64_t *deleted, rk_err *err) {
     if (deleted) *deleted = 0;
+    char lineage[RK_LINEAGE_MAX + 8];
+    if (version_lineage(r, prefix, lineage, sizeof lineage, err)) return RK_EIO;
     char addrs[64][64], pat[RK_TIER_KEY_MAX];
     int n = rk_redis_masters(r, addrs, 64);
     uint64_t leases = 0, count = 0;
@@ -545,5 +671,102 @@ rk_status rk_redis_drop_version(rk_redis *r, const char *prefix, uint64_t *delet
     snprintf(pat, sizeof pat, "{%s*", prefix);
     for (int i = 0; st == RK_OK && i < n; i++) st = scan_master(r, addrs[i], pat, 1, &count, err);
     if (deleted) *deleted = count;
+    if (st == RK_OK && lineage[0]) { /* out of its lineage only once every key is gone: a retry finds it there */
+        char set[RK_TIER_KEY_MAX];
+        lineage_key(set, lineage, "");
+        const char *zrem[] = {"ZREM", set, prefix};
+        if (!(rep = lcmd(r, lineage, err, 3, zrem))) st = RK_EIO;
+        rk_redis_reply_free(rep);
+    }
     return st;
+}
+
+/* ---------------------------------------------------------------- cluster-only open */
+
+/* Table tb's default row from {prefix}/oov/TABLE. */
+static rk_status remote_oov(rk_store *s, rk_redis *r, uint16_t vslot, rk_store_table *tb, rk_err *err) {
+    char k[RK_TIER_KEY_MAX], what[RK_STORE_NAME_MAX + 8];
+    snprintf(what, sizeof what, "oov/%s", tb->m.name);
+    ver_key(k, s->remote, what);
+    const char *argv[] = {"GET", k};
+    redisReply *rep = vcmd(r, vslot, rk_now() + 5.0, err, 2, argv);
+    if (!rep) return RK_EIO;
+    rk_status st = RK_OK;
+    if (rep->type != REDIS_REPLY_STRING || rep->len != tb->row_bytes)
+        st = rk_fail(err, RK_EFORMAT, "store %s: table '%s': default (OOV) row missing in the cluster or of the wrong size "
+                                      "(publish the version again with `rank store publish-redis`)", s->path, tb->m.name);
+    tb->oov = st ? NULL : rk_malloc((size_t)tb->m.dim * sizeof(float));
+    tb->oov_raw = st ? NULL : rk_malloc(tb->row_bytes);
+    if (st == RK_OK && (!tb->oov || !tb->oov_raw)) st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", s->path);
+    if (st == RK_OK) {
+        memcpy(tb->oov_raw, rep->str, tb->row_bytes);
+        rk_codec_decode(tb->m.codec, tb->oov_raw, tb->m.dim, tb->oov);
+    }
+    rk_redis_reply_free(rep);
+    return st;
+}
+
+/* Bind names[0..n) (NULL: every table of the marker) to s's tables. */
+static rk_status bind_remote(rk_store *s, rk_redis *r, uint16_t vslot, const rk_meta_table *mt, int n_mt,
+                             const char *const *names, const int *dims, int n_tables, rk_err *err) {
+    if (!names && n_tables == 0) n_tables = n_mt;
+    s->tabs = rk_calloc((size_t)(n_tables ? n_tables : 1), sizeof *s->tabs);
+    if (!s->tabs) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", s->path);
+    s->n_tables = n_tables;
+    for (int t = 0; t < n_tables; t++) {
+        const char *want = names ? names[t] : mt[t].name;
+        int mi = -1;
+        for (int i = 0; i < n_mt; i++)
+            if (!strcmp(mt[i].name, want)) mi = i;
+        if (mi < 0) return rk_fail(err, RK_ENOTFOUND, "store %s: table '%s' missing from the published version", s->path, want);
+        rk_store_table *tb = &s->tabs[t];
+        tb->m = mt[mi];
+        tb->row_bytes = rk_codec_row_bytes(tb->m.codec, tb->m.dim);
+        if (dims && dims[t] != tb->m.dim)
+            return rk_fail(err, RK_EFORMAT, "store %s: table '%s' has dim %d, expected %d", s->path, want, tb->m.dim, dims[t]);
+        rk_status st = tb->m.has_oov ? remote_oov(s, r, vslot, tb, err) : RK_OK;
+        if (st) return st;
+    }
+    return RK_OK;
+}
+
+rk_status rk_store_open_redis(rk_redis *r, const char *prefix, const char *const *names, const int *dims, int n_tables,
+                              const rk_store_opts *opts, rk_store **out, rk_err *err) {
+    *out = NULL;
+    rk_store_opts defo = RK_STORE_OPTS_DEFAULT;
+    if (!opts) opts = &defo;
+    rk_status cs = rk_store_check_opts(prefix, opts, err);
+    if (cs) return cs;
+    if (!prefix[0] || strlen(prefix) >= RK_TIER_PREFIX_MAX)
+        return rk_fail(err, RK_EINVAL, "redis tier: version prefix must be 1..%d bytes", RK_TIER_PREFIX_MAX - 1);
+    rk_store *s = rk_store_alloc(opts);
+    if (!s) return rk_fail(err, RK_ENOMEM, "store redis:%s: out of memory", prefix);
+    s->o.writable = 0; /* updates go to the cluster (rk_tier_apply) */
+    if (rk_redis_options(r)->cache_bytes >= 0 && opts->cache_bytes) s->o.cache_bytes = (size_t)rk_redis_options(r)->cache_bytes;
+    snprintf(s->remote, sizeof s->remote, "%s", prefix);
+    snprintf(s->path, sizeof s->path, "redis:%s", prefix);
+    uint16_t vslot = rk_redis_crc16(prefix, strlen(prefix)) & (RK_REDIS_SLOTS - 1);
+    char k[RK_TIER_KEY_MAX];
+    ver_key(k, prefix, "ready");
+    const char *get[] = {"GET", k};
+    redisReply *rep = vcmd(r, vslot, rk_now() + 5.0, err, 2, get);
+    rk_meta_table *mt = NULL;
+    int n_mt = 0;
+    rk_status st = RK_EIO;
+    if (rep && rep->type != REDIS_REPLY_STRING)
+        st = rk_fail(err, RK_ENOTFOUND, "redis tier: version %s is not (fully) loaded in the cluster: no completion marker "
+                                        "(publish it with `rank store publish-redis`)", prefix);
+    else if (rep)
+        st = rk_store_meta_parse(rep->str, rep->len, s->path, &mt, &n_mt, err);
+    rk_redis_reply_free(rep);
+    if (st == RK_OK) st = bind_remote(s, r, vslot, mt, n_mt, names, dims, n_tables, err);
+    rk_free(mt);
+    if (st == RK_OK) st = rk_store_setup_caches(s, err);
+    if (st == RK_OK) st = rk_store_redis_attach(s, r, err);
+    if (st) {
+        rk_store_close(s);
+        return st;
+    }
+    *out = s;
+    return RK_OK;
 }

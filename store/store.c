@@ -425,6 +425,7 @@ static void store_destroy(rk_store *s) {
     for (int i = 0; s->tabs && i < s->n_tables; i++) {
         rk_cache_free(&s->tabs[i].cache);
         rk_free(s->tabs[i].oov);
+        rk_free(s->tabs[i].oov_raw);
     }
     rk_free(s->tabs);
     for (int i = 0; s->all_cf && i < s->n_all; i++) /* all_cf NULL: its allocation failed */
@@ -450,7 +451,7 @@ rk_status rk_store_open(const char *dir, const char *const *names, const int *di
 
 /* Give each table a share of the cache budget proportional to its size,
  * capped at what it needs to hold every row. */
-static rk_status setup_caches(rk_store *s, rk_err *err) {
+rk_status rk_store_setup_caches(rk_store *s, rk_err *err) {
     double need = 0;
     for (int t = 0; t < s->n_tables; t++)
         need += (double)s->tabs[t].m.rows * (double)rk_cache_bytes_per_row(s->tabs[t].row_bytes);
@@ -646,14 +647,32 @@ static rk_status probe_open(const char *dir, rk_err *err) {
     return RK_OK;
 }
 
+rk_status rk_store_check_opts(const char *what, const rk_store_opts *opts, rk_err *err) {
+    if (opts->cache_shards < 1 || opts->cache_shards > 256 || (opts->cache_shards & (opts->cache_shards - 1)))
+        return rk_fail(err, RK_EINVAL, "store %s: cache_shards must be a power of two in 1..256, got %d", what,
+                       opts->cache_shards);
+    return RK_OK;
+}
+
+rk_store *rk_store_alloc(const rk_store_opts *opts) {
+    rk_store *s = rk_calloc(1, sizeof *s);
+    if (!s) return NULL;
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_rwlock_init(&s->dbmu, NULL);
+    atomic_init(&s->refs, 1);
+    s->o = *opts;
+    if (opts->tier && rk_store_tier_global && rk_redis_options(rk_store_tier_global)->cache_bytes >= 0 && opts->cache_bytes)
+        s->o.cache_bytes = (size_t)rk_redis_options(rk_store_tier_global)->cache_bytes;
+    return s;
+}
+
 rk_status rk_store_open_ex(const char *dir, const char *const *names, const int *dims, int n_tables,
                            const rk_store_opts *opts, rk_store **out, rk_err *err) {
     *out = NULL;
     rk_store_opts defo = RK_STORE_OPTS_DEFAULT;
     if (!opts) opts = &defo;
-    if (opts->cache_shards < 1 || opts->cache_shards > 256 || (opts->cache_shards & (opts->cache_shards - 1)))
-        return rk_fail(err, RK_EINVAL, "store %s: cache_shards must be a power of two in 1..256, got %d", dir,
-                       opts->cache_shards);
+    rk_status cs = rk_store_check_opts(dir, opts, err);
+    if (cs) return cs;
     if (!rk_is_dir(dir)) return rk_fail(err, RK_ENOTFOUND, "store %s: missing directory", dir);
     char cur[700];
     snprintf(cur, sizeof cur, "%s/CURRENT", dir);
@@ -663,14 +682,8 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
         rk_status ps = probe_open(dir, err);
         if (ps) return ps;
     }
-    rk_store *s = rk_calloc(1, sizeof *s);
+    rk_store *s = rk_store_alloc(opts);
     if (!s) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
-    pthread_mutex_init(&s->wmu, NULL);
-    pthread_rwlock_init(&s->dbmu, NULL);
-    atomic_init(&s->refs, 1);
-    s->o = *opts;
-    if (opts->tier && rk_store_tier_global && rk_redis_options(rk_store_tier_global)->cache_bytes >= 0 && opts->cache_bytes)
-        s->o.cache_bytes = (size_t)rk_redis_options(rk_store_tier_global)->cache_bytes;
     snprintf(s->path, sizeof s->path, "%s", dir);
     s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
     if (opts->mmap_reads) rocksdb_options_set_allow_mmap_reads(s->opts, 1);
@@ -790,15 +803,17 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
                 break;
             }
             tb->oov = rk_malloc((size_t)tb->m.dim * sizeof(float));
+            tb->oov_raw = rk_malloc(tb->row_bytes);
             if (tb->oov) rk_codec_decode(tb->m.codec, ov, tb->m.dim, tb->oov);
+            if (tb->oov_raw) memcpy(tb->oov_raw, ov, tb->row_bytes);
             rocksdb_free(ov);
-            if (!tb->oov) st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
+            if (!tb->oov || !tb->oov_raw) st = rk_fail(err, RK_ENOMEM, "store %s: out of memory", dir);
         }
     }
     rocksdb_list_column_families_destroy(cf_names, n_cf);
     rk_free(mt);
     mt = NULL;
-    if (st == RK_OK) st = setup_caches(s, err);
+    if (st == RK_OK) st = rk_store_setup_caches(s, err);
     for (int t = 0; st == RK_OK && opts->verify && t < s->n_tables; t++) {
         uint64_t keys = 0;
         st = rk_store_count_keys(s, t, &keys, err);
@@ -1020,12 +1035,22 @@ void rk_store_stats_get(rk_store *s, int t, rk_store_stats *out) {
         out->cache_bytes += tb->cache.bytes;
         out->cache_row_bytes += tb->cache.slots * tb->row_bytes;
     }
-    out->block_cache_usage = rocksdb_cache_get_usage(s->bcache);
-    out->block_cache_pinned = rocksdb_cache_get_pinned_usage(s->bcache);
+    if (s->bcache) { /* none on a cluster-only store */
+        out->block_cache_usage = rocksdb_cache_get_usage(s->bcache);
+        out->block_cache_pinned = rocksdb_cache_get_pinned_usage(s->bcache);
+    }
+}
+
+/* Scans, counts and compactions read local files: a cluster-only store has none. */
+static rk_status refuse_remote(const rk_store *s, const char *what, rk_err *err) {
+    return rk_fail(err, RK_EINVAL, "store %s: %s needs the local tables/, but this version lives only in the Redis Cluster",
+                   s->path, what);
 }
 
 rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
+    *count = 0;
+    if (s->remote[0]) return refuse_remote(s, "counting keys", err);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(ro, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
@@ -1050,6 +1075,7 @@ rk_status rk_store_count_keys(rk_store *s, int t, uint64_t *count, rk_err *err) 
 rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, const float *row), void *ctx,
                         rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
+    if (s->remote[0]) return refuse_remote(s, "a scan", err);
     const rk_store_table *tb = &s->tabs[t];
     float *row = rk_malloc((size_t)tb->m.dim * sizeof(float));
     if (!row) return rk_fail(err, RK_ENOMEM, "store %s: out of memory", s->path);

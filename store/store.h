@@ -337,8 +337,12 @@ typedef struct {
     long long cache_bytes; /* >= 0: RAM cache budget of the stores attached through
                               rk_store_set_tier that have a cache (replaces
                               rk_store_opts.cache_bytes); -1 (default): theirs */
+    int drop_retired;    /* 1: when a store lets go of its version (close) and a newer
+                            version of the version's lineage exists, drop it once no
+                            lease holds it (rk_redis_lineage_add); rankd sets it.
+                            0 (default): never drop by itself */
 } rk_redis_opts;
-#define RK_REDIS_OPTS_DEFAULT {50, 8, 1, 1000, 20, 1, -1}
+#define RK_REDIS_OPTS_DEFAULT {50, 8, 1, 1000, 20, 1, -1, 0}
 
 /* Connect to a cluster: seeds "HOST:PORT[,HOST:PORT...]"; reads the slot
  * map (CLUSTER SLOTS) from the first seed that answers. Errors: RK_EINVAL
@@ -375,8 +379,39 @@ void rk_store_redis_prefix(const rk_store *s, char *buf, size_t cap);
 
 /* Delete a version's keys from every master (SCAN + UNLINK). Refused
  * (RK_EEXIST) while any replica holds a lease on it (is serving it):
- * "unused" = no lease key alive. *deleted (may be NULL): keys removed. */
+ * "unused" = no lease key alive. The completion marker goes first (no
+ * replica attaches to a version being dropped), the version's entry in its
+ * lineage last (an interrupted drop is retried by the next
+ * rk_redis_lineage_add). *deleted (may be NULL): keys removed. */
 rk_status rk_redis_drop_version(rk_redis *r, const char *prefix, uint64_t *deleted, rk_err *err);
+
+/* Lineages: the versions of one model, oldest to newest, in the sorted set
+ * {rk/lineage/NAME} (score: a counter, {rk/lineage/NAME}/seq), the name
+ * also under {prefix}/lineage. rk_redis_lineage_add records a completely
+ * published prefix as the newest version of lineage (NAME: 1..100 bytes,
+ * the caller's choice, e.g. the model's name; publishing an older prefix
+ * again makes it the newest: a rollback), then drops every older version
+ * that no lease holds (*dropped: how many); a leased one stays and is
+ * dropped by the last replica that lets go of it (drop_retired) or by a
+ * later publish. A version that is in no lineage is never dropped by
+ * itself. Errors: RK_EINVAL (name), RK_EIO; a failed drop is reported
+ * after the others were tried. */
+rk_status rk_redis_lineage_add(rk_redis *r, const char *lineage, const char *prefix, uint64_t *dropped, rk_err *err);
+
+/* Open a version that lives only in the cluster (a thin bundle: no local
+ * tables/): its tables' metadata (names, dims, codecs, rows, keyed) from the
+ * completion marker under prefix, default rows from {prefix}/oov/TABLE,
+ * then bound and attached as rk_store_open_ex + rk_store_redis_attach do.
+ * Lookups: RAM cache -> Redis; a key Redis cannot answer gets the default
+ * row (counted as redis_defaulted): there is no RocksDB to fall back to.
+ * Updates (rk_store_apply) go to the cluster only. Scans, key counts and
+ * compaction are refused (RK_EINVAL). opts: cache_bytes, cache_shards
+ * (the cluster's cache_bytes >= 0 replaces cache_bytes as for attached
+ * stores); the RocksDB options are ignored. Errors: RK_ENOTFOUND (no
+ * completion marker: not (fully) published; a table missing),
+ * RK_EFORMAT (bad marker, dim mismatch, default row missing), RK_EIO. */
+rk_status rk_store_open_redis(rk_redis *r, const char *prefix, const char *const *names, const int *dims, int n_tables,
+                              const rk_store_opts *opts, rk_store **out, rk_err *err);
 
 /* A deadline (rk_now() seconds; 0 = none) for the calling thread's later
  * lookups: their Redis work ends by it, besides opts.timeout_ms per lookup;

@@ -135,6 +135,7 @@ typedef struct {
     rk_meta_table m;
     size_t row_bytes;
     float *oov; /* [dim] decoded default row, NULL = zeros */
+    unsigned char *oov_raw; /* [row_bytes] the default row as stored (published to Redis as is), or NULL */
     rocksdb_column_family_handle_t *cf;
     rk_cache cache;
     atomic_uint_fast64_t lookups, unknown, db_reads, updates;
@@ -163,6 +164,8 @@ struct rk_store {
     atomic_int refs;     /* used by rk_store_live */
     int delete_dir;      /* rm -rf path when the last reference goes */
     rk_tier *tier;       /* NULL: no Redis tier */
+    char remote[64];     /* non-empty: a version that lives only in the cluster under this
+                            prefix (rk_store_open_redis): no RocksDB (db NULL), no fallback */
     char path[512];
 };
 
@@ -171,6 +174,12 @@ char *rk_store_meta_format(const rk_meta_table *mt, int n);
 rk_status rk_store_meta_parse(const char *v, size_t vl, const char *path, rk_meta_table **out, int *n_out, rk_err *err);
 void rk_store_be64(unsigned char k[8], uint64_t v);
 void rk_store_default_row(const rk_store_table *tb, float *dst);
+/* Split the cache budget across s's tables (store.c). */
+rk_status rk_store_setup_caches(rk_store *s, rk_err *err);
+/* RK_EINVAL naming what (a directory or prefix) when opts are out of range. */
+rk_status rk_store_check_opts(const char *what, const rk_store_opts *opts, rk_err *err);
+/* An empty handle for rk_store_open_redis: locks initialized, one reference, options copied. */
+rk_store *rk_store_alloc(const rk_store_opts *opts);
 
 /* The Redis tier (redis_tier.c). Lookup: resolve kp[0..m) (sorted by row,
  * duplicates adjacent) from Redis into out; returns how many entries remain

@@ -415,6 +415,17 @@ static void load_ctx(void) {
     cr_assert_eq(rk_client_create(srv.addr, &C.cl, &e), RK_OK, "%s", e.msg);
 }
 
+/* Max |score - rank score's| over ml/test.tsv, the scores read from path. */
+static double max_diff_test_ref(const char *path) {
+    int n;
+    float *got = read_scores(path, &n);
+    cr_assert_eq(n, C.n_test_ref, "%s: %d scores, rank score gave %d", path, n, C.n_test_ref);
+    double mx = 0;
+    for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
+    free(got);
+    return mx;
+}
+
 static void free_ctx(void) {
     rk_client_destroy(C.cl);
     tsv_free(&C.multi);
@@ -572,12 +583,7 @@ Test(e2e, rank_query_cli_matches_rank_score) {
                  0, "rank query failed (see %s/query.%d.log)", d, (int)getpid());
     char p[1024];
     snprintf(p, sizeof p, "%s/q.%d.tsv", d, (int)getpid());
-    int n;
-    float *got = read_scores(p, &n);
-    cr_assert_eq(n, C.n_test_ref);
-    double mx = 0;
-    for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
-    free(got);
+    double mx = max_diff_test_ref(p);
     cr_assert(mx <= TOL, "rank query vs rank score: max abs diff %.3g", mx);
     /* --model-name: sent instead of the bundle's name ('' sends none) */
     cr_expect_eq(run(BIN "rank query --addr %s --model %s/bundle --input %s/ml/test.tsv --output %s/q.%d.tsv "
@@ -1680,12 +1686,7 @@ Test(e2e_device, rank_score_device_matches_or_names_the_error) {
     } else {
         cr_assert_eq(rc, 0, "rank score --device cuda failed (see %s/dev.%d.log)", d, pid);
         snprintf(p, sizeof p, "%s/dev.%d.tsv", d, pid);
-        int n;
-        float *got = read_scores(p, &n);
-        cr_assert_eq(n, C.n_test_ref);
-        double mx = 0;
-        for (int i = 0; i < n; i++) mx = fmax(mx, fabs((double)got[i] - C.test_ref[i]));
-        free(got);
+        double mx = max_diff_test_ref(p);
         cr_expect(mx <= DEVICE_TOL, "rank score --device cuda vs cpu: max abs diff %.3g", mx);
     }
     finish();
@@ -1694,6 +1695,7 @@ Test(e2e_device, rank_score_device_matches_or_names_the_error) {
 /* ------------------------------------------------------------------ Redis Cluster tier */
 
 static char redis_dir[1200], redis_seeds[512];
+static rankd_proc r2; /* the second replica; stopped by the teardown when a test fails first */
 
 static void setup_redis(void) {
     snprintf(redis_dir, sizeof redis_dir, "%s/redis-%d", e2e_dir(), (int)getpid());
@@ -1714,6 +1716,7 @@ static void setup_redis(void) {
 static void teardown_redis(void) {
     free_ctx();
     rankd_stop(&srv);
+    rankd_stop(&r2);
     (void)run("bash " RK_SOURCE_DIR "/scripts/redis-cluster.sh stop %s", redis_dir);
 }
 
@@ -1729,6 +1732,13 @@ static float score0(rk_client *cl, Rankd__V1__RankRequest *req) {
     return v;
 }
 
+/* One client per replica. */
+static void clients_of(const rankd_proc *a, const rankd_proc *b, rk_client **ca, rk_client **cb) {
+    rk_err e = {0};
+    cr_assert_eq(rk_client_create(a->addr, ca, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_client_create(b->addr, cb, &e), RK_OK, "%s", e.msg);
+}
+
 TestSuite(e2e_redis, .init = setup_redis, .fini = teardown_redis, .timeout = 240);
 
 /* Two rankd replicas on one bundle whose rows live in a Redis Cluster (a
@@ -1741,7 +1751,6 @@ TestSuite(e2e_redis, .init = setup_redis, .fini = teardown_redis, .timeout = 240
 Test(e2e_redis, replicas_round_robin_update_and_kill) {
     const char *extra[] = {"--redis-cluster", redis_seeds, "--redis-cache-mb", "1", "--redis-fallback", "default",
                            "--updates", NULL};
-    rankd_proc r2;
     cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, extra), -1, "replica 1 exited (log %s)", srv.log);
     cr_assert_neq(rankd_spawn(&r2, "127.0.0.1:0", NULL, extra), -1, "replica 2 exited (log %s)", r2.log);
     load_ctx();
@@ -1758,8 +1767,7 @@ Test(e2e_redis, replicas_round_robin_update_and_kill) {
     }
     /* an update written once, through replica 1 */
     rk_client *c1, *c2;
-    cr_assert_eq(rk_client_create(srv.addr, &c1, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_client_create(r2.addr, &c2, &e), RK_OK, "%s", e.msg);
+    clients_of(&srv, &r2, &c1, &c2);
     Rankd__V1__RankRequest *req = build(&C.multi, group_row(3), MULTI_K, 1);
     float before = score0(c2, req); /* replica 2 caches the row */
     cr_assert_eq(score0(c1, req), before);
@@ -1785,6 +1793,7 @@ Test(e2e_redis, replicas_round_robin_update_and_kill) {
      * wait for a core on a loaded 2-core machine: 300 ms was seen too short) */
     kill(r2.pid, SIGKILL);
     waitpid(r2.pid, NULL, 0);
+    r2.pid = 0;
     sleep_ms(2000);
     for (int i = 0; i < 10; i++, sent++) expect_good();
     rk_client_destroy(C.cl);
@@ -1801,6 +1810,104 @@ Test(e2e_redis, replicas_round_robin_update_and_kill) {
     cr_assert_gt(served, 10, "replica 1 served %ld calls", served);
     cr_assert_lt(served, sent, "replica 1 served all %d calls: no round robin", sent);
     cr_assert_eq(defaulted, 0, "%ld rows got the default row with a healthy cluster", defaulted);
+}
+
+/* The tables leave the machine: `rank store thin` copies the published
+ * bundle without tables/; rankd refuses it without a cluster, naming why;
+ * two replicas serve it from the cluster alone (--redis-fallback is moot:
+ * no RocksDB) behind round_robin with every score equal to `rank score` on
+ * the full bundle; an update through replica 1 reaches replica 2. Then a
+ * newer version of the same lineage is published while both serve the old
+ * one (kept: leased), and when the last replica stops, the old version is
+ * dropped from the cluster by itself. */
+Test(e2e_redis, thin_bundle_from_the_cluster_and_old_version_dropped) {
+    const char *d = e2e_dir();
+    char thin[64], path[1400], err[1400];
+    snprintf(thin, sizeof thin, "thin-%d", (int)getpid());
+    cr_assert_eq(run(BIN "rank store thin --model %s/bundle --out %s/%s --redis-cluster %s >/dev/null", d, d, thin,
+                     redis_seeds), 0, "rank store thin failed");
+    snprintf(path, sizeof path, "%s/%s/tables", d, thin);
+    cr_assert(!rk_path_exists(path), "the thin bundle has tables/");
+    snprintf(path, sizeof path, "%s/%s/dense.safetensors", d, thin);
+    cr_assert(rk_path_exists(path), "the thin bundle lacks dense.safetensors");
+    snprintf(err, sizeof err, "%s/thin-refused-%d.txt", d, (int)getpid());
+    cr_assert_eq(run(BIN "rankd --model %s/%s --listen 127.0.0.1:0 >/dev/null 2>%s", d, thin, err), 1);
+    char *text = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_read_file(err, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "needs rankd --redis-cluster"), "rankd without a cluster said: %s", text);
+    rk_free(text);
+
+    bundle_name = thin;
+    /* a key Redis does not answer in time gets the default row (no RocksDB here): on a loaded
+     * 2-core machine 50 ms was seen too short for exact scores, so a wide budget */
+    const char *extra[] = {"--redis-cluster", redis_seeds, "--redis-cache-mb", "1", "--redis-timeout-ms", "5000",
+                           "--updates", NULL};
+    cr_assert_neq(rankd_spawn(&srv, "127.0.0.1:0", NULL, extra), -1, "replica 1 exited (log %s)", srv.log);
+    cr_assert_neq(rankd_spawn(&r2, "127.0.0.1:0", NULL, extra), -1, "replica 2 exited (log %s)", r2.log);
+    bundle_name = "bundle";
+    load_ctx(); /* the full bundle: requests are built from its model.json */
+    rk_client_destroy(C.cl);
+    char target[200];
+    snprintf(target, sizeof target, "ipv4:127.0.0.1:%d,127.0.0.1:%d", srv.port, r2.port);
+    cr_assert_eq(rk_client_create(target, &C.cl, &e), RK_OK, "%s", e.msg);
+    expect_all_groups(TOL); /* every score from the cluster alone equals rank score's on the full bundle */
+    /* rank query takes the thin bundle too (it reads model.json only) */
+    cr_assert_eq(run(BIN "rank query --addr %s --model %s/%s --input %s/ml/test.tsv --output %s/%s.q.tsv --candidates 50 "
+                         ">%s/%s.query.log 2>&1", target, d, thin, d, d, thin, d, thin),
+                 0, "rank query on the thin bundle failed (see %s/%s.query.log)", d, thin);
+    snprintf(path, sizeof path, "%s/%s.q.tsv", d, thin);
+    double mx = max_diff_test_ref(path);
+    cr_log_info("thin bundle, 2 replicas: rank query vs rank score on the full bundle: max abs diff %.3g", mx);
+    cr_assert(mx <= TOL, "rank query through the thin replicas vs rank score: max abs diff %.3g", mx);
+    rk_client *c1, *c2;
+    clients_of(&srv, &r2, &c1, &c2);
+    Rankd__V1__RankRequest *req = build(&C.multi, group_row(2), MULTI_K, 1);
+    float before = score0(c2, req);
+    apply_movie_row(c1, req->candidates[0]->ad_id, -0.5f);
+    float after1 = score0(c1, req), after2 = before;
+    cr_assert_neq(after1, before, "replica 1 does not serve its own update");
+    double t0 = now_s();
+    while (after2 != after1 && now_s() - t0 < 5.0) {
+        after2 = score0(c2, req);
+        if (after2 != after1) sleep_ms(2);
+    }
+    cr_assert_eq(after2, after1, "replica 2 never served the update");
+    cr_log_info("thin bundle: update through replica 1 served by replica 2 after %.1f ms", (now_s() - t0) * 1e3);
+    rk_client_destroy(c1);
+    rk_client_destroy(c2);
+    rk_client_destroy(C.cl);
+    C.cl = NULL;
+
+    /* a newer version of the lineage (the model's name) while both serve the old one */
+    cr_assert_eq(run(BIN "rank store convert --model %s/bundle --codec fp16 --out %s/%s-v2 >/dev/null 2>&1", d, d, thin), 0);
+    snprintf(err, sizeof err, "%s/thin-publish-%d.txt", d, (int)getpid());
+    cr_assert_eq(run(BIN "rank store publish-redis --model %s/%s-v2 --redis-cluster %s >%s 2>/dev/null", d, thin,
+                     redis_seeds, err), 0);
+    cr_assert_eq(rk_read_file(err, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "0 older version(s) dropped"), "publish of v2 said: %s", text);
+    rk_free(text);
+    char log1[sizeof srv.log];
+    snprintf(log1, sizeof log1, "%s", srv.log);
+    stop_checked(&srv);
+    cr_assert_eq(rk_read_file(log1, &text, NULL, &e), RK_OK, "%s", e.msg);
+    const char *dr = strstr(text, "default_rows=");
+    cr_assert(dr && atol(dr + 13) == 0, "replica 1 served default rows: %s", dr ? dr : "(no exit counters)");
+    rk_free(text);
+    cr_assert_eq(run(BIN "rank store thin --model %s/bundle --out %s/%s-again --redis-cluster %s >/dev/null 2>&1", d, d,
+                     thin, redis_seeds), 0, "the old version was dropped while replica 2 still served it");
+    char log2[sizeof r2.log];
+    snprintf(log2, sizeof log2, "%s", r2.log);
+    stop_checked(&r2);
+    snprintf(err, sizeof err, "%s/thin-gone-%d.txt", d, (int)getpid());
+    cr_assert_eq(run(BIN "rank store thin --model %s/bundle --out %s/%s-gone --redis-cluster %s >/dev/null 2>%s", d, d,
+                     thin, redis_seeds, err), 1, "the old version is still in the cluster after its last replica stopped");
+    cr_assert_eq(rk_read_file(err, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "not (fully) loaded"), "%s", text);
+    rk_free(text);
+    cr_assert_eq(rk_read_file(log2, &text, NULL, &e), RK_OK, "%s", e.msg);
+    cr_assert(strstr(text, "dropped retired version"), "replica 2's log does not say it dropped the old version");
+    rk_free(text);
 }
 
 /* ------------------------------------------------------------------ a wide model */

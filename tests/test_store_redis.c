@@ -492,3 +492,145 @@ Test(store_redis, hung_master_bounded_by_thread_deadline, .init = cluster_start,
     rk_store_close(ref);
     rk_redis_destroy(r);
 }
+
+/* A version with a default (OOV) row for table "a": v (fp32, ROWS rows) and "b" (int8, ROWS/2). */
+static void write_oov(const char *path, uint64_t seed, const float *oov) {
+    float *d = malloc((size_t)(ROWS + ROWS / 2) * DIM * sizeof(float));
+    rk_rng g;
+    rk_rng_seed(&g, seed);
+    for (size_t i = 0; i < (size_t)(ROWS + ROWS / 2) * DIM; i++) d[i] = (float)(rk_rng_normal(&g) * 0.1);
+    rk_table_spec spec[2] = {{"a", DIM, ROWS, d}, {"b", DIM, ROWS / 2, d + (size_t)ROWS * DIM}};
+    rk_table_opts to[2] = {{RK_CODEC_FP32, oov}, {RK_CODEC_INT8, NULL}};
+    rk_err e = {0};
+    cr_assert_eq(rk_store_write_ex(path, spec, 2, to, &e), RK_OK, "%s", e.msg);
+    free(d);
+}
+
+/* Publish the store at path (a local handle, closed again); its prefix into pfx. */
+static void publish_at(rk_redis *r, const char *path, char *pfx, size_t cap) {
+    rk_store *s = open_ro(path, 0);
+    rk_err e = {0};
+    cr_assert_eq(rk_store_redis_publish(s, r, 0, NULL, &e), RK_OK, "%s", e.msg);
+    rk_store_redis_prefix(s, pfx, cap);
+    rk_store_close(s);
+}
+
+static rk_store *open_remote(rk_redis *r, const char *pfx, size_t cache_bytes) {
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = cache_bytes;
+    rk_store *s = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_open_redis(r, pfx, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+    return s;
+}
+
+/* A version served from the cluster alone (no local tables): metadata and
+ * default rows come from the cluster, every row (unknown ids and ids past
+ * the table included) equals the local store's, local-only operations are
+ * refused, an update through one cluster-only handle reaches another. */
+Test(store_redis, cluster_only_open, .init = cluster_start, .fini = cluster_stop, .timeout = 120) {
+    char path[400], pfx[80];
+    snprintf(path, sizeof path, "%s/v1", tmpdir);
+    float oov[DIM];
+    for (int j = 0; j < DIM; j++) oov[j] = 0.25f * (float)(j + 1);
+    write_oov(path, 7, oov);
+    rk_redis *r = connect_cluster(0, 500);
+    rk_store *ref = open_ro(path, 0);
+    rk_store_redis_prefix(ref, pfx, sizeof pfx);
+    rk_store *s = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_open_redis(r, pfx, NULL, NULL, 0, NULL, &s, &e), RK_ENOTFOUND, "an unpublished version opened");
+    cr_assert(strstr(e.msg, "not (fully) loaded"), "%s", e.msg);
+    publish_at(r, path, pfx, sizeof pfx);
+    s = open_remote(r, pfx, 0);
+    cr_assert_eq(rk_store_n_tables(s), 2);
+    for (int t = 0; t < 2; t++) {
+        rk_table_info a, b;
+        rk_store_table_info(ref, t, &a);
+        rk_store_table_info(s, t, &b);
+        cr_assert(!strcmp(a.name, b.name) && a.dim == b.dim && a.codec == b.codec && a.rows == b.rows &&
+                  a.has_oov_row == b.has_oov_row, "table %d: metadata differs from the local store's", t);
+    }
+    uint64_t keys[ROWS + 10];
+    for (size_t i = 0; i < ROWS + 10; i++) keys[i] = (i * 7919) % (ROWS + 10); /* 10 ids past the table */
+    expect_rows(s, 0, keys, ROWS + 10, ref);
+    expect_rows(s, 1, keys, ROWS / 2 + 10, ref);
+    float got[DIM];
+    uint64_t past = ROWS + 3;
+    size_t missing = 0;
+    cr_assert_eq(rk_store_get(s, 0, &past, 1, got, &missing, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(missing, 1);
+    cr_assert_eq(memcmp(got, oov, sizeof got), 0, "the default row is not the published one");
+    uint64_t n = 0;
+    cr_assert_eq(rk_store_count_keys(s, 0, &n, &e), RK_EINVAL);
+    cr_assert(strstr(e.msg, "Redis Cluster"), "%s", e.msg);
+    /* an update through s reaches a second cluster-only handle that had the row cached */
+    rk_store *s2 = open_remote(r, pfx, 1 << 20);
+    uint64_t row = 42;
+    float before[DIM], upd[DIM], seen[DIM];
+    cr_assert_eq(rk_store_get(s2, 0, &row, 1, before, NULL, &e), RK_OK, "%s", e.msg);
+    for (int j = 0; j < DIM; j++) upd[j] = before[j] + 1.0f;
+    cr_assert_eq(rk_store_apply(s, 0, &row, 1, upd, &e), RK_OK, "%s", e.msg);
+    double t0 = rk_now();
+    do {
+        cr_assert_eq(rk_store_get(s2, 0, &row, 1, seen, NULL, &e), RK_OK, "%s", e.msg);
+        if (memcmp(seen, upd, sizeof seen)) usleep(5000);
+    } while (memcmp(seen, upd, sizeof seen) && rk_now() - t0 < 2.0);
+    cr_assert_eq(memcmp(seen, upd, sizeof seen), 0, "the update never reached the second handle");
+    rk_store_stats st;
+    rk_store_stats_get(s2, -1, &st);
+    cr_assert_eq(st.redis_defaulted, 0);
+    rk_store_close(s2);
+    rk_store_close(s);
+    rk_store_close(ref);
+    rk_redis_destroy(r);
+}
+
+/* Versions of one lineage drop by themselves: a publish drops the older
+ * versions no replica holds; a leased one stays until its last replica
+ * lets go of it (drop_retired), which then drops it; the newest version is
+ * never dropped by a replica letting go. */
+Test(store_redis, lineage_drops_old_versions, .init = cluster_start, .fini = cluster_stop, .timeout = 120) {
+    char path[3][400], pfx[3][80];
+    rk_redis *r = connect_cluster(0, 500);
+    rk_redis_opts o = RK_REDIS_OPTS_DEFAULT;
+    o.drop_retired = 1;
+    rk_redis *rd = NULL;
+    rk_err e = {0};
+    cr_assert_eq(rk_redis_create(seeds, &o, &rd, &e), RK_OK, "%s", e.msg);
+    for (int v = 0; v < 3; v++) {
+        snprintf(path[v], sizeof path[v], "%s/v%d", tmpdir, v);
+        write_two(path[v], 100 + (uint64_t)v);
+    }
+    uint64_t dropped = 9;
+    cr_assert_eq(rk_redis_lineage_add(r, "", "rk/x", &dropped, &e), RK_EINVAL);
+    publish_at(r, path[0], pfx[0], sizeof pfx[0]);
+    cr_assert_eq(rk_redis_lineage_add(r, "model-a", pfx[0], &dropped, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(dropped, 0);
+    rk_store *serving = open_remote(rd, pfx[0], 0); /* a replica serves v0: it holds a lease */
+    publish_at(r, path[1], pfx[1], sizeof pfx[1]);
+    cr_assert_eq(rk_redis_lineage_add(r, "model-a", pfx[1], &dropped, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(dropped, 0, "a version a replica serves was dropped");
+    rk_store *check = open_remote(r, pfx[0], 0);
+    rk_store_close(check);
+    rk_store_close(serving); /* the last replica lets go of v0, which v1 replaced: dropped */
+    rk_store *gone = NULL;
+    cr_assert_eq(rk_store_open_redis(r, pfx[0], NULL, NULL, 0, NULL, &gone, &e), RK_ENOTFOUND, "v0 still loaded");
+    uint64_t left = 9;
+    cr_assert_eq(rk_redis_drop_version(r, pfx[0], &left, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(left, 0, "%llu keys of v0 were left", (unsigned long long)left);
+    /* v1 is the newest: a replica letting go of it keeps it */
+    serving = open_remote(rd, pfx[1], 0);
+    rk_store_close(serving);
+    check = open_remote(r, pfx[1], 0);
+    rk_store_close(check);
+    /* publishing v2 drops v1, which nobody serves */
+    publish_at(r, path[2], pfx[2], sizeof pfx[2]);
+    cr_assert_eq(rk_redis_lineage_add(r, "model-a", pfx[2], &dropped, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(dropped, 1);
+    cr_assert_eq(rk_store_open_redis(r, pfx[1], NULL, NULL, 0, NULL, &gone, &e), RK_ENOTFOUND, "v1 still loaded");
+    check = open_remote(r, pfx[2], 0);
+    rk_store_close(check);
+    rk_redis_destroy(rd);
+    rk_redis_destroy(r);
+}

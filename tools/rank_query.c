@@ -112,7 +112,9 @@ int rank_query_main(int argc, char **argv) {
     }
 
     rk_err e = {0};
-    rk_model *m = NULL;
+    rk_model_cfg mcfg;
+    int have_cfg = 0;
+    char *mtext = NULL, mpath[4200];
     rk_req_rows *t = NULL;
     float *pctr = NULL;
     double *lat = NULL;
@@ -121,8 +123,15 @@ int rank_query_main(int argc, char **argv) {
     int rc = 1;
     size_t n_rows = 0, n_groups = 0, sent = 0, scored_rows = 0;
 
-    if (rk_model_open(model, &m, &e)) goto fail;
-    const rk_model_cfg *cfg = rk_model_config(m);
+    /* the features from model.json alone: the tables stay with rankd (a thin bundle works too) */
+    snprintf(mpath, sizeof mpath, "%s/model.json", model);
+    if (rk_read_file(mpath, &mtext, NULL, &e)) goto fail;
+    have_cfg = 1;
+    if (rk_model_cfg_parse(mtext, &mcfg, &e)) {
+        rk_err_prefix(&e, "%s", mpath);
+        goto fail;
+    }
+    const rk_model_cfg *cfg = &mcfg;
     if (rk_req_rows_read(in, cfg, &t, &e)) goto fail;
     n_rows = rk_req_rows_count(t);
     /* Groups: a new request when any user-side value changes or it is full. */
@@ -211,6 +220,7 @@ done:
     rk_free(pctr);
     rk_free(lat);
     rk_req_rows_destroy(t);
-    rk_model_destroy(m);
+    if (have_cfg) rk_model_cfg_free(&mcfg);
+    rk_free(mtext);
     return rc;
 }

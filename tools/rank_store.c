@@ -7,6 +7,8 @@
  *   rank store apply   (--model BUNDLE [--member NAME] | --store DIR) --table NAME --input FILE [--batch N]
  *                      [--redis-cluster SEEDS]
  *   rank store publish-redis (--model BUNDLE [--member NAME] | --store DIR) --redis-cluster SEEDS
+ *                      [--lineage NAME]
+ *   rank store thin    --model BUNDLE --out DIR --redis-cluster SEEDS
  *   rank store drop-redis    (--model BUNDLE [--member NAME] | --store DIR | --prefix P) --redis-cluster SEEDS
  *
  * apply reads one update per line: the row id, then dim floats, separated
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "rank.h"
 #include "store.h"
@@ -47,8 +50,14 @@ static void store_usage(FILE *o) {
             "      --redis-cluster SEEDS: also to the version's rows in a Redis Cluster (MSET, WAIT 1 replica,\n"
             "      the update stream every rankd replica follows); the version must be published there\n"
             "  publish-redis (--model BUNDLE [--member NAME] | --store DIR) --redis-cluster HOST:PORT[,...]\n"
+            "                [--lineage NAME]\n"
             "      load the tables into a Redis Cluster under the version's prefix (rk/IDENTITY of tables/),\n"
-            "      pipelined, resumable (rerun after an interruption), completion marker last\n"
+            "      pipelined, resumable (rerun after an interruption), completion marker last; then record it as\n"
+            "      the newest version of lineage NAME (default with --model: model.json's name, '/MEMBER' added\n"
+            "      for a member; --store: none) and drop the lineage's older versions no rankd serves (lease)\n"
+            "  thin --model BUNDLE --out DIR --redis-cluster SEEDS\n"
+            "      copy BUNDLE to DIR without its tables/ (each member's too), after checking that every one\n"
+            "      is fully published in the cluster: rankd --redis-cluster serves DIR from the cluster alone\n"
             "  drop-redis (--model BUNDLE [--member NAME] | --store DIR | --prefix P) --redis-cluster SEEDS\n"
             "      delete a version's keys from the cluster; refused while a rankd replica serves it (lease)\n");
 }
@@ -357,13 +366,30 @@ static int cmd_apply(int argc, char **argv) {
     return rc;
 }
 
+/* The default lineage of a bundle: model.json's name, "/MEMBER" added for a member. */
+static int bundle_lineage(const char *model, const char *member, char *buf, size_t cap) {
+    char path[4200], *text = NULL;
+    rk_err e = {0};
+    rk_model_cfg cfg;
+    snprintf(path, sizeof path, "%s/model.json", model);
+    if (rk_read_file(path, &text, NULL, &e) || rk_model_cfg_parse(text, &cfg, &e)) {
+        rk_free(text);
+        fprintf(stderr, "rank store publish-redis: error: %s: %s\n", path, e.msg);
+        return -1;
+    }
+    snprintf(buf, cap, "%s%s%s", cfg.name, member ? "/" : "", member ? member : "");
+    rk_model_cfg_free(&cfg);
+    rk_free(text);
+    return 0;
+}
+
 /* publish-redis / drop-redis */
 static int cmd_redis(const char *cmd, int argc, char **argv) {
-    const char *model = NULL, *store = NULL, *member = NULL, *seeds = NULL, *prefix = NULL;
+    const char *model = NULL, *store = NULL, *member = NULL, *seeds = NULL, *prefix = NULL, *lineage = NULL;
     int c, drop = !strcmp(cmd, "drop-redis");
     static struct option opts[] = {{"model", 1, 0, 'm'}, {"store", 1, 0, 's'}, {"member", 1, 0, 'M'},
-                                   {"redis-cluster", 1, 0, 'C'}, {"prefix", 1, 0, 'p'}, {"help", 0, 0, 'h'},
-                                   {0, 0, 0, 0}};
+                                   {"redis-cluster", 1, 0, 'C'}, {"prefix", 1, 0, 'p'}, {"lineage", 1, 0, 'l'},
+                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm') model = optarg;
@@ -371,6 +397,7 @@ static int cmd_redis(const char *cmd, int argc, char **argv) {
         else if (c == 'M') member = optarg;
         else if (c == 'C') seeds = optarg;
         else if (c == 'p' && drop) prefix = optarg;
+        else if (c == 'l' && !drop) lineage = optarg;
         else {
             store_usage(c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 2;
@@ -387,6 +414,9 @@ static int cmd_redis(const char *cmd, int argc, char **argv) {
     char buf[4096], pfx[128];
     const char *dir = prefix ? NULL : store_dir(cmd, model, store, member, buf, sizeof buf);
     if (!prefix && !dir) return 2;
+    char lbuf[300] = "";
+    if (!drop && !lineage && model && bundle_lineage(model, member, lbuf, sizeof lbuf)) return 1;
+    if (lineage) snprintf(lbuf, sizeof lbuf, "%s", lineage);
     if (rk_redis_create(seeds, NULL, &r, &e)) return fail(&e);
     rk_store_opts o = RK_STORE_OPTS_DEFAULT;
     o.cache_bytes = 0;
@@ -404,10 +434,133 @@ static int cmd_redis(const char *cmd, int argc, char **argv) {
             double dt = rk_now() - t0;
             printf("published %s: %llu rows loaded in %.2fs (%.0f rows/s)%s\n", pfx, (unsigned long long)n, dt,
                    dt > 0 ? n / dt : 0.0, n ? "" : " (already complete)");
+            uint64_t dropped = 0;
+            if (lbuf[0] && rk_redis_lineage_add(r, lbuf, pfx, &dropped, &e)) rc = fail(&e);
+            else if (lbuf[0])
+                printf("lineage '%s': %s is the newest version; %llu older version(s) dropped\n", lbuf, pfx,
+                       (unsigned long long)dropped);
         }
     }
     rk_store_close(s);
     rk_redis_destroy(r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- thin */
+
+/* The store at dir must be fully published in r: same tables, dims,
+ * codecs, rows and default rows as the completion marker says. */
+static int check_published(rk_redis *r, const char *dir) {
+    rk_err e = {0};
+    rk_store *loc = NULL, *rem = NULL;
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    o.cache_bytes = 0;
+    o.tier = 0;
+    o.verify = 0;
+    char pfx[128];
+    int rc = 0;
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &loc, &e)) return fail(&e);
+    rk_store_redis_prefix(loc, pfx, sizeof pfx);
+    if (rk_store_open_redis(r, pfx, NULL, NULL, 0, &o, &rem, &e)) rc = fail(&e);
+    for (int t = 0; rc == 0 && t < rk_store_n_tables(loc); t++) {
+        rk_table_info a, b;
+        rk_store_table_info(loc, t, &a);
+        int u = rk_store_find(rem, a.name);
+        if (u >= 0) rk_store_table_info(rem, u, &b);
+        if (u < 0 || a.dim != b.dim || a.codec != b.codec || a.rows != b.rows || a.has_oov_row != b.has_oov_row) {
+            fprintf(stderr, "rank store thin: error: %s: table '%s' is not the one published as %s\n", dir, a.name, pfx);
+            rc = 1;
+        }
+    }
+    rk_store_close(rem);
+    rk_store_close(loc);
+    return rc;
+}
+
+/* Copy the tree in -> out (out created), leaving out a tables/ folder beside a model.json. */
+static rk_status copy_thin(const char *in, const char *out, rk_err *err) {
+    if (mkdir(out, 0755)) return rk_fail(err, RK_EIO, "%s: %s", out, strerror(errno));
+    DIR *d = opendir(in);
+    if (!d) return rk_fail(err, RK_EIO, "%s: %s", in, strerror(errno));
+    char mj[4200];
+    snprintf(mj, sizeof mj, "%s/model.json", in);
+    int bundle = rk_path_exists(mj);
+    rk_status st = RK_OK;
+    struct dirent *de;
+    while (st == RK_OK && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || (bundle && !strcmp(de->d_name, "tables"))) continue;
+        char a[4200], b[4200];
+        snprintf(a, sizeof a, "%s/%s", in, de->d_name);
+        snprintf(b, sizeof b, "%s/%s", out, de->d_name);
+        if (rk_is_dir(a)) {
+            st = copy_thin(a, b, err);
+            continue;
+        }
+        char *data = NULL;
+        size_t len = 0;
+        st = rk_read_file(a, &data, &len, err);
+        if (st == RK_OK) st = rk_write_file(b, data, len, err);
+        rk_free(data);
+    }
+    closedir(d);
+    if (st == RK_OK) st = rk_fsync_dir(out, err);
+    return st;
+}
+
+static int cmd_thin(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *seeds = NULL;
+    int c;
+    static struct option opts[] = {{"model", 1, 0, 'm'}, {"out", 1, 0, 'o'}, {"redis-cluster", 1, 0, 'C'},
+                                   {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'm') model = optarg;
+        else if (c == 'o') out = optarg;
+        else if (c == 'C') seeds = optarg;
+        else {
+            store_usage(c == 'h' ? stdout : stderr);
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!model || !out || !seeds) {
+        fprintf(stderr, "rank store thin: --model, --out and --redis-cluster are required\n");
+        return 2;
+    }
+    if (rk_path_exists(out)) {
+        fprintf(stderr, "rank store thin: error: %s exists\n", out);
+        return 1;
+    }
+    rk_err e = {0};
+    rk_redis *r = NULL;
+    if (rk_redis_create(seeds, NULL, &r, &e)) return fail(&e);
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/tables", model);
+    int rc = 0, n = 0;
+    if (rk_is_dir(dir)) rc = check_published(r, dir), n++;
+    snprintf(dir, sizeof dir, "%s/members", model);
+    DIR *d = rc == 0 ? opendir(dir) : NULL;
+    struct dirent *de;
+    while (d && rc == 0 && (de = readdir(d))) {
+        snprintf(dir, sizeof dir, "%s/members/%s/tables", model, de->d_name);
+        if (de->d_name[0] != '.' && rk_is_dir(dir)) rc = check_published(r, dir), n++;
+    }
+    if (d) closedir(d);
+    rk_redis_destroy(r);
+    if (rc == 0 && n == 0) {
+        fprintf(stderr, "rank store thin: error: %s: no tables/ (not a bundle, or thin already)\n", model);
+        rc = 1;
+    }
+    char tmp[4200], parent[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", out, (int)getpid());
+    if (rc == 0 && (copy_thin(model, tmp, &e) || (rename(tmp, out) && rk_fail(&e, RK_EIO, "%s: %s", out, strerror(errno))))) {
+        (void)rk_rm_rf(tmp, NULL);
+        rc = fail(&e);
+    }
+    if (rc == 0) {
+        rk_path_parent(out, parent, sizeof parent);
+        (void)rk_fsync_dir(parent, NULL);
+        printf("thin bundle %s: %d table store(s) verified published, tables/ left out\n", out, n);
+    }
     return rc;
 }
 
@@ -420,6 +573,7 @@ int rank_store_main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "apply")) return cmd_apply(argc - 1, argv + 1);
     if (!strcmp(argv[1], "publish-redis") || !strcmp(argv[1], "drop-redis")) return cmd_redis(argv[1], argc - 1, argv + 1);
+    if (!strcmp(argv[1], "thin")) return cmd_thin(argc - 1, argv + 1);
     fprintf(stderr, "rank store: unknown command '%s'\n", argv[1]);
     store_usage(stderr);
     return 2;

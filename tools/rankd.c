@@ -97,7 +97,11 @@ static void usage(FILE *o) {
             "                         the bundle is refused; --updates then writes to the\n"
             "                         cluster (WAIT 1 replica) and every replica's cache follows\n"
             "                         the update stream; the local tables stay read-only. Not\n"
-            "                         with --ram-tables-mb > 0 (RAM copies would miss updates)\n"
+            "                         with --ram-tables-mb > 0 (RAM copies would miss updates).\n"
+            "                         A bundle without tables/ (`rank store thin`) is served\n"
+            "                         from the cluster alone (no RocksDB fallback). A version\n"
+            "                         replaced by a newer one of its lineage is dropped from the\n"
+            "                         cluster when the last replica lets go of it\n"
             "  --redis-timeout-ms N   a lookup's Redis budget (default 50): keys not answered in\n"
             "                         time (node down, failover) get the fallback\n"
             "  --redis-fallback WHAT  rocksdb (default): such keys are read from the bundle's\n"
@@ -362,7 +366,8 @@ static int open_model(const char *model, int updates, int ram_mb, rk_model **out
         return -1;
     }
     if (ram) rk_info("embedding tables in RAM: %.1f MiB", ram / 1048576.0);
-    else rk_info("embedding tables served from RocksDB (--ram-tables-mb %d)", ram_mb);
+    else rk_info("embedding tables served from %s (--ram-tables-mb %d)",
+                 rk_store_tier() ? "the Redis Cluster tier" : "RocksDB", ram_mb);
     *out = m;
     return 0;
 }
@@ -494,6 +499,7 @@ int main(int argc, char **argv) {
     rk_err e = {0};
     rk_redis *redis = NULL;
     if (redis_seeds) {
+        rro.drop_retired = 1;
         if (rk_redis_create(redis_seeds, &rro, &redis, &e)) {
             fprintf(stderr, "rankd: %s\n", e.msg);
             return 1;
