@@ -743,6 +743,20 @@ Test(data_log, errors_name_row_and_column) {
     write_text(d, "schema.json", "{\"header\": true, \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema columns: the input's header names column 3 'n' twice (also column 2)"), "%s", e.msg);
+    /* --out names a file: the error is about --out, not the schema */
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
+    write_text(d, "log.tsv", "1\t3\n0\t4\n1\t5\n0\t6\n1\t7\n0\t8\n1\t9\n0\t1\n1\t2\n0\t3\n");
+    write_text(d, "afile", "x");
+    char afile[1100];
+    snprintf(afile, sizeof afile, "%s/afile", d);
+    cr_expect_eq(rk_data_log(sch, in, afile, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "output directory (--out)") && strstr(e.msg, "afile: exists and is not a directory"), "%s", e.msg);
+    cr_expect(!strstr(e.msg, "schema.json"), "the schema is not to blame: %s", e.msg);
+    char under[1200];
+    snprintf(under, sizeof under, "%s/afile/sub", d); /* a parent that is a file */
+    cr_expect_neq(rk_data_log(sch, in, under, &e), RK_OK);
+    cr_expect(strstr(e.msg, "output directory (--out)") && !strstr(e.msg, "schema.json"), "%s", e.msg);
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_OK, "%s", e.msg);
     write_text(d, "schema.json", "{\"header\": false, \"label\": \"y\", \"features\": [{\"column\": \"m\"}], \"bogus\": 1}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "unknown key 'bogus'"), "%s", e.msg);
