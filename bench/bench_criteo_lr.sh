@@ -69,12 +69,7 @@ for f in train valid test; do printf '  %s.tsv: %d rows\n' $f $(($(wc -l <"$OUT/
 
 mkcfg() { # model l2e l2d dropout -> config path
     local p="$OUT/runs/cfg-$1-$2-$3-$4.json"
-    python3 - "$OUT/$1.json" "$p" "$2" "$3" "$4" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["train"].update(l2_embed=float(sys.argv[3]), l2_dense=float(sys.argv[4]), dropout=float(sys.argv[5]))
-json.dump(c, open(sys.argv[2], "w"), indent=1)
-PY
+    python3 bench/ref/set_train.py "$OUT/$1.json" "$p" "$2" "$3" "$4"
     echo "$p"
 }
 run() { # model l2e l2d dropout seed
