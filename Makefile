@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all setup build test demo clean asan soak fuzz-smoke bench-train bench-serve bench-cetnet bench-store bench-store-crash bench-store-levers \
-        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-swap bench-ops install deb bench-embsum
+        bench-encoder bench-exfm bench-sid bench-roofline bench-gpu bench-cluster bench-vision fuzz bench-wide bench-criteo bench-criteo-lr bench-swap bench-ops install deb bench-embsum
 
 # The text-encoder tests that need the real all-MiniLM-L6-v2 weights
 # (tests/test_encoder.c). ENCODER_TESTS=1 (default): install them first
@@ -154,6 +154,12 @@ bench-wide: build
 bench-criteo: build
 	@bash bench/bench_criteo.sh $(BUILD) ../shared/data
 	@bash bench/bench_criteo_reg.sh $(BUILD)
+
+# Regularized logistic regression vs DCNv2 with and without L2/dropout on the
+# Criteo sample's own train/dev/test split (settings chosen on dev, 3 seeds;
+# bench/bench_criteo_lr.sh); figures in bench/RESULTS.md.
+bench-criteo-lr: build
+	@bash bench/bench_criteo_lr.sh $(BUILD) ../shared/data
 
 # Hot swap under load (issue 17): a new model version every 5 s for 60 s at 50%
 # of rankd's max rate; p99 of the calls around swaps vs steady (bench/bench_swap.sh).

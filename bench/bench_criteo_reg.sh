@@ -25,12 +25,7 @@ mkdir -p "$OUT/reg"
 echo "load: $(uptime | sed 's/.*load average: //')"
 mkcfg() { # l2e l2d dropout -> config path
     local p="$OUT/reg/cfg-$1-$2-$3.json"
-    python3 - "$OUT/configs/log1p.json" "$p" "$1" "$2" "$3" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["train"].update(l2_embed=float(sys.argv[3]), l2_dense=float(sys.argv[4]), dropout=float(sys.argv[5]))
-json.dump(c, open(sys.argv[2], "w"), indent=1)
-PY
+    python3 bench/ref/set_train.py "$OUT/configs/log1p.json" "$p" "$1" "$2" "$3"
     echo "$p"
 }
 for g in $GRID; do

@@ -205,7 +205,7 @@ static rk_status parse_feature(json_t *fo, int i, rk_feature *f, rk_err *err) {
     if (f->kind == RK_FEAT_SPARSE) {
         f->table_size = 0;
         f->dim = 16;
-        GET_INT(fo, "table_size", where, 1, 1e12, f->table_size);
+        GET_INT(fo, "table_size", where, 1, RK_MAX_TABLE_ROWS, f->table_size);
         if (!f->table_size) return rk_fail(err, RK_EINVAL, "%s.table_size: missing", where);
         GET_INT(fo, "dim", where, 1, 1024, f->dim);
         char pool[16] = "sum";
@@ -280,13 +280,16 @@ static rk_status parse_tower(json_t *tw, const char *where, rk_tower_cfg *t, rk_
     else if (!strcmp(type, "deepfm")) t->type = RK_TOWER_DEEPFM;
     else return rk_fail(err, RK_EINVAL, "%s.type: '%s' is not dnn, dcnv2 or deepfm", where, type);
     double x = t->type == RK_TOWER_DCNV2 ? (t->n_cross ? t->n_cross : 2) : 0;
-    if ((s = get_num(tw, "cross_layers", where, 0, 1e6, &x, err))) return s;
+    if ((s = get_num(tw, "cross_layers", where, 0, RK_MAX_CROSS_LAYERS, &x, err))) return s;
+    if (x != floor(x)) return rk_fail(err, RK_EINVAL, "%s.cross_layers: expected an integer", where);
     if (t->type != RK_TOWER_DCNV2 && x != 0)
         return rk_fail(err, RK_EINVAL, "%s.cross_layers: only a dcnv2 tower has cross layers", where);
     t->n_cross = (int)x;
     json_t *h = json_object_get(tw, "hidden");
     if (h) {
         if (!json_is_array(h)) return rk_fail(err, RK_EINVAL, "%s.hidden: expected an array of widths", where);
+        if (json_array_size(h) > RK_MAX_HIDDEN_LAYERS)
+            return rk_fail(err, RK_EINVAL, "%s.hidden: %zu layers, at most %d", where, json_array_size(h), RK_MAX_HIDDEN_LAYERS);
         int *hw = rk_realloc(t->hidden, (json_array_size(h) ? json_array_size(h) : 1) * sizeof(int));
         if (!hw) return rk_fail(err, RK_ENOMEM, "%s.hidden: out of memory", where);
         t->hidden = hw;
@@ -322,6 +325,8 @@ static rk_status parse_ensemble(json_t *en, rk_model_cfg *c, rk_err *err) {
     json_t *ms = json_object_get(en, "members");
     if (!json_is_array(ms) || json_array_size(ms) < 1 || json_array_size(ms) > INT_MAX / 2)
         return rk_fail(err, RK_EINVAL, "ensemble.members: expected a non-empty array of members");
+    if (json_array_size(ms) > RK_MAX_MEMBERS)
+        return rk_fail(err, RK_EINVAL, "ensemble.members: %zu members, at most %d", json_array_size(ms), RK_MAX_MEMBERS);
     int n = (int)json_array_size(ms);
     if (!(c->members = rk_calloc((size_t)n, sizeof *c->members))) return rk_fail(err, RK_ENOMEM, "ensemble: out of memory");
     for (int i = 0; i < n; i++) {
@@ -368,8 +373,34 @@ rk_status rk_member_cfg_derive(const rk_model_cfg *ens, int i, rk_model_cfg *out
     return RK_OK;
 }
 
+/* The tower's dense weights (cross layers D x D + D each, the MLP's
+ * layers) against RK_MAX_DENSE_WEIGHTS, naming the field that sizes them:
+ * a config that asks for more is refused here, not by an allocation that
+ * fails (or succeeds and swaps) at training. D = the embedding dims of the
+ * sparse features + one per dense feature. */
+static rk_status check_tower_size(const rk_model_cfg *c, const char *where, rk_err *err) {
+    double d = 0;
+    for (int f = 0; f < c->n_features; f++) d += c->features[f].kind == RK_FEAT_SPARSE ? c->features[f].dim : 1;
+    double cross = c->tower.n_cross * (d * d + d), mlp = 0, prev = d, most = -1;
+    int widest = 0; /* the layer with the most weights (the first of equals) */
+    for (int i = 0; i < c->tower.n_hidden; i++) {
+        double w = prev * c->tower.hidden[i] + c->tower.hidden[i];
+        if (w > most) most = w, widest = i;
+        mlp += w;
+        prev = c->tower.hidden[i];
+    }
+    if (cross + mlp <= RK_MAX_DENSE_WEIGHTS) return RK_OK;
+    if (cross >= mlp)
+        return rk_fail(err, RK_EINVAL,
+                       "%s.cross_layers: %d cross layers over %.0f inputs are %.3g weights; a tower holds at most %.3g "
+                       "(README, \"Limits that remain\")", where, c->tower.n_cross, d, cross, (double)RK_MAX_DENSE_WEIGHTS);
+    return rk_fail(err, RK_EINVAL, "%s.hidden[%d]: the MLP's %.3g weights (%.0f inputs) exceed a tower's %.3g "
+                   "(README, \"Limits that remain\")", where, widest, mlp, d, (double)RK_MAX_DENSE_WEIGHTS);
+}
+
 static rk_status validate_tower(const rk_model_cfg *c, const char *where, rk_err *err) {
-    if (c->tower.type != RK_TOWER_DEEPFM) return RK_OK;
+    rk_status s = check_tower_size(c, where, err);
+    if (s || c->tower.type != RK_TOWER_DEEPFM) return s;
     int k = -1;
     for (int f = 0; f < c->n_features; f++) {
         if (c->features[f].kind != RK_FEAT_SPARSE) continue;

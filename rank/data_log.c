@@ -394,7 +394,10 @@ static rk_status convert(log_schema *s, json_t *root, char *buf, size_t len, con
                      n_rec == 1 ? "" : "s", s->valid, s->test);
         goto done;
     }
-    if ((st = rk_mkdir_p(out_dir, err))) goto done;
+    if ((st = rk_mkdir_p(out_dir, err))) {
+        rk_err_prefix(err, "output directory (--out)");
+        goto done;
+    }
     static const char *const files[3] = {"train.tsv", "valid.tsv", "test.tsv"};
     for (int i = 0; i < 3; i++)
         if ((st = open_out(&of[i], out_dir, files[i], s, err))) goto done;
@@ -450,9 +453,14 @@ rk_status rk_data_log(const char *schema_path, const char *in_path, const char *
     s.delim = d[0];
     s.quotes = q ? json_is_true(q) : s.delim == ',';
     s.header = h ? json_is_true(h) : 1;
+    /* an output that can never be a directory fails before the input is read */
+    if (st == RK_OK && rk_path_exists(out_dir) && !rk_is_dir(out_dir))
+        st = rk_fail(err, RK_EINVAL, "output directory (--out) %s: exists and is not a directory", out_dir);
     if (st == RK_OK) st = rk_read_file(in_path, &buf, &len, err);
     if (st == RK_OK) st = convert(&s, root, buf, len, in_path, out_dir, err);
-    if (st && st != RK_ENOMEM && !strstr(err ? err->msg : "", in_path)) rk_err_prefix(err, "%s", schema_path);
+    /* schema errors name the schema file; input and output errors their own paths */
+    const char *m = err ? err->msg : "";
+    if (st && st != RK_ENOMEM && !strstr(m, in_path) && !strstr(m, out_dir)) rk_err_prefix(err, "%s", schema_path);
     rk_free(buf);
     schema_free(&s);
     json_decref(root);

@@ -29,8 +29,17 @@
 #define RK_FORMAT_VERSION 1
 /* Longest feature, column, member or model name (bytes, with the NUL).
  * Counts (features, tables, hidden and cross layers, ensemble members,
- * values per bag) have no fixed cap: they are sized at run time. */
+ * values per bag) have no fixed array behind them: they are sized at run
+ * time. The config parser bounds the sizes that a typo could make absurd
+ * (an error naming the field instead of an allocation failing at
+ * training; README, "Limits that remain"): */
 #define RK_NAME_MAX 64
+#define RK_MAX_CROSS_LAYERS 64         /* tower.cross_layers: 0..64 */
+#define RK_MAX_HIDDEN_LAYERS 64        /* tower.hidden: at most 64 widths, each 1..8192 */
+#define RK_MAX_MEMBERS 64              /* ensemble.members: 1..64 */
+#define RK_MAX_TABLE_ROWS 4294967296.0 /* features[].table_size: 1..2^32 rows */
+#define RK_MAX_DENSE_WEIGHTS 268435456.0 /* a tower's dense weights (cross + MLP): at most 2^28 (1 GiB fp32;
+                                            training keeps ~4x for gradients and Adam) */
 /* Largest magnitude a raw dense feature value may have, and a standardized
  * one may reach: beyond it float32 tower math can overflow to Inf/NaN, so
  * such input is refused (offline: error naming row and column; served:

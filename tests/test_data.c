@@ -571,6 +571,42 @@ Test(data, items_csv_joins_tags) {
     rm_dir(in);
 }
 
+/* Every byte `rank data movielens` writes from the bundled data, pinned: the
+ * length and xxHash64 (seed 0) of each file, as the converter wrote them at
+ * 3ea71cd (before any rework of it). Issue 15 asks for the MovieLens
+ * converter to become a preset of `rank data log` with identical files;
+ * this is the comparison such a rework must pass (set RK_PRINT_PINS=1 to
+ * print the values of a new converter instead of comparing). */
+Test(data, movielens_files_pinned, .timeout = 60) {
+    static const struct {
+        const char *file;
+        size_t bytes;
+        unsigned long long xxh64;
+    } pin[] = {
+        {"train.tsv", 11781597, 0x05aa2c658ea799e6ULL},
+        {"valid.tsv", 1671096, 0x881409a513c0defcULL},
+        {"test.tsv", 1652037, 0xba1074d2f18b4712ULL},
+        {"schema.json", 3231, 0xf97df7cd604f882aULL},
+    };
+    char *out = make_tmpdir();
+    rk_err err = {0};
+    cr_assert_eq(rk_data_movielens(RK_SOURCE_DIR "/data/movielens", out, &err), RK_OK, "%s", err.msg);
+    for (size_t i = 0; i < sizeof pin / sizeof pin[0]; i++) {
+        char path[1024], *buf = NULL;
+        size_t len = 0;
+        snprintf(path, sizeof path, "%s/%s", out, pin[i].file);
+        cr_assert_eq(rk_read_file(path, &buf, &len, &err), RK_OK, "%s", err.msg);
+        unsigned long long h = (unsigned long long)rk_hash64(buf, len, 0);
+        if (getenv("RK_PRINT_PINS")) printf("        {\"%s\", %zu, 0x%016llxULL},\n", pin[i].file, len, h);
+        else {
+            cr_expect_eq(len, pin[i].bytes, "%s: %zu bytes, pinned %zu", pin[i].file, len, pin[i].bytes);
+            cr_expect_eq(h, pin[i].xxh64, "%s: xxh64 %016llx, pinned %016llx", pin[i].file, h, pin[i].xxh64);
+        }
+        rk_free(buf);
+    }
+    rm_dir(out);
+}
+
 /* ------------------------------------------------------------------ rank data log */
 
 /* A Criteo-format row (label, I1..I13, C1..C26; tab-separated, no header). */
@@ -743,6 +779,20 @@ Test(data_log, errors_name_row_and_column) {
     write_text(d, "schema.json", "{\"header\": true, \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema columns: the input's header names column 3 'n' twice (also column 2)"), "%s", e.msg);
+    /* --out names a file: the error is about --out, not the schema */
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
+    write_text(d, "log.tsv", "1\t3\n0\t4\n1\t5\n0\t6\n1\t7\n0\t8\n1\t9\n0\t1\n1\t2\n0\t3\n");
+    write_text(d, "afile", "x");
+    char afile[1100];
+    snprintf(afile, sizeof afile, "%s/afile", d);
+    cr_expect_eq(rk_data_log(sch, in, afile, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "output directory (--out)") && strstr(e.msg, "afile: exists and is not a directory"), "%s", e.msg);
+    cr_expect(!strstr(e.msg, "schema.json"), "the schema is not to blame: %s", e.msg);
+    char under[1200];
+    snprintf(under, sizeof under, "%s/afile/sub", d); /* a parent that is a file */
+    cr_expect_neq(rk_data_log(sch, in, under, &e), RK_OK);
+    cr_expect(strstr(e.msg, "output directory (--out)") && !strstr(e.msg, "schema.json"), "%s", e.msg);
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_OK, "%s", e.msg);
     write_text(d, "schema.json", "{\"header\": false, \"label\": \"y\", \"features\": [{\"column\": \"m\"}], \"bogus\": 1}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "unknown key 'bogus'"), "%s", e.msg);

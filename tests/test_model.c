@@ -745,6 +745,62 @@ Test(config, no_fixed_caps) {
     free(j);
 }
 
+/* The size fields have documented ranges (rank.h, README "Limits that
+ * remain"): an absurd value is a range error naming the field, not an
+ * allocation failing at training (cross_layers 1000000 was "out of
+ * memory"). */
+static rk_status parse_sized(const char *feats, const char *tower, const char *extra, rk_err *e) {
+    char j[4096];
+    snprintf(j, sizeof j, "{\"features\": [%s], \"tower\": %s%s}", feats, tower, extra);
+    rk_model_cfg c;
+    rk_status s = rk_model_cfg_parse(j, &c, e);
+    if (s == RK_OK) rk_model_cfg_free(&c);
+    return s;
+}
+
+Test(config, size_fields_have_ranges) {
+    const char *two = "{\"name\": \"a\", \"side\": \"user\", \"table_size\": 10, \"dim\": 2},"
+                      " {\"name\": \"b\", \"side\": \"item\", \"table_size\": 10, \"dim\": 2}";
+    rk_err e = {0};
+    cr_expect_eq(parse_sized(two, "{\"cross_layers\": 1000000}", "", &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "tower.cross_layers: 1e+06 outside [0, 64]"), "%s", e.msg);
+    cr_expect_eq(parse_sized(two, "{\"cross_layers\": 2.5}", "", &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "tower.cross_layers: expected an integer"), "%s", e.msg);
+    cr_expect_eq(parse_sized(two, "{\"cross_layers\": 64, \"hidden\": [4]}", "", &e), RK_OK, "%s", e.msg);
+    char h[1024] = "{\"type\": \"dnn\", \"hidden\": [1";
+    for (int i = 1; i < 65; i++) strcat(h, ",1");
+    strcat(h, "]}");
+    cr_expect_eq(parse_sized(two, h, "", &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "tower.hidden: 65 layers, at most 64"), "%s", e.msg);
+    /* the MLP's weights: 4 inputs, then four 8192 x 8192 layers = 2.7e8 > 2^28; the first of the largest is named */
+    cr_expect_eq(parse_sized(two, "{\"type\": \"dnn\", \"hidden\": [8192, 8192, 8192, 8192, 8192]}", "", &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "tower.hidden[1]: the MLP's 2.69e+08 weights (4 inputs) exceed a tower's 2.68e+08"), "%s", e.msg);
+    cr_expect_eq(parse_sized(two, "{\"type\": \"dnn\", \"hidden\": [8192, 8192, 8192, 8192]}", "", &e), RK_OK, "%s", e.msg);
+    /* cross layers are D x D: 64 features of dim 1024 = D 65,536, one layer = 4.3e9 weights */
+    char wide[8192] = "";
+    for (int i = 0; i < 64; i++)
+        snprintf(wide + strlen(wide), sizeof wide - strlen(wide), "%s{\"name\": \"f%d\", \"side\": \"user\", \"table_size\": 4, \"dim\": 1024}",
+                 i ? "," : "", i);
+    cr_expect_eq(parse_sized(wide, "{\"cross_layers\": 1, \"hidden\": [4]}", "", &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "tower.cross_layers: 1 cross layers over 65536 inputs are 4.3e+09 weights"), "%s", e.msg);
+    cr_expect_eq(parse_sized(wide, "{\"type\": \"dnn\", \"hidden\": [64]}", "", &e), RK_OK, "%s", e.msg);
+    /* an ensemble member's tower is checked with the member's own dims */
+    cr_expect_eq(parse_sized(two, "{\"type\": \"dnn\", \"hidden\": [4]}",
+                             ", \"ensemble\": {\"members\": [{\"name\": \"m\", \"tower\": {\"type\": \"dcnv2\", \"cross_layers\": 1}, \"dim\": 1024}]}", &e),
+                 RK_OK, "%s", e.msg);
+    char ms[4096] = ", \"ensemble\": {\"members\": [";
+    for (int i = 0; i < 65; i++)
+        snprintf(ms + strlen(ms), sizeof ms - strlen(ms), "%s{\"name\": \"m%d\", \"tower\": {\"type\": \"dnn\", \"hidden\": [2]}}", i ? "," : "", i);
+    strcat(ms, "]}");
+    cr_expect_eq(parse_sized(two, "{\"type\": \"dnn\", \"hidden\": [4]}", ms, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "ensemble.members: 65 members, at most 64"), "%s", e.msg);
+    cr_expect_eq(parse_sized("{\"name\": \"a\", \"side\": \"user\", \"table_size\": 4294967297}", "{\"type\": \"dnn\", \"hidden\": [4]}", "", &e),
+                 RK_EINVAL);
+    cr_expect(strstr(e.msg, "features[0].table_size: 4.29497e+09 outside [1, 4.29497e+09]"), "%s", e.msg);
+    cr_expect_eq(parse_sized("{\"name\": \"a\", \"side\": \"user\", \"table_size\": 4294967296, \"dim\": 1}", "{\"type\": \"dnn\", \"hidden\": [4]}", "", &e),
+                 RK_OK, "%s", e.msg);
+}
+
 /* ---------------------------------------------------------------- regularization */
 
 static const char *REG_CFG =

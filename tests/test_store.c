@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
@@ -694,6 +695,12 @@ static void fail_sst_put(rocksdb_sstfilewriter_t *w, const char *k, size_t kl, c
     set_err(err, "IO error: No space left on device: While appending to file: ingest-0.sst");
 }
 
+static int fail_create_cfs(const char *dir, int n, const char *const *names, char **err) {
+    (void)dir, (void)n, (void)names;
+    set_err(err, "IO error: No space left on device: While appending to file: MANIFEST-000001");
+    return -1;
+}
+
 Test(faults, apply_io_error_is_a_status_and_nothing_changes, .init = mk_tmp, .fini = rm_tmp) {
     float *x = make_rows(10, 4, 1);
     char p[512];
@@ -766,8 +773,73 @@ Test(faults, bulk_load_errors_leave_nothing, .init = mk_tmp, .fini = rm_tmp) {
     cr_expect(!rk_path_exists(p));
     rk_rocks.sst_put = NULL;
     rk_rocks_reset();
+    rk_rocks.create_cfs = fail_create_cfs; /* the column families' creation */
+    cr_expect_eq(rk_store_write(p, &sp, 1, &e), RK_ETOOBIG);
+    cr_expect(strstr(e.msg, "cannot create") && strstr(e.msg, "No space"), "%s", e.msg);
+    cr_expect(!rk_path_exists(p));
+    DIR *d = opendir(tmpdir);
+    struct dirent *de;
+    int left = 0;
+    while (d && (de = readdir(d)))
+        left += de->d_name[0] != '.';
+    if (d) closedir(d);
+    cr_expect_eq(left, 0, "the temporary directory is removed too");
+    rk_rocks_reset();
     cr_expect_eq(rk_store_write(p, &sp, 1, &e), RK_OK, "%s", e.msg);
     free(x);
+}
+
+static int n_open_creating, n_create_calls, create_calls_n;
+static rocksdb_t *open_cf_counting(const rocksdb_options_t *o, const char *path, int n, const char *const *names,
+                                   const rocksdb_options_t *const *cfo, rocksdb_column_family_handle_t **h, char **err) {
+    n_open_creating += rocksdb_options_get_create_missing_column_families((rocksdb_options_t *)o) != 0;
+    return rocksdb_open_column_families(o, path, n, names, cfo, h, err);
+}
+static int create_cfs_counting(const char *dir, int n, const char *const *names, char **err) {
+    n_create_calls++;
+    create_calls_n = n;
+    return rk_rocks_create_families(dir, n, names, err);
+}
+
+/* The column families of a new store are created in one call, never one by
+ * one by RocksDB's open (create_missing_column_families), which rewrites the
+ * OPTIONS file per family: quadratic in the table count (issue 15). */
+Test(store, write_creates_every_family_in_one_call, .init = mk_tmp, .fini = rm_tmp) {
+    enum { NT = 40 };
+    float *x = make_rows(8, 2, 3);
+    rk_table_spec sp[NT];
+    char names[NT][16], p[512];
+    for (int i = 0; i < NT; i++) {
+        snprintf(names[i], sizeof names[i], "f%02d", i);
+        sp[i] = (rk_table_spec){names[i], 2, i % 3 ? 8 : 0, x};
+    }
+    snprintf(p, sizeof p, "%s/s", tmpdir);
+    rk_rocks.open_cf = open_cf_counting;
+    rk_rocks.create_cfs = create_cfs_counting;
+    rk_err e = {0};
+    cr_assert_eq(rk_store_write(p, sp, NT, &e), RK_OK, "%s", e.msg);
+    cr_expect_eq(n_open_creating, 0, "an open with create_missing_column_families creates families one by one");
+    cr_expect_eq(n_create_calls, 1);
+    cr_expect_eq(create_calls_n, NT);
+    rk_rocks_reset();
+    rk_store *s = open_store(p, 0, 0);
+    cr_assert_eq(rk_store_n_tables(s), NT);
+    uint64_t id = 5;
+    float y[2];
+    cr_assert_eq(rk_store_get(s, 38, &id, 1, y, NULL, &e), RK_OK, "%s", e.msg);
+    cr_expect(y[0] == x[10] && y[1] == x[11], "table f38 row 5 reads back");
+    rk_store_close(s);
+    free(x);
+}
+
+/* Table files are opened by the opening thread: RocksDB's default starts 16
+ * threads per column family at every open (16,000 for 1,000 tables). */
+Test(store, options_open_table_files_on_one_thread) {
+    rocksdb_cache_t *c;
+    rocksdb_options_t *o = rk_store_rocks_options(1 << 20, &c);
+    cr_expect_eq(rocksdb_options_get_max_file_opening_threads(o), 1);
+    rocksdb_options_destroy(o);
+    rocksdb_cache_destroy(c);
 }
 
 static void expect_open_fails(const char *dir, rk_status code, const char *needle) {

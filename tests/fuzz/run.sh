@@ -17,7 +17,7 @@ case "$MODE" in
   long) SECS="${FUZZ_SECONDS:-600}" ;;
   *) echo "usage: run.sh smoke|long" >&2; exit 2 ;;
 esac
-cmake -S "$SRC" -B "$BUILD" -DCMAKE_C_COMPILER=clang -DRK_FUZZ=ON -DRK_WERROR=OFF \
+cmake -S "$SRC" -B "$BUILD" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DRK_FUZZ=ON -DRK_WERROR=OFF \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j"${JOBS:-2}" --target fuzz_all >/dev/null
 total=0 crashes=0 n=0
