@@ -644,3 +644,59 @@ Test(embsum_cli, hostile_files_and_outputs, .timeout = 300) {
     free(text), free(scores[0]), free(scores[1]);
     rk_rm_rf(dir, &(rk_err){0});
 }
+
+/* A pid that no process has now: a child that has exited and been reaped. */
+static pid_t dead_pid(void) {
+    pid_t c = fork();
+    if (c == 0) _exit(0);
+    cr_assert(c > 0);
+    waitpid(c, NULL, 0);
+    return c;
+}
+
+/* --force once removed whatever --out named (`embsum build --data ml --out
+ * ml --force` deleted the data); a killed save left its DIR.tmp-PID behind
+ * for good; a save that died between its renames loses no bundle. */
+Test(embsum_cli, force_replaces_only_a_bundle_and_dead_writers_are_swept, .timeout = 300) {
+    const char *enc = rk_test_encoder_dir();
+    char dir[] = "/tmp/rk_embsum_forceXXXXXX", args[4096], extra[1024], p[600], out[8192];
+    cr_assert_not_null(mkdtemp(dir));
+    tiny_movielens(dir);
+    snprintf(p, sizeof p, "%s/precious", dir);
+    cr_assert_eq(rk_mkdir_p(p, &(rk_err){0}), RK_OK);
+    put(p, "thesis.txt", "keep me");
+    snprintf(extra, sizeof extra, "--out %s --force", p);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "precious: exists and is not an EmbSum bundle (no embsum.json)") != NULL, "%s", out);
+    cr_expect(rk_path_exists(strcat(p, "/thesis.txt")), "--force removed a directory that is not a bundle");
+    /* the data directory itself */
+    snprintf(extra, sizeof extra, "--out %s --force", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    snprintf(p, sizeof p, "%s/items.csv", dir);
+    cr_assert(rk_path_exists(p), "--force removed the data directory");
+    /* a dead writer's temporary is swept; a bundle is replaced by --force */
+    pid_t dp = dead_pid();
+    snprintf(p, sizeof p, "%s/b.tmp-%d", dir, (int)dp);
+    cr_assert_eq(rk_mkdir_p(p, &(rk_err){0}), RK_OK);
+    snprintf(extra, sizeof extra, "--out %s/b", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_assert_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    cr_expect(!rk_path_exists(p), "%s left behind", p);
+    snprintf(extra, sizeof extra, "--out %s/b --force", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    /* died between "move the old aside" and "rename the new in": the old comes back */
+    char b[600], old[600];
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(old, sizeof old, "%s/b.old-%d", dir, (int)dp);
+    cr_assert_eq(rename(b, old), 0);
+    snprintf(extra, sizeof extra, "--out %s/b", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "b: exists (overwrite it with --force)") != NULL, "%s", out);
+    snprintf(p, sizeof p, "%s/embsum.json", b);
+    cr_expect(rk_path_exists(p) && !rk_path_exists(old), "the old bundle was not put back");
+    rk_rm_rf(dir, &(rk_err){0});
+}
