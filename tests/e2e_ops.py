@@ -410,7 +410,7 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
     os.makedirs(d)
     pem = make_certs(d)
     tok = os.path.join(d, "admin.token")
-    with open(tok, "w") as f:
+    with open(tok, "w", encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is not part of the token
         f.write("s3cret-token-0123456789\n")
     with open(os.path.join(bundle, "model.json")) as f:
         mj = json.load(f)
@@ -424,6 +424,15 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
                           "--updates"], capture_output=True, text=True, timeout=120)
     if bad.returncode != 1 or "needs authentication (--admin-token-file" not in bad.stderr:
         fail("security: --updates on 0.0.0.0 without auth: rc %d %r" % (bad.returncode, bad.stderr[-300:]))
+
+    # a NUL in the token file: refused (the token was cut short at it)
+    nul_tok = os.path.join(d, "nul.token")
+    with open(nul_tok, "wb") as f:
+        f.write(b"0123456789abcdef\x00tail\n")
+    nt = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--model", bundle, "--listen", "127.0.0.1:0", "--updates",
+                         "--admin-token-file", nul_tok], capture_output=True, text=True, timeout=120)
+    if nt.returncode != 1 or "admin token file: %s: row 1, column 1 (byte 17 of the row): a NUL byte" % nul_tok not in nt.stderr:
+        fail("security: token file with a NUL: rc %d %r" % (nt.returncode, nt.stderr[-300:]))
 
     # a key that is not the certificate's: named as a TLS error, not "address in use"
     mis = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--model", bundle, "--listen", "127.0.0.1:0",
