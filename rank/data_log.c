@@ -91,6 +91,18 @@ static rk_status check_keys(json_t *o, const char *where, const char *const *key
     return RK_OK;
 }
 
+/* The keys of o that, when given, must be strings: str_of falls back to its
+ * default on any other type, which once turned "kind": 7 into a sparse
+ * feature and "delimiter": 44 into a tab without a word. */
+static rk_status check_strings(json_t *o, const char *where, const char *const *keys, rk_err *err) {
+    for (int i = 0; keys[i]; i++) {
+        json_t *v = json_object_get(o, keys[i]);
+        if (v && !json_is_string(v)) /* "schema label", "schema features[0].kind" as the other errors */
+            return rk_fail(err, RK_EINVAL, "%s%s%s: expected a string", where, strcmp(where, "schema") ? "." : " ", keys[i]);
+    }
+    return RK_OK;
+}
+
 static const char *str_of(json_t *o, const char *key, const char *dflt) {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : dflt;
@@ -117,6 +129,7 @@ static rk_status parse_feature(log_schema *s, json_t *fo, int i, out_col *oc, rk
     char where[48];
     snprintf(where, sizeof where, "schema features[%d]", i);
     rk_status st = json_is_object(fo) ? check_keys(fo, where, keys, err) : rk_fail(err, RK_EINVAL, "%s: expected an object", where);
+    if (st == RK_OK) st = check_strings(fo, where, keys, err);
     if (st) return st;
     const char *col = str_of(fo, "column", NULL), *kind = str_of(fo, "kind", "sparse"), *t = str_of(fo, "transform", "none");
     const char *nm = str_of(fo, "name", col), *sep = str_of(fo, "separator", "");
@@ -137,6 +150,8 @@ static rk_status parse_feature(log_schema *s, json_t *fo, int i, out_col *oc, rk
                        where, t, kind);
     if (strlen(sep) > 1 || (sep[0] && (oc->dense || oc->t != T_NONE)))
         return rk_fail(err, RK_EINVAL, "%s.separator: one character, for a sparse feature without transform", where);
+    if (sep[0] && sep[0] == s->delim && !s->quotes) /* the field never holds it: a bag of one, silently */
+        return rk_fail(err, RK_EINVAL, "%s.separator: '%s' is the delimiter, which a field holds only with quotes on", where, sep);
     oc->sep = sep[0];
     return RK_OK;
 }
@@ -146,6 +161,7 @@ static rk_status parse_cross(log_schema *s, json_t *co, int i, out_col *oc, rk_e
     char where[48];
     snprintf(where, sizeof where, "schema crosses[%d]", i);
     rk_status st = json_is_object(co) ? check_keys(co, where, keys, err) : rk_fail(err, RK_EINVAL, "%s: expected an object", where);
+    if (st == RK_OK) st = check_strings(co, where, (const char *const[]){"name", NULL}, err);
     if (st) return st;
     const char *nm = str_of(co, "name", "");
     json_t *cs = json_object_get(co, "columns");
@@ -171,6 +187,7 @@ static rk_status parse_split(log_schema *s, json_t *sp, rk_err *err) {
     s->seed = 1;
     if (!sp) return RK_OK;
     rk_status st = json_is_object(sp) ? check_keys(sp, "schema split", keys, err) : rk_fail(err, RK_EINVAL, "schema split: expected an object");
+    if (st == RK_OK) st = check_strings(sp, "schema split", (const char *const[]){"method", NULL}, err);
     if (st) return st;
     const char *m = str_of(sp, "method", "ordered");
     if (strcmp(m, "ordered") && strcmp(m, "random"))
@@ -438,18 +455,21 @@ rk_status rk_data_log(const char *schema_path, const char *in_path, const char *
     static const char *const keys[] = {"delimiter", "quotes", "header", "columns", "label", "missing", "features", "crosses",
                                        "split", NULL};
     json_error_t je;
-    json_t *root = json_load_file(schema_path, 0, &je);
+    json_t *root = json_load_file(schema_path, JSON_REJECT_DUPLICATES, &je);
     if (!root) return rk_fail(err, RK_EFORMAT, "%s: %s (line %d)", schema_path, je.text, je.line);
     log_schema s = {0};
     char *buf = NULL;
     size_t len = 0;
     rk_status st = json_is_object(root) ? check_keys(root, "schema", keys, err) : rk_fail(err, RK_EINVAL, "schema: expected an object");
+    if (st == RK_OK) st = check_strings(root, "schema", (const char *const[]){"delimiter", "label", NULL}, err);
     const char *d = str_of(root, "delimiter", "\t");
     json_t *q = json_object_get(root, "quotes"), *h = json_object_get(root, "header");
     s.missing = json_object_get(root, "missing");
     if (st == RK_OK && strlen(d) != 1) st = rk_fail(err, RK_EINVAL, "schema delimiter: one character, e.g. \"\\t\" or \",\"");
     if (st == RK_OK && ((q && !json_is_boolean(q)) || (h && !json_is_boolean(h)) || (s.missing && !json_is_array(s.missing))))
         st = rk_fail(err, RK_EINVAL, "schema: quotes and header are true or false, missing an array of strings");
+    for (size_t i = 0; st == RK_OK && s.missing && i < json_array_size(s.missing); i++)
+        if (!json_is_string(json_array_get(s.missing, i))) st = rk_fail(err, RK_EINVAL, "schema missing[%zu]: expected a string", i);
     s.delim = d[0];
     s.quotes = q ? json_is_true(q) : s.delim == ',';
     s.header = h ? json_is_true(h) : 1;

@@ -199,7 +199,10 @@ rk_status rk_embsum_score_pairs(const rk_embsum *e, const rk_embsum_data *d, con
 
 /* Precompute UPE of every user (history before the test period) and CPE of
  * every item, and write the bundle at dir (must not exist unless
- * overwrite) with tables in codec ("fp32", "fp16", "int8"). enc_id: the
+ * overwrite, and then be an EmbSum bundle: another directory is refused,
+ * RK_EEXIST) with tables in codec ("fp32", "fp16", "int8"). An old bundle
+ * is replaced only once the new one is complete; temporaries of a save
+ * that died are swept first. enc_id: the
  * encoder identity recorded. metrics_json: optional object text. Reports
  * the build rates into rep when non-NULL. */
 rk_status rk_embsum_save(const rk_embsum *e, const rk_embsum_data *d, const char *dir, const char *codec,

@@ -13,6 +13,7 @@
 #include "embsum_internal.h"
 #include "store.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -111,13 +112,49 @@ static rk_status write_item_texts(const rk_embsum_data *d, const char *dir, rk_e
     return s;
 }
 
+/* May DIR be written? Absent, or (with overwrite) an EmbSum bundle: --force
+ * once removed any directory named by --out, the data directory included.
+ * Temporaries of writers that died (DIR.tmp-PID, DIR.old-PID) are swept
+ * first, DIR.old-PID put back when DIR is missing. */
+static rk_status check_target(const char *dir, int overwrite, rk_err *err) {
+    rk_sweep_dead_writers(dir, 1, "embsum bundle");
+    if (!rk_path_exists(dir)) return RK_OK;
+    if (!overwrite) return rk_fail(err, RK_EEXIST, "%s: exists (overwrite it with --force)", dir);
+    char p[4200];
+    snprintf(p, sizeof p, "%s/embsum.json", dir);
+    if (!rk_is_dir(dir) || !rk_path_exists(p))
+        return rk_fail(err, RK_EEXIST, "%s: exists and is not an EmbSum bundle (no embsum.json); --force replaces only one",
+                       dir);
+    return RK_OK;
+}
+
+/* Rename the complete bundle tmp to dir: an old bundle is moved aside to
+ * DIR.old-PID first and removed after, so DIR always names a whole bundle
+ * (a crash in between leaves DIR.old-PID, which the next save restores). */
+static rk_status publish(const char *tmp, const char *dir, rk_err *err) {
+    char old[4200] = "", parent[4200];
+    if (rk_path_exists(dir)) {
+        snprintf(old, sizeof old, "%s.old-%d", dir, (int)getpid());
+        rk_rm_rf(old, NULL);
+        if (rename(dir, old)) return rk_fail(err, RK_EIO, "%s: cannot move the old bundle aside: %s", dir, strerror(errno));
+    }
+    if (rename(tmp, dir)) {
+        int e = errno;
+        if (old[0]) (void)rename(old, dir);
+        return rk_fail(err, RK_EIO, "%s: cannot rename into place: %s", dir, strerror(e));
+    }
+    if (old[0]) rk_rm_rf(old, NULL);
+    rk_path_parent(dir, parent, sizeof parent);
+    return rk_fsync_dir(parent, err);
+}
+
 rk_status rk_embsum_save(const rk_embsum *e, const rk_embsum_data *d, const char *dir, const char *codec,
                          const char *enc_id, const char *metrics_json, int overwrite, rk_embsum_report *rep,
                          rk_err *err) {
     rk_codec cd;
     rk_status s = rk_codec_parse(codec, &cd, err);
     if (s != RK_OK) return s;
-    if (rk_path_exists(dir) && !overwrite) return rk_fail(err, RK_EEXIST, "%s: exists (overwrite it with --force)", dir);
+    if ((s = check_target(dir, overwrite, err)) != RK_OK) return s;
     const rk_embsum_cfg *c = &e->cfg;
     const int D = e->d;
     const size_t md = (size_t)c->m * D, kd = (size_t)c->k * D;
@@ -186,8 +223,7 @@ rk_status rk_embsum_save(const rk_embsum *e, const rk_embsum_data *d, const char
     s = txt ? rk_write_file(path, txt, strlen(txt), err) : rk_fail(err, RK_ENOMEM, "embsum.json: out of memory");
     free(txt);
     if (s == RK_OK) s = rk_fsync_dir(tmp, err);
-    if (s == RK_OK && overwrite && rk_path_exists(dir)) s = rk_rm_rf(dir, err);
-    if (s == RK_OK && rename(tmp, dir)) s = rk_fail(err, RK_EIO, "%s: cannot rename into place", dir);
+    if (s == RK_OK) s = publish(tmp, dir, err);
 out:
     if (s != RK_OK) rk_rm_rf(tmp, NULL);
     json_decref(j);

@@ -32,6 +32,7 @@
 #include "embed.h"
 #include "embsum_internal.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,16 +231,51 @@ out:
 
 /* ---------------------------------------------------------------- encoder caches */
 
-static rk_status cache_key(const char *dir, const char *enc_id, const char *extra, char *key, size_t cap) {
+/* What the encoder caches depend on in DIR: each input file's size and a
+ * hash of its bytes (rk_hash64 chained over 1 MiB blocks). Sizes alone
+ * once let an edited items.csv of the same length reuse stale token states. */
+static void data_digest(const char *dir, char *out, size_t cap) {
     static const char *const files[] = {"items.csv", "train.tsv", "valid.tsv", "test.tsv"};
-    int o = snprintf(key, cap, "%s;%s", enc_id, extra);
-    for (int i = 0; i < 4; i++) {
+    size_t o = 0;
+    out[0] = 0;
+    char *block = rk_malloc(1 << 20);
+    for (int i = 0; i < 4 && o < cap; i++) {
         char p[4200];
-        struct stat st;
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
-        o += snprintf(key + o, cap - (size_t)o, ";%lld", stat(p, &st) ? -1LL : (long long)st.st_size);
+        FILE *f = block ? fopen(p, "rb") : NULL;
+        long long size = -1;
+        uint64_t h = 0;
+        if (f) {
+            size_t n;
+            size = 0;
+            while ((n = fread(block, 1, 1 << 20, f)) > 0) h = rk_hash64(block, n, h), size += (long long)n;
+            if (ferror(f)) size = -1;
+            fclose(f);
+        }
+        o += (size_t)snprintf(out + o, cap - o, ";%lld:%016llx", size, (unsigned long long)h);
     }
-    return RK_OK;
+    rk_free(block);
+}
+
+static void cache_key(const char *digest, const char *enc_id, const char *extra, char *key, size_t cap) {
+    snprintf(key, cap, "%s;%s%s", enc_id, extra, digest);
+}
+
+/* A chunk of items [i, i + c) failed to encode with s (the encoder names
+ * the text by its place in the chunk): encode them one at a time into the
+ * chunk's rows to name the item that fails, by its movieId. */
+static rk_status blame_item(rk_embsum_data *d, rk_text_encoder *enc, int T, int i, int c, rk_status s, rk_err *err) {
+    for (int j = 0; j < c; j++) {
+        int32_t off[2];
+        rk_err e = {0};
+        float *rows = d->tok + (size_t)d->tok_off[i] * d->d;
+        if (rk_embsum_item_states(enc, (const char *const *)d->item_text + i + j, 1, T, rows, off, &e) != RK_OK) {
+            const char *m = strncmp(e.msg, "text 0: ", 8) ? e.msg : e.msg + 8;
+            return rk_fail(err, s, "items.csv movieId %lld, its text 'title | genres | tags': %s",
+                           (long long)d->item_id[i + j], m);
+        }
+    }
+    return rk_err_prefix(err, "items.csv movieId %lld..%lld", (long long)d->item_id[i], (long long)d->item_id[i + c - 1]);
 }
 
 /* Token states of every item (step 4), from the cache when it matches. */
@@ -280,7 +316,7 @@ static rk_status item_states(rk_embsum_data *d, rk_text_encoder *enc, const char
             int32_t off[257];
             s = rk_embsum_item_states(enc, (const char *const *)d->item_text + i, c, T,
                                       d->tok + (size_t)d->tok_off[i] * D, off, err);
-            if (s != RK_OK) return rk_err_prefix(err, "items.csv item %lld", (long long)d->item_id[i]);
+            if (s != RK_OK) return blame_item(d, enc, T, i, c, s, err);
             for (int j = 1; j <= c; j++) d->tok_off[i + j] = d->tok_off[i] + off[j];
             if (!quiet) rk_progress_add(&pr, (uint64_t)c);
         }
@@ -512,7 +548,7 @@ static rk_status build_split(rk_embsum_data *d, const events *E, const int32_t *
 static rk_status load_summaries(rk_embsum_data *d, rk_text_encoder *enc, const char *path, rk_err *err) {
     char *buf = NULL;
     size_t len = 0;
-    rk_status s = rk_read_file(path, &buf, &len, err);
+    rk_status s = rk_read_text(path, &buf, &len, err); /* a NUL is refused: it would end the loop early */
     if (s != RK_OK) return s;
     d->summary = rk_calloc((size_t)d->n_users * d->d, sizeof(float));
     d->has_summary = rk_calloc((size_t)d->n_users, 1);
@@ -525,8 +561,9 @@ static rk_status load_summaries(rk_embsum_data *d, rk_text_encoder *enc, const c
         char *tab = strchr(line, '\t'), *end;
         if (!tab) { s = rk_fail(err, RK_EFORMAT, "%s row %zu: expected user_id<TAB>summary", path, row); break; }
         *tab = 0;
+        errno = 0;
         long long id = strtoll(line, &end, 10);
-        if (!*line || *end) { s = rk_fail(err, RK_EFORMAT, "%s row %zu, column user_id: '%.30s' is not an integer", path, row, line); break; }
+        if (!*line || *end || errno) { s = rk_fail(err, RK_EFORMAT, "%s row %zu, column user_id: '%.30s' is not an integer", path, row, line); break; }
         int u = rk_embsum_find(d->user_id, d->n_users, id);
         if (u < 0) { s = rk_fail(err, RK_ENOTFOUND, "%s row %zu, column user_id: user %lld is not in the data", path, row, id); break; }
         if (d->has_summary[u]) { s = rk_fail(err, RK_EFORMAT, "%s row %zu, column user_id: user %lld has a summary already", path, row, id); break; }
@@ -567,12 +604,13 @@ rk_status rk_embsum_data_load(const char *dir, rk_text_encoder *enc, const char 
     if ((s = index_users(d, &E, &ue_off, &ue, err)) != RK_OK) goto fail;
     for (int sp = 0; sp < 3; sp++)
         if ((s = build_split(d, &E, ue_off, ue, sp, data_seed, err)) != RK_OK) goto fail;
-    char key[1024], extra[64];
+    char key[1024], extra[64], digest[256] = "";
+    if (cache) data_digest(dir, digest, sizeof digest);
     snprintf(extra, sizeof extra, "T%d", c->item_tokens);
-    cache_key(dir, enc_id, extra, key, sizeof key);
+    cache_key(digest, enc_id, extra, key, sizeof key);
     if ((s = item_states(d, enc, cache, key, c->item_tokens, quiet, err)) != RK_OK) goto fail;
     snprintf(extra, sizeof extra, "g%d p%d", c->g, c->p);
-    cache_key(dir, enc_id, extra, key, sizeof key);
+    cache_key(digest, enc_id, extra, key, sizeof key);
     if ((s = session_vectors(d, enc, cache, key, quiet, err)) != RK_OK) goto fail;
     if (summaries && (s = load_summaries(d, enc, summaries, err)) != RK_OK) goto fail;
     rk_free(E.ev), rk_free(ue_off), rk_free(ue);
@@ -615,11 +653,13 @@ size_t rk_embsum_data_n_impression_rows(const rk_embsum_data *d) {
     return n;
 }
 
+/* The impression rows as text, written through rk_write_file_atomic (a
+ * device, FIFO or link is written through, never replaced by a file). */
 rk_status rk_embsum_data_write_impressions(const rk_embsum_data *d, const char *path, rk_err *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return rk_fail(err, RK_EIO, "%s: cannot create", tmp);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
     fprintf(f, "split\timpression\tuser_id\tmovie_id\tlabel\n");
     static const char *const names[] = {"train", "valid", "test"};
     for (int s = RK_SPLIT_VALID; s <= RK_SPLIT_TEST; s++) {
@@ -634,13 +674,11 @@ rk_status rk_embsum_data_write_impressions(const rk_embsum_data *d, const char *
                         (long long)d->item_id[x->neg[(size_t)x->pos_off[u] * RK_EMBSUM_EVAL_NEG + i]]);
         }
     }
-    int bad = ferror(f) | (fflush(f) != 0) | (fsync(fileno(f)) != 0);
+    int bad = ferror(f) != 0;
     bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        unlink(tmp);
-        return rk_fail(err, RK_EIO, "%s: write failed", path);
-    }
-    return RK_OK;
+    rk_status st = bad ? rk_fail(err, RK_ENOMEM, "%s: out of memory", path) : rk_write_file_atomic(path, text, len, err);
+    free(text);
+    return st;
 }
 
 /* int32 arrays widened to int64 for the dump; the writer borrows tensors
@@ -712,7 +750,7 @@ rk_status rk_embsum_pairs_read(const char *path, int want_split, rk_embsum_pairs
     char *buf = NULL;
     size_t len = 0;
     memset(p, 0, sizeof *p);
-    rk_status s = rk_read_file(path, &buf, &len, err);
+    rk_status s = rk_read_text(path, &buf, &len, err); /* a NUL is refused, a BOM dropped */
     if (s != RK_OK) return s;
     size_t lines = 1;
     for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
@@ -732,12 +770,12 @@ rk_status rk_embsum_pairs_read(const char *path, int want_split, rk_embsum_pairs
         char *f[32];
         int k = split_tabs(line, f, 32);
         if (row == 1) {
-            for (int j = 0; j < k; j++) {
-                if (!strcmp(f[j], "user_id")) cu = j;
-                if (!strcmp(f[j], "movie_id")) ci = j;
-                if (!strcmp(f[j], "split")) cs = j;
+            for (int j = 0; j < k && s == RK_OK; j++) {
+                int *c = !strcmp(f[j], "user_id") ? &cu : !strcmp(f[j], "movie_id") ? &ci : !strcmp(f[j], "split") ? &cs : NULL;
+                if (c && *c >= 0) s = rk_fail(err, RK_EFORMAT, "%s row 1, column %d: '%s' appears twice", path, j + 1, f[j]);
+                else if (c) *c = j;
             }
-            if (cu < 0 || ci < 0 || (want_split && cs < 0))
+            if (s == RK_OK && (cu < 0 || ci < 0 || (want_split && cs < 0)))
                 s = rk_fail(err, RK_EFORMAT, "%s: the header needs columns %suser_id and movie_id", path,
                             want_split ? "split, " : "");
         } else {
@@ -746,13 +784,15 @@ rk_status rk_embsum_pairs_read(const char *path, int want_split, rk_embsum_pairs
                 s = rk_fail(err, RK_EFORMAT, "%s row %zu: too few columns", path, row);
                 break;
             }
+            errno = 0; /* out of range: not an integer here either (strtoll would clamp it) */
             p->user[p->n] = strtoll(f[cu], &end, 10);
-            if (!*f[cu] || *end) {
+            if (!*f[cu] || *end || errno) {
                 s = rk_fail(err, RK_EFORMAT, "%s row %zu, column user_id: '%.30s' is not an integer", path, row, f[cu]);
                 break;
             }
+            errno = 0;
             p->item[p->n] = strtoll(f[ci], &end, 10);
-            if (!*f[ci] || *end) {
+            if (!*f[ci] || *end || errno) {
                 s = rk_fail(err, RK_EFORMAT, "%s row %zu, column movie_id: '%.30s' is not an integer", path, row, f[ci]);
                 break;
             }

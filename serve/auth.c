@@ -56,7 +56,7 @@ static rk_status read_pem(const char *what, const char *path, char **out, rk_err
 static rk_status load_token(rk_auth *a, const char *path, rk_err *err) {
     char *t = NULL;
     size_t len = 0;
-    rk_status st = rk_read_file(path, &t, &len, err);
+    rk_status st = rk_read_text(path, &t, &len, err); /* a NUL is refused (it cut the token short), a BOM dropped */
     if (st) return rk_err_prefix(err, "admin token file");
     size_t n = strcspn(t, "\r\n");
     t[n] = 0;

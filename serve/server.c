@@ -60,13 +60,16 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -1234,6 +1237,31 @@ static void stop_workers(rk_server *s) {
     if (s->admin.thread_started) pthread_join(s->admin.thread, NULL);
 }
 
+/* grpc_server_add_http2_port failed on a TLS port: does HOST:PORT bind as a
+ * plain socket (every address it resolves to, as gRPC binds them)? Then the
+ * certificate, key or client CA were refused (gRPC checks them only when
+ * binding), not the address. */
+static int tls_refused(const char *listen, rk_auth *auth) {
+    const char *colon = strrchr(listen, ':');
+    char host[256];
+    size_t n = colon ? (size_t)(colon - listen) : 0;
+    if (!rk_auth_tls(auth) || !colon || n >= sizeof host) return 0;
+    memcpy(host, listen, n);
+    host[n] = 0;
+    char *h = host;
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') host[n - 1] = 0, h++;
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res) != 0) return 0;
+    int binds = 1;
+    for (struct addrinfo *ai = res; ai && binds; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        binds = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+        if (fd >= 0) close(fd);
+    }
+    freeaddrinfo(res);
+    return binds;
+}
+
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err) {
     *out = NULL;
@@ -1367,8 +1395,14 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     int port = grpc_server_add_http2_port(s->server, s->listen, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0 || !reg_ok) {
-        rk_status st = rk_fail(err, RK_EIO, "cannot listen on %s: address in use or invalid",
-                               s->listen);
+        rk_status st = reg_ok && tls_refused(s->listen, s->auth)
+                           ? rk_fail(err, RK_EINVAL,
+                                     "tls: gRPC refused --tls-cert %s / --tls-key %s%s%s (a key that does not match the "
+                                     "certificate, or a damaged PEM); %s itself is free",
+                                     s->o.tls_cert_file, s->o.tls_key_file,
+                                     s->o.tls_client_ca_file ? " / --tls-client-ca " : "",
+                                     s->o.tls_client_ca_file ? s->o.tls_client_ca_file : "", s->listen)
+                           : rk_fail(err, RK_EIO, "cannot listen on %s: address in use or invalid", s->listen);
         grpc_server_destroy(s->server);
         grpc_completion_queue_shutdown(s->cq);
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=

@@ -410,7 +410,7 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
     os.makedirs(d)
     pem = make_certs(d)
     tok = os.path.join(d, "admin.token")
-    with open(tok, "w") as f:
+    with open(tok, "w", encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is not part of the token
         f.write("s3cret-token-0123456789\n")
     with open(os.path.join(bundle, "model.json")) as f:
         mj = json.load(f)
@@ -424,6 +424,23 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
                           "--updates"], capture_output=True, text=True, timeout=120)
     if bad.returncode != 1 or "needs authentication (--admin-token-file" not in bad.stderr:
         fail("security: --updates on 0.0.0.0 without auth: rc %d %r" % (bad.returncode, bad.stderr[-300:]))
+
+    # a NUL in the token file: refused (the token was cut short at it)
+    nul_tok = os.path.join(d, "nul.token")
+    with open(nul_tok, "wb") as f:
+        f.write(b"0123456789abcdef\x00tail\n")
+    nt = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--model", bundle, "--listen", "127.0.0.1:0", "--updates",
+                         "--admin-token-file", nul_tok], capture_output=True, text=True, timeout=120)
+    if nt.returncode != 1 or "admin token file: %s: row 1, column 1 (byte 17 of the row): a NUL byte" % nul_tok not in nt.stderr:
+        fail("security: token file with a NUL: rc %d %r" % (nt.returncode, nt.stderr[-300:]))
+
+    # a key that is not the certificate's: named as a TLS error, not "address in use"
+    mis = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--model", bundle, "--listen", "127.0.0.1:0",
+                          "--tls-cert", os.path.join(d, "srv.pem"), "--tls-key", os.path.join(d, "bot.key")],
+                         capture_output=True, text=True, timeout=120)
+    if mis.returncode != 1 or "rankd: tls: gRPC refused --tls-cert %s / --tls-key %s (a key that does not match" % (
+            os.path.join(d, "srv.pem"), os.path.join(d, "bot.key")) not in mis.stderr:
+        fail("security: mismatched TLS key: rc %d %r" % (mis.returncode, mis.stderr[-400:]))
 
     # Admin disabled unless enabled
     r = Rankd(a.bin_dir, ["--model", bundle], os.path.join(tmp, "rankd_noadmin.log"))
@@ -520,6 +537,16 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
     arr = subprocess.run([os.path.join(a.bin_dir, "rankd"), "--config", cfg], capture_output=True, text=True, timeout=60)
     if arr.returncode != 2 or arr.stderr != "rankd: --config %s: not a JSON object\n" % cfg:
         fail("--config with a JSON array: rc %d %r" % (arr.returncode, arr.stderr))
+    rankd = os.path.join(a.bin_dir, "rankd")
+    for text, want in ((b'{"threads": 2}\x00{"bogus": 1}', "a NUL byte at byte 15"),
+                       (b'{"threads": 2, "threads": 3}', "duplicate object key"),
+                       (b'{"listen": ["x"]}', "'listen' must be a string or an integer")):  # even when --listen wins
+        with open(cfg, "wb") as f:
+            f.write(text)
+        bad = subprocess.run([rankd, "--config", cfg, "--model", bundle, "--listen", "127.0.0.1:0"],
+                             capture_output=True, text=True, timeout=60)
+        if bad.returncode != 2 or "rankd: --config %s: " % cfg not in bad.stderr or want not in bad.stderr:
+            fail("--config %r: rc %d %r" % (text, bad.returncode, bad.stderr[-300:]))
     with open(cfg, "w") as f:
         json.dump({"model": bundle, "threads": 2, "log-json": True, "access-log-sample": 5,
                    "queue-depth": 1, "metrics-listen": "127.0.0.1:0"}, f)

@@ -798,3 +798,51 @@ Test(data_log, errors_name_row_and_column) {
     cr_expect(strstr(e.msg, "unknown key 'bogus'"), "%s", e.msg);
     rm_dir(d);
 }
+
+/* Fresh-user trial 3: a schema value of the wrong type once fell back to the
+ * key's default without a word ("kind": 7 a sparse feature, "delimiter": 44
+ * a tab), a repeated key's last value won, a non-string "missing" entry was
+ * skipped, and a separator equal to the delimiter (quotes off, so no field
+ * can hold it) gave bags of one. */
+Test(data_log, schema_types_duplicates_and_separator) {
+    char *d = make_tmpdir();
+    char in[1024], sch[1024], out[1024];
+    snprintf(in, sizeof in, "%s/log.csv", d);
+    snprintf(sch, sizeof sch, "%s/schema.json", d);
+    snprintf(out, sizeof out, "%s/out", d);
+    write_text(d, "log.csv", "y,n,c\n1,3,a\n0,4,b\n1,5,c\n0,6,d\n1,7,e\n0,8,f\n1,9,g\n0,1,h\n1,2,i\n0,3,j\n");
+    static const char *const bad[][2] = {
+        {"{\"delimiter\": 44, \"label\": \"y\", \"features\": [{\"column\": \"c\"}]}", "schema delimiter: expected a string"},
+        {"{\"delimiter\": \",\", \"label\": \"y\", \"features\": [{\"column\": \"c\", \"kind\": 7}]}",
+         "schema features[0].kind: expected a string"},
+        {"{\"delimiter\": \",\", \"label\": \"y\", \"features\": [{\"column\": \"c\", \"separator\": 5}]}",
+         "schema features[0].separator: expected a string"},
+        {"{\"delimiter\": \",\", \"label\": \"y\", \"features\": [{\"column\": \"c\"}], \"crosses\": [{\"name\": 3, \"columns\": [\"n\", \"c\"]}]}",
+         "schema crosses[0].name: expected a string"},
+        {"{\"delimiter\": \",\", \"label\": \"y\", \"features\": [{\"column\": \"c\"}], \"split\": {\"method\": 1}}",
+         "schema split.method: expected a string"},
+        {"{\"delimiter\": \",\", \"label\": \"y\", \"missing\": [\"\", null], \"features\": [{\"column\": \"c\"}]}",
+         "schema missing[1]: expected a string"},
+        {"{\"delimiter\": \",\", \"delimiter\": \"\\t\", \"label\": \"y\", \"features\": [{\"column\": \"c\"}]}",
+         "duplicate object key"},
+        {"{\"delimiter\": \",\", \"quotes\": false, \"label\": \"y\", \"features\": [{\"column\": \"c\", \"separator\": \",\"}]}",
+         "schema features[0].separator: ',' is the delimiter, which a field holds only with quotes on"},
+    };
+    rk_err e = {0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(d, "schema.json", bad[i][0]);
+        cr_expect_neq(rk_data_log(sch, in, out, &e), RK_OK, "%s", bad[i][0]);
+        cr_expect(strstr(e.msg, bad[i][1]) != NULL, "%s: %s", bad[i][0], e.msg);
+        cr_expect(!exists(d, "out/train.tsv"), "%s: written", bad[i][0]);
+    }
+    /* with quotes on, a quoted field holds the delimiter: a separator then */
+    write_text(d, "log.csv", "y,n,c\n1,3,\"a,b\"\n0,4,b\n1,5,c\n0,6,d\n1,7,e\n0,8,f\n1,9,g\n0,1,h\n1,2,i\n0,3,j\n");
+    write_text(d, "schema.json", "{\"delimiter\": \",\", \"label\": \"y\", \"features\": [{\"column\": \"c\", \"separator\": \",\"}]}");
+    cr_assert_eq(rk_data_log(sch, in, out, &e), RK_OK, "%s", e.msg);
+    char p[1100], *t;
+    snprintf(p, sizeof p, "%s/train.tsv", out);
+    cr_assert_eq(rk_read_file(p, &t, NULL, &e), RK_OK, "%s", e.msg);
+    cr_expect(strstr(t, "label\tc\n1\ta|b\n") == t, "%s", t);
+    rk_free(t);
+    rm_dir(d);
+}

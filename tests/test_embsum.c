@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -555,4 +556,147 @@ Test(embsum_model, dump_reads_back) {
     rk_st_close(f);
     unlink(path);
     rk_embsum_data_free(d);
+}
+
+/* rank embsum with hostile files (fresh-user trial 3): outputs through links
+ * and devices are written through, never replaced by a regular file (as
+ * root, --output /dev/full became one); a NUL, a duplicate column, an
+ * out-of-range id and invalid UTF-8 are refused naming the file, row and
+ * item; the encoder cache notices an edited items.csv of the same size. */
+static void train_args(char *args, size_t cap, const char *dir, const char *enc, const char *extra) {
+    snprintf(args, cap, "embsum train --data %s --encoder %s --g 2 --p 2 --epochs 1 --item-tokens 16 --quiet %s", dir,
+             enc, extra);
+}
+
+static int is_link_to_nonempty(const char *link) {
+    struct stat st;
+    return lstat(link, &st) == 0 && S_ISLNK(st.st_mode) && stat(link, &st) == 0 && st.st_size > 0;
+}
+
+Test(embsum_cli, hostile_files_and_outputs, .timeout = 300) {
+    const char *enc = rk_test_encoder_dir();
+    char dir[] = "/tmp/rk_embsum_hostXXXXXX", args[4096], extra[2048], p[600], q[600], out[8192];
+    cr_assert_not_null(mkdtemp(dir));
+    tiny_movielens(dir);
+    /* --scores and --impressions through symbolic links */
+    snprintf(p, sizeof p, "%s/scores.link", dir);
+    snprintf(q, sizeof q, "%s/impr.link", dir);
+    cr_assert_eq(symlink("scores.txt", p), 0);
+    cr_assert_eq(symlink("impr.txt", q), 0);
+    snprintf(extra, sizeof extra, "--cache %s/cache --out %s/b --scores %s --impressions %s", dir, dir, p, q);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_assert_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    cr_expect(is_link_to_nonempty(p), "--scores replaced the link");
+    cr_expect(is_link_to_nonempty(q), "--impressions replaced the link");
+    /* score --output through a link */
+    put(dir, "q.tsv", "user_id\tmovie_id\n1\t2\n");
+    snprintf(p, sizeof p, "%s/out.link", dir);
+    cr_assert_eq(symlink("out.txt", p), 0);
+    snprintf(args, sizeof args, "embsum score --model %s/b --input %s/q.tsv --output %s", dir, dir, p);
+    cr_expect_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    cr_expect(is_link_to_nonempty(p), "score --output replaced the link");
+    /* score input: NUL, duplicate column, out-of-range id */
+    snprintf(args, sizeof args, "embsum score --model %s/b --input %s/q.tsv --output %s/o.tsv", dir, dir, dir);
+    snprintf(q, sizeof q, "%s/q.tsv", dir);
+    cr_assert_eq(rk_write_file(q, "user_id\tmovie_id\n1\t1\0002\n", 21, &(rk_err){0}), RK_OK);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "q.tsv: row 2, column 2 'movie_id'") && strstr(out, "NUL byte"), "%s", out);
+    put(dir, "q.tsv", "user_id\tmovie_id\tuser_id\n1\t1\t2\n");
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "q.tsv row 1, column 3: 'user_id' appears twice") != NULL, "%s", out);
+    put(dir, "q.tsv", "user_id\tmovie_id\n1\t99999999999999999999\n");
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "q.tsv row 2, column movie_id: '99999999999999999999' is not an integer") != NULL, "%s", out);
+    /* summaries: a NUL line once ended the file early (user 9 below was never read) */
+    snprintf(q, sizeof q, "%s/sum.tsv", dir);
+    cr_assert_eq(rk_write_file(q, "1\tlikes fun\n\0\n9\tx\n", 17, &(rk_err){0}), RK_OK);
+    snprintf(extra, sizeof extra, "--out %s/b2 --lambda 0.1 --summaries %s", dir, q);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "sum.tsv: row 2") && strstr(out, "NUL byte"), "%s", out);
+    /* the cache: an edited items.csv of the same size gives the scores of a run without cache */
+    char items[600], *text;
+    size_t n;
+    snprintf(items, sizeof items, "%s/items.csv", dir);
+    cr_assert_eq(rk_read_file(items, &text, &n, &(rk_err){0}), RK_OK);
+    char *h = strstr(text, "Heat (1995)");
+    cr_assert_not_null(h);
+    memcpy(h, "Bolt (2008)", 11);
+    cr_assert_eq(rk_write_file(items, text, n, &(rk_err){0}), RK_OK);
+    char *scores[2];
+    for (int k = 0; k < 2; k++) { /* k = 0 with the cache written above, k = 1 without */
+        snprintf(extra, sizeof extra, "--out %s/c%d --scores %s/s%d.txt%s%s%s", dir, k, dir, k, k ? "" : " --cache ",
+                 k ? "" : dir, k ? "" : "/cache");
+        train_args(args, sizeof args, dir, enc, extra);
+        cr_assert_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+        snprintf(p, sizeof p, "%s/s%d.txt", dir, k);
+        cr_assert_eq(rk_read_file(p, &scores[k], NULL, &(rk_err){0}), RK_OK);
+    }
+    cr_expect_str_eq(scores[0], scores[1], "the cached run used stale item token states");
+    /* invalid UTF-8 in an item names that item (movieId 2), not its chunk's first */
+    h = strstr(text, "Bolt (2008)");
+    memcpy(h, "B\xff\xfet", 4);
+    cr_assert_eq(rk_write_file(items, text, n, &(rk_err){0}), RK_OK);
+    snprintf(extra, sizeof extra, "--out %s/c3", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "items.csv movieId 2, its text 'title | genres | tags': invalid UTF-8 at byte 1") != NULL, "%s", out);
+    free(text), free(scores[0]), free(scores[1]);
+    rk_rm_rf(dir, &(rk_err){0});
+}
+
+/* A pid that no process has now: a child that has exited and been reaped. */
+static pid_t dead_pid(void) {
+    pid_t c = fork();
+    if (c == 0) _exit(0);
+    cr_assert(c > 0);
+    waitpid(c, NULL, 0);
+    return c;
+}
+
+/* --force once removed whatever --out named (`embsum build --data ml --out
+ * ml --force` deleted the data); a killed save left its DIR.tmp-PID behind
+ * for good; a save that died between its renames loses no bundle. */
+Test(embsum_cli, force_replaces_only_a_bundle_and_dead_writers_are_swept, .timeout = 300) {
+    const char *enc = rk_test_encoder_dir();
+    char dir[] = "/tmp/rk_embsum_forceXXXXXX", args[4096], extra[1024], p[600], out[8192];
+    cr_assert_not_null(mkdtemp(dir));
+    tiny_movielens(dir);
+    snprintf(p, sizeof p, "%s/precious", dir);
+    cr_assert_eq(rk_mkdir_p(p, &(rk_err){0}), RK_OK);
+    put(p, "thesis.txt", "keep me");
+    snprintf(extra, sizeof extra, "--out %s --force", p);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "precious: exists and is not an EmbSum bundle (no embsum.json)") != NULL, "%s", out);
+    cr_expect(rk_path_exists(strcat(p, "/thesis.txt")), "--force removed a directory that is not a bundle");
+    /* the data directory itself */
+    snprintf(extra, sizeof extra, "--out %s --force", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    snprintf(p, sizeof p, "%s/items.csv", dir);
+    cr_assert(rk_path_exists(p), "--force removed the data directory");
+    /* a dead writer's temporary is swept; a bundle is replaced by --force */
+    pid_t dp = dead_pid();
+    snprintf(p, sizeof p, "%s/b.tmp-%d", dir, (int)dp);
+    cr_assert_eq(rk_mkdir_p(p, &(rk_err){0}), RK_OK);
+    snprintf(extra, sizeof extra, "--out %s/b", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_assert_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    cr_expect(!rk_path_exists(p), "%s left behind", p);
+    snprintf(extra, sizeof extra, "--out %s/b --force", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 0, "%s", out);
+    /* died between "move the old aside" and "rename the new in": the old comes back */
+    char b[600], old[600];
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(old, sizeof old, "%s/b.old-%d", dir, (int)dp);
+    cr_assert_eq(rename(b, old), 0);
+    snprintf(extra, sizeof extra, "--out %s/b", dir);
+    train_args(args, sizeof args, dir, enc, extra);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1);
+    cr_expect(strstr(out, "b: exists (overwrite it with --force)") != NULL, "%s", out);
+    snprintf(p, sizeof p, "%s/embsum.json", b);
+    cr_expect(rk_path_exists(p) && !rk_path_exists(old), "the old bundle was not put back");
+    rk_rm_rf(dir, &(rk_err){0});
 }

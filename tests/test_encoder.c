@@ -755,6 +755,15 @@ Test(encoder, cli_csv_to_safetensors) {
     cr_expect_eq(run_cli(args, out, sizeof out), 1);
     snprintf(want, sizeof want, "rank encode: %s/bad.csv: row 3, column movieId: expected an integer id, got 'x2'", dir);
     cr_expect(strstr(out, want), "%s", out);
+    /* an id twice, or no row at all: refused (both were written: rank sid refused the file later) */
+    write_text(dir, "bad.csv", "movieId,title\n1,a\n2,b\n1,c\n");
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank encode: %s/bad.csv: rows 2 and 4, column movieId: id 1 given twice", dir);
+    cr_expect(strstr(out, want), "%s", out);
+    write_text(dir, "bad.csv", "movieId,title\n");
+    cr_expect_eq(run_cli(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "rank encode: %s/bad.csv: no rows to encode (a header only)", dir);
+    cr_expect(strstr(out, want), "%s", out);
     write_text(dir, "bad.csv", "movieId,title\n1,\"fine\"\n2,\"caf\xc3\"\n");
     cr_expect_eq(run_cli(args, out, sizeof out), 1);
     snprintf(want, sizeof want, "rank: error: %s/bad.csv: row 3 ({title}): invalid UTF-8 at byte 3", dir);

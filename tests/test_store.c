@@ -1274,11 +1274,29 @@ Test(cli, store_apply_input_errors_and_ensembles, .init = mk_tmp, .fini = rm_tmp
         cr_expect_eq(run_rank(args, out, sizeof out), 1, "case %zu: %s", i, out);
         cr_expect(strstr(out, cases[i].want), "case %zu: '%s' lacks '%s'", i, out, cases[i].want);
     }
-    /* a NUL byte inside a line used to end it there: "4" applied, "junk" dropped */
-    cr_assert_eq(rk_write_file(in, "3 1 2 3 4\0junk\n", 15, NULL), RK_OK);
-    snprintf(args, sizeof args, "apply --store %s --table t --input %s", p, in);
-    cr_expect_eq(run_rank(args, out, sizeof out), 1, "NUL: %s", out);
-    cr_expect(strstr(out, "line 1: a NUL byte at byte 10"), "NUL: %s", out);
+    /* fresh-user trial 3: a NUL ended the line unseen, a directory read as an
+     * empty input, a row past the table was caught only at apply time (no
+     * line named), a byte-order mark was a bad row id */
+    static const struct {
+        const char *text;
+        size_t len;
+        int rc;
+        const char *want;
+    } raw[] = {
+        {"3 1 2\0003 4\n", 12, 1, "line 1: a NUL byte at byte 6"},
+        {"2 1 2 3 4\n\0\n", 12, 1, "line 2: a NUL byte at byte 1"},
+        {"10 1 2 3 4\n", 11, 1, "line 1: row '10': expected a row id (an integer in 0..9)"},
+        {"\xEF\xBB\xBF" "2 1 2 3 4\n", 13, 0, "applied 1 rows"},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        cr_assert_eq(rk_write_file(in, raw[i].text, raw[i].len, NULL), RK_OK);
+        snprintf(args, sizeof args, "apply --store %s --table t --input %s", p, in);
+        cr_expect_eq(run_rank(args, out, sizeof out), raw[i].rc, "raw case %zu: %s", i, out);
+        cr_expect(strstr(out, raw[i].want), "raw case %zu: '%s' lacks '%s'", i, out, raw[i].want);
+    }
+    snprintf(args, sizeof args, "apply --store %s --table t --input %s", p, tmpdir);
+    cr_expect_eq(run_rank(args, out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "read failed after line 0: Is a directory (0 rows applied)"), "%s", out);
     /* an ensemble: members/NAME/tables */
     char ens[600], q[700];
     snprintf(ens, sizeof ens, "%s/ens", tmpdir);

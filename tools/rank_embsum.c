@@ -192,12 +192,14 @@ static rk_status load_data(const opts_t *o, rk_text_encoder **enc, char *enc_id,
     return s;
 }
 
-/* Write text lines through a temporary file renamed into place. */
+/* Write text lines through rk_write_file_atomic: a regular file is replaced
+ * whole or not at all, a device, FIFO or symbolic link is written through
+ * (never replaced by a regular file: as root, --output /dev/full was). */
 static rk_status write_floats(const char *path, const char *header, const float *a, const float *b, size_t n, rk_err *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return rk_fail(err, RK_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
     fprintf(f, "%s\n", header);
     for (size_t i = 0; i < n; i++) {
         if (b) fprintf(f, "%.9g\t%.9g\n", a[i], b[i]);
@@ -205,11 +207,9 @@ static rk_status write_floats(const char *path, const char *header, const float 
     }
     int bad = ferror(f) != 0;
     bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        unlink(tmp);
-        return rk_fail(err, RK_EIO, "%s: write failed", path);
-    }
-    return RK_OK;
+    rk_status s = bad ? rk_fail(err, RK_ENOMEM, "%s: out of memory", path) : rk_write_file_atomic(path, text, len, err);
+    free(text);
+    return s;
 }
 
 static int cmd_train(opts_t *o) {

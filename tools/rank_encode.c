@@ -166,7 +166,8 @@ static void usage(FILE *o) {
             "  --limit N            only the first N rows\n");
 }
 
-int rank_encode_image_main(int argc, char **argv); /* tools/rank_encode_image.c */
+int rank_encode_image_main(int argc, char **argv);                      /* tools/rank_encode_image.c */
+int rank_encode_dup_ids(const int64_t *id, size_t n, size_t *a, size_t *b); /* tools/rank_encode_image.c */
 
 int rank_encode_main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "image") || !strcmp(argv[1], "join"))) return rank_encode_image_main(argc, argv);
@@ -281,6 +282,17 @@ int rank_encode_main(int argc, char **argv) {
             goto done;
         }
         ids[r - 1] = v;
+    }
+    size_t da, db; /* each id once (as rank encode image): rank sid refuses repeats, rank encode join is ambiguous */
+    int dup = rank_encode_dup_ids(ids, n, &da, &db);
+    if (dup || n == 0) {
+        if (dup > 0)
+            fprintf(stderr, "rank encode: %s: rows %zu and %zu, column %s: id %lld given twice\n", input, da + 2, db + 2,
+                    idcol, (long long)ids[da]);
+        else if (dup < 0) fprintf(stderr, "rank encode: out of memory for %zu ids\n", n);
+        else fprintf(stderr, "rank encode: %s: no rows to encode (a header only%s)\n", input, limit == 0 ? ", or --limit 0" : "");
+        rk_free(lens);
+        goto done;
     }
 
     rk_progress pr;

@@ -118,21 +118,33 @@ static int cmp_pair(const void *a, const void *b) {
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
+/* The first two places (*a < *b) sharing an id, by the smaller id: 1 when
+ * there are such, 0 when every id is distinct, -1 out of memory. Shared by
+ * rank encode image and text (tools/rank_encode.c). */
+int rank_encode_dup_ids(const int64_t *id, size_t n, size_t *a, size_t *b) {
+    int64_t(*p)[2] = rk_malloc((n ? n : 1) * sizeof *p);
+    if (!p) return -1;
+    for (size_t i = 0; i < n; i++) p[i][0] = id[i], p[i][1] = (int64_t)i;
+    qsort(p, n, sizeof *p, cmp_pair);
+    int dup = 0;
+    for (size_t i = 1; i < n && !dup; i++)
+        if (p[i][0] == p[i - 1][0]) {
+            dup = 1;
+            *a = (size_t)(p[i][1] < p[i - 1][1] ? p[i][1] : p[i - 1][1]);
+            *b = (size_t)(p[i][1] < p[i - 1][1] ? p[i - 1][1] : p[i][1]);
+        }
+    rk_free(p);
+    return dup;
+}
+
 /* Each id once: rows sharing an id would be refused later by rank sid and
  * made ambiguous by rank encode join. src names the --dir or --list. */
 static rk_status check_ids(const char *src, const list_t *l, rk_err *err) {
-    int64_t(*p)[2] = rk_malloc((l->n ? l->n : 1) * sizeof *p);
-    if (!p) return rk_fail(err, RK_ENOMEM, "out of memory for %zu ids", l->n);
-    for (size_t i = 0; i < l->n; i++) p[i][0] = l->id[i], p[i][1] = (int64_t)i;
-    qsort(p, l->n, sizeof *p, cmp_pair);
-    rk_status s = RK_OK;
-    for (size_t i = 1; i < l->n && !s; i++)
-        if (p[i][0] == p[i - 1][0])
-            s = rk_fail(err, RK_EINVAL, "%s: id %lld given twice (%s and %s)", src, (long long)p[i][0],
-                        l->path[p[i][1] < p[i - 1][1] ? p[i][1] : p[i - 1][1]],
-                        l->path[p[i][1] < p[i - 1][1] ? p[i - 1][1] : p[i][1]]);
-    rk_free(p);
-    return s;
+    size_t a, b;
+    int dup = rank_encode_dup_ids(l->id, l->n, &a, &b);
+    if (dup < 0) return rk_fail(err, RK_ENOMEM, "out of memory for %zu ids", l->n);
+    if (dup) return rk_fail(err, RK_EINVAL, "%s: id %lld given twice (%s and %s)", src, (long long)l->id[a], l->path[a], l->path[b]);
+    return RK_OK;
 }
 
 static rk_status read_list(const char *path, list_t *l, rk_err *err) {

@@ -294,6 +294,7 @@ static int cmd_apply(int argc, char **argv) {
                 rc = 1;
                 break;
             }
+            if (lineno == 1 && !strncmp(line, "\xEF\xBB\xBF", 3)) memmove(line, line + 3, (size_t)len - 2); /* a BOM */
             char *hash = strchr(line, '#');
             if (hash) *hash = 0;
             char *p = line, *end;
@@ -301,11 +302,11 @@ static int cmd_apply(int argc, char **argv) {
             if (!*p || *p == '\n' || *p == '\r') continue;
             errno = 0;
             unsigned long long r = isdigit((unsigned char)*p) ? strtoull(p, &end, 10) : 0;
-            if (!isdigit((unsigned char)*p) || errno || (*end && !strchr(" \t,\r\n", *end))) {
+            if (!isdigit((unsigned char)*p) || errno || (*end && !strchr(" \t,\r\n", *end)) || r >= ti.rows) {
                 size_t tl = strcspn(p, " \t,\r\n");
                 fprintf(stderr,
-                        "rank store apply: error: %s line %ld: row '%.*s': expected a row id (an integer in 0..rows-1)\n",
-                        input, lineno, (int)(tl > 40 ? 40 : tl), p);
+                        "rank store apply: error: %s line %ld: row '%.*s': expected a row id (an integer in 0..%llu)\n",
+                        input, lineno, (int)(tl > 40 ? 40 : tl), p, (unsigned long long)ti.rows - 1);
                 rc = 1;
                 break;
             }
@@ -346,7 +347,14 @@ static int cmd_apply(int argc, char **argv) {
             batches++;
             n = 0;
         }
-        if (len < 0) break;
+        if (len < 0) {
+            if (ferror(f)) { /* not the end of the file: a directory, an I/O error */
+                fprintf(stderr, "rank store apply: error: %s: read failed after line %ld: %s (%zu rows applied)\n", input,
+                        lineno, strerror(errno), total);
+                rc = 1;
+            }
+            break;
+        }
     }
     if (rc == 0 && total == 0) {
         fprintf(stderr, "rank store apply: error: %s: no updates (no row lines; blank lines and # comments are skipped)\n",

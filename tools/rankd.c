@@ -275,13 +275,20 @@ static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
     *nargv = argv;
     if (!path) return 0;
     char *text = NULL;
+    size_t len = 0;
     rk_err e = {0};
-    if (rk_read_file(path, &text, NULL, &e)) {
+    if (rk_read_file(path, &text, &len, &e)) {
         fprintf(stderr, "rankd: --config: %s\n", e.msg);
         return 2;
     }
+    const char *nul = memchr(text, 0, len); /* json_loads stopped there: the rest was ignored */
+    if (nul) {
+        fprintf(stderr, "rankd: --config %s: a NUL byte at byte %zu\n", path, (size_t)(nul - text) + 1);
+        rk_free(text);
+        return 2;
+    }
     json_error_t je;
-    json_t *root = json_loads(text, 0, &je);
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je); /* each key once */
     rk_free(text);
     if (!root || !json_is_object(root)) {
         if (root) fprintf(stderr, "rankd: --config %s: not a JSON object\n", path);
@@ -306,16 +313,17 @@ static int expand_config(int argc, char **argv, int *nargc, char ***nargv) {
         size_t kl = strlen(key);
         for (int i = 1; i < argc; i++)
             on_cli |= !strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, key, kl) && (!argv[i][2 + kl] || argv[i][2 + kl] == '=');
-        if (on_cli) continue;
         char buf[64];
         const char *v = NULL;
-        if (op->has_arg == no_argument) {
+        if (op->has_arg == no_argument) { /* types are checked even when the command line wins */
             if (!json_is_boolean(val)) {
                 fprintf(stderr, "rankd: --config %s: '%s' must be true or false\n", path, key);
                 bad = 1;
                 break;
             }
-            if (json_is_false(val)) continue;
+            if (json_is_false(val) || on_cli) continue;
+        } else if (on_cli && (json_is_string(val) || json_is_integer(val))) {
+            continue;
         } else if (json_is_string(val)) {
             v = json_string_value(val);
         } else if (json_is_integer(val)) {
