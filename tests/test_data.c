@@ -576,7 +576,21 @@ Test(data, items_csv_joins_tags) {
  * 3ea71cd (before any rework of it). Issue 15 asks for the MovieLens
  * converter to become a preset of `rank data log` with identical files;
  * this is the comparison such a rework must pass (set RK_PRINT_PINS=1 to
- * print the values of a new converter instead of comparing). */
+ * print the values of a new converter instead of comparing). The checkout's
+ * path, which schema.json names, is left out of the hash. */
+/* Removes every occurrence of the checkout's path (RK_SOURCE_DIR) from buf,
+ * so a pin does not depend on where the tree is cloned; returns the new
+ * length. */
+static size_t drop_source_dir(char *buf, size_t len) {
+    const char *dir = RK_SOURCE_DIR;
+    size_t dl = strlen(dir), w = 0;
+    for (size_t r = 0; r < len;) {
+        if (r + dl <= len && !memcmp(buf + r, dir, dl)) r += dl;
+        else buf[w++] = buf[r++];
+    }
+    return w;
+}
+
 Test(data, movielens_files_pinned, .timeout = 60) {
     static const struct {
         const char *file;
@@ -586,7 +600,7 @@ Test(data, movielens_files_pinned, .timeout = 60) {
         {"train.tsv", 11781597, 0x05aa2c658ea799e6ULL},
         {"valid.tsv", 1671096, 0x881409a513c0defcULL},
         {"test.tsv", 1652037, 0xba1074d2f18b4712ULL},
-        {"schema.json", 3231, 0xf97df7cd604f882aULL},
+        {"schema.json", 3207, 0x3cc1aa39a07c3790ULL},
     };
     char *out = make_tmpdir();
     rk_err err = {0};
@@ -596,6 +610,7 @@ Test(data, movielens_files_pinned, .timeout = 60) {
         size_t len = 0;
         snprintf(path, sizeof path, "%s/%s", out, pin[i].file);
         cr_assert_eq(rk_read_file(path, &buf, &len, &err), RK_OK, "%s", err.msg);
+        len = drop_source_dir(buf, len); /* schema.json names its inputs: the checkout's path */
         unsigned long long h = (unsigned long long)rk_hash64(buf, len, 0);
         if (getenv("RK_PRINT_PINS")) printf("        {\"%s\", %zu, 0x%016llxULL},\n", pin[i].file, len, h);
         else {
