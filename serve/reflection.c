@@ -131,23 +131,32 @@ static rk_status add_symbol(rk_reflection *r, const char *scope, const char *nam
     return RK_OK;
 }
 
-/* An EnumDescriptorProto in scope: the enum, and its values in scope
- * (protobuf's rule: enum values are siblings of their enum). */
-static rk_status index_enum(rk_reflection *r, const char *scope, const uint8_t *p, size_t n, int file, rk_err *err) {
+/* The descriptor message p[n] (its field 1 is the name) declared in scope
+ * as a symbol of kind; its full name into full[NAME_MAX_LEN] (may be NULL).
+ * what names it in errors. */
+static rk_status declare(rk_reflection *r, const char *scope, const uint8_t *p, size_t n, int file, int kind,
+                         const char *what, char *full, rk_err *err) {
     char name[NAME_MAX_LEN];
-    if (msg_name(p, n, name, sizeof name)) return rk_fail(err, RK_EFORMAT, "reflection: an enum in %s has no name", scope);
-    rk_status st = add_symbol(r, scope, name, file, SYM_OTHER, err);
+    if (msg_name(p, n, name, sizeof name)) return rk_fail(err, RK_EFORMAT, "reflection: %s: a %s has no name", scope, what);
+    rk_status st = add_symbol(r, scope, name, file, kind, err);
+    if (st == RK_OK && full) snprintf(full, NAME_MAX_LEN, "%s", r->symbols[r->n_symbols - 1].name);
+    return st;
+}
+
+/* A ServiceDescriptorProto (its methods: field 2) or EnumDescriptorProto
+ * (its values: field 2, declared in the enum's own scope: protobuf's rule,
+ * enum values are siblings of their enum) in scope. */
+static rk_status index_leafy(rk_reflection *r, const char *scope, const uint8_t *p, size_t n, int file, int service,
+                             rk_err *err) {
+    char full[NAME_MAX_LEN];
+    rk_status st = declare(r, scope, p, n, file, service ? SYM_SERVICE : SYM_OTHER, service ? "service" : "enum", full, err);
     pb_cur c = {p, p + n};
     uint32_t f;
     const uint8_t *v;
     size_t len;
-    int k;
-    while (st == RK_OK && (k = next_field(&c, &f, &v, &len)) == 1)
-        if (f == 2 && v) {
-            char vn[NAME_MAX_LEN];
-            st = msg_name(v, len, vn, sizeof vn) ? rk_fail(err, RK_EFORMAT, "reflection: enum %s: a value has no name", name)
-                                                 : add_symbol(r, scope, vn, file, SYM_OTHER, err);
-        }
+    while (st == RK_OK && next_field(&c, &f, &v, &len) == 1)
+        if (f == 2 && v)
+            st = declare(r, service ? full : scope, v, len, file, SYM_OTHER, service ? "method" : "enum value", NULL, err);
     return st;
 }
 
@@ -155,50 +164,20 @@ static rk_status index_enum(rk_reflection *r, const char *scope, const uint8_t *
  * extensions, enums and nested messages (recursively, depth-limited). */
 static rk_status index_message(rk_reflection *r, const char *scope, const uint8_t *p, size_t n, int file, int depth,
                                rk_err *err) {
-    char name[NAME_MAX_LEN], full[NAME_MAX_LEN];
+    char full[NAME_MAX_LEN];
     if (depth > 32) return rk_fail(err, RK_EFORMAT, "reflection: messages nested deeper than 32 in %s", scope);
-    if (msg_name(p, n, name, sizeof name)) return rk_fail(err, RK_EFORMAT, "reflection: a message in %s has no name", scope);
-    rk_status st = add_symbol(r, scope, name, file, SYM_MESSAGE, err);
-    if (st) return st;
-    snprintf(full, sizeof full, "%s", r->symbols[r->n_symbols - 1].name);
+    rk_status st = declare(r, scope, p, n, file, SYM_MESSAGE, "message", full, err);
     pb_cur c = {p, p + n};
     uint32_t f;
     const uint8_t *v;
     size_t len;
-    int k;
-    while (st == RK_OK && (k = next_field(&c, &f, &v, &len)) == 1) {
+    while (st == RK_OK && next_field(&c, &f, &v, &len) == 1) {
         if (!v) continue;
-        if (f == 3) {
-            st = index_message(r, full, v, len, file, depth + 1, err);
-        } else if (f == 4) {
-            st = index_enum(r, full, v, len, file, err);
-        } else if (f == 2 || f == 6 || f == 8) { /* field, extension, oneof_decl */
-            char fn[NAME_MAX_LEN];
-            st = msg_name(v, len, fn, sizeof fn) ? rk_fail(err, RK_EFORMAT, "reflection: message %s: a member has no name", full)
-                                                 : add_symbol(r, full, fn, file, SYM_OTHER, err);
-        }
+        if (f == 3) st = index_message(r, full, v, len, file, depth + 1, err);
+        else if (f == 4) st = index_leafy(r, full, v, len, file, 0, err);
+        else if (f == 2 || f == 6 || f == 8) /* field, extension, oneof_decl */
+            st = declare(r, full, v, len, file, SYM_OTHER, "member", NULL, err);
     }
-    return st;
-}
-
-/* A ServiceDescriptorProto in scope: the service and its methods. */
-static rk_status index_service(rk_reflection *r, const char *scope, const uint8_t *p, size_t n, int file, rk_err *err) {
-    char name[NAME_MAX_LEN], full[NAME_MAX_LEN];
-    if (msg_name(p, n, name, sizeof name)) return rk_fail(err, RK_EFORMAT, "reflection: a service in %s has no name", scope);
-    rk_status st = add_symbol(r, scope, name, file, SYM_SERVICE, err);
-    if (st) return st;
-    snprintf(full, sizeof full, "%s", r->symbols[r->n_symbols - 1].name);
-    pb_cur c = {p, p + n};
-    uint32_t f;
-    const uint8_t *v;
-    size_t len;
-    int k;
-    while (st == RK_OK && (k = next_field(&c, &f, &v, &len)) == 1)
-        if (f == 2 && v) {
-            char mn[NAME_MAX_LEN];
-            st = msg_name(v, len, mn, sizeof mn) ? rk_fail(err, RK_EFORMAT, "reflection: service %s: a method has no name", full)
-                                                 : add_symbol(r, full, mn, file, SYM_OTHER, err);
-        }
     return st;
 }
 
@@ -232,14 +211,10 @@ static rk_status index_file(rk_reflection *r, const uint8_t *p, size_t n, rk_err
             fl->dep_names[fl->n_deps++][len] = 0;
         } else if (f == 4) {
             st = index_message(r, pkg, v, len, fi, 0, err);
-        } else if (f == 5) {
-            st = index_enum(r, pkg, v, len, fi, err);
-        } else if (f == 6) {
-            st = index_service(r, pkg, v, len, fi, err);
+        } else if (f == 5 || f == 6) {
+            st = index_leafy(r, pkg, v, len, fi, f == 6, err);
         } else if (f == 7) {
-            char xn[NAME_MAX_LEN];
-            st = msg_name(v, len, xn, sizeof xn) ? rk_fail(err, RK_EFORMAT, "reflection: file %s: an extension has no name", fl->name)
-                                                 : add_symbol(r, pkg, xn, fi, SYM_OTHER, err);
+            st = declare(r, pkg, v, len, fi, SYM_OTHER, "extension", NULL, err);
         }
     }
     return st;

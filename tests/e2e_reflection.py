@@ -42,7 +42,13 @@ SERVICES = {"rankd.v1.Ranker", "rankd.v1.Admin", "grpc.health.v1.Health",
 V1_METHOD = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 
 
+RUNNING = []  # rankd processes to kill if the test fails
+
+
 def fail(msg):
+    for p in RUNNING:
+        if p.poll() is None:
+            p.kill()
     print("e2e_reflection: FAIL: " + msg, file=sys.stderr)
     sys.exit(1)
 
@@ -204,6 +210,7 @@ def main():
     train_bundle(os.path.join(a.bin_dir, "rank"), a.source_dir, tmp, os.path.join(tmp, "prep.log"))
     rank_pb2 = compiled_stubs(a.source_dir, tmp)
     d = Rankd(a.bin_dir, ["--model", os.path.join(tmp, "bundle"), "--threads", "1"], os.path.join(tmp, "rankd.log"))
+    RUNNING.append(d.p)
     with grpc.insecure_channel("127.0.0.1:%d" % d.port) as chan:
         stub = refl_grpc.ServerReflectionStub(chan)
         check_services(grpc, chan, refl_pb2, stub)
@@ -213,6 +220,7 @@ def main():
     d.stop()
     off = Rankd(a.bin_dir, ["--model", os.path.join(tmp, "bundle"), "--threads", "1", "--no-reflection"],
                 os.path.join(tmp, "rankd-off.log"))
+    RUNNING.append(off.p)
     with grpc.insecure_channel("127.0.0.1:%d" % off.port) as chan:
         try:
             ask(refl_grpc.ServerReflectionStub(chan), [refl_pb2.ServerReflectionRequest(list_services="")])
@@ -228,4 +236,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as e:  # an RpcError or assertion outside the checks: rankd must not outlive the test
+        fail("%s: %s" % (type(e).__name__, e))
