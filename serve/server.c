@@ -133,6 +133,9 @@ typedef struct call_ctx {
     grpc_slice status_details;
     int cancelled;
     double t_accepted;            /* rk_now() when the acceptor queued it */
+    struct model_ver *ver;        /* Admin calls: the version, referenced by the acceptor
+                                   * (the admin thread, at background priority, takes no
+                                   * lock a worker waits for) */
     /* Health/Watch (under the server's wmu): the stream's service, the last
      * status sent, a message in flight, the call over (client gone or
      * cancelled); its RECV_CLOSE_ON_SERVER completes with the tag c + 1. */
@@ -994,7 +997,8 @@ static void *worker_main(void *arg) {
         double t0 = rk_now();
         grpc_status_code code;
         if (is_admin) {
-            model_ver *v = ver_acquire(s);
+            model_ver *v = c->ver; /* taken by the acceptor */
+            c->ver = NULL;
             code = v ? handle_apply(w, v, c) : GRPC_STATUS_UNAVAILABLE;
             if (v) ver_release(v);
             else c->status_details = grpc_slice_from_static_string("no model is loaded yet");
@@ -1036,7 +1040,10 @@ static void overload_note(rk_server *s, int rejected) {
 static void accept_queued(rk_server *s, call_ctx *c) {
     c->t_accepted = rk_now();
     callq *q = c->kind == K_APPLY ? &s->aq : &s->rq;
+    if (c->kind == K_APPLY) c->ver = ver_acquire(s);
     if (q_push(q, c)) return;
+    if (c->ver) ver_release(c->ver);
+    c->ver = NULL;
     char msg[128];
     snprintf(msg, sizeof msg, "server overloaded: %d %s requests already queued", q->cap,
              c->kind == K_APPLY ? "Admin" : "Rank");
