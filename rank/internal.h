@@ -88,6 +88,10 @@ struct rk_model {
      * applying updates, which may run at background priority, never holds
      * a lock a scoring thread waits for. */
     _Atomic(struct rk_ram_update *) ram_pending;
+    /* Written ones, freed by the next rk_model_apply_updates: the thread
+     * that allocated them frees them, so a scorer never takes the updating
+     * thread's malloc arena lock either. */
+    _Atomic(struct rk_ram_update *) ram_done;
     /* CETNet ensemble: members own their tables and towers; this model holds
      * only the shared feature definitions and the fusion (log tau). */
     int n_members;

@@ -146,6 +146,14 @@ struct rk_ram_update {
     float *vals;                  /* [n, dim] */
 };
 
+static void free_updates(struct rk_ram_update *u) {
+    while (u) {
+        struct rk_ram_update *nx = u->next;
+        rk_free(u);
+        u = nx;
+    }
+}
+
 static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
     *out = NULL;
     rk_model *m = rk_calloc(1, sizeof *m);
@@ -242,10 +250,8 @@ void rk_model_destroy(rk_model *m) {
     rk_free(m->sid_cb);
     rk_free(m->member);
     rk_model_cfg_free(&m->cfg);
-    for (struct rk_ram_update *u = atomic_exchange(&m->ram_pending, NULL), *nx; u; u = nx) {
-        nx = u->next;
-        rk_free(u);
-    }
+    free_updates(atomic_exchange(&m->ram_pending, NULL));
+    free_updates(atomic_exchange(&m->ram_done, NULL));
     pthread_rwlock_destroy(&m->ram_mu);
     rk_free(m);
 }
@@ -340,12 +346,14 @@ static void ram_drain(rk_model *m) {
             memcpy(m->tables[u->f] + u->rows[i] * (size_t)dim, u->vals + i * (size_t)dim, (size_t)dim * sizeof(float));
     }
     pthread_rwlock_unlock(&m->ram_mu);
-    while (old) {
-        u = old->next;
-        rk_free(old);
-        old = u;
+    if (!old) return;
+    for (u = old; u->next; u = u->next) {
+    }
+    u->next = atomic_load(&m->ram_done); /* hand them back to their allocator's thread */
+    while (!atomic_compare_exchange_weak(&m->ram_done, &u->next, old)) {
     }
 }
+
 
 rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *table, const uint64_t *rows,
                                  size_t n_rows, const float *values, size_t n_values, rk_err *err) {
@@ -372,6 +380,7 @@ rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *ta
     if (n_values != n_rows * (size_t)dim)
         return rk_fail(err, RK_EINVAL, "values: expected rows x dim = %zu x %d = %zu floats, got %zu", n_rows, dim,
                        n_rows * (size_t)dim, n_values);
+    free_updates(atomic_exchange(&t->ram_done, NULL));
     struct rk_ram_update *u = NULL;
     if (t->tables[f]) {
         /* The RAM copy gets what the store will serve: the row through the
