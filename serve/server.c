@@ -35,18 +35,19 @@
  * queue of their own to one admin thread (a store write waits on an fsync:
  * it must not hold a Rank worker), on the version current at pick-up.
  *
- * Background priority: the admin thread, and the thread that opens, warms
- * up, drains and closes a version (every load, unload and reload runs on a
- * short-lived thread of its own, joined by the caller), run at SCHED_IDLE
- * (Linux; nice 19 where that is refused): on the cores the workers use they
- * only get the time the workers leave, and a worker woken by a call
- * preempts them at once instead of waiting for their time slice to end. A
- * version still loads in a few hundred ms at 50% load (it then takes longer
- * under more load, while the old version keeps serving); updates queue
- * (ADMIN_QUEUE) behind Rank traffic instead of delaying it. The locks the
- * workers share with them (vmu, the model's RAM-table lock, the store
- * cache's shard locks) are held for microseconds: a worker that finds one
- * taken sleeps, which lets the holder run.
+ * Background priority: the thread that opens, warms up, drains and closes
+ * a version (every load, unload and reload runs on a short-lived thread of
+ * its own, joined by the caller) runs at SCHED_IDLE (Linux; nice 19 where
+ * that is refused): on the cores the workers use it only gets the time the
+ * workers (and other processes) leave, and a worker woken by a call
+ * preempts it at once. The only lock it shares with the workers is vmu,
+ * held for a pointer insert. A load takes longer on a busy CPU while the
+ * old version keeps serving (bench/RESULTS.md, bench-swap). The admin
+ * thread stays at normal priority: the store's row-cache update takes the
+ * cache shard locks the workers' lookups take, and a starved holder would
+ * stall them (for RAM tables, updates are queued without a lock and the
+ * next lookup writes them, rank/model.c; the version reference of an Admin
+ * call is taken by the acceptor).
  *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
@@ -990,7 +991,6 @@ static void *worker_main(void *arg) {
     rk_server *s = w->srv;
     int is_admin = w->idx == s->n_workers;
     callq *q = is_admin ? &s->aq : &s->rq;
-    if (is_admin) thread_background();
     call_ctx *c;
     while ((c = q_pop(q))) {
         if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
