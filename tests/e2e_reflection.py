@@ -25,7 +25,6 @@ Prints one summary line.
 
   e2e_reflection.py --bin-dir BUILD/bin --source-dir SRC [--keep]
 """
-import argparse
 import glob
 import os
 import shutil
@@ -34,7 +33,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_grpcio import train_bundle  # noqa: E402
+from e2e_grpcio import e2e_args, train_bundle  # noqa: E402
 from e2e_ops import Rankd  # noqa: E402
 
 SERVICES = {"rankd.v1.Ranker", "rankd.v1.Admin", "grpc.health.v1.Health",
@@ -196,11 +195,7 @@ def check_garbage(grpc, chan):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--source-dir", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    a = ap.parse_args()
+    a = e2e_args()
     use_test_venv()
     import grpc  # Debian's python3-grpcio
     from grpc_reflection.v1alpha import reflection_pb2 as refl_pb2
