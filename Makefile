@@ -38,6 +38,7 @@ build: setup
 	@cmake --build $(BUILD) -j$(JOBS)
 
 test: build
+	@bash scripts/setup-test-venv.sh
 	@$(ENC_SETUP) cd $(BUILD) && $(ENC_ENV) ctest --output-on-failure --timeout 900
 	@bash tests/fuzz/run.sh smoke
 
@@ -71,6 +72,7 @@ deb: build
 asan: setup
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRK_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j$(JOBS)
+	@bash scripts/setup-test-venv.sh
 	@$(ENC_SETUP) cd build-asan && $(ENC_ENV) ctest --output-on-failure --timeout 1800
 
 # Text encoder vs PyTorch + sentence-transformers (installs the model and a

@@ -39,8 +39,10 @@ ops_start_rankd --model "$OUT/bundle" --threads 1 --updates --metrics-listen 127
 BENCH=(taskset -c "$CLIENT_CPU" "$BUILD/rank-bench" --addr "127.0.0.1:$PORT" --model "$OUT/bundle"
        --data "$OUT/ml/test.tsv" --quiet --warmup 1 --duration "$RUN_S")
 field() { $PY -c "import json,sys;d=json.load(open(sys.argv[1]));print(eval(sys.argv[2]))" "$1" "$2"; }
-side() { # side KIND SECONDS: a background load of ops_load.py, its pid in SIDE
-  taskset -c "$CLIENT_CPU" $PY "$ROOT/bench/ops_load.py" "$1" --addr "127.0.0.1:$PORT" --metrics-port "$MPORT" \
+side() { # side KIND SECONDS: a background load of ops_load.py, its pid in SIDE; at nice 19
+  # beside rank-bench on CLIENT_CPU, so that the Python client does not delay
+  # the load generator's sends (its latencies count from the intended send)
+  taskset -c "$CLIENT_CPU" nice -n 19 $PY "$ROOT/bench/ops_load.py" "$1" --addr "127.0.0.1:$PORT" --metrics-port "$MPORT" \
     --bundle "$OUT/bundle" --source-dir "$ROOT" --seconds "$2" --out "$OUT/$1.$3.json" &
   SIDE=$!
 }

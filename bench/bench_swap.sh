@@ -10,9 +10,11 @@
 # schema, warms it up, switches, and drains and closes the old version.
 # Every call's intended send time and latency go to a log
 # (rank-bench --latency-log); bench/swap_report.py splits the calls into
-# "swap" (intended within [SIGHUP, SIGHUP + WINDOW_S)) and "steady" (outside
-# [SIGHUP - 0.5 s, SIGHUP + WINDOW_S + 0.5 s) of every swap) and compares
-# their p99 (coordinated-omission corrected, from the intended send time).
+# "swap" (intended within [SIGHUP, SIGHUP + WINDOW_S), extended to 1 s after
+# the old version's unload when the load took longer) and "steady" (outside
+# every swap window widened by 0.5 s on each side) and compares their p99
+# (coordinated-omission corrected, from the intended send time); it also
+# prints the median and longest SIGHUP-to-unload time (switch_s).
 # Everything under out/bench-swap/. ~2 minutes.
 # Last line: bench-swap: swaps=N failed=0 p99_steady_ms=X p99_swap_ms=X ratio=X
 set -euo pipefail

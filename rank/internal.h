@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "embed.h"
 #include "rank.h"
@@ -80,7 +81,17 @@ struct rk_model {
     char version[2 * RK_NAME_MAX + 2];
     char dir[4096];               /* bundle directory, symlinks resolved ("" when created) */
     int updatable;                /* tables opened writable: rk_model_apply_updates works */
-    pthread_rwlock_t ram_mu;      /* RAM table rows: readers pool, updates write (updatable only) */
+    pthread_rwlock_t ram_mu;      /* RAM table rows: readers pool, pending updates are written (updatable only) */
+    /* Updates written to the store but not yet to the RAM copy, newest
+     * first: rk_model_apply_updates pushes them without a lock, the next
+     * lookup writes them under ram_mu (rk_model_ram_drain). So the thread
+     * applying updates, which may run at background priority, never holds
+     * a lock a scoring thread waits for. */
+    _Atomic(struct rk_ram_update *) ram_pending;
+    /* Written ones, freed by the next rk_model_apply_updates: the thread
+     * that allocated them frees them, so a scorer never takes the updating
+     * thread's malloc arena lock either. */
+    _Atomic(struct rk_ram_update *) ram_done;
     /* CETNet ensemble: members own their tables and towers; this model holds
      * only the shared feature definitions and the fusion (log tau). */
     int n_members;

@@ -137,6 +137,23 @@ static rk_status model_arrays(rk_model *m, rk_err *err) {
     return RK_OK;
 }
 
+/* Rows of one update for the RAM copy, already through the table's codec. */
+struct rk_ram_update {
+    struct rk_ram_update *next;
+    int f;
+    size_t n;
+    uint64_t *rows;               /* [n] */
+    float *vals;                  /* [n, dim] */
+};
+
+static void free_updates(struct rk_ram_update *u) {
+    while (u) {
+        struct rk_ram_update *nx = u->next;
+        rk_free(u);
+        u = nx;
+    }
+}
+
 static rk_status model_alloc(const rk_model_cfg *cfg, rk_model **out, rk_err *err) {
     *out = NULL;
     rk_model *m = rk_calloc(1, sizeof *m);
@@ -233,6 +250,8 @@ void rk_model_destroy(rk_model *m) {
     rk_free(m->sid_cb);
     rk_free(m->member);
     rk_model_cfg_free(&m->cfg);
+    free_updates(atomic_exchange(&m->ram_pending, NULL));
+    free_updates(atomic_exchange(&m->ram_done, NULL));
     pthread_rwlock_destroy(&m->ram_mu);
     rk_free(m);
 }
@@ -308,6 +327,34 @@ rk_status rk_model_tables_to_ram(rk_model *m, size_t max_bytes, size_t *bytes, r
     return s;
 }
 
+/* Write every pending update into the RAM tables, oldest first, under the
+ * write lock (taken by the scoring thread that finds them, at its own
+ * priority). Pops and writes under the lock: two threads draining at once
+ * write their lists in push order. */
+static void ram_drain(rk_model *m) {
+    pthread_rwlock_wrlock(&m->ram_mu);
+    struct rk_ram_update *u = atomic_exchange(&m->ram_pending, NULL), *old = NULL;
+    while (u) { /* newest first -> oldest first */
+        struct rk_ram_update *nx = u->next;
+        u->next = old;
+        old = u;
+        u = nx;
+    }
+    for (u = old; u; u = u->next) {
+        const int dim = m->cfg.features[u->f].dim;
+        for (size_t i = 0; i < u->n; i++)
+            memcpy(m->tables[u->f] + u->rows[i] * (size_t)dim, u->vals + i * (size_t)dim, (size_t)dim * sizeof(float));
+    }
+    pthread_rwlock_unlock(&m->ram_mu);
+    if (!old) return;
+    for (u = old; u->next; u = u->next) {
+    }
+    u->next = atomic_load(&m->ram_done); /* hand them back to their allocator's thread */
+    while (!atomic_compare_exchange_weak(&m->ram_done, &u->next, old)) {
+    }
+}
+
+
 rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *table, const uint64_t *rows,
                                  size_t n_rows, const float *values, size_t n_values, rk_err *err) {
     rk_model *t = m;
@@ -333,21 +380,37 @@ rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *ta
     if (n_values != n_rows * (size_t)dim)
         return rk_fail(err, RK_EINVAL, "values: expected rows x dim = %zu x %d = %zu floats, got %zu", n_rows, dim,
                        n_rows * (size_t)dim, n_values);
-    rk_status s = rk_store_apply(t->store, t->store_table[f], rows, n_rows, values, err);
-    if (s) return rk_err_prefix(err, "table '%s'", table);
+    free_updates(atomic_exchange(&t->ram_done, NULL));
+    struct rk_ram_update *u = NULL;
     if (t->tables[f]) {
-        /* The RAM copy gets what the store now serves: the row through the
-         * table's codec, so RAM and RocksDB lookups stay bit-identical. */
+        /* The RAM copy gets what the store will serve: the row through the
+         * table's codec, so RAM and RocksDB lookups stay bit-identical.
+         * Made before the store write: out of memory writes nothing. */
         rk_table_info ti;
         rk_store_table_info(t->store, t->store_table[f], &ti);
         unsigned char enc[1024 * 4 + 8]; /* dim <= 1024 (config.c) */
         RK_ASSERT(ti.row_bytes <= sizeof enc);
-        pthread_rwlock_wrlock(&t->ram_mu);
+        u = rk_malloc(sizeof *u + n_rows * sizeof(uint64_t) + n_rows * (size_t)dim * sizeof(float));
+        if (!u) return rk_fail(err, RK_ENOMEM, "table '%s': out of memory for %zu updated rows", table, n_rows);
+        u->f = f;
+        u->n = n_rows;
+        u->rows = (uint64_t *)(u + 1);
+        u->vals = (float *)(u->rows + n_rows);
+        memcpy(u->rows, rows, n_rows * sizeof(uint64_t));
         for (size_t i = 0; i < n_rows; i++) {
             rk_codec_encode(ti.codec, values + i * (size_t)dim, dim, enc);
-            rk_codec_decode(ti.codec, enc, dim, t->tables[f] + rows[i] * (size_t)dim);
+            rk_codec_decode(ti.codec, enc, dim, u->vals + i * (size_t)dim);
         }
-        pthread_rwlock_unlock(&t->ram_mu);
+    }
+    rk_status s = rk_store_apply(t->store, t->store_table[f], rows, n_rows, values, err);
+    if (s) {
+        rk_free(u);
+        return rk_err_prefix(err, "table '%s'", table);
+    }
+    if (u) { /* visible to every lookup that starts from now on (rk_model_fill_x0_ex) */
+        u->next = atomic_load(&t->ram_pending);
+        while (!atomic_compare_exchange_weak(&t->ram_pending, &u->next, u)) {
+        }
     }
     return RK_OK;
 }
@@ -989,6 +1052,7 @@ rk_status rk_model_fill_x0_ex(const rk_model *m, const rk_batch *b, rk_work *w, 
             for (int r = 0; r < B; r++) out[(size_t)r * D] = b->dense[(size_t)r * b->n_features + f];
         } else if (m->tables[f]) {
             /* An updatable model's RAM rows change under rk_model_apply_updates. */
+            if (m->updatable && atomic_load(&m->ram_pending)) ram_drain((rk_model *)m);
             if (m->updatable) pthread_rwlock_rdlock((pthread_rwlock_t *)&m->ram_mu);
             rk_embedding_bag_forward(out, (size_t)D, m->tables[f], b->offsets[f], b->rows[f], nb, ft->dim, ft->pool);
             if (m->updatable) pthread_rwlock_unlock((pthread_rwlock_t *)&m->ram_mu);

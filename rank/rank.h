@@ -316,9 +316,11 @@ const char *rk_model_dir(const rk_model *m);
  * (n_values must be n_rows * dim). Written through the table's store
  * (rk_store_apply: one atomic write batch, WAL fsync'd, store cache updated)
  * and, when the table was copied to RAM, into the RAM copy (through the
- * table's codec, under the model's lock, so a batch being pooled never sees
- * a half-written row). On RK_OK the update is durable and every later
- * lookup sees it. Thread-safe with scoring. Errors name the field:
+ * table's codec; queued without a lock and written by the next lookup under
+ * the model's lock, so a batch being pooled never sees a half-written row
+ * and the updating thread never holds a lock a scoring thread waits for).
+ * On RK_OK the update is durable and every later lookup sees it.
+ * Thread-safe with scoring. Errors name the field:
  * RK_ENOTFOUND (member, table), RK_EINVAL (read-only open, empty rows,
  * values count, row outside the table), RK_ENUMERIC (value not finite or
  * beyond +-1e6), RK_EIO / RK_EFORMAT (RocksDB; nothing acknowledged). */

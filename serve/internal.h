@@ -59,6 +59,18 @@ void rk_auth_destroy(rk_auth *a);
 /* 127.x.x.x, [::1] or localhost before the last ':'. */
 int rk_listen_is_loopback(const char *hostport);
 
+/* ---- server reflection (reflection.c) */
+typedef struct rk_reflection rk_reflection;
+/* The index of the compiled-in descriptor set (files, imports, symbols). */
+rk_status rk_reflection_create(rk_reflection **out, rk_err *err);
+/* One serialized ServerReflectionRequest (v1alpha or v1: the same bytes)
+ * in, its ServerReflectionResponse out (*out rk_malloc'd, *out_len bytes):
+ * unknown files and symbols are answered with an error_response. RK_EINVAL
+ * when the bytes are not a request, RK_ENOMEM. */
+rk_status rk_reflection_answer(const rk_reflection *r, const uint8_t *in, size_t in_len, uint8_t **out,
+                               size_t *out_len, rk_err *err);
+void rk_reflection_destroy(rk_reflection *r);
+
 /* ---- metrics (metrics.c) */
 
 #define RK_HIST_BUCKETS 15 /* finite latency buckets, 50 us .. 2.5 s; plus +Inf */

@@ -68,6 +68,9 @@ typedef struct {
     int access_log_sample;   /* N > 0: one "access:" log line per N Rank calls per worker
                               * (request id, model, version, status, times); 0 (default):
                               * none. Errors are logged at most once a second per worker. */
+    int no_reflection;       /* 1: no gRPC server reflection; 0 (default): grpc.reflection.v1alpha
+                              * and v1 ServerReflection list the services and give their
+                              * descriptors (serve/reflection.c) */
     int own_model;           /* 1: the server destroys the start-up model once no request
                               * holds it (after a reload, or at stop); 0 (default): the
                               * caller destroys it after rk_server_stop */

@@ -35,6 +35,20 @@
  * queue of their own to one admin thread (a store write waits on an fsync:
  * it must not hold a Rank worker), on the version current at pick-up.
  *
+ * Background priority: the thread that opens, warms up, drains and closes
+ * a version (every load, unload and reload runs on a short-lived thread of
+ * its own, joined by the caller) runs at SCHED_IDLE (Linux; nice 19 where
+ * that is refused): on the cores the workers use it only gets the time the
+ * workers (and other processes) leave, and a worker woken by a call
+ * preempts it at once. The only lock it shares with the workers is vmu,
+ * held for a pointer insert. A load takes longer on a busy CPU while the
+ * old version keeps serving (bench/RESULTS.md, bench-swap). The admin
+ * thread stays at normal priority: the store's row-cache update takes the
+ * cache shard locks the workers' lookups take, and a starved holder would
+ * stall them (for RAM tables, updates are queued without a lock and the
+ * next lookup writes them, rank/model.c; the version reference of an Admin
+ * call is taken by the acceptor).
+ *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
  * acceptor's few counters are relaxed atomics. GET /metrics sums them.
@@ -58,15 +72,18 @@
  * grpc_cq_begin_op); stop and join the workers; destroy the server; shut the
  * cq down; join the acceptor; destroy the cq; grpc_shutdown().
  */
+#define _GNU_SOURCE /* SCHED_IDLE */
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -89,6 +106,9 @@
 #define HEALTH_METHOD "/grpc.health.v1.Health/Check"
 #define META_METHOD "/rankd.v1.Ranker/GetMetadata"
 #define WATCH_METHOD "/grpc.health.v1.Health/Watch"
+#define REFLECT_METHOD "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+#define REFLECT1_METHOD "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+#define MAX_REFLECTS 16 /* open reflection streams; more: RESOURCE_EXHAUSTED */
 #define MAX_WATCHES 64 /* open Health/Watch streams; more: RESOURCE_EXHAUSTED */
 #define RANK_SERVICE_NAME "rankd.v1.Ranker"
 #define HEALTH_BUF 4096
@@ -97,8 +117,10 @@
 #define RK_MAX_VERSIONS 8  /* versions of one model served at once */
 #define ADMIN_QUEUE 16 /* Admin calls waiting for the admin thread; more: RESOURCE_EXHAUSTED */
 
-typedef enum { K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3, K_META = 4, K_WATCH = 5, K_N } call_kind;
-typedef enum { S_REQUESTED = 0, S_REPLYING = 1, S_WATCHING = 2 } call_state;
+typedef enum {
+    K_RANK = 0, K_HEALTH = 1, K_GENERIC = 2, K_APPLY = 3, K_META = 4, K_WATCH = 5, K_REFLECT = 6, K_REFLECT1 = 7, K_N
+} call_kind;
+typedef enum { S_REQUESTED = 0, S_REPLYING = 1, S_WATCHING = 2, S_REFLECTING = 3 } call_state;
 
 typedef struct call_ctx {
     struct call_ctx *next_free;
@@ -114,6 +136,9 @@ typedef struct call_ctx {
     grpc_slice status_details;
     int cancelled;
     double t_accepted;            /* rk_now() when the acceptor queued it */
+    struct model_ver *ver;        /* Admin calls: the version, referenced by the acceptor
+                                   * (the admin thread, at background priority, takes no
+                                   * lock a worker waits for) */
     /* Health/Watch (under the server's wmu): the stream's service, the last
      * status sent, a message in flight, the call over (client gone or
      * cancelled); its RECV_CLOSE_ON_SERVER completes with the tag c + 1. */
@@ -261,9 +286,12 @@ struct rk_server {
     rk_auth *auth;
     uint64_t ov_n;                /* overload episode (acceptor): calls rejected so far */
     double ov_t0, ov_tlast, ov_tlog;
-    pthread_mutex_t wmu;          /* the open Health/Watch streams */
+    pthread_mutex_t wmu;          /* the open Health/Watch and reflection streams */
     call_ctx *watches;
     int n_watches;
+    call_ctx *reflects;           /* open reflection streams (linked by watch_next) */
+    int n_reflects;
+    rk_reflection *reflection;    /* NULL: o.no_reflection */
     int started;
 };
 
@@ -329,6 +357,15 @@ static rk_status ver_create(rk_server *s, rk_model *m, int owned, const char *na
 
 static void ver_release(model_ver *v) {
     if (atomic_fetch_sub(&v->refs, 1) == 1) ver_destroy(v);
+}
+
+/* The calling thread from now on at background priority: SCHED_IDLE, or
+ * nice 19 where that is refused (header comment). Never undone: an
+ * unprivileged thread cannot come back from SCHED_IDLE. */
+static void thread_background(void) {
+    struct sched_param sp = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp))
+        (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 }
 
 /* Take v out of service: wait (up to grace_ms) until no call holds it, then
@@ -527,8 +564,9 @@ static int post(rk_server *s, call_kind kind) {
         grpc_call_details_init(&c->details);
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, c);
     } else {
+        int streaming = kind == K_REFLECT || kind == K_REFLECT1; /* its messages are read later */
         e = grpc_server_request_registered_call(s->server, s->method[kind], &c->call, &c->deadline, &c->md,
-                                                &c->payload, s->cq, s->cq, c);
+                                                streaming ? NULL : &c->payload, s->cq, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
         if (!atomic_load(&s->shutting_down)) rk_error("rankd: request_call failed: %d", (int)e);
@@ -967,7 +1005,8 @@ static void *worker_main(void *arg) {
         double t0 = rk_now();
         grpc_status_code code;
         if (is_admin) {
-            model_ver *v = ver_acquire(s);
+            model_ver *v = c->ver; /* taken by the acceptor */
+            c->ver = NULL;
             code = v ? handle_apply(w, v, c) : GRPC_STATUS_UNAVAILABLE;
             if (v) ver_release(v);
             else c->status_details = grpc_slice_from_static_string("no model is loaded yet");
@@ -1009,7 +1048,10 @@ static void overload_note(rk_server *s, int rejected) {
 static void accept_queued(rk_server *s, call_ctx *c) {
     c->t_accepted = rk_now();
     callq *q = c->kind == K_APPLY ? &s->aq : &s->rq;
+    if (c->kind == K_APPLY) c->ver = ver_acquire(s);
     if (q_push(q, c)) return;
+    if (c->ver) ver_release(c->ver);
+    c->ver = NULL;
     char msg[128];
     snprintf(msg, sizeof msg, "server overloaded: %d %s requests already queued", q->cap,
              c->kind == K_APPLY ? "Admin" : "Rank");
@@ -1132,6 +1174,115 @@ static void watch_end_all(rk_server *s) {
     pthread_mutex_unlock(&s->wmu);
 }
 
+/* ------------------------------------------------------------ reflection */
+
+/* A reflection stream is one context on the acceptor: each batch receives
+ * the next request message and (after the first) sends the answer to the
+ * previous one; no message (the client closed its side) ends the stream
+ * with OK. The open streams are listed (under wmu) so stop can cancel them. */
+
+static void reflect_unlink(rk_server *s, call_ctx *c) {
+    pthread_mutex_lock(&s->wmu);
+    for (call_ctx **p = &s->reflects; *p; p = &(*p)->watch_next)
+        if (*p == c) {
+            *p = c->watch_next;
+            s->n_reflects--;
+            break;
+        }
+    pthread_mutex_unlock(&s->wmu);
+}
+
+/* End the stream with code (its initial metadata went with the first batch). */
+static void reflect_finish(call_ctx *c, grpc_status_code code, const char *msg) {
+    reflect_unlink(c->srv, c);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    grpc_slice_unref(c->status_details);
+    c->status_details = grpc_slice_from_copied_string(msg);
+    ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[0].data.send_status_from_server.status = code;
+    ops[0].data.send_status_from_server.status_details = &c->status_details;
+    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[1].data.recv_close_on_server.cancelled = &c->cancelled;
+    c->state = S_REPLYING;
+    if (grpc_call_start_batch(c->call, ops, 2, c, NULL) != GRPC_CALL_OK) ctx_put(c);
+}
+
+/* Receive the next request, sending c->reply (if any) in the same batch;
+ * first: the stream's initial metadata too. */
+static void reflect_next(call_ctx *c, int first) {
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (first) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->reply) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->reply;
+    }
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &c->payload;
+    c->state = S_REFLECTING;
+    if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
+        reflect_unlink(c->srv, c);
+        ctx_put(c);
+    }
+}
+
+static void reflect_start(rk_server *s, call_ctx *c) {
+    pthread_mutex_lock(&s->wmu);
+    int full = s->n_reflects >= MAX_REFLECTS || atomic_load(&s->shutting_down);
+    if (!full) {
+        c->watch_next = s->reflects;
+        s->reflects = c;
+        s->n_reflects++;
+    }
+    pthread_mutex_unlock(&s->wmu);
+    if (full) {
+        c->status_details = grpc_slice_from_static_string("too many reflection streams open, or shutting down");
+        reply(c, GRPC_STATUS_RESOURCE_EXHAUSTED);
+        return;
+    }
+    reflect_next(c, 1);
+}
+
+/* A batch of stream c completed: answer the message it received. */
+static void reflect_step(rk_server *s, call_ctx *c, int success) {
+    if (c->reply) grpc_byte_buffer_destroy(c->reply);
+    c->reply = NULL;
+    if (!success) { /* the client went away or the call was cancelled */
+        reflect_unlink(s, c);
+        ctx_put(c);
+        return;
+    }
+    if (!c->payload) {
+        reflect_finish(c, GRPC_STATUS_OK, "");
+        return;
+    }
+    long n = read_payload(s->health_in, sizeof s->health_in, c->payload);
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    uint8_t *out = NULL;
+    size_t len = 0;
+    rk_err err = {0};
+    if (n < 0) {
+        reflect_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "reflection request larger than 4096 bytes");
+    } else if (rk_reflection_answer(s->reflection, s->health_in, (size_t)n, &out, &len, &err)) {
+        reflect_finish(c, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
+    } else {
+        set_reply(c, out, len);
+        rk_free(out);
+        reflect_next(c, 0);
+    }
+}
+
+/* Stop: every open stream is cancelled (its batch completes unsuccessfully). */
+static void reflect_end_all(rk_server *s) {
+    pthread_mutex_lock(&s->wmu);
+    for (call_ctx *c = s->reflects; c; c = c->watch_next)
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
+    pthread_mutex_unlock(&s->wmu);
+}
+
 static void *acceptor_main(void *arg) {
     rk_server *s = arg;
     for (;;) {
@@ -1146,6 +1297,10 @@ static void *acceptor_main(void *arg) {
         call_ctx *c = ev.tag;
         if (c->state == S_WATCHING) {
             watch_sent(s, c);
+            continue;
+        }
+        if (c->state == S_REFLECTING) {
+            reflect_step(s, c, ev.success);
             continue;
         }
         if (c->state == S_REPLYING || !ev.success) {
@@ -1163,6 +1318,8 @@ static void *acceptor_main(void *arg) {
         case K_HEALTH: reply(c, handle_health(c)); break;
         case K_META: reply(c, handle_metadata(c)); break;
         case K_WATCH: watch_start(s, c); break;
+        case K_REFLECT:
+        case K_REFLECT1: reflect_start(s, c); break;
         default: reply(c, handle_generic(c)); break;
         }
     }
@@ -1204,6 +1361,7 @@ static void server_free(rk_server *s) {
     rk_free(s->admin.in);
     rk_live_destroy(s->metrics); /* after every version: they detach from it */
     rk_auth_destroy(s->auth);
+    rk_reflection_destroy(s->reflection);
     rk_free(s->g.busy);
     pthread_mutex_destroy(&s->fmu);
     pthread_mutex_destroy(&s->vmu);
@@ -1310,6 +1468,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     {
         rk_status st = rk_auth_create(o, &s->auth, err);
         if (st == RK_OK) st = rk_live_create(o->threads + 1, &s->g, &s->metrics, err);
+        if (st == RK_OK && !o->no_reflection) st = rk_reflection_create(&s->reflection, err);
         if (st == RK_OK && o->metrics_listen)
             st = rk_live_listen(s->metrics, o->metrics_listen, &s->metrics_port, err);
         if (st) {
@@ -1382,13 +1541,14 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
-    static const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD,
-                                           WATCH_METHOD};
+    const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD, WATCH_METHOD,
+                                    s->reflection ? REFLECT_METHOD : NULL, s->reflection ? REFLECT1_METHOD : NULL};
     int reg_ok = 1;
     for (int k = 0; k < K_N; k++)
         if (names[k]) {
-            s->method[k] = grpc_server_register_method(s->server, names[k], NULL,
-                                                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            int streaming = k == K_REFLECT || k == K_REFLECT1;
+            s->method[k] = grpc_server_register_method(
+                s->server, names[k], NULL, streaming ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
             reg_ok &= s->method[k] != NULL;
         }
     grpc_server_credentials *creds = rk_auth_server_credentials(s->auth);
@@ -1426,6 +1586,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     bad |= post(s, K_WATCH);
     bad |= post(s, K_GENERIC);
     bad |= post(s, K_APPLY);
+    if (s->reflection) bad |= post(s, K_REFLECT) | post(s, K_REFLECT1);
     if (bad) {
         if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
         rk_server_stop(s, NULL);
@@ -1478,7 +1639,7 @@ static rk_status load_failed(rk_server *s, rk_model *m, rk_status st) {
     return st;
 }
 
-rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err) {
+static rk_status reload_now(rk_server *s, const char *dir, int *switched, rk_err *err) {
     if (switched) *switched = 0;
     char real[PATH_MAX];
     if (!realpath(dir, real)) {
@@ -1524,8 +1685,8 @@ rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err 
     return RK_OK;
 }
 
-rk_status rk_server_load_version(rk_server *s, const char *name, const char *label, long long num,
-                                 const char *dir, rk_err *err) {
+static rk_status load_version_now(rk_server *s, const char *name, const char *label, long long num,
+                                  const char *dir, rk_err *err) {
     char real[PATH_MAX];
     if (!realpath(dir, real)) return rk_fail(err, RK_ENOTFOUND, "model bundle %s: %s", dir, strerror(errno));
     pthread_mutex_lock(&s->reload_mu);
@@ -1564,7 +1725,7 @@ rk_status rk_server_load_version(rk_server *s, const char *name, const char *lab
     return RK_OK;
 }
 
-rk_status rk_server_unload_version(rk_server *s, const char *name, const char *label, rk_err *err) {
+static rk_status unload_version_now(rk_server *s, const char *name, const char *label, rk_err *err) {
     pthread_mutex_lock(&s->reload_mu);
     pthread_mutex_lock(&s->vmu);
     served_model *sm = name[0] ? find_model_locked(s, name, strlen(name)) : NULL;
@@ -1586,6 +1747,57 @@ rk_status rk_server_unload_version(rk_server *s, const char *name, const char *l
     pthread_mutex_unlock(&s->reload_mu);
     if (!v) return rk_fail(err, RK_ENOTFOUND, "model %s version %s: not served", name, label);
     return RK_OK;
+}
+
+/* ------------------------------------------------ loads on a background thread */
+
+/* One load, unload or reload, run by bg_main on a thread of its own at
+ * background priority while the caller waits. */
+typedef struct {
+    enum { BG_RELOAD, BG_LOAD, BG_UNLOAD } op;
+    rk_server *s;
+    const char *name, *label, *dir;
+    long long num;
+    int *switched;
+    rk_err *err;
+    rk_status st;
+} bg_job;
+
+static void bg_do(bg_job *j) {
+    j->st = j->op == BG_RELOAD ? reload_now(j->s, j->dir, j->switched, j->err)
+            : j->op == BG_LOAD ? load_version_now(j->s, j->name, j->label, j->num, j->dir, j->err)
+                               : unload_version_now(j->s, j->name, j->label, j->err);
+}
+
+static void *bg_main(void *arg) {
+    thread_background();
+    bg_do(arg);
+    return NULL;
+}
+
+/* j on its own background thread, or on this one (its priority unchanged)
+ * if none can start. */
+static rk_status bg_run(bg_job *j) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, bg_main, j)) bg_do(j);
+    else pthread_join(t, NULL);
+    return j->st;
+}
+
+rk_status rk_server_reload(rk_server *s, const char *dir, int *switched, rk_err *err) {
+    bg_job j = {.op = BG_RELOAD, .s = s, .dir = dir, .switched = switched, .err = err};
+    return bg_run(&j);
+}
+
+rk_status rk_server_load_version(rk_server *s, const char *name, const char *label, long long num,
+                                 const char *dir, rk_err *err) {
+    bg_job j = {.op = BG_LOAD, .s = s, .name = name, .label = label, .num = num, .dir = dir, .err = err};
+    return bg_run(&j);
+}
+
+rk_status rk_server_unload_version(rk_server *s, const char *name, const char *label, rk_err *err) {
+    bg_job j = {.op = BG_UNLOAD, .s = s, .name = name, .label = label, .err = err};
+    return bg_run(&j);
 }
 
 int rk_server_list(rk_server *s, rk_served_version *out, int cap) {
@@ -1617,6 +1829,7 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     static int shutdown_tag;
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &shutdown_tag);
     watch_end_all(s);
+    reflect_end_all(s);
     /* Our calls: the posted requests fail at once (released by the
      * acceptor); queued calls are answered by the workers; replies finish.
      * Give them grace_ms. */

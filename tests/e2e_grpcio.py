@@ -113,12 +113,17 @@ def start_rankd(bin_dir, bundle, log):
     fail("rankd did not print 'listening on' within 120 s")
 
 
-def main():
+def e2e_args():
+    """--bin-dir, --source-dir and --keep: the arguments of every e2e script."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--source-dir", required=True)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main():
+    a = e2e_args()
     import grpc  # Debian's python3-grpcio
 
     tmp = tempfile.mkdtemp(prefix="rk_e2e_py_")

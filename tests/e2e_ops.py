@@ -12,7 +12,6 @@ Prints one summary line. Run with /usr/bin/python3 (c-stack.md §1).
 
   e2e_ops.py --bin-dir BUILD/bin --source-dir SRC [--keep]
 """
-import argparse
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_grpcio import install_client, run, train_bundle  # noqa: E402
+from e2e_grpcio import e2e_args, install_client, run, train_bundle  # noqa: E402
 
 
 def fail(msg):
@@ -601,11 +600,7 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--source-dir", required=True)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    a = ap.parse_args()
+    a = e2e_args()
     import grpc  # Debian's python3-grpcio
 
     tmp = tempfile.mkdtemp(prefix="rk_e2e_ops_")

@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1048,4 +1050,73 @@ Test(faults, nth_alloc_and_write_in_save_open_and_train, .init = mk_tmp, .fini =
     rk_model_destroy(m2);
     rk_model_cfg_free(&c2);
     rk_model_cfg_free(&c);
+}
+
+/* pCTR of one candidate (item value ad) for user "u7" of the tiny model. */
+static float score_tiny(rk_model *m, const char *ad) {
+    rk_scorer *s;
+    rk_err e = {0};
+    float p = 0;
+    cr_assert_eq(rk_scorer_create(m, 1, 8, &s, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_begin(s, 1, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_add_sparse(s, 0, 0, "u7", 2, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_add_sparse(s, 0, 2, ad, strlen(ad), &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_scorer_set_dense(s, 0, 3, 0.5f, &e), RK_OK);
+    cr_assert_eq(rk_scorer_run(s, &p, NULL, NULL, &e), RK_OK, "%s", e.msg);
+    rk_scorer_destroy(s);
+    return p;
+}
+
+typedef struct {
+    rk_model *m;
+    uint64_t row;
+    float vals[3];
+    rk_status st;
+    atomic_int done;
+} update_job;
+
+static void *apply_update_thread(void *arg) {
+    update_job *j = arg;
+    rk_err e = {0};
+    j->st = rk_model_apply_updates(j->m, NULL, "i", &j->row, 1, j->vals, 3, &e);
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+/* An online update of a model serving from RAM tables does not wait for a
+ * scoring thread that holds the RAM tables' lock (rankd applies updates on
+ * a background-priority thread: had it to take the lock, a worker could
+ * wait on it while it is starved): rk_model_apply_updates returns while a
+ * reader holds the lock, the next score sees the row, and a fresh open
+ * from RocksDB scores it bit for bit the same. */
+Test(bundle, ram_table_update_does_not_wait_for_scoring, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    char dir[512];
+    save_tiny(dir, sizeof dir);
+    rk_model *m;
+    rk_err e = {0};
+    size_t bytes = 0;
+    cr_assert_eq(rk_model_open_ex(dir, 1, &m, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_model_tables_to_ram(m, 1 << 20, &bytes, &e), RK_OK, "%s", e.msg);
+    cr_assert_gt(bytes, 0);
+    float before = score_tiny(m, "5"), other = score_tiny(m, "6");
+    cr_assert_neq(rk_feature_row("i", "6", 1, 17), rk_feature_row("i", "5", 1, 17));
+    update_job j = {.m = m, .row = rk_feature_row("i", "5", 1, 17), .vals = {0.5f, -0.25f, 0.125f}};
+    atomic_init(&j.done, 0);
+    pthread_t t;
+    pthread_rwlock_rdlock(&m->ram_mu); /* a scorer pooling right now */
+    cr_assert_eq(pthread_create(&t, NULL, apply_update_thread, &j), 0);
+    for (int i = 0; i < 1000 && !atomic_load(&j.done); i++) usleep(5000);
+    int done_while_read = atomic_load(&j.done);
+    pthread_rwlock_unlock(&m->ram_mu);
+    pthread_join(t, NULL);
+    cr_assert(done_while_read, "the update waited for a reader of the RAM tables");
+    cr_assert_eq(j.st, RK_OK);
+    float after = score_tiny(m, "5");
+    cr_assert_neq(after, before, "the update is not served");
+    cr_assert_eq(score_tiny(m, "6"), other, "another row changed");
+    rk_model_destroy(m);
+    cr_assert_eq(rk_model_open(dir, &m, &e), RK_OK, "%s", e.msg); /* read-only, from RocksDB */
+    float again = score_tiny(m, "5");
+    cr_assert_eq(again, after, "from RocksDB %.9g, served from RAM %.9g", again, after);
+    rk_model_destroy(m);
 }

@@ -123,6 +123,8 @@ static void usage(FILE *o) {
             "  --drain-ms N           on SIGINT/SIGTERM, answer health NOT_SERVING while still\n"
             "                         serving for N ms before stopping (default 0)\n"
             "  --grace-ms N           then give in-flight calls N ms before cancelling (default 5000)\n"
+            "  --no-reflection        do not serve gRPC server reflection (default: served, v1alpha\n"
+            "                         and v1: the services and their proto descriptors)\n"
             "  --log-level L          debug, info (default), warn or error\n"
             "  --log-json             one JSON object per log line (ts, level, program, msg)\n"
             "  --access-log-sample N  one access line per N Rank calls per worker (default 0: none;\n"
@@ -250,6 +252,7 @@ static const struct option opts[] = {{"model", 1, 0, 'm'},       {"listen", 1, 0
                                    {"image-encoder", 1, 0, 'I'}, {"device", 1, 0, 1011},
                                    {"redis-cluster", 1, 0, 'C'}, {"redis-timeout-ms", 1, 0, 'T'},
                                    {"redis-fallback", 1, 0, 'F'}, {"redis-cache-mb", 1, 0, 'K'},
+                                   {"no-reflection", 0, 0, 1012},
                                    {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
 
 /* Flags from --config FILE: a JSON object whose keys are rankd's long flag
@@ -425,6 +428,7 @@ int main(int argc, char **argv) {
         case 1008: rk_log_set_json(1); break;
         case 1009: bad = parse_int("--access-log-sample", optarg, 0, 1000000000, &o.access_log_sample); break;
         case 1010: break; /* expanded before */
+        case 1012: o.no_reflection = 1; break;
         case 'P': bad = parse_policy(optarg, &ro); break;
         case 'S': bad = parse_int("--poll-seconds", optarg, 0, 86400, &ro.poll_s); break;
         case 'W': bad = parse_int("--drain-ms", optarg, 0, 600000, &drain_ms); break;
