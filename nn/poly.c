@@ -16,7 +16,8 @@
  *
  * The products with the input width d (keys, E = A H and their gradients)
  * go through OpenBLAS sgemm; the small ones (codes x keys, m x k matching)
- * are loops with double accumulation. Nothing here allocates.
+ * are loops with double accumulation. rk_match_batch (serving) matches one
+ * user against many candidates with a single sgemm. Nothing here allocates.
  */
 #include "nn.h"
 
@@ -143,4 +144,34 @@ void rk_match_backward(float *dU, float *dV, float dy, float y, const float *S, 
                 dv[t] += g * u[t];
             }
         }
+}
+
+/* Pool one candidate's m*k products (strided: St holds its k rows of m) as
+ * rk_match_forward does, in float. */
+static float pool_block(const float *St, int m, int k, rk_match_pool pool, float tau) {
+    const int n = m * k;
+    if (pool == RK_MATCH_MEAN) {
+        float s = 0;
+        for (int i = 0; i < n; i++) s += St[i];
+        return s / (float)n;
+    }
+    float mx = St[0];
+    for (int i = 1; i < n; i++) mx = St[i] > mx ? St[i] : mx;
+    if (pool == RK_MATCH_MAX) return mx;
+    float z = 0, y = 0;
+    for (int i = 0; i < n; i++) {
+        float w = expf((St[i] - mx) / tau);
+        z += w;
+        y += w * St[i];
+    }
+    return y / z;
+}
+
+void rk_match_batch(float *y, float *St, const float *U, const float *V, int n, int m, int k, int d,
+                    rk_match_pool pool, float tau) {
+    if (n <= 0) return;
+    /* St[n*k, m] = V[n*k, d] · U[m, d]ᵀ: candidate c's products are rows c*k .. c*k+k-1 */
+    SGEMM(CblasNoTrans, CblasTrans, n * k, m, d, V, d, U, d, 0.0f, St, m);
+    const size_t block = (size_t)m * k;
+    for (int c = 0; c < n; c++) y[c] = pool_block(St + (size_t)c * block, m, k, pool, tau);
 }
