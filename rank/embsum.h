@@ -217,6 +217,9 @@ const rk_embsum *rk_embsum_bundle_model(const rk_embsum_bundle *b);
 /* Version string "name/version" and codec of the tables. */
 const char *rk_embsum_bundle_version(const rk_embsum_bundle *b);
 const char *rk_embsum_bundle_codec(const rk_embsum_bundle *b);
+/* The bundle's items (items.tsv, ids ascending): how many, and the id of item i. */
+int rk_embsum_bundle_n_items(const rk_embsum_bundle *b);
+int64_t rk_embsum_bundle_item(const rk_embsum_bundle *b, int i);
 /* Stored UPE of a user (upe[m*d]) / CPE of items (cpe[n, k*d]); RK_ENOTFOUND
  * naming the user or the first unknown item. */
 rk_status rk_embsum_bundle_upe(rk_embsum_bundle *b, int64_t user_id, float *upe, rk_err *err);

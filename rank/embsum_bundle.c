@@ -336,6 +336,8 @@ void rk_embsum_bundle_close(rk_embsum_bundle *b) {
 const rk_embsum *rk_embsum_bundle_model(const rk_embsum_bundle *b) { return b->e; }
 const char *rk_embsum_bundle_version(const rk_embsum_bundle *b) { return b->version; }
 const char *rk_embsum_bundle_codec(const rk_embsum_bundle *b) { return b->codec; }
+int rk_embsum_bundle_n_items(const rk_embsum_bundle *b) { return b->n_items; }
+int64_t rk_embsum_bundle_item(const rk_embsum_bundle *b, int i) { return i >= 0 && i < b->n_items ? b->item_id[i] : -1; }
 
 rk_status rk_embsum_bundle_upe(rk_embsum_bundle *b, int64_t user_id, float *upe, rk_err *err) {
     if (user_id < 0) return rk_fail(err, RK_ENOTFOUND, "user_id %lld: no UPE in the bundle", (long long)user_id);
