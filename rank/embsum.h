@@ -258,7 +258,7 @@ typedef struct {
  * computed now from their last g*p known items (needs enc); otherwise the
  * default UPE, the mean of the stored ones. CPE: the stored rows (one
  * batched store lookup); an unknown ad with content_text gets its CPE now
- * from enc (the deadline is checked before each text). Matching: one sgemm
+ * from enc (the deadline is checked before each text). Matching: one fused pass
  * for all candidates (rk_match_batch), as rk_embsum_bundle_score. enc may be
  * NULL (no request-time encoding). info (may be NULL) says which UPE and how
  * many CPEs were encoded. Errors name the field (RK_EINVAL unless said):

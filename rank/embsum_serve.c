@@ -15,8 +15,9 @@
  *        know but sent with content_text gets its CPE now from the
  *        encoder's token states (the offline path), the deadline checked
  *        before each text; without text it is an error naming the candidate.
- *   Matching: S for all candidates as one sgemm, [n*k, d] x [d, m], pooled
- *        per candidate (nn.h, rk_match_batch); pCTR = sigmoid(a·y + b). A
+ *   Matching: the m x k products of every candidate in one fused pass over
+ *        the CPE rows, pooled per candidate (nn.h, rk_match_batch); pCTR =
+ *        sigmoid(a·y + b). A
  *        non-finite score is an error, never a NaN answer.
  */
 #define _GNU_SOURCE
