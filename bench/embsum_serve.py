@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main():
     for k, v in st.items():
         res[k + "_p50"], res[k + "_p99"] = pct(v, 0.5), pct(v, 0.99)
     json.dump(res, open(a.out, "w"), indent=1)
+    shutil.rmtree(tmp, ignore_errors=True)
     print("[rankd gRPC] %d test rows in %d requests: served vs rank embsum score max |diff| %.3g; 1,000 candidates, %d "
           "requests: server total p50 %.0f us (decode %.0f, lookup+EmbSum %.0f, model %.0f), p99 %.0f us; client round "
           "trip p50 %.0f us" % (len(rows), n_req, worst, a.reps, res["total_us_p50"], res["decode_us_p50"],
