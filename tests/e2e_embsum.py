@@ -159,6 +159,16 @@ def main():
          os.path.join(tmp, "pairs_scores.tsv")], log)
     off = {p: (float(r["pctr"]), float(r["score"]))
            for p, r in zip(pairs, read_cols(os.path.join(tmp, "pairs_scores.tsv")))}
+    # the exported model offline: `rank score` of the raw scores gives `rank embsum score`'s pCTR
+    # (a model of one dense input and no embedding table scores at all)
+    with open(os.path.join(tmp, "raw.tsv"), "w") as f:
+        f.write("embsum\n" + "".join("%.9g\n" % off[p][1] for p in pairs))
+    run([rank, "score", "--model", os.path.join(tmp, "model"), "--input", os.path.join(tmp, "raw.tsv"), "--output",
+         os.path.join(tmp, "raw_scores.tsv")], log)
+    got = [float(x) for x in open(os.path.join(tmp, "raw_scores.tsv")).read().split("\n")[1:] if x]
+    worst = max(abs(g - off[p][0]) for g, p in zip(got, pairs))
+    if len(got) != len(pairs) or not worst <= TOL:
+        fail("rank score of the exported model vs rank embsum score: max abs diff %.3g" % worst)
     texts = {}
     with open(os.path.join(es, "items.tsv")) as f:  # id, session text, content text (the CPE's)
         for line in f.read().split("\n"):
