@@ -129,6 +129,13 @@ echo "load before the gRPC step: $(uptime)"
   --rows "$OUT/test_rows.tsv" --offline "$OUT/served_fp32.tsv" --items "$OUT/items1k.txt" --user "$U" \
   --out "$OUT/serve.json" --reps 200
 echo "load at end: $(uptime)"
+# MIND (the paper's data): the same pipeline on ../shared/data/mind_small_sample when present (read
+# from there, never copied; bench/embsum_mind.py); not part of the last line
+MIND=${MIND:-../shared/data/mind_small_sample}
+if [ -d "$MIND" ]; then
+  nice $PY bench/embsum_mind.py --rank "$RANK" --mind "$MIND" --encoder "$ENC" --out "$OUT/mind" --seeds "$SEEDS" \
+    | grep '^\[mind\]'
+fi
 $PY bench/embsum_report.py report "$OUT"
 $PY - "$OUT" <<'EOF'
 import json, re, sys
