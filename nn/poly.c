@@ -222,8 +222,8 @@ static void dots_plain(float *S, const float *U, const float *V, int m, int k, i
 
 void rk_match_batch(float *y, float *St, const float *U, const float *V, int n, int m, int k, int d,
                     rk_match_pool pool, float tau) {
-    static int avx2 = -1;
-    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* asked per call (cheap: libgcc's cached cpuid), so no shared state between rankd's workers */
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     const size_t kd = (size_t)k * d, mk = (size_t)m * k;
     for (int c = 0; c < n; c++) {
         float *S = St + (size_t)c * mk;
