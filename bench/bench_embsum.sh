@@ -8,8 +8,10 @@
 #   (f) bench/ref/embsum_torch.py: (a) in PyTorch, same inputs, same hyper-parameters
 # plus (a) with the stand-in summary loss (λ = 0.1), the session pooling choice
 # (first token vs mean, on valid, seed 1), per-codec bytes and AUC, the
-# store-path scores vs the in-memory ones, and the time to score 1,000
-# candidates (bench/embsum_cost.c).
+# store-path scores vs the in-memory ones, the time to score 1,000
+# candidates in-process (bench/embsum_cost.c), and the bundle served by rankd
+# over gRPC (bench/embsum_serve.py: served_max_diff vs `rank embsum score`,
+# score_us_1k = rankd's own time per 1,000-candidate request, p50).
 #
 #   bash bench/bench_embsum.sh [BUILD]        (make bench-embsum)
 #
@@ -119,16 +121,31 @@ for c in fp32 fp16 int8; do
   b=$OUT/a1; [ $c != fp32 ] && b=$OUT/a1_$c
   $BUILD/bench/embsum_cost "$b" "$U" "$OUT/items1k.txt" 1000 50 | tee "$OUT/cost_$c.txt"
 done
+# served by rankd over real gRPC (rank embsum export; bench/embsum_serve.py): every test row vs
+# `rank embsum score` (served_max_diff), and 1,000 candidates per request, the server's stage times
+# (score_us_1k = the server's total per request, p50)
+echo "load before the gRPC step: $(uptime)"
+/usr/bin/python3 bench/embsum_serve.py --bin-dir "$BUILD/bin" --source-dir . --bundle "$OUT/a1" \
+  --rows "$OUT/test_rows.tsv" --offline "$OUT/served_fp32.tsv" --items "$OUT/items1k.txt" --user "$U" \
+  --out "$OUT/serve.json" --reps 200
 echo "load at end: $(uptime)"
+# MIND (the paper's data): the same pipeline on ../shared/data/mind_small_sample when present (read
+# from there, never copied; bench/embsum_mind.py); not part of the last line
+MIND=${MIND:-../shared/data/mind_small_sample}
+if [ -d "$MIND" ]; then
+  nice $PY bench/embsum_mind.py --rank "$RANK" --mind "$MIND" --encoder "$ENC" --out "$OUT/mind" --seeds "$SEEDS" \
+    | grep '^\[mind\]'
+fi
 $PY bench/embsum_report.py report "$OUT"
 $PY - "$OUT" <<'EOF'
 import json, re, sys
 out = sys.argv[1]
 s = json.load(open(out + "/summary.json"))
 c = json.load(open(out + "/codecs.json"))
-us = float(re.search(r"score_us_p50=([0-9.]+)", open(out + "/cost_fp32.txt").read()).group(1))
+g = json.load(open(out + "/serve.json"))
+us = g["total_us_p50"]
 print("bench-embsum: auc_embsum=%.4f auc_single=%.4f auc_meanpool=%.4f auc_dcnv2=%.4f auc_dcnv2_embsum=%.4f "
       "ndcg10_embsum=%.4f torch_auc_diff=%.4f served_max_diff=%.3g score_us_1k=%.1f" % (
           s["a_auc"], s["b_auc"], s["c_auc"], s["d_auc"], s["e_auc"], s["a_ndcg10"], s["torch_auc_diff"],
-          c["fp32"]["max_abs_diff_vs_memory"], us))
+          g["served_max_diff"], us))
 EOF

@@ -326,6 +326,14 @@ typedef enum { RK_MATCH_SOFTMAX = 0, RK_MATCH_MAX = 1, RK_MATCH_MEAN = 2 } rk_ma
  * m = k = 1 -> the plain dot product. */
 float rk_match_forward(float *S, float *W, const float *U, const float *V, int m, int k, int d, rk_match_pool pool,
                        float tau);
+/* Serving: the pooled matching of one U[m,d] against n candidates V[n*k, d]
+ * (candidate c's k CPE rows at c*k) at once: each candidate's m*k products
+ * S = U Vᵀ by a fused AVX2/FMA kernel (plain C without AVX2) that streams V
+ * once, then pooled as rk_match_forward pools them, in float (|y -
+ * rk_match_forward's| ~ 1e-7 relative) -> y[n]. St: caller scratch of
+ * n*m*k floats (candidate c's products at c*m*k). */
+void rk_match_batch(float *y, float *St, const float *U, const float *V, int n, int m, int k, int d,
+                    rk_match_pool pool, float tau);
 /* Backward given dy = ∂L/∂y and the forward's y, S, W:
  *   dU[m,d] += ..., dV[k,d] += ...  (accumulated). dS: scratch of m*k floats
  *   (receives ∂L/∂S). */

@@ -16,7 +16,8 @@
  *
  * The products with the input width d (keys, E = A H and their gradients)
  * go through OpenBLAS sgemm; the small ones (codes x keys, m x k matching)
- * are loops with double accumulation. Nothing here allocates.
+ * are loops with double accumulation. rk_match_batch (serving) matches one
+ * user against many candidates in one fused pass over their CPE rows. Nothing here allocates.
  */
 #include "nn.h"
 
@@ -143,4 +144,91 @@ void rk_match_backward(float *dU, float *dV, float dy, float y, const float *S, 
                 dv[t] += g * u[t];
             }
         }
+}
+
+/* Pool one candidate's m*k products S[i*stride + j] (i < m, j < k) as
+ * rk_match_forward does, in float. */
+static float pool_block(const float *S, size_t stride, int m, int k, rk_match_pool pool, float tau) {
+    float mx = S[0], sum = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) {
+            const float v = S[i * stride + j];
+            mx = v > mx ? v : mx;
+            sum += v;
+        }
+    if (pool == RK_MATCH_MEAN) return sum / (float)(m * k);
+    if (pool == RK_MATCH_MAX) return mx;
+    float z = 0, y = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) {
+            const float v = S[i * stride + j], w = expf((v - mx) / tau);
+            z += w;
+            y += w * v;
+        }
+    return y / z;
+}
+
+/* One candidate's m*k products S[i*k + j] = U_i · V_j, U[m,d] and V[k,d] (both
+ * L1-resident after the first row): 8-float lanes, four CPE rows per pass
+ * of a UPE row, the lanes summed at the end. The candidate's V is read from
+ * memory once, nothing is packed (sgemm spent more time packing V than
+ * multiplying: bench-embsum's profile). */
+typedef float rk_v8 __attribute__((vector_size(32), aligned(4)));
+#define RK_LOAD8(p) (*(const rk_v8 *)(p))
+__attribute__((target("avx2,fma"))) static inline float hsum8(rk_v8 a) {
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+/* Four CPE rows v0..v3 against one UPE row u: S[0..3] (d8 = d rounded down to 8). */
+__attribute__((target("avx2,fma"))) static void dot1x4(float *S, const float *u, const float *v, size_t d, int d8) {
+    rk_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int t = 0; t < d8; t += 8) {
+        const rk_v8 x = RK_LOAD8(u + t);
+        a0 += x * RK_LOAD8(v + t), a1 += x * RK_LOAD8(v + d + t);
+        a2 += x * RK_LOAD8(v + 2 * d + t), a3 += x * RK_LOAD8(v + 3 * d + t);
+    }
+    S[0] = hsum8(a0), S[1] = hsum8(a1), S[2] = hsum8(a2), S[3] = hsum8(a3);
+    for (size_t t = (size_t)d8; t < d; t++)
+        for (int j = 0; j < 4; j++) S[j] += u[t] * v[j * d + t];
+}
+__attribute__((target("avx2,fma"))) static float dot1(const float *u, const float *v, int d, int d8) {
+    rk_v8 a = {0};
+    for (int t = 0; t < d8; t += 8) a += RK_LOAD8(u + t) * RK_LOAD8(v + t);
+    float r = hsum8(a);
+    for (int t = d8; t < d; t++) r += u[t] * v[t];
+    return r;
+}
+__attribute__((target("avx2,fma"))) static void dots_avx2(float *S, const float *U, const float *V, int m, int k,
+                                                          int d) {
+    const int d8 = d & ~7;
+    for (int i = 0; i < m; i++) {
+        const float *u = U + (size_t)i * d;
+        int j = 0;
+        for (; j + 4 <= k; j += 4) dot1x4(S + i * k + j, u, V + (size_t)j * d, (size_t)d, d8);
+        for (; j < k; j++) S[i * k + j] = dot1(u, V + (size_t)j * d, d, d8);
+    }
+}
+
+static void dots_plain(float *S, const float *U, const float *V, int m, int k, int d) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) {
+            const float *u = U + (size_t)i * d, *v = V + (size_t)j * d;
+            float r0 = 0, r1 = 0, r2 = 0, r3 = 0;
+            int t = 0;
+            for (; t + 4 <= d; t += 4) r0 += u[t] * v[t], r1 += u[t + 1] * v[t + 1], r2 += u[t + 2] * v[t + 2], r3 += u[t + 3] * v[t + 3];
+            for (; t < d; t++) r0 += u[t] * v[t];
+            S[i * k + j] = (r0 + r1) + (r2 + r3);
+        }
+}
+
+void rk_match_batch(float *y, float *St, const float *U, const float *V, int n, int m, int k, int d,
+                    rk_match_pool pool, float tau) {
+    /* asked per call (cheap: libgcc's cached cpuid), so no shared state between rankd's workers */
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const size_t kd = (size_t)k * d, mk = (size_t)m * k;
+    for (int c = 0; c < n; c++) {
+        float *S = St + (size_t)c * mk;
+        if (avx2) dots_avx2(S, U, V + (size_t)c * kd, m, k, d);
+        else dots_plain(S, U, V + (size_t)c * kd, m, k, d);
+        y[c] = pool_block(S, (size_t)k, m, k, pool, tau);
+    }
 }

@@ -220,6 +220,9 @@ const rk_embsum *rk_embsum_bundle_model(const rk_embsum_bundle *b);
 /* Version string "name/version" and codec of the tables. */
 const char *rk_embsum_bundle_version(const rk_embsum_bundle *b);
 const char *rk_embsum_bundle_codec(const rk_embsum_bundle *b);
+/* The bundle's items (items.tsv, ids ascending): how many, and the id of item i. */
+int rk_embsum_bundle_n_items(const rk_embsum_bundle *b);
+int64_t rk_embsum_bundle_item(const rk_embsum_bundle *b, int i);
 /* Stored UPE of a user (upe[m*d]) / CPE of items (cpe[n, k*d]); RK_ENOTFOUND
  * naming the user or the first unknown item. */
 rk_status rk_embsum_bundle_upe(rk_embsum_bundle *b, int64_t user_id, float *upe, rk_err *err);
@@ -247,19 +250,55 @@ typedef struct {
     double deadline;                     /* rk_now() seconds; 0 = none */
 } rk_embsum_request;
 typedef enum { RK_UPE_STORED = 0, RK_UPE_RECENT = 1, RK_UPE_DEFAULT = 2 } rk_upe_source;
+typedef struct {
+    rk_upe_source upe;  /* where the user's UPE came from */
+    int n_encoded;      /* candidates whose CPE was computed from content_text */
+} rk_embsum_rank_info;
 
-/* pCTR[n_cand] of one request. UPE: the user's stored row; an unknown user
- * whose recent_item_ids include items of the bundle (items.tsv) gets a UPE
+/* pCTR[n_cand] and raw matching scores score[n_cand] (either may be NULL)
+ * of one request. UPE: the user's stored row; an unknown user whose
+ * recent_item_ids include items of the bundle (items.tsv) gets a UPE
  * computed now from their last g*p known items (needs enc); otherwise the
- * default UPE, the mean of the stored ones (*src says which). CPE: the
- * stored row; an unknown ad with content_text gets its CPE now from enc
- * (the deadline is checked before each text). enc may be NULL (no
- * request-time encoding). Errors name the field: candidates[i].ad_id
- * (unknown without text, RK_ENOTFOUND), candidates[i].content_text (over
- * RK_EMBSUM_MAX_TEXT_BYTES or invalid UTF-8: RK_EINVAL; deadline:
- * RK_EDEADLINE), candidates[i] (non-finite score: RK_ENUMERIC). */
+ * default UPE, the mean of the stored ones. CPE: the stored rows (one
+ * batched store lookup); an unknown ad with content_text gets its CPE now
+ * from enc (the deadline is checked before each text). Matching: one fused pass
+ * for all candidates (rk_match_batch), as rk_embsum_bundle_score. enc may be
+ * NULL (no request-time encoding). info (may be NULL) says which UPE and how
+ * many CPEs were encoded. Errors name the field (RK_EINVAL unless said):
+ * user (neither user_id nor recent_item_ids), user.recent_item_ids[i]
+ * (empty), candidates[i].ad_id (unknown without text, RK_ENOTFOUND),
+ * candidates[i].content_text (over RK_EMBSUM_MAX_TEXT_BYTES, invalid UTF-8,
+ * no encoder; deadline: RK_EDEADLINE), candidates[i] (non-finite score:
+ * RK_ENUMERIC). Not thread-safe: one bundle per thread (it keeps the
+ * request scratch). */
 struct rk_text_encoder;
 rk_status rk_embsum_bundle_rank(rk_embsum_bundle *b, struct rk_text_encoder *enc, const rk_embsum_request *r,
-                                float *pctr, rk_upe_source *src, rk_err *err);
+                                float *pctr, float *score, rk_embsum_rank_info *info, rk_err *err);
+
+/* ---------------------------------------------------------------- in rankd
+ * A model bundle may carry an EmbSum bundle in its subdirectory embsum/
+ * (`rank embsum export` / `rank embsum attach`); the model then has a dense
+ * item feature named RK_EMBSUM_FEATURE whose value rankd computes per
+ * candidate: the raw matching score of the request's user and the ad. An
+ * EmbSum model of its own is such a bundle whose only feature is that one,
+ * with a tower that is the calibration sigmoid(a·score + b). */
+#define RK_EMBSUM_FEATURE "embsum"
+
+/* The EmbSum bundle of model m (NULL in *out when it has none) and the index
+ * of its RK_EMBSUM_FEATURE. Errors: a bundle without that dense item
+ * feature (RK_EINVAL), the bundle's own errors. One per thread. */
+rk_status rk_embsum_attach_open(const rk_model *m, rk_embsum_bundle **out, int *feature, rk_err *err);
+/* Score request r (rk_embsum_bundle_rank) and set each candidate's row i of
+ * sc: dense feature `feature` = the raw matching score. */
+rk_status rk_embsum_fill(rk_embsum_bundle *b, int feature, struct rk_text_encoder *enc, const rk_embsum_request *r,
+                         rk_scorer *sc, rk_embsum_rank_info *info, rk_err *err);
+/* `rank embsum export`: a model bundle at out_dir whose only input is the
+ * EmbSum score and whose tower is the bundle's calibration (pCTR equal to
+ * rk_embsum_bundle_score's), named name, with the EmbSum bundle at
+ * embsum_dir copied into out_dir/embsum. `rank embsum attach` (export_model
+ * 0): copy the EmbSum bundle into an existing model bundle out_dir that has
+ * the RK_EMBSUM_FEATURE input. */
+rk_status rk_embsum_export(const char *embsum_dir, const char *out_dir, const char *name, int export_model,
+                           int overwrite, rk_err *err);
 
 #endif /* RK_EMBSUM_H */

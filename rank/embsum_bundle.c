@@ -12,6 +12,7 @@
 #include "rank.h"
 #include "embsum_internal.h"
 #include "store.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -21,6 +22,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
 static const char *const PNAMES[] = {"Cu", "Wau", "Ci", "Wai", "Pu", "Wg", "bg", "cal"};
 
@@ -360,6 +363,7 @@ void rk_embsum_bundle_close(rk_embsum_bundle *b) {
     if (!b) return;
     rk_embsum_work_destroy(b->w);
     rk_free(b->text_buf), rk_free(b->item_id), rk_free(b->item_short), rk_free(b->item_text), rk_free(b->default_upe);
+    rk_free(b->upe), rk_free(b->cpe_all), rk_free(b->prod), rk_free(b->score), rk_free(b->keys), rk_free(b->unknown);
     rk_store_close(b->st);
     rk_embsum_destroy(b->e);
     rk_free(b);
@@ -368,6 +372,8 @@ void rk_embsum_bundle_close(rk_embsum_bundle *b) {
 const rk_embsum *rk_embsum_bundle_model(const rk_embsum_bundle *b) { return b->e; }
 const char *rk_embsum_bundle_version(const rk_embsum_bundle *b) { return b->version; }
 const char *rk_embsum_bundle_codec(const rk_embsum_bundle *b) { return b->codec; }
+int rk_embsum_bundle_n_items(const rk_embsum_bundle *b) { return b->n_items; }
+int64_t rk_embsum_bundle_item(const rk_embsum_bundle *b, int i) { return i >= 0 && i < b->n_items ? b->item_id[i] : -1; }
 
 rk_status rk_embsum_bundle_upe(rk_embsum_bundle *b, int64_t user_id, float *upe, rk_err *err) {
     if (user_id < 0) return rk_fail(err, RK_ENOTFOUND, "user_id %lld: no UPE in the bundle", (long long)user_id);
@@ -395,18 +401,100 @@ rk_status rk_embsum_bundle_cpe(rk_embsum_bundle *b, const int64_t *item_ids, int
     return RK_OK;
 }
 
-rk_status rk_embsum_bundle_score(rk_embsum_bundle *b, int64_t user_id, const int64_t *item_ids, int n, float *pctr,
-                                 float *score, rk_err *err) {
-    const rk_embsum *e = b->e;
-    const size_t md = (size_t)e->cfg.m * e->d, kd = (size_t)e->cfg.k * e->d;
-    float *upe = rk_malloc(md * sizeof(float)), *cpe = rk_malloc((size_t)(n > 0 ? n : 1) * kd * sizeof(float));
-    rk_status s = upe && cpe ? rk_embsum_bundle_upe(b, user_id, upe, err) : rk_fail(err, RK_ENOMEM, "out of memory");
-    if (s == RK_OK) s = rk_embsum_bundle_cpe(b, item_ids, n, cpe, err);
-    for (int i = 0; i < n && s == RK_OK; i++) {
-        float y = rk_embsum_score(e, upe, cpe + (size_t)i * kd, b->w);
-        if (score) score[i] = y;
-        pctr[i] = rk_embsum_pctr(e, y);
+/* ---------------------------------------------------------------- export to rankd */
+
+/* Copy the tree src (directories and regular files) to dst (must not exist). */
+static rk_status copy_tree(const char *src, const char *dst, rk_err *err) {
+    DIR *dh = opendir(src);
+    if (!dh) return rk_fail(err, RK_EIO, "%s: cannot open the directory", src);
+    rk_status s = rk_mkdir_p(dst, err);
+    struct dirent *de;
+    while (s == RK_OK && (de = readdir(dh))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        char a[4400], b[4400];
+        struct stat st;
+        snprintf(a, sizeof a, "%s/%s", src, de->d_name);
+        snprintf(b, sizeof b, "%s/%s", dst, de->d_name);
+        if (lstat(a, &st)) s = rk_fail(err, RK_EIO, "%s: cannot stat", a);
+        else if (S_ISDIR(st.st_mode)) s = copy_tree(a, b, err);
+        else if (!S_ISREG(st.st_mode)) s = rk_fail(err, RK_EFORMAT, "%s: not a regular file", a);
+        else {
+            char *buf = NULL;
+            size_t len;
+            s = rk_read_file(a, &buf, &len, err);
+            if (s == RK_OK) s = rk_write_file(b, buf, len, err);
+            rk_free(buf);
+        }
     }
-    rk_free(upe), rk_free(cpe);
+    closedir(dh);
+    return s == RK_OK ? rk_fsync_dir(dst, err) : s;
+}
+
+/* The calibration model: one dense item input (the score, unstandardized)
+ * and a DNN tower without hidden layers, its output layer = (a, b). */
+static rk_status calibration_model(const rk_embsum *e, const char *name, const char *dir, rk_err *err) {
+    char cfg_text[512], version[RK_NAME_MAX];
+    snprintf(cfg_text, sizeof cfg_text,
+             "{\"name\": \"%s\", \"features\": [{\"name\": \"%s\", \"kind\": \"dense\", \"side\": \"item\"}], "
+             "\"tower\": {\"type\": \"dnn\", \"hidden\": []}}",
+             name, RK_EMBSUM_FEATURE);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(version, sizeof version, "%Y%m%dT%H%M%SZ", &tm);
+    rk_model_cfg cfg;
+    rk_model *m = NULL;
+    rk_status s = rk_model_cfg_parse(cfg_text, &cfg, err);
+    if (s != RK_OK) return rk_err_prefix(err, "--name");
+    cfg.features[0].mean = 0, cfg.features[0].std = 1;
+    snprintf(cfg.version, sizeof cfg.version, "%s", version);
+    s = rk_model_create(&cfg, &m, err);
+    for (int i = 0; s == RK_OK && i < m->n_params; i++) {
+        float v = !strcmp(m->pd[i].name, "out.weight") ? e->p.cal[0] : !strcmp(m->pd[i].name, "out.bias") ? e->p.cal[1] : NAN;
+        if (m->pd[i].n != 1 || isnan(v)) s = rk_fail(err, RK_EINTERNAL, "calibration model: unexpected parameter %s", m->pd[i].name);
+        else m->params[m->pd[i].off] = v;
+    }
+    if (s == RK_OK) s = rk_model_save(m, dir, NULL, 0, err);
+    rk_model_destroy(m);
+    rk_model_cfg_free(&cfg);
+    return s;
+}
+
+rk_status rk_embsum_export(const char *embsum_dir, const char *out_dir, const char *name, int export_model,
+                           int overwrite, rk_err *err) {
+    rk_embsum_bundle *b = NULL;
+    rk_status s = rk_embsum_bundle_open(embsum_dir, &b, err); /* a loadable bundle only */
+    if (s != RK_OK) return rk_err_prefix(err, "--embsum");
+    char tmp[4300], dst[4300], model_json[4300];
+    if (export_model) {
+        snprintf(tmp, sizeof tmp, "%s.tmp-%d", out_dir, (int)getpid());
+        snprintf(dst, sizeof dst, "%s", out_dir);
+    } else {
+        snprintf(tmp, sizeof tmp, "%s/embsum.tmp-%d", out_dir, (int)getpid());
+        snprintf(dst, sizeof dst, "%s/embsum", out_dir);
+        snprintf(model_json, sizeof model_json, "%s/model.json", out_dir);
+        if (!rk_path_exists(model_json)) s = rk_fail(err, RK_ENOTFOUND, "--model %s: no model.json (not a model bundle)", out_dir);
+    }
+    if (s == RK_OK && rk_path_exists(dst) && !overwrite) s = rk_fail(err, RK_EEXIST, "%s: exists (overwrite it with --force)", dst);
+    rk_rm_rf(tmp, NULL);
+    char sub[4400];
+    snprintf(sub, sizeof sub, "%s%s", tmp, export_model ? "/embsum" : "");
+    if (s == RK_OK && export_model) s = calibration_model(b->e, name, tmp, err);
+    if (s == RK_OK) s = copy_tree(embsum_dir, sub, err);
+    if (s == RK_OK && !export_model) { /* the model must read the score */
+        rk_model *m = NULL;
+        if ((s = rk_model_open(out_dir, &m, err)) == RK_OK) {
+            int f = rk_model_cfg_find(rk_model_config(m), RK_EMBSUM_FEATURE);
+            const rk_feature *ft = f >= 0 ? &rk_model_config(m)->features[f] : NULL;
+            if (!ft || ft->kind != RK_FEAT_DENSE || ft->side != RK_SIDE_ITEM)
+                s = rk_fail(err, RK_EINVAL, "--model %s: no dense item feature '%s' to take the EmbSum score", out_dir,
+                            RK_EMBSUM_FEATURE);
+        }
+        rk_model_destroy(m);
+    }
+    if (s == RK_OK && overwrite && rk_path_exists(dst)) s = rk_rm_rf(dst, err);
+    if (s == RK_OK && rename(tmp, dst)) s = rk_fail(err, RK_EIO, "%s: cannot rename into place", dst);
+    if (s != RK_OK) rk_rm_rf(tmp, NULL);
+    rk_embsum_bundle_close(b);
     return s;
 }

@@ -80,6 +80,12 @@ struct rk_embsum_bundle {
     int64_t *item_id;
     char **item_short, **item_text, *text_buf;
     float *default_upe;       /* [m, d]: mean of the stored UPEs */
+    /* request scratch (rank/embsum_serve.c), grown to the largest request */
+    int cap;
+    float *upe;                  /* [m, d] */
+    float *cpe_all, *prod, *score; /* [cap, k*d], [cap*k, m] products, [cap] */
+    uint64_t *keys;              /* [cap] */
+    int32_t *unknown;            /* [cap] candidates needing a request-time CPE */
 };
 
 /* Index of id in sorted ids[n], -1 if absent. */

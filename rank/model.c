@@ -1353,7 +1353,7 @@ static rk_status predict_single(const rk_model *m, const rk_batch *b, rk_device 
     view.offsets = rk_calloc((size_t)m->cfg.n_features + 1, sizeof *view.offsets);
     view.rows = rk_calloc((size_t)m->cfg.n_features + 1, sizeof *view.rows);
     if (!offs || !view.offsets || !view.rows) s = rk_fail(err, RK_ENOMEM, "predict: out of memory");
-    if (s == RK_OK && m->store) s = rk_embed_scratch_create(maxv, m->max_dim, &scr, err);
+    if (s == RK_OK && m->store) s = rk_embed_scratch_create(maxv ? maxv : 1, m->max_dim ? m->max_dim : 1, &scr, err);
     rk_progress pg;
     int show = b->n_rows >= 100000;
     if (show) rk_progress_start(&pg, "score", "rows", (uint64_t)b->n_rows);

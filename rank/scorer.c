@@ -127,7 +127,8 @@ rk_status rk_scorer_create(const rk_model *m, int max_rows, int max_values_per_r
     }
     if (st == RK_OK) st = rk_batch_alloc_caps(&s->b, &m->cfg, max_rows, caps, err);
     for (int i = 0; st == RK_OK && i < s->n_models; i++) st = rk_work_init(&s->w[i], s->models[i], max_rows, 0, err);
-    if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values, max_dim, &s->scr, err);
+    /* at least one key: a model of dense inputs only (an exported EmbSum model) has no sparse values */
+    if (st == RK_OK) st = rk_embed_scratch_create(s->cap_values ? s->cap_values : 1, max_dim, &s->scr, err);
     int cb_dim = 1;
     const rk_model *cbm = m->n_members ? m->member[0] : m; /* an ensemble's codebooks: member 0's */
     for (int f = 0; f < m->cfg.n_features; f++)

@@ -83,6 +83,7 @@ typedef struct {
     _Alignas(64) atomic_ullong codes[RK_N_CODES]; /* calls answered, by gRPC status */
     atomic_ullong candidates;                     /* candidates scored (OK calls) */
     atomic_ullong sid_unknown, sid_assigned;      /* semantic-ID fallbacks */
+    atomic_ullong embsum[3];                      /* EmbSum fallbacks (rk_service_embsum_counters) */
     atomic_ullong update_rows, update_calls;      /* Admin/ApplyUpdates applied */
     atomic_ullong hist[RK_N_STAGES][RK_HIST_BUCKETS + 1]; /* per bucket (not cumulative) */
     atomic_ullong sum_ns[RK_N_STAGES];

@@ -58,6 +58,7 @@ static uint64_t ld(const atomic_ullong *a) { return atomic_load_explicit(a, memo
 /* Sums of one version's stripes. */
 typedef struct {
     uint64_t codes[RK_N_CODES], candidates, sid_unknown, sid_assigned, update_rows, update_calls;
+    uint64_t embsum[3];
     uint64_t hist[RK_N_STAGES][RK_HIST_BUCKETS + 1], sum_ns[RK_N_STAGES];
 } vsum;
 
@@ -69,6 +70,7 @@ static void sum_version(const rk_vstats *v, vsum *s) {
         s->candidates += ld(&w->candidates);
         s->sid_unknown += ld(&w->sid_unknown);
         s->sid_assigned += ld(&w->sid_assigned);
+        for (int k = 0; k < 3; k++) s->embsum[k] += ld(&w->embsum[k]);
         s->update_rows += ld(&w->update_rows);
         s->update_calls += ld(&w->update_calls);
         for (int st = 0; st < RK_N_STAGES; st++) {
@@ -210,13 +212,16 @@ static void help(sbuf *b, const char *name, const char *type, const char *text) 
 
 static void render_versions(rk_live *m, sbuf *b) {
     /* one pass per family, as the text format wants each family's samples together */
-    enum { F_REQ, F_CAND, F_SID, F_UPD_ROWS, F_UPD_CALLS, F_CACHE, F_HIST, F_NF };
+    enum { F_REQ, F_CAND, F_SID, F_EMBSUM, F_UPD_ROWS, F_UPD_CALLS, F_CACHE, F_HIST, F_NF };
     static const char *fam[F_NF][3] = {
         {"rankd_requests_total", "counter", "Rank calls answered by a worker, by gRPC status code"},
         {"rankd_candidates_scored_total", "counter", "candidates scored in Rank calls answered OK"},
         {"rankd_semantic_id_fallbacks_total", "counter",
          "semantic-ID ads not in the item records: kind=default (no content, scored with the empty bag), "
          "kind=assigned (codes assigned at request time)"},
+        {"rankd_embsum_fallbacks_total", "counter",
+         "EmbSum models: reason=upe_recent (unknown user, UPE from recent_item_ids), upe_default (unknown user, "
+         "the default UPE), cpe_from_text (unknown ad, CPE from content_text)"},
         {"rankd_updates_applied_rows_total", "counter", "embedding rows written through Admin/ApplyUpdates"},
         {"rankd_update_calls_total", "counter", "Admin/ApplyUpdates calls answered OK"},
         {"rankd_store_cache_total", "counter",
@@ -247,6 +252,12 @@ static void render_versions(rk_live *m, sbuf *b) {
                 sb_printf(b, "%s{%s,kind=\"default\"} %llu\n", n, lab, (unsigned long long)s.sid_unknown);
                 sb_printf(b, "%s{%s,kind=\"assigned\"} %llu\n", n, lab, (unsigned long long)s.sid_assigned);
                 break;
+            case F_EMBSUM: {
+                static const char *const why[3] = {"upe_recent", "upe_default", "cpe_from_text"};
+                for (int k = 0; k < 3; k++)
+                    sb_printf(b, "%s{%s,reason=\"%s\"} %llu\n", n, lab, why[k], (unsigned long long)s.embsum[k]);
+                break;
+            }
             case F_UPD_ROWS: sb_printf(b, "%s{%s} %llu\n", n, lab, (unsigned long long)s.update_rows); break;
             case F_UPD_CALLS: sb_printf(b, "%s{%s} %llu\n", n, lab, (unsigned long long)s.update_calls); break;
             case F_CACHE: {

@@ -50,9 +50,17 @@ rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidat
     Rankd__V1__DenseFeature **ude = (Rankd__V1__DenseFeature **)(isp + nf), **ide = ude + nf;
     size_t nus = 0, nis = 0, nud = 0, nid = 0;
     char *val[1] = {"0"};
+    /* a model with an EmbSum bundle: rankd computes its input; user "0"
+     * (unknown: the default UPE) and the bundle's first item */
+    const rk_embsum_bundle *es = rk_service_embsum(svc[0]);
+    char es_item[24] = "";
+    if (es) snprintf(es_item, sizeof es_item, "%lld", (long long)rk_embsum_bundle_item(es, 0));
     for (int f = 0; f < c->n_features; f++) {
         const rk_feature *ft = &c->features[f];
         int user = ft->side == RK_SIDE_USER;
+        if (es && (!strcmp(ft->name, RK_EMBSUM_FEATURE) || !strcmp(ft->name, c->alias_user_id) ||
+                   !strcmp(ft->name, c->alias_ad_id)))
+            continue; /* set through user_id / ad_id below */
         if (ft->kind == RK_FEAT_DENSE) {
             rankd__v1__dense_feature__init(&de[f]);
             de[f].name = (char *)ft->name;
@@ -79,10 +87,12 @@ rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidat
         cand[i].sparse = isp;
         cand[i].n_dense = nid;
         cand[i].dense = ide;
+        if (es) cand[i].ad_id = es_item;
         cp[i] = &cand[i];
     }
     Rankd__V1__RankRequest req = RANKD__V1__RANK_REQUEST__INIT;
     req.request_id = "warm-up";
+    if (es) u.user_id = "0";
     req.user = &u;
     req.n_candidates = (size_t)nc;
     req.candidates = cp;

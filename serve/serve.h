@@ -159,6 +159,12 @@ size_t rk_service_memory(const rk_service *s);
  * with the default: an empty bag for the item feature), and ads assigned codes
  * at request time from candidates[i].content_embedding. */
 void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *assigned);
+/* EmbSum fallbacks of s so far (rank/embsum.h; the model carries an EmbSum
+ * bundle): out[0] users whose UPE came from recent_item_ids, out[1] users
+ * given the default UPE, out[2] ads whose CPE came from content_text. */
+void rk_service_embsum_counters(const rk_service *s, uint64_t out[3]);
+/* The model's EmbSum bundle, or NULL. */
+const struct rk_embsum_bundle *rk_service_embsum(const rk_service *s);
 
 /* ---- server */
 

@@ -631,11 +631,17 @@ static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0,
     rk_service_set_deadline(svc, left_s < 1e7 ? rk_now() + left_s : 0, server_stopping, s);
     uint64_t u0, a0, u1, a1; /* svc is this worker's alone: the difference is this request's */
     rk_service_sid_counters(svc, &u0, &a0);
+    uint64_t es0[3];
+    rk_service_embsum_counters(svc, es0);
     grpc_status_code code =
         (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
     rk_service_sid_counters(svc, &u1, &a1);
     if (u1 != u0) rk_stat_add(&ws->sid_unknown, u1 - u0);
     if (a1 != a0) rk_stat_add(&ws->sid_assigned, a1 - a0);
+    uint64_t es1[3];
+    rk_service_embsum_counters(svc, es1);
+    for (int k = 0; k < 3; k++)
+        if (es1[k] != es0[k]) rk_stat_add(&ws->embsum[k], es1[k] - es0[k]);
     if (code == GRPC_STATUS_OK) {
         set_reply(c, resp, resp_len);
         rk_stage_times st;
@@ -879,6 +885,7 @@ static grpc_status_code handle_metadata(call_ctx *c) {
     grpc_status_code code = GRPC_STATUS_OK;
     Rankd__V1__GetMetadataResponse r = RANKD__V1__GET_METADATA_RESPONSE__INIT;
     Rankd__V1__ModelMetadata mm[RK_MAX_MODELS], *mp[RK_MAX_MODELS];
+    Rankd__V1__EmbSumInfo einfo[RK_MAX_MODELS];
     Rankd__V1__ModelVersionInfo vi[RK_MAX_MODELS][RK_MAX_VERSIONS], *vp[RK_MAX_MODELS][RK_MAX_VERSIONS];
     /* per model: its features [n_features] and the pointers to them, one allocation */
     void *fmem[RK_MAX_MODELS] = {0};
@@ -922,6 +929,18 @@ static grpc_status_code handle_metadata(call_ctx *c) {
         m->user_id_feature = (char *)cfg->alias_user_id;
         m->recent_item_ids_feature = (char *)cfg->alias_recent_items;
         m->ad_id_feature = (char *)cfg->alias_ad_id;
+        const rk_embsum_bundle *es = rk_service_embsum(sm->v[0]->svc[0]);
+        if (es) {
+            const rk_embsum_cfg *ec = rk_embsum_config(rk_embsum_bundle_model(es));
+            Rankd__V1__EmbSumInfo *ei = &einfo[r.n_models];
+            rankd__v1__emb_sum_info__init(ei);
+            ei->version = (char *)rk_embsum_bundle_version(es);
+            ei->feature = (char *)RK_EMBSUM_FEATURE;
+            ei->m = ec->m, ei->k = ec->k, ei->dim = rk_embsum_dim(rk_embsum_bundle_model(es));
+            ei->pool = (char *)rk_match_pool_name(ec->pool);
+            ei->codec = (char *)rk_embsum_bundle_codec(es);
+            m->embsum = ei;
+        }
         mp[r.n_models++] = m;
     }
     if (code != GRPC_STATUS_OK) {

@@ -179,6 +179,10 @@ struct rk_service {
     int (*stop)(void *);
     void *stop_ctx;
     float *mp, *mw;                    /* [n_towers] one candidate's tower pCTRs and weights */
+    rk_embsum_bundle *es;              /* the model's EmbSum bundle (<model>/embsum), or NULL */
+    int es_feature;                    /* its dense item input, RK_EMBSUM_FEATURE */
+    rk_embsum_candidate *es_cand;      /* [max_candidates] */
+    uint64_t es_count[3];              /* fallbacks: UPE from recent items, default UPE, CPE from text */
 };
 
 rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err) {
@@ -361,6 +365,13 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory");
     }
+    if ((st = rk_embsum_attach_open(m, &s->es, &s->es_feature, err)) == RK_OK && s->es &&
+        !(s->es_cand = rk_malloc(n * sizeof *s->es_cand)))
+        st = rk_fail(err, RK_ENOMEM, "service: out of memory");
+    if (st) {
+        rk_service_destroy(s);
+        return st;
+    }
     *out = s;
     return RK_OK;
 }
@@ -385,6 +396,8 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->mp);
     rk_free(s->mw);
     seen_destroy(s->seen);
+    rk_embsum_bundle_close(s->es);
+    rk_free(s->es_cand);
     rk_free(s);
 }
 
@@ -709,6 +722,31 @@ static int encode_image(rk_service *s, const ProtobufCBinaryData *img, float *ou
     return ST_OK;
 }
 
+/* EmbSum (rank/embsum.h): the model's RK_EMBSUM_FEATURE input of every
+ * candidate, computed from the attached bundle; a client may not send it. */
+static int embsum_fill(rk_service *s, const Rankd__V1__RankRequest *req, int n, rk_err *err) {
+    const Rankd__V1__User *u = req->user;
+    for (int i = 0; i < n; i++) {
+        const Rankd__V1__Candidate *c = req->candidates[i];
+        for (size_t j = 0; j < c->n_dense; j++)
+            if (c->dense[j]->name && !strcmp(c->dense[j]->name, RK_EMBSUM_FEATURE))
+                return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].dense[%zu]: '%s' is computed by rankd from the "
+                             "model's EmbSum bundle; do not send it", i, j, RK_EMBSUM_FEATURE);
+        s->es_cand[i] = (rk_embsum_candidate){c->ad_id, (const char *)c->content_text.data, c->content_text.len};
+    }
+    rk_embsum_request r = {u ? u->user_id : "", u ? (const char *const *)u->recent_item_ids : NULL,
+                           u ? (int)u->n_recent_item_ids : 0, s->es_cand, n, s->deadline};
+    rk_embsum_rank_info info;
+    rk_err e = {0};
+    rk_status st = rk_embsum_fill(s->es, s->es_feature, s->enc, &r, s->scorer, &info, &e);
+    if (st == RK_EDEADLINE) return failf(err, ST_DEADLINE_EXCEEDED, "%s", e.msg);
+    if (st == RK_ENOMEM || st == RK_EIO || st == RK_EINTERNAL) return failf(err, ST_INTERNAL, "%s", e.msg);
+    if (st) return failf(err, ST_INVALID_ARGUMENT, "%s", e.msg);
+    s->es_count[0] += info.upe == RK_UPE_RECENT, s->es_count[1] += info.upe == RK_UPE_DEFAULT;
+    s->es_count[2] += (uint64_t)info.n_encoded;
+    return ST_OK;
+}
+
 static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, double *lookup_us,
                          double *model_us, rk_err *err) {
     const rk_model_cfg *cfg = s->cfg;
@@ -830,6 +868,7 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
         }
     }
+    if (s->es && (code = embsum_fill(s, req, n, err))) return code;
     rk_status st = rk_scorer_run(s->scorer, s->pctr, lookup_us, model_us, &e);
     if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
     if (st) return failf(err, ST_INTERNAL, "scoring failed: %s", e.msg);
@@ -974,3 +1013,9 @@ void rk_service_last_timing(const rk_service *s, rk_stage_times *out) {
 void rk_service_sid_counters(const rk_service *s, uint64_t *unknown, uint64_t *assigned) {
     rk_scorer_sid_counters(s->scorer, unknown, assigned);
 }
+
+void rk_service_embsum_counters(const rk_service *s, uint64_t out[3]) {
+    memcpy(out, s->es_count, sizeof s->es_count);
+}
+
+const rk_embsum_bundle *rk_service_embsum(const rk_service *s) { return s->es; }

@@ -122,6 +122,27 @@ Test(matching, identities) {
     }
 }
 
+/* Serving's batched matching (one sgemm over all candidates, float pooling)
+ * equals the per-candidate rk_match_forward for every pooling. */
+Test(matching, batch_equals_per_candidate) {
+    enum { N = 37, M = 3, K = 5, D = 19 };
+    static float U[M * D], V[N * K * D], St[N * K * M], y[N];
+    float S[M * K], W[M * K];
+    rk_rng r;
+    rk_rng_seed(&r, 7);
+    for (int i = 0; i < M * D; i++) U[i] = (float)rk_rng_normal(&r) * 0.4f;
+    for (int i = 0; i < N * K * D; i++) V[i] = (float)rk_rng_normal(&r) * 0.4f;
+    for (int p = 0; p < 3; p++) {
+        rk_match_batch(y, St, U, V, N, M, K, D, (rk_match_pool)p, 0.7f);
+        double worst = 0;
+        for (int c = 0; c < N; c++) {
+            float ref = rk_match_forward(S, W, U, V + (size_t)c * K * D, M, K, D, (rk_match_pool)p, 0.7f);
+            worst = fmax(worst, fabs((double)y[c] - ref) / fmax(1.0, fabs(ref)));
+        }
+        cr_expect(worst <= 1e-6, "pool %d: max relative diff %.3g", p, worst);
+    }
+}
+
 /* ---------------------------------------------------------------- the model (rank/embsum.c) */
 
 #include "../rank/embsum_internal.h"
@@ -306,7 +327,8 @@ Test(embsum_model, bundle_round_trip_every_codec) {
                 cr_expect(!memcmp(cg, cw, sizeof cg), "%s: item %d CPE differs", codecs[ci], i);
                 cr_assert_eq(rk_embsum_bundle_score(bd, d->user_id[u], &d->item_id[i], 1, &pc, &sc, &err), RK_OK);
                 float ref = rk_embsum_score(e, want, cw, w);
-                cr_expect_eq(sc, ref, "%s: stored score %.9g vs %.9g", codecs[ci], sc, ref);
+                /* batched matching (one sgemm, float pooling) vs the per-candidate double loops */
+                cr_expect(fabsf(sc - ref) <= 1e-6f, "%s: stored score %.9g vs %.9g", codecs[ci], sc, ref);
                 cr_expect(pc > 0 && pc < 1 && isfinite(pc));
             }
         }
@@ -439,16 +461,17 @@ Test(embsum_serving, request_time_equals_offline_and_bad_input, .timeout = 300) 
     rk_embsum_candidate cand[8];
     for (int i = 0; i < 8; i++) cand[i] = (rk_embsum_candidate){ids[i], NULL, 0};
     rk_embsum_request r = {"2", NULL, 0, cand, 8, 0};
-    rk_upe_source src;
-    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_OK, "%s", err.msg);
-    cr_expect_eq(src, RK_UPE_STORED);
+    rk_embsum_rank_info info;
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r, got, NULL, &info, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(info.upe, RK_UPE_STORED);
     for (int i = 0; i < 8; i++) cr_expect_eq(got[i], off[i], "item %d: %.9g vs %.9g", i, got[i], off[i]);
     /* unknown ads carrying the texts of the known ones: request-time CPE */
     int u = rk_embsum_find(d->user_id, d->n_users, 2);
     const char *unk[8] = {"x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8"};
     for (int i = 0; i < 8; i++) cand[i] = (rk_embsum_candidate){unk[i], d->item_text[i], strlen(d->item_text[i])};
-    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_OK, "%s", err.msg);
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r, got, NULL, &info, &err), RK_OK, "%s", err.msg);
     for (int i = 0; i < 8; i++) cr_expect(fabsf(got[i] - off[i]) <= 1e-6f, "text item %d: %.9g vs %.9g", i, got[i], off[i]);
+    cr_expect_eq(info.n_encoded, 8);
     /* an unknown user sending user 2's history as recent_item_ids (most recent first) */
     const rk_embsum_split *x = &d->sp[RK_SPLIT_TEST];
     int L = x->hist_off[u + 1] - x->hist_off[u];
@@ -460,32 +483,57 @@ Test(embsum_serving, request_time_equals_offline_and_bad_input, .timeout = 300) 
     }
     for (int i = 0; i < 8; i++) cand[i] = (rk_embsum_candidate){ids[i], NULL, 0};
     rk_embsum_request r2 = {"777", recp, L, cand, 8, 0};
-    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r2, got, &src, &err), RK_OK, "%s", err.msg);
-    cr_expect_eq(src, RK_UPE_RECENT);
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r2, got, NULL, &info, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(info.upe, RK_UPE_RECENT);
     for (int i = 0; i < 8; i++) cr_expect(fabsf(got[i] - off[i]) <= 1e-6f, "recent item %d: %.9g vs %.9g", i, got[i], off[i]);
-    /* no history at all: the default UPE, finite scores */
-    rk_embsum_request r3 = {"", NULL, 0, cand, 8, 0};
-    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r3, got, &src, &err), RK_OK, "%s", err.msg);
-    cr_expect_eq(src, RK_UPE_DEFAULT);
+    /* an unknown user without history: the default UPE (the mean stored UPE), finite scores */
+    rk_embsum_request r3 = {"777", NULL, 0, cand, 8, 0};
+    float dflt[8];
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r3, got, dflt, &info, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(info.upe, RK_UPE_DEFAULT);
+    cr_expect_eq(info.n_encoded, 0);
     for (int i = 0; i < 8; i++) cr_expect(isfinite(got[i]) && got[i] > 0 && got[i] < 1);
+    float mean_upe[4 * 384], cpe1[4 * 384];
+    cr_assert_eq(rk_embsum_data_dim(d), 384);
+    memset(mean_upe, 0, sizeof mean_upe);
+    for (int uu = 1; uu <= 3; uu++) {
+        float up[4 * 384];
+        cr_assert_eq(rk_embsum_bundle_upe(b, uu, up, &err), RK_OK, "%s", err.msg);
+        for (int j = 0; j < 4 * 384; j++) mean_upe[j] += up[j] / 3.0f;
+    }
+    cr_assert_eq(rk_embsum_bundle_cpe(b, &items[0], 1, cpe1, &err), RK_OK);
+    cr_expect(fabsf(rk_embsum_score(m, mean_upe, cpe1, b->w) - dflt[0]) <= 1e-5f, "default UPE score %.9g", dflt[0]);
+    /* unknown recent items only: the default too */
+    const char *junk[2] = {"999999", "abc"};
+    rk_embsum_request r4 = {"", junk, 2, cand, 8, 0};
+    cr_assert_eq(rk_embsum_bundle_rank(b, enc, &r4, got, NULL, &info, &err), RK_OK, "%s", err.msg);
+    cr_expect_eq(info.upe, RK_UPE_DEFAULT);
+    /* neither a user nor a history; an empty recent item id */
+    rk_embsum_request r5 = {"", NULL, 0, cand, 8, 0};
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r5, got, NULL, &info, &err), RK_EINVAL);
+    cr_expect(strstr(err.msg, "user: no user_id and no recent_item_ids") == err.msg, "%s", err.msg);
+    const char *holes[2] = {"1", ""};
+    rk_embsum_request r6 = {"777", holes, 2, cand, 8, 0};
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r6, got, NULL, &info, &err), RK_EINVAL);
+    cr_expect_str_eq(err.msg, "user.recent_item_ids[1]: empty");
     /* bad input names the field */
     cand[3] = (rk_embsum_candidate){"zzz", NULL, 0};
-    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_ENOTFOUND);
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, NULL, &info, &err), RK_ENOTFOUND);
     cr_expect_str_eq(err.msg, "candidates[3].ad_id: 'zzz' is not in the bundle and has no content_text");
     static char big[RK_EMBSUM_MAX_TEXT_BYTES + 2];
     memset(big, 'a', sizeof big - 1);
     cand[3] = (rk_embsum_candidate){"zzz", big, sizeof big - 1};
-    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_EINVAL);
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, NULL, &info, &err), RK_EINVAL);
     cr_expect_str_eq(err.msg, "candidates[3].content_text: 8193 bytes, at most 8192");
     cand[3] = (rk_embsum_candidate){"zzz", "\xff\xfe", 2};
-    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, &src, &err), RK_EINVAL);
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &r, got, NULL, &info, &err), RK_EINVAL);
     cr_expect(strstr(err.msg, "candidates[3].content_text") != NULL, "%s", err.msg);
     cand[3] = (rk_embsum_candidate){"zzz", "some text", 9};
     rk_embsum_request late = r;
     late.deadline = 1.0; /* long past */
-    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &late, got, &src, &err), RK_EDEADLINE);
+    cr_expect_eq(rk_embsum_bundle_rank(b, enc, &late, got, NULL, &info, &err), RK_EDEADLINE);
     cr_expect_str_eq(err.msg, "candidates[3].content_text: deadline exceeded before encoding");
-    cr_expect_eq(rk_embsum_bundle_rank(b, NULL, &r, got, &src, &err), RK_EINVAL);
+    cr_expect_eq(rk_embsum_bundle_rank(b, NULL, &r, got, NULL, &info, &err), RK_EINVAL);
     cr_expect_str_eq(err.msg, "candidates[3].content_text: no text encoder to encode it");
     rk_embsum_bundle_close(b);
     rk_embsum_destroy(m);

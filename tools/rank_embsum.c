@@ -34,6 +34,8 @@ static void usage(FILE *o) {
             "       rank embsum inspect --model BUNDLE [--user ID] [--item ID]\n"
             "       rank embsum score --model BUNDLE --input FILE --output FILE\n"
             "       rank embsum pairs --model BUNDLE --data DIR --encoder DIR --input FILE --output FILE [--cache DIR]\n"
+            "       rank embsum export --embsum BUNDLE --out MODEL [--name NAME] [--force]\n"
+            "       rank embsum attach --embsum BUNDLE --model MODEL [--force]\n"
             "\n"
             "EmbSum (papers.md §4): user poly-embeddings (UPE) from session vectors of the user's history,\n"
             "content poly-embeddings (CPE) from each item's token states, score = pooled UPE·CPEᵀ.\n"
@@ -56,12 +58,16 @@ static void usage(FILE *o) {
             "  --scores FILE            raw score of each impression row     --dump FILE  inputs for bench/ref\n"
             "  --quiet\n"
             "score input: TSV with columns user_id and movie_id; output: pctr<TAB>score per row.\n"
-            "pairs input: TSV with columns split (train|valid|test), user_id, movie_id; output: score per row.\n");
+            "pairs input: TSV with columns split (train|valid|test), user_id, movie_id; output: score per row.\n"
+            "export: a model bundle rankd serves (rankd --model MODEL [--encoder DIR]) whose pCTR is the EmbSum\n"
+            "  bundle's (its only input is the dense item feature 'embsum', the matching score rankd computes;\n"
+            "  its tower the calibration sigmoid(a*score + b)); name [embsum]. attach: put the EmbSum bundle\n"
+            "  into an existing model bundle (MODEL/embsum) whose dense item feature 'embsum' rankd then fills.\n");
 }
 
 typedef struct {
     const char *data, *encoder, *out, *model, *cache, *summaries, *codec, *report, *impressions, *scores, *dump;
-    const char *input, *output;
+    const char *input, *output, *embsum, *name;
     int64_t user, item;
     int have_user, have_item, force, quiet;
     uint64_t data_seed;
@@ -97,6 +103,7 @@ static int parse(int argc, char **argv, opts_t *o) {
         {"tau", 1, 0, 27},       {"session-pool", 1, 0, 28}, {"no-global", 0, 0, 29}, {"lambda", 1, 0, 30},
         {"negatives", 1, 0, 31}, {"epochs", 1, 0, 32},   {"batch", 1, 0, 33},      {"lr", 1, 0, 34},
         {"nce-scale", 1, 0, 35}, {"max-pos", 1, 0, 36},  {"seed", 1, 0, 37},       {"data-seed", 1, 0, 38},
+        {"embsum", 1, 0, 39},    {"name", 1, 0, 40},
         {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     optind = 2;
     int c, li;
@@ -142,6 +149,8 @@ static int parse(int argc, char **argv, opts_t *o) {
         case 36: r = num(nm, optarg, 1, 1 << 30, &x), o->cfg.max_pos_per_user = (int)x; break;
         case 37: r = num(nm, optarg, 0, 9e15, &x), o->cfg.seed = (uint64_t)x; break;
         case 38: r = num(nm, optarg, 0, 9e15, &x), o->data_seed = (uint64_t)x; break;
+        case 39: o->embsum = optarg; break;
+        case 40: o->name = optarg; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return 2;
         }
@@ -346,9 +355,10 @@ static int cmd_score(opts_t *o) {
         pc = malloc((p.n + 1) * sizeof *pc), sc = malloc((p.n + 1) * sizeof *sc);
         if (!pc || !sc) s = rk_fail(&e, RK_ENOMEM, "out of memory");
     }
-    for (size_t i = 0; i < p.n && s == RK_OK; i++) {
-        s = rk_embsum_bundle_score(b, p.user[i], &p.item[i], 1, &pc[i], &sc[i], &e);
-        if (s != RK_OK) rk_err_prefix(&e, "%s row %zu", o->input, i + 2);
+    for (size_t i = 0, j; i < p.n && s == RK_OK; i = j) { /* consecutive rows of one user: one batch, as rankd */
+        for (j = i + 1; j < p.n && j - i < 4096 && p.user[j] == p.user[i];) j++;
+        s = rk_embsum_bundle_score(b, p.user[i], &p.item[i], (int)(j - i), &pc[i], &sc[i], &e);
+        if (s != RK_OK) rk_err_prefix(&e, "%s rows %zu..%zu", o->input, i + 2, j + 1);
     }
     if (s == RK_OK) s = write_floats(o->output, "pctr\tscore", pc, sc, p.n, &e);
     free(pc), free(sc);
@@ -382,6 +392,16 @@ static int cmd_pairs(opts_t *o) {
     return s == RK_OK ? 0 : die(&e);
 }
 
+static int cmd_export(opts_t *o, int model) {
+    const char *sub = model ? "export" : "attach";
+    if (need(sub, "embsum", o->embsum) || need(sub, model ? "out" : "model", model ? o->out : o->model)) return 2;
+    rk_err e = {0};
+    rk_status s = rk_embsum_export(o->embsum, model ? o->out : o->model, o->name ? o->name : "embsum", model, o->force, &e);
+    if (s != RK_OK) return die(&e);
+    printf("rank embsum %s: %s%s\n", sub, model ? o->out : o->model, model ? "" : "/embsum");
+    return 0;
+}
+
 int rank_embsum_main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -397,6 +417,8 @@ int rank_embsum_main(int argc, char **argv) {
     if (!strcmp(sub, "inspect")) return cmd_inspect(&o);
     if (!strcmp(sub, "score")) return cmd_score(&o);
     if (!strcmp(sub, "pairs")) return cmd_pairs(&o);
+    if (!strcmp(sub, "export")) return cmd_export(&o, 1);
+    if (!strcmp(sub, "attach")) return cmd_export(&o, 0);
     fprintf(stderr, "rank embsum: unknown subcommand '%s'\n", sub);
     usage(stderr);
     return 2;

@@ -78,6 +78,8 @@ static void usage(FILE *o) {
             "  --encoder DIR          text encoder (all-MiniLM-L6-v2 layout) for candidates'\n"
             "                         content_text: a semantic-ID model assigns codes to ads its\n"
             "                         item records do not know from their text (one per worker);\n"
+            "                         a model with an EmbSum bundle (rank embsum export/attach)\n"
+            "                         computes CPEs of unknown ads and UPEs from recent_item_ids;\n"
             "                         content_text: UTF-8, no NUL, at most 8192 bytes, only\n"
             "                         whitespace = none; else INVALID_ARGUMENT\n"
             "  --image-encoder DIR    vision encoder (DINOv2, scripts/setup-vision.sh) for\n"
