@@ -14,30 +14,9 @@
 #include "rank.pb-c.h"
 #include "rank_request_eq.h"
 
-/* rankd's decoder allocates through this: malloc'd blocks, freed per input */
-typedef struct {
-    void **p;
-    size_t n, cap;
-} blocks;
-
-static void *b_alloc(void *data, size_t n) {
-    blocks *b = data;
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 64;
-        void **np = realloc(b->p, cap * sizeof *np);
-        if (!np) return NULL;
-        b->p = np, b->cap = cap;
-    }
-    void *m = malloc(n);
-    if (m) b->p[b->n++] = m;
-    return m;
-}
-
-static void b_free(void *data, void *p) { (void)data, (void)p; }
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    blocks b = {0};
-    ProtobufCAllocator a = {b_alloc, b_free, &b};
+    rk_blocks b = {0};
+    ProtobufCAllocator a = {rk_blocks_alloc, rk_blocks_nofree, &b};
     Rankd__V1__RankRequest *mine = NULL;
     int rc = rk_rank_request_decode(data, size, &a, &mine);
     char msg[256];
@@ -57,7 +36,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         rankd__v1__rank_request__free_unpacked(ref, NULL);
     }
-    for (size_t i = 0; i < b.n; i++) free(b.p[i]);
-    free(b.p);
+    rk_blocks_free(&b);
     return 0;
 }

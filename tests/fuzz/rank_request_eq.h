@@ -4,14 +4,43 @@
  * floats by bits); unknown fields are not compared (protobuf-c keeps them,
  * rankd's decoder drops them). Used by tests/fuzz/fuzz_decode.c and
  * tests/test_serve.c to hold serve/decode.c to protobuf-c's unpack.
- * Returns NULL when equal, else the first field that differs.
+ * rk_rank_request_diff: NULL when equal, else the first field that differs.
  */
 #ifndef RK_RANK_REQUEST_EQ_H
 #define RK_RANK_REQUEST_EQ_H
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "rank.pb-c.h"
+
+/* An allocator for rk_rank_request_decode: malloc'd blocks, all freed by
+ * rk_blocks_free. */
+typedef struct {
+    void **p;
+    size_t n, cap;
+} rk_blocks;
+
+static void *rk_blocks_alloc(void *data, size_t n) {
+    rk_blocks *b = data;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 64;
+        void **np = realloc(b->p, cap * sizeof *np);
+        if (!np) return NULL;
+        b->p = np, b->cap = cap;
+    }
+    void *m = malloc(n);
+    if (m) b->p[b->n++] = m;
+    return m;
+}
+
+static void rk_blocks_nofree(void *data, void *p) { (void)data, (void)p; }
+
+static void rk_blocks_free(rk_blocks *b) {
+    for (size_t i = 0; i < b->n; i++) free(b->p[i]);
+    free(b->p);
+    b->p = NULL, b->n = b->cap = 0;
+}
 
 static int rk_eq_str(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
 
