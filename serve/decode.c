@@ -50,14 +50,18 @@ typedef struct { /* one field as read from the wire */
 
 /* Read one field at *p; -1 when it is malformed for protobuf-c or
  * rk_pb_check (the reference path then says which). */
-static int next_field(const uint8_t **pp, const uint8_t *end, wfield *f) {
+static inline int next_field(const uint8_t **pp, const uint8_t *end, wfield *f) {
     const uint8_t *p = *pp;
     uint64_t tag = 0;
     int i = 0;
-    for (;; i++) {
-        if (i == 5 || p + i >= end) return -1;
-        tag |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) break;
+    if (p < end && !(p[0] & 0x80)) { /* fields 1..15: one byte */
+        tag = p[0];
+    } else {
+        for (;; i++) {
+            if (i == 5 || p + i >= end) return -1;
+            tag |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+            if (!(p[i] & 0x80)) break;
+        }
     }
     p += i + 1;
     f->raw = p;
@@ -83,10 +87,15 @@ static int next_field(const uint8_t **pp, const uint8_t *end, wfield *f) {
     }
     case 2: {
         uint64_t n = 0;
-        for (i = 0;; i++) {
-            if (i == 5 || p + i >= end) return -1;
-            n |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-            if (!(p[i] & 0x80)) break;
+        i = 0;
+        if (p < end && !(p[0] & 0x80)) { /* under 128 bytes: one byte */
+            n = p[0];
+        } else {
+            for (;; i++) {
+                if (i == 5 || p + i >= end) return -1;
+                n |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+                if (!(p[i] & 0x80)) break;
+            }
         }
         p += i + 1;
         if (n > INT_MAX || n > (uint64_t)(end - p)) return -1;
