@@ -22,7 +22,8 @@
  * cannot decode a response that echoes invalid UTF-8 (c-stack.md §3).
  *
  * Memory: all buffers are sized at creation for the largest request the
- * server accepts (max_candidates rows). protobuf-c unpacks into a bump arena
+ * server accepts (max_candidates rows). The request is decoded (decode.c;
+ * protobuf-c for refused bytes) into a bump arena
  * (the warm block) that is reset, not freed, after each request, so steady
  * state does not call malloc for the request or the model work. A request
  * that decodes larger (unusually many small fields) overflows into chunks
