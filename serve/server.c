@@ -58,11 +58,9 @@
  * grpc_cq_begin_op); stop and join the workers; destroy the server; shut the
  * cq down; join the acceptor; destroy the cq; grpc_shutdown().
  */
-#define _GNU_SOURCE /* SCHED_BATCH */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1127,13 +1125,6 @@ static void watch_end_all(rk_server *s) {
 
 static void *acceptor_main(void *arg) {
     rk_server *s = arg;
-    /* SCHED_BATCH: a network event does not preempt a worker that is
-     * scoring on the same core (the kernel's wakeup preemption); the
-     * acceptor runs when the worker waits or at the next tick. Measured
-     * with one worker on one core (bench-roofline, issue 16): 2.2 of the
-     * worker's preemptions per call were the acceptor's wake-ups. */
-    struct sched_param sp = {0};
-    if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp)) rk_debug("rankd: acceptor stays SCHED_OTHER");
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
