@@ -268,7 +268,10 @@ static int cand_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Can
         case 5:
         case 6: {
             ProtobufCBinaryData *b = f.num == 5 ? &m->content_text : &m->content_image;
-            if (f.wt != 2) bad = 1;
+            if (f.wt != 2) {
+                bad = 1;
+                break;
+            }
             b->data = f.len ? (uint8_t *)f.data : NULL;
             b->len = f.len;
             break;
