@@ -4,14 +4,17 @@
  * floats by bits); unknown fields are not compared (protobuf-c keeps them,
  * rankd's decoder drops them). Used by tests/fuzz/fuzz_decode.c and
  * tests/test_serve.c to hold serve/decode.c to protobuf-c's unpack.
- * rk_rank_request_diff: NULL when equal, else the first field that differs.
+ * rk_rank_request_diff: NULL when equal, else the first field that differs;
+ * rk_decode_both: both decoders on one input.
  */
 #ifndef RK_RANK_REQUEST_EQ_H
 #define RK_RANK_REQUEST_EQ_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h"
 #include "rank.pb-c.h"
 
 /* An allocator for rk_rank_request_decode: malloc'd blocks, all freed by
@@ -98,6 +101,32 @@ static const char *rk_rank_request_diff(const Rankd__V1__RankRequest *a, const R
         if (!rk_eq_bytes(&c->content_image, &d->content_image)) return "candidates[].content_image";
     }
     return NULL;
+}
+
+/* Decode b[n] with rankd's decoder and with the reference (rk_pb_check,
+ * then protobuf-c's unpack). 0 when they agree (*accepted: both accept and
+ * built the same request), -1 when they do not, why[cap] saying how. */
+static int rk_decode_both(const uint8_t *b, size_t n, int *accepted, char *why, size_t cap) {
+    rk_blocks bl = {0};
+    ProtobufCAllocator a = {rk_blocks_alloc, rk_blocks_nofree, &bl};
+    Rankd__V1__RankRequest *mine = NULL, *ref = NULL;
+    int rc = rk_rank_request_decode(b, n, &a, &mine), ret = 0;
+    char msg[256];
+    if (!rk_pb_check(&rankd__v1__rank_request__descriptor, b, n, msg, sizeof msg))
+        ref = rankd__v1__rank_request__unpack(NULL, n, b);
+    *accepted = rc == 0 && ref;
+    const char *d = rc == 0 && ref ? rk_rank_request_diff(mine, ref) : NULL;
+    if ((rc == 0) != (ref != NULL)) {
+        snprintf(why, cap, "rankd's decoder %s, the reference %s (%s)", rc ? "refuses" : "accepts",
+                 ref ? "accepts" : "refuses", msg);
+        ret = -1;
+    } else if (d) {
+        snprintf(why, cap, "decoded requests differ in %s", d);
+        ret = -1;
+    }
+    if (ref) rankd__v1__rank_request__free_unpacked(ref, NULL);
+    rk_blocks_free(&bl);
+    return ret;
 }
 
 #endif /* RK_RANK_REQUEST_EQ_H */
