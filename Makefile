@@ -42,7 +42,8 @@ test: build
 	@$(ENC_SETUP) cd $(BUILD) && $(ENC_ENV) ctest --output-on-failure --timeout 900
 	@bash tests/fuzz/run.sh smoke
 
-# libFuzzer targets (tests/fuzz/): request decode + validation, TSV reader,
+# libFuzzer targets (tests/fuzz/): request decode + validation, rankd's
+# RankRequest decoder vs protobuf-c (differential), TSV reader,
 # safetensors, model.json, tokenizer; clang build in build-fuzz. `make test`
 # runs each 10 s (fuzz-smoke); `make fuzz` FUZZ_SECONDS (default 600) each,
 # keeping the grown corpus in build-fuzz/corpus.

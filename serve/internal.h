@@ -26,6 +26,16 @@ extern ProtobufCAllocator rk_pb_allocator;
  * which unpack then refuses. */
 int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap);
 
+/* rankd's own RankRequest decoder (decode.c): 0 and *out (allocated
+ * through a; its bytes fields point into buf) for a request that both
+ * rk_pb_check and protobuf-c's unpack accept, with the tree unpack would
+ * build (unknown fields dropped). -1 for anything else, including an
+ * allocation failure: the caller then runs rk_pb_check and unpack, which
+ * say what is wrong. */
+struct Rankd__V1__RankRequest;
+int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a,
+                           struct Rankd__V1__RankRequest **out);
+
 /* ---- service (service.c) */
 /* The server routed calls to this service by model_name / model_version
  * already: the service no longer compares them with its model.json. */

@@ -22,7 +22,8 @@
  * cannot decode a response that echoes invalid UTF-8 (c-stack.md §3).
  *
  * Memory: all buffers are sized at creation for the largest request the
- * server accepts (max_candidates rows). protobuf-c unpacks into a bump arena
+ * server accepts (max_candidates rows). The request is decoded (decode.c;
+ * protobuf-c for refused bytes) into a bump arena
  * (the warm block) that is reset, not freed, after each request, so steady
  * state does not call malloc for the request or the model work. A request
  * that decodes larger (unusually many small fields) overflows into chunks
@@ -888,10 +889,16 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
             s->out_cap = s->out_warm;
         }
     }
-    char wmsg[sizeof err->msg];
-    if (rk_pb_check(&rankd__v1__rank_request__descriptor, req_bytes, len, wmsg, sizeof wmsg))
-        return failf(err, ST_INVALID_ARGUMENT, "%s", wmsg);
-    Rankd__V1__RankRequest *req = rankd__v1__rank_request__unpack(&s->pballoc, len, req_bytes);
+    /* rankd's decoder (decode.c) for valid requests; protobuf-c, after the
+     * wire check, for the rest: it names what is wrong */
+    Rankd__V1__RankRequest *req;
+    if (rk_rank_request_decode(req_bytes, len, &s->pballoc, &req)) {
+        arena_reset(&s->ar);
+        char wmsg[sizeof err->msg];
+        if (rk_pb_check(&rankd__v1__rank_request__descriptor, req_bytes, len, wmsg, sizeof wmsg))
+            return failf(err, ST_INVALID_ARGUMENT, "%s", wmsg);
+        req = rankd__v1__rank_request__unpack(&s->pballoc, len, req_bytes);
+    }
     double t_decoded = rk_now();
     int code;
     if (!req) {

@@ -31,12 +31,38 @@ static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
     return -1;
 }
 
-/* count[i]: how many times field i of d was seen so far (for "name[k]") */
-static int check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, char *path, size_t plen,
-                 size_t cap, int depth, char *msg, size_t msg_cap) {
+/* Where the walk is: the field (and its index, for repeated ones) entered
+ * at each nesting level. The path text ("candidates[3].ad_id") is built
+ * from it only when a check fails: formatting it for every field of a
+ * 200-candidate request cost more than unpacking it. */
+typedef struct {
+    const ProtobufCFieldDescriptor *f[RK_PB_MAX_DEPTH + 2];
+    unsigned k[RK_PB_MAX_DEPTH + 2];
+} pb_path;
+
+/* The first n levels of at as text ("" for none), at most cap - 1 bytes. */
+static const char *path_str(const pb_path *at, int n, char *path, size_t cap) {
+    size_t plen = 0;
+    path[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const ProtobufCFieldDescriptor *f = at->f[i];
+        int w = f->label == PROTOBUF_C_LABEL_REPEATED
+                    ? snprintf(path + plen, cap - plen, "%s%s[%u]", plen ? "." : "", f->name, at->k[i])
+                    : snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", f->name);
+        plen += w > 0 ? (size_t)w : 0;
+        if (plen >= cap) plen = cap - 1;
+    }
+    return path;
+}
+
+/* seen[i]: how many times field i of d was seen so far (for "name[k]") */
+static int check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, pb_path *at, int depth,
+                 char *msg, size_t msg_cap) {
     unsigned seen[64] = {0};
+    char path[256];
     if (depth > RK_PB_MAX_DEPTH) {
-        snprintf(msg, msg_cap, "%s: messages nested more than %d deep", plen ? path : "request", RK_PB_MAX_DEPTH);
+        snprintf(msg, msg_cap, "%s: messages nested more than %d deep",
+                 depth ? path_str(at, depth, path, sizeof path) : "request", RK_PB_MAX_DEPTH);
         return -1;
     }
     while (p < end) {
@@ -45,11 +71,11 @@ static int check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const ui
         uint64_t num = tag >> 3;
         unsigned wt = (unsigned)(tag & 7);
         if (num == 0 || num > RK_PB_MAX_FIELD) {
-            snprintf(msg, msg_cap, "%s: field number %llu outside protobuf's 1..%u", plen ? path : "request",
-                     (unsigned long long)num, RK_PB_MAX_FIELD);
+            snprintf(msg, msg_cap, "%s: field number %llu outside protobuf's 1..%u",
+                     depth ? path_str(at, depth, path, sizeof path) : "request", (unsigned long long)num,
+                     RK_PB_MAX_FIELD);
             return -1;
         }
-        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, (unsigned)num);
         switch (wt) {
         case 0:
             if (varint(&p, end, &n)) return 1;
@@ -70,36 +96,33 @@ static int check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const ui
         }
         const uint8_t *v = p;
         p += n;
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, (unsigned)num);
         if (!f || (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)) continue;
         size_t fi = (size_t)(f - d->fields);
-        unsigned k = fi < 64 ? seen[fi]++ : 0;
-        int w = f->label == PROTOBUF_C_LABEL_REPEATED
-                    ? snprintf(path + plen, cap - plen, "%s%s[%u]", plen ? "." : "", f->name, k)
-                    : snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", f->name);
-        size_t nl = plen + (w > 0 ? (size_t)w : 0);
-        if (nl >= cap) nl = cap - 1;
-        if (f->type == PROTOBUF_C_TYPE_STRING && memchr(v, 0, (size_t)n)) {
-            snprintf(msg, msg_cap, "%s: a NUL byte inside the string (byte %zu of %llu)", path,
-                     (size_t)((const uint8_t *)memchr(v, 0, (size_t)n) - v) + 1, (unsigned long long)n);
+        at->f[depth] = f;
+        at->k[depth] = fi < 64 ? seen[fi]++ : 0;
+        const uint8_t *nul = f->type == PROTOBUF_C_TYPE_STRING ? memchr(v, 0, (size_t)n) : NULL;
+        if (nul) {
+            snprintf(msg, msg_cap, "%s: a NUL byte inside the string (byte %zu of %llu)",
+                     path_str(at, depth + 1, path, sizeof path), (size_t)(nul - v) + 1, (unsigned long long)n);
             return -1;
         }
-        if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->label != PROTOBUF_C_LABEL_REPEATED && k > 0) {
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
+        if (f->label != PROTOBUF_C_LABEL_REPEATED && at->k[depth] > 0) {
             /* protobuf-c decodes each occurrence and merges: thousands of
              * tiny copies decode to ~40x their wire size */
-            snprintf(msg, msg_cap, "%s: given more than once (a singular message field)", path);
+            snprintf(msg, msg_cap, "%s: given more than once (a singular message field)",
+                     path_str(at, depth + 1, path, sizeof path));
             return -1;
         }
-        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-            int r = check(f->descriptor, v, v + n, path, nl, cap, depth + 1, msg, msg_cap);
-            if (r) return r;
-        }
-        path[plen] = 0;
+        int r = check(f->descriptor, v, v + n, at, depth + 1, msg, msg_cap);
+        if (r) return r;
     }
     return 0;
 }
 
 int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap) {
-    char path[256] = "";
+    pb_path at;
     msg[0] = 0;
-    return check(d, buf, buf + len, path, 0, sizeof path, 0, msg, cap) < 0 ? -1 : 0;
+    return check(d, buf, buf + len, &at, 0, msg, cap) < 0 ? -1 : 0;
 }

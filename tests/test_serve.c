@@ -42,6 +42,8 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "fuzz/rank_request_eq.h"
+#include "internal.h"
 #include "serve.h"
 #include "rank.pb-c.h"
 
@@ -1025,4 +1027,128 @@ Test(serve, reload_picks_up_a_bundle_saved_again_in_place, .timeout = 120) {
     rk_server_current(s, ver, sizeof ver, NULL, 0);
     cr_expect(strstr(ver, "/B") != NULL, "serving %s", ver);
     stop_and_remove(s, da);
+}
+
+/* ---- rankd's RankRequest decoder (serve/decode.c) against protobuf-c */
+
+/* Decode b both ways; 1 when rankd's decoder accepts and builds the tree
+ * protobuf-c's unpack builds, 0 when both refuse; fails the test when they
+ * disagree. */
+static int decode_both(const uint8_t *b, size_t n) {
+    int accepted;
+    char why[512];
+    cr_assert_eq(rk_decode_both(b, n, &accepted, why, sizeof why), 0, "%s", why);
+    return accepted;
+}
+
+/* b with extra bytes appended (one more field at the top level). */
+static uint8_t *with_tail(const uint8_t *b, size_t n, const void *tail, size_t tn, size_t *out_n) {
+    uint8_t *o = malloc(n + tn);
+    memcpy(o, b, n);
+    memcpy(o + n, tail, tn);
+    *out_n = n + tn;
+    return o;
+}
+
+Test(serve, own_decoder_builds_what_protobuf_c_builds) {
+    for (int n = 1; n <= 200; n += 199) {
+        size_t len;
+        uint8_t *req = make_request(n, 5, &len);
+        cr_expect(decode_both(req, len), "%d candidates", n);
+        rk_blocks bl = {0};
+        ProtobufCAllocator a = {rk_blocks_alloc, rk_blocks_nofree, &bl};
+        Rankd__V1__RankRequest *r;
+        cr_assert_eq(rk_rank_request_decode(req, len, &a, &r), 0);
+        /* make_request's values, read back */
+        cr_expect_eq(r->n_candidates, (size_t)n);
+        cr_expect_str_eq(r->candidates[n - 1]->ad_id, n == 1 ? "6" : "2593");
+        cr_expect_str_eq(r->user->recent_item_ids[19], "238");
+        cr_expect_eq(r->candidates[0]->dense[0]->value, 1980.0f);
+        rk_blocks_free(&bl);
+        free(req);
+    }
+    size_t len, n2;
+    uint8_t *req = make_request(3, 1, &len);
+    /* what protobuf-c accepts beyond the canonical encoding */
+    static const struct {
+        const char *what;
+        uint8_t b[24];
+        size_t n;
+    } extra[] = {
+        {"an unknown varint field", {0xa0, 0x06, 0x05}, 3},
+        {"an unknown length-delimited field", {0x8a, 0x01, 0x02, 'x', 'y'}, 5},
+        {"an unknown fixed64 field", {0x41, 1, 2, 3, 4, 5, 6, 7, 8}, 9},
+        {"request_id again (the last wins)", {0x0a, 0x02, 'i', 'd'}, 4},
+        {"an empty request_id", {0x0a, 0x00}, 2},
+        {"return_timing as a 10-byte varint", {0x38, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, 11},
+        {"return_timing as a length-delimited field (protobuf-c reads a bool of any wire type)", {0x3a, 0x01, 0x00}, 3},
+        {"return_tower_scores as fixed32 zero", {0x35, 0, 0, 0, 0}, 5},
+        {"a tag in a non-minimal varint", {0x8a, 0x80, 0x00, 0x01, 'z'}, 5},
+        {"a candidate with packed and unpacked content_embedding, text and image",
+         {0x2a, 0x14, 0x22, 0x04, 0, 0, 0x80, 0x3f, 0x25, 0, 0, 0, 0x40, 0x2a, 0x02, 'h', 0, 0x32, 0x01, 0xff, 0x0a, 0x00},
+         22},
+    };
+    for (size_t k = 0; k < sizeof extra / sizeof *extra; k++) {
+        uint8_t *b = with_tail(req, len, extra[k].b, extra[k].n, &n2);
+        cr_expect(decode_both(b, n2), "%s: refused", extra[k].what);
+        free(b);
+    }
+    free(req);
+}
+
+/* Inputs the reference refuses: rankd's decoder refuses them too, and the
+ * service's answer is the reference's (rk_pb_check's or protobuf-c's). */
+Test(serve, own_decoder_refuses_what_the_reference_refuses) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    size_t len, n2;
+    uint8_t *req = make_request(3, 1, &len);
+    const char *invalid = "request is not a valid rankd.v1.RankRequest";
+    static const struct {
+        const char *what;
+        uint8_t b[16];
+        size_t n;
+        const char *msg; /* NULL: protobuf-c's refusal */
+    } bad[] = {
+        {"NUL in request_id", {0x0a, 0x03, 'a', 0, 'b'}, 5, "request_id: a NUL byte inside the string (byte 2 of 3)"},
+        {"user twice", {0x22, 0x00}, 2, "user: given more than once (a singular message field)"},
+        {"NUL in candidates[3].ad_id", {0x2a, 0x04, 0x0a, 0x02, 'x', 0}, 6,
+         "candidates[3].ad_id: a NUL byte inside the string (byte 2 of 2)"},
+        {"NUL in a sparse value", {0x2a, 0x07, 0x12, 0x05, 0x12, 0x03, 'a', 'b', 0}, 9,
+         "candidates[3].sparse[0].values[0]: a NUL byte inside the string (byte 3 of 3)"},
+        {"field number 2^29", {0x80, 0x80, 0x80, 0x80, 0x10, 0x00}, 6,
+         "request: field number 536870912 outside protobuf's 1..536870911"},
+        {"field number 0 in a candidate", {0x2a, 0x02, 0x00, 0x00}, 4,
+         "candidates[3]: field number 0 outside protobuf's 1..536870911"},
+        {"wire type 3 (group)", {0x0b}, 1, NULL},
+        {"wire type 4", {0x0c}, 1, NULL},
+        {"wire type 6", {0x0e, 0x00}, 2, NULL},
+        {"wire type 7", {0x0f, 0x00}, 2, NULL},
+        {"a tag of 6 bytes", {0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00}, 7, NULL},
+        {"a length prefix of 6 bytes", {0x0a, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'a'}, 8, NULL},
+        {"a varint of 11 bytes", {0x30, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, 12, NULL},
+        {"a length past the end", {0x0a, 0x05, 'a'}, 3, NULL},
+        {"a truncated varint", {0x30, 0x80}, 2, NULL},
+        {"request_id as a varint", {0x08, 0x01}, 2, NULL},
+        {"a dense value as a varint", {0x2a, 0x04, 0x1a, 0x02, 0x10, 0x01}, 6, NULL},
+        {"content_embedding packed, 3 bytes", {0x2a, 0x05, 0x22, 0x03, 1, 2, 3}, 7, NULL},
+        {"content_embedding as fixed64", {0x2a, 0x09, 0x21, 1, 2, 3, 4, 5, 6, 7, 8}, 11, NULL},
+        {"a candidate that is not a message", {0x2a, 0x02, 0x0a, 0x05}, 4, NULL},
+        {"content_text as a varint", {0x2a, 0x02, 0x28, 0x01}, 4, NULL},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        uint8_t *b = with_tail(req, len, bad[k].b, bad[k].n, &n2);
+        cr_expect_not(decode_both(b, n2), "%s: accepted", bad[k].what);
+        const uint8_t *resp;
+        size_t rl;
+        cr_expect_eq(rk_service_handle(svc, b, n2, rk_now(), &resp, &rl, &e), 3, "%s", bad[k].what);
+        cr_expect_str_eq(e.msg, bad[k].msg ? bad[k].msg : invalid, "%s", bad[k].what);
+        free(b);
+    }
+    free(req);
+    rk_service_destroy(svc);
+    drop_bundle();
 }

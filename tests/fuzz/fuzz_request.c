@@ -2,7 +2,7 @@
  * tests/fuzz/fuzz_request.c — libFuzzer target: one serialized RankRequest
  * through a worker's rk_service_handle, as rankd runs it: the wire check
  * (NUL bytes in strings, repeated singular messages, field numbers), the
- * arena-bounded protobuf-c decode, validation of every field and scoring
+ * arena-bounded decode (rankd's own, protobuf-c for what it refuses), validation of every field and scoring
  * on a small model saved and opened at start-up. Any input must end in a
  * gRPC status with a message, never a crash; an OK response must decode.
  * RK_FUZZ_SEED_OUT=FILE writes one valid request there (the seed corpus).

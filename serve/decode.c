@@ -1,0 +1,325 @@
+/*
+ * serve/decode.c — rankd's own decoder of a RankRequest: the wire bytes
+ * straight into the protobuf-c structs the service reads, for requests that
+ * are valid.
+ *
+ * protobuf-c stays the reference. rk_rank_request_decode accepts exactly
+ * the inputs that rk_pb_check passes and rankd__v1__rank_request__unpack
+ * decodes, and builds the same tree (unknown fields are skipped, not kept):
+ * tags of at most 5 bytes numbered 1..2^29-1, varints of at most 10 bytes,
+ * length prefixes of at most 5 bytes and at most INT_MAX, wire types 0, 1,
+ * 2 and 5 only, each known field in its own wire type (repeated floats
+ * packed or not, a packed run a multiple of 4 bytes), no NUL inside a
+ * string, a singular message (user) at most once, the last of a repeated
+ * singular scalar or string winning, a bool in any wire type, true when any
+ * byte of its value has a low bit set (protobuf-c 1.4 does not check a
+ * bool's wire type). Anything else returns -1 and the caller runs the
+ * reference path (rk_pb_check, then unpack), which names the problem: the
+ * error texts are protobuf-c's and rk_pb_check's by construction.
+ * tests/fuzz/fuzz_decode.c checks both decoders against each other.
+ *
+ * Each message is walked twice: a scan of its own tags (nested messages
+ * skipped by length) that counts its repeated fields, then the fill, so
+ * every array is allocated once at its size. Allocations go through the
+ * caller's allocator (the service's per-request arena); candidates and
+ * their sub-messages are allocated as arrays, not one by one. Bytes fields
+ * (content_text, content_image) point into buf, which must outlive the
+ * decoded request; strings are copied (NUL-terminated).
+ */
+#include <limits.h>
+#include <string.h>
+
+#include "internal.h"
+#include "rank.pb-c.h"
+
+#define MAX_FIELD ((1u << 29) - 1)
+
+typedef struct {
+    ProtobufCAllocator *a;
+    int oom; /* an allocation failed */
+} dec;
+
+typedef struct { /* one field as read from the wire */
+    uint32_t num;
+    unsigned wt;
+    const uint8_t *data; /* wire type 2: the payload; 1 and 5: the bytes */
+    size_t len;          /* wire type 2: the payload's length */
+    const uint8_t *raw;  /* the value as on the wire (a length prefix included) */
+    size_t raw_len;
+} wfield;
+
+/* Read one field at *p; -1 when it is malformed for protobuf-c or
+ * rk_pb_check (the reference path then says which). */
+static inline int next_field(const uint8_t **pp, const uint8_t *end, wfield *f) {
+    const uint8_t *p = *pp;
+    uint64_t tag = 0;
+    int i = 0;
+    if (p < end && !(p[0] & 0x80)) { /* fields 1..15: one byte */
+        tag = p[0];
+    } else {
+        for (;; i++) {
+            if (i == 5 || p + i >= end) return -1;
+            tag |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+            if (!(p[i] & 0x80)) break;
+        }
+    }
+    p += i + 1;
+    f->raw = p;
+    f->num = (uint32_t)(tag >> 3);
+    f->wt = (unsigned)(tag & 7);
+    if ((tag >> 3) == 0 || (tag >> 3) > MAX_FIELD) return -1;
+    switch (f->wt) {
+    case 0:
+        for (i = 0;; i++) {
+            if (i == 10 || p + i >= end) return -1;
+            if (!(p[i] & 0x80)) break;
+        }
+        p += i + 1;
+        break;
+    case 1:
+    case 5: {
+        size_t w = f->wt == 1 ? 8 : 4;
+        if ((size_t)(end - p) < w) return -1;
+        f->data = p;
+        f->len = w;
+        p += w;
+        break;
+    }
+    case 2: {
+        uint64_t n = 0;
+        i = 0;
+        if (p < end && !(p[0] & 0x80)) { /* under 128 bytes: one byte */
+            n = p[0];
+        } else {
+            for (;; i++) {
+                if (i == 5 || p + i >= end) return -1;
+                n |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+                if (!(p[i] & 0x80)) break;
+            }
+        }
+        p += i + 1;
+        if (n > INT_MAX || n > (uint64_t)(end - p)) return -1;
+        f->data = p;
+        f->len = (size_t)n;
+        p += n;
+        break;
+    }
+    default: return -1;
+    }
+    f->raw_len = (size_t)(p - f->raw);
+    *pp = p;
+    return 0;
+}
+
+/* A bool as protobuf-c 1.4 reads one: in any wire type, true when a byte
+ * of the value (a length prefix included) has one of its low 7 bits set. */
+static int get_bool(const wfield *f) {
+    for (size_t i = 0; i < f->raw_len; i++)
+        if (f->raw[i] & 0x7f) return 1;
+    return 0;
+}
+
+static void *dalloc(dec *d, size_t n) {
+    void *p = d->a->alloc(d->a->allocator_data, n ? n : 1);
+    if (!p) d->oom = 1;
+    return p;
+}
+
+/* A string field: wire type 2, no NUL inside; a NUL-terminated copy. */
+static int get_str(dec *d, const wfield *f, char **out) {
+    if (f->wt != 2 || memchr(f->data, 0, f->len)) return -1;
+    char *s = dalloc(d, f->len + 1);
+    if (!s) return -1;
+    memcpy(s, f->data, f->len);
+    s[f->len] = 0;
+    *out = s;
+    return 0;
+}
+
+static int get_float(const wfield *f, float *out) {
+    if (f->wt != 5) return -1;
+    memcpy(out, f->data, 4); /* little-endian wire, as protobuf-c assumes on this host */
+    return 0;
+}
+
+/* An array of n elements (NULL when n is 0, as protobuf-c leaves repeated
+ * fields); NULL and d->oom on failure. n is at most the message's length. */
+static void *alloc_n(dec *d, size_t n, size_t size) { return n ? dalloc(d, n * size) : NULL; }
+
+static int sparse_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__SparseFeature *m) {
+    rankd__v1__sparse_feature__init(m);
+    wfield f;
+    size_t nv = 0;
+    for (const uint8_t *q = p; q < end;) {
+        if (next_field(&q, end, &f)) return -1;
+        if (f.num == 2) nv++;
+    }
+    m->values = alloc_n(d, nv, sizeof *m->values);
+    if (d->oom) return -1;
+    while (p < end) {
+        next_field(&p, end, &f);
+        if (f.num == 1 && get_str(d, &f, &m->name)) return -1;
+        if (f.num == 2 && get_str(d, &f, &m->values[m->n_values++])) return -1;
+    }
+    return 0;
+}
+
+static int dense_msg(const uint8_t *p, const uint8_t *end, Rankd__V1__DenseFeature *m, dec *d) {
+    rankd__v1__dense_feature__init(m);
+    wfield f;
+    while (p < end) {
+        if (next_field(&p, end, &f)) return -1;
+        if (f.num == 1 && get_str(d, &f, &m->name)) return -1;
+        if (f.num == 2 && get_float(&f, &m->value)) return -1;
+    }
+    return 0;
+}
+
+/* The sparse (field 2) and dense (field 3) lists of a User or Candidate:
+ * arrays of ns / nd structs behind their pointer arrays. */
+typedef struct {
+    Rankd__V1__SparseFeature *sv;
+    Rankd__V1__DenseFeature *dv;
+} feat_store;
+
+static void feat_alloc(dec *d, size_t ns, size_t nd, Rankd__V1__SparseFeature ***sp, Rankd__V1__DenseFeature ***dp,
+                       feat_store *fs) {
+    *sp = alloc_n(d, ns, sizeof **sp);
+    fs->sv = alloc_n(d, ns, sizeof *fs->sv);
+    *dp = alloc_n(d, nd, sizeof **dp);
+    fs->dv = alloc_n(d, nd, sizeof *fs->dv);
+}
+
+static int add_sparse(dec *d, const wfield *f, feat_store *fs, Rankd__V1__SparseFeature **arr, size_t *n) {
+    if (f->wt != 2) return -1;
+    Rankd__V1__SparseFeature *m = &fs->sv[*n];
+    if (sparse_msg(d, f->data, f->data + f->len, m)) return -1;
+    arr[(*n)++] = m;
+    return 0;
+}
+
+static int add_dense(dec *d, const wfield *f, feat_store *fs, Rankd__V1__DenseFeature **arr, size_t *n) {
+    if (f->wt != 2) return -1;
+    Rankd__V1__DenseFeature *m = &fs->dv[*n];
+    if (dense_msg(f->data, f->data + f->len, m, d)) return -1;
+    arr[(*n)++] = m;
+    return 0;
+}
+
+static int user_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__User *m) {
+    rankd__v1__user__init(m);
+    wfield f;
+    size_t ns = 0, nd = 0, nh = 0;
+    for (const uint8_t *q = p; q < end;) {
+        if (next_field(&q, end, &f)) return -1;
+        ns += f.num == 2, nd += f.num == 3, nh += f.num == 4;
+    }
+    feat_store fs;
+    feat_alloc(d, ns, nd, &m->sparse, &m->dense, &fs);
+    m->recent_item_ids = alloc_n(d, nh, sizeof *m->recent_item_ids);
+    if (d->oom) return -1;
+    while (p < end) {
+        next_field(&p, end, &f);
+        int bad = 0;
+        switch (f.num) {
+        case 1: bad = get_str(d, &f, &m->user_id); break;
+        case 2: bad = add_sparse(d, &f, &fs, m->sparse, &m->n_sparse); break;
+        case 3: bad = add_dense(d, &f, &fs, m->dense, &m->n_dense); break;
+        case 4: bad = get_str(d, &f, &m->recent_item_ids[m->n_recent_item_ids++]); break;
+        default: break; /* unknown: skipped */
+        }
+        if (bad) return -1;
+    }
+    return 0;
+}
+
+/* content_embedding: one float (wire type 5) or a packed run (2). */
+static int emb_count(const wfield *f, size_t *n) {
+    if (f->wt == 5) *n += 1;
+    else if (f->wt == 2 && f->len % 4 == 0) *n += f->len / 4;
+    else return -1;
+    return 0;
+}
+
+static int cand_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Candidate *m) {
+    rankd__v1__candidate__init(m);
+    wfield f;
+    size_t ns = 0, nd = 0, ne = 0;
+    for (const uint8_t *q = p; q < end;) {
+        if (next_field(&q, end, &f)) return -1;
+        ns += f.num == 2, nd += f.num == 3;
+        if (f.num == 4 && emb_count(&f, &ne)) return -1;
+    }
+    feat_store fs;
+    feat_alloc(d, ns, nd, &m->sparse, &m->dense, &fs);
+    m->content_embedding = alloc_n(d, ne, sizeof *m->content_embedding);
+    if (d->oom) return -1;
+    while (p < end) {
+        next_field(&p, end, &f);
+        int bad = 0;
+        switch (f.num) {
+        case 1: bad = get_str(d, &f, &m->ad_id); break;
+        case 2: bad = add_sparse(d, &f, &fs, m->sparse, &m->n_sparse); break;
+        case 3: bad = add_dense(d, &f, &fs, m->dense, &m->n_dense); break;
+        case 4: /* wire type checked by emb_count */
+            if (f.len) memcpy(m->content_embedding + m->n_content_embedding, f.data, f.len);
+            m->n_content_embedding += f.len / 4;
+            break;
+        case 5:
+        case 6: {
+            ProtobufCBinaryData *b = f.num == 5 ? &m->content_text : &m->content_image;
+            if (f.wt != 2) {
+                bad = 1;
+                break;
+            }
+            b->data = f.len ? (uint8_t *)f.data : NULL;
+            b->len = f.len;
+            break;
+        }
+        default: break;
+        }
+        if (bad) return -1;
+    }
+    return 0;
+}
+
+int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a, Rankd__V1__RankRequest **out) {
+    dec d = {a, 0};
+    const uint8_t *p = buf, *end = buf + len;
+    *out = NULL;
+    Rankd__V1__RankRequest *m = dalloc(&d, sizeof *m);
+    if (!m) return -1;
+    rankd__v1__rank_request__init(m);
+    wfield f;
+    size_t nc = 0, nu = 0;
+    for (const uint8_t *q = p; q < end;) {
+        if (next_field(&q, end, &f)) return -1;
+        nc += f.num == 5, nu += f.num == 4;
+    }
+    if (nu > 1) return -1; /* user given twice: rk_pb_check names it */
+    m->candidates = alloc_n(&d, nc, sizeof *m->candidates);
+    Rankd__V1__Candidate *cv = alloc_n(&d, nc, sizeof *cv);
+    m->user = alloc_n(&d, nu, sizeof *m->user);
+    if (d.oom) return -1;
+    while (p < end) {
+        next_field(&p, end, &f);
+        int bad = 0;
+        switch (f.num) {
+        case 1: bad = get_str(&d, &f, &m->request_id); break;
+        case 2: bad = get_str(&d, &f, &m->model_name); break;
+        case 3: bad = get_str(&d, &f, &m->model_version); break;
+        case 4: bad = f.wt != 2 || user_msg(&d, f.data, f.data + f.len, m->user); break;
+        case 5:
+            bad = f.wt != 2 || cand_msg(&d, f.data, f.data + f.len, &cv[m->n_candidates]);
+            m->candidates[m->n_candidates] = &cv[m->n_candidates];
+            m->n_candidates++;
+            break;
+        case 6: m->return_tower_scores = get_bool(&f); break;
+        case 7: m->return_timing = get_bool(&f); break;
+        default: break;
+        }
+        if (bad) return -1;
+    }
+    *out = m;
+    return 0;
+}
