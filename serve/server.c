@@ -43,11 +43,14 @@
  * preempts it at once. The only lock it shares with the workers is vmu,
  * held for a pointer insert. A load takes longer on a busy CPU while the
  * old version keeps serving (bench/RESULTS.md, bench-swap). The admin
- * thread stays at normal priority: the store's row-cache update takes the
- * cache shard locks the workers' lookups take, and a starved holder would
- * stall them (for RAM tables, updates are queued without a lock and the
- * next lookup writes them, rank/model.c; the version reference of an Admin
- * call is taken by the acceptor).
+ * thread runs at nice 19, not SCHED_IDLE: the store's row-cache update
+ * takes the cache shard locks the workers' lookups take, and a SCHED_IDLE
+ * holder could be starved by other processes while a worker waits on it;
+ * at nice 19 it still gets its small share (for RAM tables, updates are
+ * queued without a lock and the next lookup writes them, rank/model.c; the
+ * version reference of an Admin call is taken by the acceptor). On an idle
+ * 2-core machine this took bench-ops' updates_p99_ratio from 8.78 to 2.66
+ * (SCHED_IDLE: 2.31-2.43; bench/RESULTS.md).
  *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
@@ -1019,6 +1022,7 @@ static void *worker_main(void *arg) {
     int is_admin = w->idx == s->n_workers;
     callq *q = is_admin ? &s->aq : &s->rq;
     call_ctx *c;
+    if (is_admin) (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19); /* header comment */
     while ((c = q_pop(q))) {
         if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
         double t0 = rk_now();
