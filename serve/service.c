@@ -678,16 +678,17 @@ static uint32_t us(double seconds) {
 /* A candidate's content field that this version cannot use is refused, as
  * an unknown feature name is (a client would otherwise believe it counted):
  * content_embedding / content_text / content_image on a model without a
- * semantic-ID ad feature, content_text without --encoder, content_image
+ * semantic-ID ad feature (content_text: nor an EmbSum bundle), content_text
+ * without --encoder, content_image
  * without --image-encoder. Text of only whitespace is no text. */
 static int unused_content(const rk_service *s, const Rankd__V1__Candidate *c, int i, int sid_ad, rk_err *err) {
     int text = 0;
     for (size_t k = 0; k < c->content_text.len && !text; k++)
         text = !memchr(" \t\n\r\f\v", c->content_text.data[k], 6);
-    const char *f = c->n_content_embedding ? "content_embedding" : text ? "content_text"
+    /* content_text also feeds an attached EmbSum bundle (the CPE of an unknown ad) */
+    const char *f = c->n_content_embedding ? "content_embedding" : text && !s->es ? "content_text"
                   : c->content_image.len ? "content_image" : NULL;
-    if (!f) return ST_OK;
-    if (!sid_ad)
+    if (f && !sid_ad)
         return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s: model '%s' has no semantic-ID ad feature to "
                      "assign codes from it (leave it unset for this model)", i, f, s->cfg->name);
     if (text && !s->enc)
