@@ -30,8 +30,12 @@
  * and schema.json (the input schema, the row counts and positive rates).
  * Each file is written to NAME.tmp, fsynced and renamed in. Every error
  * names the file, row and column. The input is read whole into memory.
+ *
+ * The engine (rk_data_log_convert: schema roles, the split, the TSV writer)
+ * is shared with the MovieLens preset (rank/data_movielens.c), which joins
+ * and derives its columns into an in-memory log and declares its schema.
  */
-#include "rank.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -361,27 +365,39 @@ static rk_status close_out(out_file *of, int publish, rk_err *err) {
     return RK_OK;
 }
 
-static rk_status write_schema(const char *dir, json_t *root, const out_file *of, rk_err *err) {
+static rk_status write_schema(const char *dir, json_t *root, const size_t *rows_of, const size_t *pos_of, rk_err *err) {
     static const char *const names[3] = {"train", "valid", "test"};
     json_t *o = json_deep_copy(root), *rows = json_object();
     for (int i = 0; i < 3; i++)
-        json_object_set_new(rows, names[i], json_pack("{s:I,s:f}", "rows", (json_int_t)of[i].rows, "positive_rate",
-                                                     of[i].rows ? (double)of[i].pos / (double)of[i].rows : 0.0));
+        json_object_set_new(rows, names[i], json_pack("{s:I,s:f}", "rows", (json_int_t)rows_of[i], "positive_rate",
+                                                     rows_of[i] ? (double)pos_of[i] / (double)rows_of[i] : 0.0));
     json_object_set_new(o, "written", rows);
-    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    rk_status st = rk_data_write_json(dir, "schema.json", o, err);
     json_decref(o);
-    if (!text) return rk_fail(err, RK_ENOMEM, "schema.json: out of memory");
+    return st;
+}
+
+rk_status rk_data_write_json(const char *dir, const char *name, const json_t *o, rk_err *err) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/schema.json", dir);
-    rk_status s = rk_write_file(path, text, strlen(text), err);
-    free(text);
-    return s;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+        return rk_fail(err, RK_EINVAL, "%s: output path too long", dir);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER), *b = NULL;
+    size_t n = text ? strlen(text) : 0;
+    rk_status st = text && (b = rk_malloc(n + 1)) ? RK_OK : rk_fail(err, RK_ENOMEM, "%s: out of memory", name);
+    if (st == RK_OK) {
+        memcpy(b, text, n);
+        b[n] = '\n';
+        st = rk_write_file_atomic(path, b, n + 1, err);
+    }
+    free(text); /* jansson's allocator */
+    rk_free(b);
+    return st;
 }
 
 /* ---------------------------------------------------------------- main */
 
 static rk_status convert(log_schema *s, json_t *root, char *buf, size_t len, const char *file, const char *out_dir,
-                         rk_err *err) {
+                         size_t min_train, size_t rows[3], size_t pos[3], rk_err *err) {
     rk_dsv_reader r = {file, NULL, 0, buf, buf + len, 0, s->delim, s->quotes};
     rk_dsv_skip_bom(&r);
     size_t total = rk_dsv_count(r.p, r.end, s->delim, s->quotes);
@@ -406,7 +422,7 @@ static rk_status convert(log_schema *s, json_t *root, char *buf, size_t len, con
     int pending = !s->header; /* without a header the first record is data */
     size_t n_rec = total - (size_t)s->header, n_train = (size_t)((double)n_rec * (1 - s->valid - s->test));
     size_t n_valid = (size_t)((double)n_rec * (1 - s->test)) - n_train;
-    if (n_train == 0) {
+    if (n_train < min_train) {
         st = rk_fail(err, RK_EFORMAT, "%s: %zu data record%s: too few for a train split (valid %g, test %g)", file, n_rec,
                      n_rec == 1 ? "" : "s", s->valid, s->test);
         goto done;
@@ -438,51 +454,67 @@ static rk_status convert(log_schema *s, json_t *root, char *buf, size_t len, con
     }
     if (n_rec > 100000) rk_progress_finish(&pg);
     for (int i = 0; i < 3 && st == RK_OK; i++) st = close_out(&of[i], 1, err);
-    if (st == RK_OK) st = write_schema(out_dir, root, of, err);
-    if (st == RK_OK) st = rk_fsync_dir(out_dir, err);
-    if (st == RK_OK)
-        rk_info("data log: %s -> %s: train %zu / valid %zu / test %zu rows, positive rate %.4f / %.4f / %.4f", file, out_dir,
-                of[0].rows, of[1].rows, of[2].rows, of[0].rows ? (double)of[0].pos / (double)of[0].rows : 0.0,
-                of[1].rows ? (double)of[1].pos / (double)of[1].rows : 0.0,
-                of[2].rows ? (double)of[2].pos / (double)of[2].rows : 0.0);
+    for (int i = 0; i < 3; i++) rows[i] = of[i].rows, pos[i] = of[i].pos;
 done:
     for (int i = 0; i < 3; i++) close_out(&of[i], 0, NULL);
     rk_free(f);
     return st;
 }
 
-rk_status rk_data_log(const char *schema_path, const char *in_path, const char *out_dir, rk_err *err) {
+/* The schema's top-level keys and the input's format (delimiter, quotes,
+ * header, missing). */
+static rk_status schema_top(log_schema *s, json_t *root, rk_err *err) {
     static const char *const keys[] = {"delimiter", "quotes", "header", "columns", "label", "missing", "features", "crosses",
                                        "split", NULL};
+    rk_status st = json_is_object(root) ? check_keys(root, "schema", keys, err) : rk_fail(err, RK_EINVAL, "schema: expected an object");
+    if (st == RK_OK) st = check_strings(root, "schema", (const char *const[]){"delimiter", "label", NULL}, err);
+    if (st) return st;
+    const char *d = str_of(root, "delimiter", "\t");
+    json_t *q = json_object_get(root, "quotes"), *h = json_object_get(root, "header");
+    s->missing = json_object_get(root, "missing");
+    if (strlen(d) != 1) return rk_fail(err, RK_EINVAL, "schema delimiter: one character, e.g. \"\\t\" or \",\"");
+    if ((q && !json_is_boolean(q)) || (h && !json_is_boolean(h)) || (s->missing && !json_is_array(s->missing)))
+        return rk_fail(err, RK_EINVAL, "schema: quotes and header are true or false, missing an array of strings");
+    for (size_t i = 0; s->missing && i < json_array_size(s->missing); i++)
+        if (!json_is_string(json_array_get(s->missing, i))) return rk_fail(err, RK_EINVAL, "schema missing[%zu]: expected a string", i);
+    s->delim = d[0];
+    s->quotes = q ? json_is_true(q) : s->delim == ',';
+    s->header = h ? json_is_true(h) : 1;
+    return RK_OK;
+}
+
+rk_status rk_data_log_convert(json_t *schema, char *buf, size_t len, const char *file, const char *out_dir, size_t min_train,
+                              size_t rows[3], size_t pos[3], rk_err *err) {
+    log_schema s = {0};
+    rk_status st = schema_top(&s, schema, err);
+    if (st == RK_OK) st = convert(&s, schema, buf, len, file, out_dir, min_train, rows, pos, err);
+    schema_free(&s);
+    return st;
+}
+
+rk_status rk_data_log(const char *schema_path, const char *in_path, const char *out_dir, rk_err *err) {
     json_error_t je;
     json_t *root = json_load_file(schema_path, JSON_REJECT_DUPLICATES, &je);
     if (!root) return rk_fail(err, RK_EFORMAT, "%s: %s (line %d)", schema_path, je.text, je.line);
-    log_schema s = {0};
+    log_schema top = {0}; /* schema errors before the input is read */
     char *buf = NULL;
-    size_t len = 0;
-    rk_status st = json_is_object(root) ? check_keys(root, "schema", keys, err) : rk_fail(err, RK_EINVAL, "schema: expected an object");
-    if (st == RK_OK) st = check_strings(root, "schema", (const char *const[]){"delimiter", "label", NULL}, err);
-    const char *d = str_of(root, "delimiter", "\t");
-    json_t *q = json_object_get(root, "quotes"), *h = json_object_get(root, "header");
-    s.missing = json_object_get(root, "missing");
-    if (st == RK_OK && strlen(d) != 1) st = rk_fail(err, RK_EINVAL, "schema delimiter: one character, e.g. \"\\t\" or \",\"");
-    if (st == RK_OK && ((q && !json_is_boolean(q)) || (h && !json_is_boolean(h)) || (s.missing && !json_is_array(s.missing))))
-        st = rk_fail(err, RK_EINVAL, "schema: quotes and header are true or false, missing an array of strings");
-    for (size_t i = 0; st == RK_OK && s.missing && i < json_array_size(s.missing); i++)
-        if (!json_is_string(json_array_get(s.missing, i))) st = rk_fail(err, RK_EINVAL, "schema missing[%zu]: expected a string", i);
-    s.delim = d[0];
-    s.quotes = q ? json_is_true(q) : s.delim == ',';
-    s.header = h ? json_is_true(h) : 1;
+    size_t len = 0, rows[3] = {0}, pos[3] = {0};
+    rk_status st = schema_top(&top, root, err);
     /* an output that can never be a directory fails before the input is read */
     if (st == RK_OK && rk_path_exists(out_dir) && !rk_is_dir(out_dir))
         st = rk_fail(err, RK_EINVAL, "output directory (--out) %s: exists and is not a directory", out_dir);
     if (st == RK_OK) st = rk_read_file(in_path, &buf, &len, err);
-    if (st == RK_OK) st = convert(&s, root, buf, len, in_path, out_dir, err);
+    if (st == RK_OK) st = rk_data_log_convert(root, buf, len, in_path, out_dir, 1, rows, pos, err);
+    if (st == RK_OK) st = write_schema(out_dir, root, rows, pos, err);
+    if (st == RK_OK) st = rk_fsync_dir(out_dir, err);
+    if (st == RK_OK)
+        rk_info("data log: %s -> %s: train %zu / valid %zu / test %zu rows, positive rate %.4f / %.4f / %.4f", in_path, out_dir,
+                rows[0], rows[1], rows[2], rows[0] ? (double)pos[0] / (double)rows[0] : 0.0,
+                rows[1] ? (double)pos[1] / (double)rows[1] : 0.0, rows[2] ? (double)pos[2] / (double)rows[2] : 0.0);
     /* schema errors name the schema file; input and output errors their own paths */
     const char *m = err ? err->msg : "";
     if (st && st != RK_ENOMEM && !strstr(m, in_path) && !strstr(m, out_dir)) rk_err_prefix(err, "%s", schema_path);
     rk_free(buf);
-    schema_free(&s);
     json_decref(root);
     return st;
 }

@@ -28,10 +28,14 @@
  *      the user's list; its last <= 20 entries, newest first, are the
  *      history. Events with the same earlier timestamp count as more recent
  *      the later they are in the global order (i.e. larger movieId).
- *   5. Split by position: n_train = floor(0.8 n), n_valid = floor(0.9 n) -
- *      n_train, the rest is test. Each file is built in memory, written to
- *      "<name>.tmp", fsynced and renamed into place; schema.json goes last,
- *      then the directory is fsynced.
+ *   5. The events, joined and derived into the columns of COLS, form one
+ *      in-memory tab-separated log that goes through `rank data log`'s
+ *      engine (rk_data_log_convert, rank/data_log.c) under the schema this
+ *      preset declares (log_schema_json): the ordered split n_train =
+ *      floor(0.8 n), n_valid = floor(0.9 n) - n_train, the rest test, and
+ *      its TSV writer ("<name>.tmp", fsynced, renamed into place).
+ *      schema.json (this preset's own, with the split's time ranges and
+ *      cold-start counts) goes last, then the directory is fsynced.
  *
  *   6. items.csv (movieId, title, genres, tags): the content text of each
  *      movie for the text encoder, with tags.csv joined per movie (distinct
@@ -394,27 +398,56 @@ static rk_status write_atomic(const char *dir, const char *name, const char *dat
     return rk_write_file_atomic(path, data, len, err);
 }
 
-static rk_status write_split(const char *dir, const char *name, const event *ev, size_t lo,
-                             size_t hi, const movie *mv, const upos *byuser, rk_err *err) {
-    sbuf b = {0};
+/* The joined, derived log: one record per event in global order, the
+ * columns of COLS, tab-separated with a header; the generic engine
+ * (rk_data_log_convert) splits and writes it. */
+static rk_status build_log(sbuf *b, const event *ev, size_t n, const movie *mv, const upos *byuser, rk_err *err) {
     int bad = 0;
     for (size_t c = 0; c < N_COLS; c++) {
-        bad |= sbuf_put(&b, COLS[c][0], strlen(COLS[c][0]));
-        bad |= sbuf_put(&b, c + 1 < N_COLS ? "\t" : "\n", 1);
+        bad |= sbuf_put(b, COLS[c][0], strlen(COLS[c][0]));
+        bad |= sbuf_put(b, c + 1 < N_COLS ? "\t" : "\n", 1);
     }
-    for (size_t i = lo; i < hi && !bad; i++) {
+    for (size_t i = 0; i < n && !bad; i++) {
         const event *e = &ev[i];
         const movie *m = &mv[e->midx];
-        bad |= sbuf_printf(&b, "%d\t%lld\t%lld\t%lld\t%s\t%s\t%d\t%d\t", e->label,
+        bad |= sbuf_printf(b, "%d\t%lld\t%lld\t%lld\t%s\t%s\t%d\t%d\t", e->label,
                            (long long)e->ts, (long long)e->user, (long long)e->movie, m->genres,
                            m->year, e->hour, e->weekday);
         for (unsigned h = 0; h < e->hist_len; h++)
-            bad |= sbuf_printf(&b, h ? "|%lld" : "%lld",
+            bad |= sbuf_printf(b, h ? "|%lld" : "%lld",
                                (long long)ev[byuser[e->hist_end - 1 - h].pos].movie);
-        bad |= sbuf_printf(&b, "\t%s\n", e->rating);
+        bad |= sbuf_printf(b, "\t%s\n", e->rating);
     }
-    rk_status s = bad ? rk_fail(err, RK_ENOMEM, "%s: out of memory building the file", name)
-                      : write_atomic(dir, name, b.p, b.len, err);
+    return bad ? rk_fail(err, RK_ENOMEM, "movielens: out of memory building the log") : RK_OK;
+}
+
+/* The preset's schema for the engine: the log above (tab, no quotes, a
+ * header), every column a feature under its own name ('|'-lists multi-valued,
+ * the rating dense), and the ordered 80/10/10 split. NULL when out of memory. */
+static json_t *log_schema_json(void) {
+    json_t *fs = json_array();
+    for (size_t c = 1; c < N_COLS && fs; c++) {
+        int list = strstr(COLS[c][1], "_list") != NULL, dense = !strcmp(COLS[c][1], "float");
+        json_t *f = json_pack("{s:s,s:s}", "column", COLS[c][0], "kind", dense ? "dense" : "sparse");
+        if (f && list && json_object_set_new(f, "separator", json_string("|"))) json_decref(f), f = NULL;
+        if (!f || json_array_append_new(fs, f)) json_decref(fs), fs = NULL;
+    }
+    if (!fs) return NULL;
+    return json_pack("{s:s,s:b,s:b,s:s,s:o,s:{s:s,s:f,s:f}}", "delimiter", "\t", "quotes", 0, "header", 1, "label", "label",
+                     "features", fs, "split", "method", "ordered", "valid", 0.1, "test", 0.1);
+}
+
+/* The joined log through the engine (which makes out_dir); rows/pos: per
+ * split (train, valid, test), the rows and positives it wrote. */
+static rk_status write_splits(const char *out_dir, const event *ev, size_t n, const movie *mv, const upos *byuser,
+                              size_t rows[3], size_t pos[3], rk_err *err) {
+    sbuf b = {0};
+    json_t *schema = NULL;
+    rk_status s = build_log(&b, ev, n, mv, byuser, err);
+    if (s == RK_OK && !(schema = log_schema_json())) s = rk_fail(err, RK_ENOMEM, "movielens: out of memory");
+    if (s == RK_OK)
+        s = rk_data_log_convert(schema, b.p, b.len, "movielens (ratings.csv joined with movies.csv)", out_dir, 0, rows, pos, err);
+    json_decref(schema);
     rk_free(b.p);
     return s;
 }
@@ -560,18 +593,8 @@ static rk_status write_schema(const char *dir, const char *in_dir, const split_i
     }
     jset(root, "sources", src, &bad);
 
-    char *text = bad ? NULL : json_dumps(root, JSON_INDENT(2));
+    rk_status s = bad ? rk_fail(err, RK_ENOMEM, "schema.json: out of memory") : rk_data_write_json(dir, "schema.json", root, err);
     json_decref(root);
-    if (!text) return rk_fail(err, RK_ENOMEM, "schema.json: out of memory");
-    size_t len = strlen(text);
-    rk_status s;
-    sbuf b = {0};
-    if (sbuf_put(&b, text, len) || sbuf_put(&b, "\n", 1))
-        s = rk_fail(err, RK_ENOMEM, "schema.json: out of memory");
-    else
-        s = write_atomic(dir, "schema.json", b.p, b.len, err);
-    free(text); /* jansson's allocator */
-    rk_free(b.p);
     return s;
 }
 
@@ -755,15 +778,13 @@ rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err
         a = b;
     }
 
-    size_t n_train = n * 8 / 10, n_valid = n * 9 / 10 - n_train;
-    split_info sp[3] = {{"train", "train.tsv", 0, n_train, 0},
-                        {"valid", "valid.tsv", n_train, n_train + n_valid, 0},
-                        {"test", "test.tsv", n_train + n_valid, n, 0}};
-    size_t n_pos = 0;
-    for (int i = 0; i < 3; i++) {
-        for (size_t k = sp[i].lo; k < sp[i].hi; k++) sp[i].pos += ev[k].label;
-        n_pos += sp[i].pos;
-    }
+    size_t rows[3] = {0}, pos[3] = {0};
+    if ((s = write_splits(out_dir, ev, n, mv, byuser, rows, pos, err)) != RK_OK) goto done;
+    size_t n_train = rows[0];
+    split_info sp[3] = {{"train", "train.tsv", 0, rows[0], pos[0]},
+                        {"valid", "valid.tsv", rows[0], rows[0] + rows[1], pos[1]},
+                        {"test", "test.tsv", rows[0] + rows[1], n, pos[2]}};
+    size_t n_pos = pos[0] + pos[1] + pos[2];
 
     /* Cold start in test: bit 1 = seen in train, bit 2 = seen in test. */
     user_flags = rk_calloc(n_users, 1);
@@ -784,11 +805,6 @@ rk_status rk_data_movielens(const char *in_dir, const char *out_dir, rk_err *err
         if (item_flags[m] & 2) cs.test_items++, cs.cold_items += !(item_flags[m] & 1);
     for (size_t k = sp[2].lo; k < n; k++) cs.cold_item_rows += !(item_flags[ev[k].midx] & 1);
 
-    if ((s = rk_mkdir_p(out_dir, err)) != RK_OK) goto done;
-    for (int i = 0; i < 3; i++)
-        if ((s = write_split(out_dir, sp[i].file, ev, sp[i].lo, sp[i].hi, mv, byuser, err)) !=
-            RK_OK)
-            goto done;
     if ((s = write_items(in_dir, out_dir, mv, n_mv, err)) != RK_OK) goto done;
     if ((s = write_schema(out_dir, in_dir, sp, ev, n, n_pos, n_mv, &cs, rlen, ratings_h, mlen,
                           movies_h, err)) != RK_OK)

@@ -203,4 +203,16 @@ const char *rk_dense_why(const rk_feature *f, double raw);
 
 
 
+/* The engine of `rank data log` (rank/data_log.c), shared by its presets
+ * (MovieLens): the delimited log in buf (len bytes, parsed in place; file
+ * names it in errors) by the schema object (the keys of a schema file) into
+ * out_dir's train.tsv, valid.tsv and test.tsv, each fsynced and renamed in.
+ * Fewer than min_train train rows is an error. rows/pos: rows and positives
+ * written per split (train, valid, test). schema.json is the caller's. */
+rk_status rk_data_log_convert(json_t *schema, char *buf, size_t len, const char *file, const char *out_dir, size_t min_train,
+                              size_t rows[3], size_t pos[3], rk_err *err);
+/* dir/name: the JSON object o, indented by 2, one newline at the end,
+ * written atomically (rk_write_file_atomic): the data converters' schema.json. */
+rk_status rk_data_write_json(const char *dir, const char *name, const json_t *o, rk_err *err);
+
 #endif
