@@ -563,10 +563,22 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
         time.sleep(1.1)
         req.request_id = "bad-last"
         rank_err(stub, req)
-        # an overload episode: one worker, a queue of 1, a burst of big calls
-        futs = [stub.Rank.future(make_request(rank_pb2, i, 1000), timeout=60) for i in range(40)]
-        rejected = sum(1 for f in futs if f.exception(timeout=120) is not None
-                       and f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # an overload episode: one worker, a queue of 1, a burst of big calls;
+        # the requests are built before the burst (building one in Python
+        # took longer than rankd took to score it, so a burst could arrive
+        # slower than it was served), and a burst is repeated, at most 5
+        # times, until one is rejected
+        burst = [make_request(rank_pb2, i, 1000) for i in range(60)]
+        rejected = sent = 0
+        for _ in range(5):
+            futs = [stub.Rank.future(q, timeout=60) for q in burst]
+            sent += len(futs)
+            rejected = sum(1 for f in futs if f.exception(timeout=120) is not None
+                           and f.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED)
+            if rejected:
+                break
+        if not rejected:
+            fail("overload: 5 bursts of %d calls into a queue of 1, none rejected" % len(burst))
         time.sleep(1.2)
         health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)  # ends the episode
         r.wait_log(r"overload over: \d+ calls rejected")
@@ -579,7 +591,7 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
     if not any("listening on" in m and "threads=1 " in m for m in msgs):
         fail("logs: --threads on the command line did not win over the config file")
     access = [m for m in msgs if m.startswith("access: ")]
-    worked = 10 + 4 + 40 - rejected  # calls a worker answered, in order; the 4 errors are calls 11-14
+    worked = 10 + 4 + sent - rejected  # calls a worker answered, in order; the 4 errors are calls 11-14
     if len(access) != worked // 5:
         fail("logs: %d access lines for %d calls, sample 1/5" % (len(access), worked))
     errs = [m for m in msgs if m.startswith("rank error: ")]
