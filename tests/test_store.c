@@ -1283,7 +1283,7 @@ Test(cli, store_apply_input_errors_and_ensembles, .init = mk_tmp, .fini = rm_tmp
         int rc;
         const char *want;
     } raw[] = {
-        {"3 1 2\0003 4\n", 12, 1, "line 1: a NUL byte at byte 6"},
+        {"3 1 2\0003 4\n", 10, 1, "line 1: a NUL byte at byte 6"},
         {"2 1 2 3 4\n\0\n", 12, 1, "line 2: a NUL byte at byte 1"},
         {"10 1 2 3 4\n", 11, 1, "line 1: row '10': expected a row id (an integer in 0..9)"},
         {"\xEF\xBB\xBF" "2 1 2 3 4\n", 13, 0, "applied 1 rows"},
