@@ -677,6 +677,11 @@ void rk_sweep_dead_writers(const char *path, int restore_old, const char *what) 
     closedir(d);
 }
 
+int rk_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 void rk_path_parent(const char *path, char *out, size_t cap) {
     const char *sl = strrchr(path, '/');
     if (!sl) snprintf(out, cap, ".");

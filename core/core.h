@@ -194,6 +194,10 @@ rk_status rk_rm_rf(const char *path, rk_err *err);
 rk_status rk_fsync_dir(const char *path, rk_err *err);
 int rk_path_exists(const char *path);
 int rk_is_dir(const char *path);
+/* 1 when both paths exist and name the same file (same device and inode,
+ * through links), else 0: an output that is one of the inputs is refused
+ * before anything is written. */
+int rk_same_file(const char *a, const char *b);
 /* The folder holding path, into out[cap]: "a/b/c" -> "a/b", "/c" -> "/",
  * "c" -> ".". Text only (no file system access). */
 void rk_path_parent(const char *path, char *out, size_t cap);

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -631,11 +632,22 @@ Test(embsum_cli, hostile_files_and_outputs, .timeout = 300) {
     snprintf(q, sizeof q, "%s/impr.link", dir);
     cr_assert_eq(symlink("scores.txt", p), 0);
     cr_assert_eq(symlink("impr.txt", q), 0);
-    snprintf(extra, sizeof extra, "--cache %s/cache --out %s/b --scores %s --impressions %s", dir, dir, p, q);
+    char r[600];
+    snprintf(r, sizeof r, "%s/report.json", dir);
+    snprintf(extra, sizeof extra, "--cache %s/cache --out %s/b --scores %s --impressions %s --report %s", dir, dir, p,
+             q, r);
     train_args(args, sizeof args, dir, enc, extra);
     cr_assert_eq(run_rank(args, out, sizeof out), 0, "%s", out);
     cr_expect(is_link_to_nonempty(p), "--scores replaced the link");
     cr_expect(is_link_to_nonempty(q), "--impressions replaced the link");
+    /* --report: whole JSON (written through rk_write_file_atomic), its test AUC in [0, 1] */
+    json_error_t je;
+    json_t *rep = json_load_file(r, 0, &je);
+    cr_assert_not_null(rep, "%s: %s", r, je.text);
+    cr_expect_eq(json_integer_value(json_object_get(rep, "epochs")), 1);
+    double auc = json_real_value(json_object_get(json_object_get(rep, "test"), "auc"));
+    cr_expect(auc >= 0 && auc <= 1, "test auc %g", auc);
+    json_decref(rep);
     /* score --output through a link */
     put(dir, "q.tsv", "user_id\tmovie_id\n1\t2\n");
     snprintf(p, sizeof p, "%s/out.link", dir);

@@ -436,5 +436,14 @@ Test(vision_cli, encode_folder_and_join, .timeout = 300) {
     cr_assert_eq(rk_st_read_f32(f, "embeddings", j, 2, js, &err), RK_OK, "%s", err.msg);
     cr_expect(j[0] == 1 && j[1] == 0 && j[4] == got[384] && j[387] == got[384 + 383], "[text ; image] of id 7");
     rk_st_close(f);
+    /* --output naming an input (here through a link) is refused, the input kept */
+    sh("ln -s t.st %s/t.link%s", dir, "");
+    snprintf(cmd, sizeof cmd, RANK " encode join --text %s/t.st --image %s/o.st --output %s/t.link", dir, dir, dir);
+    cr_expect_eq(rk_test_run(cmd, out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "t.link is the input") != NULL, "%s", out);
+    snprintf(path, sizeof path, "%s/t.st", dir);
+    cr_assert_eq(rk_st_open(path, &f, &err), RK_OK, "%s", err.msg);
+    cr_expect_not_null(rk_st_meta(f, "text"), "the text input was replaced");
+    rk_st_close(f);
     sh("rm -rf %s%s", dir, "");
 }

@@ -112,11 +112,9 @@ static int check_json(const char *json, const char *const inputs[][2], int n_in,
     rk_path_parent(json, dir, sizeof dir);
     int er = probe_dir(dir);
     if (er) return rk_fail(e, RK_EIO, "--json %s: cannot write in directory %s: %s", json, dir, strerror(er)), 1;
-    struct stat js, is;
-    if (stat(json, &js) != 0) return 0;
-    if (S_ISDIR(js.st_mode)) return rk_fail(e, RK_EINVAL, "--json %s: is a directory", json), 1;
+    if (rk_is_dir(json)) return rk_fail(e, RK_EINVAL, "--json %s: is a directory", json), 1;
     for (int i = 0; i < n_in; i++)
-        if (stat(inputs[i][1], &is) == 0 && is.st_dev == js.st_dev && is.st_ino == js.st_ino)
+        if (rk_same_file(inputs[i][1], json))
             return rk_fail(e, RK_EINVAL, "--json %s: is the same file as --%s %s (it would be overwritten)", json, inputs[i][0],
                            inputs[i][1]),
                    1;

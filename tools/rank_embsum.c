@@ -221,6 +221,30 @@ static rk_status write_floats(const char *path, const char *header, const float 
     return s;
 }
 
+/* The --report JSON, through rk_write_file_atomic (replaced whole or not at
+ * all, as write_floats). */
+static rk_status write_report(const char *path, const rk_embsum_report *rep, const rk_rank_metrics *mp_valid,
+                              const rk_rank_metrics *mp_test, rk_err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return rk_fail(err, RK_ENOMEM, "%s: out of memory", path);
+    fprintf(f, "{\n  \"train_examples\": %d, \"epochs\": %d, \"loss\": %.6f, \"train_s\": %.3f, "
+               "\"examples_per_s\": %.1f, \"upe_users_per_s\": %.1f, \"cpe_items_per_s\": %.1f,\n",
+            rep->n_train_examples, rep->epochs_run, rep->final_loss, rep->train_s, rep->examples_per_s,
+            rep->upe_users_per_s, rep->cpe_items_per_s);
+    metrics_json(f, "meanpool_valid", mp_valid, 0);
+    metrics_json(f, "meanpool_test", mp_test, 0);
+    metrics_json(f, "valid", &rep->valid, 0);
+    metrics_json(f, "test", &rep->test, 1);
+    fprintf(f, "}\n");
+    int bad = ferror(f) != 0;
+    bad |= fclose(f) != 0;
+    rk_status s = bad ? rk_fail(err, RK_ENOMEM, "%s: out of memory", path) : rk_write_file_atomic(path, text, len, err);
+    free(text);
+    return s;
+}
+
 static int cmd_train(opts_t *o) {
     if (need("train", "data", o->data) || need("train", "encoder", o->encoder) || need("train", "out", o->out)) return 2;
     rk_err e = {0};
@@ -255,22 +279,7 @@ static int cmd_train(opts_t *o) {
                rep.n_train_examples, rep.epochs_run, rep.final_loss, rep.train_s, rep.examples_per_s,
                rep.upe_users_per_s, rep.cpe_items_per_s, o->out);
     }
-    if (s == RK_OK && o->report) {
-        FILE *f = fopen(o->report, "w");
-        if (!f) s = rk_fail(&e, RK_EIO, "%s: cannot create: %s", o->report, strerror(errno));
-        else {
-            fprintf(f, "{\n  \"train_examples\": %d, \"epochs\": %d, \"loss\": %.6f, \"train_s\": %.3f, "
-                       "\"examples_per_s\": %.1f, \"upe_users_per_s\": %.1f, \"cpe_items_per_s\": %.1f,\n",
-                    rep.n_train_examples, rep.epochs_run, rep.final_loss, rep.train_s, rep.examples_per_s,
-                    rep.upe_users_per_s, rep.cpe_items_per_s);
-            metrics_json(f, "meanpool_valid", &mp_valid, 0);
-            metrics_json(f, "meanpool_test", &mp_test, 0);
-            metrics_json(f, "valid", &rep.valid, 0);
-            metrics_json(f, "test", &rep.test, 1);
-            fprintf(f, "}\n");
-            if (fclose(f)) s = rk_fail(&e, RK_EIO, "%s: write failed", o->report);
-        }
-    }
+    if (s == RK_OK && o->report) s = write_report(o->report, &rep, &mp_valid, &mp_test, &e);
     free(sc);
     rk_embsum_destroy(m);
     rk_embsum_data_free(d);

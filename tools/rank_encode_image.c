@@ -280,6 +280,11 @@ static int join_main(int argc, char **argv) {
         fprintf(stderr, "rank encode join: --text, --image and --output are required\n");
         return 2;
     }
+    if (rk_same_file(output, tpath) || rk_same_file(output, ipath)) {
+        fprintf(stderr, "rank encode join: --output %s is the input %s; write to another file\n", output,
+                rk_same_file(output, tpath) ? tpath : ipath);
+        return 1;
+    }
     int rc = 1;
     rk_err err = {0};
     embfile_t t, im;

@@ -155,7 +155,7 @@ static int check_out(const char *out, const char *const *inputs, int n_in) {
             return 1;
         }
         for (int i = 0; i < n_in; i++)
-            if (inputs[i] && !stat(inputs[i], &si) && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+            if (rk_same_file(inputs[i], out)) {
                 fprintf(stderr, "rank sid: --out %s is the input %s; write to another file\n", out, inputs[i]);
                 return 1;
             }
