@@ -25,8 +25,11 @@ static rk_status parse_spec(const char *spec, rk_stream *s, genre_map *gm, rk_er
     strcpy(buf, spec);
     s->n_verticals = 0;
     gm->n = 0;
-    char *save1 = NULL;
-    for (char *part = strtok_r(buf, ";", &save1); part; part = strtok_r(NULL, ";", &save1)) {
+    /* strsep, not strtok: an empty entry (";;", a trailing ';') or genre
+     * (",,") is refused, never skipped */
+    char *rest = buf, *part;
+    for (int k = 1; (part = strsep(&rest, ";")); k++) {
+        if (!*part) return rk_fail(err, RK_EINVAL, "verticals: entry %d is empty (';' twice, or at an end)", k);
         char *colon = strchr(part, ':');
         if (!colon || colon == part)
             return rk_fail(err, RK_EINVAL, "verticals: '%.64s' is not NAME:GENRE,GENRE", part);
@@ -44,9 +47,10 @@ static rk_status parse_spec(const char *spec, rk_stream *s, genre_map *gm, rk_er
         strcpy(s->vname[v], part);
         for (int u = 0; u < v; u++)
             if (!strcmp(s->vname[u], part)) return rk_fail(err, RK_EINVAL, "verticals: '%s' appears twice", part);
-        char *save2 = NULL;
         int ng = 0;
-        for (char *g = strtok_r(colon + 1, ",", &save2); g; g = strtok_r(NULL, ",", &save2)) {
+        char *grest = colon[1] ? colon + 1 : NULL, *g;
+        while ((g = strsep(&grest, ","))) {
+            if (!*g) return rk_fail(err, RK_EINVAL, "verticals: '%s' has an empty genre (',' twice, or at an end)", part);
             if (gm->n == MAX_GENRES) return rk_fail(err, RK_EINVAL, "verticals: more than %d genres", MAX_GENRES);
             if (strlen(g) >= sizeof gm->genre[0]) return rk_fail(err, RK_EINVAL, "verticals: genre '%.64s' too long", g);
             strcpy(gm->genre[gm->n], g);

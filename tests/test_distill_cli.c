@@ -183,6 +183,14 @@ Test(distill_cli, vertical_names_cannot_leave_out) {
             "--verticals '../../../../escaped:Drama': name '../../../../escaped' may contain only letters, digits, '_' and '-'");
     REFUSED(distill("--stream s.tsv " CFGS " --out o --json r.json --verticals 'dr\"am\\a:Drama;x:Comedy'"), 1,
             "--verticals 'dr\"am\\a:Drama;x:Comedy': name 'dr\"am\\a' may contain only");
+    /* empty entries and genres were skipped (strtok) */
+    REFUSED(distill("--stream s.tsv " CFGS " --out o --verticals 'a:Drama;;b:Comedy'"), 1,
+            "--verticals 'a:Drama;;b:Comedy': entry 2 is empty");
+    REFUSED(distill("--stream s.tsv " CFGS " --out o --verticals 'a:Drama;'"), 1, "--verticals 'a:Drama;': entry 2 is empty");
+    REFUSED(distill("--stream s.tsv " CFGS " --out o --verticals 'a:Drama,,Comedy'"), 1,
+            "--verticals 'a:Drama,,Comedy': 'a' has an empty genre");
+    REFUSED(distill("--stream s.tsv " CFGS " --out o --verticals 'a:Drama,'"), 1, "'a' has an empty genre");
+    REFUSED(distill("--stream s.tsv " CFGS " --out o --verticals 'a:'"), 1, "'a' has no genre");
 }
 
 Test(distill_cli, bad_input_is_refused_before_anything_is_created) {
