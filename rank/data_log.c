@@ -181,6 +181,10 @@ static rk_status parse_cross(log_schema *s, json_t *co, int i, out_col *oc, rk_e
         if (!c || (oc->parts[k] = col_index(s, c)) < 0)
             return rk_fail(err, RK_EINVAL, "%s.columns[%d]: '%s' is not a column of the input", where, k, c ? c : "(not a string)");
         if (oc->parts[k] == s->label) return rk_fail(err, RK_EINVAL, "%s.columns[%d]: '%s' is the label column", where, k, c);
+        for (int j = 0; j < k; j++)
+            if (oc->parts[j] == oc->parts[k])
+                return rk_fail(err, RK_EINVAL, "%s.columns[%d]: '%s' is also columns[%d] (a column crossed with itself)",
+                               where, k, c, j);
     }
     return RK_OK;
 }

@@ -789,6 +789,10 @@ Test(data_log, errors_name_row_and_column) {
                " \"crosses\": [{\"name\": \"x\", \"columns\": [\"n\", \"y\"]}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema crosses[0].columns[1]: 'y' is the label column"), "%s", e.msg);
+    write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}],"
+               " \"crosses\": [{\"name\": \"x\", \"columns\": [\"n\", \"n\"]}]}");
+    cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
+    cr_expect(strstr(e.msg, "schema crosses[0].columns[1]: 'n' is also columns[0] (a column crossed with itself)"), "%s", e.msg);
     write_text(d, "schema.json", "{\"header\": false, \"columns\": [\"y\", \"n\", \"n\"], \"label\": \"y\", \"features\": [{\"column\": \"n\"}]}");
     cr_expect_eq(rk_data_log(sch, in, out, &e), RK_EINVAL);
     cr_expect(strstr(e.msg, "schema columns: the schema names column 3 'n' twice (also column 2)"), "%s", e.msg);
