@@ -14,13 +14,22 @@
  * allow list). With neither configured, Admin is accepted only when the
  * server listens on a loopback address. The identity that passed ("token",
  * "cn:NAME", "loopback") is returned for the update log line.
+ *
+ * The server certificate's dates are read at start-up (OpenSSL): one that
+ * has expired or is not yet valid, which every client would refuse in the
+ * handshake, or that expires within RK_CERT_WARN_DAYS, is a warning naming
+ * the file and the date.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "internal.h"
 
@@ -51,6 +60,35 @@ static rk_status read_pem(const char *what, const char *path, char **out, rk_err
         return rk_fail(err, RK_EFORMAT, "%s %s: not a PEM file", what, path);
     }
     return RK_OK;
+}
+
+#define RK_CERT_WARN_DAYS 14
+
+/* "2026-12-05 04:40:34 UTC" */
+static void cert_time(const ASN1_TIME *t, char *out, size_t cap) {
+    struct tm tm;
+    if (!ASN1_TIME_to_tm(t, &tm) || !strftime(out, cap, "%Y-%m-%d %H:%M:%S UTC", &tm)) snprintf(out, cap, "(unreadable)");
+}
+
+/* Warn when the first certificate of pem is outside its dates, or close to
+ * its end. Nothing when OpenSSL cannot read it (gRPC then refuses it). */
+static void warn_cert_dates(const char *path, const char *pem) {
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    char when[64];
+    int days = 0, secs = 0;
+    if (x && X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+        cert_time(X509_get0_notAfter(x), when, sizeof when);
+        rk_warn("tls certificate %s expired on %s: clients will refuse the TLS handshake", path, when);
+    } else if (x && X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+        cert_time(X509_get0_notBefore(x), when, sizeof when);
+        rk_warn("tls certificate %s is not valid before %s: clients will refuse the TLS handshake until then", path, when);
+    } else if (x && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) && days < RK_CERT_WARN_DAYS) {
+        cert_time(X509_get0_notAfter(x), when, sizeof when);
+        rk_warn("tls certificate %s expires on %s (in %d days %d hours)", path, when, days, secs / 3600);
+    }
+    X509_free(x);
+    BIO_free(b);
 }
 
 static rk_status load_token(rk_auth *a, const char *path, rk_err *err) {
@@ -89,6 +127,7 @@ rk_status rk_auth_create(const rk_server_opts *o, rk_auth **out, rk_err *err) {
     if (st == RK_OK && o->tls_key_file) st = read_pem("tls key", o->tls_key_file, &key, err);
     if (st == RK_OK && o->tls_client_ca_file) st = read_pem("tls client CA", o->tls_client_ca_file, &ca, err);
     if (st == RK_OK && cert) {
+        warn_cert_dates(o->tls_cert_file, cert);
         grpc_ssl_pem_key_cert_pair pair = {key, cert};
         a->mtls = ca != NULL;
         a->creds = grpc_ssl_server_credentials_create_ex(

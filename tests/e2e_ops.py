@@ -441,6 +441,19 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
             os.path.join(d, "srv.pem"), os.path.join(d, "bot.key")) not in mis.stderr:
         fail("security: mismatched TLS key: rc %d %r" % (mis.returncode, mis.stderr[-400:]))
 
+    # an expired server certificate (valid for 0 days): rankd starts, and says so
+    subprocess.run(["openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", "expired.pem", "-days", "0"], capture_output=True, cwd=d, check=True)
+    time.sleep(1.1)
+    r = Rankd(a.bin_dir, ["--model", bundle, "--tls-cert", os.path.join(d, "expired.pem"), "--tls-key",
+                          os.path.join(d, "srv.key")], os.path.join(tmp, "rankd_expired.log"))
+    try:
+        if not re.search(r"tls certificate \S*expired\.pem expired on 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC: clients will "
+                         r"refuse the TLS handshake", r.text()):
+            fail("security: no warning about an expired certificate: %r" % r.text()[-600:])
+    finally:
+        r.stop()
+
     # Admin disabled unless enabled
     r = Rankd(a.bin_dir, ["--model", bundle], os.path.join(tmp, "rankd_noadmin.log"))
     try:
@@ -458,6 +471,8 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
                           "--tls-cert", os.path.join(d, "srv.pem"), "--tls-key", os.path.join(d, "srv.key"),
                           "--admin-token-file", tok], os.path.join(tmp, "rankd_tls.log"), want_metrics=True)
     try:
+        if not re.search(r"tls certificate \S*srv\.pem expires on 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 1 days", r.text()):
+            fail("security: a certificate valid 2 days is not warned about: %r" % r.text()[-600:])
         ch = grpc.secure_channel("127.0.0.1:%d" % r.port, grpc.ssl_channel_credentials(pem["ca.pem"]), opts)
         if len(rank_pb2_grpc.RankerStub(ch).Rank(make_request(rank_pb2, 0, 3), timeout=30).scores) != 3:
             fail("security: Rank over TLS")
