@@ -319,6 +319,29 @@ static rk_status load_item_texts(rk_embsum_bundle *b, const char *dir, rk_err *e
     return RK_OK;
 }
 
+/* embsum.json's tables.{upe,cpe}.{rows,dim,codec} against the store that
+ * was opened (an edited or mixed-up bundle is refused, never served with a
+ * codec or size it does not have). */
+static rk_status check_tables(const char *dir, json_t *j, const rk_store *st, rk_err *err) {
+    static const char *const names[2] = {"upe", "cpe"};
+    for (int t = 0; t < 2; t++) {
+        json_t *tj = json_object_get(json_object_get(j, "tables"), names[t]);
+        json_t *rows = json_object_get(tj, "rows"), *dim = json_object_get(tj, "dim");
+        const char *codec = json_string_value(json_object_get(tj, "codec"));
+        rk_table_info ti;
+        rk_store_table_info(st, t, &ti);
+        if (!json_is_integer(rows) || (uint64_t)json_integer_value(rows) != ti.rows)
+            return rk_fail(err, RK_EFORMAT, "%s/embsum.json tables.%s.rows: not the %llu rows of the store", dir, names[t],
+                           (unsigned long long)ti.rows);
+        if (!json_is_integer(dim) || json_integer_value(dim) != ti.dim)
+            return rk_fail(err, RK_EFORMAT, "%s/embsum.json tables.%s.dim: not the store's %d", dir, names[t], ti.dim);
+        if (!codec || strcmp(codec, rk_codec_name(ti.codec)))
+            return rk_fail(err, RK_EFORMAT, "%s/embsum.json tables.%s.codec: '%s', but the store's is %s", dir, names[t],
+                           codec ? codec : "(missing)", rk_codec_name(ti.codec));
+    }
+    return RK_OK;
+}
+
 rk_status rk_embsum_bundle_open(const char *dir, rk_embsum_bundle **out, rk_err *err) {
     *out = NULL;
     rk_embsum_bundle *b = rk_calloc(1, sizeof *b);
@@ -337,6 +360,7 @@ rk_status rk_embsum_bundle_open(const char *dir, rk_embsum_bundle **out, rk_err 
         int dims[2] = {b->e->cfg.m * b->e->d, b->e->cfg.k * b->e->d};
         rk_store_opts o = RK_STORE_OPTS_DEFAULT;
         s = rk_store_open_ex(path, names, dims, 2, &o, &b->st, err);
+        if (s == RK_OK) s = check_tables(dir, j, b->st, err);
     }
     if (s == RK_OK) s = rk_embsum_work_create(b->e, b->e->cfg.item_tokens, &b->w, err);
     if (s == RK_OK) s = load_item_texts(b, dir, err);

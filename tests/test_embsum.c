@@ -350,6 +350,29 @@ Test(embsum_model, bundle_round_trip_every_codec) {
     cr_expect(!memcmp(back->params, e->params, e->n_floats * sizeof(float)));
     cr_expect_eq(back->cfg.m, 3);
     rk_embsum_destroy(back);
+    /* embsum.json edited to disagree with the store: refused, naming the field */
+    static const struct { const char *from, *to, *want; } edits[3] = {
+        {"\"codec\": \"int8\"", "\"codec\": \"fp32\"", "embsum.json tables.cpe.codec: 'fp32', but the store's is int8"},
+        {"\"rows\": 2", "\"rows\": 7", "embsum.json tables.upe.rows: not the 2 rows of the store"},
+        {"\"rows\": 6", "\"rows\": 9", "embsum.json tables.cpe.rows: not the 6 rows of the store"}};
+    for (int k = 0; k < 3; k++) {
+        char jp[600], *txt;
+        snprintf(jp, sizeof jp, "%s/int8/embsum.json", dir); /* keys sorted: tables.cpe comes first */
+        cr_assert_eq(rk_read_file(jp, &txt, NULL, &err), RK_OK);
+        char *at = strstr(txt, edits[k].from);
+        cr_assert_not_null(at, "%s in %s", edits[k].from, txt);
+        char *ed = rk_malloc(strlen(txt) + 8);
+        snprintf(ed, strlen(txt) + 8, "%.*s%s%s", (int)(at - txt), txt, edits[k].to, at + strlen(edits[k].from));
+        cr_assert_eq(rk_write_file(jp, ed, strlen(ed), &err), RK_OK);
+        rk_embsum_bundle *bx = NULL;
+        char bi[512];
+        snprintf(bi, sizeof bi, "%s/int8", dir);
+        cr_expect_eq(rk_embsum_bundle_open(bi, &bx, &err), RK_EFORMAT, "edit %d opened", k);
+        rk_embsum_bundle_close(bx);
+        cr_expect(strstr(err.msg, edits[k].want) != NULL, "%s", err.msg);
+        cr_assert_eq(rk_write_file(jp, txt, strlen(txt), &err), RK_OK); /* back */
+        rk_free(txt), rk_free(ed);
+    }
     /* a missing bundle names the file */
     snprintf(b, sizeof b, "%s/none", dir);
     cr_expect_eq(rk_embsum_bundle_open(b, &(rk_embsum_bundle *){NULL}, &err), RK_ENOTFOUND);
