@@ -11,8 +11,11 @@
  * version that fails is refused with a logged reason and remembered (by
  * directory and model.json mtime) so a poll does not retry it every time;
  * a SIGHUP scan (retry = 1) does. While a model has no wanted version that
- * loaded, its old versions keep serving whatever the policy says. A model
- * whose directory disappears is unloaded.
+ * loaded, its old versions keep serving whatever the policy says; that
+ * includes a served version whose directory was removed with nothing else
+ * to switch to (a warning, once, says so: unloading it would leave the
+ * model's callers with nothing). A model whose directory disappears is
+ * unloaded.
  *
  * Polling: one thread scans every poll_s seconds; rk_repo_scan may also be
  * called from any thread (scans are serialized).
@@ -148,6 +151,7 @@ rk_status rk_schema_check(const rk_model *served, const rk_model *next, rk_err *
 
 /* ---------------------------------------------------------------- scan */
 
+#define MAX_GONE 16
 #define MAX_REFUSED 64
 #define MAX_FOUND 64 /* versions looked at per model */
 
@@ -163,6 +167,8 @@ struct rk_repo {
         struct timespec mtime;     /* of model.json when it was refused */
     } refused[MAX_REFUSED];
     int n_refused, refused_next;
+    char gone[MAX_GONE][160];      /* "model/version" served with its directory removed, warned once */
+    int n_gone;
     /* polling */
     int poll_s;
     pthread_t thread;
@@ -229,6 +235,23 @@ static int wanted(const rk_repo *r, const long long *found, int n_found, long lo
     return 0;
 }
 
+/* Warn once that model name's served version v has no directory left and
+ * keeps serving; forget it again when it is back on disk (on = 1). */
+static void note_gone(rk_repo *r, const char *name, const rk_served_version *v, int on) {
+    char key[160];
+    snprintf(key, sizeof key, "%s/%s", name, v->version);
+    int i = 0;
+    while (i < r->n_gone && strcmp(r->gone[i], key)) i++;
+    if (on) {
+        if (i < r->n_gone) memmove(r->gone[i], r->gone[i + 1], (size_t)(--r->n_gone - i) * sizeof r->gone[0]);
+        return;
+    }
+    if (i < r->n_gone) return;
+    rk_warn("model %s version %s: its directory is gone from the repository; still serving it (no other version of %s "
+            "to switch to)", name, v->version, name);
+    if (r->n_gone < MAX_GONE) snprintf(r->gone[r->n_gone++], sizeof r->gone[0], "%s", key);
+}
+
 /* Scan one model directory: load what is wanted and missing, then unload
  * what is served and no longer wanted (only once a wanted version serves). */
 static void scan_model(rk_repo *r, const char *name, int retry, rk_repo_stats *rs) {
@@ -277,11 +300,14 @@ static void scan_model(rk_repo *r, const char *name, int retry, rk_repo_stats *r
                     (rk_now() - t0) * 1e3);
         }
     }
-    if (!any_wanted_serving) return; /* the old versions keep serving */
     for (int k = 0; k < n_sv; k++) {
         if (strcmp(sv[k].name, name) || sv[k].num < 0) continue;
         int on_disk = 0;
         for (int i = 0; i < n_found; i++) on_disk |= found[i] == sv[k].num;
+        if (!any_wanted_serving) { /* the old versions keep serving */
+            note_gone(r, name, &sv[k], on_disk);
+            continue;
+        }
         if (on_disk && wanted(r, found, n_found, sv[k].num)) continue;
         rk_err err = {0};
         if (rk_server_unload_version(r->srv, name, sv[k].version, &err) == RK_OK) {

@@ -338,6 +338,14 @@ def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_p
                 fail("repository: model %s" % name)
         req.model_name, req.model_version = "other", "5"
         stub.Rank(req, timeout=30)
+        # the only version's directory removed: it keeps serving, and a warning says so (once)
+        shutil.move(os.path.join(repo, "other", "5"), os.path.join(tmp, "other5"))
+        hup(r"model other version 5: its directory is gone from the repository; still serving it")
+        stub.Rank(req, timeout=30)
+        hup(r"SIGHUP: repository scanned")
+        if len(re.findall(r"version 5: its directory is gone", r.text())) != 1:
+            fail("repository: the gone-directory warning is not once: %r" % r.text()[-800:])
+        shutil.move(os.path.join(tmp, "other5"), os.path.join(repo, "other", "5"))
 
         # a compatible newer version replaces version 1 (latest:1); 2 stays refused
         shutil.copytree(bundle, os.path.join(repo, "ml", "3"))
