@@ -184,6 +184,9 @@ struct rk_service {
     int es_feature;                    /* its dense item input, RK_EMBSUM_FEATURE */
     rk_embsum_candidate *es_cand;      /* [max_candidates] */
     uint64_t es_count[3];              /* fallbacks: UPE from recent items, default UPE, CPE from text */
+    size_t *vlen;                      /* [max_values_per_row] one sparse feature's value lengths */
+    int *pred[2];                      /* [n_features] sparse / dense: the feature candidates' sparse[j] /
+                                        * dense[j] named last (-1: none); most requests repeat one order */
 };
 
 rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err) {
@@ -331,10 +334,14 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     }
     s->tower_name = rk_tower_name(s->cfg->tower.type);
     if (!(s->mp = rk_malloc((size_t)s->n_towers * sizeof *s->mp)) ||
-        !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features))) {
+        !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features)) ||
+        !(s->vlen = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vlen)) ||
+        !(s->pred[0] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int))) ||
+        !(s->pred[1] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int)))) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d features", s->cfg->n_features);
     }
+    for (int f = 0; f < s->cfg->n_features; f++) s->pred[0][f] = s->pred[1][f] = -1;
     if (o->encoder_dir) {
         s->o.encoder_dir = NULL; /* not ours to keep */
         rk_text_encoder_opts eo = RK_TEXT_ENCODER_OPTS_DEFAULT;
@@ -397,6 +404,9 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->mp);
     rk_free(s->mw);
     seen_destroy(s->seen);
+    rk_free(s->vlen);
+    rk_free(s->pred[0]);
+    rk_free(s->pred[1]);
     rk_embsum_bundle_close(s->es);
     rk_free(s->es_cand);
     rk_free(s);
@@ -404,15 +414,14 @@ void rk_service_destroy(rk_service *s) {
 
 /* ------------------------------------------------------------ validation */
 
-/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF. */
-static int utf8_valid(const char *str) {
+/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF.
+ * 1 and *len = strlen(str) when str is valid, else 0. */
+static int utf8_len(const char *str, size_t *len) {
     const unsigned char *p = (const unsigned char *)str;
-    while (*p) {
+    for (;;) {
+        while (*p && *p < 0x80) p++; /* ASCII: most strings, to their end */
+        if (!*p) break;
         unsigned c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
         int n;
         unsigned lo = 0x80, hi = 0xBF;
         if (c >= 0xC2 && c <= 0xDF) n = 1;
@@ -431,7 +440,13 @@ static int utf8_valid(const char *str) {
             hi = 0xBF;
         }
     }
+    *len = (size_t)(p - (const unsigned char *)str);
     return 1;
+}
+
+static int utf8_valid(const char *str) {
+    size_t len;
+    return utf8_len(str, &len);
 }
 
 /* Fail with a gRPC code; the message is "<where><field>: <what>". */
@@ -511,6 +526,19 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
     return f;
 }
 
+/* resolve() for sparse[j] / dense[j] of a side, first trying the feature
+ * that candidates' sparse[j] / dense[j] named last: the same name is the
+ * same feature, of the side and kind resolve() checked then (one strcmp
+ * instead of a lookup; the user side is resolved once per request). */
+static int resolve_at(rk_service *s, const char *name, rk_side side, rk_feat_kind kind, size_t j,
+                      const fref *at, int *code, rk_err *err) {
+    int *pred = side == RK_SIDE_ITEM && j < (size_t)s->cfg->n_features ? &s->pred[kind == RK_FEAT_DENSE][j] : NULL;
+    if (pred && *pred >= 0 && !strcmp(name, s->cfg->features[*pred].name)) return *pred;
+    int f = resolve(s->cfg, name, side, kind, at, code, err);
+    if (pred && f >= 0) *pred = f;
+    return f;
+}
+
 /* Which field already set a feature on this side (for duplicate errors):
  * feature f is set when at_gen[f] == gen; each side starts a new generation,
  * so nothing is cleared per request whatever the number of features. */
@@ -570,16 +598,17 @@ static int add_values(rk_service *s, int f, char **values, size_t n_values, int 
         return failf(err, ST_RESOURCE_EXHAUSTED, "%s: %zu values exceed the maximum of %d",
                      fref_str(at, fb, sizeof fb), n_values, s->o.max_values_per_row);
     for (size_t k = 0; k < n_values; k++) {
-        if (!utf8_valid(values[k]))
+        if (!utf8_len(values[k], &s->vlen[k]))
             return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8", fref_str(at, fb, sizeof fb), k);
     }
     int taken = 0;
+    rk_err e; /* written only on failure: not cleared per value (it is 260 bytes) */
+    e.code = RK_OK, e.msg[0] = 0;
     for (size_t k = 0; k < n_values; k++) {
-        size_t len = strlen(values[k]);
+        size_t len = s->vlen[k];
         if (!len) continue;
         if (ft->max_values > 0 && taken >= ft->max_values) break;
         taken++;
-        rk_err e = {0};
         /* a user-side value goes to every row: hashed once */
         rk_status st = rk_scorer_add_sparse_rows(s->scorer, r0, r1, f, values[k], len, &e);
         if (st == RK_ETOOBIG)
@@ -631,7 +660,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
     for (size_t j = 0; j < n_sparse; j++) {
         const Rankd__V1__SparseFeature *sf = sparse[j];
         fref at = {cand, FR_SPARSE_NAME, j, NULL};
-        int f = resolve(cfg, sf->name, side, RK_FEAT_SPARSE, &at, &code, err);
+        int f = resolve_at(s, sf->name, side, RK_FEAT_SPARSE, j, &at, &code, err);
         if (f < 0) return code;
         if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         at.kind = FR_SPARSE_VALUES;
@@ -640,7 +669,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
     for (size_t j = 0; j < n_dense; j++) {
         const Rankd__V1__DenseFeature *df = dense[j];
         fref at = {cand, FR_DENSE_NAME, j, NULL};
-        int f = resolve(cfg, df->name, side, RK_FEAT_DENSE, &at, &code, err);
+        int f = resolve_at(s, df->name, side, RK_FEAT_DENSE, j, &at, &code, err);
         if (f < 0) return code;
         if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         char where[32];
@@ -650,8 +679,9 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
             return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", where, j,
                          nonfinite_name(df->value));
         }
+        rk_err e; /* written only on failure */
+        e.code = RK_OK, e.msg[0] = 0;
         for (int r = r0; r < r1; r++) {
-            rk_err e = {0};
             rk_status st = rk_scorer_set_dense(s->scorer, r, f, df->value, &e);
             if (st) {
                 fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where);
