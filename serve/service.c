@@ -160,10 +160,11 @@ struct rk_service {
     arena ar;
     ProtobufCAllocator pballoc;
     float *pctr;                       /* [max_candidates] */
-    Rankd__V1__Score *scores;          /* [max_candidates] */
-    Rankd__V1__Score **score_ptrs;     /* [max_candidates] */
-    Rankd__V1__TowerScore *towers;     /* [max_candidates] */
-    Rankd__V1__TowerScore **tower_ptrs;
+    const char **ad;                   /* [max_candidates] the response's ad_ids */
+    size_t *adlen;                     /* [max_candidates] their lengths */
+    size_t *ssize;                     /* [max_candidates] the packed size of each Score */
+    float *tp;                         /* [max_candidates, n_towers, 2] tower pCTR and weight */
+    const char **tname;                /* [n_towers] the towers' names */
     uint8_t *out;                      /* packed response */
     size_t out_cap, out_warm;          /* out_warm: its size at creation */
     const char *tower_name;
@@ -319,20 +320,23 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->pballoc.free = arena_free;
     s->pballoc.allocator_data = &s->ar;
     s->pctr = rk_malloc(n * sizeof *s->pctr);
-    s->scores = rk_malloc(n * sizeof *s->scores);
-    s->score_ptrs = rk_malloc(n * sizeof *s->score_ptrs);
+    s->ad = rk_malloc(n * sizeof *s->ad);
+    s->adlen = rk_malloc(n * sizeof *s->adlen);
+    s->ssize = rk_malloc(n * sizeof *s->ssize);
     s->n_towers = rk_model_n_members(m) ? rk_model_n_members(m) : 1;
-    s->towers = rk_malloc(n * (size_t)s->n_towers * sizeof *s->towers);
-    s->tower_ptrs = rk_malloc(n * (size_t)s->n_towers * sizeof *s->tower_ptrs);
+    s->tp = rk_malloc(n * (size_t)s->n_towers * 2 * sizeof *s->tp);
+    s->tname = rk_malloc((size_t)s->n_towers * sizeof *s->tname);
     s->out_cap = s->out_warm = 64 * n * (size_t)(1 + s->n_towers) + 4096;
     s->out = rk_malloc(s->out_cap);
-    if (!s->ar.base || !s->pctr || !s->scores || !s->score_ptrs || !s->towers || !s->tower_ptrs ||
+    if (!s->ar.base || !s->pctr || !s->ad || !s->adlen || !s->ssize || !s->tp || !s->tname ||
         !s->out) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d candidates",
                        o->max_candidates);
     }
     s->tower_name = rk_tower_name(s->cfg->tower.type);
+    for (int k = 0; k < s->n_towers; k++)
+        s->tname[k] = rk_model_n_members(m) ? rk_model_member_name(m, k) : s->tower_name;
     if (!(s->mp = rk_malloc((size_t)s->n_towers * sizeof *s->mp)) ||
         !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features)) ||
         !(s->vlen = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vlen)) ||
@@ -391,10 +395,11 @@ void rk_service_destroy(rk_service *s) {
     rk_scorer_destroy(s->scorer); /* frees its device buffers: before the device */
     rk_device_close(s->dev);
     rk_free(s->pctr);
-    rk_free(s->scores);
-    rk_free(s->score_ptrs);
-    rk_free(s->towers);
-    rk_free(s->tower_ptrs);
+    rk_free(s->ad);
+    rk_free(s->adlen);
+    rk_free(s->ssize);
+    rk_free(s->tp);
+    rk_free(s->tname);
     rk_free(s->out);
     rk_text_encoder_close(s->enc);
     rk_free(s->text);
@@ -907,6 +912,122 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     return ST_OK;
 }
 
+/* ------------------------------------------------------------ response */
+
+/* The RankResponse is packed here, as protobuf-c packs it, byte for byte:
+ * fields in number order, tags of one byte (numbers 1..15), proto3
+ * defaults left out (an empty or unset string, a float whose bits are 0,
+ * a uint32 of 0), a set sub-message always written, repeated ones one by
+ * one. Without protobuf-c's descriptor walk it costs a fraction.
+ * tests/test_serve.c holds it to rankd__v1__rank_response__pack. */
+typedef struct {
+    const char *request_id, *model_version;
+    const float *pctr;
+    const char **ad_id;         /* [n] */
+    int n, n_towers;            /* n_towers: 0 unless return_tower_scores */
+    const float *tower_scores;  /* [n, n_towers, 2]: pCTR, weight */
+    const Rankd__V1__Timing *timing; /* or NULL */
+} resp_in;
+
+static size_t pb_varint_size(uint64_t v) {
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7) n++;
+    return n;
+}
+
+static uint8_t *pb_varint(uint8_t *p, uint64_t v) {
+    for (; v >= 0x80; v >>= 7) *p++ = (uint8_t)(v | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static size_t pb_len_size(size_t len) { return 1 + pb_varint_size(len) + len; } /* tag, length, payload */
+static size_t pb_str_size(size_t len) { return len ? pb_len_size(len) : 0; }
+
+static int pb_float_set(float v) {
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    return b != 0;
+}
+
+static uint8_t *pb_str(uint8_t *p, unsigned field, const char *str, size_t len) {
+    if (!len) return p;
+    *p++ = (uint8_t)(field << 3 | 2);
+    p = pb_varint(p, len);
+    memcpy(p, str, len);
+    return p + len;
+}
+
+static uint8_t *pb_float(uint8_t *p, unsigned field, float v) {
+    if (!pb_float_set(v)) return p;
+    *p++ = (uint8_t)(field << 3 | 5);
+    memcpy(p, &v, 4);
+    return p + 4;
+}
+
+static uint8_t *pb_u32(uint8_t *p, unsigned field, uint32_t v) {
+    if (!v) return p;
+    *p++ = (uint8_t)(field << 3);
+    return pb_varint(p, v);
+}
+
+static size_t tower_size(const rk_service *s, int k, const float *ts) {
+    return pb_str_size(strlen(s->tname[k])) + 5 * (size_t)pb_float_set(ts[0]) + 5 * (size_t)pb_float_set(ts[1]);
+}
+
+static size_t timing_size(const Rankd__V1__Timing *t) {
+    const uint32_t v[5] = {t->decode_us, t->lookup_us, t->model_us, t->encode_us, t->total_us};
+    size_t n = 0;
+    for (int k = 0; k < 5; k++) n += v[k] ? 1 + pb_varint_size(v[k]) : 0;
+    return n;
+}
+
+/* The packed size; each Score's into s->ssize, each ad_id's length into s->adlen. */
+static size_t resp_size(rk_service *s, const resp_in *r) {
+    size_t total = pb_str_size(r->request_id ? strlen(r->request_id) : 0) + pb_str_size(strlen(r->model_version));
+    for (int i = 0; i < r->n; i++) {
+        size_t al = s->adlen[i] = r->ad_id[i] ? strlen(r->ad_id[i]) : 0;
+        size_t ss = pb_str_size(al) + 5 * (size_t)pb_float_set(r->pctr[i]);
+        for (int k = 0; k < r->n_towers; k++)
+            ss += pb_len_size(tower_size(s, k, &r->tower_scores[((size_t)i * r->n_towers + k) * 2]));
+        s->ssize[i] = ss;
+        total += pb_len_size(ss);
+    }
+    if (r->timing) total += pb_len_size(timing_size(r->timing));
+    return total;
+}
+
+/* Pack r into out (resp_size's bytes, after resp_size); the bytes written. */
+static size_t resp_pack(const rk_service *s, const resp_in *r, uint8_t *out) {
+    uint8_t *p = pb_str(out, 1, r->request_id, r->request_id ? strlen(r->request_id) : 0);
+    for (int i = 0; i < r->n; i++) {
+        *p++ = 2 << 3 | 2;
+        p = pb_varint(p, s->ssize[i]);
+        p = pb_str(p, 1, r->ad_id[i], s->adlen[i]);
+        p = pb_float(p, 2, r->pctr[i]);
+        for (int k = 0; k < r->n_towers; k++) {
+            const float *ts = &r->tower_scores[((size_t)i * r->n_towers + k) * 2];
+            *p++ = 3 << 3 | 2;
+            p = pb_varint(p, tower_size(s, k, ts));
+            p = pb_str(p, 1, s->tname[k], strlen(s->tname[k]));
+            p = pb_float(p, 2, ts[0]);
+            p = pb_float(p, 3, ts[1]);
+        }
+    }
+    p = pb_str(p, 3, r->model_version, strlen(r->model_version));
+    if (r->timing) {
+        const Rankd__V1__Timing *t = r->timing;
+        *p++ = 4 << 3 | 2;
+        p = pb_varint(p, timing_size(t));
+        p = pb_u32(p, 1, t->decode_us);
+        p = pb_u32(p, 2, t->lookup_us);
+        p = pb_u32(p, 3, t->model_us);
+        p = pb_u32(p, 4, t->encode_us);
+        p = pb_u32(p, 5, t->total_us);
+    }
+    return (size_t)(p - out);
+}
+
 int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err) {
     *resp = NULL;
@@ -949,40 +1070,26 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     double t_scored = rk_now();
 
     int n = (int)req->n_candidates;
-    Rankd__V1__RankResponse r = RANKD__V1__RANK_RESPONSE__INIT;
-    r.request_id = req->request_id;
-    r.model_version = (char *)rk_model_version(s->m);
-    r.n_scores = (size_t)n;
-    r.scores = s->score_ptrs;
-    for (int i = 0; i < n; i++) {
-        Rankd__V1__Score *sc = &s->scores[i];
-        rankd__v1__score__init(sc);
-        sc->ad_id = req->candidates[i]->ad_id;
-        sc->pctr = s->pctr[i];
-        if (req->return_tower_scores) {
-            /* a single model: its one tower with all of the weight; an
-             * ensemble: each member's pCTR and fusion weight */
-            const int T = s->n_towers;
-            float *mp = s->mp, *mw = s->mw;
+    resp_in ri = {.request_id = req->request_id, .model_version = rk_model_version(s->m), .pctr = s->pctr, .n = n,
+                  .n_towers = req->return_tower_scores ? s->n_towers : 0};
+    if (ri.n_towers) {
+        /* a single model: its one tower with all of the weight; an
+         * ensemble: each member's pCTR and fusion weight */
+        const int T = s->n_towers;
+        for (int i = 0; i < n; i++) {
+            float *mp = s->mp, *mw = s->mw, *tp = &s->tp[(size_t)i * T * 2];
             if (rk_model_n_members(s->m)) {
-                rk_status ms = rk_scorer_member_scores(s->scorer, i, mp, mw, err);
-                if (ms) return ST_INTERNAL;
+                if (rk_scorer_member_scores(s->scorer, i, mp, mw, err)) {
+                    arena_reset(&s->ar);
+                    return ST_INTERNAL;
+                }
             } else {
                 mp[0] = s->pctr[i];
                 mw[0] = 1.0f;
             }
-            for (int k = 0; k < T; k++) {
-                Rankd__V1__TowerScore *t = &s->towers[(size_t)i * T + k];
-                rankd__v1__tower_score__init(t);
-                t->tower = (char *)(rk_model_n_members(s->m) ? rk_model_member_name(s->m, k) : s->tower_name);
-                t->pctr = mp[k];
-                t->weight = mw[k];
-                s->tower_ptrs[(size_t)i * T + k] = t;
-            }
-            sc->n_towers = (size_t)T;
-            sc->towers = &s->tower_ptrs[(size_t)i * T];
+            for (int k = 0; k < T; k++) tp[2 * k] = mp[k], tp[2 * k + 1] = mw[k];
         }
-        s->score_ptrs[i] = sc;
+        ri.tower_scores = s->tp;
     }
     Rankd__V1__Timing timing = RANKD__V1__TIMING__INIT;
     double t_built = rk_now();
@@ -1005,9 +1112,11 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         timing.model_us = us(model_us * 1e-6);
         timing.encode_us = us(t_built - t_scored);
         timing.total_us = us(t_built - t0);
-        r.timing = &timing;
+        ri.timing = &timing;
     }
-    size_t need = rankd__v1__rank_response__get_packed_size(&r);
+    for (int i = 0; i < n; i++) s->ad[i] = req->candidates[i]->ad_id;
+    ri.ad_id = s->ad;
+    size_t need = resp_size(s, &ri);
     if (need > (size_t)s->o.max_message_bytes) {
         /* a client's receive limit is usually the same as ours; echoed
          * ad_id / request_id strings can make a response outgrow it */
@@ -1030,7 +1139,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         s->out = nb;
         s->out_cap = need;
     }
-    size_t got = rankd__v1__rank_response__pack(&r, s->out);
+    size_t got = resp_pack(s, &ri, s->out);
     RK_ASSERT(got == need);
     arena_reset(&s->ar);
     *resp = s->out;

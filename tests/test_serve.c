@@ -191,6 +191,56 @@ Test(serve, request_path_does_not_allocate) {
     drop_bundle();
 }
 
+/* The service packs its responses itself (service.c resp_pack): they must
+ * be byte for byte what protobuf-c packs for the same message, with tower
+ * scores, timing, an empty request_id and a candidate without ad_id. */
+Test(serve, responses_are_packed_as_protobuf_c_packs_them) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    static const uint8_t towers[] = {0x30, 1}, timing[] = {0x38, 1}, no_id[] = {0x0a, 0};
+    /* one more candidate: sparse {name "genres", values "Action"}, no ad_id */
+    static const uint8_t no_ad[] = {0x2a, 0x12, 0x12, 0x10, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 's',
+                                    0x12, 6,    'A',  'c',  't',  'i', 'o', 'n'};
+    const struct {
+        const uint8_t *b;
+        size_t n;
+    } tails[] = {{towers, 2}, {timing, 2}, {no_id, 2}, {no_ad, sizeof no_ad}};
+    for (int n = 1; n <= 300; n += 299) {
+        size_t len;
+        uint8_t *req = make_request(n, 3, &len);
+        for (int t = 0; t <= 4; t++) { /* the request with tails[0..t) appended */
+            size_t blen = len;
+            for (int k = 0; k < t; k++) blen += tails[k].n;
+            uint8_t *b = malloc(blen), *p = b + len;
+            memcpy(b, req, len);
+            for (int k = 0; k < t; k++, p += tails[k - 1].n) memcpy(p, tails[k].b, tails[k].n);
+            const uint8_t *resp;
+            size_t resp_len;
+            cr_assert_eq(rk_service_handle(svc, b, blen, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+            Rankd__V1__RankResponse *r = rankd__v1__rank_response__unpack(NULL, resp_len, resp);
+            cr_assert_not_null(r, "%d candidates, %d tails: not a RankResponse", n, t);
+            cr_expect_eq(r->n_scores, (size_t)n + (t == 4), "%d candidates, %d tails", n, t);
+            cr_expect_eq(r->scores[0]->n_towers, t >= 1 ? 1u : 0u);
+            cr_expect_eq(r->timing != NULL, t >= 2);
+            cr_expect_str_eq(r->request_id, t >= 3 ? "" : "t");
+            size_t need = rankd__v1__rank_response__get_packed_size(r);
+            uint8_t *ref = malloc(need);
+            rankd__v1__rank_response__pack(r, ref);
+            cr_expect(need == resp_len && !memcmp(ref, resp, need), "%d candidates, %d tails: %zu bytes, protobuf-c packs %zu",
+                      n, t, resp_len, need);
+            free(ref);
+            rankd__v1__rank_response__free_unpacked(r, NULL);
+            free(b);
+        }
+        free(req);
+    }
+    rk_service_destroy(svc);
+    drop_bundle();
+}
+
 /* Content fields a model cannot use (no semantic-ID ad feature here) are
  * INVALID_ARGUMENT naming the field, as an unknown feature name is; they
  * used to be accepted and silently ignored. Unset, the request is scored. */
