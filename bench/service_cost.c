@@ -17,6 +17,8 @@
  *
  *   service_cost MODEL DATA [CANDIDATES] [ROUNDS] [RAM_TABLES_MB]
  *
+ * SERVICE_COST_ONLY=handle|inproc|decode runs that path alone (for perf).
+ *
  * Prints one line: service_cost: handle_us=X inproc_us=X extra_us=X
  * decode_us=X rounds=R requests=K request_bytes=B
  */
@@ -148,9 +150,15 @@ int main(int argc, char **argv) {
     if (!pctr || !b.base || !t[0] || !t[1] || !t[2]) return 1;
     for (int p = 0; p < 3; p++) /* warm-up */
         if (window(p, svc, sc, rk_model_config(m), pctr, &b, &q) < 0) return 1;
+    const char *only = getenv("SERVICE_COST_ONLY");
+    int one = !only ? -1 : !strcmp(only, "handle") ? 0 : !strcmp(only, "inproc") ? 1 : !strcmp(only, "decode") ? 2 : -1;
     for (int r = 0; r < rounds; r++)
         for (int p = 0; p < 3; p++)
-            if ((t[p][r] = window(p, svc, sc, rk_model_config(m), pctr, &b, &q)) < 0) return 1;
+            if (one < 0 || one == p) {
+                if ((t[p][r] = window(p, svc, sc, rk_model_config(m), pctr, &b, &q)) < 0) return 1;
+            } else {
+                t[p][r] = 0;
+            }
     double h = median(t[0], rounds), ip = median(t[1], rounds), d = median(t[2], rounds);
     for (int r = 0; r < rounds; r++) t[2][r] = t[0][r] - t[1][r]; /* paired: the same moment's load */
     double x = median(t[2], rounds);

@@ -80,6 +80,7 @@ __attribute__((always_inline)) static inline int next_field(const uint8_t **pp, 
     if ((tag >> 3) == 0 || (tag >> 3) > MAX_FIELD) return -1;
     switch (f->wt) {
     case 0:
+        f->data = p, f->len = 0; /* a varint: read as raw */
         for (i = 0;; i++) {
             if (i == 10 || p + i >= end) return -1;
             if (!(p[i] & 0x80)) break;
@@ -136,7 +137,7 @@ typedef struct {
  * for k < ncnt; a field numbered emb (0: none) is a content_embedding, its
  * floats counted into *ne (emb_count). */
 static int emb_count(const wfield *f, size_t *n);
-static int it_scan(msg_it *it, const uint8_t *p, const uint8_t *end, size_t *cnt, uint32_t ncnt, uint32_t emb,
+__attribute__((always_inline)) static inline int it_scan(msg_it *it, const uint8_t *p, const uint8_t *end, size_t *cnt, uint32_t ncnt, uint32_t emb,
                    size_t *ne) {
     it->n = 0, it->i = 0, it->p = p, it->end = end;
     while (p < end) {
@@ -151,7 +152,7 @@ static int it_scan(msg_it *it, const uint8_t *p, const uint8_t *end, size_t *cnt
 
 /* The next field of the fill pass (NULL at the end). The last string's
  * terminator is written now: its byte, this field's first, was read. */
-static const wfield *it_next(dec *d, msg_it *it) {
+__attribute__((always_inline)) static inline const wfield *it_next(dec *d, msg_it *it) {
     const wfield *f;
     if (it->n >= 0) {
         if (it->i == it->n) return NULL;
@@ -200,7 +201,7 @@ static inline int has_nul(const uint8_t *s, size_t n) {
 
 /* A string field: wire type 2, no NUL inside; the string in place in the
  * request's copy, its terminator pending (see the top of the file). */
-static int get_str(dec *d, const wfield *f, char **out) {
+__attribute__((always_inline)) static inline int get_str(dec *d, const wfield *f, char **out) {
     if (f->wt != 2 || has_nul(f->data, f->len)) return -1;
     *out = (char *)f->data;
     d->pend = (uint8_t *)f->data + f->len;
@@ -218,7 +219,7 @@ static int get_float(const wfield *f, float *out) {
 static void *alloc_n(dec *d, size_t n, size_t size) { return n ? dalloc(d, n * size) : NULL; }
 
 static int sparse_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__SparseFeature *m) {
-    rankd__v1__sparse_feature__init(m);
+    *m = (Rankd__V1__SparseFeature)RANKD__V1__SPARSE_FEATURE__INIT; /* inline: one per candidate */
     msg_it it;
     size_t cnt[3] = {0};
     if (it_scan(&it, p, end, cnt, 3, 0, NULL)) return -1;
@@ -232,7 +233,7 @@ static int sparse_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__S
 }
 
 static int dense_msg(const uint8_t *p, const uint8_t *end, Rankd__V1__DenseFeature *m, dec *d) {
-    rankd__v1__dense_feature__init(m);
+    *m = (Rankd__V1__DenseFeature)RANKD__V1__DENSE_FEATURE__INIT;
     wfield f;
     while (p < end) { /* one pass: the fill and its own scan */
         if (next_field(&p, end, &f)) return -1;
@@ -317,7 +318,7 @@ static int emb_count(const wfield *f, size_t *n) {
 }
 
 static int cand_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Candidate *m) {
-    rankd__v1__candidate__init(m);
+    *m = (Rankd__V1__Candidate)RANKD__V1__CANDIDATE__INIT;
     msg_it it;
     size_t cnt[4] = {0}, ne = 0; /* by field number: 2 sparse, 3 dense */
     if (it_scan(&it, p, end, cnt, 4, 4, &ne)) return -1;

@@ -594,23 +594,25 @@ static int mark_seen(seen_set *seen, int f, const fref *at, const char *name, rk
 }
 
 /* Add the values of sparse feature f to rows [r0, r1), as rank/dataset.c
- * does: empty values skipped, at most max_values non-empty values kept. */
-static int add_values(rk_service *s, int f, char **values, size_t n_values, int r0, int r1,
+ * does: empty values skipped, at most max_values non-empty values kept.
+ * lens: NULL, or the values' lengths when they were checked already. */
+static int add_values(rk_service *s, int f, char **values, const size_t *lens, size_t n_values, int r0, int r1,
                       const fref *at, rk_err *err) {
     const rk_feature *ft = &s->cfg->features[f];
     char fb[80];
     if (n_values > (size_t)s->o.max_values_per_row)
         return failf(err, ST_RESOURCE_EXHAUSTED, "%s: %zu values exceed the maximum of %d",
                      fref_str(at, fb, sizeof fb), n_values, s->o.max_values_per_row);
-    for (size_t k = 0; k < n_values; k++) {
+    for (size_t k = 0; k < n_values && !lens; k++) {
         if (!utf8_len(values[k], &s->vlen[k]))
             return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8", fref_str(at, fb, sizeof fb), k);
     }
+    if (!lens) lens = s->vlen;
     int taken = 0;
     rk_err e; /* written only on failure: not cleared per value (it is 260 bytes) */
     e.code = RK_OK, e.msg[0] = 0;
     for (size_t k = 0; k < n_values; k++) {
-        size_t len = s->vlen[k];
+        size_t len = lens[k];
         if (!len) continue;
         if (ft->max_values > 0 && taken >= ft->max_values) break;
         taken++;
@@ -635,6 +637,7 @@ typedef struct {
     const char *field; /* "user_id", ... */
     char **values;
     size_t n_values;
+    const size_t *lens; /* NULL, or the values' lengths: checked UTF-8 already */
 } alias_in;
 
 static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
@@ -659,7 +662,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
         if (al->n_values == 0) continue;
         if ((code = mark_seen(seen, al->feature, &at, cfg->features[al->feature].name, err)))
             return code;
-        if ((code = add_values(s, al->feature, al->values, al->n_values, r0, r1, &at, err)))
+        if ((code = add_values(s, al->feature, al->values, al->lens, al->n_values, r0, r1, &at, err)))
             return code;
     }
     for (size_t j = 0; j < n_sparse; j++) {
@@ -669,7 +672,7 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
         if (f < 0) return code;
         if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         at.kind = FR_SPARSE_VALUES;
-        if ((code = add_values(s, f, sf->values, sf->n_values, r0, r1, &at, err))) return code;
+        if ((code = add_values(s, f, sf->values, NULL, sf->n_values, r0, r1, &at, err))) return code;
     }
     for (size_t j = 0; j < n_dense; j++) {
         const Rankd__V1__DenseFeature *df = dense[j];
@@ -814,9 +817,9 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
         char *uid[1] = {u->user_id};
         alias_in al[2] = {
             {alias_feature(cfg, cfg->alias_user_id), "user_id", uid,
-             u->user_id && u->user_id[0] ? 1u : 0u},
+             u->user_id && u->user_id[0] ? 1u : 0u, NULL},
             {alias_feature(cfg, cfg->alias_recent_items), "recent_item_ids", u->recent_item_ids,
-             u->n_recent_item_ids},
+             u->n_recent_item_ids, NULL},
         };
         if ((code = fill_side(s, RK_SIDE_USER, -1, u->n_sparse, u->sparse, u->n_dense, u->dense,
                               al, 2, 0, n, err)))
@@ -825,7 +828,8 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     int ad_f = alias_feature(cfg, cfg->alias_ad_id);
     for (int i = 0; i < n; i++) {
         const Rankd__V1__Candidate *c = req->candidates[i];
-        if (c->ad_id && !utf8_valid(c->ad_id)) {
+        size_t ad_len = 0;
+        if (c->ad_id && !utf8_len(c->ad_id, &ad_len)) {
             char where[32];
             snprintf(where, sizeof where, "candidates[%d]", i);
             return check_str(c->ad_id, where, ".ad_id", err);
@@ -872,8 +876,8 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
         }
         int assign = sid_ad && has_ad && (has_emb || has_text || has_image) &&
-                     !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, strlen(c->ad_id));
-        alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u}};
+                     !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, ad_len);
+        alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u, &ad_len}};
         if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
                               al, 1, i, i + 1, err)))
             return code;
