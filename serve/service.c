@@ -60,11 +60,14 @@ enum {
 };
 
 #define ARENA_INITIAL (256u << 10)
-/* Decoded bytes per wire byte a request may use beyond the warm block: a
- * value string of one character is 3 bytes on the wire and 24 decoded (its
- * pointer and a 16-byte aligned copy), plus protobuf-c's scan records (~32
- * bytes per field, in slabs that double, freed only at reset): measured,
- * 1.8 MB of one-character values needs ~50 MB. */
+/* Decoded bytes per wire byte a request may use beyond the warm block.
+ * rankd's decoder needs far less (a copy of the request, and for a value
+ * string of one character, 3 bytes on the wire, its 8-byte pointer: the
+ * string stays in the copy); the bound is protobuf-c's, which decodes when
+ * rankd's decoder could not: 24 bytes for that value (its pointer and a
+ * 16-byte aligned copy), plus its scan records (~32 bytes per field, in
+ * slabs that double, freed only at reset): measured, 1.8 MB of
+ * one-character values needs ~50 MB. */
 #define ARENA_PER_MESSAGE_BYTE 16u
 #define ARENA_ALIGN 16u
 
