@@ -86,6 +86,7 @@
 #include <jansson.h>
 
 #include "hdr.h"
+#include "inprocess.h"
 #include "rank.h"
 #include "rank.pb-c.h"
 #include "serve.h"
@@ -845,60 +846,6 @@ static int run_grpc(const opts *o, workload *w, results *r) {
 
 /* ------------------------------------------------------------ in-process baseline */
 
-static int feed_values(rk_scorer *s, int f, char *const *v, size_t n, int r0, int r1, int max_values) {
-    int taken = 0;
-    for (size_t k = 0; k < n; k++) {
-        size_t len = strlen(v[k]);
-        if (!len) continue;
-        if (max_values > 0 && taken >= max_values) break;
-        taken++;
-        if (rk_scorer_add_sparse_rows(s, r0, r1, f, v[k], len, NULL)) return -1;
-    }
-    return 0;
-}
-
-/* Score one unpacked request through the scorer, as the service does. */
-static int score_inprocess(rk_scorer *s, const rk_model_cfg *cfg, const Rankd__V1__RankRequest *q, float *pctr) {
-    const int n = (int)q->n_candidates;
-    if (rk_scorer_begin(s, n, NULL)) return -1;
-    int a_user = cfg->alias_user_id[0] ? rk_model_cfg_find(cfg, cfg->alias_user_id) : -1;
-    int a_hist = cfg->alias_recent_items[0] ? rk_model_cfg_find(cfg, cfg->alias_recent_items) : -1;
-    int a_ad = cfg->alias_ad_id[0] ? rk_model_cfg_find(cfg, cfg->alias_ad_id) : -1;
-    const Rankd__V1__User *u = q->user;
-    if (u) {
-        if (a_user >= 0 && u->user_id && u->user_id[0] &&
-            feed_values(s, a_user, &u->user_id, 1, 0, n, cfg->features[a_user].max_values))
-            return -1;
-        if (a_hist >= 0 &&
-            feed_values(s, a_hist, u->recent_item_ids, u->n_recent_item_ids, 0, n, cfg->features[a_hist].max_values))
-            return -1;
-        for (size_t j = 0; j < u->n_sparse; j++) {
-            int f = rk_model_cfg_find(cfg, u->sparse[j]->name);
-            if (f < 0 || feed_values(s, f, u->sparse[j]->values, u->sparse[j]->n_values, 0, n, cfg->features[f].max_values))
-                return -1;
-        }
-        for (size_t j = 0; j < u->n_dense; j++) {
-            int f = rk_model_cfg_find(cfg, u->dense[j]->name);
-            for (int r = 0; r < n; r++)
-                if (f < 0 || rk_scorer_set_dense(s, r, f, u->dense[j]->value, NULL)) return -1;
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        const Rankd__V1__Candidate *c = q->candidates[i];
-        if (a_ad >= 0 && c->ad_id && c->ad_id[0] && feed_values(s, a_ad, &c->ad_id, 1, i, i + 1, 0)) return -1;
-        for (size_t j = 0; j < c->n_sparse; j++) {
-            int f = rk_model_cfg_find(cfg, c->sparse[j]->name);
-            if (f < 0 || feed_values(s, f, c->sparse[j]->values, c->sparse[j]->n_values, i, i + 1, cfg->features[f].max_values))
-                return -1;
-        }
-        for (size_t j = 0; j < c->n_dense; j++) {
-            int f = rk_model_cfg_find(cfg, c->dense[j]->name);
-            if (f < 0 || rk_scorer_set_dense(s, i, f, c->dense[j]->value, NULL)) return -1;
-        }
-    }
-    return rk_scorer_run(s, pctr, NULL, NULL, NULL) ? -1 : 0;
-}
-
 static int run_inprocess(const opts *o, workload *w, results *r) {
     rk_model *m;
     rk_err e = {0};
@@ -937,7 +884,7 @@ static int run_inprocess(const opts *o, workload *w, results *r) {
         int measured = t >= r->t_meas0;
         const Rankd__V1__RankRequest *q = w->req[k % w->n_req].msg;
         k++;
-        int rc = score_inprocess(s, cfg, q, pctr);
+        int rc = rk_bench_score_inprocess(s, cfg, q, pctr);
         int64_t t2 = now_ns();
         second *sec = &r->sec[sec_of(r, t2)];
         sec->offered++;

@@ -27,7 +27,8 @@ extern ProtobufCAllocator rk_pb_allocator;
 int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap);
 
 /* rankd's own RankRequest decoder (decode.c): 0 and *out (allocated
- * through a; its bytes fields point into buf) for a request that both
+ * through a, with one copy of buf that its strings and bytes fields point
+ * into: buf need not outlive it) for a request that both
  * rk_pb_check and protobuf-c's unpack accept, with the tree unpack would
  * build (unknown fields dropped). -1 for anything else, including an
  * allocation failure: the caller then runs rk_pb_check and unpack, which

@@ -60,11 +60,14 @@ enum {
 };
 
 #define ARENA_INITIAL (256u << 10)
-/* Decoded bytes per wire byte a request may use beyond the warm block: a
- * value string of one character is 3 bytes on the wire and 24 decoded (its
- * pointer and a 16-byte aligned copy), plus protobuf-c's scan records (~32
- * bytes per field, in slabs that double, freed only at reset): measured,
- * 1.8 MB of one-character values needs ~50 MB. */
+/* Decoded bytes per wire byte a request may use beyond the warm block.
+ * rankd's decoder needs far less (a copy of the request, and for a value
+ * string of one character, 3 bytes on the wire, its 8-byte pointer: the
+ * string stays in the copy); the bound is protobuf-c's, which decodes when
+ * rankd's decoder could not: 24 bytes for that value (its pointer and a
+ * 16-byte aligned copy), plus its scan records (~32 bytes per field, in
+ * slabs that double, freed only at reset): measured, 1.8 MB of
+ * one-character values needs ~50 MB. */
 #define ARENA_PER_MESSAGE_BYTE 16u
 #define ARENA_ALIGN 16u
 
@@ -160,10 +163,11 @@ struct rk_service {
     arena ar;
     ProtobufCAllocator pballoc;
     float *pctr;                       /* [max_candidates] */
-    Rankd__V1__Score *scores;          /* [max_candidates] */
-    Rankd__V1__Score **score_ptrs;     /* [max_candidates] */
-    Rankd__V1__TowerScore *towers;     /* [max_candidates] */
-    Rankd__V1__TowerScore **tower_ptrs;
+    const char **ad;                   /* [max_candidates] the response's ad_ids */
+    size_t *adlen;                     /* [max_candidates] their lengths */
+    size_t *ssize;                     /* [max_candidates] the packed size of each Score */
+    float *tp;                         /* [max_candidates, n_towers, 2] tower pCTR and weight */
+    const char **tname;                /* [n_towers] the towers' names */
     uint8_t *out;                      /* packed response */
     size_t out_cap, out_warm;          /* out_warm: its size at creation */
     const char *tower_name;
@@ -184,6 +188,9 @@ struct rk_service {
     int es_feature;                    /* its dense item input, RK_EMBSUM_FEATURE */
     rk_embsum_candidate *es_cand;      /* [max_candidates] */
     uint64_t es_count[3];              /* fallbacks: UPE from recent items, default UPE, CPE from text */
+    size_t *vlen;                      /* [max_values_per_row] one sparse feature's value lengths */
+    int *pred[2];                      /* [n_features] sparse / dense: the feature candidates' sparse[j] /
+                                        * dense[j] named last (-1: none); most requests repeat one order */
 };
 
 rk_status rk_model_check_encoder(const rk_model *m, const char *dir, rk_err *err) {
@@ -316,25 +323,32 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->pballoc.free = arena_free;
     s->pballoc.allocator_data = &s->ar;
     s->pctr = rk_malloc(n * sizeof *s->pctr);
-    s->scores = rk_malloc(n * sizeof *s->scores);
-    s->score_ptrs = rk_malloc(n * sizeof *s->score_ptrs);
+    s->ad = rk_malloc(n * sizeof *s->ad);
+    s->adlen = rk_malloc(n * sizeof *s->adlen);
+    s->ssize = rk_malloc(n * sizeof *s->ssize);
     s->n_towers = rk_model_n_members(m) ? rk_model_n_members(m) : 1;
-    s->towers = rk_malloc(n * (size_t)s->n_towers * sizeof *s->towers);
-    s->tower_ptrs = rk_malloc(n * (size_t)s->n_towers * sizeof *s->tower_ptrs);
+    s->tp = rk_malloc(n * (size_t)s->n_towers * 2 * sizeof *s->tp);
+    s->tname = rk_malloc((size_t)s->n_towers * sizeof *s->tname);
     s->out_cap = s->out_warm = 64 * n * (size_t)(1 + s->n_towers) + 4096;
     s->out = rk_malloc(s->out_cap);
-    if (!s->ar.base || !s->pctr || !s->scores || !s->score_ptrs || !s->towers || !s->tower_ptrs ||
+    if (!s->ar.base || !s->pctr || !s->ad || !s->adlen || !s->ssize || !s->tp || !s->tname ||
         !s->out) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d candidates",
                        o->max_candidates);
     }
     s->tower_name = rk_tower_name(s->cfg->tower.type);
+    for (int k = 0; k < s->n_towers; k++)
+        s->tname[k] = rk_model_n_members(m) ? rk_model_member_name(m, k) : s->tower_name;
     if (!(s->mp = rk_malloc((size_t)s->n_towers * sizeof *s->mp)) ||
-        !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features))) {
+        !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features)) ||
+        !(s->vlen = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vlen)) ||
+        !(s->pred[0] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int))) ||
+        !(s->pred[1] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int)))) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d features", s->cfg->n_features);
     }
+    for (int f = 0; f < s->cfg->n_features; f++) s->pred[0][f] = s->pred[1][f] = -1;
     if (o->encoder_dir) {
         s->o.encoder_dir = NULL; /* not ours to keep */
         rk_text_encoder_opts eo = RK_TEXT_ENCODER_OPTS_DEFAULT;
@@ -384,10 +398,11 @@ void rk_service_destroy(rk_service *s) {
     rk_scorer_destroy(s->scorer); /* frees its device buffers: before the device */
     rk_device_close(s->dev);
     rk_free(s->pctr);
-    rk_free(s->scores);
-    rk_free(s->score_ptrs);
-    rk_free(s->towers);
-    rk_free(s->tower_ptrs);
+    rk_free(s->ad);
+    rk_free(s->adlen);
+    rk_free(s->ssize);
+    rk_free(s->tp);
+    rk_free(s->tname);
     rk_free(s->out);
     rk_text_encoder_close(s->enc);
     rk_free(s->text);
@@ -397,6 +412,9 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->mp);
     rk_free(s->mw);
     seen_destroy(s->seen);
+    rk_free(s->vlen);
+    rk_free(s->pred[0]);
+    rk_free(s->pred[1]);
     rk_embsum_bundle_close(s->es);
     rk_free(s->es_cand);
     rk_free(s);
@@ -404,15 +422,14 @@ void rk_service_destroy(rk_service *s) {
 
 /* ------------------------------------------------------------ validation */
 
-/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF. */
-static int utf8_valid(const char *str) {
+/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF.
+ * 1 and *len = strlen(str) when str is valid, else 0. */
+static int utf8_len(const char *str, size_t *len) {
     const unsigned char *p = (const unsigned char *)str;
-    while (*p) {
+    for (;;) {
+        while (*p && *p < 0x80) p++; /* ASCII: most strings, to their end */
+        if (!*p) break;
         unsigned c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
         int n;
         unsigned lo = 0x80, hi = 0xBF;
         if (c >= 0xC2 && c <= 0xDF) n = 1;
@@ -431,7 +448,13 @@ static int utf8_valid(const char *str) {
             hi = 0xBF;
         }
     }
+    *len = (size_t)(p - (const unsigned char *)str);
     return 1;
+}
+
+static int utf8_valid(const char *str) {
+    size_t len;
+    return utf8_len(str, &len);
 }
 
 /* Fail with a gRPC code; the message is "<where><field>: <what>". */
@@ -511,6 +534,19 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
     return f;
 }
 
+/* resolve() for sparse[j] / dense[j] of a side, first trying the feature
+ * that candidates' sparse[j] / dense[j] named last: the same name is the
+ * same feature, of the side and kind resolve() checked then (one strcmp
+ * instead of a lookup; the user side is resolved once per request). */
+static int resolve_at(rk_service *s, const char *name, rk_side side, rk_feat_kind kind, size_t j,
+                      const fref *at, int *code, rk_err *err) {
+    int *pred = side == RK_SIDE_ITEM && j < (size_t)s->cfg->n_features ? &s->pred[kind == RK_FEAT_DENSE][j] : NULL;
+    if (pred && *pred >= 0 && !strcmp(name, s->cfg->features[*pred].name)) return *pred;
+    int f = resolve(s->cfg, name, side, kind, at, code, err);
+    if (pred && f >= 0) *pred = f;
+    return f;
+}
+
 /* Which field already set a feature on this side (for duplicate errors):
  * feature f is set when at_gen[f] == gen; each side starts a new generation,
  * so nothing is cleared per request whatever the number of features. */
@@ -561,25 +597,28 @@ static int mark_seen(seen_set *seen, int f, const fref *at, const char *name, rk
 }
 
 /* Add the values of sparse feature f to rows [r0, r1), as rank/dataset.c
- * does: empty values skipped, at most max_values non-empty values kept. */
-static int add_values(rk_service *s, int f, char **values, size_t n_values, int r0, int r1,
+ * does: empty values skipped, at most max_values non-empty values kept.
+ * lens: NULL, or the values' lengths when they were checked already. */
+static int add_values(rk_service *s, int f, char **values, const size_t *lens, size_t n_values, int r0, int r1,
                       const fref *at, rk_err *err) {
     const rk_feature *ft = &s->cfg->features[f];
     char fb[80];
     if (n_values > (size_t)s->o.max_values_per_row)
         return failf(err, ST_RESOURCE_EXHAUSTED, "%s: %zu values exceed the maximum of %d",
                      fref_str(at, fb, sizeof fb), n_values, s->o.max_values_per_row);
-    for (size_t k = 0; k < n_values; k++) {
-        if (!utf8_valid(values[k]))
+    for (size_t k = 0; k < n_values && !lens; k++) {
+        if (!utf8_len(values[k], &s->vlen[k]))
             return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8", fref_str(at, fb, sizeof fb), k);
     }
+    if (!lens) lens = s->vlen;
     int taken = 0;
+    rk_err e; /* written only on failure: not cleared per value (it is 260 bytes) */
+    e.code = RK_OK, e.msg[0] = 0;
     for (size_t k = 0; k < n_values; k++) {
-        size_t len = strlen(values[k]);
+        size_t len = lens[k];
         if (!len) continue;
         if (ft->max_values > 0 && taken >= ft->max_values) break;
         taken++;
-        rk_err e = {0};
         /* a user-side value goes to every row: hashed once */
         rk_status st = rk_scorer_add_sparse_rows(s->scorer, r0, r1, f, values[k], len, &e);
         if (st == RK_ETOOBIG)
@@ -601,6 +640,7 @@ typedef struct {
     const char *field; /* "user_id", ... */
     char **values;
     size_t n_values;
+    const size_t *lens; /* NULL, or the values' lengths: checked UTF-8 already */
 } alias_in;
 
 static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
@@ -625,22 +665,22 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
         if (al->n_values == 0) continue;
         if ((code = mark_seen(seen, al->feature, &at, cfg->features[al->feature].name, err)))
             return code;
-        if ((code = add_values(s, al->feature, al->values, al->n_values, r0, r1, &at, err)))
+        if ((code = add_values(s, al->feature, al->values, al->lens, al->n_values, r0, r1, &at, err)))
             return code;
     }
     for (size_t j = 0; j < n_sparse; j++) {
         const Rankd__V1__SparseFeature *sf = sparse[j];
         fref at = {cand, FR_SPARSE_NAME, j, NULL};
-        int f = resolve(cfg, sf->name, side, RK_FEAT_SPARSE, &at, &code, err);
+        int f = resolve_at(s, sf->name, side, RK_FEAT_SPARSE, j, &at, &code, err);
         if (f < 0) return code;
         if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         at.kind = FR_SPARSE_VALUES;
-        if ((code = add_values(s, f, sf->values, sf->n_values, r0, r1, &at, err))) return code;
+        if ((code = add_values(s, f, sf->values, NULL, sf->n_values, r0, r1, &at, err))) return code;
     }
     for (size_t j = 0; j < n_dense; j++) {
         const Rankd__V1__DenseFeature *df = dense[j];
         fref at = {cand, FR_DENSE_NAME, j, NULL};
-        int f = resolve(cfg, df->name, side, RK_FEAT_DENSE, &at, &code, err);
+        int f = resolve_at(s, df->name, side, RK_FEAT_DENSE, j, &at, &code, err);
         if (f < 0) return code;
         if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
         char where[32];
@@ -650,8 +690,9 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
             return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", where, j,
                          nonfinite_name(df->value));
         }
+        rk_err e; /* written only on failure */
+        e.code = RK_OK, e.msg[0] = 0;
         for (int r = r0; r < r1; r++) {
-            rk_err e = {0};
             rk_status st = rk_scorer_set_dense(s->scorer, r, f, df->value, &e);
             if (st) {
                 fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where);
@@ -779,9 +820,9 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
         char *uid[1] = {u->user_id};
         alias_in al[2] = {
             {alias_feature(cfg, cfg->alias_user_id), "user_id", uid,
-             u->user_id && u->user_id[0] ? 1u : 0u},
+             u->user_id && u->user_id[0] ? 1u : 0u, NULL},
             {alias_feature(cfg, cfg->alias_recent_items), "recent_item_ids", u->recent_item_ids,
-             u->n_recent_item_ids},
+             u->n_recent_item_ids, NULL},
         };
         if ((code = fill_side(s, RK_SIDE_USER, -1, u->n_sparse, u->sparse, u->n_dense, u->dense,
                               al, 2, 0, n, err)))
@@ -790,7 +831,8 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     int ad_f = alias_feature(cfg, cfg->alias_ad_id);
     for (int i = 0; i < n; i++) {
         const Rankd__V1__Candidate *c = req->candidates[i];
-        if (c->ad_id && !utf8_valid(c->ad_id)) {
+        size_t ad_len = 0;
+        if (c->ad_id && !utf8_len(c->ad_id, &ad_len)) {
             char where[32];
             snprintf(where, sizeof where, "candidates[%d]", i);
             return check_str(c->ad_id, where, ".ad_id", err);
@@ -837,8 +879,8 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             if (st) return failf(err, ST_INVALID_ARGUMENT, "candidates[%d].%s", i, e.msg);
         }
         int assign = sid_ad && has_ad && (has_emb || has_text || has_image) &&
-                     !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, strlen(c->ad_id));
-        alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u}};
+                     !rk_scorer_item_known(s->scorer, ad_f, c->ad_id, ad_len);
+        alias_in al[1] = {{ad_f, "ad_id", ad, has_ad && !assign ? 1u : 0u, &ad_len}};
         if ((code = fill_side(s, RK_SIDE_ITEM, i, c->n_sparse, c->sparse, c->n_dense, c->dense,
                               al, 1, i, i + 1, err)))
             return code;
@@ -875,6 +917,122 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
     if (st) return failf(err, ST_INTERNAL, "scoring failed: %s", e.msg);
     return ST_OK;
+}
+
+/* ------------------------------------------------------------ response */
+
+/* The RankResponse is packed here, as protobuf-c packs it, byte for byte:
+ * fields in number order, tags of one byte (numbers 1..15), proto3
+ * defaults left out (an empty or unset string, a float whose bits are 0,
+ * a uint32 of 0), a set sub-message always written, repeated ones one by
+ * one. Without protobuf-c's descriptor walk it costs a fraction.
+ * tests/test_serve.c holds it to rankd__v1__rank_response__pack. */
+typedef struct {
+    const char *request_id, *model_version;
+    const float *pctr;
+    const char **ad_id;         /* [n] */
+    int n, n_towers;            /* n_towers: 0 unless return_tower_scores */
+    const float *tower_scores;  /* [n, n_towers, 2]: pCTR, weight */
+    const Rankd__V1__Timing *timing; /* or NULL */
+} resp_in;
+
+static size_t pb_varint_size(uint64_t v) {
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7) n++;
+    return n;
+}
+
+static uint8_t *pb_varint(uint8_t *p, uint64_t v) {
+    for (; v >= 0x80; v >>= 7) *p++ = (uint8_t)(v | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static size_t pb_len_size(size_t len) { return 1 + pb_varint_size(len) + len; } /* tag, length, payload */
+static size_t pb_str_size(size_t len) { return len ? pb_len_size(len) : 0; }
+
+static int pb_float_set(float v) {
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    return b != 0;
+}
+
+static uint8_t *pb_str(uint8_t *p, unsigned field, const char *str, size_t len) {
+    if (!len) return p;
+    *p++ = (uint8_t)(field << 3 | 2);
+    p = pb_varint(p, len);
+    memcpy(p, str, len);
+    return p + len;
+}
+
+static uint8_t *pb_float(uint8_t *p, unsigned field, float v) {
+    if (!pb_float_set(v)) return p;
+    *p++ = (uint8_t)(field << 3 | 5);
+    memcpy(p, &v, 4);
+    return p + 4;
+}
+
+static uint8_t *pb_u32(uint8_t *p, unsigned field, uint32_t v) {
+    if (!v) return p;
+    *p++ = (uint8_t)(field << 3);
+    return pb_varint(p, v);
+}
+
+static size_t tower_size(const rk_service *s, int k, const float *ts) {
+    return pb_str_size(strlen(s->tname[k])) + 5 * (size_t)pb_float_set(ts[0]) + 5 * (size_t)pb_float_set(ts[1]);
+}
+
+static size_t timing_size(const Rankd__V1__Timing *t) {
+    const uint32_t v[5] = {t->decode_us, t->lookup_us, t->model_us, t->encode_us, t->total_us};
+    size_t n = 0;
+    for (int k = 0; k < 5; k++) n += v[k] ? 1 + pb_varint_size(v[k]) : 0;
+    return n;
+}
+
+/* The packed size; each Score's into s->ssize, each ad_id's length into s->adlen. */
+static size_t resp_size(rk_service *s, const resp_in *r) {
+    size_t total = pb_str_size(r->request_id ? strlen(r->request_id) : 0) + pb_str_size(strlen(r->model_version));
+    for (int i = 0; i < r->n; i++) {
+        size_t al = s->adlen[i] = r->ad_id[i] ? strlen(r->ad_id[i]) : 0;
+        size_t ss = pb_str_size(al) + 5 * (size_t)pb_float_set(r->pctr[i]);
+        for (int k = 0; k < r->n_towers; k++)
+            ss += pb_len_size(tower_size(s, k, &r->tower_scores[((size_t)i * r->n_towers + k) * 2]));
+        s->ssize[i] = ss;
+        total += pb_len_size(ss);
+    }
+    if (r->timing) total += pb_len_size(timing_size(r->timing));
+    return total;
+}
+
+/* Pack r into out (resp_size's bytes, after resp_size); the bytes written. */
+static size_t resp_pack(const rk_service *s, const resp_in *r, uint8_t *out) {
+    uint8_t *p = pb_str(out, 1, r->request_id, r->request_id ? strlen(r->request_id) : 0);
+    for (int i = 0; i < r->n; i++) {
+        *p++ = 2 << 3 | 2;
+        p = pb_varint(p, s->ssize[i]);
+        p = pb_str(p, 1, r->ad_id[i], s->adlen[i]);
+        p = pb_float(p, 2, r->pctr[i]);
+        for (int k = 0; k < r->n_towers; k++) {
+            const float *ts = &r->tower_scores[((size_t)i * r->n_towers + k) * 2];
+            *p++ = 3 << 3 | 2;
+            p = pb_varint(p, tower_size(s, k, ts));
+            p = pb_str(p, 1, s->tname[k], strlen(s->tname[k]));
+            p = pb_float(p, 2, ts[0]);
+            p = pb_float(p, 3, ts[1]);
+        }
+    }
+    p = pb_str(p, 3, r->model_version, strlen(r->model_version));
+    if (r->timing) {
+        const Rankd__V1__Timing *t = r->timing;
+        *p++ = 4 << 3 | 2;
+        p = pb_varint(p, timing_size(t));
+        p = pb_u32(p, 1, t->decode_us);
+        p = pb_u32(p, 2, t->lookup_us);
+        p = pb_u32(p, 3, t->model_us);
+        p = pb_u32(p, 4, t->encode_us);
+        p = pb_u32(p, 5, t->total_us);
+    }
+    return (size_t)(p - out);
 }
 
 int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
@@ -919,40 +1077,26 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     double t_scored = rk_now();
 
     int n = (int)req->n_candidates;
-    Rankd__V1__RankResponse r = RANKD__V1__RANK_RESPONSE__INIT;
-    r.request_id = req->request_id;
-    r.model_version = (char *)rk_model_version(s->m);
-    r.n_scores = (size_t)n;
-    r.scores = s->score_ptrs;
-    for (int i = 0; i < n; i++) {
-        Rankd__V1__Score *sc = &s->scores[i];
-        rankd__v1__score__init(sc);
-        sc->ad_id = req->candidates[i]->ad_id;
-        sc->pctr = s->pctr[i];
-        if (req->return_tower_scores) {
-            /* a single model: its one tower with all of the weight; an
-             * ensemble: each member's pCTR and fusion weight */
-            const int T = s->n_towers;
-            float *mp = s->mp, *mw = s->mw;
+    resp_in ri = {.request_id = req->request_id, .model_version = rk_model_version(s->m), .pctr = s->pctr, .n = n,
+                  .n_towers = req->return_tower_scores ? s->n_towers : 0};
+    if (ri.n_towers) {
+        /* a single model: its one tower with all of the weight; an
+         * ensemble: each member's pCTR and fusion weight */
+        const int T = s->n_towers;
+        for (int i = 0; i < n; i++) {
+            float *mp = s->mp, *mw = s->mw, *tp = &s->tp[(size_t)i * T * 2];
             if (rk_model_n_members(s->m)) {
-                rk_status ms = rk_scorer_member_scores(s->scorer, i, mp, mw, err);
-                if (ms) return ST_INTERNAL;
+                if (rk_scorer_member_scores(s->scorer, i, mp, mw, err)) {
+                    arena_reset(&s->ar);
+                    return ST_INTERNAL;
+                }
             } else {
                 mp[0] = s->pctr[i];
                 mw[0] = 1.0f;
             }
-            for (int k = 0; k < T; k++) {
-                Rankd__V1__TowerScore *t = &s->towers[(size_t)i * T + k];
-                rankd__v1__tower_score__init(t);
-                t->tower = (char *)(rk_model_n_members(s->m) ? rk_model_member_name(s->m, k) : s->tower_name);
-                t->pctr = mp[k];
-                t->weight = mw[k];
-                s->tower_ptrs[(size_t)i * T + k] = t;
-            }
-            sc->n_towers = (size_t)T;
-            sc->towers = &s->tower_ptrs[(size_t)i * T];
+            for (int k = 0; k < T; k++) tp[2 * k] = mp[k], tp[2 * k + 1] = mw[k];
         }
-        s->score_ptrs[i] = sc;
+        ri.tower_scores = s->tp;
     }
     Rankd__V1__Timing timing = RANKD__V1__TIMING__INIT;
     double t_built = rk_now();
@@ -975,9 +1119,11 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         timing.model_us = us(model_us * 1e-6);
         timing.encode_us = us(t_built - t_scored);
         timing.total_us = us(t_built - t0);
-        r.timing = &timing;
+        ri.timing = &timing;
     }
-    size_t need = rankd__v1__rank_response__get_packed_size(&r);
+    for (int i = 0; i < n; i++) s->ad[i] = req->candidates[i]->ad_id;
+    ri.ad_id = s->ad;
+    size_t need = resp_size(s, &ri);
     if (need > (size_t)s->o.max_message_bytes) {
         /* a client's receive limit is usually the same as ours; echoed
          * ad_id / request_id strings can make a response outgrow it */
@@ -1000,7 +1146,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         s->out = nb;
         s->out_cap = need;
     }
-    size_t got = rankd__v1__rank_response__pack(&r, s->out);
+    size_t got = resp_pack(s, &ri, s->out);
     RK_ASSERT(got == need);
     arena_reset(&s->ar);
     *resp = s->out;

@@ -191,6 +191,137 @@ Test(serve, request_path_does_not_allocate) {
     drop_bundle();
 }
 
+/* The service packs its responses itself (service.c resp_pack): they must
+ * be byte for byte what protobuf-c packs for the same message, with tower
+ * scores, timing, an empty request_id and a candidate without ad_id. */
+Test(serve, responses_are_packed_as_protobuf_c_packs_them) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    static const uint8_t towers[] = {0x30, 1}, timing[] = {0x38, 1}, no_id[] = {0x0a, 0};
+    /* one more candidate: sparse {name "genres", values "Action"}, no ad_id */
+    static const uint8_t no_ad[] = {0x2a, 0x12, 0x12, 0x10, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 's',
+                                    0x12, 6,    'A',  'c',  't',  'i', 'o', 'n'};
+    const struct {
+        const uint8_t *b;
+        size_t n;
+    } tails[] = {{towers, 2}, {timing, 2}, {no_id, 2}, {no_ad, sizeof no_ad}};
+    for (int n = 1; n <= 300; n += 299) {
+        size_t len;
+        uint8_t *req = make_request(n, 3, &len);
+        for (int t = 0; t <= 4; t++) { /* the request with tails[0..t) appended */
+            size_t blen = len;
+            for (int k = 0; k < t; k++) blen += tails[k].n;
+            uint8_t *b = malloc(blen), *p = b + len;
+            memcpy(b, req, len);
+            for (int k = 0; k < t; k++, p += tails[k - 1].n) memcpy(p, tails[k].b, tails[k].n);
+            const uint8_t *resp;
+            size_t resp_len;
+            cr_assert_eq(rk_service_handle(svc, b, blen, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+            Rankd__V1__RankResponse *r = rankd__v1__rank_response__unpack(NULL, resp_len, resp);
+            cr_assert_not_null(r, "%d candidates, %d tails: not a RankResponse", n, t);
+            cr_expect_eq(r->n_scores, (size_t)n + (t == 4), "%d candidates, %d tails", n, t);
+            cr_expect_eq(r->scores[0]->n_towers, t >= 1 ? 1u : 0u);
+            cr_expect_eq(r->timing != NULL, t >= 2);
+            cr_expect_str_eq(r->request_id, t >= 3 ? "" : "t");
+            size_t need = rankd__v1__rank_response__get_packed_size(r);
+            uint8_t *ref = malloc(need);
+            rankd__v1__rank_response__pack(r, ref);
+            cr_expect(need == resp_len && !memcmp(ref, resp, need), "%d candidates, %d tails: %zu bytes, protobuf-c packs %zu",
+                      n, t, resp_len, need);
+            free(ref);
+            rankd__v1__rank_response__free_unpacked(r, NULL);
+            free(b);
+        }
+        free(req);
+    }
+    rk_service_destroy(svc);
+    drop_bundle();
+}
+
+/* n candidates, each naming genres and movie_id in sparse[] (odd ones in
+ * the other order when swap_odd); bad: the name candidates[3].sparse[1]
+ * gets instead (NULL: none). Serialized; free(). */
+static uint8_t *ordered_request(int n, int swap_odd, const char *bad, size_t *len) {
+    static char ids[64][16];
+    char *gv[2][2] = {{"Action", "Drama"}, {"Comedy", "Romance"}};
+    Rankd__V1__RankRequest r = RANKD__V1__RANK_REQUEST__INIT;
+    Rankd__V1__Candidate *c = calloc((size_t)n, sizeof *c), **cp = calloc((size_t)n, sizeof *cp);
+    Rankd__V1__SparseFeature *sf = calloc(2 * (size_t)n, sizeof *sf), **sp = calloc(2 * (size_t)n, sizeof *sp);
+    for (int i = 0; i < n; i++) {
+        Rankd__V1__SparseFeature *g = &sf[2 * i], *m = &sf[2 * i + 1];
+        rankd__v1__sparse_feature__init(g);
+        rankd__v1__sparse_feature__init(m);
+        snprintf(ids[i], sizeof ids[i], "%d", 10 + 7 * i);
+        g->name = "genres", g->values = gv[i % 2], g->n_values = 2;
+        m->name = "movie_id", m->n_values = 1;
+        m->values = calloc(1, sizeof(char *));
+        m->values[0] = ids[i];
+        int sw = swap_odd && i % 2;
+        sp[2 * i] = sw ? m : g, sp[2 * i + 1] = sw ? g : m;
+        if (bad && i == 3) sp[2 * i + 1]->name = (char *)bad;
+        rankd__v1__candidate__init(&c[i]);
+        c[i].sparse = &sp[2 * i], c[i].n_sparse = 2;
+        cp[i] = &c[i];
+    }
+    r.request_id = "o", r.candidates = cp, r.n_candidates = (size_t)n;
+    *len = rankd__v1__rank_request__get_packed_size(&r);
+    uint8_t *buf = malloc(*len);
+    rankd__v1__rank_request__pack(&r, buf);
+    for (int i = 0; i < n; i++) free(sf[2 * i + 1].values);
+    free(c), free(cp), free(sf), free(sp);
+    return buf;
+}
+
+/* Candidates may name their features in any order. The service first tries,
+ * for candidates[i].sparse[j], the feature that sparse[j] of the candidate
+ * before named (service.c resolve_at): that guess must change no score and
+ * hide no error (a miss: a feature of the wrong side; a hit: a duplicate). */
+Test(serve, candidates_may_name_features_in_any_order) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    const int n = 8;
+    float p[2][8];
+    for (int sw = 0; sw < 2; sw++) {
+        size_t len;
+        uint8_t *req = ordered_request(n, sw, NULL, &len);
+        const uint8_t *resp;
+        size_t resp_len;
+        cr_assert_eq(rk_service_handle(svc, req, len, rk_now(), &resp, &resp_len, &e), 0, "%s", e.msg);
+        Rankd__V1__RankResponse *r = rankd__v1__rank_response__unpack(NULL, resp_len, resp);
+        cr_assert_not_null(r);
+        cr_assert_eq(r->n_scores, (size_t)n);
+        for (int i = 0; i < n; i++) p[sw][i] = r->scores[i]->pctr;
+        rankd__v1__rank_response__free_unpacked(r, NULL);
+        free(req);
+    }
+    cr_expect(!memcmp(p[0], p[1], sizeof p[0]), "scores differ with the features in another order");
+    cr_expect(p[0][0] != p[0][2], "candidates 0 and 2 differ in movie_id: their scores must differ");
+    static const struct {
+        const char *name, *msg;
+    } bad[] = {
+        {"hour", "candidates[3].sparse[1].name: 'hour' is a user feature"},
+        {"movie_id", "candidates[3].sparse[1].name: 'movie_id' is already set by candidates[3].sparse[0].name"},
+        {"nope", "candidates[3].sparse[1].name: unknown feature 'nope'"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t len;
+        uint8_t *req = ordered_request(n, 1, bad[k].name, &len);
+        const uint8_t *resp;
+        size_t resp_len;
+        cr_expect_eq(rk_service_handle(svc, req, len, rk_now(), &resp, &resp_len, &e), 3, "%s", bad[k].name);
+        cr_expect_str_eq(e.msg, bad[k].msg);
+        free(req);
+    }
+    rk_service_destroy(svc);
+    drop_bundle();
+}
+
 /* Content fields a model cannot use (no semantic-ID ad feature here) are
  * INVALID_ARGUMENT naming the field, as an unknown feature name is; they
  * used to be accepted and silently ignored. Unset, the request is scored. */
