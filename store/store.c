@@ -613,6 +613,9 @@ static void drop_open_leftovers(const char *dir) {
 
 static char probe_exe[512];
 
+/* ms between the checking process's exit and its reaping (probe_open) */
+#define PROBE_SETTLE_MS 20
+
 void rk_store_set_probe(const char *exe) { snprintf(probe_exe, sizeof probe_exe, "%s", exe ? exe : ""); }
 
 int rk_store_probe_main(int argc, char **argv) {
@@ -642,9 +645,28 @@ static rk_status probe_open(const char *dir, rk_err *err) {
     int rc = posix_spawn(&pid, probe_exe, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc) return rk_fail(err, RK_EIO, "store %s: cannot start the checking process %s: %s", dir, probe_exe, strerror(rc));
+    /* Reap only some time after the child exited. Its last thread to go
+     * wakes this waitpid before it has dropped its own /proc entries; the
+     * reaping then walks the child's /proc directory while that thread
+     * tears its part down, and on a core kept busy by rankd's workers
+     * (both at SCHED_IDLE) the two walks kept each other going for seconds
+     * of this thread's CPU time in the kernel (bench/RESULTS.md, issue 17,
+     * "swap phases"). Waiting first without reaping lets the thread
+     * finish alone. */
+    siginfo_t si;
+    while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0)
+        if (errno != EINTR) return rk_fail(err, RK_EIO, "store %s: waiting for the checking process: %s", dir, strerror(errno));
+    struct timespec settle = {0, PROBE_SETTLE_MS * 1000000L};
+    while (nanosleep(&settle, &settle) < 0 && errno == EINTR) {
+    }
     int ws;
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     while (waitpid(pid, &ws, 0) < 0)
         if (errno != EINTR) return rk_fail(err, RK_EIO, "store %s: waiting for the checking process: %s", dir, strerror(errno));
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    rk_log(RK_LOG_DEBUG, "store %s: checking process reaped in %.1f ms of CPU time", dir,
+           ((double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9) * 1e3);
     if (WIFSIGNALED(ws))
         return rk_fail(err, RK_EFORMAT,
                        "store %s: opening its table files killed a checking process (signal %d, %s): a damaged SST "
