@@ -51,6 +51,9 @@
  * version reference of an Admin call is taken by the acceptor). On an idle
  * 2-core machine this took bench-ops' updates_p99_ratio from 8.78 to 2.66
  * (SCHED_IDLE: 2.31-2.43; bench/RESULTS.md).
+ * At --log-level debug every load and unload logs one line with each
+ * phase's wall and CPU time and minor faults on its thread (open, ram,
+ * schema, warm-up, switch; drain, close).
  *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
@@ -370,50 +373,43 @@ static void thread_background(void) {
     if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp))
         (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 }
+
 /* Where a load or unload spends its time (--log-level debug): at each mark
- * the wall clock, this thread's CPU time and minor faults, and those of
- * its waited-for children (the store's probe process). */
+ * the wall clock, this thread's CPU time and its minor faults. */
 #define VCLOCK_MAX 8
 typedef struct {
     int n;
     const char *name[VCLOCK_MAX];
-    double wall[VCLOCK_MAX], cpu[VCLOCK_MAX], ccpu[VCLOCK_MAX];
-    long flt[VCLOCK_MAX], cflt[VCLOCK_MAX];
+    double wall[VCLOCK_MAX], cpu[VCLOCK_MAX];
+    long flt[VCLOCK_MAX];
 } vclock;
-
-static double tv_s(struct timeval t) { return (double)t.tv_sec + t.tv_usec * 1e-6; }
 
 static void vclock_mark(vclock *c, const char *name) {
     if (!c || c->n == VCLOCK_MAX) return;
     int i = c->n++;
     struct timespec ts;
-    struct rusage ru, rc;
+    struct rusage ru;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     getrusage(RUSAGE_THREAD, &ru);
-    getrusage(RUSAGE_CHILDREN, &rc);
     c->name[i] = name;
     c->wall[i] = rk_now();
-    c->cpu[i] = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    c->cpu[i] = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     c->flt[i] = ru.ru_minflt;
-    c->ccpu[i] = tv_s(rc.ru_utime) + tv_s(rc.ru_stime);
-    c->cflt[i] = rc.ru_minflt;
 }
 
-/* One debug line: "WHAT at T: PHASE wall/cpu ms minflt ..." (T: unix s). */
+/* One debug line: "WHAT at T: PHASE wall/cpu ms N flt ..." (T: unix s of
+ * the first mark), as bench-swap's phase analysis reads it. */
 static void vclock_log(const vclock *c, const char *what) {
     if (c->n < 2 || !rk_log_enabled(RK_LOG_DEBUG)) return;
     char buf[1024];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    double t0 = (double)now.tv_sec + now.tv_nsec * 1e-9 - (rk_now() - c->wall[0]); /* unix s */
+    double t0 = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 - (rk_now() - c->wall[0]);
     size_t o = (size_t)snprintf(buf, sizeof buf, "%s at %.6f:", what, t0);
     for (int i = 1; i < c->n && o < sizeof buf; i++)
         o += (size_t)snprintf(buf + o, sizeof buf - o, " %s %.1f/%.1f ms %ld flt", c->name[i],
                               (c->wall[i] - c->wall[i - 1]) * 1e3, (c->cpu[i] - c->cpu[i - 1]) * 1e3,
                               c->flt[i] - c->flt[i - 1]);
-    if (o < sizeof buf)
-        snprintf(buf + o, sizeof buf - o, " (children %.1f ms cpu %ld flt)", (c->ccpu[c->n - 1] - c->ccpu[0]) * 1e3,
-                 c->cflt[c->n - 1] - c->cflt[0]);
     rk_log(RK_LOG_DEBUG, "%s", buf);
 }
 
