@@ -290,28 +290,70 @@ static size_t ram_bytes(const rk_model *m) {
     return n;
 }
 
+/* Rows [from, to) of table f into t by lookups (a missing row reads as the
+ * table's default row). */
+static rk_status ram_get(rk_model *m, int f, float *t, uint64_t from, uint64_t to, rk_err *err) {
+    enum { CHUNK = 512 };
+    uint64_t keys[CHUNK];
+    const size_t dim = (size_t)m->cfg.features[f].dim;
+    for (uint64_t r0 = from; r0 < to; r0 += CHUNK) {
+        size_t k = to - r0 < CHUNK ? (size_t)(to - r0) : CHUNK;
+        for (size_t i = 0; i < k; i++) keys[i] = r0 + i;
+        rk_status s = rk_store_get(m->store, m->store_table[f], keys, k, t + r0 * dim, NULL, err);
+        if (s) return s;
+    }
+    return RK_OK;
+}
+
+/* The scan that fills a RAM table: rows arrive in key order; the rows
+ * between stored ones get the default row. */
+typedef struct {
+    rk_model *m;
+    int f;
+    float *t;
+    uint64_t next, rows;
+    rk_status st;
+    rk_err *err;
+} ram_fill;
+
+static int ram_fill_row(void *ctx, uint64_t key, const float *row) {
+    ram_fill *r = ctx;
+    const size_t dim = (size_t)r->m->cfg.features[r->f].dim;
+    if (key >= r->rows) return 0; /* never read: ids past table_size get the default row */
+    if (key > r->next && (r->st = ram_get(r->m, r->f, r->t, r->next, key, r->err))) return 1;
+    memcpy(r->t + key * dim, row, dim * sizeof(float));
+    r->next = key + 1;
+    return 0;
+}
+
+/* Table f into RAM by one sequential scan (no row-cache fill, no lookup per
+ * row: a version load copies every table this way off the request path,
+ * bench-swap), or by lookups where the store cannot scan (a Redis tier). */
+static rk_status ram_table(rk_model *m, int f, float *t, rk_err *err) {
+    ram_fill r = {m, f, t, 0, m->cfg.features[f].table_size, RK_OK, err};
+    rk_err scan_err = {0};
+    rk_status s = rk_store_scan(m->store, m->store_table[f], ram_fill_row, &r, &scan_err);
+    if (r.st) return r.st;
+    if (s) return ram_get(m, f, t, 0, r.rows, err); /* reports a real fault itself */
+    return ram_get(m, f, t, r.next, r.rows, err);
+}
+
 static rk_status load_ram(rk_model *m, rk_err *err) {
     for (int i = 0; i < m->n_members; i++) {
         rk_status s = load_ram(m->member[i], err);
         if (s) return s;
     }
     if (!m->store) return RK_OK;
-    enum { CHUNK = 512 };
-    uint64_t keys[CHUNK];
     for (int f = 0; f < m->cfg.n_features; f++) {
         const rk_feature *ft = &m->cfg.features[f];
         if (ft->kind != RK_FEAT_SPARSE || m->tables[f]) continue;
         float *t = rk_malloc((size_t)ft->table_size * (size_t)ft->dim * sizeof(float));
         if (!t) return rk_fail(err, RK_ENOMEM, "table '%s': out of memory for %llu rows", ft->name,
                                (unsigned long long)ft->table_size);
-        for (uint64_t r0 = 0; r0 < ft->table_size; r0 += CHUNK) {
-            size_t k = ft->table_size - r0 < CHUNK ? (size_t)(ft->table_size - r0) : CHUNK;
-            for (size_t i = 0; i < k; i++) keys[i] = r0 + i;
-            rk_status s = rk_store_get(m->store, m->store_table[f], keys, k, t + r0 * (size_t)ft->dim, NULL, err);
-            if (s) {
-                rk_free(t);
-                return rk_err_prefix(err, "table '%s'", ft->name);
-            }
+        rk_status s = ram_table(m, f, t, err);
+        if (s) {
+            rk_free(t);
+            return rk_err_prefix(err, "table '%s'", ft->name);
         }
         m->tables[f] = t;
     }

@@ -38,16 +38,40 @@
 
 /* ---------------------------------------------------------------- warm-up */
 
+/* req packed and answered by each of the n services. */
+static rk_status warmup_send(rk_service **svc, int n, const Rankd__V1__RankRequest *req, rk_err *err) {
+    size_t len = rankd__v1__rank_request__get_packed_size(req);
+    uint8_t *buf = rk_malloc(len);
+    rk_status st = buf ? RK_OK : rk_fail(err, RK_ENOMEM, "warm-up: out of memory");
+    if (buf) rankd__v1__rank_request__pack(req, buf);
+    for (int i = 0; i < n && st == RK_OK; i++) {
+        const uint8_t *resp;
+        size_t rlen;
+        rk_err e = {0};
+        rk_service_set_deadline(svc[i], 0, NULL, NULL);
+        int code = rk_service_handle(svc[i], buf, len, rk_now(), &resp, &rlen, &e);
+        if (code) st = rk_fail(err, RK_EINVAL, "warm-up request failed (gRPC status %d): %s", code, e.msg);
+    }
+    rk_free(buf);
+    return st;
+}
+
 rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidates, rk_err *err) {
     const rk_model_cfg *c = rk_model_config(m);
-    int nc = max_candidates < 16 ? (max_candidates < 1 ? 1 : max_candidates) : 16;
+    /* max_candidates candidates: every buffer a request can reach (decode
+     * arena, scorer scratch, reply) is touched here, on the loading thread,
+     * not by the first calls after the switch (bench-swap: 33-72 minor
+     * faults on the worker per swap with 16) */
+    size_t nc = max_candidates < 1 ? 1 : (size_t)max_candidates;
     size_t nf = (size_t)c->n_features + 1;
-    /* one allocation for the per-feature messages and the pointer lists */
-    size_t bytes = nf * (sizeof(Rankd__V1__SparseFeature) + sizeof(Rankd__V1__DenseFeature) +
+    /* one allocation for the candidates, the per-feature messages and the pointer lists */
+    size_t bytes = nc * (sizeof(Rankd__V1__Candidate) + sizeof(Rankd__V1__Candidate *)) +
+                   nf * (sizeof(Rankd__V1__SparseFeature) + sizeof(Rankd__V1__DenseFeature) +
                          2 * sizeof(Rankd__V1__SparseFeature *) + 2 * sizeof(Rankd__V1__DenseFeature *));
     char *mem = rk_malloc(bytes);
     if (!mem) return rk_fail(err, RK_ENOMEM, "warm-up: out of memory for %d features", c->n_features);
-    Rankd__V1__SparseFeature *sp = (Rankd__V1__SparseFeature *)mem;
+    Rankd__V1__Candidate *cand = (Rankd__V1__Candidate *)mem, **cp = (Rankd__V1__Candidate **)(cand + nc);
+    Rankd__V1__SparseFeature *sp = (Rankd__V1__SparseFeature *)(cp + nc);
     Rankd__V1__DenseFeature *de = (Rankd__V1__DenseFeature *)(sp + nf);
     Rankd__V1__SparseFeature **usp = (Rankd__V1__SparseFeature **)(de + nf), **isp = usp + nf;
     Rankd__V1__DenseFeature **ude = (Rankd__V1__DenseFeature **)(isp + nf), **ide = ude + nf;
@@ -83,8 +107,7 @@ rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidat
     u.sparse = usp;
     u.n_dense = nud;
     u.dense = ude;
-    Rankd__V1__Candidate cand[16], *cp[16];
-    for (int i = 0; i < nc; i++) {
+    for (size_t i = 0; i < nc; i++) {
         rankd__v1__candidate__init(&cand[i]);
         cand[i].n_sparse = nis;
         cand[i].sparse = isp;
@@ -97,21 +120,15 @@ rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidat
     req.request_id = "warm-up";
     if (es) u.user_id = "0";
     req.user = &u;
-    req.n_candidates = (size_t)nc;
     req.candidates = cp;
-    size_t len = rankd__v1__rank_request__get_packed_size(&req);
-    uint8_t *buf = rk_malloc(len);
-    rk_status st = buf ? RK_OK : rk_fail(err, RK_ENOMEM, "warm-up: out of memory");
-    if (buf) rankd__v1__rank_request__pack(&req, buf);
-    for (int i = 0; i < n && st == RK_OK; i++) {
-        const uint8_t *resp;
-        size_t rlen;
-        rk_err e = {0};
-        rk_service_set_deadline(svc[i], 0, NULL, NULL);
-        int code = rk_service_handle(svc[i], buf, len, rk_now(), &resp, &rlen, &e);
-        if (code) st = rk_fail(err, RK_EINVAL, "warm-up request failed (gRPC status %d): %s", code, e.msg);
+    /* a request of every candidate can exceed a small --max-message-bytes
+     * (request or reply): then 16, which every version must answer */
+    rk_status st = RK_OK;
+    for (int k = 0; k < 2; k++) {
+        req.n_candidates = k ? (nc < 16 ? nc : 16) : nc;
+        st = warmup_send(svc, n, &req, err);
+        if (st == RK_OK || nc <= 16) break;
     }
-    rk_free(buf);
     rk_free(mem);
     return st;
 }

@@ -51,6 +51,9 @@
  * version reference of an Admin call is taken by the acceptor). On an idle
  * 2-core machine this took bench-ops' updates_p99_ratio from 8.78 to 2.66
  * (SCHED_IDLE: 2.31-2.43; bench/RESULTS.md).
+ * At --log-level debug every load and unload logs one line with each
+ * phase's wall and CPU time and minor faults on its thread (open, ram,
+ * schema, warm-up, switch; drain, close).
  *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
@@ -371,17 +374,58 @@ static void thread_background(void) {
         (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 }
 
+/* Where a load or unload spends its time (--log-level debug): at each mark
+ * the wall clock, this thread's CPU time and its minor faults. */
+#define VCLOCK_MAX 8
+typedef struct {
+    int n;
+    const char *name[VCLOCK_MAX];
+    double wall[VCLOCK_MAX], cpu[VCLOCK_MAX];
+    long flt[VCLOCK_MAX];
+} vclock;
+
+static void vclock_mark(vclock *c, const char *name) {
+    if (!c || c->n == VCLOCK_MAX) return;
+    int i = c->n++;
+    struct timespec ts;
+    struct rusage ru;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    getrusage(RUSAGE_THREAD, &ru);
+    c->name[i] = name;
+    c->wall[i] = rk_now();
+    c->cpu[i] = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    c->flt[i] = ru.ru_minflt;
+}
+
+/* One debug line: "WHAT at T: PHASE wall/cpu ms N flt ..." (T: unix s of
+ * the first mark), as bench-swap's phase analysis reads it. */
+static void vclock_log(const vclock *c, const char *what) {
+    if (c->n < 2 || !rk_log_enabled(RK_LOG_DEBUG)) return;
+    char buf[1024];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double t0 = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 - (rk_now() - c->wall[0]);
+    size_t o = (size_t)snprintf(buf, sizeof buf, "%s at %.6f:", what, t0);
+    for (int i = 1; i < c->n && o < sizeof buf; i++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o, " %s %.1f/%.1f ms %ld flt", c->name[i],
+                              (c->wall[i] - c->wall[i - 1]) * 1e3, (c->cpu[i] - c->cpu[i - 1]) * 1e3,
+                              c->flt[i] - c->flt[i - 1]);
+    rk_log(RK_LOG_DEBUG, "%s", buf);
+}
+
 /* Take v out of service: wait (up to grace_ms) until no call holds it, then
  * drop the server's reference, so it is closed here, off the request path.
  * v must already be unreachable from models[]. */
-static void ver_retire(rk_server *s, model_ver *v) {
+static void ver_retire(rk_server *s, model_ver *v, vclock *vc) {
     atomic_store(&v->vs->serving, 0);
     double t_end = rk_now() + s->o.grace_ms * 1e-3;
     while (atomic_load(&v->refs) > 1 && rk_now() < t_end) {
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
+    vclock_mark(vc, "drain");
     ver_release(v); /* here, or (after the timeout) by the last call on it */
+    vclock_mark(vc, "close");
 }
 
 /* The model named name[len] (len 0: the only one when a single model is
@@ -1642,10 +1686,12 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
 }
 
 /* Open the bundle at real (resolved), as the server opens every version. */
-static rk_status open_bundle(rk_server *s, const char *real, rk_model **m, rk_err *err) {
+static rk_status open_bundle(rk_server *s, const char *real, rk_model **m, vclock *vc, rk_err *err) {
     *m = NULL;
     rk_status st = rk_model_open_ex(real, s->o.updates, m, err);
+    vclock_mark(vc, "open");
     if (st == RK_OK && s->o.ram_tables_bytes) st = rk_model_tables_to_ram(*m, s->o.ram_tables_bytes, NULL, err);
+    vclock_mark(vc, "ram");
     if (st == RK_OK && s->o.encoder_dir) st = rk_model_check_encoder(*m, s->o.encoder_dir, err);
     if (st) {
         rk_model_destroy(*m);
@@ -1684,7 +1730,7 @@ static rk_status reload_now(rk_server *s, const char *dir, int *switched, rk_err
     /* back to the caller's start-up bundle (still open): serve that model again */
     int reuse = s->borrowed && !strcmp(real, rk_model_dir(s->borrowed)) && stat(real, &sb) == 0 &&
                 sb.st_dev == s->borrowed_dev && sb.st_ino == s->borrowed_ino;
-    rk_status st = reuse ? (m = s->borrowed, RK_OK) : open_bundle(s, real, &m, err);
+    rk_status st = reuse ? (m = s->borrowed, RK_OK) : open_bundle(s, real, &m, NULL, err);
     if (st == RK_OK && cur) st = rk_schema_check(cur->m, m, err);
     if (st == RK_OK) {
         const rk_model_cfg *c = rk_model_config(m);
@@ -1701,7 +1747,7 @@ static rk_status reload_now(rk_server *s, const char *dir, int *switched, rk_err
     pthread_mutex_unlock(&s->vmu);
     atomic_store(&v->vs->serving, 1);
     watch_notify(s);
-    if (cur) ver_retire(s, cur);
+    if (cur) ver_retire(s, cur, NULL);
     pthread_mutex_unlock(&s->reload_mu);
     atomic_fetch_add(&s->g.reloads[0], 1);
     if (switched) *switched = 1;
@@ -1724,9 +1770,13 @@ static rk_status load_version_now(rk_server *s, const char *name, const char *la
         if (!strcmp(sm->v[i]->label, label)) st = rk_fail(err, RK_EEXIST, "model %s version %s: already served", name, label);
     rk_model *m = NULL;
     model_ver *v = NULL;
-    if (st == RK_OK) st = open_bundle(s, real, &m, err);
+    vclock vc = {0};
+    vclock_mark(&vc, "start");
+    if (st == RK_OK) st = open_bundle(s, real, &m, &vc, err);
     if (st == RK_OK && sm) st = rk_schema_check(sm->v[0]->m, m, err);
+    vclock_mark(&vc, "schema");
     if (st == RK_OK) st = ver_create(s, m, 1, name, label, num, &v, err);
+    vclock_mark(&vc, "warm-up");
     if (st) return load_failed(s, m, st);
     pthread_mutex_lock(&s->vmu);
     if (!sm) {
@@ -1745,10 +1795,16 @@ static rk_status load_version_now(rk_server *s, const char *name, const char *la
     pthread_mutex_unlock(&s->reload_mu);
     watch_notify(s);
     atomic_fetch_add(&s->g.reloads[0], 1);
+    vclock_mark(&vc, "switch");
+    char what[300];
+    snprintf(what, sizeof what, "model %s version %s load", name, label);
+    vclock_log(&vc, what);
     return RK_OK;
 }
 
 static rk_status unload_version_now(rk_server *s, const char *name, const char *label, rk_err *err) {
+    vclock vc = {0};
+    vclock_mark(&vc, "start");
     pthread_mutex_lock(&s->reload_mu);
     pthread_mutex_lock(&s->vmu);
     served_model *sm = name[0] ? find_model_locked(s, name, strlen(name)) : NULL;
@@ -1766,9 +1822,12 @@ static rk_status unload_version_now(rk_server *s, const char *name, const char *
     }
     pthread_mutex_unlock(&s->vmu);
     watch_notify(s);
-    if (v) ver_retire(s, v);
+    if (v) ver_retire(s, v, &vc);
     pthread_mutex_unlock(&s->reload_mu);
     if (!v) return rk_fail(err, RK_ENOTFOUND, "model %s version %s: not served", name, label);
+    char what[300];
+    snprintf(what, sizeof what, "model %s version %s unload", name, label);
+    vclock_log(&vc, what);
     return RK_OK;
 }
 

@@ -37,6 +37,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <errno.h>
@@ -611,46 +612,152 @@ static void drop_open_leftovers(const char *dir) {
     closedir(d);
 }
 
+/* The checking process (rk_store_set_probe) is started once and kept: each
+ * probe_open sends it a directory over a socket pair (its stdin/stdout) and
+ * reads back one byte. A fresh process per open (exec, dynamic loading,
+ * RocksDB's threads started and stopped) cost ~22 ms CPU and ~1,560 page
+ * faults per open, and reaping it livelocked: its last thread wakes
+ * waitpid before it has dropped its own /proc entries, and the reaper's
+ * walk of the child's /proc directory and that thread's kept each other
+ * going, for seconds of the loading thread's CPU time in the kernel while
+ * rankd's workers kept the core busy (bench/RESULTS.md, issue 17, "swap
+ * phases"). Now a process is only reaped when it dies (a store that
+ * aborts RocksDB) or is replaced (rk_store_set_probe). */
 static char probe_exe[512];
+static pthread_mutex_t probe_mu = PTHREAD_MUTEX_INITIALIZER; /* guards the process */
+static pid_t probe_pid;                                       /* 0: none running */
+static int probe_fd = -1;                                     /* our end of its socket pair */
 
-void rk_store_set_probe(const char *exe) { snprintf(probe_exe, sizeof probe_exe, "%s", exe ? exe : ""); }
+/* Close our end and reap the process; its wait status. Under probe_mu. */
+static int probe_reap(void) {
+    int ws = 0;
+    if (probe_fd >= 0) close(probe_fd);
+    probe_fd = -1;
+    if (probe_pid > 0)
+        while (waitpid(probe_pid, &ws, 0) < 0 && errno == EINTR) {
+        }
+    probe_pid = 0;
+    return ws;
+}
 
-int rk_store_probe_main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], RK_STORE_PROBE_ARG)) return -1;
-    if (argc != 3) return 2;
+void rk_store_set_probe(const char *exe) {
+    pthread_mutex_lock(&probe_mu);
+    if (probe_pid > 0) (void)probe_reap(); /* EOF on its stdin: it exits */
+    snprintf(probe_exe, sizeof probe_exe, "%s", exe ? exe : "");
+    pthread_mutex_unlock(&probe_mu);
+}
+
+/* One store opened read-only without the scan and closed: 0, 1 refused. */
+static int probe_one(const char *dir) {
     rk_store_opts o = RK_STORE_OPTS_DEFAULT;
     o.verify = 0;
     o.cache_bytes = 0;
     o.block_cache_bytes = (size_t)1 << 20;
     rk_store *s = NULL;
-    probe_exe[0] = 0; /* no probe of the probe */
-    if (rk_store_open_ex(argv[2], NULL, NULL, 0, &o, &s, NULL)) return 1;
+    if (rk_store_open_ex(dir, NULL, NULL, 0, &o, &s, NULL)) return 1;
     rk_store_close(s);
     return 0;
 }
 
-/* Open dir in a child (see rk_store_set_probe). RK_OK when the child exited
- * (cleanly refusing is fine: this process's open reports why). */
-static rk_status probe_open(const char *dir, rk_err *err) {
-    char *argv[] = {probe_exe, (char *)RK_STORE_PROBE_ARG, (char *)dir, NULL};
+static int read_full(int fd, void *buf, size_t n) {
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* The kept checking process: requests "u32 length, path" on stdin, one
+ * status byte each on stdout, until EOF. */
+static int probe_serve(void) {
+    char dir[4096];
+    uint32_t len;
+    while (read_full(0, &len, sizeof len) == 0) {
+        if (len == 0 || len >= sizeof dir || read_full(0, dir, len)) return 2;
+        dir[len] = 0;
+        unsigned char st = (unsigned char)probe_one(dir);
+        if (write(1, &st, 1) != 1) return 2;
+    }
+    return 0;
+}
+
+int rk_store_probe_main(int argc, char **argv) {
+    if (argc < 2) return -1;
+    int one = !strcmp(argv[1], RK_STORE_PROBE_ARG), serve = !strcmp(argv[1], RK_STORE_PROBE_SERVE_ARG);
+    if (!one && !serve) return -1;
+    probe_exe[0] = 0; /* no probe of the probe */
+    if (serve) return argc == 2 ? probe_serve() : 2;
+    return argc == 3 ? probe_one(argv[2]) : 2;
+}
+
+/* Start the checking process. Under probe_mu. */
+static rk_status probe_start(rk_err *err) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        return rk_fail(err, RK_EIO, "store: cannot create the checking process's socket pair: %s", strerror(errno));
+    char *argv[] = {probe_exe, (char *)RK_STORE_PROBE_SERVE_ARG, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
     /* the child's output (RocksDB's assertion text) is not ours to print */
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    pid_t pid;
-    int rc = posix_spawn(&pid, probe_exe, &fa, NULL, argv, environ);
+    int rc = posix_spawn(&probe_pid, probe_exe, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
-    if (rc) return rk_fail(err, RK_EIO, "store %s: cannot start the checking process %s: %s", dir, probe_exe, strerror(rc));
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0)
-        if (errno != EINTR) return rk_fail(err, RK_EIO, "store %s: waiting for the checking process: %s", dir, strerror(errno));
-    if (WIFSIGNALED(ws))
-        return rk_fail(err, RK_EFORMAT,
-                       "store %s: opening its table files killed a checking process (signal %d, %s): a damaged SST "
-                       "file (RocksDB asserts while parsing it); refused",
-                       dir, WTERMSIG(ws), strsignal(WTERMSIG(ws)));
+    close(sv[1]);
+    if (rc) {
+        close(sv[0]);
+        probe_pid = 0;
+        return rk_fail(err, RK_EIO, "store: cannot start the checking process %s: %s", probe_exe, strerror(rc));
+    }
+    probe_fd = sv[0];
     return RK_OK;
+}
+
+/* Send dir to the checking process: 0 sent, -1 it is gone. Under probe_mu. */
+static int probe_send(const char *dir) {
+    uint32_t len = (uint32_t)strlen(dir);
+    char buf[4 + 4096];
+    memcpy(buf, &len, 4);
+    memcpy(buf + 4, dir, len);
+    for (size_t off = 0, n = 4 + (size_t)len; off < n;) {
+        ssize_t w = send(probe_fd, buf + off, n - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Open dir in the checking process (see rk_store_set_probe). RK_OK when it
+ * answered (cleanly refusing is fine: this process's open reports why). */
+static rk_status probe_open(const char *dir, rk_err *err) {
+    if (strlen(dir) >= 4096) return rk_fail(err, RK_EINVAL, "store %.200s...: path longer than 4095 bytes", dir);
+    pthread_mutex_lock(&probe_mu);
+    rk_status st = RK_OK;
+    int sent = -1;
+    /* a kept process that died meanwhile (killed from outside) is replaced once */
+    for (int attempt = 0; attempt < 2 && sent < 0 && st == RK_OK; attempt++) {
+        if (probe_pid > 0 && attempt) (void)probe_reap();
+        if (probe_pid <= 0) st = probe_start(err);
+        if (st == RK_OK) sent = probe_send(dir);
+    }
+    unsigned char answer;
+    if (st == RK_OK && (sent < 0 || read_full(probe_fd, &answer, 1))) {
+        int ws = probe_reap();
+        if (WIFSIGNALED(ws))
+            st = rk_fail(err, RK_EFORMAT,
+                         "store %s: opening its table files killed a checking process (signal %d, %s): a damaged SST "
+                         "file (RocksDB asserts while parsing it); refused",
+                         dir, WTERMSIG(ws), strsignal(WTERMSIG(ws)));
+        else
+            st = rk_fail(err, RK_EIO, "store %s: the checking process %s exited (status %d) without answering", dir,
+                         probe_exe, WIFEXITED(ws) ? WEXITSTATUS(ws) : -1);
+    }
+    pthread_mutex_unlock(&probe_mu);
+    return st;
 }
 
 rk_status rk_store_check_opts(const char *what, const rk_store_opts *opts, rk_err *err) {

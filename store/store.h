@@ -177,14 +177,19 @@ void rk_store_close(rk_store *s);
  * signal the open fails with RK_EFORMAT naming the store and the signal,
  * and this process never touches the files. exe must call
  * rk_store_probe_main first thing in main (tools/rank.c, tools/rankd.c pass
- * "/proc/self/exe"). NULL (the default) turns it off. Not thread-safe:
- * call it before any store is opened. Cost: one exec + RocksDB open,
- * ~N ms (README, "Store"). */
+ * "/proc/self/exe"). NULL (the default) turns it off. The child is one
+ * process kept across opens (exe RK_STORE_PROBE_SERVE_ARG, stores named to
+ * it over its stdin, one at a time), started by the first open and
+ * replaced after it dies; rk_store_set_probe ends it (and reaps it).
+ * Cost: one RocksDB open in the child, plus one exec for the first open
+ * and after a refusal by signal (README, "Store"). */
 #define RK_STORE_PROBE_ARG "--rk-store-probe"
+#define RK_STORE_PROBE_SERVE_ARG "--rk-store-probe-serve"
 void rk_store_set_probe(const char *exe);
 /* If argv[1] is RK_STORE_PROBE_ARG: open argv[2] read-only without the scan,
- * close it, return the exit status (0 opened, 1 refused cleanly). Else -1:
- * not a probe, go on with main. */
+ * close it, return the exit status (0 opened, 1 refused cleanly). If it is
+ * RK_STORE_PROBE_SERVE_ARG: the kept checking process (until EOF on stdin;
+ * 0). Else -1: not a probe, go on with main. */
 int rk_store_probe_main(int argc, char **argv);
 
 typedef struct {

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1202,6 +1203,64 @@ Test(faults, sst_that_aborts_rocksdb_is_refused_by_the_probe, .init = mk_tmp, .f
         cr_expect(strstr(e.msg, p) && strstr(e.msg, "killed a checking process (signal 6"), "%s", e.msg);
     }
     rk_store_set_probe(NULL);
+    free(x);
+}
+
+/* The pids listed in /proc/self/task/TID/children of this thread (the
+ * checking process is started by the thread that opens), up to cap. */
+static int my_children(pid_t *out, int cap) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)gettid());
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    int k = 0;
+    for (char *tok = strtok(buf, " \n"); tok && k < cap; tok = strtok(NULL, " \n")) out[k++] = (pid_t)atoi(tok);
+    return k;
+}
+
+/* The checking process is kept across opens (one exec, not one per open:
+ * reaping a fresh one per open livelocked in the kernel under load, issue
+ * 17), is replaced when it has died, and is ended and reaped when the probe
+ * is changed. */
+Test(faults, probe_process_is_kept_across_opens_and_replaced, .init = mk_tmp, .fini = rm_tmp, .timeout = 60) {
+    const int dim = 8;
+    float *x = make_rows(500, dim, 13);
+    char p[512];
+    write_store("s", 500, dim, RK_CODEC_FP32, x, NULL, p, sizeof p);
+    rk_store_set_probe(RK_BINARY_DIR "/bin/rank");
+    rk_store_opts o = RK_STORE_OPTS_DEFAULT;
+    rk_err e = {0};
+    rk_store *s = NULL;
+    pid_t kids[8], first = 0;
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+        rk_store_close(s);
+        cr_assert_eq(my_children(kids, 8), 1, "open %d: one checking process", i);
+        if (!i) first = kids[0];
+        cr_expect_eq(kids[0], first, "open %d: checking process %d, the first open started %d", i, (int)kids[0],
+                     (int)first);
+    }
+    char cmd[64], argv1[64] = "";
+    snprintf(cmd, sizeof cmd, "/proc/%d/cmdline", (int)first);
+    FILE *f = fopen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(argv1, 1, sizeof argv1 - 1, f);
+    fclose(f);
+    argv1[n] = 0;
+    cr_expect_str_eq(argv1 + strlen(argv1) + 1, RK_STORE_PROBE_SERVE_ARG);
+    /* killed from outside: the next open starts another one */
+    cr_assert_eq(kill(first, SIGKILL), 0);
+    siginfo_t si;
+    cr_assert_eq(waitid(P_PID, (id_t)first, &si, WEXITED | WNOWAIT), 0);
+    cr_assert_eq(rk_store_open_ex(p, NULL, NULL, 0, &o, &s, &e), RK_OK, "%s", e.msg);
+    rk_store_close(s);
+    cr_assert_eq(my_children(kids, 8), 1, "after the kill: one checking process (the dead one reaped)");
+    cr_expect_neq(kids[0], first);
+    rk_store_set_probe(NULL);
+    cr_expect_eq(my_children(kids, 8), 0, "rk_store_set_probe(NULL) ends and reaps it");
     free(x);
 }
 

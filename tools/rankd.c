@@ -26,7 +26,7 @@
  * the server switches to it (rk_server_reload); the old version closes when
  * its last request finishes. A failed reload is logged and the old version
  * keeps serving. Every store is first opened by a child process (this
- * executable, --rk-store-probe DIR; rk_store_set_probe) so that a table file
+ * executable, --rk-store-probe-serve, kept; rk_store_set_probe) so that a table file
  * that makes RocksDB assert is refused instead of aborting rankd. --updates opens the tables writable and serves
  * rankd.v1.Admin/ApplyUpdates (online row updates through the WAL).
  * Exit codes: 0 clean shutdown, 1 start-up failure (model, port), 2 usage.
