@@ -25,9 +25,12 @@
  *             one thread, with no hand-off and no context switch per call
  *             (an acceptor thread of its own woke ~3 times per call and
  *             preempted the worker on its core: bench/RESULTS.md, issue 16).
- *             The price: while every worker is scoring nobody polls, so a
- *             health check (and any new call) waits for at most the one call
- *             each worker is scoring before it is read. The leader keeps
+ *             The price: while every worker is scoring nobody polls, and a
+ *             worker polls again only when the FIFO is empty, so a health
+ *             check (like any new call) is read only once the calls already
+ *             queued are done: at most queue_depth of them (the closed-loop
+ *             bench: the 4 in flight, ~1.4 ms), not at once as when a thread
+ *             of its own answered it. The leader keeps
  *             threads * requests_per_worker Rank requests posted (re-posting
  *             each as soon as it is matched, so core's own unbounded pending
  *             list stays empty), plus one of every other kind. Only the
