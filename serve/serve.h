@@ -32,7 +32,7 @@ typedef struct {
     int max_message_bytes;   /* gRPC max receive message size, bytes (default 4 MiB) */
     int requests_per_worker; /* Rank calls kept requested from gRPC per worker (default 4):
                               * the calls core can hand over without waiting for the
-                              * acceptor to re-post */
+                              * polling worker to re-post */
     int queue_depth;         /* accepted Rank calls waiting for a worker; a call that
                               * finds the queue full is answered RESOURCE_EXHAUSTED at
                               * once (default 64) */

@@ -1,28 +1,47 @@
 /*
  * serve/server.c — rankd's gRPC server on the gRPC C core API (1.51).
  *
- * Layout: one acceptor thread and N worker threads.
+ * Layout: N worker threads (leader/follower) and one admin thread.
  *
- *   acceptor  owns the one completion queue registered with the server and
- *             so does the network I/O. It keeps threads * requests_per_worker
- *             Rank requests posted (re-posting each as soon as it is matched,
- *             so core's own unbounded pending list stays empty), plus one
- *             Health/Check and one generic request. A new Rank call goes into
- *             a bounded FIFO (queue_depth); when the queue is full the call is
- *             answered RESOURCE_EXHAUSTED at once instead of queueing without
- *             bound. Health checks and unknown methods (UNIMPLEMENTED, at
- *             once: without a posted generic request they would hang until
- *             the deadline, c-stack.md §2.6) are answered on the acceptor,
- *             so they stay fast while the workers are saturated. Reply
- *             batches complete on the acceptor's queue too; it releases the
- *             call contexts.
  *   workers   each owns an rk_service (scorer, unpack arena, response
  *             buffers, all sized at start-up for the largest request) and a
  *             request buffer of max_message_bytes. A worker takes the oldest
- *             queued call; if its deadline has already passed it answers
- *             DEADLINE_EXCEEDED without decoding or model work; otherwise it
- *             scores it and starts the reply batch. Time spent in the queue
- *             and each stage are summed into the counters.
+ *             call of a bounded FIFO of accepted Rank calls (queue_depth).
+ *             When the FIFO is empty and no other worker is polling, it
+ *             becomes the leader: it polls the one completion queue
+ *             registered with the server (so it does the network I/O) and
+ *             handles every event: a new Rank call goes into the FIFO, or
+ *             is answered RESOURCE_EXHAUSTED at once when the FIFO is full;
+ *             Health/Check, GetMetadata, Health/Watch, reflection and
+ *             unknown methods (UNIMPLEMENTED, at once: without a posted
+ *             generic request they would hang until the deadline, c-stack.md
+ *             §2.6) are answered inline; an Admin call goes to the admin
+ *             thread's queue; a reply completion releases its call context.
+ *             The leader waits for events only while the FIFO is empty; once
+ *             it holds a call it handles only the events already available
+ *             (a zero deadline, at most RK_DRAIN_MAX), hands leadership to a
+ *             waiting worker (if any) and scores the head of the FIFO
+ *             itself. So under load a call is read, scored and answered on
+ *             one thread, with no hand-off and no context switch per call
+ *             (an acceptor thread of its own woke ~3 times per call and
+ *             preempted the worker on its core: bench/RESULTS.md, issue 16).
+ *             The price: while every worker is scoring nobody polls, and a
+ *             worker polls again only when the FIFO is empty, so a health
+ *             check (like any new call) is read only once the calls already
+ *             queued are done: at most queue_depth of them (the closed-loop
+ *             bench: the 4 in flight, ~1.4 ms), not at once as when a thread
+ *             of its own answered it. The leader keeps
+ *             threads * requests_per_worker Rank requests posted (re-posting
+ *             each as soon as it is matched, so core's own unbounded pending
+ *             list stays empty), plus one of every other kind. Only the
+ *             leader runs the event handlers (leadership passes under the
+ *             FIFO's mutex), so their state (overload episode, health_in)
+ *             is used by one thread at a time. A worker picking a call up
+ *             checks its deadline first: if it has already passed it
+ *             answers DEADLINE_EXCEEDED without decoding or model work;
+ *             otherwise it scores it and starts the reply batch. Time spent
+ *             in the queue and each stage are summed into the counters.
+ *   admin     Admin/ApplyUpdates calls (see below).
  *
  * Versions (rk_server_reload): the serving bundle is a refcounted version
  * record {model, one rk_service per worker}. A worker takes a reference
@@ -48,7 +67,7 @@
  * holder could be starved by other processes while a worker waits on it;
  * at nice 19 it still gets its small share (for RAM tables, updates are
  * queued without a lock and the next lookup writes them, rank/model.c; the
- * version reference of an Admin call is taken by the acceptor). On an idle
+ * version reference of an Admin call is taken by the leader). On an idle
  * 2-core machine this took bench-ops' updates_p99_ratio from 8.78 to 2.66
  * (SCHED_IDLE: 2.31-2.43; bench/RESULTS.md).
  * At --log-level debug every load and unload logs one line with each
@@ -57,26 +76,29 @@
  *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
- * acceptor's few counters are relaxed atomics. GET /metrics sums them.
+ * leader's few counters are relaxed atomics. GET /metrics sums them.
  *
  * Call contexts come from a free list under a mutex (pre-allocated at start
  * for every posted request, a full queue and a reply in flight per worker;
- * it grows only if more replies are still in flight). Everything the
- * acceptor needs after grpc_call_start_batch is copied before it (§2.5 trap).
- * No call context is touched by two threads at once: the acceptor hands a
- * call to exactly one worker through the queue, and only touches it again
- * when its reply batch completes.
+ * it grows only if more replies are still in flight). Nothing of a context
+ * is used after grpc_call_start_batch by the thread that started it (§2.5
+ * trap): the leader may handle the completion at once. No call context is
+ * touched by two threads at once: the leader hands a call to exactly one
+ * worker through the FIFO, and a leader only touches it again when its
+ * reply batch completes.
  *
  * Shutdown (§2.2 step 8, §2.6): set the flag; grpc_server_shutdown_and_notify
- * (posted requests complete with success == 0 and are released, not
- * re-posted; queued calls are still answered by the workers); wait up to
+ * (posted requests complete with success == 0 and are released by the
+ * leader, not re-posted; queued calls are still answered by the workers);
+ * wait up to
  * grace_ms until no call context is live; then pluck the shutdown tag for at
  * most 200 ms more and, if it has not come, cancel every call and pluck
  * again (under load a call can race the shutdown into core's pending queue
  * where no handler sees it; the tag then never comes by itself). Wait until
  * no context is live (shutting a cq down under a running handler aborts in
- * grpc_cq_begin_op); stop and join the workers; destroy the server; shut the
- * cq down; join the acceptor; destroy the cq; grpc_shutdown().
+ * grpc_cq_begin_op); destroy the server; shut the cq down (the leader sees
+ * GRPC_QUEUE_SHUTDOWN); stop and join the workers and the admin thread;
+ * destroy the cq; grpc_shutdown().
  */
 #define _GNU_SOURCE /* SCHED_IDLE */
 #include <errno.h>
@@ -141,8 +163,8 @@ typedef struct call_ctx {
     grpc_byte_buffer *reply;      /* response message, or NULL */
     grpc_slice status_details;
     int cancelled;
-    double t_accepted;            /* rk_now() when the acceptor queued it */
-    struct model_ver *ver;        /* Admin calls: the version, referenced by the acceptor
+    double t_accepted;            /* rk_now() when the leader queued it */
+    struct model_ver *ver;        /* Admin calls: the version, referenced by the leader
                                    * (the admin thread, at background priority, takes no
                                    * lock a worker waits for) */
     /* Health/Watch (under the server's wmu): the stream's service, the last
@@ -172,6 +194,8 @@ typedef struct {
     call_ctx **ring;
     int cap, head, len;
     int stop;
+    int leading;                  /* a worker polls the completion queue (rq only) */
+    int cq_done;                  /* the completion queue is shut down (rq only) */
     atomic_int *len_gauge;        /* mirrors len for metrics (NULL: none) */
 } callq;
 
@@ -266,11 +290,10 @@ struct rk_server {
     pthread_mutex_t reload_mu;    /* one load / unload / reload at a time */
     atomic_int draining;          /* health: NOT_SERVING from rk_server_drain on */
     grpc_server *server;
-    grpc_completion_queue *cq;    /* the acceptor's */
+    grpc_completion_queue *cq;    /* polled by the leader */
     grpc_completion_queue *shutdown_cq;
     void *method[K_N];            /* registered methods by kind (K_GENERIC: none) */
-    pthread_t acceptor;
-    int acceptor_started;
+    int pollers;                  /* Rank worker threads started (they poll cq) */
     uint8_t health_in[HEALTH_BUF];
     int n_workers;
     worker *workers;
@@ -290,7 +313,7 @@ struct rk_server {
     rk_live *metrics;
     int metrics_port;
     rk_auth *auth;
-    uint64_t ov_n;                /* overload episode (acceptor): calls rejected so far */
+    uint64_t ov_n;                /* overload episode (leader): calls rejected so far */
     double ov_t0, ov_tlast, ov_tlog;
     pthread_mutex_t wmu;          /* the open Health/Watch and reflection streams */
     call_ctx *watches;
@@ -598,7 +621,7 @@ static void ctx_put(call_ctx *c) {
     atomic_fetch_sub(&s->live, 1);
 }
 
-/* Post one request of the given kind on the acceptor's cq. 0 on success. */
+/* Post one request of the given kind on cq. 0 on success. */
 static int post(rk_server *s, call_kind kind) {
     call_ctx *c = ctx_get(s, kind);
     if (!c) {
@@ -918,7 +941,7 @@ static grpc_status_code handle_health(call_ctx *c) {
     return code;
 }
 
-/* Ranker/GetMetadata, on the acceptor (an operations call: allocates). */
+/* Ranker/GetMetadata, on the leader (an operations call: allocates). */
 static grpc_status_code handle_metadata(call_ctx *c) {
     rk_server *s = c->srv;
     long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
@@ -1027,7 +1050,7 @@ static grpc_status_code handle_generic(call_ctx *c) {
     return GRPC_STATUS_UNIMPLEMENTED;
 }
 
-/* Answer c with one batch; its completion arrives on the acceptor's cq. */
+/* Answer c with one batch; its completion arrives on cq (for the leader). */
 static void reply(call_ctx *c, grpc_status_code code) {
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
@@ -1049,7 +1072,7 @@ static void reply(call_ctx *c, grpc_status_code code) {
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
     n++;
     c->state = S_REPLYING;
-    /* After start_batch the acceptor may receive the completion and release
+    /* After start_batch the leader may receive the completion and release
      * c: nothing of c is used past this call. */
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, c, NULL);
     if (e != GRPC_CALL_OK) {
@@ -1060,6 +1083,8 @@ static void reply(call_ctx *c, grpc_status_code code) {
 
 /* ------------------------------------------------------------ workers */
 
+static call_ctx *rank_next(worker *w);
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     rk_server *s = w->srv;
@@ -1067,12 +1092,12 @@ static void *worker_main(void *arg) {
     callq *q = is_admin ? &s->aq : &s->rq;
     call_ctx *c;
     if (is_admin) (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19); /* header comment */
-    while ((c = q_pop(q))) {
+    while ((c = is_admin ? q_pop(q) : rank_next(w))) {
         if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 1, memory_order_relaxed);
         double t0 = rk_now();
         grpc_status_code code;
         if (is_admin) {
-            model_ver *v = c->ver; /* taken by the acceptor */
+            model_ver *v = c->ver; /* taken by the leader */
             c->ver = NULL;
             code = v ? handle_apply(w, v, c) : GRPC_STATUS_UNAVAILABLE;
             if (v) ver_release(v);
@@ -1086,9 +1111,9 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* ------------------------------------------------------------ acceptor */
+/* ------------------------------------------------------------ leader */
 
-/* Overload episodes (acceptor thread only): the first rejection logs a
+/* Overload episodes (the leader only): the first rejection logs a
  * warning; a line every 10 s while it lasts; "over" once 1 s passes
  * without one. rejected: 1 for a rejection, 0 for any other event. */
 static void overload_note(rk_server *s, int rejected) {
@@ -1243,7 +1268,7 @@ static void watch_end_all(rk_server *s) {
 
 /* ------------------------------------------------------------ reflection */
 
-/* A reflection stream is one context on the acceptor: each batch receives
+/* A reflection stream is one context on the leader: each batch receives
  * the next request message and (after the first) sends the answer to the
  * previous one; no message (the client closed its side) ends the stream
  * with OK. The open streams are listed (under wmu) so stop can cancel them. */
@@ -1350,47 +1375,94 @@ static void reflect_end_all(rk_server *s) {
     pthread_mutex_unlock(&s->wmu);
 }
 
-static void *acceptor_main(void *arg) {
-    rk_server *s = arg;
-    for (;;) {
-        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+/* One completion-queue event, on the leader (header comment). */
+static void handle_event(rk_server *s, grpc_event ev) {
+    if ((uintptr_t)ev.tag & 1) { /* a Health/Watch stream is over */
+        watch_closed(s, (call_ctx *)((char *)ev.tag - 1));
+        return;
+    }
+    if (s->ov_n) overload_note(s, 0);
+    call_ctx *c = ev.tag;
+    if (c->state == S_WATCHING) {
+        watch_sent(s, c);
+        return;
+    }
+    if (c->state == S_REFLECTING) {
+        reflect_step(s, c, ev.success);
+        return;
+    }
+    if (c->state == S_REPLYING || !ev.success) {
+        /* reply done (or failed: the client went away), or the server is
+         * shutting down and the request will not be matched */
+        ctx_put(c);
+        return;
+    }
+    call_kind kind = c->kind;
+    /* Re-post first, so core never holds a call no request can match. */
+    if (!atomic_load(&s->shutting_down)) post(s, kind);
+    switch (kind) {
+    case K_RANK:
+    case K_APPLY: accept_queued(s, c); break;
+    case K_HEALTH: reply(c, handle_health(c)); break;
+    case K_META: reply(c, handle_metadata(c)); break;
+    case K_WATCH: watch_start(s, c); break;
+    case K_REFLECT:
+    case K_REFLECT1: reflect_start(s, c); break;
+    default: reply(c, handle_generic(c)); break;
+    }
+}
+
+#define RK_DRAIN_MAX 64 /* events handled per turn once a Rank call is queued */
+
+/* The leader's turn: handle events, waiting for them while no Rank call is
+ * queued; once one is, only those already available (a zero deadline, at
+ * most RK_DRAIN_MAX). 1 when the completion queue is shut down. */
+static int poll_cq(rk_server *s) {
+    for (int drained = 0; drained < RK_DRAIN_MAX;) {
+        pthread_mutex_lock(&s->rq.mu);
+        int queued = s->rq.len > 0;
+        pthread_mutex_unlock(&s->rq.mu);
+        gpr_timespec dl = queued ? gpr_time_0(GPR_CLOCK_MONOTONIC) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+        grpc_event ev = grpc_completion_queue_next(s->cq, dl, NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) return 1;
+        if (ev.type == GRPC_QUEUE_TIMEOUT) return 0;
         if (ev.type != GRPC_OP_COMPLETE) continue;
-        if ((uintptr_t)ev.tag & 1) { /* a Health/Watch stream is over */
-            watch_closed(s, (call_ctx *)((char *)ev.tag - 1));
-            continue;
-        }
-        if (s->ov_n) overload_note(s, 0);
-        call_ctx *c = ev.tag;
-        if (c->state == S_WATCHING) {
-            watch_sent(s, c);
-            continue;
-        }
-        if (c->state == S_REFLECTING) {
-            reflect_step(s, c, ev.success);
-            continue;
-        }
-        if (c->state == S_REPLYING || !ev.success) {
-            /* reply done (or failed: the client went away), or the server is
-             * shutting down and the request will not be matched */
-            ctx_put(c);
-            continue;
-        }
-        call_kind kind = c->kind;
-        /* Re-post first, so core never holds a call no request can match. */
-        if (!atomic_load(&s->shutting_down)) post(s, kind);
-        switch (kind) {
-        case K_RANK:
-        case K_APPLY: accept_queued(s, c); break;
-        case K_HEALTH: reply(c, handle_health(c)); break;
-        case K_META: reply(c, handle_metadata(c)); break;
-        case K_WATCH: watch_start(s, c); break;
-        case K_REFLECT:
-        case K_REFLECT1: reflect_start(s, c); break;
-        default: reply(c, handle_generic(c)); break;
+        handle_event(s, ev);
+        drained += queued;
+    }
+    return 0;
+}
+
+/* The next Rank call for worker w: the head of the FIFO, else w leads (polls
+ * the completion queue) while no other worker does, else it waits. NULL once
+ * stopped and empty. */
+static call_ctx *rank_next(worker *w) {
+    rk_server *s = w->srv;
+    callq *q = &s->rq;
+    call_ctx *c = NULL;
+    pthread_mutex_lock(&q->mu);
+    while (!c) {
+        if (q->len) {
+            c = q->ring[q->head];
+            q->head = (q->head + 1) % q->cap;
+            q->len--;
+            atomic_store_explicit(q->len_gauge, q->len, memory_order_relaxed);
+        } else if (q->stop) {
+            break;
+        } else if (!q->leading && !q->cq_done) {
+            q->leading = 1;
+            pthread_mutex_unlock(&q->mu);
+            int done = poll_cq(s);
+            pthread_mutex_lock(&q->mu);
+            q->leading = 0;
+            q->cq_done |= done;
+            pthread_cond_signal(&q->cv); /* a waiting worker leads while this one scores */
+        } else {
+            pthread_cond_wait(&q->cv, &q->mu);
         }
     }
-    return NULL;
+    pthread_mutex_unlock(&q->mu);
+    return c;
 }
 
 /* ------------------------------------------------------------ start / stop */
@@ -1442,7 +1514,7 @@ static void wait_contexts(rk_server *s) {
     while (atomic_load(&s->live) > 0) sleep_ms(1);
 }
 
-/* Release the posted contexts when the acceptor never started (a failed
+/* Release the posted contexts when no worker started (a failed
  * start), from the calling thread: after shutdown_and_notify they complete
  * at once with success == 0. */
 static void drain_unstarted(rk_server *s) {
@@ -1667,6 +1739,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
             return rk_fail(err, RK_EINTERNAL, "server: cannot start worker thread %d", i);
         }
         w->thread_started = 1;
+        s->pollers++;
     }
     if (pthread_create(&s->admin.thread, NULL, worker_main, &s->admin)) {
         if (s->start_ver) s->start_ver->owned = 0;
@@ -1674,12 +1747,6 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         return rk_fail(err, RK_EINTERNAL, "server: cannot start the admin thread");
     }
     s->admin.thread_started = 1;
-    if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
-        if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
-        rk_server_stop(s, NULL);
-        return rk_fail(err, RK_EINTERNAL, "server: cannot start the acceptor thread");
-    }
-    s->acceptor_started = 1;
     if (bound_port) *bound_port = port;
     *out = s;
     return RK_OK;
@@ -1913,10 +1980,10 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     watch_end_all(s);
     reflect_end_all(s);
     /* Our calls: the posted requests fail at once (released by the
-     * acceptor); queued calls are answered by the workers; replies finish.
+     * leader); queued calls are answered by the workers; replies finish.
      * Give them grace_ms. */
     double t_end = rk_now() + s->o.grace_ms * 1e-3;
-    if (!s->acceptor_started) drain_unstarted(s);
+    if (!s->pollers) drain_unstarted(s);
     while (atomic_load(&s->live) > 0 && rk_now() < t_end) sleep_ms(1);
     /* Once none of ours is left, what core still waits for are calls no
      * handler will ever see (a call that raced the shutdown into the
@@ -1934,13 +2001,14 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
     }
     /* after a cancel, queued calls are still answered (their batches fail)
      * and every context comes back */
-    if (s->acceptor_started) wait_contexts(s);
+    if (s->pollers) wait_contexts(s);
     else drain_unstarted(s);
-    stop_workers(s);
     grpc_server_destroy(s->server);
+    /* no context is live, so no batch can start on cq any more: shut it
+     * down; the leader sees GRPC_QUEUE_SHUTDOWN, the other workers the stop */
     grpc_completion_queue_shutdown(s->cq);
-    if (s->acceptor_started) pthread_join(s->acceptor, NULL);
-    else
+    stop_workers(s);
+    if (!s->pollers)
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
                GRPC_QUEUE_SHUTDOWN) {
         }
