@@ -758,11 +758,11 @@ Test(serve, online_update_is_served_next_and_survives_restart, .timeout = 240) {
 }
 
 /* Admin calls complete on the admin thread's own completion queue (issue
- * 17: the acceptor is not woken to release them). A burst of 40 at once
- * (16 queue): each is applied (OK) or refused (RESOURCE_EXHAUSTED, answered
- * by the acceptor, released by the admin thread), and stop does not wait for contexts nobody releases: it returns well within
- * the 5 s grace (a context left on that queue would hold it the whole grace
- * and then forever). */
+ * 17: the acceptor is not woken to release them). Bursts of 40 at once
+ * (queue of 16): each is applied (OK) or refused (RESOURCE_EXHAUSTED,
+ * answered by the acceptor, released by the admin thread), and stop does
+ * not wait for contexts nobody releases: it returns well within the 5 s
+ * grace (a context left on that queue would hold it the whole grace). */
 Test(serve, admin_burst_is_released_and_stop_is_prompt, .timeout = 120) {
     char dir[256], addr[64];
     snprintf(dir, sizeof dir, "/tmp/rk_adminq_%d", (int)getpid());
