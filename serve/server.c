@@ -1415,7 +1415,10 @@ static void server_free(rk_server *s) {
     rk_free(s);
 }
 
-/* Wait until every call context is back on the free list. */
+/* Wait until every call context is back on the free list. It reaps acq
+ * while it waits (a plain sleep here could wait forever: an Admin reply
+ * that completed after the admin thread's last admin_reap is released by
+ * nobody else). */
 static void wait_contexts(rk_server *s) {
     while (atomic_load(&s->live) > 0) admin_reap(s, 1);
 }
