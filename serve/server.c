@@ -73,6 +73,15 @@
  * At --log-level debug every load and unload logs one line with each
  * phase's wall and CPU time and minor faults on its thread (open, ram,
  * schema, warm-up, switch; drain, close).
+ * An Admin call is bound to a
+ * completion queue of its own (acq, GRPC_CQ_NON_POLLING: nobody polls I/O
+ * through it): its reply batch, started by the admin thread (which mostly
+ * writes the reply itself, at nice 19), completes there and the admin
+ * thread releases the context after each reply (admin_reap), so the
+ * leader, at normal priority on the workers' cores, is woken once per
+ * Admin call instead of twice (bench/RESULTS.md, issue 17 updates: its CPU
+ * per Admin call fell by about a third). rk_server_stop reaps acq while it
+ * waits for the contexts: an idle admin thread leaves its last one there.
  *
  * Counters (metrics.c): each worker, and the admin thread, writes its own
  * stripe of the version's counters without locked instructions; the
@@ -291,6 +300,8 @@ struct rk_server {
     atomic_int draining;          /* health: NOT_SERVING from rk_server_drain on */
     grpc_server *server;
     grpc_completion_queue *cq;    /* polled by the leader */
+    grpc_completion_queue *acq;   /* Admin calls' reply batches complete here (non-polling):
+                                   * released by the admin thread (admin_reap) */
     grpc_completion_queue *shutdown_cq;
     void *method[K_N];            /* registered methods by kind (K_GENERIC: none) */
     int pollers;                  /* Rank worker threads started (they poll cq) */
@@ -635,8 +646,11 @@ static int post(rk_server *s, call_kind kind) {
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, c);
     } else {
         int streaming = kind == K_REFLECT || kind == K_REFLECT1; /* its messages are read later */
+        /* an Admin call's batches complete on acq, so the leader is not
+         * woken to release it (header comment) */
+        grpc_completion_queue *bound = kind == K_APPLY ? s->acq : s->cq;
         e = grpc_server_request_registered_call(s->server, s->method[kind], &c->call, &c->deadline, &c->md,
-                                                streaming ? NULL : &c->payload, s->cq, s->cq, c);
+                                                streaming ? NULL : &c->payload, bound, s->cq, c);
     }
     if (e != GRPC_CALL_OK) {
         if (!atomic_load(&s->shutting_down)) rk_error("rankd: request_call failed: %d", (int)e);
@@ -1083,6 +1097,20 @@ static void reply(call_ctx *c, grpc_status_code code) {
 
 /* ------------------------------------------------------------ workers */
 
+/* Release the Admin calls whose reply batches have completed on acq (the
+ * admin thread's own, usually completed by the time start_batch returns,
+ * and the leader's RESOURCE_EXHAUSTED answers), waiting at most wait_ms
+ * for the first. Safe from several threads: each event comes out once. */
+static void admin_reap(rk_server *s, int wait_ms) {
+    gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(wait_ms, GPR_TIMESPAN));
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->acq, until, NULL);
+        if (ev.type != GRPC_OP_COMPLETE) return;
+        ctx_put(ev.tag);
+        until = gpr_inf_past(GPR_CLOCK_MONOTONIC);
+    }
+}
+
 static call_ctx *rank_next(worker *w);
 
 static void *worker_main(void *arg) {
@@ -1107,6 +1135,7 @@ static void *worker_main(void *arg) {
         }
         if (!is_admin) atomic_store_explicit(&s->g.busy[w->idx].v, 0, memory_order_relaxed);
         reply(c, code);
+        if (is_admin) admin_reap(s, 0);
     }
     return NULL;
 }
@@ -1478,12 +1507,6 @@ void rk_server_get_counters(const rk_server *s, rk_server_counters *out) {
 
 int rk_server_metrics_port(const rk_server *s) { return s->metrics_port; }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) && errno == EINTR) {
-    }
-}
-
 /* Free what start created, in the reverse order; for a failed start and for
  * the last step of stop. Threads must have been joined. */
 static void server_free(rk_server *s) {
@@ -1509,9 +1532,12 @@ static void server_free(rk_server *s) {
     rk_free(s);
 }
 
-/* Wait until every call context is back on the free list. */
+/* Wait until every call context is back on the free list. It reaps acq
+ * while it waits (a plain sleep here could wait forever: an Admin reply
+ * that completed after the admin thread's last admin_reap is released by
+ * nobody else). */
 static void wait_contexts(rk_server *s) {
-    while (atomic_load(&s->live) > 0) sleep_ms(1);
+    while (atomic_load(&s->live) > 0) admin_reap(s, 1);
 }
 
 /* Release the posted contexts when no worker started (a failed
@@ -1524,6 +1550,15 @@ static void drain_unstarted(rk_server *s) {
         if (e.type != GRPC_OP_COMPLETE) break;
         ctx_put(e.tag);
     }
+}
+
+/* Shut acq down once the server is destroyed (every context is back). */
+static void acq_close(rk_server *s) {
+    grpc_completion_queue_shutdown(s->acq);
+    grpc_event ev;
+    while ((ev = grpc_completion_queue_next(s->acq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)).type != GRPC_QUEUE_SHUTDOWN)
+        if (ev.type == GRPC_OP_COMPLETE) ctx_put(ev.tag);
+    grpc_completion_queue_destroy(s->acq);
 }
 
 static void stop_workers(rk_server *s) {
@@ -1678,6 +1713,8 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     s->server = grpc_server_create(&ca, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    grpc_completion_queue_attributes acq_at = {GRPC_CQ_CURRENT_VERSION, GRPC_CQ_NEXT, GRPC_CQ_NON_POLLING, NULL};
+    s->acq = grpc_completion_queue_create(grpc_completion_queue_factory_lookup(&acq_at), &acq_at, NULL);
     s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_register_completion_queue(s->server, s->shutdown_cq, NULL);
     const char *const names[K_N] = {RANK_METHOD, HEALTH_METHOD, NULL, APPLY_METHOD, META_METHOD, WATCH_METHOD,
@@ -1708,6 +1745,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
                GRPC_QUEUE_SHUTDOWN) {
         }
         grpc_completion_queue_destroy(s->cq);
+        acq_close(s);
         grpc_completion_queue_shutdown(s->shutdown_cq);
         grpc_completion_queue_destroy(s->shutdown_cq);
         if (s->start_ver) s->start_ver->owned = 0; /* a failed start leaves m to the caller */
@@ -1984,7 +2022,7 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
      * Give them grace_ms. */
     double t_end = rk_now() + s->o.grace_ms * 1e-3;
     if (!s->pollers) drain_unstarted(s);
-    while (atomic_load(&s->live) > 0 && rk_now() < t_end) sleep_ms(1);
+    while (atomic_load(&s->live) > 0 && rk_now() < t_end) admin_reap(s, 1); /* an idle admin thread's last reply */
     /* Once none of ours is left, what core still waits for are calls no
      * handler will ever see (a call that raced the shutdown into the
      * pending queue, an idle connection): wait briefly, then cancel. */
@@ -2013,6 +2051,7 @@ void rk_server_stop(rk_server *s, rk_server_counters *final) {
                GRPC_QUEUE_SHUTDOWN) {
         }
     grpc_completion_queue_destroy(s->cq);
+    acq_close(s);
     grpc_completion_queue_shutdown(s->shutdown_cq);
     grpc_completion_queue_destroy(s->shutdown_cq);
     if (final) rk_server_get_counters(s, final);

@@ -779,6 +779,35 @@ rk_store *rk_store_alloc(const rk_store_opts *opts) {
     return s;
 }
 
+/* A writable store serves lookups while it takes updates (rankd --updates),
+ * so its write path is set up to cost the lookups' cores little:
+ *  - rows are rewritten in place in the memtable (inplace_update_support;
+ *    it needs allow_concurrent_memtable_write off; rows of a table have one
+ *    size): a row updated again and again stays one memtable entry instead
+ *    of one per update, so the memtable stays small (inserts walk a short
+ *    skiplist) and seldom fills. Reads take RocksDB's per-key lock.
+ *  - the WAL is bounded by max_total_wal_size (16 MiB, the memtable budget):
+ *    past it RocksDB flushes, as a full memtable did before, so restart
+ *    replays at most that.
+ *  - RocksDB's flush and compaction threads run at nice 19 (the process's
+ *    default Env pools, lowered once): at normal priority a flush took the
+ *    serving worker's core in bursts (bench/RESULTS.md, issue 17 updates).
+ *    Writes wait on a flush only when both memtables are full. */
+static void lower_pools_once(void) {
+    rocksdb_env_t *env = rocksdb_create_default_env();
+    rocksdb_env_lower_thread_pool_cpu_priority(env);
+    rocksdb_env_lower_high_priority_thread_pool_cpu_priority(env);
+    rocksdb_env_destroy(env); /* the default Env itself lives on */
+}
+
+static void writable_options(rocksdb_options_t *o) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    rocksdb_options_set_inplace_update_support(o, 1);
+    rocksdb_options_set_allow_concurrent_memtable_write(o, 0);
+    rocksdb_options_set_max_total_wal_size(o, (uint64_t)16 << 20);
+    pthread_once(&once, lower_pools_once);
+}
+
 rk_status rk_store_open_ex(const char *dir, const char *const *names, const int *dims, int n_tables,
                            const rk_store_opts *opts, rk_store **out, rk_err *err) {
     *out = NULL;
@@ -800,6 +829,7 @@ rk_status rk_store_open_ex(const char *dir, const char *const *names, const int 
     snprintf(s->path, sizeof s->path, "%s", dir);
     s->opts = rk_store_rocks_options(opts->block_cache_bytes, &s->bcache);
     if (opts->mmap_reads) rocksdb_options_set_allow_mmap_reads(s->opts, 1);
+    if (opts->writable) writable_options(s->opts);
     char *rerr = NULL;
     rk_status st = RK_OK;
     size_t n_cf = 0;

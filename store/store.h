@@ -130,7 +130,11 @@ typedef struct {
     size_t block_cache_bytes; /* RocksDB LRU block cache, index blocks charged
                                  to it; default 32 MiB */
     int writable;             /* 1: open read-write (takes RocksDB's LOCK) so that
-                                 rk_store_apply works; 0 (default): read-only, many readers */
+                                 rk_store_apply works; rows are rewritten in place in
+                                 the memtable, and the process's RocksDB flush and
+                                 compaction threads run at nice 19 from then on
+                                 (store.c, writable_options); 0 (default): read-only,
+                                 many readers */
     int sync_writes;          /* 1 (default): fsync the WAL before rk_store_apply returns */
     int verify;               /* 1 (default): at open, read every table once with block
                                  checksums verified (block cache not filled) and check its

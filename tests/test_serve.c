@@ -521,8 +521,9 @@ Test(serve, request_path_does_not_allocate_with_tables_in_ram) {
     drop_bundle();
 }
 
-/* Start n calls at once on one channel, wait for all; codes[i] per call. */
-static void burst(const char *addr, const uint8_t *req, size_t len, int n, int deadline_ms, int *codes) {
+/* Start n calls of method at once on one channel, wait for all; codes[i] per call. */
+static void burst_to(const char *addr, const char *method_name, const uint8_t *req, size_t len, int n,
+                     int deadline_ms, int *codes) {
     grpc_channel_credentials *cr = grpc_insecure_credentials_create();
     grpc_channel *ch = grpc_channel_create(addr, cr, NULL);
     grpc_channel_credentials_release(cr);
@@ -536,7 +537,7 @@ static void burst(const char *addr, const uint8_t *req, size_t len, int n, int d
     } c_t;
     c_t *c = calloc((size_t)n, sizeof *c);
     gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
-    grpc_slice method = grpc_slice_from_static_string("/rankd.v1.Ranker/Rank");
+    grpc_slice method = grpc_slice_from_static_string(method_name);
     for (int i = 0; i < n; i++) {
         c[i].call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, dl, NULL);
         grpc_slice sl = grpc_slice_from_static_buffer(req, len);
@@ -578,6 +579,10 @@ static void burst(const char *addr, const uint8_t *req, size_t len, int n, int d
     while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
     }
     grpc_completion_queue_destroy(cq);
+}
+
+static void burst(const char *addr, const uint8_t *req, size_t len, int n, int deadline_ms, int *codes) {
+    burst_to(addr, "/rankd.v1.Ranker/Rank", req, len, n, deadline_ms, codes);
 }
 
 /* Start a server for m with o on a free loopback port; addr gets it. */
@@ -929,6 +934,42 @@ Test(serve, online_update_is_served_next_and_survives_restart, .timeout = 240) {
     rk_server_stop(s, NULL);
     free(req);
     grpc_shutdown_blocking();
+    rk_rm_rf(dir, &e);
+}
+
+/* Admin calls complete on the admin thread's own completion queue (issue
+ * 17: the acceptor is not woken to release them). Bursts of 40 at once
+ * (queue of 16): each is applied (OK) or refused (RESOURCE_EXHAUSTED,
+ * answered by the acceptor, released by the admin thread), and stop does
+ * not wait for contexts nobody releases: it returns well within the 5 s
+ * grace (a context left on that queue would hold it the whole grace). */
+Test(serve, admin_burst_is_released_and_stop_is_prompt, .timeout = 120) {
+    char dir[256], addr[64];
+    snprintf(dir, sizeof dir, "/tmp/rk_adminq_%d", (int)getpid());
+    make_bundle_at(dir, 5, "Q");
+    grpc_init();
+    rk_server *s = start_on(dir, 1, 1, addr, sizeof addr);
+    uint64_t rows[64];
+    float vals[64 * 16];
+    for (int i = 0; i < 64; i++) rows[i] = (uint64_t)(i * 97);
+    for (int i = 0; i < 64 * 16; i++) vals[i] = 0.01f * (float)(i % 7);
+    size_t ul;
+    uint8_t *u = make_update("movie_id", rows, 64, vals, 64 * 16, &ul);
+    enum { N = 40 };
+    int codes[N], ok = 0, busy = 0, other = 0;
+    for (int round = 0; round < 3; round++) {
+        burst_to(addr, "/rankd.v1.Admin/ApplyUpdates", u, ul, N, 60000, codes);
+        for (int i = 0; i < N; i++) ok += codes[i] == 0, busy += codes[i] == 8, other += codes[i] != 0 && codes[i] != 8;
+    }
+    cr_assert_gt(ok, 0, "no update applied");
+    cr_assert_eq(other, 0, "codes other than OK / RESOURCE_EXHAUSTED");
+    double t0 = rk_now();
+    rk_server_stop(s, NULL);
+    double stop_s = rk_now() - t0;
+    cr_expect_lt(stop_s, 2.0, "stop took %.2f s (grace 5 s): a context was not released", stop_s);
+    free(u);
+    grpc_shutdown_blocking();
+    rk_err e = {0};
     rk_rm_rf(dir, &e);
 }
 
