@@ -163,11 +163,11 @@ struct rk_service {
     arena ar;
     ProtobufCAllocator pballoc;
     float *pctr;                       /* [max_candidates] */
-    const char **ad;                   /* [max_candidates] the response's ad_ids */
-    size_t *adlen;                     /* [max_candidates] their lengths */
+    size_t *adlen;                     /* [max_candidates] ad_id lengths (score_request checks them) */
     size_t *ssize;                     /* [max_candidates] the packed size of each Score */
     float *tp;                         /* [max_candidates, n_towers, 2] tower pCTR and weight */
     const char **tname;                /* [n_towers] the towers' names */
+    size_t *tnlen;                     /* [n_towers] their lengths */
     uint8_t *out;                      /* packed response */
     size_t out_cap, out_warm;          /* out_warm: its size at creation */
     const char *tower_name;
@@ -323,23 +323,25 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->pballoc.free = arena_free;
     s->pballoc.allocator_data = &s->ar;
     s->pctr = rk_malloc(n * sizeof *s->pctr);
-    s->ad = rk_malloc(n * sizeof *s->ad);
     s->adlen = rk_malloc(n * sizeof *s->adlen);
     s->ssize = rk_malloc(n * sizeof *s->ssize);
     s->n_towers = rk_model_n_members(m) ? rk_model_n_members(m) : 1;
     s->tp = rk_malloc(n * (size_t)s->n_towers * 2 * sizeof *s->tp);
     s->tname = rk_malloc((size_t)s->n_towers * sizeof *s->tname);
+    s->tnlen = rk_malloc((size_t)s->n_towers * sizeof *s->tnlen);
     s->out_cap = s->out_warm = 64 * n * (size_t)(1 + s->n_towers) + 4096;
     s->out = rk_malloc(s->out_cap);
-    if (!s->ar.base || !s->pctr || !s->ad || !s->adlen || !s->ssize || !s->tp || !s->tname ||
+    if (!s->ar.base || !s->pctr || !s->adlen || !s->ssize || !s->tp || !s->tname || !s->tnlen ||
         !s->out) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d candidates",
                        o->max_candidates);
     }
     s->tower_name = rk_tower_name(s->cfg->tower.type);
-    for (int k = 0; k < s->n_towers; k++)
+    for (int k = 0; k < s->n_towers; k++) {
         s->tname[k] = rk_model_n_members(m) ? rk_model_member_name(m, k) : s->tower_name;
+        s->tnlen[k] = strlen(s->tname[k]);
+    }
     if (!(s->mp = rk_malloc((size_t)s->n_towers * sizeof *s->mp)) ||
         !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features)) ||
         !(s->vlen = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vlen)) ||
@@ -398,11 +400,11 @@ void rk_service_destroy(rk_service *s) {
     rk_scorer_destroy(s->scorer); /* frees its device buffers: before the device */
     rk_device_close(s->dev);
     rk_free(s->pctr);
-    rk_free(s->ad);
     rk_free(s->adlen);
     rk_free(s->ssize);
     rk_free(s->tp);
     rk_free(s->tname);
+    rk_free(s->tnlen);
     rk_free(s->out);
     rk_text_encoder_close(s->enc);
     rk_free(s->text);
@@ -837,6 +839,7 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             snprintf(where, sizeof where, "candidates[%d]", i);
             return check_str(c->ad_id, where, ".ad_id", err);
         }
+        s->adlen[i] = ad_len; /* for the response */
         char *ad[1] = {c->ad_id};
         int has_ad = c->ad_id && c->ad_id[0];
         /* Semantic IDs: an ad the item records do not know (an id that is
@@ -930,7 +933,7 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
 typedef struct {
     const char *request_id, *model_version;
     const float *pctr;
-    const char **ad_id;         /* [n] */
+    Rankd__V1__Candidate *const *cand; /* [n]: their ad_ids are echoed (lengths in s->adlen) */
     int n, n_towers;            /* n_towers: 0 unless return_tower_scores */
     const float *tower_scores;  /* [n, n_towers, 2]: pCTR, weight */
     const Rankd__V1__Timing *timing; /* or NULL */
@@ -979,7 +982,7 @@ static uint8_t *pb_u32(uint8_t *p, unsigned field, uint32_t v) {
 }
 
 static size_t tower_size(const rk_service *s, int k, const float *ts) {
-    return pb_str_size(strlen(s->tname[k])) + 5 * (size_t)pb_float_set(ts[0]) + 5 * (size_t)pb_float_set(ts[1]);
+    return pb_str_size(s->tnlen[k]) + 5 * (size_t)pb_float_set(ts[0]) + 5 * (size_t)pb_float_set(ts[1]);
 }
 
 static size_t timing_size(const Rankd__V1__Timing *t) {
@@ -989,12 +992,11 @@ static size_t timing_size(const Rankd__V1__Timing *t) {
     return n;
 }
 
-/* The packed size; each Score's into s->ssize, each ad_id's length into s->adlen. */
+/* The packed size; each Score's into s->ssize. */
 static size_t resp_size(rk_service *s, const resp_in *r) {
     size_t total = pb_str_size(r->request_id ? strlen(r->request_id) : 0) + pb_str_size(strlen(r->model_version));
     for (int i = 0; i < r->n; i++) {
-        size_t al = s->adlen[i] = r->ad_id[i] ? strlen(r->ad_id[i]) : 0;
-        size_t ss = pb_str_size(al) + 5 * (size_t)pb_float_set(r->pctr[i]);
+        size_t ss = pb_str_size(s->adlen[i]) + 5 * (size_t)pb_float_set(r->pctr[i]);
         for (int k = 0; k < r->n_towers; k++)
             ss += pb_len_size(tower_size(s, k, &r->tower_scores[((size_t)i * r->n_towers + k) * 2]));
         s->ssize[i] = ss;
@@ -1010,13 +1012,13 @@ static size_t resp_pack(const rk_service *s, const resp_in *r, uint8_t *out) {
     for (int i = 0; i < r->n; i++) {
         *p++ = 2 << 3 | 2;
         p = pb_varint(p, s->ssize[i]);
-        p = pb_str(p, 1, r->ad_id[i], s->adlen[i]);
+        p = pb_str(p, 1, r->cand[i]->ad_id, s->adlen[i]);
         p = pb_float(p, 2, r->pctr[i]);
         for (int k = 0; k < r->n_towers; k++) {
             const float *ts = &r->tower_scores[((size_t)i * r->n_towers + k) * 2];
             *p++ = 3 << 3 | 2;
             p = pb_varint(p, tower_size(s, k, ts));
-            p = pb_str(p, 1, s->tname[k], strlen(s->tname[k]));
+            p = pb_str(p, 1, s->tname[k], s->tnlen[k]);
             p = pb_float(p, 2, ts[0]);
             p = pb_float(p, 3, ts[1]);
         }
@@ -1121,8 +1123,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         timing.total_us = us(t_built - t0);
         ri.timing = &timing;
     }
-    for (int i = 0; i < n; i++) s->ad[i] = req->candidates[i]->ad_id;
-    ri.ad_id = s->ad;
+    ri.cand = req->candidates;
     size_t need = resp_size(s, &ri);
     if (need > (size_t)s->o.max_message_bytes) {
         /* a client's receive limit is usually the same as ours; echoed
