@@ -58,22 +58,32 @@ typedef struct { /* one field as read from the wire */
     size_t raw_len;
 } wfield;
 
+/* A varint of at most 5 bytes at p (a tag, a length): its byte count, or
+ * -1 when longer or cut off. One byte, the common case, first. */
+__attribute__((always_inline)) static inline int varint5(const uint8_t *p, const uint8_t *end, uint64_t *v) {
+    if (p < end && !(p[0] & 0x80)) {
+        *v = p[0];
+        return 1;
+    }
+    uint64_t x = 0;
+    for (int i = 0;; i++) {
+        if (i == 5 || p + i >= end) return -1;
+        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = x;
+            return i + 1;
+        }
+    }
+}
+
 /* Read one field at *p; -1 when it is malformed for protobuf-c or
  * rk_pb_check (the reference path then says which). */
 __attribute__((always_inline)) static inline int next_field(const uint8_t **pp, const uint8_t *end, wfield *f) {
     const uint8_t *p = *pp;
-    uint64_t tag = 0;
-    int i = 0;
-    if (p < end && !(p[0] & 0x80)) { /* fields 1..15: one byte */
-        tag = p[0];
-    } else {
-        for (;; i++) {
-            if (i == 5 || p + i >= end) return -1;
-            tag |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-            if (!(p[i] & 0x80)) break;
-        }
-    }
-    p += i + 1;
+    uint64_t tag;
+    int i = varint5(p, end, &tag); /* fields 1..15: one byte */
+    if (i < 0) return -1;
+    p += i;
     f->raw = p;
     f->num = (uint32_t)(tag >> 3);
     f->wt = (unsigned)(tag & 7);
@@ -97,18 +107,9 @@ __attribute__((always_inline)) static inline int next_field(const uint8_t **pp, 
         break;
     }
     case 2: {
-        uint64_t n = 0;
-        i = 0;
-        if (p < end && !(p[0] & 0x80)) { /* under 128 bytes: one byte */
-            n = p[0];
-        } else {
-            for (;; i++) {
-                if (i == 5 || p + i >= end) return -1;
-                n |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-                if (!(p[i] & 0x80)) break;
-            }
-        }
-        p += i + 1;
+        uint64_t n;
+        if ((i = varint5(p, end, &n)) < 0) return -1; /* under 128 bytes: one byte */
+        p += i;
         if (n > INT_MAX || n > (uint64_t)(end - p)) return -1;
         f->data = p;
         f->len = (size_t)n;
