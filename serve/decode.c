@@ -39,9 +39,8 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pbwire.h"
 #include "rank.pb-c.h"
-
-#define MAX_FIELD ((1u << 29) - 1)
 
 typedef struct {
     ProtobufCAllocator *a;
@@ -49,101 +48,27 @@ typedef struct {
     uint8_t *pend; /* where the last string read ends: its NUL, written once the next tag is read */
 } dec;
 
-typedef struct { /* one field as read from the wire */
-    uint32_t num;
-    unsigned wt;
-    const uint8_t *data; /* wire type 2: the payload; 1 and 5: the bytes */
-    size_t len;          /* wire type 2: the payload's length */
-    const uint8_t *raw;  /* the value as on the wire (a length prefix included) */
-    size_t raw_len;
-} wfield;
-
-/* A varint of at most 5 bytes at p (a tag, a length): its byte count, or
- * -1 when longer or cut off. One byte, the common case, first. */
-__attribute__((always_inline)) static inline int varint5(const uint8_t *p, const uint8_t *end, uint64_t *v) {
-    if (p < end && !(p[0] & 0x80)) {
-        *v = p[0];
-        return 1;
-    }
-    uint64_t x = 0;
-    for (int i = 0;; i++) {
-        if (i == 5 || p + i >= end) return -1;
-        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = x;
-            return i + 1;
-        }
-    }
-}
-
-/* Read one field at *p; -1 when it is malformed for protobuf-c or
- * rk_pb_check (the reference path then says which). */
-__attribute__((always_inline)) static inline int next_field(const uint8_t **pp, const uint8_t *end, wfield *f) {
-    const uint8_t *p = *pp;
-    uint64_t tag;
-    int i = varint5(p, end, &tag); /* fields 1..15: one byte */
-    if (i < 0) return -1;
-    p += i;
-    f->raw = p;
-    f->num = (uint32_t)(tag >> 3);
-    f->wt = (unsigned)(tag & 7);
-    if ((tag >> 3) == 0 || (tag >> 3) > MAX_FIELD) return -1;
-    switch (f->wt) {
-    case 0:
-        f->data = p, f->len = 0; /* a varint: read as raw */
-        for (i = 0;; i++) {
-            if (i == 10 || p + i >= end) return -1;
-            if (!(p[i] & 0x80)) break;
-        }
-        p += i + 1;
-        break;
-    case 1:
-    case 5: {
-        size_t w = f->wt == 1 ? 8 : 4;
-        if ((size_t)(end - p) < w) return -1;
-        f->data = p;
-        f->len = w;
-        p += w;
-        break;
-    }
-    case 2: {
-        uint64_t n;
-        if ((i = varint5(p, end, &n)) < 0) return -1; /* under 128 bytes: one byte */
-        p += i;
-        if (n > INT_MAX || n > (uint64_t)(end - p)) return -1;
-        f->data = p;
-        f->len = (size_t)n;
-        p += n;
-        break;
-    }
-    default: return -1;
-    }
-    f->raw_len = (size_t)(p - f->raw);
-    *pp = p;
-    return 0;
-}
-
 /* The fields of one message, for its fill pass after its scan: kept as
  * the scan read them when there are at most FBUF (no field is read twice),
  * else read again from the bytes (n = -1). */
 #define FBUF 16
 typedef struct {
-    wfield f[FBUF];
+    pbw_field f[FBUF];
     int n, i;             /* fields kept (-1: more), next one to fill */
     const uint8_t *p, *end;
-    wfield cur;           /* n = -1: the field read last */
+    pbw_field cur;           /* n = -1: the field read last */
 } msg_it;
 
 /* The scan of [p, end): every field checked, counted by number into cnt[k]
  * for k < ncnt; a field numbered emb (0: none) is a content_embedding, its
  * floats counted into *ne (emb_count). */
-static int emb_count(const wfield *f, size_t *n);
+static int emb_count(const pbw_field *f, size_t *n);
 __attribute__((always_inline)) static inline int it_scan(msg_it *it, const uint8_t *p, const uint8_t *end, size_t *cnt, uint32_t ncnt, uint32_t emb,
                    size_t *ne) {
     it->n = 0, it->i = 0, it->p = p, it->end = end;
     while (p < end) {
-        wfield *w = it->n >= 0 && it->n < FBUF ? &it->f[it->n] : &it->cur;
-        if (next_field(&p, end, w)) return -1;
+        pbw_field *w = it->n >= 0 && it->n < FBUF ? &it->f[it->n] : &it->cur;
+        if (pbw_next(&p, end, w)) return -1;
         if (w->num < ncnt) cnt[w->num]++;
         if (w->num == emb && emb_count(w, ne)) return -1;
         if (it->n >= 0) it->n = it->n < FBUF ? it->n + 1 : -1;
@@ -153,14 +78,14 @@ __attribute__((always_inline)) static inline int it_scan(msg_it *it, const uint8
 
 /* The next field of the fill pass (NULL at the end). The last string's
  * terminator is written now: its byte, this field's first, was read. */
-__attribute__((always_inline)) static inline const wfield *it_next(dec *d, msg_it *it) {
-    const wfield *f;
+__attribute__((always_inline)) static inline const pbw_field *it_next(dec *d, msg_it *it) {
+    const pbw_field *f;
     if (it->n >= 0) {
         if (it->i == it->n) return NULL;
         f = &it->f[it->i++];
     } else {
         if (it->p >= it->end) return NULL;
-        next_field(&it->p, it->end, &it->cur); /* checked by the scan */
+        pbw_next(&it->p, it->end, &it->cur); /* checked by the scan */
         f = &it->cur;
     }
     if (d->pend) {
@@ -168,14 +93,6 @@ __attribute__((always_inline)) static inline const wfield *it_next(dec *d, msg_i
         d->pend = NULL;
     }
     return f;
-}
-
-/* A bool as protobuf-c 1.4 reads one: in any wire type, true when a byte
- * of the value (a length prefix included) has one of its low 7 bits set. */
-static int get_bool(const wfield *f) {
-    for (size_t i = 0; i < f->raw_len; i++)
-        if (f->raw[i] & 0x7f) return 1;
-    return 0;
 }
 
 static void *dalloc(dec *d, size_t n) {
@@ -202,14 +119,14 @@ static inline int has_nul(const uint8_t *s, size_t n) {
 
 /* A string field: wire type 2, no NUL inside; the string in place in the
  * request's copy, its terminator pending (see the top of the file). */
-__attribute__((always_inline)) static inline int get_str(dec *d, const wfield *f, char **out) {
+__attribute__((always_inline)) static inline int get_str(dec *d, const pbw_field *f, char **out) {
     if (f->wt != 2 || has_nul(f->data, f->len)) return -1;
     *out = (char *)f->data;
     d->pend = (uint8_t *)f->data + f->len;
     return 0;
 }
 
-static int get_float(const wfield *f, float *out) {
+static int get_float(const pbw_field *f, float *out) {
     if (f->wt != 5) return -1;
     memcpy(out, f->data, 4); /* little-endian wire, as protobuf-c assumes on this host */
     return 0;
@@ -226,7 +143,7 @@ static int sparse_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__S
     if (it_scan(&it, p, end, cnt, 3, 0, NULL)) return -1;
     m->values = alloc_n(d, cnt[2], sizeof *m->values);
     if (d->oom) return -1;
-    for (const wfield *f; (f = it_next(d, &it));) {
+    for (const pbw_field *f; (f = it_next(d, &it));) {
         if (f->num == 1 && get_str(d, f, &m->name)) return -1;
         if (f->num == 2 && get_str(d, f, &m->values[m->n_values++])) return -1;
     }
@@ -235,9 +152,9 @@ static int sparse_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__S
 
 static int dense_msg(const uint8_t *p, const uint8_t *end, Rankd__V1__DenseFeature *m, dec *d) {
     *m = (Rankd__V1__DenseFeature)RANKD__V1__DENSE_FEATURE__INIT;
-    wfield f;
+    pbw_field f;
     while (p < end) { /* one pass: the fill and its own scan */
-        if (next_field(&p, end, &f)) return -1;
+        if (pbw_next(&p, end, &f)) return -1;
         if (d->pend) {
             *d->pend = 0;
             d->pend = NULL;
@@ -271,7 +188,7 @@ static void feat_alloc(dec *d, size_t ns, size_t nd, Rankd__V1__SparseFeature **
     if (nd) fs->dv = (Rankd__V1__DenseFeature *)b;
 }
 
-static int add_sparse(dec *d, const wfield *f, feat_store *fs, Rankd__V1__SparseFeature **arr, size_t *n) {
+static int add_sparse(dec *d, const pbw_field *f, feat_store *fs, Rankd__V1__SparseFeature **arr, size_t *n) {
     if (f->wt != 2) return -1;
     Rankd__V1__SparseFeature *m = &fs->sv[*n];
     if (sparse_msg(d, f->data, f->data + f->len, m)) return -1;
@@ -279,7 +196,7 @@ static int add_sparse(dec *d, const wfield *f, feat_store *fs, Rankd__V1__Sparse
     return 0;
 }
 
-static int add_dense(dec *d, const wfield *f, feat_store *fs, Rankd__V1__DenseFeature **arr, size_t *n) {
+static int add_dense(dec *d, const pbw_field *f, feat_store *fs, Rankd__V1__DenseFeature **arr, size_t *n) {
     if (f->wt != 2) return -1;
     Rankd__V1__DenseFeature *m = &fs->dv[*n];
     if (dense_msg(f->data, f->data + f->len, m, d)) return -1;
@@ -296,7 +213,7 @@ static int user_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Use
     feat_alloc(d, cnt[2], cnt[3], &m->sparse, &m->dense, &fs);
     m->recent_item_ids = alloc_n(d, cnt[4], sizeof *m->recent_item_ids);
     if (d->oom) return -1;
-    for (const wfield *f; (f = it_next(d, &it));) {
+    for (const pbw_field *f; (f = it_next(d, &it));) {
         int bad = 0;
         switch (f->num) {
         case 1: bad = get_str(d, f, &m->user_id); break;
@@ -311,7 +228,7 @@ static int user_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Use
 }
 
 /* content_embedding: one float (wire type 5) or a packed run (2). */
-static int emb_count(const wfield *f, size_t *n) {
+static int emb_count(const pbw_field *f, size_t *n) {
     if (f->wt == 5) *n += 1;
     else if (f->wt == 2 && f->len % 4 == 0) *n += f->len / 4;
     else return -1;
@@ -327,7 +244,7 @@ static int cand_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Can
     feat_alloc(d, cnt[2], cnt[3], &m->sparse, &m->dense, &fs);
     m->content_embedding = alloc_n(d, ne, sizeof *m->content_embedding);
     if (d->oom) return -1;
-    for (const wfield *f; (f = it_next(d, &it));) {
+    for (const pbw_field *f; (f = it_next(d, &it));) {
         int bad = 0;
         switch (f->num) {
         case 1: bad = get_str(d, f, &m->ad_id); break;
@@ -355,15 +272,33 @@ static int cand_msg(dec *d, const uint8_t *p, const uint8_t *end, Rankd__V1__Can
     return 0;
 }
 
+/* buf[len] copied through d's allocator, then COPY_PAD zero bytes (the
+ * last string's NUL and has_nul's words past it); NULL when out of memory. */
+static uint8_t *copy_in(dec *d, const uint8_t *buf, size_t len) {
+    uint8_t *copy = len <= SIZE_MAX - COPY_PAD ? dalloc(d, len + COPY_PAD) : NULL;
+    if (!copy) return NULL;
+    if (len) memcpy(copy, buf, len);
+    memset(copy + len, 0, COPY_PAD);
+    return copy;
+}
+
+int rk_user_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a, Rankd__V1__User **out) {
+    dec d = {a, 0, NULL};
+    *out = NULL;
+    uint8_t *copy = copy_in(&d, buf, len);
+    Rankd__V1__User *m = dalloc(&d, sizeof *m);
+    if (!copy || !m || user_msg(&d, copy, copy + len, m)) return -1;
+    if (d.pend) *d.pend = 0; /* the last string ends the message */
+    *out = m;
+    return 0;
+}
+
 int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a, Rankd__V1__RankRequest **out) {
     dec d = {a, 0, NULL};
     *out = NULL;
-    /* the bytes, then the last string's NUL and has_nul's words past it */
-    uint8_t *copy = len <= SIZE_MAX - COPY_PAD ? dalloc(&d, len + COPY_PAD) : NULL;
+    uint8_t *copy = copy_in(&d, buf, len);
     Rankd__V1__RankRequest *m = dalloc(&d, sizeof *m);
     if (!copy || !m) return -1;
-    if (len) memcpy(copy, buf, len);
-    memset(copy + len, 0, COPY_PAD);
     rankd__v1__rank_request__init(m);
     msg_it it;
     size_t cnt[6] = {0}; /* by field number: 4 user, 5 candidates */
@@ -373,7 +308,7 @@ int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a
     Rankd__V1__Candidate *cv = alloc_n(&d, cnt[5], sizeof *cv);
     m->user = alloc_n(&d, cnt[4], sizeof *m->user);
     if (d.oom) return -1;
-    for (const wfield *f; (f = it_next(&d, &it));) {
+    for (const pbw_field *f; (f = it_next(&d, &it));) {
         int bad = 0;
         switch (f->num) {
         case 1: bad = get_str(&d, f, &m->request_id); break;
@@ -385,8 +320,8 @@ int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a
             m->candidates[m->n_candidates] = &cv[m->n_candidates];
             m->n_candidates++;
             break;
-        case 6: m->return_tower_scores = get_bool(f); break;
-        case 7: m->return_timing = get_bool(f); break;
+        case 6: m->return_tower_scores = pbw_bool(f); break;
+        case 7: m->return_timing = pbw_bool(f); break;
         default: break;
         }
         if (bad) return -1;

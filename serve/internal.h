@@ -36,11 +36,20 @@ int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t 
 struct Rankd__V1__RankRequest;
 int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a,
                            struct Rankd__V1__RankRequest **out);
+/* The same for one User message (the user field's payload): what
+ * rk_rank_request_decode would build for it. */
+struct Rankd__V1__User;
+int rk_user_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a, struct Rankd__V1__User **out);
 
 /* ---- service (service.c) */
 /* The server routed calls to this service by model_name / model_version
  * already: the service no longer compares them with its model.json. */
 void rk_service_set_routed(rk_service *s);
+/* The direct path (service.c) on or off; on by default wherever the model
+ * allows it. Off: every request takes the tree path (tests compare them). */
+void rk_service_set_direct(rk_service *s, int on);
+/* Requests the direct path scored and requests it gave up (to the tree path). */
+void rk_service_direct_counts(const rk_service *s, uint64_t *scored, uint64_t *gave_up);
 
 /* ---- repository helpers (repository.c) */
 /* One warm-up request (max(1, min(max_candidates, 16)) candidates, every

@@ -43,8 +43,8 @@
 
 #include "embed.h"
 #include "internal.h"
+#include "pbwire.h"
 #include "serve.h"
-#include "internal.h"
 #include "store.h"
 #include "rank.pb-c.h"
 
@@ -163,7 +163,8 @@ struct rk_service {
     arena ar;
     ProtobufCAllocator pballoc;
     float *pctr;                       /* [max_candidates] */
-    size_t *adlen;                     /* [max_candidates] ad_id lengths (score_request checks them) */
+    const char **adp;                  /* [max_candidates] the ad_ids, for the response */
+    size_t *adlen;                     /* [max_candidates] their lengths (checked as UTF-8 when set) */
     size_t *ssize;                     /* [max_candidates] the packed size of each Score */
     float *tp;                         /* [max_candidates, n_towers, 2] tower pCTR and weight */
     const char **tname;                /* [n_towers] the towers' names */
@@ -189,6 +190,10 @@ struct rk_service {
     rk_embsum_candidate *es_cand;      /* [max_candidates] */
     uint64_t es_count[3];              /* fallbacks: UPE from recent items, default UPE, CPE from text */
     size_t *vlen;                      /* [max_values_per_row] one sparse feature's value lengths */
+    char **vptr;                       /* [max_values_per_row] its values (direct path) */
+    pbw_field *cspan;                  /* [max_candidates] the candidates' payloads (direct path) */
+    int direct;                        /* the direct path is on (a model it serves; rk_service_set_direct) */
+    uint64_t direct_n[2];              /* requests it scored, requests it gave up */
     int *pred[2];                      /* [n_features] sparse / dense: the feature candidates' sparse[j] /
                                         * dense[j] named last (-1: none); most requests repeat one order */
 };
@@ -323,6 +328,7 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->pballoc.free = arena_free;
     s->pballoc.allocator_data = &s->ar;
     s->pctr = rk_malloc(n * sizeof *s->pctr);
+    s->adp = rk_malloc(n * sizeof *s->adp);
     s->adlen = rk_malloc(n * sizeof *s->adlen);
     s->ssize = rk_malloc(n * sizeof *s->ssize);
     s->n_towers = rk_model_n_members(m) ? rk_model_n_members(m) : 1;
@@ -331,7 +337,7 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     s->tnlen = rk_malloc((size_t)s->n_towers * sizeof *s->tnlen);
     s->out_cap = s->out_warm = 64 * n * (size_t)(1 + s->n_towers) + 4096;
     s->out = rk_malloc(s->out_cap);
-    if (!s->ar.base || !s->pctr || !s->adlen || !s->ssize || !s->tp || !s->tname || !s->tnlen ||
+    if (!s->ar.base || !s->pctr || !s->adp || !s->adlen || !s->ssize || !s->tp || !s->tname || !s->tnlen ||
         !s->out) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d candidates",
@@ -345,6 +351,8 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
     if (!(s->mp = rk_malloc((size_t)s->n_towers * sizeof *s->mp)) ||
         !(s->mw = rk_malloc((size_t)s->n_towers * sizeof *s->mw)) || !(s->seen = seen_create(s->cfg->n_features)) ||
         !(s->vlen = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vlen)) ||
+        !(s->vptr = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vptr)) ||
+        !(s->cspan = rk_malloc(n * sizeof *s->cspan)) ||
         !(s->pred[0] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int))) ||
         !(s->pred[1] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int)))) {
         rk_service_destroy(s);
@@ -389,8 +397,20 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         rk_service_destroy(s);
         return st;
     }
+    rk_service_set_direct(s, 1);
     *out = s;
     return RK_OK;
+}
+
+void rk_service_set_direct(rk_service *s, int on) {
+    int hashed = 1; /* every sparse feature hashes its raw values (no semantic-ID counters) */
+    for (int f = 0; f < s->cfg->n_features; f++)
+        hashed &= s->cfg->features[f].kind != RK_FEAT_SPARSE || s->cfg->features[f].param == RK_PARAM_HASH;
+    s->direct = on && hashed && !s->es;
+}
+
+void rk_service_direct_counts(const rk_service *s, uint64_t *scored, uint64_t *gave_up) {
+    *scored = s->direct_n[0], *gave_up = s->direct_n[1];
 }
 
 void rk_service_destroy(rk_service *s) {
@@ -400,6 +420,7 @@ void rk_service_destroy(rk_service *s) {
     rk_scorer_destroy(s->scorer); /* frees its device buffers: before the device */
     rk_device_close(s->dev);
     rk_free(s->pctr);
+    rk_free(s->adp);
     rk_free(s->adlen);
     rk_free(s->ssize);
     rk_free(s->tp);
@@ -415,6 +436,8 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->mw);
     seen_destroy(s->seen);
     rk_free(s->vlen);
+    rk_free(s->vptr);
+    rk_free(s->cspan);
     rk_free(s->pred[0]);
     rk_free(s->pred[1]);
     rk_embsum_bundle_close(s->es);
@@ -424,34 +447,51 @@ void rk_service_destroy(rk_service *s) {
 
 /* ------------------------------------------------------------ validation */
 
-/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF.
- * 1 and *len = strlen(str) when str is valid, else 0. */
-static int utf8_len(const char *str, size_t *len) {
-    const unsigned char *p = (const unsigned char *)str;
-    for (;;) {
-        while (*p && *p < 0x80) p++; /* ASCII: most strings, to their end */
-        if (!*p) break;
-        unsigned c = *p;
-        int n;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) n = 1;
-        else if (c == 0xE0) n = 2, lo = 0xA0;
-        else if (c >= 0xE1 && c <= 0xEC) n = 2;
-        else if (c == 0xED) n = 2, hi = 0x9F;
-        else if (c >= 0xEE && c <= 0xEF) n = 2;
-        else if (c == 0xF0) n = 3, lo = 0x90;
-        else if (c >= 0xF1 && c <= 0xF3) n = 3;
-        else if (c == 0xF4) n = 3, hi = 0x8F;
-        else return 0;
-        p++;
-        for (int i = 0; i < n; i++, p++) {
-            if (*p < lo || *p > hi) return 0;
-            lo = 0x80;
-            hi = 0xBF;
+/* Strict UTF-8 (RFC 3629) of p[0, n), with no NUL: no overlongs, no
+ * surrogates, nothing above U+10FFFF. ASCII goes 8 bytes at a time. */
+static int utf8_ok(const unsigned char *p, size_t n) {
+    const uint64_t lo = 0x0101010101010101ull, hi = 0x8080808080808080ull;
+    if (n <= 8) { /* most names and values: two overlapping 4-byte words, none past p + n */
+        uint32_t a, b;
+        if (n >= 4) memcpy(&a, p, 4), memcpy(&b, p + n - 4, 4);
+        else if (n >= 2) a = b = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[n - 1] << 16 | 0x01000000u;
+        else a = b = n ? (uint32_t)p[0] | 0x01010100u : 0x01010101u;
+        if (!(((a | b) | ((a - (uint32_t)lo) & ~a) | ((b - (uint32_t)lo) & ~b)) & (uint32_t)hi)) return 1;
+    }
+    size_t i = 0;
+    while (i < n) {
+        uint64_t w;
+        if (i + 8 <= n && (memcpy(&w, p + i, 8), !((w | ((w - lo) & ~w)) & hi))) { /* 8 ASCII, no NUL */
+            i += 8;
+            continue;
+        }
+        unsigned c = p[i++];
+        if (c && c < 0x80) continue;
+        int k;
+        unsigned lo8 = 0x80, hi8 = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c == 0xE0) k = 2, lo8 = 0xA0;
+        else if (c >= 0xE1 && c <= 0xEC) k = 2;
+        else if (c == 0xED) k = 2, hi8 = 0x9F;
+        else if (c >= 0xEE && c <= 0xEF) k = 2;
+        else if (c == 0xF0) k = 3, lo8 = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3) k = 3;
+        else if (c == 0xF4) k = 3, hi8 = 0x8F;
+        else return 0; /* NUL, a continuation byte, C0, C1, F5..FF */
+        if (n - i < (size_t)k) return 0;
+        for (int j = 0; j < k; j++, i++) {
+            if (p[i] < lo8 || p[i] > hi8) return 0;
+            lo8 = 0x80;
+            hi8 = 0xBF;
         }
     }
-    *len = (size_t)(p - (const unsigned char *)str);
     return 1;
+}
+
+/* 1 and *len = strlen(str) when str is valid UTF-8 (utf8_ok), else 0. */
+static int utf8_len(const char *str, size_t *len) {
+    *len = strlen(str);
+    return utf8_ok((const unsigned char *)str, *len);
 }
 
 static int utf8_valid(const char *str) {
@@ -494,10 +534,16 @@ typedef struct {
     const char *alias;  /* FR_ALIAS: "user_id", ... */
 } fref;
 
+/* "user" (cand -1) or "candidates[cand]" into buf[32]. */
+static const char *side_str(int cand, char *buf) {
+    if (cand < 0) snprintf(buf, 32, "user");
+    else snprintf(buf, 32, "candidates[%d]", cand);
+    return buf;
+}
+
 static const char *fref_str(const fref *r, char *buf, size_t cap) {
     char where[32];
-    if (r->cand < 0) snprintf(where, sizeof where, "user");
-    else snprintf(where, sizeof where, "candidates[%d]", r->cand);
+    side_str(r->cand, where);
     switch (r->kind) {
     case FR_ALIAS: snprintf(buf, cap, "%s.%s", where, r->alias); break;
     case FR_SPARSE_NAME: snprintf(buf, cap, "%s.sparse[%zu].name", where, r->j); break;
@@ -635,6 +681,42 @@ static const char *nonfinite_name(float v) {
     return isnan(v) ? "NaN" : v > 0 ? "Inf" : "-Inf";
 }
 
+/* One sparse feature of a side: sparse[j] of the user (cand -1) or of
+ * candidate cand, into rows [r0, r1). lens: as add_values. */
+static int side_sparse(rk_service *s, rk_side side, int cand, size_t j, const char *name, char **values,
+                       const size_t *lens, size_t n_values, int r0, int r1, rk_err *err) {
+    int code;
+    fref at = {cand, FR_SPARSE_NAME, j, NULL};
+    int f = resolve_at(s, name, side, RK_FEAT_SPARSE, j, &at, &code, err);
+    if (f < 0) return code;
+    if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
+    at.kind = FR_SPARSE_VALUES;
+    return add_values(s, f, values, lens, n_values, r0, r1, &at, err);
+}
+
+/* One dense feature of a side: dense[j], as side_sparse. */
+static int side_dense(rk_service *s, rk_side side, int cand, size_t j, const char *name, float value, int r0,
+                      int r1, rk_err *err) {
+    int code;
+    fref at = {cand, FR_DENSE_NAME, j, NULL};
+    int f = resolve_at(s, name, side, RK_FEAT_DENSE, j, &at, &code, err);
+    if (f < 0) return code;
+    if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
+    char where[32]; /* "user" / "candidates[i]", formatted on failure only */
+    if (!isfinite(value))
+        return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", side_str(cand, where), j,
+                     nonfinite_name(value));
+    rk_err e; /* written only on failure */
+    e.code = RK_OK, e.msg[0] = 0;
+    for (int r = r0; r < r1; r++) {
+        rk_status st = rk_scorer_set_dense(s->scorer, r, f, value, &e);
+        if (st)
+            return failf(err, st == RK_ENUMERIC || st == RK_EINVAL ? ST_INVALID_ARGUMENT : ST_INTERNAL,
+                         "%s.dense[%zu].value: %s", side_str(cand, where), j, e.msg);
+    }
+    return ST_OK;
+}
+
 /* Fill one side (user: rows [0, n); candidate i: row i) from its sparse and
  * dense lists and its aliases. */
 typedef struct {
@@ -645,13 +727,10 @@ typedef struct {
     const size_t *lens; /* NULL, or the values' lengths: checked UTF-8 already */
 } alias_in;
 
-static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
-                     Rankd__V1__SparseFeature **sparse, size_t n_dense,
-                     Rankd__V1__DenseFeature **dense, const alias_in *aliases, int n_aliases,
-                     int r0, int r1, rk_err *err) {
-    const rk_model_cfg *cfg = s->cfg;
-    seen_set *seen = s->seen;
-    seen_reset(seen);
+/* The aliases of a side (its seen set started anew). */
+static int side_aliases(rk_service *s, int cand, const alias_in *aliases, int n_aliases, int r0, int r1,
+                        rk_err *err) {
+    seen_reset(s->seen);
     int code;
     char fb[80];
     for (int a = 0; a < n_aliases; a++) {
@@ -665,47 +744,25 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
             continue;
         }
         if (al->n_values == 0) continue;
-        if ((code = mark_seen(seen, al->feature, &at, cfg->features[al->feature].name, err)))
+        if ((code = mark_seen(s->seen, al->feature, &at, s->cfg->features[al->feature].name, err)))
             return code;
         if ((code = add_values(s, al->feature, al->values, al->lens, al->n_values, r0, r1, &at, err)))
             return code;
     }
-    for (size_t j = 0; j < n_sparse; j++) {
-        const Rankd__V1__SparseFeature *sf = sparse[j];
-        fref at = {cand, FR_SPARSE_NAME, j, NULL};
-        int f = resolve_at(s, sf->name, side, RK_FEAT_SPARSE, j, &at, &code, err);
-        if (f < 0) return code;
-        if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
-        at.kind = FR_SPARSE_VALUES;
-        if ((code = add_values(s, f, sf->values, NULL, sf->n_values, r0, r1, &at, err))) return code;
-    }
-    for (size_t j = 0; j < n_dense; j++) {
-        const Rankd__V1__DenseFeature *df = dense[j];
-        fref at = {cand, FR_DENSE_NAME, j, NULL};
-        int f = resolve_at(s, df->name, side, RK_FEAT_DENSE, j, &at, &code, err);
-        if (f < 0) return code;
-        if ((code = mark_seen(seen, f, &at, cfg->features[f].name, err))) return code;
-        char where[32];
-        if (!isfinite(df->value)) {
-            fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where); /* "user." / "candidates[i]." */
-            where[strlen(where) - 1] = 0;
-            return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", where, j,
-                         nonfinite_name(df->value));
-        }
-        rk_err e; /* written only on failure */
-        e.code = RK_OK, e.msg[0] = 0;
-        for (int r = r0; r < r1; r++) {
-            rk_status st = rk_scorer_set_dense(s->scorer, r, f, df->value, &e);
-            if (st) {
-                fref_str(&(fref){cand, FR_ALIAS, 0, ""}, where, sizeof where);
-                where[strlen(where) - 1] = 0;
-                if (st == RK_ENUMERIC || st == RK_EINVAL)
-                    return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: %s", where, j, e.msg);
-                return failf(err, ST_INTERNAL, "%s.dense[%zu].value: %s", where, j, e.msg);
-            }
-        }
-    }
     return ST_OK;
+}
+
+static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
+                     Rankd__V1__SparseFeature **sparse, size_t n_dense,
+                     Rankd__V1__DenseFeature **dense, const alias_in *aliases, int n_aliases,
+                     int r0, int r1, rk_err *err) {
+    int code = side_aliases(s, cand, aliases, n_aliases, r0, r1, err);
+    for (size_t j = 0; j < n_sparse && !code; j++)
+        code = side_sparse(s, side, cand, j, sparse[j]->name, sparse[j]->values, NULL, sparse[j]->n_values, r0, r1,
+                           err);
+    for (size_t j = 0; j < n_dense && !code; j++)
+        code = side_dense(s, side, cand, j, dense[j]->name, dense[j]->value, r0, r1, err);
+    return code;
 }
 
 static int alias_feature(const rk_model_cfg *cfg, const char *name) {
@@ -792,8 +849,10 @@ static int embsum_fill(rk_service *s, const Rankd__V1__RankRequest *req, int n, 
     return ST_OK;
 }
 
-static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, double *lookup_us,
-                         double *model_us, rk_err *err) {
+/* A request's head: request_id, model_name and model_version, and the
+ * number of candidates (n_candidates; the list itself is not read). A gRPC
+ * code; then rk_scorer_begin for them. */
+static int begin_request(rk_service *s, const Rankd__V1__RankRequest *req, rk_err *err) {
     const rk_model_cfg *cfg = s->cfg;
     int code;
     if ((code = check_str(req->request_id, "", "request_id", err))) return code;
@@ -811,25 +870,44 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
     if (req->n_candidates > (size_t)s->o.max_candidates)
         return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %zu exceeds the maximum of %d",
                      req->n_candidates, s->o.max_candidates);
-    int n = (int)req->n_candidates;
-    rk_err e = {0};
-    if (rk_scorer_begin(s->scorer, n, &e))
+    rk_err e;
+    if (rk_scorer_begin(s->scorer, (int)req->n_candidates, &e))
         return failf(err, ST_INTERNAL, "candidates: %s", e.msg);
+    return ST_OK;
+}
 
-    const Rankd__V1__User *u = req->user;
-    if (u) {
-        if ((code = check_str(u->user_id, "user.", "user_id", err))) return code;
-        char *uid[1] = {u->user_id};
-        alias_in al[2] = {
-            {alias_feature(cfg, cfg->alias_user_id), "user_id", uid,
-             u->user_id && u->user_id[0] ? 1u : 0u, NULL},
-            {alias_feature(cfg, cfg->alias_recent_items), "recent_item_ids", u->recent_item_ids,
-             u->n_recent_item_ids, NULL},
-        };
-        if ((code = fill_side(s, RK_SIDE_USER, -1, u->n_sparse, u->sparse, u->n_dense, u->dense,
-                              al, 2, 0, n, err)))
-            return code;
-    }
+/* The user's features (the aliases user_id and recent_item_ids, sparse,
+ * dense) into each of the n rows. */
+static int fill_user(rk_service *s, const Rankd__V1__User *u, int n, rk_err *err) {
+    const rk_model_cfg *cfg = s->cfg;
+    int code;
+    if ((code = check_str(u->user_id, "user.", "user_id", err))) return code;
+    char *uid[1] = {u->user_id};
+    alias_in al[2] = {
+        {alias_feature(cfg, cfg->alias_user_id), "user_id", uid, u->user_id && u->user_id[0] ? 1u : 0u, NULL},
+        {alias_feature(cfg, cfg->alias_recent_items), "recent_item_ids", u->recent_item_ids, u->n_recent_item_ids,
+         NULL},
+    };
+    return fill_side(s, RK_SIDE_USER, -1, u->n_sparse, u->sparse, u->n_dense, u->dense, al, 2, 0, n, err);
+}
+
+/* The towers over the filled rows, into s->pctr. */
+static int run_scorer(rk_service *s, double *lookup_us, double *model_us, rk_err *err) {
+    rk_err e;
+    rk_status st = rk_scorer_run(s->scorer, s->pctr, lookup_us, model_us, &e);
+    if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
+    if (st) return failf(err, ST_INTERNAL, "scoring failed: %s", e.msg);
+    return ST_OK;
+}
+
+static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, double *lookup_us,
+                         double *model_us, rk_err *err) {
+    const rk_model_cfg *cfg = s->cfg;
+    int code = begin_request(s, req, err);
+    if (code) return code;
+    int n = (int)req->n_candidates;
+    if (req->user && (code = fill_user(s, req->user, n, err))) return code;
+    rk_err e = {0};
     int ad_f = alias_feature(cfg, cfg->alias_ad_id);
     for (int i = 0; i < n; i++) {
         const Rankd__V1__Candidate *c = req->candidates[i];
@@ -839,7 +917,7 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
             snprintf(where, sizeof where, "candidates[%d]", i);
             return check_str(c->ad_id, where, ".ad_id", err);
         }
-        s->adlen[i] = ad_len; /* for the response */
+        s->adp[i] = c->ad_id, s->adlen[i] = ad_len; /* for the response */
         char *ad[1] = {c->ad_id};
         int has_ad = c->ad_id && c->ad_id[0];
         /* Semantic IDs: an ad the item records do not know (an id that is
@@ -916,10 +994,180 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
         }
     }
     if (s->es && (code = embsum_fill(s, req, n, err))) return code;
-    rk_status st = rk_scorer_run(s->scorer, s->pctr, lookup_us, model_us, &e);
-    if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "candidates: %s", e.msg);
-    if (st) return failf(err, ST_INTERNAL, "scoring failed: %s", e.msg);
+    return run_scorer(s, lookup_us, model_us, err);
+}
+
+/* ------------------------------------------------------------ direct path */
+
+/* Most requests are plain: each candidate an ad_id with its sparse and
+ * dense features, nothing else. The direct path featurizes those
+ * candidates straight from the wire bytes (pbwire.h, the reader decode.c
+ * uses), with no protobuf-c tree: one walk over each candidate where the
+ * tree path has decode.c's scan and fill and then its own walk of the
+ * tree. The head and the user are decoded as before (decode.c) and
+ * checked by the same functions (begin_request, fill_user); each
+ * candidate's fields go through side_aliases, side_sparse and side_dense
+ * in the order fill_side takes them, so a row is the same row.
+ *
+ * It decides nothing of its own. Anything it does not take as it is (a
+ * content field, an ad_id given twice, a string with a NUL or not UTF-8,
+ * more entries than it keeps) and every error make it give up: the request
+ * then takes the tree path from the start, which scores or refuses it
+ * exactly as it would have (tests/fuzz/fuzz_request.c compares the two on
+ * every input). Models with a semantic-ID feature or an EmbSum bundle
+ * always take the tree path (their counters would count a given-up request
+ * twice). */
+
+#define DIRECT_MAX_LISTED 32 /* sparse / dense entries of one candidate the direct path keeps */
+#define GAVE_UP (-1)
+
+/* A string field as the tree path keeps it: wire type 2, UTF-8, no NUL. */
+static int direct_str(const pbw_field *f) { return f->wt == 2 && utf8_ok(f->data, f->len); }
+
+/* A feature name from the wire, NUL-terminated into nb[RK_NAME_MAX]; 0
+ * when longer (no feature has such a name: the tree path says so). */
+static int direct_name(const uint8_t *name, size_t len, char *nb) {
+    if (len >= RK_NAME_MAX) return 0;
+    if (len) memcpy(nb, name, len);
+    nb[len] = 0;
+    return 1;
+}
+
+/* sparse[j] of candidate i, from its payload [p, end). */
+static int direct_sparse(rk_service *s, int i, size_t j, const uint8_t *p, const uint8_t *end) {
+    const uint8_t *name = NULL;
+    size_t name_len = 0, nv = 0;
+    pbw_field f;
+    while (p < end) {
+        if (pbw_next(&p, end, &f)) return GAVE_UP;
+        if (f.num == 1) {
+            if (!direct_str(&f)) return GAVE_UP;
+            name = f.data, name_len = f.len;
+        } else if (f.num == 2) {
+            if (!direct_str(&f) || nv == (size_t)s->o.max_values_per_row) return GAVE_UP;
+            s->vptr[nv] = (char *)f.data, s->vlen[nv++] = f.len;
+        }
+    }
+    char nb[RK_NAME_MAX];
+    rk_err e;
+    if (!direct_name(name, name_len, nb) ||
+        side_sparse(s, RK_SIDE_ITEM, i, j, nb, s->vptr, s->vlen, nv, i, i + 1, &e))
+        return GAVE_UP;
     return ST_OK;
+}
+
+/* dense[j] of candidate i, from its payload [p, end). */
+static int direct_dense(rk_service *s, int i, size_t j, const uint8_t *p, const uint8_t *end) {
+    const uint8_t *name = NULL;
+    size_t name_len = 0;
+    float v = 0;
+    pbw_field f;
+    while (p < end) {
+        if (pbw_next(&p, end, &f)) return GAVE_UP;
+        if (f.num == 1) {
+            if (!direct_str(&f)) return GAVE_UP;
+            name = f.data, name_len = f.len;
+        } else if (f.num == 2) {
+            if (f.wt != 5) return GAVE_UP;
+            memcpy(&v, f.data, 4); /* little-endian wire, as decode.c reads it */
+        }
+    }
+    char nb[RK_NAME_MAX];
+    rk_err e;
+    if (!direct_name(name, name_len, nb) || side_dense(s, RK_SIDE_ITEM, i, j, nb, v, i, i + 1, &e)) return GAVE_UP;
+    return ST_OK;
+}
+
+/* Candidate i, from its payload c, into row i. */
+static int direct_candidate(rk_service *s, int i, int ad_f, const pbw_field *c) {
+    const uint8_t *p = c->data, *end = c->data + c->len;
+    pbw_field sp[DIRECT_MAX_LISTED], dn[DIRECT_MAX_LISTED], f;
+    size_t ns = 0, nd = 0;
+    int n_ad = 0;
+    s->adp[i] = NULL, s->adlen[i] = 0;
+    while (p < end) {
+        if (pbw_next(&p, end, &f)) return GAVE_UP;
+        switch (f.num) {
+        case 1:
+            if (n_ad++ || !direct_str(&f)) return GAVE_UP;
+            s->adp[i] = (const char *)f.data, s->adlen[i] = f.len;
+            break;
+        case 2:
+            if (f.wt != 2 || ns == DIRECT_MAX_LISTED) return GAVE_UP;
+            sp[ns++] = f;
+            break;
+        case 3:
+            if (f.wt != 2 || nd == DIRECT_MAX_LISTED) return GAVE_UP;
+            dn[nd++] = f;
+            break;
+        case 4: case 5: case 6: return GAVE_UP; /* content: the tree path's */
+        default: break;                         /* unknown: skipped, as decode.c does */
+        }
+    }
+    char *ad[1] = {(char *)s->adp[i]};
+    alias_in al[1] = {{ad_f, "ad_id", ad, ad_f >= 0 && s->adlen[i] ? 1u : 0u, &s->adlen[i]}};
+    rk_err e;
+    if (side_aliases(s, i, al, 1, i, i + 1, &e)) return GAVE_UP;
+    for (size_t j = 0; j < ns; j++)
+        if (direct_sparse(s, i, j, sp[j].data, sp[j].data + sp[j].len)) return GAVE_UP;
+    for (size_t j = 0; j < nd; j++)
+        if (direct_dense(s, i, j, dn[j].data, dn[j].data + dn[j].len)) return GAVE_UP;
+    return ST_OK;
+}
+
+/* head's string field from the wire, NUL-terminated in the arena. */
+static int direct_head_str(rk_service *s, const pbw_field *f, char **out) {
+    if (!f->len) return 1; /* "" as rankd__v1__rank_request__init left it */
+    char *c = arena_alloc(&s->ar, f->len + 1);
+    if (!c) return 0;
+    memcpy(c, f->data, f->len);
+    c[f->len] = 0;
+    *out = c;
+    return 1;
+}
+
+/* The request buf[len] by the direct path: ST_OK with s->pctr, s->adp and
+ * s->adlen filled, and *head the request without its candidates (their
+ * number in n_candidates); or GAVE_UP. */
+static int direct_request(rk_service *s, const uint8_t *buf, size_t len, Rankd__V1__RankRequest *head,
+                          double *t_decoded, double *lookup_us, double *model_us) {
+    rankd__v1__rank_request__init(head);
+    const uint8_t *p = buf, *end = buf + len;
+    pbw_field f, str[4] = {{0}}, user = {0};
+    int n_str[4] = {0}, n_user = 0;
+    size_t n = 0;
+    while (p < end) {
+        if (pbw_next(&p, end, &f)) return GAVE_UP;
+        switch (f.num) {
+        case 1: case 2: case 3: /* the last one counts */
+            if (!direct_str(&f)) return GAVE_UP;
+            str[f.num] = f, n_str[f.num] = 1;
+            break;
+        case 4:
+            if (f.wt != 2 || n_user++) return GAVE_UP;
+            user = f;
+            break;
+        case 5:
+            if (f.wt != 2 || n == (size_t)s->o.max_candidates) return GAVE_UP;
+            s->cspan[n++] = f;
+            break;
+        case 6: head->return_tower_scores = pbw_bool(&f); break;
+        case 7: head->return_timing = pbw_bool(&f); break;
+        default: break;
+        }
+    }
+    char **hs[4] = {NULL, &head->request_id, &head->model_name, &head->model_version};
+    for (int k = 1; k <= 3; k++)
+        if (n_str[k] && !direct_head_str(s, &str[k], hs[k])) return GAVE_UP;
+    if (n_user && rk_user_decode(user.data, user.len, &s->pballoc, &head->user)) return GAVE_UP;
+    head->n_candidates = n;
+    rk_err e;
+    if (begin_request(s, head, &e) || (head->user && fill_user(s, head->user, (int)n, &e))) return GAVE_UP;
+    *t_decoded = rk_now();
+    int ad_f = alias_feature(s->cfg, s->cfg->alias_ad_id);
+    for (size_t i = 0; i < n; i++)
+        if (direct_candidate(s, (int)i, ad_f, &s->cspan[i])) return GAVE_UP;
+    return run_scorer(s, lookup_us, model_us, &e) ? GAVE_UP : ST_OK;
 }
 
 /* ------------------------------------------------------------ response */
@@ -933,7 +1181,7 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
 typedef struct {
     const char *request_id, *model_version;
     const float *pctr;
-    Rankd__V1__Candidate *const *cand; /* [n]: their ad_ids are echoed (lengths in s->adlen) */
+    const char *const *ad;      /* [n] the ad_ids echoed (lengths in s->adlen) */
     int n, n_towers;            /* n_towers: 0 unless return_tower_scores */
     const float *tower_scores;  /* [n, n_towers, 2]: pCTR, weight */
     const Rankd__V1__Timing *timing; /* or NULL */
@@ -1012,7 +1260,7 @@ static size_t resp_pack(const rk_service *s, const resp_in *r, uint8_t *out) {
     for (int i = 0; i < r->n; i++) {
         *p++ = 2 << 3 | 2;
         p = pb_varint(p, s->ssize[i]);
-        p = pb_str(p, 1, r->cand[i]->ad_id, s->adlen[i]);
+        p = pb_str(p, 1, r->ad[i], s->adlen[i]);
         p = pb_float(p, 2, r->pctr[i]);
         for (int k = 0; k < r->n_towers; k++) {
             const float *ts = &r->tower_scores[((size_t)i * r->n_towers + k) * 2];
@@ -1037,6 +1285,26 @@ static size_t resp_pack(const rk_service *s, const resp_in *r, uint8_t *out) {
     return (size_t)(p - out);
 }
 
+/* The tree path: rankd's decoder (decode.c) for valid requests,
+ * protobuf-c after the wire check for the rest (it names what is wrong),
+ * then score_request. A gRPC code; *req the decoded request. */
+static int tree_request(rk_service *s, const uint8_t *req_bytes, size_t len, Rankd__V1__RankRequest **req,
+                        double *t_decoded, double *lookup_us, double *model_us, rk_err *err) {
+    if (rk_rank_request_decode(req_bytes, len, &s->pballoc, req)) {
+        arena_reset(&s->ar);
+        char wmsg[sizeof err->msg];
+        if (rk_pb_check(&rankd__v1__rank_request__descriptor, req_bytes, len, wmsg, sizeof wmsg))
+            return failf(err, ST_INVALID_ARGUMENT, "%s", wmsg);
+        *req = rankd__v1__rank_request__unpack(&s->pballoc, len, req_bytes);
+    }
+    *t_decoded = rk_now();
+    if (!*req)
+        return s->ar.exhausted ? failf(err, ST_RESOURCE_EXHAUSTED, "request: decoding needs more than %zu bytes of memory",
+                                       s->ar.limit)
+                               : failf(err, ST_INVALID_ARGUMENT, "request is not a valid rankd.v1.RankRequest");
+    return score_request(s, *req, lookup_us, model_us, err);
+}
+
 int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err) {
     *resp = NULL;
@@ -1050,31 +1318,19 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
             s->out_cap = s->out_warm;
         }
     }
-    /* rankd's decoder (decode.c) for valid requests; protobuf-c, after the
-     * wire check, for the rest: it names what is wrong */
-    Rankd__V1__RankRequest *req;
-    if (rk_rank_request_decode(req_bytes, len, &s->pballoc, &req)) {
-        arena_reset(&s->ar);
-        char wmsg[sizeof err->msg];
-        if (rk_pb_check(&rankd__v1__rank_request__descriptor, req_bytes, len, wmsg, sizeof wmsg))
-            return failf(err, ST_INVALID_ARGUMENT, "%s", wmsg);
-        req = rankd__v1__rank_request__unpack(&s->pballoc, len, req_bytes);
-    }
-    double t_decoded = rk_now();
-    int code;
-    if (!req) {
-        code = s->ar.exhausted
-                   ? failf(err, ST_RESOURCE_EXHAUSTED,
-                           "request: decoding needs more than %zu bytes of memory", s->ar.limit)
-                   : failf(err, ST_INVALID_ARGUMENT, "request is not a valid rankd.v1.RankRequest");
-        arena_reset(&s->ar);
-        return code;
-    }
-    double lookup_us = 0, model_us = 0;
-    code = score_request(s, req, &lookup_us, &model_us, err);
+    /* the direct path for plain requests; when it gives up, the tree path */
+    Rankd__V1__RankRequest head, *req = &head;
+    double t_decoded = 0, lookup_us = 0, model_us = 0;
+    int code = s->direct ? direct_request(s, req_bytes, len, &head, &t_decoded, &lookup_us, &model_us) : GAVE_UP;
+    if (s->direct) s->direct_n[code != ST_OK]++;
     if (code) {
         arena_reset(&s->ar);
-        return code;
+        lookup_us = model_us = 0;
+        code = tree_request(s, req_bytes, len, &req, &t_decoded, &lookup_us, &model_us, err);
+        if (code) {
+            arena_reset(&s->ar);
+            return code;
+        }
     }
     double t_scored = rk_now();
 
@@ -1123,7 +1379,7 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
         timing.total_us = us(t_built - t0);
         ri.timing = &timing;
     }
-    ri.cand = req->candidates;
+    ri.ad = s->adp;
     size_t need = resp_size(s, &ri);
     if (need > (size_t)s->o.max_message_bytes) {
         /* a client's receive limit is usually the same as ours; echoed

@@ -323,6 +323,159 @@ Test(serve, candidates_may_name_features_in_any_order) {
     drop_bundle();
 }
 
+/* A handled request's status, message and response (timing left out: a clock). */
+typedef struct {
+    int code;
+    char msg[sizeof(((rk_err *)0)->msg)];
+    uint8_t *resp;
+    size_t len;
+} answer;
+
+static answer handle(rk_service *svc, const uint8_t *b, size_t n) {
+    answer a = {0};
+    rk_err e = {0};
+    const uint8_t *resp;
+    a.code = rk_service_handle(svc, b, n, rk_now(), &resp, &a.len, &e);
+    snprintf(a.msg, sizeof a.msg, "%s", e.msg);
+    if (!a.code) {
+        Rankd__V1__RankResponse *r = rankd__v1__rank_response__unpack(NULL, a.len, resp);
+        cr_assert_not_null(r);
+        Rankd__V1__Timing *t = r->timing;
+        r->timing = NULL;
+        a.len = rankd__v1__rank_response__get_packed_size(r);
+        a.resp = malloc(a.len + 1);
+        rankd__v1__rank_response__pack(r, a.resp);
+        r->timing = t;
+        rankd__v1__rank_response__free_unpacked(r, NULL);
+    }
+    return a;
+}
+
+/* b[n] through svc (direct path on) and tree (off): the same answer. */
+static void expect_same_answer(rk_service *svc, rk_service *tree, const uint8_t *b, size_t n, const char *what) {
+    answer d = handle(svc, b, n), t = handle(tree, b, n);
+    cr_expect_eq(d.code, t.code, "%s: direct path %d (%s), tree path %d (%s)", what, d.code, d.msg, t.code, t.msg);
+    cr_expect_str_eq(d.msg, t.msg, "%s", what);
+    cr_expect(d.len == t.len && (!d.len || !memcmp(d.resp, t.resp, d.len)), "%s: the responses differ", what);
+    free(d.resp), free(t.resp);
+}
+
+/* b[n] with tail[tn] appended; free(). */
+static uint8_t *appended(const uint8_t *b, size_t n, const uint8_t *tail, size_t tn, size_t *out) {
+    uint8_t *r = malloc(n + tn);
+    memcpy(r, b, n);
+    memcpy(r + n, tail, tn);
+    *out = n + tn;
+    return r;
+}
+
+/* One candidate {sparse {name "genres", values v[vn]}} as request bytes into b. */
+static size_t genres_request(uint8_t *b, const uint8_t *v, size_t vn) {
+    size_t sf = 8 + 2 + vn, k = 0;
+    b[k++] = 0x2a, b[k++] = (uint8_t)(sf + 2);
+    b[k++] = 0x12, b[k++] = (uint8_t)sf;
+    b[k++] = 0x0a, b[k++] = 6;
+    memcpy(b + k, "genres", 6), k += 6;
+    b[k++] = 0x12, b[k++] = (uint8_t)vn;
+    memcpy(b + k, v, vn);
+    return k + vn;
+}
+
+/* The direct path (service.c) featurizes plain candidates from the wire
+ * bytes; for anything else it gives up and the tree path answers. Either
+ * way the answer must be the tree path's, byte for byte: the same scores,
+ * the same errors. Seen failing with a direct path that scaled dense
+ * values. */
+Test(serve, direct_path_answers_as_the_tree_path) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc, *tree;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_service_create(M, &o, &tree, &e), RK_OK, "%s", e.msg);
+    rk_service_set_direct(tree, 0);
+    uint64_t scored, gave_up, t_scored, t_gave_up;
+    size_t plain_len;
+    uint8_t *plain = make_request(200, 4, &plain_len);
+    answer a = handle(svc, plain, plain_len);
+    cr_expect_eq(a.code, 0, "%s", a.msg);
+    free(a.resp), free(plain);
+    rk_service_direct_counts(svc, &scored, &gave_up);
+    cr_expect(scored == 1 && gave_up == 0, "a plain request: the direct path scored %llu, gave up %llu",
+              (unsigned long long)scored, (unsigned long long)gave_up);
+    char what[96];
+    /* plain requests, and plain requests with more fields after them */
+    static const uint8_t towers[] = {0x30, 1}, timing[] = {0x38, 1}, no_id[] = {0x0a, 0}, model[] = {0x12, 4, 'n', 'o', 'p', 'e'},
+                         no_ad[] = {0x2a, 0x12, 0x12, 0x10, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 's', 0x12, 6, 'A', 'c', 't', 'i', 'o', 'n'},
+                         two_ads[] = {0x2a, 6, 0x0a, 1, '5', 0x0a, 1, '6'},  /* ad_id twice: the last counts */
+                         text[] = {0x2a, 5, 0x0a, 1, '5', 0x2a, 0},          /* content_text: refused by this model */
+                         unknown[] = {0x2a, 6, 0x0a, 1, '5', 0x78, 0x01, 0x00}, /* candidate field 15: skipped */
+                         user2[] = {0x22, 0},                                 /* a second user: refused */
+                         nan[] = {0x2a, 11, 0x1a, 9, 0x0a, 4, 'y', 'e', 'a', 'r', 0x15, 0, 0, 0xc0, 0x7f};
+    const struct {
+        const uint8_t *b;
+        size_t n;
+        const char *name;
+    } tails[] = {{NULL, 0, "nothing"}, {towers, 2, "towers"},     {timing, 2, "timing"},        {no_id, 2, "no request_id"},
+                 {model, 6, "model_name"}, {no_ad, sizeof no_ad, "no ad_id"}, {two_ads, sizeof two_ads, "two ad_ids"},
+                 {text, sizeof text, "content_text"}, {unknown, sizeof unknown, "an unknown field"},
+                 {user2, 2, "a second user"}, {nan, sizeof nan, "a NaN year"}};
+    int sizes[] = {1, 37, 200};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        uint8_t *req = make_request(sizes[i], 5 + i, &len);
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+            size_t n;
+            uint8_t *b = appended(req, len, tails[t].b, tails[t].n, &n);
+            snprintf(what, sizeof what, "%d candidates, then %s", sizes[i], tails[t].name);
+            expect_same_answer(svc, tree, b, n, what);
+            free(b);
+        }
+        for (size_t cut = 1; cut < len; cut += len / 7 + 1) { /* truncated */
+            snprintf(what, sizeof what, "%d candidates, cut at %zu", sizes[i], cut);
+            expect_same_answer(svc, tree, req, cut, what);
+        }
+        free(req);
+    }
+    for (int sw = 0; sw < 2; sw++) /* features in any order, and the errors of ordered_request */
+        for (int k = 0; k < 4; k++) {
+            static const char *bad[] = {NULL, "hour", "movie_id", "nope"};
+            size_t len;
+            uint8_t *req = ordered_request(8, sw, bad[k], &len);
+            snprintf(what, sizeof what, "ordered, swap %d, name %s", sw, bad[k] ? bad[k] : "-");
+            expect_same_answer(svc, tree, req, len, what);
+            free(req);
+        }
+    /* a value of 0..12 bytes with a non-ASCII byte, a NUL or "é" at each place */
+    uint8_t v[16], b[64];
+    static const uint8_t odd[] = {0xff, 0x80, 0xc3, 0x00, 0xe9, 0x7f};
+    for (size_t vn = 0; vn <= 12; vn++)
+        for (size_t at = 0; at < (vn ? vn : 1); at++)
+            for (size_t k = 0; k <= sizeof odd; k++) {
+                memset(v, 'a', sizeof v);
+                if (vn && k < sizeof odd) v[at] = odd[k];
+                if (vn >= 2 && k == sizeof odd && at + 1 < vn) v[at] = 0xc3, v[at + 1] = 0xa9; /* é */
+                snprintf(what, sizeof what, "a value of %zu bytes, byte %zu is case %zu", vn, at, k);
+                expect_same_answer(svc, tree, b, genres_request(b, v, vn), what);
+            }
+    rk_service_direct_counts(svc, &scored, &gave_up);
+    rk_service_direct_counts(tree, &t_scored, &t_gave_up);
+    cr_expect_eq(t_scored + t_gave_up, 0, "the tree service took the direct path");
+    cr_expect(scored > 100 && gave_up > 100, "the direct path scored %llu requests and gave up %llu: both should be many",
+              (unsigned long long)scored, (unsigned long long)gave_up);
+    /* the UTF-8 check itself: what each case must give */
+    static const uint8_t ok8[] = {'a', 'b', 0xc3, 0xa9, 'c', 'd', 'e', 'f'}, bad8[] = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 0xc3};
+    a = handle(svc, b, genres_request(b, ok8, sizeof ok8));
+    cr_expect_eq(a.code, 0, "%s", a.msg);
+    free(a.resp);
+    a = handle(svc, b, genres_request(b, bad8, sizeof bad8));
+    cr_expect_eq(a.code, 3);
+    cr_expect_str_eq(a.msg, "candidates[0].sparse[0].values[0]: invalid UTF-8");
+    rk_service_destroy(svc);
+    rk_service_destroy(tree);
+    drop_bundle();
+}
+
 static long thread_minflt(void) {
     struct rusage ru;
     getrusage(RUSAGE_THREAD, &ru);

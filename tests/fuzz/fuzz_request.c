@@ -5,17 +5,21 @@
  * arena-bounded decode (rankd's own, protobuf-c for what it refuses), validation of every field and scoring
  * on a small model saved and opened at start-up. Any input must end in a
  * gRPC status with a message, never a crash; an OK response must decode.
+ * Differential too: the same input through a second service with the
+ * direct path off (service.c) must give the same status and message, or
+ * the same response (timing aside: it is a clock). Any difference aborts.
  * RK_FUZZ_SEED_OUT=FILE writes one valid request there (the seed corpus).
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "fuzz_common.h"
+#include "internal.h"
 #include "rank.h"
 #include "rank.pb-c.h"
 #include "serve.h"
 
-static rk_service *svc;
+static rk_service *svc, *tree; /* direct path on / off */
 static char dir[256];
 
 static void write_seed(const char *path) {
@@ -68,21 +72,53 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     o.max_candidates = 64;
     o.max_message_bytes = 1 << 20;
-    if (rk_service_create(m, &o, &svc, &e)) abort();
+    if (rk_service_create(m, &o, &svc, &e) || rk_service_create(m, &o, &tree, &e)) abort();
+    rk_service_set_direct(tree, 0);
     return 0; /* the model lives as long as the process */
 }
 
+/* Do two responses say the same, their timing aside? */
+static int same_response(const Rankd__V1__RankResponse *a, const Rankd__V1__RankResponse *b) {
+    if (strcmp(a->request_id, b->request_id) || strcmp(a->model_version, b->model_version) ||
+        a->n_scores != b->n_scores || !a->timing != !b->timing)
+        return 0;
+    for (size_t i = 0; i < a->n_scores; i++) {
+        const Rankd__V1__Score *x = a->scores[i], *y = b->scores[i];
+        if (strcmp(x->ad_id, y->ad_id) || memcmp(&x->pctr, &y->pctr, sizeof x->pctr) || x->n_towers != y->n_towers)
+            return 0;
+        for (size_t k = 0; k < x->n_towers; k++)
+            if (strcmp(x->towers[k]->tower, y->towers[k]->tower) ||
+                memcmp(&x->towers[k]->pctr, &y->towers[k]->pctr, sizeof(float)) ||
+                memcmp(&x->towers[k]->weight, &y->towers[k]->weight, sizeof(float)))
+                return 0;
+    }
+    return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const uint8_t *resp;
-    size_t rl;
-    rk_err e = {0};
+    const uint8_t *resp, *tresp;
+    size_t rl, trl;
+    rk_err e = {0}, te = {0};
     int code = rk_service_handle(svc, data, size, rk_now(), &resp, &rl, &e);
     if (code == 0) {
         Rankd__V1__RankResponse *r = rankd__v1__rank_response__unpack(NULL, rl, resp);
         if (!r) abort();
+        int tcode = rk_service_handle(tree, data, size, rk_now(), &tresp, &trl, &te);
+        Rankd__V1__RankResponse *t = tcode ? NULL : rankd__v1__rank_response__unpack(NULL, trl, tresp);
+        if (!t || !same_response(r, t)) {
+            fprintf(stderr, "fuzz_request: the direct path's response differs from the tree path's (%d: %s)\n", tcode,
+                    te.msg);
+            abort();
+        }
+        rankd__v1__rank_response__free_unpacked(t, NULL);
         rankd__v1__rank_response__free_unpacked(r, NULL);
-    } else if (!e.msg[0]) {
-        abort();
+    } else {
+        if (!e.msg[0]) abort();
+        int tcode = rk_service_handle(tree, data, size, rk_now(), &tresp, &trl, &te);
+        if (tcode != code || strcmp(e.msg, te.msg)) {
+            fprintf(stderr, "fuzz_request: direct path %d '%s', tree path %d '%s'\n", code, e.msg, tcode, te.msg);
+            abort();
+        }
     }
     return 0;
 }
