@@ -192,6 +192,7 @@ struct rk_service {
     size_t *vlen;                      /* [max_values_per_row] one sparse feature's value lengths */
     char **vptr;                       /* [max_values_per_row] its values (direct path) */
     pbw_field *cspan;                  /* [max_candidates] the candidates' payloads (direct path) */
+    size_t *fnlen;                     /* [n_features] the features' name lengths */
     int direct;                        /* the direct path is on (a model it serves; rk_service_set_direct) */
     uint64_t direct_n[2];              /* requests it scored, requests it gave up */
     int *pred[2];                      /* [n_features] sparse / dense: the feature candidates' sparse[j] /
@@ -353,12 +354,16 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         !(s->vlen = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vlen)) ||
         !(s->vptr = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vptr)) ||
         !(s->cspan = rk_malloc(n * sizeof *s->cspan)) ||
+        !(s->fnlen = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof *s->fnlen)) ||
         !(s->pred[0] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int))) ||
         !(s->pred[1] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int)))) {
         rk_service_destroy(s);
         return rk_fail(err, RK_ENOMEM, "service: out of memory for %d features", s->cfg->n_features);
     }
-    for (int f = 0; f < s->cfg->n_features; f++) s->pred[0][f] = s->pred[1][f] = -1;
+    for (int f = 0; f < s->cfg->n_features; f++) {
+        s->pred[0][f] = s->pred[1][f] = -1;
+        s->fnlen[f] = strlen(s->cfg->features[f].name);
+    }
     if (o->encoder_dir) {
         s->o.encoder_dir = NULL; /* not ours to keep */
         rk_text_encoder_opts eo = RK_TEXT_ENCODER_OPTS_DEFAULT;
@@ -438,6 +443,7 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->vlen);
     rk_free(s->vptr);
     rk_free(s->cspan);
+    rk_free(s->fnlen);
     rk_free(s->pred[0]);
     rk_free(s->pred[1]);
     rk_embsum_bundle_close(s->es);
@@ -582,14 +588,23 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
     return f;
 }
 
-/* resolve() for sparse[j] / dense[j] of a side, first trying the feature
- * that candidates' sparse[j] / dense[j] named last: the same name is the
- * same feature, of the side and kind resolve() checked then (one strcmp
- * instead of a lookup; the user side is resolved once per request). */
-static int resolve_at(rk_service *s, const char *name, rk_side side, rk_feat_kind kind, size_t j,
+/* resolve() for sparse[j] / dense[j] of a side named name[len] (a C
+ * string, or from the direct path bytes not NUL-terminated: then len <
+ * RK_NAME_MAX), first trying the feature that candidates' sparse[j] /
+ * dense[j] named last: the same name is the same feature, of the side and
+ * kind resolve() checked then (one compare instead of a lookup; the user
+ * side is resolved once per request). */
+static int resolve_at(rk_service *s, const char *name, size_t len, rk_side side, rk_feat_kind kind, size_t j,
                       const fref *at, int *code, rk_err *err) {
     int *pred = side == RK_SIDE_ITEM && j < (size_t)s->cfg->n_features ? &s->pred[kind == RK_FEAT_DENSE][j] : NULL;
-    if (pred && *pred >= 0 && !strcmp(name, s->cfg->features[*pred].name)) return *pred;
+    if (pred && *pred >= 0 && s->fnlen[*pred] == len && !memcmp(name, s->cfg->features[*pred].name, len))
+        return *pred;
+    char nb[RK_NAME_MAX];
+    if (len < sizeof nb) { /* longer: a C string (tree path), no feature's name */
+        memcpy(nb, name, len);
+        nb[len] = 0;
+        name = nb;
+    }
     int f = resolve(s->cfg, name, side, kind, at, code, err);
     if (pred && f >= 0) *pred = f;
     return f;
@@ -683,11 +698,11 @@ static const char *nonfinite_name(float v) {
 
 /* One sparse feature of a side: sparse[j] of the user (cand -1) or of
  * candidate cand, into rows [r0, r1). lens: as add_values. */
-static int side_sparse(rk_service *s, rk_side side, int cand, size_t j, const char *name, char **values,
-                       const size_t *lens, size_t n_values, int r0, int r1, rk_err *err) {
+static int side_sparse(rk_service *s, rk_side side, int cand, size_t j, const char *name, size_t name_len,
+                       char **values, const size_t *lens, size_t n_values, int r0, int r1, rk_err *err) {
     int code;
     fref at = {cand, FR_SPARSE_NAME, j, NULL};
-    int f = resolve_at(s, name, side, RK_FEAT_SPARSE, j, &at, &code, err);
+    int f = resolve_at(s, name, name_len, side, RK_FEAT_SPARSE, j, &at, &code, err);
     if (f < 0) return code;
     if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
     at.kind = FR_SPARSE_VALUES;
@@ -695,11 +710,11 @@ static int side_sparse(rk_service *s, rk_side side, int cand, size_t j, const ch
 }
 
 /* One dense feature of a side: dense[j], as side_sparse. */
-static int side_dense(rk_service *s, rk_side side, int cand, size_t j, const char *name, float value, int r0,
-                      int r1, rk_err *err) {
+static int side_dense(rk_service *s, rk_side side, int cand, size_t j, const char *name, size_t name_len, float value,
+                      int r0, int r1, rk_err *err) {
     int code;
     fref at = {cand, FR_DENSE_NAME, j, NULL};
-    int f = resolve_at(s, name, side, RK_FEAT_DENSE, j, &at, &code, err);
+    int f = resolve_at(s, name, name_len, side, RK_FEAT_DENSE, j, &at, &code, err);
     if (f < 0) return code;
     if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
     char where[32]; /* "user" / "candidates[i]", formatted on failure only */
@@ -758,10 +773,10 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
                      int r0, int r1, rk_err *err) {
     int code = side_aliases(s, cand, aliases, n_aliases, r0, r1, err);
     for (size_t j = 0; j < n_sparse && !code; j++)
-        code = side_sparse(s, side, cand, j, sparse[j]->name, sparse[j]->values, NULL, sparse[j]->n_values, r0, r1,
-                           err);
+        code = side_sparse(s, side, cand, j, sparse[j]->name, strlen(sparse[j]->name), sparse[j]->values, NULL,
+                           sparse[j]->n_values, r0, r1, err);
     for (size_t j = 0; j < n_dense && !code; j++)
-        code = side_dense(s, side, cand, j, dense[j]->name, dense[j]->value, r0, r1, err);
+        code = side_dense(s, side, cand, j, dense[j]->name, strlen(dense[j]->name), dense[j]->value, r0, r1, err);
     return code;
 }
 
@@ -1024,18 +1039,9 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
 /* A string field as the tree path keeps it: wire type 2, UTF-8, no NUL. */
 static int direct_str(const pbw_field *f) { return f->wt == 2 && utf8_ok(f->data, f->len); }
 
-/* A feature name from the wire, NUL-terminated into nb[RK_NAME_MAX]; 0
- * when longer (no feature has such a name: the tree path says so). */
-static int direct_name(const uint8_t *name, size_t len, char *nb) {
-    if (len >= RK_NAME_MAX) return 0;
-    if (len) memcpy(nb, name, len);
-    nb[len] = 0;
-    return 1;
-}
-
 /* sparse[j] of candidate i, from its payload [p, end). */
 static int direct_sparse(rk_service *s, int i, size_t j, const uint8_t *p, const uint8_t *end) {
-    const uint8_t *name = NULL;
+    const uint8_t *name = (const uint8_t *)"";
     size_t name_len = 0, nv = 0;
     pbw_field f;
     while (p < end) {
@@ -1048,17 +1054,16 @@ static int direct_sparse(rk_service *s, int i, size_t j, const uint8_t *p, const
             s->vptr[nv] = (char *)f.data, s->vlen[nv++] = f.len;
         }
     }
-    char nb[RK_NAME_MAX];
-    rk_err e;
-    if (!direct_name(name, name_len, nb) ||
-        side_sparse(s, RK_SIDE_ITEM, i, j, nb, s->vptr, s->vlen, nv, i, i + 1, &e))
+    rk_err e; /* a name of RK_NAME_MAX bytes or more is no feature's: the tree path says so */
+    if (name_len >= RK_NAME_MAX ||
+        side_sparse(s, RK_SIDE_ITEM, i, j, (const char *)name, name_len, s->vptr, s->vlen, nv, i, i + 1, &e))
         return GAVE_UP;
     return ST_OK;
 }
 
 /* dense[j] of candidate i, from its payload [p, end). */
 static int direct_dense(rk_service *s, int i, size_t j, const uint8_t *p, const uint8_t *end) {
-    const uint8_t *name = NULL;
+    const uint8_t *name = (const uint8_t *)"";
     size_t name_len = 0;
     float v = 0;
     pbw_field f;
@@ -1072,9 +1077,9 @@ static int direct_dense(rk_service *s, int i, size_t j, const uint8_t *p, const 
             memcpy(&v, f.data, 4); /* little-endian wire, as decode.c reads it */
         }
     }
-    char nb[RK_NAME_MAX];
     rk_err e;
-    if (!direct_name(name, name_len, nb) || side_dense(s, RK_SIDE_ITEM, i, j, nb, v, i, i + 1, &e)) return GAVE_UP;
+    if (name_len >= RK_NAME_MAX || side_dense(s, RK_SIDE_ITEM, i, j, (const char *)name, name_len, v, i, i + 1, &e))
+        return GAVE_UP;
     return ST_OK;
 }
 
