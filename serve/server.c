@@ -685,6 +685,21 @@ static long read_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb) {
     return ret < 0 ? -1 : (long)n;
 }
 
+/* The request message's bytes: its one slice in place (how gRPC hands
+ * over a message read at once), else copied into buf[cap]. Their length,
+ * or -1 when over cap. */
+static long payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint8_t **out) {
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+        bb->data.raw.slice_buffer.count == 1) {
+        grpc_slice *sl = &bb->data.raw.slice_buffer.slices[0]; /* an inlined slice's bytes are in it: not a copy */
+        if (GRPC_SLICE_LENGTH(*sl) > cap) return -1;
+        *out = GRPC_SLICE_START_PTR(*sl);
+        return (long)GRPC_SLICE_LENGTH(*sl);
+    }
+    *out = buf;
+    return read_payload(buf, cap, bb);
+}
+
 static void set_reply(call_ctx *c, const void *data, size_t len) {
     grpc_slice sl = grpc_slice_from_copied_buffer(data, len);
     c->reply = grpc_raw_byte_buffer_create(&sl, 1);
@@ -700,8 +715,8 @@ static void add_stage(rk_wstats *ws, int stage, double seconds) {
 
 static int server_stopping(void *ctx) { return atomic_load(&((rk_server *)ctx)->shutting_down); }
 
-/* A Rank call of n request bytes (in w->in) on version v. */
-static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0, long n) {
+/* A Rank call of the request in[n] on version v. */
+static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0, const uint8_t *in, long n) {
     rk_service *svc = v->svc[w->idx];
     rk_server *s = w->srv;
     rk_wstats *ws = &v->vs->w[w->idx];
@@ -718,7 +733,7 @@ static grpc_status_code rank_on(worker *w, model_ver *v, call_ctx *c, double t0,
     uint64_t es0[3];
     rk_service_embsum_counters(svc, es0);
     grpc_status_code code =
-        (grpc_status_code)rk_service_handle(svc, w->in, (size_t)n, t0, &resp, &resp_len, &err);
+        (grpc_status_code)rk_service_handle(svc, in, (size_t)n, t0, &resp, &resp_len, &err);
     rk_service_sid_counters(svc, &u1, &a1);
     if (u1 != u0) rk_stat_add(&ws->sid_unknown, u1 - u0);
     if (a1 != a0) rk_stat_add(&ws->sid_assigned, a1 - a0);
@@ -783,18 +798,19 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
     grpc_status_code code;
     char msg[320];
     long n = -1;
+    const uint8_t *in;
     if (gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
         code = GRPC_STATUS_DEADLINE_EXCEEDED;
         snprintf(msg, sizeof msg, "deadline exceeded before the request was processed");
     } else if (!c->payload) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         snprintf(msg, sizeof msg, "request has no message");
-    } else if ((n = read_payload(w->in, w->in_cap, c->payload)) < 0) {
+    } else if ((n = payload_bytes(w->in, w->in_cap, c->payload, &in)) < 0) {
         code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         snprintf(msg, sizeof msg, "request larger than the maximum");
     } else {
         route rt;
-        if (peek_route(w->in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
+        if (peek_route(in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
         /* a NUL would make the names the router compares differ from the
          * ones logged and checked (rk_pb_check refuses it for every other field) */
         const char *nul_n = rt.nlen ? memchr(rt.name, 0, rt.nlen) : NULL, *nul_v = rt.vlen ? memchr(rt.ver, 0, rt.vlen) : NULL;
@@ -808,7 +824,7 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
             v = ver_route(s, rt.name, rt.nlen, rt.ver, rt.vlen, &code, msg, sizeof msg);
         }
         if (v) {
-            code = rank_on(w, v, c, t0, n);
+            code = rank_on(w, v, c, t0, in, n);
             call_log(w, c, &rt, v, code, t0);
             ver_release(v);
             return code;
