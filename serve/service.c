@@ -588,6 +588,22 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
     return f;
 }
 
+/* a[0, n) == b[0, n), inline for names of up to 16 bytes (no byte read
+ * past either end: overlapping words). */
+static inline int same_bytes(const char *a, const char *b, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8), memcpy(&a1, a + n - 8, 8), memcpy(&b0, b, 8), memcpy(&b1, b + n - 8, 8);
+        return !((a0 ^ b0) | (a1 ^ b1));
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4), memcpy(&a1, a + n - 4, 4), memcpy(&b0, b, 4), memcpy(&b1, b + n - 4, 4);
+        return !((a0 ^ b0) | (a1 ^ b1));
+    }
+    return !memcmp(a, b, n);
+}
+
 /* resolve() for sparse[j] / dense[j] of a side named name[len] (a C
  * string, or from the direct path bytes not NUL-terminated: then len <
  * RK_NAME_MAX), first trying the feature that candidates' sparse[j] /
@@ -597,7 +613,7 @@ static int resolve(const rk_model_cfg *cfg, const char *name, rk_side side, rk_f
 static int resolve_at(rk_service *s, const char *name, size_t len, rk_side side, rk_feat_kind kind, size_t j,
                       const fref *at, int *code, rk_err *err) {
     int *pred = side == RK_SIDE_ITEM && j < (size_t)s->cfg->n_features ? &s->pred[kind == RK_FEAT_DENSE][j] : NULL;
-    if (pred && *pred >= 0 && s->fnlen[*pred] == len && !memcmp(name, s->cfg->features[*pred].name, len))
+    if (pred && *pred >= 0 && s->fnlen[*pred] == len && same_bytes(name, s->cfg->features[*pred].name, len))
         return *pred;
     char nb[RK_NAME_MAX];
     if (len < sizeof nb) { /* longer: a C string (tree path), no feature's name */
