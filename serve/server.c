@@ -135,6 +135,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "internal.h"
+#include "pbwire.h"
 #include "serve.h"
 #include "rank.pb-c.h"
 
@@ -532,38 +533,20 @@ typedef struct {
     size_t nlen, vlen, idlen;
 } route;
 
+/* request_id, model_name and model_version of a RankRequest (the last of
+ * each, as protobuf reads them), for routing and the access log; -1 when
+ * the bytes are malformed (pbwire.h: the service then says why). */
 static int peek_route(const uint8_t *p, size_t len, route *rt) {
-    size_t i = 0;
+    const uint8_t *end = p + len;
     rt->name = rt->ver = rt->id = "";
     rt->nlen = rt->vlen = rt->idlen = 0;
-    while (i < len) {
-        uint64_t key = 0, x = 0;
-        for (int sh = 0;; sh += 7) {
-            if (i >= len || sh > 63) return -1;
-            key |= (uint64_t)(p[i] & 0x7f) << sh;
-            if (!(p[i++] & 0x80)) break;
-        }
-        unsigned wt = key & 7;
-        if (wt == 0 || wt == 2) {
-            for (int sh = 0;; sh += 7) {
-                if (i >= len || sh > 63) return -1;
-                x |= (uint64_t)(p[i] & 0x7f) << sh;
-                if (!(p[i++] & 0x80)) break;
-            }
-            if (wt == 2) {
-                if (x > len - i) return -1;
-                if ((key >> 3) == 1) rt->id = (const char *)p + i, rt->idlen = x;
-                if ((key >> 3) == 2) rt->name = (const char *)p + i, rt->nlen = x;
-                if ((key >> 3) == 3) rt->ver = (const char *)p + i, rt->vlen = x;
-                i += x;
-            }
-        } else if (wt == 1 || wt == 5) {
-            size_t w = wt == 1 ? 8 : 4;
-            if (w > len - i) return -1;
-            i += w;
-        } else {
-            return -1;
-        }
+    pbw_field f;
+    while (p < end) {
+        if (pbw_next(&p, end, &f)) return -1;
+        if (f.wt != 2) continue;
+        if (f.num == 1) rt->id = (const char *)f.data, rt->idlen = f.len;
+        if (f.num == 2) rt->name = (const char *)f.data, rt->nlen = f.len;
+        if (f.num == 3) rt->ver = (const char *)f.data, rt->vlen = f.len;
     }
     return 0;
 }

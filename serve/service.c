@@ -627,22 +627,29 @@ static int resolve_at(rk_service *s, const char *name, size_t len, rk_side side,
 }
 
 /* Which field already set a feature on this side (for duplicate errors):
- * feature f is set when at_gen[f] == gen; each side starts a new generation,
- * so nothing is cleared per request whatever the number of features. */
+ * feature f is set when mark[f].gen == gen, by the field mark[f].kj (its
+ * fref_kind in the low 2 bits, its index j above: a request has fewer than
+ * 2^30 fields) of the side's own candidate (an alias: alias[f]). Each side
+ * starts a new generation, so nothing is cleared per request whatever the
+ * number of features; a mark is one 8-byte store. */
+typedef struct {
+    uint32_t gen, kj;
+} seen_mark;
+
 typedef struct seen_set {
     uint32_t gen;
     int n;
-    uint32_t *at_gen;  /* [n] */
-    fref *by;          /* [n]: valid where at_gen[f] == gen */
+    seen_mark *mark;     /* [n] */
+    const char **alias;  /* [n]: valid where mark[f] is an alias's */
 } seen_set;
 
 static seen_set *seen_create(int n_features) {
     seen_set *s = rk_calloc(1, sizeof *s);
     if (!s) return NULL;
     s->n = n_features;
-    s->at_gen = rk_calloc((size_t)n_features + 1, sizeof *s->at_gen);
-    s->by = rk_calloc((size_t)n_features + 1, sizeof *s->by);
-    if (!s->at_gen || !s->by) {
+    s->mark = rk_calloc((size_t)n_features + 1, sizeof *s->mark);
+    s->alias = rk_calloc((size_t)n_features + 1, sizeof *s->alias);
+    if (!s->mark || !s->alias) {
         seen_destroy(s);
         return NULL;
     }
@@ -651,27 +658,32 @@ static seen_set *seen_create(int n_features) {
 
 static void seen_destroy(seen_set *s) {
     if (!s) return;
-    rk_free(s->at_gen);
-    rk_free(s->by);
+    rk_free(s->mark);
+    rk_free(s->alias);
     rk_free(s);
 }
 
 /* A new side: no feature set. */
 static void seen_reset(seen_set *s) {
     if (++s->gen == 0) { /* wrapped: old marks could match again */
-        memset(s->at_gen, 0, (size_t)s->n * sizeof *s->at_gen);
+        memset(s->mark, 0, (size_t)s->n * sizeof *s->mark);
         s->gen = 1;
     }
 }
 
-static int mark_seen(seen_set *seen, int f, const fref *at, const char *name, rk_err *err) {
-    if (seen->at_gen[f] == seen->gen) {
-        char a[80], b[80];
-        return failf(err, ST_INVALID_ARGUMENT, "%s: '%s' is already set by %s", fref_str(at, a, sizeof a),
-                     name, fref_str(&seen->by[f], b, sizeof b));
-    }
-    seen->at_gen[f] = seen->gen;
-    seen->by[f] = *at;
+__attribute__((cold, noinline)) static int seen_fail(const seen_set *seen, int f, const fref *at, const char *name,
+                                                     rk_err *err) {
+    char a[80], b[80];
+    uint32_t kj = seen->mark[f].kj;
+    fref by = {at->cand, (fref_kind)(kj & 3), kj >> 2, (kj & 3) == FR_ALIAS ? seen->alias[f] : NULL};
+    return failf(err, ST_INVALID_ARGUMENT, "%s: '%s' is already set by %s", fref_str(at, a, sizeof a), name,
+                 fref_str(&by, b, sizeof b));
+}
+
+static inline int mark_seen(seen_set *seen, int f, const fref *at, const char *name, rk_err *err) {
+    if (seen->mark[f].gen == seen->gen) return seen_fail(seen, f, at, name, err);
+    seen->mark[f] = (seen_mark){seen->gen, (uint32_t)at->j << 2 | (uint32_t)at->kind};
+    if (at->kind == FR_ALIAS) seen->alias[f] = at->alias;
     return ST_OK;
 }
 
