@@ -154,6 +154,12 @@ struct seen_set; /* which features a request side already set (validation below)
 static struct seen_set *seen_create(int n_features);
 static void seen_destroy(struct seen_set *seen);
 
+#define DIRECT_MAX_LISTED 32 /* sparse and dense entries of one candidate the direct path takes */
+typedef struct lay_entry {
+    int f;     /* the feature */
+    int dense; /* a dense[] entry, else a sparse[] one */
+} lay_entry;
+
 struct rk_service {
     const rk_model *m;
     const rk_model_cfg *cfg;
@@ -193,6 +199,9 @@ struct rk_service {
     char **vptr;                       /* [max_values_per_row] its values (direct path) */
     pbw_field *cspan;                  /* [max_candidates] the candidates' payloads (direct path) */
     size_t *fnlen;                     /* [n_features] the features' name lengths */
+    lay_entry *lay;                    /* [DIRECT_MAX_LISTED] the direct path's layout (direct_candidate) */
+    size_t lay_n;
+    int lay_ad, lay_ok;
     int direct;                        /* the direct path is on (a model it serves; rk_service_set_direct) */
     uint64_t direct_n[2];              /* requests it scored, requests it gave up */
     int *pred[2];                      /* [n_features] sparse / dense: the feature candidates' sparse[j] /
@@ -355,6 +364,7 @@ rk_status rk_service_create(const rk_model *m, const rk_server_opts *o, rk_servi
         !(s->vptr = rk_malloc((size_t)o->max_values_per_row * sizeof *s->vptr)) ||
         !(s->cspan = rk_malloc(n * sizeof *s->cspan)) ||
         !(s->fnlen = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof *s->fnlen)) ||
+        !(s->lay = rk_malloc(DIRECT_MAX_LISTED * sizeof(lay_entry))) ||
         !(s->pred[0] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int))) ||
         !(s->pred[1] = rk_malloc(((size_t)s->cfg->n_features + 1) * sizeof(int)))) {
         rk_service_destroy(s);
@@ -444,6 +454,7 @@ void rk_service_destroy(rk_service *s) {
     rk_free(s->vptr);
     rk_free(s->cspan);
     rk_free(s->fnlen);
+    rk_free(s->lay);
     rk_free(s->pred[0]);
     rk_free(s->pred[1]);
     rk_embsum_bundle_close(s->es);
@@ -725,26 +736,32 @@ static const char *nonfinite_name(float v) {
 }
 
 /* One sparse feature of a side: sparse[j] of the user (cand -1) or of
- * candidate cand, into rows [r0, r1). lens: as add_values. */
+ * candidate cand, into rows [r0, r1). lens: as add_values. *fp: -1 to
+ * resolve and check the name (then its feature), or the feature already
+ * resolved and checked for this side. */
 static int side_sparse(rk_service *s, rk_side side, int cand, size_t j, const char *name, size_t name_len,
-                       char **values, const size_t *lens, size_t n_values, int r0, int r1, rk_err *err) {
-    int code;
+                       char **values, const size_t *lens, size_t n_values, int r0, int r1, int *fp, rk_err *err) {
+    int code, f = *fp;
     fref at = {cand, FR_SPARSE_NAME, j, NULL};
-    int f = resolve_at(s, name, name_len, side, RK_FEAT_SPARSE, j, &at, &code, err);
-    if (f < 0) return code;
-    if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
+    if (f < 0) { /* else resolved and checked (the direct path's layout) */
+        if ((f = resolve_at(s, name, name_len, side, RK_FEAT_SPARSE, j, &at, &code, err)) < 0) return code;
+        if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
+        *fp = f;
+    }
     at.kind = FR_SPARSE_VALUES;
     return add_values(s, f, values, lens, n_values, r0, r1, &at, err);
 }
 
 /* One dense feature of a side: dense[j], as side_sparse. */
 static int side_dense(rk_service *s, rk_side side, int cand, size_t j, const char *name, size_t name_len, float value,
-                      int r0, int r1, rk_err *err) {
-    int code;
+                      int r0, int r1, int *fp, rk_err *err) {
+    int code, f = *fp;
     fref at = {cand, FR_DENSE_NAME, j, NULL};
-    int f = resolve_at(s, name, name_len, side, RK_FEAT_DENSE, j, &at, &code, err);
-    if (f < 0) return code;
-    if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
+    if (f < 0) {
+        if ((f = resolve_at(s, name, name_len, side, RK_FEAT_DENSE, j, &at, &code, err)) < 0) return code;
+        if ((code = mark_seen(s->seen, f, &at, s->cfg->features[f].name, err))) return code;
+        *fp = f;
+    }
     char where[32]; /* "user" / "candidates[i]", formatted on failure only */
     if (!isfinite(value))
         return failf(err, ST_INVALID_ARGUMENT, "%s.dense[%zu].value: not finite (%s)", side_str(cand, where), j,
@@ -802,9 +819,10 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
     int code = side_aliases(s, cand, aliases, n_aliases, r0, r1, err);
     for (size_t j = 0; j < n_sparse && !code; j++)
         code = side_sparse(s, side, cand, j, sparse[j]->name, strlen(sparse[j]->name), sparse[j]->values, NULL,
-                           sparse[j]->n_values, r0, r1, err);
+                           sparse[j]->n_values, r0, r1, &(int){-1}, err);
     for (size_t j = 0; j < n_dense && !code; j++)
-        code = side_dense(s, side, cand, j, dense[j]->name, strlen(dense[j]->name), dense[j]->value, r0, r1, err);
+        code = side_dense(s, side, cand, j, dense[j]->name, strlen(dense[j]->name), dense[j]->value, r0, r1,
+                          &(int){-1}, err);
     return code;
 }
 
@@ -1061,90 +1079,97 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
  * always take the tree path (their counters would count a given-up request
  * twice). */
 
-#define DIRECT_MAX_LISTED 32 /* sparse / dense entries of one candidate the direct path keeps */
 #define GAVE_UP (-1)
 
 /* A string field as the tree path keeps it: wire type 2, UTF-8, no NUL. */
 static int direct_str(const pbw_field *f) { return f->wt == 2 && utf8_ok(f->data, f->len); }
 
-/* sparse[j] of candidate i, from its payload [p, end). */
-static int direct_sparse(rk_service *s, int i, size_t j, const uint8_t *p, const uint8_t *end) {
-    const uint8_t *name = (const uint8_t *)"";
-    size_t name_len = 0, nv = 0;
-    pbw_field f;
-    while (p < end) {
-        if (pbw_next(&p, end, &f)) return GAVE_UP;
-        if (f.num == 1) {
-            if (!direct_str(&f)) return GAVE_UP;
-            name = f.data, name_len = f.len;
-        } else if (f.num == 2) {
-            if (!direct_str(&f) || nv == (size_t)s->o.max_values_per_row) return GAVE_UP;
-            s->vptr[nv] = (char *)f.data, s->vlen[nv++] = f.len;
-        }
-    }
-    rk_err e; /* a name of RK_NAME_MAX bytes or more is no feature's: the tree path says so */
-    if (name_len >= RK_NAME_MAX ||
-        side_sparse(s, RK_SIDE_ITEM, i, j, (const char *)name, name_len, s->vptr, s->vlen, nv, i, i + 1, &e))
-        return GAVE_UP;
-    return ST_OK;
-}
+/* The direct path's layout: the features of the candidate it featurized
+ * last, in wire order (the ad_id alias apart), each resolved and all
+ * distinct. A candidate whose entries name the same features in the same
+ * order (most do) is filled without resolving them again or checking for
+ * duplicates; from the first entry that differs on, it is checked as
+ * usual, the entries before it marked first (layout_marks). */
 
-/* dense[j] of candidate i, from its payload [p, end). */
-static int direct_dense(rk_service *s, int i, size_t j, const uint8_t *p, const uint8_t *end) {
-    const uint8_t *name = (const uint8_t *)"";
-    size_t name_len = 0;
-    float v = 0;
-    pbw_field f;
-    while (p < end) {
-        if (pbw_next(&p, end, &f)) return GAVE_UP;
-        if (f.num == 1) {
-            if (!direct_str(&f)) return GAVE_UP;
-            name = f.data, name_len = f.len;
-        } else if (f.num == 2) {
-            if (f.wt != 5) return GAVE_UP;
-            memcpy(&v, f.data, 4); /* little-endian wire, as decode.c reads it */
-        }
-    }
+/* Candidate i's entries [0, k) and its ad_id alias (ad_f, when applied) marked
+ * in the seen set, as the checks would have marked them. */
+static void layout_marks(rk_service *s, int i, int ad_f, size_t k) {
     rk_err e;
-    if (name_len >= RK_NAME_MAX || side_dense(s, RK_SIDE_ITEM, i, j, (const char *)name, name_len, v, i, i + 1, &e))
-        return GAVE_UP;
-    return ST_OK;
+    fref at = {i, FR_ALIAS, 0, "ad_id"}; /* the direct path reports no error: any fref */
+    if (ad_f >= 0) (void)mark_seen(s->seen, ad_f, &at, "", &e);
+    for (size_t q = 0; q < k; q++) (void)mark_seen(s->seen, s->lay[q].f, &at, "", &e);
 }
 
-/* Candidate i, from its payload c, into row i. */
+/* Does the wire name[len] name feature f? */
+static int names(const rk_service *s, int f, const uint8_t *name, size_t len) {
+    return s->fnlen[f] == len && same_bytes((const char *)name, s->cfg->features[f].name, len);
+}
+
+/* The name (the last one) of a SparseFeature / DenseFeature payload [p,
+ * end), its values (sparse: into s->vptr / s->vlen, *nv of them; dense:
+ * *v, the last); 0, or GAVE_UP. */
+static int direct_entry(rk_service *s, int dense, const uint8_t *p, const uint8_t *end, const uint8_t **name,
+                        size_t *name_len, size_t *nv, float *v) {
+    pbw_field f;
+    *name = (const uint8_t *)"", *name_len = 0, *nv = 0, *v = 0;
+    while (p < end) {
+        if (pbw_next(&p, end, &f)) return GAVE_UP;
+        if (f.num == 1) {
+            if (!direct_str(&f)) return GAVE_UP;
+            *name = f.data, *name_len = f.len;
+        } else if (f.num == 2 && dense) {
+            if (f.wt != 5) return GAVE_UP;
+            memcpy(v, f.data, 4); /* little-endian wire, as decode.c reads it */
+        } else if (f.num == 2) {
+            if (!direct_str(&f) || *nv == (size_t)s->o.max_values_per_row) return GAVE_UP;
+            s->vptr[*nv] = (char *)f.data, s->vlen[(*nv)++] = f.len;
+        }
+    }
+    return *name_len < RK_NAME_MAX ? 0 : GAVE_UP; /* longer: no feature's name, the tree path says so */
+}
+
+/* Candidate i, from its payload c, into row i, in one walk of its fields. */
 static int direct_candidate(rk_service *s, int i, int ad_f, const pbw_field *c) {
     const uint8_t *p = c->data, *end = c->data + c->len;
-    pbw_field sp[DIRECT_MAX_LISTED], dn[DIRECT_MAX_LISTED], f;
-    size_t ns = 0, nd = 0;
-    int n_ad = 0;
+    int fast = s->lay_ok, n_ad = 0, ad_in = 0; /* ad_in: the alias applied */
+    size_t k = 0, js = 0, jd = 0;             /* entries, sparse[] and dense[] ones */
     s->adp[i] = NULL, s->adlen[i] = 0;
+    seen_reset(s->seen);
+    rk_err e;
+    pbw_field f;
     while (p < end) {
         if (pbw_next(&p, end, &f)) return GAVE_UP;
-        switch (f.num) {
-        case 1:
+        if (f.num == 1) { /* ad_id: its alias feature, when the model has one */
             if (n_ad++ || !direct_str(&f)) return GAVE_UP;
             s->adp[i] = (const char *)f.data, s->adlen[i] = f.len;
-            break;
-        case 2:
-            if (f.wt != 2 || ns == DIRECT_MAX_LISTED) return GAVE_UP;
-            sp[ns++] = f;
-            break;
-        case 3:
-            if (f.wt != 2 || nd == DIRECT_MAX_LISTED) return GAVE_UP;
-            dn[nd++] = f;
-            break;
-        case 4: case 5: case 6: return GAVE_UP; /* content: the tree path's */
-        default: break;                         /* unknown: skipped, as decode.c does */
-        }
+            if (ad_f < 0 || !f.len) continue;
+            fref at = {i, FR_ALIAS, 0, "ad_id"};
+            if (fast && !s->lay_ad) layout_marks(s, i, -1, k), fast = 0;
+            if ((!fast && mark_seen(s->seen, ad_f, &at, "", &e)) ||
+                add_values(s, ad_f, (char **)&s->adp[i], &s->adlen[i], 1, i, i + 1, &at, &e))
+                return GAVE_UP;
+            ad_in = 1;
+        } else if (f.num == 2 || f.num == 3) { /* sparse[js] / dense[jd] */
+            int dense = f.num == 3;
+            const uint8_t *name;
+            size_t name_len, nv;
+            float v;
+            if (f.wt != 2 || k == DIRECT_MAX_LISTED ||
+                direct_entry(s, dense, f.data, f.data + f.len, &name, &name_len, &nv, &v))
+                return GAVE_UP;
+            if (fast && !(k < s->lay_n && s->lay[k].dense == dense && names(s, s->lay[k].f, name, name_len)))
+                layout_marks(s, i, ad_in ? ad_f : -1, k), fast = 0;
+            int fi = fast ? s->lay[k].f : -1;
+            if (dense ? side_dense(s, RK_SIDE_ITEM, i, jd++, (const char *)name, name_len, v, i, i + 1, &fi, &e)
+                      : side_sparse(s, RK_SIDE_ITEM, i, js++, (const char *)name, name_len, s->vptr, s->vlen, nv, i,
+                                    i + 1, &fi, &e))
+                return GAVE_UP;
+            s->lay[k++] = (lay_entry){fi, dense};
+        } else if (f.num >= 4 && f.num <= 6) {
+            return GAVE_UP; /* content: the tree path's */
+        } /* else unknown: skipped, as decode.c does */
     }
-    char *ad[1] = {(char *)s->adp[i]};
-    alias_in al[1] = {{ad_f, "ad_id", ad, ad_f >= 0 && s->adlen[i] ? 1u : 0u, &s->adlen[i]}};
-    rk_err e;
-    if (side_aliases(s, i, al, 1, i, i + 1, &e)) return GAVE_UP;
-    for (size_t j = 0; j < ns; j++)
-        if (direct_sparse(s, i, j, sp[j].data, sp[j].data + sp[j].len)) return GAVE_UP;
-    for (size_t j = 0; j < nd; j++)
-        if (direct_dense(s, i, j, dn[j].data, dn[j].data + dn[j].len)) return GAVE_UP;
+    s->lay_n = k, s->lay_ad = ad_in, s->lay_ok = 1;
     return ST_OK;
 }
 
@@ -1198,6 +1223,7 @@ static int direct_request(rk_service *s, const uint8_t *buf, size_t len, Rankd__
     if (begin_request(s, head, &e) || (head->user && fill_user(s, head->user, (int)n, &e))) return GAVE_UP;
     *t_decoded = rk_now();
     int ad_f = alias_feature(s->cfg, s->cfg->alias_ad_id);
+    s->lay_ok = 0;
     for (size_t i = 0; i < n; i++)
         if (direct_candidate(s, (int)i, ad_f, &s->cspan[i])) return GAVE_UP;
     return run_scorer(s, lookup_us, model_us, &e) ? GAVE_UP : ST_OK;

@@ -476,6 +476,92 @@ Test(serve, direct_path_answers_as_the_tree_path) {
     drop_bundle();
 }
 
+static uint64_t xorshift(uint64_t *x) {
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return *x;
+}
+
+/* One candidate entry (a token of direct_path_layouts_answer_as_the_tree_path): its wire bytes into b. */
+static size_t layout_token(uint8_t *b, char t, int i) {
+    static const uint8_t genres[] = {0x12, 23, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 's', 0x12, 6, 'A', 'c', 't',
+                                     'i', 'o', 'n', 0x12, 5, 'D', 'r', 'a', 'm', 'a'},
+                         movie[] = {0x12, 13, 0x0a, 8, 'm', 'o', 'v', 'i', 'e', '_', 'i', 'd', 0x12, 1, '7'},
+                         hour[] = {0x12, 9, 0x0a, 4, 'h', 'o', 'u', 'r', 0x12, 1, '3'},
+                         year[] = {0x1a, 11, 0x0a, 4, 'y', 'e', 'a', 'r', 0x15, 0, 0xe0, 0xf9, 0x44}, /* 1999 */
+                         ad[] = {0x0a, 1, '5'}, no_ad[] = {0x0a, 0}, unknown[] = {0x78, 1};
+    const uint8_t *src = NULL;
+    size_t n = 0;
+    switch (t) {
+    case 'G': src = genres, n = sizeof genres; break;
+    case 'M': src = movie, n = sizeof movie; break;
+    case 'H': src = hour, n = sizeof hour; break;
+    case 'Y': src = year, n = sizeof year; break;
+    case 'A': src = ad, n = sizeof ad; break;
+    case 'E': src = no_ad, n = sizeof no_ad; break;
+    default: src = unknown, n = sizeof unknown; break;
+    }
+    memcpy(b, src, n);
+    if (t == 'A') b[2] = (uint8_t)('0' + i % 10);
+    if (t == 'Y') b[11] = (uint8_t)(0xe0 + i % 16); /* another year per candidate */
+    return n;
+}
+
+/* The direct path remembers the features the candidate before named, in
+ * order, and fills a candidate naming the same ones without checking them
+ * again (service.c direct_candidate). Candidates that differ from the one
+ * before in any way (another order, one entry more or less, the ad_id
+ * alias present or not, a duplicate, a user feature, anywhere in the
+ * request) must still be answered as the tree path answers them. */
+Test(serve, direct_path_layouts_answer_as_the_tree_path) {
+    make_bundle();
+    rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
+    rk_service *svc, *tree;
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_service_create(M, &o, &tree, &e), RK_OK, "%s", e.msg);
+    rk_service_set_direct(tree, 0);
+    static const char tokens[] = "GGGGMYYYAAAEHX";
+    uint64_t x = 88172645463325252ull; /* xorshift64 */
+#define NEXT() xorshift(&x)
+    uint8_t req[2048];
+    char what[256], base[8], lay[8];
+    int ok = 0;
+    for (int r = 0; r < 3000; r++) {
+        /* a layout most candidates share; each candidate takes it, or a
+         * copy with one token changed, added or dropped */
+        int nb = 1 + (int)(NEXT() % 4);
+        for (int t = 0; t < nb; t++) base[t] = tokens[NEXT() % (sizeof tokens - 1)];
+        size_t len = 0;
+        int nc = 1 + (int)(NEXT() % 5), wl = snprintf(what, sizeof what, "request %d:", r);
+        for (int i = 0; i < nc; i++) {
+            int nl = nb;
+            memcpy(lay, base, (size_t)nb);
+            uint64_t m = NEXT() % 6;
+            char tk = tokens[NEXT() % (sizeof tokens - 1)];
+            if (m == 1) lay[NEXT() % (uint64_t)nl] = tk;
+            if (m == 2 && nl < 7) lay[nl++] = tk;
+            if (m == 3 && nl > 0) nl--;
+            uint8_t cand[256];
+            size_t cl = 0;
+            wl += snprintf(what + wl, sizeof what - (size_t)wl, " [%.*s]", nl, lay);
+            for (int t = 0; t < nl; t++) cl += layout_token(cand + cl, lay[t], i);
+            req[len++] = 0x2a, req[len++] = (uint8_t)cl;
+            memcpy(req + len, cand, cl), len += cl;
+        }
+#undef NEXT
+        answer d = handle(svc, req, len), t = handle(tree, req, len);
+        cr_expect_eq(d.code, t.code, "%s: direct path %d (%s), tree path %d (%s)", what, d.code, d.msg, t.code, t.msg);
+        cr_expect_str_eq(d.msg, t.msg, "%s", what);
+        cr_expect(d.len == t.len && (!d.len || !memcmp(d.resp, t.resp, d.len)), "%s: the responses differ", what);
+        ok += !d.code;
+        free(d.resp), free(t.resp);
+    }
+    cr_expect(ok > 300 && ok < 2700, "%d of 3000 requests scored: the mix should give both answers", ok);
+    rk_service_destroy(svc);
+    rk_service_destroy(tree);
+    drop_bundle();
+}
+
 static long thread_minflt(void) {
     struct rusage ru;
     getrusage(RUSAGE_THREAD, &ru);
