@@ -156,8 +156,10 @@ static void seen_destroy(struct seen_set *seen);
 
 #define DIRECT_MAX_LISTED 32 /* sparse and dense entries of one candidate the direct path takes */
 typedef struct lay_entry {
-    int f;     /* the feature */
-    int dense; /* a dense[] entry, else a sparse[] one */
+    const uint8_t *name; /* its name in the request (features[f].name, the same bytes) */
+    size_t len;
+    int f;               /* the feature */
+    int dense;           /* a dense[] entry, else a sparse[] one */
 } lay_entry;
 
 struct rk_service {
@@ -1087,9 +1089,11 @@ static int direct_str(const pbw_field *f) { return f->wt == 2 && utf8_ok(f->data
 /* The direct path's layout: the features of the candidate it featurized
  * last, in wire order (the ad_id alias apart), each resolved and all
  * distinct. A candidate whose entries name the same features in the same
- * order (most do) is filled without resolving them again or checking for
- * duplicates; from the first entry that differs on, it is checked as
- * usual, the entries before it marked first (layout_marks). */
+ * order (most do: the same name bytes, which resolved to the same feature)
+ * is filled without resolving them again or checking for duplicates; from
+ * the first entry that differs on, it is checked as usual, the entries
+ * before it marked first (layout_marks). The names point into the request:
+ * the layout lasts one request. */
 
 /* Candidate i's entries [0, k) and its ad_id alias (ad_f, when applied) marked
  * in the seen set, as the checks would have marked them. */
@@ -1098,11 +1102,6 @@ static void layout_marks(rk_service *s, int i, int ad_f, size_t k) {
     fref at = {i, FR_ALIAS, 0, "ad_id"}; /* the direct path reports no error: any fref */
     if (ad_f >= 0) (void)mark_seen(s->seen, ad_f, &at, "", &e);
     for (size_t q = 0; q < k; q++) (void)mark_seen(s->seen, s->lay[q].f, &at, "", &e);
-}
-
-/* Does the wire name[len] name feature f? */
-static int names(const rk_service *s, int f, const uint8_t *name, size_t len) {
-    return s->fnlen[f] == len && same_bytes((const char *)name, s->cfg->features[f].name, len);
 }
 
 /* The name (the last one) of a SparseFeature / DenseFeature payload [p,
@@ -1157,14 +1156,16 @@ static int direct_candidate(rk_service *s, int i, int ad_f, const pbw_field *c) 
             if (f.wt != 2 || k == DIRECT_MAX_LISTED ||
                 direct_entry(s, dense, f.data, f.data + f.len, &name, &name_len, &nv, &v))
                 return GAVE_UP;
-            if (fast && !(k < s->lay_n && s->lay[k].dense == dense && names(s, s->lay[k].f, name, name_len)))
+            const lay_entry *l = &s->lay[k];
+            if (fast && !(k < s->lay_n && l->dense == dense && l->len == name_len &&
+                          same_bytes((const char *)name, (const char *)l->name, name_len)))
                 layout_marks(s, i, ad_in ? ad_f : -1, k), fast = 0;
-            int fi = fast ? s->lay[k].f : -1;
+            int fi = fast ? l->f : -1;
             if (dense ? side_dense(s, RK_SIDE_ITEM, i, jd++, (const char *)name, name_len, v, i, i + 1, &fi, &e)
                       : side_sparse(s, RK_SIDE_ITEM, i, js++, (const char *)name, name_len, s->vptr, s->vlen, nv, i,
                                     i + 1, &fi, &e))
                 return GAVE_UP;
-            s->lay[k++] = (lay_entry){fi, dense};
+            s->lay[k++] = (lay_entry){name, name_len, fi, dense};
         } else if (f.num >= 4 && f.num <= 6) {
             return GAVE_UP; /* content: the tree path's */
         } /* else unknown: skipped, as decode.c does */
