@@ -1268,11 +1268,27 @@ static int pb_float_set(float v) {
     return b != 0;
 }
 
+/* memcpy(d, s, n), inline for n up to 16 (most ad_ids): overlapping words,
+ * no byte outside either range. */
+static inline void copy_small(uint8_t *d, const char *s, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, s, 8), memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8), memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, s, 4), memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4), memcpy(d + n - 4, &b, 4);
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
 static uint8_t *pb_str(uint8_t *p, unsigned field, const char *str, size_t len) {
     if (!len) return p;
     *p++ = (uint8_t)(field << 3 | 2);
     p = pb_varint(p, len);
-    memcpy(p, str, len);
+    copy_small(p, str, len);
     return p + len;
 }
 
