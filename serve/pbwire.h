@@ -47,6 +47,14 @@ __attribute__((always_inline)) static inline int pbw_varint5(const uint8_t *p, c
  * rk_pb_check (the reference path then says which). */
 __attribute__((always_inline)) static inline int pbw_next(const uint8_t **pp, const uint8_t *end, pbw_field *f) {
     const uint8_t *p = *pp;
+    /* most fields: a string or message (fields 1..15) under 128 bytes, its tag and length one byte each */
+    if (end - p >= 2 && (p[0] & 0x87) == 2 && p[0] >= 8 && p[1] < 0x80 && p[1] <= end - p - 2) {
+        f->num = p[0] >> 3, f->wt = 2;
+        f->raw = p + 1, f->raw_len = 1 + (size_t)p[1];
+        f->data = p + 2, f->len = p[1];
+        *pp = p + 2 + p[1];
+        return 0;
+    }
     uint64_t tag;
     int i = pbw_varint5(p, end, &tag); /* fields 1..15: one byte */
     if (i < 0) return -1;
