@@ -19,10 +19,13 @@
 # CPU-second of the measured process (the machine is shared by several
 # people: time a neighbour holds the core is not charged to either side);
 # per wall-second figures are in the JSON files. rankd in-process = rank-bench
-# --inprocess (request parsing from protobuf, hashing, RAM-table lookups,
-# tower, sigmoid); ORT is given table indices (hashing done outside its clock).
-# gRPC: rankd --threads 1 --blas-threads 1 on SERVER_CPU, rank-bench closed loop
-# (4 streams) on CLIENT_CPU; candidates per CPU-second of the rankd process.
+# --inprocess (the request unpacked by protobuf-c before the clock, its values
+# fed to the scorer: hashing, RAM-table lookups, tower, sigmoid; no wire bytes,
+# no validation, no response); ORT is given table indices (hashing done
+# outside its clock). gRPC: rankd --threads 1 --blas-threads 1 on SERVER_CPU,
+# rank-bench closed loop (4 streams) on CLIENT_CPU; candidates per CPU-second
+# of the rankd process (everything: gRPC, the kernel's TCP, reading and
+# checking the request, the response).
 # FMA peak and sgemm (OpenBLAS vs rk_gemm) at the towers' shapes: roofline.
 # PyTorch (Debian's python3-torch, 1 thread) times the tower alone, for
 # context, when /usr/bin/python3 has it (bench/ref/torch_tower.py).
@@ -185,7 +188,7 @@ for r in range(1, reps + 1):
 P("")
 P("Candidates per CPU-second, one core, medians of %d interleaved repetitions:" % reps)
 P("")
-P("| model | batch | rankd in-process (parse+hash+lookup+tower) | ORT whole graph | ORT tower only | rankd tower only | PyTorch tower only | rankd / ORT whole graph |")
+P("| model | batch | rankd in-process (hash+lookup+tower) | ORT whole graph | ORT tower only | rankd tower only | PyTorch tower only | rankd / ORT whole graph |")
 P("|---|---|---|---|---|---|---|---|")
 for name, b, rk, og, ot, tw, tt, ratio in rows:
     P("| %s | %d | %.0f | %.0f | %.0f | %s | %s | %.2f |" % (name, b, rk, og, ot, "%.0f" % tw if tw else "-", "%.0f" % tt if tt else "-", ratio))

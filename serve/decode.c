@@ -16,7 +16,8 @@
  * bool's wire type). Anything else returns -1 and the caller runs the
  * reference path (rk_pb_check, then unpack), which names the problem: the
  * error texts are protobuf-c's and rk_pb_check's by construction.
- * tests/fuzz/fuzz_decode.c checks both decoders against each other.
+ * tests/fuzz/fuzz_decode.c checks both decoders against each other. Fields
+ * are read with pbwire.h, as service.c's direct path reads them.
  *
  * Each message is walked twice: a scan of its own tags (nested messages
  * skipped by length) that counts its repeated fields, then the fill, so

@@ -137,8 +137,9 @@ void rk_service_set_deadline(rk_service *s, double deadline, int (*stop)(void *c
 
 /* Server-side stage times of one call, microseconds. */
 typedef struct {
-    double decode_us;  /* protobuf unpack (from t0) */
-    double lookup_us;  /* hashing done, embedding rows fetched and pooled */
+    double decode_us;  /* the request read up to its candidates (from t0); the tree path: all of it */
+    double lookup_us;  /* validation and hashing done (the direct path: the candidates read
+                        * from the wire on the way), embedding rows fetched and pooled */
     double model_us;   /* towers over the N-candidate batch, sigmoid */
     double encode_us;  /* response built and serialized */
     int n_candidates;  /* candidates scored */

@@ -21,6 +21,11 @@
  * checked to be UTF-8: protobuf-c accepts anything, but a Python client
  * cannot decode a response that echoes invalid UTF-8 (c-stack.md §3).
  *
+ * A plain request takes the direct path (below): its candidates are read
+ * from the wire bytes straight into the scorer; anything else, and every
+ * error, the tree path: decoded, then validated over the tree. The answer
+ * is the same either way.
+ *
  * Memory: all buffers are sized at creation for the largest request the
  * server accepts (max_candidates rows). The request is decoded (decode.c;
  * protobuf-c for refused bytes) into a bump arena
