@@ -364,7 +364,7 @@ static void expect_same_answer(rk_service *svc, rk_service *tree, const uint8_t 
 static uint8_t *appended(const uint8_t *b, size_t n, const uint8_t *tail, size_t tn, size_t *out) {
     uint8_t *r = malloc(n + tn);
     memcpy(r, b, n);
-    memcpy(r + n, tail, tn);
+    if (tn) memcpy(r + n, tail, tn);
     *out = n + tn;
     return r;
 }
