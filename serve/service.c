@@ -1192,9 +1192,9 @@ static int direct_head_str(rk_service *s, const pbw_field *f, char **out) {
 
 /* The request buf[len] by the direct path: ST_OK with s->pctr, s->adp and
  * s->adlen filled, and *head the request without its candidates (their
- * number in n_candidates); or GAVE_UP. */
+ * number in n_candidates); the scorer's error (err); or GAVE_UP. */
 static int direct_request(rk_service *s, const uint8_t *buf, size_t len, Rankd__V1__RankRequest *head,
-                          double *t_decoded, double *lookup_us, double *model_us) {
+                          double *t_decoded, double *lookup_us, double *model_us, rk_err *err) {
     rankd__v1__rank_request__init(head);
     const uint8_t *p = buf, *end = buf + len;
     pbw_field f, str[4] = {{0}}, user = {0};
@@ -1232,7 +1232,9 @@ static int direct_request(rk_service *s, const uint8_t *buf, size_t len, Rankd__
     s->lay_ok = 0;
     for (size_t i = 0; i < n; i++)
         if (direct_candidate(s, (int)i, ad_f, &s->cspan[i])) return GAVE_UP;
-    return run_scorer(s, lookup_us, model_us, &e) ? GAVE_UP : ST_OK;
+    /* a failure now is the tree path's too (the same function over the same
+     * rows), and not retried: a store's or device's error may not recur */
+    return run_scorer(s, lookup_us, model_us, err);
 }
 
 /* ------------------------------------------------------------ response */
@@ -1386,8 +1388,10 @@ static int tree_request(rk_service *s, const uint8_t *req_bytes, size_t len, Ran
     return score_request(s, *req, lookup_us, model_us, err);
 }
 
-int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
-                      const uint8_t **resp, size_t *resp_len, rk_err *err) {
+/* rk_service_handle by the direct path (direct; GAVE_UP when its response
+ * is refused, for the tree path to answer) or the tree path. */
+static int handle_with(rk_service *s, const uint8_t *req_bytes, size_t len, double t0, const uint8_t **resp,
+                       size_t *resp_len, rk_err *err, int direct) {
     *resp = NULL;
     *resp_len = 0;
     if (err) err->msg[0] = 0;
@@ -1402,16 +1406,17 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     /* the direct path for plain requests; when it gives up, the tree path */
     Rankd__V1__RankRequest head, *req = &head;
     double t_decoded = 0, lookup_us = 0, model_us = 0;
-    int code = s->direct ? direct_request(s, req_bytes, len, &head, &t_decoded, &lookup_us, &model_us) : GAVE_UP;
-    if (s->direct) s->direct_n[code != ST_OK]++;
-    if (code) {
+    int code = direct ? direct_request(s, req_bytes, len, &head, &t_decoded, &lookup_us, &model_us, err) : GAVE_UP;
+    if (direct) s->direct_n[code == GAVE_UP]++;
+    if (code == GAVE_UP) {
         arena_reset(&s->ar);
         lookup_us = model_us = 0;
+        direct = 0;
         code = tree_request(s, req_bytes, len, &req, &t_decoded, &lookup_us, &model_us, err);
-        if (code) {
-            arena_reset(&s->ar);
-            return code;
-        }
+    }
+    if (code) {
+        arena_reset(&s->ar);
+        return code;
     }
     double t_scored = rk_now();
 
@@ -1462,6 +1467,13 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     }
     ri.ad = s->adp;
     size_t need = resp_size(s, &ri);
+    if (need > (size_t)s->o.max_message_bytes && direct) {
+        /* the tree path may refuse such a request before (its decoding's
+         * memory bound): its answer is the one */
+        arena_reset(&s->ar);
+        s->direct_n[0]--, s->direct_n[1]++;
+        return GAVE_UP;
+    }
     if (need > (size_t)s->o.max_message_bytes) {
         /* a client's receive limit is usually the same as ours; echoed
          * ad_id / request_id strings can make a response outgrow it */
@@ -1491,6 +1503,12 @@ int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, doubl
     *resp_len = got;
     s->last.encode_us = (rk_now() - t_scored) * 1e6; /* with the serialization */
     return ST_OK;
+}
+
+int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
+                      const uint8_t **resp, size_t *resp_len, rk_err *err) {
+    int code = handle_with(s, req_bytes, len, t0, resp, resp_len, err, s->direct);
+    return code == GAVE_UP ? handle_with(s, req_bytes, len, t0, resp, resp_len, err, 0) : code;
 }
 
 size_t rk_service_memory(const rk_service *s) {
