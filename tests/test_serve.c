@@ -323,6 +323,14 @@ Test(serve, candidates_may_name_features_in_any_order) {
     drop_bundle();
 }
 
+/* A service on M with the direct path (on by default) and one without. */
+static void service_pair(const rk_server_opts *o, rk_service **svc, rk_service **tree) {
+    rk_err e = {0};
+    cr_assert_eq(rk_service_create(M, o, svc, &e), RK_OK, "%s", e.msg);
+    cr_assert_eq(rk_service_create(M, o, tree, &e), RK_OK, "%s", e.msg);
+    rk_service_set_direct(*tree, 0);
+}
+
 /* A handled request's status, message and response (timing left out: a clock). */
 typedef struct {
     int code;
@@ -390,10 +398,7 @@ Test(serve, direct_path_answers_as_the_tree_path) {
     make_bundle();
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     rk_service *svc, *tree;
-    rk_err e = {0};
-    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_service_create(M, &o, &tree, &e), RK_OK, "%s", e.msg);
-    rk_service_set_direct(tree, 0);
+    service_pair(&o, &svc, &tree);
     uint64_t scored, gave_up, t_scored, t_gave_up;
     size_t plain_len;
     uint8_t *plain = make_request(200, 4, &plain_len);
@@ -492,10 +497,7 @@ Test(serve, direct_path_answers_as_the_tree_path_at_a_small_message_limit) {
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     o.max_message_bytes = 2048;
     rk_service *svc, *tree;
-    rk_err e = {0};
-    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_service_create(M, &o, &tree, &e), RK_OK, "%s", e.msg);
-    rk_service_set_direct(tree, 0);
+    service_pair(&o, &svc, &tree);
     uint8_t b[2048];
     char what[64];
     for (int n = 100; n <= 1000; n += 150) { /* n empty candidates, then n with an ad_id each */
@@ -547,10 +549,7 @@ Test(serve, direct_path_layouts_answer_as_the_tree_path) {
     make_bundle();
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     rk_service *svc, *tree;
-    rk_err e = {0};
-    cr_assert_eq(rk_service_create(M, &o, &svc, &e), RK_OK, "%s", e.msg);
-    cr_assert_eq(rk_service_create(M, &o, &tree, &e), RK_OK, "%s", e.msg);
-    rk_service_set_direct(tree, 0);
+    service_pair(&o, &svc, &tree);
     static const char tokens[] = "GGGGMYYYAAAEHX";
     uint64_t x = 88172645463325252ull; /* xorshift64 */
 #define NEXT() xorshift(&x)
