@@ -50,11 +50,6 @@ static rk_status warmup_send(rk_service **svc, int n, const Rankd__V1__RankReque
         rk_err e = {0};
         rk_service_set_deadline(svc[i], 0, NULL, NULL);
         int code = rk_service_handle(svc[i], buf, len, rk_now(), &resp, &rlen, &e);
-        if (!code) { /* and by the tree path, whose buffers (the decode arena) the direct path leaves alone */
-            rk_service_set_direct(svc[i], 0);
-            code = rk_service_handle(svc[i], buf, len, rk_now(), &resp, &rlen, &e);
-            rk_service_set_direct(svc[i], 1);
-        }
         if (code) st = rk_fail(err, RK_EINVAL, "warm-up request failed (gRPC status %d): %s", code, e.msg);
     }
     rk_free(buf);
@@ -63,9 +58,9 @@ static rk_status warmup_send(rk_service **svc, int n, const Rankd__V1__RankReque
 
 rk_status rk_warmup(const rk_model *m, rk_service **svc, int n, int max_candidates, rk_err *err) {
     const rk_model_cfg *c = rk_model_config(m);
-    /* max_candidates candidates, on both of the service's paths: every
-     * buffer a request can reach (decode arena, scorer scratch, reply) is
-     * touched here, on the loading thread,
+    /* max_candidates candidates: every buffer a request of the service's
+     * usual path can reach (scorer scratch, reply; the decode arena where
+     * the model takes the tree path) is touched here, on the loading thread,
      * not by the first calls after the switch (bench-swap: 33-72 minor
      * faults on the worker per swap with 16) */
     size_t nc = max_candidates < 1 ? 1 : (size_t)max_candidates;
