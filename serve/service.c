@@ -794,10 +794,10 @@ typedef struct {
     const size_t *lens; /* NULL, or the values' lengths: checked UTF-8 already */
 } alias_in;
 
-/* The aliases of a side (its seen set started anew). */
-static int side_aliases(rk_service *s, int cand, const alias_in *aliases, int n_aliases, int r0, int r1,
+/* The aliases of a side. check: mark their features in the seen set (0:
+ * known not to be set yet on this side: the direct path's layout). */
+static int side_aliases(rk_service *s, int cand, const alias_in *aliases, int n_aliases, int r0, int r1, int check,
                         rk_err *err) {
-    seen_reset(s->seen);
     int code;
     char fb[80];
     for (int a = 0; a < n_aliases; a++) {
@@ -811,7 +811,7 @@ static int side_aliases(rk_service *s, int cand, const alias_in *aliases, int n_
             continue;
         }
         if (al->n_values == 0) continue;
-        if ((code = mark_seen(s->seen, al->feature, &at, s->cfg->features[al->feature].name, err)))
+        if (check && (code = mark_seen(s->seen, al->feature, &at, s->cfg->features[al->feature].name, err)))
             return code;
         if ((code = add_values(s, al->feature, al->values, al->lens, al->n_values, r0, r1, &at, err)))
             return code;
@@ -823,7 +823,8 @@ static int fill_side(rk_service *s, rk_side side, int cand, size_t n_sparse,
                      Rankd__V1__SparseFeature **sparse, size_t n_dense,
                      Rankd__V1__DenseFeature **dense, const alias_in *aliases, int n_aliases,
                      int r0, int r1, rk_err *err) {
-    int code = side_aliases(s, cand, aliases, n_aliases, r0, r1, err);
+    seen_reset(s->seen); /* a new side */
+    int code = side_aliases(s, cand, aliases, n_aliases, r0, r1, 1, err);
     for (size_t j = 0; j < n_sparse && !code; j++)
         code = side_sparse(s, side, cand, j, sparse[j]->name, strlen(sparse[j]->name), sparse[j]->values, NULL,
                            sparse[j]->n_values, r0, r1, &(int){-1}, err);
@@ -1147,11 +1148,9 @@ static int direct_candidate(rk_service *s, int i, int ad_f, const pbw_field *c) 
             if (n_ad++ || !direct_str(&f)) return GAVE_UP;
             s->adp[i] = (const char *)f.data, s->adlen[i] = f.len;
             if (ad_f < 0 || !f.len) continue;
-            fref at = {i, FR_ALIAS, 0, "ad_id"};
             if (fast && !s->lay_ad) layout_marks(s, i, -1, k), fast = 0;
-            if ((!fast && mark_seen(s->seen, ad_f, &at, "", &e)) ||
-                add_values(s, ad_f, (char **)&s->adp[i], &s->adlen[i], 1, i, i + 1, &at, &e))
-                return GAVE_UP;
+            alias_in al = {ad_f, "ad_id", (char **)&s->adp[i], 1, &s->adlen[i]};
+            if (side_aliases(s, i, &al, 1, i, i + 1, !fast, &e)) return GAVE_UP;
             ad_in = 1;
         } else if (f.num == 2 || f.num == 3) { /* sparse[js] / dense[jd] */
             int dense = f.num == 3;
