@@ -10,11 +10,14 @@
  * and b every 30 s (rk_server_reload), and ApplyUpdates of 16
  * movie_id rows every 100 ms. The process RSS is sampled every 10 s; its
  * slope (least squares, after the first quarter of the run) is the leak
- * signal. Every non-OK answer counts as failed.
+ * signal, beside the slope of the bytes malloc has handed out and not had
+ * back (mallinfo2: all arenas; RSS above it is the allocator's retention,
+ * not a leak). Every non-OK answer counts as failed.
  *
  *   soak [--minutes M] [--dir DIR]
  * Last line: soak: minutes=M requests=N failed=F rss_slope_mb_per_min=X
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -159,6 +162,23 @@ static double rss_mb(void) {
     return kb / 1024.0;
 }
 
+/* Bytes allocated and not yet freed, all arenas and mmapped chunks. */
+static double heap_mb(void) {
+    struct mallinfo2 mi = mallinfo2();
+    return (double)(mi.uordblks + mi.hblkhd) / (1024.0 * 1024.0);
+}
+
+/* Least-squares slope of ys over xs, from x >= x0. */
+static double slope_from(const double *xs, const double *ys, int n, double x0) {
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (xs[i] < x0) continue;
+        sx += xs[i], sy += ys[i], sxx += xs[i] * xs[i], sxy += xs[i] * ys[i], k++;
+    }
+    return k > 1 && k * sxx - sx * sx > 0 ? (k * sxy - sx * sy) / (k * sxx - sx * sx) : 0;
+}
+
 static void make_bundle(const char *dir, uint64_t seed) {
     char *text;
     rk_err e = {0};
@@ -256,14 +276,19 @@ int main(int argc, char **argv) {
     for (long i = 0; i < 2; i++) pthread_create(&cl[i], NULL, client_main, (void *)i);
     pthread_create(&up, NULL, updates_main, NULL);
     int n_s = 0, cap_s = (int)(minutes * 6) + 8, switches = 0;
-    double *ts = malloc((size_t)cap_s * sizeof *ts), *rs = malloc((size_t)cap_s * sizeof *rs);
+    double *ts = malloc((size_t)cap_s * sizeof *ts), *rs = malloc((size_t)cap_s * sizeof *rs),
+           *hs = malloc((size_t)cap_s * sizeof *hs);
     t0 = rk_now();
     double next_switch = t0 + 30, next_sample = t0;
     long failed_switches = 0;
     while (rk_now() - t0 < minutes * 60) {
         double now = rk_now();
         if (now >= next_sample && n_s < cap_s) {
-            ts[n_s] = (now - t0) / 60, rs[n_s++] = rss_mb();
+            ts[n_s] = (now - t0) / 60, rs[n_s] = rss_mb(), hs[n_s] = heap_mb();
+            if (n_s % 6 == 0) /* progress, once a minute */
+                fprintf(stderr, "soak: %.1f min: rss_mb=%.1f heap_inuse_mb=%.1f requests=%ld failed=%ld\n", ts[n_s],
+                        rs[n_s], hs[n_s], atomic_load(&n_ok) + atomic_load(&n_failed), atomic_load(&n_failed));
+            n_s++;
             next_sample += 10;
         }
         if (now >= next_switch) {
@@ -282,19 +307,15 @@ int main(int argc, char **argv) {
     pthread_join(up, NULL);
     rk_server_stop(srv, NULL);
     rk_model_destroy(m);
-    /* slope after the first quarter (warm-up: caches, arenas, RocksDB) */
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
-    int k = 0;
-    for (int i = 0; i < n_s; i++) {
-        if (ts[i] < minutes / 4) continue;
-        sx += ts[i], sy += rs[i], sxx += ts[i] * ts[i], sxy += ts[i] * rs[i], k++;
-    }
-    double slope = k > 1 && k * sxx - sx * sx > 0 ? (k * sxy - sx * sy) / (k * sxx - sx * sx) : 0;
+    /* slopes after the first quarter (warm-up: caches, arenas, RocksDB) */
+    double slope = slope_from(ts, rs, n_s, minutes / 4), hslope = slope_from(ts, hs, n_s, minutes / 4);
     printf("soak: switches=%d failed_switches=%ld updates=%ld rss_first_mb=%.1f rss_last_mb=%.1f samples=%d\n", switches,
            failed_switches, atomic_load(&n_updates), n_s ? rs[0] : 0, n_s ? rs[n_s - 1] : 0, n_s);
+    printf("soak: heap_inuse_first_mb=%.1f heap_inuse_last_mb=%.1f heap_inuse_slope_mb_per_min=%.3f\n",
+           n_s ? hs[0] : 0, n_s ? hs[n_s - 1] : 0, hslope);
     printf("soak: minutes=%.1f requests=%ld failed=%ld rss_slope_mb_per_min=%.3f\n", minutes,
            atomic_load(&n_ok) + atomic_load(&n_failed), atomic_load(&n_failed) + failed_switches, slope);
-    free(ts), free(rs);
+    free(ts), free(rs), free(hs);
     for (int i = 0; i < N_REQ; i++) free(reqs[i]);
     rk_rm_rf(dir, NULL);
     return atomic_load(&n_failed) + failed_switches ? 1 : 0;
