@@ -72,7 +72,8 @@
  * (SCHED_IDLE: 2.31-2.43; bench/RESULTS.md).
  * At --log-level debug every load and unload logs one line with each
  * phase's wall and CPU time and minor faults on its thread (open, ram,
- * schema, warm-up, switch; drain, close).
+ * schema, warm-up, switch; drain, close, trim: freed memory given back to
+ * the system, ver_retire).
  * An Admin call is bound to a
  * completion queue of its own (acq, GRPC_CQ_NON_POLLING: nobody polls I/O
  * through it): its reply batch, started by the admin thread (which mostly
@@ -112,6 +113,7 @@
 #define _GNU_SOURCE /* SCHED_IDLE */
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <sched.h>
@@ -461,6 +463,13 @@ static void ver_retire(rk_server *s, model_ver *v, vclock *vc) {
     vclock_mark(vc, "drain");
     ver_release(v); /* here, or (after the timeout) by the last call on it */
     vclock_mark(vc, "close");
+#ifdef __GLIBC__
+    /* the version's memory back to the system: glibc keeps what is freed
+     * inside a thread arena's heap (only its top is trimmed), and loads run
+     * on short-lived threads whose arenas hold each version's scorers */
+    malloc_trim(0);
+    vclock_mark(vc, "trim");
+#endif
 }
 
 /* The model named name[len] (len 0: the only one when a single model is
