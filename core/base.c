@@ -99,9 +99,24 @@ static const char *log_program = "rankd";
 
 void rk_log_set_program(const char *name) { log_program = (name && *name) ? name : "rankd"; }
 
+/* src into dst[cap] with every control byte (< 0x20, 0x7f) written as \n,
+ * \r, \t or \xNN: a message that carries a client's string (a model
+ * name, a request id) stays one line and cannot forge another. */
+static void log_escape(const char *src, char *dst, size_t cap) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && o + 5 < cap; p++) {
+        unsigned c = *p;
+        const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+        if (c >= 0x20 && c != 0x7f) dst[o++] = (char)c;
+        else if (named) dst[o++] = named[0], dst[o++] = named[1];
+        else o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", c);
+    }
+    dst[o] = 0;
+}
+
 void rk_log(rk_log_level lvl, const char *fmt, ...) {
     if ((int)lvl < log_threshold()) return;
-    char ts[40], msg[1024];
+    char ts[40], msg[1024], line[4 * sizeof msg];
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -113,17 +128,22 @@ void rk_log(rk_log_level lvl, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (!log_json) {
-        fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, msg);
+        log_escape(msg, line, sizeof line);
+        fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, line);
         return;
     }
     /* one JSON object per line; jansson escapes the message (no allocation
      * failure path worth more than falling back to the text line) */
     static const char *lv[] = {"debug", "info", "warn", "error"};
     json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", lv[lvl], "program", log_program, "msg", msg);
-    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-    if (line) fprintf(stderr, "%s\n", line);
-    else fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, msg);
-    free(line);
+    char *js = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    if (js) {
+        fprintf(stderr, "%s\n", js);
+    } else {
+        log_escape(msg, line, sizeof line);
+        fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, line);
+    }
+    free(js);
     json_decref(o);
 }
 

@@ -686,6 +686,19 @@ Test(core, log_prefix_names_the_program, .init = cr_redirect_stderr) {
     cr_assert(strncmp(b, "rankd E ", 8) == 0, "got '%s'", b);
 }
 
+/* A client's string in a message cannot start a line of its own: control
+ * bytes are escaped (text lines; --log-json has jansson's escapes). */
+Test(core, log_lines_escape_control_bytes, .init = cr_redirect_stderr) {
+    rk_log(RK_LOG_ERROR, "model_name: '%s' is not served", "x\nrankd E 2026-01-01T00:00:00.000Z FORGED\r\t\x01\x7f");
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char a[512] = {0}, b[64] = {0};
+    cr_assert_not_null(fgets(a, sizeof a, f));
+    cr_expect_null(fgets(b, sizeof b, f), "a second line: '%s'", b);
+    cr_expect(strstr(a, "Z model_name: 'x\\nrankd E 2026-01-01T00:00:00.000Z FORGED\\r\\t\\x01\\x7f' is not served\n") != NULL,
+              "got '%s'", a);
+}
+
 Test(core, path_parent) {
     char p[64];
     rk_path_parent("a/b/c", p, sizeof p);
