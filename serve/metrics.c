@@ -411,6 +411,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return ret;
 }
 
+/* libmicrohttpd's own messages (mostly a client's doing: a connection
+ * closed mid-request, the limit reached) through rankd's log, at debug:
+ * one per connection would flood the log, and raw stderr lines would
+ * break --log-json. */
+static void on_httpd_message(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    if (!rk_log_enabled(RK_LOG_DEBUG)) return;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = 0;
+    rk_debug("metrics http: %s", msg);
+}
+
+/* Connections: a scraper needs one; MHD_CONNECTIONS in all, MHD_PER_IP from
+ * one address, an idle one closed after MHD_IDLE_S, so a client holding
+ * connections open does not shut the scrapers out. */
+#define MHD_CONNECTIONS 64u
+#define MHD_PER_IP 8u
+#define MHD_IDLE_S 5u
+
 rk_status rk_live_listen(rk_live *m, const char *hostport, int *bound_port, rk_err *err) {
     char host[256];
     const char *colon = strrchr(hostport, ':');
@@ -427,11 +447,12 @@ rk_status rk_live_listen(rk_live *m, const char *hostport, int *bound_port, rk_e
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai;
     if (getaddrinfo(host, colon + 1, &hints, &ai))
         return rk_fail(err, RK_EINVAL, "metrics-listen '%s': cannot resolve the host or port", hostport);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     m->httpd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                                MHD_OPTION_END);
+                                MHD_OPTION_EXTERNAL_LOGGER, on_httpd_message, NULL,
+                                MHD_OPTION_CONNECTION_LIMIT, MHD_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                MHD_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, MHD_IDLE_S, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!m->httpd) return rk_fail(err, RK_EIO, "cannot listen for metrics on %s: address in use or invalid", hostport);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(m->httpd, MHD_DAEMON_INFO_BIND_PORT);

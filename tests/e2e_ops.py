@@ -7,7 +7,9 @@ ports picked free, and checks what an operator relies on:
            family named in README "Metrics" present; requests by status,
            candidates scored, histogram counts and sums against the calls
            this test sent (server total <= client wall time; stages sum to
-           at most the total); queue/worker gauges; 404 elsewhere.
+           at most the total); queue/worker gauges; 404 elsewhere; a
+           client holding many half-sent requests open does not keep the
+           scrapers out past the idle timeout.
 Prints one summary line. Run with /usr/bin/python3 (c-stack.md §1).
 
   e2e_ops.py --bin-dir BUILD/bin --source-dir SRC [--keep]
@@ -16,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -227,6 +230,22 @@ def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, hea
             code = e.code
         if code != 404:
             fail("metrics: /nope answered %r, want 404" % code)
+        # 70 half-sent requests held open (more than the 64 connections and
+        # the 8 per address rankd takes): closed as idle after 5 s, after
+        # which a scrape gets through while they are still held
+        held = []
+        for _ in range(70):
+            c = socket.create_connection(("127.0.0.1", r.metrics_port), timeout=10)
+            c.sendall(b"GET /metrics HTTP/1.1\r\n")
+            held.append(c)
+        time.sleep(6)
+        try:
+            scrape(r.metrics_port)
+        except OSError as e:
+            fail("metrics: a scrape 6 s after 70 half-sent requests: %s" % e)
+        finally:
+            for c in held:
+                c.close()
         return "metrics=ok requests=%d candidates=%d total_s=%.4f wall_s=%.4f cache_hits=%d cache_misses=%d" % (
             n_ok, cand, sums["total"], wall, hits, miss)
     finally:
@@ -605,6 +624,10 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
         time.sleep(1.2)
         health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)  # ends the episode
         r.wait_log(r"overload over: \d+ calls rejected")
+        for _ in range(3):  # libmicrohttpd's complaint is a rankd log line, not raw stderr
+            c = socket.create_connection(("127.0.0.1", r.metrics_port), timeout=10)
+            c.sendall(b"GET /metrics HTTP/1.1\r\n")
+            c.close()
         s, _ = parse(scrape(r.metrics_port)[1])
         ch.close()
     finally:
