@@ -26,6 +26,13 @@ extern ProtobufCAllocator rk_pb_allocator;
  * which unpack then refuses. */
 int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *msg, size_t cap);
 
+/* Strict UTF-8 (RFC 3629) of p[0, n) with no NUL (wire.c): what every
+ * request string must be, so a client can decode the text rankd echoes. */
+int rk_utf8_ok(const unsigned char *p, size_t n);
+/* The longest prefix of s[0, len) of at most max bytes that does not end
+ * inside a UTF-8 sequence (for echoing a client's string, shortened). */
+size_t rk_utf8_prefix(const char *s, size_t len, size_t max);
+
 /* rankd's own RankRequest decoder (decode.c): 0 and *out (allocated
  * through a, with one copy of buf that its strings and bytes fields point
  * into: buf need not outlive it) for a request that both

@@ -515,7 +515,9 @@ static model_ver *ver_route(rk_server *s, const char *name, size_t nlen, const c
     } else if (!sm) {
         list_names(s, NULL, list, sizeof list);
         *code = nlen ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INVALID_ARGUMENT;
-        if (nlen) snprintf(msg, cap, "model_name: '%.*s' is not served here (serving %s)", (int)(nlen > 64 ? 64 : nlen), name, list);
+        if (nlen)
+            snprintf(msg, cap, "model_name: '%.*s' is not served here (serving %s)", (int)rk_utf8_prefix(name, nlen, 64),
+                     name, list);
         else snprintf(msg, cap, "model_name: required, %d models are served (%s)", s->n_models, list);
     } else if (!vlen) {
         v = sm->v[0];
@@ -525,7 +527,8 @@ static model_ver *ver_route(rk_server *s, const char *name, size_t nlen, const c
         if (!v) {
             list_names(s, sm, list, sizeof list);
             *code = GRPC_STATUS_NOT_FOUND;
-            snprintf(msg, cap, "model_version: '%.*s' is not served here (serving %s)", (int)(vlen > 64 ? 64 : vlen), ver, list);
+            snprintf(msg, cap, "model_version: '%.*s' is not served here (serving %s)", (int)rk_utf8_prefix(ver, vlen, 64),
+                     ver, list);
         }
     }
     if (v) atomic_fetch_add(&v->refs, 1);
@@ -807,11 +810,16 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
          * ones logged and checked (rk_pb_check refuses it for every other field) */
         const char *nul_n = rt.nlen ? memchr(rt.name, 0, rt.nlen) : NULL, *nul_v = rt.vlen ? memchr(rt.ver, 0, rt.vlen) : NULL;
         model_ver *v = NULL;
+        int bad_n = !nul_n && !rk_utf8_ok((const unsigned char *)rt.name, rt.nlen),
+            bad_v = !nul_v && !rk_utf8_ok((const unsigned char *)rt.ver, rt.vlen);
         if (nul_n || nul_v) {
             code = GRPC_STATUS_INVALID_ARGUMENT;
             snprintf(msg, sizeof msg, "%s: a NUL byte inside the string (byte %zu of %zu)",
                      nul_n ? "model_name" : "model_version", nul_n ? (size_t)(nul_n - rt.name) + 1 : (size_t)(nul_v - rt.ver) + 1,
                      nul_n ? rt.nlen : rt.vlen);
+        } else if (bad_n || bad_v) { /* echoed in NOT_FOUND otherwise: the client could not decode it */
+            code = GRPC_STATUS_INVALID_ARGUMENT;
+            snprintf(msg, sizeof msg, "%s: invalid UTF-8", bad_n ? "model_name" : "model_version");
         } else {
             v = ver_route(s, rt.name, rt.nlen, rt.ver, rt.vlen, &code, msg, sizeof msg);
         }
@@ -865,15 +873,19 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         c->status_details = grpc_slice_from_static_string("request is not a valid rankd.v1.ApplyUpdatesRequest");
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
-    rk_err err = {0};
-    rk_status st = rk_model_apply_updates(v->m, req->member, req->table, req->rows, req->n_rows, req->values,
-                                          req->n_values, &err);
+    const char *bad = req->table && !rk_utf8_ok((const unsigned char *)req->table, strlen(req->table)) ? "table"
+                      : req->member && !rk_utf8_ok((const unsigned char *)req->member, strlen(req->member)) ? "member"
+                                                                                                              : NULL;
+    rk_err err = {0}; /* a name that is not UTF-8 is refused, not echoed (the client could not decode it) */
+    rk_status st = bad ? rk_fail(&err, RK_EINVAL, "%s: invalid UTF-8", bad)
+                       : rk_model_apply_updates(v->m, req->member, req->table, req->rows, req->n_rows, req->values,
+                                                req->n_values, &err);
     grpc_status_code code = GRPC_STATUS_OK;
     {
         char *peer = grpc_call_get_peer(c->call);
         rk_info("admin: update by %s (peer %s): model %s version %s member '%s' table '%s' rows %zu: %s", who,
-                peer ? peer : "?", v->name, v->label, req->member ? req->member : "", req->table ? req->table : "",
-                req->n_rows, st == RK_OK ? "applied" : err.msg);
+                peer ? peer : "?", v->name, v->label, bad || !req->member ? "" : req->member,
+                bad || !req->table ? "" : req->table, req->n_rows, st == RK_OK ? "applied" : err.msg);
         gpr_free(peer);
     }
     if (st == RK_OK) {
@@ -955,9 +967,15 @@ static grpc_status_code handle_health(call_ctx *c) {
         set_reply(c, buf, len);
     } else {
         char msg[160];
-        snprintf(msg, sizeof msg, "unknown service '%.100s'", svc);
+        size_t len = strlen(svc);
+        if (rk_utf8_ok((const unsigned char *)svc, len)) {
+            snprintf(msg, sizeof msg, "unknown service '%.*s'", (int)rk_utf8_prefix(svc, len, 100), svc);
+            code = GRPC_STATUS_NOT_FOUND;
+        } else {
+            snprintf(msg, sizeof msg, "service: invalid UTF-8");
+            code = GRPC_STATUS_INVALID_ARGUMENT;
+        }
         c->status_details = grpc_slice_from_copied_string(msg);
-        code = GRPC_STATUS_NOT_FOUND;
     }
     grpc__health__v1__health_check_request__free_unpacked(req, &rk_pb_allocator);
     return code;
@@ -1039,9 +1057,15 @@ static grpc_status_code handle_metadata(call_ctx *c) {
         /* status_details set above */
     } else if (want[0] && !r.n_models) {
         char msg[200];
-        snprintf(msg, sizeof msg, "model_name: '%.100s' is not served here", want);
+        size_t len = strlen(want);
+        if (rk_utf8_ok((const unsigned char *)want, len)) {
+            snprintf(msg, sizeof msg, "model_name: '%.*s' is not served here", (int)rk_utf8_prefix(want, len, 100), want);
+            code = GRPC_STATUS_NOT_FOUND;
+        } else {
+            snprintf(msg, sizeof msg, "model_name: invalid UTF-8");
+            code = GRPC_STATUS_INVALID_ARGUMENT;
+        }
         c->status_details = grpc_slice_from_copied_string(msg);
-        code = GRPC_STATUS_NOT_FOUND;
     } else {
         r.models = mp;
         size_t len = rankd__v1__get_metadata_response__get_packed_size(&r);

@@ -126,3 +126,50 @@ int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t 
     msg[0] = 0;
     return check(d, buf, buf + len, &at, 0, msg, cap) < 0 ? -1 : 0;
 }
+
+/* Strict UTF-8 (RFC 3629) of p[0, n), with no NUL: no overlongs, no
+ * surrogates, nothing above U+10FFFF. ASCII goes 8 bytes at a time. */
+int rk_utf8_ok(const unsigned char *p, size_t n) {
+    const uint64_t lo = 0x0101010101010101ull, hi = 0x8080808080808080ull;
+    if (n <= 8) { /* most names and values: two overlapping 4-byte words, none past p + n */
+        uint32_t a, b;
+        if (n >= 4) memcpy(&a, p, 4), memcpy(&b, p + n - 4, 4);
+        else if (n >= 2) a = b = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[n - 1] << 16 | 0x01000000u;
+        else a = b = n ? (uint32_t)p[0] | 0x01010100u : 0x01010101u;
+        if (!(((a | b) | ((a - (uint32_t)lo) & ~a) | ((b - (uint32_t)lo) & ~b)) & (uint32_t)hi)) return 1;
+    }
+    size_t i = 0;
+    while (i < n) {
+        uint64_t w;
+        if (i + 8 <= n && (memcpy(&w, p + i, 8), !((w | ((w - lo) & ~w)) & hi))) { /* 8 ASCII, no NUL */
+            i += 8;
+            continue;
+        }
+        unsigned c = p[i++];
+        if (c && c < 0x80) continue;
+        int k;
+        unsigned lo8 = 0x80, hi8 = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c == 0xE0) k = 2, lo8 = 0xA0;
+        else if (c >= 0xE1 && c <= 0xEC) k = 2;
+        else if (c == 0xED) k = 2, hi8 = 0x9F;
+        else if (c >= 0xEE && c <= 0xEF) k = 2;
+        else if (c == 0xF0) k = 3, lo8 = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3) k = 3;
+        else if (c == 0xF4) k = 3, hi8 = 0x8F;
+        else return 0; /* NUL, a continuation byte, C0, C1, F5..FF */
+        if (n - i < (size_t)k) return 0;
+        for (int j = 0; j < k; j++, i++) {
+            if (p[i] < lo8 || p[i] > hi8) return 0;
+            lo8 = 0x80;
+            hi8 = 0xBF;
+        }
+    }
+    return 1;
+}
+
+size_t rk_utf8_prefix(const char *s, size_t len, size_t max) {
+    if (len <= max) return len;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--; /* s[max]: a continuation byte */
+    return max;
+}

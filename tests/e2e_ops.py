@@ -351,6 +351,20 @@ def check_repository(a, tmp, bundle, ml, grpc, rank_pb2, rank_pb2_grpc, health_p
         code, det = rank_err(stub, req)
         if code != grpc.StatusCode.NOT_FOUND or not det.startswith("model_name: 'nope' is not served here"):
             fail("repository: unknown model: %s %r" % (code, det))
+        # a name that is not UTF-8 is refused, not echoed (the client could
+        # not decode it); a long one is echoed cut at a character boundary
+        raw = ch.unary_unary("/rankd.v1.Ranker/Rank")  # bytes in, bytes out
+        for tag, field in ((b"\x12", "model_name"), (b"\x1a", "model_version")):
+            try:
+                raw(req.SerializeToString() + tag + b"\x02\xff\xfe", timeout=30)
+                fail("repository: %s not UTF-8 was answered" % field)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.INVALID_ARGUMENT or e.details() != field + ": invalid UTF-8":
+                    fail("repository: %s not UTF-8: %s %r" % (field, e.code(), e.details()))
+        req.model_name = "n" * 63 + "\u00e9"
+        code, det = rank_err(stub, req)
+        if code != grpc.StatusCode.NOT_FOUND or not det.startswith("model_name: '%s' is not served here" % ("n" * 63)):
+            fail("repository: a long unknown model name: %s %r" % (code, det))
         for name in ("ml", "other"):
             req.model_name = name
             if len(stub.Rank(req, timeout=30).scores) != 2:
