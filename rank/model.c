@@ -422,6 +422,9 @@ rk_status rk_model_apply_updates(rk_model *m, const char *member, const char *ta
     if (n_values != n_rows * (size_t)dim)
         return rk_fail(err, RK_EINVAL, "values: expected rows x dim = %zu x %d = %zu floats, got %zu", n_rows, dim,
                        n_rows * (size_t)dim, n_values);
+    /* the request's own faults, named by field (the store's would carry its path) */
+    if (rk_store_check_update(t->store, t->store_table[f], rows, n_rows, values, err))
+        return rk_err_prefix(err, "table '%s'", table);
     free_updates(atomic_exchange(&t->ram_done, NULL));
     struct rk_ram_update *u = NULL;
     if (t->tables[f]) {

@@ -1319,22 +1319,31 @@ static rk_status reopen_db(rk_store *s, rk_err *err) {
     return st;
 }
 
+rk_status rk_store_check_update(const rk_store *s, int t, const uint64_t *rows, size_t n, const float *data,
+                                rk_err *err) {
+    RK_ASSERT(t >= 0 && t < s->n_tables);
+    const rk_store_table *tb = &s->tabs[t];
+    const size_t dim = (size_t)tb->m.dim;
+    for (size_t i = 0; i < n; i++)
+        if (rows[i] >= tb->m.rows)
+            return rk_fail(err, RK_EINVAL, "rows[%zu]: %llu outside the table's %llu rows", i,
+                           (unsigned long long)rows[i], (unsigned long long)tb->m.rows);
+    /* Bounded like dense inputs: larger values overflow float32 tower math. */
+    for (size_t i = 0; i < n * dim; i++)
+        if (!isfinite(data[i]) || fabsf(data[i]) > RK_STORE_MAX_ABS)
+            return rk_fail(err, RK_ENUMERIC, "values[%zu] (rows[%zu], column %zu): %g is not finite or beyond +-%g", i,
+                           i / dim, i % dim, (double)data[i], (double)RK_STORE_MAX_ABS);
+    return RK_OK;
+}
+
 rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data, rk_err *err) {
     RK_ASSERT(t >= 0 && t < s->n_tables);
     rk_store_table *tb = &s->tabs[t];
     if (!s->o.writable && !s->tier)
         return rk_fail(err, RK_EINVAL, "store %s: opened read-only; updates need opts.writable or a Redis tier", s->path);
     if (n == 0) return RK_OK;
-    for (size_t i = 0; i < n; i++)
-        if (rows[i] >= tb->m.rows)
-            return rk_fail(err, RK_EINVAL, "store %s: table '%s' update %zu: row %llu outside the table's %llu rows", s->path,
-                           tb->m.name, i, (unsigned long long)rows[i], (unsigned long long)tb->m.rows);
-    /* Bounded like dense inputs: larger values overflow float32 tower math. */
-    for (size_t i = 0; i < n * (size_t)tb->m.dim; i++)
-        if (!isfinite(data[i]) || fabsf(data[i]) > RK_STORE_MAX_ABS)
-            return rk_fail(err, RK_ENUMERIC, "store %s: table '%s' update %zu (row %llu) column %zu is not finite or beyond +-%g",
-                           s->path, tb->m.name, i / (size_t)tb->m.dim, (unsigned long long)rows[i / (size_t)tb->m.dim],
-                           i % (size_t)tb->m.dim, RK_STORE_MAX_ABS);
+    if (rk_store_check_update(s, t, rows, n, data, err))
+        return rk_err_prefix(err, "store %s: table '%s'", s->path, tb->m.name);
     unsigned char *enc = rk_malloc(n * tb->row_bytes);
     if (!enc) return rk_fail(err, RK_ENOMEM, "store %s: out of memory for %zu updates", s->path, n);
     for (size_t i = 0; i < n; i++)

@@ -268,6 +268,12 @@ rk_status rk_store_scan(rk_store *s, int t, int (*fn)(void *ctx, uint64_t key, c
  * acknowledged. Thread-safe (writers serialize). */
 rk_status rk_store_apply(rk_store *s, int t, const uint64_t *rows, size_t n, const float *data,
                          rk_err *err);
+/* rk_store_apply's checks of rows and data alone, its errors naming the
+ * request's fields ("rows[2]: ...", "values[17] (rows[1], column 1): ...")
+ * without the store's path (rk_store_apply prefixes it): for a server that
+ * answers a remote caller. */
+rk_status rk_store_check_update(const rk_store *s, int t, const uint64_t *rows, size_t n, const float *data,
+                                rk_err *err);
 
 /* Compact table t's whole key range now (blocks until done), folding online
  * updates into the bottom level. Writable stores only (else RK_EINVAL). */

@@ -1173,8 +1173,8 @@ Test(serve, online_update_is_served_next_and_survives_restart, .timeout = 240) {
         } bad[] = {
             {"nope", 1, 16, 0.f, 5, "table: no embedding table 'nope'"},
             {"movie_id", 1, 15, 0.f, 3, "values: expected rows x dim = 1 x 16 = 16 floats, got 15"},
-            {"movie_id", 16384, 16, 0.f, 3, "row 16384 outside the table's 16384 rows"},
-            {"movie_id", 1, 16, NAN, 3, "is not finite"},
+            {"movie_id", 16384, 16, 0.f, 3, "table 'movie_id': rows[0]: 16384 outside the table's 16384 rows"},
+            {"movie_id", 1, 16, NAN, 3, "table 'movie_id': values[3] (rows[0], column 3): nan is not finite"},
             {"year", 1, 16, 0.f, 5, "table: no embedding table 'year'"},
         };
         for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
@@ -1186,6 +1186,7 @@ Test(serve, online_update_is_served_next_and_survives_restart, .timeout = 240) {
             free(u);
             cr_assert_eq(code, bad[k].code, "bad update %zu: code %d (%s)", k, code, msg);
             cr_assert(strstr(msg, bad[k].says), "bad update %zu: '%s' does not say '%s'", k, msg, bad[k].says);
+            cr_assert(!strstr(msg, dir), "bad update %zu: '%s' shows the server's path", k, msg);
         }
         cr_assert_eq(call(c, "/rankd.v1.Admin/ApplyUpdates", (const uint8_t *)"\xff\xff", 2, NULL, msg, sizeof msg), 3);
         scores_of(c, req, len, got, N, NULL, 0); /* failed updates changed nothing */
