@@ -944,6 +944,24 @@ void rk_server_drain(rk_server *s) {
     watch_notify(s);
 }
 
+/* NOT_FOUND for the name a client asked for: "<pre>'<what>'<post>", what
+ * cut at 100 bytes on a character boundary; INVALID_ARGUMENT "<field>:
+ * invalid UTF-8" when what cannot be echoed (the client could not decode it). */
+static grpc_status_code not_found(call_ctx *c, const char *field, const char *pre, const char *what,
+                                  const char *post) {
+    char msg[256];
+    size_t len = strlen(what);
+    grpc_status_code code = GRPC_STATUS_NOT_FOUND;
+    if (rk_utf8_ok((const unsigned char *)what, len)) {
+        snprintf(msg, sizeof msg, "%s'%.*s'%s", pre, (int)rk_utf8_prefix(what, len, 100), what, post);
+    } else {
+        snprintf(msg, sizeof msg, "%s: invalid UTF-8", field);
+        code = GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    c->status_details = grpc_slice_from_copied_string(msg);
+    return code;
+}
+
 static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
     atomic_fetch_add_explicit(&s->g.health, 1, memory_order_relaxed);
@@ -966,16 +984,7 @@ static grpc_status_code handle_health(call_ctx *c) {
         size_t len = grpc__health__v1__health_check_response__pack(&r, buf);
         set_reply(c, buf, len);
     } else {
-        char msg[160];
-        size_t len = strlen(svc);
-        if (rk_utf8_ok((const unsigned char *)svc, len)) {
-            snprintf(msg, sizeof msg, "unknown service '%.*s'", (int)rk_utf8_prefix(svc, len, 100), svc);
-            code = GRPC_STATUS_NOT_FOUND;
-        } else {
-            snprintf(msg, sizeof msg, "service: invalid UTF-8");
-            code = GRPC_STATUS_INVALID_ARGUMENT;
-        }
-        c->status_details = grpc_slice_from_copied_string(msg);
+        code = not_found(c, "service", "unknown service ", svc, "");
     }
     grpc__health__v1__health_check_request__free_unpacked(req, &rk_pb_allocator);
     return code;
@@ -1056,16 +1065,7 @@ static grpc_status_code handle_metadata(call_ctx *c) {
     if (code != GRPC_STATUS_OK) {
         /* status_details set above */
     } else if (want[0] && !r.n_models) {
-        char msg[200];
-        size_t len = strlen(want);
-        if (rk_utf8_ok((const unsigned char *)want, len)) {
-            snprintf(msg, sizeof msg, "model_name: '%.*s' is not served here", (int)rk_utf8_prefix(want, len, 100), want);
-            code = GRPC_STATUS_NOT_FOUND;
-        } else {
-            snprintf(msg, sizeof msg, "model_name: invalid UTF-8");
-            code = GRPC_STATUS_INVALID_ARGUMENT;
-        }
-        c->status_details = grpc_slice_from_copied_string(msg);
+        code = not_found(c, "model_name", "model_name: ", want, " is not served here");
     } else {
         r.models = mp;
         size_t len = rankd__v1__get_metadata_response__get_packed_size(&r);
