@@ -176,15 +176,19 @@ static int same(const char *x, const char *y, size_t n) {
     return d == 0;
 }
 
+/* Exactly one authorization entry, and it is the token: a call that also
+ * carries other credentials is refused rather than let in by one of them. */
 static int bearer_ok(const rk_auth *a, const grpc_metadata_array *md) {
+    int entries = 0, ok = 0;
     for (size_t i = 0; i < md->count; i++) {
         const grpc_metadata *m = &md->metadata[i];
         if (GRPC_SLICE_LENGTH(m->key) != 13 || memcmp(GRPC_SLICE_START_PTR(m->key), "authorization", 13)) continue;
         size_t n = GRPC_SLICE_LENGTH(m->value);
         const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
-        if (n == 7 + a->token_len && !memcmp(v, "Bearer ", 7) && same(v + 7, a->token, a->token_len)) return 1;
+        entries++;
+        ok = n == 7 + a->token_len && !memcmp(v, "Bearer ", 7) && same(v + 7, a->token, a->token_len);
     }
-    return 0;
+    return entries == 1 && ok;
 }
 
 /* The client certificate's CN when it is on the allow list: 1 and *cn set. */

@@ -522,7 +522,9 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
                     grpc.StatusCode.UNAVAILABLE, "security: plaintext call to a TLS port")
         plain.close()
         admin = rank_pb2_grpc.AdminStub(ch)
-        for md in ([], [("authorization", "Bearer wrong-token-0123456789")]):
+        right = ("authorization", "Bearer s3cret-token-0123456789")
+        for md in ([], [("authorization", "Bearer wrong-token-0123456789")],
+                   [("authorization", "Bearer wrong-token-0123456789"), right]):  # ambiguous: refused
             expect_code(lambda: admin.ApplyUpdates(upd, metadata=md, timeout=10),
                         grpc.StatusCode.UNAUTHENTICATED, "security: Admin without the token")
         res = admin.ApplyUpdates(upd, metadata=[("authorization", "Bearer s3cret-token-0123456789")], timeout=30)
@@ -532,7 +534,7 @@ def check_security(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, he
             fail("security: no update log line (see %s)" % r.log)
         s, _ = parse(scrape(r.metrics_port)[1])
         lab = {"model": mj["name"], "version": mj["version"]}
-        if get(s, "rankd_admin_denied_total") != 2 or get(s, "rankd_updates_applied_rows_total", **lab) != 2:
+        if get(s, "rankd_admin_denied_total") != 3 or get(s, "rankd_updates_applied_rows_total", **lab) != 2:
             fail("security: metrics denied=%r rows=%r" % (get(s, "rankd_admin_denied_total"),
                                                         get(s, "rankd_updates_applied_rows_total", **lab)))
         ch.close()
