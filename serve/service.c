@@ -1346,8 +1346,8 @@ static int tree_request(rk_service *s, const uint8_t *req_bytes, size_t len, Ran
     return score_request(s, *req, lookup_us, model_us, err);
 }
 
-/* rk_service_handle by the direct path (direct; GAVE_UP when its response
- * is refused, for the tree path to answer) or the tree path. */
+/* rk_service_handle by the direct path (direct: GAVE_UP when it gives up,
+ * for the tree path to answer) or by the tree path. */
 static int handle_with(rk_service *s, const uint8_t *req_bytes, size_t len, double t0, const uint8_t **resp,
                        size_t *resp_len, rk_err *err, int direct) {
     *resp = NULL;
@@ -1361,18 +1361,11 @@ static int handle_with(rk_service *s, const uint8_t *req_bytes, size_t len, doub
             s->out_cap = s->out_warm;
         }
     }
-    /* the direct path for plain requests; when it gives up, the tree path */
     Rankd__V1__RankRequest head, *req = &head;
     double t_decoded = 0, lookup_us = 0, model_us = 0;
-    int code = direct ? direct_request(s, req_bytes, len, &head, &t_decoded, &lookup_us, &model_us, err) : GAVE_UP;
-    if (direct) s->direct_n[code == GAVE_UP]++;
-    if (code == GAVE_UP) {
-        arena_reset(&s->ar);
-        lookup_us = model_us = 0;
-        direct = 0;
-        code = tree_request(s, req_bytes, len, &req, &t_decoded, &lookup_us, &model_us, err);
-    }
-    if (code) {
+    int code = direct ? direct_request(s, req_bytes, len, &head, &t_decoded, &lookup_us, &model_us, err)
+                      : tree_request(s, req_bytes, len, &req, &t_decoded, &lookup_us, &model_us, err);
+    if (code) { /* GAVE_UP too */
         arena_reset(&s->ar);
         return code;
     }
@@ -1429,7 +1422,6 @@ static int handle_with(rk_service *s, const uint8_t *req_bytes, size_t len, doub
         /* the tree path may refuse such a request before (its decoding's
          * memory bound): its answer is the one */
         arena_reset(&s->ar);
-        s->direct_n[0]--, s->direct_n[1]++;
         return GAVE_UP;
     }
     if (need > (size_t)s->o.max_message_bytes) {
@@ -1465,7 +1457,8 @@ static int handle_with(rk_service *s, const uint8_t *req_bytes, size_t len, doub
 
 int rk_service_handle(rk_service *s, const uint8_t *req_bytes, size_t len, double t0,
                       const uint8_t **resp, size_t *resp_len, rk_err *err) {
-    int code = handle_with(s, req_bytes, len, t0, resp, resp_len, err, s->direct);
+    int code = s->direct ? handle_with(s, req_bytes, len, t0, resp, resp_len, err, 1) : GAVE_UP;
+    if (s->direct) s->direct_n[code == GAVE_UP]++;
     return code == GAVE_UP ? handle_with(s, req_bytes, len, t0, resp, resp_len, err, 0) : code;
 }
 
