@@ -545,6 +545,24 @@ typedef struct {
     size_t nlen, vlen, idlen;
 } route;
 
+/* -1 and msg when model_name or model_version is not UTF-8: a NUL would
+ * make the names the router compares differ from the ones logged and
+ * checked (rk_pb_check refuses it for every other field), and a name that is
+ * not UTF-8 would be echoed in NOT_FOUND, undecodable by the client. One
+ * UTF-8 check of each; the NUL is looked for only on a failure. */
+static int route_names_bad(const route *rt, char *msg, size_t cap) {
+    int ok_n = rk_utf8_ok((const unsigned char *)rt->name, rt->nlen);
+    int ok_v = rk_utf8_ok((const unsigned char *)rt->ver, rt->vlen);
+    if (ok_n && ok_v) return 0;
+    const char *nul_n = ok_n ? NULL : memchr(rt->name, 0, rt->nlen), *nul_v = ok_v ? NULL : memchr(rt->ver, 0, rt->vlen);
+    if (nul_n || nul_v)
+        snprintf(msg, cap, "%s: a NUL byte inside the string (byte %zu of %zu)", nul_n ? "model_name" : "model_version",
+                 nul_n ? (size_t)(nul_n - rt->name) + 1 : (size_t)(nul_v - rt->ver) + 1, nul_n ? rt->nlen : rt->vlen);
+    else
+        snprintf(msg, cap, "%s: invalid UTF-8", ok_n ? "model_version" : "model_name");
+    return -1;
+}
+
 /* request_id, model_name and model_version of a RankRequest (the last of
  * each, as protobuf reads them), for routing and the access log; -1 when
  * the bytes are malformed (pbwire.h: the service then says why). */
@@ -806,23 +824,9 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
     } else {
         route rt;
         if (peek_route(in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
-        /* a NUL would make the names the router compares differ from the
-         * ones logged and checked (rk_pb_check refuses it for every other field) */
-        const char *nul_n = rt.nlen ? memchr(rt.name, 0, rt.nlen) : NULL, *nul_v = rt.vlen ? memchr(rt.ver, 0, rt.vlen) : NULL;
         model_ver *v = NULL;
-        int bad_n = !nul_n && !rk_utf8_ok((const unsigned char *)rt.name, rt.nlen),
-            bad_v = !nul_v && !rk_utf8_ok((const unsigned char *)rt.ver, rt.vlen);
-        if (nul_n || nul_v) {
-            code = GRPC_STATUS_INVALID_ARGUMENT;
-            snprintf(msg, sizeof msg, "%s: a NUL byte inside the string (byte %zu of %zu)",
-                     nul_n ? "model_name" : "model_version", nul_n ? (size_t)(nul_n - rt.name) + 1 : (size_t)(nul_v - rt.ver) + 1,
-                     nul_n ? rt.nlen : rt.vlen);
-        } else if (bad_n || bad_v) { /* echoed in NOT_FOUND otherwise: the client could not decode it */
-            code = GRPC_STATUS_INVALID_ARGUMENT;
-            snprintf(msg, sizeof msg, "%s: invalid UTF-8", bad_n ? "model_name" : "model_version");
-        } else {
-            v = ver_route(s, rt.name, rt.nlen, rt.ver, rt.vlen, &code, msg, sizeof msg);
-        }
+        if (route_names_bad(&rt, msg, sizeof msg)) code = GRPC_STATUS_INVALID_ARGUMENT;
+        else v = ver_route(s, rt.name, rt.nlen, rt.ver, rt.vlen, &code, msg, sizeof msg);
         if (v) {
             code = rank_on(w, v, c, t0, in, n);
             call_log(w, c, &rt, v, code, t0);
