@@ -127,15 +127,11 @@ void rk_log(rk_log_level lvl, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (!log_json) {
-        log_escape(msg, line, sizeof line);
-        fprintf(stderr, "%s %c %s %s\n", log_program, "DIWE"[lvl], ts, line);
-        return;
-    }
-    /* one JSON object per line; jansson escapes the message (no allocation
-     * failure path worth more than falling back to the text line) */
+    /* --log-json: one JSON object per line, escaped by jansson; the text
+     * line otherwise, or when jansson fails (no failure path worth more) */
     static const char *lv[] = {"debug", "info", "warn", "error"};
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", lv[lvl], "program", log_program, "msg", msg);
+    json_t *o = log_json ? json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", lv[lvl], "program", log_program, "msg", msg)
+                         : NULL;
     char *js = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     if (js) {
         fprintf(stderr, "%s\n", js);
