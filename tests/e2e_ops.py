@@ -82,6 +82,13 @@ def scrape(port, path="/metrics"):
         return r.headers.get("Content-Type"), r.read().decode()
 
 
+def half_sent(port):
+    """A connection to the metrics port with a request line and no more."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(b"GET /metrics HTTP/1.1\r\n")
+    return c
+
+
 def parse(text):
     """{(name, frozenset(labels)): value} through prometheus_client's parser."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -233,11 +240,7 @@ def check_metrics(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, hea
         # 70 half-sent requests held open (more than the 64 connections and
         # the 8 per address rankd takes): closed as idle after 5 s, after
         # which a scrape gets through while they are still held
-        held = []
-        for _ in range(70):
-            c = socket.create_connection(("127.0.0.1", r.metrics_port), timeout=10)
-            c.sendall(b"GET /metrics HTTP/1.1\r\n")
-            held.append(c)
+        held = [half_sent(r.metrics_port) for _ in range(70)]
         time.sleep(6)
         try:
             scrape(r.metrics_port)
@@ -641,9 +644,7 @@ def check_logs(a, tmp, bundle, grpc, rank_pb2, rank_pb2_grpc, health_pb2, health
         health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)  # ends the episode
         r.wait_log(r"overload over: \d+ calls rejected")
         for _ in range(3):  # libmicrohttpd's complaint is a rankd log line, not raw stderr
-            c = socket.create_connection(("127.0.0.1", r.metrics_port), timeout=10)
-            c.sendall(b"GET /metrics HTTP/1.1\r\n")
-            c.close()
+            half_sent(r.metrics_port).close()
         s, _ = parse(scrape(r.metrics_port)[1])
         ch.close()
     finally:
