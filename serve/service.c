@@ -664,20 +664,31 @@ static inline int mark_seen(seen_set *seen, int f, const fref *at, const char *n
     return ST_OK;
 }
 
+/* add_values' failures, formatted out of its loop: too many values
+ * (k == n_values), invalid UTF-8 in values[k] (st RK_OK), or the scorer's
+ * error st (e). */
+__attribute__((cold, noinline)) static int values_fail(const rk_service *s, const fref *at, size_t k,
+                                                       size_t n_values, rk_status st, const rk_err *e, rk_err *err) {
+    char fb[80];
+    fref_str(at, fb, sizeof fb);
+    if (k == n_values)
+        return failf(err, ST_RESOURCE_EXHAUSTED, "%s: %zu values exceed the maximum of %d", fb, n_values,
+                     s->o.max_values_per_row);
+    if (st == RK_OK) return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8", fb, k);
+    if (st == RK_ETOOBIG) return failf(err, ST_RESOURCE_EXHAUSTED, "%s: too many sparse values (%s)", fb, e->msg);
+    return failf(err, ST_INTERNAL, "%s: %s", fb, e->msg);
+}
+
 /* Add the values of sparse feature f to rows [r0, r1), as rank/dataset.c
  * does: empty values skipped, at most max_values non-empty values kept.
- * lens: NULL, or the values' lengths when they were checked already. */
-static int add_values(rk_service *s, int f, char **values, const size_t *lens, size_t n_values, int r0, int r1,
-                      const fref *at, rk_err *err) {
+ * lens: NULL, or the values' lengths when they were checked already.
+ * Small enough to inline into the direct path's loop (values_fail). */
+static inline int add_values(rk_service *s, int f, char **values, const size_t *lens, size_t n_values, int r0,
+                             int r1, const fref *at, rk_err *err) {
     const rk_feature *ft = &s->cfg->features[f];
-    char fb[80];
-    if (n_values > (size_t)s->o.max_values_per_row)
-        return failf(err, ST_RESOURCE_EXHAUSTED, "%s: %zu values exceed the maximum of %d",
-                     fref_str(at, fb, sizeof fb), n_values, s->o.max_values_per_row);
-    for (size_t k = 0; k < n_values && !lens; k++) {
-        if (!utf8_len(values[k], &s->vlen[k]))
-            return failf(err, ST_INVALID_ARGUMENT, "%s[%zu]: invalid UTF-8", fref_str(at, fb, sizeof fb), k);
-    }
+    if (n_values > (size_t)s->o.max_values_per_row) return values_fail(s, at, n_values, n_values, RK_OK, NULL, err);
+    for (size_t k = 0; k < n_values && !lens; k++)
+        if (!utf8_len(values[k], &s->vlen[k])) return values_fail(s, at, k, n_values, RK_OK, NULL, err);
     if (!lens) lens = s->vlen;
     int taken = 0;
     rk_err e; /* written only on failure: not cleared per value (it is 260 bytes) */
@@ -689,10 +700,7 @@ static int add_values(rk_service *s, int f, char **values, const size_t *lens, s
         taken++;
         /* a user-side value goes to every row: hashed once */
         rk_status st = rk_scorer_add_sparse_rows(s->scorer, r0, r1, f, values[k], len, &e);
-        if (st == RK_ETOOBIG)
-            return failf(err, ST_RESOURCE_EXHAUSTED, "%s: too many sparse values (%s)",
-                         fref_str(at, fb, sizeof fb), e.msg);
-        if (st) return failf(err, ST_INTERNAL, "%s: %s", fref_str(at, fb, sizeof fb), e.msg);
+        if (st) return values_fail(s, at, k, n_values, st, &e, err);
     }
     return ST_OK;
 }
