@@ -1079,15 +1079,17 @@ static void layout_marks(rk_service *s, int i, int ad_f, size_t k) {
 
 /* The name (the last one) of a SparseFeature / DenseFeature payload [p,
  * end), its values (sparse: into s->vptr / s->vlen, *nv of them; dense:
- * *v, the last); 0, or GAVE_UP. */
+ * *v, the last); 0, or GAVE_UP. The name is not checked for UTF-8 here:
+ * the caller checks it unless it is the layout's name, bytes checked when
+ * the layout took them (most candidates'). */
 static int direct_entry(rk_service *s, int dense, const uint8_t *p, const uint8_t *end, const uint8_t **name,
                         size_t *name_len, size_t *nv, float *v) {
     pbw_field f;
     *name = (const uint8_t *)"", *name_len = 0, *nv = 0, *v = 0;
     while (p < end) {
         if (pbw_next(&p, end, &f)) return GAVE_UP;
-        if (f.num == 1) {
-            if (!direct_str(&f)) return GAVE_UP;
+        if (f.num == 1) { /* given twice: the last counts, as in decode.c */
+            if (f.wt != 2) return GAVE_UP;
             *name = f.data, *name_len = f.len;
         } else if (f.num == 2 && dense) {
             if (f.wt != 5) return GAVE_UP;
@@ -1131,6 +1133,7 @@ static int direct_candidate(rk_service *s, int i, int ad_f, const pbw_field *c) 
             if (fast && !(k < s->lay_n && l->dense == dense && l->len == name_len &&
                           same_bytes((const char *)name, (const char *)l->name, name_len)))
                 layout_marks(s, i, ad_in ? ad_f : -1, k), fast = 0;
+            if (!fast && !rk_utf8_ok(name, name_len)) return GAVE_UP;
             int fi = fast ? l->f : -1;
             if (dense ? side_dense(s, RK_SIDE_ITEM, i, jd++, (const char *)name, name_len, v, i, i + 1, &fi, &e)
                       : side_sparse(s, RK_SIDE_ITEM, i, js++, (const char *)name, name_len, s->vptr, s->vlen, nv, i,

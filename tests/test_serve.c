@@ -416,7 +416,16 @@ Test(serve, direct_path_answers_as_the_tree_path) {
                          text[] = {0x2a, 5, 0x0a, 1, '5', 0x2a, 0},          /* content_text: refused by this model */
                          unknown[] = {0x2a, 6, 0x0a, 1, '5', 0x78, 0x01, 0x00}, /* candidate field 15: skipped */
                          user2[] = {0x22, 0},                                 /* a second user: refused */
-                         nan[] = {0x2a, 11, 0x1a, 9, 0x0a, 4, 'y', 'e', 'a', 'r', 0x15, 0, 0, 0xc0, 0x7f};
+                         nan[] = {0x2a, 11, 0x1a, 9, 0x0a, 4, 'y', 'e', 'a', 'r', 0x15, 0, 0, 0xc0, 0x7f},
+                         /* a feature name given twice, the first not UTF-8, the last the layout's:
+                          * the last counts */
+                         two_names[] = {0x2a, 24, 0x0a, 1, '5', 0x12, 19, 0x0a, 1, 0xff, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 's',
+                                        0x12, 6, 'A', 'c', 't', 'i', 'o', 'n'},
+                         /* a name of the layout's length, not UTF-8 */
+                         bad_name[] = {0x2a, 21, 0x0a, 1, '5', 0x12, 16, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 0xff,
+                                       0x12, 6, 'A', 'c', 't', 'i', 'o', 'n'},
+                         /* a name with a NUL after a feature's name */
+                         nul_name[] = {0x2a, 17, 0x0a, 1, '5', 0x1a, 12, 0x0a, 5, 'y', 'e', 'a', 'r', 0, 0x15, 0, 0, 0xfa, 0x44};
     const struct {
         const uint8_t *b;
         size_t n;
@@ -424,7 +433,9 @@ Test(serve, direct_path_answers_as_the_tree_path) {
     } tails[] = {{NULL, 0, "nothing"}, {towers, 2, "towers"},     {timing, 2, "timing"},        {no_id, 2, "no request_id"},
                  {model, 6, "model_name"}, {no_ad, sizeof no_ad, "no ad_id"}, {two_ads, sizeof two_ads, "two ad_ids"},
                  {text, sizeof text, "content_text"}, {unknown, sizeof unknown, "an unknown field"},
-                 {user2, 2, "a second user"}, {nan, sizeof nan, "a NaN year"}};
+                 {user2, 2, "a second user"}, {nan, sizeof nan, "a NaN year"},
+                 {two_names, sizeof two_names, "a name given twice, the first not UTF-8"},
+                 {bad_name, sizeof bad_name, "a name not UTF-8"}, {nul_name, sizeof nul_name, "a name with a NUL"}};
     int sizes[] = {1, 37, 200};
     for (int i = 0; i < 3; i++) {
         size_t len;
