@@ -1046,7 +1046,7 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
  * in the order fill_side takes them, so a row is the same row.
  *
  * It decides nothing of its own. Anything it does not take as it is (a
- * content field, an ad_id given twice, a string with a NUL or not UTF-8,
+ * content field, an ad_id or a feature name given twice, a string with a NUL or not UTF-8,
  * more entries than it keeps) and every error make it give up: the request
  * then takes the tree path from the start, which scores or refuses it
  * exactly as it would have (tests/fuzz/fuzz_request.c compares the two on
@@ -1085,11 +1085,12 @@ static void layout_marks(rk_service *s, int i, int ad_f, size_t k) {
 static int direct_entry(rk_service *s, int dense, const uint8_t *p, const uint8_t *end, const uint8_t **name,
                         size_t *name_len, size_t *nv, float *v) {
     pbw_field f;
+    int n_names = 0;
     *name = (const uint8_t *)"", *name_len = 0, *nv = 0, *v = 0;
     while (p < end) {
         if (pbw_next(&p, end, &f)) return GAVE_UP;
-        if (f.num == 1) { /* given twice: the last counts, as in decode.c */
-            if (f.wt != 2) return GAVE_UP;
+        if (f.num == 1) { /* given twice: the tree path's (decode.c refuses a NUL in any of them) */
+            if (f.wt != 2 || n_names++) return GAVE_UP;
             *name = f.data, *name_len = f.len;
         } else if (f.num == 2 && dense) {
             if (f.wt != 5) return GAVE_UP;

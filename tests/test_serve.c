@@ -417,10 +417,14 @@ Test(serve, direct_path_answers_as_the_tree_path) {
                          unknown[] = {0x2a, 6, 0x0a, 1, '5', 0x78, 0x01, 0x00}, /* candidate field 15: skipped */
                          user2[] = {0x22, 0},                                 /* a second user: refused */
                          nan[] = {0x2a, 11, 0x1a, 9, 0x0a, 4, 'y', 'e', 'a', 'r', 0x15, 0, 0, 0xc0, 0x7f},
-                         /* a feature name given twice, the first not UTF-8, the last the layout's:
-                          * the last counts */
+                         /* a feature name given twice, the first not UTF-8 or a NUL, the last the
+                          * layout's: the last counts, but a NUL in any is refused */
                          two_names[] = {0x2a, 24, 0x0a, 1, '5', 0x12, 19, 0x0a, 1, 0xff, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 's',
                                         0x12, 6, 'A', 'c', 't', 'i', 'o', 'n'},
+                         two_names_nul[] = {0x2a, 24, 0x0a, 1, '5', 0x12, 19, 0x0a, 1, 0x00, 0x0a, 6, 'g', 'e', 'n', 'r', 'e',
+                                            's', 0x12, 6, 'A', 'c', 't', 'i', 'o', 'n'},
+                         two_dense_names_nul[] = {0x2a, 23, 0x0a, 1, '5', 0x1a, 18, 0x0a, 5, 'y', 'e', 'a', 'r', 0, 0x0a, 4, 'y',
+                                                  'e', 'a', 'r', 0x15, 0, 0, 0xfa, 0x44},
                          /* a name of the layout's length, not UTF-8 */
                          bad_name[] = {0x2a, 21, 0x0a, 1, '5', 0x12, 16, 0x0a, 6, 'g', 'e', 'n', 'r', 'e', 0xff,
                                        0x12, 6, 'A', 'c', 't', 'i', 'o', 'n'},
@@ -435,6 +439,8 @@ Test(serve, direct_path_answers_as_the_tree_path) {
                  {text, sizeof text, "content_text"}, {unknown, sizeof unknown, "an unknown field"},
                  {user2, 2, "a second user"}, {nan, sizeof nan, "a NaN year"},
                  {two_names, sizeof two_names, "a name given twice, the first not UTF-8"},
+                 {two_names_nul, sizeof two_names_nul, "a name given twice, the first a NUL"},
+                 {two_dense_names_nul, sizeof two_dense_names_nul, "a dense name given twice, the first with a NUL"},
                  {bad_name, sizeof bad_name, "a name not UTF-8"}, {nul_name, sizeof nul_name, "a name with a NUL"}};
     int sizes[] = {1, 37, 200};
     for (int i = 0; i < 3; i++) {
