@@ -893,7 +893,17 @@ static rk_server *serve(const rk_model *m, rk_server_opts *o, char *addr, size_t
     return s;
 }
 
+/* After start's server is stopped: gRPC shut down, the bundle removed. */
+static void stop_served(void) {
+    grpc_shutdown_blocking();
+    drop_bundle();
+}
+
+/* The bundle made and gRPC started (stop: stop_served), then a server of
+ * one worker with a queue of queue_depth on it. */
 static rk_server *start(int queue_depth, char *addr, size_t cap) {
+    make_bundle();
+    grpc_init();
     rk_server_opts o = RK_SERVER_OPTS_DEFAULT;
     o.threads = 1;
     o.queue_depth = queue_depth;
@@ -902,8 +912,6 @@ static rk_server *start(int queue_depth, char *addr, size_t cap) {
 }
 
 Test(serve, full_queue_answers_resource_exhausted, .timeout = 120) {
-    make_bundle();
-    grpc_init();
     char addr[64];
     rk_server *s = start(2, addr, sizeof addr);
     size_t len;
@@ -922,8 +930,7 @@ Test(serve, full_queue_answers_resource_exhausted, .timeout = 120) {
     cr_assert_eq(c.rank_ok, (uint64_t)ok);
     cr_assert_gt(c.model_us, 0);
     free(req);
-    grpc_shutdown_blocking();
-    drop_bundle();
+    stop_served();
 }
 
 /* A request sent deflate- or gzip-compressed (gRPC's per-message
@@ -932,8 +939,6 @@ Test(serve, full_queue_answers_resource_exhausted, .timeout = 120) {
  * minimal stack (GRPC_ARG_MINIMAL_STACK), which drops decompression even
  * with GRPC_ARG_ENABLE_PER_MESSAGE_COMPRESSION set. */
 Test(serve, compressed_requests_are_answered_as_plain_ones, .timeout = 60) {
-    make_bundle();
-    grpc_init();
     char addr[64];
     rk_server *s = start(8, addr, sizeof addr);
     size_t len;
@@ -965,13 +970,10 @@ Test(serve, compressed_requests_are_answered_as_plain_ones, .timeout = 60) {
     rk_server_counters c;
     rk_server_stop(s, &c);
     free(req);
-    grpc_shutdown_blocking();
-    drop_bundle();
+    stop_served();
 }
 
 Test(serve, expired_in_queue_is_deadline_exceeded_without_model_work, .timeout = 120) {
-    make_bundle();
-    grpc_init();
     char addr[64];
     rk_server *s = start(64, addr, sizeof addr);
     size_t len;
@@ -993,8 +995,7 @@ Test(serve, expired_in_queue_is_deadline_exceeded_without_model_work, .timeout =
                  (unsigned long long)c.rank_ok);
     cr_assert_eq(c.rank_ok + c.rank_failed, 41);
     free(req);
-    grpc_shutdown_blocking();
-    drop_bundle();
+    stop_served();
 }
 
 /* ------------------------------------------------------------ versions and online updates */
