@@ -1046,11 +1046,11 @@ static int score_request(rk_service *s, const Rankd__V1__RankRequest *req, doubl
  * in the order fill_side takes them, so a row is the same row.
  *
  * It decides nothing of its own. Anything it does not take as it is (a
- * content field, an ad_id or a feature name given twice, a string with a NUL or not UTF-8,
- * more entries than it keeps) and every error make it give up: the request
- * then takes the tree path from the start, which scores or refuses it
- * exactly as it would have (tests/fuzz/fuzz_request.c compares the two on
- * every input). Models with a semantic-ID feature or an EmbSum bundle
+ * content field, an ad_id or a feature name given twice, a string with a
+ * NUL or not UTF-8, more entries than it keeps) and every error make it
+ * give up: the request then takes the tree path from the start, which
+ * scores or refuses it exactly as it would have (tests/fuzz/fuzz_request.c
+ * compares the two on every input). Models with a semantic-ID feature or an EmbSum bundle
  * always take the tree path (their counters would count a given-up request
  * twice). */
 
