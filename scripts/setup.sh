@@ -7,7 +7,7 @@ PKGS=(build-essential cmake pkg-config
       librocksdb-dev libopenblas-dev libcriterion-dev libjansson-dev libxxhash-dev
       libhiredis-dev redis-server redis-tools
       libjpeg62-turbo-dev libpng-dev
-      libmicrohttpd-dev libssl-dev openssl python3-prometheus-client
+      libmicrohttpd-dev libssl-dev openssl zlib1g-dev python3-prometheus-client
       python3 python3-grpcio python3-protobuf python3-grpc-tools
       clang libclang-rt-14-dev
       python3-venv python3-setuptools python3-wheel python3-pip help2man dpkg-dev file)

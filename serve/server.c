@@ -126,9 +126,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <grpc/byte_buffer.h>
-#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
@@ -676,41 +676,108 @@ static int post(rk_server *s, call_kind kind) {
 /* ------------------------------------------------------------ handlers */
 
 
-/* Copy the request message into buf[cap]. Returns its length, or -1 if it
- * is larger (cannot happen below the max receive size for Rank calls). */
-static long read_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb) {
-    grpc_byte_buffer_reader rd;
-    if (!grpc_byte_buffer_reader_init(&rd, bb)) return -1;
-    size_t n = 0;
-    grpc_slice sl;
-    long ret = 0;
-    while (grpc_byte_buffer_reader_next(&rd, &sl)) {
-        size_t L = GRPC_SLICE_LENGTH(sl);
-        if (ret == 0 && n + L <= cap) {
-            memcpy(buf + n, GRPC_SLICE_START_PTR(sl), L);
-            n += L;
-        } else {
-            ret = -1;
-        }
-        grpc_slice_unref(sl);
+/* Why read_payload could not give a request's bytes (its negative results). */
+enum { PAYLOAD_BIG = -1, PAYLOAD_BAD = -2 };
+
+/* Inflate a compressed request message into buf[cap]: gRPC's own
+ * decompression is off (server_args), for it inflates without bound before
+ * any size check (a 1.5 MB gzip of zeros grew rankd by 1.5 GB). gRPC's
+ * "deflate" is zlib's format, "gzip" gzip's. Its length, PAYLOAD_BIG when it
+ * inflates beyond cap, or PAYLOAD_BAD (why[] says why). */
+static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len) {
+    grpc_compression_algorithm alg = bb->data.raw.compression;
+    const char *name = alg == GRPC_COMPRESS_GZIP ? "gzip" : "deflate";
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (alg != GRPC_COMPRESS_GZIP && alg != GRPC_COMPRESS_DEFLATE) {
+        snprintf(why, why_len, "request: compression algorithm %d is not supported", (int)alg);
+        return PAYLOAD_BAD;
     }
-    grpc_byte_buffer_reader_destroy(&rd);
-    return ret < 0 ? -1 : (long)n;
+    if (inflateInit2(&zs, alg == GRPC_COMPRESS_GZIP ? 15 + 16 : 15) != Z_OK) {
+        snprintf(why, why_len, "request: out of memory to inflate a %s message", name);
+        return PAYLOAD_BAD;
+    }
+    zs.next_out = buf;
+    zs.avail_out = (uInt)(cap < UINT_MAX ? cap : UINT_MAX);
+    int z = Z_OK;
+    size_t rest = 0; /* input bytes left once the stream ended */
+    const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+    for (size_t i = 0; i < sb->count; i++) {
+        zs.next_in = GRPC_SLICE_START_PTR(sb->slices[i]);
+        zs.avail_in = (uInt)GRPC_SLICE_LENGTH(sb->slices[i]);
+        while (z == Z_OK && zs.avail_in > 0) z = inflate(&zs, Z_NO_FLUSH);
+        rest += zs.avail_in;
+        if (z != Z_OK && z != Z_STREAM_END) break;
+    }
+    long n = (long)zs.total_out;
+    if (z == Z_BUF_ERROR && zs.avail_out == 0) n = PAYLOAD_BIG;
+    else if (z == Z_OK) snprintf(why, why_len, "request: truncated %s message", name);
+    else if (z != Z_STREAM_END) snprintf(why, why_len, "request: damaged %s message (zlib: %s)", name,
+                                         zs.msg ? zs.msg : "error");
+    else if (rest) snprintf(why, why_len, "request: %zu bytes after the end of the %s message", rest, name);
+    if (n >= 0 && (z != Z_STREAM_END || rest)) n = PAYLOAD_BAD;
+    inflateEnd(&zs);
+    return n;
+}
+
+/* Copy the request message into buf[cap] (inflating a compressed one).
+ * Its length, PAYLOAD_BIG when longer than cap, or PAYLOAD_BAD (why[]). */
+static long read_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len) {
+    if (bb->type != GRPC_BB_RAW) {
+        snprintf(why, why_len, "request: byte buffer of unknown type %d", (int)bb->type);
+        return PAYLOAD_BAD;
+    }
+    if (bb->data.raw.compression != GRPC_COMPRESS_NONE) return inflate_payload(buf, cap, bb, why, why_len);
+    const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+    if (sb->length > cap) return PAYLOAD_BIG;
+    size_t n = 0;
+    for (size_t i = 0; i < sb->count; i++) {
+        memcpy(buf + n, GRPC_SLICE_START_PTR(sb->slices[i]), GRPC_SLICE_LENGTH(sb->slices[i]));
+        n += GRPC_SLICE_LENGTH(sb->slices[i]);
+    }
+    return (long)n;
 }
 
 /* The request message's bytes: its one slice in place (how gRPC hands
  * over a message read at once), else copied into buf[cap]. Their length,
- * or -1 when over cap. */
-static long payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint8_t **out) {
+ * or read_payload's PAYLOAD_BIG / PAYLOAD_BAD. */
+static long payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint8_t **out, char *why,
+                          size_t why_len) {
     if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
         bb->data.raw.slice_buffer.count == 1) {
         grpc_slice *sl = &bb->data.raw.slice_buffer.slices[0]; /* an inlined slice's bytes are in it: not a copy */
-        if (GRPC_SLICE_LENGTH(*sl) > cap) return -1;
+        if (GRPC_SLICE_LENGTH(*sl) > cap) return PAYLOAD_BIG;
         *out = GRPC_SLICE_START_PTR(*sl);
         return (long)GRPC_SLICE_LENGTH(*sl);
     }
     *out = buf;
-    return read_payload(buf, cap, bb);
+    return read_payload(buf, cap, bb, why, why_len);
+}
+
+/* The status of a request whose bytes could not be read (n < 0 from
+ * read_payload), its text in why[] (already there for PAYLOAD_BAD); cap is
+ * the limit it was read under. */
+static grpc_status_code payload_status(long n, size_t cap, const grpc_byte_buffer *bb, char *why, size_t why_len) {
+    if (n == PAYLOAD_BAD) return GRPC_STATUS_INVALID_ARGUMENT;
+    if (bb->data.raw.compression != GRPC_COMPRESS_NONE)
+        snprintf(why, why_len, "request larger than max: its %zu compressed bytes inflate beyond %zu",
+                 bb->data.raw.slice_buffer.length, cap);
+    else
+        snprintf(why, why_len, "request larger than max: %zu bytes, at most %zu", bb->data.raw.slice_buffer.length,
+                 cap);
+    return GRPC_STATUS_RESOURCE_EXHAUSTED;
+}
+
+/* An operations call's request (Health, GetMetadata, Watch) into
+ * s->health_in: its length, or -1 with c->status_details set and *code its
+ * status. On the leader only (health_in is its). */
+static long ops_payload(rk_server *s, call_ctx *c, grpc_status_code *code) {
+    char why[200];
+    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload, why, sizeof why) : 0;
+    if (n >= 0) return n;
+    *code = payload_status(n, sizeof s->health_in, c->payload, why, sizeof why);
+    c->status_details = grpc_slice_from_copied_string(why);
+    return -1;
 }
 
 static void set_reply(call_ctx *c, const void *data, size_t len) {
@@ -818,9 +885,8 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
     } else if (!c->payload) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         snprintf(msg, sizeof msg, "request has no message");
-    } else if ((n = payload_bytes(w->in, w->in_cap, c->payload, &in)) < 0) {
-        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        snprintf(msg, sizeof msg, "request larger than the maximum");
+    } else if ((n = payload_bytes(w->in, w->in_cap, c->payload, &in, msg, sizeof msg)) < 0) {
+        code = payload_status(n, w->in_cap, c->payload, msg, sizeof msg);
     } else {
         route rt;
         if (peek_route(in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
@@ -861,10 +927,12 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         c->status_details = grpc_slice_from_copied_string(who);
         return GRPC_STATUS_UNAUTHENTICATED;
     }
-    long n = c->payload ? read_payload(w->in, w->in_cap, c->payload) : 0;
+    char why[200];
+    long n = c->payload ? read_payload(w->in, w->in_cap, c->payload, why, sizeof why) : 0;
     if (n < 0) {
-        c->status_details = grpc_slice_from_static_string("request larger than the maximum");
-        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        grpc_status_code code = payload_status(n, w->in_cap, c->payload, why, sizeof why);
+        c->status_details = grpc_slice_from_copied_string(why);
+        return code;
     }
     char wmsg[256];
     if (rk_pb_check(&rankd__v1__apply_updates_request__descriptor, w->in, (size_t)n, wmsg, sizeof wmsg)) {
@@ -969,10 +1037,11 @@ static grpc_status_code not_found(call_ctx *c, const char *field, const char *pr
 static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
     atomic_fetch_add_explicit(&s->g.health, 1, memory_order_relaxed);
-    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    grpc_status_code pcode;
+    long n = ops_payload(s, c, &pcode);
+    if (n < 0) return pcode;
     Grpc__Health__V1__HealthCheckRequest *req =
-        n < 0 ? NULL
-              : grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+        grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
     if (!req) {
         c->status_details =
             grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
@@ -997,9 +1066,11 @@ static grpc_status_code handle_health(call_ctx *c) {
 /* Ranker/GetMetadata, on the leader (an operations call: allocates). */
 static grpc_status_code handle_metadata(call_ctx *c) {
     rk_server *s = c->srv;
-    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    grpc_status_code pcode;
+    long n = ops_payload(s, c, &pcode);
+    if (n < 0) return pcode;
     Rankd__V1__GetMetadataRequest *req =
-        n < 0 ? NULL : rankd__v1__get_metadata_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+        rankd__v1__get_metadata_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
     if (!req) {
         c->status_details = grpc_slice_from_static_string("request is not a valid rankd.v1.GetMetadataRequest");
         return GRPC_STATUS_INVALID_ARGUMENT;
@@ -1287,10 +1358,14 @@ static void watch_sent(rk_server *s, call_ctx *c) {
 /* A new Watch: its first status now, later ones as they change; the stream
  * ends when the client goes or the server stops (UNAVAILABLE). */
 static void watch_start(rk_server *s, call_ctx *c) {
-    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload) : 0;
+    grpc_status_code pcode;
+    long n = ops_payload(s, c, &pcode);
+    if (n < 0) {
+        reply(c, pcode);
+        return;
+    }
     Grpc__Health__V1__HealthCheckRequest *req =
-        n < 0 ? NULL
-              : grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
+        grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
     if (!req) {
         c->status_details = grpc_slice_from_static_string("request is not a valid grpc.health.v1.HealthCheckRequest");
         reply(c, GRPC_STATUS_INVALID_ARGUMENT);
@@ -1415,14 +1490,16 @@ static void reflect_step(rk_server *s, call_ctx *c, int success) {
         reflect_finish(c, GRPC_STATUS_OK, "");
         return;
     }
-    long n = read_payload(s->health_in, sizeof s->health_in, c->payload);
+    char why[200];
+    long n = read_payload(s->health_in, sizeof s->health_in, c->payload, why, sizeof why);
+    grpc_status_code pcode = n < 0 ? payload_status(n, sizeof s->health_in, c->payload, why, sizeof why) : 0;
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
     uint8_t *out = NULL;
     size_t len = 0;
     rk_err err = {0};
     if (n < 0) {
-        reflect_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "reflection request larger than 4096 bytes");
+        reflect_finish(c, pcode, why);
     } else if (rk_reflection_answer(s->reflection, s->health_in, (size_t)n, &out, &len, &err)) {
         reflect_finish(c, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
     } else {
@@ -1734,18 +1811,17 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     }
 
     grpc_init();
-    grpc_arg args[3];
-    memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = o->max_message_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_ALLOW_REUSEPORT; /* a used port must fail (c-stack.md §2.6) */
-    args[1].value.integer = 0;
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[2].value.integer = -1;
-    grpc_channel_args ca = {3, args};
+    /* Requests come compressed into the handlers, which inflate them under
+     * max_message_bytes (read_payload): gRPC's own decompression has no
+     * bound. The minimal stack drops it, and the deadline and message-size
+     * filters (the workers check both themselves). */
+    grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = o->max_message_bytes}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}}, /* a used port must fail (c-stack.md §2.6) */
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
+    };
+    grpc_channel_args ca = {sizeof args / sizeof args[0], args};
     s->server = grpc_server_create(&ca, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
