@@ -1814,12 +1814,17 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     /* Requests come compressed into the handlers, which inflate them under
      * max_message_bytes (read_payload): gRPC's own decompression has no
      * bound. The minimal stack drops it, and the deadline and message-size
-     * filters (the workers check both themselves). */
+     * filters, which the workers do themselves (the deadline when a call is
+     * picked up, the size in read_payload): ~2 us of CPU less per Rank call
+     * (bench/RESULTS.md, stop 17). Channelz's per-call counters (~0.3 us) are
+     * off too: rankd serves no channelz service to read them. */
     grpc_arg args[] = {
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = o->max_message_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}}, /* a used port must fail (c-stack.md §2.6) */
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MINIMAL_STACK, {.integer = 1}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_CHANNELZ, {.integer = 0}},
     };
     grpc_channel_args ca = {sizeof args / sizeof args[0], args};
     s->server = grpc_server_create(&ca, NULL);
