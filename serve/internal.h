@@ -1,6 +1,7 @@
 /* serve/internal.h — private to serve/ (server.c, service.c, client.c,
- * metrics.c): the protobuf-c allocator and the live counters the server
- * keeps and metrics.c publishes. */
+ * metrics.c, payload.c, ...): the protobuf-c allocator, the request
+ * payload readers and the live counters the server keeps and metrics.c
+ * publishes. */
 #ifndef RK_SERVE_INTERNAL_H
 #define RK_SERVE_INTERNAL_H
 
@@ -47,6 +48,26 @@ int rk_rank_request_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a
  * rk_rank_request_decode would build for it. */
 struct Rankd__V1__User;
 int rk_user_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a, struct Rankd__V1__User **out);
+
+/* ---- a request message's bytes (payload.c) */
+
+/* Why rk_payload_read / rk_payload_bytes could not give the bytes. */
+enum { RK_PAYLOAD_BIG = -1, RK_PAYLOAD_BAD = -2 };
+
+/* Copy the message bb into buf[cap], inflating a gzip or deflate one. Its
+ * length; RK_PAYLOAD_BIG when it is (or inflates to) more than cap bytes,
+ * found without inflating beyond cap; RK_PAYLOAD_BAD when a compressed one
+ * is damaged, truncated or followed by more bytes (why[] says which). */
+long rk_payload_read(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len);
+
+/* rk_payload_read, but a plain message in one slice is given in place
+ * (*out points into bb, no copy); else *out = buf. */
+long rk_payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint8_t **out, char *why,
+                      size_t why_len);
+
+/* The status for n < 0 from the two above, read under cap: INVALID_ARGUMENT
+ * (why[] already says why) or RESOURCE_EXHAUSTED (its text written to why[]). */
+grpc_status_code rk_payload_status(long n, size_t cap, const grpc_byte_buffer *bb, char *why, size_t why_len);
 
 /* ---- service (service.c) */
 /* The server routed calls to this service by model_name / model_version

@@ -126,7 +126,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -676,106 +675,14 @@ static int post(rk_server *s, call_kind kind) {
 /* ------------------------------------------------------------ handlers */
 
 
-/* Why read_payload could not give a request's bytes (its negative results). */
-enum { PAYLOAD_BIG = -1, PAYLOAD_BAD = -2 };
-
-/* Inflate a compressed request message into buf[cap]: gRPC's own
- * decompression is off (server_args), for it inflates without bound before
- * any size check (a 1.5 MB gzip of zeros grew rankd by 1.5 GB). gRPC's
- * "deflate" is zlib's format, "gzip" gzip's. Its length, PAYLOAD_BIG when it
- * inflates beyond cap, or PAYLOAD_BAD (why[] says why). */
-static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len) {
-    grpc_compression_algorithm alg = bb->data.raw.compression;
-    const char *name = alg == GRPC_COMPRESS_GZIP ? "gzip" : "deflate";
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (alg != GRPC_COMPRESS_GZIP && alg != GRPC_COMPRESS_DEFLATE) {
-        snprintf(why, why_len, "request: compression algorithm %d is not supported", (int)alg);
-        return PAYLOAD_BAD;
-    }
-    if (inflateInit2(&zs, alg == GRPC_COMPRESS_GZIP ? 15 + 16 : 15) != Z_OK) {
-        snprintf(why, why_len, "request: out of memory to inflate a %s message", name);
-        return PAYLOAD_BAD;
-    }
-    zs.next_out = buf;
-    zs.avail_out = (uInt)(cap < UINT_MAX ? cap : UINT_MAX);
-    int z = Z_OK;
-    size_t rest = 0; /* input bytes left once the stream ended */
-    const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
-    for (size_t i = 0; i < sb->count; i++) {
-        zs.next_in = GRPC_SLICE_START_PTR(sb->slices[i]);
-        zs.avail_in = (uInt)GRPC_SLICE_LENGTH(sb->slices[i]);
-        while (z == Z_OK && zs.avail_in > 0) z = inflate(&zs, Z_NO_FLUSH);
-        rest += zs.avail_in;
-        if (z != Z_OK && z != Z_STREAM_END) break;
-    }
-    long n = (long)zs.total_out;
-    if (z == Z_BUF_ERROR && zs.avail_out == 0) n = PAYLOAD_BIG;
-    else if (z == Z_OK) snprintf(why, why_len, "request: truncated %s message", name);
-    else if (z != Z_STREAM_END) snprintf(why, why_len, "request: damaged %s message (zlib: %s)", name,
-                                         zs.msg ? zs.msg : "error");
-    else if (rest) snprintf(why, why_len, "request: %zu bytes after the end of the %s message", rest, name);
-    if (n >= 0 && (z != Z_STREAM_END || rest)) n = PAYLOAD_BAD;
-    inflateEnd(&zs);
-    return n;
-}
-
-/* Copy the request message into buf[cap] (inflating a compressed one).
- * Its length, PAYLOAD_BIG when longer than cap, or PAYLOAD_BAD (why[]). */
-static long read_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len) {
-    if (bb->type != GRPC_BB_RAW) {
-        snprintf(why, why_len, "request: byte buffer of unknown type %d", (int)bb->type);
-        return PAYLOAD_BAD;
-    }
-    if (bb->data.raw.compression != GRPC_COMPRESS_NONE) return inflate_payload(buf, cap, bb, why, why_len);
-    const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
-    if (sb->length > cap) return PAYLOAD_BIG;
-    size_t n = 0;
-    for (size_t i = 0; i < sb->count; i++) {
-        memcpy(buf + n, GRPC_SLICE_START_PTR(sb->slices[i]), GRPC_SLICE_LENGTH(sb->slices[i]));
-        n += GRPC_SLICE_LENGTH(sb->slices[i]);
-    }
-    return (long)n;
-}
-
-/* The request message's bytes: its one slice in place (how gRPC hands
- * over a message read at once), else copied into buf[cap]. Their length,
- * or read_payload's PAYLOAD_BIG / PAYLOAD_BAD. */
-static long payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint8_t **out, char *why,
-                          size_t why_len) {
-    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
-        bb->data.raw.slice_buffer.count == 1) {
-        grpc_slice *sl = &bb->data.raw.slice_buffer.slices[0]; /* an inlined slice's bytes are in it: not a copy */
-        if (GRPC_SLICE_LENGTH(*sl) > cap) return PAYLOAD_BIG;
-        *out = GRPC_SLICE_START_PTR(*sl);
-        return (long)GRPC_SLICE_LENGTH(*sl);
-    }
-    *out = buf;
-    return read_payload(buf, cap, bb, why, why_len);
-}
-
-/* The status of a request whose bytes could not be read (n < 0 from
- * read_payload), its text in why[] (already there for PAYLOAD_BAD); cap is
- * the limit it was read under. */
-static grpc_status_code payload_status(long n, size_t cap, const grpc_byte_buffer *bb, char *why, size_t why_len) {
-    if (n == PAYLOAD_BAD) return GRPC_STATUS_INVALID_ARGUMENT;
-    if (bb->data.raw.compression != GRPC_COMPRESS_NONE)
-        snprintf(why, why_len, "request larger than max: its %zu compressed bytes inflate beyond %zu",
-                 bb->data.raw.slice_buffer.length, cap);
-    else
-        snprintf(why, why_len, "request larger than max: %zu bytes, at most %zu", bb->data.raw.slice_buffer.length,
-                 cap);
-    return GRPC_STATUS_RESOURCE_EXHAUSTED;
-}
-
 /* An operations call's request (Health, GetMetadata, Watch) into
  * s->health_in: its length, or -1 with c->status_details set and *code its
  * status. On the leader only (health_in is its). */
 static long ops_payload(rk_server *s, call_ctx *c, grpc_status_code *code) {
     char why[200];
-    long n = c->payload ? read_payload(s->health_in, sizeof s->health_in, c->payload, why, sizeof why) : 0;
+    long n = c->payload ? rk_payload_read(s->health_in, sizeof s->health_in, c->payload, why, sizeof why) : 0;
     if (n >= 0) return n;
-    *code = payload_status(n, sizeof s->health_in, c->payload, why, sizeof why);
+    *code = rk_payload_status(n, sizeof s->health_in, c->payload, why, sizeof why);
     c->status_details = grpc_slice_from_copied_string(why);
     return -1;
 }
@@ -885,8 +792,8 @@ static grpc_status_code handle_rank(worker *w, call_ctx *c, double t0) {
     } else if (!c->payload) {
         code = GRPC_STATUS_INVALID_ARGUMENT;
         snprintf(msg, sizeof msg, "request has no message");
-    } else if ((n = payload_bytes(w->in, w->in_cap, c->payload, &in, msg, sizeof msg)) < 0) {
-        code = payload_status(n, w->in_cap, c->payload, msg, sizeof msg);
+    } else if ((n = rk_payload_bytes(w->in, w->in_cap, c->payload, &in, msg, sizeof msg)) < 0) {
+        code = rk_payload_status(n, w->in_cap, c->payload, msg, sizeof msg);
     } else {
         route rt;
         if (peek_route(in, (size_t)n, &rt)) rt.nlen = rt.vlen = rt.idlen = 0; /* the service says why */
@@ -928,9 +835,9 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         return GRPC_STATUS_UNAUTHENTICATED;
     }
     char why[200];
-    long n = c->payload ? read_payload(w->in, w->in_cap, c->payload, why, sizeof why) : 0;
+    long n = c->payload ? rk_payload_read(w->in, w->in_cap, c->payload, why, sizeof why) : 0;
     if (n < 0) {
-        grpc_status_code code = payload_status(n, w->in_cap, c->payload, why, sizeof why);
+        grpc_status_code code = rk_payload_status(n, w->in_cap, c->payload, why, sizeof why);
         c->status_details = grpc_slice_from_copied_string(why);
         return code;
     }
@@ -1491,8 +1398,8 @@ static void reflect_step(rk_server *s, call_ctx *c, int success) {
         return;
     }
     char why[200];
-    long n = read_payload(s->health_in, sizeof s->health_in, c->payload, why, sizeof why);
-    grpc_status_code pcode = n < 0 ? payload_status(n, sizeof s->health_in, c->payload, why, sizeof why) : 0;
+    long n = rk_payload_read(s->health_in, sizeof s->health_in, c->payload, why, sizeof why);
+    grpc_status_code pcode = n < 0 ? rk_payload_status(n, sizeof s->health_in, c->payload, why, sizeof why) : 0;
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
     uint8_t *out = NULL;
@@ -1812,10 +1719,10 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
 
     grpc_init();
     /* Requests come compressed into the handlers, which inflate them under
-     * max_message_bytes (read_payload): gRPC's own decompression has no
+     * max_message_bytes (rk_payload_read): gRPC's own decompression has no
      * bound. The minimal stack drops it, and the deadline and message-size
      * filters, which the workers do themselves (the deadline when a call is
-     * picked up, the size in read_payload): ~2 us of CPU less per Rank call
+     * picked up, the size in rk_payload_read): ~2 us of CPU less per Rank call
      * (bench/RESULTS.md, stop 17). Channelz's per-call counters (~0.3 us) are
      * off too: rankd serves no channelz service to read them. */
     grpc_arg args[] = {
