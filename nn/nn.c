@@ -124,14 +124,24 @@ void rk_cross_backward(float *dx0, float *dxl, float *dW, float *db, const float
 
 /* ---------------------------------------------------------------- embedding bag */
 
+/* Rows are fetched this many ahead (across bags): a batch's rows are
+ * scattered over the table, and the lookups are independent. */
+#define RK_BAG_PREFETCH 8
+
 void rk_embedding_bag_forward(float *out, size_t out_stride, const float *table,
                               const uint32_t *offsets, const uint64_t *idx, int B, int d,
                               rk_bag_mode mode) {
+    const uint32_t kend = B > 0 ? offsets[B] : 0;
+    const size_t row_bytes = (size_t)d * sizeof *table;
     for (int b = 0; b < B; b++) {
         float *o = out + (size_t)b * out_stride;
         memset(o, 0, (size_t)d * sizeof *o);
         uint32_t k0 = offsets[b], k1 = offsets[b + 1];
         for (uint32_t k = k0; k < k1; k++) {
+            if (k + RK_BAG_PREFETCH < kend) {
+                const char *ahead = (const char *)(table + idx[k + RK_BAG_PREFETCH] * (size_t)d);
+                for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off);
+            }
             const float *row = table + idx[k] * (size_t)d;
             for (int j = 0; j < d; j++) o[j] += row[j];
         }
