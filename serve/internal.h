@@ -52,12 +52,14 @@ int rk_user_decode(const uint8_t *buf, size_t len, ProtobufCAllocator *a, struct
 /* ---- a request message's bytes (payload.c) */
 
 /* Why rk_payload_read / rk_payload_bytes could not give the bytes. */
-enum { RK_PAYLOAD_BIG = -1, RK_PAYLOAD_BAD = -2 };
+enum { RK_PAYLOAD_BIG = -1, RK_PAYLOAD_BAD = -2, RK_PAYLOAD_NOMEM = -3 };
 
 /* Copy the message bb into buf[cap], inflating a gzip or deflate one. Its
  * length; RK_PAYLOAD_BIG when it is (or inflates to) more than cap bytes,
- * found without inflating beyond cap; RK_PAYLOAD_BAD when a compressed one
- * is damaged, truncated or followed by more bytes (why[] says which). */
+ * found without inflating beyond cap (a compressed one longer than cap is
+ * not inflated at all); RK_PAYLOAD_BAD when a compressed one is damaged,
+ * truncated or followed by more bytes (why[] says which); RK_PAYLOAD_NOMEM
+ * when zlib could not get its memory. */
 long rk_payload_read(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len);
 
 /* rk_payload_read, but a plain message in one slice is given in place
@@ -66,7 +68,8 @@ long rk_payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint
                       size_t why_len);
 
 /* The status for n < 0 from the two above, read under cap: INVALID_ARGUMENT
- * (why[] already says why) or RESOURCE_EXHAUSTED (its text written to why[]). */
+ * (why[] already says why) or RESOURCE_EXHAUSTED (its text written to why[]:
+ * too large, or out of memory). */
 grpc_status_code rk_payload_status(long n, size_t cap, const grpc_byte_buffer *bb, char *why, size_t why_len);
 
 /* ---- service (service.c) */

@@ -17,8 +17,8 @@
 #include "internal.h"
 
 /* Inflate a compressed request message into buf[cap]. gRPC's "deflate" is
- * zlib's format, "gzip" gzip's. Its length, RK_PAYLOAD_BIG when it
- * inflates beyond cap, or RK_PAYLOAD_BAD (why[] says why). */
+ * zlib's format, "gzip" gzip's. Its length, RK_PAYLOAD_BIG when it is or
+ * inflates beyond cap, RK_PAYLOAD_BAD (why[] says why), RK_PAYLOAD_NOMEM. */
 static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len) {
     grpc_compression_algorithm alg = bb->data.raw.compression;
     const char *name = alg == GRPC_COMPRESS_GZIP ? "gzip" : "deflate";
@@ -28,10 +28,8 @@ static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char
         snprintf(why, why_len, "request: compression algorithm %d is not supported", (int)alg);
         return RK_PAYLOAD_BAD;
     }
-    if (inflateInit2(&zs, alg == GRPC_COMPRESS_GZIP ? 15 + 16 : 15) != Z_OK) {
-        snprintf(why, why_len, "request: out of memory to inflate a %s message", name);
-        return RK_PAYLOAD_BAD;
-    }
+    if (bb->data.raw.slice_buffer.length > cap) return RK_PAYLOAD_BIG; /* as gRPC's size filter did */
+    if (inflateInit2(&zs, alg == GRPC_COMPRESS_GZIP ? 15 + 16 : 15) != Z_OK) return RK_PAYLOAD_NOMEM;
     if (cap > UINT_MAX) cap = UINT_MAX; /* zlib counts output room in uInt */
     uint8_t spare; /* room for one byte past cap: a message that fills it is too long */
     zs.next_out = buf;
@@ -53,11 +51,16 @@ static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char
     }
     size_t rest = zs.avail_in; /* input left once it stopped */
     for (size_t j = i + 1; j < sb->count; j++) rest += GRPC_SLICE_LENGTH(sb->slices[j]);
-    long n = zs.total_out > cap ? RK_PAYLOAD_BIG : z == Z_STREAM_END && !rest ? (long)zs.total_out : RK_PAYLOAD_BAD;
+    long n = zs.total_out > cap               ? RK_PAYLOAD_BIG
+             : z == Z_STREAM_END && !rest     ? (long)zs.total_out
+             : z == Z_MEM_ERROR               ? RK_PAYLOAD_NOMEM
+                                              : RK_PAYLOAD_BAD;
     if (n == RK_PAYLOAD_BAD && z == Z_STREAM_END)
         snprintf(why, why_len, "request: %zu bytes after the end of the %s message", rest, name);
     else if (n == RK_PAYLOAD_BAD && (z == Z_OK || z == Z_BUF_ERROR))
         snprintf(why, why_len, "request: truncated %s message", name);
+    else if (n == RK_PAYLOAD_BAD && z == Z_NEED_DICT)
+        snprintf(why, why_len, "request: the deflate message needs a preset dictionary, which gRPC has not");
     else if (n == RK_PAYLOAD_BAD)
         snprintf(why, why_len, "request: damaged %s message (zlib: %s)", name, zs.msg ? zs.msg : "error");
     inflateEnd(&zs);
@@ -65,7 +68,7 @@ static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char
 }
 
 /* Copy the request message into buf[cap] (inflating a compressed one).
- * Its length, RK_PAYLOAD_BIG when longer than cap, or RK_PAYLOAD_BAD (why[]). */
+ * Its length, or an RK_PAYLOAD_ code (internal.h). */
 long rk_payload_read(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, size_t why_len) {
     if (bb->type != GRPC_BB_RAW) {
         snprintf(why, why_len, "request: byte buffer of unknown type %d", (int)bb->type);
@@ -84,7 +87,7 @@ long rk_payload_read(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char *why, 
 
 /* The request message's bytes: its one slice in place (how gRPC hands
  * over a message read at once), else copied into buf[cap]. Their length,
- * or rk_payload_read's RK_PAYLOAD_BIG / RK_PAYLOAD_BAD. */
+ * or an RK_PAYLOAD_ code. */
 long rk_payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint8_t **out, char *why,
                       size_t why_len) {
     if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
@@ -102,12 +105,15 @@ long rk_payload_bytes(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, const uint
  * rk_payload_read), its text in why[] (already there for RK_PAYLOAD_BAD); cap is
  * the limit it was read under. */
 grpc_status_code rk_payload_status(long n, size_t cap, const grpc_byte_buffer *bb, char *why, size_t why_len) {
+    size_t len = bb->data.raw.slice_buffer.length;
+    int compressed = bb->data.raw.compression != GRPC_COMPRESS_NONE;
     if (n == RK_PAYLOAD_BAD) return GRPC_STATUS_INVALID_ARGUMENT;
-    if (bb->data.raw.compression != GRPC_COMPRESS_NONE)
-        snprintf(why, why_len, "request larger than max: its %zu compressed bytes inflate beyond %zu",
-                 bb->data.raw.slice_buffer.length, cap);
+    if (n == RK_PAYLOAD_NOMEM)
+        snprintf(why, why_len, "request: out of memory to inflate its %zu compressed bytes", len);
+    else if (compressed && len <= cap)
+        snprintf(why, why_len, "request larger than max: its %zu compressed bytes inflate beyond %zu", len, cap);
     else
-        snprintf(why, why_len, "request larger than max: %zu bytes, at most %zu", bb->data.raw.slice_buffer.length,
-                 cap);
+        snprintf(why, why_len, "request larger than max: %zu%s bytes, at most %zu", len,
+                 compressed ? " compressed" : "", cap);
     return GRPC_STATUS_RESOURCE_EXHAUSTED;
 }

@@ -1029,21 +1029,28 @@ static long vm_hwm_kib(void) {
     return kib;
 }
 
-/* Send z[n], already compressed with alg, as one Rank call: want its status
- * and a text containing `text`. */
-static void expect_compressed(const char *addr, const uint8_t *z, size_t n, grpc_compression_algorithm alg, int want,
-                              const char *text) {
+/* Send z[n], already compressed with alg, as one call of method: want its
+ * status and a text containing `text`. */
+static void expect_compressed_to(const char *addr, const char *method_name, const uint8_t *z, size_t n,
+                                 grpc_compression_algorithm alg, int want, const char *text) {
     char details[300] = "";
     int code = -1;
     burst_opt o = {alg, 1, NULL, details, sizeof details};
-    burst_alg(addr, "/rankd.v1.Ranker/Rank", z, n, 1, 60000, &code, &o);
+    burst_alg(addr, method_name, z, n, 1, 60000, &code, &o);
     cr_expect_eq(code, want, "alg %d, %zu bytes: status %d (%s), want %d", (int)alg, n, code, details, want);
     cr_expect(strstr(details, text), "alg %d, %zu bytes: '%s' does not say '%s'", (int)alg, n, details, text);
 }
 
-/* Compressed requests are inflated under --max-message-bytes (4 MiB here):
- * a 256 MiB bomb (~250 KB of deflate or gzip) is RESOURCE_EXHAUSTED and the
- * process grows by far less than it. gRPC's own decompression inflated a
+static void expect_compressed(const char *addr, const uint8_t *z, size_t n, grpc_compression_algorithm alg, int want,
+                              const char *text) {
+    expect_compressed_to(addr, "/rankd.v1.Ranker/Rank", z, n, alg, want, text);
+}
+
+/* Compressed requests are inflated under --max-message-bytes (4 MiB here;
+ * 4096 bytes for operations calls such as Health/Check): a 256 MiB bomb
+ * (~250 KB of deflate or gzip) is RESOURCE_EXHAUSTED and the process grows
+ * by far less than it; more compressed bytes than the bound are refused
+ * without inflating them. gRPC's own decompression inflated a
  * request whole before any size check: a 1.5 MB gzip grew rankd by 1.5 GB;
  * with it this test grew by 2 x 256 MiB. A damaged, truncated or padded
  * message is INVALID_ARGUMENT saying which; the intact one is answered. */
@@ -1075,11 +1082,113 @@ Test(serve, compressed_requests_inflate_within_the_message_limit, .timeout = 120
         cr_assert_lt(bl, (size_t)1 << 20, "the bomb is %zu bytes", bl);
         expect_compressed(addr, bomb, bl, algs[a], GRPC_STATUS_RESOURCE_EXHAUSTED, "inflate beyond 4194304");
         free(bomb);
+        /* an operations call (4096 bytes at most): its request, a bomb, and
+         * more compressed bytes than the bound (random, so incompressible) */
+        static const uint8_t health_req[] = {0x0a, 0x00};
+        const char *health = "/grpc.health.v1.Health/Check";
+        z = zcompress(health_req, sizeof health_req, 0, gz, &zl);
+        expect_compressed_to(addr, health, z, zl, algs[a], GRPC_STATUS_OK, "");
+        free(z);
+        z = zcompress(health_req, sizeof health_req, 1 << 20, gz, &zl);
+        expect_compressed_to(addr, health, z, zl, algs[a], GRPC_STATUS_RESOURCE_EXHAUSTED, "inflate beyond 4096");
+        free(z);
+        uint8_t noise[6000];
+        for (size_t i = 0; i < sizeof noise; i++) noise[i] = (uint8_t)(rand() >> 7);
+        z = zcompress(noise, sizeof noise, 0, gz, &zl);
+        cr_assert_gt(zl, 4096);
+        snprintf(text, sizeof text, "%zu compressed bytes, at most 4096", zl);
+        expect_compressed_to(addr, health, z, zl, algs[a], GRPC_STATUS_RESOURCE_EXHAUSTED, text);
+        free(z);
     }
     long grew = vm_hwm_kib() - hwm0;
     cr_expect_lt(grew, 64 << 10, "peak RSS grew by %ld KiB", grew);
     rk_server_stop(s, NULL);
     free(req);
+    stop_served();
+}
+
+/* Open a stream to method with a deadline of deadline_ms, sending msg[len]
+ * (when len > 0) and keeping the request side open, on a client channel
+ * without gRPC's deadline filter (the minimal stack): the client sends the
+ * deadline (grpc-timeout) but does not enforce it, as curl would not. Wait
+ * at most wait_ms for the stream to end (reading the first response message,
+ * if any): its status (-1: still open, then cancelled here) and the seconds
+ * it took. */
+static int stream_until_end(const char *addr, const char *method_name, const uint8_t *msg, size_t len,
+                            int deadline_ms, int wait_ms, double *secs) {
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    grpc_arg arg = {GRPC_ARG_INTEGER, GRPC_ARG_MINIMAL_STACK, {.integer = 1}};
+    grpc_channel_args ca = {1, &arg};
+    grpc_channel *ch = grpc_channel_create(addr, cr, &ca);
+    grpc_channel_credentials_release(cr);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(method_name), NULL, dl, NULL);
+    grpc_slice sl = grpc_slice_from_static_buffer(msg, len);
+    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&sl, 1), *recv = NULL;
+    grpc_metadata_array im, tm;
+    grpc_metadata_array_init(&im);
+    grpc_metadata_array_init(&tm);
+    grpc_status_code st = GRPC_STATUS_OK;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op ops[5];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_RECV_MESSAGE; /* the trailers come only once the messages before them are read */
+    ops[n++].data.recv_message.recv_message = &recv;
+    if (len) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = send;
+    }
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n++].data.recv_initial_metadata.recv_initial_metadata = &im;
+    ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[n].data.recv_status_on_client.trailing_metadata = &tm;
+    ops[n].data.recv_status_on_client.status = &st;
+    ops[n++].data.recv_status_on_client.status_details = &details;
+    double t0 = rk_now();
+    cr_assert_eq(grpc_call_start_batch(call, ops, n, (void *)1, NULL), GRPC_CALL_OK);
+    gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(wait_ms, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_next(cq, until, NULL);
+    *secs = rk_now() - t0;
+    int ended = ev.type == GRPC_OP_COMPLETE;
+    if (!ended) {
+        grpc_call_cancel(call, NULL);
+        ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    if (recv) grpc_byte_buffer_destroy(recv);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&im);
+    grpc_metadata_array_destroy(&tm);
+    grpc_byte_buffer_destroy(send);
+    grpc_call_unref(call);
+    grpc_channel_destroy(ch);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return ended ? (int)st : -1;
+}
+
+/* Health/Watch and reflection streams end with DEADLINE_EXCEEDED at their
+ * deadline even when the client does not enforce it (gRPC's deadline filter,
+ * which did this, is not on rankd's minimal stack: the leader does it). */
+Test(serve, streams_end_at_their_deadline, .timeout = 60) {
+    char addr[64];
+    rk_server *s = start(8, addr, sizeof addr);
+    static const uint8_t empty_service[] = {0x0a, 0x00}; /* HealthCheckRequest{service: ""} */
+    const char *methods[2] = {"/grpc.health.v1.Health/Watch",
+                              "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"};
+    for (int m = 0; m < 2; m++) {
+        double secs;
+        int st = stream_until_end(addr, methods[m], empty_service, m == 0 ? sizeof empty_service : 0, 500, 5000,
+                                  &secs);
+        cr_expect_eq(st, GRPC_STATUS_DEADLINE_EXCEEDED, "%s: status %d after %.2f s", methods[m], st, secs);
+        cr_expect(secs > 0.4 && secs < 3.0, "%s: ended after %.2f s, deadline 0.5 s", methods[m], secs);
+    }
+    rk_server_stop(s, NULL);
     stop_served();
 }
 
