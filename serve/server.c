@@ -17,9 +17,6 @@
  *             generic request they would hang until the deadline, c-stack.md
  *             §2.6) are answered inline; an Admin call goes to the admin
  *             thread's queue; a reply completion releases its call context.
- *             Before it waits, it ends the Watch and reflection streams
- *             past their deadline (streams_expire: gRPC's deadline filter
- *             is not on the minimal stack) and waits until the next one.
  *             The leader waits for events only while the FIFO is empty; once
  *             it holds a call it handles only the events already available
  *             (a zero deadline, at most RK_DRAIN_MAX), hands leadership to a
@@ -187,7 +184,6 @@ typedef struct call_ctx {
     struct call_ctx *watch_next;
     char watch_svc[128];
     int watch_last, watch_sending, watch_closed;
-    int expired;                  /* a stream cancelled at its deadline (streams_expire) */
 } call_ctx;
 
 typedef struct worker {
@@ -1082,30 +1078,14 @@ static grpc_status_code handle_generic(call_ctx *c) {
     return GRPC_STATUS_UNIMPLEMENTED;
 }
 
-/* The request encodings rankd inflates (rk_payload_read), advertised in
- * every response's headers as gRPC's compression filter did (it is not on
- * rankd's minimal stack). Set once by rk_server_start. */
-static grpc_metadata accept_encoding_md;
-static pthread_once_t accept_encoding_once = PTHREAD_ONCE_INIT;
-
-static void accept_encoding_init(void) {
-    accept_encoding_md.key = grpc_slice_from_static_string("grpc-accept-encoding");
-    accept_encoding_md.value = grpc_slice_from_static_string("identity,deflate,gzip");
-}
-
-/* op sends a response's initial metadata. */
-static void initial_metadata_op(grpc_op *op) {
-    op->op = GRPC_OP_SEND_INITIAL_METADATA;
-    op->data.send_initial_metadata.count = 1;
-    op->data.send_initial_metadata.metadata = &accept_encoding_md;
-}
-
 /* Answer c with one batch; its completion arrives on cq (for the leader). */
 static void reply(call_ctx *c, grpc_status_code code) {
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    initial_metadata_op(&ops[n++]);
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].data.send_initial_metadata.count = 0;
+    n++;
     if (c->reply) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = c->reply;
@@ -1234,7 +1214,10 @@ static void watch_push_locked(rk_server *s, call_ctx *c) {
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    if (c->watch_last == 0) initial_metadata_op(&ops[n++]); /* the stream's first message */
+    if (c->watch_last == 0) { /* the stream's first message */
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+    }
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = c->reply;
     n++;
@@ -1370,7 +1353,7 @@ static void reflect_next(call_ctx *c, int first) {
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    if (first) initial_metadata_op(&ops[n++]);
+    if (first) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (c->reply) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->reply;
@@ -1480,48 +1463,15 @@ static void handle_event(rk_server *s, grpc_event ev) {
 
 #define RK_DRAIN_MAX 64 /* events handled per turn once a Rank call is queued */
 
-/* Cancel the open streams in list whose deadline has passed, the way gRPC's
- * deadline filter did (it is not on rankd's minimal stack); *next becomes
- * the earliest deadline still ahead. wmu held. */
-static void expire_list(call_ctx *list, gpr_timespec now, gpr_timespec *next) {
-    for (call_ctx *c = list; c; c = c->watch_next) {
-        if (c->expired) continue;
-        gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
-        if (gpr_time_cmp(d, now) > 0) {
-            if (gpr_time_cmp(d, *next) < 0) *next = d;
-            continue;
-        }
-        c->expired = 1;
-        grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded", NULL);
-    }
-}
-
-/* Health/Watch and reflection streams past their deadline are cancelled
- * (their pending batches then complete unsuccessfully and release them);
- * the earliest deadline still ahead, for the leader's wait. Rank calls are
- * checked when a worker picks them up. */
-static gpr_timespec streams_expire(rk_server *s) {
-    gpr_timespec next = gpr_inf_future(GPR_CLOCK_MONOTONIC);
-    pthread_mutex_lock(&s->wmu);
-    if (s->watches || s->reflects) {
-        gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
-        expire_list(s->watches, now, &next);
-        expire_list(s->reflects, now, &next);
-    }
-    pthread_mutex_unlock(&s->wmu);
-    return next;
-}
-
 /* The leader's turn: handle events, waiting for them while no Rank call is
- * queued (ending the streams past their deadline first, and waking for the
- * next one); once one is, only those already available (a zero deadline, at
+ * queued; once one is, only those already available (a zero deadline, at
  * most RK_DRAIN_MAX). 1 when the completion queue is shut down. */
 static int poll_cq(rk_server *s) {
     for (int drained = 0; drained < RK_DRAIN_MAX;) {
         pthread_mutex_lock(&s->rq.mu);
         int queued = s->rq.len > 0;
         pthread_mutex_unlock(&s->rq.mu);
-        gpr_timespec dl = queued ? gpr_time_0(GPR_CLOCK_MONOTONIC) : streams_expire(s);
+        gpr_timespec dl = queued ? gpr_time_0(GPR_CLOCK_MONOTONIC) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
         grpc_event ev = grpc_completion_queue_next(s->cq, dl, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) return 1;
         if (ev.type == GRPC_QUEUE_TIMEOUT) return 0;
@@ -1768,22 +1718,19 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
     }
 
     grpc_init();
-    pthread_once(&accept_encoding_once, accept_encoding_init);
-    /* gRPC's minimal stack: no deadline, message-size or compression filter
-     * (~4-6 us of CPU less per Rank call, most of it the deadline filter's
-     * per-call timer: bench/RESULTS.md, stop 17). rankd does their jobs:
-     * Rank calls' deadlines are checked when a worker picks them up and the
-     * streams' by the leader (streams_expire); request sizes, and the
-     * inflating of compressed requests, under max_message_bytes in
-     * rk_payload_read (gRPC's own decompression inflated without bound);
-     * responses over it are refused by the service; the accepted encodings
-     * go out in every response's headers (initial_metadata_op). So the
-     * max-message-length arguments would have no effect and are not given.
-     * Channelz's per-call counters are off too: rankd serves no channelz. */
+    /* gRPC's own decompression is off: it inflated a request whole before
+     * any size check (a 1.5 MB gzip of zeros grew rankd by 1.5 GB); the
+     * handlers inflate under max_message_bytes (rk_payload_read). Channelz's
+     * per-call counters are off: rankd serves no channelz service. gRPC's
+     * minimal stack (no deadline, message-size or compression filter) was
+     * measured and not kept: once rankd did those filters' jobs itself
+     * (stream deadlines, grpc-accept-encoding) it saved no CPU per Rank call
+     * beyond the host's noise (bench/RESULTS.md, stop 17). */
     grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = o->max_message_bytes}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}}, /* a used port must fail (c-stack.md §2.6) */
-        {GRPC_ARG_INTEGER, GRPC_ARG_MINIMAL_STACK, {.integer = 1}},
-        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}}, /* said again, to be sure */
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = -1}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
         {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_CHANNELZ, {.integer = 0}},
     };
     grpc_channel_args ca = {sizeof args / sizeof args[0], args};

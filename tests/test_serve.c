@@ -1173,8 +1173,9 @@ static int stream_until_end(const char *addr, const char *method_name, const uin
 }
 
 /* Health/Watch and reflection streams end with DEADLINE_EXCEEDED at their
- * deadline even when the client does not enforce it (gRPC's deadline filter,
- * which did this, is not on rankd's minimal stack: the leader does it). */
+ * deadline even when the client does not enforce it: gRPC's deadline filter
+ * does it on the server. Seen failing on gRPC's minimal stack (which drops
+ * that filter) until the leader ended such streams itself (stop 17). */
 Test(serve, streams_end_at_their_deadline, .timeout = 60) {
     char addr[64];
     rk_server *s = start(8, addr, sizeof addr);
