@@ -16,6 +16,17 @@
 
 #include "internal.h"
 
+/* zlib's memory through rk_malloc (tests fail it with rk_alloc_fail_after). */
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size) {
+    (void)opaque;
+    return rk_calloc(items, size);
+}
+
+static void z_free(voidpf opaque, voidpf p) {
+    (void)opaque;
+    rk_free(p);
+}
+
 /* Inflate a compressed request message into buf[cap]. gRPC's "deflate" is
  * zlib's format, "gzip" gzip's. Its length, RK_PAYLOAD_BIG when it is or
  * inflates beyond cap, RK_PAYLOAD_BAD (why[] says why), RK_PAYLOAD_NOMEM. */
@@ -24,6 +35,8 @@ static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char
     const char *name = alg == GRPC_COMPRESS_GZIP ? "gzip" : "deflate";
     z_stream zs;
     memset(&zs, 0, sizeof zs);
+    zs.zalloc = z_alloc;
+    zs.zfree = z_free;
     if (alg != GRPC_COMPRESS_GZIP && alg != GRPC_COMPRESS_DEFLATE) {
         snprintf(why, why_len, "request: compression algorithm %d is not supported", (int)alg);
         return RK_PAYLOAD_BAD;

@@ -1046,6 +1046,45 @@ static void expect_compressed(const char *addr, const uint8_t *z, size_t n, grpc
     expect_compressed_to(addr, "/rankd.v1.Ranker/Rank", z, n, alg, want, text);
 }
 
+/* rk_payload_read on a gzip message in three slices: its bytes under a
+ * bound of exactly their length, RK_PAYLOAD_BIG one byte below it (for the
+ * same message sent plain too), and RESOURCE_EXHAUSTED "out of memory" when
+ * zlib's allocation fails. */
+Test(serve, payload_read_inflates_up_to_the_bound_exactly) {
+    size_t len, zl;
+    uint8_t *req = make_request(20, 1, &len);
+    uint8_t *z = zcompress(req, len, 0, 1, &zl);
+    grpc_slice sl[3];
+    size_t cut[4] = {0, zl / 3, 2 * zl / 3, zl};
+    for (int i = 0; i < 3; i++) sl[i] = grpc_slice_from_copied_buffer((const char *)z + cut[i], cut[i + 1] - cut[i]);
+    grpc_byte_buffer *bb = grpc_raw_compressed_byte_buffer_create(sl, 3, GRPC_COMPRESS_GZIP);
+    grpc_slice plain_sl = grpc_slice_from_copied_buffer((const char *)req, len);
+    grpc_byte_buffer *plain = grpc_raw_byte_buffer_create(&plain_sl, 1);
+    uint8_t *buf = malloc(len);
+    char why[200] = "";
+    cr_assert_eq(rk_payload_read(buf, len, bb, why, sizeof why), (long)len, "%s", why);
+    cr_assert_eq(memcmp(buf, req, len), 0);
+    cr_assert_eq(rk_payload_read(buf, len - 1, bb, why, sizeof why), RK_PAYLOAD_BIG);
+    cr_assert_eq(rk_payload_status(RK_PAYLOAD_BIG, len - 1, bb, why, sizeof why), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    cr_assert(strstr(why, "inflate beyond"), "%s", why);
+    const uint8_t *at = NULL;
+    cr_assert_eq(rk_payload_bytes(buf, len, plain, &at, why, sizeof why), (long)len);
+    cr_assert_eq(rk_payload_bytes(buf, len - 1, plain, &at, why, sizeof why), RK_PAYLOAD_BIG);
+    rk_alloc_fail_after(1);
+    long n = rk_payload_read(buf, len, bb, why, sizeof why);
+    rk_alloc_fail_after(0);
+    cr_assert_eq(n, RK_PAYLOAD_NOMEM);
+    cr_assert_eq(rk_payload_status(n, len, bb, why, sizeof why), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    cr_assert(strstr(why, "out of memory"), "%s", why);
+    for (int i = 0; i < 3; i++) grpc_slice_unref(sl[i]);
+    grpc_slice_unref(plain_sl);
+    grpc_byte_buffer_destroy(bb);
+    grpc_byte_buffer_destroy(plain);
+    free(buf);
+    free(z);
+    free(req);
+}
+
 /* Compressed requests are inflated under --max-message-bytes (4 MiB here;
  * 4096 bytes for operations calls such as Health/Check): a 256 MiB bomb
  * (~250 KB of deflate or gzip) is RESOURCE_EXHAUSTED and the process grows
