@@ -41,7 +41,7 @@ static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char
         snprintf(why, why_len, "request: compression algorithm %d is not supported", (int)alg);
         return RK_PAYLOAD_BAD;
     }
-    if (bb->data.raw.slice_buffer.length > cap) return RK_PAYLOAD_BIG; /* as gRPC's size filter did */
+    if (bb->data.raw.slice_buffer.length > cap) return RK_PAYLOAD_BIG; /* the bound holds on the wire too */
     if (inflateInit2(&zs, alg == GRPC_COMPRESS_GZIP ? 15 + 16 : 15) != Z_OK) return RK_PAYLOAD_NOMEM;
     if (cap > UINT_MAX) cap = UINT_MAX; /* zlib counts output room in uInt */
     uint8_t spare; /* room for one byte past cap: a message that fills it is too long */

@@ -675,14 +675,13 @@ static int post(rk_server *s, call_kind kind) {
 /* ------------------------------------------------------------ handlers */
 
 
-/* An operations call's request (Health, GetMetadata, Watch) into
- * s->health_in: its length, or -1 with c->status_details set and *code its
- * status. On the leader only (health_in is its). */
-static long ops_payload(rk_server *s, call_ctx *c, grpc_status_code *code) {
+/* c's request message (none: empty) into buf[cap]: its length, or -1 with
+ * c->status_details set and *code its status. */
+static long read_request(call_ctx *c, uint8_t *buf, size_t cap, grpc_status_code *code) {
     char why[200];
-    long n = c->payload ? rk_payload_read(s->health_in, sizeof s->health_in, c->payload, why, sizeof why) : 0;
+    long n = c->payload ? rk_payload_read(buf, cap, c->payload, why, sizeof why) : 0;
     if (n >= 0) return n;
-    *code = rk_payload_status(n, sizeof s->health_in, c->payload, why, sizeof why);
+    *code = rk_payload_status(n, cap, c->payload, why, sizeof why);
     c->status_details = grpc_slice_from_copied_string(why);
     return -1;
 }
@@ -834,13 +833,9 @@ static grpc_status_code handle_apply(worker *w, model_ver *v, call_ctx *c) {
         c->status_details = grpc_slice_from_copied_string(who);
         return GRPC_STATUS_UNAUTHENTICATED;
     }
-    char why[200];
-    long n = c->payload ? rk_payload_read(w->in, w->in_cap, c->payload, why, sizeof why) : 0;
-    if (n < 0) {
-        grpc_status_code code = rk_payload_status(n, w->in_cap, c->payload, why, sizeof why);
-        c->status_details = grpc_slice_from_copied_string(why);
-        return code;
-    }
+    grpc_status_code pcode;
+    long n = read_request(c, w->in, w->in_cap, &pcode);
+    if (n < 0) return pcode;
     char wmsg[256];
     if (rk_pb_check(&rankd__v1__apply_updates_request__descriptor, w->in, (size_t)n, wmsg, sizeof wmsg)) {
         c->status_details = grpc_slice_from_copied_string(wmsg);
@@ -945,7 +940,7 @@ static grpc_status_code handle_health(call_ctx *c) {
     rk_server *s = c->srv;
     atomic_fetch_add_explicit(&s->g.health, 1, memory_order_relaxed);
     grpc_status_code pcode;
-    long n = ops_payload(s, c, &pcode);
+    long n = read_request(c, s->health_in, sizeof s->health_in, &pcode); /* the leader's buffer */
     if (n < 0) return pcode;
     Grpc__Health__V1__HealthCheckRequest *req =
         grpc__health__v1__health_check_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
@@ -974,7 +969,7 @@ static grpc_status_code handle_health(call_ctx *c) {
 static grpc_status_code handle_metadata(call_ctx *c) {
     rk_server *s = c->srv;
     grpc_status_code pcode;
-    long n = ops_payload(s, c, &pcode);
+    long n = read_request(c, s->health_in, sizeof s->health_in, &pcode); /* the leader's buffer */
     if (n < 0) return pcode;
     Rankd__V1__GetMetadataRequest *req =
         rankd__v1__get_metadata_request__unpack(&rk_pb_allocator, (size_t)n, s->health_in);
@@ -1266,7 +1261,7 @@ static void watch_sent(rk_server *s, call_ctx *c) {
  * ends when the client goes or the server stops (UNAVAILABLE). */
 static void watch_start(rk_server *s, call_ctx *c) {
     grpc_status_code pcode;
-    long n = ops_payload(s, c, &pcode);
+    long n = read_request(c, s->health_in, sizeof s->health_in, &pcode); /* the leader's buffer */
     if (n < 0) {
         reply(c, pcode);
         return;
