@@ -132,6 +132,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -1609,6 +1610,36 @@ static int tls_refused(const char *listen, rk_auth *auth) {
     return binds;
 }
 
+/* gRPC's own log lines (gpr_log) go through rk_log, in its format and under
+ * its level, at most GRPC_LOG_PER_S a second: gRPC logs some client errors
+ * once per call (an invalid grpc-encoding header: "Error parsing
+ * metadata"), which a client could repeat to flood the log. The lines
+ * dropped are counted in the next one written. Process-wide, set once. */
+#define GRPC_LOG_PER_S 10
+static atomic_long grpc_log_sec, grpc_log_n, grpc_log_dropped;
+static pthread_once_t grpc_log_once = PTHREAD_ONCE_INIT;
+
+static void grpc_log_to_rk(gpr_log_func_args *a) {
+    rk_log_level lvl = a->severity == GPR_LOG_SEVERITY_ERROR  ? RK_LOG_WARN
+                       : a->severity == GPR_LOG_SEVERITY_INFO ? RK_LOG_INFO
+                                                              : RK_LOG_DEBUG;
+    if (!rk_log_enabled(lvl)) return;
+    long sec = (long)rk_now(), seen = atomic_load(&grpc_log_sec);
+    if (sec != seen && atomic_compare_exchange_strong(&grpc_log_sec, &seen, sec)) atomic_store(&grpc_log_n, 0);
+    if (atomic_fetch_add(&grpc_log_n, 1) >= GRPC_LOG_PER_S) {
+        atomic_fetch_add(&grpc_log_dropped, 1);
+        return;
+    }
+    long dropped = atomic_exchange(&grpc_log_dropped, 0);
+    const char *base = a->file ? strrchr(a->file, '/') : NULL;
+    char more[64] = "";
+    if (dropped) snprintf(more, sizeof more, "; %ld earlier gRPC lines not logged", dropped);
+    rk_log(lvl, "grpc: %s (%s:%d%s)", a->message ? a->message : "", base ? base + 1 : a->file ? a->file : "?",
+           a->line, more);
+}
+
+static void grpc_log_init(void) { gpr_set_log_function(grpc_log_to_rk); }
+
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err) {
     *out = NULL;
@@ -1712,6 +1743,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         }
     }
 
+    pthread_once(&grpc_log_once, grpc_log_init);
     grpc_init();
     /* gRPC's own decompression is off: it inflated a request whole before
      * any size check (a 1.5 MB gzip of zeros grew rankd by 1.5 GB); the
