@@ -27,7 +27,7 @@ static const char *const RK_FUZZ_CFG =
     " \"aliases\": {\"user_id\": \"user_id\", \"recent_item_ids\": \"history\", \"ad_id\": \"movie_id\"}}";
 
 /* Write data to this process's scratch file (for path-taking readers). */
-static const char *rk_fuzz_file(const uint8_t *data, size_t size, const char *suffix) {
+static inline const char *rk_fuzz_file(const uint8_t *data, size_t size, const char *suffix) {
     static char path[256];
     snprintf(path, sizeof path, "/tmp/rk_fuzz_%ld%s", (long)getpid(), suffix);
     FILE *f = fopen(path, "wb");
