@@ -1614,31 +1614,50 @@ static int tls_refused(const char *listen, rk_auth *auth) {
  * its level, at most GRPC_LOG_PER_S a second: gRPC logs some client errors
  * once per call (an invalid grpc-encoding header: "Error parsing
  * metadata"), which a client could repeat to flood the log. The lines
- * dropped are counted in the next one written. Process-wide, set once. */
+ * dropped are counted in the next one written; an assertion's line (gRPC
+ * aborts after it) is never dropped, nor is anything while GRPC_TRACE asks
+ * for gRPC's traces. Process-wide, set once. */
 #define GRPC_LOG_PER_S 10
-static atomic_long grpc_log_sec, grpc_log_n, grpc_log_dropped;
+static pthread_mutex_t grpc_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static long grpc_log_sec, grpc_log_n, grpc_log_dropped; /* under grpc_log_mu */
+static int grpc_log_unlimited;                          /* GRPC_TRACE set: set once, before any line */
 static pthread_once_t grpc_log_once = PTHREAD_ONCE_INIT;
 
 static void grpc_log_to_rk(gpr_log_func_args *a) {
-    rk_log_level lvl = a->severity == GPR_LOG_SEVERITY_ERROR  ? RK_LOG_WARN
+    rk_log_level lvl = a->severity == GPR_LOG_SEVERITY_ERROR  ? RK_LOG_ERROR
                        : a->severity == GPR_LOG_SEVERITY_INFO ? RK_LOG_INFO
                                                               : RK_LOG_DEBUG;
+    const char *msg = a->message ? a->message : "";
     if (!rk_log_enabled(lvl)) return;
-    long sec = (long)rk_now(), seen = atomic_load(&grpc_log_sec);
-    if (sec != seen && atomic_compare_exchange_strong(&grpc_log_sec, &seen, sec)) atomic_store(&grpc_log_n, 0);
-    if (atomic_fetch_add(&grpc_log_n, 1) >= GRPC_LOG_PER_S) {
-        atomic_fetch_add(&grpc_log_dropped, 1);
-        return;
+    int always = grpc_log_unlimited || strncmp(msg, "assertion failed", 16) == 0;
+    long dropped = 0;
+    pthread_mutex_lock(&grpc_log_mu);
+    long sec = (long)rk_now();
+    if (sec > grpc_log_sec) {
+        grpc_log_sec = sec;
+        grpc_log_n = 0;
     }
-    long dropped = atomic_exchange(&grpc_log_dropped, 0);
+    int write = always || grpc_log_n < GRPC_LOG_PER_S;
+    if (write) {
+        grpc_log_n++;
+        dropped = grpc_log_dropped;
+        grpc_log_dropped = 0;
+    } else {
+        grpc_log_dropped++;
+    }
+    pthread_mutex_unlock(&grpc_log_mu);
+    if (!write) return;
     const char *base = a->file ? strrchr(a->file, '/') : NULL;
     char more[64] = "";
-    if (dropped) snprintf(more, sizeof more, "; %ld earlier gRPC lines not logged", dropped);
-    rk_log(lvl, "grpc: %s (%s:%d%s)", a->message ? a->message : "", base ? base + 1 : a->file ? a->file : "?",
-           a->line, more);
+    if (dropped) snprintf(more, sizeof more, " [%ld earlier gRPC lines not logged]", dropped);
+    rk_log(lvl, "grpc (%s:%d)%s: %.900s", base ? base + 1 : a->file ? a->file : "?", a->line, more, msg);
 }
 
-static void grpc_log_init(void) { gpr_set_log_function(grpc_log_to_rk); }
+static void grpc_log_init(void) {
+    const char *trace = getenv("GRPC_TRACE");
+    grpc_log_unlimited = trace && *trace;
+    gpr_set_log_function(grpc_log_to_rk);
+}
 
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
                           int *bound_port, rk_err *err) {
