@@ -42,6 +42,7 @@ static long inflate_payload(uint8_t *buf, size_t cap, grpc_byte_buffer *bb, char
         return RK_PAYLOAD_BAD;
     }
     if (bb->data.raw.slice_buffer.length > cap) return RK_PAYLOAD_BIG; /* the bound holds on the wire too */
+    if (bb->data.raw.slice_buffer.length == 0) return 0; /* an empty message, as gRPC's inflate takes it */
     if (inflateInit2(&zs, alg == GRPC_COMPRESS_GZIP ? 15 + 16 : 15) != Z_OK) return RK_PAYLOAD_NOMEM;
     if (cap > UINT_MAX) cap = UINT_MAX; /* zlib counts output room in uInt */
     uint8_t spare; /* room for one byte past cap: a message that fills it is too long */
