@@ -820,15 +820,29 @@ typedef struct {
     size_t details_len;
 } burst_opt;
 
+/* An insecure client channel to addr with one integer channel argument. */
+static grpc_channel *channel_with(const char *addr, const char *key, int value) {
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    grpc_arg arg = {GRPC_ARG_INTEGER, (char *)key, {.integer = value}};
+    grpc_channel_args ca = {1, &arg};
+    grpc_channel *ch = grpc_channel_create(addr, cr, &ca);
+    grpc_channel_credentials_release(cr);
+    return ch;
+}
+
+/* Shut cq down, drain it and destroy it. */
+static void cq_close(grpc_completion_queue *cq) {
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
 /* Start n calls of method at once on one channel, sent as o says (gRPC's
  * per-message compression), wait for all; codes[i] per call. */
 static void burst_alg(const char *addr, const char *method_name, const uint8_t *req, size_t len, int n,
                       int deadline_ms, int *codes, const burst_opt *o) {
-    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
-    grpc_arg arg = {GRPC_ARG_INTEGER, GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, {.integer = (int)o->alg}};
-    grpc_channel_args ca = {1, &arg};
-    grpc_channel *ch = grpc_channel_create(addr, cr, &ca);
-    grpc_channel_credentials_release(cr);
+    grpc_channel *ch = channel_with(addr, GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, (int)o->alg);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     typedef struct {
         grpc_call *call;
@@ -882,10 +896,7 @@ static void burst_alg(const char *addr, const char *method_name, const uint8_t *
     }
     free(c);
     grpc_channel_destroy(ch);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(cq);
+    cq_close(cq);
 }
 
 static void burst_to(const char *addr, const char *method_name, const uint8_t *req, size_t len, int n,
@@ -1157,11 +1168,7 @@ Test(serve, compressed_requests_inflate_within_the_message_limit, .timeout = 120
  * it took. */
 static int stream_until_end(const char *addr, const char *method_name, const uint8_t *msg, size_t len,
                             int deadline_ms, int wait_ms, double *secs) {
-    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
-    grpc_arg arg = {GRPC_ARG_INTEGER, GRPC_ARG_MINIMAL_STACK, {.integer = 1}};
-    grpc_channel_args ca = {1, &arg};
-    grpc_channel *ch = grpc_channel_create(addr, cr, &ca);
-    grpc_channel_credentials_release(cr);
+    grpc_channel *ch = channel_with(addr, GRPC_ARG_MINIMAL_STACK, 1);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
     grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
@@ -1206,10 +1213,7 @@ static int stream_until_end(const char *addr, const char *method_name, const uin
     grpc_byte_buffer_destroy(send);
     grpc_call_unref(call);
     grpc_channel_destroy(ch);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(cq);
+    cq_close(cq);
     return ended ? (int)st : -1;
 }
 
