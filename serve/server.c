@@ -1327,13 +1327,16 @@ static void reflect_unlink(rk_server *s, call_ctx *c) {
     pthread_mutex_unlock(&s->wmu);
 }
 
-/* End the stream with code (its initial metadata went with the first batch). */
+/* End the stream with code and msg (NULL: the details already set; its
+ * initial metadata went with the first batch). */
 static void reflect_finish(call_ctx *c, grpc_status_code code, const char *msg) {
     reflect_unlink(c->srv, c);
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
-    grpc_slice_unref(c->status_details);
-    c->status_details = grpc_slice_from_copied_string(msg);
+    if (msg) {
+        grpc_slice_unref(c->status_details);
+        c->status_details = grpc_slice_from_copied_string(msg);
+    }
     ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[0].data.send_status_from_server.status = code;
     ops[0].data.send_status_from_server.status_details = &c->status_details;
@@ -1393,16 +1396,15 @@ static void reflect_step(rk_server *s, call_ctx *c, int success) {
         reflect_finish(c, GRPC_STATUS_OK, "");
         return;
     }
-    char why[200];
-    long n = rk_payload_read(s->health_in, sizeof s->health_in, c->payload, why, sizeof why);
-    grpc_status_code pcode = n < 0 ? rk_payload_status(n, sizeof s->health_in, c->payload, why, sizeof why) : 0;
+    grpc_status_code pcode = GRPC_STATUS_OK;
+    long n = read_request(c, s->health_in, sizeof s->health_in, &pcode); /* the leader's buffer */
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
     uint8_t *out = NULL;
     size_t len = 0;
     rk_err err = {0};
     if (n < 0) {
-        reflect_finish(c, pcode, why);
+        reflect_finish(c, pcode, NULL); /* read_request set the details */
     } else if (rk_reflection_answer(s->reflection, s->health_in, (size_t)n, &out, &len, &err)) {
         reflect_finish(c, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
     } else {
