@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is present. Needs root or sudo.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
-      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
+      libgrpc-dev libabsl-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
       librocksdb-dev libopenblas-dev libcriterion-dev libjansson-dev libxxhash-dev
       libhiredis-dev redis-server redis-tools
       libjpeg62-turbo-dev libpng-dev

@@ -1623,7 +1623,7 @@ static int tls_refused(const char *listen, rk_auth *auth) {
 static pthread_mutex_t grpc_log_mu = PTHREAD_MUTEX_INITIALIZER;
 static long grpc_log_sec, grpc_log_n, grpc_log_dropped; /* under grpc_log_mu */
 static int grpc_log_unlimited;                          /* GRPC_TRACE set: set once, before any line */
-static pthread_once_t grpc_log_once = PTHREAD_ONCE_INIT;
+static pthread_once_t grpc_once = PTHREAD_ONCE_INIT;
 
 static void grpc_log_to_rk(gpr_log_func_args *a) {
     rk_log_level lvl = a->severity == GPR_LOG_SEVERITY_ERROR  ? RK_LOG_ERROR
@@ -1655,10 +1655,15 @@ static void grpc_log_to_rk(gpr_log_func_args *a) {
     rk_log(lvl, "grpc (%s:%d)%s: %.900s", base ? base + 1 : a->file ? a->file : "?", a->line, more, msg);
 }
 
-static void grpc_log_init(void) {
+void rk_absl_deadlock_detection_off(void); /* absl_mode.cc */
+
+/* Once per process, before grpc_init: gRPC's log lines through rk_log, and
+ * Abseil's debug-build lock-order graph off (absl_mode.cc). */
+static void grpc_process_init(void) {
     const char *trace = getenv("GRPC_TRACE");
     grpc_log_unlimited = trace && *trace;
     gpr_set_log_function(grpc_log_to_rk);
+    rk_absl_deadlock_detection_off();
 }
 
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
@@ -1764,7 +1769,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         }
     }
 
-    pthread_once(&grpc_log_once, grpc_log_init);
+    pthread_once(&grpc_once, grpc_process_init);
     grpc_init();
     /* gRPC's own decompression is off: it inflated a request whole before
      * any size check (a 1.5 MB gzip of zeros grew rankd by 1.5 GB); the

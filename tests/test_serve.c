@@ -1269,6 +1269,20 @@ Test(serve, grpc_log_lines_are_rate_limited, .init = cr_redirect_stderr, .timeou
     cr_expect_eq(dropped, 50 - burst, "the lines say %ld dropped, %d were", dropped, 50 - burst);
 }
 
+int rk_test_absl_both_orders(void); /* absl_lock_order.cc */
+
+/* Once a server has started, Abseil's debug-build lock-order graph is off
+ * (serve/absl_mode.cc): two mutexes taken in both orders, which Debian's
+ * Abseil otherwise reports as a potential deadlock and aborts on (this
+ * test's process would die). */
+Test(serve, abseil_lock_order_graph_is_off, .timeout = 60) {
+    char addr[64];
+    rk_server *s = start(8, addr, sizeof addr);
+    cr_expect_eq(rk_test_absl_both_orders(), 2);
+    rk_server_stop(s, NULL);
+    stop_served();
+}
+
 Test(serve, expired_in_queue_is_deadline_exceeded_without_model_work, .timeout = 120) {
     char addr[64];
     rk_server *s = start(64, addr, sizeof addr);
