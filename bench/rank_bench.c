@@ -731,7 +731,7 @@ static void progress(const loadgen *g, int64_t t, int final) {
 }
 
 static int run_grpc(const opts *o, workload *w, results *r) {
-    grpc_init();
+    rk_grpc_init();
     grpc_arg args[3];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;

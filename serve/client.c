@@ -47,7 +47,7 @@ rk_status rk_client_create(const char *addr, rk_client **out, rk_err *err) {
     rk_client *c = rk_calloc(1, sizeof *c);
     if (!c) return rk_fail(err, RK_ENOMEM, "client: out of memory");
     snprintf(c->addr, sizeof c->addr, "%s", addr);
-    grpc_init();
+    rk_grpc_init();
     grpc_arg args[3];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;

@@ -30,6 +30,8 @@ int rk_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t 
 /* Strict UTF-8 (RFC 3629) of p[0, n) with no NUL (wire.c): what every
  * request string must be, so a client can decode the text rankd echoes. */
 int rk_utf8_ok(const unsigned char *p, size_t n);
+/* absl::SetMutexDeadlockDetectionMode(kIgnore) (absl_mode.cc; rk_grpc_init). */
+void rk_absl_deadlock_detection_off(void);
 /* The longest prefix of s[0, len) of at most max bytes that does not end
  * inside a UTF-8 sequence (for echoing a client's string, shortened). */
 size_t rk_utf8_prefix(const char *s, size_t len, size_t max);

@@ -188,7 +188,14 @@ typedef struct {
 
 typedef struct rk_server rk_server;
 
-/* Start serving m on o->listen: calls grpc_init(), binds (SO_REUSEPORT off,
+/* grpc_init(), after setting gRPC up for this process (once): its log lines
+ * through rk_log as "grpc (file:line): ...", rate-limited, and Abseil's
+ * debug-build lock-order graph off (serve/absl_mode.cc). rk_server_start
+ * and rk_client_create call it; so does any rankd program that uses gRPC
+ * core directly (rank-bench). Pair each with grpc_shutdown(). */
+void rk_grpc_init(void);
+
+/* Start serving m on o->listen: calls rk_grpc_init(), binds (SO_REUSEPORT off,
  * so a port held by another process fails), starts o->threads workers and
  * returns. *bound_port receives the port actually bound (useful with port 0).
  * Serves /rankd.v1.Ranker/Rank and /grpc.health.v1.Health/Check; every other

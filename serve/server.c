@@ -1655,8 +1655,6 @@ static void grpc_log_to_rk(gpr_log_func_args *a) {
     rk_log(lvl, "grpc (%s:%d)%s: %.900s", base ? base + 1 : a->file ? a->file : "?", a->line, more, msg);
 }
 
-void rk_absl_deadlock_detection_off(void); /* absl_mode.cc */
-
 /* Once per process, before grpc_init: gRPC's log lines through rk_log, and
  * Abseil's debug-build lock-order graph off (absl_mode.cc). */
 static void grpc_process_init(void) {
@@ -1664,6 +1662,11 @@ static void grpc_process_init(void) {
     grpc_log_unlimited = trace && *trace;
     gpr_set_log_function(grpc_log_to_rk);
     rk_absl_deadlock_detection_off();
+}
+
+void rk_grpc_init(void) {
+    pthread_once(&grpc_once, grpc_process_init);
+    grpc_init();
 }
 
 rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server **out,
@@ -1769,8 +1772,7 @@ rk_status rk_server_start(const rk_server_opts *o, const rk_model *m, rk_server 
         }
     }
 
-    pthread_once(&grpc_once, grpc_process_init);
-    grpc_init();
+    rk_grpc_init();
     /* gRPC's own decompression is off: it inflated a request whole before
      * any size check (a 1.5 MB gzip of zeros grew rankd by 1.5 GB); the
      * handlers inflate under max_message_bytes (rk_payload_read). Channelz's
