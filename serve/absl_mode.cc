@@ -8,7 +8,7 @@
  * (GraphCycles, under one global spinlock), and the first time two locks
  * are ever taken in both orders the process aborts, whether or not the
  * two orders could actually meet. kIgnore, the default of Abseil built
- * with NDEBUG (what Google runs), stops the graph.
+ * with NDEBUG, stops the graph.
  *
  * The trade-off: a server that a potential ordering would kill keeps
  * serving, and each Rank call runs about 6,100 fewer instructions (of the
