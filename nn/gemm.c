@@ -205,7 +205,10 @@ tile256(float *y, const float *xp, const float *P, const float *b, int mr, int k
     for (int k = 0; k < kc; k++) {
         __m256 w0 = _mm256_loadu_ps(P + (size_t)k * NR), w1 = _mm256_loadu_ps(P + (size_t)k * NR + 8);
         for (int r = 0; r < mr; r++) {
-            __m256 a = _mm256_broadcast_ss(xp + (size_t)k * MR256 + r);
+            /* set1 of a value, not _mm256_broadcast_ss(pointer): with that
+             * builtin GCC 12 stored all 12 sums to the stack on every k
+             * (no store motion past it), a third of the FMA peak */
+            __m256 a = _mm256_set1_ps(xp[(size_t)k * MR256 + r]);
             c[r][0] = _mm256_fmadd_ps(a, w0, c[r][0]);
             c[r][1] = _mm256_fmadd_ps(a, w1, c[r][1]);
         }
