@@ -26,7 +26,8 @@
 # rank-bench closed loop (4 streams) on CLIENT_CPU; candidates per CPU-second
 # of the rankd process (everything: gRPC, the kernel's TCP, reading and
 # checking the request, the response).
-# FMA peak and sgemm (OpenBLAS vs rk_gemm) at the towers' shapes: roofline.
+# FMA peak and sgemm (OpenBLAS vs rk_gemm; on an AVX-512 CPU its AVX2 kernel too,
+# the fallback of CPUs without AVX-512) at the towers' shapes: roofline.
 # PyTorch (Debian's python3-torch, 1 thread) times the tower alone, for
 # context, when /usr/bin/python3 has it (bench/ref/torch_tower.py).
 # OPENBLAS_CORETYPE is never set here; the one the machine has is printed.
@@ -198,7 +199,7 @@ P("FMA peak (one core, CPU time): median %.1f GFLOP/s; large tower: %.0f FLOP/ca
 P("gRPC (demo, 200 candidates): rankd %.0f candidates per rankd CPU-second vs in-process %.0f -> %.3f" %
   (med(g_cps), med(i_cps), fig["grpc_over_inproc_b200"]))
 P("")
-P("sgemm GFLOP/s (CPU time, median of 5), OpenBLAS vs rk_gemm:")
+P("sgemm GFLOP/s (CPU time, median of 5), OpenBLAS vs rk_gemm (the kernel in use; on an AVX-512 CPU also its AVX2 kernel):")
 P(open(os.path.join(out, "gemm.txt")).read().strip())
 P("")
 P("bench-roofline: demo_vs_ort_b200=%.3f demo_vs_ort_b1000=%.3f large_vs_ort_b500=%.3f large_peak_frac=%.3f grpc_over_inproc_b200=%.3f" %

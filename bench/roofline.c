@@ -3,7 +3,8 @@
  *
  *   roofline info                     CPU model, OpenBLAS core, GEMM kernel in use
  *   roofline peak                     one core's FMA peak, GFLOP/s
- *   roofline gemm M K N               OpenBLAS sgemm (x W^T) vs rk_gemm_forward, GFLOP/s
+ *   roofline gemm M K N               OpenBLAS sgemm (x W^T) vs rk_gemm_forward (and its
+ *                                     AVX2 kernel on an AVX-512 CPU), GFLOP/s
  *   roofline tower BUNDLE B SECONDS   the tower alone (rk_tower_run): candidates/s, GFLOP/s
  *   roofline tower-dump BUNDLE X0.f32 B OUT.f32
  *                                     logits of B tower inputs (raw float32 [B, D]),
@@ -104,15 +105,21 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* OpenBLAS, rk_gemm's kernel in use and, on an AVX-512 CPU, its AVX2
+ * kernel too (the fallback, measured on every machine), interleaved, 0.2 s
+ * each, 5 rounds; medians. */
 static int cmd_gemm(int M, int K, int N) {
     unsigned seed = 16;
     float *x = randv((size_t)M * K, &seed), *W = randv((size_t)N * K, &seed), *b = randv((size_t)N, &seed);
     float *y = malloc((size_t)M * N * sizeof *y), *Wp = malloc(rk_gemm_packed_floats(K, N) * sizeof *Wp);
     if (!y || !Wp) return 1;
     rk_gemm_pack(Wp, W, N, K);
-    double flop = 2.0 * M * K * N, blas[5], own[5];
-    for (int r = 0; r < 5; r++) { /* interleaved: OpenBLAS, then ours, 0.2 s each */
-        for (int which = 0; which < 2; which++) {
+    const rk_gemm_kernel in_use = rk_gemm_kernel_get();
+    const int runs = in_use == RK_GEMM_AVX512 ? 3 : 2; /* OpenBLAS, in use[, AVX2] */
+    double flop = 2.0 * M * K * N, g[3][5];
+    for (int r = 0; r < 5; r++)
+        for (int which = 0; which < runs; which++) {
+            if (which) rk_gemm_kernel_set(which == 1 ? in_use : RK_GEMM_AVX2);
             long n = 0;
             double t0 = now_s(), t;
             do {
@@ -123,12 +130,13 @@ static int cmd_gemm(int M, int K, int N) {
                 n++;
                 t = now_s() - t0;
             } while (t < 0.2 && n < 1000000);
-            (which ? own : blas)[r] = flop * n / t / 1e9;
+            g[which][r] = flop * n / t / 1e9;
         }
-    }
-    qsort(blas, 5, sizeof *blas, cmp_d);
-    qsort(own, 5, sizeof *own, cmp_d);
-    printf("gemm M=%d K=%d N=%d openblas_gflops=%.2f rk_gemm_gflops=%.2f\n", M, K, N, blas[2], own[2]);
+    rk_gemm_kernel_set(in_use);
+    for (int w = 0; w < runs; w++) qsort(g[w], 5, sizeof g[w][0], cmp_d);
+    printf("gemm M=%d K=%d N=%d openblas_gflops=%.2f rk_gemm_gflops=%.2f", M, K, N, g[0][2], g[1][2]);
+    if (runs == 3) printf(" rk_gemm_avx2_gflops=%.2f", g[2][2]);
+    printf("\n");
     free(x), free(W), free(b), free(y), free(Wp);
     return 0;
 }
