@@ -99,28 +99,39 @@ static void gemm_plain(float *y, const float *x, const float *Wp, const float *b
  * streamed); for each panel (pair) every tile of the block is done before the
  * next, so a panel is read from L2, not L3. A K longer than KC is done in
  * chunks: the running sums are parked in y between chunks (same order, so
- * the same results) and the epilogue is applied after the last. */
+ * the same results) and the epilogue is applied after the last.
+ * When x's rows do not fall into the same L1 sets (their starting offsets
+ * mod 4096 at least a cache line apart for the MR rows of a tile: the
+ * demo's K = 97, not K = 256, 512 or 1024) the kernels read x in place
+ * instead (xs = K, "direct"): the copy cost about a tenth of the demo
+ * tower's time. */
 #define XBUF_FLOATS 49152
 #define KC 4096
 static _Thread_local float xbuf[XBUF_FLOATS] __attribute__((aligned(64)));
 
 /* One tile: kernel args. y, x0, xl at the tile's first row (row stride N);
- * xp: the packed tile; P: first panel at the chunk's first k (the next panel
+ * xp: the packed tile (xs = 0: xp[k * MR + r]) or x's first row of the tile
+ * at the chunk's first k (row r at xp + r * xs); P: first panel at the chunk's first k (the next panel
  * pstride floats on); nv: valid columns of the last panel (1..16); first:
  * sums start from init[N] (shared by every row; NULL: 0), else from y;
  * last: apply the epilogue (else park the sums in y). */
-typedef void (*tile_fn)(float *y, const float *xp, const float *P, size_t pstride, const float *b, int kc, int N,
-                        int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0,
+typedef void (*tile_fn)(float *y, const float *xp, size_t xs, const float *P, size_t pstride, const float *b, int kc,
+                        int N, int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0,
                         const float *xl);
+
+/* x value (k, r) of a tile: packed (direct 0, a compile-time constant in
+ * the kernels) or in place. */
+#define XAT(MR, k, r) (direct ? xp[(size_t)(r) * xs + (size_t)(k)] : xp[(size_t)(k) * (MR) + (size_t)(r)])
 
 /* ---------------------------------------------------------------- AVX-512 */
 
 #define MR512 12
 
-/* mr rows (<= MR512) x np panels (1 or 2), both compile-time constants. */
+/* mr rows (<= MR512) x np panels (1 or 2), x packed or direct: compile-time constants. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-tile512(float *y, const float *xp, const float *P0, size_t pstride, const float *b, int mr, int np, int kc, int N,
-        int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {
+tile512(float *y, const float *xp, size_t xs, int direct, const float *P0, size_t pstride, const float *b, int mr,
+        int np, int kc, int N, int n0, int nv, int first, const float *init, int last, rk_epilogue ep,
+        const float *x0, const float *xl) {
     __m512 c[MR512][2];
     const float *P1 = P0 + pstride;
     for (int q = 0; q < np; q++) {
@@ -134,7 +145,7 @@ tile512(float *y, const float *xp, const float *P0, size_t pstride, const float 
         __m512 w0 = _mm512_loadu_ps(P0 + (size_t)k * NR);
         __m512 w1 = np > 1 ? _mm512_loadu_ps(P1 + (size_t)k * NR) : w0;
         for (int r = 0; r < mr; r++) {
-            __m512 a = _mm512_set1_ps(xp[(size_t)k * MR512 + r]);
+            __m512 a = _mm512_set1_ps(XAT(MR512, k, r));
             c[r][0] = _mm512_fmadd_ps(a, w0, c[r][0]);
             if (np > 1) c[r][1] = _mm512_fmadd_ps(a, w1, c[r][1]);
         }
@@ -157,13 +168,13 @@ tile512(float *y, const float *xp, const float *P0, size_t pstride, const float 
     }
 }
 
-#define RK_TILE512(R, NP)                                                                                      \
-    __attribute__((target("avx512f"))) static void tile512_##R##_##NP(                                         \
-        float *y, const float *xp, const float *P, size_t ps, const float *b, int kc, int N, int n0, int nv,   \
-        int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {            \
-        tile512(y, xp, P, ps, b, R, NP, kc, N, n0, nv, first, init, last, ep, x0, xl);                         \
+#define RK_TILE512(R, NP, D)                                                                                   \
+    __attribute__((target("avx512f"))) static void tile512_##R##_##NP##_##D(                                   \
+        float *y, const float *xp, size_t xs, const float *P, size_t ps, const float *b, int kc, int N, int n0, \
+        int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {    \
+        tile512(y, xp, xs, D, P, ps, b, R, NP, kc, N, n0, nv, first, init, last, ep, x0, xl);                  \
     }
-#define RK_TILE512_BOTH(R) RK_TILE512(R, 1) RK_TILE512(R, 2)
+#define RK_TILE512_BOTH(R) RK_TILE512(R, 1, 0) RK_TILE512(R, 2, 0) RK_TILE512(R, 1, 1) RK_TILE512(R, 2, 1)
 RK_TILE512_BOTH(1)
 RK_TILE512_BOTH(2)
 RK_TILE512_BOTH(3)
@@ -176,20 +187,21 @@ RK_TILE512_BOTH(9)
 RK_TILE512_BOTH(10)
 RK_TILE512_BOTH(11)
 RK_TILE512_BOTH(12)
-static const tile_fn tile512_of[2][MR512 + 1] = {
-    {NULL, tile512_1_1, tile512_2_1, tile512_3_1, tile512_4_1, tile512_5_1, tile512_6_1, tile512_7_1, tile512_8_1,
-     tile512_9_1, tile512_10_1, tile512_11_1, tile512_12_1},
-    {NULL, tile512_1_2, tile512_2_2, tile512_3_2, tile512_4_2, tile512_5_2, tile512_6_2, tile512_7_2, tile512_8_2,
-     tile512_9_2, tile512_10_2, tile512_11_2, tile512_12_2}};
+/* [panels - 1][direct][rows] */
+static const tile_fn tile512_of[2][2][MR512 + 1] = {
+    {{NULL, tile512_1_1_0, tile512_2_1_0, tile512_3_1_0, tile512_4_1_0, tile512_5_1_0, tile512_6_1_0, tile512_7_1_0, tile512_8_1_0, tile512_9_1_0, tile512_10_1_0, tile512_11_1_0, tile512_12_1_0},
+     {NULL, tile512_1_1_1, tile512_2_1_1, tile512_3_1_1, tile512_4_1_1, tile512_5_1_1, tile512_6_1_1, tile512_7_1_1, tile512_8_1_1, tile512_9_1_1, tile512_10_1_1, tile512_11_1_1, tile512_12_1_1}},
+    {{NULL, tile512_1_2_0, tile512_2_2_0, tile512_3_2_0, tile512_4_2_0, tile512_5_2_0, tile512_6_2_0, tile512_7_2_0, tile512_8_2_0, tile512_9_2_0, tile512_10_2_0, tile512_11_2_0, tile512_12_2_0},
+     {NULL, tile512_1_2_1, tile512_2_2_1, tile512_3_2_1, tile512_4_2_1, tile512_5_2_1, tile512_6_2_1, tile512_7_2_1, tile512_8_2_1, tile512_9_2_1, tile512_10_2_1, tile512_11_2_1, tile512_12_2_1}}};
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
 
 #define MR256 6
 
-/* mr rows (<= MR256) x one panel (two 8-wide halves). */
+/* mr rows (<= MR256) x one panel (two 8-wide halves), x packed or direct. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-tile256(float *y, const float *xp, const float *P, const float *b, int mr, int kc, int N, int n0, int nv, int first,
-        const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {
+tile256(float *y, const float *xp, size_t xs, int direct, const float *P, const float *b, int mr, int kc, int N, int n0,
+        int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {
     __m256 c[MR256][2];
     float t[NR];
     for (int r = 0; r < mr; r++) {
@@ -208,7 +220,7 @@ tile256(float *y, const float *xp, const float *P, const float *b, int mr, int k
             /* set1 of a value, not _mm256_broadcast_ss(pointer): with that
              * builtin GCC 12 stored all 12 sums to the stack on every k
              * (no store motion past it), a third of the FMA peak */
-            __m256 a = _mm256_set1_ps(xp[(size_t)k * MR256 + r]);
+            __m256 a = _mm256_set1_ps(XAT(MR256, k, r));
             c[r][0] = _mm256_fmadd_ps(a, w0, c[r][0]);
             c[r][1] = _mm256_fmadd_ps(a, w1, c[r][1]);
         }
@@ -239,20 +251,24 @@ tile256(float *y, const float *xp, const float *P, const float *b, int mr, int k
     }
 }
 
-#define RK_TILE256(R)                                                                                          \
-    __attribute__((target("avx2,fma"))) static void tile256_##R(                                               \
-        float *y, const float *xp, const float *P, size_t ps, const float *b, int kc, int N, int n0, int nv,   \
-        int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {            \
+#define RK_TILE256(R, D)                                                                                       \
+    __attribute__((target("avx2,fma"))) static void tile256_##R##_##D(                                         \
+        float *y, const float *xp, size_t xs, const float *P, size_t ps, const float *b, int kc, int N, int n0, \
+        int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0, const float *xl) {    \
         (void)ps;                                                                                              \
-        tile256(y, xp, P, b, R, kc, N, n0, nv, first, init, last, ep, x0, xl);                                 \
+        tile256(y, xp, xs, D, P, b, R, kc, N, n0, nv, first, init, last, ep, x0, xl);                          \
     }
-RK_TILE256(1)
-RK_TILE256(2)
-RK_TILE256(3)
-RK_TILE256(4)
-RK_TILE256(5)
-RK_TILE256(6)
-static const tile_fn tile256_of[MR256 + 1] = {NULL, tile256_1, tile256_2, tile256_3, tile256_4, tile256_5, tile256_6};
+#define RK_TILE256_BOTH(R) RK_TILE256(R, 0) RK_TILE256(R, 1)
+RK_TILE256_BOTH(1)
+RK_TILE256_BOTH(2)
+RK_TILE256_BOTH(3)
+RK_TILE256_BOTH(4)
+RK_TILE256_BOTH(5)
+RK_TILE256_BOTH(6)
+/* [direct][rows] (rows up to MR256; sized as tile512_of's, which gemm_tiles takes) */
+static const tile_fn tile256_of[2][MR512 + 1] = {
+    {NULL, tile256_1_0, tile256_2_0, tile256_3_0, tile256_4_0, tile256_5_0, tile256_6_0},
+    {NULL, tile256_1_1, tile256_2_1, tile256_3_1, tile256_4_1, tile256_5_1, tile256_6_1}};
 
 /* Copy rows [i0, i1) x columns [k0, k0 + kc) of x into xbuf as tiles of mr
  * rows interleaved by k (rows past i1 in the last tile are zero). */
@@ -271,21 +287,33 @@ static void pack_x(const float *x, int K, int i0, int i1, int k0, int kc, int mr
     }
 }
 
+/* 1 when mr rows K floats apart start at least a cache line apart mod
+ * 4096, i.e. in different L1 sets: the kernels may then read them in place. */
+static int rows_spread(int K, int mr) {
+    const size_t S = (size_t)K * sizeof(float);
+    for (int a = 1; a < mr; a++) { /* row pairs (r, r + a): their offset is a * S */
+        size_t d = (size_t)a * S % 4096;
+        if (d < 64 || d > 4096 - 64) return 0;
+    }
+    return 1;
+}
+
 /* The blocked loops around a tile kernel over inputs k in [kb, ke) (kb < ke):
- * K chunks, row blocks, panels (in pairs when of2), tiles. of1[r] / of2[r]:
- * the kernel of r rows x 1 / 2 panels. Sums start from init (see tile_fn);
- * raw: leave the sums in y, no epilogue. */
-static void gemm_tiles(const tile_fn *of1, const tile_fn *of2, int mr, float *y, const float *x, const float *Wp,
-                       const float *b, int M, int K, int N, rk_epilogue ep, const float *x0, const float *xl, int kb,
-                       int ke, const float *init, int raw) {
-    const int np = (N + NR - 1) / NR, step = of2 ? 2 : 1;
+ * K chunks, row blocks, panels (in pairs when of2), tiles. of1[d][r] /
+ * of2[d][r]: the kernel of r rows x 1 / 2 panels, x packed (d = 0) or
+ * direct (1). Sums start from init (see tile_fn); raw: leave the sums in
+ * y, no epilogue. */
+static void gemm_tiles(const tile_fn (*of1)[MR512 + 1], const tile_fn (*of2)[MR512 + 1], int mr, float *y,
+                       const float *x, const float *Wp, const float *b, int M, int K, int N, rk_epilogue ep,
+                       const float *x0, const float *xl, int kb, int ke, const float *init, int raw) {
+    const int np = (N + NR - 1) / NR, step = of2 ? 2 : 1, direct = rows_spread(K, mr);
     const size_t pstride = (size_t)NR * K;
     for (int k0 = kb; k0 < ke; k0 += KC) {
         int kc = ke - k0 < KC ? ke - k0 : KC, first = k0 == kb, last = !raw && k0 + kc == ke;
-        int mc = XBUF_FLOATS / (kc * mr) * mr;
+        int mc = direct ? M : XBUF_FLOATS / (kc * mr) * mr;
         for (int i0 = 0; i0 < M; i0 += mc) {
             int i1 = M - i0 < mc ? M : i0 + mc;
-            pack_x(x, K, i0, i1, k0, kc, mr);
+            if (!direct) pack_x(x, K, i0, i1, k0, kc, mr);
             for (int p = 0; p < np; p += step) {
                 int two = step == 2 && p + 1 < np, n0 = p * NR;
                 int nv = N - (p + two) * NR;
@@ -294,8 +322,9 @@ static void gemm_tiles(const tile_fn *of1, const tile_fn *of2, int mr, float *y,
                 for (int i = i0; i < i1; i += mr) {
                     int r = i1 - i < mr ? i1 - i : mr;
                     size_t o = (size_t)i * N;
-                    (two ? of2 : of1)[r](y + o, xbuf + (size_t)(i - i0) * kc, P, pstride, b, kc, N, n0, nv, first,
-                                         init, last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
+                    const float *xp = direct ? x + (size_t)i * K + k0 : xbuf + (size_t)(i - i0) * kc;
+                    (two ? of2 : of1)[direct][r](y + o, xp, direct ? (size_t)K : 0, P, pstride, b, kc, N, n0, nv,
+                                                 first, init, last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
                 }
             }
         }

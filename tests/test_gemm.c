@@ -9,7 +9,9 @@
  * |got - ref| <= 1e-5 + 1e-6 * sqrt(K) + 1e-5 * |ref| (float32 summation
  * order only; the sqrt(K) term covers the rounding of long dot products). Shapes cover every edge of the tiling:
  * rows 1..13 and a few hundred (tile and row-block tails), columns below,
- * at and past a 16-wide panel, odd panel counts, K = 1 and odd K.
+ * at and past a 16-wide panel, odd panel counts, K = 1 and odd K, x packed
+ * (rows 4 KiB-aliased or a line apart: K = 1, 7, 512, 4100) and read in
+ * place (K = 16, 97, 4196).
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -80,6 +82,9 @@ Test(gemm, every_kernel_equals_reference_and_openblas) {
     /* K past one 4096-wide chunk: running sums parked in y between chunks */
     check_shape(&g, 13, 4100, 17, RK_EPI_BIAS_RELU);
     check_shape(&g, 2, 8200, 8200, RK_EPI_CROSS);
+    /* x read in place (rows in distinct L1 sets: K = 16 and 97 above) across
+     * K chunks: 4196 floats = 16784 bytes, 400 mod 4096 */
+    check_shape(&g, 13, 4196, 17, RK_EPI_BIAS_RELU);
 }
 
 Test(gemm, relu_passes_nan_and_zeroes_negatives) {
