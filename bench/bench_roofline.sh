@@ -25,7 +25,11 @@
 # outside its clock). gRPC: rankd --threads 1 --blas-threads 1 on SERVER_CPU,
 # rank-bench closed loop (4 streams) on CLIENT_CPU; candidates per CPU-second
 # of the rankd process (everything: gRPC, the kernel's TCP, reading and
-# checking the request, the response).
+# checking the request, the response). Each repetition starts one rankd
+# and times PAIRS back-to-back pairs (a gRPC run, then the same request mix
+# in-process on the same core): grpc_over_inproc_b200 is the median over
+# all REPS x PAIRS pairs of gRPC / in-process, so a neighbour's burst on
+# the shared host moves one pair, not the figure (their spread is printed).
 # FMA peak and sgemm (OpenBLAS vs rk_gemm; on an AVX-512 CPU its AVX2 kernel too,
 # the fallback of CPUs without AVX-512) at the towers' shapes: roofline.
 # PyTorch (Debian's python3-torch, 1 thread) times the tower alone, for
@@ -34,7 +38,7 @@
 #
 # ORT runs in a venv this script makes on first use (~/.cache/rankd/venv-ort:
 # onnxruntime, onnx, numpy, xxhash from PyPI; about a minute).
-# Everything under out/bench-roofline/. ~5 minutes with REPS=3, RUN_S=4.
+# Everything under out/bench-roofline/. ~5 minutes with REPS=3, PAIRS=3, RUN_S=4.
 # Last line: bench-roofline: demo_vs_ort_b200=X demo_vs_ort_b1000=X
 #            large_vs_ort_b500=X large_peak_frac=X grpc_over_inproc_b200=X
 set -euo pipefail
@@ -48,6 +52,7 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 REPS=${REPS:-3}
 RUN_S=${RUN_S:-4}
+PAIRS=${PAIRS:-3}
 VENV=${RK_ORT_VENV:-$HOME/.cache/rankd/venv-ort}
 PY="$VENV/bin/python"
 RF="$BUILD/bench/roofline"
@@ -102,10 +107,10 @@ torch_tower() { # MODEL BATCH OUT
 }
 RKPID=""
 trap '[ -n "$RKPID" ] && kill -TERM "$RKPID" 2>/dev/null; true' EXIT # no rankd left behind on an error
-grpc() { # JSON CPUFILE
+grpc_pairs() { # DIR: PAIRS x (grpc_demo_200_pJ.json + .cpu, then rk2_demo_200_pJ.json)
   taskset -c "$SERVER_CPU" "$BIN/rankd" --model "$OUT/demo" --listen 127.0.0.1:0 --threads 1 --blas-threads 1 --ram-tables-mb 1024 \
     >"$OUT/rankd.log" 2>&1 &
-  local pid=$! port="" # taskset execs rankd: the same pid
+  local pid=$! port="" c0 j # taskset execs rankd: the same pid
   RKPID=$pid
   for _ in $(seq 1 600); do
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$OUT/rankd.log" | head -n1)
@@ -114,11 +119,14 @@ grpc() { # JSON CPUFILE
     sleep 0.1
   done
   [ -n "$port" ] || { kill -TERM "$pid"; say "rankd did not start"; exit 1; }
-  local c0; c0=$(cpu_of "$pid")
-  taskset -c "$CLIENT_CPU" "$BUILD/rank-bench" --addr "127.0.0.1:$port" --model "$OUT/demo" \
-    --data "$OUT/demo_data/test.tsv" --candidates 200 --closed --streams 4 --deadline-ms 10000 --warmup 1 --duration "$RUN_S" \
-    --quiet --json "$1" >/dev/null
-  awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { print a - b }' >"$2"
+  for j in $(seq 1 "$PAIRS"); do
+    c0=$(cpu_of "$pid")
+    taskset -c "$CLIENT_CPU" "$BUILD/rank-bench" --addr "127.0.0.1:$port" --model "$OUT/demo" \
+      --data "$OUT/demo_data/test.tsv" --candidates 200 --closed --streams 4 --deadline-ms 10000 --warmup 1 --duration "$RUN_S" \
+      --quiet --json "$1/grpc_demo_200_p$j.json" >/dev/null
+    awk -v a="$(cpu_of "$pid")" -v b="$c0" 'BEGIN { print a - b }' >"$1/grpc_demo_200_p$j.cpu"
+    inproc demo 200 "$1/rk2_demo_200_p$j.json" # its in-process baseline, right after it (rankd idle)
+  done
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
   RKPID=""
@@ -140,8 +148,7 @@ for r in $(seq 1 "$REPS"); do
   torch_tower demo 200 "$D/torch_demo_200.txt"; torch_tower demo 1000 "$D/torch_demo_1000.txt"
   torch_tower large 500 "$D/torch_large_500.txt"
   ON "$RF" peak >>"$D/peak.txt"
-  grpc "$D/grpc_demo_200.json" "$D/grpc_demo_200.cpu"
-  inproc demo 200 "$D/rk2_demo_200.json" # the gRPC run's own in-process baseline, right after it
+  grpc_pairs "$D"
   uptime >>"$D/load.txt"
 done
 
@@ -150,9 +157,9 @@ for s in "200 97 97" "200 97 128" "200 128 64" "1000 97 97" "500 1024 1024" "500
   ON "$RF" gemm $s
 done | tee "$OUT/gemm.txt" >&2
 
-"$PY" - "$OUT" "$REPS" <<'PYEOF'
+"$PY" - "$OUT" "$REPS" "$PAIRS" <<'PYEOF'
 import json, os, re, statistics, sys
-out, reps = sys.argv[1], int(sys.argv[2])
+out, reps, pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 med = statistics.median
 def J(r, n): return json.load(open(os.path.join(out, "rep%d" % r, n)))
 def kv(text, key): return float(re.search(key + r"=([0-9.]+)", text).group(1))
@@ -174,9 +181,11 @@ peak = [max(kv(l, "fma_peak_gflops") for l in T(r, "peak.txt").splitlines()) for
 tgf = [kv(T(r, "tower_large_500.txt"), "gflops") for r in range(1, reps + 1)]
 fig["large_peak_frac"] = med([g / p for g, p in zip(tgf, peak)])
 fpc = kv(T(1, "tower_large_500.txt"), "flop_per_candidate")
-g_cps = [J(r, "grpc_demo_200.json")["ok_total"] * 200 / float(T(r, "grpc_demo_200.cpu")) for r in range(1, reps + 1)]
-i_cps = [cpu_cps(J(r, "rk2_demo_200.json")) for r in range(1, reps + 1)]
-fig["grpc_over_inproc_b200"] = med([g / i for g, i in zip(g_cps, i_cps)])
+RP = [(r, j) for r in range(1, reps + 1) for j in range(1, pairs + 1)]
+g_cps = [J(r, "grpc_demo_200_p%d.json" % j)["ok_total"] * 200 / float(T(r, "grpc_demo_200_p%d.cpu" % j)) for r, j in RP]
+i_cps = [cpu_cps(J(r, "rk2_demo_200_p%d.json" % j)) for r, j in RP]
+g_ratio = [g / i for g, i in zip(g_cps, i_cps)]
+fig["grpc_over_inproc_b200"] = med(g_ratio)
 L = []
 P = L.append
 P(open(os.path.join(out, "info.txt")).read().strip().replace("\n", "; "))
@@ -196,8 +205,10 @@ for name, b, rk, og, ot, tw, tt, ratio in rows:
 P("")
 P("FMA peak (one core, CPU time): median %.1f GFLOP/s; large tower: %.0f FLOP/candidate, median %.1f GFLOP/s = %.1f%% of peak; "
   "roofline of the large model = %.0f candidates/s" % (med(peak), fpc, med(tgf), 100 * fig["large_peak_frac"], med(peak) * 1e9 / fpc))
-P("gRPC (demo, 200 candidates): rankd %.0f candidates per rankd CPU-second vs in-process %.0f -> %.3f" %
-  (med(g_cps), med(i_cps), fig["grpc_over_inproc_b200"]))
+P("gRPC (demo, 200 candidates): rankd %.0f candidates per rankd CPU-second vs in-process %.0f (medians); "
+  "median of %d pairs' ratios %.3f (min %.3f, max %.3f; us per call, gRPC/in-process: %s)" %
+  (med(g_cps), med(i_cps), len(g_ratio), fig["grpc_over_inproc_b200"], min(g_ratio), max(g_ratio),
+   " ".join("%.0f/%.0f" % (200e6 / g, 200e6 / i) for g, i in zip(g_cps, i_cps))))
 P("")
 P("sgemm GFLOP/s (CPU time, median of 5), OpenBLAS vs rk_gemm (the kernel in use; on an AVX-512 CPU also its AVX2 kernel):")
 P(open(os.path.join(out, "gemm.txt")).read().strip())
