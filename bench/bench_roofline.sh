@@ -38,7 +38,7 @@
 #
 # ORT runs in a venv this script makes on first use (~/.cache/rankd/venv-ort:
 # onnxruntime, onnx, numpy, xxhash from PyPI; about a minute).
-# Everything under out/bench-roofline/. ~5 minutes with REPS=3, PAIRS=3, RUN_S=4.
+# Everything under out/bench-roofline/. ~6 minutes with REPS=3, PAIRS=3, RUN_S=4.
 # Last line: bench-roofline: demo_vs_ort_b200=X demo_vs_ort_b1000=X
 #            large_vs_ort_b500=X large_peak_frac=X grpc_over_inproc_b200=X
 set -euo pipefail
@@ -53,6 +53,8 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 REPS=${REPS:-3}
 RUN_S=${RUN_S:-4}
 PAIRS=${PAIRS:-3}
+case "$REPS$PAIRS" in *[!0-9]*) echo "bench-roofline: REPS and PAIRS must be whole numbers" >&2; exit 1 ;; esac
+[ "$REPS" -ge 1 ] && [ "$PAIRS" -ge 1 ] || { echo "bench-roofline: REPS and PAIRS must be at least 1" >&2; exit 1; }
 VENV=${RK_ORT_VENV:-$HOME/.cache/rankd/venv-ort}
 PY="$VENV/bin/python"
 RF="$BUILD/bench/roofline"
@@ -206,7 +208,7 @@ P("")
 P("FMA peak (one core, CPU time): median %.1f GFLOP/s; large tower: %.0f FLOP/candidate, median %.1f GFLOP/s = %.1f%% of peak; "
   "roofline of the large model = %.0f candidates/s" % (med(peak), fpc, med(tgf), 100 * fig["large_peak_frac"], med(peak) * 1e9 / fpc))
 P("gRPC (demo, 200 candidates): rankd %.0f candidates per rankd CPU-second vs in-process %.0f (medians); "
-  "median of %d pairs' ratios %.3f (min %.3f, max %.3f; us per call, gRPC/in-process: %s)" %
+  "median of %d pairs' ratios %.3f (min %.3f, max %.3f; CPU-us per call, gRPC/in-process: %s)" %
   (med(g_cps), med(i_cps), len(g_ratio), fig["grpc_over_inproc_b200"], min(g_ratio), max(g_ratio),
    " ".join("%.0f/%.0f" % (200e6 / g, 200e6 / i) for g, i in zip(g_cps, i_cps))))
 P("")

@@ -24,8 +24,10 @@
  * AVX-512, AVX2 and the plain C reference (fmaf) give bit-identical outputs,
  * and `rank score` and rankd agree exactly whatever their batch sizes.
  *
- * Blocking (x86 kernels): see gemm_tiles. x is repacked per row block into
- * tiles interleaved by k, W's panels stream from L2, K is chunked past 4096.
+ * Blocking (x86 kernels): see gemm_tiles. x is taken a row block at a time,
+ * repacked into tiles interleaved by k unless its rows fall into distinct
+ * L1 sets (then read in place), W's panels stream from L2, K is chunked
+ * past 4096.
  */
 #include "nn.h"
 
@@ -94,33 +96,33 @@ static void gemm_plain(float *y, const float *x, const float *Wp, const float *b
 /* x is copied, a row block and a K chunk at a time, into a per-thread buffer
  * as tiles of MR rows interleaved by k (xp[k * MR + r]): a tile's k-th
  * values are then one contiguous 48-byte read, instead of MR reads 4*K bytes
- * apart that all fall into one L1 set (4K aliasing). Row blocks are as many
- * tiles as fit the buffer (about 192 KB, in L2 beside the panel being
- * streamed); for each panel (pair) every tile of the block is done before the
- * next, so a panel is read from L2, not L3. A K longer than KC is done in
- * chunks: the running sums are parked in y between chunks (same order, so
- * the same results) and the epilogue is applied after the last.
- * When x's rows do not fall into the same L1 sets (their starting offsets
- * mod 4096 at least a cache line apart for the MR rows of a tile: the
- * demo's K = 97, not K = 256, 512 or 1024) the kernels read x in place
- * instead (xs = K, "direct"): the copy cost about a tenth of the demo
- * tower's time. */
+ * apart, which for K a multiple of 1024 all fall into one L1 set (set
+ * conflicts). Row blocks are as many tiles as fit the buffer (about 192 KB,
+ * in L2 beside the panel being streamed); for each panel (pair) every tile
+ * of the block is done before the next, so a panel is read from L2, not L3.
+ * A K longer than KC is done in chunks: the running sums are parked in y
+ * between chunks (same order, so the same results) and the epilogue is
+ * applied after the last.
+ * When a tile's MR rows start in distinct L1 sets (rows_spread: the demo's
+ * K = 97, not K = 256, 512 or 1024) the kernels read x in place instead
+ * (xs = K, "direct"), in the same row blocks: the copy cost about a tenth
+ * of the demo tower's time. */
 #define XBUF_FLOATS 49152
 #define KC 4096
 static _Thread_local float xbuf[XBUF_FLOATS] __attribute__((aligned(64)));
 
 /* One tile: kernel args. y, x0, xl at the tile's first row (row stride N);
  * xp: the packed tile (xs = 0: xp[k * MR + r]) or x's first row of the tile
- * at the chunk's first k (row r at xp + r * xs); P: first panel at the chunk's first k (the next panel
- * pstride floats on); nv: valid columns of the last panel (1..16); first:
+ * at the chunk's first k (row r at xp + r * xs); P: first panel at the
+ * chunk's first k (the next panel pstride floats on); nv: valid columns of the last panel (1..16); first:
  * sums start from init[N] (shared by every row; NULL: 0), else from y;
  * last: apply the epilogue (else park the sums in y). */
 typedef void (*tile_fn)(float *y, const float *xp, size_t xs, const float *P, size_t pstride, const float *b, int kc,
                         int N, int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0,
                         const float *xl);
 
-/* x value (k, r) of a tile: packed (direct 0, a compile-time constant in
- * the kernels) or in place. */
+/* x value (k, r) of a tile, in a kernel: reads its direct (0: packed, 1: in
+ * place; a compile-time constant), xp and xs. */
 #define XAT(MR, k, r) (direct ? xp[(size_t)(r) * xs + (size_t)(k)] : xp[(size_t)(k) * (MR) + (size_t)(r)])
 
 /* ---------------------------------------------------------------- AVX-512 */
@@ -189,10 +191,14 @@ RK_TILE512_BOTH(11)
 RK_TILE512_BOTH(12)
 /* [panels - 1][direct][rows] */
 static const tile_fn tile512_of[2][2][MR512 + 1] = {
-    {{NULL, tile512_1_1_0, tile512_2_1_0, tile512_3_1_0, tile512_4_1_0, tile512_5_1_0, tile512_6_1_0, tile512_7_1_0, tile512_8_1_0, tile512_9_1_0, tile512_10_1_0, tile512_11_1_0, tile512_12_1_0},
-     {NULL, tile512_1_1_1, tile512_2_1_1, tile512_3_1_1, tile512_4_1_1, tile512_5_1_1, tile512_6_1_1, tile512_7_1_1, tile512_8_1_1, tile512_9_1_1, tile512_10_1_1, tile512_11_1_1, tile512_12_1_1}},
-    {{NULL, tile512_1_2_0, tile512_2_2_0, tile512_3_2_0, tile512_4_2_0, tile512_5_2_0, tile512_6_2_0, tile512_7_2_0, tile512_8_2_0, tile512_9_2_0, tile512_10_2_0, tile512_11_2_0, tile512_12_2_0},
-     {NULL, tile512_1_2_1, tile512_2_2_1, tile512_3_2_1, tile512_4_2_1, tile512_5_2_1, tile512_6_2_1, tile512_7_2_1, tile512_8_2_1, tile512_9_2_1, tile512_10_2_1, tile512_11_2_1, tile512_12_2_1}}};
+    {{NULL, tile512_1_1_0, tile512_2_1_0, tile512_3_1_0, tile512_4_1_0, tile512_5_1_0, tile512_6_1_0,
+      tile512_7_1_0, tile512_8_1_0, tile512_9_1_0, tile512_10_1_0, tile512_11_1_0, tile512_12_1_0},
+     {NULL, tile512_1_1_1, tile512_2_1_1, tile512_3_1_1, tile512_4_1_1, tile512_5_1_1, tile512_6_1_1,
+      tile512_7_1_1, tile512_8_1_1, tile512_9_1_1, tile512_10_1_1, tile512_11_1_1, tile512_12_1_1}},
+    {{NULL, tile512_1_2_0, tile512_2_2_0, tile512_3_2_0, tile512_4_2_0, tile512_5_2_0, tile512_6_2_0,
+      tile512_7_2_0, tile512_8_2_0, tile512_9_2_0, tile512_10_2_0, tile512_11_2_0, tile512_12_2_0},
+     {NULL, tile512_1_2_1, tile512_2_2_1, tile512_3_2_1, tile512_4_2_1, tile512_5_2_1, tile512_6_2_1,
+      tile512_7_2_1, tile512_8_2_1, tile512_9_2_1, tile512_10_2_1, tile512_11_2_1, tile512_12_2_1}}};
 
 /* ---------------------------------------------------------------- AVX2 + FMA */
 
@@ -288,7 +294,9 @@ static void pack_x(const float *x, int K, int i0, int i1, int k0, int kc, int mr
 }
 
 /* 1 when mr rows K floats apart start at least a cache line apart mod
- * 4096, i.e. in different L1 sets: the kernels may then read them in place. */
+ * 4096, i.e. in different L1 sets (set = address bits 6-11): the kernels
+ * may then read them in place. Sufficient, not necessary (a set holds 8-12
+ * lines), and it never picks a conflicting shape. */
 static int rows_spread(int K, int mr) {
     const size_t S = (size_t)K * sizeof(float);
     for (int a = 1; a < mr; a++) { /* row pairs (r, r + a): their offset is a * S */
@@ -310,7 +318,7 @@ static void gemm_tiles(const tile_fn (*of1)[MR512 + 1], const tile_fn (*of2)[MR5
     const size_t pstride = (size_t)NR * K;
     for (int k0 = kb; k0 < ke; k0 += KC) {
         int kc = ke - k0 < KC ? ke - k0 : KC, first = k0 == kb, last = !raw && k0 + kc == ke;
-        int mc = direct ? M : XBUF_FLOATS / (kc * mr) * mr;
+        int mc = XBUF_FLOATS / (kc * mr) * mr; /* rows of a block, in L2 in either mode */
         for (int i0 = 0; i0 < M; i0 += mc) {
             int i1 = M - i0 < mc ? M : i0 + mc;
             if (!direct) pack_x(x, K, i0, i1, k0, kc, mr);

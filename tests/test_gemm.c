@@ -10,8 +10,8 @@
  * order only; the sqrt(K) term covers the rounding of long dot products). Shapes cover every edge of the tiling:
  * rows 1..13 and a few hundred (tile and row-block tails), columns below,
  * at and past a 16-wide panel, odd panel counts, K = 1 and odd K, x packed
- * (rows 4 KiB-aliased or a line apart: K = 1, 7, 512, 4100) and read in
- * place (K = 16, 97, 4196).
+ * (rows in one L1 set, or within one line: K = 1, 7, 512, 4100, 8200) and
+ * read in place (K = 16, 97, 400, 4196, 8292).
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -77,8 +77,10 @@ Test(gemm, every_kernel_equals_reference_and_openblas) {
             for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++)
                 for (size_t d = 0; d < (ep == RK_EPI_CROSS ? 1 : sizeof Ns / sizeof *Ns); d++)
                     check_shape(&g, Ms[a], Ks[c], Ns[d], (rk_epilogue)ep);
-    /* the row-block tail (blocks of ~65536/K rows) at a larger K */
+    /* the row-block tail (blocks of 49152 / (K * MR) tiles) at a larger K,
+     * x packed (K = 512) and in place (K = 400: 120-row blocks) */
     check_shape(&g, 300, 512, 40, RK_EPI_BIAS_RELU);
+    check_shape(&g, 300, 400, 40, RK_EPI_BIAS_RELU);
     /* K past one 4096-wide chunk: running sums parked in y between chunks */
     check_shape(&g, 13, 4100, 17, RK_EPI_BIAS_RELU);
     check_shape(&g, 2, 8200, 8200, RK_EPI_CROSS);
@@ -142,4 +144,7 @@ Test(gemm, shared_prefix_resumes_the_same_sums) {
         for (size_t i = 0; i < sizeof k1s / sizeof *k1s; i++) check_prefix(&g, 25, 97, 33, k1s[i], (rk_epilogue)ep);
     check_prefix(&g, 13, 8200, 20, 4100, RK_EPI_BIAS_RELU); /* the prefix ends inside the second K chunk */
     check_prefix(&g, 13, 8200, 20, 5000, RK_EPI_BIAS);
+    /* the same with x read in place (8292 floats = 33168 bytes, 400 mod 4096) */
+    check_prefix(&g, 13, 8292, 20, 4100, RK_EPI_BIAS_RELU);
+    check_prefix(&g, 13, 8292, 20, 50, RK_EPI_BIAS);
 }
