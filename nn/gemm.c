@@ -114,9 +114,10 @@ static _Thread_local float xbuf[XBUF_FLOATS] __attribute__((aligned(64)));
 /* One tile: kernel args. y, x0, xl at the tile's first row (row stride N);
  * xp: the packed tile (xs = 0: xp[k * MR + r]) or x's first row of the tile
  * at the chunk's first k (row r at xp + r * xs); P: first panel at the
- * chunk's first k (the next panel pstride floats on); nv: valid columns of the last panel (1..16); first:
- * sums start from init[N] (shared by every row; NULL: 0), else from y;
- * last: apply the epilogue (else park the sums in y). */
+ * chunk's first k (the next panel pstride floats on); nv: valid columns of
+ * the last panel (1..16); first: sums start from init[N] (shared by every
+ * row; NULL: 0), else from y; last: apply the epilogue (else park the sums
+ * in y). */
 typedef void (*tile_fn)(float *y, const float *xp, size_t xs, const float *P, size_t pstride, const float *b, int kc,
                         int N, int n0, int nv, int first, const float *init, int last, rk_epilogue ep, const float *x0,
                         const float *xl);
