@@ -272,8 +272,8 @@ RK_TILE256_BOTH(3)
 RK_TILE256_BOTH(4)
 RK_TILE256_BOTH(5)
 RK_TILE256_BOTH(6)
-/* [direct][rows] (rows up to MR256; sized as tile512_of's, which gemm_tiles takes) */
-static const tile_fn tile256_of[2][MR512 + 1] = {
+/* [direct][rows] */
+static const tile_fn tile256_of[2][MR256 + 1] = {
     {NULL, tile256_1_0, tile256_2_0, tile256_3_0, tile256_4_0, tile256_5_0, tile256_6_0},
     {NULL, tile256_1_1, tile256_2_1, tile256_3_1, tile256_4_1, tile256_5_1, tile256_6_1}};
 
@@ -308,14 +308,14 @@ static int rows_spread(int K, int mr) {
 }
 
 /* The blocked loops around a tile kernel over inputs k in [kb, ke) (kb < ke):
- * K chunks, row blocks, panels (in pairs when of2), tiles. of1[d][r] /
- * of2[d][r]: the kernel of r rows x 1 / 2 panels, x packed (d = 0) or
- * direct (1). Sums start from init (see tile_fn); raw: leave the sums in
- * y, no epilogue. */
-static void gemm_tiles(const tile_fn (*of1)[MR512 + 1], const tile_fn (*of2)[MR512 + 1], int mr, float *y,
-                       const float *x, const float *Wp, const float *b, int M, int K, int N, rk_epilogue ep,
-                       const float *x0, const float *xl, int kb, int ke, const float *init, int raw) {
-    const int np = (N + NR - 1) / NR, step = of2 ? 2 : 1, direct = rows_spread(K, mr);
+ * K chunks, row blocks, panels (in pairs when of2), tiles. of1[r] / of2[r]:
+ * the kernel of r rows x 1 / 2 panels, taking x packed or, when direct
+ * (rows_spread(K, mr)), in place. Sums start from init (see tile_fn); raw:
+ * leave the sums in y, no epilogue. */
+static void gemm_tiles(const tile_fn *of1, const tile_fn *of2, int mr, int direct, float *y, const float *x,
+                       const float *Wp, const float *b, int M, int K, int N, rk_epilogue ep, const float *x0,
+                       const float *xl, int kb, int ke, const float *init, int raw) {
+    const int np = (N + NR - 1) / NR, step = of2 ? 2 : 1;
     const size_t pstride = (size_t)NR * K;
     for (int k0 = kb; k0 < ke; k0 += KC) {
         int kc = ke - k0 < KC ? ke - k0 : KC, first = k0 == kb, last = !raw && k0 + kc == ke;
@@ -332,8 +332,8 @@ static void gemm_tiles(const tile_fn (*of1)[MR512 + 1], const tile_fn (*of2)[MR5
                     int r = i1 - i < mr ? i1 - i : mr;
                     size_t o = (size_t)i * N;
                     const float *xp = direct ? x + (size_t)i * K + k0 : xbuf + (size_t)(i - i0) * kc;
-                    (two ? of2 : of1)[direct][r](y + o, xp, direct ? (size_t)K : 0, P, pstride, b, kc, N, n0, nv,
-                                                 first, init, last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
+                    (two ? of2 : of1)[r](y + o, xp, direct ? (size_t)K : 0, P, pstride, b, kc, N, n0, nv, first, init,
+                                         last, ep, x0 ? x0 + o : NULL, xl ? xl + o : NULL);
                 }
             }
         }
@@ -397,10 +397,16 @@ static void gemm_range(float *y, const float *x, const float *Wp, const float *b
     }
     switch (rk_gemm_kernel_get()) {
 #ifdef RK_GEMM_X86
-    case RK_GEMM_AVX512:
-        gemm_tiles(tile512_of[0], tile512_of[1], MR512, y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw);
+    case RK_GEMM_AVX512: {
+        const int d = rows_spread(K, MR512);
+        gemm_tiles(tile512_of[0][d], tile512_of[1][d], MR512, d, y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw);
         return;
-    case RK_GEMM_AVX2: gemm_tiles(tile256_of, NULL, MR256, y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw); return;
+    }
+    case RK_GEMM_AVX2: {
+        const int d = rows_spread(K, MR256);
+        gemm_tiles(tile256_of[d], NULL, MR256, d, y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw);
+        return;
+    }
 #endif
     default: gemm_plain(y, x, Wp, b, M, K, N, ep, x0, xl, kb, ke, init, raw); return;
     }
