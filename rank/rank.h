@@ -378,7 +378,8 @@ rk_status rk_scorer_begin(rk_scorer *s, int n_rows, rk_err *err);
 rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *value,
                                size_t len, rk_err *err);
 /* The same value added to every row in [r0, r1) (a user-side feature of a
- * request), hashed once. Same truncation and limits as rk_scorer_add_sparse. */
+ * request), hashed once; while a feature's values all go to every row they
+ * are staged once. Same truncation and limits as rk_scorer_add_sparse. */
 rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, const char *value,
                                     size_t len, rk_err *err);
 /* Semantic IDs. 1 when value is an item the feature's records know (always

@@ -30,7 +30,8 @@ struct rk_scorer {
     const rk_model **models;            /* [n_models] */
     rk_work *w;                         /* [n_models] */
     uint8_t *same;                      /* [n_features] every value staged for all rows at once (a
-                                         * request's user side): every row's bag is the same, pooled once */
+                                         * request's user side): every row's bag is the same, pooled once,
+                                         * and its values are staged once, as row 0's (unshare) */
     rk_tower_dev **td;                  /* [n_models] towers on a GPU (rk_scorer_set_device), else NULL */
     float *mp, *mw;                     /* ensemble: member pCTR and weight [max_rows, M] */
     float *fp;                          /* ensemble: one row's member pCTRs [M] */
@@ -42,6 +43,25 @@ struct rk_scorer {
 };
 
 static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *keys, int g, rk_err *err);
+
+/* Before a value goes to some rows only: a feature that so far had every
+ * value for every row (same) holds them staged once, as row 0's; copy them
+ * to rows 1.. (in order, so each row's bag keeps the order of its adds)
+ * and clear same. At most n_rows x row 0's count: within the buffers. */
+static void unshare(rk_scorer *s, int f) {
+    if (!s->same[f]) return;
+    s->same[f] = 0;
+    const size_t n0 = s->st_n[f];
+    for (int r = 1; r < s->n_rows; r++) {
+        for (size_t k = 0; k < n0; k++) {
+            s->st_row[f][(size_t)r * n0 + k] = (uint32_t)r;
+            s->st_key[f][(size_t)r * n0 + k] = s->st_key[f][k];
+        }
+        s->cnt[f][r] = s->cnt[f][0];
+        s->vcnt[f][r] = s->vcnt[f][0];
+    }
+    s->st_n[f] = n0 * (size_t)s->n_rows;
+}
 
 /* Staged table rows one batch row may hold for feature ft: a hashed
  * feature whose max_values is below max_values_per_row never keeps more
@@ -180,6 +200,7 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
+    if (s->n_rows > 1) unshare(s, feature);
     uint32_t used = ft->param == RK_PARAM_HASH ? s->cnt[feature][row] : s->vcnt[feature][row];
     if (ft->max_values && used >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
     if (s->cnt[feature][row] >= (uint32_t)s->max_per_row)
@@ -187,7 +208,6 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     uint64_t keys[RK_SID_MAX_LEVELS];
     int unknown, g = rk_value_rows(ft, value, len, keys, &unknown);
     s->sid_unknown += (uint64_t)unknown;
-    if (s->n_rows > 1) s->same[feature] = 0;
     return stage_rows(s, row, feature, keys, g, err);
 }
 
@@ -214,7 +234,8 @@ rk_status rk_scorer_add_sparse_rows(rk_scorer *s, int r0, int r1, int feature, c
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
-    if (r0 != 0 || r1 != s->n_rows) s->same[feature] = 0;
+    if (r0 != 0 || r1 != s->n_rows) unshare(s, feature);
+    if (s->same[feature]) r1 = r0 + 1; /* every row: staged once, as row 0's */
     if (ft->param != RK_PARAM_HASH) { /* G rows per value: stage them row by row */
         uint64_t keys[RK_SID_MAX_LEVELS];
         int unknown, g = rk_value_rows(ft, value, len, keys, &unknown); /* once for every row */
@@ -273,6 +294,8 @@ rk_status rk_scorer_run(rk_scorer *s, float *pctr, double *lookup_us, double *mo
     rk_batch *b = &s->b;
     const int B = s->n_rows;
     b->n_rows = B;
+    /* CSR bags; a same feature's rows 1.. stay empty: only row 0's bag is
+     * pooled (rk_model_fill_x0_ex), then copied to every row */
     for (int f = 0; f < m->cfg.n_features; f++) {
         if (m->cfg.features[f].kind != RK_FEAT_SPARSE) continue;
         uint32_t *off = b->offsets[f];
@@ -376,8 +399,8 @@ rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const
     if (st) return rk_err_prefix(err, "content_embedding");
     uint64_t keys[RK_SID_MAX_LEVELS];
     int g = rk_codes_rows(ft, codes, keys);
+    if (s->n_rows > 1) unshare(s, feature);
     if ((st = stage_rows(s, row, feature, keys, g, err))) return st;
-    if (s->n_rows > 1) s->same[feature] = 0;
     s->sid_assigned++;
     return RK_OK;
 }

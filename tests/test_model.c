@@ -697,6 +697,53 @@ Test(bundle, request_with_shared_user_scores_as_rows_alone, .init = mk_tmp, .fin
     rk_model_destroy(m);
 }
 
+/* A user-side feature whose values first go to every row (staged once, as
+ * row 0's) and then to some rows only (rk_scorer_add_sparse, or
+ * add_sparse_rows over part of the batch): each row's bag must hold its
+ * values in the order they were added, with max_values (h: 4) counted per
+ * row, i.e. the bits each candidate gets when scored alone. */
+static void add_mixed(rk_scorer *s, int n, int r0) {
+    rk_err e = {0};
+    const char *lo[2] = {"4", "9"}, *hi[2] = {"11", "2"};
+    cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 0, "u7", 2, &e), RK_OK, "%s", e.msg);
+    for (int j = 0; j < 2; j++) cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, lo[j], 1, &e), RK_OK, "%s", e.msg);
+    for (int r = 0; r < n; r++) {
+        char v[16];
+        int row = r0 + r;
+        snprintf(v, sizeof v, "%d", row);
+        if (row % 3 == 0) cr_assert_eq(rk_scorer_add_sparse(s, r, 1, v, strlen(v), &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(rk_scorer_add_sparse(s, r, 2, v, strlen(v), &e), RK_OK, "%s", e.msg);
+        cr_assert_eq(rk_scorer_set_dense(s, r, 3, (float)row * 0.25f - 1.0f, &e), RK_OK);
+    }
+    /* rows 2..4 of the whole request get a second user id */
+    int a = r0 > 2 ? r0 : 2, b = r0 + n < 5 ? r0 + n : 5;
+    if (a < b) cr_assert_eq(rk_scorer_add_sparse_rows(s, a - r0, b - r0, 0, "u8", 2, &e), RK_OK, "%s", e.msg);
+    for (int j = 0; j < 2; j++) /* the 5th value of rows r % 3 == 0 is dropped */
+        cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, hi[j], strlen(hi[j]), &e), RK_OK, "%s", e.msg);
+}
+
+Test(bundle, shared_values_then_per_row_values_score_as_rows_alone, .init = mk_tmp, .fini = rm_tmp) {
+    char dir[512];
+    save_tiny(dir, sizeof dir);
+    rk_model *m;
+    rk_err e = {0};
+    cr_assert_eq(rk_model_open(dir, &m, &e), RK_OK, "%s", e.msg);
+    rk_scorer *s;
+    cr_assert_eq(rk_scorer_create(m, 16, 8, &s, &e), RK_OK, "%s", e.msg);
+    float whole[12], alone[12];
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass == 0 ? 12 : 1;
+        for (int r0 = 0; r0 < 12; r0 += n) {
+            cr_assert_eq(rk_scorer_begin(s, n, &e), RK_OK, "%s", e.msg);
+            add_mixed(s, n, r0);
+            cr_assert_eq(rk_scorer_run(s, (pass == 0 ? whole : alone) + r0, NULL, NULL, &e), RK_OK, "%s", e.msg);
+        }
+    }
+    for (int i = 0; i < 12; i++) cr_expect_eq(whole[i], alone[i], "candidate %d: %.9g in the request, %.9g alone", i, whole[i], alone[i]);
+    rk_scorer_destroy(s);
+    rk_model_destroy(m);
+}
+
 /* No fixed caps: a config of 1,200 features, 12 hidden layers, 10 cross
  * layers and an ensemble of 12 members parses (rankd refused more than 32
  * features, 8 layers and 8 members before), names resolve through the hash
