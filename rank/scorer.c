@@ -48,8 +48,7 @@ static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *
  * value for every row (same) holds them staged once, as row 0's; copy them
  * to rows 1.. (in order, so each row's bag keeps the order of its adds)
  * and clear same. At most n_rows x row 0's count: within the buffers. */
-static void unshare(rk_scorer *s, int f) {
-    if (!s->same[f]) return;
+static void unshare_copy(rk_scorer *s, int f) {
     s->same[f] = 0;
     const size_t n0 = s->st_n[f];
     for (int r = 1; r < s->n_rows; r++) {
@@ -61,6 +60,9 @@ static void unshare(rk_scorer *s, int f) {
         s->vcnt[f][r] = s->vcnt[f][0];
     }
     s->st_n[f] = n0 * (size_t)s->n_rows;
+}
+static inline void unshare(rk_scorer *s, int f) { /* called per candidate value: the check inlined */
+    if (s->same[f]) unshare_copy(s, f);
 }
 
 /* Staged table rows one batch row may hold for feature ft: a hashed
