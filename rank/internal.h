@@ -173,8 +173,9 @@ void rk_work_free(rk_work *w);
  * store (scr required then), dense slots from b->dense. */
 rk_status rk_model_fill_x0(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr,
                            rk_err *err);
-/* The same; same[f] != 0 (same may be NULL) says every row holds the same
- * bag of sparse feature f (a request's user side): it is pooled once. */
+/* The same; same[f] != 0 (same may be NULL) says every row has the same
+ * bag of sparse feature f (a request's user side): only row 0's bag is read
+ * and pooled, once (rows 1.. may be empty: rk_scorer leaves them so). */
 rk_status rk_model_fill_x0_ex(const rk_model *m, const rk_batch *b, rk_work *w, rk_embed_scratch *scr,
                               const uint8_t *same, rk_err *err);
 /* Pack the weights for rk_gemm_forward (m->packed); rk_model_unpack drops

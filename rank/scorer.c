@@ -1,9 +1,11 @@
 /*
  * rank/scorer.c — per-thread scoring context used by the server and by
- * anything scoring raw feature values. Values are staged in insertion order
- * per feature, then laid out as CSR bags with a stable counting sort at run
- * time, so a row's bag holds its values in the order they were added (the
- * order pooling sums them, which keeps served and offline scores identical).
+ * anything scoring raw feature values. Values are staged per feature, in
+ * insertion order within each row (a value for every row once, as row 0's,
+ * until the feature's first value for some rows only: unshare), then laid out
+ * as CSR bags with a stable counting sort at run time, so a row's bag holds
+ * its values in the order they were added (the order pooling sums them,
+ * which keeps served and offline scores identical).
  * All memory is allocated at create time; begin/add/run never allocate.
  */
 #include "internal.h"

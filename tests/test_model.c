@@ -701,12 +701,23 @@ Test(bundle, request_with_shared_user_scores_as_rows_alone, .init = mk_tmp, .fin
  * row 0's) and then to some rows only (rk_scorer_add_sparse, or
  * add_sparse_rows over part of the batch): each row's bag must hold its
  * values in the order they were added, with max_values (h: 4) counted per
- * row, i.e. the bits each candidate gets when scored alone. */
+ * row, i.e. the bits each candidate gets when scored alone. The user ids'
+ * bag (u, sum) starts with rows of +1e7 and -1e7 (set_order_rows): summed
+ * in any other order its small values are lost. */
+static const char *UIDS[5] = {"u7", "u12", "u17", "u22", "u27"};
+
+static void set_order_rows(rk_model *m) {
+    uint64_t big = rk_feature_row("u", UIDS[0], 2, 13), neg = rk_feature_row("u", UIDS[1], 3, 13);
+    cr_assert_neq(big, neg);
+    for (int j = 0; j < 3; j++) m->tables[0][big * 3 + j] = 1e7f, m->tables[0][neg * 3 + j] = -1e7f;
+}
+
 static void add_mixed(rk_scorer *s, int n, int r0) {
     rk_err e = {0};
-    const char *lo[2] = {"4", "9"}, *hi[2] = {"11", "2"};
-    cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 0, "u7", 2, &e), RK_OK, "%s", e.msg);
-    for (int j = 0; j < 2; j++) cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, lo[j], 1, &e), RK_OK, "%s", e.msg);
+    const char *lo[3] = {"4", "9", "5"}, *hi[2] = {"11", "2"};
+    for (int j = 0; j < 5; j++)
+        cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 0, UIDS[j], strlen(UIDS[j]), &e), RK_OK, "%s", e.msg);
+    for (int j = 0; j < 3; j++) cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, lo[j], 1, &e), RK_OK, "%s", e.msg);
     for (int r = 0; r < n; r++) {
         char v[16];
         int row = r0 + r;
@@ -718,15 +729,18 @@ static void add_mixed(rk_scorer *s, int n, int r0) {
     /* rows 2..4 of the whole request get a second user id */
     int a = r0 > 2 ? r0 : 2, b = r0 + n < 5 ? r0 + n : 5;
     if (a < b) cr_assert_eq(rk_scorer_add_sparse_rows(s, a - r0, b - r0, 0, "u8", 2, &e), RK_OK, "%s", e.msg);
-    for (int j = 0; j < 2; j++) /* the 5th value of rows r % 3 == 0 is dropped */
+    for (int j = 0; j < 2; j++) /* max_values 4: rows r % 3 == 0 keep neither, the others "11" */
         cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, hi[j], strlen(hi[j]), &e), RK_OK, "%s", e.msg);
 }
 
 Test(bundle, shared_values_then_per_row_values_score_as_rows_alone, .init = mk_tmp, .fini = rm_tmp) {
     char dir[512];
-    save_tiny(dir, sizeof dir);
-    rk_model *m;
+    rk_model *m = tiny_model();
     rk_err e = {0};
+    set_order_rows(m);
+    snprintf(dir, sizeof dir, "%s/b", tmpdir);
+    cr_assert_eq(rk_model_save(m, dir, NULL, 0, &e), RK_OK, "%s", e.msg);
+    rk_model_destroy(m);
     cr_assert_eq(rk_model_open(dir, &m, &e), RK_OK, "%s", e.msg);
     rk_scorer *s;
     cr_assert_eq(rk_scorer_create(m, 16, 8, &s, &e), RK_OK, "%s", e.msg);

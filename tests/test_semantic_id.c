@@ -1168,14 +1168,18 @@ Test(sid_model, history_feature_served_equals_offline) {
     for (int r = 0; r < 4; r++) cr_expect_float_eq(on[r], off[r], 1e-6, "row %d: served %g, offline %g", r, on[r], off[r]);
     /* one request's history for every row (staged once), then rows 1 and 2
      * an item of their own, then one more item for every row: max_values 2
-     * drops it in rows 1 and 2 only. Each row must get the bits it gets
-     * scored alone. */
+     * drops it in rows 1 and 2 only. Likewise an item for every row, then
+     * row 1 the codes of a content embedding. Each row must get the bits it
+     * gets scored alone. */
     float whole[4], alone[4];
     for (int pass = 0; pass < 2; pass++) {
         int n = pass == 0 ? 4 : 1;
         for (int r0 = 0; r0 < 4; r0 += n) {
             cr_assert_eq(rk_scorer_begin(s, n, &e), RK_OK);
             cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 1, "3", 1, &e), RK_OK, "%s", e.msg);
+            cr_assert_eq(rk_scorer_add_sparse_rows(s, 0, n, 2, "5", 1, &e), RK_OK, "%s", e.msg);
+            if (r0 <= 1 && 1 < r0 + n) /* the item feature's first value for one row */
+                cr_assert_eq(rk_scorer_add_item_embedding(s, 1 - r0, 2, emb + 2 * ED, ED, &e), RK_OK, "%s", e.msg);
             for (int r = 0; r < n; r++) {
                 cr_assert_eq(rk_scorer_add_sparse(s, r, 0, rows[r0 + r][0], strlen(rows[r0 + r][0]), &e), RK_OK);
                 cr_assert_eq(rk_scorer_add_sparse(s, r, 2, rows[r0 + r][1], strlen(rows[r0 + r][1]), &e), RK_OK);
