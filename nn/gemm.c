@@ -221,6 +221,7 @@ tile256(float *y, const float *xp, size_t xs, int direct, const float *P, const 
         c[r][0] = _mm256_loadu_ps(t);
         c[r][1] = _mm256_loadu_ps(t + 8);
     }
+#pragma GCC unroll 4 /* the large tower +1 % on Zen 4 (bench/RESULTS.md, stop 20) */
     for (int k = 0; k < kc; k++) {
         __m256 w0 = _mm256_loadu_ps(P + (size_t)k * NR), w1 = _mm256_loadu_ps(P + (size_t)k * NR + 8);
         for (int r = 0; r < mr; r++) {
