@@ -49,7 +49,8 @@ static rk_status stage_rows(rk_scorer *s, int row, int feature, const uint64_t *
 /* Before a value goes to some rows only: a feature that so far had every
  * value for every row (same) holds them staged once, as row 0's; copy them
  * to rows 1.. (in order, so each row's bag keeps the order of its adds)
- * and clear same. At most n_rows x row 0's count: within the buffers. */
+ * and clear same (one row: only the flag). At most n_rows x row 0's
+ * count: within the buffers. */
 static void unshare_copy(rk_scorer *s, int f) {
     s->same[f] = 0;
     const size_t n0 = s->st_n[f];
@@ -204,7 +205,7 @@ rk_status rk_scorer_add_sparse(rk_scorer *s, int row, int feature, const char *v
     if (feature < 0 || feature >= c->n_features || c->features[feature].kind != RK_FEAT_SPARSE)
         return rk_fail(err, RK_EINVAL, "feature %d is not a sparse feature", feature);
     const rk_feature *ft = &c->features[feature];
-    if (s->n_rows > 1) unshare(s, feature);
+    unshare(s, feature);
     uint32_t used = ft->param == RK_PARAM_HASH ? s->cnt[feature][row] : s->vcnt[feature][row];
     if (ft->max_values && used >= (uint32_t)ft->max_values) return RK_OK; /* truncated, as in training */
     if (s->cnt[feature][row] >= (uint32_t)s->max_per_row)
@@ -403,7 +404,7 @@ rk_status rk_scorer_add_item_embedding(rk_scorer *s, int row, int feature, const
     if (st) return rk_err_prefix(err, "content_embedding");
     uint64_t keys[RK_SID_MAX_LEVELS];
     int g = rk_codes_rows(ft, codes, keys);
-    if (s->n_rows > 1) unshare(s, feature);
+    unshare(s, feature);
     if ((st = stage_rows(s, row, feature, keys, g, err))) return st;
     s->sid_assigned++;
     return RK_OK;
